@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-run.c: "mergectl run CONFIG OUT": the engine in-process, no daemon;
+ * the drop-in for "mergekit-yaml CONFIG OUT".
+ *
+ * A thin front over graph/: load the config, plan it (all problems are
+ * printed and the exit code is 3 before any weight is read), then run the
+ * plan on a private libuv loop with the executor, drawing progress on
+ * stderr.  SIGINT or SIGTERM cancels the job, which removes its staging
+ * directory, and exits with 130.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "cli.h"
+#include "opts.h"
+
+struct run_ctx {
+	uv_loop_t loop;
+	uv_signal_t sigint;
+	uv_signal_t sigterm;
+	struct graph_job *job;
+	struct cli_progress prog;
+	struct graph_progress last;
+	int rc;
+	char *err;
+	bool interrupted;
+	bool finished;
+};
+
+static void
+run_usage(FILE *fp)
+{
+	fprintf(fp, "usage: %s run CONFIG OUT [options]\n"
+	    "  --memory SIZE         memory budget (default: a quarter of RAM)\n"
+	    "  --threads N           merge threads (default: CPU count)\n"
+	    "  --out-shard-size SIZE max shard size, decimal K/M/B/G "
+	    "(default 5B)\n"
+	    "  --allow-crimes        allow models of different "
+	    "architectures\n"
+	    "  --random-seed N       seed for random methods\n"
+	    "  --no-copy-tokenizer   do not copy the donor's tokenizer\n"
+	    "  --no-model-card       no README.md or mergekit_config.yml\n"
+	    "  --force               replace OUT if it exists\n"
+	    "  -q, --quiet           no progress output\n"
+	    "  --json                print the result as JSON\n",
+	    cli_progname);
+}
+
+static void
+run_done(struct graph_job *job, int rc, const char *err, void *arg)
+{
+	struct run_ctx *r = arg;
+
+	(void)job;
+	graph_job_progress(job, &r->last);
+	r->rc = rc;
+	r->err = err != NULL ? xstrdup(err) : NULL;
+	r->finished = true;
+	r->job = NULL;
+	uv_close((uv_handle_t *)&r->sigint, NULL);
+	uv_close((uv_handle_t *)&r->sigterm, NULL);
+}
+
+static void
+run_progress(struct graph_job *job, const struct graph_progress *g,
+    void *arg)
+{
+	struct run_ctx *r = arg;
+
+	(void)job;
+	r->last = *g;
+	cli_progress_update(&r->prog, g, false);
+}
+
+static void
+run_signal(uv_signal_t *h, int signum)
+{
+	struct run_ctx *r = h->data;
+
+	(void)signum;
+	r->interrupted = true;
+	if (r->job != NULL)
+		graph_exec_cancel(r->job);
+}
+
+static void
+run_report(const struct cli_merge_opts *o, const struct run_ctx *r,
+    const struct graph_plan *plan, const char *out, double secs)
+{
+	struct graph_plan_summary s;
+	char *sz, *pk;
+
+	graph_plan_summary(plan, &s);
+	if (o->json) {
+		struct xbuf x = { 0 };
+		xbuf_add(&x, "{\"ok\":", 6);
+		xbuf_add(&x, r->rc == 0 ? "true" : "false", r->rc == 0 ? 4 : 5);
+		xbuf_add(&x, ",\"out\":", 7);
+		graph_json_string(&x, out);
+		if (r->rc != 0) {
+			xbuf_add(&x, ",\"error\":", 9);
+			graph_json_string(&x, r->err ? r->err : "");
+		}
+		xbuf_printf(&x, ",\"tensors\":%zu,\"shards\":%zu,\"bytes\":%"
+		    PRIu64 ",\"seconds\":%.3f,\"peak_memory\":%" PRIu64
+		    ",\"seed\":%" PRIu64 "}\n", s.tensors, s.shards,
+		    s.bytes_written, secs, r->last.memory_peak, s.seed);
+		fputs(x.data, stdout);
+		xbuf_free(&x);
+		return;
+	}
+	if (r->rc != 0) {
+		fprintf(stderr, "%s: merge failed: %s\n", cli_progname,
+		    r->err ? r->err : strerror(-r->rc));
+		return;
+	}
+	sz = graph_format_size(s.bytes_written);
+	pk = graph_format_size(r->last.memory_peak);
+	if (!o->quiet)
+		fprintf(stderr, "%s: wrote %s (%zu tensors, %s in %zu shard%s) "
+		    "in %.1fs, peak memory %s\n", cli_progname, out, s.tensors,
+		    sz, s.shards, s.shards == 1 ? "" : "s", secs, pk);
+	free(sz);
+	free(pk);
+}
+
+static int
+run_parse(int argc, char **argv, struct cli_merge_opts *o, char **cfg,
+    char **out)
+{
+	static const struct option longopts[] = {
+		CLI_MERGE_LONGOPTS,
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	cli_merge_opts_default(o);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			run_usage(stdout);
+			exit(CLI_EXIT_OK);
+		}
+		if (c == '?' || cli_merge_opt(o, c, optarg) != 0) {
+			run_usage(stderr);
+			return -1;
+		}
+	}
+	if (argc - optind != 2) {
+		cli_usage_error("run needs CONFIG and OUT");
+		run_usage(stderr);
+		return -1;
+	}
+	*cfg = argv[optind];
+	*out = argv[optind + 1];
+	return 0;
+}
+
+/* Loads and plans; prints every problem.  Returns an exit code. */
+static int
+run_plan(const struct cli_merge_opts *o, const char *path,
+    struct graph_config **cfg, struct graph_plan **plan)
+{
+	struct graph_plan_opts po;
+	struct graph_diags d;
+	int rc = CLI_EXIT_OK;
+
+	graph_diags_init(&d);
+	graph_plan_opts_default(&po);
+	po.allow_crimes = o->allow_crimes;
+	po.shard_size = o->shard_size;
+	po.memory = o->memory;
+	po.threads = o->threads;
+	po.has_seed = o->has_seed;
+	po.seed = o->seed;
+	po.copy_tokenizer = o->copy_tokenizer;
+	po.model_card = o->model_card;
+	if (graph_config_load_file(path, cfg, &d) != 0 ||
+	    graph_plan_build(*cfg, &po, plan, &d) != 0)
+		rc = CLI_EXIT_INVALID;
+	graph_diags_print(&d, stderr);
+	if (rc != CLI_EXIT_OK)
+		fprintf(stderr, "%s: %zu problem%s found; nothing was read or "
+		    "written\n", cli_progname, d.nerrors, d.nerrors == 1 ? "" :
+		    "s");
+	graph_diags_fini(&d);
+	return rc;
+}
+
+static int
+run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
+    const struct graph_plan *plan, const char *out)
+{
+	struct graph_exec_opts eo = { o->memory, o->threads };
+	struct graph_job_opts jo;
+	struct graph_exec *ex = NULL;
+	char *cause = NULL;
+	int rc;
+
+	if (uv_loop_init(&r->loop) != 0)
+		return CLI_EXIT_FAILED;
+	uv_signal_init(&r->loop, &r->sigint);
+	uv_signal_init(&r->loop, &r->sigterm);
+	r->sigint.data = r->sigterm.data = r;
+	uv_signal_start(&r->sigint, run_signal, SIGINT);
+	uv_signal_start(&r->sigterm, run_signal, SIGTERM);
+	graph_exec_create(&r->loop, &eo, &ex);
+	memset(&jo, 0, sizeof jo);
+	jo.out_dir = out;
+	jo.force = o->force;
+	jo.done = run_done;
+	jo.progress = run_progress;
+	jo.arg = r;
+	cli_progress_init(&r->prog, o->quiet || o->json);
+	rc = graph_exec_submit(ex, plan, &jo, &r->job, &cause);
+	if (rc != 0) {
+		r->rc = rc;
+		r->err = cause;
+		uv_close((uv_handle_t *)&r->sigint, NULL);
+		uv_close((uv_handle_t *)&r->sigterm, NULL);
+	}
+	uv_run(&r->loop, UV_RUN_DEFAULT);
+	graph_exec_destroy(ex);
+	if (uv_loop_close(&r->loop) != 0)
+		fprintf(stderr, "%s: warning: event loop not closed cleanly\n",
+		    cli_progname);
+	if (r->finished)
+		cli_progress_update(&r->prog, &r->last, true);
+	if (r->interrupted)
+		return CLI_EXIT_INTERRUPTED;
+	if (r->rc == -EEXIST)
+		return CLI_EXIT_EXISTS;
+	return r->rc == 0 ? CLI_EXIT_OK : CLI_EXIT_FAILED;
+}
+
+int
+cli_cmd_run(int argc, char **argv)
+{
+	struct cli_merge_opts o;
+	struct graph_config *cfg = NULL;
+	struct graph_plan *plan = NULL;
+	struct run_ctx *r;
+	char *cfgpath, *out, pool[16];
+	double t0;
+	int rc;
+
+	if (run_parse(argc, argv, &o, &cfgpath, &out) != 0)
+		return CLI_EXIT_USAGE;
+	/* libuv reads this once, at the pool's first use: one thread more
+	 * than the merge uses, so file system work is never starved. */
+	snprintf(pool, sizeof pool, "%d", o.threads + 1);
+	setenv("UV_THREADPOOL_SIZE", pool, 1);
+	graph_init();
+	t0 = cli_now();
+	if ((rc = run_plan(&o, cfgpath, &cfg, &plan)) != CLI_EXIT_OK) {
+		graph_config_free(cfg);
+		return rc;
+	}
+	r = xcalloc(1, sizeof *r);
+	rc = run_execute(&o, r, plan, out);
+	run_report(&o, r, plan, out, cli_now() - t0);
+	free(r->err);
+	free(r);
+	graph_plan_free(plan);
+	graph_config_free(cfg);
+	return rc;
+}

@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mergectl.c: the command-line client's entry point and command table.
+ *
+ * Each command lives in its own cmd-<name>.c.  Exit codes are stable and
+ * listed in the help text (and the man page): scripts may rely on them.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+const char *cli_progname = "mergectl";
+
+static const struct cli_cmd commands[] = {
+	{ "run", "CONFIG OUT [options]", "merge in this process, without the "
+	    "daemon (like mergekit-yaml)", cli_cmd_run },
+};
+
+#define NCOMMANDS (sizeof commands / sizeof *commands)
+
+void
+cli_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "%s: ", cli_progname);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void
+usage(FILE *fp)
+{
+	size_t i;
+
+	fprintf(fp, "usage: %s COMMAND [ARGS]\n\ncommands:\n", cli_progname);
+	for (i = 0; i < NCOMMANDS; i++)
+		fprintf(fp, "  %-6s %-22s %s\n", commands[i].name,
+		    commands[i].args, commands[i].help);
+	fprintf(fp, "\n'%s COMMAND --help' describes a command's options.\n"
+	    "\nexit codes:\n"
+	    "  0    success\n"
+	    "  1    the merge failed while running (I/O error, disk full, an "
+	    "input changed)\n"
+	    "  2    usage error\n"
+	    "  3    the config or plan was rejected; nothing was read or "
+	    "written\n"
+	    "  4    the output exists (use --force to replace it)\n"
+	    "  130  interrupted (SIGINT or SIGTERM); partial output removed\n",
+	    cli_progname);
+}
+
+int
+main(int argc, char **argv)
+{
+	size_t i;
+
+	signal(SIGPIPE, SIG_IGN);
+	if (argc < 2) {
+		usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+	    strcmp(argv[1], "help") == 0) {
+		usage(stdout);
+		return CLI_EXIT_OK;
+	}
+	if (strcmp(argv[1], "--version") == 0) {
+		printf("mergectl %s\n", GRAPH_VERSION);
+		return CLI_EXIT_OK;
+	}
+	for (i = 0; i < NCOMMANDS; i++)
+		if (strcmp(argv[1], commands[i].name) == 0)
+			return commands[i].run(argc - 1, argv + 1);
+	cli_usage_error("unknown command '%s'", argv[1]);
+	usage(stderr);
+	return CLI_EXIT_USAGE;
+}

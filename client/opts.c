@@ -1,0 +1,104 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * opts.c: the merge options that run (and later plan and submit) share,
+ * with their defaults.  A bad value is a usage error naming the option.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <uv.h>
+
+#include "cli.h"
+#include "opts.h"
+
+/* A quarter of physical memory: room for the page cache and the rest. */
+uint64_t
+cli_default_memory(void)
+{
+	uint64_t total = uv_get_total_memory();
+	uint64_t m = total / 4;
+
+	if (m < (256u << 20))
+		m = 256u << 20;
+	return m;
+}
+
+void
+cli_merge_opts_default(struct cli_merge_opts *o)
+{
+	unsigned int n = uv_available_parallelism();
+
+	memset(o, 0, sizeof *o);
+	o->memory = cli_default_memory();
+	o->threads = n > 0 ? (int)n : 1;
+	o->shard_size = 5000000000ull;
+	o->copy_tokenizer = true;
+	o->model_card = true;
+}
+
+/* Applies one option; returns 0, or prints a usage error and returns -1. */
+int
+cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
+{
+	char *end;
+	long v;
+
+	switch (opt) {
+	case OPT_MEMORY:
+		if (graph_parse_size(arg, true, &o->memory) != 0 ||
+		    o->memory == 0) {
+			cli_usage_error("--memory: '%s' is not a size (e.g. "
+			    "512M, 2G)", arg);
+			return -1;
+		}
+		return 0;
+	case OPT_THREADS:
+		errno = 0;
+		v = strtol(arg, &end, 10);
+		if (errno != 0 || *end != '\0' || v < 1 || v > 256) {
+			cli_usage_error("--threads: '%s' is not a number from 1 "
+			    "to 256", arg);
+			return -1;
+		}
+		o->threads = (int)v;
+		return 0;
+	case OPT_SHARD_SIZE:
+		if (graph_parse_size(arg, false, &o->shard_size) != 0) {
+			cli_usage_error("--out-shard-size: '%s' is not a size "
+			    "(e.g. 5B, 500M; decimal, as mergekit)", arg);
+			return -1;
+		}
+		return 0;
+	case OPT_SEED:
+		errno = 0;
+		o->seed = strtoull(arg, &end, 10);
+		if (errno != 0 || *end != '\0' || *arg == '-' || *arg == '\0') {
+			cli_usage_error("--random-seed: '%s' is not a "
+			    "non-negative integer", arg);
+			return -1;
+		}
+		o->has_seed = true;
+		return 0;
+	case OPT_CRIMES:
+		o->allow_crimes = true;
+		return 0;
+	case OPT_NO_TOKENIZER:
+		o->copy_tokenizer = false;
+		return 0;
+	case OPT_NO_CARD:
+		o->model_card = false;
+		return 0;
+	case OPT_FORCE:
+		o->force = true;
+		return 0;
+	case 'q':
+		o->quiet = true;
+		return 0;
+	case OPT_JSON:
+		o->json = true;
+		return 0;
+	}
+	return -1;
+}

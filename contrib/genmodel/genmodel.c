@@ -1,0 +1,1614 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * genmodel: write a synthetic decoder-only LLM as a Hugging Face model
+ * directory (safetensors weights, config.json and a tiny but valid
+ * tokenizer) with the real tensor names and config fields of llama,
+ * mistral, qwen2 or qwen3.  Tests and the demo generate their models with
+ * it instead of shipping or downloading any: every value is a pure function
+ * of (seed, tensor name, element index), computed with IEEE basic
+ * operations only, so a model is bit-identical on every machine, and
+ * --finetune-of makes a "fine-tune" of a base model without reading the
+ * base.  Tensors are generated and written a block at a time, so a
+ * gigabyte-sized benchmark model needs only a few megabytes of memory.  It
+ * deliberately depends on nothing but libc and libm and shares no code with
+ * the daemon: it is the independent writer that the daemon's safetensors
+ * reader is tested against.
+ */
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/*
+ * Values must not depend on whether the compiler fuses a*b+c into an FMA.
+ * GCC does not contract in ISO C mode (-std=c11) and warns about this
+ * pragma, so only clang is told.
+ */
+#ifdef __clang__
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define PRINTFLIKE(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PRINTFLIKE(f, a)
+#endif
+
+#define BLOCK_ELEMS	(1u << 18)	/* elements generated per fwrite() */
+#define BATCH		256		/* pairs of normals computed at once */
+#define STDIO_BUF	(4u << 20)	/* stdio buffer of each shard */
+#define MIN_JOB_ELEMS	(UINT64_C(1) << 22)	/* worth a process */
+#define MAX_JOBS	64
+#define MAX_DIM		(UINT64_C(1) << 24)
+#define MAX_LAYERS	4096
+#define MAX_SHARDS	99999		/* file names have 5 digits */
+#define NAME_LEN	96
+#define NSPECIAL	3		/* <unk>, <s>, </s> */
+#define NBYTE_TOKENS	256
+#define NMERGES		(26 + 26 * 26)	/* "Ġ a".."Ġ z", "a a".."z z" */
+#define GOLDEN		UINT64_C(0x9e3779b97f4a7c15)
+#define LN2		0.693147180559945309417232121458176568
+#define SQRT2_MANT	UINT64_C(0x6a09e667f3bcd)	/* sqrt(2)'s mantissa */
+#define HALF_PI		1.57079632679489661923132169163975144
+#define LAYER		"model.layers.%" PRIu64 "."
+
+enum kind {
+	KIND_WEIGHT,
+	KIND_BIAS,
+	KIND_NORM,
+};
+
+struct family_info {
+	const char	*name;
+	const char	*arch;
+	int		 qkv_bias;
+	int		 qk_norm;
+	const char	*rms_norm_eps;
+	const char	*rope_theta;
+	const char	*sliding_window;	/* NULL: no such field */
+};
+
+struct dtype_info {
+	const char	*name;		/* on the command line */
+	const char	*st_name;	/* in safetensors headers */
+	const char	*torch_name;	/* in config.json */
+	size_t		 size;
+	int		 mbits;		/* stored mantissa bits */
+	int		 ebits;		/* exponent bits */
+};
+
+struct options {
+	const struct family_info *family;
+	const struct dtype_info	*dtype;
+	const char		*out;
+	uint64_t		 layers;
+	uint64_t		 hidden;
+	uint64_t		 intermediate;
+	uint64_t		 heads;
+	uint64_t		 kv_heads;
+	uint64_t		 head_dim;
+	int			 head_dim_set;
+	uint64_t		 vocab;
+	int			 tied;
+	uint64_t		 shard_size;
+	uint64_t		 seed;
+	int			 finetune;
+	uint64_t		 base_seed;
+	int			 delta_set;
+	double			 delta;
+	int			 tokenizer;
+	int			 force;
+	uint64_t		 jobs;
+};
+
+struct tensor {
+	char		 name[NAME_LEN];
+	enum kind	 kind;
+	int		 ndim;
+	uint64_t	 shape[2];
+	uint64_t	 nelem;
+	uint64_t	 nbytes;
+	unsigned	 shard;
+	uint64_t	 begin;		/* offset in its shard's data section */
+};
+
+struct model {
+	struct tensor	*tensors;
+	size_t		 count;
+	size_t		 cap;
+	size_t		 elsize;
+	unsigned	 nshards;
+	uint64_t	*data_start;	/* per shard: 8 + header length */
+	uint64_t	 total;
+};
+
+/* How one tensor's values are drawn. */
+struct gen {
+	uint64_t		 key;		/* base stream */
+	uint64_t		 noise_key;	/* fine-tune noise stream */
+	int			 noise;
+	double			 delta;
+	double			 mean;
+	double			 scale;
+	const struct dtype_info	*dtype;
+};
+
+struct strbuf {
+	char	*buf;
+	size_t	 len;
+	size_t	 cap;
+};
+
+static _Noreturn void	 fatal(const char *, ...) PRINTFLIKE(1, 2);
+static _Noreturn void	 usage_error(const char *, ...) PRINTFLIKE(1, 2);
+static _Noreturn void	 usage(FILE *, int);
+static void		*xmalloc(size_t);
+static void		*xrealloc(void *, size_t);
+static char		*path_join(const char *, const char *);
+static uint64_t		 checked_mul(uint64_t, uint64_t);
+static uint64_t		 checked_add(uint64_t, uint64_t);
+static void		 sb_printf(struct strbuf *, const char *, ...)
+			     PRINTFLIKE(2, 3);
+static uint64_t		 parse_u64(const char *, const char *, int);
+static double		 parse_double(const char *, const char *);
+static const struct family_info *find_family(const char *);
+static const struct dtype_info *find_dtype(const char *);
+static int		 set_flag(struct options *, const char *);
+static int		 takes_value(const char *);
+static void		 set_option(struct options *, const char *,
+			     const char *);
+static void		 parse_args(struct options *, int, char **);
+static uint64_t		 default_jobs(void);
+static void		 check_range(const char *, uint64_t, uint64_t,
+			     uint64_t);
+static void		 validate(struct options *);
+static void		 add_tensor(struct model *, enum kind, uint64_t,
+			     uint64_t, const char *, ...) PRINTFLIKE(5, 6);
+static void		 add_layer(struct model *, const struct options *,
+			     uint64_t);
+static void		 build_model(struct model *, const struct options *);
+static void		 layout_shards(struct model *, uint64_t);
+static void		 shard_file(const struct model *, unsigned, char *,
+			     size_t);
+static int		 is_output_name(const char *);
+static void		 make_dirs(const char *);
+static void		 remove_outputs(const char *);
+static void		 prepare_dir(const struct options *);
+static FILE		*open_out(const char *, const char *, char **);
+static void		 close_out(FILE *, char *);
+static uint64_t		 mix64(uint64_t);
+static uint64_t		 fnv1a(const char *);
+static uint64_t		 stream_key(uint64_t, uint64_t, uint64_t);
+static double		 unit_bits(uint64_t);
+static double		 log_unit(double);
+static void		 polar(double, double, double *, double *);
+static void		 normal_batch(uint64_t, uint64_t, size_t, double *);
+static uint32_t		 round_bits(double, int, int);
+static void		 store_block(const double *, size_t,
+			     const struct dtype_info *, unsigned char *);
+static void		 gen_init(struct gen *, const struct options *,
+			     const struct tensor *);
+static void		 fill_block(const struct gen *, uint64_t, size_t,
+			     unsigned char *);
+static uint64_t		 write_header(FILE *, const char *,
+			     const struct model *, unsigned,
+			     const struct dtype_info *);
+static void		 write_headers(const struct options *,
+			     struct model *);
+static FILE		*open_shard(const struct options *,
+			     const struct model *, unsigned, char **, char *);
+static void		 write_tensor(FILE *, const char *,
+			     const struct options *, const struct model *,
+			     const struct tensor *, uint64_t, uint64_t,
+			     unsigned char *);
+static void		 write_range(const struct options *,
+			     const struct model *, uint64_t, uint64_t);
+static void		 write_weights(const struct options *,
+			     struct model *);
+static void		 wait_workers(const pid_t *, uint64_t);
+static void		 write_index(const struct options *,
+			     const struct model *);
+static void		 write_config(const struct options *);
+static void		 json_string(FILE *, const char *);
+static unsigned		 byte_char(unsigned);
+static size_t		 put_utf8(char *, unsigned);
+static void		 merge_pieces(unsigned, char *, char *);
+static void		 token_text(uint64_t, char *, size_t);
+static uint64_t		 merge_count(uint64_t);
+static void		 write_tokenizer_head(FILE *);
+static void		 write_tokenizer(const struct options *);
+static void		 write_tokenizer_config(const struct options *);
+static void		 write_small_json(const struct options *,
+			     const char *, const char *);
+
+static const struct family_info families[] = {
+	{ "llama", "LlamaForCausalLM", 0, 0, "1e-05", "10000.0", NULL },
+	{ "mistral", "MistralForCausalLM", 0, 0, "1e-05", "10000.0",
+	    "4096" },
+	{ "qwen2", "Qwen2ForCausalLM", 1, 0, "1e-06", "1000000.0", "null" },
+	{ "qwen3", "Qwen3ForCausalLM", 0, 1, "1e-06", "1000000.0", "null" },
+};
+
+static const struct dtype_info dtypes[] = {
+	{ "bf16", "BF16", "bfloat16", 2, 7, 8 },
+	{ "f16", "F16", "float16", 2, 10, 5 },
+	{ "f32", "F32", "float32", 4, 23, 8 },
+};
+
+/* Every file name genmodel writes, apart from numbered shards. */
+static const char *const output_names[] = {
+	"model.safetensors",
+	"model.safetensors.index.json",
+	"config.json",
+	"generation_config.json",
+	"tokenizer.json",
+	"tokenizer_config.json",
+	"special_tokens_map.json",
+};
+
+static const char chat_template[] =
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token"
+    " + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
+
+static void
+fatal(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("genmodel: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void
+usage_error(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("genmodel: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\nTry 'genmodel --help' for more information.\n", stderr);
+	exit(2);
+}
+
+static void
+usage(FILE *fp, int status)
+{
+	fputs("usage: genmodel --family llama|mistral|qwen2|qwen3 --out DIR "
+	    "[options]\n"
+	    "\n"
+	    "Write a synthetic Hugging Face model directory with real tensor "
+	    "names,\n"
+	    "deterministic by seed.\n"
+	    "\n"
+	    "  --layers N            decoder layers (2)\n"
+	    "  --hidden H            hidden size (64)\n"
+	    "  --intermediate I      MLP size (128)\n"
+	    "  --heads A             attention heads (4)\n"
+	    "  --kv-heads K          key/value heads, must divide A (2)\n"
+	    "  --head-dim D          size of one head (H/A)\n"
+	    "  --vocab V             vocabulary size, at least 3 (256)\n"
+	    "  --dtype bf16|f16|f32  tensor dtype (bf16)\n"
+	    "  --tied | --untied     lm_head shared with embed_tokens "
+	    "(untied)\n"
+	    "  --shard-size BYTES    most tensor bytes per shard; K, M, G "
+	    "suffixes\n"
+	    "                        are powers of 1024; 0 = one file (0)\n"
+	    "  --seed S              random seed (1)\n"
+	    "  --finetune-of SEED0   a fine-tune: the SEED0 model plus X * "
+	    "N(0,1)\n"
+	    "  --delta X             noise drawn from --seed; give both\n"
+	    "  --no-tokenizer        no tokenizer or generation config files\n"
+	    "  --force               overwrite genmodel's files in a "
+	    "non-empty DIR\n"
+	    "  --jobs N              worker processes (online CPUs, at most "
+	    "64)\n"
+	    "  --help                show this help\n", fp);
+	exit(status);
+}
+
+static void *
+xmalloc(size_t size)
+{
+	void	*p;
+
+	if ((p = malloc(size)) == NULL)
+		fatal("out of memory");
+	return p;
+}
+
+static void *
+xrealloc(void *p, size_t size)
+{
+	if ((p = realloc(p, size)) == NULL)
+		fatal("out of memory");
+	return p;
+}
+
+static char *
+path_join(const char *dir, const char *name)
+{
+	size_t	 len = strlen(dir) + strlen(name) + 2;
+	char	*path = xmalloc(len);
+
+	snprintf(path, len, "%s/%s", dir, name);
+	return path;
+}
+
+static uint64_t
+checked_mul(uint64_t a, uint64_t b)
+{
+	if (a != 0 && b > UINT64_MAX / a)
+		fatal("model too large: sizes overflow 64 bits");
+	return a * b;
+}
+
+static uint64_t
+checked_add(uint64_t a, uint64_t b)
+{
+	if (b > UINT64_MAX - a)
+		fatal("model too large: sizes overflow 64 bits");
+	return a + b;
+}
+
+static void
+sb_printf(struct strbuf *sb, const char *fmt, ...)
+{
+	va_list	ap;
+	int	n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		fatal("formatting failed");
+	if (sb->len + (size_t)n + 1 > sb->cap) {
+		sb->cap = (sb->len + (size_t)n + 1) * 2;
+		sb->buf = xrealloc(sb->buf, sb->cap);
+	}
+	va_start(ap, fmt);
+	vsnprintf(sb->buf + sb->len, sb->cap - sb->len, fmt, ap);
+	va_end(ap);
+	sb->len += (size_t)n;
+}
+
+/*
+ * strtoull() alone would accept "-1", " 7" and "7x"; sizes come from
+ * scripts, where a typo should fail loudly rather than become a huge model.
+ */
+static uint64_t
+parse_u64(const char *opt, const char *s, int suffixes)
+{
+	unsigned long long	 v;
+	uint64_t		 mult = 1;
+	char			*end;
+
+	if (*s < '0' || *s > '9')
+		usage_error("--%s: '%s' is not a non-negative integer", opt, s);
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno == ERANGE)
+		usage_error("--%s: '%s' is out of range", opt, s);
+	if (suffixes && *end != '\0' && end[1] == '\0') {
+		switch (*end) {
+		case 'k':
+		case 'K':
+			mult = UINT64_C(1) << 10;
+			end++;
+			break;
+		case 'm':
+		case 'M':
+			mult = UINT64_C(1) << 20;
+			end++;
+			break;
+		case 'g':
+		case 'G':
+			mult = UINT64_C(1) << 30;
+			end++;
+			break;
+		}
+	}
+	if (*end != '\0')
+		usage_error("--%s: '%s' is not a non-negative integer", opt, s);
+	if (v > UINT64_MAX / mult)
+		usage_error("--%s: '%s' is out of range", opt, s);
+	return (uint64_t)v * mult;
+}
+
+static double
+parse_double(const char *opt, const char *s)
+{
+	char	*end;
+	double	 v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
+		usage_error("--%s: '%s' is not a finite number", opt, s);
+	return v;
+}
+
+static const struct family_info *
+find_family(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(families) / sizeof(families[0]); i++)
+		if (strcmp(families[i].name, name) == 0)
+			return &families[i];
+	usage_error("unknown --family '%s' (llama, mistral, qwen2 or qwen3)",
+	    name);
+}
+
+static const struct dtype_info *
+find_dtype(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(dtypes) / sizeof(dtypes[0]); i++)
+		if (strcmp(dtypes[i].name, name) == 0)
+			return &dtypes[i];
+	usage_error("unknown --dtype '%s' (bf16, f16 or f32)", name);
+}
+
+/* Returns 1 if name is an option without a value, after applying it. */
+static int
+set_flag(struct options *o, const char *name)
+{
+	if (strcmp(name, "tied") == 0)
+		o->tied = 1;
+	else if (strcmp(name, "untied") == 0)
+		o->tied = 0;
+	else if (strcmp(name, "no-tokenizer") == 0)
+		o->tokenizer = 0;
+	else if (strcmp(name, "force") == 0)
+		o->force = 1;
+	else if (strcmp(name, "help") == 0)
+		usage(stdout, 0);
+	else
+		return 0;
+	return 1;
+}
+
+static int
+takes_value(const char *name)
+{
+	static const char *const names[] = {
+		"family", "out", "layers", "hidden", "intermediate", "heads",
+		"kv-heads", "head-dim", "vocab", "dtype", "shard-size", "seed",
+		"finetune-of", "delta", "jobs",
+	};
+	size_t	i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (strcmp(names[i], name) == 0)
+			return 1;
+	return 0;
+}
+
+static void
+set_option(struct options *o, const char *name, const char *value)
+{
+	if (strcmp(name, "family") == 0)
+		o->family = find_family(value);
+	else if (strcmp(name, "out") == 0)
+		o->out = value;
+	else if (strcmp(name, "layers") == 0)
+		o->layers = parse_u64(name, value, 0);
+	else if (strcmp(name, "hidden") == 0)
+		o->hidden = parse_u64(name, value, 0);
+	else if (strcmp(name, "intermediate") == 0)
+		o->intermediate = parse_u64(name, value, 0);
+	else if (strcmp(name, "heads") == 0)
+		o->heads = parse_u64(name, value, 0);
+	else if (strcmp(name, "kv-heads") == 0)
+		o->kv_heads = parse_u64(name, value, 0);
+	else if (strcmp(name, "head-dim") == 0) {
+		o->head_dim = parse_u64(name, value, 0);
+		o->head_dim_set = 1;
+	} else if (strcmp(name, "vocab") == 0)
+		o->vocab = parse_u64(name, value, 0);
+	else if (strcmp(name, "dtype") == 0)
+		o->dtype = find_dtype(value);
+	else if (strcmp(name, "shard-size") == 0)
+		o->shard_size = parse_u64(name, value, 1);
+	else if (strcmp(name, "seed") == 0)
+		o->seed = parse_u64(name, value, 0);
+	else if (strcmp(name, "finetune-of") == 0) {
+		o->base_seed = parse_u64(name, value, 0);
+		o->finetune = 1;
+	} else if (strcmp(name, "delta") == 0) {
+		o->delta = parse_double(name, value);
+		o->delta_set = 1;
+	} else if (strcmp(name, "jobs") == 0)
+		o->jobs = parse_u64(name, value, 0);
+}
+
+/* Accepts "--name value" and "--name=value"; later options win. */
+static void
+parse_args(struct options *o, int argc, char **argv)
+{
+	char		 name[32];
+	const char	*arg, *eq, *value;
+	size_t		 len;
+	int		 i;
+
+	for (i = 1; i < argc; i++) {
+		arg = argv[i];
+		if (strcmp(arg, "-h") == 0)
+			usage(stdout, 0);
+		if (strncmp(arg, "--", 2) != 0 || arg[2] == '\0')
+			usage_error("unexpected argument '%s'", arg);
+		arg += 2;
+		eq = strchr(arg, '=');
+		len = eq != NULL ? (size_t)(eq - arg) : strlen(arg);
+		if (len >= sizeof(name))
+			usage_error("unknown option '--%s'", arg);
+		memcpy(name, arg, len);
+		name[len] = '\0';
+		if (set_flag(o, name)) {
+			if (eq != NULL)
+				usage_error("--%s takes no value", name);
+			continue;
+		}
+		if (!takes_value(name))
+			usage_error("unknown option '--%s'", name);
+		if (eq != NULL)
+			value = eq + 1;
+		else if (i + 1 < argc)
+			value = argv[++i];
+		else
+			usage_error("--%s needs a value", name);
+		set_option(o, name, value);
+	}
+}
+
+static uint64_t
+default_jobs(void)
+{
+	long	n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		return 1;
+	return n > MAX_JOBS ? MAX_JOBS : (uint64_t)n;
+}
+
+static void
+check_range(const char *opt, uint64_t v, uint64_t lo, uint64_t hi)
+{
+	if (v < lo || v > hi)
+		usage_error("--%s must be between %" PRIu64 " and %" PRIu64
+		    ", not %" PRIu64, opt, lo, hi, v);
+}
+
+static void
+validate(struct options *o)
+{
+	if (o->family == NULL)
+		usage_error("--family is required");
+	if (o->out == NULL || *o->out == '\0')
+		usage_error("--out is required");
+	check_range("layers", o->layers, 1, MAX_LAYERS);
+	check_range("hidden", o->hidden, 1, MAX_DIM);
+	check_range("intermediate", o->intermediate, 1, MAX_DIM);
+	check_range("heads", o->heads, 1, MAX_DIM);
+	check_range("kv-heads", o->kv_heads, 1, MAX_DIM);
+	check_range("vocab", o->vocab, NSPECIAL, MAX_DIM);
+	if (o->heads % o->kv_heads != 0)
+		usage_error("--heads (%" PRIu64 ") must be a multiple of "
+		    "--kv-heads (%" PRIu64 ")", o->heads, o->kv_heads);
+	if (o->head_dim_set)
+		check_range("head-dim", o->head_dim, 1, MAX_DIM);
+	else if (o->hidden % o->heads != 0)
+		usage_error("--hidden (%" PRIu64 ") is not a multiple of "
+		    "--heads (%" PRIu64 "); give --head-dim", o->hidden,
+		    o->heads);
+	else
+		o->head_dim = o->hidden / o->heads;
+	if (o->finetune != o->delta_set)
+		usage_error("--finetune-of and --delta must be given together");
+	check_range("jobs", o->jobs, 1, MAX_JOBS);
+}
+
+static void
+add_tensor(struct model *m, enum kind kind, uint64_t d0, uint64_t d1,
+    const char *fmt, ...)
+{
+	struct tensor	*t;
+	va_list		 ap;
+	int		 n;
+
+	if (m->count == m->cap) {
+		m->cap = m->cap != 0 ? m->cap * 2 : 64;
+		m->tensors = xrealloc(m->tensors, m->cap * sizeof(*t));
+	}
+	t = &m->tensors[m->count++];
+	memset(t, 0, sizeof(*t));
+	va_start(ap, fmt);
+	n = vsnprintf(t->name, sizeof(t->name), fmt, ap);
+	va_end(ap);
+	if (n < 0 || (size_t)n >= sizeof(t->name))
+		fatal("tensor name too long");
+	t->kind = kind;
+	t->ndim = d1 == 0 ? 1 : 2;
+	t->shape[0] = d0;
+	t->shape[1] = d1;
+	t->nelem = t->ndim == 1 ? d0 : checked_mul(d0, d1);
+	t->nbytes = checked_mul(t->nelem, m->elsize);
+}
+
+/*
+ * One decoder layer in the brief's order; biases follow their weight and
+ * qwen3's q_norm/k_norm follow o_proj, as in the modules' state_dict.
+ */
+static void
+add_layer(struct model *m, const struct options *o, uint64_t i)
+{
+	uint64_t	h = o->hidden, in = o->intermediate, hd = o->head_dim;
+	uint64_t	q = checked_mul(o->heads, hd);
+	uint64_t	kv = checked_mul(o->kv_heads, hd);
+	int		bias = o->family->qkv_bias;
+
+	add_tensor(m, KIND_NORM, h, 0, LAYER "input_layernorm.weight", i);
+	add_tensor(m, KIND_WEIGHT, q, h, LAYER "self_attn.q_proj.weight", i);
+	if (bias)
+		add_tensor(m, KIND_BIAS, q, 0, LAYER "self_attn.q_proj.bias",
+		    i);
+	add_tensor(m, KIND_WEIGHT, kv, h, LAYER "self_attn.k_proj.weight", i);
+	if (bias)
+		add_tensor(m, KIND_BIAS, kv, 0, LAYER "self_attn.k_proj.bias",
+		    i);
+	add_tensor(m, KIND_WEIGHT, kv, h, LAYER "self_attn.v_proj.weight", i);
+	if (bias)
+		add_tensor(m, KIND_BIAS, kv, 0, LAYER "self_attn.v_proj.bias",
+		    i);
+	add_tensor(m, KIND_WEIGHT, h, q, LAYER "self_attn.o_proj.weight", i);
+	if (o->family->qk_norm) {
+		add_tensor(m, KIND_NORM, hd, 0, LAYER "self_attn.q_norm.weight",
+		    i);
+		add_tensor(m, KIND_NORM, hd, 0, LAYER "self_attn.k_norm.weight",
+		    i);
+	}
+	add_tensor(m, KIND_NORM, h, 0, LAYER "post_attention_layernorm.weight",
+	    i);
+	add_tensor(m, KIND_WEIGHT, in, h, LAYER "mlp.gate_proj.weight", i);
+	add_tensor(m, KIND_WEIGHT, in, h, LAYER "mlp.up_proj.weight", i);
+	add_tensor(m, KIND_WEIGHT, h, in, LAYER "mlp.down_proj.weight", i);
+}
+
+static void
+build_model(struct model *m, const struct options *o)
+{
+	uint64_t	i;
+
+	m->elsize = o->dtype->size;
+	add_tensor(m, KIND_WEIGHT, o->vocab, o->hidden,
+	    "model.embed_tokens.weight");
+	for (i = 0; i < o->layers; i++)
+		add_layer(m, o, i);
+	add_tensor(m, KIND_NORM, o->hidden, 0, "model.norm.weight");
+	if (!o->tied)
+		add_tensor(m, KIND_WEIGHT, o->vocab, o->hidden,
+		    "lm_head.weight");
+}
+
+/*
+ * Every header must name its tensors before any data is written, so the
+ * whole layout is decided first, from the shapes alone.  Like
+ * transformers' max_shard_size, the limit counts tensor bytes only, and a
+ * tensor larger than the limit gets a shard to itself.
+ */
+static void
+layout_shards(struct model *m, uint64_t shard_size)
+{
+	struct tensor	*t;
+	uint64_t	 used = 0;
+	unsigned	 shard = 0;
+	size_t		 i;
+
+	for (i = 0; i < m->count; i++) {
+		t = &m->tensors[i];
+		m->total = checked_add(m->total, t->nbytes);
+		if (shard_size > 0 && used > 0 &&
+		    used + t->nbytes > shard_size) {
+			if (++shard >= MAX_SHARDS)
+				fatal("more than %d shards; raise --shard-size",
+				    MAX_SHARDS);
+			used = 0;
+		}
+		t->shard = shard;
+		t->begin = used;
+		used += t->nbytes;
+	}
+	m->nshards = shard + 1;
+}
+
+static void
+shard_file(const struct model *m, unsigned shard, char *buf, size_t size)
+{
+	if (m->nshards == 1)
+		snprintf(buf, size, "model.safetensors");
+	else
+		snprintf(buf, size, "model-%05u-of-%05u.safetensors",
+		    shard + 1, m->nshards);
+}
+
+static int
+is_output_name(const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < sizeof(output_names) / sizeof(output_names[0]); i++)
+		if (strcmp(name, output_names[i]) == 0)
+			return 1;
+	/* model-DDDDD-of-DDDDD.safetensors */
+	if (strlen(name) != 32 || strncmp(name, "model-", 6) != 0 ||
+	    strncmp(name + 11, "-of-", 4) != 0 ||
+	    strcmp(name + 20, ".safetensors") != 0)
+		return 0;
+	for (i = 0; i < 5; i++)
+		if (name[6 + i] < '0' || name[6 + i] > '9' ||
+		    name[15 + i] < '0' || name[15 + i] > '9')
+			return 0;
+	return 1;
+}
+
+static void
+make_dirs(const char *dir)
+{
+	char	*path = strdup(dir), *p;
+
+	if (path == NULL)
+		fatal("out of memory");
+	for (p = path + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0777) == -1 && errno != EEXIST)
+			fatal("cannot create %s: %s", path, strerror(errno));
+		*p = '/';
+	}
+	if (mkdir(path, 0777) == -1 && errno != EEXIST)
+		fatal("cannot create %s: %s", path, strerror(errno));
+	free(path);
+}
+
+/*
+ * --force removes every file genmodel could have written, not just the
+ * ones this run writes: shards left from an earlier run with a different
+ * layout would otherwise sit beside the new index and confuse readers.
+ */
+static void
+remove_outputs(const char *dir)
+{
+	DIR		*d;
+	struct dirent	*de;
+	char		*path;
+
+	if ((d = opendir(dir)) == NULL)
+		fatal("cannot open %s: %s", dir, strerror(errno));
+	while ((de = readdir(d)) != NULL) {
+		if (!is_output_name(de->d_name))
+			continue;
+		path = path_join(dir, de->d_name);
+		if (unlink(path) == -1 && errno != ENOENT)
+			fatal("cannot remove %s: %s", path, strerror(errno));
+		free(path);
+	}
+	closedir(d);
+}
+
+static void
+prepare_dir(const struct options *o)
+{
+	struct stat	 st;
+	DIR		*d;
+	struct dirent	*de;
+	int		 empty = 1;
+
+	if (stat(o->out, &st) == -1) {
+		if (errno != ENOENT)
+			fatal("cannot access %s: %s", o->out, strerror(errno));
+		make_dirs(o->out);
+		return;
+	}
+	if (!S_ISDIR(st.st_mode))
+		fatal("%s exists and is not a directory", o->out);
+	if ((d = opendir(o->out)) == NULL)
+		fatal("cannot open %s: %s", o->out, strerror(errno));
+	while (empty && (de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 &&
+		    strcmp(de->d_name, "..") != 0)
+			empty = 0;
+	closedir(d);
+	if (empty)
+		return;
+	if (!o->force)
+		fatal("%s is not empty; use --force to overwrite", o->out);
+	remove_outputs(o->out);
+}
+
+static FILE *
+open_out(const char *dir, const char *name, char **pathp)
+{
+	FILE	*fp;
+
+	*pathp = path_join(dir, name);
+	if ((fp = fopen(*pathp, "wb")) == NULL)
+		fatal("cannot create %s: %s", *pathp, strerror(errno));
+	return fp;
+}
+
+/* Write errors are sticky in stdio, so one check at the end catches all. */
+static void
+close_out(FILE *fp, char *path)
+{
+	int	failed = ferror(fp);
+
+	if (fclose(fp) != 0 || failed)
+		fatal("cannot write %s: %s", path, strerror(errno));
+	free(path);
+}
+
+/* splitmix64's finalizer: a bijection that scrambles every input bit. */
+static uint64_t
+mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+static uint64_t
+fnv1a(const char *s)
+{
+	uint64_t	h = UINT64_C(0xcbf29ce484222325);
+
+	for (; *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= UINT64_C(0x100000001b3);
+	}
+	return h;
+}
+
+/*
+ * Streams are keyed by tensor name, not position, so a tensor has the same
+ * values whatever the layer count or tying; the domain separates the base
+ * values from fine-tune noise, which stay independent even when --seed
+ * equals --finetune-of.
+ */
+static uint64_t
+stream_key(uint64_t seed, uint64_t name_hash, uint64_t domain)
+{
+	return mix64(mix64(seed + GOLDEN * (domain + 1)) ^ name_hash);
+}
+
+/* A double in [1, 2) whose mantissa is the top 52 bits of r. */
+static double
+unit_bits(uint64_t r)
+{
+	uint64_t	bits = (UINT64_C(1023) << 52) | (r >> 12);
+	double		d;
+
+	memcpy(&d, &bits, sizeof(d));
+	return d;
+}
+
+/*
+ * ln(x) for x in (0, 1], from +, *, / only: libm's log may differ in the
+ * last bit between libcs, and values must be identical everywhere.
+ * x = m * 2^e with m in [sqrt(1/2), sqrt(2)), ln(m) = 2 atanh(s) with
+ * s = (m-1)/(m+1), |s| < 0.172; the series to s^15 is good to ~1e-14.
+ * Branch-free, as the comparisons would be unpredictable.
+ */
+static double
+log_unit(double x)
+{
+	uint64_t	bits, mant;
+	double		m, s, s2, p;
+	int		e, big;
+
+	memcpy(&bits, &x, sizeof(bits));
+	mant = bits & ((UINT64_C(1) << 52) - 1);
+	/* Halve m past sqrt(2) with integers: no branch to mispredict. */
+	big = mant > SQRT2_MANT;
+	e = (int)(bits >> 52) - 1023 + big;
+	bits = mant | ((uint64_t)(1023 - big) << 52);
+	memcpy(&m, &bits, sizeof(m));
+	s = (m - 1.0) / (m + 1.0);
+	s2 = s * s;
+	p = 2.0 / 15.0;
+	p = p * s2 + 2.0 / 13.0;
+	p = p * s2 + 2.0 / 11.0;
+	p = p * s2 + 2.0 / 9.0;
+	p = p * s2 + 2.0 / 7.0;
+	p = p * s2 + 2.0 / 5.0;
+	p = p * s2 + 2.0 / 3.0;
+	p = p * s2 + 2.0;
+	return (double)e * LN2 + s * p;
+}
+
+/*
+ * r cos(2 pi t) and r sin(2 pi t) for t in [0, 1), again without libm:
+ * reduce to the nearest quarter turn exactly (4t and 4t - n are exact),
+ * then Taylor series on |f| <= pi/4, good to ~1e-14.
+ */
+static void
+polar(double r, double t, double *zc, double *zs)
+{
+	static const double	cos_sign[4] = { 1, -1, -1, 1 };
+	static const double	sin_sign[4] = { 1, 1, -1, -1 };
+	double			x = 4.0 * t, f, f2, s, c, v[2];
+	int			n = (int)(x + 0.5);
+
+	f = (x - (double)n) * HALF_PI;
+	f2 = f * f;
+	s = 1.0 / 6227020800.0;
+	s = s * -f2 + 1.0 / 39916800.0;
+	s = s * -f2 + 1.0 / 362880.0;
+	s = s * -f2 + 1.0 / 5040.0;
+	s = s * -f2 + 1.0 / 120.0;
+	s = s * -f2 + 1.0 / 6.0;
+	s = f - f * f2 * s;
+	c = 1.0 / 87178291200.0;
+	c = c * -f2 + 1.0 / 479001600.0;
+	c = c * -f2 + 1.0 / 3628800.0;
+	c = c * -f2 + 1.0 / 40320.0;
+	c = c * -f2 + 1.0 / 720.0;
+	c = c * -f2 + 1.0 / 24.0;
+	c = c * -f2 + 0.5;
+	c = 1.0 - f2 * c;
+	/*
+	 * Quarter turn n: cos = c, -s, -c, s and sin = s, c, -s, -c.  Table
+	 * lookups, not ?:, which compilers turn into unpredictable branches.
+	 */
+	v[0] = c;
+	v[1] = s;
+	*zc = cos_sign[n & 3] * r * v[n & 1];
+	*zs = sin_sign[n & 3] * r * v[(n & 1) ^ 1];
+}
+
+/*
+ * N(0,1) values for elements 2*pair .. 2*(pair+npairs)-1 by Box-Muller,
+ * one pair of uniforms per pair of elements.  The uniforms come from
+ * hashing a counter, so any element can be computed without generating
+ * the ones before it.  Each step runs over the whole batch: independent
+ * iterations keep the divider and square root busy instead of waiting on
+ * one long dependency chain, and the compiler can vectorize them.
+ */
+static void
+normal_batch(uint64_t key, uint64_t pair, size_t npairs, double *z)
+{
+	double	r[BATCH], t[BATCH];
+	size_t	i;
+
+	for (i = 0; i < npairs; i++) {
+		/* (0, 1] for the radius, as log(0) is -inf; [0, 1) for angle */
+		r[i] = 2.0 - unit_bits(mix64(key + (2 * (pair + i) + 1) *
+		    GOLDEN));
+		t[i] = unit_bits(mix64(key + (2 * (pair + i) + 2) * GOLDEN)) -
+		    1.0;
+	}
+	for (i = 0; i < npairs; i++)
+		r[i] = sqrt(-2.0 * log_unit(r[i]));
+	for (i = 0; i < npairs; i++)
+		polar(r[i], t[i], &z[2 * i], &z[2 * i + 1]);
+}
+
+/*
+ * The bit pattern of x rounded to nearest, ties to even, in a binary
+ * format with mbits stored mantissa bits and ebits exponent bits.  Going
+ * straight from double avoids the double rounding of double -> float ->
+ * bf16.
+ */
+static uint32_t
+round_bits(double x, int mbits, int ebits)
+{
+	uint64_t	u, mag, r, inf;
+	uint32_t	sign;
+	int		bias = (1 << (ebits - 1)) - 1, shift = 52 - mbits, e;
+
+	memcpy(&u, &x, sizeof(u));
+	sign = (uint32_t)(u >> 63) << (mbits + ebits);
+	mag = u & ~(UINT64_C(1) << 63);
+	e = (int)(mag >> 52) - 1023;
+	inf = (uint64_t)((1u << ebits) - 1) << mbits;
+	if (e >= 1 - bias && e <= bias) {
+		/*
+		 * Normal in the target: round exponent and mantissa as one
+		 * integer, so that a carry out of the mantissa bumps the
+		 * exponent, up to infinity, as IEEE rounding requires.
+		 */
+		r = (mag + (UINT64_C(1) << (shift - 1)) - 1 +
+		    ((mag >> shift) & 1)) >> shift;
+		r -= (uint64_t)(1023 - bias) << mbits;
+		return sign | (uint32_t)(r < inf ? r : inf);
+	}
+	if (isnan(x))
+		return sign | (uint32_t)inf | (1u << (mbits - 1));
+	if (e > bias)
+		return sign | (uint32_t)inf;
+	/*
+	 * Below the normal range: count subnormal quanta (the scaling is
+	 * exact); rounding up to 2^mbits quanta gives the smallest normal's
+	 * bit pattern by itself.
+	 */
+	return sign | (uint32_t)rint(ldexp(fabs(x), mbits + bias - 1));
+}
+
+/*
+ * Norms are 1 + 0.05 N, biases 0.02 N, other weights 0.02 N scaled by
+ * 1 + 0.1 (name hash mod 7), so that tensors differ in norm.  A fine-tune
+ * adds delta * N from an independent stream of --seed to the values of
+ * --finetune-of, before the single rounding to the dtype.
+ */
+static void
+gen_init(struct gen *g, const struct options *o, const struct tensor *t)
+{
+	uint64_t	h = fnv1a(t->name);
+
+	g->key = stream_key(o->finetune ? o->base_seed : o->seed, h, 0);
+	g->noise_key = stream_key(o->seed, h, 1);
+	g->noise = o->finetune;
+	g->delta = o->delta;
+	g->dtype = o->dtype;
+	g->mean = 0.0;
+	g->scale = 0.02;
+	if (t->kind == KIND_NORM) {
+		g->mean = 1.0;
+		g->scale = 0.05;
+	} else if (t->kind == KIND_WEIGHT)
+		g->scale = 0.02 * (1.0 + 0.1 * (double)(h % 7));
+}
+
+/* Constant formats let the compiler specialise round_bits() per loop. */
+static void
+store_block(const double *v, size_t n, const struct dtype_info *d,
+    unsigned char *p)
+{
+	uint32_t	bits;
+	size_t		i;
+
+	if (d->size == 4) {
+		for (i = 0; i < n; i++, p += 4) {
+			bits = round_bits(v[i], 23, 8);
+			p[0] = (unsigned char)bits;
+			p[1] = (unsigned char)(bits >> 8);
+			p[2] = (unsigned char)(bits >> 16);
+			p[3] = (unsigned char)(bits >> 24);
+		}
+	} else if (d->ebits == 8) {
+		for (i = 0; i < n; i++, p += 2) {
+			bits = round_bits(v[i], 7, 8);
+			p[0] = (unsigned char)bits;
+			p[1] = (unsigned char)(bits >> 8);
+		}
+	} else {
+		for (i = 0; i < n; i++, p += 2) {
+			bits = round_bits(v[i], 10, 5);
+			p[0] = (unsigned char)bits;
+			p[1] = (unsigned char)(bits >> 8);
+		}
+	}
+}
+
+/*
+ * Elements [first, first + n) of a tensor, little-endian.  A worker's range
+ * may start mid-pair: the pair is generated and its first half dropped.
+ * Without noise, nothing is added at all: adding 0 * noise would turn a
+ * -0.0 into +0.0, and --delta 0 must reproduce the base exactly.
+ */
+static void
+fill_block(const struct gen *g, uint64_t first, size_t n,
+    unsigned char *out)
+{
+	double	z[2 * BATCH], w[2 * BATCH];
+	size_t	i, j, m, skip, npairs;
+
+	for (i = 0; i < n; i += m) {
+		skip = (size_t)((first + i) & 1);
+		m = n - i < 2 * BATCH - skip ? n - i : 2 * BATCH - skip;
+		npairs = (skip + m + 1) / 2;
+		normal_batch(g->key, (first + i) / 2, npairs, z);
+		if (g->noise) {
+			normal_batch(g->noise_key, (first + i) / 2, npairs, w);
+			for (j = skip; j < skip + m; j++)
+				z[j] = (g->mean + g->scale * z[j]) +
+				    g->delta * w[j];
+		} else {
+			for (j = skip; j < skip + m; j++)
+				z[j] = g->mean + g->scale * z[j];
+		}
+		store_block(z + skip, m, g->dtype, out + i * g->dtype->size);
+	}
+}
+
+/*
+ * An 8-byte little-endian length, then the JSON header padded with spaces
+ * so that the data starts 8-byte aligned, as the safetensors writer does.
+ * Names are genmodel's own ([a-z0-9._]) and need no escaping.  Returns
+ * where the data starts.
+ */
+static uint64_t
+write_header(FILE *fp, const char *path, const struct model *m,
+    unsigned shard, const struct dtype_info *d)
+{
+	struct strbuf		 sb = { NULL, 0, 0 };
+	const struct tensor	*t;
+	unsigned char		 len[8];
+	size_t			 i;
+
+	sb_printf(&sb, "{\"__metadata__\":{\"format\":\"pt\"}");
+	for (i = 0; i < m->count; i++) {
+		t = &m->tensors[i];
+		if (t->shard != shard)
+			continue;
+		sb_printf(&sb, ",\"%s\":{\"dtype\":\"%s\",\"shape\":[%" PRIu64,
+		    t->name, d->st_name, t->shape[0]);
+		if (t->ndim == 2)
+			sb_printf(&sb, ",%" PRIu64, t->shape[1]);
+		sb_printf(&sb, "],\"data_offsets\":[%" PRIu64 ",%" PRIu64 "]}",
+		    t->begin, t->begin + t->nbytes);
+	}
+	sb_printf(&sb, "}");
+	while ((8 + sb.len) % 8 != 0)
+		sb_printf(&sb, " ");
+	for (i = 0; i < 8; i++)
+		len[i] = (unsigned char)((uint64_t)sb.len >> (8 * i));
+	if (fwrite(len, 1, 8, fp) != 8 || fwrite(sb.buf, 1, sb.len, fp) !=
+	    sb.len)
+		fatal("cannot write %s: %s", path, strerror(errno));
+	free(sb.buf);
+	return 8 + (uint64_t)sb.len;
+}
+
+/* Headers first: the workers then fill in data at known offsets. */
+static void
+write_headers(const struct options *o, struct model *m)
+{
+	char		 name[64], *path;
+	FILE		*fp;
+	unsigned	 s;
+
+	m->data_start = xrealloc(NULL, m->nshards * sizeof(*m->data_start));
+	for (s = 0; s < m->nshards; s++) {
+		shard_file(m, s, name, sizeof(name));
+		fp = open_out(o->out, name, &path);
+		m->data_start[s] = write_header(fp, path, m, s, o->dtype);
+		close_out(fp, path);
+	}
+}
+
+static FILE *
+open_shard(const struct options *o, const struct model *m, unsigned shard,
+    char **pathp, char *iobuf)
+{
+	char	 name[64];
+	FILE	*fp;
+
+	shard_file(m, shard, name, sizeof(name));
+	*pathp = path_join(o->out, name);
+	if ((fp = fopen(*pathp, "r+b")) == NULL)
+		fatal("cannot open %s: %s", *pathp, strerror(errno));
+	if (setvbuf(fp, iobuf, _IOFBF, STDIO_BUF) != 0)
+		fatal("cannot buffer %s", *pathp);
+	return fp;
+}
+
+/* Elements [from, to) of one tensor, at their place in its shard. */
+static void
+write_tensor(FILE *fp, const char *path, const struct options *o,
+    const struct model *m, const struct tensor *t, uint64_t from,
+    uint64_t to, unsigned char *block)
+{
+	struct gen	g;
+	uint64_t	pos, done;
+	size_t		n, size = o->dtype->size;
+
+	pos = m->data_start[t->shard] + t->begin + from * size;
+	if ((uint64_t)(off_t)pos != pos || fseeko(fp, (off_t)pos, SEEK_SET))
+		fatal("cannot seek in %s: %s", path, strerror(errno));
+	gen_init(&g, o, t);
+	for (done = from; done < to; done += n) {
+		n = to - done < BLOCK_ELEMS ? (size_t)(to - done) : BLOCK_ELEMS;
+		fill_block(&g, done, n, block);
+		if (fwrite(block, size, n, fp) != n)
+			fatal("cannot write %s: %s", path, strerror(errno));
+	}
+}
+
+/*
+ * One worker's share: elements [from, to) of the concatenation of all
+ * tensors.  Values depend only on (seed, name, element index), so any
+ * split gives the same bytes.
+ */
+static void
+write_range(const struct options *o, const struct model *m, uint64_t from,
+    uint64_t to)
+{
+	unsigned char		*block = xmalloc(BLOCK_ELEMS * 4);
+	char			*iobuf = xmalloc(STDIO_BUF), *path = NULL;
+	const struct tensor	*t;
+	FILE			*fp = NULL;
+	uint64_t		 base = 0, a, b;
+	size_t			 i;
+
+	for (i = 0; i < m->count && base < to; i++, base += t->nelem) {
+		t = &m->tensors[i];
+		if (base + t->nelem <= from)
+			continue;
+		a = from > base ? from - base : 0;
+		b = to - base < t->nelem ? to - base : t->nelem;
+		if (fp == NULL || t->shard != t[-1].shard) {
+			if (fp != NULL)
+				close_out(fp, path);
+			fp = open_shard(o, m, t->shard, &path, iobuf);
+		}
+		write_tensor(fp, path, o, m, t, a, b, block);
+	}
+	if (fp != NULL)
+		close_out(fp, path);
+	free(iobuf);
+	free(block);
+}
+
+/*
+ * Generation is CPU-bound, so the data is split between worker processes
+ * (fork() needs nothing beyond libc, unlike threads), each writing its own
+ * byte ranges of the shards.  Models too small to gain from it are written
+ * by this process alone.
+ */
+static void
+write_weights(const struct options *o, struct model *m)
+{
+	uint64_t	 total = m->total / o->dtype->size, chunk;
+	uint64_t	 jobs = o->jobs;
+	pid_t		*pids;
+	uint64_t	 w;
+
+	write_headers(o, m);
+	if (jobs > total / MIN_JOB_ELEMS)
+		jobs = total / MIN_JOB_ELEMS;
+	if (jobs <= 1) {
+		write_range(o, m, 0, total);
+		return;
+	}
+	chunk = total / jobs;
+	pids = xmalloc(jobs * sizeof(*pids));
+	fflush(NULL);	/* or children would flush our buffers again */
+	for (w = 0; w < jobs; w++) {
+		pids[w] = fork();
+		if (pids[w] == 0) {
+			write_range(o, m, w * chunk,
+			    w + 1 == jobs ? total : (w + 1) * chunk);
+			exit(0);
+		}
+		if (pids[w] == -1)	/* do this share ourselves */
+			write_range(o, m, w * chunk,
+			    w + 1 == jobs ? total : (w + 1) * chunk);
+	}
+	wait_workers(pids, jobs);
+	free(pids);
+}
+
+/* A worker that failed has said why; all that is left is to fail too. */
+static void
+wait_workers(const pid_t *pids, uint64_t jobs)
+{
+	uint64_t	w;
+	int		status, failed = 0;
+
+	for (w = 0; w < jobs; w++) {
+		if (pids[w] == -1)
+			continue;
+		while (waitpid(pids[w], &status, 0) == -1)
+			if (errno != EINTR)
+				fatal("waitpid: %s", strerror(errno));
+		if (WIFSIGNALED(status)) {
+			fprintf(stderr, "genmodel: worker killed by signal "
+			    "%d\n", WTERMSIG(status));
+			failed = 1;
+		} else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			failed = 1;
+	}
+	if (failed)
+		fatal("model data is incomplete");
+}
+
+static void
+write_index(const struct options *o, const struct model *m)
+{
+	char	 file[64], *path;
+	FILE	*fp;
+	size_t	 i;
+
+	fp = open_out(o->out, "model.safetensors.index.json", &path);
+	fprintf(fp, "{\n  \"metadata\": {\n    \"total_size\": %" PRIu64
+	    "\n  },\n  \"weight_map\": {\n", m->total);
+	for (i = 0; i < m->count; i++) {
+		shard_file(m, m->tensors[i].shard, file, sizeof(file));
+		fprintf(fp, "    \"%s\": \"%s\"%s\n", m->tensors[i].name, file,
+		    i + 1 < m->count ? "," : "");
+	}
+	fputs("  }\n}\n", fp);
+	close_out(fp, path);
+}
+
+static void
+write_config(const struct options *o)
+{
+	const struct family_info	*f = o->family;
+	FILE				*fp;
+	char				*path;
+
+	fp = open_out(o->out, "config.json", &path);
+	fprintf(fp, "{\n  \"architectures\": [\n    \"%s\"\n  ],\n"
+	    "  \"attention_bias\": %s,\n  \"bos_token_id\": 1,\n"
+	    "  \"eos_token_id\": 2,\n  \"head_dim\": %" PRIu64 ",\n"
+	    "  \"hidden_act\": \"silu\",\n  \"hidden_size\": %" PRIu64 ",\n"
+	    "  \"intermediate_size\": %" PRIu64 ",\n"
+	    "  \"max_position_embeddings\": 2048,\n"
+	    "  \"model_type\": \"%s\",\n"
+	    "  \"num_attention_heads\": %" PRIu64 ",\n"
+	    "  \"num_hidden_layers\": %" PRIu64 ",\n"
+	    "  \"num_key_value_heads\": %" PRIu64 ",\n"
+	    "  \"rms_norm_eps\": %s,\n  \"rope_theta\": %s,\n",
+	    f->arch, f->qkv_bias ? "true" : "false", o->head_dim, o->hidden,
+	    o->intermediate, f->name, o->heads, o->layers, o->kv_heads,
+	    f->rms_norm_eps, f->rope_theta);
+	if (f->sliding_window != NULL)
+		fprintf(fp, "  \"sliding_window\": %s,\n", f->sliding_window);
+	fprintf(fp, "  \"tie_word_embeddings\": %s,\n"
+	    "  \"torch_dtype\": \"%s\",\n"
+	    "  \"transformers_version\": \"4.46.0\",\n"
+	    "  \"vocab_size\": %" PRIu64 "\n}\n",
+	    o->tied ? "true" : "false", o->dtype->torch_name, o->vocab);
+	close_out(fp, path);
+}
+
+/* s must be UTF-8; only '"', '\\' and control characters need escapes. */
+static void
+json_string(FILE *fp, const char *s)
+{
+	unsigned char	c;
+
+	fputc('"', fp);
+	for (; (c = (unsigned char)*s) != '\0'; s++) {
+		if (c == '"' || c == '\\')
+			fprintf(fp, "\\%c", c);
+		else if (c == '\n')
+			fputs("\\n", fp);
+		else if (c == '\t')
+			fputs("\\t", fp);
+		else if (c < 0x20)
+			fprintf(fp, "\\u%04x", c);
+		else
+			fputc(c, fp);
+	}
+	fputc('"', fp);
+}
+
+/*
+ * The code point of the k-th entry of GPT-2's byte-to-unicode table, the
+ * alphabet of every ByteLevel BPE vocabulary: the 188 printable bytes keep
+ * their code point and come first, the other 68 bytes become U+0100
+ * onwards in byte order (so space is U+0120, 'Ġ').
+ */
+static unsigned
+byte_char(unsigned k)
+{
+	if (k < 94)
+		return 33 + k;			/* '!'..'~' */
+	if (k < 106)
+		return 161 + (k - 94);		/* U+00A1..U+00AC */
+	if (k < 188)
+		return 174 + (k - 106);		/* U+00AE..U+00FF */
+	return 256 + (k - 188);
+}
+
+static size_t
+put_utf8(char *buf, unsigned cp)
+{
+	if (cp < 0x80) {
+		buf[0] = (char)cp;
+		return 1;
+	}
+	buf[0] = (char)(0xc0 | (cp >> 6));
+	buf[1] = (char)(0x80 | (cp & 0x3f));
+	return 2;
+}
+
+/* Merge k joins "Ġ" and a letter, or two letters; both are in the vocab. */
+static void
+merge_pieces(unsigned k, char *left, char *right)
+{
+	if (k < 26) {
+		left[put_utf8(left, 0x120)] = '\0';
+		right[0] = (char)('a' + k);
+	} else {
+		left[0] = (char)('a' + (k - 26) / 26);
+		left[1] = '\0';
+		right[0] = (char)('a' + (k - 26) % 26);
+	}
+	right[1] = '\0';
+}
+
+/*
+ * Token ids: the specials, then the byte alphabet, then one token per
+ * merge, then unreachable "tok_<id>" fillers up to the vocabulary size.
+ */
+static void
+token_text(uint64_t id, char *buf, size_t size)
+{
+	static const char *const specials[NSPECIAL] = {
+		"<unk>", "<s>", "</s>"
+	};
+	char	left[4], right[4];
+
+	if (id < NSPECIAL)
+		snprintf(buf, size, "%s", specials[id]);
+	else if (id < NSPECIAL + NBYTE_TOKENS)
+		buf[put_utf8(buf, byte_char((unsigned)(id - NSPECIAL)))] = '\0';
+	else if (id < NSPECIAL + NBYTE_TOKENS + NMERGES) {
+		merge_pieces((unsigned)(id - NSPECIAL - NBYTE_TOKENS), left,
+		    right);
+		snprintf(buf, size, "%s%s", left, right);
+	} else
+		snprintf(buf, size, "tok_%" PRIu64, id);
+}
+
+/* A merge is only valid if its result has an id, so small vocabs get none. */
+static uint64_t
+merge_count(uint64_t vocab)
+{
+	if (vocab <= NSPECIAL + NBYTE_TOKENS)
+		return 0;
+	vocab -= NSPECIAL + NBYTE_TOKENS;
+	return vocab < NMERGES ? vocab : NMERGES;
+}
+
+static void
+write_tokenizer_head(FILE *fp)
+{
+	static const char *const specials[NSPECIAL] = {
+		"<unk>", "<s>", "</s>"
+	};
+	int	i;
+
+	fputs("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n"
+	    "  \"padding\": null,\n  \"added_tokens\": [\n", fp);
+	for (i = 0; i < NSPECIAL; i++)
+		fprintf(fp, "    {\n      \"id\": %d,\n"
+		    "      \"content\": \"%s\",\n"
+		    "      \"single_word\": false,\n      \"lstrip\": false,\n"
+		    "      \"rstrip\": false,\n      \"normalized\": false,\n"
+		    "      \"special\": true\n    }%s\n", i, specials[i],
+		    i + 1 < NSPECIAL ? "," : "");
+	fputs("  ],\n  \"normalizer\": null,\n"
+	    "  \"pre_tokenizer\": {\n    \"type\": \"ByteLevel\",\n"
+	    "    \"add_prefix_space\": false,\n    \"trim_offsets\": true,\n"
+	    "    \"use_regex\": true\n  },\n"
+	    "  \"post_processor\": null,\n"
+	    "  \"decoder\": {\n    \"type\": \"ByteLevel\",\n"
+	    "    \"add_prefix_space\": true,\n    \"trim_offsets\": true,\n"
+	    "    \"use_regex\": true\n  },\n"
+	    "  \"model\": {\n    \"type\": \"BPE\",\n    \"dropout\": null,\n"
+	    "    \"unk_token\": \"<unk>\",\n"
+	    "    \"continuing_subword_prefix\": null,\n"
+	    "    \"end_of_word_suffix\": null,\n    \"fuse_unk\": false,\n"
+	    "    \"byte_fallback\": false,\n    \"vocab\": {\n", fp);
+}
+
+static void
+write_tokenizer(const struct options *o)
+{
+	char		 tok[32], left[4], right[4], *path;
+	FILE		*fp;
+	uint64_t	 id, k, nmerges = merge_count(o->vocab);
+
+	fp = open_out(o->out, "tokenizer.json", &path);
+	write_tokenizer_head(fp);
+	for (id = 0; id < o->vocab; id++) {
+		token_text(id, tok, sizeof(tok));
+		fputs("      ", fp);
+		json_string(fp, tok);
+		fprintf(fp, ": %" PRIu64 "%s\n", id,
+		    id + 1 < o->vocab ? "," : "");
+	}
+	fputs("    },\n    \"merges\": [", fp);
+	for (k = 0; k < nmerges; k++) {
+		merge_pieces((unsigned)k, left, right);
+		snprintf(tok, sizeof(tok), "%s %s", left, right);
+		fputs(k == 0 ? "\n      " : ",\n      ", fp);
+		json_string(fp, tok);
+	}
+	fputs(nmerges > 0 ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n", fp);
+	close_out(fp, path);
+}
+
+static void
+write_tokenizer_config(const struct options *o)
+{
+	FILE	*fp;
+	char	*path;
+
+	fp = open_out(o->out, "tokenizer_config.json", &path);
+	fputs("{\n  \"bos_token\": \"<s>\",\n  \"chat_template\": ", fp);
+	json_string(fp, chat_template);
+	fputs(",\n  \"eos_token\": \"</s>\",\n"
+	    "  \"model_max_length\": 2048,\n"
+	    "  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
+	    "  \"unk_token\": \"<unk>\"\n}\n", fp);
+	close_out(fp, path);
+}
+
+static void
+write_small_json(const struct options *o, const char *name,
+    const char *text)
+{
+	FILE	*fp;
+	char	*path;
+
+	fp = open_out(o->out, name, &path);
+	fputs(text, fp);
+	close_out(fp, path);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct options	o;
+	struct model	m;
+
+	memset(&o, 0, sizeof(o));
+	memset(&m, 0, sizeof(m));
+	o.layers = 2;
+	o.hidden = 64;
+	o.intermediate = 128;
+	o.heads = 4;
+	o.kv_heads = 2;
+	o.vocab = 256;
+	o.dtype = &dtypes[0];
+	o.seed = 1;
+	o.tokenizer = 1;
+	o.jobs = default_jobs();
+	parse_args(&o, argc, argv);
+	validate(&o);
+	build_model(&m, &o);
+	layout_shards(&m, o.shard_size);
+	prepare_dir(&o);
+	write_weights(&o, &m);
+	if (m.nshards > 1)
+		write_index(&o, &m);
+	write_config(&o);
+	if (o.tokenizer) {
+		write_tokenizer(&o);
+		write_tokenizer_config(&o);
+		write_small_json(&o, "special_tokens_map.json",
+		    "{\n  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n"
+		    "  \"unk_token\": \"<unk>\"\n}\n");
+		write_small_json(&o, "generation_config.json",
+		    "{\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 2\n}\n");
+	}
+	free(m.data_start);
+	free(m.tensors);
+	return 0;
+}

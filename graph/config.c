@@ -1,0 +1,759 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * config.c: the typed merge configuration, built from the YAML node tree.
+ *
+ * This accepts mergekit's whole schema (MERGEKIT.md Part B section 1) and
+ * applies our rules on top (Part A items 1-3): unknown keys are errors with
+ * the nearest known key as a suggestion, keys mergekit has but we do not
+ * implement yet say so, scalars follow YAML 1.2 (1e-5 is a number), dtype
+ * names are mergekit's.  Validation never stops at the first problem; every
+ * problem goes to the diagnostics list with its line and column.  What this
+ * file does not check needs the models (layer counts, methods' parameter
+ * names): that is the planner's job.  The result is immutable once built.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph-int.h"
+
+struct cfg_ctx {
+	const char *file;
+	struct graph_diags *d;
+};
+
+static void cfg_params(struct cfg_ctx *, const struct ynode *,
+    struct graph_params *);
+
+static void
+cfg_err(struct cfg_ctx *c, const struct ynode *n, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+cfg_err(struct cfg_ctx *c, const struct ynode *n, const char *fmt, ...)
+{
+	va_list ap;
+	char *where, *msg;
+
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	if (n != NULL)
+		where = xasprintf("%s:%d:%d", c->file, n->mark.line,
+		    n->mark.col);
+	else
+		where = xstrdup(c->file);
+	graph_diag_add(c->d, GRAPH_SEV_ERROR, where, "%s", msg);
+	free(where);
+	free(msg);
+}
+
+static const char *
+ynode_kind_name(const struct ynode *n)
+{
+	switch (n->kind) {
+	case YNODE_MAP:
+		return "a mapping";
+	case YNODE_SEQ:
+		return "a list";
+	default:
+		return "a scalar";
+	}
+}
+
+/*
+ * Checks a mapping's keys against the allowed set.  "unsupported" lists
+ * keys mergekit accepts that we do not implement yet: they are errors that
+ * say so, rather than being silently ignored.
+ */
+static bool
+cfg_keys(struct cfg_ctx *c, const struct ynode *map, const char *what,
+    const char *const *allowed, size_t nallowed)
+{
+	static const char *const unsupported[] = {
+		"tokenizer_source", "tokenizer", "chat_template", "name",
+	};
+	const char *key, *guess;
+	bool good = true;
+	size_t i, j;
+
+	if (map->kind != YNODE_MAP) {
+		cfg_err(c, map, "%s must be a mapping, not %s", what,
+		    ynode_kind_name(map));
+		return false;
+	}
+	for (i = 0; i + 1 < map->n; i += 2) {
+		key = map->kids[i]->str;
+		for (j = 0; j < i; j += 2)
+			if (strcmp(map->kids[j]->str, key) == 0)
+				break;
+		if (j < i) {
+			cfg_err(c, map->kids[i], "key '%s' appears twice in "
+			    "%s", key, what);
+			good = false;
+			continue;
+		}
+		for (j = 0; j < nallowed; j++)
+			if (strcmp(key, allowed[j]) == 0)
+				break;
+		if (j < nallowed)
+			continue;
+		good = false;
+		for (j = 0; j < sizeof unsupported / sizeof *unsupported; j++)
+			if (strcmp(key, unsupported[j]) == 0)
+				break;
+		if (j < sizeof unsupported / sizeof *unsupported) {
+			cfg_err(c, map->kids[i], "'%s' is a mergekit key that "
+			    "is not supported yet", key);
+			continue;
+		}
+		guess = graph_suggest(key, allowed, nallowed);
+		if (guess != NULL)
+			cfg_err(c, map->kids[i], "unknown key '%s' in %s; did "
+			    "you mean '%s'?", key, what, guess);
+		else
+			cfg_err(c, map->kids[i], "unknown key '%s' in %s",
+			    key, what);
+	}
+	return good;
+}
+
+static bool
+is_digits(const char *s, const char *set)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (strchr(set, *s) == NULL)
+			return false;
+	return true;
+}
+
+/* YAML 1.2 core schema float: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)? */
+static bool
+is_yaml_float(const char *s)
+{
+	bool digits = false;
+
+	if (*s == '+' || *s == '-')
+		s++;
+	while (*s >= '0' && *s <= '9') {
+		s++;
+		digits = true;
+	}
+	if (*s == '.') {
+		s++;
+		while (*s >= '0' && *s <= '9') {
+			s++;
+			digits = true;
+		}
+	}
+	if (!digits)
+		return false;
+	if (*s == 'e' || *s == 'E') {
+		s++;
+		if (*s == '+' || *s == '-')
+			s++;
+		if (!(*s >= '0' && *s <= '9'))
+			return false;
+		while (*s >= '0' && *s <= '9')
+			s++;
+	}
+	return *s == '\0';
+}
+
+int
+graph_yaml_bool(const char *s, bool *out)
+{
+	/* YAML 1.2 plus the 1.1 words mergekit's PyYAML also takes. */
+	static const char *const yes[] = { "true", "yes", "on" };
+	static const char *const no[] = { "false", "no", "off" };
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int
+graph_yaml_number(const char *s, double *out)
+{
+	char *end;
+	bool b;
+
+	if (graph_yaml_bool(s, &b) == 0) {
+		*out = b ? 1.0 : 0.0;
+		return 0;
+	}
+	if (strncmp(s, "0x", 2) == 0 && is_digits(s + 2,
+	    "0123456789abcdefABCDEF")) {
+		*out = (double)strtoull(s + 2, NULL, 16);
+		return 0;
+	}
+	if (strncmp(s, "0o", 2) == 0 && is_digits(s + 2, "01234567")) {
+		*out = (double)strtoull(s + 2, NULL, 8);
+		return 0;
+	}
+	if (is_yaml_float(s)) {
+		*out = strtod(s, &end);
+		return *end == '\0' ? 0 : -EINVAL;
+	}
+	return -EINVAL;
+}
+
+/* A parameter number: numeric scalars, booleans, or numeric strings. */
+static bool
+cfg_number(struct cfg_ctx *c, const struct ynode *n, double *out)
+{
+	if (n->kind != YNODE_SCALAR) {
+		cfg_err(c, n, "expected a number, got %s",
+		    ynode_kind_name(n));
+		return false;
+	}
+	if (graph_yaml_number(n->str, out) != 0) {
+		cfg_err(c, n, "expected a number, got '%.40s'", n->str);
+		return false;
+	}
+	if (!isfinite(*out)) {
+		cfg_err(c, n, "expected a finite number, got '%.40s'",
+		    n->str);
+		return false;
+	}
+	return true;
+}
+
+static bool
+cfg_string(struct cfg_ctx *c, const struct ynode *n, const char *what,
+    char **out)
+{
+	if (n->kind != YNODE_SCALAR || n->str[0] == '\0') {
+		cfg_err(c, n, "%s must be a non-empty string", what);
+		return false;
+	}
+	*out = xstrdup(n->str);
+	return true;
+}
+
+static bool
+cfg_ref(struct cfg_ctx *c, const struct ynode *n, const char *what,
+    struct graph_ref *r)
+{
+	static const char *const keys[] = { "model", "lora",
+		"override_architecture" };
+	static const char *const pkeys[] = { "path", "revision" };
+	const struct ynode *m, *l, *o, *p, *v;
+	char *cause = NULL;
+
+	memset(r, 0, sizeof *r);
+	r->mark = n->mark;
+	if (n->kind == YNODE_SCALAR) {
+		if (graph_ref_parse(n->str, r, &cause) != 0) {
+			cfg_err(c, n, "%s: %s", what, cause);
+			free(cause);
+			return false;
+		}
+		r->mark = n->mark;
+		return true;
+	}
+	if (!cfg_keys(c, n, what, keys, 3))
+		return false;
+	m = ynode_get(n, "model");
+	l = ynode_get(n, "lora");
+	o = ynode_get(n, "override_architecture");
+	if (m == NULL) {
+		cfg_err(c, n, "%s needs a 'model' key", what);
+		return false;
+	}
+	if (l != NULL) {
+		cfg_err(c, l, "LoRA adapters ('lora') are not supported yet");
+		return false;
+	}
+	if (m->kind == YNODE_MAP) {
+		if (!cfg_keys(c, m, "a model path", pkeys, 2))
+			return false;
+		p = ynode_get(m, "path");
+		v = ynode_get(m, "revision");
+		if (p == NULL || !cfg_string(c, p, "path", &r->path))
+			return false;
+		if (v != NULL && !cfg_string(c, v, "revision", &r->rev)) {
+			graph_ref_fini(r);
+			return false;
+		}
+	} else if (!cfg_ref(c, m, what, r)) {
+		return false;
+	}
+	r->mark = n->mark;
+	if (o != NULL && !cfg_string(c, o, "override_architecture",
+	    &r->override_arch)) {
+		graph_ref_fini(r);
+		return false;
+	}
+	return true;
+}
+
+static bool
+cfg_pvalue(struct cfg_ctx *c, const struct ynode *n, struct graph_pvalue *v)
+{
+	size_t i;
+	bool good = true;
+
+	memset(v, 0, sizeof *v);
+	if (n->kind == YNODE_SCALAR) {
+		v->v = xmalloc(sizeof *v->v);
+		v->n = 1;
+		return cfg_number(c, n, &v->v[0]);
+	}
+	if (n->kind != YNODE_SEQ) {
+		cfg_err(c, n, "a parameter value must be a number or a list "
+		    "of numbers (a gradient)");
+		return false;
+	}
+	if (n->n == 0) {
+		cfg_err(c, n, "a gradient needs at least one value");
+		return false;
+	}
+	v->gradient = true;
+	v->n = n->n;
+	v->v = xcalloc(n->n, sizeof *v->v);
+	for (i = 0; i < n->n; i++)
+		good &= cfg_number(c, n->kids[i], &v->v[i]);
+	return good;
+}
+
+static bool
+cfg_cond(struct cfg_ctx *c, const struct ynode *n, struct graph_pcond *pc)
+{
+	static const char *const keys[] = { "filter", "value" };
+	const struct ynode *f, *v;
+
+	memset(pc, 0, sizeof *pc);
+	pc->mark = n->mark;
+	if (!cfg_keys(c, n, "a conditional parameter entry", keys, 2))
+		return false;
+	f = ynode_get(n, "filter");
+	v = ynode_get(n, "value");
+	if (v == NULL) {
+		cfg_err(c, n, "a conditional parameter entry needs 'value'");
+		return false;
+	}
+	if (f != NULL && (f->kind != YNODE_SCALAR)) {
+		cfg_err(c, f, "'filter' must be a string");
+		return false;
+	}
+	/* A missing filter and "*" both match every tensor. */
+	if (f != NULL && strcmp(f->str, "*") != 0)
+		pc->filter = xstrdup(f->str);
+	return cfg_pvalue(c, v, &pc->value);
+}
+
+static bool
+cfg_param(struct cfg_ctx *c, const struct ynode *key, const struct ynode *n,
+    struct graph_param *p)
+{
+	size_t i, maps = 0;
+	bool good = true;
+
+	memset(p, 0, sizeof *p);
+	p->name = xstrdup(key->str);
+	p->mark = key->mark;
+	if (n->kind == YNODE_MAP) {
+		cfg_err(c, n, "parameter '%s': a conditional value must be a "
+		    "list of entries ('- filter: ...' / '  value: ...')",
+		    key->str);
+		return false;
+	}
+	if (n->kind == YNODE_SEQ)
+		for (i = 0; i < n->n; i++)
+			maps += n->kids[i]->kind == YNODE_MAP;
+	if (maps == 0)
+		return cfg_pvalue(c, n, &p->value);
+	if (maps != n->n) {
+		cfg_err(c, n, "parameter '%s' mixes conditional entries and "
+		    "plain values", key->str);
+		return false;
+	}
+	p->conditional = true;
+	p->nconds = n->n;
+	p->conds = xcalloc(n->n, sizeof *p->conds);
+	for (i = 0; i < n->n; i++)
+		good &= cfg_cond(c, n->kids[i], &p->conds[i]);
+	return good;
+}
+
+static void
+cfg_params(struct cfg_ctx *c, const struct ynode *n, struct graph_params *ps)
+{
+	size_t i, j;
+
+	memset(ps, 0, sizeof *ps);
+	if (n == NULL)
+		return;
+	if (n->kind != YNODE_MAP) {
+		cfg_err(c, n, "'parameters' must be a mapping");
+		return;
+	}
+	ps->v = n->n ? xcalloc(n->n / 2 + 1, sizeof *ps->v) : NULL;
+	for (i = 0; i + 1 < n->n; i += 2) {
+		for (j = 0; j < ps->n; j++)
+			if (strcmp(ps->v[j].name, n->kids[i]->str) == 0)
+				break;
+		if (j < ps->n) {
+			cfg_err(c, n->kids[i], "parameter '%s' appears twice",
+			    n->kids[i]->str);
+			continue;
+		}
+		cfg_param(c, n->kids[i], n->kids[i + 1], &ps->v[ps->n++]);
+	}
+}
+
+static bool
+cfg_int(struct cfg_ctx *c, const struct ynode *n, int64_t *out)
+{
+	char *end;
+	long long v;
+
+	if (n->kind != YNODE_SCALAR || n->quoted ||
+	    !is_digits(n->str[0] == '-' ? n->str + 1 : n->str, "0123456789")) {
+		cfg_err(c, n, "expected an integer");
+		return false;
+	}
+	errno = 0;
+	v = strtoll(n->str, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 0 || v > 1000000) {
+		cfg_err(c, n, "integer '%.40s' out of range", n->str);
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+static bool
+cfg_source(struct cfg_ctx *c, const struct ynode *n, bool need_range,
+    struct graph_source *s)
+{
+	static const char *const skeys[] = { "model", "layer_range",
+		"parameters" };
+	static const char *const mkeys[] = { "model", "parameters" };
+	const struct ynode *m, *lr;
+	bool good;
+
+	memset(s, 0, sizeof *s);
+	s->mark = n->mark;
+	if (need_range ? !cfg_keys(c, n, "a slice source", skeys, 3) :
+	    !cfg_keys(c, n, "a model entry", mkeys, 2)) {
+		if (n->kind != YNODE_MAP)
+			return false;
+	}
+	m = ynode_get(n, "model");
+	if (m == NULL) {
+		cfg_err(c, n, "missing 'model'");
+		return false;
+	}
+	good = cfg_ref(c, m, "model", &s->model);
+	cfg_params(c, ynode_get(n, "parameters"), &s->params);
+	if (!need_range)
+		return good;
+	if ((lr = ynode_get(n, "layer_range")) == NULL) {
+		cfg_err(c, n, "a slice source needs 'layer_range: [start, "
+		    "end]'");
+		return false;
+	}
+	if (lr->kind != YNODE_SEQ || lr->n != 2) {
+		cfg_err(c, lr, "'layer_range' must be a list of exactly two "
+		    "integers [start, end]");
+		return false;
+	}
+	s->has_range = true;
+	good &= cfg_int(c, lr->kids[0], &s->start);
+	good &= cfg_int(c, lr->kids[1], &s->end);
+	if (good && s->end <= s->start) {
+		cfg_err(c, lr, "'layer_range' [%lld, %lld] is empty; the end "
+		    "is exclusive", (long long)s->start, (long long)s->end);
+		good = false;
+	}
+	return good;
+}
+
+static void
+cfg_slice(struct cfg_ctx *c, const struct ynode *n, struct graph_slice *s)
+{
+	static const char *const keys[] = { "sources", "base_model",
+		"parameters", "residual_weight" };
+	const struct ynode *src, *b;
+	size_t i;
+
+	memset(s, 0, sizeof *s);
+	s->mark = n->mark;
+	if (!cfg_keys(c, n, "a slice", keys, 4) && n->kind != YNODE_MAP)
+		return;
+	if ((src = ynode_get(n, "sources")) == NULL || src->kind != YNODE_SEQ ||
+	    src->n == 0) {
+		cfg_err(c, src ? src : n, "a slice needs a non-empty "
+		    "'sources' list");
+		return;
+	}
+	s->src = xcalloc(src->n, sizeof *s->src);
+	for (i = 0; i < src->n; i++)
+		cfg_source(c, src->kids[i], true, &s->src[s->nsrc++]);
+	if ((b = ynode_get(n, "base_model")) != NULL)
+		s->has_base = cfg_ref(c, b, "base_model", &s->base);
+	cfg_params(c, ynode_get(n, "parameters"), &s->params);
+	if ((b = ynode_get(n, "residual_weight")) != NULL) {
+		double ignored;
+		if (cfg_number(c, b, &ignored))
+			graph_diag_at(c->d, GRAPH_SEV_WARNING, c->file,
+			    b->mark, "'residual_weight' has no effect (as in "
+			    "mergekit)");
+	}
+}
+
+static void
+cfg_list(struct cfg_ctx *c, const struct ynode *n, const char *key,
+    struct graph_config *cfg)
+{
+	size_t i;
+
+	if (n->kind != YNODE_SEQ) {
+		cfg_err(c, n, "'%s' must be a list", key);
+		return;
+	}
+	if (strcmp(key, "models") == 0) {
+		cfg->form = GRAPH_FORM_MODELS;
+		cfg->models = n->n ? xcalloc(n->n, sizeof *cfg->models) : NULL;
+		for (i = 0; i < n->n; i++)
+			cfg_source(c, n->kids[i], false,
+			    &cfg->models[cfg->nmodels++]);
+	} else {
+		cfg->form = GRAPH_FORM_SLICES;
+		cfg->slices = n->n ? xcalloc(n->n, sizeof *cfg->slices) : NULL;
+		for (i = 0; i < n->n; i++)
+			cfg_slice(c, n->kids[i], &cfg->slices[cfg->nslices++]);
+	}
+}
+
+/*
+ * modules: is accepted for single-module (decoder-only) models, whose one
+ * module is called "default" (Part A item 3).
+ */
+static void
+cfg_modules(struct cfg_ctx *c, const struct ynode *n, struct graph_config *cfg)
+{
+	static const char *const keys[] = { "slices", "models", "parameters" };
+	const struct ynode *def, *s, *m;
+	size_t i;
+
+	if (n->kind != YNODE_MAP || n->n == 0) {
+		cfg_err(c, n, "'modules' must be a non-empty mapping");
+		return;
+	}
+	for (i = 0; i + 1 < n->n; i += 2)
+		if (strcmp(n->kids[i]->str, "default") != 0)
+			cfg_err(c, n->kids[i], "module '%s': only single-module "
+			    "models are supported, whose module is 'default'",
+			    n->kids[i]->str);
+	if ((def = ynode_get(n, "default")) == NULL)
+		return;
+	if (!cfg_keys(c, def, "module 'default'", keys, 3))
+		return;
+	cfg->modules = true;
+	s = ynode_get(def, "slices");
+	m = ynode_get(def, "models");
+	if ((s != NULL && s->n > 0) == (m != NULL && m->n > 0)) {
+		cfg_err(c, def, "module 'default' needs exactly one of "
+		    "'slices' or 'models'");
+		return;
+	}
+	cfg_list(c, s != NULL && s->n > 0 ? s : m,
+	    s != NULL && s->n > 0 ? "slices" : "models", cfg);
+	cfg_params(c, ynode_get(def, "parameters"), &cfg->module_params);
+}
+
+static void
+cfg_dtype(struct cfg_ctx *c, const struct ynode *n, const char *key,
+    enum graph_dtype *out)
+{
+	const char *suggest;
+
+	if (n->kind != YNODE_SCALAR) {
+		cfg_err(c, n, "'%s' must be a string", key);
+		return;
+	}
+	*out = graph_dtype_from_config_name(n->str, &suggest);
+	if (*out != GRAPH_DT_NONE)
+		return;
+	if (suggest != NULL)
+		cfg_err(c, n, "unknown %s '%s'; did you mean '%s'? (dtype "
+		    "names are mergekit's: bfloat16, float16, float32, "
+		    "int64)", key, n->str, suggest);
+	else
+		cfg_err(c, n, "unknown %s '%s' (use bfloat16, float16, "
+		    "float32 or int64)", key, n->str);
+}
+
+static void
+cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
+{
+	static const char *const keys[] = { "merge_method", "models",
+		"slices", "modules", "base_model", "dtype", "out_dtype",
+		"parameters", "architecture", "allow_crimes" };
+	const struct ynode *n, *models, *slices, *modules;
+	int forms;
+	bool b;
+
+	if (!cfg_keys(c, root, "the config", keys, 10) &&
+	    root->kind != YNODE_MAP)
+		return;
+	if ((n = ynode_get(root, "merge_method")) == NULL)
+		cfg_err(c, NULL, "missing 'merge_method'");
+	else if (cfg_string(c, n, "'merge_method'", &cfg->method))
+		cfg->method_mark = n->mark;
+	if ((n = ynode_get(root, "base_model")) != NULL)
+		cfg->has_base = cfg_ref(c, n, "base_model", &cfg->base);
+	if ((n = ynode_get(root, "architecture")) != NULL)
+		cfg->has_arch = cfg_ref(c, n, "architecture", &cfg->arch);
+	if ((n = ynode_get(root, "dtype")) != NULL)
+		cfg_dtype(c, n, "dtype", &cfg->dtype);
+	if ((n = ynode_get(root, "out_dtype")) != NULL)
+		cfg_dtype(c, n, "out_dtype", &cfg->out_dtype);
+	if ((n = ynode_get(root, "allow_crimes")) != NULL) {
+		if (n->kind != YNODE_SCALAR || graph_yaml_bool(n->str, &b) != 0)
+			cfg_err(c, n, "'allow_crimes' must be true or false");
+		else
+			cfg->allow_crimes = b;
+	}
+	cfg_params(c, ynode_get(root, "parameters"), &cfg->params);
+	models = ynode_get(root, "models");
+	slices = ynode_get(root, "slices");
+	modules = ynode_get(root, "modules");
+	/* As in mergekit, an empty list counts as absent. */
+	forms = (models && !(models->kind == YNODE_SEQ && models->n == 0)) +
+	    (slices && !(slices->kind == YNODE_SEQ && slices->n == 0)) +
+	    (modules && !(modules->kind == YNODE_MAP && modules->n == 0));
+	if (forms != 1) {
+		cfg_err(c, NULL, "exactly one of 'models', 'slices' or "
+		    "'modules' must be present and non-empty");
+		return;
+	}
+	if (models && !(models->kind == YNODE_SEQ && models->n == 0))
+		cfg_list(c, models, "models", cfg);
+	else if (slices && !(slices->kind == YNODE_SEQ && slices->n == 0))
+		cfg_list(c, slices, "slices", cfg);
+	else
+		cfg_modules(c, modules, cfg);
+}
+
+int
+graph_config_load_buffer(const char *file, const char *buf, size_t len,
+    struct graph_config **out, struct graph_diags *d)
+{
+	struct cfg_ctx c = { file, d };
+	struct graph_config *cfg;
+	struct ynode *root = NULL;
+	size_t before = d->nerrors;
+
+	*out = NULL;
+	if (memchr(buf, '\0', len) != NULL) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, file, "the file contains "
+		    "a NUL byte; is it a text file?");
+		return -EINVAL;
+	}
+	if (ynode_parse(file, buf, len, &root, d) != 0)
+		return -EINVAL;
+	cfg = xcalloc(1, sizeof *cfg);
+	cfg->path = xstrdup(file);
+	cfg->text = xstrndup(buf, len);
+	cfg->text_len = len;
+	cfg_top(&c, root, cfg);
+	ynode_free(root);
+	if (d->nerrors != before) {
+		graph_config_free(cfg);
+		return -EINVAL;
+	}
+	*out = cfg;
+	return 0;
+}
+
+/* Config files are small; anything past this is not a merge config. */
+#define CONFIG_MAX_BYTES (4u << 20)
+
+int
+graph_config_load_file(const char *path, struct graph_config **out,
+    struct graph_diags *d)
+{
+	char *buf = NULL;
+	size_t len;
+	int rc;
+
+	*out = NULL;
+	if ((rc = graph_read_file(path, CONFIG_MAX_BYTES, &buf, &len)) != 0) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, path, "cannot read the "
+		    "config: %s", rc == -EFBIG ? "file is over 4 MiB" :
+		    strerror(-rc));
+		return rc;
+	}
+	rc = graph_config_load_buffer(path, buf, len, out, d);
+	free(buf);
+	return rc;
+}
+
+static void
+params_free(struct graph_params *ps)
+{
+	size_t i, j;
+
+	for (i = 0; i < ps->n; i++) {
+		free(ps->v[i].name);
+		free(ps->v[i].value.v);
+		for (j = 0; j < ps->v[i].nconds; j++) {
+			free(ps->v[i].conds[j].filter);
+			free(ps->v[i].conds[j].value.v);
+		}
+		free(ps->v[i].conds);
+	}
+	free(ps->v);
+	memset(ps, 0, sizeof *ps);
+}
+
+static void
+source_free(struct graph_source *s)
+{
+	graph_ref_fini(&s->model);
+	params_free(&s->params);
+}
+
+void
+graph_config_free(struct graph_config *cfg)
+{
+	size_t i, j;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->nmodels; i++)
+		source_free(&cfg->models[i]);
+	free(cfg->models);
+	for (i = 0; i < cfg->nslices; i++) {
+		for (j = 0; j < cfg->slices[i].nsrc; j++)
+			source_free(&cfg->slices[i].src[j]);
+		free(cfg->slices[i].src);
+		graph_ref_fini(&cfg->slices[i].base);
+		params_free(&cfg->slices[i].params);
+	}
+	free(cfg->slices);
+	params_free(&cfg->params);
+	params_free(&cfg->module_params);
+	graph_ref_fini(&cfg->base);
+	graph_ref_fini(&cfg->arch);
+	free(cfg->method);
+	free(cfg->path);
+	free(cfg->text);
+	free(cfg);
+}

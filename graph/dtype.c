@@ -1,0 +1,367 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * dtype.c: element types, their names, and conversion to and from float32.
+ *
+ * All merge arithmetic happens in float32 (float64 for reductions), so every
+ * stored type is decoded to float32 on load and encoded once, with
+ * round-to-nearest-even, on write (MERGEKIT.md Part A item 9).  The loops
+ * are written branch-free over plain integers so that gcc and clang
+ * vectorise them; they are the innermost loops of every merge.  Pure
+ * functions, safe on any thread.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "graph-int.h"
+
+struct dtype_info {
+	const char *st;		/* safetensors name */
+	const char *hf;		/* torch / mergekit name, NULL if none */
+	size_t size;
+};
+
+static const struct dtype_info dtypes[GRAPH_DT_COUNT] = {
+	[GRAPH_DT_NONE] = { "NONE", NULL, 0 },
+	[GRAPH_DT_F64] = { "F64", "float64", 8 },
+	[GRAPH_DT_F32] = { "F32", "float32", 4 },
+	[GRAPH_DT_F16] = { "F16", "float16", 2 },
+	[GRAPH_DT_BF16] = { "BF16", "bfloat16", 2 },
+	[GRAPH_DT_I64] = { "I64", "int64", 8 },
+	[GRAPH_DT_I32] = { "I32", "int32", 4 },
+	[GRAPH_DT_I16] = { "I16", "int16", 2 },
+	[GRAPH_DT_I8] = { "I8", "int8", 1 },
+	[GRAPH_DT_U8] = { "U8", "uint8", 1 },
+	[GRAPH_DT_BOOL] = { "BOOL", "bool", 1 },
+	[GRAPH_DT_F8_E4M3] = { "F8_E4M3", "float8_e4m3fn", 1 },
+	[GRAPH_DT_F8_E5M2] = { "F8_E5M2", "float8_e5m2", 1 },
+};
+
+size_t
+graph_dtype_size(enum graph_dtype dt)
+{
+	return dt < GRAPH_DT_COUNT ? dtypes[dt].size : 0;
+}
+
+const char *
+graph_dtype_st_name(enum graph_dtype dt)
+{
+	return dt < GRAPH_DT_COUNT ? dtypes[dt].st : "?";
+}
+
+const char *
+graph_dtype_hf_name(enum graph_dtype dt)
+{
+	return dt < GRAPH_DT_COUNT && dtypes[dt].hf ? dtypes[dt].hf : "?";
+}
+
+enum graph_dtype
+graph_dtype_from_st_name(const char *s)
+{
+	int i;
+
+	for (i = 1; i < GRAPH_DT_COUNT; i++)
+		if (strcmp(s, dtypes[i].st) == 0)
+			return (enum graph_dtype)i;
+	return GRAPH_DT_NONE;
+}
+
+/*
+ * The dtype names a config may use are mergekit's, so that configs stay
+ * portable: bfloat16, float16, float32 and int64, optionally prefixed with
+ * "torch.".  Anything else gets GRAPH_DT_NONE and, when we can guess what
+ * was meant, a suggestion.
+ */
+enum graph_dtype
+graph_dtype_from_config_name(const char *s, const char **suggest)
+{
+	static const struct {
+		const char *alias;
+		const char *name;
+	} guesses[] = {
+		{ "bf16", "bfloat16" }, { "fp16", "float16" },
+		{ "f16", "float16" }, { "half", "float16" },
+		{ "fp32", "float32" }, { "f32", "float32" },
+		{ "float", "float32" }, { "i64", "int64" },
+		{ "long", "int64" },
+	};
+	size_t i;
+
+	*suggest = NULL;
+	if (strncmp(s, "torch.", 6) == 0)
+		s += 6;
+	if (strcmp(s, "bfloat16") == 0)
+		return GRAPH_DT_BF16;
+	if (strcmp(s, "float16") == 0)
+		return GRAPH_DT_F16;
+	if (strcmp(s, "float32") == 0)
+		return GRAPH_DT_F32;
+	if (strcmp(s, "int64") == 0)
+		return GRAPH_DT_I64;
+	for (i = 0; i < sizeof guesses / sizeof guesses[0]; i++)
+		if (strcasecmp(s, guesses[i].alias) == 0)
+			*suggest = guesses[i].name;
+	return GRAPH_DT_NONE;
+}
+
+bool
+graph_dtype_is_float(enum graph_dtype dt)
+{
+	switch (dt) {
+	case GRAPH_DT_F64:
+	case GRAPH_DT_F32:
+	case GRAPH_DT_F16:
+	case GRAPH_DT_BF16:
+	case GRAPH_DT_F8_E4M3:
+	case GRAPH_DT_F8_E5M2:
+		return true;
+	default:
+		return false;
+	}
+}
+
+bool
+graph_dtype_is_encodable(enum graph_dtype dt)
+{
+	switch (dt) {
+	case GRAPH_DT_F64:
+	case GRAPH_DT_F32:
+	case GRAPH_DT_F16:
+	case GRAPH_DT_BF16:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static inline float
+bits_f32(uint32_t u)
+{
+	float f;
+
+	memcpy(&f, &u, sizeof f);
+	return f;
+}
+
+static inline uint32_t
+f32_bits(float f)
+{
+	uint32_t u;
+
+	memcpy(&u, &f, sizeof u);
+	return u;
+}
+
+float
+graph_bf16_to_f32(uint16_t h)
+{
+	return bits_f32((uint32_t)h << 16);
+}
+
+/* Round to nearest even; NaN stays a quiet NaN with its sign. */
+uint16_t
+graph_f32_to_bf16(float f)
+{
+	uint32_t u = f32_bits(f);
+	uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
+	uint32_t nan = (u >> 16) | 0x0040u;
+	int is_nan = (u & 0x7fffffffu) > 0x7f800000u;
+
+	return (uint16_t)(is_nan ? nan : rounded >> 16);
+}
+
+/*
+ * IEEE half <-> single, after Fabian Giesen's branch-light "half" routines:
+ * the subnormal cases lean on the FPU's own round-to-nearest-even by adding
+ * a magic constant, so results are correctly rounded without a loop.
+ */
+float
+graph_f16_to_f32(uint16_t h)
+{
+	uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
+	uint32_t exp = o & (0x7c00u << 13);
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	float sub;
+
+	o += (uint32_t)(127 - 15) << 23;
+	sub = bits_f32(o + (1u << 23)) - bits_f32(113u << 23);
+	if (exp == (0x7c00u << 13))
+		o += (uint32_t)(128 - 16) << 23;
+	else if (exp == 0)
+		o = f32_bits(sub);
+	return bits_f32(o | sign);
+}
+
+uint16_t
+graph_f32_to_f16(float f)
+{
+	const uint32_t f32inf = 255u << 23, f16max = (127u + 16u) << 23;
+	const uint32_t magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+	uint32_t u = f32_bits(f), sign = u & 0x80000000u, o;
+
+	u ^= sign;
+	if (u >= f16max) {
+		o = u > f32inf ? 0x7e00u : 0x7c00u;
+	} else if (u < (113u << 23)) {
+		o = f32_bits(bits_f32(u) + bits_f32(magic)) - magic;
+	} else {
+		uint32_t odd = (u >> 13) & 1u;
+		u += ((uint32_t)(15 - 127) << 23) + 0xfffu;
+		u += odd;
+		o = u >> 13;
+	}
+	return (uint16_t)(o | (sign >> 16));
+}
+
+/* float8 e4m3fn: bias 7, no infinities, S.1111.111 is NaN. */
+static float
+f8e4m3_to_f32(uint8_t b)
+{
+	int sign = b >> 7, exp = (b >> 3) & 15, man = b & 7;
+	float v;
+
+	if (exp == 15 && man == 7)
+		return NAN;
+	if (exp == 0)
+		v = ldexpf((float)man, -9);
+	else
+		v = ldexpf((float)(8 + man), exp - 10);
+	return sign ? -v : v;
+}
+
+/* float8 e5m2 is the top byte of an IEEE half. */
+static float
+f8e5m2_to_f32(uint8_t b)
+{
+	return graph_f16_to_f32((uint16_t)(b << 8));
+}
+
+void
+graph_decode_f32(enum graph_dtype dt, const void *restrict src,
+    float *restrict dst, size_t n)
+{
+	const uint8_t *restrict s = src;
+	size_t i;
+
+	switch (dt) {
+	case GRAPH_DT_F32:
+		memcpy(dst, src, n * sizeof *dst);
+		break;
+	case GRAPH_DT_BF16:
+		for (i = 0; i < n; i++) {
+			uint16_t h = (uint16_t)(s[2 * i] | s[2 * i + 1] << 8);
+			dst[i] = bits_f32((uint32_t)h << 16);
+		}
+		break;
+	case GRAPH_DT_F16:
+		for (i = 0; i < n; i++)
+			dst[i] = graph_f16_to_f32(
+			    (uint16_t)(s[2 * i] | s[2 * i + 1] << 8));
+		break;
+	case GRAPH_DT_F64:
+		for (i = 0; i < n; i++) {
+			double d;
+			memcpy(&d, s + 8 * i, sizeof d);
+			dst[i] = (float)d;
+		}
+		break;
+	case GRAPH_DT_I64:
+		for (i = 0; i < n; i++) {
+			int64_t v;
+			memcpy(&v, s + 8 * i, sizeof v);
+			dst[i] = (float)v;
+		}
+		break;
+	case GRAPH_DT_I32:
+		for (i = 0; i < n; i++) {
+			int32_t v;
+			memcpy(&v, s + 4 * i, sizeof v);
+			dst[i] = (float)v;
+		}
+		break;
+	case GRAPH_DT_I16:
+		for (i = 0; i < n; i++) {
+			int16_t v;
+			memcpy(&v, s + 2 * i, sizeof v);
+			dst[i] = (float)v;
+		}
+		break;
+	case GRAPH_DT_I8:
+		for (i = 0; i < n; i++)
+			dst[i] = (float)(int8_t)s[i];
+		break;
+	case GRAPH_DT_U8:
+	case GRAPH_DT_BOOL:
+		for (i = 0; i < n; i++)
+			dst[i] = (float)s[i];
+		break;
+	case GRAPH_DT_F8_E4M3:
+		for (i = 0; i < n; i++)
+			dst[i] = f8e4m3_to_f32(s[i]);
+		break;
+	case GRAPH_DT_F8_E5M2:
+		for (i = 0; i < n; i++)
+			dst[i] = f8e5m2_to_f32(s[i]);
+		break;
+	default:
+		memset(dst, 0, n * sizeof *dst);
+		break;
+	}
+}
+
+void
+graph_encode_f32(enum graph_dtype dt, const float *restrict src,
+    void *restrict dst, size_t n)
+{
+	uint8_t *restrict d = dst;
+	size_t i;
+
+	switch (dt) {
+	case GRAPH_DT_F32:
+		memcpy(dst, src, n * sizeof *src);
+		break;
+	case GRAPH_DT_BF16:
+		for (i = 0; i < n; i++) {
+			uint16_t h = graph_f32_to_bf16(src[i]);
+			d[2 * i] = (uint8_t)h;
+			d[2 * i + 1] = (uint8_t)(h >> 8);
+		}
+		break;
+	case GRAPH_DT_F16:
+		for (i = 0; i < n; i++) {
+			uint16_t h = graph_f32_to_f16(src[i]);
+			d[2 * i] = (uint8_t)h;
+			d[2 * i + 1] = (uint8_t)(h >> 8);
+		}
+		break;
+	case GRAPH_DT_F64:
+		for (i = 0; i < n; i++) {
+			double v = src[i];
+			memcpy(d + 8 * i, &v, sizeof v);
+		}
+		break;
+	default:
+		/* The planner only chooses encodable output types. */
+		memset(dst, 0, n * graph_dtype_size(dt));
+		break;
+	}
+}
+
+void
+graph_dtype_round(enum graph_dtype dt, float *v, size_t n)
+{
+	size_t i;
+
+	switch (dt) {
+	case GRAPH_DT_BF16:
+		for (i = 0; i < n; i++)
+			v[i] = graph_bf16_to_f32(graph_f32_to_bf16(v[i]));
+		break;
+	case GRAPH_DT_F16:
+		for (i = 0; i < n; i++)
+			v[i] = graph_f16_to_f32(graph_f32_to_f16(v[i]));
+		break;
+	default:
+		break;
+	}
+}

@@ -1,0 +1,198 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exec-int.h: the executor's private structures (exec.c, exec-work.c,
+ * cache.c).
+ *
+ * Ownership and threads: everything here belongs to the loop thread,
+ * except while a task runs on the pool.  A task (struct task) is handed to
+ * the pool by uv_queue_work and handed back in its after-work callback; in
+ * between, the worker touches only what its task names: a cache entry's
+ * buffer being filled (LOAD), a unit's output buffer and its tensor's
+ * partials for its own quanta (MERGE), a shard descriptor (WRITE and the
+ * job tasks).  The plan is immutable and shared.
+ */
+#ifndef EXEC_INT_H
+#define EXEC_INT_H
+
+#include <uv.h>
+
+#include "graph-int.h"
+
+/* Reduction quantum: partial sums are per 64 Ki elements, always. */
+#define EXEC_QUANTUM 65536u
+/* Largest chunk, so that work spreads over threads and cancels fast. */
+#define EXEC_MAX_CHUNK (4u << 20)
+/* Raw copies are written in pieces of this many bytes. */
+#define EXEC_COPY_BYTES (64u << 20)
+/* Tensors of one job in progress at once. */
+#define EXEC_LOOKAHEAD 8
+
+struct graph_exec;
+struct graph_job;
+struct xtensor;
+
+enum task_kind {
+	TASK_LOAD,		/* decode one input chunk into the cache */
+	TASK_MERGE,		/* run a method pass over one chunk */
+	TASK_WRITE,		/* encode and pwrite one output chunk */
+	TASK_SHARD,		/* fsync and close a finished shard */
+	TASK_SETUP,		/* staging directory and shard files */
+	TASK_FINISH,		/* small files, publish */
+	TASK_CLEANUP,		/* close, remove staging after failure */
+};
+
+struct task {
+	enum task_kind kind;
+	uv_work_t work;
+	struct task *next;	/* ready queue */
+	struct graph_exec *ex;
+	struct graph_job *job;	/* job tasks; NULL for loads */
+	size_t idx;		/* TASK_SHARD: the shard */
+	int rc;
+	char *err;		/* set by the worker on failure */
+};
+
+/* A unit waiting for an entry, and which of its inputs it is. */
+struct cwait {
+	struct unit *u;
+	size_t j;
+};
+
+/* One decoded input chunk. */
+struct centry {
+	struct task task;	/* TASK_LOAD */
+	char *key;		/* binary, keylen bytes */
+	size_t keylen;
+	float *data;
+	uint64_t bytes;
+	int pins;
+	bool ready;
+	bool failed;
+	bool queued;		/* load started or queued */
+	struct centry *lru_prev;	/* unpinned entries, oldest first */
+	struct centry *lru_next;
+	struct cwait *waiters;
+	size_t nwaiters;
+	/* What to load: set from a waiter when the load is queued. */
+	const struct graph_plan *plan;
+	const struct plan_tensor *pt;
+	const struct plan_input *in;
+	uint64_t e0;
+	size_t n;
+};
+
+struct cache {
+	struct strmap map;	/* key -> index into v */
+	struct centry **v;
+	size_t n;
+	size_t cap;
+	struct centry *lru_head;
+	struct centry *lru_tail;
+	uint64_t bytes;
+	uint64_t hits;
+	uint64_t misses;
+};
+
+/* One chunk of one pass of one tensor, from admission to completion. */
+struct unit {
+	struct task task;	/* TASK_MERGE, then TASK_WRITE */
+	struct xtensor *xt;
+	int pass;
+	uint64_t e0;
+	size_t n;
+	struct centry *in[GRAPH_MAX_INPUTS];
+	size_t loads_pending;
+	float *out;		/* apply pass: the float32 result */
+	void *enc;		/* and its encoding in the output dtype */
+	uint64_t bytes;		/* budget held for out and enc */
+	bool raw;		/* byte copy straight from the mapping */
+};
+
+/* Runtime state of one output tensor. */
+struct xtensor {
+	const struct plan_tensor *pt;
+	struct graph_job *job;
+	uint64_t chunk;		/* elements per chunk */
+	size_t nchunks;
+	int pass;		/* 0 .. npasses; npasses is the apply pass */
+	size_t next;		/* chunks of this pass admitted */
+	size_t left;		/* chunks of this pass not finished */
+	void *state;
+	double *partials;
+	uint64_t bytes;		/* budget held for state and partials */
+	bool raw;
+	bool active;
+	bool done;
+};
+
+enum job_state {
+	JOB_SETUP,
+	JOB_RUNNING,
+	JOB_FINISHING,
+	JOB_CLEANUP,
+	JOB_DONE,
+};
+
+struct graph_job {
+	struct graph_exec *ex;
+	struct graph_job *next;	/* executor's job list */
+	const struct graph_plan *plan;
+	char *out_dir;
+	char *staging;
+	bool force;
+	bool keep_staging;
+	bool *shard_done;
+	size_t *shard_left;	/* tensors not yet written, per shard */
+	int *shard_fd;
+	struct task *shard_tasks;
+	struct xtensor *xt;
+	size_t first_active;	/* lowest tensor not done */
+	size_t next_tensor;	/* lowest tensor not started */
+	size_t nactive;
+	size_t nunits;		/* units alive */
+	struct graph_progress prog;
+	enum job_state state;
+	atomic_bool cancel;
+	int rc;
+	char *err;
+	int inflight;		/* tasks of this job on the pool */
+	struct task jtask;	/* SETUP, FINISH, CLEANUP */
+	graph_job_done_cb done;
+	graph_job_progress_cb progress;
+	graph_job_shard_cb on_shard;
+	void *arg;
+};
+
+struct graph_exec {
+	uv_loop_t *loop;
+	uint64_t budget;
+	uint64_t used;
+	uint64_t peak;
+	int threads;
+	int inflight;
+	struct cache cache;
+	struct graph_job *jobs;
+	struct graph_job *rr;	/* next job to admit from */
+	struct task *ready_head;
+	struct task *ready_tail;
+	bool pumping;
+};
+
+/* cache.c */
+void cache_init(struct cache *);
+void cache_fini(struct cache *);
+struct centry *cache_find(struct cache *, const struct graph_plan *,
+    const struct plan_tensor *, const struct plan_input *, uint64_t, size_t);
+struct centry *cache_get(struct cache *, const struct graph_plan *,
+    const struct plan_tensor *, const struct plan_input *, uint64_t, size_t,
+    bool *);
+void cache_pin(struct cache *, struct centry *);
+void cache_unpin(struct cache *, struct centry *);
+uint64_t cache_evict(struct cache *, uint64_t);
+void cache_drop(struct cache *, struct centry *);
+
+/* exec-work.c: run on pool threads. */
+void exec_work(uv_work_t *);
+uint64_t exec_unit_out_bytes(const struct plan_tensor *, size_t, int);
+
+#endif /* EXEC_INT_H */

@@ -1,0 +1,187 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exec-work.c: what the executor's tasks do on the libuv thread pool.
+ *
+ * Each function gets one task and touches only what that task owns (see
+ * exec-int.h); results and errors go back in the task for the loop thread
+ * to act on in the after-work callback.  No libuv calls, no logging, no
+ * shared mutable state: a worker that fails just says why.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "exec-int.h"
+
+#define container_of(p, t, m) ((t *)((char *)(p) - offsetof(t, m)))
+
+uint64_t
+exec_unit_out_bytes(const struct plan_tensor *pt, size_t n, int pass)
+{
+	if (pass < pt->method->npasses)
+		return 0;
+	/* The float32 result and its encoding, briefly both. */
+	return (uint64_t)n * (sizeof(float) + graph_dtype_size(pt->out_dtype));
+}
+
+static void
+work_load(struct centry *e)
+{
+	e->data = xmalloc(e->n * sizeof *e->data + 1);
+	graph_read_chunk(e->plan, e->pt, e->in, e->e0, e->n, e->data);
+}
+
+static void
+work_merge(struct unit *u)
+{
+	const struct plan_tensor *pt = u->xt->pt;
+	const struct graph_method *m = pt->method;
+	const float *in[GRAPH_MAX_INPUTS];
+	struct mchunk c;
+	size_t j;
+
+	if (atomic_load(&u->xt->job->cancel)) {
+		u->task.rc = -ECANCELED;
+		return;
+	}
+	memset(&c, 0, sizeof c);
+	for (j = 0; j < pt->nin; j++)
+		in[j] = u->in[j]->data;
+	c.e0 = u->e0;
+	c.n = u->n;
+	c.in = in;
+	c.nin = pt->nin;
+	c.quantum = EXEC_QUANTUM;
+	if (u->pass < m->npasses) {
+		c.partials = u->xt->partials + (u->e0 / EXEC_QUANTUM) *
+		    (uint64_t)m->nred;
+		m->stats(pt, u->xt->state, u->pass, &c);
+		return;
+	}
+	u->out = xmalloc(u->n * sizeof *u->out + 1);
+	c.out = u->out;
+	m->apply(pt, u->xt->state, &c);
+	u->enc = xmalloc(u->n * graph_dtype_size(pt->out_dtype) + 1);
+	graph_encode_f32(pt->out_dtype, u->out, u->enc, u->n);
+	free(u->out);
+	u->out = NULL;
+}
+
+static void
+work_write(struct unit *u)
+{
+	const struct plan_tensor *pt = u->xt->pt;
+	struct graph_job *job = u->xt->job;
+	const struct graph_st_tensor *st;
+	const struct graph_st_file *f;
+	size_t es = graph_dtype_size(pt->out_dtype);
+	const void *src = u->enc;
+	int fd = job->shard_fd[pt->shard];
+
+	if (atomic_load(&job->cancel)) {
+		u->task.rc = -ECANCELED;
+		return;
+	}
+	if (u->raw) {
+		f = job->plan->models[pt->in[0].model].m->files[
+		    pt->in[0].mt->file];
+		st = pt->in[0].mt->t;
+		src = f->map + st->begin + u->e0 * es;
+	}
+	u->task.rc = writer_pwrite(fd, src, u->n * es, pt->offset + u->e0 * es,
+	    &u->task.err);
+}
+
+static void
+work_setup(struct graph_job *job)
+{
+	const struct graph_plan *p = job->plan;
+	struct task *t = &job->jtask;
+	size_t i, k;
+
+	for (i = 0; i < p->nmodels; i++)
+		for (k = 0; k < p->models[i].m->nfiles; k++)
+			if ((t->rc = graph_st_check_unchanged(
+			    p->models[i].m->files[k], &t->err)) != 0)
+				return;
+	if ((t->rc = writer_stage_create(p, job->staging, job->shard_done,
+	    &t->err)) != 0)
+		return;
+	for (i = 0; i < p->nshards; i++) {
+		if (job->shard_done[i])
+			continue;
+		if ((t->rc = writer_open_shard(job->staging, &p->shards[i],
+		    false, &job->shard_fd[i], &t->err)) != 0)
+			return;
+	}
+}
+
+static void
+work_shard(struct graph_job *job, struct task *t)
+{
+	int fd = job->shard_fd[t->idx];
+
+	if (fsync(fd) == -1) {
+		t->rc = -errno;
+		t->err = xasprintf("%s/%s: fsync: %s", job->staging,
+		    job->plan->shards[t->idx].name, strerror(errno));
+	}
+	close(fd);
+	job->shard_fd[t->idx] = -1;
+}
+
+static void
+work_finish(struct graph_job *job)
+{
+	struct task *t = &job->jtask;
+
+	if ((t->rc = writer_finish(job->plan, job->staging, &t->err)) != 0)
+		return;
+	t->rc = writer_publish(job->staging, job->out_dir, job->force, &t->err);
+}
+
+static void
+work_cleanup(struct graph_job *job)
+{
+	size_t i;
+
+	for (i = 0; i < job->plan->nshards; i++) {
+		if (job->shard_fd[i] != -1) {
+			close(job->shard_fd[i]);
+			job->shard_fd[i] = -1;
+		}
+	}
+	if (!job->keep_staging)
+		writer_remove_dir(job->staging);
+}
+
+void
+exec_work(uv_work_t *w)
+{
+	struct task *t = container_of(w, struct task, work);
+
+	switch (t->kind) {
+	case TASK_LOAD:
+		work_load(container_of(t, struct centry, task));
+		break;
+	case TASK_MERGE:
+		work_merge(container_of(t, struct unit, task));
+		break;
+	case TASK_WRITE:
+		work_write(container_of(t, struct unit, task));
+		break;
+	case TASK_SHARD:
+		work_shard(t->job, t);
+		break;
+	case TASK_SETUP:
+		work_setup(t->job);
+		break;
+	case TASK_FINISH:
+		work_finish(t->job);
+		break;
+	case TASK_CLEANUP:
+		work_cleanup(t->job);
+		break;
+	}
+}

@@ -1,0 +1,769 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exec.c: the executor: plans become load, merge and write tasks on the
+ * libuv thread pool, under one memory budget.
+ *
+ * Every output tensor is cut into chunks of whole quanta (EXEC_QUANTUM
+ * elements); a method with statistics passes runs them over all chunks
+ * first, reduces on the loop thread, then runs its apply pass.  A "unit" is
+ * one chunk of one pass: it is admitted only when the bytes it will hold
+ * (its decoded inputs that are not cached yet, its output buffers) fit in
+ * the budget, after evicting unpinned cache entries if needed.  Then its
+ * LOAD tasks decode the missing inputs into the shared cache, its MERGE
+ * task runs the kernel, and its WRITE task pwrite()s the encoded chunk at
+ * its final offset.  Since the layout is fixed and partial sums are kept
+ * per quantum and summed in order, the bytes written never depend on the
+ * thread count, the chunk size or the schedule.
+ *
+ * At most `threads` tasks are on the pool at once (the pool itself has one
+ * more thread, so libuv's own file work is never starved).  Jobs are
+ * admitted round-robin, so one job cannot starve another.  Everything here
+ * runs on the loop thread; exec-work.c is what runs on the pool.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "exec-int.h"
+
+#define container_of(p, t, m) ((t *)((char *)(p) - offsetof(t, m)))
+
+static void exec_after(uv_work_t *, int);
+static void exec_pump(struct graph_exec *);
+static void job_fail(struct graph_job *, int, const char *);
+static void job_maybe_end(struct graph_job *);
+
+int
+graph_exec_create(uv_loop_t *loop, const struct graph_exec_opts *o,
+    struct graph_exec **out)
+{
+	struct graph_exec *ex;
+
+	if (o->memory == 0 || o->threads < 1)
+		return -EINVAL;
+	ex = xcalloc(1, sizeof *ex);
+	ex->loop = loop;
+	ex->budget = o->memory;
+	ex->threads = o->threads;
+	cache_init(&ex->cache);
+	*out = ex;
+	return 0;
+}
+
+void
+graph_exec_destroy(struct graph_exec *ex)
+{
+	if (ex == NULL)
+		return;
+	/* The owner waits for every job's done callback first. */
+	if (ex->jobs != NULL || ex->inflight != 0)
+		abort();
+	cache_fini(&ex->cache);
+	free(ex);
+}
+
+static void
+mem_take(struct graph_exec *ex, uint64_t bytes)
+{
+	ex->used += bytes;
+	if (ex->used > ex->peak)
+		ex->peak = ex->used;
+}
+
+static void
+mem_give(struct graph_exec *ex, uint64_t bytes)
+{
+	ex->used -= bytes;
+}
+
+static void
+exec_queue(struct graph_exec *ex, struct task *t)
+{
+	t->ex = ex;
+	t->next = NULL;
+	if (ex->ready_tail != NULL)
+		ex->ready_tail->next = t;
+	else
+		ex->ready_head = t;
+	ex->ready_tail = t;
+}
+
+static void
+job_task(struct graph_job *job, enum task_kind kind)
+{
+	memset(&job->jtask, 0, sizeof job->jtask);
+	job->jtask.kind = kind;
+	job->jtask.job = job;
+	exec_queue(job->ex, &job->jtask);
+}
+
+/* Chunk size: a few units in flight fit in a part of the budget. */
+static uint64_t
+xt_chunk(const struct graph_exec *ex, const struct plan_tensor *pt)
+{
+	uint64_t per = (uint64_t)pt->nin * sizeof(float) + sizeof(float) +
+	    graph_dtype_size(pt->out_dtype);
+	uint64_t target = ex->budget / (2 * ((uint64_t)ex->threads + 1));
+	uint64_t n = target / per / EXEC_QUANTUM * EXEC_QUANTUM;
+
+	if (n < EXEC_QUANTUM)
+		n = EXEC_QUANTUM;
+	if (n > EXEC_MAX_CHUNK)
+		n = EXEC_MAX_CHUNK;
+	return n;
+}
+
+static bool
+xt_is_raw(const struct plan_tensor *pt)
+{
+	return pt->method == &graph_method_copy && !pt->in[0].rectified &&
+	    pt->in[0].mt->t->dtype == pt->out_dtype &&
+	    (pt->compute_dtype == GRAPH_DT_NONE ||
+	    pt->compute_dtype == pt->out_dtype);
+}
+
+static void
+xt_done(struct xtensor *xt)
+{
+	struct graph_job *job = xt->job;
+	const struct plan_tensor *pt = xt->pt;
+
+	free(xt->state);
+	free(xt->partials);
+	xt->state = NULL;
+	xt->partials = NULL;
+	mem_give(job->ex, xt->bytes);
+	xt->bytes = 0;
+	xt->done = true;
+	xt->active = false;
+	job->nactive--;
+	job->prog.tensors_done++;
+	while (job->first_active < job->next_tensor &&
+	    job->xt[job->first_active].done)
+		job->first_active++;
+	if (--job->shard_left[pt->shard] == 0 && job->rc == 0 &&
+	    !job->shard_done[pt->shard]) {
+		struct task *t = &job->shard_tasks[pt->shard];
+		job->inflight++;
+		memset(t, 0, sizeof *t);
+		t->kind = TASK_SHARD;
+		t->job = job;
+		t->idx = pt->shard;
+		exec_queue(job->ex, t);
+	}
+}
+
+/* Starts the job's next tensor; false when none is left. */
+static bool
+job_start_tensor(struct graph_job *job)
+{
+	struct xtensor *xt;
+	const struct plan_tensor *pt;
+	size_t nq;
+
+	if (job->next_tensor >= job->plan->ntensors)
+		return false;
+	xt = &job->xt[job->next_tensor++];
+	pt = xt->pt;
+	xt->active = true;
+	job->nactive++;
+	if (job->shard_done[pt->shard]) {
+		/* Resumed: this shard is already on disk. */
+		job->prog.bytes_done += pt->nbytes;
+		xt_done(xt);
+		return true;
+	}
+	xt->raw = xt_is_raw(pt);
+	xt->chunk = xt->raw ? EXEC_COPY_BYTES /
+	    graph_dtype_size(pt->out_dtype) : xt_chunk(job->ex, pt);
+	xt->nchunks = (size_t)((pt->numel + xt->chunk - 1) / xt->chunk);
+	xt->pass = 0;
+	xt->next = 0;
+	xt->left = xt->nchunks;
+	if (!xt->raw && pt->method->npasses > 0) {
+		nq = (size_t)((pt->numel + EXEC_QUANTUM - 1) / EXEC_QUANTUM);
+		xt->partials = xcalloc(nq * (size_t)pt->method->nred + 1,
+		    sizeof *xt->partials);
+		xt->bytes += nq * (uint64_t)pt->method->nred * sizeof(double);
+	}
+	if (pt->method->state_size > 0) {
+		xt->state = xcalloc(1, pt->method->state_size);
+		xt->bytes += pt->method->state_size;
+	}
+	mem_take(job->ex, xt->bytes);
+	if (xt->nchunks == 0)
+		xt_done(xt);
+	return true;
+}
+
+/* The tensor and chunk of the job's next unit, starting tensors as needed. */
+static struct xtensor *
+job_next(struct graph_job *job, uint64_t *e0, size_t *n)
+{
+	struct xtensor *xt;
+	size_t i, c;
+
+	for (;;) {
+		for (i = job->first_active; i < job->next_tensor; i++) {
+			xt = &job->xt[i];
+			if (xt->done || xt->next >= xt->nchunks)
+				continue;
+			/* Odd passes run backwards: the newest chunks are
+			 * still cached when the next pass starts. */
+			c = xt->pass % 2 ? xt->nchunks - 1 - xt->next : xt->next;
+			*e0 = (uint64_t)c * xt->chunk;
+			*n = (size_t)(xt->pt->numel - *e0 < xt->chunk ?
+			    xt->pt->numel - *e0 : xt->chunk);
+			return xt;
+		}
+		if (job->nactive >= EXEC_LOOKAHEAD || !job_start_tensor(job))
+			return NULL;
+	}
+}
+
+/* Bytes a unit would add: output buffers and inputs not yet cached. */
+static uint64_t
+unit_need(struct graph_exec *ex, const struct xtensor *xt, uint64_t e0,
+    size_t n)
+{
+	const struct plan_tensor *pt = xt->pt;
+	uint64_t need;
+	size_t i;
+
+	if (xt->raw)
+		return 0;
+	need = exec_unit_out_bytes(pt, n, xt->pass);
+	for (i = 0; i < pt->nin; i++)
+		if (cache_find(&ex->cache, xt->job->plan, pt, &pt->in[i], e0,
+		    n) == NULL)
+			need += (uint64_t)n * sizeof(float);
+	return need;
+}
+
+static void
+unit_queue_merge(struct unit *u)
+{
+	u->task.kind = TASK_MERGE;
+	exec_queue(u->xt->job->ex, &u->task);
+}
+
+/* Creates the unit and pins (or creates and queues) its inputs. */
+static void
+unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n)
+{
+	struct graph_job *job = xt->job;
+	const struct plan_tensor *pt = xt->pt;
+	struct unit *u;
+	struct centry *e;
+	size_t j;
+	bool created;
+
+	u = xcalloc(1, sizeof *u);
+	u->xt = xt;
+	u->pass = xt->pass;
+	u->e0 = e0;
+	u->n = n;
+	u->raw = xt->raw;
+	u->task.job = job;
+	xt->next++;
+	job->nunits++;
+	if (u->raw) {
+		u->task.kind = TASK_WRITE;
+		exec_queue(ex, &u->task);
+		return;
+	}
+	u->bytes = exec_unit_out_bytes(pt, n, xt->pass);
+	mem_take(ex, u->bytes);
+	for (j = 0; j < pt->nin; j++) {
+		e = cache_get(&ex->cache, job->plan, pt, &pt->in[j], e0, n,
+		    &created);
+		if (created)
+			mem_take(ex, e->bytes);
+		cache_pin(&ex->cache, e);
+		u->in[j] = e;
+		if (e->ready)
+			continue;
+		u->loads_pending++;
+		e->waiters = xreallocarray(e->waiters, e->nwaiters + 1,
+		    sizeof *e->waiters);
+		e->waiters[e->nwaiters].u = u;
+		e->waiters[e->nwaiters++].j = j;
+		if (!e->queued) {
+			e->queued = true;
+			e->plan = job->plan;
+			e->pt = pt;
+			e->in = &pt->in[j];
+			exec_queue(ex, &e->task);
+		}
+	}
+	if (u->loads_pending == 0)
+		unit_queue_merge(u);
+}
+
+static bool
+job_admitting(const struct graph_job *job)
+{
+	return job->state == JOB_RUNNING && job->rc == 0;
+}
+
+/*
+ * Admits one unit from the next job in round-robin order that has one and
+ * whose unit fits.  Returns false when nothing could be admitted.
+ */
+static bool
+exec_admit(struct graph_exec *ex)
+{
+	struct graph_job *job, *start;
+	struct xtensor *xt;
+	uint64_t e0, need, room;
+	size_t n;
+
+	if (ex->jobs == NULL)
+		return false;
+	if (ex->rr == NULL)
+		ex->rr = ex->jobs;
+	start = job = ex->rr;
+	do {
+		ex->rr = job->next != NULL ? job->next : ex->jobs;
+		if (job_admitting(job) && (xt = job_next(job, &e0, &n)) !=
+		    NULL) {
+			need = unit_need(ex, xt, e0, n);
+			room = ex->budget > ex->used ? ex->budget - ex->used : 0;
+			if (need > room)
+				mem_give(ex, cache_evict(&ex->cache,
+				    need - room));
+			room = ex->budget > ex->used ? ex->budget - ex->used : 0;
+			if (need <= room) {
+				unit_admit(ex, xt, e0, n);
+				return true;
+			}
+			/* Wait for memory; nothing in flight means never. */
+			if (ex->inflight == 0 && ex->ready_head == NULL &&
+			    job->nunits == 0) {
+				char *a = graph_format_size(need);
+				char *b = graph_format_size(ex->budget);
+				char *msg = xasprintf("memory budget %s is too "
+				    "small for %s (needs %s)", b, xt->pt->name,
+				    a);
+				job_fail(job, -ENOMEM, msg);
+				free(a);
+				free(b);
+				free(msg);
+				return true;
+			}
+			return false;
+		}
+		job = ex->rr;
+	} while (job != start);
+	return false;
+}
+
+static void
+exec_pump(struct graph_exec *ex)
+{
+	struct task *t;
+
+	if (ex->pumping)
+		return;
+	ex->pumping = true;
+	for (;;) {
+		while (ex->inflight < ex->threads && ex->ready_head != NULL) {
+			t = ex->ready_head;
+			ex->ready_head = t->next;
+			if (ex->ready_head == NULL)
+				ex->ready_tail = NULL;
+			ex->inflight++;
+			uv_queue_work(ex->loop, &t->work, exec_work, exec_after);
+		}
+		/* Keep one unit queued beyond the threads, to overlap. */
+		if (ex->ready_head != NULL || !exec_admit(ex))
+			break;
+	}
+	ex->pumping = false;
+}
+
+static void
+job_progress(struct graph_job *job)
+{
+	job->prog.memory_used = job->ex->used;
+	job->prog.memory_peak = job->ex->peak;
+	if (job->progress != NULL)
+		job->progress(job, &job->prog, job->arg);
+}
+
+static void
+unit_free(struct unit *u)
+{
+	struct graph_job *job = u->xt->job;
+
+	mem_give(job->ex, u->bytes);
+	free(u->out);
+	free(u->enc);
+	free(u->task.err);
+	free(u);
+	job->nunits--;
+}
+
+static void
+unit_unpin(struct graph_exec *ex, struct unit *u)
+{
+	size_t j;
+
+	if (u->raw)
+		return;
+	for (j = 0; j < u->xt->pt->nin; j++) {
+		if (u->in[j] == NULL)
+			continue;
+		cache_unpin(&ex->cache, u->in[j]);
+		if (u->in[j]->pins == 0 && u->in[j]->failed) {
+			mem_give(ex, u->in[j]->bytes);
+			cache_drop(&ex->cache, u->in[j]);
+		}
+		u->in[j] = NULL;
+	}
+}
+
+/* A unit finished its pass: maybe the pass or the tensor is complete. */
+static void
+unit_done(struct unit *u)
+{
+	struct xtensor *xt = u->xt;
+	const struct graph_method *m = xt->pt->method;
+
+	unit_unpin(xt->job->ex, u);
+	unit_free(u);
+	if (--xt->left > 0 || xt->job->rc != 0)
+		return;
+	if (!xt->raw && xt->pass < m->npasses) {
+		m->reduce(xt->pt, xt->state, xt->pass, xt->partials,
+		    (size_t)((xt->pt->numel + EXEC_QUANTUM - 1) /
+		    EXEC_QUANTUM));
+		xt->pass++;
+		xt->next = 0;
+		xt->left = xt->nchunks;
+		return;
+	}
+	xt_done(xt);
+	job_progress(xt->job);
+}
+
+static void
+after_load(struct graph_exec *ex, struct centry *e)
+{
+	struct cwait *w = e->waiters;
+	size_t i, nw = e->nwaiters;
+	struct unit *u;
+
+	e->waiters = NULL;
+	e->nwaiters = 0;
+	e->ready = true;
+	e->failed = e->task.rc != 0;
+	/* Held while waiters are released, which may unpin it. */
+	cache_pin(&ex->cache, e);
+	for (i = 0; i < nw; i++) {
+		u = w[i].u;
+		if (e->failed)
+			job_fail(u->xt->job, e->task.rc, e->task.err);
+		if (--u->loads_pending > 0)
+			continue;
+		if (u->xt->job->rc != 0)
+			unit_done(u);
+		else
+			unit_queue_merge(u);
+	}
+	free(w);
+	cache_unpin(&ex->cache, e);
+	if (e->pins == 0 && e->failed) {
+		mem_give(ex, e->bytes);
+		cache_drop(&ex->cache, e);
+	}
+}
+
+static void
+after_unit(struct unit *u)
+{
+	struct graph_job *job = u->xt->job;
+
+	if (u->task.rc != 0) {
+		job_fail(job, u->task.rc, u->task.err);
+		unit_done(u);
+		return;
+	}
+	if (u->task.kind == TASK_MERGE && u->pass >= u->xt->pt->method->npasses) {
+		/* Inputs are no longer needed once the result exists. */
+		unit_unpin(job->ex, u);
+		mem_give(job->ex, (uint64_t)u->n * sizeof(float));
+		u->bytes -= (uint64_t)u->n * sizeof(float);
+		u->task.kind = TASK_WRITE;
+		exec_queue(job->ex, &u->task);
+		return;
+	}
+	if (u->task.kind == TASK_WRITE)
+		job->prog.bytes_done += (uint64_t)u->n *
+		    graph_dtype_size(u->xt->pt->out_dtype);
+	unit_done(u);
+}
+
+static void
+job_fail(struct graph_job *job, int rc, const char *err)
+{
+	if (job->rc != 0)
+		return;
+	job->rc = rc != 0 ? rc : -EIO;
+	job->err = xstrdup(err != NULL ? err : strerror(-job->rc));
+	atomic_store(&job->cancel, true);
+}
+
+static void
+job_free(struct graph_job *job)
+{
+	struct graph_exec *ex = job->ex;
+	struct graph_job **pp;
+	size_t i;
+
+	for (pp = &ex->jobs; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == job) {
+			*pp = job->next;
+			break;
+		}
+	if (ex->rr == job)
+		ex->rr = NULL;
+	for (i = 0; i < job->plan->ntensors; i++) {
+		mem_give(ex, job->xt[i].bytes);
+		free(job->xt[i].state);
+		free(job->xt[i].partials);
+	}
+	free(job->xt);
+	free(job->shard_done);
+	free(job->shard_left);
+	free(job->shard_fd);
+	free(job->shard_tasks);
+	free(job->jtask.err);
+	free(job->out_dir);
+	free(job->staging);
+	free(job->err);
+	free(job);
+}
+
+static void
+job_complete(struct graph_job *job)
+{
+	job->state = JOB_DONE;
+	job_progress(job);
+	if (job->done != NULL)
+		job->done(job, job->rc, job->err, job->arg);
+	job_free(job);
+}
+
+/*
+ * Moves a job on once nothing of it is in flight: a failed or cancelled
+ * job cleans up, a job whose shards are all on disk finishes.
+ */
+static void
+job_maybe_end(struct graph_job *job)
+{
+	if (job->nunits > 0 || job->inflight > 0)
+		return;
+	switch (job->state) {
+	case JOB_SETUP:
+	case JOB_RUNNING:
+		if (job->rc != 0) {
+			job->state = JOB_CLEANUP;
+			job->inflight++;
+			job_task(job, TASK_CLEANUP);
+		} else if (job->prog.shards_done == job->plan->nshards &&
+		    job->next_tensor == job->plan->ntensors &&
+		    job->nactive == 0) {
+			job->state = JOB_FINISHING;
+			job->inflight++;
+			job_task(job, TASK_FINISH);
+		}
+		break;
+	case JOB_FINISHING:
+		if (job->rc != 0) {
+			job->state = JOB_CLEANUP;
+			job->inflight++;
+			job_task(job, TASK_CLEANUP);
+		} else {
+			job_complete(job);
+		}
+		break;
+	case JOB_CLEANUP:
+		job_complete(job);
+		break;
+	case JOB_DONE:
+		break;
+	}
+}
+
+static void
+after_job_task(struct graph_job *job, struct task *t)
+{
+	job->inflight--;
+	if (t->rc != 0)
+		job_fail(job, t->rc, t->err);
+	switch (t->kind) {
+	case TASK_SETUP:
+		if (job->state == JOB_SETUP)
+			job->state = JOB_RUNNING;
+		break;
+	case TASK_SHARD:
+		if (t->rc == 0) {
+			job->prog.shards_done++;
+			if (job->on_shard != NULL)
+				job->on_shard(job, t->idx, job->arg);
+		}
+		free(t->err);
+		t->err = NULL;
+		break;
+	default:
+		break;
+	}
+}
+
+static void
+exec_check_jobs(struct graph_exec *ex)
+{
+	struct graph_job *job, *next;
+
+	for (job = ex->jobs; job != NULL; job = next) {
+		next = job->next;
+		job_maybe_end(job);
+	}
+}
+
+static void
+exec_after(uv_work_t *w, int status)
+{
+	struct task *t = container_of(w, struct task, work);
+	struct graph_exec *ex = t->ex;
+
+	(void)status;	/* nothing is ever uv_cancel'ed */
+	ex->inflight--;
+	switch (t->kind) {
+	case TASK_LOAD:
+		after_load(ex, container_of(t, struct centry, task));
+		break;
+	case TASK_MERGE:
+	case TASK_WRITE:
+		after_unit(container_of(t, struct unit, task));
+		break;
+	default:
+		after_job_task(t->job, t);
+		break;
+	}
+	exec_check_jobs(ex);
+	exec_pump(ex);
+}
+
+/* The smallest unit of every tensor must fit, or the job never can. */
+static int
+exec_check_budget(const struct graph_exec *ex, const struct graph_plan *p,
+    char **cause)
+{
+	const struct plan_tensor *pt;
+	uint64_t need;
+	size_t i;
+	char *a, *b;
+
+	for (i = 0; i < p->ntensors; i++) {
+		pt = &p->tensors[i];
+		if (xt_is_raw(pt))
+			continue;
+		need = (uint64_t)EXEC_QUANTUM * ((uint64_t)pt->nin *
+		    sizeof(float) + sizeof(float) +
+		    graph_dtype_size(pt->out_dtype));
+		if (need > ex->budget) {
+			a = graph_format_size(need);
+			b = graph_format_size(ex->budget);
+			*cause = xasprintf("memory budget %s is too small: "
+			    "tensor %s needs at least %s", b, pt->name, a);
+			free(a);
+			free(b);
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+int
+graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
+    const struct graph_job_opts *o, struct graph_job **out, char **cause)
+{
+	struct graph_job *job, **pp;
+	struct stat st;
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	if (!o->force && lstat(o->out_dir, &st) == 0) {
+		*cause = xasprintf("%s already exists; use --force to replace "
+		    "it", o->out_dir);
+		return -EEXIST;
+	}
+	if ((rc = exec_check_budget(ex, p, cause)) != 0)
+		return rc;
+	job = xcalloc(1, sizeof *job);
+	job->ex = ex;
+	job->plan = p;
+	job->out_dir = xstrdup(o->out_dir);
+	job->staging = o->staging_dir != NULL ? xstrdup(o->staging_dir) :
+	    writer_staging_name(o->out_dir);
+	job->force = o->force;
+	job->keep_staging = o->keep_staging;
+	job->done = o->done;
+	job->progress = o->progress;
+	job->on_shard = o->shard_done;
+	job->arg = o->arg;
+	atomic_init(&job->cancel, false);
+	job->shard_done = xcalloc(p->nshards + 1, sizeof *job->shard_done);
+	job->shard_left = xcalloc(p->nshards + 1, sizeof *job->shard_left);
+	job->shard_fd = xcalloc(p->nshards + 1, sizeof *job->shard_fd);
+	job->shard_tasks = xcalloc(p->nshards + 1, sizeof *job->shard_tasks);
+	for (i = 0; i < p->nshards; i++) {
+		job->shard_fd[i] = -1;
+		job->shard_left[i] = p->shards[i].n;
+		if (o->shards_done != NULL && o->shards_done[i]) {
+			job->shard_done[i] = true;
+			job->prog.shards_done++;
+		}
+	}
+	job->xt = xcalloc(p->ntensors + 1, sizeof *job->xt);
+	for (i = 0; i < p->ntensors; i++) {
+		job->xt[i].pt = &p->tensors[i];
+		job->xt[i].job = job;
+	}
+	job->prog.bytes_total = p->total_out;
+	job->prog.tensors_total = p->ntensors;
+	job->prog.shards_total = p->nshards;
+	for (pp = &ex->jobs; *pp != NULL; pp = &(*pp)->next)
+		;
+	*pp = job;
+	job->state = JOB_SETUP;
+	job->inflight++;
+	job_task(job, TASK_SETUP);
+	exec_pump(ex);
+	*out = job;
+	return 0;
+}
+
+/* Stops admitting the job's work; its done callback reports -ECANCELED. */
+void
+graph_exec_cancel(struct graph_job *job)
+{
+	if (job->state == JOB_DONE || job->state == JOB_CLEANUP)
+		return;
+	job_fail(job, -ECANCELED, "cancelled");
+	exec_check_jobs(job->ex);
+	exec_pump(job->ex);
+}
+
+void
+graph_job_progress(const struct graph_job *job, struct graph_progress *p)
+{
+	*p = job->prog;
+	p->memory_used = job->ex->used;
+	p->memory_peak = job->ex->peak;
+}

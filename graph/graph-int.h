@@ -1,0 +1,377 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * graph-int.h: declarations private to the merge engine (graph/) and its
+ * unit tests.  Grouped by the file that defines them.
+ */
+#ifndef GRAPH_INT_H
+#define GRAPH_INT_H
+
+#include <stdatomic.h>
+#include <strings.h>
+
+#include "graph.h"
+
+struct cJSON;
+
+/* strmap.c: borrowed-string keys to indices. */
+struct strmap_slot {
+	const char *key;
+	size_t len;
+	size_t val;
+};
+
+struct strmap {
+	struct strmap_slot *slots;
+	size_t cap;		/* a power of two */
+	size_t n;
+};
+
+void strmap_put(struct strmap *, const char *, size_t);
+void strmap_put_len(struct strmap *, const char *, size_t, size_t);
+bool strmap_get(const struct strmap *, const char *, size_t *);
+bool strmap_get_len(const struct strmap *, const char *, size_t, size_t *);
+bool strmap_del_len(struct strmap *, const char *, size_t);
+void strmap_free(struct strmap *);
+
+/* yaml.c: YAML document as a node tree with positions. */
+enum ynode_kind {
+	YNODE_SCALAR,
+	YNODE_SEQ,
+	YNODE_MAP,		/* kids alternate key, value */
+};
+
+struct ynode {
+	enum ynode_kind kind;
+	struct graph_mark mark;
+	char *str;		/* scalars */
+	bool quoted;		/* scalar was quoted: never a number */
+	struct ynode **kids;
+	size_t n;
+	size_t cap;
+};
+
+int ynode_parse(const char *, const char *, size_t, struct ynode **,
+    struct graph_diags *);
+void ynode_free(struct ynode *);
+const struct ynode *ynode_get(const struct ynode *, const char *);
+
+/* config.c */
+int graph_yaml_bool(const char *, bool *);
+int graph_yaml_number(const char *, double *);
+
+/* safetensors.c */
+struct graph_st_tensor {
+	char *name;
+	enum graph_dtype dtype;
+	int ndim;
+	int64_t shape[GRAPH_MAX_DIMS];
+	uint64_t numel;
+	uint64_t begin;		/* absolute file offsets once opened */
+	uint64_t end;
+};
+
+struct graph_st_file {
+	char *path;
+	uint64_t size;
+	uint64_t dev;
+	uint64_t ino;
+	int64_t mtime_ns;
+	uint64_t data_start;
+	const uint8_t *map;	/* whole file, read-only; NULL if empty */
+	struct graph_st_tensor *t;
+	size_t nt;
+};
+
+int graph_st_parse(const uint8_t *, size_t, struct graph_st_tensor **,
+    size_t *, uint64_t *, char **);
+int graph_st_open(const char *, struct graph_st_file **, char **);
+void graph_st_close(struct graph_st_file *);
+int graph_st_check_unchanged(const struct graph_st_file *, char **);
+uint8_t *graph_st_header_build(const struct graph_st_tensor *, size_t,
+    size_t *);
+
+/* modelref.c */
+struct graph_resolved {
+	char *dir;		/* the directory holding config.json */
+	char *root;		/* local dir, or the cache's models--org--name */
+};
+
+int graph_ref_resolve(const struct graph_ref *, const struct graph_env *,
+    struct graph_resolved *, char **);
+void graph_resolved_fini(struct graph_resolved *);
+char *graph_hf_cache_root(const struct graph_env *);
+
+/* model.c: an input model, headers only. */
+struct graph_model_tensor {
+	const struct graph_st_tensor *t;
+	size_t file;		/* index into files */
+};
+
+struct graph_model {
+	char *name;		/* the reference as written, for messages */
+	struct graph_ref ref;
+	struct graph_resolved where;
+	const char *dir;	/* where.dir */
+	struct cJSON *config;
+	char *config_text;	/* config.json as read, for patching */
+	char *arch;		/* architectures[0], NULL if unusable */
+	const char *arch_problem;
+	char *model_type;
+	int64_t num_layers;	/* -1 when config.json has no count */
+	const char *layers_key;
+	bool tied;		/* tie_word_embeddings */
+	struct graph_st_file **files;
+	char **file_names;
+	size_t nfiles;
+	struct graph_model_tensor *tensors;
+	size_t ntensors;
+	size_t captensors;
+	struct strmap index;	/* name -> tensors[] */
+};
+
+int graph_model_open(const struct graph_ref *, const struct graph_env *,
+    struct graph_model **, char **);
+void graph_model_close(struct graph_model *);
+const struct graph_model_tensor *graph_model_find(const struct graph_model *,
+    const char *);
+
+/* arch.c: tensor templates derived from a model's own tensor names. */
+enum arch_section {
+	ARCH_PRE,
+	ARCH_LAYER,
+	ARCH_POST,
+};
+
+struct arch_weight {
+	char *name;		/* pre/post: full name; layer: the suffix */
+	bool is_embed;
+	bool uniform;		/* layer weights: present in every layer */
+	const char *tied;	/* name to try when absent, or NULL */
+};
+
+struct graph_arch {
+	char *layer_prefix;	/* "model.layers." or NULL without layers */
+	int64_t num_layers;
+	struct arch_weight *pre;
+	size_t npre;
+	struct arch_weight *layer;
+	size_t nlayer;
+	struct arch_weight *post;
+	size_t npost;
+};
+
+int graph_arch_derive(const struct graph_model *, struct graph_arch *,
+    char **);
+void graph_arch_fini(struct graph_arch *);
+char *graph_arch_layer_name(const struct graph_arch *,
+    const struct arch_weight *, int64_t);
+bool graph_arch_name_is_embed(const char *);
+const char *graph_arch_tied_name(const char *);
+size_t graph_arch_tied_names(const char *, const char **, size_t);
+
+/* method.c: the merge method table. */
+struct plan_tensor;
+
+enum mparam_type {
+	MP_FLOAT,
+	MP_BOOL,
+	MP_INT,
+};
+
+struct method_param {
+	const char *name;
+	bool per_model;
+	bool required;
+	enum mparam_type type;
+	double def;
+};
+
+/*
+ * One chunk of an output tensor as a kernel sees it: n consecutive
+ * elements (of the flattened tensor) starting at element e0, one float32
+ * array per input, an output array, and for statistics passes the partial
+ * results of the quanta the chunk covers.
+ */
+struct mchunk {
+	uint64_t e0;
+	size_t n;
+	const float *const *in;
+	size_t nin;
+	float *out;		/* apply pass */
+	double *partials;	/* stats passes: nred per quantum */
+	uint64_t quantum;	/* elements per reduction quantum */
+};
+
+#define METHOD_NEEDS_BASE	0x1	/* base model must be an input */
+#define METHOD_OPTIONAL_T	0x2	/* unset t: keep the base tensor */
+#define METHOD_RECTIFY		0x4	/* crop is_embed inputs to common */
+#define METHOD_BASE_CROP	0x8	/* crop is_embed inputs to the base */
+
+/* Inputs of one output tensor; kernels keep per-input arrays on stack. */
+#define GRAPH_MAX_INPUTS 64
+
+struct method_plan;
+
+struct graph_method {
+	const char *name;
+	const char *pretty;
+	const char *url;
+	const struct method_param *params;
+	size_t nparams;
+	unsigned flags;
+	/* Plan-time check of one tensor; may fold it to a copy. */
+	void (*plan)(struct method_plan *);
+	int npasses;		/* statistics passes before the apply pass */
+	int nred;		/* doubles per quantum in a statistics pass */
+	size_t state_size;	/* per-tensor state, zeroed */
+	void (*stats)(const struct plan_tensor *, void *, int,
+	    const struct mchunk *);
+	void (*reduce)(const struct plan_tensor *, void *, int,
+	    const double *, size_t);
+	void (*apply)(const struct plan_tensor *, const void *,
+	    const struct mchunk *);
+};
+
+const struct graph_method *graph_method_find(const char *);
+bool graph_method_known_upstream(const char *);
+const char *const *graph_method_names(size_t *);
+int graph_method_param(const struct graph_method *, const char *);
+extern const struct graph_method graph_method_copy;
+
+/* The methods, one file each. */
+extern const struct graph_method method_linear;
+extern const struct graph_method method_slerp;
+extern const struct graph_method method_passthrough;
+extern const struct graph_method method_task_arithmetic;
+
+/* kernels.c: loops the methods share. */
+void kern_scale(float *, const float *, double, size_t);
+void kern_combine(float *, const float *const *, const double *, size_t,
+    size_t);
+void kern_dots(const float *, const float *, size_t, double *, double *,
+    double *);
+void mchunk_quanta(const struct mchunk *, size_t *, size_t *);
+
+/* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
+int graph_pvalue_eval(const struct graph_pvalue *, double, double *);
+int graph_param_eval(const struct graph_param *, const char *, double,
+    double *);
+const struct graph_param *graph_params_find(const struct graph_params *,
+    const char *);
+
+/* plan.c: the resolved merge. */
+struct plan_model {
+	struct graph_model *m;
+	char *name;
+};
+
+struct plan_input {
+	size_t model;		/* index into plan->models */
+	const struct graph_model_tensor *mt;
+	char *name;		/* the tensor name actually read */
+	int64_t rows;		/* view: a top-left block of the stored */
+	int64_t cols;		/* tensor, for rectified embeddings */
+	int64_t layer;		/* source layer, -1 outside layers */
+	bool rectified;
+};
+
+struct plan_tensor {
+	char *name;
+	int ndim;
+	int64_t shape[GRAPH_MAX_DIMS];
+	uint64_t numel;
+	int64_t rows;		/* shape[0], 1 for scalars */
+	int64_t cols;		/* numel / rows */
+	enum graph_dtype out_dtype;
+	enum graph_dtype compute_dtype;	/* NONE: inputs as stored */
+	bool is_embed;
+	int64_t layer;		/* output layer, -1 outside layers */
+	const struct graph_method *method;
+	struct plan_input *in;
+	size_t nin;
+	int base;		/* index into in, -1 without a base */
+	double *g;		/* global parameter values, by param index */
+	bool *gset;
+	double *pm;		/* per-model values: nin x nparams */
+	bool *pmset;
+	char *note;		/* why a tensor was folded, for plan output */
+	size_t shard;
+	uint64_t offset;	/* absolute offset in the shard file */
+	uint64_t nbytes;
+};
+
+struct plan_shard {
+	char *name;
+	uint8_t *header;
+	size_t header_len;
+	uint64_t size;		/* whole file */
+	size_t first;		/* tensors[first .. first + n) */
+	size_t n;
+};
+
+struct graph_plan {
+	const struct graph_config *cfg_borrowed;	/* only during build */
+	char *config_text;
+	char *method_name;
+	struct plan_model *models;
+	size_t nmodels;
+	size_t base;		/* index into models, or (size_t)-1 */
+	size_t arch_model;
+	const char *arch_reason;
+	size_t donor;		/* config.json and tokenizer donor */
+	struct graph_arch arch;
+	struct plan_tensor *tensors;
+	size_t ntensors;
+	struct plan_shard *shards;
+	size_t nshards;
+	uint64_t total_out;
+	uint64_t total_in;
+	uint64_t peak_memory;
+	int64_t out_layers;	/* -1: leave config.json's count alone */
+	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
+	struct graph_plan_opts opts;
+	uint64_t seed;
+};
+
+/* The method's view of one tensor being planned. */
+struct plan_build;
+
+struct method_plan {
+	struct plan_tensor *t;
+	const struct graph_plan *plan;
+	struct plan_build *build;
+	bool fold_copy;		/* set by the hook: copy input fold_input */
+	size_t fold_input;
+};
+
+void plan_tensor_error(struct method_plan *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+double plan_g(const struct plan_tensor *, const char *);
+bool plan_gset(const struct plan_tensor *, const char *);
+double plan_pm(const struct plan_tensor *, size_t, const char *);
+bool plan_pmset(const struct plan_tensor *, size_t, const char *);
+int plan_layout(struct graph_plan *, struct graph_diags *);
+
+/* reader.c: decoding input chunks. */
+void graph_read_chunk(const struct graph_plan *, const struct plan_tensor *,
+    const struct plan_input *, uint64_t, size_t, float *);
+
+/* writer.c: the staged output directory. */
+int writer_stage_create(const struct graph_plan *, const char *,
+    const bool *, char **);
+int writer_open_shard(const char *, const struct plan_shard *, bool, int *,
+    char **);
+int writer_pwrite(int, const void *, size_t, uint64_t, char **);
+int writer_finish(const struct graph_plan *, const char *, char **);
+int writer_publish(const char *, const char *, bool, char **);
+void writer_remove_dir(const char *);
+char *writer_staging_name(const char *);
+
+/* jsonpatch.c */
+char *graph_json_patch(const char *, size_t, const char *const *,
+    const char *const *, size_t);
+
+/* card.c */
+char *graph_card_build(const struct graph_plan *, const char *);
+
+#endif /* GRAPH_INT_H */

@@ -1,0 +1,323 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * graph.h: the merge engine's public interface, shared by the daemon
+ * (merged) and the CLI (mergectl run).
+ *
+ * Data flows one way: a YAML config is loaded into a typed config
+ * (graph_config_load_*), planned against the models' headers into a plan
+ * (graph_plan_build), and the plan is executed by an executor
+ * (graph_exec_*) that writes a staged output directory and publishes it
+ * atomically.  Every stage reports problems through a struct graph_diags
+ * so that all of them reach the user at once.
+ *
+ * Threads: config loading and planning run on the caller's thread.  The
+ * executor is bound to one libuv loop; all graph_exec_* calls and all of its
+ * callbacks happen on that loop's thread, while the merge work itself runs
+ * on the libuv thread pool.  OpenBLAS is used single-threaded inside pool
+ * workers (graph_init() sets that up): parallelism comes from running
+ * several chunks at once, never from BLAS threads.
+ */
+#ifndef GRAPH_H
+#define GRAPH_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#define GRAPH_VERSION "0.1.0"
+#define GRAPH_MAX_DIMS 8
+
+/* xmalloc.c: allocators that abort instead of returning NULL. */
+void *xmalloc(size_t);
+void *xcalloc(size_t, size_t);
+void *xreallocarray(void *, size_t, size_t);
+char *xstrdup(const char *);
+char *xstrndup(const char *, size_t);
+char *xasprintf(const char *, ...) __attribute__((format(printf, 1, 2)));
+char *xvasprintf(const char *, va_list) __attribute__((format(printf, 1, 0)));
+
+/* A growable NUL-terminated byte buffer. */
+struct xbuf {
+	char *data;
+	size_t len;
+	size_t cap;
+};
+void xbuf_add(struct xbuf *, const void *, size_t);
+void xbuf_printf(struct xbuf *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+char *xbuf_take(struct xbuf *);	/* caller frees; buffer is reset */
+void xbuf_free(struct xbuf *);
+void graph_json_string(struct xbuf *, const char *);	/* quoted, escaped */
+
+/* diag.c: problems found while loading and planning. */
+struct graph_mark {
+	int line;		/* 1-based; 0 when unknown */
+	int col;
+};
+
+enum graph_severity {
+	GRAPH_SEV_ERROR,
+	GRAPH_SEV_WARNING,
+};
+
+struct graph_diag {
+	enum graph_severity sev;
+	char *where;		/* "file:line:col", a model, or NULL */
+	char *msg;
+};
+
+struct graph_diags {
+	struct graph_diag *v;
+	size_t n;
+	size_t cap;
+	size_t nerrors;
+};
+
+void graph_diags_init(struct graph_diags *);
+void graph_diags_fini(struct graph_diags *);
+void graph_diag_add(struct graph_diags *, enum graph_severity, const char *,
+    const char *, ...) __attribute__((format(printf, 4, 5)));
+void graph_diag_vadd(struct graph_diags *, enum graph_severity, const char *,
+    const char *, va_list) __attribute__((format(printf, 4, 0)));
+void graph_diag_at(struct graph_diags *, enum graph_severity, const char *,
+    struct graph_mark, const char *, ...)
+    __attribute__((format(printf, 5, 6)));
+void graph_diags_print(const struct graph_diags *, FILE *);
+char *graph_diags_join(const struct graph_diags *);
+const char *graph_suggest(const char *, const char *const *, size_t);
+
+/* dtype.c: element types. */
+enum graph_dtype {
+	GRAPH_DT_NONE,
+	GRAPH_DT_F64,
+	GRAPH_DT_F32,
+	GRAPH_DT_F16,
+	GRAPH_DT_BF16,
+	GRAPH_DT_I64,
+	GRAPH_DT_I32,
+	GRAPH_DT_I16,
+	GRAPH_DT_I8,
+	GRAPH_DT_U8,
+	GRAPH_DT_BOOL,
+	GRAPH_DT_F8_E4M3,
+	GRAPH_DT_F8_E5M2,
+	GRAPH_DT_COUNT
+};
+
+size_t graph_dtype_size(enum graph_dtype);
+const char *graph_dtype_st_name(enum graph_dtype);
+const char *graph_dtype_hf_name(enum graph_dtype);
+enum graph_dtype graph_dtype_from_st_name(const char *);
+enum graph_dtype graph_dtype_from_config_name(const char *, const char **);
+bool graph_dtype_is_float(enum graph_dtype);
+bool graph_dtype_is_encodable(enum graph_dtype);
+float graph_bf16_to_f32(uint16_t);
+uint16_t graph_f32_to_bf16(float);
+float graph_f16_to_f32(uint16_t);
+uint16_t graph_f32_to_f16(float);
+void graph_decode_f32(enum graph_dtype, const void *restrict, float *restrict,
+    size_t);
+void graph_encode_f32(enum graph_dtype, const float *restrict, void *restrict,
+    size_t);
+void graph_dtype_round(enum graph_dtype, float *, size_t);
+
+/* config.c: the typed merge configuration. */
+struct graph_ref {
+	char *path;
+	char *rev;		/* NULL when absent */
+	char *lora;
+	char *lora_rev;
+	char *override_arch;
+	struct graph_mark mark;
+};
+
+struct graph_pvalue {
+	double *v;
+	size_t n;
+	bool gradient;		/* a list, interpolated over layers */
+};
+
+struct graph_pcond {
+	char *filter;		/* NULL matches every tensor */
+	struct graph_pvalue value;
+	struct graph_mark mark;
+};
+
+struct graph_param {
+	char *name;
+	struct graph_mark mark;
+	bool conditional;
+	struct graph_pvalue value;	/* when !conditional */
+	struct graph_pcond *conds;
+	size_t nconds;
+};
+
+struct graph_params {
+	struct graph_param *v;
+	size_t n;
+};
+
+struct graph_source {
+	struct graph_ref model;
+	bool has_range;
+	int64_t start;
+	int64_t end;		/* exclusive */
+	struct graph_params params;
+	struct graph_mark mark;
+};
+
+struct graph_slice {
+	struct graph_source *src;
+	size_t nsrc;
+	bool has_base;
+	struct graph_ref base;
+	struct graph_params params;
+	struct graph_mark mark;
+};
+
+enum graph_form {
+	GRAPH_FORM_MODELS,
+	GRAPH_FORM_SLICES,
+};
+
+struct graph_config {
+	char *path;		/* for messages */
+	char *text;		/* the original text, for mergekit_config.yml */
+	size_t text_len;
+	char *method;
+	struct graph_mark method_mark;
+	bool has_base;
+	struct graph_ref base;
+	bool has_arch;		/* explicit "architecture:" override */
+	struct graph_ref arch;
+	enum graph_dtype dtype;
+	enum graph_dtype out_dtype;
+	struct graph_params params;
+	enum graph_form form;
+	struct graph_source *models;
+	size_t nmodels;
+	struct graph_slice *slices;
+	size_t nslices;
+	bool modules;		/* written as modules: {default: ...} */
+	struct graph_params module_params;
+	bool allow_crimes;
+};
+
+int graph_config_load_file(const char *, struct graph_config **,
+    struct graph_diags *);
+int graph_config_load_buffer(const char *, const char *, size_t,
+    struct graph_config **, struct graph_diags *);
+void graph_config_free(struct graph_config *);
+
+/* modelref.c */
+int graph_ref_parse(const char *, struct graph_ref *, char **);
+void graph_ref_fini(struct graph_ref *);
+char *graph_ref_str(const struct graph_ref *);
+bool graph_ref_eq(const struct graph_ref *, const struct graph_ref *);
+void graph_ref_copy(struct graph_ref *, const struct graph_ref *);
+
+/*
+ * Where the submitter stands: relative model paths and the Hugging Face
+ * cache are the submitter's, not the daemon's.  Borrowed strings.
+ */
+struct graph_env {
+	const char *cwd;
+	const char *hf_hub_cache;
+	const char *hf_home;
+	const char *home;
+};
+void graph_env_from_process(struct graph_env *);
+
+/* plan.c: a fully resolved merge, built from headers only. */
+struct graph_plan;
+
+struct graph_plan_opts {
+	struct graph_env env;
+	bool allow_crimes;
+	uint64_t shard_size;	/* bytes; 0 = never split */
+	uint64_t memory;	/* the budget the plan is sized for */
+	int threads;
+	bool has_seed;
+	uint64_t seed;
+	bool copy_tokenizer;
+	bool model_card;
+};
+
+void graph_plan_opts_default(struct graph_plan_opts *);
+int graph_plan_build(const struct graph_config *,
+    const struct graph_plan_opts *, struct graph_plan **,
+    struct graph_diags *);
+void graph_plan_free(struct graph_plan *);
+
+struct graph_plan_summary {
+	const char *arch;	/* chosen architecture */
+	const char *arch_model;	/* the model it comes from */
+	const char *arch_reason;
+	size_t tensors;
+	size_t shards;
+	uint64_t bytes_read;
+	uint64_t bytes_written;
+	uint64_t peak_memory;
+	uint64_t seed;
+};
+void graph_plan_summary(const struct graph_plan *,
+    struct graph_plan_summary *);
+
+/* exec.c: runs plans on a libuv loop under one memory budget. */
+struct uv_loop_s;
+struct graph_exec;
+struct graph_job;
+
+struct graph_exec_opts {
+	uint64_t memory;	/* bytes for decoded tensors and buffers */
+	int threads;		/* compute tasks in flight */
+};
+
+struct graph_progress {
+	uint64_t bytes_total;	/* output bytes */
+	uint64_t bytes_done;
+	size_t tensors_total;
+	size_t tensors_done;
+	size_t shards_total;
+	size_t shards_done;
+	uint64_t memory_used;	/* executor-wide, bytes */
+	uint64_t memory_peak;
+};
+
+/* The job's outcome: 0, or a negative errno with a message. */
+typedef void (*graph_job_done_cb)(struct graph_job *, int, const char *,
+    void *);
+typedef void (*graph_job_progress_cb)(struct graph_job *,
+    const struct graph_progress *, void *);
+/* Called when a shard is durably on disk (for resumable jobs). */
+typedef void (*graph_job_shard_cb)(struct graph_job *, size_t, void *);
+
+struct graph_job_opts {
+	const char *out_dir;	/* final destination */
+	bool force;		/* replace an existing destination */
+	const char *staging_dir;	/* NULL: derived from out_dir */
+	bool keep_staging;	/* on failure or cancel, for resume */
+	const bool *shards_done;	/* NULL or one flag per shard */
+	graph_job_done_cb done;
+	graph_job_progress_cb progress;
+	graph_job_shard_cb shard_done;
+	void *arg;
+};
+
+int graph_exec_create(struct uv_loop_s *, const struct graph_exec_opts *,
+    struct graph_exec **);
+void graph_exec_destroy(struct graph_exec *);
+int graph_exec_submit(struct graph_exec *, const struct graph_plan *,
+    const struct graph_job_opts *, struct graph_job **, char **);
+void graph_exec_cancel(struct graph_job *);
+void graph_job_progress(const struct graph_job *, struct graph_progress *);
+
+/* util.c */
+void graph_init(void);
+int graph_parse_size(const char *, bool, uint64_t *);
+char *graph_format_size(uint64_t);
+int graph_read_file(const char *, size_t, char **, size_t *);
+
+#endif /* GRAPH_H */

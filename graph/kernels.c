@@ -1,0 +1,89 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kernels.c: the inner loops the merge methods share.
+ *
+ * Elementwise combinations accumulate in double and round once to float32,
+ * which makes them at least as accurate as the float32 arithmetic that
+ * MERGEKIT.md Part A item 9 asks for.  Reductions over a quantum use eight
+ * independent double accumulators in a fixed order: the association is
+ * fixed by this code (so results never depend on the compiler, the chunk
+ * size or the thread that runs them) while the eight lanes still map onto
+ * SIMD registers.  Pure functions on caller-owned buffers.
+ */
+#include <string.h>
+
+#include "graph-int.h"
+
+void
+kern_scale(float *out, const float *in, double k, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		out[i] = (float)((double)in[i] * k);
+}
+
+/* out = sum_j w[j] * in[j], accumulated in double. */
+void
+kern_combine(float *out, const float *const *in, const double *w, size_t nin,
+    size_t n)
+{
+	size_t i, j;
+
+	if (nin == 2) {
+		const float *a = in[0], *b = in[1];
+		double wa = w[0], wb = w[1];
+		for (i = 0; i < n; i++)
+			out[i] = (float)(wa * a[i] + wb * b[i]);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		double acc = 0;
+		for (j = 0; j < nin; j++)
+			acc += w[j] * in[j][i];
+		out[i] = (float)acc;
+	}
+}
+
+/* aa = sum a^2, bb = sum b^2, ab = sum a b over n elements. */
+void
+kern_dots(const float *a, const float *b, size_t n, double *aa, double *bb,
+    double *ab)
+{
+	double sa[8] = { 0 }, sb[8] = { 0 }, sab[8] = { 0 };
+	size_t i, k;
+
+	for (i = 0; i + 8 <= n; i += 8) {
+		for (k = 0; k < 8; k++) {
+			double x = a[i + k], y = b[i + k];
+			sa[k] += x * x;
+			sb[k] += y * y;
+			sab[k] += x * y;
+		}
+	}
+	for (k = 0; i < n; i++, k++) {
+		double x = a[i], y = b[i];
+		sa[k] += x * x;
+		sb[k] += y * y;
+		sab[k] += x * y;
+	}
+	*aa = ((sa[0] + sa[1]) + (sa[2] + sa[3])) +
+	    ((sa[4] + sa[5]) + (sa[6] + sa[7]));
+	*bb = ((sb[0] + sb[1]) + (sb[2] + sb[3])) +
+	    ((sb[4] + sb[5]) + (sb[6] + sb[7]));
+	*ab = ((sab[0] + sab[1]) + (sab[2] + sab[3])) +
+	    ((sab[4] + sab[5]) + (sab[6] + sab[7]));
+}
+
+/*
+ * The quanta a chunk covers.  Chunks always start on a quantum boundary
+ * (the executor guarantees it), so quantum q of the tensor is elements
+ * [q * quantum, (q + 1) * quantum) and its partials live at
+ * partials[(q - first) * nred].
+ */
+void
+mchunk_quanta(const struct mchunk *c, size_t *first, size_t *count)
+{
+	*first = (size_t)(c->e0 / c->quantum);
+	*count = (size_t)((c->n + c->quantum - 1) / c->quantum);
+}

@@ -1,0 +1,300 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * model.c: open an input model directory: config.json and the tensor table
+ * of its safetensors shards, headers only.
+ *
+ * Like mergekit, a directory is a model when it has model.safetensors or
+ * model.safetensors.index.json (whose weight_map names the shards).  Every
+ * shard is opened and its header validated here, so that a bad file is
+ * found before any weight is read; the tensor table maps every name to its
+ * shard.  Shard names from an index must be plain file names: an index
+ * cannot make us open a file outside the model directory.  A model is
+ * immutable after graph_model_open() and may be shared between threads.
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "graph-int.h"
+
+/* Limits on JSON files we read from model directories. */
+#define MODEL_MAX_CONFIG (16u << 20)
+#define MODEL_MAX_INDEX (256u << 20)
+
+static bool
+file_exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int
+model_read_json(const char *path, size_t max, cJSON **out, char **text,
+    char **cause)
+{
+	char *buf = NULL;
+	const char *end = NULL;
+	size_t len;
+	int rc;
+
+	if ((rc = graph_read_file(path, max, &buf, &len)) != 0) {
+		*cause = xasprintf("%s: %s", path, rc == -EFBIG ?
+		    "file is too large" : strerror(-rc));
+		return rc;
+	}
+	*out = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
+	if (*out == NULL || !cJSON_IsObject(*out)) {
+		*cause = xasprintf("%s: not a valid JSON object (near byte "
+		    "%td)", path, end ? end - buf : (ptrdiff_t)0);
+		cJSON_Delete(*out);
+		*out = NULL;
+		free(buf);
+		return -EINVAL;
+	}
+	if (text != NULL)
+		*text = buf;
+	else
+		free(buf);
+	return 0;
+}
+
+static int
+model_add_file(struct graph_model *m, const char *name, size_t *idx,
+    char **cause)
+{
+	struct graph_st_file *f;
+	char *path;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < m->nfiles; i++) {
+		if (strcmp(m->file_names[i], name) == 0) {
+			*idx = i;
+			return 0;
+		}
+	}
+	if (strchr(name, '/') != NULL || strcmp(name, "..") == 0 ||
+	    strcmp(name, ".") == 0 || *name == '\0') {
+		*cause = xasprintf("%s/model.safetensors.index.json: shard "
+		    "name '%s' is not a plain file name", m->dir, name);
+		return -EINVAL;
+	}
+	path = xasprintf("%s/%s", m->dir, name);
+	rc = graph_st_open(path, &f, cause);
+	free(path);
+	if (rc != 0)
+		return rc;
+	m->files = xreallocarray(m->files, m->nfiles + 1, sizeof *m->files);
+	m->file_names = xreallocarray(m->file_names, m->nfiles + 1,
+	    sizeof *m->file_names);
+	m->files[m->nfiles] = f;
+	m->file_names[m->nfiles] = xstrdup(name);
+	*idx = m->nfiles++;
+	return 0;
+}
+
+static void
+model_add_tensor(struct graph_model *m, size_t file, size_t t)
+{
+	if (m->ntensors == m->captensors) {
+		m->captensors = m->captensors ? m->captensors * 2 : 256;
+		m->tensors = xreallocarray(m->tensors, m->captensors,
+		    sizeof *m->tensors);
+	}
+	m->tensors[m->ntensors].file = file;
+	m->tensors[m->ntensors].t = &m->files[file]->t[t];
+	m->ntensors++;
+}
+
+static int
+model_load_single(struct graph_model *m, char **cause)
+{
+	size_t f, i;
+	int rc;
+
+	if ((rc = model_add_file(m, "model.safetensors", &f, cause)) != 0)
+		return rc;
+	for (i = 0; i < m->files[f]->nt; i++)
+		model_add_tensor(m, f, i);
+	return 0;
+}
+
+static int
+model_load_index(struct graph_model *m, const char *path, char **cause)
+{
+	const cJSON *wm, *e;
+	cJSON *idx = NULL;
+	size_t f, i;
+	int rc;
+
+	if ((rc = model_read_json(path, MODEL_MAX_INDEX, &idx, NULL, cause)) != 0)
+		return rc;
+	wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
+	if (!cJSON_IsObject(wm)) {
+		*cause = xasprintf("%s: no \"weight_map\" object", path);
+		rc = -EINVAL;
+		goto out;
+	}
+	cJSON_ArrayForEach(e, wm) {
+		if (!cJSON_IsString(e)) {
+			*cause = xasprintf("%s: weight_map entry '%s' is not a "
+			    "file name", path, e->string);
+			rc = -EINVAL;
+			goto out;
+		}
+		if ((rc = model_add_file(m, e->valuestring, &f, cause)) != 0)
+			goto out;
+		for (i = 0; i < m->files[f]->nt; i++)
+			if (strcmp(m->files[f]->t[i].name, e->string) == 0)
+				break;
+		if (i == m->files[f]->nt) {
+			*cause = xasprintf("%s: tensor '%s' is mapped to %s, "
+			    "which does not contain it", path, e->string,
+			    e->valuestring);
+			rc = -EINVAL;
+			goto out;
+		}
+		model_add_tensor(m, f, i);
+	}
+out:
+	cJSON_Delete(idx);
+	return rc;
+}
+
+/* The layer count, under the keys that decoder configs use for it. */
+static void
+model_read_config(struct graph_model *m)
+{
+	static const char *const keys[] = { "num_hidden_layers", "n_layer",
+		"n_layers", "num_layers" };
+	const cJSON *a, *v;
+	size_t i;
+
+	a = cJSON_GetObjectItemCaseSensitive(m->config, "architectures");
+	if (cJSON_IsArray(a) && cJSON_GetArraySize(a) == 1 &&
+	    cJSON_IsString(cJSON_GetArrayItem(a, 0)))
+		m->arch = xstrdup(cJSON_GetArrayItem(a, 0)->valuestring);
+	else if (cJSON_IsArray(a) && cJSON_GetArraySize(a) > 1)
+		m->arch_problem = "config.json lists more than one "
+		    "architecture";
+	else
+		m->arch_problem = "config.json has no 'architectures' entry";
+	v = cJSON_GetObjectItemCaseSensitive(m->config, "model_type");
+	if (cJSON_IsString(v))
+		m->model_type = xstrdup(v->valuestring);
+	m->num_layers = -1;
+	for (i = 0; i < sizeof keys / sizeof *keys; i++) {
+		v = cJSON_GetObjectItemCaseSensitive(m->config, keys[i]);
+		if (cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+		    v->valuedouble < 1e6) {
+			m->num_layers = (int64_t)v->valuedouble;
+			m->layers_key = keys[i];
+			break;
+		}
+	}
+	v = cJSON_GetObjectItemCaseSensitive(m->config, "tie_word_embeddings");
+	m->tied = cJSON_IsTrue(v);
+}
+
+int
+graph_model_open(const struct graph_ref *ref, const struct graph_env *env,
+    struct graph_model **out, char **cause)
+{
+	struct graph_model *m;
+	char *path = NULL;
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	m = xcalloc(1, sizeof *m);
+	graph_ref_copy(&m->ref, ref);
+	m->name = graph_ref_str(ref);
+	if ((rc = graph_ref_resolve(ref, env, &m->where, cause)) != 0)
+		goto fail;
+	m->dir = m->where.dir;
+	path = xasprintf("%s/config.json", m->dir);
+	if ((rc = model_read_json(path, MODEL_MAX_CONFIG, &m->config,
+	    &m->config_text, cause)) != 0)
+		goto fail;
+	if (ref->override_arch != NULL) {
+		cJSON *arr = cJSON_CreateArray();
+		cJSON_AddItemToArray(arr, cJSON_CreateString(
+		    ref->override_arch));
+		cJSON_DeleteItemFromObjectCaseSensitive(m->config,
+		    "architectures");
+		cJSON_AddItemToObject(m->config, "architectures", arr);
+	}
+	model_read_config(m);
+	free(path);
+	path = xasprintf("%s/model.safetensors.index.json", m->dir);
+	if (file_exists(path)) {
+		rc = model_load_index(m, path, cause);
+	} else {
+		free(path);
+		path = xasprintf("%s/model.safetensors", m->dir);
+		if (file_exists(path)) {
+			rc = model_load_single(m, cause);
+		} else {
+			free(path);
+			path = xasprintf("%s/pytorch_model.bin", m->dir);
+			*cause = file_exists(path) ?
+			    xasprintf("%s: only safetensors checkpoints are "
+				"supported; convert pytorch_model.bin first",
+				m->dir) :
+			    xasprintf("%s: no model.safetensors or "
+				"model.safetensors.index.json", m->dir);
+			rc = -ENOENT;
+		}
+	}
+	if (rc != 0)
+		goto fail;
+	for (i = 0; i < m->ntensors; i++)
+		strmap_put(&m->index, m->tensors[i].t->name, i);
+	free(path);
+	*out = m;
+	return 0;
+fail:
+	free(path);
+	graph_model_close(m);
+	return rc;
+}
+
+void
+graph_model_close(struct graph_model *m)
+{
+	size_t i;
+
+	if (m == NULL)
+		return;
+	for (i = 0; i < m->nfiles; i++) {
+		graph_st_close(m->files[i]);
+		free(m->file_names[i]);
+	}
+	free(m->files);
+	free(m->file_names);
+	free(m->tensors);
+	strmap_free(&m->index);
+	cJSON_Delete(m->config);
+	free(m->config_text);
+	free(m->arch);
+	free(m->model_type);
+	free(m->name);
+	graph_ref_fini(&m->ref);
+	graph_resolved_fini(&m->where);
+	free(m);
+}
+
+const struct graph_model_tensor *
+graph_model_find(const struct graph_model *m, const char *name)
+{
+	size_t i;
+
+	if (!strmap_get(&m->index, name, &i))
+		return NULL;
+	return &m->tensors[i];
+}

@@ -1,0 +1,273 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * modelref.c: model references ("path[@rev][+lora[@rev]]") and where they
+ * live on disk.
+ *
+ * A reference resolves to a local directory when one exists at its path
+ * (relative paths are taken from the submitter's working directory, not the
+ * daemon's); otherwise an "org/name" reference is looked up, offline, in the
+ * Hugging Face cache layout: <cache>/models--org--name/refs/<rev> holds a
+ * commit hash naming snapshots/<hash>/, and a 40-hex revision names the
+ * snapshot directly.  Nothing is ever downloaded.  When nothing is found,
+ * the error lists every place that was tried.  Pure functions of their
+ * arguments and the file system; safe on any thread.
+ */
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph-int.h"
+
+static int
+ref_split_rev(const char *s, size_t len, char **path, char **rev,
+    char **cause)
+{
+	const char *at = memchr(s, '@', len);
+
+	if (at != NULL && memchr(at + 1, '@', len - (size_t)(at - s) - 1)) {
+		*cause = xasprintf("invalid model reference '%.*s': more than "
+		    "one '@'", (int)len, s);
+		return -EINVAL;
+	}
+	if (at == NULL) {
+		*path = xstrndup(s, len);
+		*rev = NULL;
+	} else {
+		*path = xstrndup(s, (size_t)(at - s));
+		*rev = xstrndup(at + 1, len - (size_t)(at - s) - 1);
+	}
+	if (**path == '\0' || (*rev != NULL && **rev == '\0')) {
+		*cause = xasprintf("invalid model reference '%.*s': empty %s",
+		    (int)len, s, **path == '\0' ? "path" : "revision");
+		free(*path);
+		free(*rev);
+		*path = *rev = NULL;
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int
+graph_ref_parse(const char *s, struct graph_ref *r, char **cause)
+{
+	const char *plus;
+
+	memset(r, 0, sizeof *r);
+	plus = strchr(s, '+');
+	if (plus != NULL && strchr(plus + 1, '+') != NULL) {
+		*cause = xasprintf("cannot parse model reference '%s': more "
+		    "than one '+'", s);
+		return -EINVAL;
+	}
+	if (ref_split_rev(s, plus ? (size_t)(plus - s) : strlen(s), &r->path,
+	    &r->rev, cause) != 0)
+		return -EINVAL;
+	if (plus == NULL)
+		return 0;
+	if (ref_split_rev(plus + 1, strlen(plus + 1), &r->lora, &r->lora_rev,
+	    cause) != 0) {
+		graph_ref_fini(r);
+		return -EINVAL;
+	}
+	graph_ref_fini(r);
+	*cause = xasprintf("model reference '%s': LoRA adapters ('+') are "
+	    "not supported yet", s);
+	return -ENOTSUP;
+}
+
+void
+graph_ref_fini(struct graph_ref *r)
+{
+	free(r->path);
+	free(r->rev);
+	free(r->lora);
+	free(r->lora_rev);
+	free(r->override_arch);
+	memset(r, 0, sizeof *r);
+}
+
+char *
+graph_ref_str(const struct graph_ref *r)
+{
+	return xasprintf("%s%s%s%s%s%s%s", r->path, r->rev ? "@" : "",
+	    r->rev ? r->rev : "", r->lora ? "+" : "", r->lora ? r->lora : "",
+	    r->lora_rev ? "@" : "", r->lora_rev ? r->lora_rev : "");
+}
+
+bool
+graph_ref_eq(const struct graph_ref *a, const struct graph_ref *b)
+{
+#define SEQ(x, y) ((x) == NULL ? (y) == NULL : (y) != NULL && !strcmp(x, y))
+	return SEQ(a->path, b->path) && SEQ(a->rev, b->rev) &&
+	    SEQ(a->lora, b->lora) && SEQ(a->lora_rev, b->lora_rev) &&
+	    SEQ(a->override_arch, b->override_arch);
+#undef SEQ
+}
+
+void
+graph_ref_copy(struct graph_ref *dst, const struct graph_ref *src)
+{
+#define DUP(x) ((x) ? xstrdup(x) : NULL)
+	dst->path = DUP(src->path);
+	dst->rev = DUP(src->rev);
+	dst->lora = DUP(src->lora);
+	dst->lora_rev = DUP(src->lora_rev);
+	dst->override_arch = DUP(src->override_arch);
+	dst->mark = src->mark;
+#undef DUP
+}
+
+static bool
+is_dir(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+char *
+graph_hf_cache_root(const struct graph_env *env)
+{
+	if (env->hf_hub_cache != NULL && *env->hf_hub_cache != '\0')
+		return xstrdup(env->hf_hub_cache);
+	if (env->hf_home != NULL && *env->hf_home != '\0')
+		return xasprintf("%s/hub", env->hf_home);
+	if (env->home != NULL && *env->home != '\0')
+		return xasprintf("%s/.cache/huggingface/hub", env->home);
+	return NULL;
+}
+
+/* "org/name" with safe characters only: it becomes a directory name. */
+static bool
+is_repo_id(const char *p)
+{
+	const char *slash = strchr(p, '/');
+	const char *s;
+
+	if (slash == NULL || slash == p || slash[1] == '\0' ||
+	    strchr(slash + 1, '/') != NULL)
+		return false;
+	for (s = p; *s != '\0'; s++)
+		if (!isalnum((unsigned char)*s) && strchr("-_./", *s) == NULL)
+			return false;
+	return strstr(p, "..") == NULL && p[0] != '.';
+}
+
+static bool
+is_hex40(const char *s)
+{
+	size_t i;
+
+	for (i = 0; i < 40; i++)
+		if (!isxdigit((unsigned char)s[i]))
+			return false;
+	return s[40] == '\0';
+}
+
+/* The cache names "org/name" as models--org--name. */
+static char *
+hf_repo_dir(const char *root, const char *id)
+{
+	struct xbuf b = { 0 };
+
+	xbuf_printf(&b, "%s/models--", root);
+	for (; *id != '\0'; id++)
+		xbuf_add(&b, *id == '/' ? "--" : id, *id == '/' ? 2 : 1);
+	return xbuf_take(&b);
+}
+
+/* Looks the reference up in the cache; appends what it tried to *tried. */
+static int
+ref_resolve_hf(const struct graph_ref *r, const char *root,
+    struct graph_resolved *out, struct xbuf *tried)
+{
+	char *repo, *refpath = NULL, *hash = NULL, *snap = NULL;
+	const char *rev = r->rev ? r->rev : "main";
+	size_t len;
+	int rc = -ENOENT;
+
+	repo = hf_repo_dir(root, r->path);
+	if (is_hex40(rev)) {
+		hash = xstrdup(rev);
+	} else if (strstr(rev, "..") == NULL && rev[0] != '/') {
+		refpath = xasprintf("%s/refs/%s", repo, rev);
+		if (graph_read_file(refpath, 256, &hash, &len) != 0) {
+			xbuf_printf(tried, "\n  %s (no such ref)", refpath);
+			goto out;
+		}
+		while (len > 0 && isspace((unsigned char)hash[len - 1]))
+			hash[--len] = '\0';
+	} else {
+		xbuf_printf(tried, "\n  revision '%s' is not a valid ref name",
+		    rev);
+		goto out;
+	}
+	snap = xasprintf("%s/snapshots/%s", repo, hash);
+	if (!is_dir(snap)) {
+		xbuf_printf(tried, "\n  %s (no such snapshot)", snap);
+		goto out;
+	}
+	out->dir = snap;
+	out->root = repo;
+	snap = repo = NULL;
+	rc = 0;
+out:
+	free(repo);
+	free(refpath);
+	free(hash);
+	free(snap);
+	return rc;
+}
+
+int
+graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
+    struct graph_resolved *out, char **cause)
+{
+	struct xbuf tried = { 0 };
+	char *local, *root, *name;
+	int rc;
+
+	memset(out, 0, sizeof *out);
+	if (r->path[0] == '/' || env->cwd == NULL)
+		local = xstrdup(r->path);
+	else
+		local = xasprintf("%s/%s", env->cwd, r->path);
+	if (is_dir(local)) {
+		/* As in mergekit, a local path ignores the revision. */
+		out->dir = local;
+		out->root = xstrdup(local);
+		return 0;
+	}
+	xbuf_printf(&tried, "\n  %s (no such directory)", local);
+	free(local);
+	root = graph_hf_cache_root(env);
+	if (is_repo_id(r->path) && root != NULL) {
+		if (ref_resolve_hf(r, root, out, &tried) == 0) {
+			free(root);
+			xbuf_free(&tried);
+			return 0;
+		}
+	} else if (root == NULL) {
+		xbuf_printf(&tried, "\n  no Hugging Face cache (set "
+		    "HF_HUB_CACHE or HF_HOME)");
+	}
+	free(root);
+	name = graph_ref_str(r);
+	*cause = xasprintf("model '%s' not found; looked in:%s", name,
+	    tried.data);
+	free(name);
+	xbuf_free(&tried);
+	rc = -ENOENT;
+	return rc;
+}
+
+void
+graph_resolved_fini(struct graph_resolved *r)
+{
+	free(r->dir);
+	free(r->root);
+	memset(r, 0, sizeof *r);
+}

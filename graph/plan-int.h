@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * plan-int.h: state shared by plan.c and plan-tensor.c while one plan is
+ * being built.  Nothing here outlives graph_plan_build().
+ */
+#ifndef PLAN_INT_H
+#define PLAN_INT_H
+
+#include "graph-int.h"
+
+/* An output slice after normalisation (MERGEKIT.md Part B 1.7). */
+struct nsrc {
+	size_t model;		/* index into plan->models */
+	int64_t start;
+	int64_t end;
+	const struct graph_params *params;	/* may be NULL */
+	struct graph_mark mark;
+};
+
+struct nslice {
+	struct nsrc *src;
+	size_t nsrc;
+	size_t base;		/* model index, (size_t)-1 without a base */
+	const struct graph_params *params;	/* may be NULL */
+	struct graph_mark mark;
+	int64_t len;		/* layers */
+};
+
+/* Repeated errors are shown a few times, then counted. */
+struct plan_errkind {
+	const char *fmt;
+	size_t count;
+};
+
+struct plan_build {
+	const struct graph_config *cfg;
+	struct graph_diags *d;
+	struct graph_plan *p;
+	const struct graph_method *method;
+	const struct graph_ref **refs;	/* referenced models, config order */
+	size_t nrefs;
+	struct nslice *slices;
+	size_t nslices;
+	struct plan_errkind errs[32];
+	size_t nerrs;
+	size_t suppressed;
+};
+
+void plan_tensors(struct plan_build *);
+
+#endif /* PLAN_INT_H */

@@ -1,0 +1,589 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * plan-tensor.c: planning one output tensor.
+ *
+ * For each output tensor: resolve the method's global parameters (slice,
+ * module, top level; filters see the output name), decide which inputs are
+ * needed (a slerp tensor with no t needs only the base: Part A item 6),
+ * find each input tensor in its model at that model's own layer index
+ * (falling back to the tied embedding for an absent LM head), resolve the
+ * per-model parameters (source, slice, module, top; filters see the input
+ * name), check shapes and dtypes, and let the method's plan hook check the
+ * rest.  Problems are collected, never fatal; repeated ones are counted
+ * after a few so that one mistake does not print a thousand lines.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan-int.h"
+
+#define PLAN_SAME_ERRORS 3	/* shown before the rest are counted */
+
+static void plan_verror(struct plan_build *, const char *, const char *,
+    va_list) __attribute__((format(printf, 3, 0)));
+
+static void
+plan_verror(struct plan_build *b, const char *where, const char *fmt,
+    va_list ap)
+{
+	size_t i;
+
+	for (i = 0; i < b->nerrs; i++)
+		if (b->errs[i].fmt == fmt)
+			break;
+	if (i == b->nerrs && b->nerrs < 32) {
+		b->errs[b->nerrs].fmt = fmt;
+		b->errs[b->nerrs++].count = 0;
+	}
+	if (i < 32 && b->errs[i].count++ >= PLAN_SAME_ERRORS) {
+		b->suppressed++;
+		b->d->nerrors++;	/* still an error, just not printed */
+		return;
+	}
+	graph_diag_vadd(b->d, GRAPH_SEV_ERROR, where, fmt, ap);
+}
+
+static void
+plan_error(struct plan_build *b, const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void
+plan_error(struct plan_build *b, const char *where, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	plan_verror(b, where, fmt, ap);
+	va_end(ap);
+}
+
+void
+plan_tensor_error(struct method_plan *mp, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	plan_verror(mp->build, mp->t->name, fmt, ap);
+	va_end(ap);
+}
+
+static double
+param_value(const struct graph_method *m, const double *v, const bool *set,
+    const char *name)
+{
+	int i = graph_method_param(m, name);
+
+	if (i < 0)
+		return 0;
+	return set[i] ? v[i] : m->params[i].def;
+}
+
+double
+plan_g(const struct plan_tensor *t, const char *name)
+{
+	return param_value(t->method, t->g, t->gset, name);
+}
+
+bool
+plan_gset(const struct plan_tensor *t, const char *name)
+{
+	int i = graph_method_param(t->method, name);
+
+	return i >= 0 && t->gset[i];
+}
+
+double
+plan_pm(const struct plan_tensor *t, size_t in, const char *name)
+{
+	size_t np = t->method->nparams;
+
+	return param_value(t->method, t->pm + in * np, t->pmset + in * np,
+	    name);
+}
+
+bool
+plan_pmset(const struct plan_tensor *t, size_t in, const char *name)
+{
+	int i = graph_method_param(t->method, name);
+
+	return i >= 0 && t->pmset[in * t->method->nparams + (size_t)i];
+}
+
+/* Looks a parameter up at the given levels; first value found wins. */
+static bool
+param_lookup(const struct graph_params *const *levels, size_t nlevels,
+    const char *name, const char *tensor, double t, double *out)
+{
+	const struct graph_param *p;
+	size_t i;
+
+	for (i = 0; i < nlevels; i++) {
+		if (levels[i] == NULL)
+			continue;
+		if ((p = graph_params_find(levels[i], name)) == NULL)
+			continue;
+		if (graph_param_eval(p, tensor, t, out) == 0)
+			return true;
+	}
+	return false;
+}
+
+static bool
+param_typecheck(struct plan_build *b, const struct method_param *mp,
+    double v, const char *tensor)
+{
+	if (mp->type == MP_INT && floor(v) != v) {
+		plan_error(b, tensor, "parameter '%s' must be an integer, got "
+		    "%g", mp->name, v);
+		return false;
+	}
+	return true;
+}
+
+/* Returns false when a required global is missing (and not optional t). */
+static bool
+plan_globals(struct plan_build *b, const struct nslice *s,
+    struct plan_tensor *pt, double t, bool *copy_base)
+{
+	const struct graph_method *m = b->method;
+	const struct graph_params *levels[3] = { s->params,
+		b->cfg->modules ? &b->cfg->module_params : NULL,
+		&b->cfg->params };
+	size_t i;
+	bool good = true;
+
+	*copy_base = false;
+	pt->g = xcalloc(m->nparams + 1, sizeof *pt->g);
+	pt->gset = xcalloc(m->nparams + 1, sizeof *pt->gset);
+	for (i = 0; i < m->nparams; i++) {
+		const struct method_param *mp = &m->params[i];
+		if (mp->per_model)
+			continue;
+		if (param_lookup(levels, 3, mp->name, pt->name, t, &pt->g[i])) {
+			pt->gset[i] = true;
+			good &= param_typecheck(b, mp, pt->g[i], pt->name);
+			continue;
+		}
+		if (!mp->required)
+			continue;
+		if ((m->flags & METHOD_OPTIONAL_T) && strcmp(mp->name, "t") == 0) {
+			*copy_base = true;
+			continue;
+		}
+		plan_error(b, pt->name, "missing required parameter '%s'",
+		    mp->name);
+		good = false;
+	}
+	return good;
+}
+
+static const struct graph_model_tensor *
+plan_find_input(const struct graph_model *m, const char *name,
+    const char **found)
+{
+	const struct graph_model_tensor *mt;
+	const char *alt[4];
+	size_t i, n;
+
+	if ((mt = graph_model_find(m, name)) != NULL) {
+		*found = name;
+		return mt;
+	}
+	n = graph_arch_tied_names(name, alt, 4);
+	for (i = 0; i < n; i++) {
+		if ((mt = graph_model_find(m, alt[i])) != NULL) {
+			*found = alt[i];
+			return mt;
+		}
+	}
+	return NULL;
+}
+
+static void
+plan_add_input(struct plan_tensor *pt, size_t model,
+    const struct graph_model_tensor *mt, const char *name, int64_t layer)
+{
+	struct plan_input *in = &pt->in[pt->nin++];
+
+	memset(in, 0, sizeof *in);
+	in->model = model;
+	in->mt = mt;
+	in->name = xstrdup(name);
+	in->layer = layer;
+	in->rows = mt->t->ndim > 0 ? mt->t->shape[0] : 1;
+	in->cols = in->rows > 0 ? (int64_t)(mt->t->numel /
+	    (uint64_t)in->rows) : 0;
+}
+
+/* Finds every needed input tensor; false if any is missing. */
+static bool
+plan_inputs(struct plan_build *b, const struct nslice *s,
+    struct plan_tensor *pt, const struct arch_weight *w, int64_t local,
+    bool layer, bool only_base)
+{
+	const struct graph_plan *p = b->p;
+	const struct graph_model_tensor *mt;
+	const char *found;
+	char *name;
+	int64_t idx;
+	size_t j;
+	bool good = true;
+
+	pt->in = xcalloc(s->nsrc, sizeof *pt->in);
+	pt->base = -1;
+	for (j = 0; j < s->nsrc; j++) {
+		if (only_base && s->src[j].model != s->base)
+			continue;
+		idx = layer ? s->src[j].start + local : -1;
+		name = layer ? graph_arch_layer_name(&p->arch, w, idx) :
+		    xstrdup(w->name);
+		mt = plan_find_input(p->models[s->src[j].model].m, name,
+		    &found);
+		if (mt == NULL) {
+			plan_error(b, pt->name, "model %s has no tensor '%s'%s; "
+			    "%s", p->models[s->src[j].model].name, name,
+			    layer ? " (at its own layer index)" : "",
+			    (b->method->flags & METHOD_OPTIONAL_T) ?
+			    "leave t unset for this tensor (a conditional t "
+			    "with filters) so the base is kept, or choose "
+			    "other layers" : "choose layers or models that "
+			    "have it");
+			good = false;
+		} else {
+			if (s->src[j].model == s->base)
+				pt->base = (int)pt->nin;
+			plan_add_input(pt, s->src[j].model, mt, found, idx);
+		}
+		free(name);
+	}
+	return good;
+}
+
+static void
+plan_per_model(struct plan_build *b, const struct nslice *s,
+    struct plan_tensor *pt, double t)
+{
+	const struct graph_method *m = b->method;
+	const struct graph_params *levels[4];
+	size_t i, j, k, np = m->nparams;
+
+	pt->pm = xcalloc(pt->nin * np + 1, sizeof *pt->pm);
+	pt->pmset = xcalloc(pt->nin * np + 1, sizeof *pt->pmset);
+	for (j = 0; j < pt->nin; j++) {
+		levels[0] = NULL;
+		for (k = 0; k < s->nsrc; k++)
+			if (s->src[k].model == pt->in[j].model) {
+				levels[0] = s->src[k].params;
+				break;
+			}
+		levels[1] = s->params;
+		levels[2] = b->cfg->modules ? &b->cfg->module_params : NULL;
+		levels[3] = &b->cfg->params;
+		for (i = 0; i < np; i++) {
+			const struct method_param *mp = &m->params[i];
+			if (!mp->per_model)
+				continue;
+			if (param_lookup(levels, 4, mp->name, pt->in[j].name, t,
+			    &pt->pm[j * np + i])) {
+				pt->pmset[j * np + i] = true;
+				param_typecheck(b, mp, pt->pm[j * np + i],
+				    pt->name);
+			} else if (mp->required && (int)j != pt->base) {
+				plan_error(b, pt->name, "missing required "
+				    "parameter '%s' for %s.%s", mp->name,
+				    b->p->models[pt->in[j].model].name,
+				    pt->in[j].name);
+			}
+		}
+	}
+}
+
+static char *
+shape_str(const struct graph_st_tensor *t)
+{
+	struct xbuf x = { 0 };
+	int i;
+
+	xbuf_add(&x, "[", 1);
+	for (i = 0; i < t->ndim; i++)
+		xbuf_printf(&x, "%s%" PRId64, i ? ", " : "", t->shape[i]);
+	xbuf_add(&x, "]", 1);
+	return xbuf_take(&x);
+}
+
+static bool
+same_shape(const struct graph_st_tensor *a, const struct graph_st_tensor *b)
+{
+	return a->ndim == b->ndim &&
+	    memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0;
+}
+
+static void
+plan_shape_error(struct plan_build *b, struct plan_tensor *pt,
+    const char *why)
+{
+	struct xbuf x = { 0 };
+	char *s;
+	size_t j;
+
+	for (j = 0; j < pt->nin; j++) {
+		s = shape_str(pt->in[j].mt->t);
+		xbuf_printf(&x, "%s%s:%s %s", j ? ", " : "",
+		    b->p->models[pt->in[j].model].name, pt->in[j].name, s);
+		free(s);
+	}
+	plan_error(b, pt->name, "shapes differ (%s)%s", x.data, why);
+	xbuf_free(&x);
+}
+
+/*
+ * Output shape.  Equal input shapes are the common case.  Embeddings of
+ * different vocabulary sizes are cut to the common top-left block
+ * (RECTIFY) or to the base's shape (BASE_CROP), as in MERGEKIT.md Part B
+ * 4.0 and 4.2; any other mismatch is an error naming every shape.
+ */
+static bool
+plan_shape(struct plan_build *b, struct plan_tensor *pt)
+{
+	const struct graph_st_tensor *first = pt->in[0].mt->t, *ref;
+	int64_t rows, cols;
+	size_t j;
+	bool equal = true, twod = true;
+	unsigned flags = pt->method->flags;
+
+	for (j = 0; j < pt->nin; j++) {
+		equal &= same_shape(pt->in[j].mt->t, first);
+		twod &= pt->in[j].mt->t->ndim == 2;
+	}
+	pt->ndim = first->ndim;
+	memcpy(pt->shape, first->shape, sizeof pt->shape);
+	if (equal)
+		return true;
+	if (!pt->is_embed || !twod ||
+	    !(flags & (METHOD_RECTIFY | METHOD_BASE_CROP))) {
+		plan_shape_error(b, pt, pt->is_embed && twod ? "; merge method "
+		    "cannot reconcile embedding sizes" : "");
+		return false;
+	}
+	if ((flags & METHOD_BASE_CROP) && pt->base >= 0) {
+		ref = pt->in[pt->base].mt->t;
+		rows = ref->shape[0];
+		cols = ref->shape[1];
+	} else {
+		rows = cols = INT64_MAX;
+		for (j = 0; j < pt->nin; j++) {
+			if (pt->in[j].mt->t->shape[0] < rows)
+				rows = pt->in[j].mt->t->shape[0];
+			if (pt->in[j].mt->t->shape[1] < cols)
+				cols = pt->in[j].mt->t->shape[1];
+		}
+	}
+	for (j = 0; j < pt->nin; j++) {
+		if (pt->in[j].mt->t->shape[0] < rows ||
+		    pt->in[j].mt->t->shape[1] < cols) {
+			plan_shape_error(b, pt, "; an embedding smaller than "
+			    "the base's cannot be cropped to it");
+			return false;
+		}
+		pt->in[j].rectified = pt->in[j].mt->t->shape[0] != rows ||
+		    pt->in[j].mt->t->shape[1] != cols;
+		pt->in[j].rows = rows;
+		pt->in[j].cols = cols;
+	}
+	pt->shape[0] = rows;
+	pt->shape[1] = cols;
+	graph_diag_add(b->d, GRAPH_SEV_WARNING, pt->name, "embedding sizes "
+	    "differ; using the top-left [%" PRId64 ", %" PRId64 "] block of "
+	    "each", rows, cols);
+	return true;
+}
+
+static bool
+plan_dtype(struct plan_build *b, struct plan_tensor *pt)
+{
+	const struct graph_config *cfg = b->cfg;
+	const struct plan_input *ref = &pt->in[pt->base >= 0 ? pt->base : 0];
+	bool copy = pt->method == &graph_method_copy;
+	size_t j;
+
+	pt->compute_dtype = cfg->dtype;
+	pt->out_dtype = cfg->out_dtype ? cfg->out_dtype :
+	    cfg->dtype ? cfg->dtype : ref->mt->t->dtype;
+	if (copy && pt->out_dtype == ref->mt->t->dtype &&
+	    (cfg->dtype == GRAPH_DT_NONE || cfg->dtype == pt->out_dtype))
+		return true;	/* raw byte copy */
+	for (j = 0; j < pt->nin; j++) {
+		if (!graph_dtype_is_float(pt->in[j].mt->t->dtype) && !copy) {
+			plan_error(b, pt->name, "%s stores it as %s; integer "
+			    "and boolean tensors cannot be merged, only copied",
+			    b->p->models[pt->in[j].model].name,
+			    graph_dtype_st_name(pt->in[j].mt->t->dtype));
+			return false;
+		}
+	}
+	if (!graph_dtype_is_encodable(pt->out_dtype)) {
+		plan_error(b, pt->name, "cannot write a computed tensor as %s; "
+		    "set out_dtype to bfloat16, float16 or float32",
+		    graph_dtype_st_name(pt->out_dtype));
+		return false;
+	}
+	return true;
+}
+
+/* Keeps only input k: the tensor becomes a copy of it. */
+static void
+plan_fold_copy(struct plan_tensor *pt, size_t k, const char *note)
+{
+	size_t j;
+
+	for (j = 0; j < pt->nin; j++)
+		if (j != k)
+			free(pt->in[j].name);
+	if (k != 0)
+		pt->in[0] = pt->in[k];
+	pt->base = pt->base == (int)k ? 0 : -1;
+	pt->nin = 1;
+	pt->method = &graph_method_copy;
+	if (note != NULL && pt->note == NULL)
+		pt->note = xstrdup(note);
+}
+
+static void
+plan_one(struct plan_build *b, const struct nslice *s,
+    const struct arch_weight *w, int64_t out_layer, int64_t local, double t)
+{
+	struct graph_plan *p = b->p;
+	struct plan_tensor *pt;
+	struct method_plan mp;
+	bool copy_base, layer = out_layer >= 0;
+
+	p->tensors = xreallocarray(p->tensors, p->ntensors + 1,
+	    sizeof *p->tensors);
+	pt = &p->tensors[p->ntensors++];
+	memset(pt, 0, sizeof *pt);
+	pt->name = layer ? graph_arch_layer_name(&p->arch, w, out_layer) :
+	    xstrdup(w->name);
+	pt->layer = out_layer;
+	pt->is_embed = w->is_embed;
+	pt->method = b->method;
+	if (!plan_globals(b, s, pt, t, &copy_base))
+		return;
+	if (!plan_inputs(b, s, pt, w, local, layer, copy_base))
+		return;
+	if (pt->nin == 0)
+		return;	/* no base: reported once per slice */
+	plan_per_model(b, s, pt, t);
+	if (copy_base)
+		plan_fold_copy(pt, (size_t)pt->base, "no t applies: the base "
+		    "model's tensor, unchanged");
+	if (!plan_shape(b, pt))
+		return;
+	if (pt->method->plan != NULL) {
+		memset(&mp, 0, sizeof mp);
+		mp.t = pt;
+		mp.plan = p;
+		mp.build = b;
+		pt->method->plan(&mp);
+		if (mp.fold_copy)
+			plan_fold_copy(pt, mp.fold_input, "single input: "
+			    "copied");
+	}
+	plan_dtype(b, pt);
+	pt->rows = pt->ndim > 0 ? pt->shape[0] : 1;
+	pt->numel = 1;
+	for (int k = 0; k < pt->ndim; k++)
+		pt->numel *= (uint64_t)pt->shape[k];
+	pt->cols = pt->rows > 0 ? (int64_t)(pt->numel / (uint64_t)pt->rows) : 0;
+}
+
+/* Checks done once per slice rather than once per tensor. */
+static bool
+plan_slice_ok(struct plan_build *b, const struct nslice *s, size_t idx)
+{
+	size_t j;
+
+	if (s->nsrc > GRAPH_MAX_INPUTS) {
+		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, s->mark,
+		    "a slice has %zu sources; at most %d are supported",
+		    s->nsrc, GRAPH_MAX_INPUTS);
+		return false;
+	}
+	if (!(b->method->flags & METHOD_NEEDS_BASE))
+		return true;
+	if (s->base == (size_t)-1) {
+		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
+		    b->cfg->method_mark, "merge method %s needs a base_model",
+		    b->method->name);
+		return false;
+	}
+	for (j = 0; j < s->nsrc; j++)
+		if (s->src[j].model == s->base)
+			return true;
+	graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, s->mark,
+	    "slice %zu: merge method %s needs the base model %s among the "
+	    "slice's sources (slices: syntax does not add it for you)",
+	    idx + 1, b->method->name, b->p->models[s->base].name);
+	return false;
+}
+
+/* A non-uniform layer weight exists in this output layer when the
+ * architecture's model is a source here and has it at its index. */
+static bool
+plan_layer_has(const struct plan_build *b, const struct nslice *s,
+    const struct arch_weight *w, int64_t local)
+{
+	const struct graph_plan *p = b->p;
+	char *name;
+	size_t j;
+	bool has = false;
+
+	if (w->uniform)
+		return true;
+	for (j = 0; j < s->nsrc; j++) {
+		if (s->src[j].model != p->arch_model)
+			continue;
+		name = graph_arch_layer_name(&p->arch, w, s->src[j].start +
+		    local);
+		has = graph_model_find(p->models[p->arch_model].m, name) !=
+		    NULL;
+		free(name);
+	}
+	return has;
+}
+
+void
+plan_tensors(struct plan_build *b)
+{
+	const struct graph_arch *a = &b->p->arch;
+	const struct nslice *s;
+	int64_t out = 0, i;
+	size_t k, si;
+	bool good = true;
+
+	for (si = 0; si < b->nslices; si++)
+		good &= plan_slice_ok(b, &b->slices[si], si);
+	if (!good)
+		return;
+	for (k = 0; k < a->npre; k++)
+		plan_one(b, &b->slices[0], &a->pre[k], -1, 0, 0);
+	for (si = 0; si < b->nslices; si++) {
+		s = &b->slices[si];
+		for (i = 0; i < s->len; i++, out++) {
+			double t = s->len > 1 ? (double)i / (double)(s->len - 1)
+			    : 1.0;
+			for (k = 0; k < a->nlayer; k++)
+				if (plan_layer_has(b, s, &a->layer[k], i))
+					plan_one(b, s, &a->layer[k], out, i, t);
+		}
+	}
+	/* Part A item 12: post weights come from the last slice. */
+	for (k = 0; k < a->npost; k++)
+		plan_one(b, &b->slices[b->nslices - 1], &a->post[k], -1, 0, 0);
+	b->p->out_layers = b->cfg->form == GRAPH_FORM_SLICES ? out : -1;
+	if (b->suppressed > 0)
+		graph_diag_add(b->d, GRAPH_SEV_ERROR, NULL, "%zu more errors "
+		    "like the ones above were not shown", b->suppressed);
+}

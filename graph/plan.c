@@ -1,0 +1,490 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * plan.c: from a typed config to a complete plan, headers only.
+ *
+ * The steps follow DESIGN.md's data flow: list the referenced models in
+ * config order (base first), open them (config.json and safetensors
+ * headers), choose the architecture (explicit "architecture:", else the
+ * base, else the first model: Part A item 5), normalise models:/slices: into
+ * output slices, plan every output tensor in natural order (plan-tensor.c),
+ * and fix the shard layout (plan-layout.c).  Every problem is collected;
+ * the plan is returned only when there are none, so a job that cannot
+ * succeed is rejected before any weight is read.  Runs on the caller's
+ * thread; the finished plan is immutable and may be shared with workers.
+ */
+#include <sys/random.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "graph-int.h"
+#include "plan-int.h"
+
+void
+graph_plan_opts_default(struct graph_plan_opts *o)
+{
+	memset(o, 0, sizeof *o);
+	graph_env_from_process(&o->env);
+	o->shard_size = 5000000000ull;
+	o->memory = 4ull << 30;
+	o->threads = 2;
+	o->copy_tokenizer = true;
+	o->model_card = true;
+}
+
+/* Index of ref among the plan's models, adding it when new. */
+static size_t
+plan_model_ref(struct plan_build *b, const struct graph_ref *ref)
+{
+	size_t i;
+
+	for (i = 0; i < b->nrefs; i++)
+		if (graph_ref_eq(b->refs[i], ref))
+			return i;
+	b->refs = xreallocarray(b->refs, b->nrefs + 1, sizeof *b->refs);
+	b->refs[b->nrefs] = ref;
+	return b->nrefs++;
+}
+
+/* Referenced models in first-appearance order, the base first. */
+static void
+plan_collect_refs(struct plan_build *b)
+{
+	const struct graph_config *cfg = b->cfg;
+	size_t i, j;
+
+	if (cfg->has_base)
+		plan_model_ref(b, &cfg->base);
+	for (i = 0; i < cfg->nmodels; i++)
+		plan_model_ref(b, &cfg->models[i].model);
+	for (i = 0; i < cfg->nslices; i++) {
+		for (j = 0; j < cfg->slices[i].nsrc; j++)
+			plan_model_ref(b, &cfg->slices[i].src[j].model);
+		if (cfg->slices[i].has_base)
+			plan_model_ref(b, &cfg->slices[i].base);
+	}
+}
+
+static int
+plan_open_models(struct plan_build *b)
+{
+	struct graph_plan *p = b->p;
+	char *cause = NULL;
+	size_t i;
+	int failed = 0;
+
+	p->models = xcalloc(b->nrefs, sizeof *p->models);
+	p->nmodels = b->nrefs;
+	for (i = 0; i < b->nrefs; i++) {
+		p->models[i].name = graph_ref_str(b->refs[i]);
+		if (graph_model_open(b->refs[i], &p->opts.env, &p->models[i].m,
+		    &cause) != 0) {
+			graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
+			    b->refs[i]->mark, "%s", cause);
+			free(cause);
+			cause = NULL;
+			failed = 1;
+		}
+	}
+	return failed ? -ENOENT : 0;
+}
+
+static size_t
+plan_find_ref(const struct plan_build *b, const struct graph_ref *ref)
+{
+	size_t i;
+
+	for (i = 0; i < b->nrefs; i++)
+		if (graph_ref_eq(b->refs[i], ref))
+			return i;
+	return (size_t)-1;
+}
+
+/*
+ * Part A item 5: an explicit "architecture:" wins, else the base model,
+ * else the first model in config order.  Mixing families needs
+ * allow_crimes, and the error says which models differ and how.
+ */
+static int
+plan_choose_arch(struct plan_build *b)
+{
+	struct graph_plan *p = b->p;
+	const struct graph_model *am, *m;
+	char *cause = NULL;
+	size_t i;
+	bool mixed = false;
+
+	if (b->cfg->has_arch) {
+		p->arch_model = plan_find_ref(b, &b->cfg->arch);
+		p->arch_reason = "explicit 'architecture:' in the config";
+		if (p->arch_model == (size_t)-1) {
+			char *s = graph_ref_str(&b->cfg->arch);
+			graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
+			    b->cfg->arch.mark, "'architecture: %s' names none of "
+			    "the models of this merge", s);
+			free(s);
+			return -EINVAL;
+		}
+	} else if (b->cfg->has_base) {
+		p->arch_model = 0;
+		p->arch_reason = "the base model";
+	} else {
+		p->arch_model = 0;
+		p->arch_reason = "the first model (no base_model)";
+	}
+	p->base = b->cfg->has_base ? 0 : (size_t)-1;
+	p->donor = 0;
+	am = p->models[p->arch_model].m;
+	for (i = 0; i < p->nmodels; i++) {
+		m = p->models[i].m;
+		if (m->arch == NULL) {
+			graph_diag_add(b->d, GRAPH_SEV_ERROR, m->name,
+			    "%s: %s", m->dir, m->arch_problem);
+			return -EINVAL;
+		}
+		if (strcmp(m->arch, am->arch) != 0)
+			mixed = true;
+	}
+	if (mixed && !(b->cfg->allow_crimes || p->opts.allow_crimes)) {
+		struct xbuf x = { 0 };
+		for (i = 0; i < p->nmodels; i++)
+			xbuf_printf(&x, "%s%s is %s", i ? ", " : "",
+			    p->models[i].name, p->models[i].m->arch);
+		graph_diag_add(b->d, GRAPH_SEV_ERROR, NULL, "the models are of "
+		    "different architectures (%s); merging across families "
+		    "needs --allow-crimes (or 'allow_crimes: true' in the "
+		    "config)", x.data);
+		xbuf_free(&x);
+		return -EINVAL;
+	}
+	if (graph_arch_derive(am, &p->arch, &cause) != 0) {
+		graph_diag_add(b->d, GRAPH_SEV_ERROR, am->name, "%s", cause);
+		free(cause);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+/* A model's layer count: config.json's, else from its tensor names. */
+static int64_t
+plan_model_layers(const struct graph_plan *p, size_t mi)
+{
+	const struct graph_model *m = p->models[mi].m;
+	struct graph_arch a;
+	char *cause = NULL;
+	int64_t n;
+
+	if (m->num_layers >= 0)
+		return m->num_layers;
+	if (graph_arch_derive(m, &a, &cause) != 0) {
+		free(cause);
+		return -1;
+	}
+	n = a.num_layers;
+	graph_arch_fini(&a);
+	return n;
+}
+
+static void
+nslice_add_src(struct nslice *s, size_t model, int64_t start, int64_t end,
+    const struct graph_params *params, struct graph_mark mark)
+{
+	s->src = xreallocarray(s->src, s->nsrc + 1, sizeof *s->src);
+	s->src[s->nsrc].model = model;
+	s->src[s->nsrc].start = start;
+	s->src[s->nsrc].end = end;
+	s->src[s->nsrc].params = params;
+	s->src[s->nsrc].mark = mark;
+	s->nsrc++;
+}
+
+/* MERGEKIT.md Part B 1.7: models: becomes one slice over all layers. */
+static void
+plan_slices_from_models(struct plan_build *b)
+{
+	const struct graph_config *cfg = b->cfg;
+	struct nslice *s;
+	size_t i, mi;
+	bool has_base = false;
+
+	b->slices = xcalloc(1, sizeof *b->slices);
+	b->nslices = 1;
+	s = &b->slices[0];
+	s->params = NULL;
+	s->mark = cfg->models[0].mark;
+	s->base = cfg->has_base ? 0 : (size_t)-1;
+	for (i = 0; i < cfg->nmodels; i++) {
+		mi = plan_find_ref(b, &cfg->models[i].model);
+		has_base |= mi == s->base;
+		nslice_add_src(s, mi, 0, plan_model_layers(b->p, mi),
+		    &cfg->models[i].params, cfg->models[i].mark);
+	}
+	if (cfg->has_base && !has_base)
+		nslice_add_src(s, 0, 0, plan_model_layers(b->p, 0), NULL,
+		    cfg->base.mark);
+	s->len = -1;
+	for (i = 0; i < s->nsrc; i++) {
+		if (s->len < 0)
+			s->len = s->src[i].end;
+		else if (s->src[i].end != s->len)
+			graph_diag_at(b->d, GRAPH_SEV_ERROR, cfg->path,
+			    s->src[i].mark, "model %s has %" PRId64 " layers "
+			    "but %s has %" PRId64 "; models: syntax needs equal "
+			    "layer counts (use slices: to pick ranges)",
+			    b->p->models[s->src[i].model].name, s->src[i].end,
+			    b->p->models[s->src[0].model].name, s->len);
+	}
+}
+
+static void
+plan_slices_from_slices(struct plan_build *b)
+{
+	const struct graph_config *cfg = b->cfg;
+	const struct graph_slice *cs;
+	const struct graph_source *src;
+	struct nslice *s;
+	int64_t have;
+	size_t i, j, k, mi;
+
+	b->slices = xcalloc(cfg->nslices, sizeof *b->slices);
+	b->nslices = cfg->nslices;
+	for (i = 0; i < cfg->nslices; i++) {
+		cs = &cfg->slices[i];
+		s = &b->slices[i];
+		s->params = &cs->params;
+		s->mark = cs->mark;
+		s->base = cs->has_base ? plan_find_ref(b, &cs->base) :
+		    cfg->has_base ? 0 : (size_t)-1;
+		s->len = -1;
+		for (j = 0; j < cs->nsrc; j++) {
+			src = &cs->src[j];
+			mi = plan_find_ref(b, &src->model);
+			for (k = 0; k < s->nsrc; k++)
+				if (s->src[k].model == mi)
+					graph_diag_at(b->d, GRAPH_SEV_ERROR,
+					    cfg->path, src->mark, "model %s "
+					    "appears twice in this slice's "
+					    "sources; mergekit would silently "
+					    "keep only the last one",
+					    b->p->models[mi].name);
+			have = plan_model_layers(b->p, mi);
+			if (src->end > have)
+				graph_diag_at(b->d, GRAPH_SEV_ERROR, cfg->path,
+				    src->mark, "layer_range [%" PRId64 ", %"
+				    PRId64 "] is out of bounds: model %s has %"
+				    PRId64 " layers (0 to %" PRId64 ")",
+				    src->start, src->end, b->p->models[mi].name,
+				    have, have - 1);
+			if (s->len >= 0 && src->end - src->start != s->len)
+				graph_diag_at(b->d, GRAPH_SEV_ERROR, cfg->path,
+				    src->mark, "all sources of a slice must "
+				    "have the same number of layers: this one "
+				    "has %" PRId64 ", the first has %" PRId64,
+				    src->end - src->start, s->len);
+			if (s->len < 0)
+				s->len = src->end - src->start;
+			nslice_add_src(s, mi, src->start, src->end,
+			    &src->params, src->mark);
+		}
+	}
+}
+
+/*
+ * Parameter names must belong to the method: a typo must not silently
+ * produce a different model (Part A item 2).  Global parameters are only
+ * read at slice, module and top level (Part B 1.6), so one written per
+ * model is an error too, not an ignored value.
+ */
+static void
+plan_check_param_names(struct plan_build *b, const struct graph_params *ps,
+    bool model_level)
+{
+	const struct graph_method *m = b->method;
+	const char *names[32], *guess;
+	size_t i, k;
+	int idx;
+
+	if (ps == NULL)
+		return;
+	for (k = 0; k < m->nparams && k < 32; k++)
+		names[k] = m->params[k].name;
+	for (i = 0; i < ps->n; i++) {
+		idx = graph_method_param(m, ps->v[i].name);
+		if (idx >= 0 && (!model_level || m->params[idx].per_model))
+			continue;
+		if (idx >= 0) {
+			graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
+			    ps->v[i].mark, "'%s' is a global parameter of %s: "
+			    "set it in the slice's or the top-level "
+			    "parameters, not per model", ps->v[i].name,
+			    m->name);
+			continue;
+		}
+		guess = graph_suggest(ps->v[i].name, names, k);
+		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
+		    ps->v[i].mark, "'%s' is not a parameter of merge method "
+		    "%s%s%s%s", ps->v[i].name, m->name,
+		    guess ? "; did you mean '" : "", guess ? guess : "",
+		    guess ? "'?" : "");
+	}
+}
+
+static void
+plan_check_params(struct plan_build *b)
+{
+	const struct graph_config *cfg = b->cfg;
+	size_t i, j;
+
+	plan_check_param_names(b, &cfg->params, false);
+	plan_check_param_names(b, &cfg->module_params, false);
+	for (i = 0; i < cfg->nmodels; i++)
+		plan_check_param_names(b, &cfg->models[i].params, true);
+	for (i = 0; i < cfg->nslices; i++) {
+		plan_check_param_names(b, &cfg->slices[i].params, false);
+		for (j = 0; j < cfg->slices[i].nsrc; j++)
+			plan_check_param_names(b, &cfg->slices[i].src[j].params,
+			    true);
+	}
+}
+
+static int
+plan_method(struct plan_build *b)
+{
+	const char *const *names, *guess;
+	size_t n;
+
+	if ((b->method = graph_method_find(b->cfg->method)) != NULL)
+		return 0;
+	if (graph_method_known_upstream(b->cfg->method)) {
+		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
+		    b->cfg->method_mark, "merge method '%s' is not supported "
+		    "yet", b->cfg->method);
+		return -ENOTSUP;
+	}
+	names = graph_method_names(&n);
+	guess = graph_suggest(b->cfg->method, names, n);
+	graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, b->cfg->method_mark,
+	    "unknown merge method '%s'%s%s%s", b->cfg->method,
+	    guess ? "; did you mean '" : "", guess ? guess : "",
+	    guess ? "'?" : "");
+	return -EINVAL;
+}
+
+static uint64_t
+plan_draw_seed(void)
+{
+	uint64_t s;
+
+	if (getrandom(&s, sizeof s, GRND_NONBLOCK) != (ssize_t)sizeof s)
+		s = (uint64_t)time(NULL) * 6364136223846793005ull;
+	return s & 0xffffffffffffull;	/* short enough to type */
+}
+
+int
+graph_plan_build(const struct graph_config *cfg,
+    const struct graph_plan_opts *opts, struct graph_plan **out,
+    struct graph_diags *d)
+{
+	struct plan_build b;
+	struct graph_plan *p;
+	size_t i, before = d->nerrors;
+
+	*out = NULL;
+	memset(&b, 0, sizeof b);
+	p = xcalloc(1, sizeof *p);
+	p->opts = *opts;
+	p->config_text = xstrndup(cfg->text, cfg->text_len);
+	p->method_name = xstrdup(cfg->method);
+	p->seed = opts->has_seed ? opts->seed : plan_draw_seed();
+	p->base = (size_t)-1;
+	b.cfg = cfg;
+	b.d = d;
+	b.p = p;
+	plan_collect_refs(&b);
+	plan_method(&b);
+	if (b.method != NULL)
+		plan_check_params(&b);
+	if (plan_open_models(&b) != 0 || plan_choose_arch(&b) != 0 ||
+	    b.method == NULL)
+		goto out;
+	if (cfg->form == GRAPH_FORM_MODELS)
+		plan_slices_from_models(&b);
+	else
+		plan_slices_from_slices(&b);
+	if (d->nerrors != before)
+		goto out;
+	plan_tensors(&b);
+	if (d->nerrors == before)
+		plan_layout(p, d);
+out:
+	for (i = 0; i < b.nslices; i++)
+		free(b.slices[i].src);
+	free(b.slices);
+	free(b.refs);
+	if (d->nerrors != before) {
+		graph_plan_free(p);
+		return -EINVAL;
+	}
+	*out = p;
+	return 0;
+}
+
+static void
+plan_tensor_free(struct plan_tensor *t)
+{
+	size_t i;
+
+	for (i = 0; i < t->nin; i++)
+		free(t->in[i].name);
+	free(t->in);
+	free(t->name);
+	free(t->g);
+	free(t->gset);
+	free(t->pm);
+	free(t->pmset);
+	free(t->note);
+}
+
+void
+graph_plan_free(struct graph_plan *p)
+{
+	size_t i;
+
+	if (p == NULL)
+		return;
+	for (i = 0; i < p->ntensors; i++)
+		plan_tensor_free(&p->tensors[i]);
+	free(p->tensors);
+	for (i = 0; i < p->nshards; i++) {
+		free(p->shards[i].name);
+		free(p->shards[i].header);
+	}
+	free(p->shards);
+	for (i = 0; i < p->nmodels; i++) {
+		graph_model_close(p->models[i].m);
+		free(p->models[i].name);
+	}
+	free(p->models);
+	graph_arch_fini(&p->arch);
+	free(p->config_text);
+	free(p->method_name);
+	free(p);
+}
+
+void
+graph_plan_summary(const struct graph_plan *p, struct graph_plan_summary *s)
+{
+	memset(s, 0, sizeof *s);
+	s->arch = p->models[p->arch_model].m->arch;
+	s->arch_model = p->models[p->arch_model].name;
+	s->arch_reason = p->arch_reason;
+	s->tensors = p->ntensors;
+	s->shards = p->nshards;
+	s->bytes_read = p->total_in;
+	s->bytes_written = p->total_out;
+	s->peak_memory = p->peak_memory;
+	s->seed = p->seed;
+}

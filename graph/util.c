@@ -1,0 +1,160 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * util.c: process setup and small helpers shared by the engine's users:
+ * sizes with suffixes, bounded whole-file reads, the submitter's
+ * environment.  Safe on any thread except graph_init().
+ */
+#include <sys/stat.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "graph-int.h"
+
+void openblas_set_num_threads(int);
+
+/*
+ * Call once at startup, before any thread exists.  Merges run several
+ * chunks on the libuv pool at once; OpenBLAS threads on top of that would
+ * oversubscribe the cores (OpenBLAS FAQ), so BLAS is single-threaded.
+ */
+void
+graph_init(void)
+{
+	openblas_set_num_threads(1);
+}
+
+/*
+ * Sizes: an integer with an optional suffix.  Memory sizes are binary
+ * (K = 1024, "2G" = 2 GiB, "KiB"/"MiB"/"GiB" also taken); shard sizes follow
+ * mergekit and are decimal (K = 10^3, M = 10^6, B or G = 10^9).
+ */
+int
+graph_parse_size(const char *s, bool binary, uint64_t *out)
+{
+	uint64_t v = 0, mul = 1, base = binary ? 1024 : 1000;
+	const char *p = s;
+	int shift;
+
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (v > (UINT64_MAX - 9) / 10)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	switch (toupper((unsigned char)*p)) {
+	case '\0':
+		shift = 0;
+		break;
+	case 'K':
+		shift = 1;
+		break;
+	case 'M':
+		shift = 2;
+		break;
+	case 'G':
+		shift = 3;
+		break;
+	case 'B':
+		shift = binary ? -1 : 3;
+		break;
+	case 'T':
+		shift = 4;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (shift < 0)
+		return -EINVAL;
+	if (*p != '\0') {
+		p++;
+		if (binary && (strcasecmp(p, "iB") == 0 || strcasecmp(p, "B")
+		    == 0))
+			p += strlen(p);
+		if (*p != '\0')
+			return -EINVAL;
+	}
+	while (shift-- > 0)
+		mul *= base;
+	if (v > UINT64_MAX / mul)
+		return -ERANGE;
+	*out = v * mul;
+	return 0;
+}
+
+char *
+graph_format_size(uint64_t v)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB",
+		"TiB" };
+	double d = (double)v;
+	int u = 0;
+
+	while (d >= 1024 && u < 4) {
+		d /= 1024;
+		u++;
+	}
+	if (u == 0)
+		return xasprintf("%" PRIu64 " B", v);
+	return xasprintf("%.1f %s", d, units[u]);
+}
+
+int
+graph_read_file(const char *path, size_t max, char **out, size_t *len)
+{
+	struct stat st;
+	size_t got = 0;
+	ssize_t n;
+	char *buf;
+	int fd, rc;
+
+	*out = NULL;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -errno;
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		rc = S_ISREG(st.st_mode) ? -errno : -EINVAL;
+		close(fd);
+		return rc;
+	}
+	if ((uint64_t)st.st_size > max) {
+		close(fd);
+		return -EFBIG;
+	}
+	buf = xmalloc((size_t)st.st_size + 1);
+	while (got < (size_t)st.st_size) {
+		n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n == 0 ? -EIO : -errno;
+			free(buf);
+			close(fd);
+			return rc;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	*out = buf;
+	*len = got;
+	return 0;
+}
+
+void
+graph_env_from_process(struct graph_env *env)
+{
+	static char cwd[4096];
+
+	memset(env, 0, sizeof *env);
+	if (getcwd(cwd, sizeof cwd) != NULL)
+		env->cwd = cwd;
+	env->hf_hub_cache = getenv("HF_HUB_CACHE");
+	env->hf_home = getenv("HF_HOME");
+	env->home = getenv("HOME");
+}

@@ -1,0 +1,327 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * yaml.c: turn a YAML document into a small tree of nodes with positions.
+ *
+ * libyaml's event API is used (never its document loader) so that every
+ * node keeps the line and column where it starts: config errors point at
+ * the exact spot.  Aliases are expanded by copying the anchored node, with a
+ * cap on the total number of nodes so that a "billion laughs" document is an
+ * error, not an allocation storm.  libyaml's 1-on-success convention is
+ * converted here and nowhere else.  Only the first document of a stream is
+ * used; a second one is an error (mergekit-multi files are not supported).
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <yaml.h>
+
+#include "graph-int.h"
+
+/* Far above any real merge config, far below a memory problem. */
+#define YAML_MAX_NODES 200000
+#define YAML_MAX_DEPTH 64
+
+struct yaml_anchor {
+	char *name;
+	struct ynode *node;
+};
+
+struct yaml_ctx {
+	yaml_parser_t parser;
+	const char *file;
+	struct graph_diags *diags;
+	size_t nodes;
+	struct yaml_anchor *anchors;
+	size_t nanchors;
+};
+
+static struct ynode *yaml_node(struct yaml_ctx *, yaml_event_t *, int);
+
+static struct ynode *
+ynode_new(struct yaml_ctx *y, enum ynode_kind kind, yaml_mark_t m)
+{
+	struct ynode *n;
+
+	n = xcalloc(1, sizeof *n);
+	n->kind = kind;
+	n->mark.line = (int)m.line + 1;
+	n->mark.col = (int)m.column + 1;
+	y->nodes++;
+	return n;
+}
+
+static void
+ynode_append(struct ynode *parent, struct ynode *child)
+{
+	if (parent->n == parent->cap) {
+		parent->cap = parent->cap ? parent->cap * 2 : 4;
+		parent->kids = xreallocarray(parent->kids, parent->cap,
+		    sizeof *parent->kids);
+	}
+	parent->kids[parent->n++] = child;
+}
+
+void
+ynode_free(struct ynode *n)
+{
+	size_t i;
+
+	if (n == NULL)
+		return;
+	for (i = 0; i < n->n; i++)
+		ynode_free(n->kids[i]);
+	free(n->kids);
+	free(n->str);
+	free(n);
+}
+
+static struct ynode *
+ynode_copy(struct yaml_ctx *y, const struct ynode *src)
+{
+	struct ynode *n;
+	size_t i;
+
+	if (y->nodes >= YAML_MAX_NODES)
+		return NULL;
+	n = xcalloc(1, sizeof *n);
+	y->nodes++;
+	n->kind = src->kind;
+	n->mark = src->mark;
+	n->quoted = src->quoted;
+	n->str = src->str ? xstrdup(src->str) : NULL;
+	for (i = 0; i < src->n; i++) {
+		struct ynode *k = ynode_copy(y, src->kids[i]);
+		if (k == NULL) {
+			ynode_free(n);
+			return NULL;
+		}
+		ynode_append(n, k);
+	}
+	return n;
+}
+
+static void
+yaml_error(struct yaml_ctx *y, yaml_mark_t m, const char *what)
+{
+	struct graph_mark gm = { (int)m.line + 1, (int)m.column + 1 };
+
+	graph_diag_at(y->diags, GRAPH_SEV_ERROR, y->file, gm, "%s", what);
+}
+
+static int
+yaml_next(struct yaml_ctx *y, yaml_event_t *ev)
+{
+	if (!yaml_parser_parse(&y->parser, ev)) {
+		struct graph_mark gm = { (int)y->parser.problem_mark.line + 1,
+			(int)y->parser.problem_mark.column + 1 };
+		graph_diag_at(y->diags, GRAPH_SEV_ERROR, y->file, gm,
+		    "YAML syntax error: %s%s%s",
+		    y->parser.problem ? y->parser.problem : "unknown",
+		    y->parser.context ? " " : "",
+		    y->parser.context ? y->parser.context : "");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static void
+yaml_remember(struct yaml_ctx *y, const yaml_char_t *anchor,
+    struct ynode *n)
+{
+	if (anchor == NULL)
+		return;
+	y->anchors = xreallocarray(y->anchors, y->nanchors + 1,
+	    sizeof *y->anchors);
+	y->anchors[y->nanchors].name = xstrdup((const char *)anchor);
+	y->anchors[y->nanchors].node = n;
+	y->nanchors++;
+}
+
+static struct ynode *
+yaml_alias(struct yaml_ctx *y, yaml_event_t *ev)
+{
+	const char *name = (const char *)ev->data.alias.anchor;
+	struct ynode *n;
+	size_t i;
+
+	for (i = y->nanchors; i-- > 0;) {
+		if (strcmp(y->anchors[i].name, name) != 0)
+			continue;
+		if ((n = ynode_copy(y, y->anchors[i].node)) == NULL)
+			yaml_error(y, ev->start_mark, "document expands to "
+			    "too many nodes (alias bomb?)");
+		return n;
+	}
+	yaml_error(y, ev->start_mark, "unknown alias");
+	return NULL;
+}
+
+/* Reads children until the matching end event; consumes it. */
+static int
+yaml_children(struct yaml_ctx *y, struct ynode *parent, yaml_event_type_t end,
+    int depth)
+{
+	yaml_event_t ev;
+	struct ynode *k;
+
+	for (;;) {
+		if (yaml_next(y, &ev) != 0)
+			return -EINVAL;
+		if (ev.type == end) {
+			yaml_event_delete(&ev);
+			return 0;
+		}
+		k = yaml_node(y, &ev, depth + 1);
+		yaml_event_delete(&ev);
+		if (k == NULL)
+			return -EINVAL;
+		ynode_append(parent, k);
+		if (parent->kind == YNODE_MAP && parent->n % 2 == 1 &&
+		    k->kind != YNODE_SCALAR) {
+			struct graph_mark m = k->mark;
+			graph_diag_at(y->diags, GRAPH_SEV_ERROR, y->file, m,
+			    "mapping keys must be plain strings");
+			return -EINVAL;
+		}
+	}
+}
+
+/* Builds the node that starts with ev (which the caller deletes). */
+static struct ynode *
+yaml_node(struct yaml_ctx *y, yaml_event_t *ev, int depth)
+{
+	struct ynode *n = NULL;
+
+	if (depth > YAML_MAX_DEPTH || y->nodes >= YAML_MAX_NODES) {
+		yaml_error(y, ev->start_mark, "document is nested too deeply "
+		    "or has too many nodes");
+		return NULL;
+	}
+	switch (ev->type) {
+	case YAML_SCALAR_EVENT:
+		n = ynode_new(y, YNODE_SCALAR, ev->start_mark);
+		n->str = xstrndup((const char *)ev->data.scalar.value,
+		    ev->data.scalar.length);
+		n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
+		if (strlen(n->str) != ev->data.scalar.length) {
+			yaml_error(y, ev->start_mark, "string contains a NUL "
+			    "character");
+			ynode_free(n);
+			return NULL;
+		}
+		yaml_remember(y, ev->data.scalar.anchor, n);
+		return n;
+	case YAML_SEQUENCE_START_EVENT:
+		n = ynode_new(y, YNODE_SEQ, ev->start_mark);
+		yaml_remember(y, ev->data.sequence_start.anchor, n);
+		if (yaml_children(y, n, YAML_SEQUENCE_END_EVENT, depth) != 0)
+			goto fail;
+		return n;
+	case YAML_MAPPING_START_EVENT:
+		n = ynode_new(y, YNODE_MAP, ev->start_mark);
+		yaml_remember(y, ev->data.mapping_start.anchor, n);
+		if (yaml_children(y, n, YAML_MAPPING_END_EVENT, depth) != 0)
+			goto fail;
+		return n;
+	case YAML_ALIAS_EVENT:
+		return yaml_alias(y, ev);
+	default:
+		yaml_error(y, ev->start_mark, "unexpected YAML event");
+		return NULL;
+	}
+fail:
+	/* Parsing stops here, so no alias can reach the freed anchors. */
+	ynode_free(n);
+	return NULL;
+}
+
+static struct ynode *
+yaml_document(struct yaml_ctx *y)
+{
+	yaml_event_t ev;
+	struct ynode *root = NULL;
+
+	for (;;) {
+		if (yaml_next(y, &ev) != 0)
+			goto fail;
+		if (ev.type == YAML_STREAM_START_EVENT ||
+		    ev.type == YAML_DOCUMENT_START_EVENT) {
+			yaml_event_delete(&ev);
+			continue;
+		}
+		if (ev.type == YAML_STREAM_END_EVENT) {
+			yaml_event_delete(&ev);
+			return NULL;	/* empty document */
+		}
+		break;
+	}
+	root = yaml_node(y, &ev, 0);
+	yaml_event_delete(&ev);
+	if (root == NULL)
+		goto fail;
+	if (yaml_next(y, &ev) != 0)
+		goto fail;
+	yaml_event_delete(&ev);	/* document end */
+	if (yaml_next(y, &ev) != 0)
+		goto fail;
+	if (ev.type != YAML_STREAM_END_EVENT) {
+		yaml_error(y, ev.start_mark, "more than one YAML document; "
+		    "multi-document (mergekit-multi) files are not supported");
+		yaml_event_delete(&ev);
+		goto fail;
+	}
+	yaml_event_delete(&ev);
+	return root;
+fail:
+	ynode_free(root);
+	return NULL;
+}
+
+int
+ynode_parse(const char *file, const char *buf, size_t len,
+    struct ynode **out, struct graph_diags *d)
+{
+	struct yaml_ctx y;
+	size_t i, before = d->nerrors;
+
+	memset(&y, 0, sizeof y);
+	y.file = file;
+	y.diags = d;
+	*out = NULL;
+	if (!yaml_parser_initialize(&y.parser)) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, file,
+		    "cannot initialise the YAML parser");
+		return -ENOMEM;
+	}
+	yaml_parser_set_input_string(&y.parser, (const unsigned char *)buf,
+	    len);
+	*out = yaml_document(&y);
+	yaml_parser_delete(&y.parser);
+	for (i = 0; i < y.nanchors; i++)
+		free(y.anchors[i].name);
+	free(y.anchors);
+	if (d->nerrors != before) {
+		ynode_free(*out);
+		*out = NULL;
+		return -EINVAL;
+	}
+	if (*out == NULL) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, file, "the file is empty");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+const struct ynode *
+ynode_get(const struct ynode *map, const char *key)
+{
+	size_t i;
+
+	if (map == NULL || map->kind != YNODE_MAP)
+		return NULL;
+	for (i = 0; i + 1 < map->n; i += 2)
+		if (strcmp(map->kids[i]->str, key) == 0)
+			return map->kids[i + 1];
+	return NULL;
+}
