@@ -36,7 +36,8 @@ void *xreallocarray(void *, size_t, size_t);
 char *xstrdup(const char *);
 char *xstrndup(const char *, size_t);
 char *xasprintf(const char *, ...) __attribute__((format(printf, 1, 2)));
-char *xvasprintf(const char *, va_list) __attribute__((format(printf, 1, 0)));
+char *xvasprintf(const char *, va_list)
+    __attribute__((format(printf, 1, 0), nonnull(1)));
 
 /* A growable NUL-terminated byte buffer. */
 struct xbuf {

@@ -400,6 +400,7 @@ graph_plan_build(const struct graph_config *cfg,
 	p->method_name = xstrdup(cfg->method);
 	p->seed = opts->has_seed ? opts->seed : plan_draw_seed();
 	p->base = (size_t)-1;
+	p->cfg_dtype = cfg->out_dtype ? cfg->out_dtype : cfg->dtype;
 	b.cfg = cfg;
 	b.d = d;
 	b.p = p;

@@ -1,0 +1,619 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-merge.c: mergectl run end to end on generated models, checked
+ * against float64 references computed here from the inputs.
+ *
+ * Models are big enough that the large tensors span several reduction
+ * quanta and, with the small memory budgets used, several chunks, so chunk
+ * boundaries are exercised.  Each method runs in bf16, f16 and f32; 16-bit
+ * outputs must be within 1 ulp of the float64 value, f32 outputs within a
+ * relative 1e-6 (absolute 1e-7 near zero): MERGEKIT.md Part A item 9.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tap.h"
+#include "testlib.h"
+
+#define SHAPE "--layers 4 --hidden 256 --intermediate 768 --heads 4 " \
+	"--kv-heads 2 --vocab 1000"
+
+static const char *dir;
+
+struct model {
+	struct tl_st *st;
+	size_t n;
+};
+
+static void
+load(const char *path, struct model *m)
+{
+	if (tl_model_load(path, &m->st, &m->n) != 0) {
+		fprintf(stderr, "cannot load %s\n", path);
+		exit(99);
+	}
+}
+
+static const struct tl_tensor *
+find(struct model *m, const char *name)
+{
+	return tl_model_find(m->st, m->n, name);
+}
+
+/*
+ * Within tolerance of the float64 reference for the output's dtype.  The
+ * reference itself is rounded in float64: where the result cancels to
+ * almost nothing, its own error (about 1e-16 of the inputs' magnitude,
+ * scale) can exceed an ulp of the tiny result, so that much is allowed.
+ */
+static bool
+close_enough(const char *dtype, double got, double want, double scale)
+{
+	if (fabs(got - want) <= 1e-12 * scale)
+		return true;
+	if (strcmp(dtype, "F32") == 0)
+		return fabs(got - want) <= 1e-6 * fabs(want) ||
+		    fabs(got - want) <= 1e-7;
+	return tl_ulps(dtype, got, want) <= 1.0;
+}
+
+/* Reference values of one output tensor, from the same-named inputs. */
+typedef void (*ref_fn)(const char *, const struct tl_tensor *const *, size_t,
+    double *, uint64_t);
+
+/* Output layer of a tensor name, -1 outside the layers. */
+static int
+layer_of(const char *name)
+{
+	const char *p = strstr(name, "layers.");
+
+	return p != NULL ? atoi(p + 7) : -1;
+}
+
+/*
+ * Compares every element of every output tensor with the reference.
+ * Returns the number of elements compared, or -1 after reporting the
+ * first mismatch.
+ */
+static long
+check_all(struct model *out, struct model *in, size_t nin, ref_fn ref,
+    const char *what)
+{
+	const struct tl_tensor *t, *x[8];
+	double *want;
+	long count = 0;
+	size_t i, k, j;
+
+	for (i = 0; i < out->n; i++) {
+		for (k = 0; k < out->st[i].n; k++) {
+			t = &out->st[i].t[k];
+			for (j = 0; j < nin; j++)
+				if ((x[j] = find(&in[j], t->name)) == NULL ||
+				    x[j]->numel != t->numel) {
+					tap_diag("%s: %s missing or resized",
+					    what, t->name);
+					return -1;
+				}
+			want = calloc(t->numel + 1, sizeof *want);
+			ref(t->name, x, nin, want, t->numel);
+			for (uint64_t e = 0; e < t->numel; e++) {
+				double got = tl_value(t, e), scale = 0;
+				for (j = 0; j < nin; j++)
+					if (fabs(tl_value(x[j], e)) > scale)
+						scale = fabs(tl_value(x[j], e));
+				if (close_enough(t->dtype, got, want[e], scale))
+					continue;
+				tap_diag("%s: %s[%llu]: got %.9g want %.9g "
+				    "(%.2f ulp)", what, t->name,
+				    (unsigned long long)e, got, want[e],
+				    tl_ulps(t->dtype, got, want[e]));
+				free(want);
+				return -1;
+			}
+			count += (long)t->numel;
+			free(want);
+		}
+	}
+	return count;
+}
+
+static int
+mergectl(char **out, const char *cfg, const char *dest, const char *extra)
+{
+	return tl_runf(out, "cd %s && %s run %s %s --quiet %s 2>&1", dir,
+	    tl_mergectl, cfg, dest, extra);
+}
+
+static void
+write_cfg(const char *name, const char *text)
+{
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (tl_write(path, text) != 0)
+		exit(99);
+}
+
+static void
+gen(const char *name, const char *args)
+{
+	char path[4096], full[1024];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	snprintf(full, sizeof full, "--family llama %s %s", SHAPE, args);
+	if (tl_genmodel_run(full, path) != 0)
+		exit(99);
+}
+
+/* Opens <dir>/<name>, or <dir>/<name>-<dt> when dt is not NULL. */
+static struct model
+open_model(const char *name, const char *dt)
+{
+	char path[4096];
+	struct model m;
+
+	if (dt != NULL)
+		snprintf(path, sizeof path, "%s/%s-%s", dir, name, dt);
+	else
+		snprintf(path, sizeof path, "%s/%s", dir, name);
+	load(path, &m);
+	return m;
+}
+
+static void
+close_model(struct model *m)
+{
+	tl_model_free(m->st, m->n);
+}
+
+/* Runs cfg into out-<tag> and checks it against ref over the inputs. */
+static void
+run_and_check(const char *tag, const char *dt, const char *cfg,
+    const char *const *inputs, size_t nin, ref_fn ref, const char *extra)
+{
+	struct model in[8], out;
+	char name[64], dest[64], *o = NULL;
+	size_t j;
+	int rc;
+	long n;
+
+	snprintf(name, sizeof name, "%s-%s.yml", tag, dt);
+	snprintf(dest, sizeof dest, "out-%s-%s", tag, dt);
+	write_cfg(name, cfg);
+	rc = mergectl(&o, name, dest, extra);
+	ok_int_eq(rc, 0, "%s %s: mergectl run exits 0", tag, dt);
+	if (rc != 0) {
+		tap_diag("%s", o);
+		free(o);
+		return;
+	}
+	free(o);
+	for (j = 0; j < nin; j++)
+		in[j] = open_model(inputs[j], dt);
+	out = open_model(dest, NULL);
+	n = check_all(&out, in, nin, ref, tag);
+	ok(n > 1000000, "%s %s: all %ld elements within tolerance of the "
+	    "float64 reference", tag, dt, n);
+	for (j = 0; j < nin; j++)
+		close_model(&in[j]);
+	close_model(&out);
+}
+
+static void
+ref_linear(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	(void)name;
+	(void)nin;
+	for (uint64_t e = 0; e < n; e++)
+		want[e] = (0.6 * tl_value(x[0], e) + 0.4 * tl_value(x[1], e)) /
+		    (0.6 + 0.4);
+}
+
+/* t: self_attn tensors follow [0, 0.5, 1] over 4 layers, others 0.3. */
+static double
+slerp_t(const char *name)
+{
+	int l = layer_of(name);
+	double pos, s, f;
+	int i0;
+
+	if (l < 0 || strstr(name, "self_attn") == NULL)
+		return 0.3;
+	pos = l / 3.0;
+	s = pos * 2;
+	i0 = (int)s;
+	f = s - i0;
+	return i0 >= 2 ? 1.0 : (1 - f) * (i0 * 0.5) + f * ((i0 + 1) * 0.5);
+}
+
+static void
+ref_slerp(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	double aa = 0, bb = 0, ab = 0, na, nb, d, th, t = slerp_t(name);
+	double ca, cb;
+
+	(void)nin;
+	for (uint64_t e = 0; e < n; e++) {
+		double a = tl_value(x[0], e), b = tl_value(x[1], e);
+		aa += a * a;
+		bb += b * b;
+		ab += a * b;
+	}
+	na = sqrt(aa);
+	nb = sqrt(bb);
+	d = ab / ((na > 1e-8 ? na : 1) * (nb > 1e-8 ? nb : 1));
+	if (fabs(d) > 0.9995) {
+		ca = 1 - t;
+		cb = t;
+	} else {
+		th = acos(d);
+		ca = sin((1 - t) * th) / sin(th);
+		cb = sin(t * th) / sin(th);
+	}
+	for (uint64_t e = 0; e < n; e++)
+		want[e] = ca * tl_value(x[0], e) + cb * tl_value(x[1], e);
+}
+
+static void
+ref_task(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	(void)name;
+	(void)nin;
+	for (uint64_t e = 0; e < n; e++) {
+		double b = tl_value(x[0], e);
+		double d = 0.7 * (tl_value(x[1], e) - b) +
+		    0.5 * (tl_value(x[2], e) - b);
+		want[e] = b + 0.9 * d / (0.7 + 0.5);
+	}
+}
+
+static void
+test_methods(const char *dt)
+{
+	const char *ab[] = { "a", "b" };
+	const char *abc[] = { "a", "b", "c" };
+	char cfg[1024];
+
+	snprintf(cfg, sizeof cfg, "merge_method: linear\nmodels:\n"
+	    "  - model: ./a-%s\n    parameters: {weight: 0.6}\n"
+	    "  - model: ./b-%s\n    parameters: {weight: 0.4}\n", dt, dt);
+	run_and_check("linear", dt, cfg, ab, 2, ref_linear,
+	    "--memory 3M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: slerp\nbase_model: ./a-%s\n"
+	    "models:\n  - model: ./a-%s\n  - model: ./b-%s\nparameters:\n"
+	    "  t:\n    - filter: self_attn\n      value: [0, 0.5, 1]\n"
+	    "    - value: 0.3\n", dt, dt, dt);
+	run_and_check("slerp", dt, cfg, ab, 2, ref_slerp,
+	    "--memory 3M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: task_arithmetic\n"
+	    "base_model: ./a-%s\nmodels:\n"
+	    "  - model: ./b-%s\n    parameters: {weight: 0.7}\n"
+	    "  - model: ./c-%s\n    parameters: {weight: 0.5}\n"
+	    "parameters: {normalize: true, lambda: 0.9}\n", dt, dt, dt);
+	run_and_check("task", dt, cfg, abc, 3, ref_task,
+	    "--memory 4M --threads 2");
+}
+
+static bool
+bytes_equal(const struct tl_tensor *a, const struct tl_tensor *b)
+{
+	return a != NULL && b != NULL && a->nbytes == b->nbytes &&
+	    strcmp(a->dtype, b->dtype) == 0 &&
+	    memcmp(a->data, b->data, a->nbytes) == 0;
+}
+
+/* Stacking layer ranges copies tensors bit for bit; scale multiplies. */
+static void
+test_passthrough(void)
+{
+	struct model a, b, out;
+	const struct tl_tensor *t;
+	char name[256], src[256], *o = NULL, *conf;
+	bool same = true, zero = true, scaled = true;
+	int l, rc;
+
+	write_cfg("pt.yml", "merge_method: passthrough\nslices:\n"
+	    "  - sources:\n      - model: ./a-bf16\n        layer_range: [0, 2]\n"
+	    "  - sources:\n      - model: ./b-bf16\n        layer_range: [1, 3]\n"
+	    "    parameters:\n      scale:\n        - filter: o_proj\n"
+	    "          value: 0\n        - filter: down_proj\n"
+	    "          value: 0.5\n");
+	rc = mergectl(&o, "pt.yml", "out-pt", "--memory 2M");
+	ok_int_eq(rc, 0, "passthrough: exits 0");
+	free(o);
+	a = open_model("a", "bf16");
+	b = open_model("b", "bf16");
+	out = open_model("out-pt", NULL);
+	for (l = 0; l < 4; l++) {
+		snprintf(name, sizeof name, "model.layers.%d.self_attn.q_proj."
+		    "weight", l);
+		snprintf(src, sizeof src, "model.layers.%d.self_attn.q_proj."
+		    "weight", l < 2 ? l : l - 1);
+		same &= bytes_equal(find(&out, name), find(l < 2 ? &a : &b,
+		    src));
+		snprintf(name, sizeof name, "model.layers.%d.self_attn.o_proj."
+		    "weight", l);
+		t = find(&out, name);
+		for (uint64_t e = 0; t != NULL && e < t->numel && l >= 2; e++)
+			zero &= tl_value(t, e) == 0;
+		snprintf(name, sizeof name, "model.layers.%d.mlp.down_proj."
+		    "weight", l);
+		snprintf(src, sizeof src, "model.layers.%d.mlp.down_proj."
+		    "weight", l - 1);
+		if (l >= 2) {
+			const struct tl_tensor *s = find(&b, src);
+			t = find(&out, name);
+			for (uint64_t e = 0; e < t->numel; e++)
+				scaled &= tl_value(t, e) == 0.5 *
+				    tl_value(s, e);
+		}
+	}
+	ok(same, "passthrough: q_proj of output layers 0-3 are bytes of a:0, "
+	    "a:1, b:1, b:2");
+	ok(zero, "passthrough: conditional scale 0 zeroes o_proj of the "
+	    "second slice");
+	ok(scaled, "passthrough: scale 0.5 halves down_proj exactly");
+	ok(bytes_equal(find(&out, "model.embed_tokens.weight"),
+	    find(&a, "model.embed_tokens.weight")), "passthrough: embeddings "
+	    "come from the first slice");
+	ok(bytes_equal(find(&out, "lm_head.weight"), find(&b,
+	    "lm_head.weight")), "passthrough: lm_head comes from the last "
+	    "slice");
+	snprintf(name, sizeof name, "%s/out-pt/config.json", dir);
+	conf = tl_read(name, NULL);
+	ok_str_has(conf, "\"num_hidden_layers\": 4", "passthrough: "
+	    "config.json has the layer count of the slices");
+	ok_str_has(conf, "\"LlamaForCausalLM\"", "passthrough: config.json "
+	    "names the architecture");
+	free(conf);
+	close_model(&a);
+	close_model(&b);
+	close_model(&out);
+}
+
+/* Part A item 6: a tensor no t applies to is the base's, bit for bit. */
+static void
+test_optional_t(void)
+{
+	struct model a, out;
+	size_t i, k, copied = 0, merged = 0, bad = 0;
+	char *o = NULL;
+	int rc;
+
+	write_cfg("opt.yml", "merge_method: slerp\nbase_model: ./a-bf16\n"
+	    "models:\n  - model: ./a-bf16\n  - model: ./b-bf16\nparameters:\n"
+	    "  t:\n    - filter: self_attn.q_proj\n      value: 0.5\n"
+	    "    - filter: self_attn.k_proj\n      value: 0.5\n");
+	rc = mergectl(&o, "opt.yml", "out-opt", "--memory 2M");
+	ok_int_eq(rc, 0, "optional t: exits 0");
+	free(o);
+	a = open_model("a", "bf16");
+	out = open_model("out-opt", NULL);
+	for (i = 0; i < out.n; i++) {
+		for (k = 0; k < out.st[i].n; k++) {
+			const struct tl_tensor *t = &out.st[i].t[k];
+			bool qk = strstr(t->name, "q_proj") ||
+			    strstr(t->name, "k_proj");
+			bool eq = bytes_equal(t, find(&a, t->name));
+			if (qk && !eq)
+				merged++;
+			else if (!qk && eq)
+				copied++;
+			else
+				bad++;
+		}
+	}
+	ok(bad == 0 && merged == 8 && copied > 20, "optional t: q/k_proj "
+	    "merged (%zu), every other tensor the base's bytes (%zu), "
+	    "%zu wrong", merged, copied, bad);
+	close_model(&a);
+	close_model(&out);
+}
+
+static bool
+same_file(const char *a, const char *b)
+{
+	char pa[4096], pb[4096];
+
+	snprintf(pa, sizeof pa, "%s/%s", dir, a);
+	snprintf(pb, sizeof pb, "%s/%s", dir, b);
+	return tl_files_equal(pa, pb);
+}
+
+/* Same bytes whatever the thread count and the budget (chunk size). */
+static void
+test_determinism(void)
+{
+	char *o = NULL;
+	int r1, r2, r3;
+
+	r1 = mergectl(&o, "slerp-bf16.yml", "det-1", "--threads 1 "
+	    "--memory 1G");
+	free(o);
+	r2 = mergectl(&o, "slerp-bf16.yml", "det-2", "--threads 2 "
+	    "--memory 2M");
+	free(o);
+	r3 = mergectl(&o, "task-f32.yml", "det-3", "--threads 1 --memory 1G");
+	free(o);
+	ok(r1 == 0 && r2 == 0 && r3 == 0, "determinism: runs exit 0");
+	ok(same_file("det-1/model.safetensors", "det-2/model.safetensors"),
+	    "determinism: slerp bytes equal with 1 thread/1G and 2 "
+	    "threads/2M");
+	ok(same_file("det-1/model.safetensors",
+	    "out-slerp-bf16/model.safetensors"), "determinism: and equal to "
+	    "the 3M run");
+	ok(same_file("det-3/model.safetensors",
+	    "out-task-f32/model.safetensors"), "determinism: task_arithmetic "
+	    "f32 equal across budgets and threads");
+}
+
+static void
+test_shards(void)
+{
+	struct model out, ref;
+	char path[4096], *idx, *o = NULL;
+	size_t i, k, total = 0, tensors = 0;
+	bool same = true;
+	int rc;
+
+	rc = mergectl(&o, "linear-bf16.yml", "out-shards",
+	    "--out-shard-size 2M --memory 2M");
+	ok_int_eq(rc, 0, "shards: exits 0");
+	free(o);
+	snprintf(path, sizeof path, "%s/out-shards/model.safetensors", dir);
+	ok(!tl_exists(path), "shards: no model.safetensors when sharded");
+	snprintf(path, sizeof path, "%s/out-shards/model.safetensors."
+	    "index.json", dir);
+	idx = tl_read(path, NULL);
+	ok_str_has(idx, "\"mergekit_version\": \"0.1.4\"", "shards: index "
+	    "metadata as mergekit writes it");
+	out = open_model("out-shards", NULL);
+	ref = open_model("out-linear-bf16", NULL);
+	for (i = 0; i < out.n; i++) {
+		snprintf(path, sizeof path, "%s/out-shards/model-%05zu-of-%05zu"
+		    ".safetensors", dir, i + 1, out.n);
+		same &= tl_exists(path);
+	}
+	ok(same && out.n >= 4, "shards: a 7.3 MB model in 2 MB shards is "
+	    "model-0000k-of-%05zu.safetensors, k = 1..%zu", out.n, out.n);
+	for (i = 0; i < out.n; i++) {
+		for (k = 0; k < out.st[i].n; k++) {
+			total += out.st[i].t[k].nbytes;
+			tensors++;
+			same &= bytes_equal(&out.st[i].t[k], find(&ref,
+			    out.st[i].t[k].name));
+		}
+		ok(out.st[i].len <= 2000000 + 4096 || out.st[i].n == 1,
+		    "shards: shard %zu holds at most 2 MB of tensors", i + 1);
+	}
+	snprintf(path, sizeof path, "\"total_size\": %zu", total);
+	ok_str_has(idx, path, "shards: total_size is the sum of tensor bytes");
+	ok(same && tensors == 39, "shards: all 39 tensors present and equal "
+	    "to the unsharded merge");
+	free(idx);
+	close_model(&out);
+	close_model(&ref);
+}
+
+static bool
+staging_left(void)
+{
+	char *o = NULL;
+	int rc = tl_runf(&o, "ls -a %s | grep -q merging", dir);
+
+	free(o);
+	return rc == 0;
+}
+
+static void
+test_failures(void)
+{
+	char path[4096], *o = NULL;
+	int rc;
+
+	rc = mergectl(&o, "linear-bf16.yml", "out-linear-bf16", "");
+	ok_int_eq(rc, 4, "exit 4 when the output exists");
+	ok_str_has(o, "already exists; use --force", "and the message says "
+	    "so");
+	free(o);
+	write_cfg("bad.yml", "merge_method: slerp\nbase_model: ./a-bf16\n"
+	    "models:\n  - model: ./a-bf16\n  - model: ./nowhere\n"
+	    "paramters:\n  t: 0.5\n");
+	rc = mergectl(&o, "bad.yml", "out-bad", "");
+	ok_int_eq(rc, 3, "exit 3 for a bad config");
+	ok_str_has(o, "bad.yml:6:1: error: unknown key 'paramters' in the "
+	    "config; did you mean 'parameters'?", "unknown key: line, column "
+	    "and suggestion");
+	free(o);
+	write_cfg("bad2.yml", "merge_method: slerp\nbase_model: ./a-bf16\n"
+	    "models:\n  - model: ./a-bf16\n  - model: ./nowhere\n");
+	rc = mergectl(&o, "bad2.yml", "out-bad", "");
+	ok_int_eq(rc, 3, "exit 3 for a missing model");
+	ok_str_has(o, "model './nowhere' not found; looked in:", "missing "
+	    "model: says where it looked");
+	free(o);
+	snprintf(path, sizeof path, "%s/out-bad", dir);
+	ok(!tl_exists(path) && !staging_left(), "a rejected config writes "
+	    "nothing");
+	/* A write error: the file size limit makes space reservation fail. */
+	rc = tl_runf(&o, "cd %s && ulimit -f 1000 && %s run linear-bf16.yml "
+	    "out-full --quiet 2>&1", dir, tl_mergectl);
+	ok_int_eq(rc, 1, "exit 1 when writing fails");
+	ok_str_has(o, "cannot reserve", "the write error is named");
+	free(o);
+	snprintf(path, sizeof path, "%s/out-full", dir);
+	ok(!tl_exists(path) && !staging_left(), "after a write error neither "
+	    "the output nor the staging directory exists");
+	rc = mergectl(&o, "linear-f16.yml", "out-linear-bf16", "--force");
+	ok_int_eq(rc, 0, "--force replaces an existing output");
+	free(o);
+	ok(same_file("out-linear-bf16/model.safetensors",
+	    "out-linear-f16/model.safetensors"), "and the replacement is the "
+	    "new merge");
+	ok(!staging_left(), "no staging directory is left behind");
+}
+
+/* dtype converts inputs and sets the output type; out_dtype wins. */
+static void
+test_dtypes(void)
+{
+	struct model out;
+	char *o = NULL, path[4096], *conf;
+	const struct tl_tensor *t;
+	int rc;
+
+	write_cfg("dt.yml", "merge_method: linear\ndtype: float32\n"
+	    "out_dtype: float16\nmodels:\n  - model: ./a-bf16\n"
+	    "    parameters: {weight: 1}\n  - model: ./b-f32\n"
+	    "    parameters: {weight: 1}\n");
+	rc = mergectl(&o, "dt.yml", "out-dt", "");
+	ok_int_eq(rc, 0, "dtype/out_dtype: exits 0");
+	free(o);
+	out = open_model("out-dt", NULL);
+	t = find(&out, "model.norm.weight");
+	ok(t != NULL && strcmp(t->dtype, "F16") == 0, "out_dtype float16 "
+	    "gives F16 tensors");
+	snprintf(path, sizeof path, "%s/out-dt/config.json", dir);
+	conf = tl_read(path, NULL);
+	ok_str_has(conf, "\"torch_dtype\": \"float16\"", "config.json records "
+	    "out_dtype");
+	free(conf);
+	close_model(&out);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const char *const dts[] = { "bf16", "f16", "f32" };
+	char args[256];
+	size_t i;
+
+	tl_init(argc, argv);
+	tap_plan_lazy();
+	dir = tl_tmpdir("merge");
+	for (i = 0; i < 3; i++) {
+		snprintf(args, sizeof args, "--dtype %s --seed 1", dts[i]);
+		snprintf(args + strlen(args), 64, "%s", "");
+		gen(i == 0 ? "a-bf16" : i == 1 ? "a-f16" : "a-f32", args);
+		snprintf(args, sizeof args, "--dtype %s --seed 2 --finetune-of 1"
+		    " --delta 0.02", dts[i]);
+		gen(i == 0 ? "b-bf16" : i == 1 ? "b-f16" : "b-f32", args);
+		snprintf(args, sizeof args, "--dtype %s --seed 3 --finetune-of 1"
+		    " --delta 0.02", dts[i]);
+		gen(i == 0 ? "c-bf16" : i == 1 ? "c-f16" : "c-f32", args);
+	}
+	for (i = 0; i < 3; i++)
+		test_methods(dts[i]);
+	test_passthrough();
+	test_optional_t();
+	test_determinism();
+	test_shards();
+	test_failures();
+	test_dtypes();
+	return tap_done();
+}
