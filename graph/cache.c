@@ -31,9 +31,10 @@ struct ckey {
 };
 
 void
-cache_init(struct cache *c)
+cache_init(struct cache *c, struct bufpool *pool)
 {
 	memset(c, 0, sizeof *c);
+	c->pool = pool;
 }
 
 static void
@@ -165,7 +166,7 @@ cache_drop(struct cache *c, struct centry *e)
 		strmap_put_len(&c->map, c->v[i]->key, c->v[i]->keylen, i);
 	}
 	c->bytes -= e->bytes;
-	free(e->data);
+	bufpool_put(c->pool, e->data, e->n * sizeof *e->data);
 	free(e->key);
 	free(e->waiters);
 	free(e->task.err);

@@ -23,7 +23,9 @@
 /* Largest chunk, so that work spreads over threads and cancels fast. */
 #define EXEC_MAX_CHUNK (4u << 20)
 /* Raw copies are written in pieces of this many bytes. */
-#define EXEC_COPY_BYTES (64u << 20)
+#define EXEC_COPY_BYTES (16u << 20)
+/* Of the memory budget, what the process itself needs besides buffers. */
+#define EXEC_OVERHEAD (4u << 20)
 /* Tensors of one job in progress at once. */
 #define EXEC_LOOKAHEAD 8
 
@@ -82,6 +84,7 @@ struct centry {
 };
 
 struct cache {
+	struct bufpool *pool;	/* where dropped entries' buffers go */
 	struct strmap map;	/* key -> index into v */
 	struct centry **v;
 	size_t n;
@@ -104,7 +107,6 @@ struct unit {
 	size_t loads_pending;
 	float *out;		/* apply pass: the float32 result */
 	void *enc;		/* and its encoding in the output dtype */
-	uint64_t bytes;		/* budget held for out and enc */
 	bool raw;		/* byte copy straight from the mapping */
 };
 
@@ -171,6 +173,7 @@ struct graph_exec {
 	int threads;
 	int inflight;
 	struct cache cache;
+	struct bufpool pool;	/* free buffers; used + pool.bytes <= budget */
 	struct graph_job *jobs;
 	struct graph_job *rr;	/* next job to admit from */
 	struct task *ready_head;
@@ -179,7 +182,7 @@ struct graph_exec {
 };
 
 /* cache.c */
-void cache_init(struct cache *);
+void cache_init(struct cache *, struct bufpool *);
 void cache_fini(struct cache *);
 struct centry *cache_find(struct cache *, const struct graph_plan *,
     const struct plan_tensor *, const struct plan_input *, uint64_t, size_t);

@@ -28,7 +28,6 @@ exec_unit_out_bytes(const struct plan_tensor *pt, size_t n, int pass)
 static void
 work_load(struct centry *e)
 {
-	e->data = xmalloc(e->n * sizeof *e->data + 1);
 	graph_read_chunk(e->plan, e->pt, e->in, e->e0, e->n, e->data);
 }
 
@@ -59,13 +58,9 @@ work_merge(struct unit *u)
 		m->stats(pt, u->xt->state, u->pass, &c);
 		return;
 	}
-	u->out = xmalloc(u->n * sizeof *u->out + 1);
 	c.out = u->out;
 	m->apply(pt, u->xt->state, &c);
-	u->enc = xmalloc(u->n * graph_dtype_size(pt->out_dtype) + 1);
 	graph_encode_f32(pt->out_dtype, u->out, u->enc, u->n);
-	free(u->out);
-	u->out = NULL;
 }
 
 static void
@@ -73,8 +68,8 @@ work_write(struct unit *u)
 {
 	const struct plan_tensor *pt = u->xt->pt;
 	struct graph_job *job = u->xt->job;
-	const struct graph_st_tensor *st;
-	const struct graph_st_file *f;
+	const struct graph_st_tensor *st = NULL;
+	const struct graph_st_file *f = NULL;
 	size_t es = graph_dtype_size(pt->out_dtype);
 	const void *src = u->enc;
 	int fd = job->shard_fd[pt->shard];
@@ -91,6 +86,8 @@ work_write(struct unit *u)
 	}
 	u->task.rc = writer_pwrite(fd, src, u->n * es, pt->offset + u->e0 * es,
 	    &u->task.err);
+	if (u->raw)
+		graph_st_release(f, st->begin + u->e0 * es, u->n * es);
 }
 
 static void

@@ -20,6 +20,7 @@
  * admitted round-robin, so one job cannot starve another.  Everything here
  * runs on the loop thread; exec-work.c is what runs on the pool.
  */
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -45,9 +46,12 @@ graph_exec_create(uv_loop_t *loop, const struct graph_exec_opts *o,
 		return -EINVAL;
 	ex = xcalloc(1, sizeof *ex);
 	ex->loop = loop;
-	ex->budget = o->memory;
+	/* The budget bounds the whole process's RSS, whose own heap, stacks
+	 * and libraries take a few MiB besides the chunk buffers. */
+	ex->budget = o->memory > 4 * EXEC_OVERHEAD ? o->memory -
+	    EXEC_OVERHEAD : o->memory * 3 / 4;
 	ex->threads = o->threads;
-	cache_init(&ex->cache);
+	cache_init(&ex->cache, &ex->pool);
 	*out = ex;
 	return 0;
 }
@@ -61,6 +65,7 @@ graph_exec_destroy(struct graph_exec *ex)
 	if (ex->jobs != NULL || ex->inflight != 0)
 		abort();
 	cache_fini(&ex->cache);
+	bufpool_fini(&ex->pool);
 	free(ex);
 }
 
@@ -68,6 +73,7 @@ static void
 mem_take(struct graph_exec *ex, uint64_t bytes)
 {
 	ex->used += bytes;
+	assert(ex->used <= ex->budget);
 	if (ex->used > ex->peak)
 		ex->peak = ex->used;
 }
@@ -76,6 +82,31 @@ static void
 mem_give(struct graph_exec *ex, uint64_t bytes)
 {
 	ex->used -= bytes;
+}
+
+/*
+ * A buffer of size bytes, counted as used.  The caller has checked that
+ * used + size fits the budget; pooled buffers are returned to the kernel
+ * as needed so that used + pooled fits too (the budget bounds RSS).
+ */
+static void *
+mem_alloc(struct graph_exec *ex, size_t size)
+{
+	uint64_t total = ex->used + ex->pool.bytes + size;
+
+	if (total > ex->budget)
+		bufpool_trim(&ex->pool, total - ex->budget);
+	mem_take(ex, size);
+	return bufpool_get(&ex->pool, size);
+}
+
+static void
+mem_free(struct graph_exec *ex, void *p, size_t size)
+{
+	if (p == NULL)
+		return;
+	mem_give(ex, size);
+	bufpool_put(&ex->pool, p, size);
 }
 
 static void
@@ -223,25 +254,6 @@ job_next(struct graph_job *job, uint64_t *e0, size_t *n)
 	}
 }
 
-/* Bytes a unit would add: output buffers and inputs not yet cached. */
-static uint64_t
-unit_need(struct graph_exec *ex, const struct xtensor *xt, uint64_t e0,
-    size_t n)
-{
-	const struct plan_tensor *pt = xt->pt;
-	uint64_t need;
-	size_t i;
-
-	if (xt->raw)
-		return 0;
-	need = exec_unit_out_bytes(pt, n, xt->pass);
-	for (i = 0; i < pt->nin; i++)
-		if (cache_find(&ex->cache, xt->job->plan, pt, &pt->in[i], e0,
-		    n) == NULL)
-			need += (uint64_t)n * sizeof(float);
-	return need;
-}
-
 static void
 unit_queue_merge(struct unit *u)
 {
@@ -249,17 +261,46 @@ unit_queue_merge(struct unit *u)
 	exec_queue(u->xt->job->ex, &u->task);
 }
 
-/* Creates the unit and pins (or creates and queues) its inputs. */
-static void
-unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n)
+/*
+ * Tries to admit the unit (xt, e0, n): pins the inputs already cached (so
+ * that eviction cannot take them), evicts unpinned entries if the rest
+ * does not fit, and creates the missing entries with their loads.  Returns
+ * false, changing nothing, when the unit does not fit; *need is then what
+ * it would take.
+ */
+static bool
+unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
+    uint64_t *need)
 {
 	struct graph_job *job = xt->job;
 	const struct plan_tensor *pt = xt->pt;
+	struct centry *hit[GRAPH_MAX_INPUTS], *e;
 	struct unit *u;
-	struct centry *e;
+	uint64_t room;
 	size_t j;
 	bool created;
 
+	*need = 0;
+	if (!xt->raw) {
+		*need = exec_unit_out_bytes(pt, n, xt->pass);
+		for (j = 0; j < pt->nin; j++) {
+			hit[j] = cache_find(&ex->cache, job->plan, pt,
+			    &pt->in[j], e0, n);
+			if (hit[j] != NULL)
+				cache_pin(&ex->cache, hit[j]);
+			else
+				*need += (uint64_t)n * sizeof(float);
+		}
+		room = ex->budget - ex->used;
+		if (*need > room)
+			mem_give(ex, cache_evict(&ex->cache, *need - room));
+		if (*need > ex->budget - ex->used) {
+			for (j = 0; j < pt->nin; j++)
+				if (hit[j] != NULL)
+					cache_unpin(&ex->cache, hit[j]);
+			return false;
+		}
+	}
 	u = xcalloc(1, sizeof *u);
 	u->xt = xt;
 	u->pass = xt->pass;
@@ -272,16 +313,19 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n)
 	if (u->raw) {
 		u->task.kind = TASK_WRITE;
 		exec_queue(ex, &u->task);
-		return;
+		return true;
 	}
-	u->bytes = exec_unit_out_bytes(pt, n, xt->pass);
-	mem_take(ex, u->bytes);
+	if (exec_unit_out_bytes(pt, n, xt->pass) > 0) {
+		u->out = mem_alloc(ex, n * sizeof(float));
+		u->enc = mem_alloc(ex, n * graph_dtype_size(pt->out_dtype));
+	}
 	for (j = 0; j < pt->nin; j++) {
-		e = cache_get(&ex->cache, job->plan, pt, &pt->in[j], e0, n,
-		    &created);
-		if (created)
-			mem_take(ex, e->bytes);
-		cache_pin(&ex->cache, e);
+		if ((e = hit[j]) == NULL) {
+			e = cache_get(&ex->cache, job->plan, pt, &pt->in[j], e0,
+			    n, &created);
+			e->data = mem_alloc(ex, e->bytes);
+			cache_pin(&ex->cache, e);
+		}
 		u->in[j] = e;
 		if (e->ready)
 			continue;
@@ -300,6 +344,7 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n)
 	}
 	if (u->loads_pending == 0)
 		unit_queue_merge(u);
+	return true;
 }
 
 static bool
@@ -317,7 +362,7 @@ exec_admit(struct graph_exec *ex)
 {
 	struct graph_job *job, *start;
 	struct xtensor *xt;
-	uint64_t e0, need, room;
+	uint64_t e0, need;
 	size_t n;
 
 	if (ex->jobs == NULL)
@@ -329,16 +374,8 @@ exec_admit(struct graph_exec *ex)
 		ex->rr = job->next != NULL ? job->next : ex->jobs;
 		if (job_admitting(job) && (xt = job_next(job, &e0, &n)) !=
 		    NULL) {
-			need = unit_need(ex, xt, e0, n);
-			room = ex->budget > ex->used ? ex->budget - ex->used : 0;
-			if (need > room)
-				mem_give(ex, cache_evict(&ex->cache,
-				    need - room));
-			room = ex->budget > ex->used ? ex->budget - ex->used : 0;
-			if (need <= room) {
-				unit_admit(ex, xt, e0, n);
+			if (unit_admit(ex, xt, e0, n, &need))
 				return true;
-			}
 			/* Wait for memory; nothing in flight means never. */
 			if (ex->inflight == 0 && ex->ready_head == NULL &&
 			    job->nunits == 0) {
@@ -398,9 +435,9 @@ unit_free(struct unit *u)
 {
 	struct graph_job *job = u->xt->job;
 
-	mem_give(job->ex, u->bytes);
-	free(u->out);
-	free(u->enc);
+	mem_free(job->ex, u->out, u->n * sizeof(float));
+	mem_free(job->ex, u->enc, u->n *
+	    graph_dtype_size(u->xt->pt->out_dtype));
 	free(u->task.err);
 	free(u);
 	job->nunits--;
@@ -492,10 +529,10 @@ after_unit(struct unit *u)
 		return;
 	}
 	if (u->task.kind == TASK_MERGE && u->pass >= u->xt->pt->method->npasses) {
-		/* Inputs are no longer needed once the result exists. */
+		/* Only the encoded result is needed from here on. */
 		unit_unpin(job->ex, u);
-		mem_give(job->ex, (uint64_t)u->n * sizeof(float));
-		u->bytes -= (uint64_t)u->n * sizeof(float);
+		mem_free(job->ex, u->out, u->n * sizeof(float));
+		u->out = NULL;
 		u->task.kind = TASK_WRITE;
 		exec_queue(job->ex, &u->task);
 		return;

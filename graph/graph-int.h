@@ -87,6 +87,7 @@ int graph_st_parse(const uint8_t *, size_t, struct graph_st_tensor **,
 int graph_st_open(const char *, struct graph_st_file **, char **);
 void graph_st_close(struct graph_st_file *);
 int graph_st_check_unchanged(const struct graph_st_file *, char **);
+void graph_st_release(const struct graph_st_file *, uint64_t, uint64_t);
 uint8_t *graph_st_header_build(const struct graph_st_tensor *, size_t,
     size_t *);
 
@@ -351,6 +352,26 @@ bool plan_gset(const struct plan_tensor *, const char *);
 double plan_pm(const struct plan_tensor *, size_t, const char *);
 bool plan_pmset(const struct plan_tensor *, size_t, const char *);
 int plan_layout(struct graph_plan *, struct graph_diags *);
+
+/* bufpool.c: recycled chunk buffers (loop thread only). */
+struct bufpool_buf {
+	void *p;
+	size_t size;
+};
+
+struct bufpool {
+	struct bufpool_buf *v;
+	size_t n;
+	size_t cap;
+	uint64_t bytes;
+};
+
+void *graph_buf_alloc(size_t);
+void graph_buf_free(void *, size_t);
+void *bufpool_get(struct bufpool *, size_t);
+void bufpool_put(struct bufpool *, void *, size_t);
+void bufpool_trim(struct bufpool *, uint64_t);
+void bufpool_fini(struct bufpool *);
 
 /* reader.c: decoding input chunks. */
 void graph_read_chunk(const struct graph_plan *, const struct plan_tensor *,

@@ -25,6 +25,7 @@ graph_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 	if (!in->rectified) {
 		graph_decode_f32(st->dtype, f->map + st->begin + e0 * es, out,
 		    n);
+		graph_st_release(f, st->begin + e0 * es, n * es);
 	} else {
 		scols = st->shape[1];
 		while (done < n) {
@@ -35,6 +36,8 @@ graph_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 				run = n - done;
 			graph_decode_f32(st->dtype, f->map + st->begin +
 			    (r * scols + c) * es, out + done, run);
+			graph_st_release(f, st->begin + (r * scols + c) * es,
+			    run * es);
 			done += run;
 		}
 	}

@@ -423,3 +423,29 @@ graph_st_header_build(const struct graph_st_tensor *t, size_t n,
 	xbuf_free(&b);
 	return out;
 }
+
+/*
+ * Unmaps the pages of [off, off + len) from this process once a chunk has
+ * been read.  They stay in the page cache (the mapping is shared and
+ * file-backed, so a later access just faults them in again, even from
+ * another thread), but they no longer count in our resident set: the
+ * memory budget is a promise about RSS outside the page cache.
+ */
+void
+graph_st_release(const struct graph_st_file *f, uint64_t off, uint64_t len)
+{
+	static long page;
+	uint64_t a, b;
+
+	if (f->map == NULL || len == 0)
+		return;
+	if (page == 0)
+		page = sysconf(_SC_PAGESIZE);
+	a = off / (uint64_t)page * (uint64_t)page;
+	b = (off + len + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page;
+	if (b > f->size)
+		b = f->size;
+	if (b > a)
+		madvise((void *)(uintptr_t)(f->map + a), (size_t)(b - a),
+		    MADV_DONTNEED);
+}

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -158,3 +159,4 @@ graph_env_from_process(struct graph_env *env)
 	env->hf_home = getenv("HF_HOME");
 	env->home = getenv("HOME");
 }
+
