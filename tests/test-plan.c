@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-plan.c: the planner on generated models: architecture choice, the
+ * optional slerp t, cross-family name mapping, and every plan-time error
+ * (MERGEKIT.md Part A items 4-8), all found from headers and reported
+ * together.  Calls graph_config_load_buffer and graph_plan_build directly.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph-int.h"
+#include "tap.h"
+#include "testlib.h"
+
+static const char *dir;
+
+/* Plans text; returns the plan (or NULL) and all messages joined. */
+static struct graph_plan *
+plan(const char *text, char **msgs, bool crimes)
+{
+	struct graph_plan_opts o;
+	struct graph_config *cfg = NULL;
+	struct graph_plan *p = NULL;
+	struct graph_diags d;
+
+	graph_diags_init(&d);
+	graph_plan_opts_default(&o);
+	o.env.cwd = dir;
+	o.allow_crimes = crimes;
+	if (graph_config_load_buffer("cfg.yml", text, strlen(text), &cfg,
+	    &d) == 0)
+		graph_plan_build(cfg, &o, &p, &d);
+	*msgs = graph_diags_join(&d);
+	graph_diags_fini(&d);
+	graph_config_free(cfg);
+	return p;
+}
+
+static const struct plan_tensor *
+tensor(const struct graph_plan *p, const char *name)
+{
+	size_t i;
+
+	for (i = 0; p != NULL && i < p->ntensors; i++)
+		if (strcmp(p->tensors[i].name, name) == 0)
+			return &p->tensors[i];
+	return NULL;
+}
+
+static void
+expect_error(const char *what, const char *text, const char *needle)
+{
+	struct graph_plan *p;
+	char *m;
+
+	p = plan(text, &m, false);
+	ok(p == NULL, "%s: rejected", what);
+	ok_str_has(m, needle, "%s: message", what);
+	graph_plan_free(p);
+	free(m);
+}
+
+static void
+test_arch_choice(void)
+{
+	struct graph_plan *p;
+	struct graph_plan_summary s;
+	char *m;
+
+	p = plan("merge_method: linear\nmodels:\n  - model: llama\n"
+	    "    parameters: {weight: 1}\n  - model: llama2\n"
+	    "    parameters: {weight: 1}\n", &m, false);
+	graph_plan_summary(p, &s);
+	ok(p != NULL && strcmp(s.arch_model, "llama") == 0 &&
+	    strstr(s.arch_reason, "first model") != NULL, "no base: the first "
+	    "model's architecture (%s)", m);
+	graph_plan_free(p);
+	free(m);
+	p = plan("merge_method: linear\nbase_model: llama2\nmodels:\n"
+	    "  - model: llama\n    parameters: {weight: 1}\n"
+	    "  - model: llama2\n    parameters: {weight: 1}\n", &m, false);
+	graph_plan_summary(p, &s);
+	ok(p != NULL && strcmp(s.arch_model, "llama2") == 0 &&
+	    strstr(s.arch_reason, "base") != NULL, "base given: the base "
+	    "model's architecture wins though listed second");
+	graph_plan_free(p);
+	free(m);
+	p = plan("merge_method: slerp\nbase_model: qwen3\nslices:\n"
+	    "  - sources:\n      - model: llama\n        layer_range: [0, 1]\n"
+	    "      - model: qwen3\n        layer_range: [3, 4]\n"
+	    "    parameters:\n      t:\n        - filter: q_proj\n"
+	    "          value: 0.5\n", &m, true);
+	graph_plan_summary(p, &s);
+	ok(p != NULL && strcmp(s.arch, "Qwen3ForCausalLM") == 0, "a qwen3 "
+	    "base over a llama donor gives a qwen3 model (%s)", m);
+	ok(tensor(p, "model.layers.0.self_attn.q_norm.weight") != NULL &&
+	    tensor(p, "model.layers.0.self_attn.q_norm.weight")->method ==
+	    &graph_method_copy, "with q_norm copied from the base: the llama "
+	    "donor is not asked for one");
+	graph_plan_free(p);
+	free(m);
+	p = plan("merge_method: linear\narchitecture: qwen3\nallow_crimes: true"
+	    "\nmodels:\n  - model: llama\n    parameters: {weight: 1}\n", &m,
+	    false);
+	ok(p == NULL, "an explicit architecture must be one of the models");
+	ok_str_has(m, "'architecture: qwen3' names none of the models", "and "
+	    "the error says so");
+	free(m);
+	expect_error("mixed families without --allow-crimes",
+	    "merge_method: slerp\nbase_model: llama\nparameters: {t: 0.5}\n"
+	    "slices:\n  - sources:\n      - model: llama\n"
+	    "        layer_range: [0, 1]\n      - model: qwen3\n"
+	    "        layer_range: [0, 1]\n", "llama is LlamaForCausalLM, qwen3 "
+	    "is Qwen3ForCausalLM); merging across families needs "
+	    "--allow-crimes");
+}
+
+/* The scenario: base layer 5 <- donor layer 10, partial t. */
+static void
+test_cross_family(void)
+{
+	static const char cfg[] = "merge_method: slerp\nbase_model: llama\n"
+	    "slices:\n  - sources:\n      - model: llama\n"
+	    "        layer_range: [5, 6]\n      - model: qwen3\n"
+	    "        layer_range: [10, 11]\n    parameters:\n      t:\n"
+	    "        - filter: self_attn.q_proj\n          value: 0.5\n"
+	    "        - filter: self_attn.k_proj\n          value: 0.5\n";
+	const struct plan_tensor *q, *v, *e;
+	struct graph_plan *p;
+	char *m;
+
+	p = plan(cfg, &m, true);
+	ok(p != NULL, "cross-family scenario plans (%s)", m);
+	q = tensor(p, "model.layers.0.self_attn.q_proj.weight");
+	v = tensor(p, "model.layers.0.self_attn.v_proj.weight");
+	e = tensor(p, "model.embed_tokens.weight");
+	ok(q != NULL && q->nin == 2 && q->method->name[0] == 's' &&
+	    strcmp(q->in[0].name, "model.layers.5.self_attn.q_proj.weight")
+	    == 0 && strcmp(q->in[1].name,
+	    "model.layers.10.self_attn.q_proj.weight") == 0,
+	    "q_proj of output layer 0 slerps base layer 5 with donor layer 10");
+	ok(v != NULL && v->nin == 1 && v->method == &graph_method_copy &&
+	    strcmp(v->in[0].name, "model.layers.5.self_attn.v_proj.weight")
+	    == 0, "v_proj (no t) is a copy of base layer 5");
+	ok(e != NULL && e->method == &graph_method_copy, "embeddings (no t) "
+	    "are the base's although the vocab sizes agree");
+	ok(tensor(p, "model.layers.0.self_attn.k_norm.weight") == NULL,
+	    "no k_norm: the donor's extra tensors are never asked for");
+	ok(tensor(p, "model.layers.0.mlp.up_proj.weight") != NULL &&
+	    tensor(p, "model.layers.0.mlp.up_proj.weight")->shape[0] == 256,
+	    "mlp keeps the base's width (no t, so the donor's 384 is never "
+	    "compared)");
+	ok(p != NULL && p->out_layers == 1, "config.json layer count is the "
+	    "slice's, 1");
+	graph_plan_free(p);
+	free(m);
+	/* Now ask for the MLP too: shapes differ, reported at plan time. */
+	p = plan("merge_method: slerp\nbase_model: llama\nallow_crimes: true\n"
+	    "slices:\n  - sources:\n      - model: llama\n"
+	    "        layer_range: [5, 6]\n      - model: qwen3\n"
+	    "        layer_range: [10, 11]\n    parameters:\n      t: 0.5\n",
+	    &m, false);
+	ok(p == NULL, "slerping every tensor across widths is rejected");
+	ok_str_has(m, "model.layers.0.mlp.down_proj.weight: error: shapes "
+	    "differ (llama:model.layers.5.mlp.down_proj.weight [128, 256], "
+	    "qwen3:model.layers.10.mlp.down_proj.weight [128, 384])",
+	    "with the tensor, both models, their layers and shapes");
+	graph_plan_free(p);
+	free(m);
+}
+
+static void
+test_families(void)
+{
+	const struct plan_tensor *t;
+	struct graph_plan *p;
+	char *m;
+
+	/* Qwen2 has q/k/v biases; a llama base has none, so none are made. */
+	p = plan("merge_method: slerp\nbase_model: llama\nparameters: {t: 0.3}"
+	    "\nslices:\n  - sources:\n      - model: llama\n"
+	    "        layer_range: [0, 4]\n      - model: qwen2\n"
+	    "        layer_range: [0, 4]\n", &m, true);
+	ok(p != NULL && tensor(p, "model.layers.0.self_attn.q_proj.bias") ==
+	    NULL, "llama base + qwen2: no biases in the output (%s)", m);
+	graph_plan_free(p);
+	free(m);
+	p = plan("merge_method: slerp\nbase_model: qwen2\nparameters: {t: 0.3}"
+	    "\nslices:\n  - sources:\n      - model: qwen2\n"
+	    "        layer_range: [0, 4]\n      - model: llama\n"
+	    "        layer_range: [0, 4]\n", &m, true);
+	ok(p == NULL, "qwen2 base + llama with t everywhere: rejected");
+	ok_str_has(m, "model llama has no tensor "
+	    "'model.layers.0.self_attn.q_proj.bias' (at its own layer index); "
+	    "leave t unset for this tensor", "the missing bias is named with "
+	    "the fix");
+	graph_plan_free(p);
+	free(m);
+	p = plan("merge_method: slerp\nbase_model: qwen2\nslices:\n"
+	    "  - sources:\n      - model: qwen2\n        layer_range: [0, 4]\n"
+	    "      - model: llama\n        layer_range: [0, 4]\n"
+	    "    parameters:\n      t:\n        - filter: weight\n"
+	    "          value: 0.3\n", &m, true);
+	t = tensor(p, "model.layers.2.self_attn.v_proj.bias");
+	ok(t != NULL && t->method == &graph_method_copy, "and with t only on "
+	    "weights, the biases come from the base alone (%s)", m);
+	graph_plan_free(p);
+	free(m);
+	/* An untied base takes a tied donor's embedding as its lm_head. */
+	p = plan("merge_method: linear\nmodels:\n  - model: llama\n"
+	    "    parameters: {weight: 1}\n  - model: tied\n"
+	    "    parameters: {weight: 1}\n", &m, false);
+	t = tensor(p, "lm_head.weight");
+	ok(t != NULL && t->nin == 2 && strcmp(t->in[1].name,
+	    "model.embed_tokens.weight") == 0, "untied base, tied donor: the "
+	    "donor's embed_tokens stands in for its lm_head (%s)", m);
+	graph_plan_free(p);
+	free(m);
+	p = plan("merge_method: linear\nmodels:\n  - model: tied\n"
+	    "    parameters: {weight: 1}\n  - model: llama\n"
+	    "    parameters: {weight: 1}\n", &m, false);
+	ok(p != NULL && tensor(p, "lm_head.weight") == NULL, "tied base: the "
+	    "output stays tied, no lm_head (%s)", m);
+	graph_plan_free(p);
+	free(m);
+	/* Vocab sizes differ: linear rectifies, task_arithmetic crops. */
+	p = plan("merge_method: linear\nmodels:\n  - model: llama\n"
+	    "    parameters: {weight: 1}\n  - model: bigvocab\n"
+	    "    parameters: {weight: 1}\n", &m, false);
+	t = tensor(p, "model.embed_tokens.weight");
+	ok(t != NULL && t->shape[0] == 256 && t->in[1].rectified,
+	    "linear over vocab 256 and 300: the common [256, 128] block");
+	ok_str_has(m, "warning: embedding sizes differ", "with a warning");
+	graph_plan_free(p);
+	free(m);
+	expect_error("task_arithmetic: a donor embedding smaller than the base",
+	    "merge_method: task_arithmetic\nbase_model: bigvocab\nmodels:\n"
+	    "  - model: llama\n    parameters: {weight: 1}\n",
+	    "an embedding smaller than the base's cannot be cropped");
+}
+
+static void
+test_errors(void)
+{
+	struct graph_plan *p;
+	char *m;
+
+	expect_error("layer_range out of bounds", "merge_method: passthrough\n"
+	    "slices:\n  - sources:\n      - model: llama\n"
+	    "        layer_range: [6, 9]\n", "cfg.yml:4:9: error: layer_range "
+	    "[6, 9] is out of bounds: model llama has 8 layers (0 to 7)");
+	expect_error("unequal slice lengths", "merge_method: slerp\n"
+	    "base_model: llama\nparameters: {t: 0.5}\nslices:\n  - sources:\n"
+	    "      - model: llama\n        layer_range: [0, 2]\n"
+	    "      - model: llama2\n        layer_range: [0, 3]\n",
+	    "all sources of a slice must have the same number of layers");
+	expect_error("a model twice in one slice", "merge_method: slerp\n"
+	    "base_model: llama\nparameters: {t: 0.5}\nslices:\n  - sources:\n"
+	    "      - model: llama\n        layer_range: [0, 1]\n"
+	    "      - model: llama\n        layer_range: [3, 4]\n",
+	    "appears twice in this slice's sources");
+	expect_error("unknown method", "merge_method: slurp\nmodels:\n"
+	    "  - model: llama\n", "unknown merge method 'slurp'; did you mean "
+	    "'slerp'?");
+	expect_error("a parameter the method does not have",
+	    "merge_method: linear\nmodels:\n  - model: llama\n"
+	    "    parameters: {wieght: 1}\n", "'wieght' is not a parameter of "
+	    "merge method linear; did you mean 'weight'?");
+	expect_error("a global parameter per model", "merge_method: slerp\n"
+	    "base_model: llama\nmodels:\n  - model: llama\n  - model: llama2\n"
+	    "    parameters: {t: 0.5}\n", "'t' is a global parameter of slerp");
+	expect_error("a missing required parameter", "merge_method: "
+	    "task_arithmetic\nbase_model: llama\nmodels:\n  - model: llama2\n",
+	    "missing required parameter 'weight' for llama2.");
+	expect_error("linear with the base added by models: syntax",
+	    "merge_method: linear\nbase_model: llama\nmodels:\n"
+	    "  - model: llama2\n    parameters: {weight: 1}\n",
+	    "linear needs a weight for every input, but the base model llama "
+	    "has none");
+	expect_error("passthrough with two inputs", "merge_method: passthrough"
+	    "\nbase_model: llama\nmodels:\n  - model: llama2\n",
+	    "passthrough takes exactly one input, got 2");
+	expect_error("slerp without a base", "merge_method: slerp\nmodels:\n"
+	    "  - model: llama\n  - model: llama2\nparameters: {t: 0.5}\n",
+	    "merge method slerp needs a base_model");
+	expect_error("linear weights summing to zero", "merge_method: linear\n"
+	    "models:\n  - model: llama\n    parameters: {weight: 1}\n"
+	    "  - model: llama2\n    parameters: {weight: -1}\n",
+	    "the weights sum to 0");
+	/* Several mistakes in one config: every one is reported. */
+	p = plan("merge_method: task_arithmetic\nbase_model: llama\nmodels:\n"
+	    "  - model: llama2\n    parameters: {wieght: 1}\n"
+	    "  - model: nowhere\n  - model: qwen3\n", &m, false);
+	ok(p == NULL && strstr(m, "'wieght' is not a parameter") &&
+	    strstr(m, "model 'nowhere' not found") != NULL,
+	    "a bad parameter and a missing model are both reported");
+	free(m);
+	graph_plan_free(p);
+	p = plan("merge_method: slerp\nbase_model: llama\nparameters:\n"
+	    "  t: 0.5\nslices:\n  - sources:\n      - model: llama\n"
+	    "        layer_range: [0, 8]\n      - model: qwen3\n"
+	    "        layer_range: [0, 8]\n", &m, true);
+	ok(p == NULL && strstr(m, "more errors like the ones above") != NULL,
+	    "repeated errors are counted, not printed a hundred times");
+	free(m);
+	graph_plan_free(p);
+}
+
+static void
+test_layout(void)
+{
+	struct graph_plan_opts o;
+	struct graph_config *cfg = NULL;
+	struct graph_plan *p = NULL;
+	struct graph_diags d;
+	const char *text = "merge_method: linear\nmodels:\n  - model: llama\n"
+	    "    parameters: {weight: 1}\n";
+	size_t i;
+	uint64_t sum = 0;
+	bool order = true;
+
+	graph_diags_init(&d);
+	graph_plan_opts_default(&o);
+	o.env.cwd = dir;
+	o.shard_size = 100000;
+	graph_config_load_buffer("cfg.yml", text, strlen(text), &cfg, &d);
+	graph_plan_build(cfg, &o, &p, &d);
+	ok(p != NULL && p->nshards > 1, "100 kB shards: %zu shards",
+	    p ? p->nshards : 0);
+	for (i = 0; p != NULL && i < p->nshards; i++) {
+		sum += p->shards[i].size - p->shards[i].header_len;
+		if (i > 0 && p->tensors[p->shards[i].first].shard != i)
+			order = false;
+	}
+	ok(p != NULL && sum == p->total_out, "shard data sums to the total");
+	ok(p != NULL && strcmp(p->tensors[0].name,
+	    "model.embed_tokens.weight") == 0 && strcmp(p->tensors[1].name,
+	    "model.layers.0.input_layernorm.weight") == 0 && order,
+	    "natural order: embeddings, then layer 0, ...");
+	ok(p != NULL && strcmp(p->tensors[p->ntensors - 1].name,
+	    "model.norm.weight") == 0 && strstr(p->tensors[9 * 8].name,
+	    "layers.7.") != NULL, "... layers by number, then the rest");
+	graph_plan_free(p);
+	graph_config_free(cfg);
+	graph_diags_fini(&d);
+}
+
+static void
+gen(const char *name, const char *args)
+{
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (tl_genmodel_run(args, path) != 0)
+		exit(99);
+}
+
+int
+main(int argc, char **argv)
+{
+	tl_init(argc, argv);
+	tap_plan_lazy();
+	dir = tl_tmpdir("plan");
+	gen("llama", "--family llama --layers 8 --hidden 128 --intermediate "
+	    "256 --seed 1");
+	gen("llama2", "--family llama --layers 8 --hidden 128 --intermediate "
+	    "256 --seed 2 --finetune-of 1 --delta 0.01");
+	gen("tied", "--family llama --layers 8 --hidden 128 --intermediate "
+	    "256 --seed 3 --tied");
+	gen("bigvocab", "--family llama --layers 8 --hidden 128 "
+	    "--intermediate 256 --seed 4 --vocab 300");
+	gen("qwen3", "--family qwen3 --layers 12 --hidden 128 --intermediate "
+	    "384 --seed 5");
+	gen("qwen2", "--family qwen2 --layers 4 --hidden 128 --intermediate "
+	    "256 --seed 6");
+	test_arch_choice();
+	test_cross_family();
+	test_families();
+	test_errors();
+	test_layout();
+	return tap_done();
+}
