@@ -74,10 +74,11 @@ cli_progress_update(struct cli_progress *p, const struct graph_progress *g,
 		progress_bar(p, g, pct, now, final);
 		return;
 	}
-	if (!final && (int)pct / 10 == p->last_pct / 10)
+	/* One line per ten percent; the final one only if not yet at 100. */
+	if ((int)pct / 10 <= p->last_pct / 10 && (!final || p->last_pct >= 100))
 		return;
 	p->last_pct = (int)pct;
-	fprintf(stderr, "%s: %3.0f%% (%zu/%zu tensors, %zu/%zu shards, %.1fs)"
-	    "\n", cli_progname, pct, g->tensors_done, g->tensors_total,
+	fprintf(stderr, "%s: %3d%% (%zu/%zu tensors, %zu/%zu shards, %.1fs)"
+	    "\n", cli_progname, (int)pct, g->tensors_done, g->tensors_total,
 	    g->shards_done, g->shards_total, now - p->start);
 }

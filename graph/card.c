@@ -53,10 +53,12 @@ graph_card_build(const struct graph_plan *p, const char *dir)
 	bool slerp = strcmp(p->method_name, "slerp") == 0, any = false;
 	size_t i;
 
-	xbuf_add(&x, "---\nbase_model:\n", 16);
+	xbuf_add(&x, "---\n", 4);
 	for (i = 0; i < p->nmodels; i++)
 		if (looks_like_hub(&p->models[i]))
-			xbuf_printf(&x, "- %s\n", p->models[i].m->ref.path);
+			xbuf_printf(&x, "%s- %s\n", any ? "" : "base_model:\n",
+			    p->models[i].m->ref.path), any = true;
+	any = false;
 	xbuf_printf(&x, "library_name: transformers\ntags:\n- mergekit\n"
 	    "- merge\n---\n");
 	title = basename(d);
