@@ -41,9 +41,9 @@ graph_buf_free(void *p, size_t size)
 		munmap(p, size ? size : 1);
 }
 
-/* A pooled buffer of exactly size bytes, or a new one. */
+/* A pooled buffer of exactly size bytes, or NULL. */
 void *
-bufpool_get(struct bufpool *bp, size_t size)
+bufpool_take(struct bufpool *bp, size_t size)
 {
 	void *p;
 	size_t i;
@@ -56,7 +56,7 @@ bufpool_get(struct bufpool *bp, size_t size)
 		bp->bytes -= size;
 		return p;
 	}
-	return graph_buf_alloc(size);
+	return NULL;
 }
 
 void

@@ -152,65 +152,99 @@ f32_bits(float f)
 	return u;
 }
 
+/* Round to nearest even; NaN stays a quiet NaN with its sign. */
+static inline uint16_t
+f32_to_bf16(float f)
+{
+	uint32_t u = f32_bits(f);
+	uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+	uint32_t nan = (u >> 16) | 0x0040u;
+
+	return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+/*
+ * IEEE half <-> single, after Fabian Giesen's "half" routines, written
+ * with selects instead of branches so that the loops vectorise.  The
+ * subnormal cases lean on the FPU's own round-to-nearest-even by adding a
+ * magic constant, so results are correctly rounded without a loop.
+ */
+static inline float
+f16_to_f32(uint16_t h)
+{
+	uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
+	uint32_t exp = o & (0x7c00u << 13);
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
+	uint32_t norm = o + ((uint32_t)(127 - 15) << 23);
+	uint32_t infnan = norm + ((uint32_t)(128 - 16) << 23);
+	uint32_t sub = f32_bits(bits_f32(norm + (1u << 23)) -
+	    bits_f32(113u << 23));
+
+	o = exp == (0x7c00u << 13) ? infnan : exp == 0 ? sub : norm;
+	return bits_f32(o | sign);
+}
+
+static inline uint16_t
+f32_to_f16(float f)
+{
+	const uint32_t f32inf = 255u << 23, f16max = (127u + 16u) << 23;
+	const uint32_t magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
+	uint32_t u = f32_bits(f), sign = u & 0x80000000u;
+	uint32_t a = u ^ sign;
+	uint32_t big = a > f32inf ? 0x7e00u : 0x7c00u;
+	uint32_t sub = f32_bits(bits_f32(a) + bits_f32(magic)) - magic;
+	uint32_t norm = (a + ((uint32_t)(15 - 127) << 23) + 0xfffu +
+	    ((a >> 13) & 1u)) >> 13;
+	uint32_t o = a >= f16max ? big : a < (113u << 23) ? sub : norm;
+
+	return (uint16_t)(o | (sign >> 16));
+}
+
+/* Little-endian 16-bit loads and stores (safetensors is little endian). */
+static inline uint16_t
+ld16(const uint8_t *p)
+{
+	uint16_t v;
+
+	memcpy(&v, p, sizeof v);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = (uint16_t)(v << 8 | v >> 8);
+#endif
+	return v;
+}
+
+static inline void
+st16(uint8_t *p, uint16_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+	v = (uint16_t)(v << 8 | v >> 8);
+#endif
+	memcpy(p, &v, sizeof v);
+}
+
 float
 graph_bf16_to_f32(uint16_t h)
 {
 	return bits_f32((uint32_t)h << 16);
 }
 
-/* Round to nearest even; NaN stays a quiet NaN with its sign. */
 uint16_t
 graph_f32_to_bf16(float f)
 {
-	uint32_t u = f32_bits(f);
-	uint32_t rounded = u + 0x7fffu + ((u >> 16) & 1u);
-	uint32_t nan = (u >> 16) | 0x0040u;
-	int is_nan = (u & 0x7fffffffu) > 0x7f800000u;
-
-	return (uint16_t)(is_nan ? nan : rounded >> 16);
+	return f32_to_bf16(f);
 }
 
-/*
- * IEEE half <-> single, after Fabian Giesen's branch-light "half" routines:
- * the subnormal cases lean on the FPU's own round-to-nearest-even by adding
- * a magic constant, so results are correctly rounded without a loop.
- */
+/* Single values, for callers outside the array loops. */
 float
 graph_f16_to_f32(uint16_t h)
 {
-	uint32_t o = (uint32_t)(h & 0x7fffu) << 13;
-	uint32_t exp = o & (0x7c00u << 13);
-	uint32_t sign = (uint32_t)(h & 0x8000u) << 16;
-	float sub;
-
-	o += (uint32_t)(127 - 15) << 23;
-	sub = bits_f32(o + (1u << 23)) - bits_f32(113u << 23);
-	if (exp == (0x7c00u << 13))
-		o += (uint32_t)(128 - 16) << 23;
-	else if (exp == 0)
-		o = f32_bits(sub);
-	return bits_f32(o | sign);
+	return f16_to_f32(h);
 }
 
 uint16_t
 graph_f32_to_f16(float f)
 {
-	const uint32_t f32inf = 255u << 23, f16max = (127u + 16u) << 23;
-	const uint32_t magic = ((127u - 15u) + (23u - 10u) + 1u) << 23;
-	uint32_t u = f32_bits(f), sign = u & 0x80000000u, o;
-
-	u ^= sign;
-	if (u >= f16max) {
-		o = u > f32inf ? 0x7e00u : 0x7c00u;
-	} else if (u < (113u << 23)) {
-		o = f32_bits(bits_f32(u) + bits_f32(magic)) - magic;
-	} else {
-		uint32_t odd = (u >> 13) & 1u;
-		u += ((uint32_t)(15 - 127) << 23) + 0xfffu;
-		u += odd;
-		o = u >> 13;
-	}
-	return (uint16_t)(o | (sign >> 16));
+	return f32_to_f16(f);
 }
 
 /* float8 e4m3fn: bias 7, no infinities, S.1111.111 is NaN. */
@@ -233,7 +267,7 @@ f8e4m3_to_f32(uint8_t b)
 static float
 f8e5m2_to_f32(uint8_t b)
 {
-	return graph_f16_to_f32((uint16_t)(b << 8));
+	return f16_to_f32((uint16_t)(b << 8));
 }
 
 void
@@ -248,15 +282,12 @@ graph_decode_f32(enum graph_dtype dt, const void *restrict src,
 		memcpy(dst, src, n * sizeof *dst);
 		break;
 	case GRAPH_DT_BF16:
-		for (i = 0; i < n; i++) {
-			uint16_t h = (uint16_t)(s[2 * i] | s[2 * i + 1] << 8);
-			dst[i] = bits_f32((uint32_t)h << 16);
-		}
+		for (i = 0; i < n; i++)
+			dst[i] = bits_f32((uint32_t)ld16(s + 2 * i) << 16);
 		break;
 	case GRAPH_DT_F16:
 		for (i = 0; i < n; i++)
-			dst[i] = graph_f16_to_f32(
-			    (uint16_t)(s[2 * i] | s[2 * i + 1] << 8));
+			dst[i] = f16_to_f32(ld16(s + 2 * i));
 		break;
 	case GRAPH_DT_F64:
 		for (i = 0; i < n; i++) {
@@ -321,18 +352,12 @@ graph_encode_f32(enum graph_dtype dt, const float *restrict src,
 		memcpy(dst, src, n * sizeof *src);
 		break;
 	case GRAPH_DT_BF16:
-		for (i = 0; i < n; i++) {
-			uint16_t h = graph_f32_to_bf16(src[i]);
-			d[2 * i] = (uint8_t)h;
-			d[2 * i + 1] = (uint8_t)(h >> 8);
-		}
+		for (i = 0; i < n; i++)
+			st16(d + 2 * i, f32_to_bf16(src[i]));
 		break;
 	case GRAPH_DT_F16:
-		for (i = 0; i < n; i++) {
-			uint16_t h = graph_f32_to_f16(src[i]);
-			d[2 * i] = (uint8_t)h;
-			d[2 * i + 1] = (uint8_t)(h >> 8);
-		}
+		for (i = 0; i < n; i++)
+			st16(d + 2 * i, f32_to_f16(src[i]));
 		break;
 	case GRAPH_DT_F64:
 		for (i = 0; i < n; i++) {
@@ -355,11 +380,11 @@ graph_dtype_round(enum graph_dtype dt, float *v, size_t n)
 	switch (dt) {
 	case GRAPH_DT_BF16:
 		for (i = 0; i < n; i++)
-			v[i] = graph_bf16_to_f32(graph_f32_to_bf16(v[i]));
+			v[i] = bits_f32((uint32_t)f32_to_bf16(v[i]) << 16);
 		break;
 	case GRAPH_DT_F16:
 		for (i = 0; i < n; i++)
-			v[i] = graph_f16_to_f32(graph_f32_to_f16(v[i]));
+			v[i] = f16_to_f32(f32_to_f16(v[i]));
 		break;
 	default:
 		break;

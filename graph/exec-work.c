@@ -28,7 +28,8 @@ exec_unit_out_bytes(const struct plan_tensor *pt, size_t n, int pass)
 static void
 work_load(struct centry *e)
 {
-	graph_read_chunk(e->plan, e->pt, e->in, e->e0, e->n, e->data);
+	e->task.rc = graph_read_chunk(e->plan, e->pt, e->in, e->e0, e->n,
+	    e->data, &e->task.err);
 }
 
 static void
@@ -68,26 +69,19 @@ work_write(struct unit *u)
 {
 	const struct plan_tensor *pt = u->xt->pt;
 	struct graph_job *job = u->xt->job;
-	const struct graph_st_tensor *st = NULL;
-	const struct graph_st_file *f = NULL;
 	size_t es = graph_dtype_size(pt->out_dtype);
-	const void *src = u->enc;
 	int fd = job->shard_fd[pt->shard];
 
 	if (atomic_load(&job->cancel)) {
 		u->task.rc = -ECANCELED;
 		return;
 	}
-	if (u->raw) {
-		f = job->plan->models[pt->in[0].model].m->files[
-		    pt->in[0].mt->file];
-		st = pt->in[0].mt->t;
-		src = f->map + st->begin + u->e0 * es;
-	}
-	u->task.rc = writer_pwrite(fd, src, u->n * es, pt->offset + u->e0 * es,
-	    &u->task.err);
 	if (u->raw)
-		graph_st_release(f, st->begin + u->e0 * es, u->n * es);
+		u->task.rc = graph_copy_chunk(job->plan, &pt->in[0], u->e0,
+		    u->n, fd, pt->offset + u->e0 * es, &u->task.err);
+	else
+		u->task.rc = writer_pwrite(fd, u->enc, u->n * es, pt->offset +
+		    u->e0 * es, &u->task.err);
 }
 
 static void

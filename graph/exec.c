@@ -92,12 +92,16 @@ mem_give(struct graph_exec *ex, uint64_t bytes)
 static void *
 mem_alloc(struct graph_exec *ex, size_t size)
 {
-	uint64_t total = ex->used + ex->pool.bytes + size;
+	uint64_t total;
+	void *p;
 
+	mem_take(ex, size);
+	if ((p = bufpool_take(&ex->pool, size)) != NULL)
+		return p;
+	total = ex->used + ex->pool.bytes;
 	if (total > ex->budget)
 		bufpool_trim(&ex->pool, total - ex->budget);
-	mem_take(ex, size);
-	return bufpool_get(&ex->pool, size);
+	return graph_buf_alloc(size);
 }
 
 static void

@@ -77,6 +77,7 @@ struct graph_st_file {
 	uint64_t ino;
 	int64_t mtime_ns;
 	uint64_t data_start;
+	int fd;			/* for pread and copy_file_range */
 	const uint8_t *map;	/* whole file, read-only; NULL if empty */
 	struct graph_st_tensor *t;
 	size_t nt;
@@ -87,7 +88,6 @@ int graph_st_parse(const uint8_t *, size_t, struct graph_st_tensor **,
 int graph_st_open(const char *, struct graph_st_file **, char **);
 void graph_st_close(struct graph_st_file *);
 int graph_st_check_unchanged(const struct graph_st_file *, char **);
-void graph_st_release(const struct graph_st_file *, uint64_t, uint64_t);
 uint8_t *graph_st_header_build(const struct graph_st_tensor *, size_t,
     size_t *);
 
@@ -368,14 +368,16 @@ struct bufpool {
 
 void *graph_buf_alloc(size_t);
 void graph_buf_free(void *, size_t);
-void *bufpool_get(struct bufpool *, size_t);
+void *bufpool_take(struct bufpool *, size_t);
 void bufpool_put(struct bufpool *, void *, size_t);
 void bufpool_trim(struct bufpool *, uint64_t);
 void bufpool_fini(struct bufpool *);
 
 /* reader.c: decoding input chunks. */
-void graph_read_chunk(const struct graph_plan *, const struct plan_tensor *,
-    const struct plan_input *, uint64_t, size_t, float *);
+int graph_read_chunk(const struct graph_plan *, const struct plan_tensor *,
+    const struct plan_input *, uint64_t, size_t, float *, char **);
+int graph_copy_chunk(const struct graph_plan *, const struct plan_input *,
+    uint64_t, size_t, int, uint64_t, char **);
 
 /* writer.c: the staged output directory. */
 int writer_stage_create(const struct graph_plan *, const char *,

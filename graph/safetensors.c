@@ -306,8 +306,8 @@ graph_st_open(const char *path, struct graph_st_file **out, char **cause)
 		close(fd);
 		return rc;
 	}
-	close(fd);
 	f = xcalloc(1, sizeof *f);
+	f->fd = fd;
 	f->path = xstrdup(path);
 	f->size = (uint64_t)st.st_size;
 	f->dev = (uint64_t)st.st_dev;
@@ -323,9 +323,7 @@ graph_st_open(const char *path, struct graph_st_file **out, char **cause)
 		graph_st_close(f);
 		return rc;
 	}
-	/* Weights are read front to back in row chunks. */
-	if (f->map != NULL)
-		madvise((void *)(uintptr_t)f->map, (size_t)f->size, MADV_SEQUENTIAL);
+	/* Weights are read with pread (reader.c); the map is for headers. */
 	*out = f;
 	return 0;
 }
@@ -339,6 +337,8 @@ graph_st_close(struct graph_st_file *f)
 		return;
 	if (f->map != NULL)
 		munmap((void *)(uintptr_t)f->map, (size_t)f->size);
+	if (f->fd != -1)
+		close(f->fd);
 	for (i = 0; i < f->nt; i++)
 		free(f->t[i].name);
 	free(f->t);
@@ -424,28 +424,3 @@ graph_st_header_build(const struct graph_st_tensor *t, size_t n,
 	return out;
 }
 
-/*
- * Unmaps the pages of [off, off + len) from this process once a chunk has
- * been read.  They stay in the page cache (the mapping is shared and
- * file-backed, so a later access just faults them in again, even from
- * another thread), but they no longer count in our resident set: the
- * memory budget is a promise about RSS outside the page cache.
- */
-void
-graph_st_release(const struct graph_st_file *f, uint64_t off, uint64_t len)
-{
-	static long page;
-	uint64_t a, b;
-
-	if (f->map == NULL || len == 0)
-		return;
-	if (page == 0)
-		page = sysconf(_SC_PAGESIZE);
-	a = off / (uint64_t)page * (uint64_t)page;
-	b = (off + len + (uint64_t)page - 1) / (uint64_t)page * (uint64_t)page;
-	if (b > f->size)
-		b = f->size;
-	if (b > a)
-		madvise((void *)(uintptr_t)(f->map + a), (size_t)(b - a),
-		    MADV_DONTNEED);
-}
