@@ -188,7 +188,7 @@ int
 graph_yaml_number(const char *s, double *out)
 {
 	char *end;
-	bool b;
+	bool b, neg;
 
 	if (graph_yaml_bool(s, &b) == 0) {
 		*out = b ? 1.0 : 0.0;
@@ -206,6 +206,20 @@ graph_yaml_number(const char *s, double *out)
 	if (is_yaml_float(s)) {
 		*out = strtod(s, &end);
 		return *end == '\0' ? 0 : -EINVAL;
+	}
+	/* YAML 1.2 spells infinities and NaN this way; callers refuse them. */
+	if (strcmp(s, ".nan") == 0 || strcmp(s, ".NaN") == 0 ||
+	    strcmp(s, ".NAN") == 0) {
+		*out = NAN;
+		return 0;
+	}
+	neg = *s == '-';
+	if (*s == '+' || *s == '-')
+		s++;
+	if (strcmp(s, ".inf") == 0 || strcmp(s, ".Inf") == 0 ||
+	    strcmp(s, ".INF") == 0) {
+		*out = neg ? -INFINITY : INFINITY;
+		return 0;
 	}
 	return -EINVAL;
 }
@@ -403,6 +417,8 @@ cfg_params(struct cfg_ctx *c, const struct ynode *n, struct graph_params *ps)
 	}
 	ps->v = n->n ? xcalloc(n->n / 2 + 1, sizeof *ps->v) : NULL;
 	for (i = 0; i + 1 < n->n; i += 2) {
+		if (ynode_is_null(n->kids[i + 1]))
+			continue;	/* "weight: ~" is no setting */
 		for (j = 0; j < ps->n; j++)
 			if (strcmp(ps->v[j].name, n->kids[i]->str) == 0)
 				break;

@@ -54,6 +54,7 @@ int ynode_parse(const char *, const char *, size_t, struct ynode **,
     struct graph_diags *);
 void ynode_free(struct ynode *);
 const struct ynode *ynode_get(const struct ynode *, const char *);
+bool ynode_is_null(const struct ynode *);
 
 /* config.c */
 int graph_yaml_bool(const char *, bool *);

@@ -200,6 +200,11 @@ ref_resolve_hf(const struct graph_ref *r, const char *root,
 		}
 		while (len > 0 && isspace((unsigned char)hash[len - 1]))
 			hash[--len] = '\0';
+		if (!is_hex40(hash)) {
+			xbuf_printf(tried, "\n  %s (does not hold a commit "
+			    "hash)", refpath);
+			goto out;
+		}
 	} else {
 		xbuf_printf(tried, "\n  revision '%s' is not a valid ref name",
 		    rev);

@@ -154,11 +154,17 @@ st_cmp_name(const void *a, const void *b)
 	return strcmp((*x)->name, (*y)->name);
 }
 
-/* Overlapping data or repeated names would make two tensors alias. */
+/*
+ * Overlapping data or repeated names would make two tensors alias.  After
+ * sorting by start, each non-empty tensor must start at or after the
+ * furthest end seen so far (not just its neighbour's: a zero-sized tensor
+ * in between must not hide an overlap).
+ */
 static int
 st_check_layout(struct graph_st_tensor *t, size_t n, char **cause)
 {
 	struct graph_st_tensor *s, **byname;
+	const struct graph_st_tensor *far = NULL;
 	size_t i;
 	int rc = 0;
 
@@ -167,13 +173,16 @@ st_check_layout(struct graph_st_tensor *t, size_t n, char **cause)
 	s = xreallocarray(NULL, n, sizeof *s);
 	memcpy(s, t, n * sizeof *s);
 	qsort(s, n, sizeof *s, st_cmp_begin);
-	for (i = 1; i < n && rc == 0; i++) {
-		if (s[i].begin < s[i - 1].end && s[i].begin != s[i].end &&
-		    s[i - 1].begin != s[i - 1].end) {
+	for (i = 0; i < n && rc == 0; i++) {
+		if (s[i].begin == s[i].end)
+			continue;
+		if (far != NULL && s[i].begin < far->end) {
 			*cause = xasprintf("tensors \"%s\" and \"%s\" overlap",
-			    s[i - 1].name, s[i].name);
+			    far->name, s[i].name);
 			rc = -EINVAL;
 		}
+		if (far == NULL || s[i].end > far->end)
+			far = &s[i];
 	}
 	free(s);
 	if (rc != 0)

@@ -313,6 +313,16 @@ ynode_parse(const char *file, const char *buf, size_t len,
 	return 0;
 }
 
+/* YAML's null (empty, ~, null): as in mergekit, "not set". */
+bool
+ynode_is_null(const struct ynode *n)
+{
+	return n->kind == YNODE_SCALAR && !n->quoted && (n->str[0] == '\0' ||
+	    strcmp(n->str, "~") == 0 || strcmp(n->str, "null") == 0 ||
+	    strcmp(n->str, "Null") == 0 || strcmp(n->str, "NULL") == 0);
+}
+
+/* The value of key in map, or NULL when absent or null. */
 const struct ynode *
 ynode_get(const struct ynode *map, const char *key)
 {
@@ -322,6 +332,7 @@ ynode_get(const struct ynode *map, const char *key)
 		return NULL;
 	for (i = 0; i + 1 < map->n; i += 2)
 		if (strcmp(map->kids[i]->str, key) == 0)
-			return map->kids[i + 1];
+			return ynode_is_null(map->kids[i + 1]) ? NULL :
+			    map->kids[i + 1];
 	return NULL;
 }
