@@ -64,5 +64,6 @@ struct cli_merge_opts {
 void cli_merge_opts_default(struct cli_merge_opts *);
 int cli_merge_opt(struct cli_merge_opts *, int, const char *);
 uint64_t cli_default_memory(void);
+int cli_open_parent(const char *, char **);
 
 #endif /* CLI_H */

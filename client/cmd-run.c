@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <uv.h>
 
@@ -202,11 +203,16 @@ run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
 	struct graph_exec_opts eo = { o->memory, o->threads };
 	struct graph_job_opts jo;
 	struct graph_exec *ex = NULL;
-	char *cause = NULL;
-	int rc;
+	char *cause = NULL, *name;
+	int rc, dirfd;
 
-	if (uv_loop_init(&r->loop) != 0)
+	if ((dirfd = cli_open_parent(out, &name)) < 0)
 		return CLI_EXIT_FAILED;
+	if (uv_loop_init(&r->loop) != 0) {
+		close(dirfd);
+		free(name);
+		return CLI_EXIT_FAILED;
+	}
 	uv_signal_init(&r->loop, &r->sigint);
 	uv_signal_init(&r->loop, &r->sigterm);
 	r->sigint.data = r->sigterm.data = r;
@@ -214,6 +220,8 @@ run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
 	uv_signal_start(&r->sigterm, run_signal, SIGTERM);
 	graph_exec_create(&r->loop, &eo, &ex);
 	memset(&jo, 0, sizeof jo);
+	jo.out_dirfd = dirfd;
+	jo.out_name = name;
 	jo.out_dir = out;
 	jo.force = o->force;
 	jo.done = run_done;
@@ -229,6 +237,8 @@ run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
 	}
 	uv_run(&r->loop, UV_RUN_DEFAULT);
 	graph_exec_destroy(ex);
+	close(dirfd);
+	free(name);
 	if (uv_loop_close(&r->loop) != 0)
 		fprintf(stderr, "%s: warning: event loop not closed cleanly\n",
 		    cli_progname);

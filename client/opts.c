@@ -3,8 +3,12 @@
  * opts.c: the merge options that run (and later plan and submit) share,
  * with their defaults.  A bad value is a usage error naming the option.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -101,4 +105,49 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 		return 0;
 	}
 	return -1;
+}
+
+/*
+ * Opens the directory that will hold out (creating it and its parents,
+ * as mergekit does) and returns its descriptor, with out's last component
+ * in *name.  Prints an error and returns -1 on failure.
+ */
+int
+cli_open_parent(const char *out, char **name)
+{
+	char *dup = xstrdup(out), *slash, *p;
+	size_t len = strlen(dup);
+	int fd;
+
+	while (len > 1 && dup[len - 1] == '/')
+		dup[--len] = '\0';
+	slash = strrchr(dup, '/');
+	*name = xstrdup(slash != NULL ? slash + 1 : dup);
+	if (slash == dup)
+		dup[1] = '\0';
+	else if (slash != NULL)
+		*slash = '\0';
+	else
+		strcpy(dup, ".");
+	for (p = dup + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		mkdir(dup, 0755);
+		*p = '/';
+	}
+	mkdir(dup, 0755);
+	if (strcmp(*name, ".") == 0 || strcmp(*name, "..") == 0 ||
+	    (fd = open(dup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		fprintf(stderr, "%s: cannot use %s as the output directory: "
+		    "%s\n", cli_progname, out, strcmp(*name, ".") == 0 ||
+		    strcmp(*name, "..") == 0 ? "give a new directory's name" :
+		    strerror(errno));
+		free(dup);
+		free(*name);
+		*name = NULL;
+		return -1;
+	}
+	free(dup);
+	return fd;
 }

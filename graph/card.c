@@ -12,7 +12,6 @@
 #include <sys/stat.h>
 
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -44,12 +43,12 @@ card_model(struct xbuf *x, const struct plan_model *pm)
 		xbuf_printf(x, "%s", pm->name);
 }
 
+/* title: the output directory's name. */
 char *
-graph_card_build(const struct graph_plan *p, const char *dir)
+graph_card_build(const struct graph_plan *p, const char *title)
 {
 	const struct graph_method *m = graph_method_find(p->method_name);
 	struct xbuf x = { 0 };
-	char *d = xstrdup(dir), *title;
 	bool slerp = strcmp(p->method_name, "slerp") == 0, any = false;
 	size_t i;
 
@@ -61,15 +60,12 @@ graph_card_build(const struct graph_plan *p, const char *dir)
 	any = false;
 	xbuf_printf(&x, "library_name: transformers\ntags:\n- mergekit\n"
 	    "- merge\n---\n");
-	title = basename(d);
-	/* The staging name is not the model's; strip ".name.merging-pid". */
-	if (title[0] == '.' && strstr(title, ".merging-") != NULL)
-		*strstr(title, ".merging-") = '\0', title++;
 	xbuf_printf(&x, "# %s\n\nThis is a merge of pre-trained language "
 	    "models created with merged, a mergekit-compatible merge daemon "
 	    "(configs are [mergekit](https://github.com/arcee-ai/mergekit)'s)."
 	    "\n\n## Merge Details\n### Merge Method\n\nThis model was merged "
-	    "using the ", title[0] ? title : "Untitled Model (1)");
+	    "using the ", title != NULL && title[0] ? title :
+	    "Untitled Model (1)");
 	if (m != NULL && m->url != NULL)
 		xbuf_printf(&x, "[%s](%s)", m->pretty, m->url);
 	else
@@ -96,6 +92,5 @@ graph_card_build(const struct graph_plan *p, const char *dir)
 	    "configuration was used to produce this model:\n\n```yaml\n%s%s"
 	    "```\n", p->config_text, p->config_text[0] != '\0' &&
 	    p->config_text[strlen(p->config_text) - 1] != '\n' ? "\n" : "");
-	free(d);
 	return xbuf_take(&x);
 }

@@ -139,8 +139,12 @@ struct graph_job {
 	struct graph_exec *ex;
 	struct graph_job *next;	/* executor's job list */
 	const struct graph_plan *plan;
-	char *out_dir;
-	char *staging;
+	int out_dirfd;		/* the destination's parent, owned */
+	char *out_name;
+	char *out_dir;		/* for messages */
+	char *staging;		/* name in out_dirfd */
+	int stage_fd;
+	const struct graph_cred *cred;
 	bool force;
 	bool keep_staging;
 	bool *shard_done;

@@ -96,14 +96,14 @@ work_setup(struct graph_job *job)
 			if ((t->rc = graph_st_check_unchanged(
 			    p->models[i].m->files[k], &t->err)) != 0)
 				return;
-	if ((t->rc = writer_stage_create(p, job->staging, job->shard_done,
-	    &t->err)) != 0)
+	if ((t->rc = writer_stage_open(job->out_dirfd, job->staging,
+	    job->cred, &job->stage_fd, &t->err)) != 0)
 		return;
 	for (i = 0; i < p->nshards; i++) {
 		if (job->shard_done[i])
 			continue;
-		if ((t->rc = writer_open_shard(job->staging, &p->shards[i],
-		    false, &job->shard_fd[i], &t->err)) != 0)
+		if ((t->rc = writer_open_shard(job->stage_fd, &p->shards[i],
+		    job->cred, &job->shard_fd[i], &t->err)) != 0)
 			return;
 	}
 }
@@ -115,7 +115,7 @@ work_shard(struct graph_job *job, struct task *t)
 
 	if (fsync(fd) == -1) {
 		t->rc = -errno;
-		t->err = xasprintf("%s/%s: fsync: %s", job->staging,
+		t->err = xasprintf("%s: fsync: %s",
 		    job->plan->shards[t->idx].name, strerror(errno));
 	}
 	close(fd);
@@ -127,9 +127,13 @@ work_finish(struct graph_job *job)
 {
 	struct task *t = &job->jtask;
 
-	if ((t->rc = writer_finish(job->plan, job->staging, &t->err)) != 0)
+	if ((t->rc = writer_finish(job->plan, job->stage_fd, job->cred,
+	    job->out_name, &t->err)) != 0)
 		return;
-	t->rc = writer_publish(job->staging, job->out_dir, job->force, &t->err);
+	close(job->stage_fd);
+	job->stage_fd = -1;
+	t->rc = writer_publish(job->out_dirfd, job->staging, job->out_name,
+	    job->force, &t->err);
 }
 
 static void
@@ -143,8 +147,12 @@ work_cleanup(struct graph_job *job)
 			job->shard_fd[i] = -1;
 		}
 	}
+	if (job->stage_fd != -1) {
+		close(job->stage_fd);
+		job->stage_fd = -1;
+	}
 	if (!job->keep_staging)
-		writer_remove_dir(job->staging);
+		writer_remove_tree(job->out_dirfd, job->staging);
 }
 
 void

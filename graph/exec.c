@@ -20,12 +20,15 @@
  * admitted round-robin, so one job cannot starve another.  Everything here
  * runs on the loop thread; exec-work.c is what runs on the pool.
  */
+#include <sys/stat.h>
+
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <unistd.h>
 
 #include "exec-int.h"
 
@@ -582,6 +585,10 @@ job_free(struct graph_job *job)
 	free(job->shard_fd);
 	free(job->shard_tasks);
 	free(job->jtask.err);
+	if (job->stage_fd != -1)
+		close(job->stage_fd);
+	close(job->out_dirfd);
+	free(job->out_name);
 	free(job->out_dir);
 	free(job->staging);
 	free(job->err);
@@ -739,7 +746,8 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	int rc;
 
 	*out = NULL;
-	if (!o->force && lstat(o->out_dir, &st) == 0) {
+	if (!o->force && fstatat(o->out_dirfd, o->out_name, &st,
+	    AT_SYMLINK_NOFOLLOW) == 0) {
 		*cause = xasprintf("%s already exists; use --force to replace "
 		    "it", o->out_dir);
 		return -EEXIST;
@@ -747,11 +755,20 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	if ((rc = exec_check_budget(ex, p, cause)) != 0)
 		return rc;
 	job = xcalloc(1, sizeof *job);
+	if ((job->out_dirfd = fcntl(o->out_dirfd, F_DUPFD_CLOEXEC, 3)) == -1) {
+		rc = -errno;
+		*cause = xasprintf("%s: %s", o->out_dir, strerror(errno));
+		free(job);
+		return rc;
+	}
 	job->ex = ex;
 	job->plan = p;
+	job->out_name = xstrdup(o->out_name);
 	job->out_dir = xstrdup(o->out_dir);
-	job->staging = o->staging_dir != NULL ? xstrdup(o->staging_dir) :
-	    writer_staging_name(o->out_dir);
+	job->stage_fd = -1;
+	job->cred = o->cred;
+	job->staging = o->staging_name != NULL ? xstrdup(o->staging_name) :
+	    writer_staging_name(o->out_name);
 	job->force = o->force;
 	job->keep_staging = o->keep_staging;
 	job->done = o->done;

@@ -87,15 +87,28 @@ struct graph_st_file {
 int graph_st_parse(const uint8_t *, size_t, struct graph_st_tensor **,
     size_t *, uint64_t *, char **);
 int graph_st_open(const char *, struct graph_st_file **, char **);
+int graph_st_open_fd(int, const char *, struct graph_st_file **, char **);
 void graph_st_close(struct graph_st_file *);
 int graph_st_check_unchanged(const struct graph_st_file *, char **);
 uint8_t *graph_st_header_build(const struct graph_st_tensor *, size_t,
     size_t *);
 
+/* fsroot.c */
+struct stat;
+bool graph_cred_allows(const struct graph_cred *, const struct stat *,
+    unsigned);
+int graph_open_beneath(int, const char *, int, const struct graph_cred *,
+    char **);
+int graph_read_beneath(int, const char *, size_t, const struct graph_cred *,
+    char **, size_t *, char **);
+bool graph_exists_beneath(int, const char *, const struct graph_cred *);
+
 /* modelref.c */
 struct graph_resolved {
 	char *dir;		/* the directory holding config.json */
 	char *root;		/* local dir, or the cache's models--org--name */
+	int rootfd;		/* root, opened; files open beneath it */
+	char *rel;		/* dir relative to root ("." for itself) */
 };
 
 int graph_ref_resolve(const struct graph_ref *, const struct graph_env *,
@@ -114,6 +127,7 @@ struct graph_model {
 	struct graph_ref ref;
 	struct graph_resolved where;
 	const char *dir;	/* where.dir */
+	const struct graph_cred *cred;	/* borrowed from the plan's opts */
 	struct cJSON *config;
 	char *config_text;	/* config.json as read, for patching */
 	char *arch;		/* architectures[0], NULL if unusable */
@@ -131,11 +145,14 @@ struct graph_model {
 	struct strmap index;	/* name -> tensors[] */
 };
 
-int graph_model_open(const struct graph_ref *, const struct graph_env *,
-    struct graph_model **, char **);
+int graph_model_open(const struct graph_ref *, struct graph_resolved *,
+    const struct graph_cred *, struct graph_model **, char **);
 void graph_model_close(struct graph_model *);
 const struct graph_model_tensor *graph_model_find(const struct graph_model *,
     const char *);
+int graph_model_read(const struct graph_model *, const char *, size_t,
+    char **, size_t *, char **);
+bool graph_model_has(const struct graph_model *, const char *);
 
 /* arch.c: tensor templates derived from a model's own tensor names. */
 enum arch_section {
@@ -381,14 +398,15 @@ int graph_copy_chunk(const struct graph_plan *, const struct plan_input *,
     uint64_t, size_t, int, uint64_t, char **);
 
 /* writer.c: the staged output directory. */
-int writer_stage_create(const struct graph_plan *, const char *,
-    const bool *, char **);
-int writer_open_shard(const char *, const struct plan_shard *, bool, int *,
+int writer_stage_open(int, const char *, const struct graph_cred *, int *,
     char **);
+int writer_open_shard(int, const struct plan_shard *,
+    const struct graph_cred *, int *, char **);
 int writer_pwrite(int, const void *, size_t, uint64_t, char **);
-int writer_finish(const struct graph_plan *, const char *, char **);
-int writer_publish(const char *, const char *, bool, char **);
-void writer_remove_dir(const char *);
+int writer_finish(const struct graph_plan *, int, const struct graph_cred *,
+    const char *, char **);
+int writer_publish(int, const char *, const char *, bool, char **);
+void writer_remove_tree(int, const char *);
 char *writer_staging_name(const char *);
 
 /* jsonpatch.c */

@@ -231,11 +231,37 @@ struct graph_env {
 };
 void graph_env_from_process(struct graph_env *);
 
+/*
+ * Whose rights a merge runs with (fsroot.c).  The daemon fills one in
+ * from the peer's credentials; every file it opens is checked against it.
+ */
+struct graph_cred {
+	uint32_t uid;
+	uint32_t gid;
+	const uint32_t *groups;	/* supplementary groups, borrowed */
+	size_t ngroups;
+};
+
+/*
+ * A model reference resolved by the client: a directory descriptor it
+ * opened (borrowed) and the model directory's path beneath it ("." for the
+ * directory itself).  The daemon plans from these, never from paths.
+ */
+struct graph_source_dir {
+	const char *ref;	/* as graph_ref_str() writes it */
+	int fd;
+	const char *rel;
+	const char *where;	/* the client's path, for messages */
+};
+
 /* plan.c: a fully resolved merge, built from headers only. */
 struct graph_plan;
 
 struct graph_plan_opts {
 	struct graph_env env;
+	const struct graph_source_dir *dirs;	/* NULL: resolve locally */
+	size_t ndirs;
+	const struct graph_cred *cred;	/* NULL: no access checks */
 	bool allow_crimes;
 	uint64_t shard_size;	/* bytes; 0 = never split */
 	uint64_t memory;	/* the budget the plan is sized for */
@@ -296,9 +322,12 @@ typedef void (*graph_job_progress_cb)(struct graph_job *,
 typedef void (*graph_job_shard_cb)(struct graph_job *, size_t, void *);
 
 struct graph_job_opts {
-	const char *out_dir;	/* final destination */
+	int out_dirfd;		/* the destination's parent (borrowed) */
+	const char *out_name;	/* the destination's name in it */
+	const char *out_dir;	/* the destination's path, for messages */
+	const struct graph_cred *cred;	/* NULL: no access checks */
 	bool force;		/* replace an existing destination */
-	const char *staging_dir;	/* NULL: derived from out_dir */
+	const char *staging_name;	/* NULL: derived from out_name */
 	bool keep_staging;	/* on failure or cancel, for resume */
 	const bool *shards_done;	/* NULL or one flag per shard */
 	graph_job_done_cb done;

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,26 +26,42 @@
 #define MODEL_MAX_CONFIG (16u << 20)
 #define MODEL_MAX_INDEX (256u << 20)
 
-static bool
-file_exists(const char *path)
+/* name's path beneath the model's root. */
+static char *
+model_path(const struct graph_model *m, const char *name)
 {
-	struct stat st;
+	return strcmp(m->where.rel, ".") == 0 ? xstrdup(name) :
+	    xasprintf("%s/%s", m->where.rel, name);
+}
 
-	return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+static bool
+model_has(const struct graph_model *m, const char *name)
+{
+	char *p = model_path(m, name);
+	bool has = graph_exists_beneath(m->where.rootfd, p, m->cred);
+
+	free(p);
+	return has;
 }
 
 static int
-model_read_json(const char *path, size_t max, cJSON **out, char **text,
-    char **cause)
+model_read_json(const struct graph_model *m, const char *name, size_t max,
+    cJSON **out, char **text, char **cause)
 {
-	char *buf = NULL;
+	char *buf = NULL, *path = model_path(m, name), *why = NULL;
 	const char *end = NULL;
 	size_t len;
 	int rc;
 
-	if ((rc = graph_read_file(path, max, &buf, &len)) != 0) {
-		*cause = xasprintf("%s: %s", path, rc == -EFBIG ?
-		    "file is too large" : strerror(-rc));
+	rc = graph_read_beneath(m->where.rootfd, path, max, m->cred, &buf,
+	    &len, &why);
+	free(path);
+	path = xasprintf("%s/%s", m->dir, name);
+	if (rc != 0) {
+		*cause = xasprintf("%s: %s", path, strchr(why, ':') ?
+		    strchr(why, ':') + 2 : why);
+		free(why);
+		free(path);
 		return rc;
 	}
 	*out = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
@@ -54,8 +71,10 @@ model_read_json(const char *path, size_t max, cJSON **out, char **text,
 		cJSON_Delete(*out);
 		*out = NULL;
 		free(buf);
+		free(path);
 		return -EINVAL;
 	}
+	free(path);
 	if (text != NULL)
 		*text = buf;
 	else
@@ -68,9 +87,9 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
     char **cause)
 {
 	struct graph_st_file *f;
-	char *path;
+	char *path, *rel, *why = NULL;
 	size_t i;
-	int rc;
+	int fd, rc;
 
 	for (i = 0; i < m->nfiles; i++) {
 		if (strcmp(m->file_names[i], name) == 0) {
@@ -84,8 +103,18 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 		    "name '%s' is not a plain file name", m->dir, name);
 		return -EINVAL;
 	}
+	rel = model_path(m, name);
+	fd = graph_open_beneath(m->where.rootfd, rel, O_RDONLY, m->cred, &why);
+	free(rel);
 	path = xasprintf("%s/%s", m->dir, name);
-	rc = graph_st_open(path, &f, cause);
+	if (fd < 0) {
+		*cause = xasprintf("%s: %s", path, strchr(why, ':') ?
+		    strchr(why, ':') + 2 : why);
+		free(why);
+		free(path);
+		return fd;
+	}
+	rc = graph_st_open_fd(fd, path, &f, cause);
 	free(path);
 	if (rc != 0)
 		return rc;
@@ -125,14 +154,16 @@ model_load_single(struct graph_model *m, char **cause)
 }
 
 static int
-model_load_index(struct graph_model *m, const char *path, char **cause)
+model_load_index(struct graph_model *m, char **cause)
 {
+	const char *path = "model.safetensors.index.json";
 	const cJSON *wm, *e;
 	cJSON *idx = NULL;
 	size_t f, i;
 	int rc;
 
-	if ((rc = model_read_json(path, MODEL_MAX_INDEX, &idx, NULL, cause)) != 0)
+	if ((rc = model_read_json(m, path, MODEL_MAX_INDEX, &idx, NULL,
+	    cause)) != 0)
 		return rc;
 	wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
 	if (!cJSON_IsObject(wm)) {
@@ -201,12 +232,15 @@ model_read_config(struct graph_model *m)
 	m->tied = cJSON_IsTrue(v);
 }
 
+/*
+ * Opens the model at r (taking ownership of its contents), reading every
+ * file beneath r->rootfd with cred's rights (NULL: no checks).
+ */
 int
-graph_model_open(const struct graph_ref *ref, const struct graph_env *env,
-    struct graph_model **out, char **cause)
+graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
+    const struct graph_cred *cred, struct graph_model **out, char **cause)
 {
 	struct graph_model *m;
-	char *path = NULL;
 	size_t i;
 	int rc;
 
@@ -214,12 +248,13 @@ graph_model_open(const struct graph_ref *ref, const struct graph_env *env,
 	m = xcalloc(1, sizeof *m);
 	graph_ref_copy(&m->ref, ref);
 	m->name = graph_ref_str(ref);
-	if ((rc = graph_ref_resolve(ref, env, &m->where, cause)) != 0)
-		goto fail;
+	m->where = *r;
+	memset(r, 0, sizeof *r);
+	r->rootfd = -1;
 	m->dir = m->where.dir;
-	path = xasprintf("%s/config.json", m->dir);
-	if ((rc = model_read_json(path, MODEL_MAX_CONFIG, &m->config,
-	    &m->config_text, cause)) != 0)
+	m->cred = cred;
+	if ((rc = model_read_json(m, "config.json", MODEL_MAX_CONFIG,
+	    &m->config, &m->config_text, cause)) != 0)
 		goto fail;
 	if (ref->override_arch != NULL) {
 		cJSON *arr = cJSON_CreateArray();
@@ -230,38 +265,47 @@ graph_model_open(const struct graph_ref *ref, const struct graph_env *env,
 		cJSON_AddItemToObject(m->config, "architectures", arr);
 	}
 	model_read_config(m);
-	free(path);
-	path = xasprintf("%s/model.safetensors.index.json", m->dir);
-	if (file_exists(path)) {
-		rc = model_load_index(m, path, cause);
-	} else {
-		free(path);
-		path = xasprintf("%s/model.safetensors", m->dir);
-		if (file_exists(path)) {
-			rc = model_load_single(m, cause);
-		} else {
-			free(path);
-			path = xasprintf("%s/pytorch_model.bin", m->dir);
-			*cause = file_exists(path) ?
-			    xasprintf("%s: only safetensors checkpoints are "
-				"supported; convert pytorch_model.bin first",
-				m->dir) :
-			    xasprintf("%s: no model.safetensors or "
-				"model.safetensors.index.json", m->dir);
-			rc = -ENOENT;
-		}
+	if (model_has(m, "model.safetensors.index.json"))
+		rc = model_load_index(m, cause);
+	else if (model_has(m, "model.safetensors"))
+		rc = model_load_single(m, cause);
+	else {
+		*cause = model_has(m, "pytorch_model.bin") ?
+		    xasprintf("%s: only safetensors checkpoints are supported; "
+			"convert pytorch_model.bin first", m->dir) :
+		    xasprintf("%s: no model.safetensors or "
+			"model.safetensors.index.json", m->dir);
+		rc = -ENOENT;
 	}
 	if (rc != 0)
 		goto fail;
 	for (i = 0; i < m->ntensors; i++)
 		strmap_put(&m->index, m->tensors[i].t->name, i);
-	free(path);
 	*out = m;
 	return 0;
 fail:
-	free(path);
 	graph_model_close(m);
 	return rc;
+}
+
+/* A file of the model directory, read whole (tokenizer files). */
+int
+graph_model_read(const struct graph_model *m, const char *name, size_t max,
+    char **out, size_t *len, char **cause)
+{
+	char *p = model_path(m, name);
+	int rc;
+
+	rc = graph_read_beneath(m->where.rootfd, p, max, m->cred, out, len,
+	    cause);
+	free(p);
+	return rc;
+}
+
+bool
+graph_model_has(const struct graph_model *m, const char *name)
+{
+	return model_has(m, name);
 }
 
 void

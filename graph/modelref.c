@@ -16,8 +16,10 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "graph-int.h"
 
@@ -215,6 +217,13 @@ ref_resolve_hf(const struct graph_ref *r, const char *root,
 		xbuf_printf(tried, "\n  %s (no such snapshot)", snap);
 		goto out;
 	}
+	/* Rooted at models--org--name: the snapshot links into blobs/. */
+	if ((out->rootfd = open(repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
+	    -1) {
+		xbuf_printf(tried, "\n  %s (%s)", repo, strerror(errno));
+		goto out;
+	}
+	out->rel = xasprintf("snapshots/%s", hash);
 	out->dir = snap;
 	out->root = repo;
 	snap = repo = NULL;
@@ -236,14 +245,17 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 	int rc;
 
 	memset(out, 0, sizeof *out);
+	out->rootfd = -1;
 	if (r->path[0] == '/' || env->cwd == NULL)
 		local = xstrdup(r->path);
 	else
 		local = xasprintf("%s/%s", env->cwd, r->path);
-	if (is_dir(local)) {
+	if (is_dir(local) && (out->rootfd = open(local, O_RDONLY |
+	    O_DIRECTORY | O_CLOEXEC)) != -1) {
 		/* As in mergekit, a local path ignores the revision. */
 		out->dir = local;
 		out->root = xstrdup(local);
+		out->rel = xstrdup(".");
 		return 0;
 	}
 	xbuf_printf(&tried, "\n  %s (no such directory)", local);
@@ -274,5 +286,9 @@ graph_resolved_fini(struct graph_resolved *r)
 {
 	free(r->dir);
 	free(r->root);
+	free(r->rel);
+	if (r->rootfd >= 0)
+		close(r->rootfd);
 	memset(r, 0, sizeof *r);
+	r->rootfd = -1;
 }

@@ -15,6 +15,7 @@
 #include <sys/random.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,20 +69,60 @@ plan_collect_refs(struct plan_build *b)
 	}
 }
 
+/* The client's resolution of ref, when planning from descriptors. */
+static int
+plan_given_dir(const struct plan_build *b, const struct graph_ref *ref,
+    struct graph_resolved *r, char **cause)
+{
+	const struct graph_plan_opts *o = &b->p->opts;
+	char *name = graph_ref_str(ref);
+	size_t i;
+
+	memset(r, 0, sizeof *r);
+	r->rootfd = -1;
+	for (i = 0; i < o->ndirs; i++)
+		if (strcmp(o->dirs[i].ref, name) == 0)
+			break;
+	if (i == o->ndirs) {
+		*cause = xasprintf("model '%s': the client passed no directory "
+		    "for it", name);
+		free(name);
+		return -ENOENT;
+	}
+	free(name);
+	if ((r->rootfd = fcntl(o->dirs[i].fd, F_DUPFD_CLOEXEC, 3)) == -1) {
+		*cause = xasprintf("model '%s': %s", o->dirs[i].ref,
+		    strerror(errno));
+		return -errno;
+	}
+	r->rel = xstrdup(o->dirs[i].rel);
+	r->root = xstrdup(o->dirs[i].where);
+	r->dir = strcmp(r->rel, ".") == 0 ? xstrdup(o->dirs[i].where) :
+	    xasprintf("%s/%s", o->dirs[i].where, r->rel);
+	return 0;
+}
+
 static int
 plan_open_models(struct plan_build *b)
 {
 	struct graph_plan *p = b->p;
+	struct graph_resolved r;
 	char *cause = NULL;
 	size_t i;
-	int failed = 0;
+	int failed = 0, rc;
 
 	p->models = xcalloc(b->nrefs, sizeof *p->models);
 	p->nmodels = b->nrefs;
 	for (i = 0; i < b->nrefs; i++) {
 		p->models[i].name = graph_ref_str(b->refs[i]);
-		if (graph_model_open(b->refs[i], &p->opts.env, &p->models[i].m,
-		    &cause) != 0) {
+		rc = p->opts.dirs != NULL ? plan_given_dir(b, b->refs[i], &r,
+		    &cause) : graph_ref_resolve(b->refs[i], &p->opts.env, &r,
+		    &cause);
+		if (rc == 0)
+			rc = graph_model_open(b->refs[i], &r, p->opts.cred,
+			    &p->models[i].m, &cause);
+		graph_resolved_fini(&r);
+		if (rc != 0) {
 			graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
 			    b->refs[i]->mark, "%s", cause);
 			free(cause);

@@ -287,26 +287,22 @@ out:
 	return rc;
 }
 
+/* Takes ownership of fd, an open safetensors file named path. */
 int
-graph_st_open(const char *path, struct graph_st_file **out, char **cause)
+graph_st_open_fd(int fd, const char *path, struct graph_st_file **out,
+    char **cause)
 {
 	struct graph_st_file *f;
 	struct stat st;
 	char *why = NULL;
 	void *map = MAP_FAILED;
-	int fd, rc;
+	int rc;
 
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
-		rc = -errno;
-		*cause = xasprintf("%s: %s", path, strerror(errno));
-		return rc;
-	}
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
-		rc = S_ISREG(st.st_mode) ? -errno : -EINVAL;
 		*cause = xasprintf("%s: not a regular file", path);
 		close(fd);
-		return rc;
+		return -EINVAL;
 	}
 	if (st.st_size > 0 && (map = mmap(NULL, (size_t)st.st_size, PROT_READ,
 	    MAP_SHARED, fd, 0)) == MAP_FAILED) {
@@ -337,6 +333,19 @@ graph_st_open(const char *path, struct graph_st_file **out, char **cause)
 	return 0;
 }
 
+int
+graph_st_open(const char *path, struct graph_st_file **out, char **cause)
+{
+	int fd;
+
+	*out = NULL;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		*cause = xasprintf("%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	return graph_st_open_fd(fd, path, out, cause);
+}
+
 void
 graph_st_close(struct graph_st_file *f)
 {
@@ -355,13 +364,14 @@ graph_st_close(struct graph_st_file *f)
 	free(f);
 }
 
+/* The open file (not the path: we read the open file) must not change. */
 int
 graph_st_check_unchanged(const struct graph_st_file *f, char **cause)
 {
 	struct stat st;
 	int64_t mtime;
 
-	if (stat(f->path, &st) == -1) {
+	if (fstat(f->fd, &st) == -1) {
 		*cause = xasprintf("%s: %s", f->path, strerror(errno));
 		return -errno;
 	}

@@ -2,16 +2,19 @@
 /*
  * writer.c: the staged output directory and its atomic publication.
  *
- * Output is written into a staging directory beside the destination (same
- * file system, so the final rename is atomic): shard files are created at
- * their final size with their header (the layout is fixed at plan time, so
- * workers can pwrite() any chunk at its place), space is reserved up front
- * so that a full disk fails the job at once rather than at 91%, and every
- * file is fsync'd before it counts.  The small files (index, config.json,
- * tokenizer, model card, mergekit_config.yml) are written last, then the
- * directory is renamed into place (Part A item 15): a failed or cancelled
- * job never leaves something that looks like a finished model.  These
- * functions block on I/O; the executor calls them from pool threads.
+ * Output is written into a staging directory beside the destination, in
+ * the same parent (so the final rename is atomic), all through the parent
+ * directory's descriptor: the daemon writes only where its client could.
+ * Shard files are created at their final size with their header (the
+ * layout is fixed at plan time, so workers can pwrite() any chunk at its
+ * place), space is reserved up front so that a full disk fails the job at
+ * once rather than at 91%, and every file is fsync'd before it counts.  The
+ * small files (index, config.json, tokenizer, model card,
+ * mergekit_config.yml) are written last, then the directory is renamed
+ * into place (Part A item 15): a failed or cancelled job never leaves
+ * something that looks like a finished model.  A root daemon gives the
+ * files to the user it writes for.  These functions block on I/O; the
+ * executor calls them from pool threads.
  */
 #define _GNU_SOURCE
 #include <sys/stat.h>
@@ -20,7 +23,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,15 +33,9 @@
 #include "graph-int.h"
 
 char *
-writer_staging_name(const char *out)
+writer_staging_name(const char *name)
 {
-	char *a = xstrdup(out), *b = xstrdup(out), *r;
-
-	r = xasprintf("%s/.%s.merging-%ld", dirname(a), basename(b),
-	    (long)getpid());
-	free(a);
-	free(b);
-	return r;
+	return xasprintf(".%s.merging-%ld", name, (long)getpid());
 }
 
 static int
@@ -74,87 +70,120 @@ writer_pwrite(int fd, const void *buf, size_t len, uint64_t off, char **cause)
 	return rc;
 }
 
-/* Writes a small file in the staging directory, durably. */
+/* Files we create belong to the user we write for, when we can say so. */
+static void
+writer_own(int fd, const struct graph_cred *cred)
+{
+	if (cred != NULL && geteuid() == 0 && fchown(fd, cred->uid,
+	    cred->gid) == -1) {
+		/* The merge still succeeds; the files stay ours. */
+	}
+}
+
+/* Creates name in the staging directory, empty, for writing. */
 static int
-writer_file(const char *dir, const char *name, const void *data, size_t len,
+writer_create(int dfd, const char *name, const struct graph_cred *cred,
     char **cause)
 {
-	char *path = xasprintf("%s/%s", dir, name);
+	int fd;
+
+	fd = openat(dfd, name, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW |
+	    O_CLOEXEC, 0644);
+	if (fd == -1) {
+		*cause = xasprintf("cannot create %s: %s", name,
+		    strerror(errno));
+		return -errno;
+	}
+	writer_own(fd, cred);
+	return fd;
+}
+
+/* Writes a small file in the staging directory, durably. */
+static int
+writer_file(int dfd, const char *name, const void *data, size_t len,
+    const struct graph_cred *cred, char **cause)
+{
 	int fd, rc = 0;
 
-	fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd == -1) {
+	if ((fd = writer_create(dfd, name, cred, cause)) < 0)
+		return fd;
+	if ((rc = write_all(fd, data, len, 0)) == 0 && fsync(fd) == -1)
 		rc = -errno;
-	} else {
-		if ((rc = write_all(fd, data, len, 0)) == 0 && fsync(fd) == -1)
-			rc = -errno;
-		close(fd);
-	}
+	close(fd);
 	if (rc != 0)
-		*cause = xasprintf("%s: %s", path, strerror(-rc));
-	free(path);
+		*cause = xasprintf("%s: %s", name, strerror(-rc));
 	return rc;
 }
 
+/*
+ * Opens (creating it if needed) the staging directory beneath the
+ * destination's parent, after checking that the user may write there.
+ */
 int
-writer_stage_create(const struct graph_plan *p, const char *dir,
-    const bool *done, char **cause)
+writer_stage_open(int parent, const char *staging,
+    const struct graph_cred *cred, int *fdp, char **cause)
 {
-	(void)p;
-	(void)done;
-	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
-		int rc = -errno;
-		*cause = xasprintf("cannot create %s: %s", dir, strerror(errno));
-		return rc;
+	struct stat st;
+	int fd;
+
+	if (cred != NULL && (fstat(parent, &st) == -1 ||
+	    !graph_cred_allows(cred, &st, 3))) {
+		*cause = xasprintf("uid %u may not write in the output's "
+		    "directory", (unsigned)cred->uid);
+		return -EACCES;
 	}
+	if (mkdirat(parent, staging, 0755) == -1 && errno != EEXIST) {
+		*cause = xasprintf("cannot create %s: %s", staging,
+		    strerror(errno));
+		return -errno;
+	}
+	fd = openat(parent, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (fd == -1) {
+		*cause = xasprintf("cannot open %s: %s", staging,
+		    strerror(errno));
+		return -errno;
+	}
+	writer_own(fd, cred);
+	*fdp = fd;
 	return 0;
 }
 
 /*
- * Opens a shard for writing.  A new one is created at its full size, with
- * the space reserved and the header written.  With resume set, an existing
- * file is reused as is (its completed tensors are not rewritten).
+ * Creates a shard in the staging directory at its full size, with the
+ * space reserved and the header written.
  */
 int
-writer_open_shard(const char *dir, const struct plan_shard *sh, bool resume,
-    int *fdp, char **cause)
+writer_open_shard(int dfd, const struct plan_shard *sh,
+    const struct graph_cred *cred, int *fdp, char **cause)
 {
-	char *path = xasprintf("%s/%s", dir, sh->name);
 	int fd, rc;
 
-	fd = open(path, O_RDWR | O_CREAT | (resume ? 0 : O_TRUNC) | O_CLOEXEC,
-	    0644);
-	if (fd == -1) {
-		rc = -errno;
-		*cause = xasprintf("cannot create %s: %s", path,
-		    strerror(errno));
-		free(path);
-		return rc;
-	}
+	if ((fd = writer_create(dfd, sh->name, cred, cause)) < 0)
+		return fd;
 	rc = fallocate(fd, 0, 0, (off_t)sh->size);
 	if (rc == -1 && (errno == EOPNOTSUPP || errno == ENOSYS))
 		rc = ftruncate(fd, (off_t)sh->size);
 	if (rc == -1) {
 		rc = -errno;
 		*cause = xasprintf("cannot reserve %" PRIu64 " bytes for %s: "
-		    "%s", sh->size, path, strerror(errno));
+		    "%s", sh->size, sh->name, strerror(errno));
 		goto fail;
 	}
 	if ((rc = write_all(fd, sh->header, sh->header_len, 0)) != 0) {
-		*cause = xasprintf("%s: %s", path, strerror(-rc));
+		*cause = xasprintf("%s: %s", sh->name, strerror(-rc));
 		goto fail;
 	}
-	free(path);
 	*fdp = fd;
 	return 0;
 fail:
 	close(fd);
-	free(path);
 	return rc;
 }
 
 static int
-writer_index(const struct graph_plan *p, const char *dir, char **cause)
+writer_index(const struct graph_plan *p, int dfd,
+    const struct graph_cred *cred, char **cause)
 {
 	struct xbuf x = { 0 };
 	size_t i;
@@ -171,15 +200,16 @@ writer_index(const struct graph_plan *p, const char *dir, char **cause)
 		graph_json_string(&x, p->shards[p->tensors[i].shard].name);
 	}
 	xbuf_add(&x, "\n  }\n}", 6);
-	rc = writer_file(dir, "model.safetensors.index.json", x.data, x.len,
-	    cause);
+	rc = writer_file(dfd, "model.safetensors.index.json", x.data, x.len,
+	    cred, cause);
 	xbuf_free(&x);
 	return rc;
 }
 
 /* config.json: the donor's text with a few values replaced. */
 static int
-writer_config(const struct graph_plan *p, const char *dir, char **cause)
+writer_config(const struct graph_plan *p, int dfd,
+    const struct graph_cred *cred, char **cause)
 {
 	const struct graph_model *donor = p->models[p->donor].m;
 	const struct graph_model *am = p->models[p->arch_model].m;
@@ -218,7 +248,7 @@ writer_config(const struct graph_plan *p, const char *dir, char **cause)
 	}
 	text = graph_json_patch(donor->config_text, strlen(donor->config_text),
 	    keys, vals, n);
-	rc = writer_file(dir, "config.json", text, strlen(text), cause);
+	rc = writer_file(dfd, "config.json", text, strlen(text), cred, cause);
 	free(text);
 	free(arch);
 	free(mt);
@@ -227,158 +257,126 @@ writer_config(const struct graph_plan *p, const char *dir, char **cause)
 	return rc;
 }
 
-static int
-copy_file(const char *from, const char *dir, const char *name, char **cause)
-{
-	char *buf = NULL;
-	size_t len;
-	int rc;
-
-	/* Tokenizer files are a few MB at most. */
-	if ((rc = graph_read_file(from, 512u << 20, &buf, &len)) != 0) {
-		*cause = xasprintf("%s: %s", from, strerror(-rc));
-		return rc;
-	}
-	rc = writer_file(dir, name, buf, len, cause);
-	free(buf);
-	return rc;
-}
-
 /* MERGEKIT.md Part B 2.9: the donor's tokenizer files, when it has one. */
 static int
-writer_tokenizer(const struct graph_plan *p, const char *dir, char **cause)
+writer_tokenizer(const struct graph_plan *p, int dfd,
+    const struct graph_cred *cred, char **cause)
 {
 	static const char *const files[] = { "tokenizer_config.json",
 		"special_tokens_map.json", "tokenizer.json", "tokenizer.model",
 		"added_tokens.json", "merges.txt", "vocab.json",
 		"chat_template.jinja", "generation_config.json",
 		"chat_template.json", "video_preprocessor_config.json" };
-	const char *src = p->models[p->donor].m->dir;
-	struct stat st;
-	char *path;
-	size_t i;
+	const struct graph_model *donor = p->models[p->donor].m;
+	char *buf;
+	size_t i, len;
 	int rc = 0;
-	bool has_cfg, has_tok;
 
-	path = xasprintf("%s/tokenizer_config.json", src);
-	has_cfg = stat(path, &st) == 0;
-	free(path);
-	path = xasprintf("%s/tokenizer.json", src);
-	has_tok = stat(path, &st) == 0;
-	free(path);
-	path = xasprintf("%s/tokenizer.model", src);
-	has_tok |= stat(path, &st) == 0;
-	free(path);
-	if (!has_cfg || !has_tok)
+	if (!graph_model_has(donor, "tokenizer_config.json") ||
+	    !(graph_model_has(donor, "tokenizer.json") ||
+	    graph_model_has(donor, "tokenizer.model")))
 		return 0;
 	for (i = 0; i < sizeof files / sizeof *files && rc == 0; i++) {
-		path = xasprintf("%s/%s", src, files[i]);
-		if (stat(path, &st) == 0 && S_ISREG(st.st_mode))
-			rc = copy_file(path, dir, files[i], cause);
-		free(path);
+		if (!graph_model_has(donor, files[i]))
+			continue;
+		/* Tokenizer files are a few MB at most. */
+		if ((rc = graph_model_read(donor, files[i], 512u << 20, &buf,
+		    &len, cause)) != 0)
+			break;
+		rc = writer_file(dfd, files[i], buf, len, cred, cause);
+		free(buf);
 	}
 	return rc;
 }
 
 int
-writer_finish(const struct graph_plan *p, const char *dir, char **cause)
+writer_finish(const struct graph_plan *p, int dfd,
+    const struct graph_cred *cred, const char *title, char **cause)
 {
 	char *card;
-	int rc, dfd;
+	int rc;
 
-	if (p->nshards > 1 && (rc = writer_index(p, dir, cause)) != 0)
+	if (p->nshards > 1 && (rc = writer_index(p, dfd, cred, cause)) != 0)
 		return rc;
-	if ((rc = writer_config(p, dir, cause)) != 0)
+	if ((rc = writer_config(p, dfd, cred, cause)) != 0)
 		return rc;
-	if (p->opts.copy_tokenizer && (rc = writer_tokenizer(p, dir,
+	if (p->opts.copy_tokenizer && (rc = writer_tokenizer(p, dfd, cred,
 	    cause)) != 0)
 		return rc;
 	if (p->opts.model_card) {
-		card = graph_card_build(p, dir);
-		rc = writer_file(dir, "README.md", card, strlen(card), cause);
+		card = graph_card_build(p, title);
+		rc = writer_file(dfd, "README.md", card, strlen(card), cred,
+		    cause);
 		free(card);
 		if (rc != 0)
 			return rc;
-		if ((rc = writer_file(dir, "mergekit_config.yml",
-		    p->config_text, strlen(p->config_text), cause)) != 0)
+		if ((rc = writer_file(dfd, "mergekit_config.yml",
+		    p->config_text, strlen(p->config_text), cred, cause)) != 0)
 			return rc;
 	}
-	if ((dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) != -1) {
-		fsync(dfd);
-		close(dfd);
-	}
-	return 0;
-}
-
-static int
-fsync_parent(const char *path)
-{
-	char *a = xstrdup(path);
-	int fd;
-
-	fd = open(dirname(a), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(a);
-	if (fd == -1)
-		return -errno;
-	fsync(fd);
-	close(fd);
+	fsync(dfd);
 	return 0;
 }
 
 /*
- * Moves the staging directory to the destination.  Without force, an
- * existing destination is refused (RENAME_NOREPLACE, so a directory that
- * appears meanwhile is not clobbered either); with force, the two are
- * exchanged atomically and the old one removed.
+ * Moves the staging directory to the destination, both in parent.
+ * Without force, an existing destination is refused (RENAME_NOREPLACE, so
+ * a directory that appears meanwhile is not clobbered either); with force,
+ * the two are exchanged atomically and the old one removed.
  */
 int
-writer_publish(const char *staging, const char *out, bool force,
+writer_publish(int parent, const char *staging, const char *name, bool force,
     char **cause)
 {
 	int rc;
 
-	if (renameat2(AT_FDCWD, staging, AT_FDCWD, out, RENAME_NOREPLACE) == 0)
-		return fsync_parent(out), 0;
+	if (renameat2(parent, staging, parent, name, RENAME_NOREPLACE) == 0) {
+		fsync(parent);
+		return 0;
+	}
 	if (errno != EEXIST || !force) {
 		rc = -errno;
 		*cause = rc == -EEXIST ? xasprintf("%s already exists; use "
-		    "--force to replace it", out) : xasprintf("cannot move "
-		    "%s to %s: %s", staging, out, strerror(errno));
+		    "--force to replace it", name) : xasprintf("cannot move "
+		    "%s to %s: %s", staging, name, strerror(errno));
 		return rc;
 	}
-	if (renameat2(AT_FDCWD, staging, AT_FDCWD, out, RENAME_EXCHANGE) != 0) {
+	if (renameat2(parent, staging, parent, name, RENAME_EXCHANGE) != 0) {
 		rc = -errno;
-		*cause = xasprintf("cannot replace %s: %s", out,
+		*cause = xasprintf("cannot replace %s: %s", name,
 		    strerror(errno));
 		return rc;
 	}
-	fsync_parent(out);
-	writer_remove_dir(staging);	/* now holds the old output */
+	fsync(parent);
+	writer_remove_tree(parent, staging);	/* now the old output */
 	return 0;
 }
 
-/* Removes a directory tree we made (regular files, one level deep). */
+/* Removes name beneath dfd, recursively, never following symlinks. */
 void
-writer_remove_dir(const char *dir)
+writer_remove_tree(int dfd, const char *name)
 {
 	struct dirent *e;
 	DIR *d;
-	char *path;
+	int fd;
 
-	if ((d = opendir(dir)) == NULL) {
-		unlink(dir);
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (fd == -1) {
+		unlinkat(dfd, name, 0);
+		return;
+	}
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
 		return;
 	}
 	while ((e = readdir(d)) != NULL) {
 		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
 			continue;
-		path = xasprintf("%s/%s", dir, e->d_name);
-		if (e->d_type == DT_DIR)
-			writer_remove_dir(path);
-		else
-			unlink(path);
-		free(path);
+		if (unlinkat(fd, e->d_name, 0) == -1 && (errno == EISDIR ||
+		    errno == EPERM))
+			writer_remove_tree(fd, e->d_name);
 	}
 	closedir(d);
-	rmdir(dir);
+	unlinkat(dfd, name, AT_REMOVEDIR);
 }

@@ -20,6 +20,8 @@
 #define SHAPE "--layers 4 --hidden 256 --intermediate 768 --heads 4 " \
 	"--kv-heads 2 --vocab 1000"
 
+#define HASH "0123456789abcdef0123456789abcdef01234567"
+
 static const char *dir;
 
 struct model {
@@ -586,6 +588,45 @@ test_dtypes(void)
 	close_model(&out);
 }
 
+/*
+ * A model in the Hugging Face cache layout: snapshot files are symlinks
+ * into blobs/, resolved offline, read beneath models--org--name.
+ */
+static void
+test_hf_cache(void)
+{
+	struct model a, out;
+	char *o = NULL;
+	int rc;
+
+	rc = tl_runf(&o, "cd %s && H=hub/models--acme--llama && "
+	    "mkdir -p $H/blobs $H/refs $H/snapshots/%s && "
+	    "for f in a-bf16/*; do b=$(basename $f); cp $f $H/blobs/b-$b && "
+	    "ln -s ../../blobs/b-$b $H/snapshots/%s/$b; done && "
+	    "printf '%s\n' > $H/refs/main", dir, HASH, HASH, HASH);
+	ok_int_eq(rc, 0, "hf cache: layout built");
+	free(o);
+	write_cfg("hf.yml", "merge_method: passthrough\nmodels:\n"
+	    "  - model: acme/llama\n");
+	rc = tl_runf(&o, "cd %s && HF_HUB_CACHE=%s/hub %s run hf.yml out-hf "
+	    "--quiet 2>&1", dir, dir, tl_mergectl);
+	ok_int_eq(rc, 0, "hf cache: acme/llama resolves offline (%s)", o);
+	free(o);
+	rc = tl_runf(&o, "cd %s && HF_HUB_CACHE=%s/nohub %s run hf.yml "
+	    "out-hf2 --quiet 2>&1", dir, dir, tl_mergectl);
+	ok_int_eq(rc, 3, "hf cache: a missing cache entry is a plan error");
+	ok_str_has(o, "models--acme--llama/refs/main (no such ref)", "and "
+	    "the error shows where it looked");
+	free(o);
+	a = open_model("a", "bf16");
+	out = open_model("out-hf", NULL);
+	ok(bytes_equal(find(&out, "model.layers.2.mlp.up_proj.weight"),
+	    find(&a, "model.layers.2.mlp.up_proj.weight")), "hf cache: the "
+	    "snapshot's tensors are read through the blob symlinks");
+	close_model(&a);
+	close_model(&out);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -615,5 +656,6 @@ main(int argc, char **argv)
 	test_shards();
 	test_failures();
 	test_dtypes();
+	test_hf_cache();
 	return tap_done();
 }

@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fsroot.c: opening files only beneath a directory descriptor, with the
+ * rights of the user a merge runs for.
+ *
+ * The daemon must never read or write with more rights than the user who
+ * submitted the job (the confused deputy).  Its client opens the model
+ * directories and the output's parent directory itself and passes the
+ * descriptors; every file is then opened beneath one of them with openat2
+ * and RESOLVE_BENEATH, so neither "..", an absolute path nor a symlink can
+ * leave it (relative symlinks inside, like a Hugging Face snapshot's links
+ * into blobs/, still work).  When a struct graph_cred is given, every path
+ * component is also checked against that user's uid and groups (search on
+ * directories, read on files, write on the output directory), because
+ * the daemon's own rights may be wider.  mergectl run uses the same code
+ * with descriptors it opened itself and no credential check.  Safe on any
+ * thread.
+ */
+#define _GNU_SOURCE
+#include <sys/stat.h>
+#include <sys/syscall.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "graph-int.h"
+
+static int
+sys_openat2(int dirfd, const char *path, int flags, mode_t mode)
+{
+	struct open_how how;
+
+	memset(&how, 0, sizeof how);
+	how.flags = (uint64_t)(flags | O_CLOEXEC);
+	how.mode = (flags & O_CREAT) ? mode : 0;
+	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+/* Would cred be allowed `want` (a mask of 4 = r, 2 = w, 1 = x) on st? */
+bool
+graph_cred_allows(const struct graph_cred *cred, const struct stat *st,
+    unsigned want)
+{
+	unsigned bits;
+	size_t i;
+	bool member = st->st_gid == cred->gid;
+
+	if (cred->uid == 0)
+		return true;
+	for (i = 0; i < cred->ngroups && !member; i++)
+		member = st->st_gid == cred->groups[i];
+	if (st->st_uid == cred->uid)
+		bits = (st->st_mode >> 6) & 7;
+	else if (member)
+		bits = (st->st_mode >> 3) & 7;
+	else
+		bits = st->st_mode & 7;
+	return (bits & want) == want;
+}
+
+/* Checks search rights on every directory leading to path, beneath fd. */
+static int
+check_components(int fd, const char *path, const struct graph_cred *cred,
+    char **cause)
+{
+	char *p = xstrdup(path), *slash;
+	struct stat st;
+	int dfd, rc = 0;
+
+	for (slash = strchr(p, '/'); slash != NULL && rc == 0;
+	    slash = strchr(slash + 1, '/')) {
+		*slash = '\0';
+		dfd = sys_openat2(fd, p, O_PATH, 0);
+		if (dfd == -1 || fstat(dfd, &st) == -1) {
+			rc = -errno;
+			*cause = xasprintf("%s: %s", p, strerror(errno));
+		} else if (!graph_cred_allows(cred, &st, 1)) {
+			rc = -EACCES;
+			*cause = xasprintf("%s: permission denied for uid %u",
+			    p, (unsigned)cred->uid);
+		}
+		if (dfd != -1)
+			close(dfd);
+		*slash = '/';
+	}
+	free(p);
+	return rc;
+}
+
+int
+graph_open_beneath(int dirfd, const char *path, int flags,
+    const struct graph_cred *cred, char **cause)
+{
+	struct stat st;
+	int fd, rc;
+
+	if (cred != NULL && (rc = check_components(dirfd, path, cred,
+	    cause)) != 0)
+		return rc;
+	if ((fd = sys_openat2(dirfd, path, flags, 0644)) == -1) {
+		rc = -errno;
+		*cause = xasprintf("%s: %s%s", path, strerror(errno),
+		    errno == EXDEV ? " (it leads outside the directory the "
+		    "client passed)" : "");
+		return rc;
+	}
+	if (cred != NULL) {
+		unsigned want = (flags & O_ACCMODE) == O_RDONLY ? 4 :
+		    (flags & O_ACCMODE) == O_WRONLY ? 2 : 6;
+		if (fstat(fd, &st) == -1 || !graph_cred_allows(cred, &st,
+		    S_ISDIR(st.st_mode) && !(flags & O_PATH) ? want | 1 :
+		    (flags & O_PATH) ? 0 : want)) {
+			close(fd);
+			*cause = xasprintf("%s: permission denied for uid %u",
+			    path, (unsigned)cred->uid);
+			return -EACCES;
+		}
+	}
+	return fd;
+}
+
+/* Reads a whole small file beneath dirfd. */
+int
+graph_read_beneath(int dirfd, const char *path, size_t max,
+    const struct graph_cred *cred, char **out, size_t *len, char **cause)
+{
+	struct stat st;
+	size_t got = 0;
+	ssize_t n;
+	char *buf;
+	int fd, rc;
+
+	*out = NULL;
+	if ((fd = graph_open_beneath(dirfd, path, O_RDONLY, cred, cause)) < 0)
+		return fd;
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		*cause = xasprintf("%s: not a regular file", path);
+		return -EINVAL;
+	}
+	if ((uint64_t)st.st_size > max) {
+		close(fd);
+		*cause = xasprintf("%s: file is too large", path);
+		return -EFBIG;
+	}
+	buf = xmalloc((size_t)st.st_size + 1);
+	while (got < (size_t)st.st_size) {
+		n = read(fd, buf + got, (size_t)st.st_size - got);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n == 0 ? -EIO : -errno;
+			*cause = xasprintf("%s: %s", path, n == 0 ?
+			    "short read" : strerror(errno));
+			free(buf);
+			close(fd);
+			return rc;
+		}
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	*out = buf;
+	*len = got;
+	return 0;
+}
+
+/* Does path exist beneath dirfd (as the user may see it)? */
+bool
+graph_exists_beneath(int dirfd, const char *path,
+    const struct graph_cred *cred)
+{
+	char *cause = NULL;
+	int fd = graph_open_beneath(dirfd, path, O_PATH, cred, &cause);
+
+	free(cause);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
