@@ -7,8 +7,12 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "graph.h"
+#include "proto.h"
+
+struct cJSON;
 
 /* Exit codes; documented in mergectl --help and the man page. */
 #define CLI_EXIT_OK 0		/* success */
@@ -16,6 +20,11 @@
 #define CLI_EXIT_USAGE 2	/* bad command line */
 #define CLI_EXIT_INVALID 3	/* config or plan rejected; nothing read */
 #define CLI_EXIT_EXISTS 4	/* output exists and --force not given */
+#define CLI_EXIT_DAEMON 5	/* no daemon answers */
+#define CLI_EXIT_NOT_FOUND 6	/* no such job */
+#define CLI_EXIT_FORBIDDEN 7	/* not the job's owner */
+#define CLI_EXIT_CANCELLED 8	/* the job was cancelled */
+#define CLI_EXIT_JOB_INTERRUPTED 9	/* the job was interrupted */
 #define CLI_EXIT_INTERRUPTED 130	/* SIGINT or SIGTERM */
 
 struct cli_cmd {
@@ -64,6 +73,64 @@ struct cli_merge_opts {
 void cli_merge_opts_default(struct cli_merge_opts *);
 int cli_merge_opt(struct cli_merge_opts *, int, const char *);
 uint64_t cli_default_memory(void);
-int cli_open_parent(const char *, char **);
+int cli_open_parent(const char *, char **, bool);
+void cli_mkdirs(const char *, mode_t);
+
+
+/* conn.c: talking to merged. */
+struct cli_conn {
+	int fd;
+	struct frame in;
+	uint64_t next_id;
+	int timeout_ms;
+};
+
+char *cli_socket_path(const char *);
+int cli_connect(struct cli_conn *, const char *, bool);
+void cli_disconnect(struct cli_conn *);
+int cli_open(struct cli_conn *, const char *, bool);
+int cli_send(struct cli_conn *, struct cJSON *, const int *, size_t);
+struct cJSON *cli_recv(struct cli_conn *, int);
+struct cJSON *cli_call(struct cli_conn *, struct cJSON *, const int *,
+    size_t);
+struct cJSON *cli_new_request(struct cli_conn *, const char *);
+int cli_check_reply(const struct cJSON *, bool);
+bool cli_reply_ok(const struct cJSON *);
+
+/* models.c: descriptors for the models and the output. */
+struct cli_models {
+	int fds[PROTO_MAX_FDS];
+	size_t nfds;
+	int out_fd;		/* index into fds */
+	char *out_name;
+	struct cJSON *models;
+};
+
+void cli_models_init(struct cli_models *);
+void cli_models_fini(struct cli_models *);
+int cli_models_open(struct cli_models *, const char *, size_t, const char *,
+    const struct graph_env *, const char *);
+void cli_models_request(struct cli_models *, struct cJSON *);
+
+/* cmd-*.c */
+struct cli_args {
+	const char *socket;
+	bool json;
+	bool quiet;
+	uint64_t job;
+};
+
+int cli_simple_args(int, char **, const char *, int, struct cli_args *);
+void cli_print_json(const struct cJSON *);
+char *cli_abspath(const char *);
+int cli_watch(struct cli_conn *, uint64_t, bool, bool);
+int cli_cmd_submit(int, char **);
+int cli_cmd_list(int, char **);
+int cli_cmd_status(int, char **);
+int cli_cmd_logs(int, char **);
+int cli_cmd_watch(int, char **);
+int cli_cmd_cancel(int, char **);
+int cli_cmd_resume(int, char **);
+int cli_cmd_daemon(int, char **);
 
 #endif /* CLI_H */

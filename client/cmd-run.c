@@ -206,7 +206,7 @@ run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
 	char *cause = NULL, *name;
 	int rc, dirfd;
 
-	if ((dirfd = cli_open_parent(out, &name)) < 0)
+	if ((dirfd = cli_open_parent(out, &name, true)) < 0)
 		return CLI_EXIT_FAILED;
 	if (uv_loop_init(&r->loop) != 0) {
 		close(dirfd);

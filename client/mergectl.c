@@ -16,6 +16,17 @@
 const char *cli_progname = "mergectl";
 
 static const struct cli_cmd commands[] = {
+	{ "submit", "CONFIG -o OUT [options]", "queue a merge with the daemon "
+	    "(starting one if needed)", cli_cmd_submit },
+	{ "status", "[JOB]", "the queue, or one job", cli_cmd_status },
+	{ "list", "", "the queue table", cli_cmd_list },
+	{ "watch", "JOB", "follow a job; exit with its result",
+	    cli_cmd_watch },
+	{ "logs", "JOB", "a job's log", cli_cmd_logs },
+	{ "cancel", "JOB", "stop a job", cli_cmd_cancel },
+	{ "resume", "JOB", "continue an interrupted job", cli_cmd_resume },
+	{ "daemon", "start|stop|status", "the personal daemon",
+	    cli_cmd_daemon },
 	{ "run", "CONFIG OUT [options]", "merge in this process, without the "
 	    "daemon (like mergekit-yaml)", cli_cmd_run },
 };
@@ -41,7 +52,7 @@ usage(FILE *fp)
 
 	fprintf(fp, "usage: %s COMMAND [ARGS]\n\ncommands:\n", cli_progname);
 	for (i = 0; i < NCOMMANDS; i++)
-		fprintf(fp, "  %-6s %-22s %s\n", commands[i].name,
+		fprintf(fp, "  %-7s %-24s %s\n", commands[i].name,
 		    commands[i].args, commands[i].help);
 	fprintf(fp, "\n'%s COMMAND --help' describes a command's options.\n"
 	    "\nexit codes:\n"
@@ -52,7 +63,14 @@ usage(FILE *fp)
 	    "  3    the config or plan was rejected; nothing was read or "
 	    "written\n"
 	    "  4    the output exists (use --force to replace it)\n"
-	    "  130  interrupted (SIGINT or SIGTERM); partial output removed\n",
+	    "  5    no daemon answers\n"
+	    "  6    no such job\n"
+	    "  7    the job belongs to another user\n"
+	    "  8    (watch, submit --wait) the job was cancelled\n"
+	    "  9    (watch, submit --wait) the job was interrupted; resume it\n"
+	    "  130  interrupted (SIGINT or SIGTERM); partial output removed\n"
+	    "\nEvery command takes --json; daemon commands take --socket PATH "
+	    "\n(default $MERGED_SOCKET, else the personal daemon's).\n",
 	    cli_progname);
 }
 

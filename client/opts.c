@@ -108,14 +108,14 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 }
 
 /*
- * Opens the directory that will hold out (creating it and its parents,
- * as mergekit does) and returns its descriptor, with out's last component
+ * Opens the directory that will hold out (with create, making it and its
+ * parents first, as mergekit does) and returns its descriptor, with out's last component
  * in *name.  Prints an error and returns -1 on failure.
  */
 int
-cli_open_parent(const char *out, char **name)
+cli_open_parent(const char *out, char **name, bool create)
 {
-	char *dup = xstrdup(out), *slash, *p;
+	char *dup = xstrdup(out), *slash;
 	size_t len = strlen(dup);
 	int fd;
 
@@ -129,14 +129,8 @@ cli_open_parent(const char *out, char **name)
 		*slash = '\0';
 	else
 		strcpy(dup, ".");
-	for (p = dup + 1; *p != '\0'; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		mkdir(dup, 0755);
-		*p = '/';
-	}
-	mkdir(dup, 0755);
+	if (create)
+		cli_mkdirs(dup, 0755);
 	if (strcmp(*name, ".") == 0 || strcmp(*name, "..") == 0 ||
 	    (fd = open(dup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
 		fprintf(stderr, "%s: cannot use %s as the output directory: "
@@ -150,4 +144,21 @@ cli_open_parent(const char *out, char **name)
 	}
 	free(dup);
 	return fd;
+}
+
+/* mkdir -p. */
+void
+cli_mkdirs(const char *path, mode_t mode)
+{
+	char *dup = xstrdup(path), *p;
+
+	for (p = dup + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		mkdir(dup, mode);
+		*p = '/';
+	}
+	mkdir(dup, mode);
+	free(dup);
 }

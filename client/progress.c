@@ -63,7 +63,8 @@ cli_progress_update(struct cli_progress *p, const struct graph_progress *g,
 {
 	double now = cli_now(), pct;
 
-	if (p->quiet)
+	/* A job that has not started has nothing to show yet. */
+	if (p->quiet || (g->bytes_total == 0 && !final))
 		return;
 	pct = g->bytes_total ? 100.0 * (double)g->bytes_done /
 	    (double)g->bytes_total : 100.0;

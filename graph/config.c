@@ -773,3 +773,40 @@ graph_config_free(struct graph_config *cfg)
 	free(cfg->text);
 	free(cfg);
 }
+
+static void
+refs_add(const struct graph_ref ***v, size_t *n, const struct graph_ref *r)
+{
+	size_t i;
+
+	for (i = 0; i < *n; i++)
+		if (graph_ref_eq((*v)[i], r))
+			return;
+	*v = xreallocarray(*v, *n + 1, sizeof **v);
+	(*v)[(*n)++] = r;
+}
+
+/*
+ * The models a config merges, in first-appearance order with the base
+ * first (Part A item 4); an "architecture:" must name one of them.
+ * Borrowed pointers, in a new array the caller frees.
+ */
+size_t
+graph_config_refs(const struct graph_config *cfg, const struct graph_ref ***out)
+{
+	const struct graph_ref **v = NULL;
+	size_t n = 0, i, j;
+
+	if (cfg->has_base)
+		refs_add(&v, &n, &cfg->base);
+	for (i = 0; i < cfg->nmodels; i++)
+		refs_add(&v, &n, &cfg->models[i].model);
+	for (i = 0; i < cfg->nslices; i++) {
+		for (j = 0; j < cfg->slices[i].nsrc; j++)
+			refs_add(&v, &n, &cfg->slices[i].src[j].model);
+		if (cfg->slices[i].has_base)
+			refs_add(&v, &n, &cfg->slices[i].base);
+	}
+	*out = v;
+	return n;
+}

@@ -107,6 +107,7 @@ struct unit {
 	size_t loads_pending;
 	float *out;		/* apply pass: the float32 result */
 	void *enc;		/* and its encoding in the output dtype */
+	uint64_t held;		/* counted in its job's working set */
 	bool raw;		/* byte copy straight from the mapping */
 };
 
@@ -147,6 +148,8 @@ struct graph_job {
 	const struct graph_cred *cred;
 	bool force;
 	bool keep_staging;
+	uint64_t cap;		/* working-set cap, 0: none */
+	uint64_t held;		/* working set of its live units */
 	bool *shard_done;
 	size_t *shard_left;	/* tensors not yet written, per shard */
 	int *shard_fd;

@@ -7,7 +7,10 @@
  * to act on in the after-work callback.  No libuv calls, no logging, no
  * shared mutable state: a worker that fails just says why.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -89,6 +92,7 @@ work_setup(struct graph_job *job)
 {
 	const struct graph_plan *p = job->plan;
 	struct task *t = &job->jtask;
+	struct stat st;
 	size_t i, k;
 
 	for (i = 0; i < p->nmodels; i++)
@@ -100,6 +104,12 @@ work_setup(struct graph_job *job)
 	    job->cred, &job->stage_fd, &t->err)) != 0)
 		return;
 	for (i = 0; i < p->nshards; i++) {
+		/* A shard recorded as done must still be there, whole. */
+		if (job->shard_done[i] && !(fstatat(job->stage_fd,
+		    p->shards[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) && (uint64_t)st.st_size ==
+		    p->shards[i].size))
+			job->shard_done[i] = false;
 		if (job->shard_done[i])
 			continue;
 		if ((t->rc = writer_open_shard(job->stage_fd, &p->shards[i],

@@ -38,6 +38,7 @@ static void exec_after(uv_work_t *, int);
 static void exec_pump(struct graph_exec *);
 static void job_fail(struct graph_job *, int, const char *);
 static void job_maybe_end(struct graph_job *);
+static void exec_check_jobs(struct graph_exec *);
 
 int
 graph_exec_create(uv_loop_t *loop, const struct graph_exec_opts *o,
@@ -139,11 +140,14 @@ job_task(struct graph_job *job, enum task_kind kind)
 
 /* Chunk size: a few units in flight fit in a part of the budget. */
 static uint64_t
-xt_chunk(const struct graph_exec *ex, const struct plan_tensor *pt)
+xt_chunk(const struct graph_exec *ex, const struct graph_job *job,
+    const struct plan_tensor *pt)
 {
 	uint64_t per = (uint64_t)pt->nin * sizeof(float) + sizeof(float) +
 	    graph_dtype_size(pt->out_dtype);
-	uint64_t target = ex->budget / (2 * ((uint64_t)ex->threads + 1));
+	uint64_t budget = job->cap && job->cap < ex->budget ? job->cap :
+	    ex->budget;
+	uint64_t target = budget / (2 * ((uint64_t)ex->threads + 1));
 	uint64_t n = target / per / EXEC_QUANTUM * EXEC_QUANTUM;
 
 	if (n < EXEC_QUANTUM)
@@ -215,7 +219,7 @@ job_start_tensor(struct graph_job *job)
 	}
 	xt->raw = xt_is_raw(pt);
 	xt->chunk = xt->raw ? EXEC_COPY_BYTES /
-	    graph_dtype_size(pt->out_dtype) : xt_chunk(job->ex, pt);
+	    graph_dtype_size(pt->out_dtype) : xt_chunk(job->ex, job, pt);
 	xt->nchunks = (size_t)((pt->numel + xt->chunk - 1) / xt->chunk);
 	xt->pass = 0;
 	xt->next = 0;
@@ -275,7 +279,13 @@ unit_queue_merge(struct unit *u)
  * false, changing nothing, when the unit does not fit; *need is then what
  * it would take.
  */
-static bool
+enum admit {
+	ADMIT_OK,
+	ADMIT_NO_MEMORY,	/* wait for the executor's budget */
+	ADMIT_CAP,		/* wait for this job's own units */
+};
+
+static enum admit
 unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
     uint64_t *need)
 {
@@ -283,12 +293,19 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 	const struct plan_tensor *pt = xt->pt;
 	struct centry *hit[GRAPH_MAX_INPUTS], *e;
 	struct unit *u;
-	uint64_t room;
+	uint64_t room, held = 0;
 	size_t j;
 	bool created;
 
 	*need = 0;
 	if (!xt->raw) {
+		/* A per-job cap bounds the job's working set. */
+		held = exec_unit_out_bytes(pt, n, xt->pass) +
+		    (uint64_t)pt->nin * n * sizeof(float);
+		if (job->cap > 0 && job->held + held > job->cap) {
+			*need = held;
+			return ADMIT_CAP;
+		}
 		*need = exec_unit_out_bytes(pt, n, xt->pass);
 		for (j = 0; j < pt->nin; j++) {
 			hit[j] = cache_find(&ex->cache, job->plan, pt,
@@ -305,7 +322,7 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 			for (j = 0; j < pt->nin; j++)
 				if (hit[j] != NULL)
 					cache_unpin(&ex->cache, hit[j]);
-			return false;
+			return ADMIT_NO_MEMORY;
 		}
 	}
 	u = xcalloc(1, sizeof *u);
@@ -315,12 +332,14 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 	u->n = n;
 	u->raw = xt->raw;
 	u->task.job = job;
+	u->held = held;
+	job->held += held;
 	xt->next++;
 	job->nunits++;
 	if (u->raw) {
 		u->task.kind = TASK_WRITE;
 		exec_queue(ex, &u->task);
-		return true;
+		return ADMIT_OK;
 	}
 	if (exec_unit_out_bytes(pt, n, xt->pass) > 0) {
 		u->out = mem_alloc(ex, n * sizeof(float));
@@ -351,7 +370,7 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 	}
 	if (u->loads_pending == 0)
 		unit_queue_merge(u);
-	return true;
+	return ADMIT_OK;
 }
 
 static bool
@@ -364,6 +383,28 @@ job_admitting(const struct graph_job *job)
  * Admits one unit from the next job in round-robin order that has one and
  * whose unit fits.  Returns false when nothing could be admitted.
  */
+/* A job whose smallest unit can never fit fails rather than waits. */
+static void
+job_fail_memory(struct graph_job *job, const struct xtensor *xt,
+    uint64_t need, uint64_t limit, const char *what)
+{
+	char *a = graph_format_size(need), *b = graph_format_size(limit);
+	char *msg = xasprintf("%s %s is too small for %s (needs %s)", what, b,
+	    xt->pt->name, a);
+
+	job_fail(job, -ENOMEM, msg);
+	free(a);
+	free(b);
+	free(msg);
+}
+
+/*
+ * Admits one unit from the next job in round-robin order that has one.
+ * A job held back by its own cap lets the others go first; a unit that
+ * does not fit the executor's budget stops admission until memory frees,
+ * so that small units of other jobs cannot starve it.  Returns true when
+ * something changed.
+ */
 static bool
 exec_admit(struct graph_exec *ex)
 {
@@ -371,6 +412,7 @@ exec_admit(struct graph_exec *ex)
 	struct xtensor *xt;
 	uint64_t e0, need;
 	size_t n;
+	bool idle = ex->inflight == 0 && ex->ready_head == NULL;
 
 	if (ex->jobs == NULL)
 		return false;
@@ -381,23 +423,23 @@ exec_admit(struct graph_exec *ex)
 		ex->rr = job->next != NULL ? job->next : ex->jobs;
 		if (job_admitting(job) && (xt = job_next(job, &e0, &n)) !=
 		    NULL) {
-			if (unit_admit(ex, xt, e0, n, &need))
+			switch (unit_admit(ex, xt, e0, n, &need)) {
+			case ADMIT_OK:
 				return true;
-			/* Wait for memory; nothing in flight means never. */
-			if (ex->inflight == 0 && ex->ready_head == NULL &&
-			    job->nunits == 0) {
-				char *a = graph_format_size(need);
-				char *b = graph_format_size(ex->budget);
-				char *msg = xasprintf("memory budget %s is too "
-				    "small for %s (needs %s)", b, xt->pt->name,
-				    a);
-				job_fail(job, -ENOMEM, msg);
-				free(a);
-				free(b);
-				free(msg);
+			case ADMIT_CAP:
+				if (job->nunits > 0)
+					break;
+				job_fail_memory(job, xt, need, job->cap,
+				    "the job's memory cap");
+				return true;
+			case ADMIT_NO_MEMORY:
+				/* Nothing in flight means never. */
+				if (!idle || job->nunits > 0)
+					return false;
+				job_fail_memory(job, xt, need, ex->budget,
+				    "memory budget");
 				return true;
 			}
-			return false;
 		}
 		job = ex->rr;
 	} while (job != start);
@@ -424,6 +466,9 @@ exec_pump(struct graph_exec *ex)
 		/* Keep one unit queued beyond the threads, to overlap. */
 		if (ex->ready_head != NULL || !exec_admit(ex))
 			break;
+		/* Admission may have failed a job that has nothing in
+		 * flight, which then ends only if somebody looks. */
+		exec_check_jobs(ex);
 	}
 	ex->pumping = false;
 }
@@ -445,6 +490,7 @@ unit_free(struct unit *u)
 	mem_free(job->ex, u->out, u->n * sizeof(float));
 	mem_free(job->ex, u->enc, u->n *
 	    graph_dtype_size(u->xt->pt->out_dtype));
+	job->held -= u->held;
 	free(u->task.err);
 	free(u);
 	job->nunits--;
@@ -656,6 +702,10 @@ after_job_task(struct graph_job *job, struct task *t)
 	case TASK_SETUP:
 		if (job->state == JOB_SETUP)
 			job->state = JOB_RUNNING;
+		/* Setup may have found a "done" shard missing. */
+		job->prog.shards_done = 0;
+		for (size_t i = 0; i < job->plan->nshards; i++)
+			job->prog.shards_done += job->shard_done[i];
 		break;
 	case TASK_SHARD:
 		if (t->rc == 0) {
@@ -771,6 +821,7 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	    writer_staging_name(o->out_name);
 	job->force = o->force;
 	job->keep_staging = o->keep_staging;
+	job->cap = o->memory_cap;
 	job->done = o->done;
 	job->progress = o->progress;
 	job->on_shard = o->shard_done;
@@ -805,6 +856,22 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	exec_pump(ex);
 	*out = job;
 	return 0;
+}
+
+/*
+ * Stops the job for a later resume: like cancel, but the staging
+ * directory and its finished shards stay; the done callback reports
+ * -EINTR.
+ */
+void
+graph_exec_interrupt(struct graph_job *job)
+{
+	job->keep_staging = true;
+	if (job->state == JOB_DONE || job->state == JOB_CLEANUP)
+		return;
+	job_fail(job, -EINTR, "interrupted");
+	exec_check_jobs(job->ex);
+	exec_pump(job->ex);
 }
 
 /* Stops admitting the job's work; its done callback reports -ECANCELED. */

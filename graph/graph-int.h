@@ -104,16 +104,6 @@ int graph_read_beneath(int, const char *, size_t, const struct graph_cred *,
 bool graph_exists_beneath(int, const char *, const struct graph_cred *);
 
 /* modelref.c */
-struct graph_resolved {
-	char *dir;		/* the directory holding config.json */
-	char *root;		/* local dir, or the cache's models--org--name */
-	int rootfd;		/* root, opened; files open beneath it */
-	char *rel;		/* dir relative to root ("." for itself) */
-};
-
-int graph_ref_resolve(const struct graph_ref *, const struct graph_env *,
-    struct graph_resolved *, char **);
-void graph_resolved_fini(struct graph_resolved *);
 char *graph_hf_cache_root(const struct graph_env *);
 
 /* model.c: an input model, headers only. */

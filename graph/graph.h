@@ -211,6 +211,8 @@ int graph_config_load_file(const char *, struct graph_config **,
 int graph_config_load_buffer(const char *, const char *, size_t,
     struct graph_config **, struct graph_diags *);
 void graph_config_free(struct graph_config *);
+size_t graph_config_refs(const struct graph_config *,
+    const struct graph_ref ***);
 
 /* modelref.c */
 int graph_ref_parse(const char *, struct graph_ref *, char **);
@@ -230,6 +232,18 @@ struct graph_env {
 	const char *home;
 };
 void graph_env_from_process(struct graph_env *);
+
+/* A reference resolved to a directory; rootfd is open, rel beneath it. */
+struct graph_resolved {
+	char *dir;		/* the directory holding config.json */
+	char *root;		/* local dir, or the cache's models--org--name */
+	int rootfd;		/* root, opened; files open beneath it */
+	char *rel;		/* dir relative to root ("." for itself) */
+};
+
+int graph_ref_resolve(const struct graph_ref *, const struct graph_env *,
+    struct graph_resolved *, char **);
+void graph_resolved_fini(struct graph_resolved *);
 
 /*
  * Whose rights a merge runs with (fsroot.c).  The daemon fills one in
@@ -292,6 +306,21 @@ struct graph_plan_summary {
 void graph_plan_summary(const struct graph_plan *,
     struct graph_plan_summary *);
 
+/* The input files a plan reads, for recording and later comparison. */
+struct graph_plan_file {
+	char *path;
+	uint64_t size;
+	int64_t mtime_ns;
+};
+
+struct graph_plan_files {
+	struct graph_plan_file *v;
+	size_t n;
+};
+
+void graph_plan_files(const struct graph_plan *, struct graph_plan_files *);
+void graph_plan_files_fini(struct graph_plan_files *);
+
 /* exec.c: runs plans on a libuv loop under one memory budget. */
 struct uv_loop_s;
 struct graph_exec;
@@ -329,6 +358,7 @@ struct graph_job_opts {
 	bool force;		/* replace an existing destination */
 	const char *staging_name;	/* NULL: derived from out_name */
 	bool keep_staging;	/* on failure or cancel, for resume */
+	uint64_t memory_cap;	/* this job's working set; 0: the budget */
 	const bool *shards_done;	/* NULL or one flag per shard */
 	graph_job_done_cb done;
 	graph_job_progress_cb progress;
@@ -342,7 +372,11 @@ void graph_exec_destroy(struct graph_exec *);
 int graph_exec_submit(struct graph_exec *, const struct graph_plan *,
     const struct graph_job_opts *, struct graph_job **, char **);
 void graph_exec_cancel(struct graph_job *);
+void graph_exec_interrupt(struct graph_job *);
 void graph_job_progress(const struct graph_job *, struct graph_progress *);
+
+/* writer.c: removes a directory tree beneath a directory descriptor. */
+void graph_remove_tree(int, const char *);
 
 /* util.c */
 void graph_init(void);

@@ -36,39 +36,6 @@ graph_plan_opts_default(struct graph_plan_opts *o)
 	o->model_card = true;
 }
 
-/* Index of ref among the plan's models, adding it when new. */
-static size_t
-plan_model_ref(struct plan_build *b, const struct graph_ref *ref)
-{
-	size_t i;
-
-	for (i = 0; i < b->nrefs; i++)
-		if (graph_ref_eq(b->refs[i], ref))
-			return i;
-	b->refs = xreallocarray(b->refs, b->nrefs + 1, sizeof *b->refs);
-	b->refs[b->nrefs] = ref;
-	return b->nrefs++;
-}
-
-/* Referenced models in first-appearance order, the base first. */
-static void
-plan_collect_refs(struct plan_build *b)
-{
-	const struct graph_config *cfg = b->cfg;
-	size_t i, j;
-
-	if (cfg->has_base)
-		plan_model_ref(b, &cfg->base);
-	for (i = 0; i < cfg->nmodels; i++)
-		plan_model_ref(b, &cfg->models[i].model);
-	for (i = 0; i < cfg->nslices; i++) {
-		for (j = 0; j < cfg->slices[i].nsrc; j++)
-			plan_model_ref(b, &cfg->slices[i].src[j].model);
-		if (cfg->slices[i].has_base)
-			plan_model_ref(b, &cfg->slices[i].base);
-	}
-}
-
 /* The client's resolution of ref, when planning from descriptors. */
 static int
 plan_given_dir(const struct plan_build *b, const struct graph_ref *ref,
@@ -445,7 +412,7 @@ graph_plan_build(const struct graph_config *cfg,
 	b.cfg = cfg;
 	b.d = d;
 	b.p = p;
-	plan_collect_refs(&b);
+	b.nrefs = graph_config_refs(cfg, &b.refs);
 	plan_method(&b);
 	if (b.method != NULL)
 		plan_check_params(&b);
@@ -529,4 +496,37 @@ graph_plan_summary(const struct graph_plan *p, struct graph_plan_summary *s)
 	s->bytes_written = p->total_out;
 	s->peak_memory = p->peak_memory;
 	s->seed = p->seed;
+}
+
+void
+graph_plan_files(const struct graph_plan *p, struct graph_plan_files *out)
+{
+	const struct graph_model *m;
+	size_t i, k, n = 0;
+
+	for (i = 0; i < p->nmodels; i++)
+		n += p->models[i].m->nfiles;
+	out->v = xcalloc(n + 1, sizeof *out->v);
+	out->n = 0;
+	for (i = 0; i < p->nmodels; i++) {
+		m = p->models[i].m;
+		for (k = 0; k < m->nfiles; k++) {
+			out->v[out->n].path = xstrdup(m->files[k]->path);
+			out->v[out->n].size = m->files[k]->size;
+			out->v[out->n].mtime_ns = m->files[k]->mtime_ns;
+			out->n++;
+		}
+	}
+}
+
+void
+graph_plan_files_fini(struct graph_plan_files *f)
+{
+	size_t i;
+
+	for (i = 0; i < f->n; i++)
+		free(f->v[i].path);
+	free(f->v);
+	f->v = NULL;
+	f->n = 0;
 }

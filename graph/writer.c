@@ -380,3 +380,9 @@ writer_remove_tree(int dfd, const char *name)
 	closedir(d);
 	unlinkat(dfd, name, AT_REMOVEDIR);
 }
+
+void
+graph_remove_tree(int dfd, const char *name)
+{
+	writer_remove_tree(dfd, name);
+}

@@ -1,0 +1,111 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-daemon.c: "mergectl daemon start|stop|status" for the personal
+ * daemon (or the one at --socket).  start returns once it answers; stop
+ * asks it to drain (running jobs are interrupted with their finished
+ * shards kept, for "mergectl resume") and waits until its socket is gone;
+ * status exits 0 when a daemon answers and 5 when none does.
+ */
+#include <sys/stat.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cJSON.h>
+
+#include "cli.h"
+
+static int
+daemon_status(struct cli_args *a)
+{
+	struct cli_conn c;
+	const cJSON *j;
+	const char *state;
+	cJSON *r;
+	size_t running = 0, queued = 0;
+	int rc;
+
+	if ((rc = cli_open(&c, a->socket, false)) != 0)
+		return rc;
+	r = cli_call(&c, cli_new_request(&c, "list"), NULL, 0);
+	if (r != NULL && (rc = cli_check_reply(r, a->json)) == 0) {
+		cJSON_ArrayForEach(j, cJSON_GetObjectItem(r, "jobs")) {
+			if (!msg_get_str(j, "state", &state))
+				continue;
+			running += strcmp(state, "running") == 0;
+			queued += strcmp(state, "queued") == 0;
+		}
+		if (a->json)
+			printf("{\"running\":true,\"jobs_running\":%zu,"
+			    "\"jobs_queued\":%zu}\n", running, queued);
+		else
+			printf("merged is running: %zu jobs running, %zu "
+			    "queued\n", running, queued);
+	}
+	cJSON_Delete(r);
+	cli_disconnect(&c);
+	return r == NULL ? CLI_EXIT_DAEMON : rc;
+}
+
+static int
+daemon_stop(struct cli_args *a)
+{
+	struct timespec ts = { 0, 50000000 };
+	struct cli_conn c;
+	struct stat st;
+	char *path;
+	cJSON *r;
+	int rc, i;
+
+	if ((rc = cli_open(&c, a->socket, false)) != 0)
+		return rc;
+	r = cli_call(&c, cli_new_request(&c, "shutdown"), NULL, 0);
+	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, a->json);
+	cJSON_Delete(r);
+	cli_disconnect(&c);
+	if (rc != 0)
+		return rc;
+	/* It removes its socket when it stops accepting. */
+	path = cli_socket_path(a->socket);
+	for (i = 0; i < 600 && stat(path, &st) == 0; i++)
+		nanosleep(&ts, NULL);
+	free(path);
+	if (!a->quiet && !a->json)
+		printf("merged stopped\n");
+	return 0;
+}
+
+int
+cli_cmd_daemon(int argc, char **argv)
+{
+	struct cli_args a;
+	struct cli_conn c;
+	const char *sub;
+	int rc;
+
+	if (argc < 2) {
+		cli_usage_error("usage: %s daemon start|stop|status",
+		    cli_progname);
+		return CLI_EXIT_USAGE;
+	}
+	sub = argv[1];
+	if ((rc = cli_simple_args(argc - 1, argv + 1, sub, 0, &a)) != 0)
+		return rc;
+	if (strcmp(sub, "status") == 0)
+		return daemon_status(&a);
+	if (strcmp(sub, "stop") == 0)
+		return daemon_stop(&a);
+	if (strcmp(sub, "start") == 0) {
+		if ((rc = cli_open(&c, a.socket, true)) != 0)
+			return rc;
+		cli_disconnect(&c);
+		if (!a.quiet && !a.json)
+			printf("merged is running\n");
+		return 0;
+	}
+	cli_usage_error("unknown daemon command '%s' (start, stop, status)",
+	    sub);
+	return CLI_EXIT_USAGE;
+}

@@ -1,0 +1,223 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-submit.c: "mergectl submit CONFIG -o OUT": queue a merge with the
+ * daemon, starting a personal daemon if none answers.  Prints the job id
+ * (or the job as JSON).  The daemon plans the job before accepting it,
+ * so a config that cannot succeed is refused at once with every problem
+ * (exit 3).  With --wait, watches the job and exits with its result.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "cli.h"
+#include "opts.h"
+
+enum {
+	OPT_OUT = 'o',
+	OPT_WAIT = 512,
+	OPT_NAME,
+	OPT_PRIORITY,
+	OPT_AFTER,
+	OPT_SOCKET,
+};
+
+struct submit_opts {
+	struct cli_merge_opts m;
+	const char *out;
+	const char *name;
+	const char *socket;
+	bool wait;
+	bool has_memory;
+	int64_t priority;
+	uint64_t after;
+};
+
+static void
+submit_usage(FILE *fp)
+{
+	fprintf(fp, "usage: %s submit CONFIG -o OUT [options]\n"
+	    "  -o, --out OUT         where the merged model goes\n"
+	    "  --wait                watch the job; exit with its result\n"
+	    "  --name NAME           a name for the queue table\n"
+	    "  --priority N          higher runs first (default 0)\n"
+	    "  --after JOB           start only when JOB is done\n"
+	    "  --memory SIZE         cap this job's working set\n"
+	    "  --force               replace OUT if it exists\n"
+	    "  --allow-crimes        allow models of different "
+	    "architectures\n"
+	    "  --random-seed N       seed for random methods\n"
+	    "  --out-shard-size SIZE max shard size (decimal, default 5B)\n"
+	    "  --no-copy-tokenizer, --no-model-card\n"
+	    "  --socket PATH         the daemon's socket\n"
+	    "  --json                print the job (or the error) as JSON\n",
+	    cli_progname);
+}
+
+static int
+submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
+{
+	static const struct option longopts[] = {
+		CLI_MERGE_LONGOPTS,
+		{ "out", required_argument, NULL, OPT_OUT },
+		{ "wait", no_argument, NULL, OPT_WAIT },
+		{ "name", required_argument, NULL, OPT_NAME },
+		{ "priority", required_argument, NULL, OPT_PRIORITY },
+		{ "after", required_argument, NULL, OPT_AFTER },
+		{ "socket", required_argument, NULL, OPT_SOCKET },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char *end;
+	int c;
+
+	memset(o, 0, sizeof *o);
+	cli_merge_opts_default(&o->m);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:qh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 'h':
+			submit_usage(stdout);
+			exit(CLI_EXIT_OK);
+		case OPT_OUT:
+			o->out = optarg;
+			break;
+		case OPT_WAIT:
+			o->wait = true;
+			break;
+		case OPT_NAME:
+			o->name = optarg;
+			break;
+		case OPT_SOCKET:
+			o->socket = optarg;
+			break;
+		case OPT_PRIORITY:
+			o->priority = strtoll(optarg, &end, 10);
+			if (*end != '\0' || *optarg == '\0') {
+				cli_usage_error("--priority: not a number");
+				return -1;
+			}
+			break;
+		case OPT_AFTER:
+			o->after = strtoull(optarg, &end, 10);
+			if (*end != '\0' || o->after == 0) {
+				cli_usage_error("--after: not a job id");
+				return -1;
+			}
+			break;
+		case OPT_MEMORY:
+			o->has_memory = true;
+			/* FALLTHROUGH */
+		default:
+			if (c == '?' || cli_merge_opt(&o->m, c, optarg) != 0) {
+				submit_usage(stderr);
+				return -1;
+			}
+		}
+	}
+	if (argc - optind != 1 || o->out == NULL) {
+		cli_usage_error("submit needs CONFIG and -o OUT");
+		submit_usage(stderr);
+		return -1;
+	}
+	*cfg = argv[optind];
+	return 0;
+}
+
+/* Absolute form of a path, for messages that outlive our directory. */
+char *
+cli_abspath(const char *p)
+{
+	char cwd[PATH_MAX];
+
+	if (p[0] == '/' || getcwd(cwd, sizeof cwd) == NULL)
+		return xstrdup(p);
+	return xasprintf("%s/%s", cwd, p);
+}
+
+static cJSON *
+submit_request(struct cli_conn *c, const struct submit_opts *o,
+    const char *text, const char *cfgpath, const struct graph_env *env)
+{
+	cJSON *req = cli_new_request(c, "submit");
+	char *abs;
+
+	cJSON_AddStringToObject(req, "config", text);
+	abs = cli_abspath(cfgpath);
+	cJSON_AddStringToObject(req, "config_name", abs);
+	free(abs);
+	cJSON_AddStringToObject(req, "cwd", env->cwd ? env->cwd : "");
+	abs = cli_abspath(o->out);
+	cJSON_AddStringToObject(req, "out", abs);
+	free(abs);
+	if (o->name != NULL)
+		cJSON_AddStringToObject(req, "name", o->name);
+	cJSON_AddNumberToObject(req, "priority", (double)o->priority);
+	if (o->after != 0)
+		cJSON_AddNumberToObject(req, "after", (double)o->after);
+	if (o->has_memory)
+		cJSON_AddNumberToObject(req, "memory", (double)o->m.memory);
+	if (o->m.has_seed)
+		cJSON_AddNumberToObject(req, "seed", (double)o->m.seed);
+	cJSON_AddNumberToObject(req, "shard_size", (double)o->m.shard_size);
+	cJSON_AddBoolToObject(req, "force", o->m.force);
+	cJSON_AddBoolToObject(req, "allow_crimes", o->m.allow_crimes);
+	cJSON_AddBoolToObject(req, "copy_tokenizer", o->m.copy_tokenizer);
+	cJSON_AddBoolToObject(req, "model_card", o->m.model_card);
+	return req;
+}
+
+int
+cli_cmd_submit(int argc, char **argv)
+{
+	struct submit_opts o;
+	struct cli_models m;
+	struct graph_env env;
+	struct cli_conn c;
+	char *cfgpath, *text = NULL;
+	uint64_t id = 0;
+	size_t len;
+	cJSON *req, *r;
+	int rc;
+
+	if (submit_parse(argc, argv, &o, &cfgpath) != 0)
+		return CLI_EXIT_USAGE;
+	if ((rc = graph_read_file(cfgpath, PROTO_MAX_CONFIG, &text,
+	    &len)) != 0) {
+		fprintf(stderr, "%s: %s: %s\n", cli_progname, cfgpath,
+		    rc == -EFBIG ? "the config is too large" : strerror(-rc));
+		return CLI_EXIT_INVALID;
+	}
+	graph_env_from_process(&env);
+	cli_models_init(&m);
+	if ((rc = cli_models_open(&m, text, len, cfgpath, &env, o.out)) != 0)
+		goto out;
+	if ((rc = cli_open(&c, o.socket, true)) != 0)
+		goto out;
+	req = submit_request(&c, &o, text, cfgpath, &env);
+	cli_models_request(&m, req);
+	r = cli_call(&c, req, m.fds, m.nfds);
+	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, o.m.json);
+	if (rc == 0) {
+		msg_get_u64(cJSON_GetObjectItem(r, "job"), "id", &id);
+		if (o.m.json)
+			cli_print_json(cJSON_GetObjectItem(r, "job"));
+		else
+			printf("%llu\n", (unsigned long long)id);
+		fflush(stdout);
+	}
+	cJSON_Delete(r);
+	if (rc == 0 && o.wait)
+		rc = cli_watch(&c, id, o.m.json, o.m.quiet);
+	cli_disconnect(&c);
+out:
+	cli_models_fini(&m);
+	free(text);
+	return rc;
+}

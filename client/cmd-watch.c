@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-watch.c: "mergectl watch JOB": live progress until the job ends,
+ * then exit with its result (0 done, 1 failed, 8 cancelled, 9
+ * interrupted).  A bar on a terminal, plain lines otherwise, one JSON
+ * object per event with --json.  Also used by "submit --wait".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "cli.h"
+
+static uint64_t
+num(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) && v->valuedouble > 0 ?
+	    (uint64_t)v->valuedouble : 0;
+}
+
+static void
+watch_progress(const cJSON *j, struct graph_progress *g)
+{
+	memset(g, 0, sizeof *g);
+	g->bytes_total = num(j, "bytes_total");
+	g->bytes_done = num(j, "bytes_done");
+	g->tensors_total = (size_t)num(j, "tensors_total");
+	g->tensors_done = (size_t)num(j, "tensors_done");
+	g->shards_total = (size_t)num(j, "shards_total");
+	g->shards_done = (size_t)num(j, "shards_done");
+	g->memory_used = num(j, "memory");
+	if (g->memory_used > g->memory_peak)
+		g->memory_peak = g->memory_used;
+}
+
+static int
+watch_result(const char *state, const cJSON *j, bool json)
+{
+	const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(j,
+	    "error"));
+
+	if (!json && strcmp(state, "done") != 0)
+		fprintf(stderr, "%s: job %s%s%s\n", cli_progname, state,
+		    err ? ": " : "", err ? err : "");
+	if (strcmp(state, "done") == 0)
+		return CLI_EXIT_OK;
+	if (strcmp(state, "cancelled") == 0)
+		return CLI_EXIT_CANCELLED;
+	if (strcmp(state, "interrupted") == 0)
+		return CLI_EXIT_JOB_INTERRUPTED;
+	return CLI_EXIT_FAILED;
+}
+
+int
+cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
+{
+	struct cli_progress p;
+	struct graph_progress g;
+	const char *ev;
+	uint64_t id, got;
+	cJSON *req, *r, *j;
+	int rc;
+
+	req = cli_new_request(c, "watch");
+	msg_get_u64(req, "id", &id);
+	cJSON_AddNumberToObject(req, "job", (double)job);
+	if ((r = cli_call(c, req, NULL, 0)) == NULL)
+		return CLI_EXIT_DAEMON;
+	if ((rc = cli_check_reply(r, json)) != 0) {
+		cJSON_Delete(r);
+		return rc;
+	}
+	cJSON_Delete(r);
+	cli_progress_init(&p, quiet || json);
+	for (;;) {
+		/* Merges take as long as they take: no timeout here. */
+		if ((r = cli_recv(c, -1)) == NULL)
+			return CLI_EXIT_DAEMON;
+		if (!msg_get_u64(r, "id", &got) || got != id ||
+		    !msg_get_str(r, "event", &ev)) {
+			cJSON_Delete(r);
+			continue;
+		}
+		j = cJSON_GetObjectItem(r, "job");
+		if (json)
+			cli_print_json(r);
+		watch_progress(j, &g);
+		if (strcmp(ev, "done") == 0) {
+			cli_progress_update(&p, &g, true);
+			rc = watch_result(cJSON_GetStringValue(
+			    cJSON_GetObjectItem(r, "state")), j, json);
+			cJSON_Delete(r);
+			return rc;
+		}
+		cli_progress_update(&p, &g, false);
+		cJSON_Delete(r);
+	}
+}
+
+int
+cli_cmd_watch(int argc, char **argv)
+{
+	struct cli_args a;
+	struct cli_conn c;
+	int rc;
+
+	if ((rc = cli_simple_args(argc, argv, "watch", 1, &a)) != 0)
+		return rc;
+	if ((rc = cli_open(&c, a.socket, false)) != 0)
+		return rc;
+	rc = cli_watch(&c, a.job, a.json, a.quiet);
+	cli_disconnect(&c);
+	return rc;
+}

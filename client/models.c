@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * models.c: what a submit or resume sends: the client's own resolution of
+ * every model the config names, as open directory descriptors.
+ *
+ * The daemon reads nothing by path.  The client resolves each reference
+ * (its working directory, its Hugging Face cache), opens the model's root
+ * directory and the output's parent with its own rights, and passes the
+ * descriptors; the daemon opens files only beneath them.  A config that
+ * does not parse, or a model that cannot be found, is reported here with
+ * the same messages as mergectl run.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "cli.h"
+
+void
+cli_models_init(struct cli_models *m)
+{
+	memset(m, 0, sizeof *m);
+	m->out_fd = -1;
+}
+
+void
+cli_models_fini(struct cli_models *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->nfds; i++)
+		close(m->fds[i]);
+	cJSON_Delete(m->models);
+	free(m->out_name);
+	memset(m, 0, sizeof *m);
+}
+
+static int
+cli_models_add(struct cli_models *m, int fd)
+{
+	if (m->nfds == PROTO_MAX_FDS) {
+		close(fd);
+		fprintf(stderr, "%s: a merge of more than %d models cannot be "
+		    "submitted\n", cli_progname, PROTO_MAX_FDS - 1);
+		return -1;
+	}
+	m->fds[m->nfds] = fd;
+	return (int)m->nfds++;
+}
+
+/*
+ * Loads the config text, resolves its models in env and opens them and
+ * the parent of out.  Returns 0, or an exit code after printing why.
+ */
+int
+cli_models_open(struct cli_models *m, const char *text, size_t len,
+    const char *name, const struct graph_env *env, const char *out)
+{
+	const struct graph_ref **refs = NULL;
+	struct graph_config *cfg = NULL;
+	struct graph_resolved r;
+	struct graph_diags d;
+	cJSON *e;
+	char *cause = NULL, *s;
+	size_t n, i;
+	int rc = CLI_EXIT_INVALID, idx, fd;
+
+	graph_diags_init(&d);
+	m->models = cJSON_CreateArray();
+	if (graph_config_load_buffer(name, text, len, &cfg, &d) != 0)
+		goto out;
+	n = graph_config_refs(cfg, &refs);
+	for (i = 0; i < n; i++) {
+		if (graph_ref_resolve(refs[i], env, &r, &cause) != 0) {
+			graph_diag_at(&d, GRAPH_SEV_ERROR, name, refs[i]->mark,
+			    "%s", cause);
+			free(cause);
+			cause = NULL;
+			continue;
+		}
+		idx = cli_models_add(m, r.rootfd);
+		r.rootfd = -1;
+		if (idx < 0) {
+			graph_resolved_fini(&r);
+			goto out;
+		}
+		e = cJSON_CreateObject();
+		s = graph_ref_str(refs[i]);
+		cJSON_AddStringToObject(e, "ref", s);
+		free(s);
+		cJSON_AddNumberToObject(e, "fd", idx);
+		cJSON_AddStringToObject(e, "rel", r.rel);
+		cJSON_AddStringToObject(e, "path", r.root);
+		cJSON_AddItemToArray(m->models, e);
+		graph_resolved_fini(&r);
+	}
+	if (d.nerrors > 0)
+		goto out;
+	if ((fd = cli_open_parent(out, &m->out_name, true)) < 0) {
+		rc = CLI_EXIT_FAILED;
+		goto out;
+	}
+	if ((m->out_fd = cli_models_add(m, fd)) < 0)
+		goto out;
+	rc = 0;
+out:
+	graph_diags_print(&d, stderr);
+	if (rc == CLI_EXIT_INVALID)
+		fprintf(stderr, "%s: %zu problem%s found; nothing was "
+		    "submitted\n", cli_progname, d.nerrors, d.nerrors == 1 ? "" :
+		    "s");
+	free(refs);
+	graph_config_free(cfg);
+	graph_diags_fini(&d);
+	return rc;
+}
+
+/* Adds what the daemon needs to find the descriptors to a request. */
+void
+cli_models_request(struct cli_models *m, cJSON *req)
+{
+	cJSON_AddItemToObject(req, "models", m->models);
+	m->models = NULL;
+	cJSON_AddNumberToObject(req, "out_fd", m->out_fd);
+	cJSON_AddStringToObject(req, "out_name", m->out_name);
+	cJSON_AddNumberToObject(req, "fds", (double)m->nfds);
+}

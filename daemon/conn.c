@@ -1,0 +1,419 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * conn.c: one client connection: reading lines (and descriptors), and
+ * writing replies without ever blocking the loop.
+ *
+ * The socket is driven with a uv_poll_t and our own recvmsg()/send()
+ * rather than a uv_pipe_t, because requests carry descriptors
+ * (SCM_RIGHTS) that libuv's stream API cannot hand over as plain file
+ * descriptors.  Input goes through the shared framer (proto/frame.c):
+ * every complete line is dispatched, a malformed or oversized one gets
+ * one error and the connection closes after it is flushed.  Descriptors
+ * arrive with the first bytes of the line that names them ("fds": n); a
+ * request claims them, and any it does not claim are closed after it.
+ * Replies are queued and sent as the socket allows; a client that does
+ * not read has its reading paused, and past PROTO_MAX_OUTQ bytes it is
+ * disconnected, so no client can stall the loop or hold the daemon's
+ * memory.  Jobs and watches refer to connections by id, never by
+ * pointer; memory is freed only in the uv_close callback.  Loop thread
+ * only.
+ */
+#define _GNU_SOURCE
+#include <sys/socket.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "daemon.h"
+
+static void conn_on_poll(uv_poll_t *, int, int);
+static void conn_update(struct conn *);
+
+static void
+conn_refuse(int fd, const char *code, const char *msg)
+{
+	cJSON *e = msg_error(0, code, msg);
+	size_t len;
+	char *line = msg_print(e, &len);
+
+	/* A best effort: the socket is new, so this small write fits. */
+	if (send(fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT) == -1)
+		log_debug("refusing a connection: %s", strerror(errno));
+	free(line);
+	cJSON_Delete(e);
+	close(fd);
+}
+
+size_t
+conn_count_uid(const struct daemon *d, uint32_t uid)
+{
+	const struct conn *c;
+	size_t n = 0;
+
+	for (c = d->conns; c != NULL; c = c->next)
+		n += c->peer.uid == uid;
+	return n;
+}
+
+void
+conn_accept(struct daemon *d, int fd)
+{
+	struct peer p;
+	struct conn *c;
+
+	if (peer_read(fd, &p) != 0) {
+		log_warn("SO_PEERCRED");
+		close(fd);
+		return;
+	}
+	if (!d->opts.team && p.uid != d->uid && p.uid != 0) {
+		conn_refuse(fd, PROTO_E_FORBIDDEN, "this is a personal daemon; "
+		    "it serves only its own user");
+	} else if (d->nconns >= PROTO_MAX_CONN) {
+		conn_refuse(fd, PROTO_E_LIMIT, "too many connections");
+	} else if (conn_count_uid(d, p.uid) >= PROTO_MAX_CONN_PER_UID) {
+		conn_refuse(fd, PROTO_E_LIMIT, "too many connections from "
+		    "this user");
+	} else {
+		c = xcalloc(1, sizeof *c);
+		c->d = d;
+		c->id = ++d->next_conn;
+		c->fd = fd;
+		c->peer = p;
+		frame_init(&c->in, PROTO_MAX_LINE);
+		uv_poll_init(&d->loop, &c->poll, fd);
+		c->poll.data = c;
+		c->next = d->conns;
+		d->conns = c;
+		d->nconns++;
+		log_debug("connection %llu from uid %u pid %d",
+		    (unsigned long long)c->id, (unsigned)p.uid, (int)p.pid);
+		conn_update(c);
+		return;
+	}
+	peer_fini(&p);
+}
+
+struct conn *
+conn_find(struct daemon *d, uint64_t id)
+{
+	struct conn *c;
+
+	for (c = d->conns; c != NULL; c = c->next)
+		if (c->id == id)
+			return c;
+	return NULL;
+}
+
+static void
+conn_drop_fds(struct conn *c)
+{
+	while (c->nfds > 0)
+		close(c->fds[--c->nfds]);
+}
+
+/* Claims the n descriptors sent with the current request. */
+int
+conn_take_fds(struct conn *c, size_t n, int *out)
+{
+	if (n > c->nfds)
+		return -EINVAL;
+	memcpy(out, c->fds, n * sizeof *out);
+	memmove(c->fds, c->fds + n, (c->nfds - n) * sizeof *c->fds);
+	c->nfds -= n;
+	return 0;
+}
+
+static void
+conn_on_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	struct outbuf *o;
+
+	close(c->fd);
+	conn_drop_fds(c);
+	while ((o = c->out_head) != NULL) {
+		c->out_head = o->next;
+		free(o->data);
+		free(o);
+	}
+	frame_fini(&c->in);
+	peer_fini(&c->peer);
+	free(c);
+}
+
+void
+conn_close(struct conn *c)
+{
+	struct daemon *d = c->d;
+	struct conn **pp;
+	struct watch **wp, *w;
+
+	if (c->closing)
+		return;
+	c->closing = true;
+	for (pp = &d->conns; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	d->nconns--;
+	for (wp = &d->watches; (w = *wp) != NULL;) {
+		if (w->conn == c->id) {
+			*wp = w->next;
+			free(w);
+		} else {
+			wp = &w->next;
+		}
+	}
+	log_debug("connection %llu closed", (unsigned long long)c->id);
+	uv_poll_stop(&c->poll);
+	uv_close((uv_handle_t *)&c->poll, conn_on_closed);
+}
+
+static bool
+conn_watching(const struct conn *c)
+{
+	const struct watch *w;
+
+	for (w = c->d->watches; w != NULL; w = w->next)
+		if (w->conn == c->id)
+			return true;
+	return false;
+}
+
+/* Sends what the socket takes now; false if the connection died. */
+static bool
+conn_flush(struct conn *c)
+{
+	struct outbuf *o;
+	ssize_t n;
+
+	while ((o = c->out_head) != NULL) {
+		n = send(c->fd, o->data + o->off, o->len - o->off,
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		if (n <= 0) {
+			conn_close(c);
+			return false;
+		}
+		o->off += (size_t)n;
+		c->outq -= (size_t)n;
+		if (o->off < o->len)
+			continue;
+		c->out_head = o->next;
+		if (c->out_head == NULL)
+			c->out_tail = NULL;
+		free(o->data);
+		free(o);
+	}
+	/* Everything is sent: a half-closed client with no watch is done. */
+	if (c->close_after || (c->eof && !conn_watching(c))) {
+		conn_close(c);
+		return false;
+	}
+	return true;
+}
+
+/* Takes ownership of msg. */
+void
+conn_send(struct conn *c, cJSON *msg)
+{
+	struct outbuf *o;
+	size_t len;
+	char *line;
+
+	if (c->closing) {
+		cJSON_Delete(msg);
+		return;
+	}
+	line = msg_print(msg, &len);
+	cJSON_Delete(msg);
+	if (c->outq + len > PROTO_MAX_OUTQ) {
+		log_warnx("connection %llu: uid %u is not reading its replies; "
+		    "disconnecting", (unsigned long long)c->id,
+		    (unsigned)c->peer.uid);
+		free(line);
+		conn_close(c);
+		return;
+	}
+	o = xcalloc(1, sizeof *o);
+	o->data = line;
+	o->len = len;
+	if (c->out_tail != NULL)
+		c->out_tail->next = o;
+	else
+		c->out_head = o;
+	c->out_tail = o;
+	c->outq += len;
+	if (conn_flush(c))
+		conn_update(c);
+}
+
+static void
+conn_update(struct conn *c)
+{
+	int ev = 0;
+
+	if (c->closing)
+		return;
+	/* Back-pressure: stop reading while replies pile up. */
+	if (!c->eof && !c->close_after && c->outq < PROTO_MAX_OUTQ / 2)
+		ev |= UV_READABLE;
+	if (c->out_head != NULL)
+		ev |= UV_WRITABLE;
+	if (ev == c->events)
+		return;
+	c->events = ev;
+	if (ev != 0)
+		uv_poll_start(&c->poll, ev, conn_on_poll);
+	else
+		uv_poll_stop(&c->poll);
+}
+
+/* A protocol error: one error line, then close once it is sent. */
+static void
+conn_protocol_error(struct conn *c, const char *msg)
+{
+	char *esc;
+
+	esc = proto_escape(msg, strlen(msg), 128);
+	log_info("connection %llu (uid %u): %s", (unsigned long long)c->id,
+	    (unsigned)c->peer.uid, esc);
+	free(esc);
+	c->close_after = true;
+	conn_send(c, msg_error(0, PROTO_E_BAD_REQUEST, msg));
+}
+
+/* Collects SCM_RIGHTS descriptors; excess ones are closed at once. */
+static void
+conn_collect_fds(struct conn *c, struct msghdr *mh)
+{
+	struct cmsghdr *cm;
+	size_t i, n;
+	int *fds;
+
+	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm)) {
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		fds = (int *)(void *)CMSG_DATA(cm);
+		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < n; i++) {
+			if (c->nfds < PROTO_MAX_FDS)
+				c->fds[c->nfds++] = fds[i];
+			else
+				close(fds[i]);
+		}
+	}
+}
+
+/* Reads what is there; false when the connection is gone. */
+static bool
+conn_read(struct conn *c)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(PROTO_MAX_FDS * sizeof(int))];
+	} cbuf;
+	struct msghdr mh;
+	struct iovec iov;
+	size_t room;
+	ssize_t n;
+	char *space;
+
+	for (;;) {
+		space = frame_space(&c->in, &room);
+		if (room == 0)
+			return true;	/* the framer reports the long line */
+		iov.iov_base = space;
+		iov.iov_len = room;
+		memset(&mh, 0, sizeof mh);
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		mh.msg_control = cbuf.buf;
+		mh.msg_controllen = sizeof cbuf.buf;
+		n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+			return true;
+		if (n == -1) {
+			conn_close(c);
+			return false;
+		}
+		conn_collect_fds(c, &mh);
+		if (n == 0) {
+			frame_eof(&c->in);
+			c->eof = true;
+			return true;
+		}
+		frame_commit(&c->in, (size_t)n);
+		/* Descriptors belong to the line they came with: hand
+		 * them over before reading further. */
+		if (c->nfds > 0)
+			return true;
+	}
+}
+
+/* Dispatches every complete line; stops at a protocol error. */
+static void
+conn_process(struct conn *c)
+{
+	enum frame_status st;
+	const char *why;
+	cJSON *req;
+	size_t len;
+	char *line;
+
+	while (!c->close_after && !c->closing) {
+		st = frame_next(&c->in, &line, &len);
+		if (st == FRAME_MORE)
+			break;
+		if (st != FRAME_OK) {
+			conn_protocol_error(c, st == FRAME_TOO_LONG ? "line too "
+			    "long" : st == FRAME_TRUNCATED ? "connection closed "
+			    "in the middle of a line" : "empty line, NUL byte or "
+			    "invalid UTF-8");
+			break;
+		}
+		if ((req = msg_parse(line, len, &why)) == NULL) {
+			conn_protocol_error(c, why);
+			break;
+		}
+		op_dispatch(c, req);
+		cJSON_Delete(req);
+		conn_drop_fds(c);	/* unclaimed descriptors */
+	}
+}
+
+static void
+conn_on_poll(uv_poll_t *h, int status, int events)
+{
+	struct conn *c = h->data;
+
+	if (status < 0) {
+		conn_close(c);
+		return;
+	}
+	if ((events & UV_WRITABLE) && !conn_flush(c))
+		return;
+	if ((events & UV_READABLE) && !c->eof) {
+		if (!conn_read(c))
+			return;
+		conn_process(c);
+		if (c->closing)
+			return;
+		if (c->eof && c->out_head == NULL && !conn_watching(c)) {
+			conn_close(c);
+			return;
+		}
+	}
+	conn_update(c);
+}

@@ -1,0 +1,277 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * daemon.h: everything private to merged, grouped by the file that
+ * defines it.
+ *
+ * One root object, struct daemon, built in main() and reached from every
+ * callback through handle->data.  All of its state (connections, jobs,
+ * the store) belongs to the loop thread; the merges themselves run on the
+ * libuv pool through the engine's executor (graph/exec.c), which calls
+ * back on the loop thread too.  SQLite is used on the loop thread only, in
+ * WAL mode with short transactions.
+ */
+#ifndef DAEMON_H
+#define DAEMON_H
+
+#include <sys/types.h>
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "graph.h"
+#include "proto.h"
+
+struct cJSON;
+struct daemon;
+struct conn;
+struct djob;
+
+/* Options from the command line. */
+struct daemon_opts {
+	char *socket;		/* listening socket path */
+	char *state_dir;	/* the SQLite store and the log */
+	uint64_t memory;	/* one budget for every merge */
+	int threads;		/* merge threads */
+	int max_running;	/* jobs merging at once */
+	bool team;		/* accept any local user, not only ours */
+	int verbose;
+	double drain_timeout;	/* seconds to wait for running jobs */
+};
+
+enum job_state {
+	JOB_QUEUED,
+	JOB_RUNNING,
+	JOB_DONE,
+	JOB_FAILED,
+	JOB_CANCELLED,
+	JOB_INTERRUPTED,
+};
+
+/*
+ * A job as the daemon keeps it.  The persistent fields mirror a row of
+ * the store.  The runtime part (config, plan, descriptors, credentials)
+ * exists only while the job can run: from submit or resume until it ends;
+ * descriptors do not survive a restart, which is why a job interrupted by
+ * one needs "resume", which brings new ones.
+ */
+struct djob {
+	uint64_t id;
+	struct daemon *daemon;
+	uint32_t owner;
+	uint32_t owner_gid;
+	char *user;		/* owner's name, for the queue table */
+	char *name;
+	enum job_state state;
+	int64_t priority;
+	uint64_t after;		/* 0: no dependency */
+	char *config;		/* the YAML text */
+	char *config_name;	/* its path, for messages */
+	char *cwd;
+	char *out_dir;		/* the destination, for messages */
+	char *out_name;
+	char *staging;		/* the staging directory's name */
+	uint64_t memory;	/* per-job cap; 0: none */
+	bool force;
+	bool allow_crimes;
+	uint64_t shard_size;
+	bool copy_tokenizer;
+	bool model_card;
+	uint64_t seed;
+	char *inputs;		/* JSON: files read, with size and mtime */
+	double created;
+	double started;
+	double finished;
+	struct graph_progress prog;
+	char *shards_done;	/* '0'/'1' per shard */
+	char *error;
+	struct djob *next;	/* daemon's list, by id */
+	/* Runtime only. */
+	struct graph_config *cfg;
+	struct graph_plan *plan;
+	struct graph_job *gj;
+	int out_fd;
+	int *fds;		/* model root descriptors */
+	size_t nfds;
+	struct graph_source_dir *dirs;
+	size_t ndirs;
+	struct graph_cred cred;
+	uint32_t *groups;
+	bool interrupting;	/* drain: keep the staging directory */
+	double last_store;	/* when progress was last persisted */
+	double last_event;	/* when watchers last heard */
+};
+
+/* A watcher: a connection's request that streams a job's events. */
+struct watch {
+	uint64_t conn;		/* connection id, not a pointer */
+	uint64_t req;		/* the watch request's id */
+	uint64_t job;
+	struct watch *next;
+};
+
+/* The credentials of a peer, read once at accept. */
+struct peer {
+	pid_t pid;
+	uint32_t uid;
+	uint32_t gid;
+	uint32_t *groups;
+	size_t ngroups;
+	char *user;
+};
+
+struct outbuf {
+	char *data;
+	size_t len;
+	size_t off;
+	struct outbuf *next;
+};
+
+struct conn {
+	struct daemon *d;
+	uint64_t id;
+	int fd;
+	uv_poll_t poll;
+	int events;		/* what poll watches now */
+	struct peer peer;
+	struct frame in;
+	int fds[PROTO_MAX_FDS];	/* received, not yet claimed by a request */
+	size_t nfds;
+	struct outbuf *out_head;
+	struct outbuf *out_tail;
+	size_t outq;		/* bytes queued */
+	bool hello;		/* the hello exchange is done */
+	bool close_after;	/* flush replies, then close */
+	bool eof;
+	bool closing;
+	struct conn *next;
+};
+
+struct daemon {
+	uv_loop_t loop;
+	struct daemon_opts opts;
+	uv_thread_t loop_thread;
+	int listen_fd;
+	uv_poll_t listen_poll;
+	bool listening;
+	bool socket_owned;	/* we created it: unlink on exit */
+	int lock_fd;
+	uv_timer_t accept_timer;	/* EMFILE back-off */
+	uv_timer_t tick;		/* progress persistence, drain limit */
+	uv_signal_t sigint;
+	uv_signal_t sigterm;
+	uv_signal_t sighup;
+	struct conn *conns;
+	size_t nconns;
+	uint64_t next_conn;
+	struct djob *jobs;
+	size_t nrunning;
+	struct watch *watches;
+	struct store *store;
+	struct graph_exec *exec;
+	uint32_t uid;
+	bool draining;
+	double drain_deadline;
+	int exit_code;
+};
+
+/* merged.c */
+double daemon_now(void);
+bool daemon_on_loop_thread(const struct daemon *);
+void daemon_drain(struct daemon *);
+void daemon_maybe_finish(struct daemon *);
+
+/* log.c: thread-safe logging to stderr. */
+void log_init(int);
+void log_warn(const char *, ...) __attribute__((format(printf, 1, 2)));
+void log_warnx(const char *, ...) __attribute__((format(printf, 1, 2)));
+void log_info(const char *, ...) __attribute__((format(printf, 1, 2)));
+void log_debug(const char *, ...) __attribute__((format(printf, 1, 2)));
+void fatal(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
+void fatalx(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+/* server.c: the listening socket. */
+int server_open(struct daemon *, char **);
+void server_close(struct daemon *);
+
+/* conn.c: one client connection. */
+void conn_accept(struct daemon *, int);
+struct conn *conn_find(struct daemon *, uint64_t);
+void conn_send(struct conn *, struct cJSON *);
+void conn_close(struct conn *);
+int conn_take_fds(struct conn *, size_t, int *);
+size_t conn_count_uid(const struct daemon *, uint32_t);
+
+/* peer.c */
+int peer_read(int, struct peer *);
+void peer_fini(struct peer *);
+bool peer_may_act(const struct peer *, const struct djob *);
+
+/* op.c: the request table; one handler per op-<name>.c. */
+struct op_ctx {
+	struct conn *c;
+	uint64_t id;		/* the request's id */
+	const struct cJSON *req;
+};
+
+struct op_entry {
+	const char *name;
+	bool needs_hello;
+	void (*fn)(struct op_ctx *);
+};
+
+void op_dispatch(struct conn *, const struct cJSON *);
+void op_error(struct op_ctx *, const char *, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+void op_reply(struct op_ctx *, struct cJSON *);
+struct djob *op_job(struct op_ctx *, bool);
+int op_take_fds(struct op_ctx *, int **, size_t *);
+void op_problems(struct op_ctx *, const struct graph_diags *, const char *);
+struct cJSON *op_job_json(const struct djob *, bool);
+
+extern const struct op_entry op_hello;
+extern const struct op_entry op_submit;
+extern const struct op_entry op_list;
+extern const struct op_entry op_status;
+extern const struct op_entry op_watch;
+extern const struct op_entry op_logs;
+extern const struct op_entry op_cancel;
+extern const struct op_entry op_resume;
+extern const struct op_entry op_config;
+extern const struct op_entry op_shutdown;
+
+/* job.c: the job table and life cycle. */
+const char *job_state_name(enum job_state);
+int job_state_parse(const char *, enum job_state *);
+struct djob *job_find(struct daemon *, uint64_t);
+void job_insert(struct daemon *, struct djob *);
+void job_free(struct djob *);
+void job_release_runtime(struct djob *);
+int job_prepare(struct daemon *, struct djob *, const struct peer *,
+    const int *, size_t, const struct cJSON *, int, struct graph_diags *,
+    char **);
+void job_log(struct daemon *, struct djob *, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
+void job_set_state(struct daemon *, struct djob *, enum job_state,
+    const char *);
+void job_notify(struct daemon *, struct djob *, bool);
+void job_cancel(struct daemon *, struct djob *);
+int job_start(struct daemon *, struct djob *);
+void job_interrupt_all(struct daemon *);
+
+/* sched.c: which queued job runs next. */
+void sched_run(struct daemon *);
+
+/* store.c: SQLite, on the loop thread. */
+struct store;
+int store_open(const char *, struct store **, char **);
+void store_close(struct store *);
+int store_recover(struct store *);
+int store_job_insert(struct store *, struct djob *);
+int store_job_update(struct store *, const struct djob *);
+int store_job_load(struct store *, struct daemon *);
+int store_log(struct store *, uint64_t, double, const char *);
+int store_logs(struct store *, uint64_t, struct cJSON *);
+
+#endif /* DAEMON_H */

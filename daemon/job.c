@@ -1,0 +1,485 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * job.c: the daemon's jobs, from submit to done.
+ *
+ * A job is planned when it is submitted (or resumed), from the
+ * descriptors its client passed and with the client's credentials, so a
+ * config that cannot succeed is rejected at once with every problem.  The
+ * scheduler (sched.c) starts queued jobs on the shared executor; the
+ * executor's callbacks update the job, the store and its watchers.  Every
+ * state change is one store update.  Loop thread only.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "daemon.h"
+
+/* Watchers hear progress at most this often, the store once a second. */
+#define JOB_EVENT_INTERVAL 0.2
+#define JOB_STORE_INTERVAL 1.0
+
+static const char *const state_names[] = {
+	[JOB_QUEUED] = "queued",
+	[JOB_RUNNING] = "running",
+	[JOB_DONE] = "done",
+	[JOB_FAILED] = "failed",
+	[JOB_CANCELLED] = "cancelled",
+	[JOB_INTERRUPTED] = "interrupted",
+};
+
+const char *
+job_state_name(enum job_state s)
+{
+	return state_names[s];
+}
+
+int
+job_state_parse(const char *s, enum job_state *out)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof state_names / sizeof *state_names; i++) {
+		if (strcmp(s, state_names[i]) == 0) {
+			*out = (enum job_state)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+struct djob *
+job_find(struct daemon *d, uint64_t id)
+{
+	struct djob *j;
+
+	for (j = d->jobs; j != NULL; j = j->next)
+		if (j->id == id)
+			return j;
+	return NULL;
+}
+
+/* Keeps the list ordered by id: the queue table reads in that order. */
+void
+job_insert(struct daemon *d, struct djob *j)
+{
+	struct djob **pp;
+
+	j->daemon = d;
+	for (pp = &d->jobs; *pp != NULL && (*pp)->id < j->id;
+	    pp = &(*pp)->next)
+		;
+	j->next = *pp;
+	*pp = j;
+}
+
+void
+job_release_runtime(struct djob *j)
+{
+	size_t i;
+
+	graph_plan_free(j->plan);
+	j->plan = NULL;
+	graph_config_free(j->cfg);
+	j->cfg = NULL;
+	for (i = 0; i < j->nfds; i++)
+		if (j->fds[i] != -1)
+			close(j->fds[i]);
+	free(j->fds);
+	j->fds = NULL;
+	j->nfds = 0;
+	for (i = 0; i < j->ndirs; i++) {
+		free((char *)j->dirs[i].ref);
+		free((char *)j->dirs[i].rel);
+		free((char *)j->dirs[i].where);
+	}
+	free(j->dirs);
+	j->dirs = NULL;
+	j->ndirs = 0;
+	if (j->out_fd != -1)
+		close(j->out_fd);
+	j->out_fd = -1;
+	free(j->groups);
+	j->groups = NULL;
+}
+
+void
+job_free(struct djob *j)
+{
+	job_release_runtime(j);
+	free(j->user);
+	free(j->name);
+	free(j->config);
+	free(j->config_name);
+	free(j->cwd);
+	free(j->out_dir);
+	free(j->out_name);
+	free(j->staging);
+	free(j->inputs);
+	free(j->shards_done);
+	free(j->error);
+	free(j);
+}
+
+void
+job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
+{
+	va_list ap;
+	char *line;
+
+	va_start(ap, fmt);
+	line = xvasprintf(fmt, ap);
+	va_end(ap);
+	log_info("job %llu: %s", (unsigned long long)j->id, line);
+	store_log(d->store, j->id, daemon_now(), line);
+	free(line);
+}
+
+void
+job_set_state(struct daemon *d, struct djob *j, enum job_state s,
+    const char *error)
+{
+	j->state = s;
+	if (s == JOB_RUNNING)
+		j->started = daemon_now();
+	if (s >= JOB_DONE)
+		j->finished = daemon_now();
+	free(j->error);
+	j->error = error != NULL ? xstrdup(error) : NULL;
+	store_job_update(d->store, j);
+	job_log(d, j, "%s%s%s", job_state_name(s), error ? ": " : "",
+	    error ? error : "");
+	job_notify(d, j, s >= JOB_DONE);
+}
+
+/* Sends a progress (or the final) event to everyone watching j. */
+void
+job_notify(struct daemon *d, struct djob *j, bool final)
+{
+	struct watch **pp = &d->watches, *w;
+	struct cJSON *ev;
+	struct conn *c;
+
+	while ((w = *pp) != NULL) {
+		if (w->job != j->id) {
+			pp = &w->next;
+			continue;
+		}
+		if ((c = conn_find(d, w->conn)) == NULL) {
+			*pp = w->next;	/* the watcher went away */
+			free(w);
+			continue;
+		}
+		ev = msg_event(w->req, final ? "done" : "progress");
+		cJSON_AddItemToObject(ev, "job", op_job_json(j, peer_may_act(
+		    &c->peer, j)));
+		if (final)
+			cJSON_AddStringToObject(ev, "state",
+			    job_state_name(j->state));
+		conn_send(c, ev);
+		if (final) {
+			*pp = w->next;
+			free(w);
+		} else {
+			pp = &w->next;
+		}
+	}
+}
+
+/* The files a plan reads, with their sizes and times, as JSON. */
+static char *
+job_inputs_json(const struct graph_plan *p)
+{
+	struct graph_plan_files files;
+	cJSON *arr = cJSON_CreateArray(), *o;
+	char *s;
+	size_t i;
+
+	graph_plan_files(p, &files);
+	for (i = 0; i < files.n; i++) {
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "path", files.v[i].path);
+		cJSON_AddNumberToObject(o, "size", (double)files.v[i].size);
+		cJSON_AddNumberToObject(o, "mtime_ns",
+		    (double)files.v[i].mtime_ns);
+		cJSON_AddItemToArray(arr, o);
+	}
+	graph_plan_files_fini(&files);
+	s = cJSON_PrintUnformatted(arr);
+	cJSON_Delete(arr);
+	return s;
+}
+
+/* A resumed job must read exactly the files it was planned with. */
+static int
+job_inputs_same(const char *was, const char *now, char **cause)
+{
+	cJSON *a = cJSON_Parse(was), *b = cJSON_Parse(now), *x, *y;
+	const char *path;
+	int rc = 0, i, n;
+
+	n = cJSON_GetArraySize(a);
+	if (a == NULL || b == NULL || n != cJSON_GetArraySize(b)) {
+		*cause = xstrdup("the job's inputs are not the files it was "
+		    "submitted with");
+		rc = -ESTALE;
+		goto out;
+	}
+	for (i = 0; i < n && rc == 0; i++) {
+		x = cJSON_GetArrayItem(a, i);
+		y = cJSON_GetArrayItem(b, i);
+		path = cJSON_GetStringValue(cJSON_GetObjectItem(x, "path"));
+		if (!cJSON_Compare(x, y, 1)) {
+			*cause = xasprintf("input %s changed since the job was "
+			    "submitted (size or modification time differs); "
+			    "submit it again", path ? path : "?");
+			rc = -ESTALE;
+		}
+	}
+out:
+	cJSON_Delete(a);
+	cJSON_Delete(b);
+	return rc;
+}
+
+static int
+job_dirs(struct djob *j, const struct cJSON *models, char **cause)
+{
+	const cJSON *m;
+	const char *ref, *rel, *path;
+	uint64_t fd;
+	size_t n = (size_t)cJSON_GetArraySize(models);
+
+	if (!cJSON_IsArray(models) || n == 0 || n > PROTO_MAX_FDS) {
+		*cause = xstrdup("'models' must list the models' directories");
+		return -EINVAL;
+	}
+	j->dirs = xcalloc(n, sizeof *j->dirs);
+	cJSON_ArrayForEach(m, models) {
+		if (!msg_get_str(m, "ref", &ref) || !msg_get_str(m, "rel", &rel)
+		    || !msg_get_u64(m, "fd", &fd) || fd >= j->nfds ||
+		    (int)fd == j->out_fd) {
+			*cause = xstrdup("a 'models' entry needs ref, rel and "
+			    "the index of a descriptor sent with the request");
+			return -EINVAL;
+		}
+		j->dirs[j->ndirs].ref = xstrdup(ref);
+		j->dirs[j->ndirs].rel = xstrdup(rel);
+		j->dirs[j->ndirs].where = xstrdup(msg_get_str(m, "path",
+		    &path) ? path : ref);
+		j->dirs[j->ndirs].fd = j->fds[fd];
+		j->ndirs++;
+	}
+	return 0;
+}
+
+/*
+ * Gives j what it needs to run: takes ownership of the nfds descriptors
+ * (out_fd is the index of the output's parent), the peer's credentials,
+ * and builds the plan.  Problems go to d (planning) or *cause (the
+ * request).  On failure the runtime is released; the descriptors are
+ * closed either way by the job.
+ */
+int
+job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
+    const int *fds, size_t nfds, const struct cJSON *models, int out_fd,
+    struct graph_diags *d, char **cause)
+{
+	struct graph_plan_summary sum;
+	struct graph_plan_opts o;
+	char *inputs;
+	int rc;
+
+	j->fds = xcalloc(nfds + 1, sizeof *j->fds);
+	memcpy(j->fds, fds, nfds * sizeof *fds);
+	j->nfds = nfds;
+	j->out_fd = -1;
+	if (out_fd < 0 || (size_t)out_fd >= nfds) {
+		*cause = xstrdup("'out_fd' must index a descriptor sent with "
+		    "the request");
+		return -EINVAL;
+	}
+	/* The output's descriptor moves out of the models' list. */
+	j->out_fd = j->fds[out_fd];
+	j->fds[out_fd] = -1;
+	if ((rc = job_dirs(j, models, cause)) != 0)
+		return rc;
+	j->groups = xcalloc(p->ngroups + 1, sizeof *j->groups);
+	memcpy(j->groups, p->groups, p->ngroups * sizeof *p->groups);
+	j->cred.uid = p->uid;
+	j->cred.gid = p->gid;
+	j->cred.groups = j->groups;
+	j->cred.ngroups = p->ngroups;
+	if (graph_config_load_buffer(j->config_name, j->config,
+	    strlen(j->config), &j->cfg, d) != 0)
+		return -EINVAL;
+	graph_plan_opts_default(&o);
+	o.env.cwd = j->cwd;
+	o.dirs = j->dirs;
+	o.ndirs = j->ndirs;
+	o.cred = &j->cred;
+	o.allow_crimes = j->allow_crimes;
+	o.shard_size = j->shard_size;
+	o.memory = j->memory ? j->memory : dm->opts.memory;
+	o.threads = dm->opts.threads;
+	o.has_seed = j->seed != 0;
+	o.seed = j->seed;
+	o.copy_tokenizer = j->copy_tokenizer;
+	o.model_card = j->model_card;
+	if (graph_plan_build(j->cfg, &o, &j->plan, d) != 0)
+		return -EINVAL;
+	graph_plan_summary(j->plan, &sum);
+	j->seed = sum.seed;
+	inputs = job_inputs_json(j->plan);
+	if (j->inputs != NULL && (rc = job_inputs_same(j->inputs, inputs,
+	    cause)) != 0) {
+		free(inputs);
+		return rc;
+	}
+	free(j->inputs);
+	j->inputs = inputs;
+	return 0;
+}
+
+static void
+job_on_progress(struct graph_job *gj, const struct graph_progress *g,
+    void *arg)
+{
+	struct djob *j = arg;
+	struct daemon *d = j->daemon;
+	double now = daemon_now();
+
+	(void)gj;
+	j->prog = *g;
+	if (now - j->last_store >= JOB_STORE_INTERVAL) {
+		j->last_store = now;
+		store_job_update(d->store, j);
+	}
+	if (now - j->last_event >= JOB_EVENT_INTERVAL) {
+		j->last_event = now;
+		job_notify(d, j, false);
+	}
+}
+
+/* A shard is durably on disk: record it, so a resume skips it. */
+static void
+job_on_shard(struct graph_job *gj, size_t shard, void *arg)
+{
+	struct djob *j = arg;
+
+	(void)gj;
+	if (j->shards_done != NULL && shard < strlen(j->shards_done))
+		j->shards_done[shard] = '1';
+	store_job_update(j->daemon->store, j);
+}
+
+static void
+job_on_done(struct graph_job *gj, int rc, const char *err, void *arg)
+{
+	struct djob *j = arg;
+	struct daemon *d = j->daemon;
+	enum job_state s;
+
+	graph_job_progress(gj, &j->prog);
+	j->gj = NULL;
+	d->nrunning--;
+	s = rc == 0 ? JOB_DONE : rc == -ECANCELED ? JOB_CANCELLED :
+	    rc == -EINTR ? JOB_INTERRUPTED : JOB_FAILED;
+	job_release_runtime(j);
+	job_set_state(d, j, s, rc == 0 || rc == -ECANCELED ? NULL :
+	    rc == -EINTR ? "interrupted by the daemon stopping; resume it "
+	    "with mergectl resume" : err);
+	sched_run(d);
+	daemon_maybe_finish(d);
+}
+
+/* Starts a queued, prepared job on the executor. */
+int
+job_start(struct daemon *d, struct djob *j)
+{
+	struct graph_plan_summary s;
+	struct graph_job_opts o;
+	char *cause = NULL;
+	bool *done;
+	size_t i;
+	int rc;
+
+	graph_plan_summary(j->plan, &s);
+	if (j->shards_done == NULL || strlen(j->shards_done) != s.shards) {
+		free(j->shards_done);
+		j->shards_done = xmalloc(s.shards + 1);
+		memset(j->shards_done, '0', s.shards);
+		j->shards_done[s.shards] = '\0';
+	}
+	done = xcalloc(s.shards + 1, sizeof *done);
+	for (i = 0; i < s.shards; i++)
+		done[i] = j->shards_done[i] == '1';
+	memset(&o, 0, sizeof o);
+	o.out_dirfd = j->out_fd;
+	o.out_name = j->out_name;
+	o.out_dir = j->out_dir;
+	o.cred = &j->cred;
+	o.force = j->force;
+	o.staging_name = j->staging;
+	o.shards_done = done;
+	o.memory_cap = j->memory;
+	o.done = job_on_done;
+	o.progress = job_on_progress;
+	o.shard_done = job_on_shard;
+	o.arg = j;
+	rc = graph_exec_submit(d->exec, j->plan, &o, &j->gj, &cause);
+	free(done);
+	if (rc != 0) {
+		job_release_runtime(j);
+		job_set_state(d, j, JOB_FAILED, cause);
+		free(cause);
+		return rc;
+	}
+	d->nrunning++;
+	job_set_state(d, j, JOB_RUNNING, NULL);
+	return 0;
+}
+
+void
+job_cancel(struct daemon *d, struct djob *j)
+{
+	switch (j->state) {
+	case JOB_RUNNING:
+		if (j->gj != NULL)
+			graph_exec_cancel(j->gj);
+		break;
+	case JOB_QUEUED:
+	case JOB_INTERRUPTED:
+		job_release_runtime(j);
+		job_set_state(d, j, JOB_CANCELLED, NULL);
+		sched_run(d);
+		break;
+	default:
+		break;
+	}
+}
+
+/*
+ * Draining: running jobs stop with their finished shards kept, queued
+ * ones lose their descriptors with the process; both can be resumed.
+ */
+void
+job_interrupt_all(struct daemon *d)
+{
+	struct djob *j;
+
+	for (j = d->jobs; j != NULL; j = j->next) {
+		if (j->state == JOB_RUNNING && j->gj != NULL) {
+			graph_exec_interrupt(j->gj);
+		} else if (j->state == JOB_QUEUED) {
+			job_release_runtime(j);
+			job_set_state(d, j, JOB_INTERRUPTED, "the daemon "
+			    "stopped before this job ran; resume it with "
+			    "mergectl resume");
+		}
+	}
+}

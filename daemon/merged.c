@@ -1,0 +1,361 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * merged.c: the daemon's entry point, its root object and its shutdown.
+ *
+ * main() builds struct daemon, opens the store (jobs that were running or
+ * queued when the daemon last stopped become "interrupted"), the
+ * executor (one memory budget for every merge) and the socket, and runs
+ * the loop.  SIGINT or SIGTERM drains: stop accepting, interrupt running
+ * jobs keeping their finished shards, wait for them (bounded by
+ * --drain-timeout), close every connection, and exit with uv_loop_close()
+ * returning 0.  A second signal exits at once.  Runs in the foreground
+ * and logs to stderr, for systemd.
+ */
+#define _GNU_SOURCE
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "daemon.h"
+
+double
+daemon_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+bool
+daemon_on_loop_thread(const struct daemon *d)
+{
+	uv_thread_t self = uv_thread_self();
+
+	return uv_thread_equal(&self, &d->loop_thread);
+}
+
+static void
+usage(FILE *fp)
+{
+	fprintf(fp, "usage: merged [-v] [--socket PATH] [--state-dir DIR] "
+	    "[--memory SIZE]\n"
+	    "              [--threads N] [--max-running N] [--team] "
+	    "[--drain-timeout SECONDS]\n\n"
+	    "  --socket PATH     listen here (personal default: "
+	    "$XDG_RUNTIME_DIR/merged/merged.sock)\n"
+	    "  --state-dir DIR   the job store (default: "
+	    "$XDG_STATE_HOME/merged, or /var/lib/merged for --team)\n"
+	    "  --memory SIZE     one budget for all merges (default: half of "
+	    "RAM)\n"
+	    "  --threads N       merge threads (default: CPU count)\n"
+	    "  --max-running N   jobs merging at once (default 2)\n"
+	    "  --team            serve every local user (system service); "
+	    "default: only this user\n"
+	    "  -v                more logging (repeat for debug)\n");
+}
+
+static char *
+default_socket(void)
+{
+	const char *rt = getenv("XDG_RUNTIME_DIR");
+
+	if (rt != NULL && *rt != '\0')
+		return xasprintf("%s/merged/merged.sock", rt);
+	return xasprintf("/tmp/merged-%u/merged.sock", (unsigned)getuid());
+}
+
+static char *
+default_state_dir(bool team)
+{
+	const char *st = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
+
+	if (team)
+		return xstrdup("/var/lib/merged");
+	if (st != NULL && *st != '\0')
+		return xasprintf("%s/merged", st);
+	return xasprintf("%s/.local/state/merged", home ? home : "/tmp");
+}
+
+/* Half of RAM, leaving at least 2 GiB to everything else. */
+static uint64_t
+default_memory(void)
+{
+	uint64_t total = uv_get_total_memory(), m = total / 2;
+
+	if (total > (4ull << 30) && m > total - (2ull << 30))
+		m = total - (2ull << 30);
+	return m < (256ull << 20) ? 256ull << 20 : m;
+}
+
+static void
+parse_args(int argc, char **argv, struct daemon_opts *o)
+{
+	static const struct option longopts[] = {
+		{ "socket", required_argument, NULL, 's' },
+		{ "state-dir", required_argument, NULL, 'S' },
+		{ "memory", required_argument, NULL, 'm' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "max-running", required_argument, NULL, 'r' },
+		{ "team", no_argument, NULL, 'T' },
+		{ "drain-timeout", required_argument, NULL, 'D' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ NULL, 0, NULL, 0 },
+	};
+	int c;
+
+	memset(o, 0, sizeof *o);
+	o->threads = (int)uv_available_parallelism();
+	o->max_running = 2;
+	o->memory = default_memory();
+	o->drain_timeout = 10;
+	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			free(o->socket);
+			o->socket = xstrdup(optarg);
+			break;
+		case 'S':
+			free(o->state_dir);
+			o->state_dir = xstrdup(optarg);
+			break;
+		case 'm':
+			if (graph_parse_size(optarg, true, &o->memory) != 0 ||
+			    o->memory < (16u << 20))
+				fatalx("--memory: '%s' is not a size of at least "
+				    "16M", optarg);
+			break;
+		case 't':
+			if ((o->threads = atoi(optarg)) < 1 || o->threads > 256)
+				fatalx("--threads: 1 to 256");
+			break;
+		case 'r':
+			if ((o->max_running = atoi(optarg)) < 1 ||
+			    o->max_running > 64)
+				fatalx("--max-running: 1 to 64");
+			break;
+		case 'T':
+			o->team = true;
+			break;
+		case 'D':
+			if ((o->drain_timeout = atof(optarg)) <= 0)
+				fatalx("--drain-timeout: a positive number");
+			break;
+		case 'v':
+			o->verbose++;
+			break;
+		case 'V':
+			printf("merged %s\n", GRAPH_VERSION);
+			exit(0);
+		case 'h':
+			usage(stdout);
+			exit(0);
+		default:
+			usage(stderr);
+			exit(2);
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		exit(2);
+	}
+	if (o->socket == NULL)
+		o->socket = default_socket();
+	if (o->state_dir == NULL)
+		o->state_dir = default_state_dir(o->team);
+}
+
+static void
+close_any(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, NULL);
+}
+
+/* The last step of a drain, once nothing runs any more. */
+void
+daemon_maybe_finish(struct daemon *d)
+{
+	struct conn *c, *next;
+
+	if (!d->draining || d->nrunning > 0)
+		return;
+	for (c = d->conns; c != NULL; c = next) {
+		next = c->next;
+		conn_close(c);
+	}
+	uv_timer_stop(&d->tick);
+	uv_walk(&d->loop, close_any, NULL);
+}
+
+static void
+daemon_tick(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+
+	if (d->draining && daemon_now() > d->drain_deadline) {
+		log_warnx("drain: %zu jobs did not stop within %.0f seconds; "
+		    "exiting anyway", d->nrunning, d->opts.drain_timeout);
+		exit(1);
+	}
+	daemon_maybe_finish(d);
+}
+
+/*
+ * Stops accepting work and interrupts the running jobs; the loop ends
+ * when they have stopped (their finished shards are recorded, so
+ * "mergectl resume" continues them).
+ */
+void
+daemon_drain(struct daemon *d)
+{
+	if (d->draining)
+		return;
+	log_info("draining: %zu jobs running", d->nrunning);
+	d->draining = true;
+	d->drain_deadline = daemon_now() + d->opts.drain_timeout;
+	server_close(d);
+	job_interrupt_all(d);
+	uv_timer_start(&d->tick, daemon_tick, 100, 100);
+	daemon_maybe_finish(d);
+}
+
+static void
+daemon_on_signal(uv_signal_t *h, int signum)
+{
+	struct daemon *d = h->data;
+
+	if (signum == SIGHUP) {
+		log_info("SIGHUP: merged has no configuration file to reload");
+		return;
+	}
+	if (d->draining) {
+		log_warnx("second signal: exiting now");
+		exit(1);
+	}
+	log_info("%s: shutting down", signum == SIGINT ? "SIGINT" : "SIGTERM");
+	daemon_drain(d);
+}
+
+static void
+daemon_signals(struct daemon *d)
+{
+	uv_signal_init(&d->loop, &d->sigint);
+	uv_signal_init(&d->loop, &d->sigterm);
+	uv_signal_init(&d->loop, &d->sighup);
+	d->sigint.data = d->sigterm.data = d->sighup.data = d;
+	uv_signal_start(&d->sigint, daemon_on_signal, SIGINT);
+	uv_signal_start(&d->sigterm, daemon_on_signal, SIGTERM);
+	uv_signal_start(&d->sighup, daemon_on_signal, SIGHUP);
+	/* Signals alone do not keep the loop alive. */
+	uv_unref((uv_handle_t *)&d->sigint);
+	uv_unref((uv_handle_t *)&d->sigterm);
+	uv_unref((uv_handle_t *)&d->sighup);
+}
+
+/* The store: refuse to start, clearly, if it cannot be used. */
+static void
+daemon_store(struct daemon *d)
+{
+	char *path, *cause = NULL;
+
+	path = xstrdup(d->opts.state_dir);
+	for (char *s = path + 1; *s != '\0'; s++) {
+		if (*s == '/') {
+			*s = '\0';
+			mkdir(path, 0700);
+			*s = '/';
+		}
+	}
+	free(path);
+	if (mkdir(d->opts.state_dir, 0700) == -1 && errno != EEXIST)
+		fatal("refusing to start: cannot create the state directory "
+		    "%s", d->opts.state_dir);
+	path = xasprintf("%s/merged.db", d->opts.state_dir);
+	if (store_open(path, &d->store, &cause) != 0)
+		fatalx("refusing to start: %s", cause);
+	if (store_recover(d->store) != 0 || store_job_load(d->store, d) != 0)
+		fatalx("refusing to start: cannot read the job store %s",
+		    path);
+	free(path);
+}
+
+static void
+daemon_free(struct daemon *d)
+{
+	struct djob *j;
+	struct watch *w;
+
+	while ((j = d->jobs) != NULL) {
+		d->jobs = j->next;
+		job_free(j);
+	}
+	while ((w = d->watches) != NULL) {
+		d->watches = w->next;
+		free(w);
+	}
+	graph_exec_destroy(d->exec);
+	store_close(d->store);
+	if (d->lock_fd != -1)
+		close(d->lock_fd);
+	free(d->opts.socket);
+	free(d->opts.state_dir);
+}
+
+int
+main(int argc, char **argv)
+{
+	struct graph_exec_opts eo;
+	struct daemon d;
+	char pool[16], *cause = NULL;
+	int rc;
+
+	memset(&d, 0, sizeof d);
+	d.lock_fd = -1;
+	parse_args(argc, argv, &d.opts);
+	log_init(d.opts.verbose);
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGXFSZ, SIG_IGN);
+	/* Read once, at the pool's first use: one more thread than merges
+	 * use, so that libuv's own file system work is never starved. */
+	snprintf(pool, sizeof pool, "%d", d.opts.threads + 1);
+	setenv("UV_THREADPOOL_SIZE", pool, 1);
+	graph_init();
+	d.uid = (uint32_t)getuid();
+	if (uv_loop_init(&d.loop) != 0)
+		fatalx("cannot initialise the event loop");
+	d.loop_thread = uv_thread_self();
+	daemon_store(&d);
+	eo.memory = d.opts.memory;
+	eo.threads = d.opts.threads;
+	if (graph_exec_create(&d.loop, &eo, &d.exec) != 0)
+		fatalx("cannot create the executor");
+	if (server_open(&d, &cause) != 0)
+		fatalx("refusing to start: %s", cause);
+	uv_timer_init(&d.loop, &d.tick);
+	d.tick.data = &d;
+	daemon_signals(&d);
+	log_info("listening on %s (%s mode), state in %s, memory %llu MiB, "
+	    "%d threads", d.opts.socket, d.opts.team ? "team" : "personal",
+	    d.opts.state_dir, (unsigned long long)(d.opts.memory >> 20),
+	    d.opts.threads);
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	uv_walk(&d.loop, close_any, NULL);
+	uv_run(&d.loop, UV_RUN_DEFAULT);
+	rc = uv_loop_close(&d.loop);
+	if (rc != 0)
+		log_warnx("uv_loop_close: %s (a handle or request leaked)",
+		    uv_strerror(rc));
+	daemon_free(&d);
+	log_info("stopped");
+	return rc == 0 ? d.exit_code : 1;
+}

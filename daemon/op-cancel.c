@@ -1,0 +1,48 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * op-cancel.c: stop a job, for its owner (or root).  A queued job is
+ * dropped, a running one stops and its staging directory is removed.  An
+ * interrupted job still has a staging directory beside its output, which
+ * the daemon can reach only through a descriptor for the output's parent:
+ * when the request carries one ("out_fd", "fds": 1) it is removed too.
+ */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "daemon.h"
+
+static void
+op_cancel_fn(struct op_ctx *o)
+{
+	struct djob *j;
+	size_t n = 0;
+	int *fds = NULL;
+	cJSON *r;
+
+	if ((j = op_job(o, true)) == NULL)
+		return;
+	if (j->state != JOB_QUEUED && j->state != JOB_RUNNING &&
+	    j->state != JOB_INTERRUPTED) {
+		op_error(o, PROTO_E_CONFLICT, "job %llu is %s",
+		    (unsigned long long)j->id, job_state_name(j->state));
+		return;
+	}
+	if (cJSON_GetObjectItem(o->req, "fds") != NULL &&
+	    op_take_fds(o, &fds, &n) != 0)
+		return;
+	if (j->state == JOB_INTERRUPTED && n == 1)
+		graph_remove_tree(fds[0], j->staging);
+	while (n > 0)
+		close(fds[--n]);
+	free(fds);
+	job_log(o->c->d, j, "cancel requested by uid %u",
+	    (unsigned)o->c->peer.uid);
+	job_cancel(o->c->d, j);
+	r = msg_reply(o->id);
+	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
+	op_reply(o, r);
+}
+
+const struct op_entry op_cancel = { "cancel", true, op_cancel_fn };

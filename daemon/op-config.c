@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * op-config.c: a job's config text, for its owner (or root) only; the
+ * client needs it (and the job's working directory) to resume a job.
+ */
+#include <cJSON.h>
+
+#include "daemon.h"
+
+static void
+op_config_fn(struct op_ctx *o)
+{
+	struct djob *j;
+	cJSON *r;
+
+	if ((j = op_job(o, true)) == NULL)
+		return;
+	r = msg_reply(o->id);
+	cJSON_AddStringToObject(r, "config", j->config);
+	cJSON_AddStringToObject(r, "config_name", j->config_name ?
+	    j->config_name : "");
+	cJSON_AddStringToObject(r, "cwd", j->cwd ? j->cwd : "");
+	cJSON_AddStringToObject(r, "out", j->out_dir);
+	op_reply(o, r);
+}
+
+const struct op_entry op_config = { "config", true, op_config_fn };

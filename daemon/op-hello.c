@@ -1,0 +1,25 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * op-hello.c: the first request of every connection.  The version check
+ * itself is op.c's (a mismatch closes the connection); this answers with
+ * what the client needs to know about the server and itself.
+ */
+#include <cJSON.h>
+
+#include "daemon.h"
+
+static void
+op_hello_fn(struct op_ctx *o)
+{
+	cJSON *r = msg_reply(o->id);
+
+	o->c->hello = true;
+	cJSON_AddStringToObject(r, "server", "merged " GRAPH_VERSION);
+	cJSON_AddNumberToObject(r, "version", PROTO_VERSION);
+	cJSON_AddNumberToObject(r, "uid", o->c->peer.uid);
+	cJSON_AddStringToObject(r, "mode", o->c->d->opts.team ? "team" :
+	    "personal");
+	op_reply(o, r);
+}
+
+const struct op_entry op_hello = { "hello", false, op_hello_fn };

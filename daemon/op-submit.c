@@ -1,0 +1,155 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * op-submit.c: queue a merge.
+ *
+ * The request carries the config text, the client's resolution of every
+ * model reference (a directory descriptor and the model's path beneath
+ * it) and a descriptor for the output's parent directory.  The job is
+ * planned here, with the submitter's credentials, before it is accepted:
+ * a config that cannot succeed is rejected at once with all its problems
+ * (bad_config, the same messages as mergectl run), and nothing is queued.
+ */
+#include <sys/random.h>
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "daemon.h"
+
+/* A staging name unique to the job, stable across restarts. */
+static char *
+submit_staging(const char *out_name)
+{
+	uint64_t r = 0;
+
+	if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+		r = (uint64_t)daemon_now() * 1000003u;
+	return xasprintf(".%s.merging-%016llx", out_name,
+	    (unsigned long long)r);
+}
+
+static bool
+submit_name_ok(const char *n)
+{
+	return *n != '\0' && strchr(n, '/') == NULL && strcmp(n, ".") != 0 &&
+	    strcmp(n, "..") != 0 && strlen(n) < 200;
+}
+
+/* The job's fields from the request; false after replying an error. */
+static bool
+submit_fields(struct op_ctx *o, struct djob *j)
+{
+	const char *s;
+	bool b;
+	uint64_t u;
+	int64_t i;
+
+	if (!msg_get_str(o->req, "config", &s) || strlen(s) >
+	    PROTO_MAX_CONFIG) {
+		op_error(o, PROTO_E_BAD_REQUEST, "'config' must be the config "
+		    "text (at most %u bytes)", PROTO_MAX_CONFIG);
+		return false;
+	}
+	j->config = xstrdup(s);
+	if (!msg_get_str(o->req, "out_name", &s) || !submit_name_ok(s)) {
+		op_error(o, PROTO_E_BAD_REQUEST, "'out_name' must be a plain "
+		    "directory name");
+		return false;
+	}
+	j->out_name = xstrdup(s);
+	j->config_name = xstrdup(msg_get_str(o->req, "config_name", &s) ? s :
+	    "config.yml");
+	j->cwd = xstrdup(msg_get_str(o->req, "cwd", &s) ? s : "");
+	j->out_dir = xstrdup(msg_get_str(o->req, "out", &s) ? s :
+	    j->out_name);
+	j->name = xstrdup(msg_get_str(o->req, "name", &s) ? s : j->out_name);
+	j->priority = msg_get_i64(o->req, "priority", &i) ? i : 0;
+	j->after = msg_get_u64(o->req, "after", &u) ? u : 0;
+	j->memory = msg_get_u64(o->req, "memory", &u) ? u : 0;
+	j->seed = msg_get_u64(o->req, "seed", &u) ? u : 0;
+	j->shard_size = msg_get_u64(o->req, "shard_size", &u) ? u :
+	    5000000000ull;
+	j->force = msg_get_bool(o->req, "force", &b) && b;
+	j->allow_crimes = msg_get_bool(o->req, "allow_crimes", &b) && b;
+	j->copy_tokenizer = !msg_get_bool(o->req, "copy_tokenizer", &b) || b;
+	j->model_card = !msg_get_bool(o->req, "model_card", &b) || b;
+	if (j->after != 0 && job_find(o->c->d, j->after) == NULL) {
+		op_error(o, PROTO_E_BAD_REQUEST, "--after %llu: no such job",
+		    (unsigned long long)j->after);
+		return false;
+	}
+	return true;
+}
+
+static void
+op_submit_fn(struct op_ctx *o)
+{
+	struct daemon *d = o->c->d;
+	struct graph_diags diags;
+	struct djob *j;
+	struct stat st;
+	char *cause = NULL;
+	uint64_t out_fd = 0;
+	size_t nfds = 0, i;
+	int *fds = NULL;
+	cJSON *r;
+
+	if (d->draining) {
+		op_error(o, PROTO_E_SHUTTING_DOWN, "the daemon is shutting down");
+		return;
+	}
+	if (op_take_fds(o, &fds, &nfds) != 0)
+		return;
+	graph_diags_init(&diags);
+	j = xcalloc(1, sizeof *j);
+	j->out_fd = -1;
+	j->owner = o->c->peer.uid;
+	j->owner_gid = o->c->peer.gid;
+	j->user = xstrdup(o->c->peer.user);
+	j->state = JOB_QUEUED;
+	j->created = daemon_now();
+	if (!submit_fields(o, j)) {
+		for (i = 0; i < nfds; i++)
+			close(fds[i]);
+		goto out;
+	}
+	msg_get_u64(o->req, "out_fd", &out_fd);
+	if (job_prepare(d, j, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
+	    o->req, "models"), (int)out_fd, &diags, &cause) != 0) {
+		op_problems(o, &diags, cause);
+		goto out;
+	}
+	if (!j->force && fstatat(j->out_fd, j->out_name, &st,
+	    AT_SYMLINK_NOFOLLOW) == 0) {
+		op_error(o, PROTO_E_EXISTS, "%s already exists; use --force to "
+		    "replace it", j->out_dir);
+		goto out;
+	}
+	j->staging = submit_staging(j->out_name);
+	if (store_job_insert(d->store, j) != 0) {
+		op_error(o, PROTO_E_INTERNAL, "cannot record the job");
+		goto out;
+	}
+	job_insert(d, j);
+	job_log(d, j, "submitted by %s (uid %u): %s -> %s", j->user,
+	    (unsigned)j->owner, j->config_name, j->out_dir);
+	r = msg_reply(o->id);
+	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
+	op_reply(o, r);
+	j = NULL;
+	sched_run(d);
+out:
+	if (j != NULL)
+		job_free(j);
+	free(fds);
+	free(cause);
+	graph_diags_fini(&diags);
+}
+
+const struct op_entry op_submit = { "submit", true, op_submit_fn };

@@ -1,0 +1,206 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * op.c: the table of requests and what they share.
+ *
+ * Each op lives in op-<name>.c and exports a const struct op_entry.  This
+ * file checks the envelope (version, id, op), enforces "hello first",
+ * refuses new work while draining, and offers the helpers every handler
+ * uses: replies, errors, looking a job up with the ownership check (one
+ * place, one error code: smtpd's badcred), and a job's public or full
+ * JSON.  Loop thread only.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "daemon.h"
+
+static const struct op_entry *const ops[] = {
+	&op_hello, &op_submit, &op_list, &op_status, &op_watch, &op_logs,
+	&op_cancel, &op_resume, &op_config, &op_shutdown,
+};
+
+void
+op_reply(struct op_ctx *o, cJSON *msg)
+{
+	conn_send(o->c, msg);
+}
+
+void
+op_error(struct op_ctx *o, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	conn_send(o->c, msg_error(o->id, code, msg));
+	free(msg);
+}
+
+void
+op_dispatch(struct conn *c, const cJSON *req)
+{
+	struct op_ctx o = { c, 0, req };
+	const char *op = NULL, *code = NULL, *why = NULL;
+	size_t i;
+
+	if (msg_check_request(req, &o.id, &op, &code, &why) != 0) {
+		/* A client of another version cannot be talked to. */
+		if (strcmp(code, PROTO_E_BAD_VERSION) == 0)
+			c->close_after = true;
+		op_error(&o, code, "%s", why);
+		return;
+	}
+	for (i = 0; i < sizeof ops / sizeof *ops; i++)
+		if (strcmp(ops[i]->name, op) == 0)
+			break;
+	if (i == sizeof ops / sizeof *ops) {
+		op_error(&o, PROTO_E_BAD_REQUEST, "unknown op '%.40s'", op);
+		return;
+	}
+	if (ops[i]->needs_hello && !c->hello) {
+		c->close_after = true;
+		op_error(&o, PROTO_E_BAD_REQUEST, "the first request must be "
+		    "hello");
+		return;
+	}
+	ops[i]->fn(&o);
+}
+
+/* The request's job; with need_owner, only for its owner or root. */
+struct djob *
+op_job(struct op_ctx *o, bool need_owner)
+{
+	struct djob *j;
+	uint64_t id;
+
+	if (!msg_get_u64(o->req, "job", &id)) {
+		op_error(o, PROTO_E_BAD_REQUEST, "'job' must be a job id");
+		return NULL;
+	}
+	if ((j = job_find(o->c->d, id)) == NULL) {
+		op_error(o, PROTO_E_NOT_FOUND, "no job %llu",
+		    (unsigned long long)id);
+		return NULL;
+	}
+	if (need_owner && !peer_may_act(&o->c->peer, j)) {
+		op_error(o, PROTO_E_FORBIDDEN, "job %llu belongs to %s; only "
+		    "its owner (or root) may do that", (unsigned long long)id,
+		    j->user ? j->user : "another user");
+		return NULL;
+	}
+	return j;
+}
+
+/*
+ * A job as the queue table shows it.  Everyone sees every job's id,
+ * owner, name, state and progress; only the owner (and root) see its
+ * paths, error and the rest (full).
+ */
+cJSON *
+op_job_json(const struct djob *j, bool full)
+{
+	cJSON *o = cJSON_CreateObject();
+	double now = daemon_now(), el = 0, eta = -1;
+	const struct graph_progress *g = &j->prog;
+	const char *p;
+	size_t done = 0;
+
+	if (j->started > 0)
+		el = (j->finished > 0 ? j->finished : now) - j->started;
+	if (j->state == JOB_RUNNING && g->bytes_done > 0 && el > 0)
+		eta = el * (double)(g->bytes_total - g->bytes_done) /
+		    (double)g->bytes_done;
+	cJSON_AddNumberToObject(o, "id", (double)j->id);
+	cJSON_AddNumberToObject(o, "owner", j->owner);
+	cJSON_AddStringToObject(o, "user", j->user ? j->user : "");
+	cJSON_AddStringToObject(o, "name", j->name ? j->name : "");
+	cJSON_AddStringToObject(o, "state", job_state_name(j->state));
+	cJSON_AddNumberToObject(o, "priority", (double)j->priority);
+	cJSON_AddNumberToObject(o, "progress", g->bytes_total ?
+	    (double)g->bytes_done / (double)g->bytes_total : 0);
+	cJSON_AddNumberToObject(o, "bytes_done", (double)g->bytes_done);
+	cJSON_AddNumberToObject(o, "bytes_total", (double)g->bytes_total);
+	cJSON_AddNumberToObject(o, "tensors_done", (double)g->tensors_done);
+	cJSON_AddNumberToObject(o, "tensors_total", (double)g->tensors_total);
+	cJSON_AddNumberToObject(o, "memory", j->state == JOB_RUNNING ?
+	    (double)g->memory_used : 0);
+	cJSON_AddNumberToObject(o, "elapsed", el);
+	cJSON_AddNumberToObject(o, "eta", eta);
+	if (!full)
+		return o;
+	cJSON_AddStringToObject(o, "out", j->out_dir);
+	cJSON_AddStringToObject(o, "config_name", j->config_name ?
+	    j->config_name : "");
+	if (j->error != NULL)
+		cJSON_AddStringToObject(o, "error", j->error);
+	cJSON_AddNumberToObject(o, "seed", (double)j->seed);
+	cJSON_AddNumberToObject(o, "after", (double)j->after);
+	cJSON_AddNumberToObject(o, "created", j->created);
+	cJSON_AddNumberToObject(o, "started", j->started);
+	cJSON_AddNumberToObject(o, "finished", j->finished);
+	cJSON_AddNumberToObject(o, "shards_total", j->shards_done ?
+	    (double)strlen(j->shards_done) : 0);
+	for (p = j->shards_done; p != NULL && *p != '\0'; p++)
+		done += *p == '1';
+	cJSON_AddNumberToObject(o, "shards_done", (double)done);
+	return o;
+}
+
+/*
+ * Claims the descriptors the request says it carries ("fds": n).  On
+ * success *fds is a new array the caller owns (with its descriptors).
+ */
+int
+op_take_fds(struct op_ctx *o, int **fds, size_t *n)
+{
+	uint64_t want = 0;
+
+	*fds = NULL;
+	*n = 0;
+	if (!msg_get_u64(o->req, "fds", &want) || want == 0 ||
+	    want > PROTO_MAX_FDS) {
+		op_error(o, PROTO_E_BAD_REQUEST, "'fds' must count the "
+		    "descriptors sent with the request (1 to %d)",
+		    PROTO_MAX_FDS);
+		return -1;
+	}
+	*fds = xcalloc((size_t)want, sizeof **fds);
+	if (conn_take_fds(o->c, (size_t)want, *fds) != 0) {
+		free(*fds);
+		*fds = NULL;
+		op_error(o, PROTO_E_BAD_REQUEST, "the request says it carries "
+		    "%llu descriptors, but fewer came with it",
+		    (unsigned long long)want);
+		return -1;
+	}
+	*n = (size_t)want;
+	return 0;
+}
+
+/* Replies bad_config with every problem, one string each. */
+void
+op_problems(struct op_ctx *o, const struct graph_diags *d, const char *cause)
+{
+	cJSON *e = msg_error(o->id, PROTO_E_BAD_CONFIG, cause != NULL ? cause :
+	    "the merge cannot run"), *arr;
+	char *s;
+	size_t i;
+
+	arr = cJSON_AddArrayToObject(cJSON_GetObjectItem(e, "error"),
+	    "problems");
+	for (i = 0; i < d->n; i++) {
+		s = xasprintf("%s%s%s: %s", d->v[i].where ? d->v[i].where : "",
+		    d->v[i].where ? ": " : "", d->v[i].sev == GRAPH_SEV_ERROR ?
+		    "error" : "warning", d->v[i].msg);
+		cJSON_AddItemToArray(arr, cJSON_CreateString(s));
+		free(s);
+	}
+	if (cause != NULL && d->n == 0)
+		cJSON_AddItemToArray(arr, cJSON_CreateString(cause));
+	op_reply(o, e);
+}

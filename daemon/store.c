@@ -1,0 +1,330 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store.c: the job store, one SQLite database in the state directory.
+ *
+ * SQLite is the source of truth for every job: owner, config, options,
+ * output, state, progress, timings, error, seed, the inputs' sizes and
+ * times, and which output shards are complete (so that a resumed job does
+ * not redo them).  WAL journaling and short transactions: a crash loses
+ * at most the progress since the last update, never a finished job.
+ * Statements are prepared once at open and finalised at close.  The
+ * connection is used on the loop thread only (STYLE.md 2.2).  SQLite's
+ * SQLITE_* codes are converted here and nowhere else.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+#include <sqlite3.h>
+
+#include "daemon.h"
+
+#define STORE_SCHEMA_VERSION 1
+
+enum {
+	ST_INSERT,
+	ST_UPDATE,
+	ST_LOAD,
+	ST_LOG,
+	ST_LOGS,
+	ST_COUNT
+};
+
+struct store {
+	sqlite3 *db;
+	sqlite3_stmt *st[ST_COUNT];
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " owner INTEGER NOT NULL, owner_gid INTEGER NOT NULL, user TEXT,"
+    " name TEXT, state TEXT NOT NULL, priority INTEGER NOT NULL,"
+    " after INTEGER NOT NULL, config TEXT NOT NULL, config_name TEXT,"
+    " cwd TEXT, out_dir TEXT NOT NULL, out_name TEXT NOT NULL,"
+    " staging TEXT NOT NULL, memory INTEGER NOT NULL, force INTEGER,"
+    " allow_crimes INTEGER, shard_size INTEGER, copy_tokenizer INTEGER,"
+    " model_card INTEGER, seed INTEGER NOT NULL, inputs TEXT,"
+    " created REAL, started REAL, finished REAL,"
+    " bytes_total INTEGER, bytes_done INTEGER, tensors_total INTEGER,"
+    " tensors_done INTEGER, shards_done TEXT, error TEXT);"
+    "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
+    " ts REAL NOT NULL, line TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
+
+static const char *const sql[ST_COUNT] = {
+	[ST_INSERT] = "INSERT INTO jobs (owner, owner_gid, user, name, state,"
+	    " priority, after, config, config_name, cwd, out_dir, out_name,"
+	    " staging, memory, force, allow_crimes, shard_size,"
+	    " copy_tokenizer, model_card, seed, inputs, created)"
+	    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
+	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
+	    " shards_done=?, error=?, inputs=?, seed=? WHERE id=?",
+	[ST_LOAD] = "SELECT id, owner, owner_gid, user, name, state, priority,"
+	    " after, config, config_name, cwd, out_dir, out_name, staging,"
+	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
+	    " model_card, seed, inputs, created, started, finished,"
+	    " bytes_total, bytes_done, tensors_total, tensors_done,"
+	    " shards_done, error FROM jobs ORDER BY id",
+	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
+	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
+};
+
+static int
+store_err(struct store *s, const char *what, char **cause)
+{
+	if (cause != NULL)
+		*cause = xasprintf("%s: %s", what, sqlite3_errmsg(s->db));
+	else
+		log_warnx("store: %s: %s", what, sqlite3_errmsg(s->db));
+	return -EIO;
+}
+
+int
+store_open(const char *path, struct store **out, char **cause)
+{
+	struct store *s = xcalloc(1, sizeof *s);
+	char *err = NULL;
+	int i, rc;
+
+	*out = NULL;
+	rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE |
+	    SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
+	if (rc != SQLITE_OK) {
+		*cause = xasprintf("cannot open %s: %s", path, s->db ?
+		    sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
+		goto fail;
+	}
+	sqlite3_busy_timeout(s->db, 2000);
+	/* WAL survives crashes with short transactions; synchronous=FULL
+	 * makes a committed state change durable before we act on it. */
+	if (sqlite3_exec(s->db, "PRAGMA journal_mode=WAL;"
+	    "PRAGMA synchronous=FULL;", NULL, NULL, &err) != SQLITE_OK ||
+	    sqlite3_exec(s->db, schema, NULL, NULL, &err) != SQLITE_OK) {
+		*cause = xasprintf("cannot initialise %s: %s", path,
+		    err ? err : sqlite3_errmsg(s->db));
+		sqlite3_free(err);
+		goto fail;
+	}
+	sqlite3_exec(s->db, "PRAGMA user_version = 1;", NULL, NULL, NULL);
+	for (i = 0; i < ST_COUNT; i++) {
+		if (sqlite3_prepare_v2(s->db, sql[i], -1, &s->st[i], NULL) !=
+		    SQLITE_OK) {
+			store_err(s, "prepare", cause);
+			goto fail;
+		}
+	}
+	*out = s;
+	return 0;
+fail:
+	store_close(s);
+	return -EIO;
+}
+
+void
+store_close(struct store *s)
+{
+	int i;
+
+	if (s == NULL)
+		return;
+	for (i = 0; i < ST_COUNT; i++)
+		sqlite3_finalize(s->st[i]);
+	if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
+		log_warnx("store: close: %s", sqlite3_errmsg(s->db));
+	free(s);
+}
+
+/* Jobs that were merging or waiting when the daemon stopped. */
+int
+store_recover(struct store *s)
+{
+	if (sqlite3_exec(s->db, "UPDATE jobs SET state='interrupted', "
+	    "error='the daemon stopped; resume it with mergectl resume' "
+	    "WHERE state IN ('queued','running')", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return store_err(s, "recover", NULL);
+	return 0;
+}
+
+static void
+bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+	if (v != NULL)
+		sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+	else
+		sqlite3_bind_null(st, i);
+}
+
+static int
+step_done(struct store *s, sqlite3_stmt *st, const char *what)
+{
+	int rc = sqlite3_step(st);
+
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE)
+		return store_err(s, what, NULL);
+	return 0;
+}
+
+int
+store_job_insert(struct store *s, struct djob *j)
+{
+	sqlite3_stmt *st = s->st[ST_INSERT];
+	int i = 1, rc;
+
+	sqlite3_bind_int64(st, i++, j->owner);
+	sqlite3_bind_int64(st, i++, j->owner_gid);
+	bind_text(st, i++, j->user);
+	bind_text(st, i++, j->name);
+	bind_text(st, i++, job_state_name(j->state));
+	sqlite3_bind_int64(st, i++, j->priority);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->after);
+	bind_text(st, i++, j->config);
+	bind_text(st, i++, j->config_name);
+	bind_text(st, i++, j->cwd);
+	bind_text(st, i++, j->out_dir);
+	bind_text(st, i++, j->out_name);
+	bind_text(st, i++, j->staging);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->memory);
+	sqlite3_bind_int(st, i++, j->force);
+	sqlite3_bind_int(st, i++, j->allow_crimes);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->shard_size);
+	sqlite3_bind_int(st, i++, j->copy_tokenizer);
+	sqlite3_bind_int(st, i++, j->model_card);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->seed);
+	bind_text(st, i++, j->inputs);
+	sqlite3_bind_double(st, i++, j->created);
+	if ((rc = step_done(s, st, "insert")) != 0)
+		return rc;
+	j->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
+	return 0;
+}
+
+int
+store_job_update(struct store *s, const struct djob *j)
+{
+	sqlite3_stmt *st = s->st[ST_UPDATE];
+	int i = 1;
+
+	bind_text(st, i++, job_state_name(j->state));
+	sqlite3_bind_double(st, i++, j->started);
+	sqlite3_bind_double(st, i++, j->finished);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->prog.bytes_total);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->prog.bytes_done);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->prog.tensors_total);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->prog.tensors_done);
+	bind_text(st, i++, j->shards_done);
+	bind_text(st, i++, j->error);
+	bind_text(st, i++, j->inputs);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->seed);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->id);
+	return step_done(s, st, "update");
+}
+
+static char *
+col_text(sqlite3_stmt *st, int i)
+{
+	const unsigned char *t = sqlite3_column_text(st, i);
+
+	return t != NULL ? xstrdup((const char *)t) : NULL;
+}
+
+static struct djob *
+store_row(sqlite3_stmt *st)
+{
+	struct djob *j = xcalloc(1, sizeof *j);
+	char *state;
+	int i = 0;
+
+	j->out_fd = -1;
+	j->id = (uint64_t)sqlite3_column_int64(st, i++);
+	j->owner = (uint32_t)sqlite3_column_int64(st, i++);
+	j->owner_gid = (uint32_t)sqlite3_column_int64(st, i++);
+	j->user = col_text(st, i++);
+	j->name = col_text(st, i++);
+	state = col_text(st, i++);
+	if (state == NULL || job_state_parse(state, &j->state) != 0)
+		j->state = JOB_FAILED;
+	free(state);
+	j->priority = sqlite3_column_int64(st, i++);
+	j->after = (uint64_t)sqlite3_column_int64(st, i++);
+	j->config = col_text(st, i++);
+	j->config_name = col_text(st, i++);
+	j->cwd = col_text(st, i++);
+	j->out_dir = col_text(st, i++);
+	j->out_name = col_text(st, i++);
+	j->staging = col_text(st, i++);
+	j->memory = (uint64_t)sqlite3_column_int64(st, i++);
+	j->force = sqlite3_column_int(st, i++) != 0;
+	j->allow_crimes = sqlite3_column_int(st, i++) != 0;
+	j->shard_size = (uint64_t)sqlite3_column_int64(st, i++);
+	j->copy_tokenizer = sqlite3_column_int(st, i++) != 0;
+	j->model_card = sqlite3_column_int(st, i++) != 0;
+	j->seed = (uint64_t)sqlite3_column_int64(st, i++);
+	j->inputs = col_text(st, i++);
+	j->created = sqlite3_column_double(st, i++);
+	j->started = sqlite3_column_double(st, i++);
+	j->finished = sqlite3_column_double(st, i++);
+	j->prog.bytes_total = (uint64_t)sqlite3_column_int64(st, i++);
+	j->prog.bytes_done = (uint64_t)sqlite3_column_int64(st, i++);
+	j->prog.tensors_total = (size_t)sqlite3_column_int64(st, i++);
+	j->prog.tensors_done = (size_t)sqlite3_column_int64(st, i++);
+	j->shards_done = col_text(st, i++);
+	j->error = col_text(st, i++);
+	if (j->config == NULL)
+		j->config = xstrdup("");
+	if (j->out_dir == NULL)
+		j->out_dir = xstrdup("");
+	if (j->out_name == NULL)
+		j->out_name = xstrdup("");
+	if (j->staging == NULL)
+		j->staging = xstrdup("");
+	return j;
+}
+
+int
+store_job_load(struct store *s, struct daemon *d)
+{
+	sqlite3_stmt *st = s->st[ST_LOAD];
+	int rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		job_insert(d, store_row(st));
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE)
+		return store_err(s, "load", NULL);
+	return 0;
+}
+
+int
+store_log(struct store *s, uint64_t job, double ts, const char *line)
+{
+	sqlite3_stmt *st = s->st[ST_LOG];
+
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)job);
+	sqlite3_bind_double(st, 2, ts);
+	bind_text(st, 3, line);
+	return step_done(s, st, "log");
+}
+
+/* Appends a job's log lines, oldest first, to the JSON array lines. */
+int
+store_logs(struct store *s, uint64_t job, cJSON *lines)
+{
+	sqlite3_stmt *st = s->st[ST_LOGS];
+	int rc;
+
+	sqlite3_bind_int64(st, 1, (sqlite3_int64)job);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		cJSON_AddItemToArray(lines, cJSON_CreateString(
+		    (const char *)sqlite3_column_text(st, 1)));
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	if (rc != SQLITE_DONE)
+		return store_err(s, "logs", NULL);
+	return 0;
+}
