@@ -111,10 +111,9 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 				return -1;
 			}
 			break;
-		case OPT_MEMORY:
-			o->has_memory = true;
-			/* FALLTHROUGH */
 		default:
+			/* --memory here caps this job, nothing more. */
+			o->has_memory |= c == OPT_MEMORY;
 			if (c == '?' || cli_merge_opt(&o->m, c, optarg) != 0) {
 				submit_usage(stderr);
 				return -1;

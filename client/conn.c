@@ -116,6 +116,8 @@ cli_spawn_daemon(const char *path)
 	posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT |
 	    O_APPEND, 0600);
 	posix_spawn_file_actions_adddup2(&fa, 1, 2);
+	/* A daemon keeps nothing of ours open (a caller's pipes, say). */
+	posix_spawn_file_actions_addclosefrom_np(&fa, 3);
 	posix_spawnattr_init(&at);
 	posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSID);
 	rc = posix_spawnp(&pid, bin, &fa, &at, argv, environ);
@@ -187,11 +189,16 @@ cli_send(struct cli_conn *c, cJSON *msg, const int *fds, size_t nfds)
 	struct msghdr mh;
 	struct cmsghdr *cm;
 	struct iovec iov;
-	size_t len, off = 0;
+	size_t len = 0, off = 0;
 	ssize_t n;
 	char *line = msg_print(msg, &len);
 
 	cJSON_Delete(msg);
+	if (line == NULL) {
+		fprintf(stderr, "%s: the request is not valid UTF-8\n",
+		    cli_progname);
+		return -1;
+	}
 	while (off < len) {
 		iov.iov_base = line + off;
 		iov.iov_len = len - off;
@@ -245,7 +252,7 @@ cli_recv(struct cli_conn *c, int timeout_ms)
 				    "%s\n", cli_progname, why);
 			return msg;
 		}
-		if (st != FRAME_MORE) {
+		if (st != FRAME_MORE || c->in.eof) {
 			fprintf(stderr, "%s: the daemon closed the connection"
 			    "\n", cli_progname);
 			return NULL;

@@ -37,11 +37,12 @@ static void
 conn_refuse(int fd, const char *code, const char *msg)
 {
 	cJSON *e = msg_error(0, code, msg);
-	size_t len;
+	size_t len = 0;
 	char *line = msg_print(e, &len);
 
 	/* A best effort: the socket is new, so this small write fits. */
-	if (send(fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT) == -1)
+	if (line != NULL && send(fd, line, len, MSG_NOSIGNAL |
+	    MSG_DONTWAIT) == -1)
 		log_debug("refusing a connection: %s", strerror(errno));
 	free(line);
 	cJSON_Delete(e);
@@ -234,7 +235,17 @@ conn_send(struct conn *c, cJSON *msg)
 		cJSON_Delete(msg);
 		return;
 	}
-	line = msg_print(msg, &len);
+	if ((line = msg_print(msg, &len)) == NULL) {
+		/* Only text that is not UTF-8 gets here: a bug of ours. */
+		uint64_t id = 0;
+		msg_get_u64(msg, "id", &id);
+		log_warnx("connection %llu: a reply could not be encoded",
+		    (unsigned long long)c->id);
+		cJSON_Delete(msg);
+		msg = msg_error(id, PROTO_E_INTERNAL, "the reply could not be "
+		    "encoded");
+		line = msg_print(msg, &len);
+	}
 	cJSON_Delete(msg);
 	if (c->outq + len > PROTO_MAX_OUTQ) {
 		log_warnx("connection %llu: uid %u is not reading its replies; "
@@ -355,10 +366,11 @@ conn_read(struct conn *c)
 			return true;
 		}
 		frame_commit(&c->in, (size_t)n);
-		/* Descriptors belong to the line they came with: hand
-		 * them over before reading further. */
-		if (c->nfds > 0)
-			return true;
+		/* One read per wake-up: the lines it completed are handled
+		 * before more is read, which keeps the buffer within the
+		 * line limit and descriptors with their line.  The poll is
+		 * level-triggered, so the rest wakes us again. */
+		return true;
 	}
 }
 

@@ -156,11 +156,15 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 	job_notify(d, j, s >= JOB_DONE);
 }
 
-/* Sends a progress (or the final) event to everyone watching j. */
+/*
+ * Sends a progress (or the final) event to everyone watching j.  The
+ * watchers are collected first: sending may close a dead connection,
+ * which drops that connection's watches from the list being walked.
+ */
 void
 job_notify(struct daemon *d, struct djob *j, bool final)
 {
-	struct watch **pp = &d->watches, *w;
+	struct watch **pp = &d->watches, *w, *mine = NULL, *next;
 	struct cJSON *ev;
 	struct conn *c;
 
@@ -169,9 +173,14 @@ job_notify(struct daemon *d, struct djob *j, bool final)
 			pp = &w->next;
 			continue;
 		}
+		*pp = w->next;
+		w->next = mine;
+		mine = w;
+	}
+	for (w = mine; w != NULL; w = next) {
+		next = w->next;
 		if ((c = conn_find(d, w->conn)) == NULL) {
-			*pp = w->next;	/* the watcher went away */
-			free(w);
+			free(w);	/* the watcher went away */
 			continue;
 		}
 		ev = msg_event(w->req, final ? "done" : "progress");
@@ -180,13 +189,13 @@ job_notify(struct daemon *d, struct djob *j, bool final)
 		if (final)
 			cJSON_AddStringToObject(ev, "state",
 			    job_state_name(j->state));
-		conn_send(c, ev);
-		if (final) {
-			*pp = w->next;
+		if (final || c->closing) {
 			free(w);
 		} else {
-			pp = &w->next;
+			w->next = d->watches;
+			d->watches = w;
 		}
+		conn_send(c, ev);
 	}
 }
 

@@ -18,6 +18,9 @@
 #include "daemon.h"
 
 static int log_level;
+
+static void log_vput(const char *, const char *, va_list, const char *)
+    __attribute__((format(printf, 2, 0)));
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER;
 
 void

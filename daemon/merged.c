@@ -47,7 +47,7 @@ usage(FILE *fp)
 {
 	fprintf(fp, "usage: merged [-v] [--socket PATH] [--state-dir DIR] "
 	    "[--memory SIZE]\n"
-	    "              [--threads N] [--max-running N] [--team] "
+	    "              [--threads N] [--max-running N] [--team] [--group G] "
 	    "[--drain-timeout SECONDS]\n\n"
 	    "  --socket PATH     listen here (personal default: "
 	    "$XDG_RUNTIME_DIR/merged/merged.sock)\n"
@@ -59,6 +59,8 @@ usage(FILE *fp)
 	    "  --max-running N   jobs merging at once (default 2)\n"
 	    "  --team            serve every local user (system service); "
 	    "default: only this user\n"
+	    "  --group GROUP     team mode: the group that may use the "
+	    "socket\n"
 	    "  -v                more logging (repeat for debug)\n");
 }
 
@@ -105,6 +107,7 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		{ "threads", required_argument, NULL, 't' },
 		{ "max-running", required_argument, NULL, 'r' },
 		{ "team", no_argument, NULL, 'T' },
+		{ "group", required_argument, NULL, 'g' },
 		{ "drain-timeout", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -143,6 +146,11 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 				fatalx("--max-running: 1 to 64");
 			break;
 		case 'T':
+			o->team = true;
+			break;
+		case 'g':
+			free(o->group);
+			o->group = xstrdup(optarg);
 			o->team = true;
 			break;
 		case 'D':
@@ -309,6 +317,7 @@ daemon_free(struct daemon *d)
 		close(d->lock_fd);
 	free(d->opts.socket);
 	free(d->opts.state_dir);
+	free(d->opts.group);
 }
 
 int

@@ -125,6 +125,13 @@ op_submit_fn(struct op_ctx *o)
 		op_problems(o, &diags, cause);
 		goto out;
 	}
+	/* Checked again when it runs; refused at once if already false. */
+	if (fstat(j->out_fd, &st) == -1 || !graph_cred_allows(&j->cred, &st,
+	    3)) {
+		op_error(o, PROTO_E_FORBIDDEN, "uid %u may not write in the "
+		    "directory of %s", (unsigned)j->owner, j->out_dir);
+		goto out;
+	}
 	if (!j->force && fstatat(j->out_fd, j->out_name, &st,
 	    AT_SYMLINK_NOFOLLOW) == 0) {
 		op_error(o, PROTO_E_EXISTS, "%s already exists; use --force to "

@@ -136,8 +136,12 @@ op_job_json(const struct djob *j, bool full)
 	cJSON_AddStringToObject(o, "out", j->out_dir);
 	cJSON_AddStringToObject(o, "config_name", j->config_name ?
 	    j->config_name : "");
-	if (j->error != NULL)
-		cJSON_AddStringToObject(o, "error", j->error);
+	if (j->error != NULL) {
+		char *e = proto_utf8_sanitize(j->error, strlen(j->error),
+		    PROTO_MAX_ERRMSG);
+		cJSON_AddStringToObject(o, "error", e);
+		free(e);
+	}
 	cJSON_AddNumberToObject(o, "seed", (double)j->seed);
 	cJSON_AddNumberToObject(o, "after", (double)j->after);
 	cJSON_AddNumberToObject(o, "created", j->created);
@@ -188,7 +192,7 @@ op_problems(struct op_ctx *o, const struct graph_diags *d, const char *cause)
 {
 	cJSON *e = msg_error(o->id, PROTO_E_BAD_CONFIG, cause != NULL ? cause :
 	    "the merge cannot run"), *arr;
-	char *s;
+	char *s, *t;
 	size_t i;
 
 	arr = cJSON_AddArrayToObject(cJSON_GetObjectItem(e, "error"),
@@ -197,10 +201,16 @@ op_problems(struct op_ctx *o, const struct graph_diags *d, const char *cause)
 		s = xasprintf("%s%s%s: %s", d->v[i].where ? d->v[i].where : "",
 		    d->v[i].where ? ": " : "", d->v[i].sev == GRAPH_SEV_ERROR ?
 		    "error" : "warning", d->v[i].msg);
-		cJSON_AddItemToArray(arr, cJSON_CreateString(s));
+		/* File names from disk need not be UTF-8. */
+		t = proto_utf8_sanitize(s, strlen(s), PROTO_MAX_ERRMSG);
+		cJSON_AddItemToArray(arr, cJSON_CreateString(t));
+		free(t);
 		free(s);
 	}
-	if (cause != NULL && d->n == 0)
-		cJSON_AddItemToArray(arr, cJSON_CreateString(cause));
+	if (cause != NULL && d->n == 0) {
+		t = proto_utf8_sanitize(cause, strlen(cause), PROTO_MAX_ERRMSG);
+		cJSON_AddItemToArray(arr, cJSON_CreateString(t));
+		free(t);
+	}
 	op_reply(o, e);
 }

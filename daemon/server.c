@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,11 +88,13 @@ server_dir(struct daemon *d, char **cause)
 	} else if (stat(dir, &st) == -1 || !S_ISDIR(st.st_mode)) {
 		rc = -ENOTDIR;
 		*cause = xasprintf("%s is not a directory", dir);
-	} else if (!d->opts.team && st.st_uid == getuid() &&
-	    (st.st_mode & 077) != 0 && chmod(dir, 0700) == -1) {
-		rc = -errno;
-		*cause = xasprintf("cannot restrict %s: %s", dir,
-		    strerror(errno));
+	} else if (!d->opts.team && (st.st_uid != getuid() ||
+	    (st.st_mode & 077) != 0)) {
+		/* A personal socket in a directory others can enter or own
+		 * could be replaced or reached by them (tmux refuses too). */
+		rc = -EACCES;
+		*cause = xasprintf("%s must be a directory of ours with mode "
+		    "0700 (it is %03o)", dir, (unsigned)(st.st_mode & 0777));
 	}
 	free(p);
 	return rc;
@@ -116,6 +119,26 @@ server_lock(struct daemon *d, char **cause)
 	return rc;
 }
 
+/* Team mode: the socket and its directory belong to the team's group. */
+static int
+server_chgrp(struct daemon *d, char **cause)
+{
+	char *p = xstrdup(d->opts.socket), *dir = dirname(p);
+	struct group *gr = getgrnam(d->opts.group);
+	int rc = 0;
+
+	if (gr == NULL) {
+		*cause = xasprintf("no group '%s'", d->opts.group);
+		rc = -1;
+		errno = EINVAL;
+	} else if (chown(d->opts.socket, (uid_t)-1, gr->gr_gid) == -1 ||
+	    chown(dir, (uid_t)-1, gr->gr_gid) == -1) {
+		rc = -1;
+	}
+	free(p);
+	return rc;
+}
+
 static int
 server_bind(struct daemon *d, char **cause)
 {
@@ -134,11 +157,14 @@ server_bind(struct daemon *d, char **cause)
 	old = umask(d->opts.team ? 0117 : 0177);
 	rc = bind(fd, (struct sockaddr *)&sun, sizeof sun);
 	umask(old);
+	if (rc == 0 && d->opts.group != NULL)
+		rc = server_chgrp(d, cause);
 	if (rc == -1 || chmod(d->opts.socket, d->opts.team ? 0660 : 0600) ==
 	    -1 || listen(fd, 64) == -1) {
 		rc = -errno;
-		*cause = xasprintf("cannot listen on %s: %s", d->opts.socket,
-		    strerror(errno));
+		if (*cause == NULL)
+			*cause = xasprintf("cannot listen on %s: %s",
+			    d->opts.socket, strerror(errno));
 		close(fd);
 		return rc;
 	}

@@ -86,6 +86,8 @@ bufpool_trim(struct bufpool *bp, uint64_t need)
 		graph_buf_free(bp->v[i].p, bp->v[i].size);
 		i++;
 	}
+	if (i == 0)
+		return;
 	memmove(bp->v, bp->v + i, (bp->n - i) * sizeof *bp->v);
 	bp->n -= i;
 }

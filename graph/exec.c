@@ -606,12 +606,27 @@ job_fail(struct graph_job *job, int rc, const char *err)
 	atomic_store(&job->cancel, true);
 }
 
+/* Everything of the job that refers to its plan. */
+static void
+job_release(struct graph_job *job)
+{
+	struct graph_exec *ex = job->ex;
+	size_t i;
+
+	for (i = 0; i < job->plan->ntensors; i++) {
+		mem_give(ex, job->xt[i].bytes);
+		free(job->xt[i].state);
+		free(job->xt[i].partials);
+	}
+	free(job->xt);
+	job->xt = NULL;
+}
+
 static void
 job_free(struct graph_job *job)
 {
 	struct graph_exec *ex = job->ex;
 	struct graph_job **pp;
-	size_t i;
 
 	for (pp = &ex->jobs; *pp != NULL; pp = &(*pp)->next)
 		if (*pp == job) {
@@ -620,12 +635,6 @@ job_free(struct graph_job *job)
 		}
 	if (ex->rr == job)
 		ex->rr = NULL;
-	for (i = 0; i < job->plan->ntensors; i++) {
-		mem_give(ex, job->xt[i].bytes);
-		free(job->xt[i].state);
-		free(job->xt[i].partials);
-	}
-	free(job->xt);
 	free(job->shard_done);
 	free(job->shard_left);
 	free(job->shard_fd);
@@ -641,11 +650,16 @@ job_free(struct graph_job *job)
 	free(job);
 }
 
+/*
+ * The done callback may free the plan (the caller's), so nothing that
+ * refers to it is touched after the callback returns.
+ */
 static void
 job_complete(struct graph_job *job)
 {
 	job->state = JOB_DONE;
 	job_progress(job);
+	job_release(job);
 	if (job->done != NULL)
 		job->done(job, job->rc, job->err, job->arg);
 	job_free(job);

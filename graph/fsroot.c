@@ -170,7 +170,11 @@ graph_read_beneath(int dirfd, const char *path, size_t max,
 	return 0;
 }
 
-/* Does path exist beneath dirfd (as the user may see it)? */
+/*
+ * Is there something at path beneath dirfd?  Only "no such file" says no:
+ * a name that exists but may not be opened (outside the directory, no
+ * permission) says yes, so that opening it reports why.
+ */
 bool
 graph_exists_beneath(int dirfd, const char *path,
     const struct graph_cred *cred)
@@ -180,7 +184,7 @@ graph_exists_beneath(int dirfd, const char *path,
 
 	free(cause);
 	if (fd < 0)
-		return false;
+		return fd != -ENOENT && fd != -ENOTDIR;
 	close(fd);
 	return true;
 }

@@ -94,9 +94,6 @@ uint8_t *graph_st_header_build(const struct graph_st_tensor *, size_t,
     size_t *);
 
 /* fsroot.c */
-struct stat;
-bool graph_cred_allows(const struct graph_cred *, const struct stat *,
-    unsigned);
 int graph_open_beneath(int, const char *, int, const struct graph_cred *,
     char **);
 int graph_read_beneath(int, const char *, size_t, const struct graph_cred *,

@@ -268,6 +268,11 @@ struct graph_source_dir {
 	const char *where;	/* the client's path, for messages */
 };
 
+/* fsroot.c: would cred be allowed r (4), w (2), x (1) on a stat? */
+struct stat;
+bool graph_cred_allows(const struct graph_cred *, const struct stat *,
+    unsigned);
+
 /* plan.c: a fully resolved merge, built from headers only. */
 struct graph_plan;
 

@@ -119,6 +119,8 @@ tl_run(const char *const *argv, char **out, char **err)
 		dup2(pe[1], 2);
 		close(po[0]);
 		close(pe[0]);
+		close(po[1]);
+		close(pe[1]);
 		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}

@@ -1,0 +1,680 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-daemon.c: merged and mergectl together: a real daemon process, a
+ * real socket, a real SQLite store, real generated models.
+ *
+ * Covers submit --wait (bytes equal to mergectl run), rejection at
+ * submit with the same messages, the queue, dependencies, cancel, a
+ * per-job memory cap, kill -9 and restart (the store stays sound, the
+ * job comes back interrupted, resume gives byte-identical output),
+ * SIGTERM draining, a client that vanishes mid-watch, protocol errors,
+ * two clients starting a daemon at once, and -- when run as root -- a
+ * second user who can neither act on another's job nor make the daemon
+ * read or write what that user could not.
+ */
+#define _GNU_SOURCE
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "tap.h"
+#include "testlib.h"
+
+#define NOBODY 65534
+
+static const char *dir;
+static char sock[512];
+static char state[512];
+
+static void
+sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+
+	nanosleep(&ts, NULL);
+}
+
+/* mergectl with the test's socket, in the test directory. */
+static int
+ctl(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int
+ctl(char **out, const char *fmt, ...)
+{
+	va_list ap;
+	char *args;
+	int rc;
+
+	va_start(ap, fmt);
+	if (vasprintf(&args, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	rc = tl_runf(out, "cd %s && MERGED_SOCKET=%s %s %s 2>&1", dir, sock,
+	    tl_mergectl, args);
+	free(args);
+	return rc;
+}
+
+static pid_t
+daemon_start(const char *extra)
+{
+	char cmd[4096], log[600];
+	pid_t pid;
+	int i;
+
+	snprintf(log, sizeof log, "%s/merged.log", dir);
+	snprintf(cmd, sizeof cmd, "exec %s --socket %s --state-dir %s "
+	    "--threads 2 -v %s >>%s 2>&1", tl_merged, sock, state, extra, log);
+	if ((pid = fork()) == 0) {
+		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 200; i++) {
+		if (ctl(NULL, "daemon status") == 0)
+			return pid;
+		sleep_ms(25);
+	}
+	tap_diag("the daemon did not come up; see %s", log);
+	return pid;
+}
+
+/* Sends sig and waits (up to 20 s); returns the exit status or -1. */
+static int
+daemon_stop(pid_t pid, int sig)
+{
+	int status, i;
+
+	kill(pid, sig);
+	for (i = 0; i < 800; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) :
+			    128 + WTERMSIG(status);
+		sleep_ms(25);
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	return -1;
+}
+
+static void
+write_cfg(const char *name, const char *text)
+{
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (tl_write(path, text) != 0)
+		exit(99);
+}
+
+static bool
+same(const char *a, const char *b)
+{
+	char pa[4096], pb[4096];
+
+	snprintf(pa, sizeof pa, "%s/%s", dir, a);
+	snprintf(pb, sizeof pb, "%s/%s", dir, b);
+	return tl_files_equal(pa, pb);
+}
+
+/* The job's state as "mergectl status --json" reports it. */
+static char *
+job_field(int id, const char *field)
+{
+	char *o = NULL, *p, *q, key[64];
+
+	ctl(&o, "status %d --json", id);
+	snprintf(key, sizeof key, "\"%s\":", field);
+	if (o == NULL || (p = strstr(o, key)) == NULL) {
+		free(o);
+		return strdup("");
+	}
+	p += strlen(key);
+	if (*p == '"') {
+		/* A string: up to its closing quote (none are escaped). */
+		q = strchr(++p, '"');
+	} else {
+		q = strpbrk(p, ",}");
+	}
+	p = strndup(p, q ? (size_t)(q - p) : strlen(p));
+	free(o);
+	return p;
+}
+
+static bool
+wait_state(int id, const char *want, int ms)
+{
+	char *s;
+	bool got = false;
+
+	for (; ms > 0 && !got; ms -= 50) {
+		s = job_field(id, "state");
+		got = strcmp(s, want) == 0;
+		free(s);
+		if (!got)
+			sleep_ms(50);
+	}
+	return got;
+}
+
+static void
+test_submit(void)
+{
+	char *o = NULL, *id;
+	int rc;
+
+	rc = tl_runf(&o, "cd %s && %s run slerp.yml ref-slerp --quiet "
+	    "--random-seed 7 2>&1", dir, tl_mergectl);
+	ok_int_eq(rc, 0, "reference: mergectl run exits 0");
+	free(o);
+	rc = ctl(&o, "submit slerp.yml -o d-slerp --wait --random-seed 7 "
+	    "--quiet");
+	ok_int_eq(rc, 0, "submit --wait exits 0 when the job is done");
+	ok_str_eq(o, "1\n", "submit prints the job id");
+	free(o);
+	ok(same("ref-slerp/model.safetensors", "d-slerp/model.safetensors") &&
+	    same("ref-slerp/config.json", "d-slerp/config.json"),
+	    "the daemon's output is byte-identical to mergectl run's");
+	rc = ctl(&o, "logs 1");
+	ok(rc == 0 && strstr(o, "submitted by") && strstr(o, "done"),
+	    "logs show the job's life");
+	free(o);
+	id = job_field(1, "shards_done");
+	ok_str_eq(id, "1", "status: the one shard is recorded done");
+	free(id);
+	rc = ctl(&o, "submit bad.yml -o d-bad");
+	ok_int_eq(rc, 3, "a bad config is refused at submit, exit 3");
+	ok_str_has(o, "bad.yml:6:1: error: unknown key 'paramters' in the "
+	    "config; did you mean 'parameters'?", "with mergectl run's "
+	    "message");
+	free(o);
+	rc = ctl(&o, "submit missing-tensor.yml -o d-bad");
+	ok_int_eq(rc, 3, "a missing donor tensor is refused at submit");
+	ok_str_has(o, "has no tensor", "naming it");
+	free(o);
+	rc = ctl(&o, "submit slerp.yml -o d-slerp");
+	ok_int_eq(rc, 4, "an existing output is refused, exit 4");
+	free(o);
+	rc = ctl(&o, "list --json");
+	ok(rc == 0 && strstr(o, "\"id\":2") == NULL, "refused submissions "
+	    "are not queued");
+	free(o);
+}
+
+static void
+test_queue(void)
+{
+	char *o = NULL, *s;
+	int rc;
+
+	/* A cap no unit fits: fails when it runs. */
+	rc = ctl(&o, "submit slerp.yml -o d-capped --memory 1K --wait "
+	    "--quiet");
+	ok_int_eq(rc, 1, "a job over its own memory cap fails");
+	free(o);
+	s = job_field(2, "error");
+	ok_str_has(s, "the job's memory cap 1.0 KiB is too small", "with "
+	    "the cap named");
+	free(s);
+	rc = ctl(&o, "submit slerp.yml -o d-after-failed --after 2 --wait "
+	    "--quiet");
+	ok_int_eq(rc, 1, "a job after a failed one fails");
+	free(o);
+	s = job_field(3, "error");
+	ok_str_has(s, "job 2, which it runs after, failed", "with the reason");
+	free(s);
+	rc = ctl(&o, "submit slerp.yml -o d-after-done --after 1 --priority 5 "
+	    "--name second --wait --quiet");
+	ok_int_eq(rc, 0, "a job after a done one runs");
+	free(o);
+	rc = ctl(&o, "list");
+	ok(rc == 0 && strstr(o, "second") && strstr(o, "failed") &&
+	    strstr(o, "done"), "the queue table lists names and states");
+	free(o);
+	rc = ctl(&o, "status 99");
+	ok_int_eq(rc, 6, "no such job: exit 6");
+	free(o);
+}
+
+/* Waits until a job has at least n shards on disk, or it ended. */
+static bool
+wait_shards(int id, int n, int ms)
+{
+	char *s, *st;
+	bool got = false, ended = false;
+
+	for (; ms > 0 && !got && !ended; ms -= 20) {
+		s = job_field(id, "shards_done");
+		st = job_field(id, "state");
+		got = atoi(s) >= n;
+		ended = strcmp(st, "running") != 0 && strcmp(st, "queued") != 0;
+		free(s);
+		free(st);
+		if (!got)
+			sleep_ms(20);
+	}
+	return got;
+}
+
+static bool
+staging_left(const char *prefix)
+{
+	char *o = NULL;
+	int rc = tl_runf(&o, "ls -a %s | grep -q '^\\.%s\\.merging'", dir,
+	    prefix);
+
+	free(o);
+	return rc == 0;
+}
+
+static void
+test_cancel(pid_t *pid)
+{
+	char *o = NULL;
+	int rc;
+
+	/* One job at a time, slowly: the second waits behind the first. */
+	daemon_stop(*pid, SIGTERM);
+	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
+	rc = ctl(&o, "submit big.yml -o d-big1 --quiet");
+	free(o);
+	rc |= ctl(&o, "submit big.yml -o d-big2 --quiet");
+	free(o);
+	ok(rc == 0 && wait_state(4 + 1, "running", 20000),
+	    "a big job runs (job 5)");
+	ok(wait_state(6, "queued", 100), "the next waits queued (job 6)");
+	rc = ctl(&o, "cancel 6");
+	ok(rc == 0 && wait_state(6, "cancelled", 2000), "a queued job is "
+	    "cancelled");
+	free(o);
+	rc = ctl(&o, "cancel 5");
+	ok(rc == 0 && wait_state(5, "cancelled", 20000), "a running job is "
+	    "cancelled");
+	free(o);
+	ok(!staging_left("d-big1") && !tl_exists("d-big1"), "and leaves "
+	    "neither output nor staging directory");
+	rc = ctl(&o, "cancel 5");
+	ok_int_eq(rc, 1, "cancelling it again is a conflict");
+	ok_str_has(o, "is cancelled", "saying its state");
+	free(o);
+}
+
+/* kill -9 mid-job; restart; resume; the same bytes as an unbroken run. */
+static void
+test_kill_resume(pid_t *pid)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	char path[4096], *o = NULL, *s;
+	const unsigned char *r;
+	bool ok_integrity = false;
+	int rc;
+
+	rc = tl_runf(&o, "cd %s && %s run big.yml ref-big --quiet "
+	    "--random-seed 11 --out-shard-size 40M 2>&1", dir, tl_mergectl);
+	ok_int_eq(rc, 0, "reference big merge");
+	free(o);
+	rc = ctl(&o, "submit big.yml -o d-resumed --random-seed 11 "
+	    "--out-shard-size 40M --quiet");
+	free(o);
+	ok(rc == 0 && wait_shards(7, 1, 30000), "job 7 has a shard on disk");
+	kill(*pid, SIGKILL);
+	waitpid(*pid, NULL, 0);
+	ok(staging_left("d-resumed"), "after kill -9 the staging directory "
+	    "is there");
+	snprintf(path, sizeof path, "%s/merged.db", state);
+	if (sqlite3_open(path, &db) == SQLITE_OK &&
+	    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) ==
+	    SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
+	    (r = sqlite3_column_text(st, 0)) != NULL)
+		ok_integrity = strcmp((const char *)r, "ok") == 0;
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	ok(ok_integrity, "the store passes PRAGMA integrity_check");
+	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
+	s = job_field(7, "state");
+	ok_str_eq(s, "interrupted", "after restart the job is interrupted");
+	free(s);
+	rc = ctl(&o, "resume 7 --quiet");
+	ok_int_eq(rc, 0, "resume exits 0");
+	free(o);
+	rc = ctl(&o, "watch 7 --quiet");
+	ok_int_eq(rc, 0, "watch exits 0: the resumed job is done");
+	free(o);
+	rc = tl_runf(&o, "cd %s && for f in ref-big/*.safetensors "
+	    "ref-big/*.json; do cmp $f d-resumed/$(basename $f) || exit 1; "
+	    "done 2>&1", dir);
+	ok_int_eq(rc, 0, "every shard and the index are byte-identical to "
+	    "the uninterrupted run");
+	free(o);
+	rc = ctl(&o, "logs 7");
+	ok(strstr(o, "resumed by") != NULL, "the log records the resume");
+	free(o);
+}
+
+/* SIGTERM: running jobs are interrupted, the daemon exits cleanly. */
+static void
+test_drain(pid_t *pid)
+{
+	char *o = NULL, *s;
+	double t0;
+	int rc;
+
+	rc = ctl(&o, "submit big.yml -o d-drained --quiet");
+	free(o);
+	ok(rc == 0 && wait_state(8, "running", 20000), "job 8 runs");
+	t0 = (double)time(NULL);
+	rc = daemon_stop(*pid, SIGTERM);
+	ok_int_eq(rc, 0, "SIGTERM: merged exits 0 (uv_loop_close returned 0)");
+	ok((double)time(NULL) - t0 <= 10, "within a few seconds");
+	*pid = daemon_start("--memory 256M");
+	s = job_field(8, "state");
+	ok_str_eq(s, "interrupted", "the drained job is interrupted");
+	free(s);
+	s = job_field(8, "error");
+	ok_str_has(s, "resume", "and says how to continue");
+	free(s);
+	rc = ctl(&o, "resume 8 --quiet");
+	free(o);
+	rc |= ctl(&o, "watch 8 --quiet");
+	free(o);
+	ok_int_eq(rc, 0, "resumed after a drain, it completes");
+}
+
+static int
+raw_connect(void)
+{
+	struct sockaddr_un sun;
+	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+
+	memset(&sun, 0, sizeof sun);
+	sun.sun_family = AF_UNIX;
+	memcpy(sun.sun_path, sock, strlen(sock) < sizeof sun.sun_path ?
+	    strlen(sock) : sizeof sun.sun_path - 1);
+	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* Everything the daemon says until it closes (or 5 s pass). */
+static char *
+raw_read_all(int fd)
+{
+	struct timeval tv = { 5, 0 };
+	size_t len = 0;
+	char *buf = calloc(1, 65536);
+	ssize_t n;
+
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	while (len < 65535 && (n = read(fd, buf + len, 65535 - len)) > 0)
+		len += (size_t)n;
+	return buf;
+}
+
+static void
+raw_exchange(const char *what, const char *send_, size_t len,
+    const char *want)
+{
+	char *got;
+	int fd = raw_connect();
+
+	ok(fd >= 0 && write(fd, send_, len) == (ssize_t)len, "%s: sent", what);
+	got = raw_read_all(fd);
+	ok_str_has(got, want, "%s: one error, then the daemon closes", what);
+	free(got);
+	close(fd);
+}
+
+static void
+test_protocol(void)
+{
+	char *big, *o = NULL;
+	size_t n = (320u << 10) + 100;
+
+	raw_exchange("garbage", "not json\n", 9, "\"code\":\"bad_request\"");
+	raw_exchange("no hello", "{\"v\":1,\"id\":3,\"op\":\"list\"}\n", 28,
+	    "the first request must be hello");
+	raw_exchange("another version", "{\"v\":2,\"id\":1,\"op\":\"hello\"}\n",
+	    28, "bad_version");
+	big = malloc(n);
+	memset(big, 'x', n);
+	raw_exchange("an oversized line", big, n, "line too long");
+	free(big);
+	raw_exchange("a NUL byte", "{\"v\":1,\0\"id\":1}\n", 16,
+	    "\"code\":\"bad_request\"");
+	ok_int_eq(ctl(&o, "daemon status"), 0, "and the daemon still serves "
+	    "everyone else");
+	free(o);
+}
+
+/* A client killed mid-watch does not disturb anyone. */
+static void
+test_vanish(void)
+{
+	char *o = NULL;
+	int rc;
+
+	rc = ctl(&o, "submit big.yml -o d-watched --quiet");
+	free(o);
+	rc |= tl_runf(&o, "cd %s && (MERGED_SOCKET=%s timeout -s KILL 1 %s "
+	    "watch 9 >/dev/null 2>&1; true)", dir, sock, tl_mergectl);
+	free(o);
+	ok(rc == 0, "a watcher was killed mid-watch");
+	rc = ctl(&o, "watch 9 --quiet");
+	ok_int_eq(rc, 0, "the job still completes and another watch sees it");
+	free(o);
+}
+
+/* Two clients auto-starting a daemon at once: exactly one survives. */
+static void
+test_autostart_race(void)
+{
+	char *o = NULL, s2[100];
+	int rc;
+
+	/* A short path: socket names are limited to 107 bytes. */
+	snprintf(s2, sizeof s2, "%s/r/m.sock", dir);
+	rc = tl_runf(&o, "cd %s && export MERGED_SOCKET=%s XDG_STATE_HOME=%s/"
+	    "race-state MERGED_BIN=%s; %s daemon start -q & %s daemon start -q "
+	    "& wait; %s daemon status", dir, s2, dir, tl_merged, tl_mergectl,
+	    tl_mergectl, tl_mergectl);
+	ok_int_eq(rc, 0, "two concurrent auto-starts leave a daemon "
+	    "answering");
+	free(o);
+	/* "[-]" keeps the shell running pgrep from matching itself. */
+	rc = tl_runf(&o, "pgrep -fc -- '[-]-socket %s'", s2);
+	ok_str_eq(o, "1\n", "exactly one daemon survives");
+	free(o);
+	rc = tl_runf(&o, "MERGED_SOCKET=%s %s daemon stop -q", s2,
+	    tl_mergectl);
+	ok_int_eq(rc, 0, "daemon stop stops it");
+	free(o);
+}
+
+/* mergectl as the unprivileged user nobody. */
+static int
+as_nobody(char **out, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+as_nobody(char **out, const char *fmt, ...)
+{
+	va_list ap;
+	char *args;
+	int rc;
+
+	va_start(ap, fmt);
+	if (vasprintf(&args, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	rc = tl_runf(out, "cd %s && setpriv --reuid=%d --regid=%d "
+	    "--clear-groups env HOME=%s/nobody-home MERGED_SOCKET=%s %s %s "
+	    "2>&1", dir, NOBODY, NOBODY, dir, sock, tl_mergectl, args);
+	free(args);
+	return rc;
+}
+
+/*
+ * A second user: sees the queue but cannot act on or read another's job,
+ * and cannot make the (root) daemon read or write what it could not.
+ */
+static void
+test_second_user(pid_t *pid)
+{
+	struct stat st;
+	char *o = NULL, path[4096];
+	int rc;
+
+	if (geteuid() != 0) {
+		tap_diag("not root: the second-user checks are skipped");
+		ok(1, "# SKIP second user: needs root");
+		return;
+	}
+	daemon_stop(*pid, SIGTERM);
+	/* Team mode's setup: the socket directory is the group's. */
+	rc = tl_runf(&o, "chgrp nogroup %s/run && chmod 750 %s/run", dir, dir);
+	free(o);
+	*pid = daemon_start("--group nogroup --memory 256M");
+	rc = tl_runf(&o, "cd %s && chmod 755 . && mkdir -p nobody-home "
+	    "nobody-out && chown %d:%d nobody-home nobody-out && "
+	    "mkdir -p private mine mine2 root-out && chmod 700 private && "
+	    "cp a/* private/ && cp a/config.json mine/ && "
+	    "ln -s %s/private/model.safetensors mine/model.safetensors && "
+	    "cp a/config.json mine2/ && cp a/model.safetensors mine2/ && "
+	    "chmod 600 mine2/model.safetensors && chown %d:%d mine mine2",
+	    dir, NOBODY, NOBODY, dir, NOBODY, NOBODY);
+	ok_int_eq(rc, 0, "second user: fixtures");
+	free(o);
+	rc = as_nobody(&o, "list --json");
+	ok(rc == 0 && strstr(o, "\"user\":\"root\"") &&
+	    !strstr(o, "\"out\":"), "nobody sees root's jobs, without paths");
+	free(o);
+	rc = as_nobody(&o, "logs 1");
+	ok(rc == 7 && strstr(o, "belongs to root"), "nobody cannot read "
+	    "root's logs (exit 7)");
+	free(o);
+	rc = as_nobody(&o, "cancel 1");
+	ok_int_eq(rc, 7, "nobody cannot cancel root's job");
+	free(o);
+	rc = as_nobody(&o, "resume 7");
+	ok_int_eq(rc, 7, "nobody cannot resume root's job");
+	free(o);
+	rc = as_nobody(&o, "status 1 --json");
+	ok(rc == 0 && !strstr(o, "config_name"), "nobody's status of root's "
+	    "job has no config or paths");
+	free(o);
+	write_cfg("nb-private.yml", "merge_method: passthrough\nmodels:\n"
+	    "  - model: ./private\n");
+	rc = as_nobody(&o, "submit nb-private.yml -o nobody-out/x");
+	ok(rc == 3 && strstr(o, "./private"), "a model nobody cannot read is "
+	    "refused before reaching the daemon");
+	free(o);
+	write_cfg("nb-link.yml", "merge_method: passthrough\nmodels:\n"
+	    "  - model: ./mine\n");
+	rc = as_nobody(&o, "submit nb-link.yml -o nobody-out/y");
+	if (!ok(rc == 3 && strstr(o, "outside the directory"), "a symlink "
+	    "out of the passed directory is not followed by the daemon"))
+		tap_diag("%d: %s", rc, o);
+	free(o);
+	write_cfg("nb-perm.yml", "merge_method: passthrough\nmodels:\n"
+	    "  - model: ./mine2\n");
+	rc = as_nobody(&o, "submit nb-perm.yml -o nobody-out/z");
+	if (!ok(rc == 3 && strstr(o, "permission denied for uid 65534"),
+	    "a file nobody may not read is not read for nobody"))
+		tap_diag("%d: %s", rc, o);
+	free(o);
+	write_cfg("nb-ok.yml", "merge_method: passthrough\nmodels:\n"
+	    "  - model: ./a\n");
+	rc = as_nobody(&o, "submit nb-ok.yml -o root-out/w");
+	ok(rc == 7 && strstr(o, "may not write"), "nobody cannot make the "
+	    "daemon write where nobody may not");
+	free(o);
+	rc = as_nobody(&o, "submit nb-ok.yml -o nobody-out/ok --wait -q");
+	ok_int_eq(rc, 0, "nobody's own merge runs");
+	free(o);
+	snprintf(path, sizeof path, "%s/nobody-out/ok/model.safetensors", dir);
+	ok(stat(path, &st) == 0 && st.st_uid == NOBODY, "and its files "
+	    "belong to nobody");
+	rc = ctl(&o, "logs %d", 10);
+	ok(rc == 0 && strstr(o, "submitted by nobody"), "root may read "
+	    "anyone's logs");
+	free(o);
+}
+
+static void
+setup(void)
+{
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/a", dir);
+	if (tl_genmodel_run("--family llama --seed 1", path) != 0)
+		exit(99);
+	snprintf(path, sizeof path, "%s/b", dir);
+	if (tl_genmodel_run("--family llama --seed 2 --finetune-of 1 "
+	    "--delta 0.01", path) != 0)
+		exit(99);
+	snprintf(path, sizeof path, "%s/q3", dir);
+	if (tl_genmodel_run("--family qwen3 --seed 3", path) != 0)
+		exit(99);
+	snprintf(path, sizeof path, "%s/xa", dir);
+	if (tl_genmodel_run("--family llama --hidden 1024 --intermediate 2816 "
+	    "--layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 5",
+	    path) != 0)
+		exit(99);
+	snprintf(path, sizeof path, "%s/xb", dir);
+	if (tl_genmodel_run("--family llama --hidden 1024 --intermediate 2816 "
+	    "--layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 6 "
+	    "--finetune-of 5 --delta 0.01", path) != 0)
+		exit(99);
+	write_cfg("slerp.yml", "merge_method: slerp\nbase_model: ./a\n"
+	    "models:\n  - model: ./a\n  - model: ./b\nparameters:\n  t:\n"
+	    "    - filter: mlp\n      value: [0, 1]\n    - value: 0.4\n");
+	write_cfg("big.yml", "merge_method: slerp\nbase_model: ./xa\n"
+	    "models:\n  - model: ./xa\n  - model: ./xb\nparameters:\n"
+	    "  t: 0.3\n");
+	write_cfg("bad.yml", "merge_method: slerp\nbase_model: ./a\n"
+	    "models:\n  - model: ./a\n  - model: ./b\nparamters:\n  t: 0.5\n");
+	write_cfg("missing-tensor.yml", "merge_method: slerp\n"
+	    "base_model: ./q3\nallow_crimes: true\nmodels:\n  - model: ./q3\n"
+	    "  - model: ./a\nparameters:\n  t: 0.5\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	pid_t pid;
+
+	tl_init(argc, argv);
+	tap_plan_lazy();
+	dir = tl_tmpdir("daemon");
+	snprintf(sock, sizeof sock, "%s/run/merged.sock", dir);
+	snprintf(state, sizeof state, "%s/state", dir);
+	setup();
+	pid = daemon_start("--memory 256M");
+	test_submit();
+	test_queue();
+	test_protocol();
+	test_cancel(&pid);
+	test_kill_resume(&pid);
+	test_drain(&pid);
+	test_vanish();
+	test_autostart_race();
+	test_second_user(&pid);
+	ok_int_eq(daemon_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "
+	    "the end");
+	return tap_done();
+}
