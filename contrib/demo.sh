@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: MIT
 # Quick start, part 1: install what is missing, build, generate two small
 # demo models (a Llama-shaped base and a fine-tune of it), merge them with
-# examples/slerp.yml, and print where the result is.
+# examples/slerp.yml through the daemon (mergectl submit starts a personal
+# merged if none runs), and print where the result is.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -20,7 +21,12 @@ mkdir -p demo
 	    --intermediate 768 --vocab 1000 --seed 2 --finetune-of 1 \
 	    --delta 0.01
 
-build/client/mergectl run examples/slerp.yml demo/merged --force \
-    --memory 256M
+ctl=build/client/mergectl
+job=$($ctl submit examples/slerp.yml -o demo/merged --force --quiet)
+echo "demo: submitted job $job to merged; watching it"
+$ctl watch "$job"
+$ctl status "$job"
 echo "demo: the merged model is in $(pwd)/demo/merged"
 ls -l demo/merged
+echo "demo: the daemon keeps running for more jobs ('$ctl list');"
+echo "demo: stop it with '$ctl daemon stop'"
