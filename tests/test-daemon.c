@@ -364,6 +364,39 @@ test_kill_resume(pid_t *pid)
 	free(o);
 }
 
+/* An input that changed since submit makes the resume fail, clearly. */
+static void
+test_resume_changed(pid_t *pid)
+{
+	char *o = NULL, *s;
+	int rc;
+
+	rc = ctl(&o, "submit big.yml -o d-changed --out-shard-size 40M "
+	    "--quiet");
+	free(o);
+	ok(rc == 0 && wait_shards(8, 1, 30000), "job 8 has a shard on disk");
+	kill(*pid, SIGKILL);
+	waitpid(*pid, NULL, 0);
+	rc = tl_runf(&o, "touch -d '2001-01-01' %s/xb/model.safetensors", dir);
+	free(o);
+	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
+	rc = ctl(&o, "resume 8");
+	ok_int_eq(rc, 3, "resume refuses a job whose input changed (exit 3)");
+	ok_str_has(o, "xb/model.safetensors changed since the job was "
+	    "submitted", "naming the file");
+	free(o);
+	s = job_field(8, "state");
+	ok_str_eq(s, "interrupted", "the job stays interrupted");
+	free(s);
+	rc = ctl(&o, "cancel 8");
+	ok(rc == 0 && !staging_left("d-changed"), "cancelling it removes its "
+	    "staging directory");
+	free(o);
+	/* Later tests merge xb again: give it back its planned time. */
+	rc = tl_runf(&o, "touch %s/xb/model.safetensors", dir);
+	free(o);
+}
+
 /* SIGTERM: running jobs are interrupted, the daemon exits cleanly. */
 static void
 test_drain(pid_t *pid)
@@ -374,21 +407,21 @@ test_drain(pid_t *pid)
 
 	rc = ctl(&o, "submit big.yml -o d-drained --quiet");
 	free(o);
-	ok(rc == 0 && wait_state(8, "running", 20000), "job 8 runs");
+	ok(rc == 0 && wait_state(9, "running", 20000), "job 9 runs");
 	t0 = (double)time(NULL);
 	rc = daemon_stop(*pid, SIGTERM);
 	ok_int_eq(rc, 0, "SIGTERM: merged exits 0 (uv_loop_close returned 0)");
 	ok((double)time(NULL) - t0 <= 10, "within a few seconds");
 	*pid = daemon_start("--memory 256M");
-	s = job_field(8, "state");
+	s = job_field(9, "state");
 	ok_str_eq(s, "interrupted", "the drained job is interrupted");
 	free(s);
-	s = job_field(8, "error");
+	s = job_field(9, "error");
 	ok_str_has(s, "resume", "and says how to continue");
 	free(s);
-	rc = ctl(&o, "resume 8 --quiet");
+	rc = ctl(&o, "resume 9 --quiet");
 	free(o);
-	rc |= ctl(&o, "watch 8 --quiet");
+	rc |= ctl(&o, "watch 9 --quiet");
 	free(o);
 	ok_int_eq(rc, 0, "resumed after a drain, it completes");
 }
@@ -471,10 +504,10 @@ test_vanish(void)
 	rc = ctl(&o, "submit big.yml -o d-watched --quiet");
 	free(o);
 	rc |= tl_runf(&o, "cd %s && (MERGED_SOCKET=%s timeout -s KILL 1 %s "
-	    "watch 9 >/dev/null 2>&1; true)", dir, sock, tl_mergectl);
+	    "watch 10 >/dev/null 2>&1; true)", dir, sock, tl_mergectl);
 	free(o);
 	ok(rc == 0, "a watcher was killed mid-watch");
-	rc = ctl(&o, "watch 9 --quiet");
+	rc = ctl(&o, "watch 10 --quiet");
 	ok_int_eq(rc, 0, "the job still completes and another watch sees it");
 	free(o);
 }
@@ -526,6 +559,44 @@ as_nobody(char **out, const char *fmt, ...)
 	    "2>&1", dir, NOBODY, NOBODY, dir, sock, tl_mergectl, args);
 	free(args);
 	return rc;
+}
+
+static double
+started(int id)
+{
+	char *s = job_field(id, "started");
+	double t = atof(s);
+
+	free(s);
+	return t;
+}
+
+/*
+ * One job at a time: root queues two big jobs, then nobody one small
+ * one.  When root's first is done, nobody's runs before root's second:
+ * one user's queue does not starve another's job.
+ */
+static void
+test_fairness(pid_t *pid)
+{
+	char *o = NULL;
+	int rc;
+
+	daemon_stop(*pid, SIGTERM);
+	*pid = daemon_start("--group nogroup --max-running 1 --memory 24M "
+	    "--threads 1");
+	rc = ctl(&o, "submit big.yml -o d-fair1 --quiet");
+	free(o);
+	rc |= ctl(&o, "submit big.yml -o d-fair2 --quiet");
+	free(o);
+	rc |= as_nobody(&o, "submit nb-ok.yml -o nobody-out/fair --quiet");
+	free(o);
+	ok(rc == 0, "fairness: root queues jobs 12 and 13, nobody job 14");
+	rc = ctl(&o, "watch 13 --quiet");
+	ok_int_eq(rc, 0, "fairness: all run");
+	free(o);
+	ok(started(14) > 0 && started(14) < started(13), "nobody's job ran "
+	    "before root's second (%.3f < %.3f)", started(14), started(13));
 }
 
 /*
@@ -609,10 +680,11 @@ test_second_user(pid_t *pid)
 	snprintf(path, sizeof path, "%s/nobody-out/ok/model.safetensors", dir);
 	ok(stat(path, &st) == 0 && st.st_uid == NOBODY, "and its files "
 	    "belong to nobody");
-	rc = ctl(&o, "logs %d", 10);
+	rc = ctl(&o, "logs %d", 11);
 	ok(rc == 0 && strstr(o, "submitted by nobody"), "root may read "
 	    "anyone's logs");
 	free(o);
+	test_fairness(pid);
 }
 
 static void
@@ -670,6 +742,7 @@ main(int argc, char **argv)
 	test_protocol();
 	test_cancel(&pid);
 	test_kill_resume(&pid);
+	test_resume_changed(&pid);
 	test_drain(&pid);
 	test_vanish();
 	test_autostart_race();
