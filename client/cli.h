@@ -73,6 +73,7 @@ struct cli_merge_opts {
 void cli_merge_opts_default(struct cli_merge_opts *);
 int cli_merge_opt(struct cli_merge_opts *, int, const char *);
 uint64_t cli_default_memory(void);
+void cli_plan_opts(const struct cli_merge_opts *, struct graph_plan_opts *);
 int cli_open_parent(const char *, char **, bool);
 void cli_mkdirs(const char *, mode_t);
 
@@ -132,5 +133,6 @@ int cli_cmd_watch(int, char **);
 int cli_cmd_cancel(int, char **);
 int cli_cmd_resume(int, char **);
 int cli_cmd_daemon(int, char **);
+int cli_cmd_plan(int, char **);
 
 #endif /* CLI_H */

@@ -175,15 +175,7 @@ run_plan(const struct cli_merge_opts *o, const char *path,
 	int rc = CLI_EXIT_OK;
 
 	graph_diags_init(&d);
-	graph_plan_opts_default(&po);
-	po.allow_crimes = o->allow_crimes;
-	po.shard_size = o->shard_size;
-	po.memory = o->memory;
-	po.threads = o->threads;
-	po.has_seed = o->has_seed;
-	po.seed = o->seed;
-	po.copy_tokenizer = o->copy_tokenizer;
-	po.model_card = o->model_card;
+	cli_plan_opts(o, &po);
 	if (graph_config_load_file(path, cfg, &d) != 0 ||
 	    graph_plan_build(*cfg, &po, plan, &d) != 0)
 		rc = CLI_EXIT_INVALID;

@@ -27,6 +27,8 @@ static const struct cli_cmd commands[] = {
 	{ "resume", "JOB", "continue an interrupted job", cli_cmd_resume },
 	{ "daemon", "start|stop|status", "the personal daemon",
 	    cli_cmd_daemon },
+	{ "plan", "CONFIG [--json]", "show the whole merge without reading "
+	    "a weight", cli_cmd_plan },
 	{ "run", "CONFIG OUT [options]", "merge in this process, without the "
 	    "daemon (like mergekit-yaml)", cli_cmd_run },
 };

@@ -162,3 +162,18 @@ cli_mkdirs(const char *path, mode_t mode)
 	mkdir(dup, mode);
 	free(dup);
 }
+
+/* The planner's options from the command line's. */
+void
+cli_plan_opts(const struct cli_merge_opts *o, struct graph_plan_opts *po)
+{
+	graph_plan_opts_default(po);
+	po->allow_crimes = o->allow_crimes;
+	po->shard_size = o->shard_size;
+	po->memory = o->memory;
+	po->threads = o->threads;
+	po->has_seed = o->has_seed;
+	po->seed = o->seed;
+	po->copy_tokenizer = o->copy_tokenizer;
+	po->model_card = o->model_card;
+}

@@ -311,6 +311,11 @@ struct graph_plan_summary {
 void graph_plan_summary(const struct graph_plan *,
     struct graph_plan_summary *);
 
+/* plan-json.c: the plan (or NULL) and its problems as a new cJSON. */
+struct cJSON;
+struct cJSON *graph_plan_json(const struct graph_plan *,
+    const struct graph_diags *);
+
 /* The input files a plan reads, for recording and later comparison. */
 struct graph_plan_file {
 	char *path;

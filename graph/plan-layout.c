@@ -58,12 +58,16 @@ layout_estimate(struct graph_plan *p)
 			p->total_in += (uint64_t)t->in[j].rows *
 			    (uint64_t)t->in[j].cols *
 			    graph_dtype_size(t->in[j].mt->t->dtype);
+		/* Byte copies go file to file and hold no memory. */
+		if (t->method == &graph_method_copy && !t->in[0].rectified &&
+		    t->in[0].mt->t->dtype == t->out_dtype)
+			continue;
 		decoded += t->numel * 4 * t->nin;
 		out = t->numel * 4 * (t->nin + 1);
 		if (out > biggest)
 			biggest = out;
 	}
-	/* The executor never holds more than its budget. */
+	/* The cache keeps decoded inputs until the budget is full. */
 	p->peak_memory = decoded + biggest;
 	if (p->opts.memory > 0 && p->peak_memory > p->opts.memory)
 		p->peak_memory = p->opts.memory;

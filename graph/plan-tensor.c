@@ -331,11 +331,17 @@ plan_shape_error(struct plan_build *b, struct plan_tensor *pt,
 
 	for (j = 0; j < pt->nin; j++) {
 		s = shape_str(pt->in[j].mt->t);
-		xbuf_printf(&x, "%s%s:%s %s", j ? ", " : "",
-		    b->p->models[pt->in[j].model].name, pt->in[j].name, s);
+		xbuf_printf(&x, "%s%s:%s", j ? ", " : "",
+		    b->p->models[pt->in[j].model].name, pt->in[j].name);
+		if (pt->in[j].layer >= 0)
+			xbuf_printf(&x, "@%lld", (long long)pt->in[j].layer);
+		xbuf_printf(&x, " %s", s);
 		free(s);
 	}
-	plan_error(b, pt->name, "shapes differ (%s)%s", x.data, why);
+	plan_error(b, pt->name, "shapes differ (%s)%s; %s", x.data, why,
+	    (b->method->flags & METHOD_OPTIONAL_T) ? "add a filter so that "
+	    "no t applies to this tensor (the base's is then kept)" :
+	    "choose layers or models whose shapes agree");
 	xbuf_free(&x);
 }
 

@@ -163,9 +163,11 @@ test_cross_family(void)
 	    &m, false);
 	ok(p == NULL, "slerping every tensor across widths is rejected");
 	ok_str_has(m, "model.layers.0.mlp.down_proj.weight: error: shapes "
-	    "differ (llama:model.layers.5.mlp.down_proj.weight [128, 256], "
-	    "qwen3:model.layers.10.mlp.down_proj.weight [128, 384])",
-	    "with the tensor, both models, their layers and shapes");
+	    "differ (llama:model.layers.5.mlp.down_proj.weight@5 [128, 256], "
+	    "qwen3:model.layers.10.mlp.down_proj.weight@10 [128, 384]); add a "
+	    "filter so that no t applies to this tensor (the base's is then "
+	    "kept)", "with the tensor, both models, their layers and shapes, "
+	    "and the fix");
 	graph_plan_free(p);
 	free(m);
 }

@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-plan.c: "mergectl plan CONFIG [--json]": the whole merge, from
+ * headers only, before any weight is read: the architecture chosen and
+ * why, every output tensor with its method, sources (model:tensor@layer),
+ * parameters, shape and dtype, the output files, the bytes to read and
+ * write, the peak memory under the budget, and every problem.  Exit 0
+ * when the merge can run, 3 when it cannot.  Needs no daemon; the daemon
+ * runs the same planner when a job is submitted.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "cli.h"
+#include "opts.h"
+
+static const char *
+jstr(const cJSON *o, const char *k)
+{
+	const char *s = cJSON_GetStringValue(cJSON_GetObjectItem(o, k));
+
+	return s != NULL ? s : "";
+}
+
+static double
+jnum(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItem(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : 0;
+}
+
+static void
+print_shape(struct xbuf *x, const cJSON *a)
+{
+	const cJSON *d;
+	bool first = true;
+
+	xbuf_add(x, "[", 1);
+	cJSON_ArrayForEach(d, a) {
+		xbuf_printf(x, "%s%.0f", first ? "" : ",", d->valuedouble);
+		first = false;
+	}
+	xbuf_add(x, "]", 1);
+}
+
+/* "t=0.5 normalize=true" from a parameters object. */
+static void
+print_params(struct xbuf *x, const cJSON *ps)
+{
+	const cJSON *v;
+
+	cJSON_ArrayForEach(v, ps) {
+		if (cJSON_IsBool(v))
+			xbuf_printf(x, " %s=%s", v->string, cJSON_IsTrue(v) ?
+			    "true" : "false");
+		else
+			xbuf_printf(x, " %s=%g", v->string, v->valuedouble);
+	}
+}
+
+static void
+print_tensor(const cJSON *t)
+{
+	struct xbuf x = { 0 };
+	const cJSON *s;
+	bool first = true;
+
+	print_shape(&x, cJSON_GetObjectItem(t, "shape"));
+	printf("%-48s %-16s %-14s %-5s", jstr(t, "name"), jstr(t, "method"),
+	    x.data, jstr(t, "dtype"));
+	xbuf_free(&x);
+	cJSON_ArrayForEach(s, cJSON_GetObjectItem(t, "sources")) {
+		xbuf_printf(&x, "%s%s:%s", first ? "" : " + ",
+		    jstr(s, "model"), jstr(s, "tensor"));
+		if (cJSON_IsNumber(cJSON_GetObjectItem(s, "layer")))
+			xbuf_printf(&x, "@%.0f", jnum(s, "layer"));
+		print_params(&x, cJSON_GetObjectItem(s, "parameters"));
+		first = false;
+	}
+	print_params(&x, cJSON_GetObjectItem(t, "parameters"));
+	if (*jstr(t, "note") != '\0')
+		xbuf_printf(&x, "  (%s)", jstr(t, "note"));
+	printf(" %s\n", x.data ? x.data : "");
+	xbuf_free(&x);
+}
+
+static void
+print_plan(const cJSON *j)
+{
+	const cJSON *a = cJSON_GetObjectItem(j, "architecture"), *t;
+	char *r, *w, *m, *b;
+
+	r = graph_format_size((uint64_t)jnum(j, "bytes_read"));
+	w = graph_format_size((uint64_t)jnum(j, "bytes_written"));
+	m = graph_format_size((uint64_t)jnum(j, "peak_memory"));
+	b = graph_format_size((uint64_t)jnum(j, "memory_budget"));
+	printf("architecture  %s (%s) from %s: %s\n", jstr(a, "name"),
+	    jstr(a, "model_type"), jstr(a, "model"), jstr(a, "reason"));
+	printf("method        %s, %d output layers, %d tensors\n",
+	    jstr(j, "method"), (int)jnum(j, "layers"),
+	    cJSON_GetArraySize(cJSON_GetObjectItem(j, "tensors")));
+	printf("reads         %s; writes %s; peak memory %s (budget %s)\n\n",
+	    r, w, m, b);
+	free(r);
+	free(w);
+	free(m);
+	free(b);
+	printf("%-48s %-16s %-14s %-5s %s\n", "TENSOR", "METHOD", "SHAPE",
+	    "DTYPE", "SOURCES AND PARAMETERS");
+	cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "tensors"))
+		print_tensor(t);
+	printf("\n");
+	cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "shards")) {
+		w = graph_format_size((uint64_t)jnum(t, "bytes"));
+		printf("file          %s: %.0f tensors, %s\n", jstr(t, "name"),
+		    jnum(t, "tensors"), w);
+		free(w);
+	}
+}
+
+static void
+plan_usage(FILE *fp)
+{
+	fprintf(fp, "usage: %s plan CONFIG [--json] [--memory SIZE] "
+	    "[--threads N]\n            [--out-shard-size SIZE] "
+	    "[--allow-crimes] [--random-seed N]\n", cli_progname);
+}
+
+int
+cli_cmd_plan(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		CLI_MERGE_LONGOPTS,
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct cli_merge_opts o;
+	struct graph_plan_opts po;
+	struct graph_config *cfg = NULL;
+	struct graph_plan *plan = NULL;
+	struct graph_diags d;
+	cJSON *j;
+	int c, rc;
+
+	cli_merge_opts_default(&o);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+		if (c == 'h') {
+			plan_usage(stdout);
+			return CLI_EXIT_OK;
+		}
+		if (c == '?' || cli_merge_opt(&o, c, optarg) != 0) {
+			plan_usage(stderr);
+			return CLI_EXIT_USAGE;
+		}
+	}
+	if (argc - optind != 1) {
+		plan_usage(stderr);
+		return CLI_EXIT_USAGE;
+	}
+	graph_init();
+	graph_diags_init(&d);
+	cli_plan_opts(&o, &po);
+	if (graph_config_load_file(argv[optind], &cfg, &d) == 0)
+		graph_plan_build(cfg, &po, &plan, &d);
+	rc = plan != NULL ? CLI_EXIT_OK : CLI_EXIT_INVALID;
+	j = graph_plan_json(plan, &d);
+	if (o.json) {
+		cli_print_json(j);
+	} else {
+		if (plan != NULL)
+			print_plan(j);
+		graph_diags_print(&d, stderr);
+		if (plan == NULL)
+			fprintf(stderr, "%s: %zu problem%s found; the merge "
+			    "cannot run\n", cli_progname, d.nerrors,
+			    d.nerrors == 1 ? "" : "s");
+	}
+	cJSON_Delete(j);
+	graph_plan_free(plan);
+	graph_config_free(cfg);
+	graph_diags_fini(&d);
+	return rc;
+}

@@ -1,0 +1,184 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * plan-json.c: a plan as JSON, for "mergectl plan --json" and for humans
+ * through the client's table.
+ *
+ * The output is meant to be stable for scripts: keys always in the same
+ * order, models named by their references as written (never by absolute
+ * paths, which differ between machines), every output tensor with its
+ * method, shape, dtype, place in the shard layout, its sources (model,
+ * tensor, layer) and the parameter values resolved for it, and every
+ * problem found.  Pure function of the plan.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "graph-int.h"
+
+static cJSON *
+shape_json(int ndim, const int64_t *shape)
+{
+	cJSON *a = cJSON_CreateArray();
+	int i;
+
+	for (i = 0; i < ndim; i++)
+		cJSON_AddItemToArray(a, cJSON_CreateNumber((double)shape[i]));
+	return a;
+}
+
+static void
+add_param(cJSON *o, const struct method_param *mp, double v)
+{
+	if (mp->type == MP_BOOL)
+		cJSON_AddBoolToObject(o, mp->name, v != 0);
+	else
+		cJSON_AddNumberToObject(o, mp->name, v);
+}
+
+static cJSON *
+source_json(const struct graph_plan *p, const struct plan_tensor *t,
+    size_t j)
+{
+	const struct plan_input *in = &t->in[j];
+	const struct graph_st_tensor *st = in->mt->t;
+	cJSON *o = cJSON_CreateObject(), *pm;
+	size_t k, np = t->method->nparams;
+
+	cJSON_AddStringToObject(o, "model", p->models[in->model].name);
+	cJSON_AddStringToObject(o, "tensor", in->name);
+	if (in->layer >= 0)
+		cJSON_AddNumberToObject(o, "layer", (double)in->layer);
+	else
+		cJSON_AddNullToObject(o, "layer");
+	cJSON_AddStringToObject(o, "dtype", graph_dtype_st_name(st->dtype));
+	cJSON_AddItemToObject(o, "shape", shape_json(st->ndim, st->shape));
+	cJSON_AddBoolToObject(o, "base", (int)j == t->base);
+	if (in->rectified) {
+		int64_t view[2] = { in->rows, in->cols };
+		cJSON_AddItemToObject(o, "cropped_to", shape_json(2, view));
+	}
+	pm = cJSON_AddObjectToObject(o, "parameters");
+	for (k = 0; k < np; k++)
+		if (t->method->params[k].per_model && t->pmset[j * np + k])
+			add_param(pm, &t->method->params[k],
+			    t->pm[j * np + k]);
+	return o;
+}
+
+static cJSON *
+tensor_json(const struct graph_plan *p, const struct plan_tensor *t)
+{
+	cJSON *o = cJSON_CreateObject(), *src, *g;
+	size_t j, k;
+
+	cJSON_AddStringToObject(o, "name", t->name);
+	cJSON_AddStringToObject(o, "method", t->method->name);
+	cJSON_AddItemToObject(o, "shape", shape_json(t->ndim, t->shape));
+	cJSON_AddStringToObject(o, "dtype", graph_dtype_st_name(t->out_dtype));
+	if (t->layer >= 0)
+		cJSON_AddNumberToObject(o, "layer", (double)t->layer);
+	else
+		cJSON_AddNullToObject(o, "layer");
+	cJSON_AddStringToObject(o, "shard", p->shards[t->shard].name);
+	cJSON_AddNumberToObject(o, "offset", (double)t->offset);
+	cJSON_AddNumberToObject(o, "bytes", (double)t->nbytes);
+	g = cJSON_AddObjectToObject(o, "parameters");
+	for (k = 0; k < t->method->nparams; k++)
+		if (!t->method->params[k].per_model && t->gset[k])
+			add_param(g, &t->method->params[k], t->g[k]);
+	src = cJSON_AddArrayToObject(o, "sources");
+	for (j = 0; j < t->nin; j++)
+		cJSON_AddItemToArray(src, source_json(p, t, j));
+	if (t->note != NULL)
+		cJSON_AddStringToObject(o, "note", t->note);
+	return o;
+}
+
+static cJSON *
+problems_json(const struct graph_diags *d)
+{
+	cJSON *a = cJSON_CreateArray(), *o;
+	size_t i;
+
+	for (i = 0; d != NULL && i < d->n; i++) {
+		o = cJSON_CreateObject();
+		cJSON_AddStringToObject(o, "severity", d->v[i].sev ==
+		    GRAPH_SEV_ERROR ? "error" : "warning");
+		if (d->v[i].where != NULL)
+			cJSON_AddStringToObject(o, "where", d->v[i].where);
+		else
+			cJSON_AddNullToObject(o, "where");
+		cJSON_AddStringToObject(o, "message", d->v[i].msg);
+		cJSON_AddItemToArray(a, o);
+	}
+	return a;
+}
+
+static void
+plan_json_body(cJSON *o, const struct graph_plan *p)
+{
+	const struct graph_model *am = p->models[p->arch_model].m;
+	cJSON *a, *m, *arr;
+	size_t i;
+
+	a = cJSON_AddObjectToObject(o, "architecture");
+	cJSON_AddStringToObject(a, "name", am->arch);
+	cJSON_AddStringToObject(a, "model_type", am->model_type ?
+	    am->model_type : "");
+	cJSON_AddStringToObject(a, "model", p->models[p->arch_model].name);
+	cJSON_AddStringToObject(a, "reason", p->arch_reason);
+	cJSON_AddStringToObject(o, "method", p->method_name);
+	if (p->base != (size_t)-1)
+		cJSON_AddStringToObject(o, "base_model", p->models[p->base].name);
+	else
+		cJSON_AddNullToObject(o, "base_model");
+	if (p->out_layers >= 0)
+		cJSON_AddNumberToObject(o, "layers", (double)p->out_layers);
+	else
+		cJSON_AddNumberToObject(o, "layers", (double)p->arch.num_layers);
+	arr = cJSON_AddArrayToObject(o, "models");
+	for (i = 0; i < p->nmodels; i++) {
+		m = cJSON_CreateObject();
+		cJSON_AddStringToObject(m, "ref", p->models[i].name);
+		cJSON_AddStringToObject(m, "architecture",
+		    p->models[i].m->arch);
+		cJSON_AddNumberToObject(m, "layers",
+		    (double)p->models[i].m->num_layers);
+		cJSON_AddNumberToObject(m, "files",
+		    (double)p->models[i].m->nfiles);
+		cJSON_AddItemToArray(arr, m);
+	}
+	arr = cJSON_AddArrayToObject(o, "tensors");
+	for (i = 0; i < p->ntensors; i++)
+		cJSON_AddItemToArray(arr, tensor_json(p, &p->tensors[i]));
+	arr = cJSON_AddArrayToObject(o, "shards");
+	for (i = 0; i < p->nshards; i++) {
+		m = cJSON_CreateObject();
+		cJSON_AddStringToObject(m, "name", p->shards[i].name);
+		cJSON_AddNumberToObject(m, "tensors", (double)p->shards[i].n);
+		cJSON_AddNumberToObject(m, "bytes", (double)p->shards[i].size);
+		cJSON_AddItemToArray(arr, m);
+	}
+	cJSON_AddNumberToObject(o, "bytes_read", (double)p->total_in);
+	cJSON_AddNumberToObject(o, "bytes_written", (double)p->total_out);
+	cJSON_AddNumberToObject(o, "peak_memory", (double)p->peak_memory);
+	cJSON_AddNumberToObject(o, "memory_budget", (double)p->opts.memory);
+}
+
+/*
+ * The plan (NULL when planning failed) and every problem found, as a
+ * new JSON object the caller deletes.
+ */
+cJSON *
+graph_plan_json(const struct graph_plan *p, const struct graph_diags *d)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	cJSON_AddBoolToObject(o, "ok", p != NULL);
+	if (p != NULL)
+		plan_json_body(o, p);
+	cJSON_AddItemToObject(o, "problems", problems_json(d));
+	return o;
+}
