@@ -21,10 +21,11 @@ static int
 daemon_status(struct cli_args *a)
 {
 	struct cli_conn c;
-	const cJSON *j;
+	const cJSON *j, *d;
 	const char *state;
 	cJSON *r;
 	size_t running = 0, queued = 0;
+	char *b, *u, *k;
 	int rc;
 
 	if ((rc = cli_open(&c, a->socket, false)) != 0)
@@ -37,12 +38,28 @@ daemon_status(struct cli_args *a)
 			running += strcmp(state, "running") == 0;
 			queued += strcmp(state, "queued") == 0;
 		}
-		if (a->json)
-			printf("{\"running\":true,\"jobs_running\":%zu,"
-			    "\"jobs_queued\":%zu}\n", running, queued);
-		else
+		d = cJSON_GetObjectItem(r, "daemon");
+		cJSON_AddNumberToObject((cJSON *)d, "jobs_queued",
+		    (double)queued);
+		if (a->json) {
+			cli_print_json(d);
+		} else {
+			b = graph_format_size((uint64_t)cJSON_GetNumberValue(
+			    cJSON_GetObjectItem(d, "memory_budget")));
+			u = graph_format_size((uint64_t)cJSON_GetNumberValue(
+			    cJSON_GetObjectItem(d, "memory_used")));
+			k = graph_format_size((uint64_t)cJSON_GetNumberValue(
+			    cJSON_GetObjectItem(d, "cached_bytes")));
 			printf("merged is running: %zu jobs running, %zu "
-			    "queued\n", running, queued);
+			    "queued; memory %s of %s (%s of decoded inputs "
+			    "cached, %.0f hits, %.0f misses)\n", running, queued,
+			    u, b, k, cJSON_GetNumberValue(cJSON_GetObjectItem(d,
+			    "cache_hits")), cJSON_GetNumberValue(
+			    cJSON_GetObjectItem(d, "cache_misses")));
+			free(b);
+			free(u);
+			free(k);
+		}
 	}
 	cJSON_Delete(r);
 	cli_disconnect(&c);

@@ -110,7 +110,6 @@ cache_get(struct cache *c, const struct graph_plan *p,
 	cache_key(&k, p, pt, in, e0, n);
 	if (strmap_get_len(&c->map, (const char *)&k, sizeof k, &i)) {
 		*created = false;
-		c->hits++;
 		return c->v[i];
 	}
 	c->misses++;

@@ -310,8 +310,10 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 		for (j = 0; j < pt->nin; j++) {
 			hit[j] = cache_find(&ex->cache, job->plan, pt,
 			    &pt->in[j], e0, n);
-			if (hit[j] != NULL)
+			if (hit[j] != NULL) {
 				cache_pin(&ex->cache, hit[j]);
+				ex->cache.hits++;
+			}
 			else
 				*need += (uint64_t)n * sizeof(float);
 		}
@@ -905,4 +907,15 @@ graph_job_progress(const struct graph_job *job, struct graph_progress *p)
 	*p = job->prog;
 	p->memory_used = job->ex->used;
 	p->memory_peak = job->ex->peak;
+}
+
+void
+graph_exec_stats(const struct graph_exec *ex, struct graph_exec_stats *s)
+{
+	s->budget = ex->budget;
+	s->used = ex->used;
+	s->peak = ex->peak;
+	s->cached = ex->cache.bytes;
+	s->cache_hits = ex->cache.hits;
+	s->cache_misses = ex->cache.misses;
 }

@@ -385,6 +385,18 @@ void graph_exec_cancel(struct graph_job *);
 void graph_exec_interrupt(struct graph_job *);
 void graph_job_progress(const struct graph_job *, struct graph_progress *);
 
+/* The executor's figures, for the daemon's status. */
+struct graph_exec_stats {
+	uint64_t budget;
+	uint64_t used;
+	uint64_t peak;
+	uint64_t cached;	/* bytes of decoded inputs kept */
+	uint64_t cache_hits;	/* input chunks found decoded */
+	uint64_t cache_misses;
+};
+
+void graph_exec_stats(const struct graph_exec *, struct graph_exec_stats *);
+
 /* writer.c: removes a directory tree beneath a directory descriptor. */
 void graph_remove_tree(int, const char *);
 

@@ -36,6 +36,8 @@
 #define NOBODY 65534
 
 static const char *dir;
+static int resumed_job;		/* root's, for the second user to try */
+static int nobody_job;
 static char sock[512];
 static char state[512];
 
@@ -66,6 +68,30 @@ ctl(char **out, const char *fmt, ...)
 	    tl_mergectl, args);
 	free(args);
 	return rc;
+}
+
+/* Submits (args after "submit"); returns the job id, 0 on failure. */
+static int
+submit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int
+submit(const char *fmt, ...)
+{
+	va_list ap;
+	char *args, *o = NULL;
+	int rc, id;
+
+	va_start(ap, fmt);
+	if (vasprintf(&args, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	rc = ctl(&o, "submit %s --quiet", args);
+	id = rc == 0 && o != NULL ? atoi(o) : 0;
+	if (id == 0)
+		tap_diag("submit %s: %d: %s", args, rc, o ? o : "");
+	free(o);
+	free(args);
+	return id;
 }
 
 static pid_t
@@ -194,6 +220,17 @@ test_submit(void)
 	id = job_field(1, "shards_done");
 	ok_str_eq(id, "1", "status: the one shard is recorded done");
 	free(id);
+	/* A second job reading the same inputs finds them decoded. */
+	rc = ctl(&o, "submit slerp.yml -o d-slerp-again --wait --quiet "
+	    "--random-seed 7");
+	free(o);
+	rc |= ctl(&o, "daemon status --json");
+	ok(rc == 0 && strstr(o, "\"cache_hits\":0,") == NULL &&
+	    strstr(o, "\"cache_hits\":") != NULL, "a second job on the same "
+	    "inputs shares the decoded copies (%s)", o);
+	free(o);
+	ok(same("ref-slerp/model.safetensors",
+	    "d-slerp-again/model.safetensors"), "with the same bytes");
 	rc = ctl(&o, "submit bad.yml -o d-bad");
 	ok_int_eq(rc, 3, "a bad config is refused at submit, exit 3");
 	ok_str_has(o, "bad.yml:6:1: error: unknown key 'paramters' in the "
@@ -208,8 +245,8 @@ test_submit(void)
 	ok_int_eq(rc, 4, "an existing output is refused, exit 4");
 	free(o);
 	rc = ctl(&o, "list --json");
-	ok(rc == 0 && strstr(o, "\"id\":2") == NULL, "refused submissions "
-	    "are not queued");
+	ok(rc == 0 && strstr(o, "d-bad") == NULL, "refused submissions are "
+	    "not queued");
 	free(o);
 }
 
@@ -217,26 +254,28 @@ static void
 test_queue(void)
 {
 	char *o = NULL, *s;
-	int rc;
+	int rc, capped, after;
 
 	/* A cap no unit fits: fails when it runs. */
-	rc = ctl(&o, "submit slerp.yml -o d-capped --memory 1K --wait "
-	    "--quiet");
+	capped = submit("slerp.yml -o d-capped --memory 1K");
+	rc = ctl(&o, "watch %d --quiet", capped);
 	ok_int_eq(rc, 1, "a job over its own memory cap fails");
 	free(o);
-	s = job_field(2, "error");
+	s = job_field(capped, "error");
 	ok_str_has(s, "the job's memory cap 1.0 KiB is too small", "with "
 	    "the cap named");
 	free(s);
-	rc = ctl(&o, "submit slerp.yml -o d-after-failed --after 2 --wait "
-	    "--quiet");
+	after = submit("slerp.yml -o d-after-failed --after %d", capped);
+	rc = ctl(&o, "watch %d --quiet", after);
 	ok_int_eq(rc, 1, "a job after a failed one fails");
 	free(o);
-	s = job_field(3, "error");
-	ok_str_has(s, "job 2, which it runs after, failed", "with the reason");
+	s = job_field(after, "error");
+	ok(strstr(s, "which it runs after, failed") != NULL, "with the "
+	    "reason: %s", s);
 	free(s);
-	rc = ctl(&o, "submit slerp.yml -o d-after-done --after 1 --priority 5 "
-	    "--name second --wait --quiet");
+	after = submit("slerp.yml -o d-after-done --after 1 --priority 5 "
+	    "--name second");
+	rc = ctl(&o, "watch %d --quiet", after);
 	ok_int_eq(rc, 0, "a job after a done one runs");
 	free(o);
 	rc = ctl(&o, "list");
@@ -283,29 +322,27 @@ static void
 test_cancel(pid_t *pid)
 {
 	char *o = NULL;
-	int rc;
+	int rc, first, second;
 
 	/* One job at a time, slowly: the second waits behind the first. */
 	daemon_stop(*pid, SIGTERM);
 	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
-	rc = ctl(&o, "submit big.yml -o d-big1 --quiet");
+	first = submit("big.yml -o d-big1");
+	second = submit("big.yml -o d-big2");
+	ok(first && second && wait_state(first, "running", 20000),
+	    "a big job runs");
+	ok(wait_state(second, "queued", 100), "the next waits queued");
+	rc = ctl(&o, "cancel %d", second);
+	ok(rc == 0 && wait_state(second, "cancelled", 2000), "a queued job "
+	    "is cancelled");
 	free(o);
-	rc |= ctl(&o, "submit big.yml -o d-big2 --quiet");
-	free(o);
-	ok(rc == 0 && wait_state(4 + 1, "running", 20000),
-	    "a big job runs (job 5)");
-	ok(wait_state(6, "queued", 100), "the next waits queued (job 6)");
-	rc = ctl(&o, "cancel 6");
-	ok(rc == 0 && wait_state(6, "cancelled", 2000), "a queued job is "
-	    "cancelled");
-	free(o);
-	rc = ctl(&o, "cancel 5");
-	ok(rc == 0 && wait_state(5, "cancelled", 20000), "a running job is "
-	    "cancelled");
+	rc = ctl(&o, "cancel %d", first);
+	ok(rc == 0 && wait_state(first, "cancelled", 20000), "a running job "
+	    "is cancelled");
 	free(o);
 	ok(!staging_left("d-big1") && !tl_exists("d-big1"), "and leaves "
 	    "neither output nor staging directory");
-	rc = ctl(&o, "cancel 5");
+	rc = ctl(&o, "cancel %d", first);
 	ok_int_eq(rc, 1, "cancelling it again is a conflict");
 	ok_str_has(o, "is cancelled", "saying its state");
 	free(o);
@@ -320,16 +357,16 @@ test_kill_resume(pid_t *pid)
 	char path[4096], *o = NULL, *s;
 	const unsigned char *r;
 	bool ok_integrity = false;
-	int rc;
+	int rc, id;
 
 	rc = tl_runf(&o, "cd %s && %s run big.yml ref-big --quiet "
 	    "--random-seed 11 --out-shard-size 40M 2>&1", dir, tl_mergectl);
 	ok_int_eq(rc, 0, "reference big merge");
 	free(o);
-	rc = ctl(&o, "submit big.yml -o d-resumed --random-seed 11 "
-	    "--out-shard-size 40M --quiet");
-	free(o);
-	ok(rc == 0 && wait_shards(7, 1, 30000), "job 7 has a shard on disk");
+	id = submit("big.yml -o d-resumed --random-seed 11 --out-shard-size "
+	    "40M");
+	resumed_job = id;
+	ok(id && wait_shards(id, 1, 30000), "the job has a shard on disk");
 	kill(*pid, SIGKILL);
 	waitpid(*pid, NULL, 0);
 	ok(staging_left("d-resumed"), "after kill -9 the staging directory "
@@ -344,13 +381,13 @@ test_kill_resume(pid_t *pid)
 	sqlite3_close(db);
 	ok(ok_integrity, "the store passes PRAGMA integrity_check");
 	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
-	s = job_field(7, "state");
+	s = job_field(id, "state");
 	ok_str_eq(s, "interrupted", "after restart the job is interrupted");
 	free(s);
-	rc = ctl(&o, "resume 7 --quiet");
+	rc = ctl(&o, "resume %d --quiet", id);
 	ok_int_eq(rc, 0, "resume exits 0");
 	free(o);
-	rc = ctl(&o, "watch 7 --quiet");
+	rc = ctl(&o, "watch %d --quiet", id);
 	ok_int_eq(rc, 0, "watch exits 0: the resumed job is done");
 	free(o);
 	rc = tl_runf(&o, "cd %s && for f in ref-big/*.safetensors "
@@ -359,7 +396,7 @@ test_kill_resume(pid_t *pid)
 	ok_int_eq(rc, 0, "every shard and the index are byte-identical to "
 	    "the uninterrupted run");
 	free(o);
-	rc = ctl(&o, "logs 7");
+	rc = ctl(&o, "logs %d", id);
 	ok(strstr(o, "resumed by") != NULL, "the log records the resume");
 	free(o);
 }
@@ -369,26 +406,24 @@ static void
 test_resume_changed(pid_t *pid)
 {
 	char *o = NULL, *s;
-	int rc;
+	int rc, id;
 
-	rc = ctl(&o, "submit big.yml -o d-changed --out-shard-size 40M "
-	    "--quiet");
-	free(o);
-	ok(rc == 0 && wait_shards(8, 1, 30000), "job 8 has a shard on disk");
+	id = submit("big.yml -o d-changed --out-shard-size 40M");
+	ok(id && wait_shards(id, 1, 30000), "the job has a shard on disk");
 	kill(*pid, SIGKILL);
 	waitpid(*pid, NULL, 0);
 	rc = tl_runf(&o, "touch -d '2001-01-01' %s/xb/model.safetensors", dir);
 	free(o);
 	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
-	rc = ctl(&o, "resume 8");
+	rc = ctl(&o, "resume %d", id);
 	ok_int_eq(rc, 3, "resume refuses a job whose input changed (exit 3)");
 	ok_str_has(o, "xb/model.safetensors changed since the job was "
 	    "submitted", "naming the file");
 	free(o);
-	s = job_field(8, "state");
+	s = job_field(id, "state");
 	ok_str_eq(s, "interrupted", "the job stays interrupted");
 	free(s);
-	rc = ctl(&o, "cancel 8");
+	rc = ctl(&o, "cancel %d", id);
 	ok(rc == 0 && !staging_left("d-changed"), "cancelling it removes its "
 	    "staging directory");
 	free(o);
@@ -403,25 +438,24 @@ test_drain(pid_t *pid)
 {
 	char *o = NULL, *s;
 	double t0;
-	int rc;
+	int rc, id;
 
-	rc = ctl(&o, "submit big.yml -o d-drained --quiet");
-	free(o);
-	ok(rc == 0 && wait_state(9, "running", 20000), "job 9 runs");
+	id = submit("big.yml -o d-drained");
+	ok(id && wait_state(id, "running", 20000), "the job runs");
 	t0 = (double)time(NULL);
 	rc = daemon_stop(*pid, SIGTERM);
 	ok_int_eq(rc, 0, "SIGTERM: merged exits 0 (uv_loop_close returned 0)");
 	ok((double)time(NULL) - t0 <= 10, "within a few seconds");
 	*pid = daemon_start("--memory 256M");
-	s = job_field(9, "state");
+	s = job_field(id, "state");
 	ok_str_eq(s, "interrupted", "the drained job is interrupted");
 	free(s);
-	s = job_field(9, "error");
+	s = job_field(id, "error");
 	ok_str_has(s, "resume", "and says how to continue");
 	free(s);
-	rc = ctl(&o, "resume 9 --quiet");
+	rc = ctl(&o, "resume %d --quiet", id);
 	free(o);
-	rc |= ctl(&o, "watch 9 --quiet");
+	rc |= ctl(&o, "watch %d --quiet", id);
 	free(o);
 	ok_int_eq(rc, 0, "resumed after a drain, it completes");
 }
@@ -499,15 +533,14 @@ static void
 test_vanish(void)
 {
 	char *o = NULL;
-	int rc;
+	int rc, id;
 
-	rc = ctl(&o, "submit big.yml -o d-watched --quiet");
+	id = submit("big.yml -o d-watched");
+	rc = tl_runf(&o, "cd %s && (MERGED_SOCKET=%s timeout -s KILL 1 %s "
+	    "watch %d >/dev/null 2>&1; true)", dir, sock, tl_mergectl, id);
 	free(o);
-	rc |= tl_runf(&o, "cd %s && (MERGED_SOCKET=%s timeout -s KILL 1 %s "
-	    "watch 10 >/dev/null 2>&1; true)", dir, sock, tl_mergectl);
-	free(o);
-	ok(rc == 0, "a watcher was killed mid-watch");
-	rc = ctl(&o, "watch 10 --quiet");
+	ok(id && rc == 0, "a watcher was killed mid-watch");
+	rc = ctl(&o, "watch %d --quiet", id);
 	ok_int_eq(rc, 0, "the job still completes and another watch sees it");
 	free(o);
 }
@@ -580,23 +613,22 @@ static void
 test_fairness(pid_t *pid)
 {
 	char *o = NULL;
-	int rc;
+	int rc, r1, r2, nb;
 
 	daemon_stop(*pid, SIGTERM);
 	*pid = daemon_start("--group nogroup --max-running 1 --memory 24M "
 	    "--threads 1");
-	rc = ctl(&o, "submit big.yml -o d-fair1 --quiet");
+	r1 = submit("big.yml -o d-fair1");
+	r2 = submit("big.yml -o d-fair2");
+	rc = as_nobody(&o, "submit nb-ok.yml -o nobody-out/fair --quiet");
+	nb = rc == 0 ? atoi(o) : 0;
 	free(o);
-	rc |= ctl(&o, "submit big.yml -o d-fair2 --quiet");
-	free(o);
-	rc |= as_nobody(&o, "submit nb-ok.yml -o nobody-out/fair --quiet");
-	free(o);
-	ok(rc == 0, "fairness: root queues jobs 12 and 13, nobody job 14");
-	rc = ctl(&o, "watch 13 --quiet");
+	ok(r1 && r2 && nb, "fairness: root queues two jobs, nobody one");
+	rc = ctl(&o, "watch %d --quiet", r2);
 	ok_int_eq(rc, 0, "fairness: all run");
 	free(o);
-	ok(started(14) > 0 && started(14) < started(13), "nobody's job ran "
-	    "before root's second (%.3f < %.3f)", started(14), started(13));
+	ok(started(nb) > 0 && started(nb) < started(r2), "nobody's job ran "
+	    "before root's second (%.3f < %.3f)", started(nb), started(r2));
 }
 
 /*
@@ -641,7 +673,7 @@ test_second_user(pid_t *pid)
 	rc = as_nobody(&o, "cancel 1");
 	ok_int_eq(rc, 7, "nobody cannot cancel root's job");
 	free(o);
-	rc = as_nobody(&o, "resume 7");
+	rc = as_nobody(&o, "resume %d", resumed_job);
 	ok_int_eq(rc, 7, "nobody cannot resume root's job");
 	free(o);
 	rc = as_nobody(&o, "status 1 --json");
@@ -676,11 +708,12 @@ test_second_user(pid_t *pid)
 	free(o);
 	rc = as_nobody(&o, "submit nb-ok.yml -o nobody-out/ok --wait -q");
 	ok_int_eq(rc, 0, "nobody's own merge runs");
+	nobody_job = rc == 0 ? atoi(o) : 0;
 	free(o);
 	snprintf(path, sizeof path, "%s/nobody-out/ok/model.safetensors", dir);
 	ok(stat(path, &st) == 0 && st.st_uid == NOBODY, "and its files "
 	    "belong to nobody");
-	rc = ctl(&o, "logs %d", 11);
+	rc = ctl(&o, "logs %d", nobody_job);
 	ok(rc == 0 && strstr(o, "submitted by nobody"), "root may read "
 	    "anyone's logs");
 	free(o);
