@@ -108,7 +108,12 @@ cli_cmd_daemon(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 	sub = argv[1];
-	if ((rc = cli_simple_args(argc - 1, argv + 1, sub, 0, &a)) != 0)
+	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
+		printf("usage: %s daemon start|stop|status [--socket PATH] "
+		    "[--json]\n", cli_progname);
+		return CLI_EXIT_OK;
+	}
+	if ((rc = cli_simple_args(argc - 1, argv + 1, "daemon", 0, &a)) != 0)
 		return rc;
 	if (strcmp(sub, "status") == 0)
 		return daemon_status(&a);

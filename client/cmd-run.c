@@ -46,7 +46,7 @@ run_usage(FILE *fp)
 	    "  --allow-crimes        allow models of different "
 	    "architectures\n"
 	    "  --random-seed N       seed for random methods\n"
-	    "  --no-copy-tokenizer   do not copy the donor's tokenizer\n"
+	    "  --no-copy-tokenizer   do not copy the base model's tokenizer\n"
 	    "  --no-model-card       no README.md or mergekit_config.yml\n"
 	    "  --force               replace OUT if it exists\n"
 	    "  -q, --quiet           no progress output\n"

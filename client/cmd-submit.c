@@ -111,6 +111,10 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 				return -1;
 			}
 			break;
+		case OPT_THREADS:
+			cli_usage_error("--threads: the daemon decides (merged "
+			    "--threads)");
+			return -1;
 		default:
 			/* --memory here caps this job, nothing more. */
 			o->has_memory |= c == OPT_MEMORY;

@@ -318,9 +318,15 @@ int
 cli_open(struct cli_conn *c, const char *socket, bool autostart)
 {
 	char *path = cli_socket_path(socket);
+	const char *env = getenv("MERGED_SOCKET");
 	cJSON *req, *r;
 	int rc;
 
+	/* Only a personal daemon is ours to start: a socket named on the
+	 * command line or in $MERGED_SOCKET is a team's, or a test's. */
+	if (socket != NULL || (env != NULL && *env != '\0' &&
+	    getenv("MERGED_BIN") == NULL))
+		autostart = false;
 	rc = cli_connect(c, path, autostart);
 	free(path);
 	if (rc != 0)

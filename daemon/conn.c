@@ -110,22 +110,48 @@ conn_find(struct daemon *d, uint64_t id)
 	return NULL;
 }
 
+/* Closes the descriptors that came at or before stream offset upto. */
 static void
-conn_drop_fds(struct conn *c)
+conn_drop_fds(struct conn *c, uint64_t upto)
 {
-	while (c->nfds > 0)
-		close(c->fds[--c->nfds]);
+	size_t i, k = 0;
+
+	for (i = 0; i < c->nfds; i++) {
+		if (c->fd_pos[i] <= upto) {
+			close(c->fds[i]);
+			continue;
+		}
+		c->fds[k] = c->fds[i];
+		c->fd_pos[k++] = c->fd_pos[i];
+	}
+	c->nfds = k;
 }
 
-/* Claims the n descriptors sent with the current request. */
+/*
+ * Claims the n descriptors sent with the current request.  The client
+ * sends a request's descriptors with the first byte of its line, and the
+ * kernel never hands them out with bytes of an earlier send, so they are
+ * the ones received at the line's stream offset; descriptors of a later,
+ * pipelined line stay for it.
+ */
 int
 conn_take_fds(struct conn *c, size_t n, int *out)
 {
-	if (n > c->nfds)
+	size_t i, k = 0, got = 0, have = 0;
+
+	for (i = 0; i < c->nfds; i++)
+		have += c->fd_pos[i] == c->line_pos;
+	if (have < n)
 		return -EINVAL;
-	memcpy(out, c->fds, n * sizeof *out);
-	memmove(c->fds, c->fds + n, (c->nfds - n) * sizeof *c->fds);
-	c->nfds -= n;
+	for (i = 0; i < c->nfds; i++) {
+		if (got < n && c->fd_pos[i] == c->line_pos) {
+			out[got++] = c->fds[i];
+			continue;
+		}
+		c->fds[k] = c->fds[i];
+		c->fd_pos[k++] = c->fd_pos[i];
+	}
+	c->nfds = k;
 	return 0;
 }
 
@@ -136,7 +162,7 @@ conn_on_closed(uv_handle_t *h)
 	struct outbuf *o;
 
 	close(c->fd);
-	conn_drop_fds(c);
+	conn_drop_fds(c, UINT64_MAX);
 	while ((o = c->out_head) != NULL) {
 		c->out_head = o->next;
 		free(o->data);
@@ -303,24 +329,39 @@ conn_protocol_error(struct conn *c, const char *msg)
 	conn_send(c, msg_error(0, PROTO_E_BAD_REQUEST, msg));
 }
 
-/* Collects SCM_RIGHTS descriptors; excess ones are closed at once. */
+/*
+ * Collects SCM_RIGHTS descriptors, noting the stream offset of the line
+ * they belong to; excess ones are closed at once.  A client sends a
+ * request's descriptors with the first byte of its line.  A read may
+ * join earlier data with that chunk but always stops right after it
+ * (Linux unix_stream_read_generic), so the line that carries them is the
+ * last one that starts in this read: data holds its n bytes.
+ */
 static void
-conn_collect_fds(struct conn *c, struct msghdr *mh)
+conn_collect_fds(struct conn *c, struct msghdr *mh, const char *data,
+    size_t n)
 {
+	size_t start = n > 0 ? n - 1 : 0;
+	uint64_t pos;
 	struct cmsghdr *cm;
-	size_t i, n;
+	size_t i, k;
 	int *fds;
 
+	while (start > 0 && data[start - 1] != '\n')
+		start--;
+	pos = c->bytes_in + start;
 	for (cm = CMSG_FIRSTHDR(mh); cm != NULL; cm = CMSG_NXTHDR(mh, cm)) {
 		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
 			continue;
 		fds = (int *)(void *)CMSG_DATA(cm);
-		n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-		for (i = 0; i < n; i++) {
-			if (c->nfds < PROTO_MAX_FDS)
+		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (i = 0; i < k; i++) {
+			if (c->nfds < PROTO_MAX_FDS) {
+				c->fd_pos[c->nfds] = pos;
 				c->fds[c->nfds++] = fds[i];
-			else
+			} else {
 				close(fds[i]);
+			}
 		}
 	}
 }
@@ -359,13 +400,21 @@ conn_read(struct conn *c)
 			conn_close(c);
 			return false;
 		}
-		conn_collect_fds(c, &mh);
+		conn_collect_fds(c, &mh, space, n > 0 ? (size_t)n : 0);
+		if (mh.msg_flags & MSG_CTRUNC) {
+			/* Descriptors were lost: the request cannot be
+			 * trusted to be what the client meant. */
+			conn_protocol_error(c, "too many descriptors in one "
+			    "message");
+			return true;
+		}
 		if (n == 0) {
 			frame_eof(&c->in);
 			c->eof = true;
 			return true;
 		}
 		frame_commit(&c->in, (size_t)n);
+		c->bytes_in += (uint64_t)n;
 		/* One read per wake-up: the lines it completed are handled
 		 * before more is read, which keeps the buffer within the
 		 * line limit and descriptors with their line.  The poll is
@@ -395,13 +444,17 @@ conn_process(struct conn *c)
 			    "invalid UTF-8");
 			break;
 		}
+		/* Where this line starts in the stream: what is read, less
+		 * what is still in the buffer from the line on. */
+		c->line_pos = c->bytes_in - (uint64_t)(c->in.len -
+		    (size_t)(line - c->in.buf));
 		if ((req = msg_parse(line, len, &why)) == NULL) {
 			conn_protocol_error(c, why);
 			break;
 		}
 		op_dispatch(c, req);
 		cJSON_Delete(req);
-		conn_drop_fds(c);	/* unclaimed descriptors */
+		conn_drop_fds(c, c->line_pos);	/* unclaimed ones */
 	}
 }
 

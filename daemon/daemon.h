@@ -80,6 +80,7 @@ struct djob {
 	bool copy_tokenizer;
 	bool model_card;
 	uint64_t seed;
+	bool seed_given;	/* chosen by the user, or drawn and recorded */
 	char *inputs;		/* JSON: files read, with size and mtime */
 	double created;
 	double started;
@@ -138,7 +139,10 @@ struct conn {
 	struct peer peer;
 	struct frame in;
 	int fds[PROTO_MAX_FDS];	/* received, not yet claimed by a request */
+	uint64_t fd_pos[PROTO_MAX_FDS];	/* stream offset they came at */
 	size_t nfds;
+	uint64_t bytes_in;	/* bytes read from the socket so far */
+	uint64_t line_pos;	/* stream offset of the request handled */
 	struct outbuf *out_head;
 	struct outbuf *out_tail;
 	size_t outq;		/* bytes queued */

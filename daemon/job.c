@@ -129,12 +129,15 @@ void
 job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
 {
 	va_list ap;
-	char *line;
+	char *line, *esc;
 
 	va_start(ap, fmt);
 	line = xvasprintf(fmt, ap);
 	va_end(ap);
-	log_info("job %llu: %s", (unsigned long long)j->id, line);
+	/* Lines carry client text (paths, names): escaped in the log. */
+	esc = proto_escape(line, strlen(line), 1024);
+	log_info("job %llu: %s", (unsigned long long)j->id, esc);
+	free(esc);
 	store_log(d->store, j->id, daemon_now(), line);
 	free(line);
 }
@@ -144,6 +147,8 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
     const char *error)
 {
 	j->state = s;
+	if (s == JOB_QUEUED)
+		j->finished = 0;	/* resumed */
 	if (s == JOB_RUNNING)
 		j->started = daemon_now();
 	if (s >= JOB_DONE)
@@ -335,7 +340,7 @@ job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
 	o.shard_size = j->shard_size;
 	o.memory = j->memory ? j->memory : dm->opts.memory;
 	o.threads = dm->opts.threads;
-	o.has_seed = j->seed != 0;
+	o.has_seed = j->seed_given;
 	o.seed = j->seed;
 	o.copy_tokenizer = j->copy_tokenizer;
 	o.model_card = j->model_card;
@@ -343,6 +348,7 @@ job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
 		return -EINVAL;
 	graph_plan_summary(j->plan, &sum);
 	j->seed = sum.seed;
+	j->seed_given = true;	/* a resume uses the same one */
 	inputs = job_inputs_json(j->plan);
 	if (j->inputs != NULL && (rc = job_inputs_same(j->inputs, inputs,
 	    cause)) != 0) {

@@ -61,6 +61,9 @@ usage(FILE *fp)
 	    "default: only this user\n"
 	    "  --group GROUP     team mode: the group that may use the "
 	    "socket\n"
+	    "  --drain-timeout S on SIGTERM, wait this long for running jobs "
+	    "(default 10)\n"
+	    "  --version         print the version\n"
 	    "  -v                more logging (repeat for debug)\n");
 }
 

@@ -72,7 +72,8 @@ submit_fields(struct op_ctx *o, struct djob *j)
 	j->priority = msg_get_i64(o->req, "priority", &i) ? i : 0;
 	j->after = msg_get_u64(o->req, "after", &u) ? u : 0;
 	j->memory = msg_get_u64(o->req, "memory", &u) ? u : 0;
-	j->seed = msg_get_u64(o->req, "seed", &u) ? u : 0;
+	j->seed_given = msg_get_u64(o->req, "seed", &u);
+	j->seed = j->seed_given ? u : 0;
 	j->shard_size = msg_get_u64(o->req, "shard_size", &u) ? u :
 	    5000000000ull;
 	j->force = msg_get_bool(o->req, "force", &b) && b;

@@ -128,7 +128,7 @@ op_job_json(const struct djob *j, bool full)
 	cJSON_AddNumberToObject(o, "tensors_done", (double)g->tensors_done);
 	cJSON_AddNumberToObject(o, "tensors_total", (double)g->tensors_total);
 	cJSON_AddNumberToObject(o, "memory", j->state == JOB_RUNNING ?
-	    (double)g->memory_used : 0);
+	    (double)g->job_memory : 0);
 	cJSON_AddNumberToObject(o, "elapsed", el);
 	cJSON_AddNumberToObject(o, "eta", eta);
 	if (!full)

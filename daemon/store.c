@@ -265,6 +265,7 @@ store_row(sqlite3_stmt *st)
 	j->copy_tokenizer = sqlite3_column_int(st, i++) != 0;
 	j->model_card = sqlite3_column_int(st, i++) != 0;
 	j->seed = (uint64_t)sqlite3_column_int64(st, i++);
+	j->seed_given = true;	/* recorded at submit */
 	j->inputs = col_text(st, i++);
 	j->created = sqlite3_column_double(st, i++);
 	j->started = sqlite3_column_double(st, i++);

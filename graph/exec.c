@@ -480,6 +480,7 @@ job_progress(struct graph_job *job)
 {
 	job->prog.memory_used = job->ex->used;
 	job->prog.memory_peak = job->ex->peak;
+	job->prog.job_memory = job->held;
 	if (job->progress != NULL)
 		job->progress(job, &job->prog, job->arg);
 }
@@ -907,6 +908,7 @@ graph_job_progress(const struct graph_job *job, struct graph_progress *p)
 	*p = job->prog;
 	p->memory_used = job->ex->used;
 	p->memory_peak = job->ex->peak;
+	p->job_memory = job->held;
 }
 
 void

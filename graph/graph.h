@@ -350,6 +350,7 @@ struct graph_progress {
 	size_t shards_done;
 	uint64_t memory_used;	/* executor-wide, bytes */
 	uint64_t memory_peak;
+	uint64_t job_memory;	/* this job's working set */
 };
 
 /* The job's outcome: 0, or a negative errno with a message. */

@@ -528,6 +528,84 @@ test_protocol(void)
 	free(o);
 }
 
+/*
+ * Pipelining: hello and a submit with its descriptors sent back to back,
+ * so that the kernel may hand both lines over in one read; the submit
+ * must still find its descriptors.
+ */
+static void
+test_pipelined_fds(void)
+{
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(3 * sizeof(int))];
+	} cbuf;
+	char line[4096], *cfg, *got, path[4096];
+	struct msghdr mh;
+	struct cmsghdr *cm;
+	struct iovec iov;
+	int fds[3], fd, i;
+	size_t len;
+
+	snprintf(path, sizeof path, "%s/slerp.yml", dir);
+	cfg = tl_read(path, NULL);
+	fds[0] = open(dir, O_RDONLY | O_DIRECTORY);
+	fds[1] = open(dir, O_RDONLY | O_DIRECTORY);
+	fds[2] = open(dir, O_RDONLY | O_DIRECTORY);
+	for (len = 0, i = 0; cfg[i] != '\0'; i++)	/* JSON-escape newlines */
+		len += cfg[i] == '\n' ? 2 : 1;
+	{
+		char *esc = malloc(len + 1), *p = esc;
+		for (i = 0; cfg[i] != '\0'; i++) {
+			if (cfg[i] == '\n') {
+				*p++ = '\\';
+				*p++ = 'n';
+			} else {
+				*p++ = cfg[i];
+			}
+		}
+		*p = '\0';
+		snprintf(line, sizeof line, "{\"v\":1,\"id\":1,\"op\":\"hello\"}\n"
+		    "{\"v\":1,\"id\":2,\"op\":\"submit\",\"config\":\"%s\","
+		    "\"config_name\":\"p.yml\",\"cwd\":\"%s\",\"out\":\"%s/pipe\","
+		    "\"out_name\":\"pipe\",\"out_fd\":2,\"fds\":3,\"models\":["
+		    "{\"ref\":\"./a\",\"fd\":0,\"rel\":\"a\"},{\"ref\":\"./b\","
+		    "\"fd\":1,\"rel\":\"b\"}]}\n", esc, dir, dir);
+		free(esc);
+	}
+	free(cfg);
+	fd = raw_connect();
+	/* Line one alone, then line two with the descriptors, at once. */
+	len = strlen(line);
+	{
+		size_t first = (size_t)(strchr(line, '\n') - line) + 1;
+		ok(write(fd, line, first) == (ssize_t)first, "pipelined: hello");
+		iov.iov_base = line + first;
+		iov.iov_len = len - first;
+	}
+	memset(&mh, 0, sizeof mh);
+	memset(&cbuf, 0, sizeof cbuf);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf.buf;
+	mh.msg_controllen = sizeof cbuf.buf;
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, sizeof fds);
+	ok(sendmsg(fd, &mh, 0) == (ssize_t)iov.iov_len, "pipelined: a submit "
+	    "with three descriptors right behind it");
+	shutdown(fd, SHUT_WR);
+	got = raw_read_all(fd);
+	ok_str_has(got, "{\"id\":2,\"ok\":true", "the submit found its "
+	    "descriptors");
+	free(got);
+	close(fd);
+	for (i = 0; i < 3; i++)
+		close(fds[i]);
+}
+
 /* A client killed mid-watch does not disturb anyone. */
 static void
 test_vanish(void)
@@ -773,6 +851,7 @@ main(int argc, char **argv)
 	test_submit();
 	test_queue();
 	test_protocol();
+	test_pipelined_fds();
 	test_cancel(&pid);
 	test_kill_resume(&pid);
 	test_resume_changed(&pid);
