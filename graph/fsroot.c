@@ -129,45 +129,16 @@ int
 graph_read_beneath(int dirfd, const char *path, size_t max,
     const struct graph_cred *cred, char **out, size_t *len, char **cause)
 {
-	struct stat st;
-	size_t got = 0;
-	ssize_t n;
-	char *buf;
 	int fd, rc;
 
 	*out = NULL;
 	if ((fd = graph_open_beneath(dirfd, path, O_RDONLY, cred, cause)) < 0)
 		return fd;
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
-		close(fd);
-		*cause = xasprintf("%s: not a regular file", path);
-		return -EINVAL;
-	}
-	if ((uint64_t)st.st_size > max) {
-		close(fd);
-		*cause = xasprintf("%s: file is too large", path);
-		return -EFBIG;
-	}
-	buf = xmalloc((size_t)st.st_size + 1);
-	while (got < (size_t)st.st_size) {
-		n = read(fd, buf + got, (size_t)st.st_size - got);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			rc = n == 0 ? -EIO : -errno;
-			*cause = xasprintf("%s: %s", path, n == 0 ?
-			    "short read" : strerror(errno));
-			free(buf);
-			close(fd);
-			return rc;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	buf[got] = '\0';
-	*out = buf;
-	*len = got;
-	return 0;
+	if ((rc = graph_read_fd(fd, max, out, len)) != 0)
+		*cause = xasprintf("%s: %s", path, rc == -EINVAL ? "not a "
+		    "regular file" : rc == -EFBIG ? "file is too large" :
+		    rc == -EIO ? "short read" : strerror(-rc));
+	return rc;
 }
 
 /*

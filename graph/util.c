@@ -106,18 +106,22 @@ graph_format_size(uint64_t v)
 	return xasprintf("%.1f %s", d, units[u]);
 }
 
+/*
+ * Reads all of the regular file open on fd (at most max bytes), which it
+ * closes, into a new NUL-terminated buffer.  Returns 0 or a negative
+ * errno: -EINVAL for a non-regular file, -EFBIG over max, -EIO if the
+ * file shrank while being read.
+ */
 int
-graph_read_file(const char *path, size_t max, char **out, size_t *len)
+graph_read_fd(int fd, size_t max, char **out, size_t *len)
 {
 	struct stat st;
 	size_t got = 0;
 	ssize_t n;
 	char *buf;
-	int fd, rc;
+	int rc;
 
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
-		return -errno;
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
 		rc = S_ISREG(st.st_mode) ? -errno : -EINVAL;
 		close(fd);
@@ -145,6 +149,17 @@ graph_read_file(const char *path, size_t max, char **out, size_t *len)
 	*out = buf;
 	*len = got;
 	return 0;
+}
+
+int
+graph_read_file(const char *path, size_t max, char **out, size_t *len)
+{
+	int fd;
+
+	*out = NULL;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+		return -errno;
+	return graph_read_fd(fd, max, out, len);
 }
 
 void

@@ -138,21 +138,13 @@ daemon_stop(pid_t pid, int sig)
 static void
 write_cfg(const char *name, const char *text)
 {
-	char path[4096];
-
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	if (tl_write(path, text) != 0)
-		exit(99);
+	tl_write_at(dir, name, text);
 }
 
 static bool
 same(const char *a, const char *b)
 {
-	char pa[4096], pb[4096];
-
-	snprintf(pa, sizeof pa, "%s/%s", dir, a);
-	snprintf(pb, sizeof pb, "%s/%s", dir, b);
-	return tl_files_equal(pa, pb);
+	return tl_same_at(dir, a, b);
 }
 
 /* The job's state as "mergectl status --json" reports it. */
@@ -801,28 +793,15 @@ test_second_user(pid_t *pid)
 static void
 setup(void)
 {
-	char path[4096];
-
-	snprintf(path, sizeof path, "%s/a", dir);
-	if (tl_genmodel_run("--family llama --seed 1", path) != 0)
-		exit(99);
-	snprintf(path, sizeof path, "%s/b", dir);
-	if (tl_genmodel_run("--family llama --seed 2 --finetune-of 1 "
-	    "--delta 0.01", path) != 0)
-		exit(99);
-	snprintf(path, sizeof path, "%s/q3", dir);
-	if (tl_genmodel_run("--family qwen3 --seed 3", path) != 0)
-		exit(99);
-	snprintf(path, sizeof path, "%s/xa", dir);
-	if (tl_genmodel_run("--family llama --hidden 1024 --intermediate 2816 "
-	    "--layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 5",
-	    path) != 0)
-		exit(99);
-	snprintf(path, sizeof path, "%s/xb", dir);
-	if (tl_genmodel_run("--family llama --hidden 1024 --intermediate 2816 "
+	tl_gen_at(dir, "a", "--family llama --seed 1");
+	tl_gen_at(dir, "b", "--family llama --seed 2 --finetune-of 1 --delta "
+	    "0.01");
+	tl_gen_at(dir, "q3", "--family qwen3 --seed 3");
+	tl_gen_at(dir, "xa", "--family llama --hidden 1024 --intermediate 2816 "
+	    "--layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 5");
+	tl_gen_at(dir, "xb", "--family llama --hidden 1024 --intermediate 2816 "
 	    "--layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 6 "
-	    "--finetune-of 5 --delta 0.01", path) != 0)
-		exit(99);
+	    "--finetune-of 5 --delta 0.01");
 	write_cfg("slerp.yml", "merge_method: slerp\nbase_model: ./a\n"
 	    "models:\n  - model: ./a\n  - model: ./b\nparameters:\n  t:\n"
 	    "    - filter: mlp\n      value: [0, 1]\n    - value: 0.4\n");

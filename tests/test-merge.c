@@ -131,22 +131,16 @@ mergectl(char **out, const char *cfg, const char *dest, const char *extra)
 static void
 write_cfg(const char *name, const char *text)
 {
-	char path[4096];
-
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	if (tl_write(path, text) != 0)
-		exit(99);
+	tl_write_at(dir, name, text);
 }
 
 static void
 gen(const char *name, const char *args)
 {
-	char path[4096], full[1024];
+	char full[1024];
 
-	snprintf(path, sizeof path, "%s/%s", dir, name);
 	snprintf(full, sizeof full, "--family llama %s %s", SHAPE, args);
-	if (tl_genmodel_run(full, path) != 0)
-		exit(99);
+	tl_gen_at(dir, name, full);
 }
 
 /* Opens <dir>/<name>, or <dir>/<name>-<dt> when dt is not NULL. */
@@ -420,11 +414,7 @@ test_optional_t(void)
 static bool
 same_file(const char *a, const char *b)
 {
-	char pa[4096], pb[4096];
-
-	snprintf(pa, sizeof pa, "%s/%s", dir, a);
-	snprintf(pb, sizeof pb, "%s/%s", dir, b);
-	return tl_files_equal(pa, pb);
+	return tl_same_at(dir, a, b);
 }
 
 /* Same bytes whatever the thread count and the budget (chunk size). */

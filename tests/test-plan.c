@@ -351,11 +351,7 @@ test_layout(void)
 static void
 gen(const char *name, const char *args)
 {
-	char path[4096];
-
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	if (tl_genmodel_run(args, path) != 0)
-		exit(99);
+	tl_gen_at(dir, name, args);
 }
 
 int

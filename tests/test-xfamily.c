@@ -47,11 +47,7 @@ static const char *golden_dir;
 static void
 write_cfg(const char *name, const char *text)
 {
-	char path[4096];
-
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	if (tl_write(path, text) != 0)
-		exit(99);
+	tl_write_at(dir, name, text);
 }
 
 static int
@@ -76,11 +72,7 @@ ctl(char **out, const char *fmt, ...)
 static bool
 same(const char *a, const char *b)
 {
-	char pa[4096], pb[4096];
-
-	snprintf(pa, sizeof pa, "%s/%s", dir, a);
-	snprintf(pb, sizeof pb, "%s/%s", dir, b);
-	return tl_files_equal(pa, pb);
+	return tl_same_at(dir, a, b);
 }
 
 struct model {
@@ -340,11 +332,7 @@ test_golden(void)
 static void
 gen(const char *name, const char *args)
 {
-	char path[4096];
-
-	snprintf(path, sizeof path, "%s/%s", dir, name);
-	if (tl_genmodel_run(args, path) != 0)
-		exit(99);
+	tl_gen_at(dir, name, args);
 }
 
 int

@@ -452,3 +452,37 @@ tl_genmodel_run(const char *args, const char *out)
 	free(o);
 	return rc;
 }
+
+/* Writes dir/name, or stops the test: it cannot set itself up. */
+void
+tl_write_at(const char *dir, const char *name, const char *text)
+{
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (tl_write(path, text) != 0) {
+		fprintf(stderr, "testlib: cannot write %s\n", path);
+		exit(99);
+	}
+}
+
+bool
+tl_same_at(const char *dir, const char *a, const char *b)
+{
+	char pa[4096], pb[4096];
+
+	snprintf(pa, sizeof pa, "%s/%s", dir, a);
+	snprintf(pb, sizeof pb, "%s/%s", dir, b);
+	return tl_files_equal(pa, pb);
+}
+
+/* genmodel ARGS --out dir/name, or stops the test. */
+void
+tl_gen_at(const char *dir, const char *name, const char *args)
+{
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (tl_genmodel_run(args, path) != 0)
+		exit(99);
+}

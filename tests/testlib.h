@@ -64,5 +64,8 @@ extern const char *tl_mergectl;
 extern const char *tl_merged;
 void tl_init(int, char **);
 int tl_genmodel_run(const char *, const char *);
+void tl_write_at(const char *, const char *, const char *);
+bool tl_same_at(const char *, const char *, const char *);
+void tl_gen_at(const char *, const char *, const char *);
 
 #endif /* TESTLIB_H */
