@@ -192,7 +192,7 @@ static int
 run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
     const struct graph_plan *plan, const char *out)
 {
-	struct graph_exec_opts eo = { o->memory, o->threads };
+	struct graph_exec_opts eo = { o->memory, o->threads, false };
 	struct graph_job_opts jo;
 	struct graph_exec *ex = NULL;
 	char *cause = NULL, *name;

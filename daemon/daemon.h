@@ -36,6 +36,7 @@ struct daemon_opts {
 	int threads;		/* merge threads */
 	int max_running;	/* jobs merging at once */
 	bool team;		/* accept any local user, not only ours */
+	bool cache_inputs;	/* keep decoded inputs (graph_exec_opts) */
 	char *group;		/* team mode: the socket's group */
 	int verbose;
 	double drain_timeout;	/* seconds to wait for running jobs */

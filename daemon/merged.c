@@ -63,6 +63,9 @@ usage(FILE *fp)
 	    "socket\n"
 	    "  --drain-timeout S on SIGTERM, wait this long for running jobs "
 	    "(default 10)\n"
+	    "  --cache-inputs    keep decoded inputs for later passes and other "
+	    "jobs\n                    (uses memory bandwidth; off: the page "
+	    "cache is shared)\n"
 	    "  --version         print the version\n"
 	    "  -v                more logging (repeat for debug)\n");
 }
@@ -111,6 +114,7 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		{ "max-running", required_argument, NULL, 'r' },
 		{ "team", no_argument, NULL, 'T' },
 		{ "group", required_argument, NULL, 'g' },
+		{ "cache-inputs", no_argument, NULL, 'C' },
 		{ "drain-timeout", required_argument, NULL, 'D' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -150,6 +154,9 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 			break;
 		case 'T':
 			o->team = true;
+			break;
+		case 'C':
+			o->cache_inputs = true;
 			break;
 		case 'g':
 			free(o->group);
@@ -349,6 +356,7 @@ main(int argc, char **argv)
 	daemon_store(&d);
 	eo.memory = d.opts.memory;
 	eo.threads = d.opts.threads;
+	eo.cache_inputs = d.opts.cache_inputs;
 	if (graph_exec_create(&d.loop, &eo, &d.exec) != 0)
 		fatalx("cannot create the executor");
 	if (server_open(&d, &cause) != 0)

@@ -103,10 +103,12 @@ struct unit {
 	int pass;
 	uint64_t e0;
 	size_t n;
-	struct centry *in[GRAPH_MAX_INPUTS];
+	struct centry *in[GRAPH_MAX_INPUTS];	/* NULL: streamed */
 	size_t loads_pending;
-	float *out;		/* apply pass: the float32 result */
-	void *enc;		/* and its encoding in the output dtype */
+	float *scratch;		/* a result block, then streamed inputs' */
+	uint64_t scratch_bytes;
+	void *enc;		/* apply pass: the chunk, encoded */
+	uint64_t enc_bytes;
 	uint64_t held;		/* counted in its job's working set */
 	bool raw;		/* byte copy straight from the mapping */
 };
@@ -179,6 +181,7 @@ struct graph_exec {
 	uint64_t peak;
 	int threads;
 	int inflight;
+	bool cache_inputs;	/* statistics passes fill the cache */
 	struct cache cache;
 	struct bufpool pool;	/* free buffers; used + pool.bytes <= budget */
 	struct graph_job *jobs;
@@ -203,6 +206,5 @@ void cache_drop(struct cache *, struct centry *);
 
 /* exec-work.c: run on pool threads. */
 void exec_work(uv_work_t *);
-uint64_t exec_unit_out_bytes(const struct plan_tensor *, size_t, int);
 
 #endif /* EXEC_INT_H */

@@ -19,15 +19,6 @@
 
 #define container_of(p, t, m) ((t *)((char *)(p) - offsetof(t, m)))
 
-uint64_t
-exec_unit_out_bytes(const struct plan_tensor *pt, size_t n, int pass)
-{
-	if (pass < pt->method->npasses)
-		return 0;
-	/* The float32 result and its encoding, briefly both. */
-	return (uint64_t)n * (sizeof(float) + graph_dtype_size(pt->out_dtype));
-}
-
 static void
 work_load(struct centry *e)
 {
@@ -35,36 +26,66 @@ work_load(struct centry *e)
 	    e->data, &e->task.err);
 }
 
+/*
+ * One chunk of one pass, a quantum at a time: inputs not in the cache are
+ * read from their files into the unit's scratch, block by block, so that
+ * decoding, the method and encoding all work on data still in the CPU's
+ * cache rather than streaming whole chunks through memory three times.
+ * The blocks are the reduction quanta, so statistics are the same
+ * whatever the chunking.
+ */
 static void
 work_merge(struct unit *u)
 {
 	const struct plan_tensor *pt = u->xt->pt;
+	const struct graph_plan *p = u->xt->job->plan;
 	const struct graph_method *m = pt->method;
 	const float *in[GRAPH_MAX_INPUTS];
+	float *blk, *res = NULL;
+	size_t es = graph_dtype_size(pt->out_dtype), off, bn, j, k;
+	size_t stride = u->n < EXEC_QUANTUM ? u->n : EXEC_QUANTUM;
+	bool apply = u->pass >= m->npasses;
 	struct mchunk c;
-	size_t j;
 
 	if (atomic_load(&u->xt->job->cancel)) {
 		u->task.rc = -ECANCELED;
 		return;
 	}
 	memset(&c, 0, sizeof c);
-	for (j = 0; j < pt->nin; j++)
-		in[j] = u->in[j]->data;
-	c.e0 = u->e0;
-	c.n = u->n;
 	c.in = in;
 	c.nin = pt->nin;
 	c.quantum = EXEC_QUANTUM;
-	if (u->pass < m->npasses) {
-		c.partials = u->xt->partials + (u->e0 / EXEC_QUANTUM) *
-		    (uint64_t)m->nred;
-		m->stats(pt, u->xt->state, u->pass, &c);
-		return;
+	blk = u->scratch;
+	if (apply) {
+		res = blk;
+		blk += stride;
 	}
-	c.out = u->out;
-	m->apply(pt, u->xt->state, &c);
-	graph_encode_f32(pt->out_dtype, u->out, u->enc, u->n);
+	for (off = 0; off < u->n; off += bn) {
+		bn = u->n - off < EXEC_QUANTUM ? u->n - off : EXEC_QUANTUM;
+		for (j = 0, k = 0; j < pt->nin; j++) {
+			if (u->in[j] != NULL) {
+				in[j] = u->in[j]->data + off;
+				continue;
+			}
+			in[j] = blk + k++ * stride;
+			if ((u->task.rc = graph_read_chunk(p, pt, &pt->in[j],
+			    u->e0 + off, bn, (float *)in[j], &u->task.err)) !=
+			    0)
+				return;
+		}
+		c.e0 = u->e0 + off;
+		c.n = bn;
+		if (!apply) {
+			c.partials = u->xt->partials + (c.e0 / EXEC_QUANTUM) *
+			    (uint64_t)m->nred;
+			m->stats(pt, u->xt->state, u->pass, &c);
+			continue;
+		}
+		c.out = res;
+		m->apply(pt, u->xt->state, &c);
+		graph_encode_f32(pt->out_dtype, res, (uint8_t *)u->enc +
+		    off * es, bn);
+	}
 }
 
 static void

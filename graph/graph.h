@@ -339,6 +339,7 @@ struct graph_job;
 struct graph_exec_opts {
 	uint64_t memory;	/* bytes for decoded tensors and buffers */
 	int threads;		/* compute tasks in flight */
+	bool cache_inputs;	/* keep decoded inputs for later passes/jobs */
 };
 
 struct graph_progress {

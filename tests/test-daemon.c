@@ -826,7 +826,7 @@ main(int argc, char **argv)
 	snprintf(sock, sizeof sock, "%s/run/merged.sock", dir);
 	snprintf(state, sizeof state, "%s/state", dir);
 	setup();
-	pid = daemon_start("--memory 256M");
+	pid = daemon_start("--memory 256M --cache-inputs");
 	test_submit();
 	test_queue();
 	test_protocol();
