@@ -156,6 +156,8 @@ struct graph_job {
 	size_t *shard_left;	/* tensors not yet written, per shard */
 	int *shard_fd;
 	struct task *shard_tasks;
+	bool *shard_writing;	/* a write to it is queued or running */
+	struct task **shard_wait;	/* writes waiting for it, a list */
 	struct xtensor *xt;
 	size_t first_active;	/* lowest tensor not done */
 	size_t next_tensor;	/* lowest tensor not started */

@@ -38,6 +38,7 @@ static void exec_after(uv_work_t *, int);
 static void exec_pump(struct graph_exec *);
 static void job_fail(struct graph_job *, int, const char *);
 static void job_maybe_end(struct graph_job *);
+static bool exec_write_wait(struct task *);
 static void exec_check_jobs(struct graph_exec *);
 
 int
@@ -123,6 +124,8 @@ exec_queue(struct graph_exec *ex, struct task *t)
 {
 	t->ex = ex;
 	t->next = NULL;
+	if (t->kind == TASK_WRITE && exec_write_wait(t))
+		return;
 	if (ex->ready_tail != NULL)
 		ex->ready_tail->next = t;
 	else
@@ -137,6 +140,45 @@ job_task(struct graph_job *job, enum task_kind kind)
 	job->jtask.kind = kind;
 	job->jtask.job = job;
 	exec_queue(job->ex, &job->jtask);
+}
+
+/*
+ * One write at a time per shard: concurrent pwrite()s to one file only
+ * contend for its inode lock (measured: spinning in rwsem_spin_on_owner),
+ * while the other thread can merge instead.  Returns true when t must
+ * wait; its turn comes when the shard's current write is done.
+ */
+static bool
+exec_write_wait(struct task *t)
+{
+	struct unit *u = container_of(t, struct unit, task);
+	struct graph_job *job = u->xt->job;
+	size_t s = u->xt->pt->shard;
+	struct task **pp;
+
+	if (!job->shard_writing[s]) {
+		job->shard_writing[s] = true;
+		return false;
+	}
+	for (pp = &job->shard_wait[s]; *pp != NULL; pp = &(*pp)->next)
+		;
+	*pp = t;
+	return true;
+}
+
+/* A write finished: the shard's next waiting write may go. */
+static void
+exec_write_done(struct graph_exec *ex, struct unit *u)
+{
+	struct graph_job *job = u->xt->job;
+	size_t s = u->xt->pt->shard;
+	struct task *t = job->shard_wait[s];
+
+	job->shard_writing[s] = false;
+	if (t != NULL) {
+		job->shard_wait[s] = t->next;
+		exec_queue(ex, t);
+	}
 }
 
 /* Chunk size: a few units in flight fit in a part of the budget. */
@@ -614,6 +656,8 @@ after_unit(struct unit *u)
 {
 	struct graph_job *job = u->xt->job;
 
+	if (u->task.kind == TASK_WRITE)
+		exec_write_done(job->ex, u);
 	if (u->task.rc != 0) {
 		job_fail(job, u->task.rc, u->task.err);
 		unit_done(u);
@@ -677,6 +721,8 @@ job_free(struct graph_job *job)
 	free(job->shard_left);
 	free(job->shard_fd);
 	free(job->shard_tasks);
+	free(job->shard_writing);
+	free(job->shard_wait);
 	free(job->jtask.err);
 	if (job->stage_fd != -1)
 		close(job->stage_fd);
@@ -884,6 +930,9 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	job->shard_left = xcalloc(p->nshards + 1, sizeof *job->shard_left);
 	job->shard_fd = xcalloc(p->nshards + 1, sizeof *job->shard_fd);
 	job->shard_tasks = xcalloc(p->nshards + 1, sizeof *job->shard_tasks);
+	job->shard_writing = xcalloc(p->nshards + 1,
+	    sizeof *job->shard_writing);
+	job->shard_wait = xcalloc(p->nshards + 1, sizeof *job->shard_wait);
 	for (i = 0; i < p->nshards; i++) {
 		job->shard_fd[i] = -1;
 		job->shard_left[i] = p->shards[i].n;
