@@ -18,8 +18,8 @@
 
 #include "graph-int.h"
 
-/* Reduction quantum: partial sums are per 64 Ki elements, always. */
-#define EXEC_QUANTUM 65536u
+/* Reduction quantum, for tensors that do not work by rows. */
+#define EXEC_QUANTUM GRAPH_QUANTUM
 /* Largest chunk, so that work spreads over threads and cancels fast. */
 #define EXEC_MAX_CHUNK (4u << 20)
 /* Raw copies are written in pieces of this many bytes. */
@@ -107,6 +107,8 @@ struct unit {
 	size_t loads_pending;
 	float *scratch;		/* a result block, then streamed inputs' */
 	uint64_t scratch_bytes;
+	void *stats;		/* statistics pass: the method's scratch */
+	uint64_t stats_bytes;
 	void *enc;		/* apply pass: the chunk, encoded */
 	uint64_t enc_bytes;
 	uint64_t held;		/* counted in its job's working set */
@@ -117,7 +119,9 @@ struct unit {
 struct xtensor {
 	const struct plan_tensor *pt;
 	struct graph_job *job;
-	uint64_t chunk;		/* elements per chunk */
+	uint64_t chunk;		/* elements per chunk, whole blocks */
+	uint64_t quantum;	/* elements per block */
+	size_t npartials;	/* blocks, or rows for row methods */
 	size_t nchunks;
 	int pass;		/* 0 .. npasses; npasses is the apply pass */
 	size_t next;		/* chunks of this pass admitted */

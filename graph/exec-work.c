@@ -42,9 +42,10 @@ work_merge(struct unit *u)
 	const struct graph_method *m = pt->method;
 	const float *in[GRAPH_MAX_INPUTS];
 	float *blk, *res = NULL;
+	uint64_t q = u->xt->quantum;
 	size_t es = graph_dtype_size(pt->out_dtype), off, bn, j, k;
-	size_t stride = u->n < EXEC_QUANTUM ? u->n : EXEC_QUANTUM;
-	bool apply = u->pass >= m->npasses;
+	size_t stride = u->n < q ? u->n : (size_t)q;
+	bool apply = u->pass >= pt->ms.npasses;
 	struct mchunk c;
 
 	if (atomic_load(&u->xt->job->cancel)) {
@@ -54,14 +55,16 @@ work_merge(struct unit *u)
 	memset(&c, 0, sizeof c);
 	c.in = in;
 	c.nin = pt->nin;
-	c.quantum = EXEC_QUANTUM;
+	c.quantum = q;
+	c.cols = (size_t)pt->cols;
+	c.scratch = u->stats;
 	blk = u->scratch;
 	if (apply) {
 		res = blk;
 		blk += stride;
 	}
 	for (off = 0; off < u->n; off += bn) {
-		bn = u->n - off < EXEC_QUANTUM ? u->n - off : EXEC_QUANTUM;
+		bn = u->n - off < q ? u->n - off : (size_t)q;
 		for (j = 0, k = 0; j < pt->nin; j++) {
 			if (u->in[j] != NULL) {
 				in[j] = u->in[j]->data + off;
@@ -75,9 +78,11 @@ work_merge(struct unit *u)
 		}
 		c.e0 = u->e0 + off;
 		c.n = bn;
+		c.r0 = c.cols ? c.e0 / c.cols : 0;
+		c.nrows = c.cols ? bn / c.cols : 0;
+		c.partials = u->xt->partials == NULL ? NULL : u->xt->partials +
+		    (pt->ms.rows ? c.r0 : c.e0 / q) * (uint64_t)pt->ms.nred;
 		if (!apply) {
-			c.partials = u->xt->partials + (c.e0 / EXEC_QUANTUM) *
-			    (uint64_t)m->nred;
 			m->stats(pt, u->xt->state, u->pass, &c);
 			continue;
 		}

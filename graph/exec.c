@@ -191,13 +191,11 @@ xt_chunk(const struct graph_exec *ex, const struct graph_job *job,
 	uint64_t budget = job->cap && job->cap < ex->budget ? job->cap :
 	    ex->budget;
 	uint64_t target = budget / (2 * ((uint64_t)ex->threads + 1));
-	uint64_t n = target / per / EXEC_QUANTUM * EXEC_QUANTUM;
+	uint64_t q = pt->quantum, n = target / per / q * q;
 
-	if (n < EXEC_QUANTUM)
-		n = EXEC_QUANTUM;
 	if (n > EXEC_MAX_CHUNK)
-		n = EXEC_MAX_CHUNK;
-	return n;
+		n = EXEC_MAX_CHUNK / q * q;
+	return n < q ? q : n;
 }
 
 static bool
@@ -264,18 +262,20 @@ job_start_tensor(struct graph_job *job)
 	xt->chunk = xt->raw ? EXEC_COPY_BYTES /
 	    graph_dtype_size(pt->out_dtype) : xt_chunk(job->ex, job, pt);
 	xt->nchunks = (size_t)((pt->numel + xt->chunk - 1) / xt->chunk);
+	xt->quantum = pt->quantum;
 	xt->pass = 0;
 	xt->next = 0;
 	xt->left = xt->nchunks;
-	if (!xt->raw && pt->method->npasses > 0) {
-		nq = (size_t)((pt->numel + EXEC_QUANTUM - 1) / EXEC_QUANTUM);
-		xt->partials = xcalloc(nq * (size_t)pt->method->nred + 1,
-		    sizeof *xt->partials);
-		xt->bytes += nq * (uint64_t)pt->method->nred * sizeof(double);
+	xt->npartials = pt->ms.rows ? (size_t)pt->rows :
+	    (size_t)((pt->numel + xt->quantum - 1) / xt->quantum);
+	nq = xt->npartials * (size_t)pt->ms.nred;
+	if (!xt->raw && nq > 0) {
+		xt->partials = xcalloc(nq, sizeof *xt->partials);
+		xt->bytes += nq * sizeof(double);
 	}
-	if (pt->method->state_size > 0) {
-		xt->state = xcalloc(1, pt->method->state_size);
-		xt->bytes += pt->method->state_size;
+	if (!xt->raw && pt->ms.state_size > 0) {
+		xt->state = xcalloc(1, pt->ms.state_size);
+		xt->bytes += pt->ms.state_size;
 	}
 	mem_take(job->ex, xt->bytes);
 	if (xt->nchunks == 0)
@@ -336,11 +336,12 @@ enum admit {
 static uint64_t
 unit_bytes(const struct plan_tensor *pt, size_t n, int pass, size_t nstream)
 {
-	uint64_t blk = n < EXEC_QUANTUM ? n : EXEC_QUANTUM;
-	bool apply = pass >= pt->method->npasses;
+	uint64_t blk = n < pt->quantum ? n : pt->quantum;
+	bool apply = pass >= pt->ms.npasses;
 
 	return (nstream + (apply ? 1 : 0)) * blk * sizeof(float) +
-	    (apply ? (uint64_t)n * graph_dtype_size(pt->out_dtype) : 0);
+	    (apply ? (uint64_t)n * graph_dtype_size(pt->out_dtype) :
+	    pt->ms.scratch);
 }
 
 /*
@@ -364,7 +365,7 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 	struct graph_job *job = xt->job;
 	const struct plan_tensor *pt = xt->pt;
 	struct centry *hit[GRAPH_MAX_INPUTS], *e;
-	bool cache = ex->cache_inputs && xt->pass < pt->method->npasses;
+	bool cache = ex->cache_inputs && xt->pass < pt->ms.npasses;
 	bool created;
 	struct unit *u;
 	uint64_t room, held = 0, own = 0;
@@ -420,13 +421,19 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 		exec_queue(ex, &u->task);
 		return ADMIT_OK;
 	}
-	u->enc_bytes = xt->pass >= pt->method->npasses ? n *
+	u->enc_bytes = xt->pass >= pt->ms.npasses ? n *
 	    graph_dtype_size(pt->out_dtype) : 0;
-	u->scratch_bytes = own - u->enc_bytes;
+	u->stats_bytes = xt->pass < pt->ms.npasses ? pt->ms.scratch : 0;
+	u->scratch_bytes = own - u->enc_bytes - u->stats_bytes;
 	if (u->scratch_bytes > 0)
 		u->scratch = mem_alloc(ex, u->scratch_bytes);
 	if (u->enc_bytes > 0)
 		u->enc = mem_alloc(ex, u->enc_bytes);
+	if (u->stats_bytes > 0) {
+		/* Counted from zero; pool buffers come back dirty. */
+		u->stats = mem_alloc(ex, u->stats_bytes);
+		memset(u->stats, 0, u->stats_bytes);
+	}
 	for (j = 0; j < pt->nin; j++) {
 		if ((e = hit[j]) == NULL && !cache)
 			continue;	/* streamed by the merge task */
@@ -570,6 +577,7 @@ unit_free(struct unit *u)
 
 	mem_free(job->ex, u->scratch, u->scratch_bytes);
 	mem_free(job->ex, u->enc, u->enc_bytes);
+	mem_free(job->ex, u->stats, u->stats_bytes);
 	job->held -= u->held;
 	free(u->task.err);
 	free(u);
@@ -606,10 +614,10 @@ unit_done(struct unit *u)
 	unit_free(u);
 	if (--xt->left > 0 || xt->job->rc != 0)
 		return;
-	if (!xt->raw && xt->pass < m->npasses) {
-		m->reduce(xt->pt, xt->state, xt->pass, xt->partials,
-		    (size_t)((xt->pt->numel + EXEC_QUANTUM - 1) /
-		    EXEC_QUANTUM));
+	if (!xt->raw && xt->pass < xt->pt->ms.npasses) {
+		if (m->reduce != NULL)
+			m->reduce(xt->pt, xt->state, xt->pass, xt->partials,
+			    xt->npartials);
 		xt->pass++;
 		xt->next = 0;
 		xt->left = xt->nchunks;
@@ -663,7 +671,12 @@ after_unit(struct unit *u)
 		unit_done(u);
 		return;
 	}
-	if (u->task.kind == TASK_MERGE && u->pass >= u->xt->pt->method->npasses) {
+	if (u->task.kind == TASK_MERGE && u->pass < u->xt->pt->ms.npasses &&
+	    u->stats != NULL && u->xt->pt->method->merge != NULL && job->rc == 0)
+		/* Integer counts: the order units finish in cannot matter. */
+		u->xt->pt->method->merge(u->xt->pt, u->xt->state, u->pass,
+		    u->stats);
+	if (u->task.kind == TASK_MERGE && u->pass >= u->xt->pt->ms.npasses) {
 		/* Only the encoded result is needed from here on. */
 		unit_unpin(job->ex, u);
 		mem_free(job->ex, u->scratch, u->scratch_bytes);
@@ -868,10 +881,10 @@ exec_check_budget(const struct graph_exec *ex, const struct graph_plan *p,
 		pt = &p->tensors[i];
 		if (xt_is_raw(pt))
 			continue;
-		/* One quantum of every input decoded, plus a result. */
-		need = (uint64_t)EXEC_QUANTUM * ((uint64_t)pt->nin *
-		    sizeof(float) + sizeof(float) +
-		    graph_dtype_size(pt->out_dtype));
+		/* One block of every input decoded, plus a result. */
+		need = pt->quantum * ((uint64_t)pt->nin * sizeof(float) +
+		    sizeof(float) + graph_dtype_size(pt->out_dtype)) +
+		    pt->ms.scratch;
 		if (need > ex->budget) {
 			a = graph_format_size(need);
 			b = graph_format_size(ex->budget);

@@ -193,10 +193,14 @@ struct method_param {
 };
 
 /*
- * One chunk of an output tensor as a kernel sees it: n consecutive
+ * One block of an output tensor as a kernel sees it: n consecutive
  * elements (of the flattened tensor) starting at element e0, one float32
- * array per input, an output array, and for statistics passes the partial
- * results of the quanta the chunk covers.
+ * array per input, an output array (apply pass), and the partial results
+ * of the block: nred doubles for the one quantum the block is, or per
+ * row for methods that work by rows (their blocks hold whole rows).
+ * Statistics passes write their quantum's or rows' partials, and may also
+ * count into scratch, the unit's own area that the method merges on the
+ * loop thread; apply passes may read the partials.
  */
 struct mchunk {
 	uint64_t e0;
@@ -204,8 +208,24 @@ struct mchunk {
 	const float *const *in;
 	size_t nin;
 	float *out;		/* apply pass */
-	double *partials;	/* stats passes: nred per quantum */
-	uint64_t quantum;	/* elements per reduction quantum */
+	double *partials;	/* this quantum's (or first row's) partials */
+	uint64_t quantum;	/* elements per block */
+	uint64_t r0;		/* first row (rows methods) */
+	size_t nrows;		/* rows in the block */
+	size_t cols;		/* row length */
+	void *scratch;		/* statistics pass: the unit's scratch */
+};
+
+/*
+ * How a method runs over one tensor; fixed at plan time (from the static
+ * fields of struct graph_method, or its shape hook).
+ */
+struct method_shape {
+	int npasses;		/* statistics passes before the apply pass */
+	int nred;		/* doubles per quantum (per row with rows) */
+	bool rows;		/* blocks hold whole rows; partials per row */
+	size_t state_size;	/* per-tensor state, zeroed */
+	size_t scratch;		/* per-unit bytes for statistics, zeroed */
 };
 
 #define METHOD_NEEDS_BASE	0x1	/* base model must be an input */
@@ -215,6 +235,13 @@ struct mchunk {
 
 /* Inputs of one output tensor; kernels keep per-input arrays on stack. */
 #define GRAPH_MAX_INPUTS 64
+
+/*
+ * Elements per block: kernels run a block at a time and reductions keep
+ * one partial per block, summed in order, so results never depend on the
+ * chunking.  Row methods round it to whole rows.
+ */
+#define GRAPH_QUANTUM 65536u
 
 struct method_plan;
 
@@ -227,11 +254,16 @@ struct graph_method {
 	unsigned flags;
 	/* Plan-time check of one tensor; may fold it to a copy. */
 	void (*plan)(struct method_plan *);
+	/* The shape for one tensor, when the static one below varies. */
+	void (*shape)(const struct plan_tensor *, struct method_shape *);
 	int npasses;		/* statistics passes before the apply pass */
 	int nred;		/* doubles per quantum in a statistics pass */
+	bool rows;		/* blocks hold whole rows */
 	size_t state_size;	/* per-tensor state, zeroed */
 	void (*stats)(const struct plan_tensor *, void *, int,
 	    const struct mchunk *);
+	/* Adds a unit's statistics scratch into the state (loop thread). */
+	void (*merge)(const struct plan_tensor *, void *, int, const void *);
 	void (*reduce)(const struct plan_tensor *, void *, int,
 	    const double *, size_t);
 	void (*apply)(const struct plan_tensor *, const void *,
@@ -249,6 +281,9 @@ extern const struct graph_method method_linear;
 extern const struct graph_method method_slerp;
 extern const struct graph_method method_passthrough;
 extern const struct graph_method method_task_arithmetic;
+extern const struct graph_method method_nearswap;
+extern const struct graph_method method_ram;
+extern const struct graph_method method_ramplus_tl;
 
 /* kernels.c: loops the methods share. */
 void kern_scale(float *, const float *, double, size_t);
@@ -256,7 +291,6 @@ void kern_combine(float *, const float *const *, const double *, size_t,
     size_t);
 void kern_dots(const float *, const float *, size_t, double *, double *,
     double *);
-void mchunk_quanta(const struct mchunk *, size_t *, size_t *);
 
 /* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
 int graph_pvalue_eval(const struct graph_pvalue *, double, double *);
@@ -301,6 +335,8 @@ struct plan_tensor {
 	double *pm;		/* per-model values: nin x nparams */
 	bool *pmset;
 	char *note;		/* why a tensor was folded, for plan output */
+	struct method_shape ms;	/* how the method runs over it */
+	uint64_t quantum;	/* elements per block (whole rows for rows) */
 	size_t shard;
 	uint64_t offset;	/* absolute offset in the shard file */
 	uint64_t nbytes;

@@ -75,15 +75,3 @@ kern_dots(const float *a, const float *b, size_t n, double *aa, double *bb,
 	    ((sab[4] + sab[5]) + (sab[6] + sab[7]));
 }
 
-/*
- * The quanta a chunk covers.  Chunks always start on a quantum boundary
- * (the executor guarantees it), so quantum q of the tensor is elements
- * [q * quantum, (q + 1) * quantum) and its partials live at
- * partials[(q - first) * nred].
- */
-void
-mchunk_quanta(const struct mchunk *c, size_t *first, size_t *count)
-{
-	*first = (size_t)(c->e0 / c->quantum);
-	*count = (size_t)((c->n + c->quantum - 1) / c->quantum);
-}

@@ -45,18 +45,9 @@ static void
 slerp_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
 {
-	const float *a = c->in[t->base], *b = c->in[1 - t->base];
-	size_t q, nq, first, len;
-
-	mchunk_quanta(c, &first, &nq);
-	for (q = 0; q < nq; q++) {
-		len = c->n - q * c->quantum;
-		if (len > c->quantum)
-			len = c->quantum;
-		kern_dots(a + q * c->quantum, b + q * c->quantum, len,
-		    &c->partials[3 * q], &c->partials[3 * q + 1],
-		    &c->partials[3 * q + 2]);
-	}
+	/* A block is one quantum: its three partials. */
+	kern_dots(c->in[t->base], c->in[1 - t->base], c->n, &c->partials[0],
+	    &c->partials[1], &c->partials[2]);
 }
 
 static void

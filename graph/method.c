@@ -19,6 +19,9 @@ static const struct graph_method *const methods[] = {
 	&method_slerp,
 	&method_passthrough,
 	&method_task_arithmetic,
+	&method_nearswap,
+	&method_ram,
+	&method_ramplus_tl,
 };
 
 #define NMETHODS (sizeof methods / sizeof *methods)

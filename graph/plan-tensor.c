@@ -457,6 +457,8 @@ plan_fold_copy(struct plan_tensor *pt, size_t k, const char *note)
 		pt->note = xstrdup(note);
 }
 
+static void plan_method_shape(struct plan_tensor *);
+
 static void
 plan_one(struct plan_build *b, const struct nslice *s,
     const struct arch_weight *w, int64_t out_layer, int64_t local, double t)
@@ -498,11 +500,37 @@ plan_one(struct plan_build *b, const struct nslice *s,
 			    "copied");
 	}
 	plan_dtype(b, pt);
-	pt->rows = pt->ndim > 0 ? pt->shape[0] : 1;
 	pt->numel = 1;
 	for (int k = 0; k < pt->ndim; k++)
 		pt->numel *= (uint64_t)pt->shape[k];
-	pt->cols = pt->rows > 0 ? (int64_t)(pt->numel / (uint64_t)pt->rows) : 0;
+	plan_method_shape(pt);
+}
+
+/*
+ * Rows are along the last axis (mergekit's row-wise vectors): a 1-D
+ * tensor is one row.  The block (quantum) is 64 Ki elements, or whole
+ * rows for methods that work by rows.
+ */
+static void
+plan_method_shape(struct plan_tensor *pt)
+{
+	const struct graph_method *m = pt->method;
+
+	pt->cols = pt->ndim > 0 ? pt->shape[pt->ndim - 1] : 1;
+	pt->rows = pt->cols > 0 ? (int64_t)(pt->numel / (uint64_t)pt->cols) :
+	    0;
+	memset(&pt->ms, 0, sizeof pt->ms);
+	pt->ms.npasses = m->npasses;
+	pt->ms.nred = m->nred;
+	pt->ms.rows = m->rows;
+	pt->ms.state_size = m->state_size;
+	if (m->shape != NULL)
+		m->shape(pt, &pt->ms);
+	pt->quantum = GRAPH_QUANTUM;
+	if (pt->ms.rows && pt->cols > 0)
+		pt->quantum = (uint64_t)pt->cols >= GRAPH_QUANTUM ?
+		    (uint64_t)pt->cols : (uint64_t)pt->cols *
+		    (GRAPH_QUANTUM / (uint64_t)pt->cols);
 }
 
 /* Checks done once per slice rather than once per tensor. */

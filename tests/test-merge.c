@@ -268,6 +268,83 @@ ref_task(const char *name, const struct tl_tensor *const *x, size_t nin,
 	}
 }
 
+/* nearswap, t = 0.01: w = clamp(t / max(|a - b|, 1e-6), 0, 1). */
+static void
+ref_nearswap(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	(void)name;
+	(void)nin;
+	for (uint64_t e = 0; e < n; e++) {
+		double a = tl_value(x[0], e), b = tl_value(x[1], e);
+		double d = fabs(a - b), w = 0.01 / (d > 1e-6 ? d : 1e-6);
+		w = w > 1 ? 1 : w < 0 ? 0 : w;
+		want[e] = w * b + (1 - w) * a;
+	}
+}
+
+/*
+ * ram over base x[0] and x[1..]: a model is active where |tau| > eps;
+ * unique changes kept (times lambda_i), shared ones averaged.
+ */
+static void
+ram_ref(const struct tl_tensor *const *x, size_t nin, double *want,
+    uint64_t n, const double *lambda, double eps)
+{
+	for (uint64_t e = 0; e < n; e++) {
+		double b = tl_value(x[0], e), us = 0, ss = 0;
+		int cnt = 0;
+		for (size_t j = 1; j < nin; j++) {
+			double tau = tl_value(x[j], e) - b;
+			if (!(fabs(tau) > eps))
+				continue;
+			cnt++;
+			ss += tau;
+			us += lambda ? lambda[j] * tau : tau;
+		}
+		want[e] = b + (cnt == 1 ? us : cnt > 1 ? ss / cnt : 0);
+	}
+}
+
+static void
+ref_ram(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	(void)name;
+	ram_ref(x, nin, want, n, NULL, 0.01);
+}
+
+/* ramplus_tl, r = 0.5, alpha = 1, epsilon = 0.01. */
+static void
+ref_ramplus(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	double shared[8] = { 0 }, unique[8] = { 0 }, lambda[8], rho;
+	size_t j;
+
+	(void)name;
+	for (uint64_t e = 0; e < n; e++) {
+		int cnt = 0;
+		bool act[8] = { false };
+		for (j = 1; j < nin; j++) {
+			act[j] = fabs(tl_value(x[j], e) - tl_value(x[0], e)) >
+			    0.01;
+			cnt += act[j];
+		}
+		for (j = 1; j < nin; j++) {
+			if (act[j] && cnt == 1)
+				unique[j]++;
+			else if (act[j])
+				shared[j]++;
+		}
+	}
+	for (j = 1; j < nin; j++) {
+		rho = shared[j] / (unique[j] > 0.01 ? unique[j] : 0.01);
+		lambda[j] = 1 + 0.5 * (rho < 0 ? 0 : rho > 1 ? 1 : rho);
+	}
+	ram_ref(x, nin, want, n, lambda, 0.01);
+}
+
 static void
 test_methods(const char *dt)
 {
@@ -292,6 +369,22 @@ test_methods(const char *dt)
 	    "  - model: ./c-%s\n    parameters: {weight: 0.5}\n"
 	    "parameters: {normalize: true, lambda: 0.9}\n", dt, dt, dt);
 	run_and_check("task", dt, cfg, abc, 3, ref_task,
+	    "--memory 4M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: nearswap\nbase_model: ./a-%s\n"
+	    "models:\n  - model: ./a-%s\n  - model: ./b-%s\n"
+	    "parameters: {t: 0.01}\n", dt, dt, dt);
+	run_and_check("nearswap", dt, cfg, ab, 2, ref_nearswap,
+	    "--memory 3M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: ram\nbase_model: ./a-%s\n"
+	    "models:\n  - model: ./b-%s\n  - model: ./c-%s\n"
+	    "parameters: {epsilon: 0.01}\n", dt, dt, dt);
+	run_and_check("ram", dt, cfg, abc, 3, ref_ram,
+	    "--memory 4M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: ramplus_tl\n"
+	    "base_model: ./a-%s\nmodels:\n  - model: ./b-%s\n"
+	    "  - model: ./c-%s\nparameters: {epsilon: 0.01, r: 0.5, "
+	    "alpha: 1}\n", dt, dt, dt);
+	run_and_check("ramplus", dt, cfg, abc, 3, ref_ramplus,
 	    "--memory 4M --threads 2");
 }
 
