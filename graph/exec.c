@@ -238,6 +238,30 @@ xt_done(struct xtensor *xt)
 	}
 }
 
+/*
+ * The chunks of the tensor's current pass.  A serial statistics pass is
+ * one unit over the whole tensor, whose blocks then follow each other in
+ * order (for sums that must be accumulated in one fixed order).
+ */
+static void
+xt_pass_chunks(struct xtensor *xt)
+{
+	const struct plan_tensor *pt = xt->pt;
+
+	if (xt->raw)
+		xt->chunk = EXEC_COPY_BYTES / graph_dtype_size(pt->out_dtype);
+	else if (pt->ms.serial && xt->pass < pt->ms.npasses)
+		xt->chunk = (pt->numel + xt->quantum - 1) / xt->quantum *
+		    xt->quantum;
+	else
+		xt->chunk = xt_chunk(xt->job->ex, xt->job, pt);
+	if (xt->chunk == 0)
+		xt->chunk = xt->quantum;
+	xt->nchunks = (size_t)((pt->numel + xt->chunk - 1) / xt->chunk);
+	xt->next = 0;
+	xt->left = xt->nchunks;
+}
+
 /* Starts the job's next tensor; false when none is left. */
 static bool
 job_start_tensor(struct graph_job *job)
@@ -259,13 +283,9 @@ job_start_tensor(struct graph_job *job)
 		return true;
 	}
 	xt->raw = xt_is_raw(pt);
-	xt->chunk = xt->raw ? EXEC_COPY_BYTES /
-	    graph_dtype_size(pt->out_dtype) : xt_chunk(job->ex, job, pt);
-	xt->nchunks = (size_t)((pt->numel + xt->chunk - 1) / xt->chunk);
 	xt->quantum = pt->quantum;
 	xt->pass = 0;
-	xt->next = 0;
-	xt->left = xt->nchunks;
+	xt_pass_chunks(xt);
 	xt->npartials = pt->ms.rows ? (size_t)pt->rows :
 	    (size_t)((pt->numel + xt->quantum - 1) / xt->quantum);
 	nq = xt->npartials * (size_t)pt->ms.nred;
@@ -365,7 +385,8 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 	struct graph_job *job = xt->job;
 	const struct plan_tensor *pt = xt->pt;
 	struct centry *hit[GRAPH_MAX_INPUTS], *e;
-	bool cache = ex->cache_inputs && xt->pass < pt->ms.npasses;
+	bool cache = ex->cache_inputs && xt->pass < pt->ms.npasses &&
+	    !pt->ms.serial;
 	bool created;
 	struct unit *u;
 	uint64_t room, held = 0, own = 0;
@@ -615,12 +636,16 @@ unit_done(struct unit *u)
 	if (--xt->left > 0 || xt->job->rc != 0)
 		return;
 	if (!xt->raw && xt->pass < xt->pt->ms.npasses) {
-		if (m->reduce != NULL)
-			m->reduce(xt->pt, xt->state, xt->pass, xt->partials,
-			    xt->npartials);
+		const char *why = m->reduce == NULL ? NULL : m->reduce(xt->pt,
+		    xt->state, xt->pass, xt->partials, xt->npartials);
+		if (why != NULL) {
+			char *msg = xasprintf("%s: %s", xt->pt->name, why);
+			job_fail(xt->job, -EDOM, msg);
+			free(msg);
+			return;
+		}
 		xt->pass++;
-		xt->next = 0;
-		xt->left = xt->nchunks;
+		xt_pass_chunks(xt);
 		return;
 	}
 	xt_done(xt);

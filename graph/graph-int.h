@@ -224,6 +224,7 @@ struct method_shape {
 	int npasses;		/* statistics passes before the apply pass */
 	int nred;		/* doubles per quantum (per row with rows) */
 	bool rows;		/* blocks hold whole rows; partials per row */
+	bool serial;		/* statistics passes run as one unit, in order */
 	size_t state_size;	/* per-tensor state, zeroed */
 	size_t scratch;		/* per-unit bytes for statistics, zeroed */
 };
@@ -264,7 +265,8 @@ struct graph_method {
 	    const struct mchunk *);
 	/* Adds a unit's statistics scratch into the state (loop thread). */
 	void (*merge)(const struct plan_tensor *, void *, int, const void *);
-	void (*reduce)(const struct plan_tensor *, void *, int,
+	/* Between passes; returns NULL, or why the tensor cannot merge. */
+	const char *(*reduce)(const struct plan_tensor *, void *, int,
 	    const double *, size_t);
 	void (*apply)(const struct plan_tensor *, const void *,
 	    const struct mchunk *);
@@ -284,6 +286,8 @@ extern const struct graph_method method_task_arithmetic;
 extern const struct graph_method method_nearswap;
 extern const struct graph_method method_ram;
 extern const struct graph_method method_ramplus_tl;
+extern const struct graph_method method_multislerp;
+extern const struct graph_method method_karcher;
 
 /* kernels.c: loops the methods share. */
 void kern_scale(float *, const float *, double, size_t);
@@ -291,6 +295,15 @@ void kern_combine(float *, const float *const *, const double *, size_t,
     size_t);
 void kern_dots(const float *, const float *, size_t, double *, double *,
     double *);
+
+/* gram.c: Gram matrices and coefficient-space vectors. */
+size_t gram_size(size_t);
+void kern_gram(const float *const *, size_t, const float *, size_t,
+    double *);
+void gram_sum(const double *, size_t, size_t, double *);
+void gram_unpack(const double *, size_t, double *);
+double gram_dot(const double *, size_t, const double *, const double *);
+double gram_norm(const double *, size_t, const double *);
 
 /* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
 int graph_pvalue_eval(const struct graph_pvalue *, double, double *);

@@ -77,7 +77,7 @@ ramplus_stats(const struct plan_tensor *t, void *state, int pass,
 	}
 }
 
-static void
+static const char *
 ramplus_reduce(const struct plan_tensor *t, void *state, int pass,
     const double *partials, size_t n)
 {
@@ -97,6 +97,7 @@ ramplus_reduce(const struct plan_tensor *t, void *state, int pass,
 		    plan_g(t, "alpha") : rho;
 		s->lambda[j] = 1 + plan_g(t, "r") * rho;
 	}
+	return NULL;
 }
 
 /* lambda NULL: plain ram, unique changes kept as they are. */

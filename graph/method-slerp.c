@@ -50,7 +50,7 @@ slerp_stats(const struct plan_tensor *t, void *state, int pass,
 	    &c->partials[1], &c->partials[2]);
 }
 
-static void
+static const char *
 slerp_reduce(const struct plan_tensor *t, void *state, int pass,
     const double *partials, size_t nq)
 {
@@ -70,12 +70,13 @@ slerp_reduce(const struct plan_tensor *t, void *state, int pass,
 	if (fabs(d) > 0.9995) {
 		s->ca = 1 - tt;
 		s->cb = tt;
-		return;
+		return NULL;
 	}
 	th = acos(d);
 	st = sin(th);
 	s->ca = sin(th - th * tt) / st;
 	s->cb = sin(th * tt) / st;
+	return NULL;
 }
 
 static void

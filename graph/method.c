@@ -22,6 +22,8 @@ static const struct graph_method *const methods[] = {
 	&method_nearswap,
 	&method_ram,
 	&method_ramplus_tl,
+	&method_multislerp,
+	&method_karcher,
 };
 
 #define NMETHODS (sizeof methods / sizeof *methods)

@@ -345,6 +345,125 @@ ref_ramplus(const char *name, const struct tl_tensor *const *x, size_t nin,
 	ram_ref(x, nin, want, n, lambda, 0.01);
 }
 
+/* Dot product of x[i] - base and x[j] - base (base NULL: none). */
+static double
+dot_minus(const struct tl_tensor *x, const struct tl_tensor *y,
+    const struct tl_tensor *base, uint64_t n)
+{
+	double s = 0, b;
+
+	for (uint64_t e = 0; e < n; e++) {
+		b = base != NULL ? tl_value(base, e) : 0;
+		s += (tl_value(x, e) - b) * (tl_value(y, e) - b);
+	}
+	return s;
+}
+
+/*
+ * multislerp over base x[0], task vectors of x[1] (weight 0.7) and x[2]
+ * (0.5), normalized weights, eps 1e-8: computed element by element.
+ */
+static void
+ref_multislerp(const char *name, const struct tl_tensor *const *x,
+    size_t nin, double *want, uint64_t n)
+{
+	double w[2] = { 0.7 / 1.2, 0.5 / 1.2 }, nr[2], mm = 0, tt = 0;
+	double um[2] = { 0 }, nu, scale, eps = 1e-8;
+	double *m = calloc(n, sizeof *m), *tv = calloc(n, sizeof *tv);
+	uint64_t e;
+	size_t i;
+
+	(void)name;
+	(void)nin;
+	for (i = 0; i < 2; i++)
+		nr[i] = sqrt(dot_minus(x[i + 1], x[i + 1], x[0], n));
+	scale = w[0] * nr[0] + w[1] * nr[1];
+	for (e = 0; e < n; e++) {
+		for (i = 0; i < 2; i++)
+			m[e] += w[i] * (tl_value(x[i + 1], e) -
+			    tl_value(x[0], e)) / (nr[i] + eps);
+		mm += m[e] * m[e];
+	}
+	mm = sqrt(mm);
+	for (e = 0; e < n; e++) {
+		m[e] /= mm;
+		for (i = 0; i < 2; i++)
+			um[i] += (tl_value(x[i + 1], e) - tl_value(x[0], e)) /
+			    (nr[i] + eps) * m[e];
+	}
+	for (e = 0; e < n; e++) {
+		for (i = 0; i < 2; i++)
+			tv[e] += w[i] * ((tl_value(x[i + 1], e) -
+			    tl_value(x[0], e)) / (nr[i] + eps) - um[i] * m[e]);
+		tt += tv[e] * tv[e];
+	}
+	nu = sqrt(tt) + eps;
+	for (e = 0; e < n; e++)
+		want[e] = tl_value(x[0], e) + scale * (m[e] * cos(nu) +
+		    tv[e] * sin(nu) / nu);
+	free(m);
+	free(tv);
+}
+
+/* karcher over three inputs, max_iter 10, tol 1e-5, element by element. */
+static void
+ref_karcher(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	double nr[3], scale = 0, un, tn, d[3], th, tol = 1e-5;
+	double *u = calloc(n, sizeof *u), *tv = calloc(n, sizeof *tv);
+	uint64_t e;
+	size_t i;
+	int it;
+
+	(void)name;
+	for (i = 0; i < nin; i++) {
+		nr[i] = sqrt(dot_minus(x[i], x[i], NULL, n));
+		scale += nr[i] / 3;
+	}
+	un = 0;
+	for (e = 0; e < n; e++) {
+		for (i = 0; i < nin; i++)
+			u[e] += tl_value(x[i], e) / nr[i] / 3;
+		un += u[e] * u[e];
+	}
+	for (e = 0; e < n; e++)
+		u[e] /= sqrt(un);
+	for (it = 0; it < 10; it++) {
+		memset(d, 0, sizeof d);
+		for (e = 0; e < n; e++)
+			for (i = 0; i < nin; i++)
+				d[i] += u[e] * tl_value(x[i], e) / nr[i];
+		memset(tv, 0, n * sizeof *tv);
+		tn = 0;
+		for (e = 0; e < n; e++) {
+			for (i = 0; i < nin; i++) {
+				double c = d[i] < -1 ? -1 : d[i] > 1 ? 1 :
+				    d[i];
+				if ((th = acos(c)) < tol)
+					continue;
+				tv[e] += th / sin(th) / 3 *
+				    (tl_value(x[i], e) / nr[i] - c * u[e]);
+			}
+			tn += tv[e] * tv[e];
+		}
+		if ((tn = sqrt(tn)) < tol)
+			break;
+		un = 0;
+		for (e = 0; e < n; e++) {
+			u[e] = cos(tn) * u[e] + sin(tn) * tv[e] / tn;
+			un += u[e] * u[e];
+		}
+		if ((un = sqrt(un)) > tol)
+			for (e = 0; e < n; e++)
+				u[e] /= un;
+	}
+	for (e = 0; e < n; e++)
+		want[e] = scale * u[e];
+	free(u);
+	free(tv);
+}
+
 static void
 test_methods(const char *dt)
 {
@@ -385,6 +504,17 @@ test_methods(const char *dt)
 	    "  - model: ./c-%s\nparameters: {epsilon: 0.01, r: 0.5, "
 	    "alpha: 1}\n", dt, dt, dt);
 	run_and_check("ramplus", dt, cfg, abc, 3, ref_ramplus,
+	    "--memory 4M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: multislerp\n"
+	    "base_model: ./a-%s\nmodels:\n"
+	    "  - model: ./b-%s\n    parameters: {weight: 0.7}\n"
+	    "  - model: ./c-%s\n    parameters: {weight: 0.5}\n", dt, dt, dt);
+	run_and_check("multislerp", dt, cfg, abc, 3, ref_multislerp,
+	    "--memory 4M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: karcher\nmodels:\n"
+	    "  - model: ./a-%s\n  - model: ./b-%s\n  - model: ./c-%s\n",
+	    dt, dt, dt);
+	run_and_check("karcher", dt, cfg, abc, 3, ref_karcher,
 	    "--memory 4M --threads 2");
 }
 
