@@ -288,6 +288,8 @@ extern const struct graph_method method_ram;
 extern const struct graph_method method_ramplus_tl;
 extern const struct graph_method method_multislerp;
 extern const struct graph_method method_karcher;
+extern const struct graph_method method_model_stock;
+extern const struct graph_method method_nuslerp;
 
 /* kernels.c: loops the methods share. */
 void kern_scale(float *, const float *, double, size_t);
@@ -395,6 +397,7 @@ struct method_plan {
 	struct plan_tensor *t;
 	const struct graph_plan *plan;
 	struct plan_build *build;
+	bool slice_base;	/* the slice names a base model */
 	bool fold_copy;		/* set by the hook: copy input fold_input */
 	size_t fold_input;
 };

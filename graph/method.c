@@ -24,6 +24,8 @@ static const struct graph_method *const methods[] = {
 	&method_ramplus_tl,
 	&method_multislerp,
 	&method_karcher,
+	&method_model_stock,
+	&method_nuslerp,
 };
 
 #define NMETHODS (sizeof methods / sizeof *methods)

@@ -494,6 +494,7 @@ plan_one(struct plan_build *b, const struct nslice *s,
 		mp.t = pt;
 		mp.plan = p;
 		mp.build = b;
+		mp.slice_base = s->base != (size_t)-1;
 		pt->method->plan(&mp);
 		if (mp.fold_copy)
 			plan_fold_copy(pt, mp.fold_input, "single input: "

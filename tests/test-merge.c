@@ -464,6 +464,105 @@ ref_karcher(const char *name, const struct tl_tensor *const *x, size_t nin,
 	free(tv);
 }
 
+/*
+ * Vectors of a tensor for the per-vector methods: the whole tensor (0),
+ * rows along the last axis (1), or columns along the first axis (2).
+ */
+static int vec_mode;
+
+static uint64_t
+vec_count(const struct tl_tensor *t, uint64_t *len)
+{
+	uint64_t last = t->ndim > 0 ? (uint64_t)t->shape[t->ndim - 1] : 1;
+	uint64_t first = t->ndim > 0 ? (uint64_t)t->shape[0] : 1;
+
+	*len = vec_mode == 0 ? t->numel : vec_mode == 1 ? last : first;
+	return t->numel / *len;
+}
+
+static uint64_t
+vec_elem(const struct tl_tensor *t, uint64_t v, uint64_t k, uint64_t len)
+{
+	if (vec_mode == 2)
+		return k * (t->numel / len) + v;
+	return v * len + k;
+}
+
+/* model_stock over base x[0] and x[1], x[2], per vec_mode vector. */
+static void
+ref_model_stock(const char *name, const struct tl_tensor *const *x,
+    size_t nin, double *want, uint64_t n)
+{
+	uint64_t len, nv = vec_count(x[0], &len), v, k, e;
+	double g11, g12, g22, c, np, t;
+
+	(void)name;
+	(void)nin;
+	(void)n;
+	for (v = 0; v < nv; v++) {
+		g11 = g12 = g22 = 0;
+		for (k = 0; k < len; k++) {
+			e = vec_elem(x[0], v, k, len);
+			double o1 = tl_value(x[1], e) - tl_value(x[0], e);
+			double o2 = tl_value(x[2], e) - tl_value(x[0], e);
+			g11 += o1 * o1;
+			g12 += o1 * o2;
+			g22 += o2 * o2;
+		}
+		np = sqrt(g11) * sqrt(g22);
+		c = g12 / (np > 1e-6 ? np : 1e-6);
+		c = c < -1 ? -1 : c > 1 ? 1 : c;
+		t = 2 * c / (1 + c);
+		for (k = 0; k < len; k++) {
+			e = vec_elem(x[0], v, k, len);
+			want[e] = t * (tl_value(x[1], e) + tl_value(x[2], e)) /
+			    2 + (1 - t) * tl_value(x[0], e);
+		}
+	}
+}
+
+/*
+ * nuslerp of x[1] (weight 0.4) and x[2] (0.6) around base x[0] (or of
+ * x[0] (0.4) and x[1] (0.6) without one, nin 2), per vec_mode vector.
+ */
+static void
+ref_nuslerp(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	const struct tl_tensor *b = nin == 3 ? x[0] : NULL;
+	const struct tl_tensor *v0 = x[nin - 2], *v1 = x[nin - 1];
+	uint64_t len, nv = vec_count(x[0], &len), v, k, e;
+	double aa, ab, bb, n0, n1, d, th, s, c0, c1, t = 0.6, p, q, o;
+
+	(void)name;
+	(void)n;
+	for (v = 0; v < nv; v++) {
+		aa = ab = bb = 0;
+		for (k = 0; k < len; k++) {
+			e = vec_elem(x[0], v, k, len);
+			o = b != NULL ? tl_value(b, e) : 0;
+			p = tl_value(v0, e) - o;
+			q = tl_value(v1, e) - o;
+			aa += p * p;
+			ab += p * q;
+			bb += q * q;
+		}
+		n0 = sqrt(aa) > 1e-7 ? sqrt(aa) : 1e-7;
+		n1 = sqrt(bb) > 1e-7 ? sqrt(bb) : 1e-7;
+		d = ab / (n0 * n1);
+		th = acos(d < -1 ? -1 : d > 1 ? 1 : d);
+		s = sin(th);
+		c0 = fabs(s) < 1e-8 ? 1 - t : sin((1 - t) * th) / s;
+		c1 = fabs(s) < 1e-8 ? t : sin(t * th) / s;
+		for (k = 0; k < len; k++) {
+			e = vec_elem(x[0], v, k, len);
+			o = b != NULL ? tl_value(b, e) : 0;
+			want[e] = o + c0 * (tl_value(v0, e) - o) +
+			    c1 * (tl_value(v1, e) - o);
+		}
+	}
+}
+
 static void
 test_methods(const char *dt)
 {
@@ -516,6 +615,45 @@ test_methods(const char *dt)
 	    dt, dt, dt);
 	run_and_check("karcher", dt, cfg, abc, 3, ref_karcher,
 	    "--memory 4M --threads 2");
+	vec_mode = 0;
+	snprintf(cfg, sizeof cfg, "merge_method: model_stock\n"
+	    "base_model: ./a-%s\nmodels:\n"
+	    "  - model: ./b-%s\n  - model: ./c-%s\n", dt, dt, dt);
+	run_and_check("model_stock", dt, cfg, abc, 3, ref_model_stock,
+	    "--memory 4M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: nuslerp\n"
+	    "base_model: ./a-%s\nmodels:\n"
+	    "  - model: ./b-%s\n    parameters: {weight: 0.4}\n"
+	    "  - model: ./c-%s\n    parameters: {weight: 0.6}\n", dt, dt, dt);
+	run_and_check("nuslerp", dt, cfg, abc, 3, ref_nuslerp,
+	    "--memory 4M --threads 2");
+}
+
+/* The per-vector variants, in one dtype: rows and columns. */
+static void
+test_vector_modes(void)
+{
+	const char *ab[] = { "a", "b" };
+	const char *abc[] = { "a", "b", "c" };
+
+	vec_mode = 1;
+	run_and_check("model_stock_fw", "bf16", "merge_method: model_stock\n"
+	    "base_model: ./a-bf16\nmodels:\n  - model: ./b-bf16\n"
+	    "  - model: ./c-bf16\nparameters: {filter_wise: true}\n", abc, 3,
+	    ref_model_stock, "--memory 4M --threads 2");
+	run_and_check("nuslerp_rows", "bf16", "merge_method: nuslerp\n"
+	    "models:\n  - model: ./a-bf16\n    parameters: {weight: 0.4}\n"
+	    "  - model: ./b-bf16\n    parameters: {weight: 0.6}\n"
+	    "parameters: {nuslerp_flatten: false}\n", ab, 2, ref_nuslerp,
+	    "--memory 4M --threads 2");
+	vec_mode = 2;
+	run_and_check("nuslerp_cols", "bf16", "merge_method: nuslerp\n"
+	    "base_model: ./a-bf16\nmodels:\n"
+	    "  - model: ./b-bf16\n    parameters: {weight: 0.4}\n"
+	    "  - model: ./c-bf16\n    parameters: {weight: 0.6}\n"
+	    "parameters: {nuslerp_flatten: false, nuslerp_row_wise: true}\n",
+	    abc, 3, ref_nuslerp, "--memory 4M --threads 2");
+	vec_mode = 0;
 }
 
 static bool
@@ -863,6 +1001,7 @@ main(int argc, char **argv)
 	}
 	for (i = 0; i < 3; i++)
 		test_methods(dts[i]);
+	test_vector_modes();
 	test_passthrough();
 	test_optional_t();
 	test_determinism();

@@ -290,6 +290,28 @@ test_errors(void)
 	    "models:\n  - model: llama\n    parameters: {weight: 1}\n"
 	    "  - model: llama2\n    parameters: {weight: -1}\n",
 	    "the weights sum to 0");
+	expect_error("model_stock with one model besides the base",
+	    "merge_method: model_stock\nbase_model: llama\nmodels:\n"
+	    "  - model: llama2\n", "model_stock needs the base and at least "
+	    "two other models, got 2 inputs");
+	expect_error("nuslerp with three models", "merge_method: nuslerp\n"
+	    "models:\n  - model: llama\n    parameters: {weight: 1}\n"
+	    "  - model: llama2\n    parameters: {weight: 1}\n"
+	    "  - model: tied\n    parameters: {weight: 1}\n",
+	    "nuslerp merges exactly two models, got 3 inputs");
+	expect_error("nuslerp with a base that is not an input",
+	    "merge_method: nuslerp\nbase_model: tied\nslices:\n"
+	    "  - sources:\n      - model: llama\n        layer_range: [0, 8]\n"
+	    "        parameters: {weight: 1}\n      - model: llama2\n"
+	    "        layer_range: [0, 8]\n        parameters: {weight: 1}\n",
+	    "nuslerp: the base model must be an input besides the two models "
+	    "merged");
+	expect_error("multislerp with only the base", "merge_method: "
+	    "multislerp\nbase_model: llama\nmodels:\n  - model: llama\n",
+	    "multislerp needs at least one model besides the base");
+	expect_error("karcher with a negative max_iter", "merge_method: "
+	    "karcher\nmodels:\n  - model: llama\n  - model: llama2\n"
+	    "parameters: {max_iter: -1}\n", "max_iter must not be negative");
 	/* Several mistakes in one config: every one is reported. */
 	p = plan("merge_method: task_arithmetic\nbase_model: llama\nmodels:\n"
 	    "  - model: llama2\n    parameters: {wieght: 1}\n"
