@@ -909,7 +909,7 @@ exec_check_budget(const struct graph_exec *ex, const struct graph_plan *p,
 		/* One block of every input decoded, plus a result. */
 		need = pt->quantum * ((uint64_t)pt->nin * sizeof(float) +
 		    sizeof(float) + graph_dtype_size(pt->out_dtype)) +
-		    pt->ms.scratch;
+		    pt->ms.scratch + pt->ms.state_size;
 		if (need > ex->budget) {
 			a = graph_format_size(need);
 			b = graph_format_size(ex->budget);

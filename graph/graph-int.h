@@ -225,6 +225,7 @@ struct method_shape {
 	int nred;		/* doubles per quantum (per row with rows) */
 	bool rows;		/* blocks hold whole rows; partials per row */
 	bool serial;		/* statistics passes run as one unit, in order */
+	uint64_t row_len;	/* rows: elements per row; 0 = the last axis */
 	size_t state_size;	/* per-tensor state, zeroed */
 	size_t scratch;		/* per-unit bytes for statistics, zeroed */
 };
@@ -253,6 +254,7 @@ struct graph_method {
 	const struct method_param *params;
 	size_t nparams;
 	unsigned flags;
+	const void *priv;	/* a family's description of this member */
 	/* Plan-time check of one tensor; may fold it to a copy. */
 	void (*plan)(struct method_plan *);
 	/* The shape for one tensor, when the static one below varies. */
@@ -283,6 +285,13 @@ extern const struct graph_method method_linear;
 extern const struct graph_method method_slerp;
 extern const struct graph_method method_passthrough;
 extern const struct graph_method method_task_arithmetic;
+extern const struct graph_method method_ties;
+extern const struct graph_method method_dare_ties;
+extern const struct graph_method method_dare_linear;
+extern const struct graph_method method_breadcrumbs;
+extern const struct graph_method method_breadcrumbs_ties;
+extern const struct graph_method method_della;
+extern const struct graph_method method_della_linear;
 extern const struct graph_method method_nearswap;
 extern const struct graph_method method_ram;
 extern const struct graph_method method_ramplus_tl;
@@ -335,8 +344,8 @@ struct plan_tensor {
 	int ndim;
 	int64_t shape[GRAPH_MAX_DIMS];
 	uint64_t numel;
-	int64_t rows;		/* shape[0], 1 for scalars */
-	int64_t cols;		/* numel / rows */
+	int64_t rows;		/* numel / cols */
+	int64_t cols;		/* row length: the last axis, or ms.row_len */
 	enum graph_dtype out_dtype;
 	enum graph_dtype compute_dtype;	/* NONE: inputs as stored */
 	bool is_embed;
@@ -352,6 +361,7 @@ struct plan_tensor {
 	char *note;		/* why a tensor was folded, for plan output */
 	struct method_shape ms;	/* how the method runs over it */
 	uint64_t quantum;	/* elements per block (whole rows for rows) */
+	uint64_t seed;		/* the job's random seed (random methods) */
 	size_t shard;
 	uint64_t offset;	/* absolute offset in the shard file */
 	uint64_t nbytes;

@@ -489,6 +489,10 @@ plan_one(struct plan_build *b, const struct nslice *s,
 		    "model's tensor, unchanged");
 	if (!plan_shape(b, pt))
 		return;
+	pt->numel = 1;
+	for (int k = 0; k < pt->ndim; k++)
+		pt->numel *= (uint64_t)pt->shape[k];
+	pt->seed = p->seed;
 	if (pt->method->plan != NULL) {
 		memset(&mp, 0, sizeof mp);
 		mp.t = pt;
@@ -501,15 +505,12 @@ plan_one(struct plan_build *b, const struct nslice *s,
 			    "copied");
 	}
 	plan_dtype(b, pt);
-	pt->numel = 1;
-	for (int k = 0; k < pt->ndim; k++)
-		pt->numel *= (uint64_t)pt->shape[k];
 	plan_method_shape(pt);
 }
 
 /*
- * Rows are along the last axis (mergekit's row-wise vectors): a 1-D
- * tensor is one row.  The block (quantum) is 64 Ki elements, or whole
+ * Rows are along the last axis (mergekit's row-wise vectors) unless the
+ * method says otherwise: a 1-D tensor is one row.  The block (quantum) is 64 Ki elements, or whole
  * rows for methods that work by rows.
  */
 static void
@@ -527,6 +528,10 @@ plan_method_shape(struct plan_tensor *pt)
 	pt->ms.state_size = m->state_size;
 	if (m->shape != NULL)
 		m->shape(pt, &pt->ms);
+	if (pt->ms.rows && pt->ms.row_len > 0) {
+		pt->cols = (int64_t)pt->ms.row_len;
+		pt->rows = (int64_t)(pt->numel / pt->ms.row_len);
+	}
 	pt->quantum = GRAPH_QUANTUM;
 	if (pt->ms.rows && pt->cols > 0)
 		pt->quantum = (uint64_t)pt->cols >= GRAPH_QUANTUM ?

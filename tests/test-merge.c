@@ -563,6 +563,230 @@ ref_nuslerp(const char *name, const struct tl_tensor *const *x, size_t nin,
 	}
 }
 
+/*
+ * The task-vector family, element by element: deltas rounded to float32,
+ * sparsified by sorting (qsort, independent of the engine's histogram
+ * selection), rescaled, weighted, filtered by sign consensus, normalized.
+ * Random draws follow the documented stream: SplitMix64 started at
+ * mix(mix(mix(seed) ^ fnv1a64(tensor)) ^ model index).
+ */
+enum { SP_NONE, SP_MAGNITUDE, SP_OUTLIERS, SP_RANDOM, SP_DELLA };
+
+static struct {
+	int sparse;
+	bool cons, norm, rescale;
+	double lambda, w[2], dens[2], gamma[2], eps[2];
+	uint64_t seed;
+} gta;
+
+static uint64_t
+mix64(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static double
+draw(const char *tensor, uint64_t model, uint64_t e)
+{
+	uint64_t h = 0xcbf29ce484222325ull, s;
+
+	for (const char *p = tensor; *p != '\0'; p++)
+		h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
+	s = mix64(mix64(mix64(gta.seed) ^ h) ^ model);
+	return (double)(mix64(s + (e + 1) * 0x9e3779b97f4a7c15ull) >> 11) /
+	    9007199254740992.0;
+}
+
+static const float *sort_key;
+
+static int
+by_key(const void *a, const void *b)
+{
+	uint64_t i = *(const uint64_t *)a, j = *(const uint64_t *)b;
+	float x = fabsf(sort_key[i]), y = fabsf(sort_key[j]);
+
+	if (x != y)
+		return x < y ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+/* keep[] for one delta d of n elements of tensor t, model index mi. */
+static void
+gta_keep_ref(const struct tl_tensor *t, const float *d, uint64_t n, size_t i,
+    uint64_t mi, bool *keep)
+{
+	uint64_t *ord = malloc(n * sizeof *ord), lo, hi, keepn, top, e, c;
+	uint64_t cols = t->ndim >= 2 ? (uint64_t)t->shape[1] : n;
+	double dn = gta.dens[i];
+
+	if (gta.sparse == SP_NONE || dn >= 1) {
+		for (e = 0; e < n; e++)
+			keep[e] = true;
+		free(ord);
+		return;
+	}
+	sort_key = d;
+	switch (gta.sparse) {
+	case SP_MAGNITUDE:
+	case SP_OUTLIERS:
+		for (e = 0; e < n; e++)
+			ord[e] = e;
+		qsort(ord, n, sizeof *ord, by_key);
+		keepn = (uint64_t)(dn * (double)n);
+		top = gta.sparse == SP_OUTLIERS ?
+		    (uint64_t)(gta.gamma[i] * (double)n) : 0;
+		if (keepn + top > n)
+			top = n - keepn;
+		lo = n - keepn - top;
+		hi = n - top;
+		for (e = 0; e < n; e++)
+			keep[ord[e]] = e >= lo && e < hi;
+		break;
+	case SP_RANDOM:
+		for (e = 0; e < n; e++)
+			keep[e] = draw(t->name, mi, e) < dn;
+		break;
+	case SP_DELLA:
+		for (uint64_t r0 = 0; r0 < n; r0 += cols) {
+			for (c = 0; c < cols; c++)
+				ord[c] = r0 + c;
+			qsort(ord, cols, sizeof *ord, by_key);
+			for (c = 0; c < cols; c++) {
+				double p = cols == 1 ? dn : dn - gta.eps[i] +
+				    2 * gta.eps[i] * (double)c /
+				    (double)(cols - 1);
+				keep[ord[c]] = draw(t->name, mi, ord[c]) < p;
+			}
+		}
+		break;
+	}
+	free(ord);
+}
+
+static void
+ref_gta(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	float *d[2];
+	bool *keep[2];
+	double sc[2], before, after, sum, mixed, div, wd;
+	uint64_t e;
+	size_t i;
+
+	(void)name;
+	for (i = 0; i + 1 < nin; i++) {
+		d[i] = malloc(n * sizeof *d[i]);
+		keep[i] = malloc(n * sizeof *keep[i]);
+		for (e = 0; e < n; e++)
+			d[i][e] = (float)tl_value(x[i + 1], e) -
+			    (float)tl_value(x[0], e);
+		gta_keep_ref(x[0], d[i], n, i, i + 1, keep[i]);
+		before = after = 0;
+		for (e = 0; e < n; e++) {
+			before += fabsf(d[i][e]);
+			after += keep[i][e] ? fabsf(d[i][e]) : 0;
+		}
+		sc[i] = gta.rescale && before >= 1e-7 && after >= 1e-7 ?
+		    before / after : 1;
+	}
+	for (e = 0; e < n; e++) {
+		sum = 0;
+		for (i = 0; i + 1 < nin; i++)
+			sum += keep[i][e] ? gta.w[i] * sc[i] * d[i][e] : 0;
+		mixed = sum;
+		div = gta.w[0] + gta.w[1];
+		if (gta.cons) {
+			mixed = div = 0;
+			for (i = 0; i + 1 < nin; i++) {
+				wd = keep[i][e] ? gta.w[i] * sc[i] * d[i][e] : 0;
+				if (sum >= 0 ? wd > 0 : wd < 0) {
+					mixed += wd;
+					div += gta.w[i];
+				}
+			}
+			if (div == 0)
+				div = 1;
+		}
+		want[e] = tl_value(x[0], e) + (gta.norm ? mixed / div : mixed) *
+		    gta.lambda;
+	}
+	for (i = 0; i + 1 < nin; i++) {
+		free(d[i]);
+		free(keep[i]);
+	}
+}
+
+/* One family member on a, b, c in dtype dt; extra is the parameters. */
+static void
+run_gta(const char *method, const char *dt, const char *pb, const char *pc,
+    const char *globals)
+{
+	const char *abc[] = { "a", "b", "c" };
+	char cfg[1024];
+
+	snprintf(cfg, sizeof cfg, "merge_method: %s\nbase_model: ./a-%s\n"
+	    "models:\n  - model: ./b-%s\n    parameters: %s\n"
+	    "  - model: ./c-%s\n    parameters: %s\nparameters: %s\n",
+	    method, dt, dt, pb, dt, pc, globals);
+	run_and_check(method, dt, cfg, abc, 3, ref_gta,
+	    "--memory 4M --threads 2 --random-seed 42");
+}
+
+static void
+test_gta(const char *dt)
+{
+	gta.seed = 42;
+	gta.lambda = 1;
+	gta.w[0] = 0.7;
+	gta.w[1] = 0.5;
+	gta.sparse = SP_MAGNITUDE;
+	gta.cons = gta.norm = true;
+	gta.rescale = false;
+	gta.dens[0] = 0.4;
+	gta.dens[1] = 0.6;
+	run_gta("ties", dt, "{weight: 0.7, density: 0.4}",
+	    "{weight: 0.5, density: 0.6}", "{}");
+	gta.sparse = SP_RANDOM;
+	gta.norm = false;
+	gta.rescale = true;
+	gta.dens[0] = 0.5;
+	gta.dens[1] = 0.7;
+	run_gta("dare_ties", dt, "{weight: 0.7, density: 0.5}",
+	    "{weight: 0.5, density: 0.7}", "{}");
+	gta.cons = false;
+	gta.lambda = 0.9;
+	run_gta("dare_linear", dt, "{weight: 0.7, density: 0.5}",
+	    "{weight: 0.5, density: 0.7}", "{lambda: 0.9}");
+	/* gamma 0.003: the 256-element norms have top = 0 (QUIRK fixed). */
+	gta.sparse = SP_OUTLIERS;
+	gta.lambda = 1;
+	gta.rescale = true;
+	gta.dens[0] = 0.8;
+	gta.dens[1] = 0.7;
+	gta.gamma[0] = 0.05;
+	gta.gamma[1] = 0.003;
+	run_gta("breadcrumbs", dt, "{weight: 0.7, density: 0.8, gamma: 0.05}",
+	    "{weight: 0.5, density: 0.7, gamma: 0.003}", "{rescale: true}");
+	gta.cons = true;
+	gta.rescale = false;
+	run_gta("breadcrumbs_ties", dt, "{weight: 0.7, density: 0.8, "
+	    "gamma: 0.05}", "{weight: 0.5, density: 0.7, gamma: 0.003}", "{}");
+	gta.sparse = SP_DELLA;
+	gta.norm = gta.rescale = true;
+	gta.dens[0] = 0.5;
+	gta.dens[1] = 0.6;
+	gta.eps[0] = 0.2;
+	gta.eps[1] = 0.1;
+	run_gta("della", dt, "{weight: 0.7, density: 0.5, epsilon: 0.2}",
+	    "{weight: 0.5, density: 0.6, epsilon: 0.1}", "{}");
+	gta.cons = gta.norm = false;
+	run_gta("della_linear", dt, "{weight: 0.7, density: 0.5, "
+	    "epsilon: 0.2}", "{weight: 0.5, density: 0.6, epsilon: 0.1}",
+	    "{}");
+}
+
 static void
 test_methods(const char *dt)
 {
@@ -803,6 +1027,26 @@ test_determinism(void)
 	ok(same_file("det-3/model.safetensors",
 	    "out-task-f32/model.safetensors"), "determinism: task_arithmetic "
 	    "f32 equal across budgets and threads");
+	/* Selection, ties and random draws do not depend on the schedule. */
+	r1 = mergectl(&o, "ties-bf16.yml", "det-4", "--threads 1 --memory 1G");
+	free(o);
+	r2 = mergectl(&o, "della-f16.yml", "det-5", "--threads 1 --memory 1G "
+	    "--random-seed 42");
+	free(o);
+	r3 = mergectl(&o, "dare_ties-bf16.yml", "det-6", "--threads 2 "
+	    "--memory 4M --random-seed 43");
+	free(o);
+	ok(r1 == 0 && r2 == 0 && r3 == 0, "determinism: sparsified runs "
+	    "exit 0");
+	ok(same_file("det-4/model.safetensors",
+	    "out-ties-bf16/model.safetensors"), "determinism: ties equal "
+	    "across budgets and threads");
+	ok(same_file("det-5/model.safetensors",
+	    "out-della-f16/model.safetensors"), "determinism: della with a "
+	    "seed equal across budgets and threads");
+	ok(!same_file("det-6/model.safetensors",
+	    "out-dare_ties-bf16/model.safetensors"), "determinism: another "
+	    "seed draws other masks");
 }
 
 static void
@@ -1001,6 +1245,8 @@ main(int argc, char **argv)
 	}
 	for (i = 0; i < 3; i++)
 		test_methods(dts[i]);
+	for (i = 0; i < 3; i++)
+		test_gta(dts[i]);
 	test_vector_modes();
 	test_passthrough();
 	test_optional_t();

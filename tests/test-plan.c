@@ -312,6 +312,23 @@ test_errors(void)
 	expect_error("karcher with a negative max_iter", "merge_method: "
 	    "karcher\nmodels:\n  - model: llama\n  - model: llama2\n"
 	    "parameters: {max_iter: -1}\n", "max_iter must not be negative");
+	expect_error("ties with a density that keeps nothing",
+	    "merge_method: ties\nbase_model: llama\nmodels:\n"
+	    "  - model: llama2\n    parameters: {weight: 1, density: 0}\n",
+	    "density 0 keeps none of its");
+	expect_error("della with epsilon out of range", "merge_method: della\n"
+	    "base_model: llama\nmodels:\n  - model: llama2\n"
+	    "    parameters: {weight: 1, density: 0.5, epsilon: 1.35}\n",
+	    "epsilon 1.35 with density 0.5: density - epsilon and density + "
+	    "epsilon must lie in (0, 1)");
+	expect_error("dare with a negative density", "merge_method: "
+	    "dare_linear\nbase_model: llama\nmodels:\n  - model: llama2\n"
+	    "    parameters: {weight: 1, density: -0.5}\n",
+	    "density -0.5 is negative");
+	expect_error("breadcrumbs with a negative gamma", "merge_method: "
+	    "breadcrumbs\nbase_model: llama\nmodels:\n  - model: llama2\n"
+	    "    parameters: {weight: 1, density: 0.5, gamma: -0.1}\n",
+	    "gamma -0.1 is negative");
 	/* Several mistakes in one config: every one is reported. */
 	p = plan("merge_method: task_arithmetic\nbase_model: llama\nmodels:\n"
 	    "  - model: llama2\n    parameters: {wieght: 1}\n"

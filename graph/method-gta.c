@@ -1,0 +1,587 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * method-gta.c: mergekit's "generalized task arithmetic" family
+ * (MERGEKIT.md Part B 4.2 and 4.4): task_arithmetic, ties, dare_ties,
+ * dare_linear, breadcrumbs, breadcrumbs_ties, della and della_linear.
+ *
+ * For every non-base input i, delta_i = X_i - B (rounded to float32, the
+ * precision the sparsifiers rank and sum in).  A sparsifier keeps part of
+ * each delta and may rescale it to its former L1 norm; the kept deltas
+ * are weighted, optionally filtered by sign consensus ("sum": an element
+ * of a delta counts only where its weighted sign agrees with the sign of
+ * the sum), summed, divided by the weights (normalize), scaled by lambda
+ * and added to the base.  How each sparsifier runs in bounded memory:
+ *
+ *  magnitude (ties), magnitude_outliers (breadcrumbs): keep the ascending
+ *    positions [lo, hi) of |delta| over the whole tensor, ties at a cut
+ *    by element index.  Three histogram passes find the keys at the cuts
+ *    (select.h), a fourth counts the ties per block (so the apply pass
+ *    knows how many came before its block) and the L1 sums.
+ *  random (dare_*): keep an element with probability density, drawn from
+ *    the counter-based stream of (seed, tensor, model, element); one pass
+ *    for the L1 sums when rescaling.
+ *  della_magprune (della*): per vector along axis 1 (rows of a matrix; a
+ *    1-D tensor is one vector), rank |delta| and keep with probability
+ *    density - epsilon + 2 epsilon (rank - 1) / (C - 1), or density when
+ *    the vector has one element (C = 1, where upstream divides by zero).
+ *
+ * Differences from mergekit, on purpose: ties at a cut are broken by
+ * index (upstream: unspecified); breadcrumbs keeps the right count when
+ * top = 0 (Part A item 12); random draws come from our stream (item 11);
+ * a density that would keep nothing, or a della epsilon out of range, is
+ * a plan error rather than a crash halfway through the merge.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph-int.h"
+#include "select.h"
+
+enum gta_sparse {
+	GS_NONE,
+	GS_MAGNITUDE,
+	GS_OUTLIERS,
+	GS_RANDOM,
+	GS_DELLA,
+};
+
+struct gta_kind {
+	enum gta_sparse sparse;
+	bool consensus;
+};
+
+/* Cut-based sparsifiers: three histogram passes, then a count pass. */
+#define GTA_COUNT_PASS SEL_LEVELS
+
+/*
+ * Per tensor.  Followed, for the cut-based sparsifiers, by the histograms
+ * (k deltas x 2 cuts x SEL_BINS) and the ties before each block (blocks x
+ * k x 2), all uint64_t.
+ */
+struct gta_state {
+	struct sel_range range[GRAPH_MAX_INPUTS];	/* by delta */
+	double scale[GRAPH_MAX_INPUTS];		/* L1 rescale, by delta */
+};
+
+static const struct gta_kind *
+gta_kind(const struct plan_tensor *t)
+{
+	return t->method->priv;
+}
+
+/* The deltas: every input but the base, in input order. */
+static size_t
+gta_deltas(const struct plan_tensor *t, size_t *idx)
+{
+	size_t j, k = 0;
+
+	for (j = 0; j < t->nin; j++)
+		if ((int)j != t->base)
+			idx[k++] = j;
+	return k;
+}
+
+static uint64_t
+gta_nblocks(const struct plan_tensor *t)
+{
+	return (t->numel + GRAPH_QUANTUM - 1) / GRAPH_QUANTUM;
+}
+
+static uint64_t *
+gta_hist(const struct plan_tensor *t, void *state, size_t i)
+{
+	(void)t;
+	return (uint64_t *)((struct gta_state *)state + 1) + i * 2 * SEL_BINS;
+}
+
+static uint64_t *
+gta_ties(const struct plan_tensor *t, const void *state, uint64_t q,
+    size_t i)
+{
+	size_t k = t->nin - 1;
+
+	return (uint64_t *)((const struct gta_state *)state + 1) +
+	    k * 2 * SEL_BINS + (q * k + i) * 2;
+}
+
+/* Whether delta i (of input j) is sparsified at all. */
+static bool
+gta_active(const struct plan_tensor *t, size_t j)
+{
+	return gta_kind(t)->sparse != GS_NONE &&
+	    plan_pm(t, j, "density") < 1;
+}
+
+/* The kept ascending positions of a cut-based sparsifier. */
+static void
+gta_range(const struct plan_tensor *t, size_t j, struct sel_range *r)
+{
+	uint64_t n = t->numel, keep, top, bottom;
+	double d = plan_pm(t, j, "density");
+
+	keep = (uint64_t)(d * (double)n);
+	if (gta_kind(t)->sparse == GS_MAGNITUDE) {
+		sel_range_init(r, n, n - keep, n);
+		return;
+	}
+	top = (uint64_t)(plan_pm(t, j, "gamma") * (double)n);
+	if (keep + top > n) {
+		top = n - keep;
+		bottom = 0;
+	} else {
+		bottom = n - keep - top;
+	}
+	sel_range_init(r, n, bottom, n - top);
+}
+
+static void
+gta_plan(struct method_plan *mp)
+{
+	struct plan_tensor *t = mp->t;
+	enum gta_sparse sp = gta_kind(t)->sparse;
+	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, j;
+	double d, g;
+
+	if (k == 0) {
+		mp->fold_copy = true;	/* only the base: nothing to add */
+		mp->fold_input = (size_t)t->base;
+		return;
+	}
+	for (i = 0; i < k; i++) {
+		j = idx[i];
+		d = plan_pm(t, j, "density");
+		if (sp == GS_NONE || d >= 1)
+			continue;
+		if (d < 0 && sp != GS_DELLA) {
+			plan_tensor_error(mp, "density %g is negative", d);
+			return;
+		}
+		if (sp == GS_MAGNITUDE && (uint64_t)(d * (double)t->numel) ==
+		    0) {
+			plan_tensor_error(mp, "density %g keeps none of its "
+			    "%llu elements; %s needs a larger density", d,
+			    (unsigned long long)t->numel, t->method->name);
+			return;
+		}
+		if (sp == GS_OUTLIERS && (g = plan_pm(t, j, "gamma")) < 0) {
+			plan_tensor_error(mp, "gamma %g is negative", g);
+			return;
+		}
+		if (sp == GS_DELLA && d > 0 &&
+		    (d + (g = plan_pm(t, j, "epsilon")) >= 1 || d - g <= 0)) {
+			plan_tensor_error(mp, "epsilon %g with density %g: "
+			    "density - epsilon and density + epsilon must lie "
+			    "in (0, 1)", g, d);
+			return;
+		}
+	}
+}
+
+static void
+gta_shape(const struct plan_tensor *t, struct method_shape *ms)
+{
+	const struct gta_kind *kind = gta_kind(t);
+	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i;
+	bool active = false, rescale = plan_g(t, "rescale") != 0;
+
+	for (i = 0; i < k; i++)
+		active = active || gta_active(t, idx[i]);
+	if (!active)
+		return;		/* a plain weighted sum: no statistics */
+	ms->state_size = sizeof(struct gta_state);
+	switch (kind->sparse) {
+	case GS_NONE:
+		break;
+	case GS_MAGNITUDE:
+	case GS_OUTLIERS:
+		ms->npasses = SEL_LEVELS + 1;
+		ms->nred = 4 * (int)k;
+		ms->scratch = k * 2 * SEL_BINS * sizeof(uint64_t);
+		ms->state_size += ms->scratch +
+		    gta_nblocks(t) * k * 2 * sizeof(uint64_t);
+		break;
+	case GS_RANDOM:
+		ms->npasses = rescale ? 1 : 0;
+		ms->nred = 2 * (int)k;
+		break;
+	case GS_DELLA:
+		ms->npasses = rescale ? 1 : 0;
+		ms->nred = 2 * (int)k;
+		ms->rows = true;
+		ms->row_len = t->ndim >= 2 ? t->numel / (uint64_t)t->shape[0] :
+		    t->numel;
+		break;
+	}
+}
+
+static float
+gta_delta(const float *x, const float *b, size_t e)
+{
+	return x[e] - b[e];
+}
+
+/*
+ * della: keep[e] for one block of whole slabs (a slab is everything
+ * under one index of axis 0; its vectors run along axis 1).
+ */
+static void
+gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
+    uint8_t *keep)
+{
+	const float *x = c->in[j], *b = c->in[t->base];
+	double d = plan_pm(t, j, "density"), eps = plan_pm(t, j, "epsilon");
+	uint64_t len = (uint64_t)c->cols, e0, e;
+	uint64_t nv = t->ndim >= 2 ? (uint64_t)t->shape[1] : len;
+	uint64_t stride = len / nv, stream;
+	uint32_t *key, *rank, *tmp, r;
+	size_t s, v;
+
+	if (d <= 0) {
+		memset(keep, 0, c->n);
+		return;
+	}
+	stream = rng_stream(t->seed, t->name, t->in[j].model);
+	key = xreallocarray(NULL, 4 * nv, sizeof *key);
+	rank = key + nv;
+	tmp = rank + nv;
+	for (s = 0; s < c->nrows; s++) {
+		for (v = 0; v < stride; v++) {
+			e0 = s * len + v;
+			for (r = 0; r < nv; r++)
+				key[r] = sel_fkey(gta_delta(x, b, e0 + r *
+				    stride));
+			sel_rank(key, (uint32_t)nv, rank, tmp);
+			for (r = 0; r < nv; r++) {
+				double p = nv == 1 ? d : (d - eps) + 2 * eps *
+				    (double)rank[r] / (double)(nv - 1);
+				e = e0 + r * stride;
+				keep[e] = rng_uniform(stream, c->e0 + e) < p;
+			}
+		}
+	}
+	free(key);
+}
+
+/* keep[e] for delta i (input j) over the block. */
+static void
+gta_keep(const struct plan_tensor *t, const void *state, size_t i, size_t j,
+    const struct mchunk *c, uint8_t *keep)
+{
+	const struct gta_state *st = state;
+	const float *x = c->in[j], *b = c->in[t->base];
+	uint64_t tie[2], stream;
+	double d;
+	size_t e;
+
+	if (!gta_active(t, j)) {
+		memset(keep, 1, c->n);
+		return;
+	}
+	switch (gta_kind(t)->sparse) {
+	case GS_NONE:
+		break;
+	case GS_MAGNITUDE:
+	case GS_OUTLIERS:
+		memcpy(tie, gta_ties(t, state, c->e0 / c->quantum, i),
+		    sizeof tie);
+		for (e = 0; e < c->n; e++)
+			keep[e] = sel_keep(&st->range[i],
+			    sel_fkey(gta_delta(x, b, e)), tie);
+		break;
+	case GS_RANDOM:
+		stream = rng_stream(t->seed, t->name, t->in[j].model);
+		d = plan_pm(t, j, "density");
+		for (e = 0; e < c->n; e++)
+			keep[e] = rng_uniform(stream, c->e0 + e) < d;
+		break;
+	case GS_DELLA:
+		gta_della_keep(t, j, c, keep);
+		break;
+	}
+}
+
+/* Histogram levels, then per-block tie counts and L1 sums. */
+static void
+gta_stats_cuts(const struct plan_tensor *t, const struct gta_state *st,
+    int pass, const struct mchunk *c, size_t i, size_t j)
+{
+	const float *x = c->in[j], *b = c->in[t->base];
+	uint64_t *h = (uint64_t *)c->scratch + i * 2 * SEL_BINS, eq[2] = { 0 };
+	struct sel_range local;
+	const struct sel_range *r = &st->range[i];
+	double all = 0, in = 0, *p = c->partials + 4 * i;
+	uint32_t key;
+	size_t e;
+	float dv;
+
+	if (pass == 0) {
+		gta_range(t, j, &local);
+		r = &local;
+	}
+	if (pass < SEL_LEVELS) {
+		for (e = 0; e < c->n; e++) {
+			key = sel_fkey(gta_delta(x, b, e));
+			sel_add(&r->cut[0], h, key, pass);
+			sel_add(&r->cut[1], h + SEL_BINS, key, pass);
+		}
+		return;
+	}
+	for (e = 0; e < c->n; e++) {
+		dv = fabsf(gta_delta(x, b, e));
+		key = sel_fkey(dv);
+		all += dv;
+		if (sel_inside(r, key))
+			in += dv;
+		eq[0] += r->cut[0].on && key == r->cut[0].key;
+		eq[1] += r->cut[1].on && key == r->cut[1].key;
+	}
+	p[0] = (double)eq[0];
+	p[1] = (double)eq[1];
+	p[2] = all;
+	p[3] = in;
+}
+
+static void
+gta_stats(const struct plan_tensor *t, void *state, int pass,
+    const struct mchunk *c)
+{
+	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, e, r;
+	size_t rows = t->ms.rows ? c->nrows : 1;
+	size_t len = t->ms.rows ? c->cols : c->n;
+	const float *b = c->in[t->base];
+	uint8_t *keep;
+	double all, kept, dv, *p;
+
+	if (gta_kind(t)->sparse == GS_MAGNITUDE ||
+	    gta_kind(t)->sparse == GS_OUTLIERS) {
+		for (i = 0; i < k; i++)
+			if (gta_active(t, idx[i]))
+				gta_stats_cuts(t, state, pass, c, i, idx[i]);
+		return;
+	}
+	/* L1 sums per block (random) or per row (della). */
+	keep = xmalloc(c->n);
+	for (i = 0; i < k; i++) {
+		gta_keep(t, state, i, idx[i], c, keep);
+		for (r = 0; r < rows; r++) {
+			all = kept = 0;
+			for (e = r * len; e < (r + 1) * len; e++) {
+				dv = fabsf(gta_delta(c->in[idx[i]], b, e));
+				all += dv;
+				kept += keep[e] ? dv : 0;
+			}
+			p = c->partials + (r * k + i) * 2;
+			p[0] = all;
+			p[1] = kept;
+		}
+	}
+	free(keep);
+}
+
+static void
+gta_merge(const struct plan_tensor *t, void *state, int pass,
+    const void *scratch)
+{
+	const uint64_t *s = scratch;
+	uint64_t *h = gta_hist(t, state, 0);
+	size_t i, n = (t->nin - 1) * 2 * SEL_BINS;
+
+	if (pass >= SEL_LEVELS)
+		return;
+	for (i = 0; i < n; i++)
+		h[i] += s[i];
+}
+
+static double
+gta_rescale(const struct plan_tensor *t, double before, double after)
+{
+	if (plan_g(t, "rescale") == 0 || before < 1e-7 || after < 1e-7)
+		return 1;
+	return before / after;
+}
+
+static const char *
+gta_reduce_cuts(const struct plan_tensor *t, struct gta_state *st, int pass,
+    const double *partials, size_t nq)
+{
+	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, q;
+	struct sel_range *r;
+	const char *why;
+	uint64_t run[2], *h, *tie;
+	double all, in, at_lo, at_hi;
+
+	for (i = 0; i < k; i++) {
+		st->scale[i] = 1;
+		if (!gta_active(t, idx[i]))
+			continue;
+		r = &st->range[i];
+		if (pass == 0)
+			gta_range(t, idx[i], r);
+		if (pass < SEL_LEVELS) {
+			h = gta_hist(t, st, i);
+			if ((why = sel_step(&r->cut[0], h, pass)) != NULL ||
+			    (why = sel_step(&r->cut[1], h + SEL_BINS, pass)) !=
+			    NULL)
+				return why;
+			memset(h, 0, 2 * SEL_BINS * sizeof *h);
+			continue;
+		}
+		run[0] = run[1] = 0;
+		all = in = 0;
+		for (q = 0; q < nq; q++) {
+			const double *p = partials + (q * k + i) * 4;
+			tie = gta_ties(t, st, q, i);
+			tie[0] = run[0];
+			tie[1] = run[1];
+			run[0] += (uint64_t)p[0];
+			run[1] += (uint64_t)p[1];
+			all += p[2];
+			in += p[3];
+		}
+		sel_range_ties_kept(r, &at_lo, &at_hi);
+		st->scale[i] = gta_rescale(t, all, in + at_lo + at_hi);
+	}
+	return NULL;
+}
+
+static const char *
+gta_reduce(const struct plan_tensor *t, void *state, int pass,
+    const double *partials, size_t nq)
+{
+	struct gta_state *st = state;
+	size_t k = t->nin - 1, i, q;
+	double all, kept;
+
+	if (gta_kind(t)->sparse == GS_MAGNITUDE ||
+	    gta_kind(t)->sparse == GS_OUTLIERS)
+		return gta_reduce_cuts(t, st, pass, partials, nq);
+	for (i = 0; i < k; i++) {
+		all = kept = 0;
+		for (q = 0; q < nq; q++) {
+			all += partials[(q * k + i) * 2];
+			kept += partials[(q * k + i) * 2 + 1];
+		}
+		st->scale[i] = gta_rescale(t, all, kept);
+	}
+	return NULL;
+}
+
+static void
+gta_apply(const struct plan_tensor *t, const void *state,
+    const struct mchunk *c)
+{
+	const struct gta_state *st = state;
+	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, e;
+	const float *b = c->in[t->base];
+	double w[GRAPH_MAX_INPUTS], f[GRAPH_MAX_INPUTS], wsum = 0, lambda;
+	double base, wd, sum, mixed, div;
+	bool cons = gta_kind(t)->consensus, norm = plan_g(t, "normalize") != 0;
+	uint8_t *keep = NULL;
+
+	for (i = 0; i < k; i++) {
+		wsum += w[i] = plan_pm(t, idx[i], "weight");
+		/* The delta's factor where kept: weight times rescale. */
+		f[i] = w[i] * (t->ms.npasses > 0 ? st->scale[i] : 1);
+	}
+	if (fabs(wsum) < 1e-8)
+		wsum = 1;
+	lambda = plan_g(t, "lambda");
+	if (st != NULL) {
+		keep = xreallocarray(NULL, k, c->n);
+		for (i = 0; i < k; i++)
+			gta_keep(t, state, i, idx[i], c, keep + i * c->n);
+	}
+	for (e = 0; e < c->n; e++) {
+		base = b[e];
+		sum = 0;
+		for (i = 0; i < k; i++)
+			if (keep == NULL || keep[i * c->n + e])
+				sum += f[i] * gta_delta(c->in[idx[i]], b, e);
+		if (!cons) {
+			mixed = sum;
+			div = wsum;
+		} else {
+			mixed = div = 0;
+			for (i = 0; i < k; i++) {
+				if (keep != NULL && !keep[i * c->n + e])
+					continue;
+				wd = f[i] * gta_delta(c->in[idx[i]], b, e);
+				if (sum >= 0 ? wd > 0 : wd < 0) {
+					mixed += wd;
+					div += w[i];
+				}
+			}
+			if (div == 0)
+				div = 1;
+		}
+		if (norm)
+			mixed /= div;
+		c->out[e] = (float)(base + mixed * lambda);
+	}
+	free(keep);
+}
+
+#define GTA_COMMON(norm, resc) \
+	{ "int8_mask", false, false, MP_BOOL, 0 }, \
+	{ "normalize", false, false, MP_BOOL, norm }, \
+	{ "rescale", false, false, MP_BOOL, resc }, \
+	{ "lambda", false, false, MP_FLOAT, 1 }, \
+	{ "weight", true, true, MP_FLOAT, 0 }, \
+	{ "density", true, false, MP_FLOAT, 1 }
+
+static const struct method_param ta_params[] = { GTA_COMMON(0, 0) };
+static const struct method_param ties_params[] = { GTA_COMMON(1, 0) };
+static const struct method_param dare_params[] = { GTA_COMMON(0, 1) };
+static const struct method_param crumbs_params[] = {
+	GTA_COMMON(0, 0),
+	{ "gamma", true, false, MP_FLOAT, 0.01 },
+};
+static const struct method_param della_params[] = {
+	GTA_COMMON(1, 1),
+	{ "epsilon", true, false, MP_FLOAT, 0.15 },
+};
+static const struct method_param della_linear_params[] = {
+	GTA_COMMON(0, 1),
+	{ "epsilon", true, false, MP_FLOAT, 0.15 },
+};
+
+#define GTA_METHOD(sym, nm, pp, u, pr, sp, cons) \
+	static const struct gta_kind sym##_kind = { sp, cons }; \
+	const struct graph_method sym = { \
+		.name = nm, \
+		.pretty = pp, \
+		.url = u, \
+		.params = pr, \
+		.nparams = sizeof pr / sizeof *pr, \
+		.flags = METHOD_NEEDS_BASE | METHOD_BASE_CROP, \
+		.priv = &sym##_kind, \
+		.plan = gta_plan, \
+		.shape = gta_shape, \
+		.stats = gta_stats, \
+		.merge = gta_merge, \
+		.reduce = gta_reduce, \
+		.apply = gta_apply, \
+	}
+
+#define ARXIV_DARE "https://arxiv.org/abs/2311.03099"
+#define ARXIV_CRUMBS "https://arxiv.org/abs/2312.06795"
+#define ARXIV_DELLA "https://arxiv.org/abs/2406.11617"
+
+GTA_METHOD(method_task_arithmetic, "task_arithmetic", "Task Arithmetic",
+    "https://arxiv.org/abs/2212.04089", ta_params, GS_NONE, false);
+GTA_METHOD(method_ties, "ties", "TIES", "https://arxiv.org/abs/2306.01708",
+    ties_params, GS_MAGNITUDE, true);
+GTA_METHOD(method_dare_ties, "dare_ties", "DARE TIES", ARXIV_DARE,
+    dare_params, GS_RANDOM, true);
+GTA_METHOD(method_dare_linear, "dare_linear", "Linear DARE", ARXIV_DARE,
+    dare_params, GS_RANDOM, false);
+GTA_METHOD(method_breadcrumbs, "breadcrumbs", "Model Breadcrumbs",
+    ARXIV_CRUMBS, crumbs_params, GS_OUTLIERS, false);
+GTA_METHOD(method_breadcrumbs_ties, "breadcrumbs_ties",
+    "Model Breadcrumbs with TIES", ARXIV_CRUMBS, crumbs_params, GS_OUTLIERS,
+    true);
+GTA_METHOD(method_della, "della", "DELLA", ARXIV_DELLA, della_params,
+    GS_DELLA, true);
+GTA_METHOD(method_della_linear, "della_linear", "Linear DELLA", ARXIV_DELLA,
+    della_linear_params, GS_DELLA, false);

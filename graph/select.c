@@ -1,0 +1,167 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * select.c: radix selection, ranking within a vector, and the random
+ * streams (select.h).
+ */
+#include <stdlib.h>
+
+#include "graph-int.h"
+#include "select.h"
+
+static const unsigned sel_width[SEL_LEVELS] = { 11, 11, 10 };
+
+static void
+sel_cut_init(struct sel_cut *c, uint64_t rank)
+{
+	memset(c, 0, sizeof *c);
+	c->on = true;
+	c->rank = rank;
+}
+
+/* Keeps ascending positions [lo, hi) of n keys. */
+void
+sel_range_init(struct sel_range *r, uint64_t n, uint64_t lo, uint64_t hi)
+{
+	memset(r, 0, sizeof *r);
+	r->lo = lo;
+	r->hi = hi;
+	if (lo >= hi || lo >= n) {
+		r->none = true;
+		return;
+	}
+	if (lo > 0)
+		sel_cut_init(&r->cut[0], lo);
+	if (hi < n)
+		sel_cut_init(&r->cut[1], hi - 1);
+}
+
+/*
+ * One level's histogram narrows the cut: the bin holding the wanted
+ * position becomes part of the prefix.  NULL, or why the counts cannot
+ * hold it (fewer keys were counted than the plan said there would be:
+ * a file changed under us, or a bug).
+ */
+const char *
+sel_step(struct sel_cut *c, const uint64_t *hist, int level)
+{
+	uint64_t cum = c->below;
+	size_t b;
+
+	if (!c->on)
+		return NULL;
+	for (b = 0; b < SEL_BINS; b++) {
+		if (cum + hist[b] > c->rank) {
+			c->prefix = (c->prefix << sel_width[level]) |
+			    (uint32_t)b;
+			c->below = cum;
+			if (level == SEL_LEVELS - 1) {
+				c->key = c->prefix;
+				c->eq = hist[b];
+			}
+			return NULL;
+		}
+		cum += hist[b];
+	}
+	return "order statistics: fewer values counted than expected";
+}
+
+/*
+ * The keys equal to a cut that the range keeps: their count, and their
+ * values at each cut (for sums).  Call after the last level.
+ */
+uint64_t
+sel_range_ties_kept(const struct sel_range *r, double *at_lo, double *at_hi)
+{
+	const struct sel_cut *a = &r->cut[0], *b = &r->cut[1];
+	uint64_t nlo = 0, nhi = 0;
+
+	if (!r->none && a->on && b->on && a->key == b->key) {
+		nlo = r->hi - r->lo;	/* everything kept is a tie */
+	} else if (!r->none) {
+		if (a->on)
+			nlo = a->eq - (r->lo - a->below);
+		if (b->on)
+			nhi = r->hi - b->below;
+	}
+	*at_lo = a->on ? (double)nlo * sel_fval(a->key) : 0;
+	*at_hi = b->on ? (double)nhi * sel_fval(b->key) : 0;
+	return nlo + nhi;
+}
+
+/*
+ * rank[i] = ascending position of keys[i] among n keys (ties by index),
+ * by a stable three-digit LSD radix sort; tmp holds 2 n entries.
+ */
+void
+sel_rank(const uint32_t *keys, uint32_t n, uint32_t *rank, uint32_t *tmp)
+{
+	uint32_t count[SEL_BINS], *src = tmp, *dst = tmp + n, *sw, i, sum, c;
+	unsigned shift = 0;
+	int level;
+
+	for (i = 0; i < n; i++)
+		src[i] = i;
+	for (level = SEL_LEVELS - 1; level >= 0; level--) {
+		memset(count, 0, sizeof count);
+		for (i = 0; i < n; i++)
+			count[(keys[src[i]] >> shift) & (SEL_BINS - 1)]++;
+		for (sum = 0, i = 0; i < SEL_BINS; i++) {
+			c = count[i];
+			count[i] = sum;
+			sum += c;
+		}
+		for (i = 0; i < n; i++)
+			dst[count[(keys[src[i]] >> shift) &
+			    (SEL_BINS - 1)]++] = src[i];
+		sw = src;
+		src = dst;
+		dst = sw;
+		shift += sel_width[level];
+	}
+	for (i = 0; i < n; i++)
+		rank[src[i]] = i;
+}
+
+uint64_t
+rng_stream(uint64_t seed, const char *tensor, uint64_t model)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; *tensor != '\0'; tensor++) {
+		h ^= (unsigned char)*tensor;
+		h *= 0x100000001b3ull;
+	}
+	return rng_mix(rng_mix(rng_mix(seed) ^ h) ^ model);
+}
+
+/*
+ * A pseudo-random permutation of [0, n) keyed by stream: a four-round
+ * Feistel network on the smallest even number of bits covering n, with
+ * cycle-walking back into range (under 4 steps on average).  The first
+ * k elements of a random subset are those e with rng_permute(e) < k:
+ * exactly k of them, with no selection pass.
+ */
+uint64_t
+rng_permute(uint64_t stream, uint64_t n, uint64_t e)
+{
+	unsigned bits = 2, half;
+	uint64_t mask, l, r, t;
+	int round;
+
+	while (bits < 64 && (1ull << bits) < n)
+		bits += 2;
+	half = bits / 2;
+	mask = (1ull << half) - 1;
+	do {
+		l = e >> half;
+		r = e & mask;
+		for (round = 0; round < 4; round++) {
+			t = l ^ (rng_mix(stream + (r + 1) * RNG_GOLDEN +
+			    (uint64_t)round) & mask);
+			l = r;
+			r = t;
+		}
+		e = (l << half) | r;
+	} while (e >= n);
+	return e;
+}

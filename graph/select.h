@@ -1,0 +1,140 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * select.h: order statistics over a tensor in bounded memory, and the
+ * counter-based random numbers of the random methods.
+ *
+ * Selection works on 32-bit keys that order like the values (the bits of
+ * a non-negative float32 do).  The key at a wanted ascending position is
+ * found in three statistics passes, each counting the keys that share the
+ * prefix found so far into a 2048-bin histogram of their next bits
+ * (11, 11, then 10 bits); counts are integers, so the result does not
+ * depend on how the passes were split into units.  Ties are ordered by
+ * element index: "ascending position" always means the position in the
+ * stable ascending sort of (key, index).
+ */
+#ifndef GRAPH_SELECT_H
+#define GRAPH_SELECT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define SEL_BINS 2048
+#define SEL_LEVELS 3
+
+/* The search for the key at one ascending position. */
+struct sel_cut {
+	bool on;
+	uint64_t rank;		/* the ascending position wanted */
+	uint64_t below;		/* keys below the current prefix's range */
+	uint32_t prefix;	/* high bits found so far */
+	uint32_t key;		/* the answer, after the last level */
+	uint64_t eq;		/* how many keys equal it */
+};
+
+/*
+ * Keeps the ascending positions [lo, hi) of n keys: a cut below (the key
+ * at position lo) when lo > 0, one above (at hi - 1) when hi < n.
+ */
+struct sel_range {
+	bool none;		/* keeps nothing */
+	uint64_t lo, hi;
+	struct sel_cut cut[2];	/* [0] below, [1] above */
+};
+
+void sel_range_init(struct sel_range *, uint64_t, uint64_t, uint64_t);
+const char *sel_step(struct sel_cut *, const uint64_t *, int);
+uint64_t sel_range_ties_kept(const struct sel_range *, double *, double *);
+void sel_rank(const uint32_t *, uint32_t, uint32_t *, uint32_t *);
+
+static inline uint32_t
+sel_fkey(float v)
+{
+	uint32_t k;
+
+	v = v < 0 ? -v : v;
+	memcpy(&k, &v, sizeof k);
+	return k;
+}
+
+static inline float
+sel_fval(uint32_t k)
+{
+	float v;
+
+	memcpy(&v, &k, sizeof v);
+	return v;
+}
+
+/* Counts key into hist (SEL_BINS bins) if it shares the cut's prefix. */
+static inline void
+sel_add(const struct sel_cut *c, uint64_t *hist, uint32_t key, int level)
+{
+	static const unsigned shift[SEL_LEVELS] = { 21, 10, 0 };
+
+	if (!c->on || (level > 0 && key >> shift[level - 1] != c->prefix))
+		return;
+	hist[(key >> shift[level]) & (SEL_BINS - 1)]++;
+}
+
+/*
+ * Whether a key is kept by the range; tie[0] and tie[1] count the keys
+ * equal to each cut seen so far, in index order (the caller starts them
+ * at the count before its block).
+ */
+static inline bool
+sel_keep(const struct sel_range *r, uint32_t key, uint64_t *tie)
+{
+	bool k = !r->none;
+
+	if (r->cut[0].on) {
+		if (key == r->cut[0].key)
+			k = k && r->cut[0].below + tie[0]++ >= r->lo;
+		else if (key < r->cut[0].key)
+			k = false;
+	}
+	if (r->cut[1].on) {
+		if (key == r->cut[1].key)
+			k = k && r->cut[1].below + tie[1]++ < r->hi;
+		else if (key > r->cut[1].key)
+			k = false;
+	}
+	return k;
+}
+
+/* Strictly between the cuts (kept whatever the ties). */
+static inline bool
+sel_inside(const struct sel_range *r, uint32_t key)
+{
+	return !r->none && (!r->cut[0].on || key > r->cut[0].key) &&
+	    (!r->cut[1].on || key < r->cut[1].key);
+}
+
+/*
+ * Random numbers: element e of the stream for (seed, tensor, model) is
+ * the (e + 1)-th output of SplitMix64 started at
+ * mix(mix(mix(seed) ^ fnv1a64(tensor)) ^ model), as 53-bit [0, 1).
+ */
+#define RNG_GOLDEN 0x9e3779b97f4a7c15ull
+
+static inline uint64_t
+rng_mix(uint64_t z)
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+uint64_t rng_stream(uint64_t, const char *, uint64_t);
+
+static inline double
+rng_uniform(uint64_t stream, uint64_t e)
+{
+	return (double)(rng_mix(stream + (e + 1) * RNG_GOLDEN) >> 11) *
+	    0x1p-53;
+}
+
+uint64_t rng_permute(uint64_t, uint64_t, uint64_t);
+
+#endif
