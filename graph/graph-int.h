@@ -299,6 +299,7 @@ extern const struct graph_method method_multislerp;
 extern const struct graph_method method_karcher;
 extern const struct graph_method method_model_stock;
 extern const struct graph_method method_nuslerp;
+extern const struct graph_method method_sce;
 
 /* kernels.c: loops the methods share. */
 void kern_scale(float *, const float *, double, size_t);

@@ -33,6 +33,7 @@ static const struct graph_method *const methods[] = {
 	&method_karcher,
 	&method_model_stock,
 	&method_nuslerp,
+	&method_sce,
 };
 
 #define NMETHODS (sizeof methods / sizeof *methods)

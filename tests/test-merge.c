@@ -787,6 +787,83 @@ test_gta(const char *dt)
 	    "{}");
 }
 
+static double sce_topk;
+static float *sce_var;
+
+static int
+by_var(const void *a, const void *b)
+{
+	uint64_t i = *(const uint64_t *)a, j = *(const uint64_t *)b;
+
+	if (sce_var[i] != sce_var[j])
+		return sce_var[i] < sce_var[j] ? -1 : 1;
+	return i < j ? -1 : i > j;
+}
+
+/* sce over base x[0] and x[1], x[2], select_topk sce_topk. */
+static void
+ref_sce(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	float *tau[2];
+	bool *keep = malloc(n * sizeof *keep);
+	uint64_t *ord = malloc(n * sizeof *ord), e, nz = 0, k;
+	double s[2] = { 0, 0 }, sum, num, den, mean, v;
+	size_t i;
+
+	(void)name;
+	(void)nin;
+	sce_var = malloc(n * sizeof *sce_var);
+	for (i = 0; i < 2; i++) {
+		tau[i] = malloc(n * sizeof *tau[i]);
+		for (e = 0; e < n; e++)
+			tau[i][e] = (float)tl_value(x[i + 1], e) -
+			    (float)tl_value(x[0], e);
+	}
+	for (e = 0; e < n; e++) {
+		mean = ((double)tau[0][e] + tau[1][e]) / 2;
+		v = ((tau[0][e] - mean) * (tau[0][e] - mean) +
+		    (tau[1][e] - mean) * (tau[1][e] - mean)) / 2;
+		sce_var[e] = (float)v;
+		nz += sce_var[e] != 0;
+		ord[e] = e;
+		keep[e] = sce_topk >= 1;
+	}
+	if (sce_topk < 1) {
+		qsort(ord, n, sizeof *ord, by_var);
+		k = (uint64_t)((double)nz * sce_topk);
+		for (e = n - k; e < n; e++)
+			keep[ord[e]] = true;
+	}
+	for (i = 0; i < 2; i++) {
+		for (e = 0; e < n; e++)
+			s[i] += keep[e] ? (double)tau[i][e] * tau[i][e] : 0;
+		s[i] /= (double)n;
+	}
+	sum = s[0] + s[1];
+	for (i = 0; i < 2; i++)
+		s[i] = fabs(sum) < 1e-6 ? 0.5 : s[i] / sum;
+	for (e = 0; e < n; e++) {
+		double t0 = keep[e] ? tau[0][e] : 0, t1 = keep[e] ? tau[1][e] : 0;
+		sum = t0 + t1;
+		num = den = 0;
+		if (sum >= 0 ? t0 > 0 : t0 < 0) {
+			num += t0 * s[0];
+			den += s[0];
+		}
+		if (sum >= 0 ? t1 > 0 : t1 < 0) {
+			num += t1 * s[1];
+			den += s[1];
+		}
+		want[e] = tl_value(x[0], e) + num / (den > 1e-6 ? den : 1e-6);
+	}
+	for (i = 0; i < 2; i++)
+		free(tau[i]);
+	free(sce_var);
+	free(keep);
+	free(ord);
+}
+
 static void
 test_methods(const char *dt)
 {
@@ -839,6 +916,12 @@ test_methods(const char *dt)
 	    dt, dt, dt);
 	run_and_check("karcher", dt, cfg, abc, 3, ref_karcher,
 	    "--memory 4M --threads 2");
+	sce_topk = 0.4;
+	snprintf(cfg, sizeof cfg, "merge_method: sce\nbase_model: ./a-%s\n"
+	    "models:\n  - model: ./b-%s\n  - model: ./c-%s\n"
+	    "parameters: {select_topk: 0.4}\n", dt, dt, dt);
+	run_and_check("sce", dt, cfg, abc, 3, ref_sce,
+	    "--memory 4M --threads 2");
 	vec_mode = 0;
 	snprintf(cfg, sizeof cfg, "merge_method: model_stock\n"
 	    "base_model: ./a-%s\nmodels:\n"
@@ -869,6 +952,11 @@ test_vector_modes(void)
 	    "models:\n  - model: ./a-bf16\n    parameters: {weight: 0.4}\n"
 	    "  - model: ./b-bf16\n    parameters: {weight: 0.6}\n"
 	    "parameters: {nuslerp_flatten: false}\n", ab, 2, ref_nuslerp,
+	    "--memory 4M --threads 2");
+	sce_topk = 1;
+	run_and_check("sce_all", "bf16", "merge_method: sce\n"
+	    "base_model: ./a-bf16\nmodels:\n  - model: ./b-bf16\n"
+	    "  - model: ./c-bf16\n", abc, 3, ref_sce,
 	    "--memory 4M --threads 2");
 	vec_mode = 2;
 	run_and_check("nuslerp_cols", "bf16", "merge_method: nuslerp\n"
