@@ -300,6 +300,7 @@ extern const struct graph_method method_karcher;
 extern const struct graph_method method_model_stock;
 extern const struct graph_method method_nuslerp;
 extern const struct graph_method method_sce;
+extern const struct graph_method method_arcee_fusion;
 
 /* kernels.c: loops the methods share. */
 void kern_scale(float *, const float *, double, size_t);

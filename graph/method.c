@@ -6,9 +6,9 @@
  * struct graph_method: its parameters (with defaults and required-ness as
  * in MERGEKIT.md Part B 4.5), a plan hook that checks one tensor's inputs,
  * and the kernels (statistics passes, a reduce step, an apply pass).
- * Adding a method is adding that file and one line below.  Names mergekit
- * has but we do not implement yet are listed too, so that a config using
- * one gets "not supported yet" rather than "unknown".
+ * Adding a method is adding that file and one line below.  mergekit's
+ * registry is listed separately, for messages: a name it has that this
+ * table lacks gets "not supported yet" rather than "unknown".
  */
 #include <string.h>
 
@@ -34,6 +34,7 @@ static const struct graph_method *const methods[] = {
 	&method_model_stock,
 	&method_nuslerp,
 	&method_sce,
+	&method_arcee_fusion,
 };
 
 #define NMETHODS (sizeof methods / sizeof *methods)

@@ -864,6 +864,74 @@ ref_sce(const char *name, const struct tl_tensor *const *x, size_t nin,
 	free(ord);
 }
 
+static int
+by_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * arcee_fusion of base x[0] and x[1]: per-row KL of the softmaxes, the
+ * importance threshold from quantiles of the whole tensor, or beyond a
+ * million elements of one element drawn from each of a million strata.
+ */
+static void
+ref_arcee(const char *name, const struct tl_tensor *const *x, size_t nin,
+    double *want, uint64_t n)
+{
+	uint64_t cols = (uint64_t)x[0]->shape[x[0]->ndim - 1], e, r, i;
+	uint64_t m = n > 1000000 ? 1000000 : n, lo, hi;
+	float *imp = malloc(n * sizeof *imp), *smp = malloc(m * sizeof *smp);
+	double ma, mb, sa, sb, kl, p, q, thr, a, b;
+	static const float qs[3] = { 0.25f, 0.5f, 0.75f };
+	float qv[3];
+
+	(void)nin;
+	for (r = 0; r < n / cols; r++) {
+		ma = mb = -INFINITY;
+		for (e = r * cols; e < (r + 1) * cols; e++) {
+			ma = fmax(ma, tl_value(x[0], e));
+			mb = fmax(mb, tl_value(x[1], e));
+		}
+		sa = sb = kl = 0;
+		for (e = r * cols; e < (r + 1) * cols; e++) {
+			sa += exp(tl_value(x[0], e) - ma);
+			sb += exp(tl_value(x[1], e) - mb);
+		}
+		for (e = r * cols; e < (r + 1) * cols; e++) {
+			p = exp(tl_value(x[1], e) - mb) / sb + 1e-8;
+			q = exp(tl_value(x[0], e) - ma) / sa + 1e-8;
+			kl += p * log(p / q);
+		}
+		for (e = r * cols; e < (r + 1) * cols; e++)
+			imp[e] = (float)(fabs(tl_value(x[1], e) -
+			    tl_value(x[0], e)) * kl);
+	}
+	for (i = 0; i < m; i++) {
+		if (m == n) {
+			smp[i] = imp[i];
+			continue;
+		}
+		lo = i * n / m;
+		hi = (i + 1) * n / m;
+		smp[i] = imp[lo + (uint64_t)(draw(name, 1, i) *
+		    (double)(hi - lo))];
+	}
+	qsort(smp, m, sizeof *smp, by_float);
+	for (i = 0; i < 3; i++)
+		qv[i] = smp[(uint64_t)(qs[i] * (float)(m - 1))];
+	thr = (double)qv[1] + 1.5 * ((double)qv[2] - (double)qv[0]);
+	for (e = 0; e < n; e++) {
+		a = tl_value(x[0], e);
+		b = tl_value(x[1], e);
+		want[e] = imp[e] >= thr ? b : a;
+	}
+	free(imp);
+	free(smp);
+}
+
 static void
 test_methods(const char *dt)
 {
@@ -922,6 +990,11 @@ test_methods(const char *dt)
 	    "parameters: {select_topk: 0.4}\n", dt, dt, dt);
 	run_and_check("sce", dt, cfg, abc, 3, ref_sce,
 	    "--memory 4M --threads 2");
+	snprintf(cfg, sizeof cfg, "merge_method: arcee_fusion\n"
+	    "base_model: ./a-%s\nmodels:\n  - model: ./a-%s\n"
+	    "  - model: ./b-%s\n", dt, dt, dt);
+	run_and_check("arcee_fusion", dt, cfg, ab, 2, ref_arcee,
+	    "--memory 4M --threads 2");
 	vec_mode = 0;
 	snprintf(cfg, sizeof cfg, "merge_method: model_stock\n"
 	    "base_model: ./a-%s\nmodels:\n"
@@ -953,6 +1026,21 @@ test_vector_modes(void)
 	    "  - model: ./b-bf16\n    parameters: {weight: 0.6}\n"
 	    "parameters: {nuslerp_flatten: false}\n", ab, 2, ref_nuslerp,
 	    "--memory 4M --threads 2");
+	/* Embeddings of 1.1M elements: the quantiles come from a sample. */
+	tl_gen_at(dir, "big-a-bf16", "--family llama --layers 1 --hidden 256 "
+	    "--intermediate 256 --heads 4 --kv-heads 2 --vocab 4300 "
+	    "--dtype bf16 --seed 7");
+	tl_gen_at(dir, "big-b-bf16", "--family llama --layers 1 --hidden 256 "
+	    "--intermediate 256 --heads 4 --kv-heads 2 --vocab 4300 "
+	    "--dtype bf16 --seed 8 --finetune-of 7 --delta 0.05");
+	{
+		const char *big[] = { "big-a", "big-b" };
+		gta.seed = 42;
+		run_and_check("arcee_sample", "bf16", "merge_method: "
+		    "arcee_fusion\nbase_model: ./big-a-bf16\nmodels:\n"
+		    "  - model: ./big-a-bf16\n  - model: ./big-b-bf16\n", big,
+		    2, ref_arcee, "--memory 16M --threads 2 --random-seed 42");
+	}
 	sce_topk = 1;
 	run_and_check("sce_all", "bf16", "merge_method: sce\n"
 	    "base_model: ./a-bf16\nmodels:\n  - model: ./b-bf16\n"

@@ -329,6 +329,10 @@ test_errors(void)
 	    "breadcrumbs\nbase_model: llama\nmodels:\n  - model: llama2\n"
 	    "    parameters: {weight: 1, density: 0.5, gamma: -0.1}\n",
 	    "gamma -0.1 is negative");
+	expect_error("arcee_fusion with three models", "merge_method: "
+	    "arcee_fusion\nbase_model: llama\nmodels:\n  - model: llama2\n"
+	    "  - model: tied\n", "arcee_fusion merges exactly two models "
+	    "(the base and one other), got 3 inputs");
 	/* Several mistakes in one config: every one is reported. */
 	p = plan("merge_method: task_arithmetic\nbase_model: llama\nmodels:\n"
 	    "  - model: llama2\n    parameters: {wieght: 1}\n"
