@@ -1,7 +1,7 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
-# Quick start, part 1: install what is missing, build, generate two small
-# demo models (a Llama-shaped base and a fine-tune of it), merge them with
+# Quick start, part 1: install what is missing, build, generate small demo
+# models (a Llama-shaped base and two fine-tunes of it), merge two with
 # examples/slerp.yml through the daemon (mergectl submit starts a personal
 # merged if none runs), and print where the result is.
 set -eu
@@ -19,6 +19,11 @@ mkdir -p demo
 [ -d demo/llama-tuned ] ||
 	$gen --family llama --out demo/llama-tuned --layers 4 --hidden 256 \
 	    --intermediate 768 --vocab 1000 --seed 2 --finetune-of 1 \
+	    --delta 0.01
+# A second fine-tune, for the examples that merge several (examples/).
+[ -d demo/llama-tuned2 ] ||
+	$gen --family llama --out demo/llama-tuned2 --layers 4 --hidden 256 \
+	    --intermediate 768 --vocab 1000 --seed 3 --finetune-of 1 \
 	    --delta 0.01
 
 ctl=build/client/mergectl

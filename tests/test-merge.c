@@ -932,6 +932,75 @@ ref_arcee(const char *name, const struct tl_tensor *const *x, size_t nin,
 	free(smp);
 }
 
+/*
+ * The random sparsifiers, statistically: over all tensors, the fraction of
+ * task-vector elements kept is within 3 standard deviations of density,
+ * and with rescale the kept deltas have the L1 norm of the whole ones.
+ */
+static void
+random_stats(const char *method, const char *extra, bool rescale)
+{
+	char cfg[512], dest[64], *o = NULL;
+	struct model a, b, out;
+	const struct tl_tensor *ta, *tb, *to;
+	double kept = 0, seen = 0, l1in, l1out, worst = 0, d, p = 0.3, sd;
+	size_t i, k;
+	int rc;
+
+	snprintf(cfg, sizeof cfg, "merge_method: %s\nbase_model: ./a-f32\n"
+	    "models:\n  - model: ./b-f32\n    parameters: {weight: 1, "
+	    "density: 0.3%s}\nparameters: {rescale: %s}\n", method, extra,
+	    rescale ? "true" : "false");
+	snprintf(dest, sizeof dest, "out-stats-%s-%d", method, rescale);
+	write_cfg("stats.yml", cfg);
+	rc = mergectl(&o, "stats.yml", dest, "--random-seed 9");
+	ok_int_eq(rc, 0, "%s statistics: mergectl run exits 0", method);
+	free(o);
+	if (rc != 0)
+		return;
+	a = open_model("a", "f32");
+	b = open_model("b", "f32");
+	out = open_model(dest, NULL);
+	for (i = 0; i < out.n; i++) {
+		for (k = 0; k < out.st[i].n; k++) {
+			to = &out.st[i].t[k];
+			ta = find(&a, to->name);
+			tb = find(&b, to->name);
+			l1in = l1out = 0;
+			for (uint64_t e = 0; e < to->numel; e++) {
+				double x = tl_value(ta, e), y = tl_value(tb, e);
+				double z = tl_value(to, e);
+				if (x == y)
+					continue;
+				seen++;
+				kept += z != x;
+				l1in += fabs((double)((float)y - (float)x));
+				l1out += fabs(z - x);
+			}
+			d = fabs(l1out - l1in) / l1in;
+			if (rescale && d > worst)
+				worst = d;
+		}
+	}
+	sd = sqrt(seen * p * (1 - p));
+	ok(fabs(kept - p * seen) <= 3 * sd, "%s: kept %.0f of %.0f elements, "
+	    "within 3 sd (%.0f) of density 0.3", method, kept, seen, sd);
+	if (rescale)
+		ok(worst < 1e-4, "%s: rescale restores each tensor's L1 norm "
+		    "(worst relative difference %.2g)", method, worst);
+	close_model(&a);
+	close_model(&b);
+	close_model(&out);
+}
+
+static void
+test_random_stats(void)
+{
+	random_stats("dare_linear", "", false);
+	random_stats("dare_linear", "", true);
+	random_stats("della_linear", ", epsilon: 0.1", true);
+}
+
 static void
 test_methods(const char *dt)
 {
@@ -1424,6 +1493,7 @@ main(int argc, char **argv)
 	for (i = 0; i < 3; i++)
 		test_gta(dts[i]);
 	test_vector_modes();
+	test_random_stats();
 	test_passthrough();
 	test_optional_t();
 	test_determinism();
