@@ -270,7 +270,7 @@ f8e5m2_to_f32(uint8_t b)
 	return f16_to_f32((uint16_t)(b << 8));
 }
 
-void
+GRAPH_SIMD void
 graph_decode_f32(enum graph_dtype dt, const void *restrict src,
     float *restrict dst, size_t n)
 {
@@ -340,7 +340,7 @@ graph_decode_f32(enum graph_dtype dt, const void *restrict src,
 	}
 }
 
-void
+GRAPH_SIMD void
 graph_encode_f32(enum graph_dtype dt, const float *restrict src,
     void *restrict dst, size_t n)
 {

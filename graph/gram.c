@@ -37,37 +37,79 @@ gram_at(size_t i, size_t j, size_t m)
 	return i * m - i * (i + 1) / 2 + j;
 }
 
-/*
- * Dot products of the m vectors x[k] (minus base, when not NULL) over n
- * elements, into the packed triangle g.  Eight accumulators per pair in a
- * fixed order: the association is this code's, never the compiler's.
- */
-void
-kern_gram(const float *const *x, size_t m, const float *base, size_t n,
+#define GRAM_LANES 8
+#define GRAM_SWEEP 8	/* up to this many vectors: one sweep for all pairs */
+
+static double
+gram_lanes(const double *acc)
+{
+	return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) +
+	    (acc[6] + acc[7]));
+}
+
+/* One pair at a time: for many vectors, where the sweep's table is big. */
+static void
+gram_pairs(const float *const *x, size_t m, const float *base, size_t n,
     double *g)
 {
-	double acc[8], a, b;
+	double acc[GRAM_LANES], a, b;
 	size_t i, j, e, k;
 
 	for (i = 0; i < m; i++) {
 		for (j = i; j < m; j++) {
 			memset(acc, 0, sizeof acc);
-			for (e = 0; e < n; e += k) {
-				for (k = 0; k < 8 && e + k < n; k++) {
-					a = x[i][e + k];
-					b = x[j][e + k];
-					if (base != NULL) {
-						a -= base[e + k];
-						b -= base[e + k];
-					}
-					acc[k] += a * b;
+			for (e = 0; e < n; e++) {
+				k = e % GRAM_LANES;
+				a = x[i][e];
+				b = x[j][e];
+				if (base != NULL) {
+					a -= base[e];
+					b -= base[e];
 				}
+				acc[k] += a * b;
 			}
-			g[gram_at(i, j, m)] = ((acc[0] + acc[1]) +
-			    (acc[2] + acc[3])) + ((acc[4] + acc[5]) +
-			    (acc[6] + acc[7]));
+			g[gram_at(i, j, m)] = gram_lanes(acc);
 		}
 	}
+}
+
+/*
+ * Dot products of the m vectors x[k] (minus base, when not NULL) over n
+ * elements, into the packed triangle g.  Element e goes to accumulator
+ * e mod 8 of its pair, in order, and the eight are added in a fixed tree:
+ * the association is this code's, never the compiler's, whichever of the
+ * two loops below runs.  Up to eight vectors, one sweep over the elements
+ * serves every pair.
+ */
+GRAPH_SIMD void
+kern_gram(const float *const *x, size_t m, const float *base, size_t n,
+    double *g)
+{
+	double acc[GRAM_SWEEP * (GRAM_SWEEP + 1) / 2][GRAM_LANES];
+	double d[GRAM_SWEEP][GRAM_LANES];
+	size_t i, j, p, e, k, len, np = gram_size(m);
+
+	if (m > GRAM_SWEEP) {
+		gram_pairs(x, m, base, n, g);
+		return;
+	}
+	memset(acc, 0, sizeof acc);
+	for (e = 0; e < n; e += GRAM_LANES) {
+		len = n - e < GRAM_LANES ? n - e : GRAM_LANES;
+		for (i = 0; i < m; i++) {
+			for (k = 0; k < len; k++)
+				d[i][k] = (double)x[i][e + k] -
+				    (base != NULL ? (double)base[e + k] : 0);
+			for (; k < GRAM_LANES; k++)
+				d[i][k] = 0;
+		}
+		for (i = 0, p = 0; i < m; i++)
+			for (j = i; j < m; j++, p++)
+				for (k = 0; k < GRAM_LANES; k++)
+					acc[p][k] += d[i][k] * d[j][k];
+	}
+	for (p = 0; p < np; p++)
+		g[p] = gram_lanes(acc[p]);
 }
 
 /* Sums n blocks' packed partials into the full m x m matrix G. */

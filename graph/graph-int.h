@@ -235,7 +235,19 @@ struct method_shape {
 #define METHOD_RECTIFY		0x4	/* crop is_embed inputs to common */
 #define METHOD_BASE_CROP	0x8	/* crop is_embed inputs to the base */
 
+/*
+ * Hot loops are compiled twice, for AVX2 and for the baseline, and the
+ * CPU picks at load time.  No FMA: both clones round every operation the
+ * same way, so results do not depend on the machine.
+ */
+#ifdef GRAPH_SIMD_CLONES
+#define GRAPH_SIMD __attribute__((target_clones("avx2", "default")))
+#else
+#define GRAPH_SIMD
+#endif
+
 /* Inputs of one output tensor; kernels keep per-input arrays on stack. */
+
 #define GRAPH_MAX_INPUTS 64
 
 /*
@@ -303,11 +315,11 @@ extern const struct graph_method method_sce;
 extern const struct graph_method method_arcee_fusion;
 
 /* kernels.c: loops the methods share. */
-void kern_scale(float *, const float *, double, size_t);
-void kern_combine(float *, const float *const *, const double *, size_t,
-    size_t);
-void kern_dots(const float *, const float *, size_t, double *, double *,
-    double *);
+void kern_scale(float *restrict, const float *restrict, double, size_t);
+void kern_combine(float *restrict, const float *const *, const double *,
+    size_t, size_t);
+void kern_dots(const float *restrict, const float *restrict, size_t,
+    double *, double *, double *);
 
 /* gram.c: Gram matrices and coefficient-space vectors. */
 size_t gram_size(size_t);

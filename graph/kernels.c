@@ -14,8 +14,8 @@
 
 #include "graph-int.h"
 
-void
-kern_scale(float *out, const float *in, double k, size_t n)
+GRAPH_SIMD void
+kern_scale(float *restrict out, const float *restrict in, double k, size_t n)
 {
 	size_t i;
 
@@ -23,32 +23,54 @@ kern_scale(float *out, const float *in, double k, size_t n)
 		out[i] = (float)((double)in[i] * k);
 }
 
-/* out = sum_j w[j] * in[j], accumulated in double. */
-void
-kern_combine(float *out, const float *const *in, const double *w, size_t nin,
-    size_t n)
+#define KERN_STRIP 256
+
+/*
+ * out = sum_j w[j] * in[j], accumulated in double in input order.  The
+ * general case goes a strip at a time through a double buffer, so that
+ * every loop runs over elements and vectorizes.
+ */
+GRAPH_SIMD void
+kern_combine(float *restrict out, const float *const *in, const double *w,
+    size_t nin, size_t n)
 {
-	size_t i, j;
+	double acc[KERN_STRIP];
+	size_t i, j, s, len;
 
 	if (nin == 2) {
-		const float *a = in[0], *b = in[1];
+		const float *restrict a = in[0], *restrict b = in[1];
 		double wa = w[0], wb = w[1];
 		for (i = 0; i < n; i++)
 			out[i] = (float)(wa * a[i] + wb * b[i]);
 		return;
 	}
-	for (i = 0; i < n; i++) {
-		double acc = 0;
-		for (j = 0; j < nin; j++)
-			acc += w[j] * in[j][i];
-		out[i] = (float)acc;
+	if (nin == 3) {
+		const float *restrict a = in[0], *restrict b = in[1];
+		const float *restrict c = in[2];
+		double wa = w[0], wb = w[1], wc = w[2];
+		for (i = 0; i < n; i++)
+			out[i] = (float)((wa * a[i] + wb * b[i]) + wc * c[i]);
+		return;
+	}
+	for (s = 0; s < n; s += len) {
+		len = n - s < KERN_STRIP ? n - s : KERN_STRIP;
+		for (i = 0; i < len; i++)
+			acc[i] = nin > 0 ? w[0] * in[0][s + i] : 0;
+		for (j = 1; j < nin; j++) {
+			const float *restrict x = in[j] + s;
+			double wj = w[j];
+			for (i = 0; i < len; i++)
+				acc[i] += wj * x[i];
+		}
+		for (i = 0; i < len; i++)
+			out[s + i] = (float)acc[i];
 	}
 }
 
 /* aa = sum a^2, bb = sum b^2, ab = sum a b over n elements. */
-void
-kern_dots(const float *a, const float *b, size_t n, double *aa, double *bb,
-    double *ab)
+GRAPH_SIMD void
+kern_dots(const float *restrict a, const float *restrict b, size_t n,
+    double *aa, double *bb, double *ab)
 {
 	double sa[8] = { 0 }, sb[8] = { 0 }, sab[8] = { 0 };
 	size_t i, k;

@@ -91,7 +91,8 @@ af_pick(uint64_t stream, uint64_t i, uint64_t m, uint64_t n)
 {
 	uint64_t lo = af_stratum(i, m, n), hi = af_stratum(i + 1, m, n);
 
-	return lo + (uint64_t)(rng_uniform(stream, i) * (double)(hi - lo));
+	return lo + (uint64_t)((double)rng_u32(stream, i) * 0x1p-32 *
+	    (double)(hi - lo));
 }
 
 static float

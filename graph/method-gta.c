@@ -215,15 +215,83 @@ gta_shape(const struct plan_tensor *t, struct method_shape *ms)
 	}
 }
 
-static float
-gta_delta(const float *x, const float *b, size_t e)
+/*
+ * Deltas go through the kernels a strip at a time: delta_i (float32) and
+ * its ranking key for every element of the strip, then the keep mask, in
+ * loops over elements that vectorize.
+ */
+#define GTA_STRIP 512
+
+GRAPH_SIMD static void
+gta_strip(const float *restrict x, const float *restrict b, size_t n,
+    float *restrict d, uint32_t *restrict key)
 {
-	return x[e] - b[e];
+	uint32_t k;
+	size_t e;
+	float v;
+
+	for (e = 0; e < n; e++) {
+		v = x[e] - b[e];
+		d[e] = v;
+		memcpy(&k, &v, sizeof k);
+		key[e] = k & 0x7fffffffu;	/* |v| */
+	}
 }
 
 /*
- * della: keep[e] for one block of whole slabs (a slab is everything
- * under one index of axis 0; its vectors run along axis 1).
+ * keep[] of a strip for a cut-based sparsifier: strictly inside the cuts
+ * by comparison; keys equal to a cut (rare, but many in 16-bit models)
+ * then in order, against the ties counted before them.
+ */
+GRAPH_SIMD static void
+gta_keep_cuts(const struct sel_range *r, const uint32_t *restrict key,
+    size_t n, uint64_t *tie, uint8_t *restrict keep)
+{
+	uint32_t lo = r->cut[0].on ? r->cut[0].key : 0;
+	uint32_t hi = r->cut[1].on ? r->cut[1].key : UINT32_MAX;
+	bool lo_on = r->cut[0].on, hi_on = r->cut[1].on;
+	size_t e;
+
+	if (r->none) {
+		memset(keep, 0, n);
+		return;
+	}
+	for (e = 0; e < n; e++)
+		keep[e] = (!lo_on || key[e] > lo) & (!hi_on || key[e] < hi);
+	for (e = 0; e < n; e++)
+		if ((lo_on && key[e] == lo) || (hi_on && key[e] == hi))
+			keep[e] = sel_keep(r, key[e], tie);
+}
+
+/*
+ * keep[] of a strip by the random stream.  A strip that stays under one
+ * multiple of 2^32 (all but one in 4 billion) runs on 32-bit words.
+ */
+GRAPH_SIMD static void
+gta_keep_random(uint64_t stream, uint64_t e0, size_t n, uint64_t thr,
+    uint8_t *restrict keep)
+{
+	uint32_t lo = (uint32_t)e0, a = (uint32_t)stream, b, t32;
+	size_t e;
+
+	if (thr > UINT32_MAX) {
+		memset(keep, 1, n);
+		return;
+	}
+	if ((e0 >> 32) != ((e0 + n - 1) >> 32)) {
+		for (e = 0; e < n; e++)
+			keep[e] = rng_u32(stream, e0 + e) < thr;
+		return;
+	}
+	b = (uint32_t)(stream >> 32) ^ (uint32_t)(e0 >> 32) * 0x9e3779b9u;
+	t32 = (uint32_t)thr;
+	for (e = 0; e < n; e++)
+		keep[e] = rng_h32(rng_h32((lo + (uint32_t)e) ^ a) ^ b) < t32;
+}
+
+/*
+ * della: keep[] for one block of whole slabs (a slab is everything under
+ * one index of axis 0; its vectors run along axis 1).
  */
 static void
 gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
@@ -233,9 +301,10 @@ gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
 	double d = plan_pm(t, j, "density"), eps = plan_pm(t, j, "epsilon");
 	uint64_t len = (uint64_t)c->cols, e0, e;
 	uint64_t nv = t->ndim >= 2 ? (uint64_t)t->shape[1] : len;
-	uint64_t stride = len / nv, stream;
+	uint64_t stride = len / nv, stream, one = rng_threshold(d);
 	uint32_t *key, *rank, *tmp, r;
 	size_t s, v;
+	float dv;
 
 	if (d <= 0) {
 		memset(keep, 0, c->n);
@@ -248,135 +317,219 @@ gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
 	for (s = 0; s < c->nrows; s++) {
 		for (v = 0; v < stride; v++) {
 			e0 = s * len + v;
-			for (r = 0; r < nv; r++)
-				key[r] = sel_fkey(gta_delta(x, b, e0 + r *
-				    stride));
+			for (r = 0; r < nv; r++) {
+				dv = x[e0 + r * stride] - b[e0 + r * stride];
+				key[r] = sel_fkey(dv);
+			}
 			sel_rank(key, (uint32_t)nv, rank, tmp);
 			for (r = 0; r < nv; r++) {
-				double p = nv == 1 ? d : (d - eps) + 2 * eps *
-				    (double)rank[r] / (double)(nv - 1);
 				e = e0 + r * stride;
-				keep[e] = rng_uniform(stream, c->e0 + e) < p;
+				keep[e] = rng_u32(stream, c->e0 + e) <
+				    (nv == 1 ? one : rng_threshold((d - eps) +
+				    2 * eps * (double)rank[r] /
+				    (double)(nv - 1)));
 			}
 		}
 	}
 	free(key);
 }
 
-/* keep[e] for delta i (input j) over the block. */
-static void
-gta_keep(const struct plan_tensor *t, const void *state, size_t i, size_t j,
-    const struct mchunk *c, uint8_t *keep)
-{
-	const struct gta_state *st = state;
-	const float *x = c->in[j], *b = c->in[t->base];
-	uint64_t tie[2], stream;
-	double d;
-	size_t e;
+/* What the kernels need of one delta, fixed for the tensor. */
+struct gta_delta {
+	const float *x;		/* its input, this block */
+	bool active;		/* sparsified */
+	uint64_t stream;	/* random */
+	uint64_t thr;
+	uint8_t *keep;		/* della: the whole block's mask */
+	uint64_t tie[2];	/* cuts: ties so far */
+};
 
-	if (!gta_active(t, j)) {
-		memset(keep, 1, c->n);
+static void
+gta_setup(const struct plan_tensor *t, const void *state,
+    const struct mchunk *c, size_t *idx, size_t k, struct gta_delta *dl)
+{
+	enum gta_sparse sp = gta_kind(t)->sparse;
+	size_t i;
+
+	for (i = 0; i < k; i++) {
+		memset(&dl[i], 0, sizeof dl[i]);
+		dl[i].x = c->in[idx[i]];
+		dl[i].active = gta_active(t, idx[i]);
+		if (!dl[i].active)
+			continue;
+		if (sp == GS_RANDOM) {
+			dl[i].stream = rng_stream(t->seed, t->name,
+			    t->in[idx[i]].model);
+			dl[i].thr = rng_threshold(plan_pm(t, idx[i],
+			    "density"));
+		} else if (sp == GS_DELLA) {
+			dl[i].keep = xmalloc(c->n);
+			gta_della_keep(t, idx[i], c, dl[i].keep);
+		} else if (sp != GS_NONE && state != NULL) {
+			memcpy(dl[i].tie, gta_ties(t, state, c->e0 /
+			    c->quantum, i), sizeof dl[i].tie);
+		}
+	}
+}
+
+static void
+gta_teardown(struct gta_delta *dl, size_t k)
+{
+	size_t i;
+
+	for (i = 0; i < k; i++)
+		free(dl[i].keep);
+}
+
+/* keep[] of delta i over the strip at offset s of the block. */
+static void
+gta_keep(const struct plan_tensor *t, const struct gta_state *st,
+    struct gta_delta *dl, size_t i, const struct mchunk *c, size_t s,
+    size_t n, const uint32_t *key, uint8_t *keep)
+{
+	if (!dl->active) {
+		memset(keep, 1, n);
 		return;
 	}
 	switch (gta_kind(t)->sparse) {
 	case GS_NONE:
+		memset(keep, 1, n);
 		break;
 	case GS_MAGNITUDE:
 	case GS_OUTLIERS:
-		memcpy(tie, gta_ties(t, state, c->e0 / c->quantum, i),
-		    sizeof tie);
-		for (e = 0; e < c->n; e++)
-			keep[e] = sel_keep(&st->range[i],
-			    sel_fkey(gta_delta(x, b, e)), tie);
+		gta_keep_cuts(&st->range[i], key, n, dl->tie, keep);
 		break;
 	case GS_RANDOM:
-		stream = rng_stream(t->seed, t->name, t->in[j].model);
-		d = plan_pm(t, j, "density");
-		for (e = 0; e < c->n; e++)
-			keep[e] = rng_uniform(stream, c->e0 + e) < d;
+		gta_keep_random(dl->stream, c->e0 + s, n, dl->thr, keep);
 		break;
 	case GS_DELLA:
-		gta_della_keep(t, j, c, keep);
+		memcpy(keep, dl->keep + s, n);
 		break;
 	}
 }
 
-/* Histogram levels, then per-block tie counts and L1 sums. */
+/* Histogram levels of the cut-based sparsifiers. */
 static void
-gta_stats_cuts(const struct plan_tensor *t, const struct gta_state *st,
-    int pass, const struct mchunk *c, size_t i, size_t j)
+gta_hist_strip(const struct sel_range *r, uint64_t *restrict h,
+    const uint32_t *restrict key, size_t n, int level)
 {
-	const float *x = c->in[j], *b = c->in[t->base];
-	uint64_t *h = (uint64_t *)c->scratch + i * 2 * SEL_BINS, eq[2] = { 0 };
-	struct sel_range local;
-	const struct sel_range *r = &st->range[i];
-	double all = 0, in = 0, *p = c->partials + 4 * i;
-	uint32_t key;
-	size_t e;
-	float dv;
+	static const struct sel_cut all = { .on = true };
 
-	if (pass == 0) {
-		gta_range(t, j, &local);
-		r = &local;
-	}
-	if (pass < SEL_LEVELS) {
-		for (e = 0; e < c->n; e++) {
-			key = sel_fkey(gta_delta(x, b, e));
-			sel_add(&r->cut[0], h, key, pass);
-			sel_add(&r->cut[1], h + SEL_BINS, key, pass);
-		}
+	if (level == 0) {
+		/* No prefix yet: one histogram serves both cuts. */
+		sel_count(&all, h, key, n, 0);
 		return;
 	}
-	for (e = 0; e < c->n; e++) {
-		dv = fabsf(gta_delta(x, b, e));
-		key = sel_fkey(dv);
-		all += dv;
-		if (sel_inside(r, key))
-			in += dv;
-		eq[0] += r->cut[0].on && key == r->cut[0].key;
-		eq[1] += r->cut[1].on && key == r->cut[1].key;
+	sel_count(&r->cut[0], h, key, n, level);
+	sel_count(&r->cut[1], h + SEL_BINS, key, n, level);
+}
+
+/* Counts the keys equal to each cut; keep[] the keys strictly inside. */
+GRAPH_SIMD static void
+gta_tie_strip(const struct sel_range *r, const uint32_t *restrict key,
+    size_t n, uint64_t *eq, uint8_t *restrict keep)
+{
+	uint32_t lo = r->cut[0].key, hi = r->cut[1].key;
+	int lo_on = r->cut[0].on, hi_on = r->cut[1].on, some = !r->none;
+	uint64_t n0 = 0, n1 = 0;
+	size_t e;
+
+	for (e = 0; e < n; e++) {
+		n0 += lo_on & (key[e] == lo);
+		n1 += hi_on & (key[e] == hi);
+		keep[e] = some & ((!lo_on) | (key[e] > lo)) &
+		    ((!hi_on) | (key[e] < hi));
 	}
-	p[0] = (double)eq[0];
-	p[1] = (double)eq[1];
-	p[2] = all;
-	p[3] = in;
+	eq[0] += n0;
+	eq[1] += n1;
+}
+
+/*
+ * Sum of |d| (where keep, if given), element e into lane e mod 8, the
+ * lanes added in a fixed order.
+ */
+GRAPH_SIMD static double
+gta_l1(const float *restrict d, const uint8_t *restrict keep, size_t n)
+{
+	double acc[8] = { 0 };
+	size_t e, l;
+
+	if (keep == NULL) {
+		for (e = 0; e + 8 <= n; e += 8)
+			for (l = 0; l < 8; l++)
+				acc[l] += (double)fabsf(d[e + l]);
+	} else {
+		/* Times 0 or 1 rather than a branch: it vectorizes. */
+		for (e = 0; e + 8 <= n; e += 8)
+			for (l = 0; l < 8; l++)
+				acc[l] += (double)fabsf(d[e + l]) *
+				    (double)keep[e + l];
+	}
+	for (l = 0; e < n; e++, l++)
+		acc[l] += keep == NULL || keep[e] ? (double)fabsf(d[e]) : 0;
+	return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) +
+	    (acc[6] + acc[7]));
 }
 
 static void
 gta_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
 {
-	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, e, r;
+	const struct gta_state *st = state;
+	enum gta_sparse sp = gta_kind(t)->sparse;
+	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, s, n, r;
+	struct gta_delta dl[GRAPH_MAX_INPUTS];
 	size_t rows = t->ms.rows ? c->nrows : 1;
 	size_t len = t->ms.rows ? c->cols : c->n;
 	const float *b = c->in[t->base];
-	uint8_t *keep;
-	double all, kept, dv, *p;
+	struct sel_range local;
+	float d[GTA_STRIP];
+	uint32_t key[GTA_STRIP];
+	uint8_t keep[GTA_STRIP];
+	uint64_t eq[2];
+	double *p;
+	bool cuts = sp == GS_MAGNITUDE || sp == GS_OUTLIERS;
 
-	if (gta_kind(t)->sparse == GS_MAGNITUDE ||
-	    gta_kind(t)->sparse == GS_OUTLIERS) {
-		for (i = 0; i < k; i++)
-			if (gta_active(t, idx[i]))
-				gta_stats_cuts(t, state, pass, c, i, idx[i]);
-		return;
-	}
-	/* L1 sums per block (random) or per row (della). */
-	keep = xmalloc(c->n);
+	gta_setup(t, state, c, idx, k, dl);
 	for (i = 0; i < k; i++) {
-		gta_keep(t, state, i, idx[i], c, keep);
+		const struct sel_range *rg = &st->range[i];
+		if (!dl[i].active)
+			continue;
+		if (cuts && pass == 0) {
+			gta_range(t, idx[i], &local);
+			rg = &local;
+		}
 		for (r = 0; r < rows; r++) {
-			all = kept = 0;
-			for (e = r * len; e < (r + 1) * len; e++) {
-				dv = fabsf(gta_delta(c->in[idx[i]], b, e));
-				all += dv;
-				kept += keep[e] ? dv : 0;
+			p = c->partials + (r * k + i) * (cuts ? 4 : 2);
+			eq[0] = eq[1] = 0;
+			if (!cuts || pass == SEL_LEVELS)
+				memset(p, 0, (cuts ? 4 : 2) * sizeof *p);
+			for (s = r * len; s < (r + 1) * len; s += n) {
+				n = (r + 1) * len - s < GTA_STRIP ?
+				    (r + 1) * len - s : GTA_STRIP;
+				gta_strip(dl[i].x + s, b + s, n, d, key);
+				if (cuts && pass < SEL_LEVELS) {
+					gta_hist_strip(rg, (uint64_t *)c->scratch
+					    + i * 2 * SEL_BINS, key, n, pass);
+					continue;
+				}
+				if (cuts) {
+					gta_tie_strip(rg, key, n, eq, keep);
+					p[2] += gta_l1(d, NULL, n);
+					p[3] += gta_l1(d, keep, n);
+					continue;
+				}
+				gta_keep(t, st, &dl[i], i, c, s, n, key, keep);
+				p[0] += gta_l1(d, NULL, n);
+				p[1] += gta_l1(d, keep, n);
 			}
-			p = c->partials + (r * k + i) * 2;
-			p[0] = all;
-			p[1] = kept;
+			if (cuts && pass == SEL_LEVELS) {
+				p[0] = (double)eq[0];
+				p[1] = (double)eq[1];
+			}
 		}
 	}
-	free(keep);
+	gta_teardown(dl, k);
 }
 
 static void
@@ -420,9 +573,10 @@ gta_reduce_cuts(const struct plan_tensor *t, struct gta_state *st, int pass,
 			gta_range(t, idx[i], r);
 		if (pass < SEL_LEVELS) {
 			h = gta_hist(t, st, i);
+			/* Level 0 counted both cuts in the first histogram. */
 			if ((why = sel_step(&r->cut[0], h, pass)) != NULL ||
-			    (why = sel_step(&r->cut[1], h + SEL_BINS, pass)) !=
-			    NULL)
+			    (why = sel_step(&r->cut[1], pass == 0 ? h :
+			    h + SEL_BINS, pass)) != NULL)
 				return why;
 			memset(h, 0, 2 * SEL_BINS * sizeof *h);
 			continue;
@@ -467,17 +621,40 @@ gta_reduce(const struct plan_tensor *t, void *state, int pass,
 	return NULL;
 }
 
-static void
+/*
+ * Sign consensus over a strip: an element of a weighted delta counts
+ * where its sign is the sign of their sum (a zero never counts); the
+ * divisor is the sum of the counted weights, 1 where none.
+ */
+GRAPH_SIMD static void
+gta_consensus(const double *restrict sum, const double *restrict wd,
+    double w, size_t n, double *restrict mixed, double *restrict div)
+{
+	int agree;
+	size_t e;
+
+	for (e = 0; e < n; e++) {
+		agree = ((sum[e] >= 0) & (wd[e] > 0)) |
+		    ((sum[e] < 0) & (wd[e] < 0));
+		mixed[e] += agree ? wd[e] : 0;
+		div[e] += agree ? w : 0;
+	}
+}
+
+GRAPH_SIMD static void
 gta_apply(const struct plan_tensor *t, const void *state,
     const struct mchunk *c)
 {
 	const struct gta_state *st = state;
-	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, e;
+	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, e, s, n;
+	struct gta_delta dl[GRAPH_MAX_INPUTS];
 	const float *b = c->in[t->base];
 	double w[GRAPH_MAX_INPUTS], f[GRAPH_MAX_INPUTS], wsum = 0, lambda;
-	double base, wd, sum, mixed, div;
+	double sum[GTA_STRIP], mixed[GTA_STRIP], div[GTA_STRIP], *wd;
 	bool cons = gta_kind(t)->consensus, norm = plan_g(t, "normalize") != 0;
-	uint8_t *keep = NULL;
+	float d[GTA_STRIP];
+	uint32_t key[GTA_STRIP];
+	uint8_t keep[GTA_STRIP];
 
 	for (i = 0; i < k; i++) {
 		wsum += w[i] = plan_pm(t, idx[i], "weight");
@@ -487,39 +664,39 @@ gta_apply(const struct plan_tensor *t, const void *state,
 	if (fabs(wsum) < 1e-8)
 		wsum = 1;
 	lambda = plan_g(t, "lambda");
-	if (st != NULL) {
-		keep = xreallocarray(NULL, k, c->n);
-		for (i = 0; i < k; i++)
-			gta_keep(t, state, i, idx[i], c, keep + i * c->n);
-	}
-	for (e = 0; e < c->n; e++) {
-		base = b[e];
-		sum = 0;
-		for (i = 0; i < k; i++)
-			if (keep == NULL || keep[i * c->n + e])
-				sum += f[i] * gta_delta(c->in[idx[i]], b, e);
-		if (!cons) {
-			mixed = sum;
-			div = wsum;
-		} else {
-			mixed = div = 0;
-			for (i = 0; i < k; i++) {
-				if (keep != NULL && !keep[i * c->n + e])
-					continue;
-				wd = f[i] * gta_delta(c->in[idx[i]], b, e);
-				if (sum >= 0 ? wd > 0 : wd < 0) {
-					mixed += wd;
-					div += w[i];
-				}
+	gta_setup(t, state, c, idx, k, dl);
+	wd = xreallocarray(NULL, k * GTA_STRIP, sizeof *wd);
+	for (s = 0; s < c->n; s += n) {
+		n = c->n - s < GTA_STRIP ? c->n - s : GTA_STRIP;
+		memset(sum, 0, n * sizeof *sum);
+		for (i = 0; i < k; i++) {
+			double *restrict v = wd + i * GTA_STRIP, fi = f[i];
+			gta_strip(dl[i].x + s, b + s, n, d, key);
+			gta_keep(t, st, &dl[i], i, c, s, n, key, keep);
+			for (e = 0; e < n; e++) {
+				v[e] = keep[e] ? fi * d[e] : 0;
+				sum[e] += v[e];
 			}
-			if (div == 0)
-				div = 1;
 		}
-		if (norm)
-			mixed /= div;
-		c->out[e] = (float)(base + mixed * lambda);
+		if (cons) {
+			memset(mixed, 0, n * sizeof *mixed);
+			memset(div, 0, n * sizeof *div);
+			for (i = 0; i < k; i++)
+				gta_consensus(sum, wd + i * GTA_STRIP, w[i], n,
+				    mixed, div);
+			for (e = 0; e < n; e++)
+				div[e] = div[e] == 0 ? 1 : div[e];
+		} else {
+			memcpy(mixed, sum, n * sizeof *mixed);
+			for (e = 0; e < n; e++)
+				div[e] = wsum;
+		}
+		for (e = 0; e < n; e++)
+			c->out[s + e] = (float)((double)b[s + e] + (norm ?
+			    mixed[e] / div[e] : mixed[e]) * lambda);
 	}
-	free(keep);
+	free(wd);
+	gta_teardown(dl, k);
 }
 
 #define GTA_COMMON(norm, resc) \

@@ -34,20 +34,22 @@ nearswap_plan(struct method_plan *mp)
 	}
 }
 
-static void
+GRAPH_SIMD static void
 nearswap_apply(const struct plan_tensor *t, const void *state,
     const struct mchunk *c)
 {
-	const float *a = c->in[t->base], *b = c->in[1 - t->base];
+	const float *restrict a = c->in[t->base];
+	const float *restrict b = c->in[1 - t->base];
+	float *restrict out = c->out;
 	double th = plan_g(t, "t"), d, w;
-	size_t i;
+	size_t i, n = c->n;
 
 	(void)state;
-	for (i = 0; i < c->n; i++) {
+	for (i = 0; i < n; i++) {
 		d = fabs((double)a[i] - (double)b[i]);
 		w = th / (d > 1e-6 ? d : 1e-6);
 		w = w > 1 ? 1 : w;
-		c->out[i] = (float)(w * b[i] + (1 - w) * a[i]);
+		out[i] = (float)(w * b[i] + (1 - w) * a[i]);
 	}
 }
 

@@ -52,28 +52,70 @@ ramplus_shape(const struct plan_tensor *t, struct method_shape *ms)
 	ms->nred = 2 * (int)t->nin;
 }
 
+/*
+ * Loops run a strip at a time, over elements, so that they vectorize:
+ * first how many models are active at each element, then what each
+ * model adds.
+ */
+#define RAM_STRIP 512
+
+/* Adds 1 where model x is active (|x - b| > eps) to cnt. */
+GRAPH_SIMD static void
+ram_count(const float *restrict x, const float *restrict b, size_t n,
+    double eps, double *restrict cnt)
+{
+	size_t e;
+
+	for (e = 0; e < n; e++)
+		cnt[e] += fabs((double)x[e] - (double)b[e]) > eps;
+}
+
+static void
+ram_counts(const struct plan_tensor *t, const struct mchunk *c, size_t s,
+    size_t n, double eps, double *cnt)
+{
+	size_t j;
+
+	memset(cnt, 0, n * sizeof *cnt);
+	for (j = 0; j < t->nin; j++)
+		if ((int)j != t->base)
+			ram_count(c->in[j] + s, c->in[t->base] + s, n, eps, cnt);
+}
+
+/* Positions where model x is active with others, and alone. */
+GRAPH_SIMD static void
+ramplus_tally(const float *restrict x, const float *restrict b, size_t n,
+    double eps, const double *restrict cnt, double *shared, double *unique)
+{
+	double sh = 0, un = 0, act;
+	size_t e;
+
+	for (e = 0; e < n; e++) {
+		act = fabs((double)x[e] - (double)b[e]) > eps;
+		sh += act * (cnt[e] > 1);
+		un += act * (cnt[e] == 1);
+	}
+	*shared += sh;
+	*unique += un;
+}
+
 static void
 ramplus_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
 {
-	const float *b = c->in[t->base];
-	double eps = plan_g(t, "epsilon"), *p = c->partials;
-	size_t i, j, cnt;
-	bool act[GRAPH_MAX_INPUTS];
+	double eps = plan_g(t, "epsilon"), *p = c->partials, cnt[RAM_STRIP];
+	size_t j, s, n;
 
 	(void)state;
 	(void)pass;
 	memset(p, 0, 2 * t->nin * sizeof *p);
-	for (i = 0; i < c->n; i++) {
-		cnt = 0;
-		for (j = 0; j < t->nin; j++) {
-			act[j] = (int)j != t->base &&
-			    fabs((double)c->in[j][i] - b[i]) > eps;
-			cnt += act[j];
-		}
+	for (s = 0; s < c->n; s += n) {
+		n = c->n - s < RAM_STRIP ? c->n - s : RAM_STRIP;
+		ram_counts(t, c, s, n, eps, cnt);
 		for (j = 0; j < t->nin; j++)
-			if (act[j])
-				p[2 * j + (cnt == 1)] += 1;
+			if ((int)j != t->base)
+				ramplus_tally(c->in[j] + s, c->in[t->base] + s,
+				    n, eps, cnt, &p[2 * j], &p[2 * j + 1]);
 	}
 }
 
@@ -100,30 +142,45 @@ ramplus_reduce(const struct plan_tensor *t, void *state, int pass,
 	return NULL;
 }
 
+/* Adds model x's change where active: to ss, and times lam to su. */
+GRAPH_SIMD static void
+ram_add(const float *restrict x, const float *restrict b, size_t n,
+    double eps, double lam, double *restrict ss, double *restrict su)
+{
+	double tau;
+	size_t e;
+
+	for (e = 0; e < n; e++) {
+		tau = (double)x[e] - (double)b[e];
+		tau = fabs(tau) > eps ? tau : 0;
+		ss[e] += tau;
+		su[e] += lam * tau;
+	}
+}
+
 /* lambda NULL: plain ram, unique changes kept as they are. */
 static void
 ram_combine(const struct plan_tensor *t, const double *lambda,
     const struct mchunk *c)
 {
-	const float *b = c->in[t->base];
-	double eps = plan_g(t, "epsilon"), tau, sum_u, sum_s;
-	size_t i, j, cnt;
+	const float *restrict b = c->in[t->base];
+	float *restrict out = c->out;
+	double eps = plan_g(t, "epsilon"), cnt[RAM_STRIP], ss[RAM_STRIP];
+	double su[RAM_STRIP];
+	size_t e, j, s, n;
 
-	for (i = 0; i < c->n; i++) {
-		cnt = 0;
-		sum_u = sum_s = 0;
-		for (j = 0; j < t->nin; j++) {
-			if ((int)j == t->base)
-				continue;
-			tau = (double)c->in[j][i] - b[i];
-			if (fabs(tau) <= eps)
-				continue;
-			cnt++;
-			sum_s += tau;
-			sum_u += lambda != NULL ? lambda[j] * tau : tau;
-		}
-		c->out[i] = (float)(b[i] + (cnt == 1 ? sum_u : cnt > 1 ?
-		    sum_s / (double)cnt : 0));
+	for (s = 0; s < c->n; s += n) {
+		n = c->n - s < RAM_STRIP ? c->n - s : RAM_STRIP;
+		ram_counts(t, c, s, n, eps, cnt);
+		memset(ss, 0, n * sizeof *ss);
+		memset(su, 0, n * sizeof *su);
+		for (j = 0; j < t->nin; j++)
+			if ((int)j != t->base)
+				ram_add(c->in[j] + s, b + s, n, eps, lambda !=
+				    NULL ? lambda[j] : 1, ss, su);
+		for (e = 0; e < n; e++)
+			out[s + e] = (float)((double)b[s + e] + (cnt[e] == 1 ?
+			    su[e] : cnt[e] > 1 ? ss[e] / cnt[e] : 0));
 	}
 }
 

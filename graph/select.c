@@ -3,6 +3,7 @@
  * select.c: radix selection, ranking within a vector, and the random
  * streams (select.h).
  */
+#include <math.h>
 #include <stdlib.h>
 
 #include "graph-int.h"
@@ -134,34 +135,54 @@ rng_stream(uint64_t seed, const char *tensor, uint64_t model)
 	return rng_mix(rng_mix(rng_mix(seed) ^ h) ^ model);
 }
 
-/*
- * A pseudo-random permutation of [0, n) keyed by stream: a four-round
- * Feistel network on the smallest even number of bits covering n, with
- * cycle-walking back into range (under 4 steps on average).  The first
- * k elements of a random subset are those e with rng_permute(e) < k:
- * exactly k of them, with no selection pass.
- */
+/* Words below this are kept with probability p (2^32: always). */
 uint64_t
-rng_permute(uint64_t stream, uint64_t n, uint64_t e)
+rng_threshold(double p)
 {
-	unsigned bits = 2, half;
-	uint64_t mask, l, r, t;
-	int round;
+	if (!(p > 0))
+		return 0;
+	if (p >= 1)
+		return 1ull << 32;
+	return (uint64_t)ceil(p * 4294967296.0);
+}
 
-	while (bits < 64 && (1ull << bits) < n)
-		bits += 2;
-	half = bits / 2;
-	mask = (1ull << half) - 1;
-	do {
-		l = e >> half;
-		r = e & mask;
-		for (round = 0; round < 4; round++) {
-			t = l ^ (rng_mix(stream + (r + 1) * RNG_GOLDEN +
-			    (uint64_t)round) & mask);
-			l = r;
-			r = t;
+/*
+ * Counts n keys into the cut's level histogram: all of them at level 0,
+ * else those sharing its prefix, found by a comparison that vectorizes
+ * (at levels past 0 few keys share it, so the increments are rare).
+ */
+GRAPH_SIMD void
+sel_count(const struct sel_cut *c, uint64_t *restrict hist,
+    const uint32_t *restrict key, size_t n, int level)
+{
+	static const unsigned shift[SEL_LEVELS] = { 21, 10, 0 };
+	uint8_t match[256];
+	unsigned s0, s1;
+	uint32_t prefix;
+	size_t e, b, len, any;
+
+	if (!c->on)
+		return;
+	if (level == 0) {
+		for (e = 0; e < n; e++)
+			hist[key[e] >> shift[0]]++;
+		return;
+	}
+	s0 = shift[level - 1];
+	s1 = shift[level];
+	prefix = c->prefix;
+	for (b = 0; b < n; b += len) {
+		len = n - b < sizeof match ? n - b : sizeof match;
+		any = 0;
+		for (e = 0; e < len; e++) {
+			match[e] = key[b + e] >> s0 == prefix;
+			any += match[e];
 		}
-		e = (l << half) | r;
-	} while (e >= n);
-	return e;
+		for (e = 0; any > 0 && e < len; e++) {
+			if (match[e]) {
+				hist[(key[b + e] >> s1) & (SEL_BINS - 1)]++;
+				any--;
+			}
+		}
+	}
 }

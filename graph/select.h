@@ -47,6 +47,8 @@ void sel_range_init(struct sel_range *, uint64_t, uint64_t, uint64_t);
 const char *sel_step(struct sel_cut *, const uint64_t *, int);
 uint64_t sel_range_ties_kept(const struct sel_range *, double *, double *);
 void sel_rank(const uint32_t *, uint32_t, uint32_t *, uint32_t *);
+void sel_count(const struct sel_cut *, uint64_t *restrict,
+    const uint32_t *restrict, size_t, int);
 
 static inline uint32_t
 sel_fkey(float v)
@@ -103,21 +105,16 @@ sel_keep(const struct sel_range *r, uint32_t key, uint64_t *tie)
 	return k;
 }
 
-/* Strictly between the cuts (kept whatever the ties). */
-static inline bool
-sel_inside(const struct sel_range *r, uint32_t key)
-{
-	return !r->none && (!r->cut[0].on || key > r->cut[0].key) &&
-	    (!r->cut[1].on || key < r->cut[1].key);
-}
-
 /*
- * Random numbers: element e of the stream for (seed, tensor, model) is
- * the (e + 1)-th output of SplitMix64 started at
- * mix(mix(mix(seed) ^ fnv1a64(tensor)) ^ model), as 53-bit [0, 1).
+ * Random numbers.  A stream is keyed by (seed, tensor, model):
+ * s = mix(mix(mix(seed) ^ fnv1a64(tensor)) ^ model), mix = SplitMix64's
+ * finalizer.  Its element e is the 32-bit
+ *   h(h(lo32(e) ^ lo32(s)) ^ hi32(s) ^ hi32(e) * 0x9e3779b9)
+ * with h Wellons' lowbias32, a bijection of 32-bit words: distinct
+ * elements under 2^32 never collide, and it vectorizes (32-bit lanes).
+ * An element is kept with probability p when its word is below
+ * rng_threshold(p) = ceil(p 2^32).
  */
-#define RNG_GOLDEN 0x9e3779b97f4a7c15ull
-
 static inline uint64_t
 rng_mix(uint64_t z)
 {
@@ -126,15 +123,27 @@ rng_mix(uint64_t z)
 	return z ^ (z >> 31);
 }
 
-uint64_t rng_stream(uint64_t, const char *, uint64_t);
-
-static inline double
-rng_uniform(uint64_t stream, uint64_t e)
+static inline uint32_t
+rng_h32(uint32_t x)
 {
-	return (double)(rng_mix(stream + (e + 1) * RNG_GOLDEN) >> 11) *
-	    0x1p-53;
+	x ^= x >> 16;
+	x *= 0x7feb352du;
+	x ^= x >> 15;
+	x *= 0x846ca68bu;
+	x ^= x >> 16;
+	return x;
 }
 
-uint64_t rng_permute(uint64_t, uint64_t, uint64_t);
+static inline uint32_t
+rng_u32(uint64_t stream, uint64_t e)
+{
+	uint32_t x = rng_h32((uint32_t)e ^ (uint32_t)stream);
+
+	return rng_h32(x ^ (uint32_t)(stream >> 32) ^
+	    (uint32_t)(e >> 32) * 0x9e3779b9u);
+}
+
+uint64_t rng_stream(uint64_t, const char *, uint64_t);
+uint64_t rng_threshold(double);
 
 #endif

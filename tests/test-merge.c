@@ -567,8 +567,10 @@ ref_nuslerp(const char *name, const struct tl_tensor *const *x, size_t nin,
  * The task-vector family, element by element: deltas rounded to float32,
  * sparsified by sorting (qsort, independent of the engine's histogram
  * selection), rescaled, weighted, filtered by sign consensus, normalized.
- * Random draws follow the documented stream: SplitMix64 started at
- * mix(mix(mix(seed) ^ fnv1a64(tensor)) ^ model index).
+ * Random draws follow the documented stream (docs/methods.md): a key
+ * s = mix(mix(mix(seed) ^ fnv1a64(tensor)) ^ model index), and for element
+ * e the word h(h(lo32(e) ^ lo32(s)) ^ hi32(s) ^ hi32(e) * 0x9e3779b9),
+ * h = lowbias32; kept when the word is below p 2^32.
  */
 enum { SP_NONE, SP_MAGNITUDE, SP_OUTLIERS, SP_RANDOM, SP_DELLA };
 
@@ -587,16 +589,28 @@ mix64(uint64_t z)
 	return z ^ (z >> 31);
 }
 
+static uint32_t
+lowbias32(uint32_t x)
+{
+	x = (x ^ (x >> 16)) * 0x7feb352du;
+	x = (x ^ (x >> 15)) * 0x846ca68bu;
+	return x ^ (x >> 16);
+}
+
+/* The element's word as a fraction of 2^32. */
 static double
 draw(const char *tensor, uint64_t model, uint64_t e)
 {
 	uint64_t h = 0xcbf29ce484222325ull, s;
+	uint32_t x;
 
 	for (const char *p = tensor; *p != '\0'; p++)
 		h = (h ^ (unsigned char)*p) * 0x100000001b3ull;
 	s = mix64(mix64(mix64(gta.seed) ^ h) ^ model);
-	return (double)(mix64(s + (e + 1) * 0x9e3779b97f4a7c15ull) >> 11) /
-	    9007199254740992.0;
+	x = lowbias32((uint32_t)e ^ (uint32_t)s);
+	x = lowbias32(x ^ (uint32_t)(s >> 32) ^ (uint32_t)(e >> 32) *
+	    0x9e3779b9u);
+	return (double)x / 4294967296.0;
 }
 
 static const float *sort_key;
