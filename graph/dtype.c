@@ -270,8 +270,8 @@ f8e5m2_to_f32(uint8_t b)
 	return f16_to_f32((uint16_t)(b << 8));
 }
 
-GRAPH_SIMD void
-graph_decode_f32(enum graph_dtype dt, const void *restrict src,
+GRAPH_SIMD static void
+graph_decode_f32_simd(enum graph_dtype dt, const void *restrict src,
     float *restrict dst, size_t n)
 {
 	const uint8_t *restrict s = src;
@@ -340,8 +340,8 @@ graph_decode_f32(enum graph_dtype dt, const void *restrict src,
 	}
 }
 
-GRAPH_SIMD void
-graph_encode_f32(enum graph_dtype dt, const float *restrict src,
+GRAPH_SIMD static void
+graph_encode_f32_simd(enum graph_dtype dt, const float *restrict src,
     void *restrict dst, size_t n)
 {
 	uint8_t *restrict d = dst;
@@ -389,4 +389,19 @@ graph_dtype_round(enum graph_dtype dt, float *v, size_t n)
 	default:
 		break;
 	}
+}
+
+/* The exported names call the cloned implementations (see kernels.c). */
+void
+graph_decode_f32(enum graph_dtype dt, const void *restrict src,
+    float *restrict dst, size_t n)
+{
+	graph_decode_f32_simd(dt, src, dst, n);
+}
+
+void
+graph_encode_f32(enum graph_dtype dt, const float *restrict src,
+    void *restrict dst, size_t n)
+{
+	graph_encode_f32_simd(dt, src, dst, n);
 }

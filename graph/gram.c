@@ -81,8 +81,8 @@ gram_pairs(const float *const *x, size_t m, const float *base, size_t n,
  * two loops below runs.  Up to eight vectors, one sweep over the elements
  * serves every pair.
  */
-GRAPH_SIMD void
-kern_gram(const float *const *x, size_t m, const float *base, size_t n,
+GRAPH_SIMD static void
+kern_gram_simd(const float *const *x, size_t m, const float *base, size_t n,
     double *g)
 {
 	double acc[GRAM_SWEEP * (GRAM_SWEEP + 1) / 2][GRAM_LANES];
@@ -110,6 +110,13 @@ kern_gram(const float *const *x, size_t m, const float *base, size_t n,
 	}
 	for (p = 0; p < np; p++)
 		g[p] = gram_lanes(acc[p]);
+}
+
+void
+kern_gram(const float *const *x, size_t m, const float *base, size_t n,
+    double *g)
+{
+	kern_gram_simd(x, m, base, n, g);	/* local: see kernels.c */
 }
 
 /* Sums n blocks' packed partials into the full m x m matrix G. */

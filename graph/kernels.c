@@ -14,8 +14,8 @@
 
 #include "graph-int.h"
 
-GRAPH_SIMD void
-kern_scale(float *restrict out, const float *restrict in, double k, size_t n)
+GRAPH_SIMD static void
+kern_scale_simd(float *restrict out, const float *restrict in, double k, size_t n)
 {
 	size_t i;
 
@@ -30,8 +30,8 @@ kern_scale(float *restrict out, const float *restrict in, double k, size_t n)
  * general case goes a strip at a time through a double buffer, so that
  * every loop runs over elements and vectorizes.
  */
-GRAPH_SIMD void
-kern_combine(float *restrict out, const float *const *in, const double *w,
+GRAPH_SIMD static void
+kern_combine_simd(float *restrict out, const float *const *in, const double *w,
     size_t nin, size_t n)
 {
 	double acc[KERN_STRIP];
@@ -68,8 +68,8 @@ kern_combine(float *restrict out, const float *const *in, const double *w,
 }
 
 /* aa = sum a^2, bb = sum b^2, ab = sum a b over n elements. */
-GRAPH_SIMD void
-kern_dots(const float *restrict a, const float *restrict b, size_t n,
+GRAPH_SIMD static void
+kern_dots_simd(const float *restrict a, const float *restrict b, size_t n,
     double *aa, double *bb, double *ab)
 {
 	double sa[8] = { 0 }, sb[8] = { 0 }, sab[8] = { 0 };
@@ -97,3 +97,27 @@ kern_dots(const float *restrict a, const float *restrict b, size_t n,
 	    ((sab[4] + sab[5]) + (sab[6] + sab[7]));
 }
 
+
+/*
+ * The exported names call the cloned implementations: an ifunc'd
+ * function must be local for clang (graph-int.h GRAPH_SIMD).
+ */
+void
+kern_scale(float *restrict out, const float *restrict in, double k, size_t n)
+{
+	kern_scale_simd(out, in, k, n);
+}
+
+void
+kern_combine(float *restrict out, const float *const *in, const double *w,
+    size_t nin, size_t n)
+{
+	kern_combine_simd(out, in, w, nin, n);
+}
+
+void
+kern_dots(const float *restrict a, const float *restrict b, size_t n,
+    double *aa, double *bb, double *ab)
+{
+	kern_dots_simd(a, b, n, aa, bb, ab);
+}

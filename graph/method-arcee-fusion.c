@@ -20,6 +20,7 @@
  * usual output dtype instead of switching to float32 (Part A item 10).
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "graph-int.h"
@@ -104,46 +105,65 @@ af_importance(const struct plan_tensor *t, const struct mchunk *c,
 	return (float)(fabs((double)b[e] - a[e]) * kl[c->r0 + e / c->cols]);
 }
 
-/* Softmax statistics of a row: its maximum and sum exp(x - max). */
-static void
-af_softmax(const float *x, size_t n, double *mx, double *sum)
+/*
+ * Softmax of a row: ex[i] = exp(x[i] - max), returns their sum (added in
+ * order).
+ */
+static double
+af_softmax(const float *x, size_t n, double *ex)
 {
+	double mx = -INFINITY, sum = 0;
 	size_t i;
 
-	*mx = -INFINITY;
 	for (i = 0; i < n; i++)
-		if (x[i] > *mx)
-			*mx = x[i];
-	*sum = 0;
+		if (x[i] > mx)
+			mx = x[i];
 	for (i = 0; i < n; i++)
-		*sum += exp(x[i] - *mx);
+		sum += ex[i] = exp(x[i] - mx);
+	return sum;
 }
 
-static void
-af_row_kl(const float *a, const float *b, size_t n, double *kl)
+/* KL of one row; ex holds 2 n doubles of scratch. */
+static double
+af_row_kl(const float *a, const float *b, size_t n, double *ex)
 {
-	double ma, sa, mb, sb, p, q, s = 0;
+	double sa, sb, p, q, s = 0;
 	size_t i;
 
-	af_softmax(a, n, &ma, &sa);
-	af_softmax(b, n, &mb, &sb);
+	sa = af_softmax(a, n, ex);
+	sb = af_softmax(b, n, ex + n);
 	for (i = 0; i < n; i++) {
-		p = exp(b[i] - mb) / sb + 1e-8;
-		q = exp(a[i] - ma) / sa + 1e-8;
+		p = ex[n + i] / sb + 1e-8;
+		q = ex[i] / sa + 1e-8;
 		s += p * log(p / q);
 	}
-	*kl = s;
+	return s;
+}
+
+/* The importance keys of n elements of one row, whose KL is kl. */
+GRAPH_SIMD static void
+af_keys(const float *restrict a, const float *restrict b, size_t n,
+    double kl, uint32_t *restrict key)
+{
+	size_t e;
+	float v;
+
+	for (e = 0; e < n; e++) {
+		v = (float)(fabs((double)b[e] - (double)a[e]) * kl);
+		memcpy(&key[e], &v, sizeof key[e]);	/* v >= 0 */
+	}
 }
 
 static void
-af_add(const struct af_state *st, uint64_t *h, uint32_t key, int level)
+af_add(const struct af_state *st, uint64_t *h, const uint32_t *key,
+    size_t n, int level)
 {
-	struct sel_cut all = { .on = true };
+	static const struct sel_cut all = { .on = true };
 	int j;
 
 	for (j = 0; j < AF_NQ; j++)
-		sel_add(level == 0 ? &all : &st->q[j], h + j * SEL_BINS, key,
-		    level);
+		sel_count(level == 0 ? &all : &st->q[j], h + j * SEL_BINS, key,
+		    n, level);
 }
 
 static void
@@ -154,19 +174,26 @@ af_stats(const struct plan_tensor *t, void *state, int pass,
 	const double *kl = af_kl(state);
 	uint64_t *h = c->scratch, m = af_sample_size(t), n = t->numel;
 	uint64_t i, e, stream;
-	size_t r;
+	uint32_t *key, one;
+	double *ex;
+	size_t r, len = c->cols;
 
 	if (pass == 0) {
+		ex = xreallocarray(NULL, 2 * len, sizeof *ex);
 		for (r = 0; r < c->nrows; r++)
-			af_row_kl(c->in[t->base] + r * c->cols,
-			    c->in[1 - t->base] + r * c->cols, c->cols,
-			    &c->partials[r]);
+			c->partials[r] = af_row_kl(c->in[t->base] + r * len,
+			    c->in[1 - t->base] + r * len, len, ex);
+		free(ex);
 		return;
 	}
 	if (m == n) {
-		for (e = 0; e < c->n; e++)
-			af_add(st, h, sel_fkey(af_importance(t, c, kl, e)),
-			    pass - 1);
+		key = xreallocarray(NULL, len, sizeof *key);
+		for (r = 0; r < c->nrows; r++) {
+			af_keys(c->in[t->base] + r * len, c->in[1 - t->base] +
+			    r * len, len, kl[c->r0 + r], key);
+			af_add(st, h, key, len, pass - 1);
+		}
+		free(key);
 		return;
 	}
 	/* The strata that meet this block, and their picks inside it. */
@@ -176,9 +203,11 @@ af_stats(const struct plan_tensor *t, void *state, int pass,
 		i--;
 	for (; i < m && af_stratum(i, m, n) < c->e0 + c->n; i++) {
 		e = af_pick(stream, i, m, n);
-		if (e >= c->e0 && e < c->e0 + c->n)
-			af_add(st, h, sel_fkey(af_importance(t, c, kl,
-			    (size_t)(e - c->e0))), pass - 1);
+		if (e >= c->e0 && e < c->e0 + c->n) {
+			one = sel_fkey(af_importance(t, c, kl,
+			    (size_t)(e - c->e0)));
+			af_add(st, h, &one, 1, pass - 1);
+		}
 	}
 }
 

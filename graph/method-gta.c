@@ -239,31 +239,6 @@ gta_strip(const float *restrict x, const float *restrict b, size_t n,
 }
 
 /*
- * keep[] of a strip for a cut-based sparsifier: strictly inside the cuts
- * by comparison; keys equal to a cut (rare, but many in 16-bit models)
- * then in order, against the ties counted before them.
- */
-GRAPH_SIMD static void
-gta_keep_cuts(const struct sel_range *r, const uint32_t *restrict key,
-    size_t n, uint64_t *tie, uint8_t *restrict keep)
-{
-	uint32_t lo = r->cut[0].on ? r->cut[0].key : 0;
-	uint32_t hi = r->cut[1].on ? r->cut[1].key : UINT32_MAX;
-	bool lo_on = r->cut[0].on, hi_on = r->cut[1].on;
-	size_t e;
-
-	if (r->none) {
-		memset(keep, 0, n);
-		return;
-	}
-	for (e = 0; e < n; e++)
-		keep[e] = (!lo_on || key[e] > lo) & (!hi_on || key[e] < hi);
-	for (e = 0; e < n; e++)
-		if ((lo_on && key[e] == lo) || (hi_on && key[e] == hi))
-			keep[e] = sel_keep(r, key[e], tie);
-}
-
-/*
  * keep[] of a strip by the random stream.  A strip that stays under one
  * multiple of 2^32 (all but one in 4 billion) runs on 32-bit words.
  */
@@ -289,6 +264,22 @@ gta_keep_random(uint64_t stream, uint64_t e0, size_t n, uint64_t thr,
 		keep[e] = rng_h32(rng_h32((lo + (uint32_t)e) ^ a) ^ b) < t32;
 }
 
+/* The |delta| keys of n contiguous elements. */
+GRAPH_SIMD static void
+gta_keys(const float *restrict x, const float *restrict b, size_t n,
+    uint32_t *restrict key)
+{
+	uint32_t k;
+	size_t e;
+	float v;
+
+	for (e = 0; e < n; e++) {
+		v = x[e] - b[e];
+		memcpy(&k, &v, sizeof k);
+		key[e] = k & 0x7fffffffu;
+	}
+}
+
 /*
  * della: keep[] for one block of whole slabs (a slab is everything under
  * one index of axis 0; its vectors run along axis 1).
@@ -301,7 +292,8 @@ gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
 	double d = plan_pm(t, j, "density"), eps = plan_pm(t, j, "epsilon");
 	uint64_t len = (uint64_t)c->cols, e0, e;
 	uint64_t nv = t->ndim >= 2 ? (uint64_t)t->shape[1] : len;
-	uint64_t stride = len / nv, stream, one = rng_threshold(d);
+	uint64_t stride = len / nv, stream;
+	double lo = d - eps;
 	uint32_t *key, *rank, *tmp, r;
 	size_t s, v;
 	float dv;
@@ -317,17 +309,24 @@ gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
 	for (s = 0; s < c->nrows; s++) {
 		for (v = 0; v < stride; v++) {
 			e0 = s * len + v;
-			for (r = 0; r < nv; r++) {
-				dv = x[e0 + r * stride] - b[e0 + r * stride];
-				key[r] = sel_fkey(dv);
+			if (stride == 1) {
+				/* Matrices: the vector is contiguous. */
+				gta_keys(x + e0, b + e0, nv, key);
+			} else {
+				for (r = 0; r < nv; r++) {
+					dv = x[e0 + r * stride] -
+					    b[e0 + r * stride];
+					key[r] = sel_fkey(dv);
+				}
 			}
 			sel_rank(key, (uint32_t)nv, rank, tmp);
+			/* word < ceil(p 2^32) is word < p 2^32 */
 			for (r = 0; r < nv; r++) {
 				e = e0 + r * stride;
-				keep[e] = rng_u32(stream, c->e0 + e) <
-				    (nv == 1 ? one : rng_threshold((d - eps) +
-				    2 * eps * (double)rank[r] /
-				    (double)(nv - 1)));
+				keep[e] = (double)rng_u32(stream, c->e0 + e) <
+				    (nv == 1 ? d : lo + 2 * eps *
+				    (double)rank[r] / (double)(nv - 1)) *
+				    4294967296.0;
 			}
 		}
 	}
@@ -397,7 +396,7 @@ gta_keep(const struct plan_tensor *t, const struct gta_state *st,
 		break;
 	case GS_MAGNITUDE:
 	case GS_OUTLIERS:
-		gta_keep_cuts(&st->range[i], key, n, dl->tie, keep);
+		sel_keep_strip(&st->range[i], key, n, dl->tie, keep);
 		break;
 	case GS_RANDOM:
 		gta_keep_random(dl->stream, c->e0 + s, n, dl->thr, keep);

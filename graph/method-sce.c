@@ -84,33 +84,45 @@ sce_shape(const struct plan_tensor *t, struct method_shape *ms)
 	ms->state_size = sizeof(struct sce_state) + 2 * nq * sizeof(uint64_t);
 }
 
-/* The task vectors at element e, into tau; returns their count. */
-static size_t
-sce_tau(const struct plan_tensor *t, const struct mchunk *c, size_t e,
-    float *tau)
+/*
+ * A strip of n elements from offset s: every model's tau (float32) and
+ * the variance key of each element, in loops over elements.
+ */
+#define SCE_STRIP 256
+
+GRAPH_SIMD static void
+sce_strip(const struct plan_tensor *t, const struct mchunk *c, size_t s,
+    size_t n, float (*restrict tau)[SCE_STRIP], uint32_t *restrict key)
 {
-	const float *b = c->in[t->base];
-	size_t j, k = 0;
+	const float *restrict b = c->in[t->base] + s;
+	double mean[SCE_STRIP], v[SCE_STRIP], dv, k = (double)(t->nin - 1);
+	size_t e, i, j;
+	float f;
 
-	for (j = 0; j < t->nin; j++)
-		if ((int)j != t->base)
-			tau[k++] = c->in[j][e] - b[e];
-	return k;
-}
-
-/* The population variance across the models, as a ranking key. */
-static uint32_t
-sce_key(const float *tau, size_t k)
-{
-	double mean = 0, v = 0;
-	size_t i;
-
-	for (i = 0; i < k; i++)
-		mean += tau[i];
-	mean /= (double)k;
-	for (i = 0; i < k; i++)
-		v += (tau[i] - mean) * (tau[i] - mean);
-	return sel_fkey((float)(v / (double)k));
+	memset(mean, 0, n * sizeof *mean);
+	memset(v, 0, n * sizeof *v);
+	for (j = 0, i = 0; j < t->nin; j++) {
+		const float *restrict x = c->in[j] + s;
+		if ((int)j == t->base)
+			continue;
+		for (e = 0; e < n; e++) {
+			tau[i][e] = x[e] - b[e];
+			mean[e] += tau[i][e];
+		}
+		i++;
+	}
+	for (e = 0; e < n; e++)
+		mean[e] /= k;
+	for (i = 0; i < t->nin - 1; i++) {
+		for (e = 0; e < n; e++) {
+			dv = tau[i][e] - mean[e];
+			v[e] += dv * dv;
+		}
+	}
+	for (e = 0; e < n; e++) {
+		f = (float)(v[e] / k);
+		memcpy(&key[e], &f, sizeof key[e]);	/* f >= 0 */
+	}
 }
 
 static void
@@ -120,44 +132,45 @@ sce_stats(const struct plan_tensor *t, void *state, int pass,
 	const struct sce_state *st = state;
 	struct sce_scratch *sc = c->scratch;
 	int phase = sce_phase(t, pass);
-	float tau[GRAPH_MAX_INPUTS];
+	float tau[GRAPH_MAX_INPUTS][SCE_STRIP];
+	uint32_t key[SCE_STRIP], lo = st->range.cut[0].key;
+	uint8_t keep[SCE_STRIP];
 	uint64_t eq = 0, tie[2];
 	double sq[GRAPH_MAX_INPUTS] = { 0 };
-	struct sel_cut all = { .on = true };
-	uint32_t key;
-	size_t e, i, k = t->nin - 1;
-	bool kept;
+	static const struct sel_cut all = { .on = true };
+	size_t e, i, s, n, k = t->nin - 1;
+	bool sel = sce_selects(t), lo_on = st->range.cut[0].on;
 
-	if (phase < SEL_LEVELS) {
-		for (e = 0; e < c->n; e++) {
-			sce_tau(t, c, e, tau);
-			key = sce_key(tau, k);
-			sc->zeros += key == 0;
-			sel_add(phase == 0 ? &all : &st->range.cut[0],
-			    sc->hist, key, phase);
-		}
-		return;
-	}
-	if (phase == SEL_LEVELS) {
-		for (e = 0; e < c->n; e++) {
-			sce_tau(t, c, e, tau);
-			eq += st->range.cut[0].on &&
-			    sce_key(tau, k) == st->range.cut[0].key;
-		}
-		c->partials[0] = (double)eq;
-		return;
-	}
-	if (sce_selects(t))
+	if (sel && phase > SEL_LEVELS)
 		memcpy(tie, sce_ties(state, c->e0 / c->quantum), sizeof tie);
-	for (e = 0; e < c->n; e++) {
-		sce_tau(t, c, e, tau);
-		kept = !sce_selects(t) || sel_keep(&st->range,
-		    sce_key(tau, k), tie);
-		if (kept)
-			for (i = 0; i < k; i++)
-				sq[i] += (double)tau[i] * tau[i];
+	for (s = 0; s < c->n; s += n) {
+		n = c->n - s < SCE_STRIP ? c->n - s : SCE_STRIP;
+		sce_strip(t, c, s, n, tau, key);
+		if (phase < SEL_LEVELS) {
+			for (e = 0; e < n; e++)
+				sc->zeros += key[e] == 0;
+			sel_count(phase == 0 ? &all : &st->range.cut[0],
+			    sc->hist, key, n, phase);
+			continue;
+		}
+		if (phase == SEL_LEVELS) {
+			for (e = 0; e < n; e++)
+				eq += lo_on && key[e] == lo;
+			continue;
+		}
+		if (sel)
+			sel_keep_strip(&st->range, key, n, tie, keep);
+		else
+			memset(keep, 1, n);
+		for (i = 0; i < k; i++)
+			for (e = 0; e < n; e++)
+				sq[i] += keep[e] ? (double)tau[i][e] *
+				    tau[i][e] : 0;
 	}
-	memcpy(c->partials, sq, k * sizeof *sq);
+	if (phase == SEL_LEVELS)
+		c->partials[0] = (double)eq;
+	else if (phase > SEL_LEVELS)
+		memcpy(c->partials, sq, k * sizeof *sq);
 }
 
 static void
@@ -218,36 +231,63 @@ sce_reduce(const struct plan_tensor *t, void *state, int pass,
 	return NULL;
 }
 
+/* Sign consensus weighted by s_i, over a strip of kept elements. */
+GRAPH_SIMD static void
+sce_mix(const float (*restrict tau)[SCE_STRIP], const double *s, size_t k,
+    const float *restrict b, const uint8_t *restrict keep, size_t n,
+    float *restrict out)
+{
+	double sum[SCE_STRIP], num[SCE_STRIP], den[SCE_STRIP], td[SCE_STRIP];
+	double si;
+	size_t e, i;
+	int agree;
+
+	memset(sum, 0, n * sizeof *sum);
+	memset(num, 0, n * sizeof *num);
+	memset(den, 0, n * sizeof *den);
+	for (i = 0; i < k; i++)
+		for (e = 0; e < n; e++)
+			sum[e] += tau[i][e];
+	for (i = 0; i < k; i++) {
+		si = s[i];
+		for (e = 0; e < n; e++)
+			td[e] = tau[i][e];
+		for (e = 0; e < n; e++) {
+			agree = ((sum[e] >= 0) & (td[e] > 0)) |
+			    ((sum[e] < 0) & (td[e] < 0));
+			num[e] += agree ? td[e] * si : 0;
+			den[e] += agree ? si : 0;
+		}
+	}
+	/* Where the position is masked, every tau is 0: the base. */
+	for (e = 0; e < n; e++)
+		out[e] = keep[e] ? (float)((double)b[e] + num[e] /
+		    (den[e] > 1e-6 ? den[e] : 1e-6)) : b[e];
+}
+
 static void
 sce_apply(const struct plan_tensor *t, const void *state,
     const struct mchunk *c)
 {
 	const struct sce_state *st = state;
-	const float *b = c->in[t->base];
-	float tau[GRAPH_MAX_INPUTS];
+	float tau[GRAPH_MAX_INPUTS][SCE_STRIP];
+	uint32_t key[SCE_STRIP];
+	uint8_t keep[SCE_STRIP];
 	uint64_t tie[2];
-	double sum, num, den;
-	size_t e, i, k = t->nin - 1;
+	size_t s, n;
+	bool sel = sce_selects(t);
 
-	if (sce_selects(t))
+	if (sel)
 		memcpy(tie, sce_ties(state, c->e0 / c->quantum), sizeof tie);
-	for (e = 0; e < c->n; e++) {
-		sce_tau(t, c, e, tau);
-		if (sce_selects(t) && !sel_keep(&st->range, sce_key(tau, k),
-		    tie)) {
-			c->out[e] = b[e];	/* every tau masked */
-			continue;
-		}
-		sum = num = den = 0;
-		for (i = 0; i < k; i++)
-			sum += tau[i];
-		for (i = 0; i < k; i++) {
-			if (sum >= 0 ? tau[i] > 0 : tau[i] < 0) {
-				num += tau[i] * st->s[i];
-				den += st->s[i];
-			}
-		}
-		c->out[e] = (float)(b[e] + num / (den > 1e-6 ? den : 1e-6));
+	for (s = 0; s < c->n; s += n) {
+		n = c->n - s < SCE_STRIP ? c->n - s : SCE_STRIP;
+		sce_strip(t, c, s, n, tau, key);
+		if (sel)
+			sel_keep_strip(&st->range, key, n, tie, keep);
+		else
+			memset(keep, 1, n);
+		sce_mix((const float (*)[SCE_STRIP])tau, st->s, t->nin - 1,
+		    c->in[t->base] + s, keep, n, c->out + s);
 	}
 }
 

@@ -151,8 +151,8 @@ rng_threshold(double p)
  * else those sharing its prefix, found by a comparison that vectorizes
  * (at levels past 0 few keys share it, so the increments are rare).
  */
-GRAPH_SIMD void
-sel_count(const struct sel_cut *c, uint64_t *restrict hist,
+GRAPH_SIMD static void
+sel_count_simd(const struct sel_cut *c, uint64_t *restrict hist,
     const uint32_t *restrict key, size_t n, int level)
 {
 	static const unsigned shift[SEL_LEVELS] = { 21, 10, 0 };
@@ -185,4 +185,44 @@ sel_count(const struct sel_cut *c, uint64_t *restrict hist,
 			}
 		}
 	}
+}
+
+/*
+ * keep[] of a strip for a cut-based sparsifier: strictly inside the cuts
+ * by comparison; keys equal to a cut (rare, but many in 16-bit models)
+ * then in order, against the ties counted before them.
+ */
+GRAPH_SIMD static void
+sel_keep_strip_simd(const struct sel_range *r, const uint32_t *restrict key,
+    size_t n, uint64_t *tie, uint8_t *restrict keep)
+{
+	uint32_t lo = r->cut[0].on ? r->cut[0].key : 0;
+	uint32_t hi = r->cut[1].on ? r->cut[1].key : UINT32_MAX;
+	bool lo_on = r->cut[0].on, hi_on = r->cut[1].on;
+	size_t e;
+
+	if (r->none) {
+		memset(keep, 0, n);
+		return;
+	}
+	for (e = 0; e < n; e++)
+		keep[e] = (!lo_on || key[e] > lo) & (!hi_on || key[e] < hi);
+	for (e = 0; e < n; e++)
+		if ((lo_on && key[e] == lo) || (hi_on && key[e] == hi))
+			keep[e] = sel_keep(r, key[e], tie);
+}
+
+/* The exported names call the cloned implementations (see kernels.c). */
+void
+sel_count(const struct sel_cut *c, uint64_t *restrict hist,
+    const uint32_t *restrict key, size_t n, int level)
+{
+	sel_count_simd(c, hist, key, n, level);
+}
+
+void
+sel_keep_strip(const struct sel_range *r, const uint32_t *restrict key,
+    size_t n, uint64_t *tie, uint8_t *restrict keep)
+{
+	sel_keep_strip_simd(r, key, n, tie, keep);
 }
