@@ -78,9 +78,11 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 	case OPT_SEED:
 		errno = 0;
 		o->seed = strtoull(arg, &end, 10);
-		if (errno != 0 || *end != '\0' || *arg == '-' || *arg == '\0') {
-			cli_usage_error("--random-seed: '%s' is not a "
-			    "non-negative integer", arg);
+		/* 2^53: the protocol's integers, so run and submit agree. */
+		if (errno != 0 || *end != '\0' || *arg == '-' || *arg == '\0' ||
+		    o->seed > (1ull << 53)) {
+			cli_usage_error("--random-seed: '%s' is not an integer "
+			    "from 0 to 2^53", arg);
 			return -1;
 		}
 		o->has_seed = true;
