@@ -64,15 +64,30 @@ model_read_json(const struct graph_model *m, const char *name, size_t max,
 		free(path);
 		return rc;
 	}
+	/* A UTF-8 byte order mark is dropped: the output's config.json is
+	 * this text patched, and Python's json module refuses a BOM. */
+	if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+		memmove(buf, buf + 3, len - 2);
+		len -= 3;
+	}
+	if (memchr(buf, '\0', len) != NULL) {
+		*out = NULL;
+		*cause = xasprintf("%s: contains a NUL byte", path);
+		goto fail;
+	}
 	*out = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
 	if (*out == NULL || !cJSON_IsObject(*out)) {
 		*cause = xasprintf("%s: not a valid JSON object (near byte "
 		    "%td)", path, end ? end - buf : (ptrdiff_t)0);
-		cJSON_Delete(*out);
-		*out = NULL;
-		free(buf);
-		free(path);
-		return -EINVAL;
+		goto fail;
+	}
+	/* Text after the object would be copied into the output's
+	 * config.json, which transformers could then not read. */
+	end += strspn(end, " \t\r\n");
+	if (end < buf + len) {
+		*cause = xasprintf("%s: data after the JSON object (at byte "
+		    "%td)", path, end - buf);
+		goto fail;
 	}
 	free(path);
 	if (text != NULL)
@@ -80,6 +95,12 @@ model_read_json(const struct graph_model *m, const char *name, size_t max,
 	else
 		free(buf);
 	return 0;
+fail:
+	cJSON_Delete(*out);
+	*out = NULL;
+	free(buf);
+	free(path);
+	return -EINVAL;
 }
 
 static int
@@ -178,6 +199,14 @@ model_load_index(struct graph_model *m, char **cause)
 			rc = -EINVAL;
 			goto out;
 		}
+		/* JSON allows a key twice; a tensor listed twice would be
+		 * planned, and written, twice. */
+		if (strmap_get(&m->index, e->string, NULL)) {
+			*cause = xasprintf("%s: tensor '%s' is listed twice",
+			    path, e->string);
+			rc = -EINVAL;
+			goto out;
+		}
 		if ((rc = model_add_file(m, e->valuestring, &f, cause)) != 0)
 			goto out;
 		for (i = 0; i < m->files[f]->nt; i++)
@@ -191,6 +220,8 @@ model_load_index(struct graph_model *m, char **cause)
 			goto out;
 		}
 		model_add_tensor(m, f, i);
+		strmap_put(&m->index, m->files[f]->t[i].name,
+		    m->ntensors - 1);
 	}
 out:
 	cJSON_Delete(idx);

@@ -53,12 +53,19 @@ tap_result(int pass, const char *file, int line, const char *fmt, ...)
 {
 	va_list ap;
 
+	char desc[512];
+	char *c;
+
 	tap_n++;
-	printf("%s %d - ", pass ? "ok" : "not ok", tap_n);
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vsnprintf(desc, sizeof desc, fmt, ap);
 	va_end(ap);
-	printf("\n");
+	/* A description quoting program output may hold line breaks; TAP
+	 * is line based, so they become spaces rather than stray lines. */
+	for (c = desc; *c != '\0'; c++)
+		if (*c == '\n' || *c == '\r')
+			*c = ' ';
+	printf("%s %d - %s\n", pass ? "ok" : "not ok", tap_n, desc);
 	if (!pass) {
 		tap_failed++;
 		printf("# %s:%d: failed\n", file, line);
@@ -74,12 +81,21 @@ static inline void
 tap_diag(const char *fmt, ...)
 {
 	va_list ap;
+	char text[4096];
+	const char *line = text;
+	const char *nl;
 
-	printf("# ");
 	va_start(ap, fmt);
-	vprintf(fmt, ap);
+	vsnprintf(text, sizeof text, fmt, ap);
 	va_end(ap);
-	printf("\n");
+	/* Every line of a diagnostic (program output often has several)
+	 * must start with "# " to stay a TAP comment. */
+	while ((nl = strchr(line, '\n')) != NULL) {
+		printf("# %.*s\n", (int)(nl - line), line);
+		line = nl + 1;
+	}
+	if (*line != '\0' || line == text)
+		printf("# %s\n", line);
 	fflush(stdout);
 }
 

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "graph-int.h"
 #include "tap.h"
 #include "testlib.h"
@@ -391,6 +393,69 @@ test_layout(void)
 	graph_diags_fini(&d);
 }
 
+/*
+ * config.json and the index as untrusted text (found by fuzz-model): what
+ * would be copied into the output's config.json must be one JSON object,
+ * and a tensor the index lists twice must not be planned twice.
+ */
+static void
+test_model_files(void)
+{
+	static const char *const cfg = "merge_method: passthrough\n"
+	    "models:\n  - model: odd\n";
+	struct graph_plan *p;
+	char path[1024], *m, *text, *dup;
+	const cJSON *shard;
+	cJSON *idx;
+
+	snprintf(path, sizeof path, "%s/odd/config.json", dir);
+	text = tl_read(path, NULL);
+	tl_write(path, "{\"architectures\": [\"LlamaForCausalLM\"]} {}");
+	expect_error("config.json with data after the object", cfg,
+	    "odd/config.json: data after the JSON object (at byte 40)");
+	tl_write(path, "{\"architectures\": [\"LlamaForCausalLM\"], "
+	    "\"x\": \"a\\u0000b\"}");
+	p = plan(cfg, &m, false);
+	ok(p != NULL, "an escaped NUL in a config.json string is fine (%s)",
+	    m);
+	graph_plan_free(p);
+	free(m);
+	snprintf(path, sizeof path, "%s/odd/config.json", dir);
+	{
+		char *bom = xasprintf("\xef\xbb\xbf%s", text);
+		tl_write(path, bom);
+		free(bom);
+	}
+	p = plan(cfg, &m, false);
+	ok(p != NULL && strncmp(p->models[p->donor].m->config_text, "{",
+	    1) == 0,
+	    "a byte order mark is accepted, and dropped from the text the "
+	    "output's config.json is made from");
+	graph_plan_free(p);
+	free(m);
+	tl_write(path, text);
+	free(text);
+
+	snprintf(path, sizeof path, "%s/sharded/model.safetensors.index.json",
+	    dir);
+	text = tl_read(path, NULL);
+	idx = cJSON_Parse(text);
+	shard = cJSON_GetObjectItem(cJSON_GetObjectItem(idx, "weight_map"),
+	    "model.norm.weight");
+	dup = xasprintf("{\"weight_map\": {\"model.norm.weight\": \"%s\", "
+	    "\"model.norm.weight\": \"%s\"}}", cJSON_GetStringValue(shard),
+	    cJSON_GetStringValue(shard));
+	tl_write(path, dup);
+	free(dup);
+	cJSON_Delete(idx);
+	expect_error("an index listing a tensor twice",
+	    "merge_method: passthrough\nmodels:\n  - model: sharded\n",
+	    "model.safetensors.index.json: tensor 'model.norm.weight' is "
+	    "listed twice");
+	tl_write(path, text);
+	free(text);
+}
+
 static void
 gen(const char *name, const char *args)
 {
@@ -420,5 +485,8 @@ main(int argc, char **argv)
 	test_families();
 	test_errors();
 	test_layout();
+	gen("odd", "--family llama --layers 2 --seed 7");
+	gen("sharded", "--family llama --layers 2 --seed 8 --shard-size 64K");
+	test_model_files();
 	return tap_done();
 }
