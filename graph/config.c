@@ -576,8 +576,14 @@ cfg_modules(struct cfg_ctx *c, const struct ynode *n, struct graph_config *cfg)
 			cfg_err(c, n->kids[i], "module '%s': only single-module "
 			    "models are supported, whose module is 'default'",
 			    n->kids[i]->str);
-	if ((def = ynode_get(n, "default")) == NULL)
+	if ((def = ynode_get(n, "default")) == NULL) {
+		/* Absent, or "default:" with nothing after it (found by
+		 * fuzz-config: it planned a merge of no models). */
+		if (n->n == 2 && strcmp(n->kids[0]->str, "default") == 0)
+			cfg_err(c, n->kids[0], "module 'default' needs exactly "
+			    "one of 'slices' or 'models'");
 		return;
+	}
 	if (!cfg_keys(c, def, "module 'default'", keys, 3))
 		return;
 	cfg->modules = true;

@@ -47,8 +47,9 @@ graph_diag_vadd(struct graph_diags *d, enum graph_severity sev,
 	}
 	g = &d->v[d->n++];
 	g->sev = sev;
-	g->where = where != NULL ? xstrdup(where) : NULL;
-	g->msg = xvasprintf(fmt, ap);
+	g->where = where != NULL ? graph_text_printable(xstrdup(where)) :
+	    NULL;
+	g->msg = graph_text_printable(xvasprintf(fmt, ap));
 	if (sev == GRAPH_SEV_ERROR)
 		d->nerrors++;
 }

@@ -408,5 +408,6 @@ int graph_parse_size(const char *, bool, uint64_t *);
 char *graph_format_size(uint64_t);
 int graph_read_file(const char *, size_t, char **, size_t *);
 int graph_read_fd(int, size_t, char **, size_t *);
+char *graph_text_printable(char *);
 
 #endif /* GRAPH_H */

@@ -50,7 +50,7 @@ model_read_json(const struct graph_model *m, const char *name, size_t max,
 {
 	char *buf = NULL, *path = model_path(m, name), *why = NULL;
 	const char *end = NULL;
-	size_t len;
+	size_t len, i;
 	int rc;
 
 	rc = graph_read_beneath(m->where.rootfd, path, max, m->cred, &buf,
@@ -70,10 +70,17 @@ model_read_json(const struct graph_model *m, const char *name, size_t max,
 		memmove(buf, buf + 3, len - 2);
 		len -= 3;
 	}
-	if (memchr(buf, '\0', len) != NULL) {
-		*out = NULL;
-		*cause = xasprintf("%s: contains a NUL byte", path);
-		goto fail;
+	/* cJSON takes any control byte for white space, and inside strings;
+	 * JSON (and Python's json module) allows neither. */
+	for (i = 0; i < len; i++) {
+		if ((unsigned char)buf[i] < 0x20 && buf[i] != '\t' &&
+		    buf[i] != '\n' && buf[i] != '\r') {
+			*out = NULL;
+			*cause = xasprintf("%s: control byte 0x%02x at byte %zu "
+			    "is not valid JSON", path, (unsigned char)buf[i],
+			    i);
+			goto fail;
+		}
 	}
 	*out = cJSON_ParseWithLengthOpts(buf, len, &end, 0);
 	if (*out == NULL || !cJSON_IsObject(*out)) {
@@ -315,6 +322,7 @@ graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
 	*out = m;
 	return 0;
 fail:
+	*cause = graph_text_printable(*cause);
 	graph_model_close(m);
 	return rc;
 }

@@ -283,6 +283,8 @@ out:
 			free(t[i].name);
 		free(t);
 	}
+	if (rc != 0)
+		*cause = graph_text_printable(*cause);
 	cJSON_Delete(root);
 	return rc;
 }

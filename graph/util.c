@@ -175,3 +175,39 @@ graph_env_from_process(struct graph_env *env)
 	env->home = getenv("HOME");
 }
 
+
+/*
+ * Messages quote names from files and configs that anyone may have
+ * written: a tensor name may hold a line break or a terminal escape.
+ * Takes s and returns it with every control byte written as \n, \t, \r
+ * or \xHH, so that a message is always one line and inert.  Bytes from
+ * 0x80 up are left alone (UTF-8; the protocol checks it).
+ */
+char *
+graph_text_printable(char *s)
+{
+	struct xbuf b = { 0 };
+	const unsigned char *p;
+
+	if (s == NULL)
+		return NULL;
+	for (p = (const unsigned char *)s; *p != '\0'; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			break;
+	if (*p == '\0')
+		return s;
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p == '\n')
+			xbuf_add(&b, "\\n", 2);
+		else if (*p == '\t')
+			xbuf_add(&b, "\\t", 2);
+		else if (*p == '\r')
+			xbuf_add(&b, "\\r", 2);
+		else if (*p < 0x20 || *p == 0x7f)
+			xbuf_printf(&b, "\\x%02x", *p);
+		else
+			xbuf_add(&b, p, 1);
+	}
+	free(s);
+	return xbuf_take(&b);
+}

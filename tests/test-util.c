@@ -423,6 +423,21 @@ test_suggest(void)
 	ok(graph_suggest(longw, keys, 6) == NULL, "a very long word is safe");
 }
 
+static void
+test_printable(void)
+{
+	char *s;
+
+	s = graph_text_printable(xstrdup("plain \xc3\xa9 text"));
+	ok_str_eq(s, "plain \xc3\xa9 text", "printable text is unchanged");
+	free(s);
+	s = graph_text_printable(xstrdup("a\nb\tc\rd\x1b[31me\x7f"));
+	ok_str_eq(s, "a\\nb\\tc\\rd\\x1b[31me\\x7f",
+	    "line breaks and escapes are written out, one line, inert");
+	free(s);
+	ok(graph_text_printable(NULL) == NULL, "NULL stays NULL");
+}
+
 int
 main(void)
 {
@@ -435,5 +450,6 @@ main(void)
 	test_json_patch_donor();
 	test_json_patch_edges();
 	test_suggest();
+	test_printable();
 	return tap_done();
 }

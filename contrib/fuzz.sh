@@ -1,0 +1,57 @@
+#!/bin/sh
+# SPDX-License-Identifier: MIT
+# Runs every fuzz target (tests/fuzz-*.c) under libFuzzer with
+# AddressSanitizer + UndefinedBehaviorSanitizer, SECONDS seconds each
+# (default 30), one after another, and prints per target the executions,
+# the corpus size and whether it found anything.  Needs clang and
+# Debian's libclang-rt-14-dev (contrib/deps.sh --fuzz installs them).
+#
+#   contrib/fuzz.sh [SECONDS] [TARGET...]
+#
+# The working corpus grows in build-fuzz/corpus/NAME, seeded from
+# tests/corpus/NAME; crashes land in build-fuzz/crash/NAME/.  A crash is
+# a failure: minimize it (libFuzzer -minimize_crash=1), add it to
+# tests/corpus/NAME so the fuzz suite replays it forever, and fix it.
+# Ends with one "N passed, N failed" line; exits 1 when a target failed.
+set -eu
+cd "$(dirname "$0")/.."
+
+secs=${1:-30}
+[ $# -gt 0 ] && shift
+targets=${*:-"frame msg safetensors model config"}
+
+if [ ! -d build-fuzz ]; then
+	CC=clang meson setup build-fuzz --wrap-mode=nodownload -Dfuzzer=true \
+	    -Db_sanitize=address,undefined -Db_lundef=false \
+	    -Dbuildtype=debugoptimized >/dev/null
+fi
+ninja -C build-fuzz >/dev/null
+
+passed=0
+failed=0
+for t in $targets; do
+	corpus=build-fuzz/corpus/$t
+	crash=build-fuzz/crash/$t
+	log=build-fuzz/fuzz-$t.log
+	mkdir -p "$corpus" "$crash"
+	cp -n tests/corpus/"$t"/* "$corpus"/ 2>/dev/null || true
+	# -rss_limit_mb: the targets are small; a leak or a blowup shows.
+	# -timeout: a single input running past 10 s is a hang.
+	if ASAN_OPTIONS="detect_leaks=1:allocator_may_return_null=1" \
+	    UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1" \
+	    build-fuzz/tests/fuzz-"$t" "$corpus" -max_total_time="$secs" \
+	    -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
+	    -artifact_prefix="$crash/" -print_final_stats=1 >"$log" 2>&1
+	then
+		result=ok
+		passed=$((passed + 1))
+	else
+		result="FAILED (see $log, $crash/)"
+		failed=$((failed + 1))
+	fi
+	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+	printf "fuzz-%-12s %6ss %10s execs %6s inputs  %s\n" "$t" "$secs" \
+	    "${execs:-?}" "$(find "$corpus" -type f | wc -l)" "$result"
+done
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
