@@ -6,6 +6,11 @@ set -eu
 
 pkgs="gcc libc6-dev pkg-config meson ninja-build libuv1-dev libyaml-dev
 libcjson-dev libopenblas-dev libsqlite3-dev"
+# --test: also what the whole test suite uses (contrib/test.sh): clang
+# and its libFuzzer runtime for the fuzz runs, valgrind for memcheck.
+if [ "${1:-}" = "--test" ]; then
+	pkgs="$pkgs clang libclang-rt-14-dev valgrind util-linux"
+fi
 
 missing=""
 for p in $pkgs; do

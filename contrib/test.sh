@@ -1,13 +1,17 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # Quick start, part 2: install what is missing, build, and run the whole
-# test suite in a normal build and under AddressSanitizer +
-# UndefinedBehaviorSanitizer, and the daemon and executor (integration)
-# tests under ThreadSanitizer.  Ends with one "N passed, N failed" line.
+# test matrix (docs/reliability.md says what each part covers):
+#   1. normal build, every suite;
+#   2. AddressSanitizer + UndefinedBehaviorSanitizer build, every suite;
+#   3. ThreadSanitizer build, the daemon and executor (integration) tests;
+#   4. valgrind memcheck over the unit and fuzz-replay suites;
+#   5. every fuzz target under libFuzzer for FUZZ_SECONDS (default 20) s.
+# Ends with one "N passed, N failed" line; exits 1 if anything failed.
 set -eu
 cd "$(dirname "$0")/.."
 
-contrib/deps.sh
+contrib/deps.sh --test
 
 # run_suite DIR "MESON TEST ARGS" [MESON SETUP ARGS...]
 run_suite() {
@@ -27,12 +31,19 @@ run_suite build-asan "" -Db_sanitize=address,undefined -Dbuildtype=debug \
 TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" \
     run_suite build-tsan "--suite integration" -Db_sanitize=thread \
     -Dbuildtype=debug -Doptimization=1
+# Memcheck sees what the sanitizers' own allocators can hide (reads of
+# uninitialised heap memory).  Its results go to a log of their own.
+meson test -C build --print-errorlogs --num-processes 2 --suite unit \
+    --suite fuzz --logbase valgrind --timeout-multiplier 4 \
+    --wrapper "valgrind -q --error-exitcode=1 --leak-check=full \
+--errors-for-leak-kinds=definite,indirect --track-origins=yes" || true
+contrib/fuzz.sh "${FUZZ_SECONDS:-20}" | tee build/fuzz-summary.txt || true
 
-# One line any reader of the log can find: counts from both runs.
+# One line any reader of the log can find: counts from every run.
 passed=0
 failed=0
 for log in build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
-    build-tsan/meson-logs/testlog.json
+    build-tsan/meson-logs/testlog.json build/meson-logs/valgrind.json
 do
 	p=$(grep -c '"result": "OK"' "$log" || true)
 	s=$(grep -c '"result": "SKIP"' "$log" || true)
@@ -40,5 +51,15 @@ do
 	passed=$((passed + p + s))
 	failed=$((failed + t - p - s))
 done
+# fuzz.sh ends with its own "N passed, N failed"; no line is a failure.
+fuzz=$(tail -n 1 build/fuzz-summary.txt)
+case $fuzz in
+*" passed, "*" failed")
+	passed=$((passed + ${fuzz%% passed*}))
+	f=${fuzz#*passed, }
+	failed=$((failed + ${f%% failed}))
+	;;
+*)	failed=$((failed + 1)) ;;
+esac
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -113,19 +113,31 @@ work_write(struct unit *u)
 		    u->e0 * es, &u->task.err);
 }
 
+/* Every input file is as planned (size, inode, modification time). */
+static int
+inputs_unchanged(const struct graph_plan *p, char **cause)
+{
+	size_t i, k;
+	int rc;
+
+	for (i = 0; i < p->nmodels; i++)
+		for (k = 0; k < p->models[i].m->nfiles; k++)
+			if ((rc = graph_st_check_unchanged(
+			    p->models[i].m->files[k], cause)) != 0)
+				return rc;
+	return 0;
+}
+
 static void
 work_setup(struct graph_job *job)
 {
 	const struct graph_plan *p = job->plan;
 	struct task *t = &job->jtask;
 	struct stat st;
-	size_t i, k;
+	size_t i;
 
-	for (i = 0; i < p->nmodels; i++)
-		for (k = 0; k < p->models[i].m->nfiles; k++)
-			if ((t->rc = graph_st_check_unchanged(
-			    p->models[i].m->files[k], &t->err)) != 0)
-				return;
+	if ((t->rc = inputs_unchanged(p, &t->err)) != 0)
+		return;
 	if ((t->rc = writer_stage_open(job->out_dirfd, job->staging,
 	    job->cred, &job->stage_fd, &t->err)) != 0)
 		return;
@@ -163,6 +175,10 @@ work_finish(struct graph_job *job)
 {
 	struct task *t = &job->jtask;
 
+	/* An input rewritten in place while it was read would leave a
+	 * mixture of old and new weights; nothing is published then. */
+	if ((t->rc = inputs_unchanged(job->plan, &t->err)) != 0)
+		return;
 	if ((t->rc = writer_finish(job->plan, job->stage_fd, job->cred,
 	    job->out_name, &t->err)) != 0)
 		return;

@@ -572,10 +572,19 @@ exec_pump(struct graph_exec *ex)
 			uv_queue_work(ex->loop, &t->work, exec_work, exec_after);
 		}
 		/* Keep one unit queued beyond the threads, to overlap. */
-		if (ex->ready_head != NULL || !exec_admit(ex))
+		if (ex->ready_head != NULL)
 			break;
-		/* Admission may have failed a job that has nothing in
-		 * flight, which then ends only if somebody looks. */
+		/* Admission may fail a job that has nothing in flight, or
+		 * complete tensors without a task (a resumed job whose
+		 * shards are all on disk, killed while finishing): such a
+		 * job ends only if somebody looks, and its next task must
+		 * then be dispatched too. */
+		if (!exec_admit(ex)) {
+			exec_check_jobs(ex);
+			if (ex->ready_head == NULL)
+				break;
+			continue;
+		}
 		exec_check_jobs(ex);
 	}
 	ex->pumping = false;

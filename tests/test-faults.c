@@ -1,0 +1,605 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-faults.c: the daemon under faults.  A real merged, real socket,
+ * real store, real generated models; faults are made with a small tmpfs
+ * (when mounting is allowed), with an LD_PRELOAD library that fails or
+ * kills at a chosen file write (faultshim.c), with kill -9, and by
+ * changing input files under a queued or running job.
+ *
+ *   - disk full while shards are written (ENOSPC from write, from fsync,
+ *     and from a real full filesystem): the job fails naming the error,
+ *     its staging directory is removed, an existing destination is left
+ *     as it was, and the daemon goes on serving;
+ *   - kill -9 at 20 points drawn at random among the daemon's writes to
+ *     its store and to the job's shards: after each, the store passes
+ *     PRAGMA integrity_check, no accepted job is lost, and resuming gives
+ *     output byte-identical to an uninterrupted run;
+ *   - an input truncated while its job is queued, truncated while it
+ *     runs, or rewritten in place while it runs: that job fails clearly,
+ *     another job running at the same time is not disturbed;
+ *   - a state directory that cannot be written, or a full one: merged
+ *     refuses to start, saying why;
+ *   - clients that go away mid-submit and mid-line.
+ *
+ * The random kill points come from a seed printed in the output; set
+ * FAULT_SEED to replay a run.
+ */
+#define _GNU_SOURCE
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "testd.h"
+#include "testlib.h"
+
+#define NOBODY 65534
+#define KILLS 20
+
+static const char *dir;
+static const char *shim;	/* path of faultshim.so */
+
+static char *
+fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+static char *
+fmt(const char *f, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, f);
+	if (vasprintf(&s, f, ap) < 0)
+		abort();
+	va_end(ap);
+	return s;
+}
+
+/* The environment that loads the shim into merged, with its settings. */
+static char *
+shim_env(const char *f, ...) __attribute__((format(printf, 1, 2)));
+
+static char *
+shim_env(const char *f, ...)
+{
+	va_list ap;
+	char *more, *s;
+
+	va_start(ap, f);
+	if (vasprintf(&more, f, ap) < 0)
+		abort();
+	va_end(ap);
+	/* ASan wants its runtime first in the library list; the shim only
+	 * wraps libc calls and does not mind coming before it. */
+	s = fmt("LD_PRELOAD=%s ASAN_OPTIONS=${ASAN_OPTIONS:-}:"
+	    "verify_asan_link_order=0 %s", shim, more);
+	free(more);
+	return s;
+}
+
+static bool
+out_same(const char *ref, const char *out)
+{
+	char *o = NULL;
+	int rc = tl_runf(&o, "cd %s && test -d %s && for f in %s/*.safetensors "
+	    "%s/*.json; do cmp $f %s/$(basename $f) || exit 1; done 2>&1", dir,
+	    out, ref, ref, out);
+
+	free(o);
+	return rc == 0;
+}
+
+/* The job's error text, or "". */
+static char *
+job_error(int id)
+{
+	return td_job_field(id, "error");
+}
+
+/* Watches a job to its end; returns mergectl's exit status. */
+static int
+watch(int id)
+{
+	char *o = NULL;
+	int rc = td_ctl(&o, "watch %d --quiet", id);
+
+	free(o);
+	return rc;
+}
+
+/* A destination that exists, to check a failed --force leaves it. */
+static void
+make_dest(const char *rel)
+{
+	char *o = NULL;
+
+	tl_runf(&o, "mkdir -p %s/%s && echo old >%s/%s/keep", dir, rel, dir,
+	    rel);
+	free(o);
+}
+
+static bool
+dest_untouched(const char *rel)
+{
+	char *o = NULL;
+	int rc = tl_runf(&o, "cd %s/%s && test \"$(cat keep)\" = old && "
+	    "test \"$(ls -A)\" = keep", dir, rel);
+
+	free(o);
+	return rc == 0;
+}
+
+static bool
+staging_in(const char *sub)
+{
+	char *o = NULL;
+	int rc = tl_runf(&o, "ls -a %s/%s | grep -q merging", dir, sub);
+
+	free(o);
+	return rc == 0;
+}
+
+/* The daemon serves: a small merge submitted now completes. */
+static bool
+serves(const char *out)
+{
+	int id = td_submit("small.yml -o %s", out);
+
+	return id != 0 && watch(id) == 0;
+}
+
+static void
+test_enospc(void)
+{
+	char *env, *e;
+	pid_t pid;
+	int id;
+
+	/* A write past 3 MB of shard data fails: mid-shard, after the
+	 * space was reserved, as on a filesystem that overcommits. */
+	make_dest("full/out");
+	env = shim_env("FAULT_PATH=%s/full/ FAULT_ENOSPC_AFTER="
+	    "3000000", dir);
+	pid = td_start("--memory 64M", env);
+	free(env);
+	id = td_submit("mid.yml -o full/out --force --out-shard-size 4M");
+	ok(id != 0 && watch(id) != 0, "ENOSPC on write: the job fails");
+	e = job_error(id);
+	ok_str_has(e, "No space left on device", "ENOSPC on write: the "
+	    "error says so");
+	free(e);
+	ok(!staging_in("full"), "ENOSPC on write: no staging directory is "
+	    "left");
+	ok(dest_untouched("full/out"), "ENOSPC on write: the existing "
+	    "destination is as it was");
+	ok(serves("after-enospc"), "ENOSPC on write: the daemon goes on "
+	    "serving");
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "ENOSPC on write: merged exits "
+	    "cleanly");
+
+	/* fsync is where a full disk shows on some filesystems. */
+	env = shim_env("FAULT_PATH=%s/full/ FAULT_FSYNC_ERRNO=%d",
+	    dir, ENOSPC);
+	pid = td_start("--memory 64M", env);
+	free(env);
+	id = td_submit("mid.yml -o full/out --force --out-shard-size 4M");
+	ok(id != 0 && watch(id) != 0, "ENOSPC on fsync: the job fails");
+	e = job_error(id);
+	ok_str_has(e, "fsync: No space left on device", "ENOSPC on fsync: "
+	    "the error says so");
+	free(e);
+	ok(!staging_in("full") && dest_untouched("full/out"), "ENOSPC on "
+	    "fsync: no staging left, the destination as it was");
+	ok(serves("after-fsync"), "ENOSPC on fsync: the daemon goes on "
+	    "serving");
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "ENOSPC on fsync: merged exits "
+	    "cleanly");
+}
+
+/* A real full filesystem: a 2 MB tmpfs, when this process may mount. */
+static void
+test_tmpfs_full(void)
+{
+	char path[1024], *e;
+	pid_t pid;
+	int id;
+
+	snprintf(path, sizeof path, "%s/small", dir);
+	mkdir(path, 0755);
+	if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=2m") !=
+	    0) {
+		tap_diag("cannot mount a tmpfs (%s): the real disk-full case "
+		    "is skipped", strerror(errno));
+		ok(1, "# SKIP disk full on a real filesystem: cannot mount");
+		return;
+	}
+	pid = td_start("--memory 64M", NULL);
+	id = td_submit("mid.yml -o small/out");
+	ok(id != 0 && watch(id) != 0, "a full tmpfs: the job fails");
+	e = job_error(id);
+	ok_str_has(e, "No space left on device", "a full tmpfs: the error "
+	    "says so");
+	free(e);
+	ok(!staging_in("small"), "a full tmpfs: no staging directory is "
+	    "left");
+	ok(serves("after-tmpfs"), "a full tmpfs: the daemon goes on serving");
+	td_stop(pid, SIGTERM);
+	umount2(path, MNT_DETACH);
+}
+
+/* How many watched calls a whole job makes, counted by the shim. */
+static unsigned long
+count_calls(const char *watch_paths)
+{
+	char cf[1024], *env, *t;
+	unsigned long n = 0;
+	pid_t pid;
+	int id;
+
+	snprintf(cf, sizeof cf, "%s/calls", dir);
+	env = shim_env("FAULT_PATH=%s FAULT_COUNT_FILE=%s", watch_paths, cf);
+	pid = td_start("--memory 24M --threads 1", env);
+	free(env);
+	id = td_submit("mid.yml -o k-count --random-seed 5 --out-shard-size "
+	    "8M");
+	if (id != 0)
+		watch(id);
+	td_stop(pid, SIGTERM);
+	if ((t = tl_read(cf, NULL)) != NULL)
+		n = strtoul(t, NULL, 10);
+	free(t);
+	return n;
+}
+
+/* What the kills did, summed over all of them. */
+struct kills {
+	int runs, died, in_store, in_shards, before_reply;
+	int unsound, lost, differ;
+	int next_id;		/* the id the next accepted job gets */
+};
+
+/*
+ * One job under a daemon that the shim kills (settings: the FAULT_*
+ * variables that choose the point), then a restart without the shim:
+ * the store must be sound, the job there if it was accepted, and it must
+ * resume (or have finished) with the reference's bytes.
+ */
+static void
+kill_once(struct kills *k, const char *what, const char *settings)
+{
+	char out[64], note[1024], *env, *o = NULL, *t, *s;
+	int id, jid;
+	pid_t pid;
+
+	snprintf(out, sizeof out, "k-%d", k->runs++);
+	snprintf(note, sizeof note, "%s/kill-note", dir);
+	unlink(note);
+	env = shim_env("FAULT_PATH=%s/merged.db:%s/.k- FAULT_NOTE_FILE=%s %s",
+	    td_state, dir, note, settings);
+	pid = td_start("--memory 24M --threads 1", env);
+	free(env);
+	id = td_submit("mid.yml -o %s --random-seed 5 --out-shard-size 8M",
+	    out);
+	k->before_reply += id == 0;
+	/* It dies at its point, or finishes if it never gets there. */
+	if (id != 0)
+		watch(id);
+	/* Reaped either way; the shim's note says whether it hit its point
+	 * (the socket closes before the dying process can be waited for). */
+	td_stop(pid, SIGKILL);
+	if ((t = tl_read(note, NULL)) != NULL) {
+		k->died++;
+		k->in_store += strstr(t, "merged.db") != NULL;
+		k->in_shards += strstr(t, ".safetensors") != NULL;
+		free(t);
+	}
+	if (!td_store_ok()) {
+		k->unsound++;
+		tap_diag("kill %s: the store is damaged", what);
+	}
+	pid = td_start("--memory 64M", NULL);
+	/* Without a reply the job may still have been recorded. */
+	jid = id != 0 ? id : k->next_id;
+	s = td_job_field(jid, "state");
+	if (id != 0 && *s == '\0') {
+		k->lost++;
+		tap_diag("kill %s: job %d was accepted and is gone", what, id);
+	}
+	if (*s != '\0') {
+		if (strcmp(s, "interrupted") == 0 && td_ctl(&o,
+		    "resume %d --quiet", jid) != 0)
+			tap_diag("resume %d: %s", jid, o);
+		free(o);
+		if (watch(jid) != 0 || !out_same("k-ref", out)) {
+			k->differ++;
+			tap_diag("kill %s (job %d, %s after restart): output "
+			    "differs or is missing", what, jid, s);
+		}
+		k->next_id = jid + 1;
+	}
+	free(s);
+	td_stop(pid, SIGTERM);
+}
+
+/*
+ * kill -9 at chosen points (while the job finishes, inside a store
+ * commit, between shard writes) and at KILLS points drawn among all the
+ * daemon's writes to its store and to the job's shards; all in one store.
+ */
+static void
+test_kills(void)
+{
+	struct kills k = { 0 };
+	char paths[2048], what[64], set[128], *t;
+	unsigned long total, point;
+	unsigned seed;
+	pid_t pid;
+	int i;
+
+	t = getenv("FAULT_SEED");
+	seed = t != NULL ? (unsigned)strtoul(t, NULL, 10) :
+	    (unsigned)time(NULL);
+	srand(seed);
+	tap_diag("kill points drawn with FAULT_SEED=%u", seed);
+	snprintf(paths, sizeof paths, "%s/merged.db:%s/.k-", td_state, dir);
+	total = count_calls(paths);
+	ok(total > 20, "kill -9: a job makes %lu writes and syncs to choose "
+	    "from", total);
+	pid = td_start("--memory 64M", NULL);
+	k.next_id = td_submit("small.yml -o k-probe") + 1;
+	td_stop(pid, SIGTERM);
+
+	kill_once(&k, "while finishing", "FAULT_KILL_NAME=config.json");
+	ok(k.died == 1 && k.differ == 0 && k.lost == 0, "kill -9 while the "
+	    "job writes config.json after its last shard: resumed, it "
+	    "completes with the same bytes");
+	kill_once(&k, "in a commit", "FAULT_KILL_NAME=merged.db-wal "
+	    "FAULT_KILL_AT=3");
+	ok(k.died == 2 && k.unsound == 0 && k.differ == 0 && k.lost == 0,
+	    "kill -9 inside a store commit: the store is sound, the job "
+	    "completes with the same bytes");
+	kill_once(&k, "between shards", "FAULT_KILL_NAME=model-00004");
+	ok(k.died == 3 && k.differ == 0 && k.lost == 0, "kill -9 as the "
+	    "fourth shard starts: resumed, it completes with the same bytes");
+	for (i = 0; i < KILLS && total > 0; i++) {
+		point = 1 + (unsigned long)rand() % total;
+		snprintf(what, sizeof what, "%d at call %lu", i, point);
+		snprintf(set, sizeof set, "FAULT_KILL_AT=%lu", point);
+		kill_once(&k, what, set);
+	}
+	tap_diag("kill -9: %d of %d runs died at their point (%d in a store "
+	    "file, %d in a shard, %d before submit was answered)", k.died,
+	    k.runs, k.in_store, k.in_shards, k.before_reply);
+	ok(k.died >= k.runs / 2, "kill -9: most runs died at their point "
+	    "(%d of %d)", k.died, k.runs);
+	ok_int_eq(k.unsound, 0, "kill -9: the store passes PRAGMA "
+	    "integrity_check after every kill");
+	ok_int_eq(k.lost, 0, "kill -9: no accepted job is lost");
+	ok_int_eq(k.differ, 0, "kill -9: every job resumes or reruns to "
+	    "output byte-identical to the uninterrupted run");
+}
+
+static void
+truncate_file(const char *rel, const char *how)
+{
+	char *o = NULL;
+
+	tl_runf(&o, "cd %s && %s %s 2>&1", dir, how, rel);
+	free(o);
+}
+
+static void
+test_inputs_change(void)
+{
+	char *e, *env, *o = NULL;
+	pid_t pid;
+	int busy, q, r, w, other;
+
+	tl_runf(&o, "cd %s && cp -r m1 qa && cp -r m1 ra && cp -r m1 wa", dir);
+	free(o);
+	pid = td_start("--max-running 1 --memory 24M --threads 1", NULL);
+	busy = td_submit("mid.yml -o c-busy --random-seed 5 "
+	    "--out-shard-size 8M");
+	q = td_submit("q.yml -o c-queued");
+	ok(busy && q && td_wait_state(q, "queued", 5000), "changed input: a "
+	    "job waits in the queue");
+	truncate_file("qa/model.safetensors", "truncate -s 100000");
+	ok(watch(q) != 0, "truncated while queued: the job fails");
+	e = job_error(q);
+	ok_str_has(e, "qa/model.safetensors", "truncated while queued: the "
+	    "error names the file");
+	free(e);
+	ok(watch(busy) == 0 && out_same("k-ref", "c-busy"), "the job running "
+	    "meanwhile is not disturbed");
+	td_stop(pid, SIGTERM);
+
+	/* Slow writes for the two jobs whose inputs change under them, so
+	 * that they are surely still running when that happens. */
+	env = shim_env("FAULT_PATH=%s/.c-running:%s/.c-rewritten "
+	    "FAULT_SLOW_US=20000", dir, dir);
+	pid = td_start("--max-running 2 --memory 48M --threads 2", env);
+	free(env);
+	r = td_submit("r.yml -o c-running --memory 8M");
+	other = td_submit("mid.yml -o c-other --random-seed 5 "
+	    "--out-shard-size 8M --memory 16M");
+	ok(r && other && td_wait_state(r, "running", 10000), "a job runs");
+	truncate_file("ra/model.safetensors", "truncate -s 5000000");
+	ok(watch(r) != 0, "truncated while running: the job fails");
+	e = job_error(r);
+	ok(strstr(e, "ra/model.safetensors") != NULL, "truncated while "
+	    "running: the error names the file (%s)", e);
+	free(e);
+	ok(watch(other) == 0 && out_same("k-ref", "c-other"), "the other "
+	    "running job is not disturbed");
+	ok(!staging_in(".") || !td_staging_left("c-running"), "no staging "
+	    "directory of the failed job is left");
+
+	w = td_submit("w.yml -o c-rewritten --memory 8M");
+	ok(w && td_wait_state(w, "running", 10000), "another job runs");
+	/* Same size, new bytes: only the modification time shows it. */
+	tl_runf(&o, "cd %s && dd if=/dev/urandom bs=4096 count=16 seek=64 "
+	    "conv=notrunc of=wa/model.safetensors 2>&1", dir);
+	free(o);
+	ok(watch(w) != 0, "rewritten in place while running: the job fails "
+	    "rather than publish a mixture");
+	e = job_error(w);
+	ok_str_has(e, "changed on disk", "rewritten in place: the error says "
+	    "the input changed");
+	free(e);
+	ok(!td_staging_left("c-rewritten"), "and its staging directory is "
+	    "removed");
+	ok(serves("after-changes"), "the daemon goes on serving");
+	td_stop(pid, SIGTERM);
+}
+
+/* merged refuses to start on a state directory it cannot use. */
+static void
+test_bad_state_dir(void)
+{
+	char *o = NULL, path[1024];
+	int rc;
+
+	if (geteuid() != 0) {
+		ok(1, "# SKIP state directory checks: need root for nobody "
+		    "and mount");
+		return;
+	}
+	tl_runf(&o, "cd %s && mkdir -p ro-state nb-run && chown %d nb-run",
+	    dir, NOBODY);
+	free(o);
+	rc = tl_runf(&o, "cd %s && timeout 20 setpriv --reuid=%d --regid=%d "
+	    "--clear-groups %s --socket nb-run/s --state-dir ro-state 2>&1",
+	    dir, NOBODY, NOBODY, tl_merged);
+	ok(rc == 1, "a state directory merged may not write: it refuses to "
+	    "start (exit %d)", rc);
+	ok_str_has(o, "ro-state", "naming the directory");
+	free(o);
+
+	snprintf(path, sizeof path, "%s/full-state", dir);
+	mkdir(path, 0755);
+	if (mount("tmpfs", path, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k") !=
+	    0) {
+		ok(1, "# SKIP a full state directory: cannot mount a tmpfs");
+		return;
+	}
+	tl_runf(&o, "dd if=/dev/zero of=%s/fill bs=4k count=100 2>&1", path);
+	free(o);
+	rc = tl_runf(&o, "cd %s && timeout 20 %s --socket nb-run/f "
+	    "--state-dir full-state 2>&1", dir, tl_merged);
+	ok(rc == 1, "a full state directory: merged refuses to start (exit "
+	    "%d)", rc);
+	ok_str_has(o, "full", "saying the disk is full");
+	free(o);
+	umount2(path, MNT_DETACH);
+}
+
+/* Clients that vanish mid-line and mid-submit leave nothing behind. */
+static void
+test_vanishing_clients(void)
+{
+	static const char hello[] = "{\"v\":1,\"id\":1,\"op\":\"hello\"}\n";
+	char *got, line[512];
+	int fd, before, after, i;
+	pid_t pid;
+
+	pid = td_start("--memory 64M", NULL);
+	td_sleep_ms(100);
+	before = td_fd_count(pid);
+	for (i = 0; i < 20; i++) {
+		if ((fd = td_raw_connect()) < 0)
+			continue;
+		if (write(fd, hello, sizeof hello - 1) < 0)
+			tap_diag("write: %s", strerror(errno));
+		/* Half a request, then gone. */
+		snprintf(line, sizeof line, "{\"v\":1,\"id\":2,\"op\":\"sub");
+		if (write(fd, line, strlen(line)) < 0)
+			tap_diag("write: %s", strerror(errno));
+		close(fd);
+	}
+	for (i = 0; i < 20; i++) {
+		/* A whole submit with no descriptors, gone before the reply. */
+		if ((fd = td_raw_connect()) < 0)
+			continue;
+		snprintf(line, sizeof line, "%s{\"v\":1,\"id\":2,\"op\":"
+		    "\"submit\",\"config\":\"merge_method: linear\","
+		    "\"out\":\"x\"}\n", hello);
+		if (write(fd, line, strlen(line)) < 0)
+			tap_diag("write: %s", strerror(errno));
+		close(fd);
+	}
+	td_sleep_ms(300);
+	after = td_fd_count(pid);
+	ok(before > 0 && after == before, "40 clients gone mid-line and "
+	    "mid-submit: the daemon holds as many descriptors as before "
+	    "(%d, %d)", before, after);
+	fd = td_raw_connect();
+	if (fd >= 0 && write(fd, hello, sizeof hello - 1) < 0)
+		tap_diag("write: %s", strerror(errno));
+	shutdown(fd, SHUT_WR);
+	got = td_raw_read_all(fd, 5);
+	ok_str_has(got, "\"ok\":true", "and answers the next client");
+	free(got);
+	close(fd);
+	ok(serves("after-vanish"), "and merges");
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "and stops cleanly");
+}
+
+static void
+setup(void)
+{
+	tl_gen_at(dir, "s1", "--family llama --seed 1");
+	tl_gen_at(dir, "s2", "--family llama --seed 2 --finetune-of 1 "
+	    "--delta 0.01");
+	tl_gen_at(dir, "m1", "--family llama --hidden 512 --intermediate 1408 "
+	    "--layers 8 --vocab 4096 --heads 8 --kv-heads 4 --seed 5");
+	tl_gen_at(dir, "m2", "--family llama --hidden 512 --intermediate 1408 "
+	    "--layers 8 --vocab 4096 --heads 8 --kv-heads 4 --seed 6 "
+	    "--finetune-of 5 --delta 0.01");
+	tl_write_at(dir, "small.yml", "merge_method: linear\nmodels:\n"
+	    "  - model: ./s1\n    parameters: {weight: 0.5}\n"
+	    "  - model: ./s2\n    parameters: {weight: 0.5}\n");
+	tl_write_at(dir, "mid.yml", "merge_method: dare_ties\n"
+	    "base_model: ./m1\nmodels:\n"
+	    "  - model: ./m2\n    parameters: {weight: 0.7, density: 0.5}\n");
+	tl_write_at(dir, "q.yml", "merge_method: slerp\nbase_model: ./qa\n"
+	    "models:\n  - model: ./qa\n  - model: ./m2\nparameters: {t: 0.5}\n");
+	tl_write_at(dir, "r.yml", "merge_method: slerp\nbase_model: ./ra\n"
+	    "models:\n  - model: ./ra\n  - model: ./m2\nparameters: {t: 0.5}\n");
+	ok_int_eq(tl_runf(NULL, "cd %s && %s run mid.yml k-ref --quiet "
+	    "--random-seed 5 --out-shard-size 8M 2>&1", dir, tl_mergectl), 0,
+	    "the reference merge, uninterrupted");
+	tl_write_at(dir, "w.yml", "merge_method: slerp\nbase_model: ./wa\n"
+	    "models:\n  - model: ./wa\n  - model: ./m2\nparameters: {t: 0.5}\n");
+}
+
+int
+main(int argc, char **argv)
+{
+	tl_init(argc, argv);
+	if (argc < 7) {
+		fprintf(stderr, "usage: test-faults GENMODEL MERGECTL MERGED "
+		    "GOLDEN EXAMPLES FAULTSHIM\n");
+		return 99;
+	}
+	shim = argv[6];
+	tap_plan_lazy();
+	dir = tl_tmpdir("faults");
+	td_init(dir);
+	setup();
+	test_enospc();
+	test_tmpfs_full();
+	test_inputs_change();
+	test_kills();
+	test_bad_state_dir();
+	test_vanishing_clients();
+	return tap_done();
+}
