@@ -34,7 +34,7 @@ TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" \
 # Memcheck sees what the sanitizers' own allocators can hide (reads of
 # uninitialised heap memory).  Its results go to a log of their own.
 meson test -C build --print-errorlogs --num-processes 2 --suite unit \
-    --suite fuzz --logbase valgrind --timeout-multiplier 4 \
+    --suite fuzz --logbase memcheck --timeout-multiplier 4 \
     --wrapper "valgrind -q --error-exitcode=1 --leak-check=full \
 --errors-for-leak-kinds=definite,indirect --track-origins=yes" || true
 contrib/fuzz.sh "${FUZZ_SECONDS:-20}" | tee build/fuzz-summary.txt || true
@@ -43,8 +43,14 @@ contrib/fuzz.sh "${FUZZ_SECONDS:-20}" | tee build/fuzz-summary.txt || true
 passed=0
 failed=0
 for log in build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
-    build-tsan/meson-logs/testlog.json build/meson-logs/valgrind.json
+    build-tsan/meson-logs/testlog.json build/meson-logs/memcheck*.json
 do
+	# A run that left no log did not run: a failure, not zero tests.
+	if [ ! -f "$log" ]; then
+		echo "no test log $log" >&2
+		failed=$((failed + 1))
+		continue
+	fi
 	p=$(grep -c '"result": "OK"' "$log" || true)
 	s=$(grep -c '"result": "SKIP"' "$log" || true)
 	t=$(grep -c '"result"' "$log" || true)

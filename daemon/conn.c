@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -214,6 +215,32 @@ conn_watching(const struct conn *c)
 }
 
 /* Sends what the socket takes now; false if the connection died. */
+/*
+ * A watcher may half-close (shutdown its writing side) and go on reading
+ * events, so end of input does not end a watching connection, and its
+ * reading stops.  A client that went away entirely would then be noticed
+ * only at the next event, which a slow job may not send for minutes.  A
+ * peer that closed both ways shows as POLLHUP: looked for once a second
+ * (daemon.c), on just these connections.
+ */
+void
+conn_reap_vanished(struct daemon *d)
+{
+	struct conn *c, *next;
+	struct pollfd p;
+
+	for (c = d->conns; c != NULL; c = next) {
+		next = c->next;
+		if (!c->eof || c->closing)
+			continue;
+		p.fd = c->fd;
+		p.events = 0;
+		p.revents = 0;
+		if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+			conn_close(c);
+	}
+}
+
 static bool
 conn_flush(struct conn *c)
 {

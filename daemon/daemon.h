@@ -165,6 +165,7 @@ struct daemon {
 	int lock_fd;
 	uv_timer_t accept_timer;	/* EMFILE back-off */
 	uv_timer_t tick;		/* progress persistence, drain limit */
+	uv_timer_t hup_check;		/* vanished half-closed watchers */
 	uv_signal_t sigint;
 	uv_signal_t sigterm;
 	uv_signal_t sighup;
@@ -208,6 +209,7 @@ void conn_send(struct conn *, struct cJSON *);
 void conn_close(struct conn *);
 int conn_take_fds(struct conn *, size_t, int *);
 size_t conn_count_uid(const struct daemon *, uint32_t);
+void conn_reap_vanished(struct daemon *);
 
 /* peer.c */
 int peer_read(int, struct peer *);

@@ -212,7 +212,14 @@ daemon_maybe_finish(struct daemon *d)
 		conn_close(c);
 	}
 	uv_timer_stop(&d->tick);
+	uv_timer_stop(&d->hup_check);
 	uv_walk(&d->loop, close_any, NULL);
+}
+
+static void
+daemon_hup_check(uv_timer_t *t)
+{
+	conn_reap_vanished(t->data);
 }
 
 static void
@@ -363,6 +370,9 @@ main(int argc, char **argv)
 		fatalx("refusing to start: %s", cause);
 	uv_timer_init(&d.loop, &d.tick);
 	d.tick.data = &d;
+	uv_timer_init(&d.loop, &d.hup_check);
+	d.hup_check.data = &d;
+	uv_timer_start(&d.hup_check, daemon_hup_check, 1000, 1000);
 	daemon_signals(&d);
 	log_info("listening on %s (%s mode), state in %s, memory %llu MiB, "
 	    "%d threads", d.opts.socket, d.opts.team ? "team" : "personal",

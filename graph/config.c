@@ -579,9 +579,12 @@ cfg_modules(struct cfg_ctx *c, const struct ynode *n, struct graph_config *cfg)
 	if ((def = ynode_get(n, "default")) == NULL) {
 		/* Absent, or "default:" with nothing after it (found by
 		 * fuzz-config: it planned a merge of no models). */
-		if (n->n == 2 && strcmp(n->kids[0]->str, "default") == 0)
-			cfg_err(c, n->kids[0], "module 'default' needs exactly "
-			    "one of 'slices' or 'models'");
+		for (i = 0; i + 1 < n->n; i += 2)
+			if (strcmp(n->kids[i]->str, "default") == 0) {
+				cfg_err(c, n->kids[i], "module 'default' needs "
+				    "exactly one of 'slices' or 'models'");
+				break;
+			}
 		return;
 	}
 	if (!cfg_keys(c, def, "module 'default'", keys, 3))

@@ -413,6 +413,13 @@ graph_plan_build(const struct graph_config *cfg,
 	b.d = d;
 	b.p = p;
 	b.nrefs = graph_config_refs(cfg, &b.refs);
+	if (b.nrefs == 0) {
+		/* The loader refuses such configs; a last guard all the
+		 * same, as a merge of nothing cannot be planned. */
+		graph_diag_add(d, GRAPH_SEV_ERROR, cfg->path, "the config "
+		    "names no models");
+		goto out;
+	}
 	plan_method(&b);
 	if (b.method != NULL)
 		plan_check_params(&b);

@@ -39,15 +39,10 @@
 
 #include "graph-int.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-static void die(const char *) __attribute__((noreturn));
+#define FUZZ_NAME "fuzz-config"
+#include "fuzz.h"
 
-/* Aborts, so the fuzzer records the input, when an invariant breaks. */
-#define check(cond, what)                                                      \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			die(what);                                             \
-	} while (0)
+
 
 #define HASH "0123456789abcdef0123456789abcdef01234567"
 #define MAX_TENSORS 32
@@ -83,13 +78,6 @@ static const struct spec specs[] = {
 	{ "hub/models--org--cached/snapshots/" HASH, "LlamaForCausalLM",
 	    "llama", 4, 16, false, GRAPH_DT_BF16 },
 };
-
-static void
-die(const char *what)
-{
-	fprintf(stderr, "fuzz-config: invariant broken: %s\n", what);
-	abort();
-}
 
 static void
 mkdirs(const char *rel)

@@ -29,6 +29,9 @@
 
 #include "proto.h"
 
+#define FUZZ_NAME "fuzz-frame"
+#include "fuzz.h"
+
 /* The largest piece one control byte describes. */
 #define PIECE_MAX 128
 
@@ -39,27 +42,12 @@ struct record {
 	size_t cap;
 };
 
-int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-static void die(const char *) __attribute__((noreturn));
 
-/* Aborts, so the fuzzer records the input, when an invariant breaks. */
-#define check(cond, what)                                                      \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			die(what);                                             \
-	} while (0)
 static void record_add(struct record *, char, const char *, size_t);
 static bool drain(struct frame *, struct record *);
 static bool put_piece(struct frame *, const uint8_t *, size_t, bool,
     struct record *);
 static void reference(const char *, size_t, size_t, struct record *);
-
-static void
-die(const char *what)
-{
-	fprintf(stderr, "fuzz-frame: invariant broken: %s\n", what);
-	abort();
-}
 
 static void
 record_add(struct record *r, char st, const char *line, size_t len)

@@ -34,26 +34,14 @@
 
 #include "graph-int.h"
 
+#define FUZZ_NAME "fuzz-model"
+#include "fuzz.h"
+
 #define SEPARATOR "\n=====\n"
 
-int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-static void die(const char *) __attribute__((noreturn));
 
-/* Aborts, so the fuzzer records the input, when an invariant breaks. */
-#define check(cond, what)                                                      \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			die(what);                                             \
-	} while (0)
 
 static char model_dir[256];
-
-static void
-die(const char *what)
-{
-	fprintf(stderr, "fuzz-model: invariant broken: %s\n", what);
-	abort();
-}
 
 static void
 put_file(const char *name, const void *data, size_t len)

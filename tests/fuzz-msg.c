@@ -27,25 +27,13 @@
 
 #include "proto.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-static void die(const char *) __attribute__((noreturn));
+#define FUZZ_NAME "fuzz-msg"
+#include "fuzz.h"
 
-/* Aborts, so the fuzzer records the input, when an invariant breaks. */
-#define check(cond, what)                                                      \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			die(what);                                             \
-	} while (0)
+
 static void read_fields(const cJSON *);
 static void print_and_reparse(const cJSON *);
 static void text_helpers(const char *, size_t);
-
-static void
-die(const char *what)
-{
-	fprintf(stderr, "fuzz-msg: invariant broken: %s\n", what);
-	abort();
-}
 
 /* Every field the protocol defines, through every getter. */
 static void

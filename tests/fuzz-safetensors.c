@@ -26,22 +26,10 @@
 
 #include "graph-int.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-static void die(const char *) __attribute__((noreturn));
+#define FUZZ_NAME "fuzz-safetensors"
+#include "fuzz.h"
 
-/* Aborts, so the fuzzer records the input, when an invariant breaks. */
-#define check(cond, what)                                                      \
-	do {                                                                   \
-		if (!(cond))                                                   \
-			die(what);                                             \
-	} while (0)
 
-static void
-die(const char *what)
-{
-	fprintf(stderr, "fuzz-safetensors: invariant broken: %s\n", what);
-	abort();
-}
 
 static int
 tensor_begin_cmp(const void *a, const void *b)

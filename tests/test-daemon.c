@@ -28,9 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
 #include "tap.h"
+#include "testd.h"
 #include "testlib.h"
 
 #define NOBODY 65534
@@ -38,102 +37,6 @@
 static const char *dir;
 static int resumed_job;		/* root's, for the second user to try */
 static int nobody_job;
-static char sock[512];
-static char state[512];
-
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
-/* mergectl with the test's socket, in the test directory. */
-static int
-ctl(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int
-ctl(char **out, const char *fmt, ...)
-{
-	va_list ap;
-	char *args;
-	int rc;
-
-	va_start(ap, fmt);
-	if (vasprintf(&args, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	rc = tl_runf(out, "cd %s && MERGED_SOCKET=%s %s %s 2>&1", dir, sock,
-	    tl_mergectl, args);
-	free(args);
-	return rc;
-}
-
-/* Submits (args after "submit"); returns the job id, 0 on failure. */
-static int
-submit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
-submit(const char *fmt, ...)
-{
-	va_list ap;
-	char *args, *o = NULL;
-	int rc, id;
-
-	va_start(ap, fmt);
-	if (vasprintf(&args, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	rc = ctl(&o, "submit %s --quiet", args);
-	id = rc == 0 && o != NULL ? atoi(o) : 0;
-	if (id == 0)
-		tap_diag("submit %s: %d: %s", args, rc, o ? o : "");
-	free(o);
-	free(args);
-	return id;
-}
-
-static pid_t
-daemon_start(const char *extra)
-{
-	char cmd[4096], log[600];
-	pid_t pid;
-	int i;
-
-	snprintf(log, sizeof log, "%s/merged.log", dir);
-	snprintf(cmd, sizeof cmd, "exec %s --socket %s --state-dir %s "
-	    "--threads 2 -v %s >>%s 2>&1", tl_merged, sock, state, extra, log);
-	if ((pid = fork()) == 0) {
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 200; i++) {
-		if (ctl(NULL, "daemon status") == 0)
-			return pid;
-		sleep_ms(25);
-	}
-	tap_diag("the daemon did not come up; see %s", log);
-	return pid;
-}
-
-/* Sends sig and waits (up to 20 s); returns the exit status or -1. */
-static int
-daemon_stop(pid_t pid, int sig)
-{
-	int status, i;
-
-	kill(pid, sig);
-	for (i = 0; i < 800; i++) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return WIFEXITED(status) ? WEXITSTATUS(status) :
-			    128 + WTERMSIG(status);
-		sleep_ms(25);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &status, 0);
-	return -1;
-}
 
 static void
 write_cfg(const char *name, const char *text)
@@ -147,46 +50,6 @@ same(const char *a, const char *b)
 	return tl_same_at(dir, a, b);
 }
 
-/* The job's state as "mergectl status --json" reports it. */
-static char *
-job_field(int id, const char *field)
-{
-	char *o = NULL, *p, *q, key[64];
-
-	ctl(&o, "status %d --json", id);
-	snprintf(key, sizeof key, "\"%s\":", field);
-	if (o == NULL || (p = strstr(o, key)) == NULL) {
-		free(o);
-		return strdup("");
-	}
-	p += strlen(key);
-	if (*p == '"') {
-		/* A string: up to its closing quote (none are escaped). */
-		q = strchr(++p, '"');
-	} else {
-		q = strpbrk(p, ",}");
-	}
-	p = strndup(p, q ? (size_t)(q - p) : strlen(p));
-	free(o);
-	return p;
-}
-
-static bool
-wait_state(int id, const char *want, int ms)
-{
-	char *s;
-	bool got = false;
-
-	for (; ms > 0 && !got; ms -= 50) {
-		s = job_field(id, "state");
-		got = strcmp(s, want) == 0;
-		free(s);
-		if (!got)
-			sleep_ms(50);
-	}
-	return got;
-}
-
 static void
 test_submit(void)
 {
@@ -197,7 +60,7 @@ test_submit(void)
 	    "--random-seed 7 2>&1", dir, tl_mergectl);
 	ok_int_eq(rc, 0, "reference: mergectl run exits 0");
 	free(o);
-	rc = ctl(&o, "submit slerp.yml -o d-slerp --wait --random-seed 7 "
+	rc = td_ctl(&o, "submit slerp.yml -o d-slerp --wait --random-seed 7 "
 	    "--quiet");
 	ok_int_eq(rc, 0, "submit --wait exits 0 when the job is done");
 	ok_str_eq(o, "1\n", "submit prints the job id");
@@ -205,38 +68,38 @@ test_submit(void)
 	ok(same("ref-slerp/model.safetensors", "d-slerp/model.safetensors") &&
 	    same("ref-slerp/config.json", "d-slerp/config.json"),
 	    "the daemon's output is byte-identical to mergectl run's");
-	rc = ctl(&o, "logs 1");
+	rc = td_ctl(&o, "logs 1");
 	ok(rc == 0 && strstr(o, "submitted by") && strstr(o, "done"),
 	    "logs show the job's life");
 	free(o);
-	id = job_field(1, "shards_done");
+	id = td_job_field(1, "shards_done");
 	ok_str_eq(id, "1", "status: the one shard is recorded done");
 	free(id);
 	/* A second job reading the same inputs finds them decoded. */
-	rc = ctl(&o, "submit slerp.yml -o d-slerp-again --wait --quiet "
+	rc = td_ctl(&o, "submit slerp.yml -o d-slerp-again --wait --quiet "
 	    "--random-seed 7");
 	free(o);
-	rc |= ctl(&o, "daemon status --json");
+	rc |= td_ctl(&o, "daemon status --json");
 	ok(rc == 0 && strstr(o, "\"cache_hits\":0,") == NULL &&
 	    strstr(o, "\"cache_hits\":") != NULL, "a second job on the same "
 	    "inputs shares the decoded copies (%s)", o);
 	free(o);
 	ok(same("ref-slerp/model.safetensors",
 	    "d-slerp-again/model.safetensors"), "with the same bytes");
-	rc = ctl(&o, "submit bad.yml -o d-bad");
+	rc = td_ctl(&o, "submit bad.yml -o d-bad");
 	ok_int_eq(rc, 3, "a bad config is refused at submit, exit 3");
 	ok_str_has(o, "bad.yml:6:1: error: unknown key 'paramters' in the "
 	    "config; did you mean 'parameters'?", "with mergectl run's "
 	    "message");
 	free(o);
-	rc = ctl(&o, "submit missing-tensor.yml -o d-bad");
+	rc = td_ctl(&o, "submit missing-tensor.yml -o d-bad");
 	ok_int_eq(rc, 3, "a missing donor tensor is refused at submit");
 	ok_str_has(o, "has no tensor", "naming it");
 	free(o);
-	rc = ctl(&o, "submit slerp.yml -o d-slerp");
+	rc = td_ctl(&o, "submit slerp.yml -o d-slerp");
 	ok_int_eq(rc, 4, "an existing output is refused, exit 4");
 	free(o);
-	rc = ctl(&o, "list --json");
+	rc = td_ctl(&o, "list --json");
 	ok(rc == 0 && strstr(o, "d-bad") == NULL, "refused submissions are "
 	    "not queued");
 	free(o);
@@ -249,65 +112,34 @@ test_queue(void)
 	int rc, capped, after;
 
 	/* A cap no unit fits: fails when it runs. */
-	capped = submit("slerp.yml -o d-capped --memory 1K");
-	rc = ctl(&o, "watch %d --quiet", capped);
+	capped = td_submit("slerp.yml -o d-capped --memory 1K");
+	rc = td_ctl(&o, "watch %d --quiet", capped);
 	ok_int_eq(rc, 1, "a job over its own memory cap fails");
 	free(o);
-	s = job_field(capped, "error");
+	s = td_job_field(capped, "error");
 	ok_str_has(s, "the job's memory cap 1.0 KiB is too small", "with "
 	    "the cap named");
 	free(s);
-	after = submit("slerp.yml -o d-after-failed --after %d", capped);
-	rc = ctl(&o, "watch %d --quiet", after);
+	after = td_submit("slerp.yml -o d-after-failed --after %d", capped);
+	rc = td_ctl(&o, "watch %d --quiet", after);
 	ok_int_eq(rc, 1, "a job after a failed one fails");
 	free(o);
-	s = job_field(after, "error");
+	s = td_job_field(after, "error");
 	ok(strstr(s, "which it runs after, failed") != NULL, "with the "
 	    "reason: %s", s);
 	free(s);
-	after = submit("slerp.yml -o d-after-done --after 1 --priority 5 "
+	after = td_submit("slerp.yml -o d-after-done --after 1 --priority 5 "
 	    "--name second");
-	rc = ctl(&o, "watch %d --quiet", after);
+	rc = td_ctl(&o, "watch %d --quiet", after);
 	ok_int_eq(rc, 0, "a job after a done one runs");
 	free(o);
-	rc = ctl(&o, "list");
+	rc = td_ctl(&o, "list");
 	ok(rc == 0 && strstr(o, "second") && strstr(o, "failed") &&
 	    strstr(o, "done"), "the queue table lists names and states");
 	free(o);
-	rc = ctl(&o, "status 99");
+	rc = td_ctl(&o, "status 99");
 	ok_int_eq(rc, 6, "no such job: exit 6");
 	free(o);
-}
-
-/* Waits until a job has at least n shards on disk, or it ended. */
-static bool
-wait_shards(int id, int n, int ms)
-{
-	char *s, *st;
-	bool got = false, ended = false;
-
-	for (; ms > 0 && !got && !ended; ms -= 20) {
-		s = job_field(id, "shards_done");
-		st = job_field(id, "state");
-		got = atoi(s) >= n;
-		ended = strcmp(st, "running") != 0 && strcmp(st, "queued") != 0;
-		free(s);
-		free(st);
-		if (!got)
-			sleep_ms(20);
-	}
-	return got;
-}
-
-static bool
-staging_left(const char *prefix)
-{
-	char *o = NULL;
-	int rc = tl_runf(&o, "ls -a %s | grep -q '^\\.%s\\.merging'", dir,
-	    prefix);
-
-	free(o);
-	return rc == 0;
 }
 
 static void
@@ -317,24 +149,24 @@ test_cancel(pid_t *pid)
 	int rc, first, second;
 
 	/* One job at a time, slowly: the second waits behind the first. */
-	daemon_stop(*pid, SIGTERM);
-	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
-	first = submit("big.yml -o d-big1");
-	second = submit("big.yml -o d-big2");
-	ok(first && second && wait_state(first, "running", 20000),
+	td_stop(*pid, SIGTERM);
+	*pid = td_start("--max-running 1 --memory 24M --threads 1", NULL);
+	first = td_submit("big.yml -o d-big1");
+	second = td_submit("big.yml -o d-big2");
+	ok(first && second && td_wait_state(first, "running", 20000),
 	    "a big job runs");
-	ok(wait_state(second, "queued", 100), "the next waits queued");
-	rc = ctl(&o, "cancel %d", second);
-	ok(rc == 0 && wait_state(second, "cancelled", 2000), "a queued job "
+	ok(td_wait_state(second, "queued", 100), "the next waits queued");
+	rc = td_ctl(&o, "cancel %d", second);
+	ok(rc == 0 && td_wait_state(second, "cancelled", 2000), "a queued job "
 	    "is cancelled");
 	free(o);
-	rc = ctl(&o, "cancel %d", first);
-	ok(rc == 0 && wait_state(first, "cancelled", 20000), "a running job "
+	rc = td_ctl(&o, "cancel %d", first);
+	ok(rc == 0 && td_wait_state(first, "cancelled", 20000), "a running job "
 	    "is cancelled");
 	free(o);
-	ok(!staging_left("d-big1") && !tl_exists("d-big1"), "and leaves "
+	ok(!td_staging_left("d-big1") && !tl_exists("d-big1"), "and leaves "
 	    "neither output nor staging directory");
-	rc = ctl(&o, "cancel %d", first);
+	rc = td_ctl(&o, "cancel %d", first);
 	ok_int_eq(rc, 1, "cancelling it again is a conflict");
 	ok_str_has(o, "is cancelled", "saying its state");
 	free(o);
@@ -344,42 +176,30 @@ test_cancel(pid_t *pid)
 static void
 test_kill_resume(pid_t *pid)
 {
-	sqlite3 *db = NULL;
-	sqlite3_stmt *st = NULL;
-	char path[4096], *o = NULL, *s;
-	const unsigned char *r;
-	bool ok_integrity = false;
+	char *o = NULL, *s;
 	int rc, id;
 
 	rc = tl_runf(&o, "cd %s && %s run big.yml ref-big --quiet "
 	    "--random-seed 11 --out-shard-size 40M 2>&1", dir, tl_mergectl);
 	ok_int_eq(rc, 0, "reference big merge");
 	free(o);
-	id = submit("big.yml -o d-resumed --random-seed 11 --out-shard-size "
+	id = td_submit("big.yml -o d-resumed --random-seed 11 --out-shard-size "
 	    "40M");
 	resumed_job = id;
-	ok(id && wait_shards(id, 1, 30000), "the job has a shard on disk");
+	ok(id && td_wait_shards(id, 1, 30000), "the job has a shard on disk");
 	kill(*pid, SIGKILL);
 	waitpid(*pid, NULL, 0);
-	ok(staging_left("d-resumed"), "after kill -9 the staging directory "
+	ok(td_staging_left("d-resumed"), "after kill -9 the staging directory "
 	    "is there");
-	snprintf(path, sizeof path, "%s/merged.db", state);
-	if (sqlite3_open(path, &db) == SQLITE_OK &&
-	    sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL) ==
-	    SQLITE_OK && sqlite3_step(st) == SQLITE_ROW &&
-	    (r = sqlite3_column_text(st, 0)) != NULL)
-		ok_integrity = strcmp((const char *)r, "ok") == 0;
-	sqlite3_finalize(st);
-	sqlite3_close(db);
-	ok(ok_integrity, "the store passes PRAGMA integrity_check");
-	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
-	s = job_field(id, "state");
+	ok(td_store_ok(), "the store passes PRAGMA integrity_check");
+	*pid = td_start("--max-running 1 --memory 24M --threads 1", NULL);
+	s = td_job_field(id, "state");
 	ok_str_eq(s, "interrupted", "after restart the job is interrupted");
 	free(s);
-	rc = ctl(&o, "resume %d --quiet", id);
+	rc = td_ctl(&o, "resume %d --quiet", id);
 	ok_int_eq(rc, 0, "resume exits 0");
 	free(o);
-	rc = ctl(&o, "watch %d --quiet", id);
+	rc = td_ctl(&o, "watch %d --quiet", id);
 	ok_int_eq(rc, 0, "watch exits 0: the resumed job is done");
 	free(o);
 	rc = tl_runf(&o, "cd %s && for f in ref-big/*.safetensors "
@@ -388,7 +208,7 @@ test_kill_resume(pid_t *pid)
 	ok_int_eq(rc, 0, "every shard and the index are byte-identical to "
 	    "the uninterrupted run");
 	free(o);
-	rc = ctl(&o, "logs %d", id);
+	rc = td_ctl(&o, "logs %d", id);
 	ok(strstr(o, "resumed by") != NULL, "the log records the resume");
 	free(o);
 }
@@ -400,23 +220,23 @@ test_resume_changed(pid_t *pid)
 	char *o = NULL, *s;
 	int rc, id;
 
-	id = submit("big.yml -o d-changed --out-shard-size 40M");
-	ok(id && wait_shards(id, 1, 30000), "the job has a shard on disk");
+	id = td_submit("big.yml -o d-changed --out-shard-size 40M");
+	ok(id && td_wait_shards(id, 1, 30000), "the job has a shard on disk");
 	kill(*pid, SIGKILL);
 	waitpid(*pid, NULL, 0);
 	rc = tl_runf(&o, "touch -d '2001-01-01' %s/xb/model.safetensors", dir);
 	free(o);
-	*pid = daemon_start("--max-running 1 --memory 24M --threads 1");
-	rc = ctl(&o, "resume %d", id);
+	*pid = td_start("--max-running 1 --memory 24M --threads 1", NULL);
+	rc = td_ctl(&o, "resume %d", id);
 	ok_int_eq(rc, 3, "resume refuses a job whose input changed (exit 3)");
 	ok_str_has(o, "xb/model.safetensors changed since the job was "
 	    "submitted", "naming the file");
 	free(o);
-	s = job_field(id, "state");
+	s = td_job_field(id, "state");
 	ok_str_eq(s, "interrupted", "the job stays interrupted");
 	free(s);
-	rc = ctl(&o, "cancel %d", id);
-	ok(rc == 0 && !staging_left("d-changed"), "cancelling it removes its "
+	rc = td_ctl(&o, "cancel %d", id);
+	ok(rc == 0 && !td_staging_left("d-changed"), "cancelling it removes its "
 	    "staging directory");
 	free(o);
 	/* Later tests merge xb again: give it back its planned time. */
@@ -432,56 +252,24 @@ test_drain(pid_t *pid)
 	double t0;
 	int rc, id;
 
-	id = submit("big.yml -o d-drained");
-	ok(id && wait_state(id, "running", 20000), "the job runs");
+	id = td_submit("big.yml -o d-drained");
+	ok(id && td_wait_state(id, "running", 20000), "the job runs");
 	t0 = (double)time(NULL);
-	rc = daemon_stop(*pid, SIGTERM);
+	rc = td_stop(*pid, SIGTERM);
 	ok_int_eq(rc, 0, "SIGTERM: merged exits 0 (uv_loop_close returned 0)");
 	ok((double)time(NULL) - t0 <= 10, "within a few seconds");
-	*pid = daemon_start("--memory 256M");
-	s = job_field(id, "state");
+	*pid = td_start("--memory 256M", NULL);
+	s = td_job_field(id, "state");
 	ok_str_eq(s, "interrupted", "the drained job is interrupted");
 	free(s);
-	s = job_field(id, "error");
+	s = td_job_field(id, "error");
 	ok_str_has(s, "resume", "and says how to continue");
 	free(s);
-	rc = ctl(&o, "resume %d --quiet", id);
+	rc = td_ctl(&o, "resume %d --quiet", id);
 	free(o);
-	rc |= ctl(&o, "watch %d --quiet", id);
+	rc |= td_ctl(&o, "watch %d --quiet", id);
 	free(o);
 	ok_int_eq(rc, 0, "resumed after a drain, it completes");
-}
-
-static int
-raw_connect(void)
-{
-	struct sockaddr_un sun;
-	int fd = socket(AF_UNIX, SOCK_STREAM, 0);
-
-	memset(&sun, 0, sizeof sun);
-	sun.sun_family = AF_UNIX;
-	memcpy(sun.sun_path, sock, strlen(sock) < sizeof sun.sun_path ?
-	    strlen(sock) : sizeof sun.sun_path - 1);
-	if (connect(fd, (struct sockaddr *)&sun, sizeof sun) != 0) {
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Everything the daemon says until it closes (or 5 s pass). */
-static char *
-raw_read_all(int fd)
-{
-	struct timeval tv = { 5, 0 };
-	size_t len = 0;
-	char *buf = calloc(1, 65536);
-	ssize_t n;
-
-	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-	while (len < 65535 && (n = read(fd, buf + len, 65535 - len)) > 0)
-		len += (size_t)n;
-	return buf;
 }
 
 static void
@@ -489,10 +277,10 @@ raw_exchange(const char *what, const char *send_, size_t len,
     const char *want)
 {
 	char *got;
-	int fd = raw_connect();
+	int fd = td_raw_connect();
 
 	ok(fd >= 0 && write(fd, send_, len) == (ssize_t)len, "%s: sent", what);
-	got = raw_read_all(fd);
+	got = td_raw_read_all(fd, 5);
 	ok_str_has(got, want, "%s: one error, then the daemon closes", what);
 	free(got);
 	close(fd);
@@ -515,7 +303,7 @@ test_protocol(void)
 	free(big);
 	raw_exchange("a NUL byte", "{\"v\":1,\0\"id\":1}\n", 16,
 	    "\"code\":\"bad_request\"");
-	ok_int_eq(ctl(&o, "daemon status"), 0, "and the daemon still serves "
+	ok_int_eq(td_ctl(&o, "daemon status"), 0, "and the daemon still serves "
 	    "everyone else");
 	free(o);
 }
@@ -566,7 +354,7 @@ test_pipelined_fds(void)
 		free(esc);
 	}
 	free(cfg);
-	fd = raw_connect();
+	fd = td_raw_connect();
 	/* Line one alone, then line two with the descriptors, at once. */
 	len = strlen(line);
 	{
@@ -589,7 +377,7 @@ test_pipelined_fds(void)
 	ok(sendmsg(fd, &mh, 0) == (ssize_t)iov.iov_len, "pipelined: a submit "
 	    "with three descriptors right behind it");
 	shutdown(fd, SHUT_WR);
-	got = raw_read_all(fd);
+	got = td_raw_read_all(fd, 5);
 	ok_str_has(got, "{\"id\":2,\"ok\":true", "the submit found its "
 	    "descriptors");
 	free(got);
@@ -605,12 +393,12 @@ test_vanish(void)
 	char *o = NULL;
 	int rc, id;
 
-	id = submit("big.yml -o d-watched");
+	id = td_submit("big.yml -o d-watched");
 	rc = tl_runf(&o, "cd %s && (MERGED_SOCKET=%s timeout -s KILL 1 %s "
-	    "watch %d >/dev/null 2>&1; true)", dir, sock, tl_mergectl, id);
+	    "watch %d >/dev/null 2>&1; true)", dir, td_sock, tl_mergectl, id);
 	free(o);
 	ok(id && rc == 0, "a watcher was killed mid-watch");
-	rc = ctl(&o, "watch %d --quiet", id);
+	rc = td_ctl(&o, "watch %d --quiet", id);
 	ok_int_eq(rc, 0, "the job still completes and another watch sees it");
 	free(o);
 }
@@ -659,7 +447,7 @@ as_nobody(char **out, const char *fmt, ...)
 	va_end(ap);
 	rc = tl_runf(out, "cd %s && setpriv --reuid=%d --regid=%d "
 	    "--clear-groups env HOME=%s/nobody-home MERGED_SOCKET=%s %s %s "
-	    "2>&1", dir, NOBODY, NOBODY, dir, sock, tl_mergectl, args);
+	    "2>&1", dir, NOBODY, NOBODY, dir, td_sock, tl_mergectl, args);
 	free(args);
 	return rc;
 }
@@ -667,7 +455,7 @@ as_nobody(char **out, const char *fmt, ...)
 static double
 started(int id)
 {
-	char *s = job_field(id, "started");
+	char *s = td_job_field(id, "started");
 	double t = atof(s);
 
 	free(s);
@@ -685,16 +473,16 @@ test_fairness(pid_t *pid)
 	char *o = NULL;
 	int rc, r1, r2, nb;
 
-	daemon_stop(*pid, SIGTERM);
-	*pid = daemon_start("--group nogroup --max-running 1 --memory 24M "
-	    "--threads 1");
-	r1 = submit("big.yml -o d-fair1");
-	r2 = submit("big.yml -o d-fair2");
+	td_stop(*pid, SIGTERM);
+	*pid = td_start("--group nogroup --max-running 1 --memory 24M "
+	    "--threads 1", NULL);
+	r1 = td_submit("big.yml -o d-fair1");
+	r2 = td_submit("big.yml -o d-fair2");
 	rc = as_nobody(&o, "submit nb-ok.yml -o nobody-out/fair --quiet");
 	nb = rc == 0 ? atoi(o) : 0;
 	free(o);
 	ok(r1 && r2 && nb, "fairness: root queues two jobs, nobody one");
-	rc = ctl(&o, "watch %d --quiet", r2);
+	rc = td_ctl(&o, "watch %d --quiet", r2);
 	ok_int_eq(rc, 0, "fairness: all run");
 	free(o);
 	ok(started(nb) > 0 && started(nb) < started(r2), "nobody's job ran "
@@ -717,11 +505,11 @@ test_second_user(pid_t *pid)
 		ok(1, "# SKIP second user: needs root");
 		return;
 	}
-	daemon_stop(*pid, SIGTERM);
+	td_stop(*pid, SIGTERM);
 	/* Team mode's setup: the socket directory is the group's. */
 	rc = tl_runf(&o, "chgrp nogroup %s/run && chmod 750 %s/run", dir, dir);
 	free(o);
-	*pid = daemon_start("--group nogroup --memory 256M");
+	*pid = td_start("--group nogroup --memory 256M", NULL);
 	rc = tl_runf(&o, "cd %s && chmod 755 . && mkdir -p nobody-home "
 	    "nobody-out && chown %d:%d nobody-home nobody-out && "
 	    "mkdir -p private mine mine2 root-out && chmod 700 private && "
@@ -783,7 +571,7 @@ test_second_user(pid_t *pid)
 	snprintf(path, sizeof path, "%s/nobody-out/ok/model.safetensors", dir);
 	ok(stat(path, &st) == 0 && st.st_uid == NOBODY, "and its files "
 	    "belong to nobody");
-	rc = ctl(&o, "logs %d", nobody_job);
+	rc = td_ctl(&o, "logs %d", nobody_job);
 	ok(rc == 0 && strstr(o, "submitted by nobody"), "root may read "
 	    "anyone's logs");
 	free(o);
@@ -823,10 +611,9 @@ main(int argc, char **argv)
 	tl_init(argc, argv);
 	tap_plan_lazy();
 	dir = tl_tmpdir("daemon");
-	snprintf(sock, sizeof sock, "%s/run/merged.sock", dir);
-	snprintf(state, sizeof state, "%s/state", dir);
+	td_init(dir);
 	setup();
-	pid = daemon_start("--memory 256M --cache-inputs");
+	pid = td_start("--memory 256M --cache-inputs", NULL);
 	test_submit();
 	test_queue();
 	test_protocol();
@@ -838,7 +625,7 @@ main(int argc, char **argv)
 	test_vanish();
 	test_autostart_race();
 	test_second_user(&pid);
-	ok_int_eq(daemon_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "
 	    "the end");
 	return tap_done();
 }

@@ -40,6 +40,7 @@
 #include <cJSON.h>
 
 #include "tap.h"
+#include "testd.h"
 #include "testlib.h"
 
 #define LOAD_PROCS 10		/* one uid each */
@@ -70,8 +71,6 @@
 
 static const char *dir;
 static char work[512];		/* models and outputs: the jobs' files */
-static char sock[512];
-static char state[512];
 static gid_t team_gid;
 static int jobs[2 + LOAD_QUEUED];	/* the two big ones first */
 static int njobs;
@@ -98,14 +97,6 @@ struct load_report {
 	char why[256];		/* the first thing that went wrong */
 };
 
-static void
-sleep_ms(int ms)
-{
-	struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
-
-	nanosleep(&ts, NULL);
-}
-
 static double
 now_s(void)
 {
@@ -120,92 +111,6 @@ ns_between(const struct timespec *a, const struct timespec *b)
 {
 	return (uint64_t)((b->tv_sec - a->tv_sec) * 1000000000LL +
 	    (b->tv_nsec - a->tv_nsec));
-}
-
-/* mergectl with the test's socket, in the work directory. */
-static int
-ctl(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static int
-ctl(char **out, const char *fmt, ...)
-{
-	va_list ap;
-	char *args;
-	int rc;
-
-	va_start(ap, fmt);
-	if (vasprintf(&args, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	rc = tl_runf(out, "cd %s && MERGED_SOCKET=%s %s %s 2>&1", work, sock,
-	    tl_mergectl, args);
-	free(args);
-	return rc;
-}
-
-/* Submits (args after "submit"); returns the job id, 0 on failure. */
-static int
-submit(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static int
-submit(const char *fmt, ...)
-{
-	va_list ap;
-	char *args, *o = NULL;
-	int rc, id;
-
-	va_start(ap, fmt);
-	if (vasprintf(&args, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	rc = ctl(&o, "submit %s --quiet", args);
-	id = rc == 0 && o != NULL ? atoi(o) : 0;
-	if (id == 0)
-		tap_diag("submit %s: %d: %s", args, rc, o ? o : "");
-	free(o);
-	free(args);
-	return id;
-}
-
-static pid_t
-daemon_start(const char *extra)
-{
-	char cmd[4096], log[600];
-	pid_t pid;
-	int i;
-
-	snprintf(log, sizeof log, "%s/merged.log", dir);
-	snprintf(cmd, sizeof cmd, "exec %s --socket %s --state-dir %s "
-	    "--threads 2 -v %s >>%s 2>&1", tl_merged, sock, state, extra, log);
-	if ((pid = fork()) == 0) {
-		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-		_exit(127);
-	}
-	for (i = 0; i < 400; i++) {
-		if (ctl(NULL, "daemon status") == 0)
-			return pid;
-		sleep_ms(25);
-	}
-	tap_diag("the daemon did not come up; see %s", log);
-	return pid;
-}
-
-/* Sends sig and waits (up to 60 s); returns the exit status or -1. */
-static int
-daemon_stop(pid_t pid, int sig)
-{
-	int status, i;
-
-	kill(pid, sig);
-	for (i = 0; i < 2400; i++) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return WIFEXITED(status) ? WEXITSTATUS(status) :
-			    128 + WTERMSIG(status);
-		sleep_ms(25);
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, &status, 0);
-	return -1;
 }
 
 /* A blocking connection to the daemon, or -1. */
@@ -257,7 +162,7 @@ raw_session(const char *requests)
 	struct timeval tv = { 30, 0 };
 	size_t len = 0, cap = 1 << 16;
 	char *buf = calloc(1, cap);
-	int fd = raw_connect(sock);
+	int fd = raw_connect(td_sock);
 	ssize_t n;
 
 	if (fd == -1)
@@ -401,7 +306,7 @@ census_settled(pid_t pid, struct census *c)
 
 	census_take(pid, &prev);
 	for (i = 0; i < 500 && same < 10; i++) {
-		sleep_ms(20);
+		td_sleep_ms(20);
 		census_take(pid, c);
 		same = memcmp(c, &prev, sizeof prev) == 0 ? same + 1 : 0;
 		prev = *c;
@@ -423,7 +328,7 @@ census_wait(pid_t pid, struct census *c, const struct census *ref,
 		census_take(pid, c);
 		if (whole ? c->total == ref->total : own(c) == own(ref))
 			return true;
-		sleep_ms(50);
+		td_sleep_ms(50);
 	}
 	return false;
 }
@@ -934,11 +839,11 @@ queue_jobs(void)
 	int i, ok_all = 1;
 
 	for (i = 0; i < 2; i++) {
-		jobs[njobs] = submit("big.yml -o big%d --memory 8M", i + 1);
+		jobs[njobs] = td_submit("big.yml -o big%d --memory 8M", i + 1);
 		ok_all &= jobs[njobs++] != 0;
 	}
 	for (i = 0; i < LOAD_QUEUED && jobs[0] != 0; i++) {
-		jobs[njobs] = submit("small.yml -o q%02d --after %d", i + 1,
+		jobs[njobs] = td_submit("small.yml -o q%02d --after %d", i + 1,
 		    jobs[0]);
 		ok_all &= jobs[njobs++] != 0;
 	}
@@ -946,7 +851,7 @@ queue_jobs(void)
 	for (i = 0; i < 600; i++) {
 		if (snap_take(&s) && s.running == 2 && s.queued == LOAD_QUEUED)
 			break;
-		sleep_ms(50);
+		td_sleep_ms(50);
 	}
 	ok(s.running == 2 && s.queued == LOAD_QUEUED, "before the load: 2 "
 	    "running, %d queued (%d running, %d queued)", LOAD_QUEUED,
@@ -1108,7 +1013,7 @@ finish(pid_t pid, const struct census *idle)
 	for (i = 0; i < 1200; i++) {
 		if (snap_take(&s) && s.running + s.queued == 0)
 			break;
-		sleep_ms(50);
+		td_sleep_ms(50);
 	}
 	ok(s.total == njobs && s.running + s.queued == 0, "then no job runs "
 	    "or waits (%d running, %d queued, %d cancelled)", s.running,
@@ -1118,7 +1023,7 @@ finish(pid_t pid, const struct census *idle)
 	    "descriptors as before any job (%d, %d before)", end.total,
 	    idle->total))
 		census_show(pid);
-	ok_int_eq(daemon_stop(pid, SIGTERM), 0, "SIGTERM: the daemon exits 0");
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "SIGTERM: the daemon exits 0");
 }
 
 int
@@ -1140,12 +1045,13 @@ main(int argc, char **argv)
 	tap_plan_lazy();
 	dir = tl_tmpdir("load");
 	snprintf(work, sizeof work, "%s/w", dir);
-	snprintf(sock, sizeof sock, "%s/run/merged.sock", dir);
-	snprintf(state, sizeof state, "%s/state", dir);
+	td_init(dir);
+	/* mergectl runs where the jobs' files are. */
+	snprintf(td_dir, sizeof td_dir, "%s", work);
 	setup();
 	/* Team mode: the socket is the group's, so other uids may connect.
 	 * The smallest budget, to bound what the merges hold. */
-	pid = daemon_start("--group nogroup --max-running 2 --memory 16M");
+	pid = td_start("--group nogroup --max-running 2 --memory 16M", NULL);
 	ok(snap_take(&s), "the daemon answers");
 	census_settled(pid, &idle);
 	queue_jobs();

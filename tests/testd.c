@@ -84,7 +84,7 @@ td_submit(const char *fmt, ...)
 
 /*
  * Starts merged (extra: more options; env: "VAR=value ..." put before it,
- * or NULL) and waits until it answers, up to 5 s.  Its output goes to
+ * or NULL) and waits until it answers, up to 10 s (ThreadSanitizer).  Its output goes to
  * merged.log in the test directory.
  */
 pid_t
@@ -103,7 +103,7 @@ td_start(const char *extra, const char *env)
 		execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
 		_exit(127);
 	}
-	for (i = 0; i < 200; i++) {
+	for (i = 0; i < 400; i++) {
 		if (td_ctl(NULL, "daemon status") == 0)
 			return pid;
 		/* Dead already?  Look without reaping: the caller waits. */
@@ -117,14 +117,15 @@ td_start(const char *extra, const char *env)
 	return pid;
 }
 
-/* Sends sig and waits (up to 20 s); returns the exit status or -1. */
+/* Sends sig and waits (up to 60 s, for a sanitized daemon draining);
+ * returns the exit status or -1. */
 int
 td_stop(pid_t pid, int sig)
 {
 	int status, i;
 
 	kill(pid, sig);
-	for (i = 0; i < 800; i++) {
+	for (i = 0; i < 2400; i++) {
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			return WIFEXITED(status) ? WEXITSTATUS(status) :
 			    128 + WTERMSIG(status);
