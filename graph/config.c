@@ -565,17 +565,21 @@ cfg_modules(struct cfg_ctx *c, const struct ynode *n, struct graph_config *cfg)
 {
 	static const char *const keys[] = { "slices", "models", "parameters" };
 	const struct ynode *def, *s, *m;
-	size_t i;
+	size_t i, ndefault = 0;
 
 	if (n->kind != YNODE_MAP || n->n == 0) {
 		cfg_err(c, n, "'modules' must be a non-empty mapping");
 		return;
 	}
-	for (i = 0; i + 1 < n->n; i += 2)
+	for (i = 0; i + 1 < n->n; i += 2) {
 		if (strcmp(n->kids[i]->str, "default") != 0)
 			cfg_err(c, n->kids[i], "module '%s': only single-module "
 			    "models are supported, whose module is 'default'",
 			    n->kids[i]->str);
+		else if (ndefault++ > 0)
+			cfg_err(c, n->kids[i], "key 'default' appears twice in "
+			    "'modules'");
+	}
 	if ((def = ynode_get(n, "default")) == NULL) {
 		/* Absent, or "default:" with nothing after it (found by
 		 * fuzz-config: it planned a merge of no models). */

@@ -228,6 +228,12 @@ static const struct bad_config bad_configs[] = {
 	    "merge_method: linear\nmodules:\n  text_decoder:\n    models:\n"
 	    "      - model: a\n",
 	    "cfg.yml:3:3", "only single-module" },
+	{ "an empty default module (found by fuzz-config)",
+	    "merge_method: linear\nmodules:\n  default:\n",
+	    "cfg.yml:3:3", "module 'default' needs exactly one of" },
+	{ "default twice in modules (found by fuzz-config)",
+	    "merge_method: linear\nmodules:\n  default:\n  default:\n",
+	    "cfg.yml:4:3", "key 'default' appears twice in 'modules'" },
 	{ "module with both slices and models",
 	    "merge_method: linear\nmodules:\n  default:\n    models:\n"
 	    "      - model: a\n    slices:\n      - sources:\n"
