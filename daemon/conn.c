@@ -214,7 +214,6 @@ conn_watching(const struct conn *c)
 	return false;
 }
 
-/* Sends what the socket takes now; false if the connection died. */
 /*
  * A watcher may half-close (shutdown its writing side) and go on reading
  * events, so end of input does not end a watching connection, and its
@@ -241,6 +240,7 @@ conn_reap_vanished(struct daemon *d)
 	}
 }
 
+/* Sends what the socket takes now; false if the connection died. */
 static bool
 conn_flush(struct conn *c)
 {

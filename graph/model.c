@@ -165,6 +165,9 @@ model_add_tensor(struct graph_model *m, size_t file, size_t t)
 	}
 	m->tensors[m->ntensors].file = file;
 	m->tensors[m->ntensors].t = &m->files[file]->t[t];
+	/* Keyed by the header's own copy of the name, which lives as long
+	 * as the model. */
+	strmap_put(&m->index, m->files[file]->t[t].name, m->ntensors);
 	m->ntensors++;
 }
 
@@ -227,8 +230,6 @@ model_load_index(struct graph_model *m, char **cause)
 			goto out;
 		}
 		model_add_tensor(m, f, i);
-		strmap_put(&m->index, m->files[f]->t[i].name,
-		    m->ntensors - 1);
 	}
 out:
 	cJSON_Delete(idx);
@@ -279,7 +280,6 @@ graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
     const struct graph_cred *cred, struct graph_model **out, char **cause)
 {
 	struct graph_model *m;
-	size_t i;
 	int rc;
 
 	*out = NULL;
@@ -317,8 +317,6 @@ graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
 	}
 	if (rc != 0)
 		goto fail;
-	for (i = 0; i < m->ntensors; i++)
-		strmap_put(&m->index, m->tensors[i].t->name, i);
 	*out = m;
 	return 0;
 fail:

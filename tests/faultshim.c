@@ -187,56 +187,39 @@ count_call(int fd, const char *fn)
 	raise(SIGKILL);
 }
 
-/* Would writing len more bytes overflow the pretend disk? */
+/*
+ * What a wrapped data write does first: on a watched file, count the
+ * call (and maybe die), then fail it if the pretend disk is full.  True
+ * when the call must fail with errno set.
+ */
 static bool
-disk_full(size_t len)
+write_fails(int fd, size_t len, const char *fn)
 {
 	unsigned long before;
 
+	if (!watched(fd))
+		return false;
+	count_call(fd, fn);
 	if (enospc_after == 0)
 		return false;
 	before = atomic_fetch_add(&written, (unsigned long)len);
-	return before + len > enospc_after;
+	if (before + len <= enospc_after)
+		return false;
+	errno = ENOSPC;
+	return true;
 }
 
-
-ssize_t
-write(int fd, const void *buf, size_t len)
+/* The same for fsync and fdatasync, with FAULT_FSYNC_ERRNO. */
+static bool
+sync_fails(int fd, const char *fn)
 {
-	if (watched(fd)) {
-		count_call(fd, "write");
-		if (disk_full(len)) {
-			errno = ENOSPC;
-			return -1;
-		}
-	}
-	return real_write(fd, buf, len);
-}
-
-ssize_t
-pwrite(int fd, const void *buf, size_t len, off_t off)
-{
-	if (watched(fd)) {
-		count_call(fd, "pwrite");
-		if (disk_full(len)) {
-			errno = ENOSPC;
-			return -1;
-		}
-	}
-	return real_pwrite(fd, buf, len, off);
-}
-
-ssize_t
-pwrite64(int fd, const void *buf, size_t len, off64_t off)
-{
-	if (watched(fd)) {
-		count_call(fd, "pwrite64");
-		if (disk_full(len)) {
-			errno = ENOSPC;
-			return -1;
-		}
-	}
-	return real_pwrite64(fd, buf, len, off);
+	if (!watched(fd))
+		return false;
+	count_call(fd, fn);
+	if (fsync_errno == 0)
+		return false;
+	errno = fsync_errno;
+	return true;
 }
 
 static size_t
@@ -251,55 +234,49 @@ iov_len(const struct iovec *iov, int n)
 }
 
 ssize_t
+write(int fd, const void *buf, size_t len)
+{
+	return write_fails(fd, len, "write") ? -1 : real_write(fd, buf, len);
+}
+
+ssize_t
+pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+	return write_fails(fd, len, "pwrite") ? -1 :
+	    real_pwrite(fd, buf, len, off);
+}
+
+ssize_t
+pwrite64(int fd, const void *buf, size_t len, off64_t off)
+{
+	return write_fails(fd, len, "pwrite64") ? -1 :
+	    real_pwrite64(fd, buf, len, off);
+}
+
+ssize_t
 writev(int fd, const struct iovec *iov, int n)
 {
-	if (watched(fd)) {
-		count_call(fd, "writev");
-		if (disk_full(iov_len(iov, n))) {
-			errno = ENOSPC;
-			return -1;
-		}
-	}
-	return real_writev(fd, iov, n);
+	return write_fails(fd, iov_len(iov, n), "writev") ? -1 :
+	    real_writev(fd, iov, n);
 }
 
 ssize_t
 pwritev(int fd, const struct iovec *iov, int n, off_t off)
 {
-	if (watched(fd)) {
-		count_call(fd, "pwritev");
-		if (disk_full(iov_len(iov, n))) {
-			errno = ENOSPC;
-			return -1;
-		}
-	}
-	return real_pwritev(fd, iov, n, off);
+	return write_fails(fd, iov_len(iov, n), "pwritev") ? -1 :
+	    real_pwritev(fd, iov, n, off);
 }
 
 int
 fsync(int fd)
 {
-	if (watched(fd)) {
-		count_call(fd, "fsync");
-		if (fsync_errno != 0) {
-			errno = fsync_errno;
-			return -1;
-		}
-	}
-	return real_fsync(fd);
+	return sync_fails(fd, "fsync") ? -1 : real_fsync(fd);
 }
 
 int
 fdatasync(int fd)
 {
-	if (watched(fd)) {
-		count_call(fd, "fdatasync");
-		if (fsync_errno != 0) {
-			errno = fsync_errno;
-			return -1;
-		}
-	}
-	return real_fdatasync(fd);
+	return sync_fails(fd, "fdatasync") ? -1 : real_fdatasync(fd);
 }
 
 int

@@ -157,52 +157,48 @@ serves(const char *out)
 	return id != 0 && watch(id) == 0;
 }
 
+/*
+ * One disk-full case: a daemon whose writes into full/ fail as settings
+ * say, a --force job onto an existing full/out, and what must follow.
+ */
 static void
-test_enospc(void)
+enospc_case(const char *what, const char *settings, const char *want,
+    const char *after)
 {
 	char *env, *e;
 	pid_t pid;
 	int id;
 
+	make_dest("full/out");
+	env = shim_env("FAULT_PATH=%s/full/ %s", dir, settings);
+	pid = td_start("--memory 64M", env);
+	free(env);
+	id = td_submit("mid.yml -o full/out --force --out-shard-size 4M");
+	ok(id != 0 && watch(id) != 0, "%s: the job fails", what);
+	e = job_error(id);
+	ok_str_has(e, want, "%s: the error says so", what);
+	free(e);
+	ok(!staging_in("full"), "%s: no staging directory is left", what);
+	ok(dest_untouched("full/out"), "%s: the existing destination is as "
+	    "it was", what);
+	ok(serves(after), "%s: the daemon goes on serving", what);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "%s: merged exits cleanly", what);
+}
+
+static void
+test_enospc(void)
+{
+	char fsync_errno[64];
+
 	/* A write past 3 MB of shard data fails: mid-shard, after the
 	 * space was reserved, as on a filesystem that overcommits. */
-	make_dest("full/out");
-	env = shim_env("FAULT_PATH=%s/full/ FAULT_ENOSPC_AFTER="
-	    "3000000", dir);
-	pid = td_start("--memory 64M", env);
-	free(env);
-	id = td_submit("mid.yml -o full/out --force --out-shard-size 4M");
-	ok(id != 0 && watch(id) != 0, "ENOSPC on write: the job fails");
-	e = job_error(id);
-	ok_str_has(e, "No space left on device", "ENOSPC on write: the "
-	    "error says so");
-	free(e);
-	ok(!staging_in("full"), "ENOSPC on write: no staging directory is "
-	    "left");
-	ok(dest_untouched("full/out"), "ENOSPC on write: the existing "
-	    "destination is as it was");
-	ok(serves("after-enospc"), "ENOSPC on write: the daemon goes on "
-	    "serving");
-	ok_int_eq(td_stop(pid, SIGTERM), 0, "ENOSPC on write: merged exits "
-	    "cleanly");
-
+	enospc_case("ENOSPC on write", "FAULT_ENOSPC_AFTER=3000000",
+	    "No space left on device", "after-enospc");
 	/* fsync is where a full disk shows on some filesystems. */
-	env = shim_env("FAULT_PATH=%s/full/ FAULT_FSYNC_ERRNO=%d",
-	    dir, ENOSPC);
-	pid = td_start("--memory 64M", env);
-	free(env);
-	id = td_submit("mid.yml -o full/out --force --out-shard-size 4M");
-	ok(id != 0 && watch(id) != 0, "ENOSPC on fsync: the job fails");
-	e = job_error(id);
-	ok_str_has(e, "fsync: No space left on device", "ENOSPC on fsync: "
-	    "the error says so");
-	free(e);
-	ok(!staging_in("full") && dest_untouched("full/out"), "ENOSPC on "
-	    "fsync: no staging left, the destination as it was");
-	ok(serves("after-fsync"), "ENOSPC on fsync: the daemon goes on "
-	    "serving");
-	ok_int_eq(td_stop(pid, SIGTERM), 0, "ENOSPC on fsync: merged exits "
-	    "cleanly");
+	snprintf(fsync_errno, sizeof fsync_errno, "FAULT_FSYNC_ERRNO=%d",
+	    ENOSPC);
+	enospc_case("ENOSPC on fsync", fsync_errno,
+	    "fsync: No space left on device", "after-fsync");
 }
 
 /* A real full filesystem: a 2 MB tmpfs, when this process may mount. */
