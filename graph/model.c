@@ -70,6 +70,13 @@ model_read_json(const struct graph_model *m, const char *name, size_t max,
 		memmove(buf, buf + 3, len - 2);
 		len -= 3;
 	}
+	/* cJSON would skip a second one too (found by fuzz-model). */
+	if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0) {
+		*out = NULL;
+		*cause = xasprintf("%s: a second byte order mark is not valid "
+		    "JSON", path);
+		goto fail;
+	}
 	/* cJSON takes any control byte for white space, and inside strings;
 	 * JSON (and Python's json module) allows neither. */
 	for (i = 0; i < len; i++) {
