@@ -39,6 +39,28 @@ meson test -C build --print-errorlogs --num-processes 2 --suite unit \
 --errors-for-leak-kinds=definite,indirect --track-origins=yes" || true
 contrib/fuzz.sh "${FUZZ_SECONDS:-20}" | tee build/fuzz-summary.txt || true
 
+# CI keeps only the tail of this output, so the failures are repeated
+# here, each with the end of its own log, right above the count line.
+python3 - build/meson-logs/testlog.json build-asan/meson-logs/testlog.json \
+    build-tsan/meson-logs/testlog.json build/meson-logs/memcheck*.json <<'PY'
+import json, os, sys
+for path in sys.argv[1:]:
+    if not os.path.exists(path):
+        continue
+    for line in open(path, encoding="utf-8", errors="replace"):
+        t = json.loads(line)
+        if t["result"] in ("OK", "SKIP"):
+            continue
+        print(f"=== FAILED {t['name']} ({path}): {t['result']},"
+              f" exit {t['returncode']}, {t['duration']:.1f} s")
+        out = (t.get("stdout") or "").splitlines()
+        bad = [l for l in out if l.startswith("not ok")]
+        for l in bad[:20]:
+            print("  " + l)
+        for l in out[-40:]:
+            print("  | " + l)
+PY
+
 # One line any reader of the log can find: counts from every run.
 passed=0
 failed=0

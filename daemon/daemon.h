@@ -74,6 +74,8 @@ struct djob {
 	char *out_dir;		/* the destination, for messages */
 	char *out_name;
 	char *staging;		/* the staging directory's name */
+	uint64_t stage_dev;	/* and its identity, once it exists: */
+	uint64_t stage_ino;	/* 0 before; kept through the publish */
 	uint64_t memory;	/* per-job cap; 0: none */
 	bool force;
 	bool allow_crimes;

@@ -9,7 +9,10 @@
  * executor's callbacks update the job, the store and its watchers.  Every
  * state change is one store update.  Loop thread only.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -392,6 +395,51 @@ job_on_shard(struct graph_job *gj, size_t shard, void *arg)
 	store_job_update(j->daemon->store, j);
 }
 
+/*
+ * The staging directory exists: its identity is committed now, on the
+ * loop thread, before the executor can publish it (job_was_published).
+ */
+static void
+job_on_staged(struct graph_job *gj, uint64_t dev, uint64_t ino, void *arg)
+{
+	struct djob *j = arg;
+
+	(void)gj;
+	if (j->stage_dev == dev && j->stage_ino == ino)
+		return;
+	j->stage_dev = dev;
+	j->stage_ino = ino;
+	store_job_update(j->daemon->store, j);
+}
+
+static bool
+job_same_dir(int dfd, const char *name, const struct djob *j)
+{
+	struct stat st;
+
+	return fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISDIR(st.st_mode) && (uint64_t)st.st_dev == j->stage_dev &&
+	    (uint64_t)st.st_ino == j->stage_ino;
+}
+
+/*
+ * A daemon killed between renaming the staging directory into place and
+ * recording the job done leaves a job that looks interrupted, and whose
+ * destination now exists.  The rename keeps the directory's identity, so
+ * a destination with the recorded one is this job's own finished output:
+ * the job is done.  After a --force exchange the staging name holds the
+ * replaced output, which the publish would have removed next.
+ */
+static bool
+job_was_published(struct djob *j)
+{
+	if (j->stage_ino == 0 || !job_same_dir(j->out_fd, j->out_name, j))
+		return false;
+	if (j->force && !job_same_dir(j->out_fd, j->staging, j))
+		graph_remove_tree(j->out_fd, j->staging);
+	return true;
+}
+
 static void
 job_on_done(struct graph_job *gj, int rc, const char *err, void *arg)
 {
@@ -430,6 +478,17 @@ job_start(struct daemon *d, struct djob *j)
 		memset(j->shards_done, '0', s.shards);
 		j->shards_done[s.shards] = '\0';
 	}
+	if (job_was_published(j)) {
+		memset(j->shards_done, '1', s.shards);
+		j->prog.bytes_total = j->prog.bytes_done = s.bytes_written;
+		j->prog.tensors_total = j->prog.tensors_done = s.tensors;
+		j->prog.shards_total = j->prog.shards_done = s.shards;
+		job_log(d, j, "its output was already in place: the daemon "
+		    "stopped after publishing it");
+		job_release_runtime(j);
+		job_set_state(d, j, JOB_DONE, NULL);
+		return 0;
+	}
 	done = xcalloc(s.shards + 1, sizeof *done);
 	for (i = 0; i < s.shards; i++)
 		done[i] = j->shards_done[i] == '1';
@@ -445,6 +504,7 @@ job_start(struct daemon *d, struct djob *j)
 	o.done = job_on_done;
 	o.progress = job_on_progress;
 	o.shard_done = job_on_shard;
+	o.staged = job_on_staged;
 	o.arg = j;
 	rc = graph_exec_submit(d->exec, j->plan, &o, &j->gj, &cause);
 	free(done);

@@ -12,6 +12,7 @@
  * SQLITE_* codes are converted here and nowhere else.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -20,7 +21,11 @@
 
 #include "daemon.h"
 
-#define STORE_SCHEMA_VERSION 1
+/*
+ * PRAGMA user_version.  1: the first schema.  2: jobs.staged, the staging
+ * directory's "device:inode", added to a version 1 store at open.
+ */
+#define STORE_SCHEMA_VERSION 2
 
 enum {
 	ST_INSERT,
@@ -48,7 +53,7 @@ static const char schema[] =
     " model_card INTEGER, seed INTEGER NOT NULL, inputs TEXT,"
     " created REAL, started REAL, finished REAL,"
     " bytes_total INTEGER, bytes_done INTEGER, tensors_total INTEGER,"
-    " tensors_done INTEGER, shards_done TEXT, error TEXT);"
+    " tensors_done INTEGER, shards_done TEXT, error TEXT, staged TEXT);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
@@ -61,13 +66,13 @@ static const char *const sql[ST_COUNT] = {
 	    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
-	    " shards_done=?, error=?, inputs=?, seed=? WHERE id=?",
+	    " shards_done=?, error=?, inputs=?, seed=?, staged=? WHERE id=?",
 	[ST_LOAD] = "SELECT id, owner, owner_gid, user, name, state, priority,"
 	    " after, config, config_name, cwd, out_dir, out_name, staging,"
 	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
 	    " model_card, seed, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
-	    " shards_done, error FROM jobs ORDER BY id",
+	    " shards_done, error, staged FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 };
@@ -80,6 +85,57 @@ store_err(struct store *s, const char *what, char **cause)
 	else
 		log_warnx("store: %s: %s", what, sqlite3_errmsg(s->db));
 	return -EIO;
+}
+
+static int
+store_version(struct store *s)
+{
+	sqlite3_stmt *st;
+	int v = -1;
+
+	if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) !=
+	    SQLITE_OK)
+		return -1;
+	if (sqlite3_step(st) == SQLITE_ROW)
+		v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return v;
+}
+
+/*
+ * Brings an older store up to STORE_SCHEMA_VERSION in one transaction,
+ * and refuses a newer one: its columns would be lost on the next write.
+ * A store already current is not written to, so a start adds nothing to
+ * the WAL.
+ */
+static int
+store_migrate(struct store *s, const char *path, char **cause)
+{
+	char *err = NULL, *q;
+	int v = store_version(s), rc;
+
+	if (v == STORE_SCHEMA_VERSION)
+		return 0;
+	if (v < 0 || v > STORE_SCHEMA_VERSION) {
+		*cause = xasprintf("%s: schema version %d is not one this "
+		    "merged knows (%d); is it a newer merged's store?", path,
+		    v, STORE_SCHEMA_VERSION);
+		return -EIO;
+	}
+	/* Version 0 is a store just created, with the current schema. */
+	q = xasprintf("BEGIN IMMEDIATE;%s PRAGMA user_version = %d; COMMIT;",
+	    v == 1 ? " ALTER TABLE jobs ADD COLUMN staged TEXT;" : "",
+	    STORE_SCHEMA_VERSION);
+	rc = sqlite3_exec(s->db, q, NULL, NULL, &err);
+	free(q);
+	if (rc != SQLITE_OK) {
+		*cause = xasprintf("cannot upgrade %s: %s", path, err ? err :
+		    sqlite3_errmsg(s->db));
+		sqlite3_free(err);
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+		return -EIO;
+	}
+	return 0;
 }
 
 int
@@ -108,7 +164,8 @@ store_open(const char *path, struct store **out, char **cause)
 		sqlite3_free(err);
 		goto fail;
 	}
-	sqlite3_exec(s->db, "PRAGMA user_version = 1;", NULL, NULL, NULL);
+	if (store_migrate(s, path, cause) != 0)
+		goto fail;
 	for (i = 0; i < ST_COUNT; i++) {
 		if (sqlite3_prepare_v2(s->db, sql[i], -1, &s->st[i], NULL) !=
 		    SQLITE_OK) {
@@ -208,6 +265,7 @@ int
 store_job_update(struct store *s, const struct djob *j)
 {
 	sqlite3_stmt *st = s->st[ST_UPDATE];
+	char staged[48];
 	int i = 1;
 
 	bind_text(st, i++, job_state_name(j->state));
@@ -221,6 +279,14 @@ store_job_update(struct store *s, const struct djob *j)
 	bind_text(st, i++, j->error);
 	bind_text(st, i++, j->inputs);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->seed);
+	if (j->stage_ino != 0) {
+		snprintf(staged, sizeof staged, "%llu:%llu",
+		    (unsigned long long)j->stage_dev,
+		    (unsigned long long)j->stage_ino);
+		bind_text(st, i++, staged);
+	} else {
+		sqlite3_bind_null(st, i++);
+	}
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->id);
 	return step_done(s, st, "update");
 }
@@ -237,6 +303,8 @@ static struct djob *
 store_row(sqlite3_stmt *st)
 {
 	struct djob *j = xcalloc(1, sizeof *j);
+	unsigned long long dev, ino;
+	const char *staged;
 	char *state;
 	int i = 0;
 
@@ -276,6 +344,11 @@ store_row(sqlite3_stmt *st)
 	j->prog.tensors_done = (size_t)sqlite3_column_int64(st, i++);
 	j->shards_done = col_text(st, i++);
 	j->error = col_text(st, i++);
+	staged = (const char *)sqlite3_column_text(st, i++);
+	if (staged == NULL || sscanf(staged, "%llu:%llu", &dev, &ino) != 2)
+		dev = ino = 0;
+	j->stage_dev = dev;
+	j->stage_ino = ino;
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

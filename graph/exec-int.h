@@ -151,6 +151,8 @@ struct graph_job {
 	char *out_dir;		/* for messages */
 	char *staging;		/* name in out_dirfd */
 	int stage_fd;
+	uint64_t stage_dev;	/* the staging directory's identity */
+	uint64_t stage_ino;
 	const struct graph_cred *cred;
 	bool force;
 	bool keep_staging;
@@ -177,6 +179,7 @@ struct graph_job {
 	graph_job_done_cb done;
 	graph_job_progress_cb progress;
 	graph_job_shard_cb on_shard;
+	graph_job_staged_cb on_staged;
 	void *arg;
 };
 

@@ -141,6 +141,13 @@ work_setup(struct graph_job *job)
 	if ((t->rc = writer_stage_open(job->out_dirfd, job->staging,
 	    job->cred, &job->stage_fd, &t->err)) != 0)
 		return;
+	if (fstat(job->stage_fd, &st) == -1) {
+		t->rc = -errno;
+		t->err = xasprintf("%s: %s", job->staging, strerror(errno));
+		return;
+	}
+	job->stage_dev = (uint64_t)st.st_dev;
+	job->stage_ino = (uint64_t)st.st_ino;
 	for (i = 0; i < p->nshards; i++) {
 		/* A shard recorded as done must still be there, whole. */
 		if (job->shard_done[i] && !(fstatat(job->stage_fd,

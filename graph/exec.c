@@ -847,6 +847,11 @@ after_job_task(struct graph_job *job, struct task *t)
 	case TASK_SETUP:
 		if (job->state == JOB_SETUP)
 			job->state = JOB_RUNNING;
+		/* Here, on the loop thread, before any shard is queued: the
+		 * identity is recorded before a publish can happen. */
+		if (t->rc == 0 && job->on_staged != NULL)
+			job->on_staged(job, job->stage_dev, job->stage_ino,
+			    job->arg);
 		/* Setup may have found a "done" shard missing. */
 		job->prog.shards_done = 0;
 		for (size_t i = 0; i < job->plan->nshards; i++)
@@ -971,6 +976,7 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	job->done = o->done;
 	job->progress = o->progress;
 	job->on_shard = o->shard_done;
+	job->on_staged = o->staged;
 	job->arg = o->arg;
 	atomic_init(&job->cancel, false);
 	job->shard_done = xcalloc(p->nshards + 1, sizeof *job->shard_done);

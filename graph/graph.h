@@ -361,6 +361,14 @@ typedef void (*graph_job_progress_cb)(struct graph_job *,
     const struct graph_progress *, void *);
 /* Called when a shard is durably on disk (for resumable jobs). */
 typedef void (*graph_job_shard_cb)(struct graph_job *, size_t, void *);
+/*
+ * Called once the staging directory exists, with its device and inode,
+ * before anything can be published: the rename keeps them, so a daemon
+ * that dies between publishing and recording it can tell its own output
+ * from somebody else's directory when the job is resumed.
+ */
+typedef void (*graph_job_staged_cb)(struct graph_job *, uint64_t, uint64_t,
+    void *);
 
 struct graph_job_opts {
 	int out_dirfd;		/* the destination's parent (borrowed) */
@@ -375,6 +383,7 @@ struct graph_job_opts {
 	graph_job_done_cb done;
 	graph_job_progress_cb progress;
 	graph_job_shard_cb shard_done;
+	graph_job_staged_cb staged;	/* NULL: not wanted */
 	void *arg;
 };
 

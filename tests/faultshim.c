@@ -26,6 +26,9 @@
  *                             and the file's path to F
  *   FAULT_COUNT_FILE=F        at exit, write the number of such calls to
  *                             F (to choose K for a later run)
+ *   FAULT_KILL_RENAME=1       raise SIGKILL right after the first
+ *                             renameat2 that succeeds (noted as above):
+ *                             an output published, not yet recorded
  *
  * The counter is process wide and atomic: the daemon writes from several
  * pool threads.
@@ -71,6 +74,8 @@ static ssize_t (*real_pwritev)(int, const struct iovec *, int, off_t);
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
 static int (*real_fallocate)(int, int, off_t, off_t);
+static int (*real_renameat2)(int, const char *, int, const char *, unsigned);
+static bool kill_rename;
 
 static void shim_init(void) __attribute__((constructor));
 static void shim_fini(void) __attribute__((destructor));
@@ -102,6 +107,8 @@ shim_init(void)
 	resolve(&real_fsync, "fsync");
 	resolve(&real_fdatasync, "fdatasync");
 	resolve(&real_fallocate, "fallocate");
+	resolve(&real_renameat2, "renameat2");
+	kill_rename = env_ulong("FAULT_KILL_RENAME") != 0;
 	paths = getenv("FAULT_PATH");
 	enospc_after = env_ulong("FAULT_ENOSPC_AFTER");
 	fsync_errno = (int)env_ulong("FAULT_FSYNC_ERRNO");
@@ -152,6 +159,21 @@ watched(int fd)
 	return false;
 }
 
+/* Writes line to FAULT_NOTE_FILE, if set, and raises SIGKILL. */
+static void
+die_noting(const char *line)
+{
+	int nfd;
+
+	if (note_file != NULL && (nfd = open(note_file, O_WRONLY | O_CREAT |
+	    O_TRUNC | O_CLOEXEC, 0600)) >= 0) {
+		real_write(nfd, line, strlen(line));
+		real_write(nfd, "\n", 1);
+		close(nfd);
+	}
+	raise(SIGKILL);
+}
+
 /*
  * Counts a call on a watched file and dies if it is the chosen one,
  * first noting in FAULT_NOTE_FILE which call on which file it was.
@@ -162,7 +184,6 @@ count_call(int fd, const char *fn)
 	unsigned long k = atomic_fetch_add(&calls, 1) + 1;
 	char link[64], line[4200];
 	ssize_t n, m;
-	int nfd;
 
 	if (slow_us != 0)
 		usleep((useconds_t)slow_us);
@@ -178,13 +199,7 @@ count_call(int fd, const char *fn)
 	}
 	if (kill_at == 0 || k != kill_at)
 		return;
-	if (note_file != NULL && (nfd = open(note_file, O_WRONLY | O_CREAT |
-	    O_TRUNC | O_CLOEXEC, 0600)) >= 0) {
-		line[n++] = '\n';
-		real_write(nfd, line, (size_t)n);
-		close(nfd);
-	}
-	raise(SIGKILL);
+	die_noting(line);
 }
 
 /*
@@ -285,4 +300,18 @@ fallocate(int fd, int mode, off_t off, off_t len)
 	if (watched(fd))
 		count_call(fd, "fallocate");
 	return real_fallocate(fd, mode, off, len);
+}
+
+int
+renameat2(int olddir, const char *old, int newdir, const char *new,
+    unsigned flags)
+{
+	char line[4200];
+	int rc = real_renameat2(olddir, old, newdir, new, flags);
+
+	if (rc == 0 && kill_rename) {
+		snprintf(line, sizeof line, "renameat2 %s %s", old, new);
+		die_noting(line);
+	}
+	return rc;
 }

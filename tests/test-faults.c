@@ -13,7 +13,9 @@
  *   - kill -9 at 20 points drawn at random among the daemon's writes to
  *     its store and to the job's shards: after each, the store passes
  *     PRAGMA integrity_check, no accepted job is lost, and resuming gives
- *     output byte-identical to an uninterrupted run;
+ *     output byte-identical to an uninterrupted run; and right after the
+ *     publish (plain and --force), before the store has recorded it;
+ *   - a version 1 store is upgraded, a newer one refused;
  *   - an input truncated while its job is queued, truncated while it
  *     runs, or rewritten in place while it runs: that job fails clearly,
  *     another job running at the same time is not disturbed;
@@ -37,6 +39,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "tap.h"
 #include "testd.h"
@@ -261,6 +265,7 @@ struct kills {
 	int runs, died, in_store, in_shards, before_reply;
 	int unsound, lost, differ;
 	int next_id;		/* the id the next accepted job gets */
+	char last[32];		/* the last job's state, resumed to its end */
 };
 
 /*
@@ -270,21 +275,26 @@ struct kills {
  * resume (or have finished) with the reference's bytes.
  */
 static void
-kill_once(struct kills *k, const char *what, const char *settings)
+kill_once(struct kills *k, const char *what, const char *settings,
+    bool force)
 {
 	char out[64], note[1024], *env, *o = NULL, *t, *s;
 	int id, jid;
 	pid_t pid;
 
 	snprintf(out, sizeof out, "k-%d", k->runs++);
+	/* With force, an older output to replace. */
+	if (force)
+		tl_runf(NULL, "cd %s && mkdir %s && echo old >%s/old", dir, out,
+		    out);
 	snprintf(note, sizeof note, "%s/kill-note", dir);
 	unlink(note);
 	env = shim_env("FAULT_PATH=%s/merged.db:%s/.k- FAULT_NOTE_FILE=%s %s",
 	    td_state, dir, note, settings);
 	pid = td_start("--memory 24M --threads 1", env);
 	free(env);
-	id = td_submit("mid.yml -o %s --random-seed 5 --out-shard-size 8M",
-	    out);
+	id = td_submit("mid.yml -o %s --random-seed 5 --out-shard-size 8M%s",
+	    out, force ? " --force" : "");
 	k->before_reply += id == 0;
 	/* It dies at its point, or finishes if it never gets there. */
 	if (id != 0)
@@ -321,7 +331,10 @@ kill_once(struct kills *k, const char *what, const char *settings)
 			    "differs or is missing", what, jid, s);
 		}
 		k->next_id = jid + 1;
+		free(s);
+		s = td_job_field(jid, "state");
 	}
+	snprintf(k->last, sizeof k->last, "%s", s);
 	free(s);
 	td_stop(pid, SIGTERM);
 }
@@ -354,23 +367,37 @@ test_kills(void)
 	k.next_id = td_submit("small.yml -o k-probe") + 1;
 	td_stop(pid, SIGTERM);
 
-	kill_once(&k, "while finishing", "FAULT_KILL_NAME=config.json");
+	kill_once(&k, "while finishing", "FAULT_KILL_NAME=config.json", false);
 	ok(k.died == 1 && k.differ == 0 && k.lost == 0, "kill -9 while the "
 	    "job writes config.json after its last shard: resumed, it "
 	    "completes with the same bytes");
 	kill_once(&k, "in a commit", "FAULT_KILL_NAME=merged.db-wal "
-	    "FAULT_KILL_AT=3");
+	    "FAULT_KILL_AT=3", false);
 	ok(k.died == 2 && k.unsound == 0 && k.differ == 0 && k.lost == 0,
 	    "kill -9 inside a store commit: the store is sound, the job "
 	    "completes with the same bytes");
-	kill_once(&k, "between shards", "FAULT_KILL_NAME=model-00004");
+	kill_once(&k, "between shards", "FAULT_KILL_NAME=model-00004",
+	    false);
 	ok(k.died == 3 && k.differ == 0 && k.lost == 0, "kill -9 as the "
 	    "fourth shard starts: resumed, it completes with the same bytes");
+	/* The output renamed into place, the store not yet told. */
+	kill_once(&k, "just published", "FAULT_KILL_RENAME=1", false);
+	ok(k.died == 4 && k.differ == 0 && k.lost == 0, "kill -9 right after "
+	    "the output is renamed into place: resumed, the job is done with "
+	    "the same bytes");
+	ok(strcmp(k.last, "done") == 0, "and its state is done (%s)",
+	    k.last);
+	kill_once(&k, "just exchanged", "FAULT_KILL_RENAME=1", true);
+	ok(k.died == 5 && k.differ == 0 && k.lost == 0, "kill -9 right after "
+	    "a --force exchange: resumed, the job is done with the same bytes");
+	ok(tl_runf(NULL, "cd %s && test ! -e k-%d/old && ! ls -d .k-%d.* "
+	    ">/dev/null 2>&1", dir, k.runs - 1, k.runs - 1) == 0, "and the "
+	    "replaced output is gone, with no staging directory left");
 	for (i = 0; i < KILLS && total > 0; i++) {
 		point = 1 + (unsigned long)rand() % total;
 		snprintf(what, sizeof what, "%d at call %lu", i, point);
 		snprintf(set, sizeof set, "FAULT_KILL_AT=%lu", point);
-		kill_once(&k, what, set);
+		kill_once(&k, what, set, false);
 	}
 	tap_diag("kill -9: %d of %d runs died at their point (%d in a store "
 	    "file, %d in a shard, %d before submit was answered)", k.died,
@@ -382,6 +409,94 @@ test_kills(void)
 	ok_int_eq(k.lost, 0, "kill -9: no accepted job is lost");
 	ok_int_eq(k.differ, 0, "kill -9: every job resumes or reruns to "
 	    "output byte-identical to the uninterrupted run");
+}
+
+/* Runs sql on the daemon's store (stopped); the first column of its last
+ * row as text ("" when none), or NULL on an error. */
+static char *
+store_sql(const char *sql)
+{
+	char path[700], *r = NULL;
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	const char *tail = sql;
+	int rc;
+
+	snprintf(path, sizeof path, "%s/merged.db", td_state);
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) !=
+	    SQLITE_OK)
+		goto out;
+	while (*tail != '\0') {
+		if (sqlite3_prepare_v2(db, tail, -1, &st, &tail) != SQLITE_OK)
+			goto out;
+		if (st == NULL)
+			break;
+		while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+			free(r);
+			r = strdup(sqlite3_column_text(st, 0) != NULL ?
+			    (const char *)sqlite3_column_text(st, 0) : "");
+		}
+		sqlite3_finalize(st);
+		st = NULL;
+		if (rc != SQLITE_DONE) {
+			free(r);
+			r = NULL;
+			goto out;
+		}
+	}
+	if (r == NULL)
+		r = strdup("");
+out:
+	if (r == NULL)
+		tap_diag("%s: %s", sql, db != NULL ? sqlite3_errmsg(db) : "");
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return r;
+}
+
+/*
+ * The store kept by the kill tests, turned back into a version 1 store
+ * (no jobs.staged): merged upgrades it and keeps every job; a store of a
+ * version it does not know is refused.
+ */
+static void
+test_store_versions(void)
+{
+	char *n, *last, *v, *s, *o = NULL;
+	pid_t pid;
+	int rc;
+
+	n = store_sql("SELECT count(*) FROM jobs");
+	last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY id");
+	v = store_sql("ALTER TABLE jobs DROP COLUMN staged;"
+	    "PRAGMA user_version = 1; PRAGMA user_version");
+	ok(n != NULL && last != NULL && v != NULL && strcmp(v, "1") == 0,
+	    "a version 1 store with %s jobs", n ? n : "?");
+	free(v);
+	pid = td_start("--memory 64M", NULL);
+	s = last != NULL ? td_job_field(atoi(last), "state") : strdup("");
+	ok(last != NULL && strcmp(s, strchr(last, ' ') + 1) == 0, "merged "
+	    "opens it and knows job %s as it was (%s)", last ? last : "?", s);
+	free(s);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "and stops cleanly");
+	v = store_sql("SELECT count(*) FROM jobs");
+	s = store_sql("SELECT count(staged) FROM jobs; PRAGMA user_version");
+	ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
+	    strcmp(s, "2") == 0, "upgraded to version 2 with every job (%s "
+	    "of %s)", v ? v : "?", n ? n : "?");
+	free(s);
+	free(v);
+	free(last);
+	free(n);
+
+	free(store_sql("PRAGMA user_version = 99"));
+	rc = tl_runf(&o, "timeout 20 %s --socket %s --state-dir %s 2>&1",
+	    tl_merged, td_sock, td_state);
+	ok(rc == 1, "a store of a newer version: merged refuses to start "
+	    "(exit %d)", rc);
+	ok_str_has(o, "schema version 99", "saying which version it is");
+	free(o);
+	free(store_sql("PRAGMA user_version = 2"));
 }
 
 static void
@@ -595,6 +710,7 @@ main(int argc, char **argv)
 	test_tmpfs_full();
 	test_inputs_change();
 	test_kills();
+	test_store_versions();
 	test_bad_state_dir();
 	test_vanishing_clients();
 	return tap_done();
