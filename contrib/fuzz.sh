@@ -12,6 +12,9 @@
 # tests/corpus/NAME; crashes land in build-fuzz/crash/NAME/.  A crash is
 # a failure: minimize it (libFuzzer -minimize_crash=1), add it to
 # tests/corpus/NAME so the fuzz suite replays it forever, and fix it.
+# tests/corpus/NAME holds named seeds and regressions, plus the files
+# (named by their SHA-1) of a -merge=1 of long local runs, so that a short
+# run starts where those ended rather than from a handful of seeds.
 # Ends with one "N passed, N failed" line; exits 1 when a target failed.
 set -eu
 cd "$(dirname "$0")/.."
@@ -48,6 +51,8 @@ for t in $targets; do
 	else
 		result="FAILED (see $log, $crash/)"
 		failed=$((failed + 1))
+		# What it found, where a log that keeps only the tail sees it.
+		tail -n 40 "$log"
 	fi
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
 	printf "fuzz-%-12s %6ss %10s execs %6s inputs  %s\n" "$t" "$secs" \

@@ -24,7 +24,8 @@
  *   - clients that go away mid-submit and mid-line.
  *
  * The random kill points come from a seed printed in the output; set
- * FAULT_SEED to replay a run.
+ * FAULT_SEED to replay a run, or FAULT_KILL_ALL=1 to kill at every
+ * point in turn.
  */
 #define _GNU_SOURCE
 #include <sys/mount.h>
@@ -352,6 +353,7 @@ test_kills(void)
 	unsigned long total, point;
 	unsigned seed;
 	pid_t pid;
+	bool all;
 	int i;
 
 	t = getenv("FAULT_SEED");
@@ -393,8 +395,12 @@ test_kills(void)
 	ok(tl_runf(NULL, "cd %s && test ! -e k-%d/old && ! ls -d .k-%d.* "
 	    ">/dev/null 2>&1", dir, k.runs - 1, k.runs - 1) == 0, "and the "
 	    "replaced output is gone, with no staging directory left");
-	for (i = 0; i < KILLS && total > 0; i++) {
-		point = 1 + (unsigned long)rand() % total;
+	/* FAULT_KILL_ALL=1: every point in turn (minutes, not for CI). */
+	all = getenv("FAULT_KILL_ALL") != NULL;
+	for (i = 0; all ? (unsigned long)i < total : i < KILLS && total > 0;
+	    i++) {
+		point = all ? (unsigned long)i + 1 : 1 +
+		    (unsigned long)rand() % total;
 		snprintf(what, sizeof what, "%d at call %lu", i, point);
 		snprintf(set, sizeof set, "FAULT_KILL_AT=%lu", point);
 		kill_once(&k, what, set, false);
