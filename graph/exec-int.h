@@ -168,6 +168,7 @@ struct graph_job {
 	size_t first_active;	/* lowest tensor not done */
 	size_t next_tensor;	/* lowest tensor not started */
 	size_t nactive;
+	bool start_blocked;	/* the next tensor waits for memory */
 	size_t nunits;		/* units alive */
 	struct graph_progress prog;
 	enum job_state state;
@@ -187,6 +188,7 @@ struct graph_exec {
 	uv_loop_t *loop;
 	uint64_t budget;
 	uint64_t used;
+	uint64_t held_tensors;	/* state and partials of active tensors */
 	uint64_t peak;
 	int threads;
 	int inflight;

@@ -218,6 +218,7 @@ xt_done(struct xtensor *xt)
 	xt->state = NULL;
 	xt->partials = NULL;
 	mem_give(job->ex, xt->bytes);
+	job->ex->held_tensors -= xt->bytes;
 	xt->bytes = 0;
 	xt->done = true;
 	xt->active = false;
@@ -262,7 +263,65 @@ xt_pass_chunks(struct xtensor *xt)
 	xt->left = xt->nchunks;
 }
 
-/* Starts the job's next tensor; false when none is left. */
+/*
+ * The smallest unit of a tensor: one block of every input decoded, a
+ * result and the statistics scratch.
+ */
+static uint64_t
+pt_min_unit(const struct plan_tensor *pt)
+{
+	return pt->quantum * ((uint64_t)pt->nin * sizeof(float) +
+	    sizeof(float) + graph_dtype_size(pt->out_dtype)) + pt->ms.scratch;
+}
+
+static size_t
+pt_npartials(const struct plan_tensor *pt)
+{
+	return pt->ms.rows ? (size_t)pt->rows :
+	    (size_t)((pt->numel + pt->quantum - 1) / pt->quantum);
+}
+
+/* What a tensor holds from its start to its end: state and partials. */
+static uint64_t
+pt_held(const struct plan_tensor *pt)
+{
+	if (xt_is_raw(pt))
+		return 0;
+	return pt->ms.state_size + (uint64_t)pt_npartials(pt) *
+	    (uint64_t)pt->ms.nred * sizeof(double);
+}
+
+/*
+ * Whether the tensor's state and partials can be taken now.  They are
+ * held until the tensor ends, so a tensor started ahead of the job's
+ * first active one must leave room for a smallest unit of both, or the
+ * tensors ahead could hold the budget that the first one needs to move
+ * on.  Unpinned cache entries are evicted to make the room.
+ */
+static bool
+job_tensor_fits(struct graph_job *job, const struct plan_tensor *pt)
+{
+	struct graph_exec *ex = job->ex;
+	uint64_t held = pt_held(pt), reserve = pt_min_unit(pt), first;
+
+	if (held == 0)
+		return true;
+	if (job->nactive > 0) {
+		first = pt_min_unit(job->xt[job->first_active].pt);
+		reserve = first > reserve ? first : reserve;
+		if (ex->held_tensors + held + reserve > ex->budget)
+			return false;
+	}
+	if (held > ex->budget - ex->used)
+		mem_give(ex, cache_evict(&ex->cache, held - (ex->budget -
+		    ex->used)));
+	return held <= ex->budget - ex->used;
+}
+
+/*
+ * Starts the job's next tensor; false when none is left, or when it must
+ * wait for memory (start_blocked).
+ */
 static bool
 job_start_tensor(struct graph_job *job)
 {
@@ -272,8 +331,13 @@ job_start_tensor(struct graph_job *job)
 
 	if (job->next_tensor >= job->plan->ntensors)
 		return false;
+	pt = job->xt[job->next_tensor].pt;
+	if (!job->shard_done[pt->shard] && !job_tensor_fits(job, pt)) {
+		job->start_blocked = true;
+		return false;
+	}
+	job->start_blocked = false;
 	xt = &job->xt[job->next_tensor++];
-	pt = xt->pt;
 	xt->active = true;
 	job->nactive++;
 	if (job->shard_done[pt->shard]) {
@@ -286,8 +350,7 @@ job_start_tensor(struct graph_job *job)
 	xt->quantum = pt->quantum;
 	xt->pass = 0;
 	xt_pass_chunks(xt);
-	xt->npartials = pt->ms.rows ? (size_t)pt->rows :
-	    (size_t)((pt->numel + xt->quantum - 1) / xt->quantum);
+	xt->npartials = pt_npartials(pt);
 	nq = xt->npartials * (size_t)pt->ms.nred;
 	if (!xt->raw && nq > 0) {
 		xt->partials = xcalloc(nq, sizeof *xt->partials);
@@ -298,6 +361,7 @@ job_start_tensor(struct graph_job *job)
 		xt->bytes += pt->ms.state_size;
 	}
 	mem_take(job->ex, xt->bytes);
+	job->ex->held_tensors += xt->bytes;
 	if (xt->nchunks == 0)
 		xt_done(xt);
 	return true;
@@ -520,7 +584,7 @@ exec_admit(struct graph_exec *ex)
 	struct xtensor *xt;
 	uint64_t e0, need;
 	size_t n;
-	bool idle = ex->inflight == 0 && ex->ready_head == NULL;
+	bool idle = ex->inflight == 0 && ex->ready_head == NULL, admitting;
 
 	if (ex->jobs == NULL)
 		return false;
@@ -529,8 +593,17 @@ exec_admit(struct graph_exec *ex)
 	start = job = ex->rr;
 	do {
 		ex->rr = job->next != NULL ? job->next : ex->jobs;
-		if (job_admitting(job) && (xt = job_next(job, &e0, &n)) !=
-		    NULL) {
+		admitting = job_admitting(job);
+		xt = admitting ? job_next(job, &e0, &n) : NULL;
+		if (admitting && xt == NULL && job->start_blocked && idle &&
+		    job->nunits == 0 && job->nactive == 0) {
+			/* Its next tensor's state cannot fit: never. */
+			xt = &job->xt[job->next_tensor];
+			job_fail_memory(job, xt, pt_min_unit(xt->pt) +
+			    pt_held(xt->pt), ex->budget, "memory budget");
+			return true;
+		}
+		if (xt != NULL) {
 			switch (unit_admit(ex, xt, e0, n, &need)) {
 			case ADMIT_OK:
 				return true;
@@ -653,7 +726,11 @@ unit_done(struct unit *u)
 			free(msg);
 			return;
 		}
-		xt->pass++;
+		if (m->stats_done != NULL && m->stats_done(xt->pt, xt->state,
+		    xt->pass))
+			xt->pass = xt->pt->ms.npasses;
+		else
+			xt->pass++;
 		xt_pass_chunks(xt);
 		return;
 	}
@@ -920,10 +997,7 @@ exec_check_budget(const struct graph_exec *ex, const struct graph_plan *p,
 		pt = &p->tensors[i];
 		if (xt_is_raw(pt))
 			continue;
-		/* One block of every input decoded, plus a result. */
-		need = pt->quantum * ((uint64_t)pt->nin * sizeof(float) +
-		    sizeof(float) + graph_dtype_size(pt->out_dtype)) +
-		    pt->ms.scratch + pt->ms.state_size;
+		need = pt_min_unit(pt) + pt_held(pt);
 		if (need > ex->budget) {
 			a = graph_format_size(need);
 			b = graph_format_size(ex->budget);

@@ -14,9 +14,15 @@
  *
  *  magnitude (ties), magnitude_outliers (breadcrumbs): keep the ascending
  *    positions [lo, hi) of |delta| over the whole tensor, ties at a cut
- *    by element index.  Three histogram passes find the keys at the cuts
- *    (select.h), a fourth counts the ties per block (so the apply pass
- *    knows how many came before its block) and the L1 sums.
+ *    by element index.  Two histogram passes find the keys at the cuts
+ *    (select.h, the wide levels: 16 bits, then 15).  In the second, each
+ *    block also lists the distinct keys it has in each cut's first-level
+ *    bin, with their counts: few, since 16-bit weights give few distinct
+ *    deltas there.  From the lists the reduction knows how many keys equal
+ *    to each cut came before every block (so the apply pass can break
+ *    ties by index) and the L1 sums.  Only where a block had more than
+ *    GTA_LIST distinct keys in a bin (float32 models) does a third pass
+ *    count the ties per block and the sums.
  *  random (dare_*): keep an element with probability density, drawn from
  *    the counter-based stream of (seed, tensor, model, element); one pass
  *    for the L1 sums when rescaling.
@@ -51,17 +57,35 @@ struct gta_kind {
 	bool consensus;
 };
 
-/* Cut-based sparsifiers: three histogram passes, then a count pass. */
-#define GTA_COUNT_PASS SEL_LEVELS
+/*
+ * Cut-based sparsifiers: the two selection levels, then, only where a
+ * block's lists overflowed, a pass counting the ties per block.
+ */
+#define GTA_LEVEL0 0
+#define GTA_LEVEL1 1
+#define GTA_COUNT_PASS 2
+#define GTA_LIST 32	/* distinct keys a block lists per cut */
+
+/*
+ * A block's partials, per delta, for the cut-based sparsifiers.  Level 1:
+ * per cut, the number of keys listed (-1: overflowed) and the list, each
+ * key's low 15 bits times 2^17 plus its count (exact in a double), then
+ * the sums of |delta| over all and over the keys strictly between the
+ * cuts' first-level bins.  The count pass: ties at each cut, the sum over
+ * all, the sum strictly inside the cuts.
+ */
+#define GTA_RED (2 * (1 + GTA_LIST) + 2)
+#define GTA_PACK 131072.0	/* 2^17: a count is at most 65536 */
 
 /*
  * Per tensor.  Followed, for the cut-based sparsifiers, by the histograms
- * (k deltas x 2 cuts x SEL_BINS) and the ties before each block (blocks x
- * k x 2), all uint64_t.
+ * (k deltas x SEL_WIDE_BINS0: level 0's, then level 1's of both cuts) and
+ * the ties before each block (blocks x k x 2), all uint64_t.
  */
 struct gta_state {
 	struct sel_range range[GRAPH_MAX_INPUTS];	/* by delta */
 	double scale[GRAPH_MAX_INPUTS];		/* L1 rescale, by delta */
+	bool listed;		/* level 1 listed every tie: no count pass */
 };
 
 static const struct gta_kind *
@@ -92,7 +116,8 @@ static uint64_t *
 gta_hist(const struct plan_tensor *t, void *state, size_t i)
 {
 	(void)t;
-	return (uint64_t *)((struct gta_state *)state + 1) + i * 2 * SEL_BINS;
+	return (uint64_t *)((struct gta_state *)state + 1) +
+	    i * SEL_WIDE_BINS0;
 }
 
 static uint64_t *
@@ -102,7 +127,7 @@ gta_ties(const struct plan_tensor *t, const void *state, uint64_t q,
 	size_t k = t->nin - 1;
 
 	return (uint64_t *)((const struct gta_state *)state + 1) +
-	    k * 2 * SEL_BINS + (q * k + i) * 2;
+	    k * SEL_WIDE_BINS0 + (q * k + i) * 2;
 }
 
 /* Whether delta i (of input j) is sparsified at all. */
@@ -195,11 +220,12 @@ gta_shape(const struct plan_tensor *t, struct method_shape *ms)
 		break;
 	case GS_MAGNITUDE:
 	case GS_OUTLIERS:
-		ms->npasses = SEL_LEVELS + 1;
-		ms->nred = 4 * (int)k;
-		ms->scratch = k * 2 * SEL_BINS * sizeof(uint64_t);
-		ms->state_size += ms->scratch +
-		    gta_nblocks(t) * k * 2 * sizeof(uint64_t);
+		ms->npasses = GTA_COUNT_PASS + 1;
+		ms->nred = GTA_RED * (int)k;
+		/* A unit counts at most 2^32 - 1 keys a bin: uint32_t. */
+		ms->scratch = k * SEL_WIDE_BINS0 * sizeof(uint32_t);
+		ms->state_size += (k * SEL_WIDE_BINS0 + gta_nblocks(t) * k *
+		    2) * sizeof(uint64_t);
 		break;
 	case GS_RANDOM:
 		ms->npasses = rescale ? 1 : 0;
@@ -407,20 +433,103 @@ gta_keep(const struct plan_tensor *t, const struct gta_state *st,
 	}
 }
 
-/* Histogram levels of the cut-based sparsifiers. */
-static void
-gta_hist_strip(const struct sel_range *r, uint64_t *restrict h,
-    const uint32_t *restrict key, size_t n, int level)
+/* Level 0 of the cut-based sparsifiers: every key, by its top 16 bits. */
+GRAPH_SIMD static void
+gta_count0(uint32_t *restrict h, const uint32_t *restrict key, size_t n)
 {
-	static const struct sel_cut all = { .on = true };
+	size_t e;
 
-	if (level == 0) {
-		/* No prefix yet: one histogram serves both cuts. */
-		sel_count(&all, h, key, n, 0);
+	for (e = 0; e < n; e++)
+		h[key[e] >> SEL_WIDE_SHIFT]++;
+}
+
+/* A block's level-1 list for one cut (see GTA_RED). */
+struct gta_list {
+	uint32_t low[GTA_LIST];
+	uint32_t count[GTA_LIST];
+	int n;			/* -1: overflowed into the histogram */
+};
+
+/*
+ * Adds the keys of a strip in the cut's level-0 bin to the block's list;
+ * once the list is full, it goes into the unit's level-1 histogram h,
+ * and so does every key after it.
+ */
+GRAPH_SIMD static void
+gta_list_strip(const struct sel_cut *c, struct gta_list *l,
+    uint32_t *restrict h, const uint32_t *restrict key, size_t n)
+{
+	uint32_t prefix = c->prefix, low;
+	uint8_t match[GTA_STRIP];
+	size_t e, any = 0;
+	int j;
+
+	if (!c->on)
 		return;
+	for (e = 0; e < n; e++) {
+		match[e] = key[e] >> SEL_WIDE_SHIFT == prefix;
+		any += match[e];
 	}
-	sel_count(&r->cut[0], h, key, n, level);
-	sel_count(&r->cut[1], h + SEL_BINS, key, n, level);
+	for (e = 0; any > 0 && e < n; e++) {
+		if (!match[e])
+			continue;
+		any--;
+		low = key[e] & (SEL_WIDE_BINS1 - 1);
+		if (l->n < 0) {
+			h[low]++;
+			continue;
+		}
+		for (j = 0; j < l->n && l->low[j] != low; j++)
+			;
+		if (j < l->n) {
+			l->count[j]++;
+		} else if (l->n < GTA_LIST) {
+			l->low[l->n] = low;
+			l->count[l->n++] = 1;
+		} else {
+			for (j = 0; j < l->n; j++)
+				h[l->low[j]] += l->count[j];
+			h[low]++;
+			l->n = -1;
+		}
+	}
+}
+
+static void
+gta_list_save(const struct gta_list *l, double *p)
+{
+	int j;
+
+	p[0] = l->n;
+	for (j = 0; j < l->n; j++)
+		p[1 + j] = (double)l->low[j] * GTA_PACK + l->count[j];
+}
+
+static uint32_t
+gta_list_low(const double *p, int j)
+{
+	return (uint32_t)(p[1 + j] / GTA_PACK);
+}
+
+static uint64_t
+gta_list_count(const double *p, int j)
+{
+	return (uint64_t)fmod(p[1 + j], GTA_PACK);
+}
+
+/* keep[] of the keys strictly between the cuts' level-0 bins. */
+GRAPH_SIMD static void
+gta_inside0(const struct sel_range *r, const uint32_t *restrict key, size_t n,
+    uint8_t *restrict keep)
+{
+	uint32_t lo = r->cut[0].prefix, hi = r->cut[1].prefix, b;
+	int lo_on = r->cut[0].on, hi_on = r->cut[1].on, some = !r->none;
+	size_t e;
+
+	for (e = 0; e < n; e++) {
+		b = key[e] >> SEL_WIDE_SHIFT;
+		keep[e] = some & ((!lo_on) | (b > lo)) & ((!hi_on) | (b < hi));
+	}
 }
 
 /* Counts the keys equal to each cut; keep[] the keys strictly inside. */
@@ -470,6 +579,63 @@ gta_l1(const float *restrict d, const uint8_t *restrict keep, size_t n)
 	    (acc[6] + acc[7]));
 }
 
+/*
+ * One block of a statistics pass of a cut-based sparsifier, for delta i:
+ * p its partials (GTA_RED doubles), h its part of the unit's scratch.
+ */
+static void
+gta_stats_cuts(const struct plan_tensor *t, const struct sel_range *r,
+    int pass, const float *x, const float *b, size_t len, double *p,
+    uint32_t *h)
+{
+	bool sums = plan_g(t, "rescale") != 0;
+	struct gta_list list[2] = { { .n = 0 }, { .n = 0 } };
+	float d[GTA_STRIP];
+	uint32_t key[GTA_STRIP];
+	uint8_t keep[GTA_STRIP];
+	uint64_t eq[2] = { 0, 0 };
+	size_t s, n;
+
+	if (pass != GTA_LEVEL0)
+		memset(p, 0, GTA_RED * sizeof *p);
+	for (s = 0; s < len; s += n) {
+		n = len - s < GTA_STRIP ? len - s : GTA_STRIP;
+		if (pass == GTA_LEVEL0 || (pass == GTA_LEVEL1 && !sums))
+			gta_keys(x + s, b + s, n, key);
+		else
+			gta_strip(x + s, b + s, n, d, key);
+		switch (pass) {
+		case GTA_LEVEL0:
+			gta_count0(h, key, n);
+			break;
+		case GTA_LEVEL1:
+			gta_list_strip(&r->cut[0], &list[0], h, key, n);
+			gta_list_strip(&r->cut[1], &list[1], h +
+			    SEL_WIDE_BINS1, key, n);
+			if (sums) {
+				gta_inside0(r, key, n, keep);
+				p[2 * (1 + GTA_LIST)] += gta_l1(d, NULL, n);
+				p[2 * (1 + GTA_LIST) + 1] += gta_l1(d, keep, n);
+			}
+			break;
+		default:
+			gta_tie_strip(r, key, n, eq, keep);
+			if (sums) {
+				p[2] += gta_l1(d, NULL, n);
+				p[3] += gta_l1(d, keep, n);
+			}
+			break;
+		}
+	}
+	if (pass == GTA_LEVEL1) {
+		gta_list_save(&list[0], p);
+		gta_list_save(&list[1], p + 1 + GTA_LIST);
+	} else if (pass == GTA_COUNT_PASS) {
+		p[0] = (double)eq[0];
+		p[1] = (double)eq[1];
+	}
+}
+
 static void
 gta_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
@@ -481,65 +647,50 @@ gta_stats(const struct plan_tensor *t, void *state, int pass,
 	size_t rows = t->ms.rows ? c->nrows : 1;
 	size_t len = t->ms.rows ? c->cols : c->n;
 	const float *b = c->in[t->base];
-	struct sel_range local;
 	float d[GTA_STRIP];
 	uint32_t key[GTA_STRIP];
 	uint8_t keep[GTA_STRIP];
-	uint64_t eq[2];
 	double *p;
-	bool cuts = sp == GS_MAGNITUDE || sp == GS_OUTLIERS;
 
+	if (sp == GS_MAGNITUDE || sp == GS_OUTLIERS) {
+		for (i = 0; i < k; i++)
+			if (gta_active(t, idx[i]))
+				gta_stats_cuts(t, &st->range[i], pass,
+				    c->in[idx[i]], b, c->n, c->partials + i *
+				    GTA_RED, (uint32_t *)c->scratch + i *
+				    SEL_WIDE_BINS0);
+		return;
+	}
 	gta_setup(t, state, c, idx, k, dl);
 	for (i = 0; i < k; i++) {
-		const struct sel_range *rg = &st->range[i];
 		if (!dl[i].active)
 			continue;
-		if (cuts && pass == 0) {
-			gta_range(t, idx[i], &local);
-			rg = &local;
-		}
 		for (r = 0; r < rows; r++) {
-			p = c->partials + (r * k + i) * (cuts ? 4 : 2);
-			eq[0] = eq[1] = 0;
-			if (!cuts || pass == SEL_LEVELS)
-				memset(p, 0, (cuts ? 4 : 2) * sizeof *p);
+			p = c->partials + (r * k + i) * 2;
+			memset(p, 0, 2 * sizeof *p);
 			for (s = r * len; s < (r + 1) * len; s += n) {
 				n = (r + 1) * len - s < GTA_STRIP ?
 				    (r + 1) * len - s : GTA_STRIP;
 				gta_strip(dl[i].x + s, b + s, n, d, key);
-				if (cuts && pass < SEL_LEVELS) {
-					gta_hist_strip(rg, (uint64_t *)c->scratch
-					    + i * 2 * SEL_BINS, key, n, pass);
-					continue;
-				}
-				if (cuts) {
-					gta_tie_strip(rg, key, n, eq, keep);
-					p[2] += gta_l1(d, NULL, n);
-					p[3] += gta_l1(d, keep, n);
-					continue;
-				}
 				gta_keep(t, st, &dl[i], i, c, s, n, key, keep);
 				p[0] += gta_l1(d, NULL, n);
 				p[1] += gta_l1(d, keep, n);
-			}
-			if (cuts && pass == SEL_LEVELS) {
-				p[0] = (double)eq[0];
-				p[1] = (double)eq[1];
 			}
 		}
 	}
 	gta_teardown(dl, k);
 }
 
+/* Adds a unit's histograms (uint32_t) into the tensor's (uint64_t). */
 static void
 gta_merge(const struct plan_tensor *t, void *state, int pass,
     const void *scratch)
 {
-	const uint64_t *s = scratch;
+	const uint32_t *s = scratch;
 	uint64_t *h = gta_hist(t, state, 0);
-	size_t i, n = (t->nin - 1) * 2 * SEL_BINS;
+	size_t i, n = (t->nin - 1) * SEL_WIDE_BINS0;
 
-	if (pass >= SEL_LEVELS)
+	if (pass > GTA_LEVEL1)
 		return;
 	for (i = 0; i < n; i++)
 		h[i] += s[i];
@@ -553,37 +704,124 @@ gta_rescale(const struct plan_tensor *t, double before, double after)
 	return before / after;
 }
 
+/*
+ * Level 1 of delta i from the blocks' lists, added to the histograms of
+ * the blocks that overflowed: the cuts' keys, then, when every block
+ * listed its keys, the ties before each block and the L1 rescale.  False
+ * when the count pass must do the last two.
+ */
+static bool
+gta_level1(const struct plan_tensor *t, struct gta_state *st, size_t i,
+    const double *partials, size_t nq, const char **why)
+{
+	struct sel_range *r = &st->range[i];
+	size_t k = t->nin - 1, q, c;
+	uint64_t *h = gta_hist(t, st, i), run[2] = { 0, 0 }, *tie, cnt;
+	double all = 0, in = 0, at_lo, at_hi, v;
+	bool listed = true;
+	uint32_t key;
+	int j;
+
+	for (c = 0; c < 2; c++) {
+		if (!r->cut[c].on)
+			continue;
+		for (q = 0; q < nq; q++) {
+			const double *p = partials + (q * k + i) * GTA_RED +
+			    c * (1 + GTA_LIST);
+			listed = listed && p[0] >= 0;
+			for (j = 0; j < (int)p[0]; j++)
+				h[c * SEL_WIDE_BINS1 + gta_list_low(p, j)] +=
+				    gta_list_count(p, j);
+		}
+		if ((*why = sel_step_wide(&r->cut[c], h + c * SEL_WIDE_BINS1,
+		    GTA_LEVEL1)) != NULL)
+			return false;
+	}
+	if (!listed)
+		return false;
+	for (q = 0; q < nq; q++) {
+		const double *p = partials + (q * k + i) * GTA_RED;
+		tie = gta_ties(t, st, q, i);
+		for (c = 0; c < 2; c++) {
+			tie[c] = run[c];
+			if (!r->cut[c].on)
+				continue;
+			for (j = 0; j < (int)p[c * (1 + GTA_LIST)]; j++) {
+				key = r->cut[c].prefix >> SEL_WIDE_SHIFT <<
+				    SEL_WIDE_SHIFT | gta_list_low(p + c *
+				    (1 + GTA_LIST), j);
+				if (key == r->cut[c].key)
+					run[c] += gta_list_count(p + c *
+					    (1 + GTA_LIST), j);
+			}
+		}
+		if (plan_g(t, "rescale") == 0)
+			continue;
+		all += p[2 * (1 + GTA_LIST)];
+		in += p[2 * (1 + GTA_LIST) + 1];
+		/* Keys in the cuts' level-0 bins strictly between the cut
+		 * keys; both lists are one when the cuts share a bin. */
+		for (c = 0; c < 2 && !r->none; c++) {
+			if (!r->cut[c].on || (c == 1 && r->cut[0].on &&
+			    r->cut[0].key >> SEL_WIDE_SHIFT ==
+			    r->cut[1].key >> SEL_WIDE_SHIFT))
+				continue;
+			for (j = 0; j < (int)p[c * (1 + GTA_LIST)]; j++) {
+				key = r->cut[c].key >> SEL_WIDE_SHIFT <<
+				    SEL_WIDE_SHIFT | gta_list_low(p + c *
+				    (1 + GTA_LIST), j);
+				cnt = gta_list_count(p + c * (1 + GTA_LIST), j);
+				v = (double)sel_fval(key);
+				if ((!r->cut[0].on || key > r->cut[0].key) &&
+				    (!r->cut[1].on || key < r->cut[1].key))
+					in += (double)cnt * v;
+			}
+		}
+	}
+	sel_range_ties_kept(r, &at_lo, &at_hi);
+	st->scale[i] = gta_rescale(t, all, in + at_lo + at_hi);
+	return true;
+}
+
 static const char *
 gta_reduce_cuts(const struct plan_tensor *t, struct gta_state *st, int pass,
     const double *partials, size_t nq)
 {
 	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, q;
 	struct sel_range *r;
-	const char *why;
+	const char *why = NULL;
 	uint64_t run[2], *h, *tie;
 	double all, in, at_lo, at_hi;
 
+	if (pass == GTA_LEVEL1)
+		st->listed = true;
 	for (i = 0; i < k; i++) {
-		st->scale[i] = 1;
+		if (pass == GTA_LEVEL0)
+			st->scale[i] = 1;
 		if (!gta_active(t, idx[i]))
 			continue;
 		r = &st->range[i];
-		if (pass == 0)
+		if (pass == GTA_LEVEL0) {
 			gta_range(t, idx[i], r);
-		if (pass < SEL_LEVELS) {
+			/* One histogram for both cuts. */
 			h = gta_hist(t, st, i);
-			/* Level 0 counted both cuts in the first histogram. */
-			if ((why = sel_step(&r->cut[0], h, pass)) != NULL ||
-			    (why = sel_step(&r->cut[1], pass == 0 ? h :
-			    h + SEL_BINS, pass)) != NULL)
+			if ((why = sel_step_wide(&r->cut[0], h, 0)) != NULL ||
+			    (why = sel_step_wide(&r->cut[1], h, 0)) != NULL)
 				return why;
-			memset(h, 0, 2 * SEL_BINS * sizeof *h);
+			memset(h, 0, SEL_WIDE_BINS0 * sizeof *h);
+			continue;
+		}
+		if (pass == GTA_LEVEL1) {
+			if (!gta_level1(t, st, i, partials, nq, &why))
+				st->listed = false;
+			if (why != NULL)
+				return why;
 			continue;
 		}
 		run[0] = run[1] = 0;
 		all = in = 0;
 		for (q = 0; q < nq; q++) {
-			const double *p = partials + (q * k + i) * 4;
+			const double *p = partials + (q * k + i) * GTA_RED;
 			tie = gta_ties(t, st, q, i);
 			tie[0] = run[0];
 			tie[1] = run[1];
@@ -596,6 +834,17 @@ gta_reduce_cuts(const struct plan_tensor *t, struct gta_state *st, int pass,
 		st->scale[i] = gta_rescale(t, all, in + at_lo + at_hi);
 	}
 	return NULL;
+}
+
+/* The count pass is needed only where a block's lists overflowed. */
+static bool
+gta_stats_done(const struct plan_tensor *t, const void *state, int pass)
+{
+	const struct gta_state *st = state;
+	enum gta_sparse sp = gta_kind(t)->sparse;
+
+	return (sp == GS_MAGNITUDE || sp == GS_OUTLIERS) &&
+	    pass == GTA_LEVEL1 && st->listed;
 }
 
 static const char *
@@ -737,6 +986,7 @@ static const struct method_param della_linear_params[] = {
 		.stats = gta_stats, \
 		.merge = gta_merge, \
 		.reduce = gta_reduce, \
+		.stats_done = gta_stats_done, \
 		.apply = gta_apply, \
 	}
 

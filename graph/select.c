@@ -42,20 +42,20 @@ sel_range_init(struct sel_range *r, uint64_t n, uint64_t lo, uint64_t hi)
  * hold it (fewer keys were counted than the plan said there would be:
  * a file changed under us, or a bug).
  */
-const char *
-sel_step(struct sel_cut *c, const uint64_t *hist, int level)
+static const char *
+sel_step_bins(struct sel_cut *c, const uint64_t *hist, size_t nbins,
+    unsigned width, bool last)
 {
 	uint64_t cum = c->below;
 	size_t b;
 
 	if (!c->on)
 		return NULL;
-	for (b = 0; b < SEL_BINS; b++) {
+	for (b = 0; b < nbins; b++) {
 		if (cum + hist[b] > c->rank) {
-			c->prefix = (c->prefix << sel_width[level]) |
-			    (uint32_t)b;
+			c->prefix = (c->prefix << width) | (uint32_t)b;
 			c->below = cum;
-			if (level == SEL_LEVELS - 1) {
+			if (last) {
 				c->key = c->prefix;
 				c->eq = hist[b];
 			}
@@ -64,6 +64,22 @@ sel_step(struct sel_cut *c, const uint64_t *hist, int level)
 		cum += hist[b];
 	}
 	return "order statistics: fewer values counted than expected";
+}
+
+const char *
+sel_step(struct sel_cut *c, const uint64_t *hist, int level)
+{
+	return sel_step_bins(c, hist, SEL_BINS, sel_width[level],
+	    level == SEL_LEVELS - 1);
+}
+
+/* The same for the two wide levels (16 bits, then 15). */
+const char *
+sel_step_wide(struct sel_cut *c, const uint64_t *hist, int level)
+{
+	return level == 0 ? sel_step_bins(c, hist, SEL_WIDE_BINS0,
+	    32 - 1 - SEL_WIDE_SHIFT, false) : sel_step_bins(c, hist,
+	    SEL_WIDE_BINS1, SEL_WIDE_SHIFT, true);
 }
 
 /*

@@ -23,6 +23,15 @@
 #define SEL_BINS 2048
 #define SEL_LEVELS 3
 
+/*
+ * The wide variant, in two levels: the key's top 16 bits, then its low
+ * 15.  One pass fewer, for callers that can afford 65536 bins a
+ * histogram and that see few keys share a 16-bit prefix (method-gta.c).
+ */
+#define SEL_WIDE_SHIFT 15
+#define SEL_WIDE_BINS0 (1u << 16)
+#define SEL_WIDE_BINS1 (1u << SEL_WIDE_SHIFT)
+
 /* The search for the key at one ascending position. */
 struct sel_cut {
 	bool on;
@@ -45,6 +54,7 @@ struct sel_range {
 
 void sel_range_init(struct sel_range *, uint64_t, uint64_t, uint64_t);
 const char *sel_step(struct sel_cut *, const uint64_t *, int);
+const char *sel_step_wide(struct sel_cut *, const uint64_t *, int);
 uint64_t sel_range_ties_kept(const struct sel_range *, double *, double *);
 void sel_rank(const uint32_t *, uint32_t, uint32_t *, uint32_t *);
 void sel_keep_strip(const struct sel_range *, const uint32_t *restrict,
