@@ -290,6 +290,40 @@ gta_keep_random(uint64_t stream, uint64_t e0, size_t n, uint64_t thr,
 		keep[e] = rng_h32(rng_h32((lo + (uint32_t)e) ^ a) ^ b) < t32;
 }
 
+/* word[] = the stream's words for elements e0 .. e0 + n - 1. */
+GRAPH_SIMD static void
+gta_words(uint64_t stream, uint64_t e0, size_t n, uint32_t *restrict word)
+{
+	uint32_t lo = (uint32_t)e0, a = (uint32_t)stream, b;
+	size_t e;
+
+	if ((e0 >> 32) != ((e0 + n - 1) >> 32)) {
+		for (e = 0; e < n; e++)
+			word[e] = rng_u32(stream, e0 + e);
+		return;
+	}
+	b = (uint32_t)(stream >> 32) ^ (uint32_t)(e0 >> 32) * 0x9e3779b9u;
+	for (e = 0; e < n; e++)
+		word[e] = rng_h32(rng_h32((lo + (uint32_t)e) ^ a) ^ b);
+}
+
+/*
+ * della's keep[] of one contiguous vector of C elements: kept with
+ * probability lo + 2 epsilon rank / (C - 1), as word < p 2^32; the
+ * scalar path's expression, operation for operation.
+ */
+GRAPH_SIMD static void
+gta_della_strip(const uint32_t *restrict word, const uint32_t *restrict rank,
+    size_t n, double lo, double twoeps, uint8_t *restrict keep)
+{
+	double den = (double)(n - 1);
+	size_t e;
+
+	for (e = 0; e < n; e++)
+		keep[e] = (double)word[e] < (lo + twoeps * (double)rank[e] /
+		    den) * 4294967296.0;
+}
+
 /* The |delta| keys of n contiguous elements. */
 GRAPH_SIMD static void
 gta_keys(const float *restrict x, const float *restrict b, size_t n,
@@ -320,7 +354,8 @@ gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
 	uint64_t nv = t->ndim >= 2 ? (uint64_t)t->shape[1] : len;
 	uint64_t stride = len / nv, stream;
 	double lo = d - eps;
-	uint32_t *key, *rank, *tmp, r;
+	uint32_t *key, *rank, *word, r;
+	uint64_t *tmp;
 	size_t s, v;
 	float dv;
 
@@ -329,9 +364,10 @@ gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
 		return;
 	}
 	stream = rng_stream(t->seed, t->name, t->in[j].model);
-	key = xreallocarray(NULL, 4 * nv, sizeof *key);
+	key = xreallocarray(NULL, 3 * nv, sizeof *key);
 	rank = key + nv;
-	tmp = rank + nv;
+	word = rank + nv;
+	tmp = xreallocarray(NULL, 2 * nv, sizeof *tmp);
 	for (s = 0; s < c->nrows; s++) {
 		for (v = 0; v < stride; v++) {
 			e0 = s * len + v;
@@ -347,6 +383,12 @@ gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
 			}
 			sel_rank(key, (uint32_t)nv, rank, tmp);
 			/* word < ceil(p 2^32) is word < p 2^32 */
+			if (stride == 1 && nv > 1) {
+				gta_words(stream, c->e0 + e0, nv, word);
+				gta_della_strip(word, rank, nv, lo, 2 * eps,
+				    keep + e0);
+				continue;
+			}
 			for (r = 0; r < nv; r++) {
 				e = e0 + r * stride;
 				keep[e] = (double)rng_u32(stream, c->e0 + e) <
@@ -356,6 +398,7 @@ gta_della_keep(const struct plan_tensor *t, size_t j, const struct mchunk *c,
 			}
 		}
 	}
+	free(tmp);
 	free(key);
 }
 

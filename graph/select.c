@@ -107,36 +107,80 @@ sel_range_ties_kept(const struct sel_range *r, double *at_lo, double *at_hi)
 
 /*
  * rank[i] = ascending position of keys[i] among n keys (ties by index),
- * by a stable three-digit LSD radix sort; tmp holds 2 n entries.
+ * by a stable LSD radix sort of (key, index) pairs in tmp (2 n entries).
+ * Only the bits that differ between the keys are sorted on (deltas of
+ * 16-bit weights leave the low mantissa bits zero), 8 at a time.  A
+ * row's keys crowd into few bins (its exponents), so consecutive
+ * increments of one counter would wait on each other: each pass splits
+ * the array into RANK_WAYS segments with counters of their own, worked
+ * on interleaved.  Segment w's keys in a bin go after those of the
+ * segments before it, so the sort stays stable.
  */
-void
-sel_rank(const uint32_t *keys, uint32_t n, uint32_t *rank, uint32_t *tmp)
-{
-	uint32_t count[SEL_BINS], *src = tmp, *dst = tmp + n, *sw, i, sum, c;
-	unsigned shift = 0;
-	int level;
+#define RANK_WAYS 4
+#define RANK_BITS 8
+#define RANK_BINS (1u << RANK_BITS)
 
-	for (i = 0; i < n; i++)
-		src[i] = i;
-	for (level = SEL_LEVELS - 1; level >= 0; level--) {
-		memset(count, 0, sizeof count);
+void
+sel_rank(const uint32_t *keys, uint32_t n, uint32_t *rank, uint64_t *tmp)
+{
+	uint32_t cnt[RANK_WAYS][RANK_BINS], any = 0;
+	uint32_t all = UINT32_MAX, vary, i, w, b, sum, c, k, len, seg[RANK_WAYS];
+	uint64_t *src = tmp, *dst = tmp + n, *sw, x;
+	unsigned lo, ndig, d, sh;
+
+	for (i = 0; i < n; i++) {
+		any |= keys[i];
+		all &= keys[i];
+	}
+	if ((vary = any ^ all) == 0) {
 		for (i = 0; i < n; i++)
-			count[(keys[src[i]] >> shift) & (SEL_BINS - 1)]++;
-		for (sum = 0, i = 0; i < SEL_BINS; i++) {
-			c = count[i];
-			count[i] = sum;
-			sum += c;
+			rank[i] = i;	/* all equal: index order */
+		return;
+	}
+	lo = (unsigned)__builtin_ctz(vary);
+	ndig = (32 - (unsigned)__builtin_clz(vary) - lo + RANK_BITS - 1) /
+	    RANK_BITS;
+	/* Segments of len keys; the last also takes the n % RANK_WAYS. */
+	len = n / RANK_WAYS;
+	for (w = 0; w < RANK_WAYS; w++)
+		seg[w] = w * len;
+	for (i = 0; i < n; i++) {
+		k = keys[i] >> lo;
+		src[i] = (uint64_t)k << 32 | i;
+	}
+	for (d = 0; d < ndig; d++) {
+		sh = 32 + d * RANK_BITS;
+		memset(cnt, 0, sizeof cnt);
+		for (i = 0; i < len; i++)
+			for (w = 0; w < RANK_WAYS; w++)
+				cnt[w][(src[seg[w] + i] >> sh) &
+				    (RANK_BINS - 1)]++;
+		for (i = RANK_WAYS * len; i < n; i++)
+			cnt[RANK_WAYS - 1][(src[i] >> sh) & (RANK_BINS - 1)]++;
+		for (sum = 0, b = 0; b < RANK_BINS; b++) {
+			for (w = 0; w < RANK_WAYS; w++) {
+				c = cnt[w][b];
+				cnt[w][b] = sum;
+				sum += c;
+			}
 		}
-		for (i = 0; i < n; i++)
-			dst[count[(keys[src[i]] >> shift) &
-			    (SEL_BINS - 1)]++] = src[i];
+		for (i = 0; i < len; i++) {
+			for (w = 0; w < RANK_WAYS; w++) {
+				x = src[seg[w] + i];
+				dst[cnt[w][(x >> sh) & (RANK_BINS - 1)]++] = x;
+			}
+		}
+		for (i = RANK_WAYS * len; i < n; i++) {
+			x = src[i];
+			dst[cnt[RANK_WAYS - 1][(x >> sh) & (RANK_BINS - 1)]++] =
+			    x;
+		}
 		sw = src;
 		src = dst;
 		dst = sw;
-		shift += sel_width[level];
 	}
 	for (i = 0; i < n; i++)
-		rank[src[i]] = i;
+		rank[(uint32_t)src[i]] = i;
 }
 
 uint64_t

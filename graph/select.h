@@ -56,7 +56,7 @@ void sel_range_init(struct sel_range *, uint64_t, uint64_t, uint64_t);
 const char *sel_step(struct sel_cut *, const uint64_t *, int);
 const char *sel_step_wide(struct sel_cut *, const uint64_t *, int);
 uint64_t sel_range_ties_kept(const struct sel_range *, double *, double *);
-void sel_rank(const uint32_t *, uint32_t, uint32_t *, uint32_t *);
+void sel_rank(const uint32_t *, uint32_t, uint32_t *, uint64_t *);
 void sel_keep_strip(const struct sel_range *, const uint32_t *restrict,
     size_t, uint64_t *, uint8_t *restrict);
 void sel_count(const struct sel_cut *, uint64_t *restrict,

@@ -12,7 +12,10 @@
  * table) and compared against a plain array after every step.  The JSON
  * patcher must replace only top-level values, add missing keys, keep every
  * other byte (so "8.0" stays "8.0") and always produce JSON that cJSON
- * accepts.
+ * accepts.  Ranking within a vector (graph/select.c, for della) must give
+ * every key its position in the stable ascending order, checked against
+ * counting, for keys that are all equal, few-valued, 16-bit-like (low bits
+ * zero) or spread over every bit, and lengths around its segment split.
  */
 #include <errno.h>
 #include <stdint.h>
@@ -22,6 +25,7 @@
 #include <cJSON.h>
 
 #include "graph-int.h"
+#include "select.h"
 #include "tap.h"
 
 #define NKEYS 10000
@@ -48,6 +52,7 @@ static double nested_int(const cJSON *, const char *, const char *);
 static void test_json_patch_donor(void);
 static void test_json_patch_edges(void);
 static void test_suggest(void);
+static void test_rank(void);
 
 static const struct size_case size_cases[] = {
 	{ "64M", true, 0, 64ull << 20 },
@@ -451,5 +456,53 @@ main(void)
 	test_json_patch_edges();
 	test_suggest();
 	test_printable();
+	test_rank();
 	return tap_done();
+}
+
+/* One kind of keys for test_rank: what a row of deltas may look like. */
+static uint32_t
+rank_key(int kind, uint64_t *r)
+{
+	uint32_t v = (uint32_t)rng_next(r);
+
+	switch (kind) {
+	case 0:
+		return 7;			/* all equal */
+	case 1:
+		return v % 3 * 0x00800000u;	/* three values, many ties */
+	case 2:
+		return v & 0x7fff0000u;		/* 16-bit-like: low bits 0 */
+	default:
+		return v & 0x7fffffffu;		/* every bit varies */
+	}
+}
+
+static void
+test_rank(void)
+{
+	static const uint32_t lens[] = { 1, 2, 3, 4, 5, 7, 8, 9, 255, 1027,
+	    2048 };
+	uint32_t key[2048], rank[2048], want, i, j, n;
+	uint64_t tmp[2 * 2048], r = 99;
+	size_t l;
+	int kind, bad;
+
+	for (kind = 0; kind < 4; kind++) {
+		bad = 0;
+		for (l = 0; l < sizeof lens / sizeof *lens; l++) {
+			n = lens[l];
+			for (i = 0; i < n; i++)
+				key[i] = rank_key(kind, &r);
+			sel_rank(key, n, rank, tmp);
+			for (i = 0; i < n; i++) {
+				for (want = 0, j = 0; j < n; j++)
+					want += key[j] < key[i] ||
+					    (key[j] == key[i] && j < i);
+				bad += rank[i] != want;
+			}
+		}
+		ok(bad == 0, "sel_rank: keys of kind %d ranked as a stable "
+		    "sort would (%d wrong)", kind, bad);
+	}
 }
