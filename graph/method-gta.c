@@ -504,19 +504,16 @@ gta_list_strip(const struct sel_cut *c, struct gta_list *l,
 {
 	uint32_t prefix = c->prefix, low;
 	uint8_t match[GTA_STRIP];
-	size_t e, any = 0;
+	size_t e, end = (n + 7) & ~(size_t)7;
 	int j;
 
 	if (!c->on)
 		return;
-	for (e = 0; e < n; e++) {
+	for (e = 0; e < n; e++)
 		match[e] = key[e] >> SEL_WIDE_SHIFT == prefix;
-		any += match[e];
-	}
-	for (e = 0; any > 0 && e < n; e++) {
-		if (!match[e])
-			continue;
-		any--;
+	memset(match + n, 0, end - n);
+	for (e = sel_next_flag(match, 0, end); e < end;
+	    e = sel_next_flag(match, e + 1, end)) {
 		low = key[e] & (SEL_WIDE_BINS1 - 1);
 		if (l->n < 0) {
 			h[low]++;

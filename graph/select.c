@@ -258,18 +258,29 @@ sel_keep_strip_simd(const struct sel_range *r, const uint32_t *restrict key,
 {
 	uint32_t lo = r->cut[0].on ? r->cut[0].key : 0;
 	uint32_t hi = r->cut[1].on ? r->cut[1].key : UINT32_MAX;
-	bool lo_on = r->cut[0].on, hi_on = r->cut[1].on;
-	size_t e;
+	int lo_on = r->cut[0].on, hi_on = r->cut[1].on;
+	uint8_t eq[512];
+	size_t e, b, len, end;
 
 	if (r->none) {
 		memset(keep, 0, n);
 		return;
 	}
-	for (e = 0; e < n; e++)
-		keep[e] = (!lo_on || key[e] > lo) & (!hi_on || key[e] < hi);
-	for (e = 0; e < n; e++)
-		if ((lo_on && key[e] == lo) || (hi_on && key[e] == hi))
-			keep[e] = sel_keep(r, key[e], tie);
+	for (b = 0; b < n; b += len) {
+		len = n - b < sizeof eq ? n - b : sizeof eq;
+		end = (len + 7) & ~(size_t)7;
+		for (e = 0; e < len; e++) {
+			keep[b + e] = ((!lo_on) | (key[b + e] > lo)) &
+			    ((!hi_on) | (key[b + e] < hi));
+			eq[e] = (lo_on & (key[b + e] == lo)) |
+			    (hi_on & (key[b + e] == hi));
+		}
+		memset(eq + len, 0, end - len);
+		/* The ties, in index order, against the count before. */
+		for (e = sel_next_flag(eq, 0, end); e < end;
+		    e = sel_next_flag(eq, e + 1, end))
+			keep[b + e] = sel_keep(r, key[b + e], tie);
+	}
 }
 
 /* The exported names call the cloned implementations (see kernels.c). */

@@ -93,6 +93,34 @@ sel_add(const struct sel_cut *c, uint64_t *hist, uint32_t key, int level)
 }
 
 /*
+ * The next flagged byte of flags[from, end) (flags 0 or 1, end a multiple
+ * of 8 past the last flag, the rest 0), or end: a scan eight bytes a
+ * step, since flagged bytes are few.
+ */
+static inline size_t
+sel_next_flag(const uint8_t *flags, size_t from, size_t end)
+{
+	uint64_t w;
+	size_t at = from & ~(size_t)7;
+
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+	/* The word trick below reads the first byte as the lowest. */
+	for (at = from; at < end && flags[at] == 0; at++)
+		;
+	return at;
+#endif
+	for (; at < end; at += 8) {
+		memcpy(&w, flags + at, sizeof w);
+		/* Bytes before from, in the first word, do not count. */
+		if (at < from)
+			w &= ~(uint64_t)0 << 8 * (from - at);
+		if (w != 0)
+			return at + (size_t)__builtin_ctzll(w) / 8;
+	}
+	return end;
+}
+
+/*
  * Whether a key is kept by the range; tie[0] and tie[1] count the keys
  * equal to each cut seen so far, in index order (the caller starts them
  * at the count before its block).
