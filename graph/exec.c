@@ -726,9 +726,9 @@ unit_done(struct unit *u)
 			free(msg);
 			return;
 		}
-		if (m->stats_done != NULL && m->stats_done(xt->pt, xt->state,
-		    xt->pass))
-			xt->pass = xt->pt->ms.npasses;
+		if (m->skip_next != NULL && xt->pass + 1 < xt->pt->ms.npasses &&
+		    m->skip_next(xt->pt, xt->state, xt->pass))
+			xt->pass += 2;
 		else
 			xt->pass++;
 		xt_pass_chunks(xt);

@@ -282,9 +282,9 @@ struct graph_method {
 	/* Between passes; returns NULL, or why the tensor cannot merge. */
 	const char *(*reduce)(const struct plan_tensor *, void *, int,
 	    const double *, size_t);
-	/* After reduce: true when the passes left have nothing to find for
-	 * this tensor, and the apply pass is next.  NULL: never. */
-	bool (*stats_done)(const struct plan_tensor *, const void *, int);
+	/* After reduce: true when the next pass has nothing to find for
+	 * this tensor and is skipped.  NULL: never. */
+	bool (*skip_next)(const struct plan_tensor *, const void *, int);
 	void (*apply)(const struct plan_tensor *, const void *,
 	    const struct mchunk *);
 };

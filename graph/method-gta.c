@@ -21,7 +21,7 @@
  *    deltas there.  From the lists the reduction knows how many keys equal
  *    to each cut came before every block (so the apply pass can break
  *    ties by index) and the L1 sums.  Only where a block had more than
- *    GTA_LIST distinct keys in a bin (float32 models) does a third pass
+ *    SEL_LIST distinct keys in a bin (float32 models) does a third pass
  *    count the ties per block and the sums.
  *  random (dare_*): keep an element with probability density, drawn from
  *    the counter-based stream of (seed, tensor, model, element); one pass
@@ -64,18 +64,14 @@ struct gta_kind {
 #define GTA_LEVEL0 0
 #define GTA_LEVEL1 1
 #define GTA_COUNT_PASS 2
-#define GTA_LIST 32	/* distinct keys a block lists per cut */
 
 /*
  * A block's partials, per delta, for the cut-based sparsifiers.  Level 1:
- * per cut, the number of keys listed (-1: overflowed) and the list, each
- * key's low 15 bits times 2^17 plus its count (exact in a double), then
- * the sums of |delta| over all and over the keys strictly between the
- * cuts' first-level bins.  The count pass: ties at each cut, the sum over
- * all, the sum strictly inside the cuts.
+ * per cut, its list (select.h), then the sums of |delta| over all and over
+ * the keys strictly between the cuts' first-level bins.  The count pass:
+ * ties at each cut, the sum over all, the sum strictly inside the cuts.
  */
-#define GTA_RED (2 * (1 + GTA_LIST) + 2)
-#define GTA_PACK 131072.0	/* 2^17: a count is at most 65536 */
+#define GTA_RED (2 * SEL_LIST_RED + 2)
 
 /*
  * Per tensor.  Followed, for the cut-based sparsifiers, by the histograms
@@ -486,77 +482,6 @@ gta_count0(uint32_t *restrict h, const uint32_t *restrict key, size_t n)
 		h[key[e] >> SEL_WIDE_SHIFT]++;
 }
 
-/* A block's level-1 list for one cut (see GTA_RED). */
-struct gta_list {
-	uint32_t low[GTA_LIST];
-	uint32_t count[GTA_LIST];
-	int n;			/* -1: overflowed into the histogram */
-};
-
-/*
- * Adds the keys of a strip in the cut's level-0 bin to the block's list;
- * once the list is full, it goes into the unit's level-1 histogram h,
- * and so does every key after it.
- */
-GRAPH_SIMD static void
-gta_list_strip(const struct sel_cut *c, struct gta_list *l,
-    uint32_t *restrict h, const uint32_t *restrict key, size_t n)
-{
-	uint32_t prefix = c->prefix, low;
-	uint8_t match[GTA_STRIP];
-	size_t e, end = (n + 7) & ~(size_t)7;
-	int j;
-
-	if (!c->on)
-		return;
-	for (e = 0; e < n; e++)
-		match[e] = key[e] >> SEL_WIDE_SHIFT == prefix;
-	memset(match + n, 0, end - n);
-	for (e = sel_next_flag(match, 0, end); e < end;
-	    e = sel_next_flag(match, e + 1, end)) {
-		low = key[e] & (SEL_WIDE_BINS1 - 1);
-		if (l->n < 0) {
-			h[low]++;
-			continue;
-		}
-		for (j = 0; j < l->n && l->low[j] != low; j++)
-			;
-		if (j < l->n) {
-			l->count[j]++;
-		} else if (l->n < GTA_LIST) {
-			l->low[l->n] = low;
-			l->count[l->n++] = 1;
-		} else {
-			for (j = 0; j < l->n; j++)
-				h[l->low[j]] += l->count[j];
-			h[low]++;
-			l->n = -1;
-		}
-	}
-}
-
-static void
-gta_list_save(const struct gta_list *l, double *p)
-{
-	int j;
-
-	p[0] = l->n;
-	for (j = 0; j < l->n; j++)
-		p[1 + j] = (double)l->low[j] * GTA_PACK + l->count[j];
-}
-
-static uint32_t
-gta_list_low(const double *p, int j)
-{
-	return (uint32_t)(p[1 + j] / GTA_PACK);
-}
-
-static uint64_t
-gta_list_count(const double *p, int j)
-{
-	return (uint64_t)fmod(p[1 + j], GTA_PACK);
-}
-
 /* keep[] of the keys strictly between the cuts' level-0 bins. */
 GRAPH_SIMD static void
 gta_inside0(const struct sel_range *r, const uint32_t *restrict key, size_t n,
@@ -629,7 +554,7 @@ gta_stats_cuts(const struct plan_tensor *t, const struct sel_range *r,
     uint32_t *h)
 {
 	bool sums = plan_g(t, "rescale") != 0;
-	struct gta_list list[2] = { { .n = 0 }, { .n = 0 } };
+	struct sel_list list[2] = { { .n = 0 }, { .n = 0 } };
 	float d[GTA_STRIP];
 	uint32_t key[GTA_STRIP];
 	uint8_t keep[GTA_STRIP];
@@ -649,13 +574,13 @@ gta_stats_cuts(const struct plan_tensor *t, const struct sel_range *r,
 			gta_count0(h, key, n);
 			break;
 		case GTA_LEVEL1:
-			gta_list_strip(&r->cut[0], &list[0], h, key, n);
-			gta_list_strip(&r->cut[1], &list[1], h +
+			sel_list_strip(&r->cut[0], &list[0], h, key, n);
+			sel_list_strip(&r->cut[1], &list[1], h +
 			    SEL_WIDE_BINS1, key, n);
 			if (sums) {
 				gta_inside0(r, key, n, keep);
-				p[2 * (1 + GTA_LIST)] += gta_l1(d, NULL, n);
-				p[2 * (1 + GTA_LIST) + 1] += gta_l1(d, keep, n);
+				p[2 * SEL_LIST_RED] += gta_l1(d, NULL, n);
+				p[2 * SEL_LIST_RED + 1] += gta_l1(d, keep, n);
 			}
 			break;
 		default:
@@ -668,8 +593,8 @@ gta_stats_cuts(const struct plan_tensor *t, const struct sel_range *r,
 		}
 	}
 	if (pass == GTA_LEVEL1) {
-		gta_list_save(&list[0], p);
-		gta_list_save(&list[1], p + 1 + GTA_LIST);
+		sel_list_save(&list[0], p);
+		sel_list_save(&list[1], p + SEL_LIST_RED);
 	} else if (pass == GTA_COUNT_PASS) {
 		p[0] = (double)eq[0];
 		p[1] = (double)eq[1];
@@ -762,21 +687,11 @@ gta_level1(const struct plan_tensor *t, struct gta_state *st, size_t i,
 	uint32_t key;
 	int j;
 
-	for (c = 0; c < 2; c++) {
-		if (!r->cut[c].on)
-			continue;
-		for (q = 0; q < nq; q++) {
-			const double *p = partials + (q * k + i) * GTA_RED +
-			    c * (1 + GTA_LIST);
-			listed = listed && p[0] >= 0;
-			for (j = 0; j < (int)p[0]; j++)
-				h[c * SEL_WIDE_BINS1 + gta_list_low(p, j)] +=
-				    gta_list_count(p, j);
-		}
-		if ((*why = sel_step_wide(&r->cut[c], h + c * SEL_WIDE_BINS1,
-		    GTA_LEVEL1)) != NULL)
+	for (c = 0; c < 2; c++)
+		if ((*why = sel_list_step(&r->cut[c], h + c * SEL_WIDE_BINS1,
+		    partials + i * GTA_RED + c * SEL_LIST_RED, k * GTA_RED, nq,
+		    &listed)) != NULL)
 			return false;
-	}
 	if (!listed)
 		return false;
 	for (q = 0; q < nq; q++) {
@@ -784,21 +699,13 @@ gta_level1(const struct plan_tensor *t, struct gta_state *st, size_t i,
 		tie = gta_ties(t, st, q, i);
 		for (c = 0; c < 2; c++) {
 			tie[c] = run[c];
-			if (!r->cut[c].on)
-				continue;
-			for (j = 0; j < (int)p[c * (1 + GTA_LIST)]; j++) {
-				key = r->cut[c].prefix >> SEL_WIDE_SHIFT <<
-				    SEL_WIDE_SHIFT | gta_list_low(p + c *
-				    (1 + GTA_LIST), j);
-				if (key == r->cut[c].key)
-					run[c] += gta_list_count(p + c *
-					    (1 + GTA_LIST), j);
-			}
+			run[c] += sel_list_ties(&r->cut[c], p + c *
+			    SEL_LIST_RED);
 		}
 		if (plan_g(t, "rescale") == 0)
 			continue;
-		all += p[2 * (1 + GTA_LIST)];
-		in += p[2 * (1 + GTA_LIST) + 1];
+		all += p[2 * SEL_LIST_RED];
+		in += p[2 * SEL_LIST_RED + 1];
 		/* Keys in the cuts' level-0 bins strictly between the cut
 		 * keys; both lists are one when the cuts share a bin. */
 		for (c = 0; c < 2 && !r->none; c++) {
@@ -806,11 +713,11 @@ gta_level1(const struct plan_tensor *t, struct gta_state *st, size_t i,
 			    r->cut[0].key >> SEL_WIDE_SHIFT ==
 			    r->cut[1].key >> SEL_WIDE_SHIFT))
 				continue;
-			for (j = 0; j < (int)p[c * (1 + GTA_LIST)]; j++) {
+			for (j = 0; j < (int)p[c * SEL_LIST_RED]; j++) {
 				key = r->cut[c].key >> SEL_WIDE_SHIFT <<
-				    SEL_WIDE_SHIFT | gta_list_low(p + c *
-				    (1 + GTA_LIST), j);
-				cnt = gta_list_count(p + c * (1 + GTA_LIST), j);
+				    SEL_WIDE_SHIFT | sel_list_low(p + c *
+				    SEL_LIST_RED, j);
+				cnt = sel_list_count(p + c * SEL_LIST_RED, j);
 				v = (double)sel_fval(key);
 				if ((!r->cut[0].on || key > r->cut[0].key) &&
 				    (!r->cut[1].on || key < r->cut[1].key))
@@ -878,7 +785,7 @@ gta_reduce_cuts(const struct plan_tensor *t, struct gta_state *st, int pass,
 
 /* The count pass is needed only where a block's lists overflowed. */
 static bool
-gta_stats_done(const struct plan_tensor *t, const void *state, int pass)
+gta_skip_next(const struct plan_tensor *t, const void *state, int pass)
 {
 	const struct gta_state *st = state;
 	enum gta_sparse sp = gta_kind(t)->sparse;
@@ -1026,7 +933,7 @@ static const struct method_param della_linear_params[] = {
 		.stats = gta_stats, \
 		.merge = gta_merge, \
 		.reduce = gta_reduce, \
-		.stats_done = gta_stats_done, \
+		.skip_next = gta_skip_next, \
 		.apply = gta_apply, \
 	}
 

@@ -11,9 +11,12 @@
  * sign disagrees with the sign of sum_i tau_i are erased, and the result
  * is B + sum_i tau_i e_i / max(sum_i e_i, 1e-6) with e_i = s_i where kept.
  *
- * Passes: three histogram passes and a tie count find the top-k cut
- * (select.h; ties at the cut by element index, as the task-vector
- * family), then one pass sums tau_i^2.  Without selection, only the last.
+ * Passes: two histogram passes find the top-k cut (select.h, the wide
+ * levels; ties at the cut by element index, as the task-vector family),
+ * the second also listing each block's keys in the cut's first-level bin,
+ * from which the ties before each block are known; only where a block
+ * overflowed its list does a third pass count them.  Then one pass sums
+ * tau_i^2.  Without selection, only the last.
  */
 #include <math.h>
 #include <string.h>
@@ -21,18 +24,21 @@
 #include "graph-int.h"
 #include "select.h"
 
-#define SCE_SUM_PASS (SEL_LEVELS + 1)
+#define SCE_LEVEL1 1
+#define SCE_COUNT_PASS 2	/* only where a list overflowed */
+#define SCE_SUM_PASS 3
 
 /* Followed by the ties before each block, 2 uint64_t per block. */
 struct sce_state {
 	struct sel_range range;
-	uint64_t hist[SEL_BINS];
+	uint64_t hist[SEL_WIDE_BINS0];	/* level 0's, then level 1's */
 	uint64_t zeros;		/* positions of zero variance */
 	double s[GRAPH_MAX_INPUTS];	/* weights, by delta */
+	bool listed;		/* every block listed its ties */
 };
 
 struct sce_scratch {
-	uint64_t hist[SEL_BINS];
+	uint32_t hist[SEL_WIDE_BINS0];
 	uint64_t zeros;
 };
 
@@ -79,7 +85,7 @@ sce_shape(const struct plan_tensor *t, struct method_shape *ms)
 	uint64_t nq = (t->numel + GRAPH_QUANTUM - 1) / GRAPH_QUANTUM;
 
 	ms->npasses = sce_selects(t) ? SCE_SUM_PASS + 1 : 1;
-	ms->nred = (int)(k > 2 ? k : 2);
+	ms->nred = (int)(k > SEL_LIST_RED ? k : SEL_LIST_RED);
 	ms->scratch = sizeof(struct sce_scratch);
 	ms->state_size = sizeof(struct sce_state) + 2 * nq * sizeof(uint64_t);
 }
@@ -137,23 +143,28 @@ sce_stats(const struct plan_tensor *t, void *state, int pass,
 	uint8_t keep[SCE_STRIP];
 	uint64_t eq = 0, tie[2];
 	double sq[GRAPH_MAX_INPUTS] = { 0 };
-	static const struct sel_cut all = { .on = true };
+	struct sel_list list = { .n = 0 };
 	size_t e, i, s, n, k = t->nin - 1;
 	bool sel = sce_selects(t), lo_on = st->range.cut[0].on;
 
-	if (sel && phase > SEL_LEVELS)
+	if (sel && phase > SCE_COUNT_PASS)
 		memcpy(tie, sce_ties(state, c->e0 / c->quantum), sizeof tie);
 	for (s = 0; s < c->n; s += n) {
 		n = c->n - s < SCE_STRIP ? c->n - s : SCE_STRIP;
 		sce_strip(t, c, s, n, tau, key);
-		if (phase < SEL_LEVELS) {
-			for (e = 0; e < n; e++)
+		if (phase == 0) {
+			for (e = 0; e < n; e++) {
 				sc->zeros += key[e] == 0;
-			sel_count(phase == 0 ? &all : &st->range.cut[0],
-			    sc->hist, key, n, phase);
+				sc->hist[key[e] >> SEL_WIDE_SHIFT]++;
+			}
 			continue;
 		}
-		if (phase == SEL_LEVELS) {
+		if (phase == SCE_LEVEL1) {
+			sel_list_strip(&st->range.cut[0], &list, sc->hist, key,
+			    n);
+			continue;
+		}
+		if (phase == SCE_COUNT_PASS) {
 			for (e = 0; e < n; e++)
 				eq += lo_on && key[e] == lo;
 			continue;
@@ -167,9 +178,11 @@ sce_stats(const struct plan_tensor *t, void *state, int pass,
 				sq[i] += keep[e] ? (double)tau[i][e] *
 				    tau[i][e] : 0;
 	}
-	if (phase == SEL_LEVELS)
+	if (phase == SCE_LEVEL1)
+		sel_list_save(&list, c->partials);
+	else if (phase == SCE_COUNT_PASS)
 		c->partials[0] = (double)eq;
-	else if (phase > SEL_LEVELS)
+	else if (phase > SCE_COUNT_PASS)
 		memcpy(c->partials, sq, k * sizeof *sq);
 }
 
@@ -181,9 +194,9 @@ sce_merge(const struct plan_tensor *t, void *state, int pass,
 	const struct sce_scratch *sc = scratch;
 	size_t b;
 
-	if (sce_phase(t, pass) >= SEL_LEVELS)
+	if (sce_phase(t, pass) > SCE_LEVEL1)
 		return;
-	for (b = 0; b < SEL_BINS; b++)
+	for (b = 0; b < SEL_WIDE_BINS0; b++)
 		st->hist[b] += sc->hist[b];
 	st->zeros += sc->zeros;
 }
@@ -204,18 +217,27 @@ sce_reduce(const struct plan_tensor *t, void *state, int pass,
 		sel = (uint64_t)((double)(t->numel - st->zeros) *
 		    plan_g(t, "select_topk"));
 		sel_range_init(&st->range, t->numel, t->numel - sel, t->numel);
-	}
-	if (phase < SEL_LEVELS) {
-		why = sel_step(&st->range.cut[0], st->hist, phase);
+		why = sel_step_wide(&st->range.cut[0], st->hist, 0);
 		memset(st->hist, 0, sizeof st->hist);
 		return why;
 	}
-	if (phase == SEL_LEVELS) {
+	if (phase == SCE_LEVEL1) {
+		st->listed = true;
+		if ((why = sel_list_step(&st->range.cut[0], st->hist, partials,
+		    (size_t)t->ms.nred, nq, &st->listed)) != NULL ||
+		    !st->listed)
+			return why;
+	}
+	if (phase <= SCE_COUNT_PASS) {
+		/* From the lists, or from the count pass. */
 		for (q = 0; q < nq; q++) {
 			tie = sce_ties(state, q);
 			tie[0] = run;
 			tie[1] = 0;
-			run += (uint64_t)partials[q * (size_t)t->ms.nred];
+			run += phase == SCE_LEVEL1 ?
+			    sel_list_ties(&st->range.cut[0], partials + q *
+			    (size_t)t->ms.nred) :
+			    (uint64_t)partials[q * (size_t)t->ms.nred];
 		}
 		return NULL;
 	}
@@ -265,6 +287,15 @@ sce_mix(const float (*restrict tau)[SCE_STRIP], const double *s, size_t k,
 		    (den[e] > 1e-6 ? den[e] : 1e-6)) : b[e];
 }
 
+/* The count pass is needed only where a block's list overflowed. */
+static bool
+sce_skip_next(const struct plan_tensor *t, const void *state, int pass)
+{
+	const struct sce_state *st = state;
+
+	return sce_selects(t) && pass == SCE_LEVEL1 && st->listed;
+}
+
 static void
 sce_apply(const struct plan_tensor *t, const void *state,
     const struct mchunk *c)
@@ -303,5 +334,6 @@ const struct graph_method method_sce = {
 	.stats = sce_stats,
 	.merge = sce_merge,
 	.reduce = sce_reduce,
+	.skip_next = sce_skip_next,
 	.apply = sce_apply,
 };

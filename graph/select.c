@@ -105,6 +105,123 @@ sel_range_ties_kept(const struct sel_range *r, double *at_lo, double *at_hi)
 	return nlo + nhi;
 }
 
+#define SEL_LIST_PACK 131072.0	/* 2^17: a count is at most 65536 */
+
+/*
+ * Adds the keys of a strip in the cut's level-0 bin to the block's list;
+ * once the list is full, it goes into the level-1 histogram h, and so
+ * does every key after it.
+ */
+GRAPH_SIMD static void
+sel_list_strip_simd(const struct sel_cut *c, struct sel_list *l,
+    uint32_t *restrict h, const uint32_t *restrict key, size_t n)
+{
+	uint32_t prefix = c->prefix, low;
+	uint8_t match[512];
+	size_t e, b, len, end;
+	int j;
+
+	for (b = 0; b < n; b += len) {
+		len = n - b < sizeof match ? n - b : sizeof match;
+		end = (len + 7) & ~(size_t)7;
+		for (e = 0; e < len; e++)
+			match[e] = key[b + e] >> SEL_WIDE_SHIFT == prefix;
+		memset(match + len, 0, end - len);
+		for (e = sel_next_flag(match, 0, end); e < end;
+		    e = sel_next_flag(match, e + 1, end)) {
+			low = key[b + e] & (SEL_WIDE_BINS1 - 1);
+			if (l->n < 0) {
+				h[low]++;
+				continue;
+			}
+			for (j = 0; j < l->n && l->low[j] != low; j++)
+				;
+			if (j < l->n) {
+				l->count[j]++;
+			} else if (l->n < SEL_LIST) {
+				l->low[l->n] = low;
+				l->count[l->n++] = 1;
+			} else {
+				for (j = 0; j < l->n; j++)
+					h[l->low[j]] += l->count[j];
+				h[low]++;
+				l->n = -1;
+			}
+		}
+	}
+}
+
+void
+sel_list_strip(const struct sel_cut *c, struct sel_list *l,
+    uint32_t *restrict h, const uint32_t *restrict key, size_t n)
+{
+	if (c->on)
+		sel_list_strip_simd(c, l, h, key, n);
+}
+
+void
+sel_list_save(const struct sel_list *l, double *p)
+{
+	int j;
+
+	p[0] = l->n;
+	for (j = 0; j < l->n; j++)
+		p[1 + j] = (double)l->low[j] * SEL_LIST_PACK + l->count[j];
+}
+
+uint32_t
+sel_list_low(const double *p, int j)
+{
+	return (uint32_t)(p[1 + j] / SEL_LIST_PACK);
+}
+
+uint64_t
+sel_list_count(const double *p, int j)
+{
+	return (uint64_t)fmod(p[1 + j], SEL_LIST_PACK);
+}
+
+/*
+ * Level 1 of a cut: the lists of the nq blocks (at p, then every stride
+ * doubles) added to h, the histogram of the blocks that overflowed; then
+ * the step.  *listed becomes false if a block overflowed.
+ */
+const char *
+sel_list_step(struct sel_cut *c, uint64_t *h, const double *p, size_t stride,
+    size_t nq, bool *listed)
+{
+	size_t q;
+	int j;
+
+	if (!c->on)
+		return NULL;
+	for (q = 0; q < nq; q++, p += stride) {
+		*listed = *listed && p[0] >= 0;
+		for (j = 0; j < (int)p[0]; j++)
+			h[sel_list_low(p, j)] += sel_list_count(p, j);
+	}
+	return sel_step_wide(c, h, 1);
+}
+
+/* How many keys equal to the cut one block's list holds. */
+uint64_t
+sel_list_ties(const struct sel_cut *c, const double *p)
+{
+	uint64_t n = 0;
+	uint32_t key;
+	int j;
+
+	if (!c->on)
+		return 0;
+	for (j = 0; j < (int)p[0]; j++) {
+		key = c->prefix >> SEL_WIDE_SHIFT << SEL_WIDE_SHIFT |
+		    sel_list_low(p, j);
+		if (key == c->key)
+			n += sel_list_count(p, j);
+	}
+	return n;
+}
+
 /*
  * rank[i] = ascending position of keys[i] among n keys (ties by index),
  * by a stable LSD radix sort of (key, index) pairs in tmp (2 n entries).

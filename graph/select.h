@@ -32,6 +32,25 @@
 #define SEL_WIDE_BINS0 (1u << 16)
 #define SEL_WIDE_BINS1 (1u << SEL_WIDE_SHIFT)
 
+/*
+ * At the wide level 1 a block may list, instead of counting them into a
+ * histogram, the distinct keys it has in the cut's level-0 bin, with how
+ * many of each: up to SEL_LIST, then it overflows into the unit's level-1
+ * histogram.  From every block's list the reduction has the level-1
+ * counts and the keys equal to the cut before each block (for ties by
+ * index) without a pass of its own.  A list saved to a block's partials
+ * takes SEL_LIST_RED doubles: its length (-1: overflowed), then each
+ * key's low 15 bits times 2^17 plus its count, exact in a double.
+ */
+#define SEL_LIST 32
+#define SEL_LIST_RED (1 + SEL_LIST)
+
+struct sel_list {
+	uint32_t low[SEL_LIST];
+	uint32_t count[SEL_LIST];
+	int n;			/* -1: overflowed */
+};
+
 /* The search for the key at one ascending position. */
 struct sel_cut {
 	bool on;
@@ -55,6 +74,14 @@ struct sel_range {
 void sel_range_init(struct sel_range *, uint64_t, uint64_t, uint64_t);
 const char *sel_step(struct sel_cut *, const uint64_t *, int);
 const char *sel_step_wide(struct sel_cut *, const uint64_t *, int);
+void sel_list_strip(const struct sel_cut *, struct sel_list *,
+    uint32_t *restrict, const uint32_t *restrict, size_t);
+void sel_list_save(const struct sel_list *, double *);
+uint32_t sel_list_low(const double *, int);
+uint64_t sel_list_count(const double *, int);
+const char *sel_list_step(struct sel_cut *, uint64_t *, const double *,
+    size_t, size_t, bool *);
+uint64_t sel_list_ties(const struct sel_cut *, const double *);
 uint64_t sel_range_ties_kept(const struct sel_range *, double *, double *);
 void sel_rank(const uint32_t *, uint32_t, uint32_t *, uint64_t *);
 void sel_keep_strip(const struct sel_range *, const uint32_t *restrict,
