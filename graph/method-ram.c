@@ -82,28 +82,43 @@ ram_counts(const struct plan_tensor *t, const struct mchunk *c, size_t s,
 			ram_count(c->in[j] + s, c->in[t->base] + s, n, eps, cnt);
 }
 
-/* Positions where model x is active with others, and alone. */
+/* act[] = whether model x is active (|x - b| > eps); adds it to cnt. */
 GRAPH_SIMD static void
-ramplus_tally(const float *restrict x, const float *restrict b, size_t n,
-    double eps, const double *restrict cnt, double *shared, double *unique)
+ram_active(const float *restrict x, const float *restrict b, size_t n,
+    double eps, uint8_t *restrict act, uint32_t *restrict cnt)
 {
-	double sh = 0, un = 0, act;
 	size_t e;
 
 	for (e = 0; e < n; e++) {
-		act = fabs((double)x[e] - (double)b[e]) > eps;
-		sh += act * (cnt[e] > 1);
-		un += act * (cnt[e] == 1);
+		act[e] = fabs((double)x[e] - (double)b[e]) > eps;
+		cnt[e] += act[e];
+	}
+}
+
+/* Positions where a model is active with others, and alone. */
+GRAPH_SIMD static void
+ramplus_tally(const uint8_t *restrict act, const uint32_t *restrict cnt,
+    size_t n, double *shared, double *unique)
+{
+	uint32_t sh = 0, un = 0;
+	size_t e;
+
+	for (e = 0; e < n; e++) {
+		sh += act[e] & (cnt[e] > 1);
+		un += act[e] & (cnt[e] == 1);
 	}
 	*shared += sh;
 	*unique += un;
 }
 
+/* Each model's activity is found once per strip, then tallied. */
 static void
 ramplus_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
 {
-	double eps = plan_g(t, "epsilon"), *p = c->partials, cnt[RAM_STRIP];
+	double eps = plan_g(t, "epsilon"), *p = c->partials;
+	uint8_t act[GRAPH_MAX_INPUTS][RAM_STRIP];
+	uint32_t cnt[RAM_STRIP];
 	size_t j, s, n;
 
 	(void)state;
@@ -111,11 +126,15 @@ ramplus_stats(const struct plan_tensor *t, void *state, int pass,
 	memset(p, 0, 2 * t->nin * sizeof *p);
 	for (s = 0; s < c->n; s += n) {
 		n = c->n - s < RAM_STRIP ? c->n - s : RAM_STRIP;
-		ram_counts(t, c, s, n, eps, cnt);
+		memset(cnt, 0, n * sizeof *cnt);
 		for (j = 0; j < t->nin; j++)
 			if ((int)j != t->base)
-				ramplus_tally(c->in[j] + s, c->in[t->base] + s,
-				    n, eps, cnt, &p[2 * j], &p[2 * j + 1]);
+				ram_active(c->in[j] + s, c->in[t->base] + s,
+				    n, eps, act[j], cnt);
+		for (j = 0; j < t->nin; j++)
+			if ((int)j != t->base)
+				ramplus_tally(act[j], cnt, n, &p[2 * j],
+				    &p[2 * j + 1]);
 	}
 }
 
