@@ -14,6 +14,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,6 +42,33 @@ submit_name_ok(const char *n)
 {
 	return *n != '\0' && strchr(n, '/') == NULL && strcmp(n, ".") != 0 &&
 	    strcmp(n, "..") != 0 && strlen(n) < 200;
+}
+
+/*
+ * A daemon that is not root writes as itself (a root one writes as each
+ * user): its own user must be able to write the output's directory too,
+ * or every job there would fail when it starts.  Refused at submit, with
+ * what to do.
+ */
+static bool
+submit_daemon_may_write(struct op_ctx *o, const struct djob *j)
+{
+	struct passwd *pw;
+	struct group *gr;
+	char user[64], group[64];
+
+	if (geteuid() == 0 || faccessat(j->out_fd, ".", W_OK | X_OK,
+	    AT_EACCESS) == 0)
+		return true;
+	pw = getpwuid(geteuid());
+	gr = getgrgid(getegid());
+	snprintf(user, sizeof user, "%s", pw != NULL ? pw->pw_name : "?");
+	snprintf(group, sizeof group, "%s", gr != NULL ? gr->gr_name : "?");
+	op_error(o, PROTO_E_FORBIDDEN, "merged runs as user %s and may not "
+	    "write in the directory of %s; give its group write access there "
+	    "(chgrp %s DIR && chmod g+ws DIR), or run merged as root, which "
+	    "writes as each user", user, j->out_dir, group);
+	return false;
 }
 
 /* The job's fields from the request; false after replying an error. */
@@ -133,6 +163,8 @@ op_submit_fn(struct op_ctx *o)
 		    "directory of %s", (unsigned)j->owner, j->out_dir);
 		goto out;
 	}
+	if (!submit_daemon_may_write(o, j))
+		goto out;
 	if (!j->force && fstatat(j->out_fd, j->out_name, &st,
 	    AT_SYMLINK_NOFOLLOW) == 0) {
 		op_error(o, PROTO_E_EXISTS, "%s already exists; use --force to "

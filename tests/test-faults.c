@@ -21,6 +21,7 @@
  *     another job running at the same time is not disturbed;
  *   - a state directory that cannot be written, or a full one: merged
  *     refuses to start, saying why;
+ *   - a daemon that is not root is not asked to write where it cannot;
  *   - clients that go away mid-submit and mid-line.
  *
  * The random kill points come from a seed printed in the output; set
@@ -619,6 +620,56 @@ test_bad_state_dir(void)
 	umount2(path, MNT_DETACH);
 }
 
+/*
+ * A team daemon that is not root (nobody here, as the "merged" user of
+ * the README) writes as itself: a submit to a directory only the client
+ * may write is refused at once, saying what to do; one its group may
+ * write works.
+ */
+static void
+test_nonroot_daemon(void)
+{
+	char *o = NULL, path[1024];
+	struct stat st;
+	pid_t pid;
+	int rc, i;
+
+	if (geteuid() != 0) {
+		ok(1, "# SKIP a daemon that is not root: needs root");
+		return;
+	}
+	rc = tl_runf(&o, "cd %s && chmod 755 . && mkdir -p nr-run nr-state nr-root nr-team && "
+	    "chown %d:%d nr-run nr-state && chmod 750 nr-run && "
+	    "chgrp %d nr-team && chmod 2775 nr-team 2>&1", dir, NOBODY,
+	    NOBODY, NOBODY);
+	free(o);
+	if ((pid = fork()) == 0) {
+		if (chdir(dir) == 0)
+			execl("/usr/bin/setpriv", "setpriv", "--reuid=65534",
+			    "--regid=65534", "--clear-groups", tl_merged,
+			    "--team", "--group", "nogroup", "--socket",
+			    "nr-run/s", "--state-dir", "nr-state", (char *)NULL);
+		_exit(127);
+	}
+	for (i = 0; i < 400 && tl_runf(NULL, "cd %s && %s daemon status "
+	    "--socket nr-run/s >/dev/null 2>&1", dir, tl_mergectl) != 0; i++)
+		td_sleep_ms(25);
+	rc = tl_runf(&o, "cd %s && %s submit small.yml -o nr-root/x --socket "
+	    "nr-run/s 2>&1", dir, tl_mergectl);
+	ok(rc == 7, "a daemon running as nobody: a submit to a directory "
+	    "only root may write is refused (exit %d)", rc);
+	ok_str_has(o, "chmod g+ws", "saying how to let it write there");
+	free(o);
+	rc = tl_runf(&o, "cd %s && %s submit small.yml -o nr-team/y --socket "
+	    "nr-run/s --wait -q 2>&1", dir, tl_mergectl);
+	snprintf(path, sizeof path, "%s/nr-team/y/model.safetensors", dir);
+	ok(rc == 0 && stat(path, &st) == 0, "to a directory its group may "
+	    "write, it merges (exit %d)", rc);
+	free(o);
+	kill(pid, SIGTERM);
+	waitpid(pid, NULL, 0);
+}
+
 /* Clients that vanish mid-line and mid-submit leave nothing behind. */
 static void
 test_vanishing_clients(void)
@@ -718,6 +769,7 @@ main(int argc, char **argv)
 	test_kills();
 	test_store_versions();
 	test_bad_state_dir();
+	test_nonroot_daemon();
 	test_vanishing_clients();
 	return tap_done();
 }
