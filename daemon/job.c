@@ -515,6 +515,10 @@ job_start(struct daemon *d, struct djob *j)
 		return rc;
 	}
 	d->nrunning++;
+	/* The totals are known now, before the executor's first report. */
+	j->prog.bytes_total = s.bytes_written;
+	j->prog.tensors_total = s.tensors;
+	j->prog.shards_total = s.shards;
 	job_set_state(d, j, JOB_RUNNING, NULL);
 	return 0;
 }

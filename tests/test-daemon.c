@@ -254,6 +254,9 @@ test_drain(pid_t *pid)
 
 	id = td_submit("big.yml -o d-drained");
 	ok(id && td_wait_state(id, "running", 20000), "the job runs");
+	s = td_job_field(id, "bytes_total");
+	ok(atof(s) > 0, "and shows its total bytes from the start (%s)", s);
+	free(s);
 	t0 = (double)time(NULL);
 	rc = td_stop(*pid, SIGTERM);
 	ok_int_eq(rc, 0, "SIGTERM: merged exits 0 (uv_loop_close returned 0)");
