@@ -131,6 +131,38 @@ sce_strip(const struct plan_tensor *t, const struct mchunk *c, size_t s,
 	}
 }
 
+/*
+ * Sum of tau^2 where kept, element e into lane e mod 8 and the lanes
+ * added in a fixed order: one accumulator would chain every addition
+ * to the one before, and the order would not be the same either way.
+ */
+GRAPH_SIMD static double
+sce_sumsq(const float *restrict tau, const uint8_t *restrict keep, size_t n)
+{
+	double acc[8] = { 0 }, v;
+	uint32_t u;
+	size_t e, l;
+	float f;
+
+	for (e = 0; e + 8 <= n; e += 8) {
+		for (l = 0; l < 8; l++) {
+			/* Masked by its bits, not times keep (inf * 0 is
+			 * NaN), and without a branch: it vectorizes. */
+			memcpy(&u, &tau[e + l], sizeof u);
+			u &= 0u - (uint32_t)keep[e + l];
+			memcpy(&f, &u, sizeof f);
+			v = (double)f;
+			acc[l] += v * v;
+		}
+	}
+	for (l = 0; e < n; e++, l++) {
+		v = (double)tau[e];
+		acc[l] += keep[e] ? v * v : 0;
+	}
+	return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) +
+	    (acc[6] + acc[7]));
+}
+
 static void
 sce_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
@@ -174,9 +206,7 @@ sce_stats(const struct plan_tensor *t, void *state, int pass,
 		else
 			memset(keep, 1, n);
 		for (i = 0; i < k; i++)
-			for (e = 0; e < n; e++)
-				sq[i] += keep[e] ? (double)tau[i][e] *
-				    tau[i][e] : 0;
+			sq[i] += sce_sumsq(tau[i], keep, n);
 	}
 	if (phase == SCE_LEVEL1)
 		sel_list_save(&list, c->partials);
