@@ -478,11 +478,15 @@ job_start(struct daemon *d, struct djob *j)
 		memset(j->shards_done, '0', s.shards);
 		j->shards_done[s.shards] = '\0';
 	}
+	/* The totals are known now, before the executor's first report. */
+	j->prog.bytes_total = s.bytes_written;
+	j->prog.tensors_total = s.tensors;
+	j->prog.shards_total = s.shards;
 	if (job_was_published(j)) {
 		memset(j->shards_done, '1', s.shards);
-		j->prog.bytes_total = j->prog.bytes_done = s.bytes_written;
-		j->prog.tensors_total = j->prog.tensors_done = s.tensors;
-		j->prog.shards_total = j->prog.shards_done = s.shards;
+		j->prog.bytes_done = s.bytes_written;
+		j->prog.tensors_done = s.tensors;
+		j->prog.shards_done = s.shards;
 		job_log(d, j, "its output was already in place: the daemon "
 		    "stopped after publishing it");
 		job_release_runtime(j);
@@ -515,10 +519,6 @@ job_start(struct daemon *d, struct djob *j)
 		return rc;
 	}
 	d->nrunning++;
-	/* The totals are known now, before the executor's first report. */
-	j->prog.bytes_total = s.bytes_written;
-	j->prog.tensors_total = s.tensors;
-	j->prog.shards_total = s.shards;
 	job_set_state(d, j, JOB_RUNNING, NULL);
 	return 0;
 }

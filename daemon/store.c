@@ -12,7 +12,6 @@
  * SQLITE_* codes are converted here and nowhere else.
  */
 #include <errno.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,8 +21,9 @@
 #include "daemon.h"
 
 /*
- * PRAGMA user_version.  1: the first schema.  2: jobs.staged, the staging
- * directory's "device:inode", added to a version 1 store at open.
+ * PRAGMA user_version.  1: the first schema.  2: jobs.stage_dev and
+ * jobs.stage_ino, the staging directory's identity, added to a version 1
+ * store at open.
  */
 #define STORE_SCHEMA_VERSION 2
 
@@ -53,7 +53,8 @@ static const char schema[] =
     " model_card INTEGER, seed INTEGER NOT NULL, inputs TEXT,"
     " created REAL, started REAL, finished REAL,"
     " bytes_total INTEGER, bytes_done INTEGER, tensors_total INTEGER,"
-    " tensors_done INTEGER, shards_done TEXT, error TEXT, staged TEXT);"
+    " tensors_done INTEGER, shards_done TEXT, error TEXT,"
+    " stage_dev INTEGER, stage_ino INTEGER);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
@@ -66,13 +67,14 @@ static const char *const sql[ST_COUNT] = {
 	    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
-	    " shards_done=?, error=?, inputs=?, seed=?, staged=? WHERE id=?",
+	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?"
+	    " WHERE id=?",
 	[ST_LOAD] = "SELECT id, owner, owner_gid, user, name, state, priority,"
 	    " after, config, config_name, cwd, out_dir, out_name, staging,"
 	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
 	    " model_card, seed, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
-	    " shards_done, error, staged FROM jobs ORDER BY id",
+	    " shards_done, error, stage_dev, stage_ino FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 };
@@ -124,7 +126,8 @@ store_migrate(struct store *s, const char *path, char **cause)
 	}
 	/* Version 0 is a store just created, with the current schema. */
 	q = xasprintf("BEGIN IMMEDIATE;%s PRAGMA user_version = %d; COMMIT;",
-	    v == 1 ? " ALTER TABLE jobs ADD COLUMN staged TEXT;" : "",
+	    v == 1 ? " ALTER TABLE jobs ADD COLUMN stage_dev INTEGER;"
+	    " ALTER TABLE jobs ADD COLUMN stage_ino INTEGER;" : "",
 	    STORE_SCHEMA_VERSION);
 	rc = sqlite3_exec(s->db, q, NULL, NULL, &err);
 	free(q);
@@ -265,7 +268,6 @@ int
 store_job_update(struct store *s, const struct djob *j)
 {
 	sqlite3_stmt *st = s->st[ST_UPDATE];
-	char staged[48];
 	int i = 1;
 
 	bind_text(st, i++, job_state_name(j->state));
@@ -279,14 +281,9 @@ store_job_update(struct store *s, const struct djob *j)
 	bind_text(st, i++, j->error);
 	bind_text(st, i++, j->inputs);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->seed);
-	if (j->stage_ino != 0) {
-		snprintf(staged, sizeof staged, "%llu:%llu",
-		    (unsigned long long)j->stage_dev,
-		    (unsigned long long)j->stage_ino);
-		bind_text(st, i++, staged);
-	} else {
-		sqlite3_bind_null(st, i++);
-	}
+	/* Unsigned in SQLite's signed 64 bits: cast there and back. */
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->stage_dev);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->stage_ino);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->id);
 	return step_done(s, st, "update");
 }
@@ -303,8 +300,6 @@ static struct djob *
 store_row(sqlite3_stmt *st)
 {
 	struct djob *j = xcalloc(1, sizeof *j);
-	unsigned long long dev, ino;
-	const char *staged;
 	char *state;
 	int i = 0;
 
@@ -344,11 +339,8 @@ store_row(sqlite3_stmt *st)
 	j->prog.tensors_done = (size_t)sqlite3_column_int64(st, i++);
 	j->shards_done = col_text(st, i++);
 	j->error = col_text(st, i++);
-	staged = (const char *)sqlite3_column_text(st, i++);
-	if (staged == NULL || sscanf(staged, "%llu:%llu", &dev, &ino) != 2)
-		dev = ino = 0;
-	j->stage_dev = dev;
-	j->stage_ino = ino;
+	j->stage_dev = (uint64_t)sqlite3_column_int64(st, i++);
+	j->stage_ino = (uint64_t)sqlite3_column_int64(st, i++);	/* 0: none */
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

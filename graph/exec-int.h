@@ -168,7 +168,6 @@ struct graph_job {
 	size_t first_active;	/* lowest tensor not done */
 	size_t next_tensor;	/* lowest tensor not started */
 	size_t nactive;
-	bool start_blocked;	/* the next tensor waits for memory */
 	size_t nunits;		/* units alive */
 	struct graph_progress prog;
 	enum job_state state;

@@ -320,7 +320,7 @@ job_tensor_fits(struct graph_job *job, const struct plan_tensor *pt)
 
 /*
  * Starts the job's next tensor; false when none is left, or when it must
- * wait for memory (start_blocked).
+ * wait for memory.
  */
 static bool
 job_start_tensor(struct graph_job *job)
@@ -332,11 +332,8 @@ job_start_tensor(struct graph_job *job)
 	if (job->next_tensor >= job->plan->ntensors)
 		return false;
 	pt = job->xt[job->next_tensor].pt;
-	if (!job->shard_done[pt->shard] && !job_tensor_fits(job, pt)) {
-		job->start_blocked = true;
+	if (!job->shard_done[pt->shard] && !job_tensor_fits(job, pt))
 		return false;
-	}
-	job->start_blocked = false;
 	xt = &job->xt[job->next_tensor++];
 	xt->active = true;
 	job->nactive++;
@@ -595,9 +592,11 @@ exec_admit(struct graph_exec *ex)
 		ex->rr = job->next != NULL ? job->next : ex->jobs;
 		admitting = job_admitting(job);
 		xt = admitting ? job_next(job, &e0, &n) : NULL;
-		if (admitting && xt == NULL && job->start_blocked && idle &&
-		    job->nunits == 0 && job->nactive == 0) {
-			/* Its next tensor's state cannot fit: never. */
+		if (admitting && xt == NULL && idle && job->nunits == 0 &&
+		    job->nactive == 0 && job->next_tensor <
+		    job->plan->ntensors) {
+			/* With no tensor active, job_next found none only
+			 * because the next one's state cannot fit: never. */
 			xt = &job->xt[job->next_tensor];
 			job_fail_memory(job, xt, pt_min_unit(xt->pt) +
 			    pt_held(xt->pt), ex->budget, "memory budget");

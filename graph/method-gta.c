@@ -261,32 +261,10 @@ gta_strip(const float *restrict x, const float *restrict b, size_t n,
 }
 
 /*
- * keep[] of a strip by the random stream.  A strip that stays under one
- * multiple of 2^32 (all but one in 4 billion) runs on 32-bit words.
+ * word[] = the stream's words for elements e0 .. e0 + n - 1.  A run that
+ * stays under one multiple of 2^32 (all but one in 4 billion) works on
+ * 32-bit words, which vectorizes.
  */
-GRAPH_SIMD static void
-gta_keep_random(uint64_t stream, uint64_t e0, size_t n, uint64_t thr,
-    uint8_t *restrict keep)
-{
-	uint32_t lo = (uint32_t)e0, a = (uint32_t)stream, b, t32;
-	size_t e;
-
-	if (thr > UINT32_MAX) {
-		memset(keep, 1, n);
-		return;
-	}
-	if ((e0 >> 32) != ((e0 + n - 1) >> 32)) {
-		for (e = 0; e < n; e++)
-			keep[e] = rng_u32(stream, e0 + e) < thr;
-		return;
-	}
-	b = (uint32_t)(stream >> 32) ^ (uint32_t)(e0 >> 32) * 0x9e3779b9u;
-	t32 = (uint32_t)thr;
-	for (e = 0; e < n; e++)
-		keep[e] = rng_h32(rng_h32((lo + (uint32_t)e) ^ a) ^ b) < t32;
-}
-
-/* word[] = the stream's words for elements e0 .. e0 + n - 1. */
 GRAPH_SIMD static void
 gta_words(uint64_t stream, uint64_t e0, size_t n, uint32_t *restrict word)
 {
@@ -301,6 +279,23 @@ gta_words(uint64_t stream, uint64_t e0, size_t n, uint32_t *restrict word)
 	b = (uint32_t)(stream >> 32) ^ (uint32_t)(e0 >> 32) * 0x9e3779b9u;
 	for (e = 0; e < n; e++)
 		word[e] = rng_h32(rng_h32((lo + (uint32_t)e) ^ a) ^ b);
+}
+
+/* keep[] of a strip by the random stream: its word below thr. */
+GRAPH_SIMD static void
+gta_keep_random(uint64_t stream, uint64_t e0, size_t n, uint64_t thr,
+    uint8_t *restrict keep)
+{
+	uint32_t word[GTA_STRIP], t32 = (uint32_t)thr;
+	size_t e;
+
+	if (thr > UINT32_MAX) {
+		memset(keep, 1, n);
+		return;
+	}
+	gta_words(stream, e0, n, word);
+	for (e = 0; e < n; e++)
+		keep[e] = word[e] < t32;
 }
 
 /*

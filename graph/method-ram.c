@@ -59,29 +59,6 @@ ramplus_shape(const struct plan_tensor *t, struct method_shape *ms)
  */
 #define RAM_STRIP 512
 
-/* Adds 1 where model x is active (|x - b| > eps) to cnt. */
-GRAPH_SIMD static void
-ram_count(const float *restrict x, const float *restrict b, size_t n,
-    double eps, double *restrict cnt)
-{
-	size_t e;
-
-	for (e = 0; e < n; e++)
-		cnt[e] += fabs((double)x[e] - (double)b[e]) > eps;
-}
-
-static void
-ram_counts(const struct plan_tensor *t, const struct mchunk *c, size_t s,
-    size_t n, double eps, double *cnt)
-{
-	size_t j;
-
-	memset(cnt, 0, n * sizeof *cnt);
-	for (j = 0; j < t->nin; j++)
-		if ((int)j != t->base)
-			ram_count(c->in[j] + s, c->in[t->base] + s, n, eps, cnt);
-}
-
 /* act[] = whether model x is active (|x - b| > eps); adds it to cnt. */
 GRAPH_SIMD static void
 ram_active(const float *restrict x, const float *restrict b, size_t n,
@@ -93,6 +70,23 @@ ram_active(const float *restrict x, const float *restrict b, size_t n,
 		act[e] = fabs((double)x[e] - (double)b[e]) > eps;
 		cnt[e] += act[e];
 	}
+}
+
+/*
+ * Every model's activity over a strip, found once for the strip: act[j]
+ * by input, cnt the active models at each element.
+ */
+static void
+ram_actives(const struct plan_tensor *t, const struct mchunk *c, size_t s,
+    size_t n, double eps, uint8_t (*act)[RAM_STRIP], uint32_t *cnt)
+{
+	size_t j;
+
+	memset(cnt, 0, n * sizeof *cnt);
+	for (j = 0; j < t->nin; j++)
+		if ((int)j != t->base)
+			ram_active(c->in[j] + s, c->in[t->base] + s, n, eps,
+			    act[j], cnt);
 }
 
 /* Positions where a model is active with others, and alone. */
@@ -111,7 +105,6 @@ ramplus_tally(const uint8_t *restrict act, const uint32_t *restrict cnt,
 	*unique += un;
 }
 
-/* Each model's activity is found once per strip, then tallied. */
 static void
 ramplus_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
@@ -126,11 +119,7 @@ ramplus_stats(const struct plan_tensor *t, void *state, int pass,
 	memset(p, 0, 2 * t->nin * sizeof *p);
 	for (s = 0; s < c->n; s += n) {
 		n = c->n - s < RAM_STRIP ? c->n - s : RAM_STRIP;
-		memset(cnt, 0, n * sizeof *cnt);
-		for (j = 0; j < t->nin; j++)
-			if ((int)j != t->base)
-				ram_active(c->in[j] + s, c->in[t->base] + s,
-				    n, eps, act[j], cnt);
+		ram_actives(t, c, s, n, eps, act, cnt);
 		for (j = 0; j < t->nin; j++)
 			if ((int)j != t->base)
 				ramplus_tally(act[j], cnt, n, &p[2 * j],
@@ -164,14 +153,14 @@ ramplus_reduce(const struct plan_tensor *t, void *state, int pass,
 /* Adds model x's change where active: to ss, and times lam to su. */
 GRAPH_SIMD static void
 ram_add(const float *restrict x, const float *restrict b, size_t n,
-    double eps, double lam, double *restrict ss, double *restrict su)
+    const uint8_t *restrict act, double lam, double *restrict ss,
+    double *restrict su)
 {
 	double tau;
 	size_t e;
 
 	for (e = 0; e < n; e++) {
-		tau = (double)x[e] - (double)b[e];
-		tau = fabs(tau) > eps ? tau : 0;
+		tau = act[e] ? (double)x[e] - (double)b[e] : 0;
 		ss[e] += tau;
 		su[e] += lam * tau;
 	}
@@ -184,22 +173,23 @@ ram_combine(const struct plan_tensor *t, const double *lambda,
 {
 	const float *restrict b = c->in[t->base];
 	float *restrict out = c->out;
-	double eps = plan_g(t, "epsilon"), cnt[RAM_STRIP], ss[RAM_STRIP];
-	double su[RAM_STRIP];
+	double eps = plan_g(t, "epsilon"), ss[RAM_STRIP], su[RAM_STRIP];
+	uint8_t act[GRAPH_MAX_INPUTS][RAM_STRIP];
+	uint32_t cnt[RAM_STRIP];
 	size_t e, j, s, n;
 
 	for (s = 0; s < c->n; s += n) {
 		n = c->n - s < RAM_STRIP ? c->n - s : RAM_STRIP;
-		ram_counts(t, c, s, n, eps, cnt);
+		ram_actives(t, c, s, n, eps, act, cnt);
 		memset(ss, 0, n * sizeof *ss);
 		memset(su, 0, n * sizeof *su);
 		for (j = 0; j < t->nin; j++)
 			if ((int)j != t->base)
-				ram_add(c->in[j] + s, b + s, n, eps, lambda !=
-				    NULL ? lambda[j] : 1, ss, su);
+				ram_add(c->in[j] + s, b + s, n, act[j],
+				    lambda != NULL ? lambda[j] : 1, ss, su);
 		for (e = 0; e < n; e++)
 			out[s + e] = (float)((double)b[s + e] + (cnt[e] == 1 ?
-			    su[e] : cnt[e] > 1 ? ss[e] / cnt[e] : 0));
+			    su[e] : cnt[e] > 1 ? ss[e] / (double)cnt[e] : 0));
 	}
 }
 

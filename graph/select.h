@@ -108,17 +108,6 @@ sel_fval(uint32_t k)
 	return v;
 }
 
-/* Counts key into hist (SEL_BINS bins) if it shares the cut's prefix. */
-static inline void
-sel_add(const struct sel_cut *c, uint64_t *hist, uint32_t key, int level)
-{
-	static const unsigned shift[SEL_LEVELS] = { 21, 10, 0 };
-
-	if (!c->on || (level > 0 && key >> shift[level - 1] != c->prefix))
-		return;
-	hist[(key >> shift[level]) & (SEL_BINS - 1)]++;
-}
-
 /*
  * The next flagged byte of flags[from, end) (flags 0 or 1, end a multiple
  * of 8 past the last flag, the rest 0), or end: a scan eight bytes a
@@ -130,12 +119,7 @@ sel_next_flag(const uint8_t *flags, size_t from, size_t end)
 	uint64_t w;
 	size_t at = from & ~(size_t)7;
 
-#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
-	/* The word trick below reads the first byte as the lowest. */
-	for (at = from; at < end && flags[at] == 0; at++)
-		;
-	return at;
-#endif
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
 	for (; at < end; at += 8) {
 		memcpy(&w, flags + at, sizeof w);
 		/* Bytes before from, in the first word, do not count. */
@@ -145,6 +129,13 @@ sel_next_flag(const uint8_t *flags, size_t from, size_t end)
 			return at + (size_t)__builtin_ctzll(w) / 8;
 	}
 	return end;
+#else
+	/* The word trick reads the first byte as the lowest. */
+	(void)w;
+	for (at = from; at < end && flags[at] == 0; at++)
+		;
+	return at;
+#endif
 }
 
 /*

@@ -463,7 +463,7 @@ out:
 
 /*
  * The store kept by the kill tests, turned back into a version 1 store
- * (no jobs.staged): merged upgrades it and keeps every job; a store of a
+ * (no jobs.stage_dev, stage_ino): merged upgrades it and keeps every job; a store of a
  * version it does not know is refused.
  */
 static void
@@ -475,7 +475,8 @@ test_store_versions(void)
 
 	n = store_sql("SELECT count(*) FROM jobs");
 	last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY id");
-	v = store_sql("ALTER TABLE jobs DROP COLUMN staged;"
+	v = store_sql("ALTER TABLE jobs DROP COLUMN stage_dev;"
+	    "ALTER TABLE jobs DROP COLUMN stage_ino;"
 	    "PRAGMA user_version = 1; PRAGMA user_version");
 	ok(n != NULL && last != NULL && v != NULL && strcmp(v, "1") == 0,
 	    "a version 1 store with %s jobs", n ? n : "?");
@@ -487,7 +488,8 @@ test_store_versions(void)
 	free(s);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "and stops cleanly");
 	v = store_sql("SELECT count(*) FROM jobs");
-	s = store_sql("SELECT count(staged) FROM jobs; PRAGMA user_version");
+	s = store_sql("SELECT count(stage_dev) + count(stage_ino) FROM jobs;"
+	    "PRAGMA user_version");
 	ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
 	    strcmp(s, "2") == 0, "upgraded to version 2 with every job (%s "
 	    "of %s)", v ? v : "?", n ? n : "?");
