@@ -12,12 +12,30 @@ if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs clang libclang-rt-14-dev valgrind util-linux"
 fi
 
+# --test also creates the accounts the security tests act as (as root):
+# the team daemon's user `merged`, and two members of its group,
+# merged-alice and merged-bob, who attack each other (docs/security.md).
+test_accounts() {
+	[ "$(id -u)" -eq 0 ] || return 0
+	getent group merged >/dev/null || groupadd --system merged
+	id merged >/dev/null 2>&1 || useradd --system --gid merged \
+	    --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin \
+	    merged
+	for u in merged-alice merged-bob; do
+		id "$u" >/dev/null 2>&1 || useradd --create-home \
+		    --groups merged --shell /bin/sh "$u"
+	done
+}
+
 missing=""
 for p in $pkgs; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
 		missing="$missing $p"
 done
-[ -z "$missing" ] && exit 0
+if [ -z "$missing" ]; then
+	[ "${1:-}" = "--test" ] && test_accounts
+	exit 0
+fi
 
 echo "deps: installing$missing" >&2
 as_root=""
@@ -26,3 +44,5 @@ export DEBIAN_FRONTEND=noninteractive
 $as_root apt-get update -qq
 # shellcheck disable=SC2086
 $as_root apt-get install -y -qq --no-install-recommends $missing >/dev/null
+[ "${1:-}" = "--test" ] && test_accounts
+exit 0
