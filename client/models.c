@@ -10,6 +10,8 @@
  * does not parse, or a model that cannot be found, is reported here with
  * the same messages as mergectl run.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -120,6 +122,15 @@ out:
 }
 
 /* Adds what the daemon needs to find the descriptors to a request. */
+static mode_t
+cli_umask(void)
+{
+	mode_t m = umask(022);
+
+	umask(m);
+	return m;
+}
+
 void
 cli_models_request(struct cli_models *m, cJSON *req)
 {
@@ -128,4 +139,6 @@ cli_models_request(struct cli_models *m, cJSON *req)
 	cJSON_AddNumberToObject(req, "out_fd", m->out_fd);
 	cJSON_AddStringToObject(req, "out_name", m->out_name);
 	cJSON_AddNumberToObject(req, "fds", (double)m->nfds);
+	/* A root daemon makes the output's files as us, with our umask. */
+	cJSON_AddNumberToObject(req, "umask", (double)cli_umask());
 }

@@ -77,6 +77,7 @@ struct djob {
 	uint64_t stage_dev;	/* and its identity, once it exists: */
 	uint64_t stage_ino;	/* 0 before; kept through the publish */
 	uint64_t memory;	/* per-job cap; 0: none */
+	uint32_t umask;		/* the submitter's, for a root daemon */
 	bool force;
 	bool allow_crimes;
 	uint64_t shard_size;
@@ -217,6 +218,7 @@ void conn_reap_vanished(struct daemon *);
 int peer_read(int, struct peer *);
 void peer_fini(struct peer *);
 bool peer_may_act(const struct peer *, const struct djob *);
+void peer_cred(const struct peer *, struct graph_cred *);
 
 /* op.c: the request table; one handler per op-<name>.c. */
 struct op_ctx {
@@ -268,6 +270,8 @@ void job_set_state(struct daemon *, struct djob *, enum job_state,
 void job_notify(struct daemon *, struct djob *, bool);
 void job_cancel(struct daemon *, struct djob *);
 int job_start(struct daemon *, struct djob *);
+struct graph_ident *job_own_outputs(const struct daemon *d, uint32_t owner,
+    size_t *n);
 void job_interrupt_all(struct daemon *);
 
 /* sched.c: which queued job runs next. */

@@ -331,6 +331,7 @@ job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
 	j->cred.gid = p->gid;
 	j->cred.groups = j->groups;
 	j->cred.ngroups = p->ngroups;
+	j->cred.umask = j->umask;
 	if (graph_config_load_buffer(j->config_name, j->config,
 	    strlen(j->config), &j->cfg, d) != 0)
 		return -EINVAL;
@@ -412,6 +413,33 @@ job_on_staged(struct graph_job *gj, uint64_t dev, uint64_t ino, void *arg)
 	store_job_update(j->daemon->store, j);
 }
 
+/*
+ * The identities of owner's finished outputs: what a daemon writing as
+ * itself lets that user replace with --force (struct graph_replace).
+ */
+struct graph_ident *
+job_own_outputs(const struct daemon *d, uint32_t owner, size_t *n)
+{
+	const struct djob *j;
+	struct graph_ident *v;
+	size_t k = 0;
+
+	for (j = d->jobs; j != NULL; j = j->next)
+		k += j->owner == owner && j->state == JOB_DONE &&
+		    j->stage_ino != 0;
+	v = xcalloc(k + 1, sizeof *v);
+	*n = 0;
+	for (j = d->jobs; j != NULL; j = j->next) {
+		if (j->owner != owner || j->state != JOB_DONE ||
+		    j->stage_ino == 0)
+			continue;
+		v[*n].dev = j->stage_dev;
+		v[*n].ino = j->stage_ino;
+		(*n)++;
+	}
+	return v;
+}
+
 static bool
 job_same_dir(int dfd, const char *name, const struct djob *j)
 {
@@ -436,7 +464,7 @@ job_was_published(struct djob *j)
 	if (j->stage_ino == 0 || !job_same_dir(j->out_fd, j->out_name, j))
 		return false;
 	if (j->force && !job_same_dir(j->out_fd, j->staging, j))
-		graph_remove_tree(j->out_fd, j->staging);
+		graph_remove_tree(j->out_fd, j->staging, &j->cred);
 	return true;
 }
 
@@ -466,6 +494,7 @@ job_start(struct daemon *d, struct djob *j)
 {
 	struct graph_plan_summary s;
 	struct graph_job_opts o;
+	struct graph_ident *own;
 	char *cause = NULL;
 	bool *done;
 	size_t i;
@@ -502,6 +531,7 @@ job_start(struct daemon *d, struct djob *j)
 	o.out_dir = j->out_dir;
 	o.cred = &j->cred;
 	o.force = j->force;
+	o.own = own = job_own_outputs(d, j->owner, &o.nown);
 	o.staging_name = j->staging;
 	o.shards_done = done;
 	o.memory_cap = j->memory;
@@ -512,6 +542,7 @@ job_start(struct daemon *d, struct djob *j)
 	o.arg = j;
 	rc = graph_exec_submit(d->exec, j->plan, &o, &j->gj, &cause);
 	free(done);
+	free(own);
 	if (rc != 0) {
 		job_release_runtime(j);
 		job_set_state(d, j, JOB_FAILED, cause);

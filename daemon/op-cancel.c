@@ -17,6 +17,7 @@ static void
 op_cancel_fn(struct op_ctx *o)
 {
 	struct djob *j;
+	struct graph_cred cred;
 	size_t n = 0;
 	int *fds = NULL;
 	cJSON *r;
@@ -32,8 +33,10 @@ op_cancel_fn(struct op_ctx *o)
 	if (cJSON_GetObjectItem(o->req, "fds") != NULL &&
 	    op_take_fds(o, &fds, &n) != 0)
 		return;
-	if (j->state == JOB_INTERRUPTED && n == 1)
-		graph_remove_tree(fds[0], j->staging);
+	if (j->state == JOB_INTERRUPTED && n == 1) {
+		peer_cred(&o->c->peer, &cred);
+		graph_remove_tree(fds[0], j->staging, &cred);
+	}
 	while (n > 0)
 		close(fds[--n]);
 	free(fds);

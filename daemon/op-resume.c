@@ -23,7 +23,7 @@ op_resume_fn(struct op_ctx *o)
 	struct graph_diags diags;
 	struct djob *j;
 	char *cause = NULL;
-	uint64_t out_fd = 0;
+	uint64_t out_fd = 0, umask = 0;
 	size_t nfds = 0;
 	int *fds = NULL;
 	cJSON *r;
@@ -44,6 +44,8 @@ op_resume_fn(struct op_ctx *o)
 		return;
 	graph_diags_init(&diags);
 	msg_get_u64(o->req, "out_fd", &out_fd);
+	j->umask = msg_get_u64(o->req, "umask", &umask) && umask <= 0777 ?
+	    (uint32_t)umask : 022;
 	if (job_prepare(d, j, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
 	    o->req, "models"), (int)out_fd, &diags, &cause) != 0) {
 		job_release_runtime(j);

@@ -71,6 +71,31 @@ submit_daemon_may_write(struct op_ctx *o, const struct djob *j)
 	return false;
 }
 
+/*
+ * --force replaces only what the user may: the kernel's rules where we
+ * act as the user; where we write as ourselves, only the user's own
+ * outputs.  The publish checks again; this refuses at once.
+ */
+static bool
+submit_may_replace(struct op_ctx *o, const struct djob *j)
+{
+	struct graph_replace r;
+	struct graph_ident *own;
+	char *cause = NULL;
+	int rc;
+
+	if (!j->force)
+		return true;
+	memset(&r, 0, sizeof r);
+	r.cred = &j->cred;
+	r.own = own = job_own_outputs(o->c->d, j->owner, &r.nown);
+	if ((rc = graph_may_replace(j->out_fd, j->out_name, &r, &cause)) != 0)
+		op_error(o, PROTO_E_FORBIDDEN, "%s: %s", j->out_dir, cause);
+	free(own);
+	free(cause);
+	return rc == 0;
+}
+
 /* The job's fields from the request; false after replying an error. */
 static bool
 submit_fields(struct op_ctx *o, struct djob *j)
@@ -102,6 +127,8 @@ submit_fields(struct op_ctx *o, struct djob *j)
 	j->priority = msg_get_i64(o->req, "priority", &i) ? i : 0;
 	j->after = msg_get_u64(o->req, "after", &u) ? u : 0;
 	j->memory = msg_get_u64(o->req, "memory", &u) ? u : 0;
+	j->umask = msg_get_u64(o->req, "umask", &u) && u <= 0777 ?
+	    (uint32_t)u : 022;
 	j->seed_given = msg_get_u64(o->req, "seed", &u);
 	j->seed = j->seed_given ? u : 0;
 	j->shard_size = msg_get_u64(o->req, "shard_size", &u) ? u :
@@ -157,13 +184,12 @@ op_submit_fn(struct op_ctx *o)
 		goto out;
 	}
 	/* Checked again when it runs; refused at once if already false. */
-	if (fstat(j->out_fd, &st) == -1 || !graph_cred_allows(&j->cred, &st,
-	    3)) {
+	if (graph_dir_writable(j->out_fd, &j->cred, &cause) != 0) {
 		op_error(o, PROTO_E_FORBIDDEN, "uid %u may not write in the "
 		    "directory of %s", (unsigned)j->owner, j->out_dir);
 		goto out;
 	}
-	if (!submit_daemon_may_write(o, j))
+	if (!submit_daemon_may_write(o, j) || !submit_may_replace(o, j))
 		goto out;
 	if (!j->force && fstatat(j->out_fd, j->out_name, &st,
 	    AT_SYMLINK_NOFOLLOW) == 0) {

@@ -60,6 +60,18 @@ peer_fini(struct peer *p)
 	memset(p, 0, sizeof *p);
 }
 
+/* The peer's rights, for filesystem work done for it (borrows p). */
+void
+peer_cred(const struct peer *p, struct graph_cred *c)
+{
+	memset(c, 0, sizeof *c);
+	c->uid = p->uid;
+	c->gid = p->gid;
+	c->groups = p->groups;
+	c->ngroups = p->ngroups;
+	c->umask = 022;
+}
+
 /* The owner, or root, may act on a job and see all of it. */
 bool
 peer_may_act(const struct peer *p, const struct djob *j)

@@ -155,6 +155,8 @@ struct graph_job {
 	uint64_t stage_ino;
 	const struct graph_cred *cred;
 	bool force;
+	struct graph_replace replace;	/* what force may replace */
+	struct graph_ident *own;	/* replace.own, owned */
 	bool keep_staging;
 	uint64_t cap;		/* working-set cap, 0: none */
 	uint64_t held;		/* working set of its live units */

@@ -192,7 +192,7 @@ work_finish(struct graph_job *job)
 	close(job->stage_fd);
 	job->stage_fd = -1;
 	t->rc = writer_publish(job->out_dirfd, job->staging, job->out_name,
-	    job->force, &t->err);
+	    job->force ? &job->replace : NULL, &t->err);
 }
 
 static void
@@ -214,11 +214,31 @@ work_cleanup(struct graph_job *job)
 		writer_remove_tree(job->out_dirfd, job->staging);
 }
 
+/*
+ * The tasks that create, rename or remove files do so with the job's
+ * user's rights (cred.c); reads and writes through descriptors opened
+ * that way need nothing more.
+ */
+static bool
+work_as_user(struct task *t, struct graph_cred_saved *saved)
+{
+	saved->active = false;
+	if (t->kind != TASK_SETUP && t->kind != TASK_FINISH && t->kind !=
+	    TASK_CLEANUP)
+		return true;
+	if ((t->rc = graph_cred_enter(t->job->cred, saved, &t->err)) != 0)
+		return false;
+	return true;
+}
+
 void
 exec_work(uv_work_t *w)
 {
 	struct task *t = container_of(w, struct task, work);
+	struct graph_cred_saved saved;
 
+	if (!work_as_user(t, &saved))
+		return;
 	switch (t->kind) {
 	case TASK_LOAD:
 		work_load(container_of(t, struct centry, task));
@@ -242,4 +262,5 @@ exec_work(uv_work_t *w)
 		work_cleanup(t->job);
 		break;
 	}
+	graph_cred_leave(&saved);
 }

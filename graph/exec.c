@@ -853,6 +853,7 @@ job_free(struct graph_job *job)
 	free(job->out_name);
 	free(job->out_dir);
 	free(job->staging);
+	free(job->own);
 	free(job->err);
 	free(job);
 }
@@ -1044,6 +1045,13 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	job->staging = o->staging_name != NULL ? xstrdup(o->staging_name) :
 	    writer_staging_name(o->out_name);
 	job->force = o->force;
+	job->replace.cred = o->cred;
+	if (o->nown > 0) {
+		job->own = xcalloc(o->nown, sizeof *job->own);
+		memcpy(job->own, o->own, o->nown * sizeof *job->own);
+		job->replace.own = job->own;
+		job->replace.nown = o->nown;
+	}
 	job->keep_staging = o->keep_staging;
 	job->cap = o->memory_cap;
 	job->done = o->done;

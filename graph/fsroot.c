@@ -9,12 +9,13 @@
  * descriptors; every file is then opened beneath one of them with openat2
  * and RESOLVE_BENEATH, so neither "..", an absolute path nor a symlink can
  * leave it (relative symlinks inside, like a Hugging Face snapshot's links
- * into blobs/, still work).  When a struct graph_cred is given, every path
- * component is also checked against that user's uid and groups (search on
- * directories, read on files, write on the output directory), because
- * the daemon's own rights may be wider.  mergectl run uses the same code
- * with descriptors it opened itself and no credential check.  Safe on any
- * thread.
+ * into blobs/, still work).  Whose rights apply is cred.c's business: a
+ * root daemon calls these with the user's credentials taken on the thread,
+ * and the kernel checks; a daemon running as another user checks the
+ * user's rights here too, on the directory the client passed and on every
+ * path component beneath it, because its own rights may be wider.
+ * mergectl run uses the same code with descriptors it opened itself and
+ * no credentials.  Safe on any thread.
  */
 #define _GNU_SOURCE
 #include <sys/stat.h>
@@ -41,29 +42,11 @@ sys_openat2(int dirfd, const char *path, int flags, mode_t mode)
 	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
-/* Would cred be allowed `want` (a mask of 4 = r, 2 = w, 1 = x) on st? */
-bool
-graph_cred_allows(const struct graph_cred *cred, const struct stat *st,
-    unsigned want)
-{
-	unsigned bits;
-	size_t i;
-	bool member = st->st_gid == cred->gid;
-
-	if (cred->uid == 0)
-		return true;
-	for (i = 0; i < cred->ngroups && !member; i++)
-		member = st->st_gid == cred->groups[i];
-	if (st->st_uid == cred->uid)
-		bits = (st->st_mode >> 6) & 7;
-	else if (member)
-		bits = (st->st_mode >> 3) & 7;
-	else
-		bits = st->st_mode & 7;
-	return (bits & want) == want;
-}
-
-/* Checks search rights on every directory leading to path, beneath fd. */
+/*
+ * Checks cred's search rights on fd itself (a client may pass a
+ * directory it opened O_PATH without being allowed into it) and on
+ * every directory leading to path beneath it.
+ */
 static int
 check_components(int fd, const char *path, const struct graph_cred *cred,
     char **cause)
@@ -72,6 +55,13 @@ check_components(int fd, const char *path, const struct graph_cred *cred,
 	struct stat st;
 	int dfd, rc = 0;
 
+	if (fstat(fd, &st) == -1 || !graph_cred_allows(cred, &st, 1)) {
+		*cause = xasprintf("%s: permission denied for uid %u (no "
+		    "search permission on the directory it is in)", path,
+		    (unsigned)cred->uid);
+		free(p);
+		return -EACCES;
+	}
 	for (slash = strchr(p, '/'); slash != NULL && rc == 0;
 	    slash = strchr(slash + 1, '/')) {
 		*slash = '\0';
@@ -96,20 +86,25 @@ int
 graph_open_beneath(int dirfd, const char *path, int flags,
     const struct graph_cred *cred, char **cause)
 {
+	bool emulate = graph_cred_mode(cred) == GRAPH_CRED_EMULATE;
 	struct stat st;
 	int fd, rc;
 
-	if (cred != NULL && (rc = check_components(dirfd, path, cred,
-	    cause)) != 0)
+	if (emulate && (rc = check_components(dirfd, path, cred, cause)) != 0)
 		return rc;
 	if ((fd = sys_openat2(dirfd, path, flags, 0644)) == -1) {
 		rc = -errno;
-		*cause = xasprintf("%s: %s%s", path, strerror(errno),
-		    errno == EXDEV ? " (it leads outside the directory the "
-		    "client passed)" : "");
+		if (rc == -EACCES && cred != NULL)
+			/* The kernel said no to the user we act as. */
+			*cause = xasprintf("%s: permission denied for uid %u",
+			    path, (unsigned)cred->uid);
+		else
+			*cause = xasprintf("%s: %s%s", path, strerror(errno),
+			    errno == EXDEV ? " (it leads outside the "
+			    "directory the client passed)" : "");
 		return rc;
 	}
-	if (cred != NULL) {
+	if (emulate) {
 		unsigned want = (flags & O_ACCMODE) == O_RDONLY ? 4 :
 		    (flags & O_ACCMODE) == O_WRONLY ? 2 : 6;
 		if (fstat(fd, &st) == -1 || !graph_cred_allows(cred, &st,

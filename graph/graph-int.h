@@ -6,6 +6,8 @@
 #ifndef GRAPH_INT_H
 #define GRAPH_INT_H
 
+#include <sys/types.h>
+
 #include <stdatomic.h>
 #include <strings.h>
 
@@ -92,6 +94,26 @@ void graph_st_close(struct graph_st_file *);
 int graph_st_check_unchanged(const struct graph_st_file *, char **);
 uint8_t *graph_st_header_build(const struct graph_st_tensor *, size_t,
     size_t *);
+
+/* cred.c: a job's filesystem work with its user's rights. */
+enum graph_cred_mode {
+	GRAPH_CRED_SELF,	/* no cred, or the daemon's own user */
+	GRAPH_CRED_SWITCH,	/* root: this thread takes the user's */
+	GRAPH_CRED_EMULATE,	/* another user, and we cannot switch */
+};
+
+struct graph_cred_saved {
+	bool active;
+	uint32_t fsuid;
+	uint32_t fsgid;
+	gid_t *groups;
+	size_t ngroups;
+};
+
+enum graph_cred_mode graph_cred_mode(const struct graph_cred *);
+int graph_cred_enter(const struct graph_cred *cred,
+    struct graph_cred_saved *saved, char **cause);
+void graph_cred_leave(struct graph_cred_saved *saved);
 
 /* fsroot.c */
 int graph_open_beneath(int, const char *, int, const struct graph_cred *,
@@ -471,7 +493,8 @@ int writer_open_shard(int, const struct plan_shard *,
 int writer_pwrite(int, const void *, size_t, uint64_t, char **);
 int writer_finish(const struct graph_plan *, int, const struct graph_cred *,
     const char *, char **);
-int writer_publish(int, const char *, const char *, bool, char **);
+int writer_publish(int, const char *, const char *,
+    const struct graph_replace *, char **);
 void writer_remove_tree(int, const char *);
 char *writer_staging_name(const char *);
 

@@ -246,14 +246,17 @@ int graph_ref_resolve(const struct graph_ref *, const struct graph_env *,
 void graph_resolved_fini(struct graph_resolved *);
 
 /*
- * Whose rights a merge runs with (fsroot.c).  The daemon fills one in
- * from the peer's credentials; every file it opens is checked against it.
+ * Whose rights a merge runs with (cred.c).  The daemon fills one in from
+ * the peer's credentials: a root daemon does all of the job's filesystem
+ * work with them (the kernel checks), one running as another user checks
+ * them itself on top of its own.  NULL: the caller's own rights.
  */
 struct graph_cred {
 	uint32_t uid;
 	uint32_t gid;
 	const uint32_t *groups;	/* supplementary groups, borrowed */
 	size_t ngroups;
+	uint32_t umask;		/* the user's file-creation mask */
 };
 
 /*
@@ -268,7 +271,7 @@ struct graph_source_dir {
 	const char *where;	/* the client's path, for messages */
 };
 
-/* fsroot.c: would cred be allowed r (4), w (2), x (1) on a stat? */
+/* cred.c: would cred be allowed r (4), w (2), x (1) on a stat? */
 struct stat;
 bool graph_cred_allows(const struct graph_cred *, const struct stat *,
     unsigned);
@@ -370,12 +373,35 @@ typedef void (*graph_job_shard_cb)(struct graph_job *, size_t, void *);
 typedef void (*graph_job_staged_cb)(struct graph_job *, uint64_t, uint64_t,
     void *);
 
+/* A file's identity, as a daemon's store records its jobs' outputs. */
+struct graph_ident {
+	uint64_t dev;
+	uint64_t ino;
+};
+
+/*
+ * What --force may replace (writer.c).  Where the kernel checks with the
+ * user's rights (a root or personal daemon), what it allows; where a
+ * daemon writes as itself for another user, only what that user owns or
+ * made through the daemon (own: the identities of the user's outputs).
+ */
+struct graph_replace {
+	const struct graph_cred *cred;
+	const struct graph_ident *own;
+	size_t nown;
+};
+
+int graph_may_replace(int dirfd, const char *name,
+    const struct graph_replace *r, char **cause);
+
 struct graph_job_opts {
 	int out_dirfd;		/* the destination's parent (borrowed) */
 	const char *out_name;	/* the destination's name in it */
 	const char *out_dir;	/* the destination's path, for messages */
 	const struct graph_cred *cred;	/* NULL: no access checks */
 	bool force;		/* replace an existing destination */
+	const struct graph_ident *own;	/* see graph_replace; copied */
+	size_t nown;
 	const char *staging_name;	/* NULL: derived from out_name */
 	bool keep_staging;	/* on failure or cancel, for resume */
 	uint64_t memory_cap;	/* this job's working set; 0: the budget */
@@ -408,8 +434,13 @@ struct graph_exec_stats {
 
 void graph_exec_stats(const struct graph_exec *, struct graph_exec_stats *);
 
-/* writer.c: removes a directory tree beneath a directory descriptor. */
-void graph_remove_tree(int, const char *);
+/* writer.c: removes a directory tree beneath a directory descriptor,
+ * with cred's rights (NULL: the caller's). */
+void graph_remove_tree(int dirfd, const char *name,
+    const struct graph_cred *cred);
+/* May cred create and remove entries in dirfd?  0, or why not. */
+int graph_dir_writable(int dirfd, const struct graph_cred *cred,
+    char **cause);
 
 /* util.c */
 void graph_init(void);

@@ -391,13 +391,40 @@ plan_draw_seed(void)
 	return s & 0xffffffffffffull;	/* short enough to type */
 }
 
+/* From the method to the shard layout, stopping at the first step that
+ * found problems (each step reports all of its own). */
+static void
+plan_steps(struct plan_build *b)
+{
+	struct graph_diags *d = b->d;
+	size_t before = d->nerrors;
+
+	plan_method(b);
+	if (b->method != NULL)
+		plan_check_params(b);
+	if (plan_open_models(b) != 0 || plan_choose_arch(b) != 0 ||
+	    b->method == NULL)
+		return;
+	if (b->cfg->form == GRAPH_FORM_MODELS)
+		plan_slices_from_models(b);
+	else
+		plan_slices_from_slices(b);
+	if (d->nerrors != before)
+		return;
+	plan_tensors(b);
+	if (d->nerrors == before)
+		plan_layout(b->p, d);
+}
+
 int
 graph_plan_build(const struct graph_config *cfg,
     const struct graph_plan_opts *opts, struct graph_plan **out,
     struct graph_diags *d)
 {
+	struct graph_cred_saved saved;
 	struct plan_build b;
 	struct graph_plan *p;
+	char *cause = NULL;
 	size_t i, before = d->nerrors;
 
 	*out = NULL;
@@ -420,21 +447,14 @@ graph_plan_build(const struct graph_config *cfg,
 		    "names no models");
 		goto out;
 	}
-	plan_method(&b);
-	if (b.method != NULL)
-		plan_check_params(&b);
-	if (plan_open_models(&b) != 0 || plan_choose_arch(&b) != 0 ||
-	    b.method == NULL)
+	/* Every file the plan opens, it opens with the user's rights. */
+	if (graph_cred_enter(opts->cred, &saved, &cause) != 0) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, cfg->path, "%s", cause);
+		free(cause);
 		goto out;
-	if (cfg->form == GRAPH_FORM_MODELS)
-		plan_slices_from_models(&b);
-	else
-		plan_slices_from_slices(&b);
-	if (d->nerrors != before)
-		goto out;
-	plan_tensors(&b);
-	if (d->nerrors == before)
-		plan_layout(p, d);
+	}
+	plan_steps(&b);
+	graph_cred_leave(&saved);
 out:
 	for (i = 0; i < b.nslices; i++)
 		free(b.slices[i].src);

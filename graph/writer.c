@@ -12,8 +12,16 @@
  * small files (index, config.json, tokenizer, model card,
  * mergekit_config.yml) are written last, then the directory is renamed
  * into place (Part A item 15): a failed or cancelled job never leaves
- * something that looks like a finished model.  A root daemon gives the
- * files to the user it writes for.  These functions block on I/O; the
+ * something that looks like a finished model.
+ *
+ * Whose files: the executor calls these with the user's credentials taken
+ * on the thread when the daemon is root (cred.c), so the files are the
+ * user's, made with the user's umask, and the kernel decides what the
+ * user may create, replace and remove.  A file is never written through
+ * a name that was already there (a link planted in the staging
+ * directory): the name is removed and created anew, exclusively.  A
+ * daemon writing as itself for another user replaces only that user's
+ * outputs (graph_may_replace).  These functions block on I/O; the
  * executor calls them from pool threads.
  */
 #define _GNU_SOURCE
@@ -70,14 +78,15 @@ writer_pwrite(int fd, const void *buf, size_t len, uint64_t off, char **cause)
 	return rc;
 }
 
-/* Files we create belong to the user we write for, when we can say so. */
-static void
-writer_own(int fd, const struct graph_cred *cred)
+/* The bits a new file or directory gets: the user's umask applies where
+ * the files are the user's (not where a daemon writes them as itself,
+ * for the user must still read them through its group). */
+static mode_t
+writer_mode(mode_t mode, const struct graph_cred *cred)
 {
-	if (cred != NULL && geteuid() == 0 && fchown(fd, cred->uid,
-	    cred->gid) == -1) {
-		/* The merge still succeeds; the files stay ours. */
-	}
+	if (cred != NULL && graph_cred_mode(cred) != GRAPH_CRED_EMULATE)
+		mode &= ~(mode_t)cred->umask;
+	return mode;
 }
 
 /* Creates name in the staging directory, empty, for writing. */
@@ -87,14 +96,20 @@ writer_create(int dfd, const char *name, const struct graph_cred *cred,
 {
 	int fd;
 
-	fd = openat(dfd, name, O_RDWR | O_CREAT | O_TRUNC | O_NOFOLLOW |
-	    O_CLOEXEC, 0644);
+	/* Whatever is at name (a half-written shard of an interrupted run,
+	 * or a link somebody planted) goes; the file is always new. */
+	if (unlinkat(dfd, name, 0) == -1 && errno != ENOENT) {
+		*cause = xasprintf("cannot replace %s: %s", name,
+		    strerror(errno));
+		return -errno;
+	}
+	fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
+	    O_CLOEXEC, writer_mode(0644, cred));
 	if (fd == -1) {
 		*cause = xasprintf("cannot create %s: %s", name,
 		    strerror(errno));
 		return -errno;
 	}
-	writer_own(fd, cred);
 	return fd;
 }
 
@@ -115,24 +130,54 @@ writer_file(int dfd, const char *name, const void *data, size_t len,
 	return rc;
 }
 
+/* May cred create and remove entries in dirfd?  0, or why not. */
+int
+graph_dir_writable(int dirfd, const struct graph_cred *cred, char **cause)
+{
+	struct graph_cred_saved saved;
+	struct stat st;
+	int rc = 0;
+
+	switch (graph_cred_mode(cred)) {
+	case GRAPH_CRED_EMULATE:
+		if (fstat(dirfd, &st) == -1 || !graph_cred_allows(cred, &st,
+		    3))
+			rc = -EACCES;
+		break;
+	case GRAPH_CRED_SWITCH:
+		if ((rc = graph_cred_enter(cred, &saved, cause)) != 0)
+			return rc;
+		if (faccessat(dirfd, ".", W_OK | X_OK, AT_EACCESS) == -1)
+			rc = -errno;
+		graph_cred_leave(&saved);
+		break;
+	case GRAPH_CRED_SELF:
+		break;
+	}
+	if (rc != 0)
+		*cause = xasprintf("uid %u may not write in the output's "
+		    "directory", (unsigned)cred->uid);
+	return rc;
+}
+
 /*
  * Opens (creating it if needed) the staging directory beneath the
  * destination's parent, after checking that the user may write there.
+ * One that exists already (a resumed job's) must be ours: the user's
+ * where we act as the user, else the daemon's.
  */
 int
 writer_stage_open(int parent, const char *staging,
     const struct graph_cred *cred, int *fdp, char **cause)
 {
 	struct stat st;
-	int fd;
+	uid_t owner;
+	int fd, rc;
 
-	if (cred != NULL && (fstat(parent, &st) == -1 ||
-	    !graph_cred_allows(cred, &st, 3))) {
-		*cause = xasprintf("uid %u may not write in the output's "
-		    "directory", (unsigned)cred->uid);
-		return -EACCES;
-	}
-	if (mkdirat(parent, staging, 0755) == -1 && errno != EEXIST) {
+	if ((rc = graph_dir_writable(parent, cred, cause)) != 0)
+		return rc;
+	if (mkdirat(parent, staging, writer_mode(0755, cred)) == -1 &&
+	    errno != EEXIST) {
 		*cause = xasprintf("cannot create %s: %s", staging,
 		    strerror(errno));
 		return -errno;
@@ -144,7 +189,15 @@ writer_stage_open(int parent, const char *staging,
 		    strerror(errno));
 		return -errno;
 	}
-	writer_own(fd, cred);
+	owner = graph_cred_mode(cred) == GRAPH_CRED_SWITCH ? cred->uid :
+	    geteuid();
+	if (fstat(fd, &st) == -1 || st.st_uid != owner) {
+		*cause = xasprintf("%s belongs to uid %u, not to uid %u; "
+		    "remove it", staging, (unsigned)st.st_uid,
+		    (unsigned)owner);
+		close(fd);
+		return -EPERM;
+	}
 	*fdp = fd;
 	return 0;
 }
@@ -318,23 +371,81 @@ writer_finish(const struct graph_plan *p, int dfd,
 	return 0;
 }
 
+/* Is st something r->cred may replace?  (See struct graph_replace.) */
+static bool
+writer_replaceable(const struct graph_replace *r, const struct stat *st)
+{
+	size_t i;
+
+	if (graph_cred_mode(r->cred) != GRAPH_CRED_EMULATE ||
+	    r->cred->uid == 0 || st->st_uid == r->cred->uid)
+		return true;
+	for (i = 0; i < r->nown; i++)
+		if (r->own[i].dev == (uint64_t)st->st_dev &&
+		    r->own[i].ino == (uint64_t)st->st_ino)
+			return true;
+	return false;
+}
+
+static char *
+writer_not_yours(const char *name, const struct stat *st,
+    const struct graph_replace *r)
+{
+	return xasprintf("%s belongs to uid %u and is none of uid %u's "
+	    "outputs; --force replaces only your own", name,
+	    (unsigned)st->st_uid, (unsigned)r->cred->uid);
+}
+
 /*
- * Moves the staging directory to the destination, both in parent.
- * Without force, an existing destination is refused (RENAME_NOREPLACE, so
- * a directory that appears meanwhile is not clobbered either); with force,
- * the two are exchanged atomically and the old one removed.
+ * Would r allow replacing name in dirfd?  Where the kernel checks with the
+ * user's rights this only answers early what it will say (a sticky
+ * directory keeps other users' entries); the publish decides.
  */
 int
-writer_publish(int parent, const char *staging, const char *name, bool force,
+graph_may_replace(int dirfd, const char *name, const struct graph_replace *r,
     char **cause)
 {
+	struct stat st, dst;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == -1)
+		return 0;	/* nothing there (yet) */
+	if (!writer_replaceable(r, &st)) {
+		*cause = writer_not_yours(name, &st, r);
+		return -EPERM;
+	}
+	if (r->cred != NULL && r->cred->uid != 0 && fstat(dirfd, &dst) == 0 &&
+	    (dst.st_mode & S_ISVTX) && st.st_uid != r->cred->uid &&
+	    dst.st_uid != r->cred->uid) {
+		*cause = xasprintf("%s belongs to uid %u, in a sticky "
+		    "directory: uid %u may not replace it", name,
+		    (unsigned)st.st_uid, (unsigned)r->cred->uid);
+		return -EPERM;
+	}
+	return 0;
+}
+
+/*
+ * Moves the staging directory to the destination, both in parent.
+ * Without replace (no --force), an existing destination is refused
+ * (RENAME_NOREPLACE, so a directory that appears meanwhile is not
+ * clobbered either); with it, the two are exchanged atomically and the
+ * old one removed.  Where the daemon writes as itself for another user,
+ * what the exchange brought back is checked, and exchanged back if it
+ * was not the user's to replace: a check before the exchange could be
+ * raced by a rename.
+ */
+int
+writer_publish(int parent, const char *staging, const char *name,
+    const struct graph_replace *replace, char **cause)
+{
+	struct stat st;
 	int rc;
 
 	if (renameat2(parent, staging, parent, name, RENAME_NOREPLACE) == 0) {
 		fsync(parent);
 		return 0;
 	}
-	if (errno != EEXIST || !force) {
+	if (errno != EEXIST || replace == NULL) {
 		rc = -errno;
 		*cause = rc == -EEXIST ? xasprintf("%s already exists; use "
 		    "--force to replace it", name) : xasprintf("cannot move "
@@ -343,9 +454,22 @@ writer_publish(int parent, const char *staging, const char *name, bool force,
 	}
 	if (renameat2(parent, staging, parent, name, RENAME_EXCHANGE) != 0) {
 		rc = -errno;
-		*cause = xasprintf("cannot replace %s: %s", name,
-		    strerror(errno));
+		*cause = xasprintf("cannot replace %s: %s%s", name,
+		    strerror(errno), errno == EPERM || errno == EACCES ?
+		    " (it is not yours to replace)" : "");
 		return rc;
+	}
+	if (fstatat(parent, staging, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    !writer_replaceable(replace, &st)) {
+		*cause = writer_not_yours(name, &st, replace);
+		if (renameat2(parent, staging, parent, name,
+		    RENAME_EXCHANGE) != 0) {
+			free(*cause);
+			*cause = xasprintf("%s was not yours to replace, and "
+			    "putting it back failed (%s): it is at %s",
+			    name, strerror(errno), staging);
+		}
+		return -EPERM;
 	}
 	fsync(parent);
 	writer_remove_tree(parent, staging);	/* now the old output */
@@ -382,7 +506,15 @@ writer_remove_tree(int dfd, const char *name)
 }
 
 void
-graph_remove_tree(int dfd, const char *name)
+graph_remove_tree(int dfd, const char *name, const struct graph_cred *cred)
 {
+	struct graph_cred_saved saved;
+	char *cause = NULL;
+
+	if (graph_cred_enter(cred, &saved, &cause) != 0) {
+		free(cause);
+		return;
+	}
 	writer_remove_tree(dfd, name);
+	graph_cred_leave(&saved);
 }
