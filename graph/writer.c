@@ -413,7 +413,8 @@ graph_may_replace(int dirfd, const char *name, const struct graph_replace *r,
 		*cause = writer_not_yours(name, &st, r);
 		return -EPERM;
 	}
-	if (r->cred != NULL && r->cred->uid != 0 && fstat(dirfd, &dst) == 0 &&
+	if (graph_cred_mode(r->cred) == GRAPH_CRED_SWITCH &&
+	    r->cred->uid != 0 && fstat(dirfd, &dst) == 0 &&
 	    (dst.st_mode & S_ISVTX) && st.st_uid != r->cred->uid &&
 	    dst.st_uid != r->cred->uid) {
 		*cause = xasprintf("%s belongs to uid %u, in a sticky "
