@@ -216,6 +216,7 @@ void conn_reap_vanished(struct daemon *);
 
 /* peer.c */
 int peer_read(int, struct peer *);
+int peer_user_groups(const char *user, gid_t gid, struct peer *p);
 void peer_fini(struct peer *);
 bool peer_may_act(const struct peer *, const struct djob *);
 void peer_cred(const struct peer *, struct graph_cred *);

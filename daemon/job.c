@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -295,6 +296,37 @@ job_dirs(struct djob *j, const struct cJSON *models, char **cause)
 }
 
 /*
+ * A job works with its owner's rights, also when root resumes it: the
+ * peer's own credentials when the owner asks, else the owner's as the
+ * user database lists them.
+ */
+static void
+job_owner_cred(struct djob *j, const struct peer *p)
+{
+	struct passwd pw, *res = NULL;
+	struct peer owner;
+	char buf[4096];
+
+	memset(&owner, 0, sizeof owner);
+	if (p->uid != j->owner) {
+		owner.uid = j->owner;
+		owner.gid = j->owner_gid;
+		if (getpwuid_r(j->owner, &pw, buf, sizeof buf, &res) == 0 &&
+		    res != NULL)
+			peer_user_groups(pw.pw_name, pw.pw_gid, &owner);
+		p = &owner;
+	}
+	free(j->groups);
+	j->groups = xcalloc(p->ngroups + 1, sizeof *j->groups);
+	memcpy(j->groups, p->groups, p->ngroups * sizeof *p->groups);
+	j->cred.uid = p->uid;
+	j->cred.gid = p->gid;
+	j->cred.groups = j->groups;
+	j->cred.ngroups = p->ngroups;
+	free(owner.groups);
+}
+
+/*
  * Gives j what it needs to run: takes ownership of the nfds descriptors
  * (out_fd is the index of the output's parent), the peer's credentials,
  * and builds the plan.  Problems go to d (planning) or *cause (the
@@ -325,12 +357,7 @@ job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
 	j->fds[out_fd] = -1;
 	if ((rc = job_dirs(j, models, cause)) != 0)
 		return rc;
-	j->groups = xcalloc(p->ngroups + 1, sizeof *j->groups);
-	memcpy(j->groups, p->groups, p->ngroups * sizeof *p->groups);
-	j->cred.uid = p->uid;
-	j->cred.gid = p->gid;
-	j->cred.groups = j->groups;
-	j->cred.ngroups = p->ngroups;
+	job_owner_cred(j, p);
 	j->cred.umask = j->umask;
 	if (graph_config_load_buffer(j->config_name, j->config,
 	    strlen(j->config), &j->cfg, d) != 0)

@@ -4,9 +4,9 @@
  *
  * Identity comes from the kernel (SO_PEERCRED), read once at accept: it
  * describes the peer as it was at connect().  It is kept as numbers, never
- * as a string to compare.  The supplementary groups are looked up from the
- * user database, because file access checks on the user's behalf
- * (graph/fsroot.c) need them.  Loop thread only.
+ * as a string to compare.  Its supplementary groups too, because the
+ * daemon's file access on the user's behalf (graph/cred.c) needs them.
+ * Loop thread only.
  */
 #define _GNU_SOURCE
 #include <sys/socket.h>
@@ -19,7 +19,62 @@
 
 #include "daemon.h"
 
-#define PEER_MAX_GROUPS 256
+/* Linux allows 65536 supplementary groups; most users have a few. */
+#define PEER_MAX_GROUPS 65536
+
+/*
+ * The peer's supplementary groups as its process has them at connect()
+ * (SO_PEERGROUPS): a user who dropped a group (newgrp, setpriv) does not
+ * get it back through the daemon.  Kernels before 4.13 lack it; then the
+ * user database says.
+ */
+static int
+peer_groups(int fd, const char *user, gid_t gid, struct peer *p)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = xcalloc(64, sizeof *g);
+	int n, i;
+
+	while (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == -1) {
+		if (errno != ERANGE || len > PEER_MAX_GROUPS * sizeof(gid_t)) {
+			free(g);
+			if (user != NULL)
+				return peer_user_groups(user, gid, p);
+			p->groups = xcalloc(1, sizeof *p->groups);
+			return 0;
+		}
+		g = xreallocarray(g, len / sizeof *g + 1, sizeof *g);
+	}
+	n = (int)(len / sizeof *g);
+	p->groups = xcalloc((size_t)n + 1, sizeof *p->groups);
+	for (i = 0; i < n; i++)
+		p->groups[p->ngroups++] = (uint32_t)g[i];
+	free(g);
+	return 0;
+}
+
+/* user's groups as the user database lists them (for a job acted on by
+ * root on its owner's behalf, or an old kernel). */
+int
+peer_user_groups(const char *user, gid_t gid, struct peer *p)
+{
+	gid_t *g;
+	int n = 64, i, rc;
+
+	g = xcalloc((size_t)n, sizeof *g);
+	while ((rc = getgrouplist(user, gid, g, &n)) < 0 && n > 0 &&
+	    n <= PEER_MAX_GROUPS)
+		g = xreallocarray(g, (size_t)n, sizeof *g);
+	if (rc < 0)
+		n = 0;
+	free(p->groups);
+	p->groups = xcalloc((size_t)n + 1, sizeof *p->groups);
+	p->ngroups = 0;
+	for (i = 0; i < n; i++)
+		p->groups[p->ngroups++] = (uint32_t)g[i];
+	free(g);
+	return 0;
+}
 
 int
 peer_read(int fd, struct peer *p)
@@ -28,8 +83,6 @@ peer_read(int fd, struct peer *p)
 	socklen_t len = sizeof uc;
 	struct passwd pw, *res = NULL;
 	char buf[4096];
-	gid_t groups[PEER_MAX_GROUPS];
-	int n = PEER_MAX_GROUPS, i;
 
 	memset(p, 0, sizeof *p);
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == -1)
@@ -38,18 +91,11 @@ peer_read(int fd, struct peer *p)
 	p->uid = (uint32_t)uc.uid;
 	p->gid = (uint32_t)uc.gid;
 	if (getpwuid_r(uc.uid, &pw, buf, sizeof buf, &res) == 0 &&
-	    res != NULL) {
+	    res != NULL)
 		p->user = xstrdup(pw.pw_name);
-		if (getgrouplist(pw.pw_name, pw.pw_gid, groups, &n) < 0)
-			n = 0;
-		p->groups = xcalloc((size_t)n + 1, sizeof *p->groups);
-		for (i = 0; i < n; i++)
-			p->groups[p->ngroups++] = (uint32_t)groups[i];
-	} else {
+	else
 		p->user = xasprintf("%u", (unsigned)uc.uid);
-		p->groups = xcalloc(1, sizeof *p->groups);
-	}
-	return 0;
+	return peer_groups(fd, res != NULL ? pw.pw_name : NULL, uc.gid, p);
 }
 
 void

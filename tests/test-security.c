@@ -322,6 +322,32 @@ test_opath_dir(void)
 	ok(owner_of("shared/stolen") == (uid_t)-1, "and nothing is written");
 }
 
+/* A job works as its owner, also when root resumes it. */
+static void
+test_root_resume(pid_t *pid, const char *env)
+{
+	char *o = NULL, *st;
+	int rc, id;
+
+	rc = as(&bob, &o, "%s submit slerp.yml -o slow/resumed -q",
+	    tl_mergectl);
+	id = rc == 0 ? atoi(o) : 0;
+	free(o);
+	st = wait_staging("slow", "resumed");
+	ok(id > 0 && st != NULL, "bob's job runs");
+	free(st);
+	td_stop(*pid, SIGKILL);
+	*pid = td_start("--team --group merged --memory 256M", env);
+	ok(td_wait_state(id, "interrupted", 20000), "a restart interrupts "
+	    "it");
+	rc = td_ctl(&o, "resume %d", id);
+	free(o);
+	ok(rc == 0 && td_wait_state(id, "done", 120000), "root resumes it");
+	ok(owner_of("slow/resumed") == bob.pw_uid &&
+	    owner_of("slow/resumed/model.safetensors") == bob.pw_uid,
+	    "and its output is bob's, not root's");
+}
+
 /* Row 10: a root daemon's outputs are the submitter's, with the umask. */
 static void
 test_umask(void)
@@ -433,6 +459,7 @@ main(int argc, char **argv)
 	test_planted_link();
 	test_opath_dir();
 	test_umask();
+	test_root_resume(&pid, env);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the root daemon stops");
 
 	/* A team daemon run as merged, as contrib/systemd/merged.service
