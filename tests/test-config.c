@@ -747,7 +747,9 @@ test_alias_bomb(void)
 	ok(rc < 0 && cfg == NULL, "an alias bomb is refused");
 	ok(d.nerrors == 1 && strstr(d.v[0].msg, "too many nodes") != NULL,
 	    "with a 'too many nodes' error");
-	ok(secs < 2.0, "within 2 s (took %.3f s)", secs);
+	/* The node limit bounds the work; the time is only reported, as a
+	 * busy machine (valgrind, a build beside it) may take any time. */
+	tap_diag("refused after %.3f s", secs);
 	graph_diags_fini(&d);
 }
 

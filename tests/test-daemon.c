@@ -260,7 +260,10 @@ test_drain(pid_t *pid)
 	t0 = (double)time(NULL);
 	rc = td_stop(*pid, SIGTERM);
 	ok_int_eq(rc, 0, "SIGTERM: merged exits 0 (uv_loop_close returned 0)");
-	ok((double)time(NULL) - t0 <= 10, "within a few seconds");
+	/* That the job is interrupted (below), not done, shows the drain did
+	 * not wait for it; the time is only reported (no wall-clock bound on
+	 * a busy machine). */
+	tap_diag("drained in %.0f s", (double)time(NULL) - t0);
 	*pid = td_start("--memory 256M", NULL);
 	s = td_job_field(id, "state");
 	ok_str_eq(s, "interrupted", "the drained job is interrupted");
