@@ -8,7 +8,8 @@
  * sendmsg().  When nothing answers on the personal socket, submit starts a
  * personal daemon (in its own session, logging to the state directory)
  * and waits for it; if two clients do that at once, the daemon's lock lets
- * exactly one survive and both clients connect to it.
+ * exactly one survive and both clients connect to it.  Before the first
+ * byte goes out, trust.c checks the socket's directory and who listens.
  */
 #define _GNU_SOURCE
 #include <sys/socket.h>
@@ -32,20 +33,26 @@
 
 extern char **environ;
 
-/* $MERGED_SOCKET, else the personal daemon's socket. */
+/* --socket, else $MERGED_SOCKET, else the personal daemon's socket. */
 char *
 cli_socket_path(const char *given)
 {
-	const char *env = getenv("MERGED_SOCKET"), *rt;
+	const char *env = getenv("MERGED_SOCKET");
 
 	if (given != NULL)
 		return xstrdup(given);
 	if (env != NULL && *env != '\0')
 		return xstrdup(env);
-	rt = getenv("XDG_RUNTIME_DIR");
-	if (rt != NULL && *rt != '\0')
-		return xasprintf("%s/merged/merged.sock", rt);
-	return xasprintf("/tmp/merged-%u/merged.sock", (unsigned)getuid());
+	return sockdir_personal_path();
+}
+
+/* Is it the personal daemon's socket (neither --socket nor the env)? */
+bool
+cli_socket_personal(const char *given)
+{
+	const char *env = getenv("MERGED_SOCKET");
+
+	return given == NULL && (env == NULL || *env == '\0');
 }
 
 static int
@@ -313,12 +320,16 @@ cli_new_request(struct cli_conn *c, const char *op)
 	return msg_request(++c->next_id, op);
 }
 
-/* Connects and says hello; returns 0, or an exit code. */
+/*
+ * Connects and says hello; returns 0, or an exit code.  Nothing is sent
+ * before the daemon is known to be who it should be (trust.c).
+ */
 int
 cli_open(struct cli_conn *c, const char *socket, bool autostart)
 {
 	char *path = cli_socket_path(socket);
 	const char *env = getenv("MERGED_SOCKET");
+	bool personal = cli_socket_personal(socket);
 	cJSON *req, *r;
 	int rc;
 
@@ -327,10 +338,22 @@ cli_open(struct cli_conn *c, const char *socket, bool autostart)
 	if (socket != NULL || (env != NULL && *env != '\0' &&
 	    getenv("MERGED_BIN") == NULL))
 		autostart = false;
-	rc = cli_connect(c, path, autostart);
-	free(path);
-	if (rc != 0)
+	/* The personal socket's directory: made private before a daemon is
+	 * started in it, refused if someone else's. */
+	if (personal && (rc = cli_trust_dir(path, autostart)) != 0) {
+		free(path);
+		return rc;
+	}
+	if (cli_connect(c, path, autostart) != 0) {
+		free(path);
 		return CLI_EXIT_DAEMON;
+	}
+	rc = cli_trust_peer(c->fd, path, personal);
+	free(path);
+	if (rc != 0) {
+		cli_disconnect(c);
+		return rc;
+	}
 	req = cli_new_request(c, "hello");
 	cJSON_AddStringToObject(req, "client", "mergectl " GRAPH_VERSION);
 	if ((r = cli_call(c, req, NULL, 0)) == NULL) {

@@ -71,16 +71,6 @@ usage(FILE *fp)
 }
 
 static char *
-default_socket(void)
-{
-	const char *rt = getenv("XDG_RUNTIME_DIR");
-
-	if (rt != NULL && *rt != '\0')
-		return xasprintf("%s/merged/merged.sock", rt);
-	return xasprintf("/tmp/merged-%u/merged.sock", (unsigned)getuid());
-}
-
-static char *
 default_state_dir(bool team)
 {
 	const char *st = getenv("XDG_STATE_HOME"), *home = getenv("HOME");
@@ -186,7 +176,7 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		exit(2);
 	}
 	if (o->socket == NULL)
-		o->socket = default_socket();
+		o->socket = sockdir_personal_path();
 	if (o->state_dir == NULL)
 		o->state_dir = default_state_dir(o->team);
 }
