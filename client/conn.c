@@ -238,6 +238,35 @@ cli_send(struct cli_conn *c, cJSON *msg, const int *fds, size_t nfds)
 	return 0;
 }
 
+/* Says why no reply can be read, st being what the framer said. */
+static void
+cli_recv_failed(enum frame_status st)
+{
+	switch (st) {
+	case FRAME_TOO_LONG:
+		/* Not a closed connection: the daemon said more than one
+		 * message may hold (a long job list, say). */
+		fprintf(stderr, "%s: the daemon's reply is too large (over "
+		    "%u KiB, the most one message may hold); ask for less, "
+		    "such as one job (mergectl status JOB), or check that "
+		    "mergectl and merged are the same version\n",
+		    cli_progname, PROTO_MAX_LINE >> 10);
+		break;
+	case FRAME_BAD:
+		fprintf(stderr, "%s: bad reply from the daemon: an empty line, "
+		    "a NUL byte or invalid UTF-8\n", cli_progname);
+		break;
+	case FRAME_TRUNCATED:
+		fprintf(stderr, "%s: the daemon closed the connection in the "
+		    "middle of a reply\n", cli_progname);
+		break;
+	default:
+		fprintf(stderr, "%s: the daemon closed the connection\n",
+		    cli_progname);
+		break;
+	}
+}
+
 /* The next message from the daemon; NULL after printing why. */
 cJSON *
 cli_recv(struct cli_conn *c, int timeout_ms)
@@ -260,8 +289,7 @@ cli_recv(struct cli_conn *c, int timeout_ms)
 			return msg;
 		}
 		if (st != FRAME_MORE || c->in.eof) {
-			fprintf(stderr, "%s: the daemon closed the connection"
-			    "\n", cli_progname);
+			cli_recv_failed(st);
 			return NULL;
 		}
 		r = poll(&pfd, 1, timeout_ms);
@@ -274,7 +302,7 @@ cli_recv(struct cli_conn *c, int timeout_ms)
 		}
 		space = frame_space(&c->in, &room);
 		if (room == 0) {
-			fprintf(stderr, "%s: reply too long\n", cli_progname);
+			cli_recv_failed(FRAME_TOO_LONG);
 			return NULL;
 		}
 		n = read(c->fd, space, room);
