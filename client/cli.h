@@ -25,6 +25,8 @@ struct cJSON;
 #define CLI_EXIT_FORBIDDEN 7	/* not the job's owner */
 #define CLI_EXIT_CANCELLED 8	/* the job was cancelled */
 #define CLI_EXIT_JOB_INTERRUPTED 9	/* the job was interrupted */
+#define CLI_EXIT_UNTRUSTED 11	/* the daemon answering is not who it
+				   should be; nothing was sent */
 #define CLI_EXIT_INTERRUPTED 130	/* SIGINT or SIGTERM */
 
 struct cli_cmd {
@@ -87,6 +89,7 @@ struct cli_conn {
 };
 
 char *cli_socket_path(const char *);
+bool cli_socket_personal(const char *);
 int cli_connect(struct cli_conn *, const char *, bool);
 void cli_disconnect(struct cli_conn *);
 int cli_open(struct cli_conn *, const char *, bool);
@@ -97,6 +100,10 @@ struct cJSON *cli_call(struct cli_conn *, struct cJSON *, const int *,
 struct cJSON *cli_new_request(struct cli_conn *, const char *);
 int cli_check_reply(const struct cJSON *, bool);
 bool cli_reply_ok(const struct cJSON *);
+
+/* trust.c: whom mergectl talks to; 0 or CLI_EXIT_UNTRUSTED. */
+int cli_trust_dir(const char *, bool);
+int cli_trust_peer(int, const char *, bool);
 
 /* models.c: descriptors for the models and the output. */
 struct cli_models {

@@ -8,7 +8,8 @@
  * sendmsg().  When nothing answers on the personal socket, submit starts a
  * personal daemon (in its own session, logging to the state directory)
  * and waits for it; if two clients do that at once, the daemon's lock lets
- * exactly one survive and both clients connect to it.
+ * exactly one survive and both clients connect to it.  Before the first
+ * byte goes out, trust.c checks the socket's directory and who listens.
  */
 #define _GNU_SOURCE
 #include <sys/socket.h>
@@ -32,20 +33,26 @@
 
 extern char **environ;
 
-/* $MERGED_SOCKET, else the personal daemon's socket. */
+/* --socket, else $MERGED_SOCKET, else the personal daemon's socket. */
 char *
 cli_socket_path(const char *given)
 {
-	const char *env = getenv("MERGED_SOCKET"), *rt;
+	const char *env = getenv("MERGED_SOCKET");
 
 	if (given != NULL)
 		return xstrdup(given);
 	if (env != NULL && *env != '\0')
 		return xstrdup(env);
-	rt = getenv("XDG_RUNTIME_DIR");
-	if (rt != NULL && *rt != '\0')
-		return xasprintf("%s/merged/merged.sock", rt);
-	return xasprintf("/tmp/merged-%u/merged.sock", (unsigned)getuid());
+	return sockdir_personal_path();
+}
+
+/* Is it the personal daemon's socket (neither --socket nor the env)? */
+bool
+cli_socket_personal(const char *given)
+{
+	const char *env = getenv("MERGED_SOCKET");
+
+	return given == NULL && (env == NULL || *env == '\0');
 }
 
 static int
@@ -231,6 +238,35 @@ cli_send(struct cli_conn *c, cJSON *msg, const int *fds, size_t nfds)
 	return 0;
 }
 
+/* Says why no reply can be read, st being what the framer said. */
+static void
+cli_recv_failed(enum frame_status st)
+{
+	switch (st) {
+	case FRAME_TOO_LONG:
+		/* Not a closed connection: the daemon said more than one
+		 * message may hold (a long job list, say). */
+		fprintf(stderr, "%s: the daemon's reply is too large (over "
+		    "%u KiB, the most one message may hold); ask for less, "
+		    "such as one job (mergectl status JOB), or check that "
+		    "mergectl and merged are the same version\n",
+		    cli_progname, PROTO_MAX_LINE >> 10);
+		break;
+	case FRAME_BAD:
+		fprintf(stderr, "%s: bad reply from the daemon: an empty line, "
+		    "a NUL byte or invalid UTF-8\n", cli_progname);
+		break;
+	case FRAME_TRUNCATED:
+		fprintf(stderr, "%s: the daemon closed the connection in the "
+		    "middle of a reply\n", cli_progname);
+		break;
+	default:
+		fprintf(stderr, "%s: the daemon closed the connection\n",
+		    cli_progname);
+		break;
+	}
+}
+
 /* The next message from the daemon; NULL after printing why. */
 cJSON *
 cli_recv(struct cli_conn *c, int timeout_ms)
@@ -253,8 +289,7 @@ cli_recv(struct cli_conn *c, int timeout_ms)
 			return msg;
 		}
 		if (st != FRAME_MORE || c->in.eof) {
-			fprintf(stderr, "%s: the daemon closed the connection"
-			    "\n", cli_progname);
+			cli_recv_failed(st);
 			return NULL;
 		}
 		r = poll(&pfd, 1, timeout_ms);
@@ -267,7 +302,7 @@ cli_recv(struct cli_conn *c, int timeout_ms)
 		}
 		space = frame_space(&c->in, &room);
 		if (room == 0) {
-			fprintf(stderr, "%s: reply too long\n", cli_progname);
+			cli_recv_failed(FRAME_TOO_LONG);
 			return NULL;
 		}
 		n = read(c->fd, space, room);
@@ -313,12 +348,16 @@ cli_new_request(struct cli_conn *c, const char *op)
 	return msg_request(++c->next_id, op);
 }
 
-/* Connects and says hello; returns 0, or an exit code. */
+/*
+ * Connects and says hello; returns 0, or an exit code.  Nothing is sent
+ * before the daemon is known to be who it should be (trust.c).
+ */
 int
 cli_open(struct cli_conn *c, const char *socket, bool autostart)
 {
 	char *path = cli_socket_path(socket);
 	const char *env = getenv("MERGED_SOCKET");
+	bool personal = cli_socket_personal(socket);
 	cJSON *req, *r;
 	int rc;
 
@@ -327,10 +366,22 @@ cli_open(struct cli_conn *c, const char *socket, bool autostart)
 	if (socket != NULL || (env != NULL && *env != '\0' &&
 	    getenv("MERGED_BIN") == NULL))
 		autostart = false;
-	rc = cli_connect(c, path, autostart);
-	free(path);
-	if (rc != 0)
+	/* The personal socket's directory: made private before a daemon is
+	 * started in it, refused if someone else's. */
+	if (personal && (rc = cli_trust_dir(path, autostart)) != 0) {
+		free(path);
+		return rc;
+	}
+	if (cli_connect(c, path, autostart) != 0) {
+		free(path);
 		return CLI_EXIT_DAEMON;
+	}
+	rc = cli_trust_peer(c->fd, path, personal);
+	free(path);
+	if (rc != 0) {
+		cli_disconnect(c);
+		return rc;
+	}
 	req = cli_new_request(c, "hello");
 	cJSON_AddStringToObject(req, "client", "mergectl " GRAPH_VERSION);
 	if ((r = cli_call(c, req, NULL, 0)) == NULL) {

@@ -70,6 +70,8 @@ usage(FILE *fp)
 	    "  7    the job belongs to another user\n"
 	    "  8    (watch, submit --wait) the job was cancelled\n"
 	    "  9    (watch, submit --wait) the job was interrupted; resume it\n"
+	    "  11   the daemon answering is not who it should be; nothing was "
+	    "sent\n"
 	    "  130  interrupted (SIGINT or SIGTERM); partial output removed\n"
 	    "\nEvery command takes --json; daemon commands take --socket PATH "
 	    "\n(default $MERGED_SOCKET, else the personal daemon's).\n",

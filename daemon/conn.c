@@ -8,7 +8,8 @@
  * (SCM_RIGHTS) that libuv's stream API cannot hand over as plain file
  * descriptors.  Input goes through the shared framer (proto/frame.c):
  * every complete line is dispatched, a malformed or oversized one gets
- * one error and the connection closes after it is flushed.  Descriptors
+ * one error and the connection closes after it is flushed, as does one
+ * whose descriptors the kernel could not all hand over.  Descriptors
  * arrive with the first bytes of the line that names them ("fds": n); a
  * request claims them, and any it does not claim are closed after it.
  * Replies are queued and sent as the socket allows; a client that does
@@ -19,8 +20,10 @@
  * only.
  */
 #define _GNU_SOURCE
+#include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -33,6 +36,7 @@
 
 static void conn_on_poll(uv_poll_t *, int, int);
 static void conn_update(struct conn *);
+static void conn_protocol_error(struct conn *, const char *);
 
 static void
 conn_refuse(int fd, const char *code, const char *msg)
@@ -364,11 +368,11 @@ conn_protocol_error(struct conn *c, const char *msg)
  * (Linux unix_stream_read_generic), so the line that carries them is the
  * last one that starts in this read: data holds its n bytes.
  */
-static void
+static size_t
 conn_collect_fds(struct conn *c, struct msghdr *mh, const char *data,
     size_t n)
 {
-	size_t start = n > 0 ? n - 1 : 0;
+	size_t start = n > 0 ? n - 1 : 0, got = 0;
 	uint64_t pos;
 	struct cmsghdr *cm;
 	size_t i, k;
@@ -382,6 +386,7 @@ conn_collect_fds(struct conn *c, struct msghdr *mh, const char *data,
 			continue;
 		fds = (int *)(void *)CMSG_DATA(cm);
 		k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		got += k;
 		for (i = 0; i < k; i++) {
 			if (c->nfds < PROTO_MAX_FDS) {
 				c->fd_pos[c->nfds] = pos;
@@ -391,6 +396,63 @@ conn_collect_fds(struct conn *c, struct msghdr *mh, const char *data,
 			}
 		}
 	}
+	return got;
+}
+
+/* How many descriptors we have open; -1 when even that takes one too many. */
+static long
+conn_open_fds(void)
+{
+	struct dirent *de;
+	DIR *dir;
+	long n = 0;
+
+	if ((dir = opendir("/proc/self/fd")) == NULL)
+		return -1;
+	while ((de = readdir(dir)) != NULL)
+		n += de->d_name[0] != '.';
+	closedir(dir);
+	return n - 1;	/* less the directory's own */
+}
+
+/*
+ * The kernel cut a message's descriptors (MSG_CTRUNC): the request cannot
+ * be trusted to be what the client meant, and ends the connection.  It
+ * cuts them for one of two reasons: more came in one message than the
+ * buffer holds (PROTO_MAX_FDS: the client broke the protocol), or it could
+ * not install them all because we ran out of descriptors (EMFILE, or the
+ * system's ENFILE).  Fewer received than the buffer holds means the
+ * second, which is ours to report and log, not the client's fault.
+ */
+static void
+conn_fds_lost(struct conn *c, size_t got)
+{
+	struct rlimit rl;
+	long n, held = (long)c->nfds;
+	char *msg;
+
+	if (got >= PROTO_MAX_FDS) {
+		conn_protocol_error(c, "too many descriptors in one message");
+		return;
+	}
+	/* They go with the connection anyway; closing them now gives the
+	 * count below a descriptor to count with (and they are counted back:
+	 * the message is about the moment they were lost). */
+	conn_drop_fds(c, UINT64_MAX);
+	n = conn_open_fds();
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		rl.rlim_cur = 0;
+	n = n < 0 ? (long)rl.rlim_cur : n + held;
+	msg = xasprintf("the daemon has run out of file descriptors (%ld "
+	    "open, limit %llu); try again later", n,
+	    (unsigned long long)rl.rlim_cur);
+	log_warnx("connection %llu (uid %u): descriptors it sent were lost: "
+	    "%ld of %llu open; raise the limit (LimitNOFILE=) or find what "
+	    "holds them", (unsigned long long)c->id, (unsigned)c->peer.uid, n,
+	    (unsigned long long)rl.rlim_cur);
+	c->close_after = true;
+	conn_send(c, msg_error(0, PROTO_E_LIMIT, msg));
+	free(msg);
 }
 
 /* Reads what is there; false when the connection is gone. */
@@ -403,7 +465,7 @@ conn_read(struct conn *c)
 	} cbuf;
 	struct msghdr mh;
 	struct iovec iov;
-	size_t room;
+	size_t room, got;
 	ssize_t n;
 	char *space;
 
@@ -427,12 +489,9 @@ conn_read(struct conn *c)
 			conn_close(c);
 			return false;
 		}
-		conn_collect_fds(c, &mh, space, n > 0 ? (size_t)n : 0);
+		got = conn_collect_fds(c, &mh, space, n > 0 ? (size_t)n : 0);
 		if (mh.msg_flags & MSG_CTRUNC) {
-			/* Descriptors were lost: the request cannot be
-			 * trusted to be what the client meant. */
-			conn_protocol_error(c, "too many descriptors in one "
-			    "message");
+			conn_fds_lost(c, got);
 			return true;
 		}
 		if (n == 0) {

@@ -2,16 +2,17 @@
 /*
  * merged.c: the daemon's entry point, its root object and its shutdown.
  *
- * main() builds struct daemon, opens the store (jobs that were running or
- * queued when the daemon last stopped become "interrupted"), the
- * executor (one memory budget for every merge) and the socket, and runs
- * the loop.  SIGINT or SIGTERM drains: stop accepting, interrupt running
+ * main() raises the soft descriptor limit to the hard one, builds struct
+ * daemon, opens the store (jobs that were running or queued when the
+ * daemon last stopped become "interrupted"), the executor (one memory
+ * budget for every merge) and the socket, and runs the loop.  SIGINT or SIGTERM drains: stop accepting, interrupt running
  * jobs keeping their finished shards, wait for them (bounded by
  * --drain-timeout), close every connection, and exit with uv_loop_close()
  * returning 0.  A second signal exits at once.  Runs in the foreground
  * and logs to stderr, for systemd.
  */
 #define _GNU_SOURCE
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -68,16 +69,6 @@ usage(FILE *fp)
 	    "cache is shared)\n"
 	    "  --version         print the version\n"
 	    "  -v                more logging (repeat for debug)\n");
-}
-
-static char *
-default_socket(void)
-{
-	const char *rt = getenv("XDG_RUNTIME_DIR");
-
-	if (rt != NULL && *rt != '\0')
-		return xasprintf("%s/merged/merged.sock", rt);
-	return xasprintf("/tmp/merged-%u/merged.sock", (unsigned)getuid());
 }
 
 static char *
@@ -186,7 +177,7 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		exit(2);
 	}
 	if (o->socket == NULL)
-		o->socket = default_socket();
+		o->socket = sockdir_personal_path();
 	if (o->state_dir == NULL)
 		o->state_dir = default_state_dir(o->team);
 }
@@ -287,6 +278,35 @@ daemon_signals(struct daemon *d)
 	uv_unref((uv_handle_t *)&d->sighup);
 }
 
+/*
+ * Every connection, every descriptor a queued job holds and every file
+ * a merge reads costs a descriptor, and the usual soft limit (1024) is a
+ * relic of select(): raise it to the hard limit, which only the
+ * administrator sets (systemd's LimitNOFILE=), and say what it is.
+ */
+static void
+daemon_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		log_warn("getrlimit(RLIMIT_NOFILE)");
+		return;
+	}
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+			log_warn("setrlimit(RLIMIT_NOFILE, %llu)",
+			    (unsigned long long)rl.rlim_max);
+			rl.rlim_cur = was;
+		}
+	}
+	log_info("descriptor limit %llu (hard limit %llu)",
+	    (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
+}
+
 /* The store: refuse to start, clearly, if it cannot be used. */
 static void
 daemon_store(struct daemon *d)
@@ -351,6 +371,7 @@ main(int argc, char **argv)
 	log_init(d.opts.verbose);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGXFSZ, SIG_IGN);
+	daemon_raise_nofile();
 	/* Read once, at the pool's first use: one more thread than merges
 	 * use, so that libuv's own file system work is never starved. */
 	snprintf(pool, sizeof pool, "%d", d.opts.threads + 1);

@@ -9,9 +9,12 @@
  * place, one error code: smtpd's badcred), and a job's public or full
  * JSON.  Loop thread only.
  */
+#include <sys/stat.h>
+
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 
@@ -155,14 +158,68 @@ op_job_json(const struct djob *j, bool full)
 	return o;
 }
 
+/* What a descriptor is, for a message; NULL for a directory. */
+static const char *
+op_fd_kind(int fd)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == -1)
+		return "unusable";
+	switch (st.st_mode & S_IFMT) {
+	case S_IFDIR:
+		return NULL;
+	case S_IFREG:
+		return "a regular file";
+	case S_IFSOCK:
+		return "a socket";
+	case S_IFIFO:
+		return "a pipe or FIFO";
+	case S_IFCHR:
+		return "a character device";
+	case S_IFBLK:
+		return "a block device";
+	case S_IFLNK:
+		return "a symbolic link";
+	default:
+		return "not a file";
+	}
+}
+
 /*
- * Claims the descriptors the request says it carries ("fds": n).  On
- * success *fds is a new array the caller owns (with its descriptors).
+ * Every descriptor a request carries is a directory (the output's parent,
+ * model roots; PROTOCOL.md section 6).  Anything else is refused here, by
+ * its index and kind, before a handler mistakes it for a permission
+ * problem.
+ */
+static int
+op_check_fds(struct op_ctx *o, const int *fds, size_t n)
+{
+	const char *kind;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		if ((kind = op_fd_kind(fds[i])) == NULL)
+			continue;
+		op_error(o, PROTO_E_BAD_REQUEST, "descriptor %zu is %s, not a "
+		    "directory; every descriptor sent must be a directory",
+		    i, kind);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Claims the descriptors the request says it carries ("fds": n), and
+ * checks that each is a directory.  On success *fds is a new array the
+ * caller owns (with its descriptors); on failure they are closed and an
+ * error is sent.
  */
 int
 op_take_fds(struct op_ctx *o, int **fds, size_t *n)
 {
 	uint64_t want = 0;
+	size_t i;
 
 	*fds = NULL;
 	*n = 0;
@@ -180,6 +237,13 @@ op_take_fds(struct op_ctx *o, int **fds, size_t *n)
 		op_error(o, PROTO_E_BAD_REQUEST, "the request says it carries "
 		    "%llu descriptors, but fewer came with it",
 		    (unsigned long long)want);
+		return -1;
+	}
+	if (op_check_fds(o, *fds, (size_t)want) != 0) {
+		for (i = 0; i < (size_t)want; i++)
+			close((*fds)[i]);
+		free(*fds);
+		*fds = NULL;
 		return -1;
 	}
 	*n = (size_t)want;

@@ -2,8 +2,9 @@
 /*
  * server.c: the listening Unix socket.
  *
- * Personal mode puts the socket in a 0700 directory (mode 0600); team mode
- * in a 0750 directory with a 0660 socket, for a group.  The socket is
+ * Personal mode puts the socket in a 0700 directory of ours (mode 0600),
+ * and refuses a directory that is not (proto/sockdir.c); team mode in a
+ * 0750 directory with a 0660 socket, for a group.  The socket is
  * created under a restrictive umask, restored on every path, and chmod'ed
  * explicitly (tmux's "restore umask if bind fails", smtpd).  Before an
  * existing path is unlinked, a connect() tells whether a daemon still
@@ -65,14 +66,23 @@ server_adopt(void)
 	return 3;
 }
 
+/*
+ * The socket's directory.  A personal one must be ours with mode 0700
+ * (sockdir.c says why; tmux refuses too); a team's is the group's, made
+ * by its administrator or by us.
+ */
 static int
 server_dir(struct daemon *d, char **cause)
 {
 	char *p = xstrdup(d->opts.socket), *dir = dirname(p), *s;
-	mode_t mode = d->opts.team ? 0750 : 0700;
 	struct stat st;
 	int rc = 0;
 
+	if (!d->opts.team) {
+		rc = sockdir_check(dir, true, cause);
+		free(p);
+		return rc;
+	}
 	/* Missing parents (a runtime directory nobody made) are ours. */
 	for (s = dir + 1; *s != '\0'; s++) {
 		if (*s != '/')
@@ -81,20 +91,13 @@ server_dir(struct daemon *d, char **cause)
 		mkdir(dir, 0700);
 		*s = '/';
 	}
-	if (mkdir(dir, mode) == -1 && errno != EEXIST) {
+	if (mkdir(dir, 0750) == -1 && errno != EEXIST) {
 		rc = -errno;
 		*cause = xasprintf("cannot create %s: %s", dir,
 		    strerror(errno));
 	} else if (stat(dir, &st) == -1 || !S_ISDIR(st.st_mode)) {
 		rc = -ENOTDIR;
 		*cause = xasprintf("%s is not a directory", dir);
-	} else if (!d->opts.team && (st.st_uid != getuid() ||
-	    (st.st_mode & 077) != 0)) {
-		/* A personal socket in a directory others can enter or own
-		 * could be replaced or reached by them (tmux refuses too). */
-		rc = -EACCES;
-		*cause = xasprintf("%s must be a directory of ours with mode "
-		    "0700 (it is %03o)", dir, (unsigned)(st.st_mode & 0777));
 	}
 	free(p);
 	return rc;

@@ -181,7 +181,10 @@ hf_repo_dir(const char *root, const char *id)
 	return xbuf_take(&b);
 }
 
-/* Looks the reference up in the cache; appends what it tried to *tried. */
+/*
+ * Looks the reference up in the cache; appends what it tried to *tried,
+ * each place as ", PLACE (why)".
+ */
 static int
 ref_resolve_hf(const struct graph_ref *r, const char *root,
     struct graph_resolved *out, struct xbuf *tried)
@@ -197,30 +200,30 @@ ref_resolve_hf(const struct graph_ref *r, const char *root,
 	} else if (strstr(rev, "..") == NULL && rev[0] != '/') {
 		refpath = xasprintf("%s/refs/%s", repo, rev);
 		if (graph_read_file(refpath, 256, &hash, &len) != 0) {
-			xbuf_printf(tried, "\n  %s (no such ref)", refpath);
+			xbuf_printf(tried, ", %s (no such ref)", refpath);
 			goto out;
 		}
 		while (len > 0 && isspace((unsigned char)hash[len - 1]))
 			hash[--len] = '\0';
 		if (!is_hex40(hash)) {
-			xbuf_printf(tried, "\n  %s (does not hold a commit "
+			xbuf_printf(tried, ", %s (does not hold a commit "
 			    "hash)", refpath);
 			goto out;
 		}
 	} else {
-		xbuf_printf(tried, "\n  revision '%s' is not a valid ref name",
+		xbuf_printf(tried, ", revision '%s' is not a valid ref name",
 		    rev);
 		goto out;
 	}
 	snap = xasprintf("%s/snapshots/%s", repo, hash);
 	if (!is_dir(snap)) {
-		xbuf_printf(tried, "\n  %s (no such snapshot)", snap);
+		xbuf_printf(tried, ", %s (no such snapshot)", snap);
 		goto out;
 	}
 	/* Rooted at models--org--name: the snapshot links into blobs/. */
 	if ((out->rootfd = open(repo, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
 	    -1) {
-		xbuf_printf(tried, "\n  %s (%s)", repo, strerror(errno));
+		xbuf_printf(tried, ", %s (%s)", repo, strerror(errno));
 		goto out;
 	}
 	out->rel = xasprintf("snapshots/%s", hash);
@@ -258,7 +261,7 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 		out->rel = xstrdup(".");
 		return 0;
 	}
-	xbuf_printf(&tried, "\n  %s (no such directory)", local);
+	xbuf_printf(&tried, ", %s (no such directory)", local);
 	free(local);
 	root = graph_hf_cache_root(env);
 	if (is_repo_id(r->path) && root != NULL) {
@@ -268,13 +271,15 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 			return 0;
 		}
 	} else if (root == NULL) {
-		xbuf_printf(&tried, "\n  no Hugging Face cache (set "
+		xbuf_printf(&tried, ", no Hugging Face cache (set "
 		    "HF_HUB_CACHE or HF_HOME)");
 	}
 	free(root);
 	name = graph_ref_str(r);
-	*cause = xasprintf("model '%s' not found; looked in:%s", name,
-	    tried.data);
+	/* One line: a problem is printed as one (diag.c escapes line breaks,
+	 * which names from files may hold), so the places are a list. */
+	*cause = xasprintf("model '%s' not found; looked in: %s", name,
+	    tried.data + 2);
 	free(name);
 	xbuf_free(&tried);
 	rc = -ENOENT;

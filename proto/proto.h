@@ -145,4 +145,26 @@ char *proto_escape(const char *, size_t, size_t);
 /* A valid UTF-8 copy (U+FFFD for bad bytes), cut to max bytes, for the wire. */
 char *proto_utf8_sanitize(const char *, size_t, size_t);
 
+/*
+ * sockdir.c: the personal daemon's socket and the safety of its directory
+ * (tmux's rule for /tmp/tmux-UID).
+ */
+
+/*
+ * $XDG_RUNTIME_DIR/merged/merged.sock, else /tmp/merged-UID/merged.sock;
+ * the caller frees it.
+ */
+char *sockdir_personal_path(void);
+/* "root", "uid N (name)" or "uid N"; the caller frees it. */
+char *sockdir_user_name(uint32_t);
+/*
+ * Checks that dir is a directory (not a symbolic link) of the effective
+ * uid with no permission for anyone else; with create, makes it (and
+ * missing parents) with mode 0700 first.  Returns 0, or a negative errno
+ * with an allocated message in *cause naming the directory, its owner and
+ * mode, and what to do; -ENOENT without a message when dir is missing and
+ * create is false.
+ */
+int sockdir_check(const char *, bool, char **);
+
 #endif /* PROTO_H */
