@@ -86,6 +86,7 @@ struct cli_conn {
 	struct frame in;
 	uint64_t next_id;
 	int timeout_ms;
+	int64_t daemon_uid;	/* from hello; -1: not said */
 };
 
 char *cli_socket_path(const char *);

@@ -6,8 +6,11 @@
  * so a config that cannot succeed is refused at once with every problem
  * (exit 3).  With --wait, watches the job and exits with its result.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -176,6 +179,29 @@ submit_request(struct cli_conn *c, const struct submit_opts *o,
 	return req;
 }
 
+/*
+ * A daemon that runs as a team user writes outputs as itself, readable
+ * by its group whatever the submitter's umask: a user whose umask keeps
+ * files from the group is told so, plainly, before the job is queued.
+ */
+static void
+submit_privacy_note(const struct cli_conn *c, const char *out)
+{
+	struct passwd *pw;
+	mode_t m = umask(022);
+
+	umask(m);
+	if (c->daemon_uid <= 0 || c->daemon_uid == (int64_t)getuid() ||
+	    !(m & 040))
+		return;
+	pw = getpwuid((uid_t)c->daemon_uid);
+	fprintf(stderr, "%s: note: merged runs as user %s and writes %s as "
+	    "itself: it will be readable by that user's group whatever your "
+	    "umask (%03o); a daemon run as root writes outputs as you "
+	    "(docs/security.md)\n", cli_progname, pw != NULL ? pw->pw_name :
+	    "?", out, (unsigned)m);
+}
+
 int
 cli_cmd_submit(int argc, char **argv)
 {
@@ -203,6 +229,7 @@ cli_cmd_submit(int argc, char **argv)
 		goto out;
 	if ((rc = cli_open(&c, o.socket, true)) != 0)
 		goto out;
+	submit_privacy_note(&c, o.out);
 	req = submit_request(&c, &o, text, cfgpath, &env);
 	cli_models_request(&m, req);
 	r = cli_call(&c, req, m.fds, m.nfds);

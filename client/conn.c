@@ -359,6 +359,7 @@ cli_open(struct cli_conn *c, const char *socket, bool autostart)
 	const char *env = getenv("MERGED_SOCKET");
 	bool personal = cli_socket_personal(socket);
 	cJSON *req, *r;
+	uint64_t uid;
 	int rc;
 
 	/* Only a personal daemon is ours to start: a socket named on the
@@ -393,6 +394,8 @@ cli_open(struct cli_conn *c, const char *socket, bool autostart)
 		cli_disconnect(c);
 		return rc;
 	}
+	c->daemon_uid = msg_get_u64(r, "daemon_uid", &uid) ? (int64_t)uid :
+	    -1;
 	cJSON_Delete(r);
 	return 0;
 }

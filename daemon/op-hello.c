@@ -4,6 +4,8 @@
  * itself is op.c's (a mismatch closes the connection); this answers with
  * what the client needs to know about the server and itself.
  */
+#include <unistd.h>
+
 #include <cJSON.h>
 
 #include "daemon.h"
@@ -19,6 +21,9 @@ op_hello_fn(struct op_ctx *o)
 	cJSON_AddNumberToObject(r, "uid", o->c->peer.uid);
 	cJSON_AddStringToObject(r, "mode", o->c->d->opts.team ? "team" :
 	    "personal");
+	/* Whose files a job's outputs become: the submitter's when the
+	 * daemon is root or the submitter, else the daemon's own. */
+	cJSON_AddNumberToObject(r, "daemon_uid", (double)geteuid());
 	op_reply(o, r);
 }
 

@@ -380,11 +380,18 @@ test_force_merged(void)
 	char *o = NULL;
 	int rc;
 
-	rc = as(&alice, &o, "%s submit slerp.yml -o team/out/alice-out "
-	    "--wait -q", tl_mergectl);
+	rc = as(&alice, &o, "umask 022 && %s submit slerp.yml -o "
+	    "team/out/alice-out --wait -q", tl_mergectl);
+	ok(rc == 0 && owner_of("team/out/alice-out") != alice.pw_uid &&
+	    strstr(o, "note:") == NULL, "alice's output, written by merged");
 	free(o);
-	ok(rc == 0 && owner_of("team/out/alice-out") != alice.pw_uid,
-	    "alice's output, written by merged");
+	rc = as(&alice, &o, "umask 077 && %s submit slerp.yml -o "
+	    "team/out/alice-077 --wait -q", tl_mergectl);
+	ok(rc == 0 && strstr(o, "note: merged runs as user merged and writes")
+	    && strstr(o, "readable by that user's group whatever your umask "
+	    "(077)") && (mode_of("team/out/alice-077/README.md") & 044) != 0,
+	    "with umask 077 she is told plainly that the group can read it");
+	free(o);
 	tl_write_at(dir, "team/out/alice-out/marker", "alice");
 	rc = as(&bob, &o, "%s submit slerp.yml -o team/out/alice-out "
 	    "--force --wait", tl_mergectl);
