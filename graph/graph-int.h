@@ -35,6 +35,31 @@ bool strmap_get_len(const struct strmap *, const char *, size_t, size_t *);
 bool strmap_del_len(struct strmap *, const char *, size_t);
 void strmap_free(struct strmap *);
 
+/* jscan.c: a strict JSON scanner for hostile headers. */
+#define JSCAN_MAX_DEPTH 128	/* serde_json's recursion limit */
+#define JSCAN_SHOW 200		/* at most this much of a name in messages */
+
+struct jscan {
+	const uint8_t *file;	/* positions in messages are from here */
+	const uint8_t *p;	/* the next byte */
+	const uint8_t *end;	/* the end of the JSON text */
+	char *cause;		/* the first error, or NULL */
+	struct xbuf s;		/* the last string, decoded, NUL-terminated */
+};
+
+int jscan_fail(struct jscan *, const char *, ...)
+    __attribute__((format(printf, 2, 3)));
+int jscan_syntax(struct jscan *, const char *);
+size_t jscan_pos(const struct jscan *);
+void jscan_ws(struct jscan *);
+bool jscan_take(struct jscan *, uint8_t);
+int jscan_string(struct jscan *, const char *);
+bool jscan_is(const struct jscan *, const char *);
+int jscan_number(struct jscan *, bool *, uint64_t *);
+int jscan_value(struct jscan *, int);
+const char *jscan_kind(struct jscan *);
+int jscan_show(const char *);
+
 /* yaml.c: YAML document as a node tree with positions. */
 enum ynode_kind {
 	YNODE_SCALAR,
@@ -62,7 +87,22 @@ bool ynode_is_null(const struct ynode *);
 int graph_yaml_bool(const char *, bool *);
 int graph_yaml_number(const char *, double *);
 
-/* safetensors.c */
+/*
+ * safetensors.c, safetensors-header.c.  A file may list at most
+ * GRAPH_ST_MAX_TENSORS tensors and a model (all its shards together) at most
+ * GRAPH_MODEL_MAX_TENSORS.  Real checkpoints are far below both: sharded
+ * ones hold a few thousand tensors per file even for the largest
+ * mixture-of-experts models (DeepSeek-V3, ~92,000 tensors in 163 shards;
+ * Kimi K2, ~139,000 with its FP8 scales in 61 shards), and a whole
+ * Qwen3-235B-A22B (~37,000 tensors) would fit in one file.  At the
+ * per-file limit a header parses in about 70 ms and 17 MB (about 1 us a
+ * tensor); before the limits a header of ~1M zero-size tensors (issue 9,
+ * row 6) took 9.6 s and 1.55 GB.  The per-model limit bounds what the plan
+ * and the scheduler are given: four shards at the per-file limit.
+ */
+#define GRAPH_ST_MAX_TENSORS 65536
+#define GRAPH_MODEL_MAX_TENSORS 262144
+
 struct graph_st_tensor {
 	char *name;
 	enum graph_dtype dtype;
@@ -84,14 +124,18 @@ struct graph_st_file {
 	const uint8_t *map;	/* whole file, read-only; NULL if empty */
 	struct graph_st_tensor *t;
 	size_t nt;
+	struct strmap names;	/* name -> index into t */
 };
 
 int graph_st_parse(const uint8_t *, size_t, struct graph_st_tensor **,
     size_t *, uint64_t *, char **);
+int graph_st_parse_names(const uint8_t *, size_t, struct graph_st_tensor **,
+    size_t *, uint64_t *, struct strmap *, char **);
 int graph_st_open(const char *, struct graph_st_file **, char **);
 int graph_st_open_fd(int, const char *, struct graph_st_file **, char **);
 void graph_st_close(struct graph_st_file *);
 int graph_st_check_unchanged(const struct graph_st_file *, char **);
+bool graph_st_find(const struct graph_st_file *, const char *, size_t *);
 uint8_t *graph_st_header_build(const struct graph_st_tensor *, size_t,
     size_t *);
 
@@ -148,6 +192,8 @@ struct graph_model {
 	struct graph_st_file **files;
 	char **file_names;
 	size_t nfiles;
+	struct strmap file_index;	/* file_names -> index */
+	size_t shard_tensors;	/* over all files, for the limit */
 	struct graph_model_tensor *tensors;
 	size_t ntensors;
 	size_t captensors;

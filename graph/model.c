@@ -8,8 +8,13 @@
  * shard is opened and its header validated here, so that a bad file is
  * found before any weight is read; the tensor table maps every name to its
  * shard.  Shard names from an index must be plain file names: an index
- * cannot make us open a file outside the model directory.  A model is
- * immutable after graph_model_open() and may be shared between threads.
+ * cannot make us open a file outside the model directory.  A model holds
+ * at most GRAPH_MODEL_MAX_TENSORS tensors over all its shards (see
+ * graph-int.h): an index listing more is refused before any shard is
+ * opened, and shards are counted as they open.  Shards and tensors are
+ * found through hash maps, so an index of a hundred thousand entries costs
+ * no more than linear time.  A model is immutable after graph_model_open()
+ * and may be shared between threads.
  */
 #include <sys/stat.h>
 
@@ -123,15 +128,10 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 {
 	struct graph_st_file *f;
 	char *path, *rel, *why = NULL;
-	size_t i;
 	int fd, rc;
 
-	for (i = 0; i < m->nfiles; i++) {
-		if (strcmp(m->file_names[i], name) == 0) {
-			*idx = i;
-			return 0;
-		}
-	}
+	if (strmap_get(&m->file_index, name, idx))
+		return 0;
 	if (strchr(name, '/') != NULL || strcmp(name, "..") == 0 ||
 	    strcmp(name, ".") == 0 || *name == '\0') {
 		*cause = xasprintf("%s/model.safetensors.index.json: shard "
@@ -150,14 +150,28 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 		return fd;
 	}
 	rc = graph_st_open_fd(fd, path, &f, cause);
-	free(path);
-	if (rc != 0)
+	if (rc != 0) {
+		free(path);
 		return rc;
+	}
+	/* Every tensor of every shard counts, listed in the index or not:
+	 * each was parsed and is held. */
+	m->shard_tensors += f->nt;
+	if (m->shard_tensors > GRAPH_MODEL_MAX_TENSORS) {
+		*cause = xasprintf("%s: the model's shards hold %zu tensors "
+		    "with this one, over the limit of %d per model", path,
+		    m->shard_tensors, GRAPH_MODEL_MAX_TENSORS);
+		free(path);
+		graph_st_close(f);
+		return -EINVAL;
+	}
+	free(path);
 	m->files = xreallocarray(m->files, m->nfiles + 1, sizeof *m->files);
 	m->file_names = xreallocarray(m->file_names, m->nfiles + 1,
 	    sizeof *m->file_names);
 	m->files[m->nfiles] = f;
 	m->file_names[m->nfiles] = xstrdup(name);
+	strmap_put(&m->file_index, m->file_names[m->nfiles], m->nfiles);
 	*idx = m->nfiles++;
 	return 0;
 }
@@ -198,7 +212,7 @@ model_load_index(struct graph_model *m, char **cause)
 	const cJSON *wm, *e;
 	cJSON *idx = NULL;
 	size_t f, i;
-	int rc;
+	int n, rc;
 
 	if ((rc = model_read_json(m, path, MODEL_MAX_INDEX, &idx, NULL,
 	    cause)) != 0)
@@ -206,6 +220,13 @@ model_load_index(struct graph_model *m, char **cause)
 	wm = cJSON_GetObjectItemCaseSensitive(idx, "weight_map");
 	if (!cJSON_IsObject(wm)) {
 		*cause = xasprintf("%s: no \"weight_map\" object", path);
+		rc = -EINVAL;
+		goto out;
+	}
+	if ((n = cJSON_GetArraySize(wm)) > GRAPH_MODEL_MAX_TENSORS) {
+		*cause = xasprintf("%s/%s: weight_map lists %d tensors, over "
+		    "the limit of %d per model", m->dir, path, n,
+		    GRAPH_MODEL_MAX_TENSORS);
 		rc = -EINVAL;
 		goto out;
 	}
@@ -226,10 +247,7 @@ model_load_index(struct graph_model *m, char **cause)
 		}
 		if ((rc = model_add_file(m, e->valuestring, &f, cause)) != 0)
 			goto out;
-		for (i = 0; i < m->files[f]->nt; i++)
-			if (strcmp(m->files[f]->t[i].name, e->string) == 0)
-				break;
-		if (i == m->files[f]->nt) {
+		if (!graph_st_find(m->files[f], e->string, &i)) {
 			*cause = xasprintf("%s: tensor '%s' is mapped to %s, "
 			    "which does not contain it", path, e->string,
 			    e->valuestring);
@@ -365,6 +383,7 @@ graph_model_close(struct graph_model *m)
 	}
 	free(m->files);
 	free(m->file_names);
+	strmap_free(&m->file_index);
 	free(m->tensors);
 	strmap_free(&m->index);
 	cJSON_Delete(m->config);

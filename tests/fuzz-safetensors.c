@@ -6,9 +6,12 @@
  * The input is a whole .safetensors file.  Besides crashes and sanitizer
  * reports, the target checks what the parser promises its callers: on
  * success every tensor lies inside the data section, its byte count is its
- * element count times its dtype's size, no two tensors overlap, names are
- * unique; and the header that graph_st_header_build writes for the same
- * tensors parses back to the same list.  On failure there is exactly one
+ * element count times its dtype's size, the tensors sorted by offset tile
+ * the data section exactly (no overlap, no hole, nothing after the last),
+ * names are unique and valid UTF-8 (checked here by decoding, independently
+ * of the parser's table), there are at most GRAPH_ST_MAX_TENSORS; and the
+ * header that graph_st_header_build writes for the same tensors parses
+ * back to the same list.  On failure there is exactly one
  * cause, a non-empty line.  Any broken promise aborts.
  *
  * Built with -DFUZZ_LIBFUZZER it is a libFuzzer target; otherwise main()
@@ -36,7 +39,10 @@ tensor_begin_cmp(const void *a, const void *b)
 {
 	const struct graph_st_tensor *x = a, *y = b;
 
-	return x->begin < y->begin ? -1 : x->begin > y->begin;
+	/* Then by end: an empty tensor before the one starting with it. */
+	if (x->begin != y->begin)
+		return x->begin < y->begin ? -1 : 1;
+	return x->end < y->end ? -1 : x->end > y->end;
 }
 
 static int
@@ -57,6 +63,41 @@ free_tensors(struct graph_st_tensor *t, size_t n)
 	free(t);
 }
 
+/*
+ * Whether s is UTF-8: each sequence decoded by its bits, then held to the
+ * shortest form for its code point, outside the surrogates and at most
+ * U+10FFFF.
+ */
+static bool
+utf8_ok(const unsigned char *s)
+{
+	unsigned long cp;
+	int n, i;
+
+	while (*s != '\0') {
+		if (*s < 0x80) {
+			s++;
+			continue;
+		}
+		n = (*s & 0xe0) == 0xc0 ? 2 : (*s & 0xf0) == 0xe0 ? 3 :
+		    (*s & 0xf8) == 0xf0 ? 4 : 0;
+		if (n == 0)
+			return false;
+		cp = *s & (0x7f >> n);
+		for (i = 1; i < n; i++) {
+			if ((s[i] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (s[i] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) ||
+		    (n == 4 && cp < 0x10000) || cp > 0x10ffff ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+		s += n;
+	}
+	return true;
+}
+
 /* The promises of a successful parse, on a copy sorted by offset. */
 static void
 check_layout(const struct graph_st_tensor *t, size_t n, size_t len,
@@ -67,8 +108,10 @@ check_layout(const struct graph_st_tensor *t, size_t n, size_t len,
 	size_t i;
 
 	check(data_start >= 10 && data_start <= len, "data start in the file");
+	check(n <= GRAPH_ST_MAX_TENSORS, "at most the limit of tensors");
 	for (i = 0; i < n; i++) {
 		check(t[i].name != NULL, "a name");
+		check(utf8_ok((const unsigned char *)t[i].name), "UTF-8 names");
 		check(t[i].begin >= data_start && t[i].begin <= t[i].end &&
 		    t[i].end <= len, "tensor inside the data section");
 		check(t[i].end - t[i].begin ==
@@ -76,8 +119,10 @@ check_layout(const struct graph_st_tensor *t, size_t n, size_t len,
 		    "byte count is numel times the dtype size");
 		check(t[i].ndim >= 0 && t[i].ndim <= GRAPH_MAX_DIMS, "ndim");
 	}
-	if (n == 0)
+	if (n == 0) {
+		check(data_start == len, "no tensors, no data");
 		return;
+	}
 	s = malloc(n * sizeof *s);
 	check(s != NULL, "memory");
 	memcpy(s, t, n * sizeof *s);
@@ -85,12 +130,13 @@ check_layout(const struct graph_st_tensor *t, size_t n, size_t len,
 	for (i = 1; i < n; i++)
 		check(strcmp(s[i - 1].name, s[i].name) != 0, "unique names");
 	qsort(s, n, sizeof *s, tensor_begin_cmp);
+	far = data_start;
 	for (i = 0; i < n; i++) {
-		if (s[i].begin == s[i].end)
-			continue;	/* empty tensors may sit anywhere */
-		check(s[i].begin >= far, "no overlap");
+		/* Empty tensors sit at a boundary; the rest follow on. */
+		check(s[i].begin == far, "no overlap and no hole");
 		far = s[i].end;
 	}
+	check(far == len, "nothing after the last tensor");
 	free(s);
 }
 

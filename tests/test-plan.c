@@ -3,8 +3,12 @@
  * test-plan.c: the planner on generated models: architecture choice, the
  * optional slerp t, cross-family name mapping, and every plan-time error
  * (MERGEKIT.md Part A items 4-8), all found from headers and reported
- * together.  Calls graph_config_load_buffer and graph_plan_build directly.
+ * together; and the limits on an input's tensors (issue 9, row 6), with
+ * messages that name the file, the count and the limit.  Calls
+ * graph_config_load_buffer and graph_plan_build directly.
  */
+#include <sys/stat.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -456,6 +460,107 @@ test_model_files(void)
 	free(text);
 }
 
+/* A binary file at dir/rel. */
+static void
+put(const char *rel, const void *data, size_t len)
+{
+	char path[1024];
+	FILE *fp;
+
+	snprintf(path, sizeof path, "%s/%s", dir, rel);
+	fp = fopen(path, "wb");
+	ok(fp != NULL && fwrite(data, 1, len, fp) == len && fclose(fp) == 0,
+	    "write %s", rel);
+}
+
+/* dir/rel: n zero-size tensors named PREFIX.tI, the header only. */
+static void
+put_shard(const char *rel, const char *prefix, size_t n)
+{
+	struct graph_st_tensor *t = xcalloc(n, sizeof *t);
+	uint8_t *h;
+	size_t i, len;
+
+	for (i = 0; i < n; i++) {
+		t[i].name = xasprintf("%s.t%zu", prefix, i);
+		t[i].dtype = GRAPH_DT_BF16;
+		t[i].ndim = 1;
+	}
+	h = graph_st_header_build(t, n, &len);
+	put(rel, h, len);
+	for (i = 0; i < n; i++)
+		free(t[i].name);
+	free(t);
+	free(h);
+}
+
+/*
+ * At most GRAPH_MODEL_MAX_TENSORS tensors over all of a model's shards:
+ * five shards at the per-file limit pass it with the fifth; an index that
+ * lists more is refused before any shard is opened.  A malformed shard is
+ * reported with its path.
+ */
+static void
+test_model_limits(void)
+{
+	static const char *const cfg = "merge_method: passthrough\n"
+	    "models:\n  - model: many\n";
+	static const char hole[] = "{\"a\":{\"dtype\":\"U8\",\"shape\":[4],"
+	    "\"data_offsets\":[0,4]},\"b\":{\"dtype\":\"U8\",\"shape\":[4],"
+	    "\"data_offsets\":[8,12]}}";
+	char path[1024], rel[64], want[256], *config;
+	struct xbuf idx = { 0 };
+	uint8_t buf[8 + sizeof hole - 1 + 12] = { 0 };
+	size_t i;
+	int k;
+
+	snprintf(path, sizeof path, "%s/odd/config.json", dir);
+	config = tl_read(path, NULL);
+	snprintf(path, sizeof path, "%s/many", dir);
+	ok(mkdir(path, 0700) == 0, "mkdir many");
+	put("many/config.json", config, strlen(config));
+	xbuf_add(&idx, "{\"weight_map\": {", 16);
+	for (k = 1; k <= 5; k++) {
+		snprintf(rel, sizeof rel, "many/s%d.safetensors", k);
+		snprintf(want, sizeof want, "s%d", k);
+		put_shard(rel, want, GRAPH_ST_MAX_TENSORS);
+		xbuf_printf(&idx, "%s\"s%d.t0\": \"s%d.safetensors\"",
+		    k > 1 ? ", " : "", k, k);
+	}
+	xbuf_add(&idx, "}}", 2);
+	put("many/model.safetensors.index.json", idx.data, idx.len);
+	snprintf(want, sizeof want, "many/s5.safetensors: the model's shards "
+	    "hold %d tensors with this one, over the limit of %d per model",
+	    5 * GRAPH_ST_MAX_TENSORS, GRAPH_MODEL_MAX_TENSORS);
+	expect_error("five shards of 65,536 tensors", cfg, want);
+
+	idx.len = 0;
+	xbuf_add(&idx, "{\"weight_map\": {", 16);
+	for (i = 0; i <= GRAPH_MODEL_MAX_TENSORS; i++)
+		xbuf_printf(&idx, "%s\"t%zu\": \"s1.safetensors\"",
+		    i > 0 ? ", " : "", i);
+	xbuf_add(&idx, "}}", 2);
+	put("many/model.safetensors.index.json", idx.data, idx.len);
+	snprintf(want, sizeof want, "many/model.safetensors.index.json: "
+	    "weight_map lists %d tensors, over the limit of %d per model",
+	    GRAPH_MODEL_MAX_TENSORS + 1, GRAPH_MODEL_MAX_TENSORS);
+	expect_error("an index of 262,145 tensors", cfg, want);
+	xbuf_free(&idx);
+
+	snprintf(path, sizeof path, "%s/hole", dir);
+	ok(mkdir(path, 0700) == 0, "mkdir hole");
+	put("hole/config.json", config, strlen(config));
+	for (i = 0; i < 8; i++)
+		buf[i] = (uint8_t)((sizeof hole - 1) >> (8 * i));
+	memcpy(buf + 8, hole, sizeof hole - 1);
+	put("hole/model.safetensors", buf, sizeof buf);
+	expect_error("a shard whose offsets leave a hole",
+	    "merge_method: passthrough\nmodels:\n  - model: hole\n",
+	    "hole/model.safetensors: data bytes [4, 8) between tensors \"a\" "
+	    "and \"b\" belong to no tensor");
+	free(config);
+}
+
 static void
 gen(const char *name, const char *args)
 {
@@ -488,5 +593,6 @@ main(int argc, char **argv)
 	gen("odd", "--family llama --layers 2 --seed 7");
 	gen("sharded", "--family llama --layers 2 --seed 8 --shard-size 64K");
 	test_model_files();
+	test_model_limits();
 	return tap_done();
 }
