@@ -40,6 +40,7 @@ static void test_error_sanitized(void);
 static void test_utf8_table(void);
 static void test_sanitize(void);
 static void test_escape(void);
+static void test_name_valid(void);
 
 /* True when s parses; frees the result. */
 static bool
@@ -529,6 +530,41 @@ test_utf8_table(void)
 	ok(!proto_utf8_valid("\xc3\xa9", 1), "utf8: len cuts a sequence");
 }
 
+/* Job names: bounded, and inert in every user's terminal. */
+static void
+test_name_valid(void)
+{
+	static const struct {
+		const char *s;
+		bool valid;
+		const char *name;
+	} cases[] = {
+		{ "slerp-7b", true, "plain" },
+		{ "caf\xc3\xa9 \xe2\x82\xac \"q\" \\", true, "UTF-8, quotes" },
+		{ "", false, "empty" },
+		{ "a\x1b[2Jb", false, "ESC (C0)" },
+		{ "a\nb", false, "newline" },
+		{ "a\x7f", false, "DEL" },
+		{ "a\xc2\x9b" "2J", false, "CSI (C1, U+009B)" },
+		{ "a\xc2\x80", false, "U+0080 (C1)" },
+		{ "a\xc2\xa0", true, "U+00A0 (not C1)" },
+		{ "a\xff", false, "not UTF-8" },
+	};
+	char big[PROTO_MAX_NAME + 2];
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof *cases; i++)
+		ok(proto_name_valid(cases[i].s) == cases[i].valid, "name: %s "
+		    "%s", cases[i].name, cases[i].valid ? "valid" : "invalid");
+	memset(big, 'n', sizeof big);
+	big[PROTO_MAX_NAME] = '\0';
+	ok(proto_name_valid(big), "name: %d bytes valid", PROTO_MAX_NAME);
+	big[PROTO_MAX_NAME] = 'n';
+	big[PROTO_MAX_NAME + 1] = '\0';
+	ok(!proto_name_valid(big), "name: %d bytes invalid",
+	    PROTO_MAX_NAME + 1);
+}
+
 static void
 test_sanitize(void)
 {
@@ -600,5 +636,6 @@ main(void)
 	test_utf8_table();
 	test_sanitize();
 	test_escape();
+	test_name_valid();
 	return tap_done();
 }
