@@ -6,7 +6,7 @@
  * JSON lines over a Unix stream socket: one JSON object per line, UTF-8,
  * "\n" terminated ("\r\n" tolerated).  Every request carries the protocol
  * version, a client-chosen id and an op:
- *	{"v":1,"id":7,"op":"status","job":12}
+ *	{"v":2,"id":7,"op":"status","job":12}
  * and every reply echoes the id with either "ok":true and op-specific
  * fields, or "ok":false and an error object:
  *	{"id":7,"ok":false,"error":{"code":"not_found","msg":"no job 12"}}
@@ -27,7 +27,7 @@
 
 struct cJSON;
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2
 
 /*
  * Limits.  Each has a reason:

@@ -91,7 +91,7 @@ static void
 test_parse_accepts(void)
 {
 	ok(parses("{}"), "parse: empty object");
-	ok(parses("{\"v\":1,\"id\":7,\"op\":\"status\",\"job\":12}"),
+	ok(parses("{\"v\":2,\"id\":7,\"op\":\"status\",\"job\":12}"),
 	    "parse: a request");
 	ok(parses("  {\"a\":[1,2,{\"b\":null}]} \t\r\n"),
 	    "parse: whitespace around the value");
@@ -266,7 +266,7 @@ test_builders(void)
 
 	o = msg_request(1, "hello");
 	s = msg_print(o, NULL);
-	ok_str_eq(s, "{\"v\":1,\"id\":1,\"op\":\"hello\"}\n", "build: request");
+	ok_str_eq(s, "{\"v\":2,\"id\":1,\"op\":\"hello\"}\n", "build: request");
 	free(s);
 	cJSON_Delete(o);
 	o = msg_reply(2);
@@ -395,21 +395,21 @@ test_check_request(void)
 		const char *code;
 		uint64_t id;
 	} cases[] = {
-		{ "{\"v\":1,\"id\":5,\"op\":\"list\"}", 0, NULL, 5 },
-		{ "{\"v\":2,\"id\":6,\"op\":\"hello\"}", -1,
+		{ "{\"v\":2,\"id\":5,\"op\":\"list\"}", 0, NULL, 5 },
+		{ "{\"v\":3,\"id\":6,\"op\":\"hello\"}", -1,
 		    PROTO_E_BAD_VERSION, 6 },
 		{ "{\"v\":\"1\",\"id\":6,\"op\":\"hello\"}", -1,
 		    PROTO_E_BAD_VERSION, 6 },
 		{ "{\"id\":7,\"op\":\"hello\"}", -1, PROTO_E_BAD_VERSION, 7 },
 		{ "{\"v\":0,\"op\":\"hello\"}", -1, PROTO_E_BAD_VERSION, 0 },
-		{ "{\"v\":1,\"op\":\"list\"}", -1, PROTO_E_BAD_REQUEST, 0 },
-		{ "{\"v\":1,\"id\":-1,\"op\":\"list\"}", -1,
+		{ "{\"v\":2,\"op\":\"list\"}", -1, PROTO_E_BAD_REQUEST, 0 },
+		{ "{\"v\":2,\"id\":-1,\"op\":\"list\"}", -1,
 		    PROTO_E_BAD_REQUEST, 0 },
-		{ "{\"v\":1,\"id\":\"5\",\"op\":\"list\"}", -1,
+		{ "{\"v\":2,\"id\":\"5\",\"op\":\"list\"}", -1,
 		    PROTO_E_BAD_REQUEST, 0 },
-		{ "{\"v\":1,\"id\":8}", -1, PROTO_E_BAD_REQUEST, 8 },
-		{ "{\"v\":1,\"id\":9,\"op\":\"\"}", -1, PROTO_E_BAD_REQUEST, 9 },
-		{ "{\"v\":1,\"id\":10,\"op\":3}", -1, PROTO_E_BAD_REQUEST, 10 },
+		{ "{\"v\":2,\"id\":8}", -1, PROTO_E_BAD_REQUEST, 8 },
+		{ "{\"v\":2,\"id\":9,\"op\":\"\"}", -1, PROTO_E_BAD_REQUEST, 9 },
+		{ "{\"v\":2,\"id\":10,\"op\":3}", -1, PROTO_E_BAD_REQUEST, 10 },
 	};
 	const char *op, *code, *msg;
 	uint64_t id;
@@ -432,7 +432,7 @@ test_check_request(void)
 			ok_str_eq(op, "list", "check: op returned");
 		if (cases[i].code != NULL &&
 		    strcmp(cases[i].code, PROTO_E_BAD_VERSION) == 0)
-			ok_str_has(msg, "version 1",
+			ok_str_has(msg, "version 2",
 			    "check: message names the server's version");
 		cJSON_Delete(o);
 	}
