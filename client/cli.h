@@ -25,6 +25,7 @@ struct cJSON;
 #define CLI_EXIT_FORBIDDEN 7	/* not the job's owner */
 #define CLI_EXIT_CANCELLED 8	/* the job was cancelled */
 #define CLI_EXIT_JOB_INTERRUPTED 9	/* the job was interrupted */
+#define CLI_EXIT_LIMIT 10	/* refused: a per-user or daemon limit */
 #define CLI_EXIT_UNTRUSTED 11	/* the daemon answering is not who it
 				   should be; nothing was sent */
 #define CLI_EXIT_INTERRUPTED 130	/* SIGINT or SIGTERM */
@@ -126,8 +127,12 @@ struct cli_args {
 	const char *socket;
 	bool json;
 	bool quiet;
+	bool all;		/* --all: every page of the queue */
 	uint64_t job;
 };
+
+/* cli_simple_args' need_job: 0 no JOB, 1 JOB, 2 [JOB]; | --all taken. */
+#define CLI_ARGS_ALL 4
 
 int cli_simple_args(int, char **, const char *, int, struct cli_args *);
 void cli_print_json(const struct cJSON *);
@@ -142,5 +147,7 @@ int cli_cmd_cancel(int, char **);
 int cli_cmd_resume(int, char **);
 int cli_cmd_daemon(int, char **);
 int cli_cmd_plan(int, char **);
+int cli_cmd_rm(int, char **);
+int cli_cmd_clean(int, char **);
 
 #endif /* CLI_H */

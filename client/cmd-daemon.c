@@ -21,24 +21,22 @@ static int
 daemon_status(struct cli_args *a)
 {
 	struct cli_conn c;
-	const cJSON *j, *d;
-	const char *state;
-	cJSON *r;
-	size_t running = 0, queued = 0;
+	const cJSON *d;
+	cJSON *req, *r;
+	uint64_t running = 0, queued = 0;
 	char *b, *u, *k;
 	int rc;
 
 	if ((rc = cli_open(&c, a->socket, false)) != 0)
 		return rc;
-	r = cli_call(&c, cli_new_request(&c, "list"), NULL, 0);
+	/* The figures come with every page; one job is the least page. */
+	req = cli_new_request(&c, "list");
+	cJSON_AddNumberToObject(req, "limit", 1);
+	r = cli_call(&c, req, NULL, 0);
 	if (r != NULL && (rc = cli_check_reply(r, a->json)) == 0) {
-		cJSON_ArrayForEach(j, cJSON_GetObjectItem(r, "jobs")) {
-			if (!msg_get_str(j, "state", &state))
-				continue;
-			running += strcmp(state, "running") == 0;
-			queued += strcmp(state, "queued") == 0;
-		}
 		d = cJSON_GetObjectItem(r, "daemon");
+		msg_get_u64(d, "running", &running);
+		msg_get_u64(d, "queued", &queued);
 		cJSON_AddNumberToObject((cJSON *)d, "jobs_queued",
 		    (double)queued);
 		if (a->json) {
@@ -50,9 +48,11 @@ daemon_status(struct cli_args *a)
 			    cJSON_GetObjectItem(d, "memory_used")));
 			k = graph_format_size((uint64_t)cJSON_GetNumberValue(
 			    cJSON_GetObjectItem(d, "cached_bytes")));
-			printf("merged is running: %zu jobs running, %zu "
+			printf("merged is running: %llu jobs running, %llu "
 			    "queued; memory %s of %s (%s of decoded inputs "
-			    "cached, %.0f hits, %.0f misses)\n", running, queued,
+			    "cached, %.0f hits, %.0f misses)\n",
+			    (unsigned long long)running,
+			    (unsigned long long)queued,
 			    u, b, k, cJSON_GetNumberValue(cJSON_GetObjectItem(d,
 			    "cache_hits")), cJSON_GetNumberValue(
 			    cJSON_GetObjectItem(d, "cache_misses")));

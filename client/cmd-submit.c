@@ -48,8 +48,11 @@ submit_usage(FILE *fp)
 	fprintf(fp, "usage: %s submit CONFIG -o OUT [options]\n"
 	    "  -o, --out OUT         where the merged model goes\n"
 	    "  --wait                watch the job; exit with its result\n"
-	    "  --name NAME           a name for the queue table\n"
-	    "  --priority N          higher runs first (default 0)\n"
+	    "  --name NAME           a name for the queue table (at most "
+	    "200 bytes)\n"
+	    "  --priority N          among your own jobs, higher runs first\n"
+	    "                        (-1000 to 1000, default 0; root's: "
+	    "before everyone's)\n"
 	    "  --after JOB           start only when JOB is done\n"
 	    "  --memory SIZE         cap this job's working set\n"
 	    "  --force               replace OUT if it exists\n"
@@ -95,15 +98,27 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 			o->wait = true;
 			break;
 		case OPT_NAME:
+			/* The daemon checks it too; saying so here is kinder. */
+			if (!proto_name_valid(optarg)) {
+				cli_usage_error("--name: 1 to %d bytes of text "
+				    "without control characters (got %zu bytes)",
+				    PROTO_MAX_NAME, strlen(optarg));
+				return -1;
+			}
 			o->name = optarg;
 			break;
 		case OPT_SOCKET:
 			o->socket = optarg;
 			break;
 		case OPT_PRIORITY:
+			errno = 0;
 			o->priority = strtoll(optarg, &end, 10);
-			if (*end != '\0' || *optarg == '\0') {
-				cli_usage_error("--priority: not a number");
+			if (*end != '\0' || *optarg == '\0' || errno != 0 ||
+			    o->priority < PROTO_PRIORITY_MIN ||
+			    o->priority > PROTO_PRIORITY_MAX) {
+				cli_usage_error("--priority: '%s' is not an "
+				    "integer from %d to %d", optarg,
+				    PROTO_PRIORITY_MIN, PROTO_PRIORITY_MAX);
 				return -1;
 			}
 			break;

@@ -434,6 +434,8 @@ cli_check_reply(const cJSON *r, bool json)
 		return CLI_EXIT_NOT_FOUND;
 	if (strcmp(code, PROTO_E_FORBIDDEN) == 0)
 		return CLI_EXIT_FORBIDDEN;
+	if (strcmp(code, PROTO_E_LIMIT) == 0)
+		return CLI_EXIT_LIMIT;
 	return CLI_EXIT_FAILED;
 }
 

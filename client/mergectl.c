@@ -18,13 +18,17 @@ const char *cli_progname = "mergectl";
 static const struct cli_cmd commands[] = {
 	{ "submit", "CONFIG -o OUT [options]", "queue a merge with the daemon "
 	    "(starting one if needed)", cli_cmd_submit },
-	{ "status", "[JOB]", "the queue, or one job", cli_cmd_status },
-	{ "list", "", "the queue table", cli_cmd_list },
+	{ "status", "[JOB] [--all]", "the queue, or one job", cli_cmd_status },
+	{ "list", "[--all]", "the queue table", cli_cmd_list },
 	{ "watch", "JOB", "follow a job; exit with its result",
 	    cli_cmd_watch },
 	{ "logs", "JOB", "a job's log", cli_cmd_logs },
 	{ "cancel", "JOB", "stop a job", cli_cmd_cancel },
 	{ "resume", "JOB", "continue an interrupted job", cli_cmd_resume },
+	{ "rm", "JOB...", "forget finished jobs (not their outputs)",
+	    cli_cmd_rm },
+	{ "clean", "[--older-than D] [...]", "forget your finished "
+	    "jobs", cli_cmd_clean },
 	{ "daemon", "start|stop|status", "the personal daemon",
 	    cli_cmd_daemon },
 	{ "plan", "CONFIG [--json]", "show the whole merge without reading "
@@ -70,6 +74,9 @@ usage(FILE *fp)
 	    "  7    the job belongs to another user\n"
 	    "  8    (watch, submit --wait) the job was cancelled\n"
 	    "  9    (watch, submit --wait) the job was interrupted; resume it\n"
+	    "  10   the daemon refused: a limit is reached (your queued and "
+	    "running\n       jobs, the descriptors they hold, or your "
+	    "connections)\n"
 	    "  11   the daemon answering is not who it should be; nothing was "
 	    "sent\n"
 	    "  130  interrupted (SIGINT or SIGTERM); partial output removed\n"

@@ -40,6 +40,9 @@ struct daemon_opts {
 	char *group;		/* team mode: the socket's group */
 	int verbose;
 	double drain_timeout;	/* seconds to wait for running jobs */
+	uint64_t keep_finished;	/* seconds to keep finished jobs; 0: ever */
+	int max_jobs_per_user;	/* queued and running, root exempt */
+	int max_fds_per_user;	/* held by them; 0: a share of the limit */
 };
 
 enum job_state {
@@ -169,6 +172,7 @@ struct daemon {
 	uv_timer_t accept_timer;	/* EMFILE back-off */
 	uv_timer_t tick;		/* progress persistence, drain limit */
 	uv_timer_t hup_check;		/* vanished half-closed watchers */
+	uv_timer_t retain;		/* purges old finished jobs */
 	uv_signal_t sigint;
 	uv_signal_t sigterm;
 	uv_signal_t sighup;
@@ -253,6 +257,8 @@ extern const struct op_entry op_cancel;
 extern const struct op_entry op_resume;
 extern const struct op_entry op_config;
 extern const struct op_entry op_shutdown;
+extern const struct op_entry op_rm;
+extern const struct op_entry op_clean;
 
 /* job.c: the job table and life cycle. */
 const char *job_state_name(enum job_state);
@@ -278,6 +284,18 @@ void job_interrupt_all(struct daemon *);
 /* sched.c: which queued job runs next. */
 void sched_run(struct daemon *);
 
+/* quota.c: per-user caps on queued jobs and the descriptors they hold. */
+bool quota_check(struct op_ctx *, const struct djob *, size_t);
+size_t quota_job_fds(const struct djob *);
+
+/* retain.c: removing finished jobs' records. */
+bool retain_finished(const struct djob *);
+bool retain_removable(struct daemon *, const struct djob *, char **);
+size_t retain_select(struct daemon *, bool (*)(const struct djob *, void *),
+    void *, struct djob **, size_t, bool *);
+int retain_remove(struct daemon *, struct djob **, size_t);
+void retain_start(struct daemon *);
+
 /* store.c: SQLite, on the loop thread. */
 struct store;
 int store_open(const char *, struct store **, char **);
@@ -288,5 +306,6 @@ int store_job_update(struct store *, const struct djob *);
 int store_job_load(struct store *, struct daemon *);
 int store_log(struct store *, uint64_t, double, const char *);
 int store_logs(struct store *, uint64_t, struct cJSON *);
+int store_job_delete(struct store *, const uint64_t *, size_t);
 
 #endif /* DAEMON_H */

@@ -49,7 +49,9 @@ usage(FILE *fp)
 	fprintf(fp, "usage: merged [-v] [--socket PATH] [--state-dir DIR] "
 	    "[--memory SIZE]\n"
 	    "              [--threads N] [--max-running N] [--team] [--group G] "
-	    "[--drain-timeout SECONDS]\n\n"
+	    "[--drain-timeout SECONDS]\n"
+	    "              [--keep-finished DURATION] [--max-jobs-per-user N] "
+	    "[--max-fds-per-user N]\n\n"
 	    "  --socket PATH     listen here (personal default: "
 	    "$XDG_RUNTIME_DIR/merged/merged.sock)\n"
 	    "  --state-dir DIR   the job store (default: "
@@ -67,6 +69,14 @@ usage(FILE *fp)
 	    "  --cache-inputs    keep decoded inputs for later passes and other "
 	    "jobs\n                    (uses memory bandwidth; off: the page "
 	    "cache is shared)\n"
+	    "  --keep-finished D forget finished jobs D after they end (30d; "
+	    "0: never;\n                    units s, m, h, d, w)\n"
+	    "  --max-jobs-per-user N\n                    jobs one user may "
+	    "have queued or running (default 64;\n                    root "
+	    "is exempt)\n"
+	    "  --max-fds-per-user N\n                    descriptors those "
+	    "jobs may hold (default: a quarter of\n                    the "
+	    "descriptor limit)\n"
 	    "  --version         print the version\n"
 	    "  -v                more logging (repeat for debug)\n");
 }
@@ -107,6 +117,9 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		{ "group", required_argument, NULL, 'g' },
 		{ "cache-inputs", no_argument, NULL, 'C' },
 		{ "drain-timeout", required_argument, NULL, 'D' },
+		{ "keep-finished", required_argument, NULL, 'K' },
+		{ "max-jobs-per-user", required_argument, NULL, 'J' },
+		{ "max-fds-per-user", required_argument, NULL, 'F' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -118,6 +131,8 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 	o->max_running = 2;
 	o->memory = default_memory();
 	o->drain_timeout = 10;
+	o->keep_finished = 30 * 86400;
+	o->max_jobs_per_user = 64;
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -157,6 +172,21 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		case 'D':
 			if ((o->drain_timeout = atof(optarg)) <= 0)
 				fatalx("--drain-timeout: a positive number");
+			break;
+		case 'K':
+			if (graph_parse_duration(optarg, &o->keep_finished) != 0)
+				fatalx("--keep-finished: '%s' is not a duration "
+				    "(e.g. 30d, 12h; 0 keeps every job)", optarg);
+			break;
+		case 'J':
+			if ((o->max_jobs_per_user = atoi(optarg)) < 1 ||
+			    o->max_jobs_per_user > 100000)
+				fatalx("--max-jobs-per-user: 1 to 100000");
+			break;
+		case 'F':
+			if ((o->max_fds_per_user = atoi(optarg)) < 1 ||
+			    o->max_fds_per_user > 1 << 24)
+				fatalx("--max-fds-per-user: 1 to %d", 1 << 24);
 			break;
 		case 'v':
 			o->verbose++;
@@ -204,6 +234,7 @@ daemon_maybe_finish(struct daemon *d)
 	}
 	uv_timer_stop(&d->tick);
 	uv_timer_stop(&d->hup_check);
+	uv_timer_stop(&d->retain);
 	uv_walk(&d->loop, close_any, NULL);
 }
 
@@ -394,6 +425,7 @@ main(int argc, char **argv)
 	uv_timer_init(&d.loop, &d.hup_check);
 	d.hup_check.data = &d;
 	uv_timer_start(&d.hup_check, daemon_hup_check, 1000, 1000);
+	retain_start(&d);
 	daemon_signals(&d);
 	log_info("listening on %s (%s mode), state in %s, memory %llu MiB, "
 	    "%d threads", d.opts.socket, d.opts.team ? "team" : "personal",

@@ -1,25 +1,142 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * op-list.c: the queue table.  Every user sees every job, but only the
- * public fields of other users' jobs (no config, paths or errors), and
- * the daemon's shared figures: memory budget and use, decoded-input
- * cache.
+ * op-list.c: the queue table, a page at a time.  Every user sees every
+ * job, but only the public fields of other users' jobs (no config, paths
+ * or errors), and the daemon's shared figures: memory budget and use,
+ * decoded-input cache, jobs running and queued.
+ *
+ * A reply once held every job ever recorded, and a line is capped at
+ * PROTO_MAX_LINE: one job with a 320,000-byte name, or about 1,400
+ * ordinary ones, made it too long for any client, for good.  Now a page
+ * holds the newest PROTO_LIST_MAX matching jobs below the "before"
+ * cursor, and no more than PROTO_LIST_MAX_BYTES of them: since no job's
+ * object exceeds PROTO_MAX_JOB_JSON (op_job_json bounds every string), a
+ * reply stays well under the line limit whatever the daemon keeps.
+ * "more" says that older matching jobs remain; "before" is the cursor
+ * for them.  Jobs go out in id order, oldest first, as they always did.
  */
+#include <stdlib.h>
+
 #include <cJSON.h>
 
 #include "daemon.h"
 
+_Static_assert(PROTO_MAX_JOB_JSON < PROTO_LIST_MAX_BYTES,
+    "a list page must have room for the largest job");
+_Static_assert(PROTO_LIST_MAX_BYTES + 4096 < PROTO_MAX_LINE,
+    "a list page must fit a line, with the envelope and figures");
+
+/* The request's filters. */
+struct list_query {
+	uint64_t before;	/* ids below this; UINT64_MAX: all */
+	size_t limit;
+	unsigned states;	/* bit set of enum job_state */
+};
+
+/* Reads the optional fields; false after replying an error. */
+static bool
+list_query(struct op_ctx *o, struct list_query *q)
+{
+	const cJSON *v, *s;
+	enum job_state st;
+	uint64_t u;
+
+	q->before = msg_get_u64(o->req, "before", &u) ? u : UINT64_MAX;
+	q->limit = msg_get_u64(o->req, "limit", &u) && u > 0 &&
+	    u <= PROTO_LIST_MAX ? (size_t)u : PROTO_LIST_MAX;
+	q->states = ~0u;
+	v = cJSON_GetObjectItemCaseSensitive(o->req, "states");
+	if (!cJSON_IsArray(v))
+		return true;
+	q->states = 0;
+	cJSON_ArrayForEach(s, v) {
+		if (!cJSON_IsString(s) || job_state_parse(s->valuestring,
+		    &st) != 0) {
+			op_error(o, PROTO_E_BAD_REQUEST, "'states' must list "
+			    "job states: queued, running, done, failed, "
+			    "cancelled, interrupted");
+			return false;
+		}
+		q->states |= 1u << st;
+	}
+	return true;
+}
+
+/* The bytes j's object takes on the wire. */
+static size_t
+list_job_len(const cJSON *j)
+{
+	size_t len = 0;
+	char *s = msg_print(j, &len);
+
+	free(s);
+	return len;
+}
+
+/*
+ * Fills arr with the page: the newest matching jobs first, while they
+ * fit, then put in id order.  Returns whether older matching ones remain.
+ */
+static bool
+list_page(struct op_ctx *o, const struct list_query *q, cJSON *arr,
+    uint64_t *first)
+{
+	struct djob *j, **v;
+	cJSON **page;
+	size_t n = 0, np = 0, bytes = 0, len;
+	bool more;
+
+	for (j = o->c->d->jobs; j != NULL; j = j->next)
+		n++;
+	v = xcalloc(n + 1, sizeof *v);
+	n = 0;
+	for (j = o->c->d->jobs; j != NULL && j->id < q->before; j = j->next)
+		if (q->states & 1u << j->state)
+			v[n++] = j;
+	page = xcalloc(q->limit, sizeof *page);
+	while (n > 0 && np < q->limit) {
+		j = v[n - 1];
+		page[np] = op_job_json(j, peer_may_act(&o->c->peer, j));
+		len = list_job_len(page[np]) + 1;	/* and a comma */
+		/* The first always fits (PROTO_MAX_JOB_JSON): a page is
+		 * never empty while jobs remain, so the cursor moves. */
+		if (np > 0 && bytes + len > PROTO_LIST_MAX_BYTES) {
+			cJSON_Delete(page[np]);
+			break;
+		}
+		bytes += len;
+		*first = j->id;
+		np++;
+		n--;
+	}
+	more = n > 0;
+	while (np > 0)
+		cJSON_AddItemToArray(arr, page[--np]);
+	free(page);
+	free(v);
+	return more;
+}
+
 static void
 op_list_fn(struct op_ctx *o)
 {
-	cJSON *r = msg_reply(o->id), *arr = cJSON_AddArrayToObject(r, "jobs");
+	struct list_query q;
 	struct graph_exec_stats st;
 	struct djob *j;
-	cJSON *d;
+	uint64_t first = 0;
+	size_t queued = 0;
+	cJSON *r, *d;
+	bool more;
 
+	if (!list_query(o, &q))
+		return;
+	r = msg_reply(o->id);
+	more = list_page(o, &q, cJSON_AddArrayToObject(r, "jobs"), &first);
+	cJSON_AddBoolToObject(r, "more", more);
+	if (first != 0)
+		cJSON_AddNumberToObject(r, "before", (double)first);
 	for (j = o->c->d->jobs; j != NULL; j = j->next)
-		cJSON_AddItemToArray(arr, op_job_json(j, peer_may_act(
-		    &o->c->peer, j)));
+		queued += j->state == JOB_QUEUED;
 	/* The box-wide figures everyone shares. */
 	graph_exec_stats(o->c->d->exec, &st);
 	d = cJSON_AddObjectToObject(r, "daemon");
@@ -30,6 +147,7 @@ op_list_fn(struct op_ctx *o)
 	cJSON_AddNumberToObject(d, "cache_hits", (double)st.cache_hits);
 	cJSON_AddNumberToObject(d, "cache_misses", (double)st.cache_misses);
 	cJSON_AddNumberToObject(d, "running", (double)o->c->d->nrunning);
+	cJSON_AddNumberToObject(d, "queued", (double)queued);
 	op_reply(o, r);
 }
 

@@ -42,6 +42,12 @@ op_resume_fn(struct op_ctx *o)
 	}
 	if (op_take_fds(o, &fds, &nfds) != 0)
 		return;
+	if (!quota_check(o, j, nfds)) {
+		while (nfds > 0)
+			close(fds[--nfds]);
+		free(fds);
+		return;
+	}
 	graph_diags_init(&diags);
 	msg_get_u64(o->req, "out_fd", &out_fd);
 	j->umask = msg_get_u64(o->req, "umask", &umask) && umask <= 0777 ?

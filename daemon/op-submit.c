@@ -96,6 +96,25 @@ submit_may_replace(struct op_ctx *o, const struct djob *j)
 	return rc == 0;
 }
 
+/* Paths kept for messages and resume: at most a path's length. */
+static bool
+submit_paths_ok(struct op_ctx *o)
+{
+	static const char *const keys[] = { "config_name", "cwd", "out" };
+	const char *s;
+	size_t i;
+
+	for (i = 0; i < sizeof keys / sizeof *keys; i++) {
+		if (msg_get_str(o->req, keys[i], &s) && strlen(s) >
+		    PROTO_MAX_PATH) {
+			op_error(o, PROTO_E_BAD_REQUEST, "'%s' must be a path of "
+			    "at most %d bytes", keys[i], PROTO_MAX_PATH);
+			return false;
+		}
+	}
+	return true;
+}
+
 /* The job's fields from the request; false after replying an error. */
 static bool
 submit_fields(struct op_ctx *o, struct djob *j)
@@ -118,12 +137,28 @@ submit_fields(struct op_ctx *o, struct djob *j)
 		return false;
 	}
 	j->out_name = xstrdup(s);
+	if (!submit_paths_ok(o))
+		return false;
 	j->config_name = xstrdup(msg_get_str(o->req, "config_name", &s) ? s :
 	    "config.yml");
 	j->cwd = xstrdup(msg_get_str(o->req, "cwd", &s) ? s : "");
 	j->out_dir = xstrdup(msg_get_str(o->req, "out", &s) ? s :
 	    j->out_name);
+	/* Shown to every user: bounded, and inert in a terminal. */
+	if (msg_get_str(o->req, "name", &s) && !proto_name_valid(s)) {
+		op_error(o, PROTO_E_BAD_REQUEST, "'name' must be 1 to %d bytes "
+		    "of text without control characters", PROTO_MAX_NAME);
+		return false;
+	}
 	j->name = xstrdup(msg_get_str(o->req, "name", &s) ? s : j->out_name);
+	/* It orders only the submitter's own jobs (sched.c). */
+	if (cJSON_GetObjectItemCaseSensitive(o->req, "priority") != NULL &&
+	    (!msg_get_i64(o->req, "priority", &i) || i < PROTO_PRIORITY_MIN ||
+	    i > PROTO_PRIORITY_MAX)) {
+		op_error(o, PROTO_E_BAD_REQUEST, "'priority' must be an integer "
+		    "from %d to %d", PROTO_PRIORITY_MIN, PROTO_PRIORITY_MAX);
+		return false;
+	}
 	j->priority = msg_get_i64(o->req, "priority", &i) ? i : 0;
 	j->after = msg_get_u64(o->req, "after", &u) ? u : 0;
 	j->memory = msg_get_u64(o->req, "memory", &u) ? u : 0;
@@ -172,7 +207,7 @@ op_submit_fn(struct op_ctx *o)
 	j->user = xstrdup(o->c->peer.user);
 	j->state = JOB_QUEUED;
 	j->created = daemon_now();
-	if (!submit_fields(o, j)) {
+	if (!submit_fields(o, j) || !quota_check(o, j, nfds)) {
 		for (i = 0; i < nfds; i++)
 			close(fds[i]);
 		goto out;

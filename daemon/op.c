@@ -22,8 +22,10 @@
 
 static const struct op_entry *const ops[] = {
 	&op_hello, &op_submit, &op_list, &op_status, &op_watch, &op_logs,
-	&op_cancel, &op_resume, &op_config, &op_shutdown,
+	&op_cancel, &op_resume, &op_config, &op_shutdown, &op_rm, &op_clean,
 };
+
+static void op_add_str(cJSON *, const char *, const char *, size_t);
 
 void
 op_reply(struct op_ctx *o, cJSON *msg)
@@ -100,9 +102,27 @@ op_job(struct op_ctx *o, bool need_owner)
 }
 
 /*
+ * Adds s, cut to max bytes (valid UTF-8), as key.  Submit refuses longer
+ * strings, but a store written by an older merged may hold any: one job
+ * with a 320,000-byte name made every list reply too long to read.
+ */
+static void
+op_add_str(cJSON *o, const char *key, const char *s, size_t max)
+{
+	char *t;
+
+	if (s == NULL)
+		s = "";
+	t = proto_utf8_sanitize(s, strlen(s), max);
+	cJSON_AddStringToObject(o, key, t);
+	free(t);
+}
+
+/*
  * A job as the queue table shows it.  Everyone sees every job's id,
  * owner, name, state and progress; only the owner (and root) see its
- * paths, error and the rest (full).
+ * paths, error and the rest (full).  Every string is cut to its cap, so
+ * the object's size is bounded by PROTO_MAX_JOB_JSON.
  */
 cJSON *
 op_job_json(const struct djob *j, bool full)
@@ -120,8 +140,8 @@ op_job_json(const struct djob *j, bool full)
 		    (double)g->bytes_done;
 	cJSON_AddNumberToObject(o, "id", (double)j->id);
 	cJSON_AddNumberToObject(o, "owner", j->owner);
-	cJSON_AddStringToObject(o, "user", j->user ? j->user : "");
-	cJSON_AddStringToObject(o, "name", j->name ? j->name : "");
+	op_add_str(o, "user", j->user, PROTO_MAX_USER);
+	op_add_str(o, "name", j->name, PROTO_MAX_NAME);
 	cJSON_AddStringToObject(o, "state", job_state_name(j->state));
 	cJSON_AddNumberToObject(o, "priority", (double)j->priority);
 	cJSON_AddNumberToObject(o, "progress", g->bytes_total ?
@@ -136,15 +156,10 @@ op_job_json(const struct djob *j, bool full)
 	cJSON_AddNumberToObject(o, "eta", eta);
 	if (!full)
 		return o;
-	cJSON_AddStringToObject(o, "out", j->out_dir);
-	cJSON_AddStringToObject(o, "config_name", j->config_name ?
-	    j->config_name : "");
-	if (j->error != NULL) {
-		char *e = proto_utf8_sanitize(j->error, strlen(j->error),
-		    PROTO_MAX_ERRMSG);
-		cJSON_AddStringToObject(o, "error", e);
-		free(e);
-	}
+	op_add_str(o, "out", j->out_dir, PROTO_MAX_PATH);
+	op_add_str(o, "config_name", j->config_name, PROTO_MAX_PATH);
+	if (j->error != NULL)
+		op_add_str(o, "error", j->error, PROTO_MAX_ERRMSG);
 	cJSON_AddNumberToObject(o, "seed", (double)j->seed);
 	cJSON_AddNumberToObject(o, "after", (double)j->after);
 	cJSON_AddNumberToObject(o, "created", j->created);

@@ -5,14 +5,30 @@
  * Up to --max-running jobs merge at once, all under the executor's one
  * memory budget.  A queued job is eligible when the job it runs --after
  * is done (if that one failed or was cancelled, this one fails too, with
- * the reason).  Among eligible jobs: the highest priority first; then the
- * owner with the fewest jobs running, then the owner who started one
- * least recently, so that one user's twenty jobs do not starve another's
- * one; then submission order.  Loop thread only.
+ * the reason).  Among eligible jobs, fairness between users comes first:
+ * the owner with the fewest jobs running, then the owner who started one
+ * least recently, then the owner whose next job is oldest, so that one
+ * user's twenty jobs do not starve another's one.  Priority is chosen by
+ * the submitter, so it orders only that user's own jobs (highest first,
+ * then submission order): bob's priority 1000 does not pass alice's
+ * older job.  Root's is the exception, since root may do anything: a
+ * root job of priority above 0 goes before everyone's.
+ *
+ * One pick looks at every job once, plus a sort of the owners: O(n log
+ * n) in the jobs the daemon keeps (the old comparison recounted the
+ * owner's jobs at every step, O(n^2) per pick).  Loop thread only.
  */
 #include <stdlib.h>
 
 #include "daemon.h"
+
+/* One owner's standing for a pick. */
+struct sched_owner {
+	uint32_t uid;
+	size_t running;
+	double last;		/* when one of its jobs last started */
+	struct djob *next;	/* its best eligible job, or NULL */
+};
 
 /* 0: wait; 1: may run; -1: can never run (its dependency did not). */
 static int
@@ -41,74 +57,123 @@ sched_ready(struct daemon *d, struct djob *j, char **why)
 	}
 }
 
-static size_t
-owner_running(const struct daemon *d, uint32_t owner, double *last)
-{
-	const struct djob *j;
-	size_t n = 0;
-
-	*last = 0;
-	for (j = d->jobs; j != NULL; j = j->next) {
-		if (j->owner != owner)
-			continue;
-		if (j->state == JOB_RUNNING)
-			n++;
-		if (j->started > *last)
-			*last = j->started;
-	}
-	return n;
-}
-
-/* Is a better than b to run next? */
+/* Within one owner's jobs (or root's global ones): priority, then age. */
 static bool
-sched_better(const struct daemon *d, const struct djob *a,
-    const struct djob *b)
+sched_before(const struct djob *a, const struct djob *b)
 {
-	double la, lb;
-	size_t ra, rb;
-
+	if (b == NULL)
+		return true;
 	if (a->priority != b->priority)
 		return a->priority > b->priority;
-	ra = owner_running(d, a->owner, &la);
-	rb = owner_running(d, b->owner, &lb);
-	if (ra != rb)
-		return ra < rb;
-	if (a->owner != b->owner && la != lb)
-		return la < lb;
 	return a->id < b->id;
+}
+
+static int
+sched_owner_cmp(const void *pa, const void *pb)
+{
+	const struct sched_owner *a = pa, *b = pb;
+
+	return a->uid < b->uid ? -1 : a->uid > b->uid;
+}
+
+/* Between owners: fewest running, least recently served, oldest job. */
+static bool
+sched_owner_before(const struct sched_owner *a, const struct sched_owner *b)
+{
+	if (a->running != b->running)
+		return a->running < b->running;
+	if (a->last != b->last)
+		return a->last < b->last;
+	return a->next->id < b->next->id;
+}
+
+/*
+ * Fails the queued jobs whose dependency can never run.  One pass in id
+ * order is enough: a job runs after an older one (submit checks that it
+ * exists, and ids only grow), so a chain fails link by link in order.
+ */
+static void
+sched_fail_orphans(struct daemon *d)
+{
+	struct djob *j;
+	char *why;
+
+	for (j = d->jobs; j != NULL; j = j->next) {
+		if (j->state != JOB_QUEUED || j->plan == NULL)
+			continue;
+		why = NULL;
+		if (sched_ready(d, j, &why) < 0) {
+			job_release_runtime(j);
+			job_set_state(d, j, JOB_FAILED, why);
+		}
+		free(why);
+	}
+}
+
+/* The job to start next, or NULL when none is eligible. */
+static struct djob *
+sched_pick(struct daemon *d)
+{
+	struct sched_owner *v, *best = NULL;
+	struct djob *j, *root = NULL, *pick;
+	char *why;
+	size_t n = 0, i, k;
+
+	for (j = d->jobs; j != NULL; j = j->next)
+		n++;
+	if (n == 0)
+		return NULL;
+	v = xcalloc(n, sizeof *v);
+	for (i = 0, j = d->jobs; j != NULL; j = j->next, i++) {
+		v[i].uid = j->owner;
+		v[i].running = j->state == JOB_RUNNING;
+		v[i].last = j->started;
+		why = NULL;
+		if (j->state == JOB_QUEUED && j->plan != NULL &&
+		    sched_ready(d, j, &why) > 0) {
+			v[i].next = j;
+			if (j->owner == 0 && j->priority > 0 &&
+			    sched_before(j, root))
+				root = j;
+		}
+		free(why);
+	}
+	if (root != NULL) {
+		free(v);
+		return root;
+	}
+	/* Gather each owner's figures into its first entry. */
+	qsort(v, n, sizeof *v, sched_owner_cmp);
+	for (i = 0; i < n; i = k) {
+		for (k = i + 1; k < n && v[k].uid == v[i].uid; k++) {
+			v[i].running += v[k].running;
+			if (v[k].last > v[i].last)
+				v[i].last = v[k].last;
+			if (v[k].next != NULL && sched_before(v[k].next,
+			    v[i].next))
+				v[i].next = v[k].next;
+		}
+		if (v[i].next != NULL && (best == NULL ||
+		    sched_owner_before(&v[i], best)))
+			best = &v[i];
+	}
+	pick = best != NULL ? best->next : NULL;
+	free(v);
+	return pick;
 }
 
 void
 sched_run(struct daemon *d)
 {
-	struct djob *j, *best;
-	bool failed;
-	char *why;
-	int r;
+	struct djob *j;
 
-	while (!d->draining && d->nrunning < (size_t)d->opts.max_running) {
-		best = NULL;
-		failed = false;
-		for (j = d->jobs; j != NULL && !failed; j = j->next) {
-			if (j->state != JOB_QUEUED || j->plan == NULL)
-				continue;
-			why = NULL;
-			if ((r = sched_ready(d, j, &why)) < 0) {
-				/* Failing it may make others eligible: look
-				 * again from the start. */
-				job_release_runtime(j);
-				job_set_state(d, j, JOB_FAILED, why);
-				free(why);
-				failed = true;
-			} else if (r > 0 && (best == NULL ||
-			    sched_better(d, j, best))) {
-				best = j;
-			}
-		}
-		if (failed)
-			continue;
-		if (best == NULL)
-			return;
-		job_start(d, best);
+	if (d->draining)
+		return;
+	sched_fail_orphans(d);
+	while (!d->draining && d->nrunning < (size_t)d->opts.max_running &&
+	    (j = sched_pick(d)) != NULL) {
+		/* A job that failed to start fails those after it. */
+		if (job_start(d, j) != 0)
+			sched_fail_orphans(d);
 	}
 }

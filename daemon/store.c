@@ -5,7 +5,10 @@
  * SQLite is the source of truth for every job: owner, config, options,
  * output, state, progress, timings, error, seed, the inputs' sizes and
  * times, and which output shards are complete (so that a resumed job does
- * not redo them).  WAL journaling and short transactions: a crash loses
+ * not redo them).  Finished jobs' rows and their log lines are deleted
+ * on request or by the retention policy (retain.c); ids are never reused
+ * (AUTOINCREMENT), so an old --after or a script's job number cannot
+ * come to mean another job.  WAL journaling and short transactions: a crash loses
  * at most the progress since the last update, never a finished job.
  * Statements are prepared once at open and finalised at close.  The
  * connection is used on the loop thread only (STYLE.md 2.2).  SQLite's
@@ -33,6 +36,8 @@ enum {
 	ST_LOAD,
 	ST_LOG,
 	ST_LOGS,
+	ST_DELETE_JOB,
+	ST_DELETE_LOGS,
 	ST_COUNT
 };
 
@@ -77,6 +82,8 @@ static const char *const sql[ST_COUNT] = {
 	    " shards_done, error, stage_dev, stage_ino FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
+	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
+	[ST_DELETE_LOGS] = "DELETE FROM logs WHERE job=?",
 };
 
 static int
@@ -393,4 +400,38 @@ store_logs(struct store *s, uint64_t job, cJSON *lines)
 	if (rc != SQLITE_DONE)
 		return store_err(s, "logs", NULL);
 	return 0;
+}
+
+/*
+ * Deletes n jobs and their log lines in one transaction: all of them or,
+ * on failure, none (the caller then keeps them in memory too).
+ */
+int
+store_job_delete(struct store *s, const uint64_t *ids, size_t n)
+{
+	size_t i;
+	int rc = 0;
+
+	if (n == 0)
+		return 0;
+	if (sqlite3_exec(s->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) !=
+	    SQLITE_OK)
+		return store_err(s, "delete: begin", NULL);
+	for (i = 0; i < n && rc == 0; i++) {
+		sqlite3_bind_int64(s->st[ST_DELETE_LOGS], 1,
+		    (sqlite3_int64)ids[i]);
+		if ((rc = step_done(s, s->st[ST_DELETE_LOGS], "delete logs")) !=
+		    0)
+			break;
+		sqlite3_bind_int64(s->st[ST_DELETE_JOB], 1,
+		    (sqlite3_int64)ids[i]);
+		rc = step_done(s, s->st[ST_DELETE_JOB], "delete job");
+	}
+	if (rc == 0 && sqlite3_exec(s->db, "COMMIT", NULL, NULL, NULL) ==
+	    SQLITE_OK)
+		return 0;
+	if (rc == 0)
+		rc = store_err(s, "delete: commit", NULL);
+	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
 }

@@ -445,6 +445,7 @@ int graph_dir_writable(int dirfd, const struct graph_cred *cred,
 /* util.c */
 void graph_init(void);
 int graph_parse_size(const char *, bool, uint64_t *);
+int graph_parse_duration(const char *, uint64_t *);
 char *graph_format_size(uint64_t);
 int graph_read_file(const char *, size_t, char **, size_t *);
 int graph_read_fd(int, size_t, char **, size_t *);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * util.c: process setup and small helpers shared by the engine's users:
- * sizes with suffixes, bounded whole-file reads, the submitter's
+ * sizes with suffixes, durations, bounded whole-file reads, the submitter's
  * environment.  Safe on any thread except graph_init().
  */
 #include <sys/stat.h>
@@ -84,6 +84,54 @@ graph_parse_size(const char *s, bool binary, uint64_t *out)
 	while (shift-- > 0)
 		mul *= base;
 	if (v > UINT64_MAX / mul)
+		return -ERANGE;
+	*out = v * mul;
+	return 0;
+}
+
+/*
+ * Durations: an integer with an optional unit, s (the default), m, h, d
+ * or w ("30d", "12h", "90"); for retention settings.  At most 100 years,
+ * so that seconds stay exact in a double and in the protocol's integers.
+ * Returns 0 and the seconds in *out, or -EINVAL / -ERANGE.
+ */
+int
+graph_parse_duration(const char *s, uint64_t *out)
+{
+	static const uint64_t max = 100ull * 366 * 86400;
+	uint64_t v = 0, mul;
+	const char *p = s;
+
+	if (!isdigit((unsigned char)*p))
+		return -EINVAL;
+	for (; isdigit((unsigned char)*p); p++) {
+		if (v > max)
+			return -ERANGE;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	switch (*p) {
+	case '\0':
+	case 's':
+		mul = 1;
+		break;
+	case 'm':
+		mul = 60;
+		break;
+	case 'h':
+		mul = 3600;
+		break;
+	case 'd':
+		mul = 86400;
+		break;
+	case 'w':
+		mul = 7 * 86400;
+		break;
+	default:
+		return -EINVAL;
+	}
+	if (*p != '\0' && p[1] != '\0')
+		return -EINVAL;
+	if (v > max / mul)
 		return -ERANGE;
 	*out = v * mul;
 	return 0;

@@ -634,3 +634,30 @@ proto_escape(const char *s, size_t len, size_t max)
 	r[o] = '\0';
 	return r;
 }
+
+/*
+ * True when s is fit to be a job's name: 1 to PROTO_MAX_NAME bytes of
+ * valid UTF-8 with no control character (C0, DEL or C1: U+0080 to
+ * U+009F).  The queue table prints names to every user's terminal, so a
+ * name must not be able to move the cursor or change the colours, and
+ * its size bounds the queue table's lines.  Both sides check it: the
+ * client to say so before sending, the daemon because it trusts no
+ * client.  Thread-safe.
+ */
+bool
+proto_name_valid(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t len = strlen(s), i;
+
+	if (len == 0 || len > PROTO_MAX_NAME || !proto_utf8_valid(s, len))
+		return false;
+	for (i = 0; i < len; i++) {
+		if (p[i] < 0x20 || p[i] == 0x7f)
+			return false;
+		/* U+0080..U+009F are C2 80..C2 9F. */
+		if (p[i] == 0xc2 && i + 1 < len && p[i + 1] <= 0x9f)
+			return false;
+	}
+	return true;
+}

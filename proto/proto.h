@@ -6,7 +6,7 @@
  * JSON lines over a Unix stream socket: one JSON object per line, UTF-8,
  * "\n" terminated ("\r\n" tolerated).  Every request carries the protocol
  * version, a client-chosen id and an op:
- *	{"v":1,"id":7,"op":"status","job":12}
+ *	{"v":2,"id":7,"op":"status","job":12}
  * and every reply echoes the id with either "ok":true and op-specific
  * fields, or "ok":false and an error object:
  *	{"id":7,"ok":false,"error":{"code":"not_found","msg":"no job 12"}}
@@ -27,7 +27,7 @@
 
 struct cJSON;
 
-#define PROTO_VERSION 1
+#define PROTO_VERSION 2
 
 /*
  * Limits.  Each has a reason:
@@ -41,7 +41,17 @@ struct cJSON;
  * - connections: per uid, as smtpd; and in total;
  * - error messages: long enough for any real reason, short enough that a
  *   message built from untrusted text (a path, a library's error) cannot
- *   bloat a reply or a log line.
+ *   bloat a reply or a log line;
+ * - a job's name, user and paths: every string the daemon keeps and shows
+ *   in the queue table is bounded, so that one job's object is bounded
+ *   (PROTO_MAX_JOB_JSON) and a page of them fits a line;
+ * - a list page: PROTO_LIST_MAX jobs, and at most PROTO_LIST_MAX_BYTES of
+ *   them, whatever their strings: a reply stays well under the line
+ *   limit however many jobs the daemon keeps;
+ * - clean: jobs removed by one request, so that one request is a short
+ *   transaction on the daemon's loop;
+ * - priority: it orders only the submitter's own jobs (root's, everyone's);
+ *   a small range is plenty for that.
  */
 #define PROTO_MAX_CONFIG (256u << 10)
 #define PROTO_MAX_LINE (PROTO_MAX_CONFIG + (64u << 10))
@@ -52,6 +62,23 @@ struct cJSON;
 #define PROTO_MAX_CONN_PER_UID 32
 #define PROTO_MAX_CONN 512
 #define PROTO_MAX_ERRMSG 4096
+#define PROTO_MAX_NAME 200
+#define PROTO_MAX_USER 64
+#define PROTO_MAX_PATH 4096
+#define PROTO_LIST_MAX 100
+#define PROTO_LIST_MAX_BYTES (160u << 10)
+#define PROTO_CLEAN_MAX 1000
+#define PROTO_PRIORITY_MIN (-1000)
+#define PROTO_PRIORITY_MAX 1000
+/*
+ * The most one job object can take on the wire: its strings at their
+ * caps, each escaped at worst six bytes to one (\u00XX), plus the
+ * numbers and keys (76,336 bytes).  It is below PROTO_LIST_MAX_BYTES, so
+ * a page always has room for one job, and a status reply or a watch
+ * event always fits a line.
+ */
+#define PROTO_MAX_JOB_JSON (6u * (PROTO_MAX_NAME + PROTO_MAX_USER + \
+	2u * PROTO_MAX_PATH + PROTO_MAX_ERRMSG) + 1024u)
 
 /* Error codes (the "code" of an error object). */
 #define PROTO_E_BAD_REQUEST "bad_request"	/* malformed line or fields */
@@ -144,6 +171,8 @@ bool proto_utf8_valid(const char *, size_t);
 char *proto_escape(const char *, size_t, size_t);
 /* A valid UTF-8 copy (U+FFFD for bad bytes), cut to max bytes, for the wire. */
 char *proto_utf8_sanitize(const char *, size_t, size_t);
+/* A job name: 1 to PROTO_MAX_NAME bytes of UTF-8 without control chars. */
+bool proto_name_valid(const char *);
 
 /*
  * sockdir.c: the personal daemon's socket and the safety of its directory

@@ -299,15 +299,15 @@ test_protocol(void)
 	size_t n = (320u << 10) + 100;
 
 	raw_exchange("garbage", "not json\n", 9, "\"code\":\"bad_request\"");
-	raw_exchange("no hello", "{\"v\":1,\"id\":3,\"op\":\"list\"}\n", 28,
+	raw_exchange("no hello", "{\"v\":2,\"id\":3,\"op\":\"list\"}\n", 28,
 	    "the first request must be hello");
-	raw_exchange("another version", "{\"v\":2,\"id\":1,\"op\":\"hello\"}\n",
+	raw_exchange("another version", "{\"v\":3,\"id\":1,\"op\":\"hello\"}\n",
 	    28, "bad_version");
 	big = malloc(n);
 	memset(big, 'x', n);
 	raw_exchange("an oversized line", big, n, "line too long");
 	free(big);
-	raw_exchange("a NUL byte", "{\"v\":1,\0\"id\":1}\n", 16,
+	raw_exchange("a NUL byte", "{\"v\":2,\0\"id\":1}\n", 16,
 	    "\"code\":\"bad_request\"");
 	ok_int_eq(td_ctl(&o, "daemon status"), 0, "and the daemon still serves "
 	    "everyone else");
@@ -351,8 +351,8 @@ test_pipelined_fds(void)
 			}
 		}
 		*p = '\0';
-		snprintf(line, sizeof line, "{\"v\":1,\"id\":1,\"op\":\"hello\"}\n"
-		    "{\"v\":1,\"id\":2,\"op\":\"submit\",\"config\":\"%s\","
+		snprintf(line, sizeof line, "{\"v\":2,\"id\":1,\"op\":\"hello\"}\n"
+		    "{\"v\":2,\"id\":2,\"op\":\"submit\",\"config\":\"%s\","
 		    "\"config_name\":\"p.yml\",\"cwd\":\"%s\",\"out\":\"%s/pipe\","
 		    "\"out_name\":\"pipe\",\"out_fd\":2,\"fds\":3,\"models\":["
 		    "{\"ref\":\"./a\",\"fd\":0,\"rel\":\"a\"},{\"ref\":\"./b\","

@@ -676,7 +676,7 @@ test_nonroot_daemon(void)
 static void
 test_vanishing_clients(void)
 {
-	static const char hello[] = "{\"v\":1,\"id\":1,\"op\":\"hello\"}\n";
+	static const char hello[] = "{\"v\":2,\"id\":1,\"op\":\"hello\"}\n";
 	char *got, line[512];
 	int fd, before, after, i;
 	pid_t pid;
@@ -690,7 +690,7 @@ test_vanishing_clients(void)
 		if (write(fd, hello, sizeof hello - 1) < 0)
 			tap_diag("write: %s", strerror(errno));
 		/* Half a request, then gone. */
-		snprintf(line, sizeof line, "{\"v\":1,\"id\":2,\"op\":\"sub");
+		snprintf(line, sizeof line, "{\"v\":2,\"id\":2,\"op\":\"sub");
 		if (write(fd, line, strlen(line)) < 0)
 			tap_diag("write: %s", strerror(errno));
 		close(fd);
@@ -699,7 +699,7 @@ test_vanishing_clients(void)
 		/* A whole submit with no descriptors, gone before the reply. */
 		if ((fd = td_raw_connect()) < 0)
 			continue;
-		snprintf(line, sizeof line, "%s{\"v\":1,\"id\":2,\"op\":"
+		snprintf(line, sizeof line, "%s{\"v\":2,\"id\":2,\"op\":"
 		    "\"submit\",\"config\":\"merge_method: linear\","
 		    "\"out\":\"x\"}\n", hello);
 		if (write(fd, line, strlen(line)) < 0)

@@ -219,8 +219,8 @@ struct snap {
 static bool
 snap_take(struct snap *s)
 {
-	char *out = raw_session("{\"v\":1,\"id\":1,\"op\":\"hello\"}\n"
-	    "{\"v\":1,\"id\":2,\"op\":\"list\"}\n");
+	char *out = raw_session("{\"v\":2,\"id\":1,\"op\":\"hello\"}\n"
+	    "{\"v\":2,\"id\":2,\"op\":\"list\"}\n");
 	cJSON *r = reply_of(out, 2), *j, *d;
 	const char *st;
 
@@ -410,10 +410,10 @@ lc_send(struct lconn *lc, struct load_report *r, const char *op, int job)
 	int id = lc->next_id++;
 
 	if (job > 0)
-		snprintf(line, sizeof line, "{\"v\":1,\"id\":%d,\"op\":\"%s\","
+		snprintf(line, sizeof line, "{\"v\":2,\"id\":%d,\"op\":\"%s\","
 		    "\"job\":%d}\n", id, op, job);
 	else
-		snprintf(line, sizeof line, "{\"v\":1,\"id\":%d,\"op\":"
+		snprintf(line, sizeof line, "{\"v\":2,\"id\":%d,\"op\":"
 		    "\"%s\"}\n", id, op);
 	if (!write_all(lc->fd, line, strlen(line))) {
 		note(r, "write: %s", strerror(errno));
@@ -925,9 +925,9 @@ cancel_all(void)
 	int i, id, good = 0;
 
 	all = p = malloc(64 + (size_t)njobs * 64);
-	p += sprintf(p, "{\"v\":1,\"id\":1,\"op\":\"hello\"}\n");
+	p += sprintf(p, "{\"v\":2,\"id\":1,\"op\":\"hello\"}\n");
 	for (i = njobs; i-- > 0;)
-		p += sprintf(p, "{\"v\":1,\"id\":%d,\"op\":\"cancel\","
+		p += sprintf(p, "{\"v\":2,\"id\":%d,\"op\":\"cancel\","
 		    "\"job\":%d}\n", i + 2, jobs[i]);
 	out = raw_session(all);
 	free(all);

@@ -40,6 +40,7 @@ static void test_error_sanitized(void);
 static void test_utf8_table(void);
 static void test_sanitize(void);
 static void test_escape(void);
+static void test_name_valid(void);
 
 /* True when s parses; frees the result. */
 static bool
@@ -90,7 +91,7 @@ static void
 test_parse_accepts(void)
 {
 	ok(parses("{}"), "parse: empty object");
-	ok(parses("{\"v\":1,\"id\":7,\"op\":\"status\",\"job\":12}"),
+	ok(parses("{\"v\":2,\"id\":7,\"op\":\"status\",\"job\":12}"),
 	    "parse: a request");
 	ok(parses("  {\"a\":[1,2,{\"b\":null}]} \t\r\n"),
 	    "parse: whitespace around the value");
@@ -265,7 +266,7 @@ test_builders(void)
 
 	o = msg_request(1, "hello");
 	s = msg_print(o, NULL);
-	ok_str_eq(s, "{\"v\":1,\"id\":1,\"op\":\"hello\"}\n", "build: request");
+	ok_str_eq(s, "{\"v\":2,\"id\":1,\"op\":\"hello\"}\n", "build: request");
 	free(s);
 	cJSON_Delete(o);
 	o = msg_reply(2);
@@ -394,21 +395,21 @@ test_check_request(void)
 		const char *code;
 		uint64_t id;
 	} cases[] = {
-		{ "{\"v\":1,\"id\":5,\"op\":\"list\"}", 0, NULL, 5 },
-		{ "{\"v\":2,\"id\":6,\"op\":\"hello\"}", -1,
+		{ "{\"v\":2,\"id\":5,\"op\":\"list\"}", 0, NULL, 5 },
+		{ "{\"v\":3,\"id\":6,\"op\":\"hello\"}", -1,
 		    PROTO_E_BAD_VERSION, 6 },
 		{ "{\"v\":\"1\",\"id\":6,\"op\":\"hello\"}", -1,
 		    PROTO_E_BAD_VERSION, 6 },
 		{ "{\"id\":7,\"op\":\"hello\"}", -1, PROTO_E_BAD_VERSION, 7 },
 		{ "{\"v\":0,\"op\":\"hello\"}", -1, PROTO_E_BAD_VERSION, 0 },
-		{ "{\"v\":1,\"op\":\"list\"}", -1, PROTO_E_BAD_REQUEST, 0 },
-		{ "{\"v\":1,\"id\":-1,\"op\":\"list\"}", -1,
+		{ "{\"v\":2,\"op\":\"list\"}", -1, PROTO_E_BAD_REQUEST, 0 },
+		{ "{\"v\":2,\"id\":-1,\"op\":\"list\"}", -1,
 		    PROTO_E_BAD_REQUEST, 0 },
-		{ "{\"v\":1,\"id\":\"5\",\"op\":\"list\"}", -1,
+		{ "{\"v\":2,\"id\":\"5\",\"op\":\"list\"}", -1,
 		    PROTO_E_BAD_REQUEST, 0 },
-		{ "{\"v\":1,\"id\":8}", -1, PROTO_E_BAD_REQUEST, 8 },
-		{ "{\"v\":1,\"id\":9,\"op\":\"\"}", -1, PROTO_E_BAD_REQUEST, 9 },
-		{ "{\"v\":1,\"id\":10,\"op\":3}", -1, PROTO_E_BAD_REQUEST, 10 },
+		{ "{\"v\":2,\"id\":8}", -1, PROTO_E_BAD_REQUEST, 8 },
+		{ "{\"v\":2,\"id\":9,\"op\":\"\"}", -1, PROTO_E_BAD_REQUEST, 9 },
+		{ "{\"v\":2,\"id\":10,\"op\":3}", -1, PROTO_E_BAD_REQUEST, 10 },
 	};
 	const char *op, *code, *msg;
 	uint64_t id;
@@ -431,7 +432,7 @@ test_check_request(void)
 			ok_str_eq(op, "list", "check: op returned");
 		if (cases[i].code != NULL &&
 		    strcmp(cases[i].code, PROTO_E_BAD_VERSION) == 0)
-			ok_str_has(msg, "version 1",
+			ok_str_has(msg, "version 2",
 			    "check: message names the server's version");
 		cJSON_Delete(o);
 	}
@@ -529,6 +530,41 @@ test_utf8_table(void)
 	ok(!proto_utf8_valid("\xc3\xa9", 1), "utf8: len cuts a sequence");
 }
 
+/* Job names: bounded, and inert in every user's terminal. */
+static void
+test_name_valid(void)
+{
+	static const struct {
+		const char *s;
+		bool valid;
+		const char *name;
+	} cases[] = {
+		{ "slerp-7b", true, "plain" },
+		{ "caf\xc3\xa9 \xe2\x82\xac \"q\" \\", true, "UTF-8, quotes" },
+		{ "", false, "empty" },
+		{ "a\x1b[2Jb", false, "ESC (C0)" },
+		{ "a\nb", false, "newline" },
+		{ "a\x7f", false, "DEL" },
+		{ "a\xc2\x9b" "2J", false, "CSI (C1, U+009B)" },
+		{ "a\xc2\x80", false, "U+0080 (C1)" },
+		{ "a\xc2\xa0", true, "U+00A0 (not C1)" },
+		{ "a\xff", false, "not UTF-8" },
+	};
+	char big[PROTO_MAX_NAME + 2];
+	size_t i;
+
+	for (i = 0; i < sizeof cases / sizeof *cases; i++)
+		ok(proto_name_valid(cases[i].s) == cases[i].valid, "name: %s "
+		    "%s", cases[i].name, cases[i].valid ? "valid" : "invalid");
+	memset(big, 'n', sizeof big);
+	big[PROTO_MAX_NAME] = '\0';
+	ok(proto_name_valid(big), "name: %d bytes valid", PROTO_MAX_NAME);
+	big[PROTO_MAX_NAME] = 'n';
+	big[PROTO_MAX_NAME + 1] = '\0';
+	ok(!proto_name_valid(big), "name: %d bytes invalid",
+	    PROTO_MAX_NAME + 1);
+}
+
 static void
 test_sanitize(void)
 {
@@ -600,5 +636,6 @@ main(void)
 	test_utf8_table();
 	test_sanitize();
 	test_escape();
+	test_name_valid();
 	return tap_done();
 }

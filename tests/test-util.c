@@ -40,6 +40,7 @@ struct size_case {
 static uint64_t rng_next(uint64_t *);
 static void test_parse_size(void);
 static void test_format_size(void);
+static void test_parse_duration(void);
 static bool strmap_matches(const struct strmap *, char (*)[16],
     const bool *, size_t);
 static void test_strmap_big(void);
@@ -125,6 +126,42 @@ test_parse_size(void)
 			ok(rc == c->rc && v == 12345, "%s \"%s\" is refused "
 			    "with %d (got %d)", c->binary ? "binary" :
 			    "decimal", c->text, c->rc, rc);
+	}
+}
+
+/* merged --keep-finished and mergectl clean --older-than. */
+static void
+test_parse_duration(void)
+{
+	static const struct {
+		const char *text;
+		int rc;
+		uint64_t want;
+	} cases[] = {
+		{ "0", 0, 0 }, { "90", 0, 90 }, { "45s", 0, 45 },
+		{ "90m", 0, 5400 }, { "12h", 0, 43200 }, { "30d", 0, 2592000 },
+		{ "2w", 0, 1209600 }, { "36600d", 0, 36600ull * 86400 },
+		{ "", -EINVAL, 0 }, { "d", -EINVAL, 0 }, { "-1d", -EINVAL, 0 },
+		{ "1.5h", -EINVAL, 0 }, { "3x", -EINVAL, 0 },
+		{ "3dd", -EINVAL, 0 }, { "1D", -EINVAL, 0 },
+		{ "36601d", -ERANGE, 0 },
+		{ "99999999999999999999999", -ERANGE, 0 },
+	};
+	uint64_t v;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+		v = 12345;
+		rc = graph_parse_duration(cases[i].text, &v);
+		if (cases[i].rc == 0)
+			ok(rc == 0 && v == cases[i].want, "duration \"%s\" is "
+			    "%" PRIu64 " s (got rc %d, %" PRIu64 ")",
+			    cases[i].text, cases[i].want, rc, v);
+		else
+			ok(rc == cases[i].rc && v == 12345, "duration \"%s\" "
+			    "is refused with %d (got %d)", cases[i].text,
+			    cases[i].rc, rc);
 	}
 }
 
@@ -449,6 +486,7 @@ main(void)
 	tap_plan_lazy();
 	test_parse_size();
 	test_format_size();
+	test_parse_duration();
 	test_strmap_big();
 	test_strmap_small();
 	test_strmap_len();
