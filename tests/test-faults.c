@@ -653,17 +653,17 @@ test_nonroot_daemon(void)
 			    "nr-run/s", "--state-dir", "nr-state", (char *)NULL);
 		_exit(127);
 	}
-	for (i = 0; i < 400 && tl_runf(NULL, "cd %s && %s daemon status "
-	    "--socket nr-run/s >/dev/null 2>&1", dir, tl_mergectl) != 0; i++)
+	for (i = 0; i < 400 && tl_runf(NULL, "cd %s && MERGED_USER=nobody "
+	    "%s daemon status --socket nr-run/s >/dev/null 2>&1", dir, tl_mergectl) != 0; i++)
 		td_sleep_ms(25);
-	rc = tl_runf(&o, "cd %s && %s submit small.yml -o nr-root/x --socket "
-	    "nr-run/s 2>&1", dir, tl_mergectl);
+	rc = tl_runf(&o, "cd %s && MERGED_USER=nobody %s submit small.yml -o "
+	    "nr-root/x --socket nr-run/s 2>&1", dir, tl_mergectl);
 	ok(rc == 7, "a daemon running as nobody: a submit to a directory "
 	    "only root may write is refused (exit %d)", rc);
 	ok_str_has(o, "chmod g+ws", "saying how to let it write there");
 	free(o);
-	rc = tl_runf(&o, "cd %s && %s submit small.yml -o nr-team/y --socket "
-	    "nr-run/s --wait -q 2>&1", dir, tl_mergectl);
+	rc = tl_runf(&o, "cd %s && MERGED_USER=nobody %s submit small.yml -o "
+	    "nr-team/y --socket nr-run/s --wait -q 2>&1", dir, tl_mergectl);
 	snprintf(path, sizeof path, "%s/nr-team/y/model.safetensors", dir);
 	ok(rc == 0 && stat(path, &st) == 0, "to a directory its group may "
 	    "write, it merges (exit %d)", rc);

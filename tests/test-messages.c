@@ -29,11 +29,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proto.h"
 #include "tap.h"
 #include "testd.h"
 #include "testlib.h"
 
-#define HELLO "{\"v\":1,\"id\":1,\"op\":\"hello\"}\n"
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define HELLO "{\"v\":" STR(PROTO_VERSION) ",\"id\":1,\"op\":\"hello\"}\n"
 
 static const char *dir;
 
@@ -227,7 +230,7 @@ submit_with(int fd, int bad)
 
 	fds[bad] = fd;
 	fds[1 - bad] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	snprintf(line, sizeof line, "{\"v\":1,\"id\":2,\"op\":\"submit\","
+	snprintf(line, sizeof line, "{\"v\":" STR(PROTO_VERSION) ",\"id\":2,\"op\":\"submit\","
 	    "\"fds\":2,\"out_fd\":1,\"out_name\":\"x\",\"config\":\"merge_"
 	    "method: passthrough\\nmodels:\\n  - model: ./a\\n\",\"models\":"
 	    "[{\"ref\":\"./a\",\"fd\":0,\"rel\":\".\"}]}\n");

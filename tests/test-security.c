@@ -32,9 +32,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "proto.h"
 #include "tap.h"
 #include "testd.h"
 #include "testlib.h"
+
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 static const char *dir;
 static const char *shim;	/* faultshim.so: slow writes */
@@ -257,11 +261,11 @@ raw_submit_opath(const struct passwd *u, const char *model, const char *out)
 		if (fds[0] < 0 || fds[1] < 0 || connect(s,
 		    (struct sockaddr *)&sun, sizeof sun) != 0)
 			_exit(3);
-		n = snprintf(line, sizeof line, "{\"v\":1,\"id\":1,\"op\":"
+		n = snprintf(line, sizeof line, "{\"v\":" STR(PROTO_VERSION) ",\"id\":1,\"op\":"
 		    "\"hello\"}\n");
 		if (write(s, line, (size_t)n) != n)
 			_exit(4);
-		n = snprintf(line, sizeof line, "{\"v\":1,\"id\":2,\"op\":"
+		n = snprintf(line, sizeof line, "{\"v\":" STR(PROTO_VERSION) ",\"id\":2,\"op\":"
 		    "\"submit\",\"config\":\"merge_method: passthrough\\n"
 		    "models:\\n  - model: %s\\n\",\"out_name\":\"stolen\","
 		    "\"models\":[{\"ref\":\"%s\",\"rel\":\".\",\"fd\":0}],"
