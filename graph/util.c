@@ -157,7 +157,9 @@ graph_read_file(const char *path, size_t max, char **out, size_t *len)
 	int fd;
 
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	/* O_NONBLOCK: a FIFO would block the open until somebody writes;
+	 * graph_read_fd then refuses anything but a regular file. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) == -1)
 		return -errno;
 	return graph_read_fd(fd, max, out, len);
 }
