@@ -123,15 +123,11 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 {
 	struct graph_st_file *f;
 	char *path, *rel, *why = NULL;
-	size_t i;
 	int fd, rc;
 
-	for (i = 0; i < m->nfiles; i++) {
-		if (strcmp(m->file_names[i], name) == 0) {
-			*idx = i;
-			return 0;
-		}
-	}
+	/* An index names a shard once per tensor: a map, not a scan. */
+	if (strmap_get(&m->file_index, name, idx))
+		return 0;
 	if (strchr(name, '/') != NULL || strcmp(name, "..") == 0 ||
 	    strcmp(name, ".") == 0 || *name == '\0') {
 		*cause = xasprintf("%s/model.safetensors.index.json: shard "
@@ -153,11 +149,12 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 	free(path);
 	if (rc != 0)
 		return rc;
-	m->files = xreallocarray(m->files, m->nfiles + 1, sizeof *m->files);
-	m->file_names = xreallocarray(m->file_names, m->nfiles + 1,
+	m->files = xgrowarray(m->files, m->nfiles, sizeof *m->files);
+	m->file_names = xgrowarray(m->file_names, m->nfiles,
 	    sizeof *m->file_names);
 	m->files[m->nfiles] = f;
 	m->file_names[m->nfiles] = xstrdup(name);
+	strmap_put(&m->file_index, m->file_names[m->nfiles], m->nfiles);
 	*idx = m->nfiles++;
 	return 0;
 }
@@ -191,13 +188,37 @@ model_load_single(struct graph_model *m, char **cause)
 	return 0;
 }
 
+/*
+ * Each shard's tensors by name, built when the index first names the
+ * shard: looking every entry up in its shard's list would take time
+ * quadratic in the tensors of a shard.
+ */
+static bool
+model_shard_find(const struct graph_model *m, struct strmap **maps,
+    size_t *nmaps, size_t f, const char *name, size_t *t)
+{
+	struct strmap *map;
+	size_t k;
+
+	for (; *nmaps < m->nfiles; (*nmaps)++) {
+		*maps = xgrowarray(*maps, *nmaps, sizeof **maps);
+		map = &(*maps)[*nmaps];
+		memset(map, 0, sizeof *map);
+		for (k = 0; k < m->files[*nmaps]->nt; k++)
+			strmap_put(map, m->files[*nmaps]->t[k].name, k);
+	}
+	return strmap_get(&(*maps)[f], name, t);
+}
+
 static int
-model_load_index(struct graph_model *m, char **cause)
+model_load_index(struct graph_model *m, const atomic_bool *cancel,
+    char **cause)
 {
 	const char *path = "model.safetensors.index.json";
 	const cJSON *wm, *e;
 	cJSON *idx = NULL;
-	size_t f, i;
+	struct strmap *maps = NULL;
+	size_t f, i, nmaps = 0;
 	int rc;
 
 	if ((rc = model_read_json(m, path, MODEL_MAX_INDEX, &idx, NULL,
@@ -210,6 +231,13 @@ model_load_index(struct graph_model *m, char **cause)
 		goto out;
 	}
 	cJSON_ArrayForEach(e, wm) {
+		/* An index may name many shards: planning can be stopped
+		 * between them (a daemon shutting down). */
+		if (cancel != NULL && atomic_load(cancel)) {
+			*cause = xstrdup("planning was cancelled");
+			rc = -ECANCELED;
+			goto out;
+		}
 		if (!cJSON_IsString(e)) {
 			*cause = xasprintf("%s: weight_map entry '%s' is not a "
 			    "file name", path, e->string);
@@ -226,10 +254,7 @@ model_load_index(struct graph_model *m, char **cause)
 		}
 		if ((rc = model_add_file(m, e->valuestring, &f, cause)) != 0)
 			goto out;
-		for (i = 0; i < m->files[f]->nt; i++)
-			if (strcmp(m->files[f]->t[i].name, e->string) == 0)
-				break;
-		if (i == m->files[f]->nt) {
+		if (!model_shard_find(m, &maps, &nmaps, f, e->string, &i)) {
 			*cause = xasprintf("%s: tensor '%s' is mapped to %s, "
 			    "which does not contain it", path, e->string,
 			    e->valuestring);
@@ -239,6 +264,9 @@ model_load_index(struct graph_model *m, char **cause)
 		model_add_tensor(m, f, i);
 	}
 out:
+	for (i = 0; i < nmaps; i++)
+		strmap_free(&maps[i]);
+	free(maps);
 	cJSON_Delete(idx);
 	return rc;
 }
@@ -280,11 +308,14 @@ model_read_config(struct graph_model *m)
 
 /*
  * Opens the model at r (taking ownership of its contents), reading every
- * file beneath r->rootfd with cred's rights (NULL: no checks).
+ * file beneath r->rootfd with cred's rights (NULL: no checks).  Another
+ * thread may set *cancel (NULL: never) to make it fail early with
+ * -ECANCELED.
  */
 int
 graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
-    const struct graph_cred *cred, struct graph_model **out, char **cause)
+    const struct graph_cred *cred, const atomic_bool *cancel,
+    struct graph_model **out, char **cause)
 {
 	struct graph_model *m;
 	int rc;
@@ -311,7 +342,7 @@ graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
 	}
 	model_read_config(m);
 	if (model_has(m, "model.safetensors.index.json"))
-		rc = model_load_index(m, cause);
+		rc = model_load_index(m, cancel, cause);
 	else if (model_has(m, "model.safetensors"))
 		rc = model_load_single(m, cause);
 	else {
@@ -365,6 +396,7 @@ graph_model_close(struct graph_model *m)
 	}
 	free(m->files);
 	free(m->file_names);
+	strmap_free(&m->file_index);
 	free(m->tensors);
 	strmap_free(&m->index);
 	cJSON_Delete(m->config);

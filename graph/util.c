@@ -167,7 +167,8 @@ graph_read_file(const char *path, size_t max, char **out, size_t *len)
 void
 graph_env_from_process(struct graph_env *env)
 {
-	static char cwd[4096];
+	/* Per thread: the daemon plans on pool threads, several at once. */
+	static _Thread_local char cwd[4096];
 
 	memset(env, 0, sizeof *env);
 	if (getcwd(cwd, sizeof cwd) != NULL)
