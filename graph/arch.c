@@ -200,9 +200,13 @@ graph_arch_derive(const struct graph_model *m, struct graph_arch *a,
 	}
 	for (i = 0; i < a->nlayer; i++)
 		a->layer[i].uniform = counts[i] == (size_t)a->num_layers;
-	qsort(a->pre, a->npre, sizeof *a->pre, weight_cmp);
-	qsort(a->layer, a->nlayer, sizeof *a->layer, weight_cmp);
-	qsort(a->post, a->npost, sizeof *a->post, weight_cmp);
+	/* qsort() must not be given NULL, even for no elements. */
+	if (a->npre > 0)
+		qsort(a->pre, a->npre, sizeof *a->pre, weight_cmp);
+	if (a->nlayer > 0)
+		qsort(a->layer, a->nlayer, sizeof *a->layer, weight_cmp);
+	if (a->npost > 0)
+		qsort(a->post, a->npost, sizeof *a->post, weight_cmp);
 	free(counts);
 	return 0;
 fail:

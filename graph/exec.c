@@ -136,6 +136,8 @@ exec_queue(struct graph_exec *ex, struct task *t)
 static void
 job_task(struct graph_job *job, enum task_kind kind)
 {
+	/* One task, reused: a failed finish's message went with it. */
+	free(job->jtask.err);
 	memset(&job->jtask, 0, sizeof job->jtask);
 	job->jtask.kind = kind;
 	job->jtask.job = job;
