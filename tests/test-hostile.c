@@ -293,6 +293,21 @@ test_fifo_mergectl(void)
 	free(o);
 	snprintf(path, sizeof path, "%s/fifo-cfg/config.json", dir);
 	fifo_release(path);
+	/* The config file itself, which the client reads. */
+	snprintf(path, sizeof path, "%s/fifo.yml", dir);
+	ok(mkfifo(path, 0644) == 0, "a FIFO as the config file");
+	rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s timeout %d %s submit "
+	    "fifo.yml -o out-fifo-yml 2>&1", dir, td_sock, SAFETY,
+	    tl_mergectl);
+	ok(rc == 3 && strstr(o, "fifo.yml: not a regular file"), "mergectl "
+	    "submit refuses it at once, exit 3 (%d: %s)", rc, o);
+	free(o);
+	rc = tl_runf(&o, "cd %s && timeout %d %s run fifo.yml out-fifo-yml "
+	    "2>&1", dir, SAFETY, tl_mergectl);
+	ok(rc == 3 && strstr(o, "cannot read the config: not a regular file"),
+	    "and so does mergectl run (%d: %s)", rc, o);
+	free(o);
+	fifo_release(path);
 }
 
 /*
