@@ -235,7 +235,8 @@ cli_cmd_submit(int argc, char **argv)
 	if ((rc = graph_read_file(cfgpath, PROTO_MAX_CONFIG, &text,
 	    &len)) != 0) {
 		fprintf(stderr, "%s: %s: %s\n", cli_progname, cfgpath,
-		    rc == -EFBIG ? "the config is too large" : strerror(-rc));
+		    rc == -EFBIG ? "the config is too large" : rc == -EINVAL ?
+		    "not a regular file" : strerror(-rc));
 		return CLI_EXIT_INVALID;
 	}
 	graph_env_from_process(&env);

@@ -15,9 +15,11 @@
  * Replies are queued and sent as the socket allows; a client that does
  * not read has its reading paused, and past PROTO_MAX_OUTQ bytes it is
  * disconnected, so no client can stall the loop or hold the daemon's
- * memory.  Jobs and watches refer to connections by id, never by
- * pointer; memory is freed only in the uv_close callback.  Loop thread
- * only.
+ * memory.  While a request of a connection is planned on the pool
+ * (prep.c), the connection reads and handles nothing more, so that its
+ * replies stay in order.  Jobs and watches refer to connections by id,
+ * never by pointer; memory is freed only in the uv_close callback.  Loop
+ * thread only.
  */
 #define _GNU_SOURCE
 #include <sys/resource.h>
@@ -230,18 +232,33 @@ void
 conn_reap_vanished(struct daemon *d)
 {
 	struct conn *c, *next;
-	struct pollfd p;
 
 	for (c = d->conns; c != NULL; c = next) {
 		next = c->next;
 		if (!c->eof || c->closing)
 			continue;
-		p.fd = c->fd;
-		p.events = 0;
-		p.revents = 0;
-		if (poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+		if (conn_vanished(c))
 			conn_close(c);
 	}
+}
+
+/* Has the peer closed both ways (not merely shut down its writing)? */
+bool
+conn_vanished(const struct conn *c)
+{
+	struct pollfd p;
+
+	p.fd = c->fd;
+	p.events = 0;
+	p.revents = 0;
+	return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+/* Replies still owed: a watch, or a request being planned (prep.c). */
+static bool
+conn_owed(const struct conn *c)
+{
+	return c->planning > 0 || conn_watching(c);
 }
 
 /* Sends what the socket takes now; false if the connection died. */
@@ -273,7 +290,7 @@ conn_flush(struct conn *c)
 		free(o);
 	}
 	/* Everything is sent: a half-closed client with no watch is done. */
-	if (c->close_after || (c->eof && !conn_watching(c))) {
+	if (c->close_after || (c->eof && !conn_owed(c))) {
 		conn_close(c);
 		return false;
 	}
@@ -332,8 +349,10 @@ conn_update(struct conn *c)
 
 	if (c->closing)
 		return;
-	/* Back-pressure: stop reading while replies pile up. */
-	if (!c->eof && !c->close_after && c->outq < PROTO_MAX_OUTQ / 2)
+	/* Back-pressure: stop reading while replies pile up, or while a
+	 * request is planned (its reply comes first). */
+	if (!c->eof && !c->close_after && c->planning == 0 &&
+	    c->outq < PROTO_MAX_OUTQ / 2)
 		ev |= UV_READABLE;
 	if (c->out_head != NULL)
 		ev |= UV_WRITABLE;
@@ -519,7 +538,7 @@ conn_process(struct conn *c)
 	size_t len;
 	char *line;
 
-	while (!c->close_after && !c->closing) {
+	while (!c->close_after && !c->closing && c->planning == 0) {
 		st = frame_next(&c->in, &line, &len);
 		if (st == FRAME_MORE)
 			break;
@@ -561,10 +580,29 @@ conn_on_poll(uv_poll_t *h, int status, int events)
 		conn_process(c);
 		if (c->closing)
 			return;
-		if (c->eof && c->out_head == NULL && !conn_watching(c)) {
+		if (c->eof && c->out_head == NULL && !conn_owed(c)) {
 			conn_close(c);
 			return;
 		}
+	}
+	conn_update(c);
+}
+
+/*
+ * A request's plan is back (prep.c): the lines that came behind it are
+ * handled now, and reading goes on.
+ */
+void
+conn_unblock(struct conn *c)
+{
+	if (c->closing || c->planning > 0)
+		return;
+	conn_process(c);
+	if (c->closing)
+		return;
+	if (c->eof && c->out_head == NULL && !conn_owed(c)) {
+		conn_close(c);
+		return;
 	}
 	conn_update(c);
 }

@@ -15,6 +15,7 @@
 
 #include <sys/types.h>
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -153,6 +154,8 @@ struct conn {
 	struct outbuf *out_head;
 	struct outbuf *out_tail;
 	size_t outq;		/* bytes queued */
+	unsigned planning;	/* requests on the pool (prep.c): reading
+				 * waits, and their replies are owed */
 	bool hello;		/* the hello exchange is done */
 	bool close_after;	/* flush replies, then close */
 	bool eof;
@@ -181,6 +184,8 @@ struct daemon {
 	uint64_t next_conn;
 	struct djob *jobs;
 	size_t nrunning;
+	struct prep *preps;	/* jobs being planned, or waiting to be */
+	size_t nplanning;	/* of them, on the pool */
 	struct watch *watches;
 	struct store *store;
 	struct graph_exec *exec;
@@ -217,6 +222,8 @@ void conn_close(struct conn *);
 int conn_take_fds(struct conn *, size_t, int *);
 size_t conn_count_uid(const struct daemon *, uint32_t);
 void conn_reap_vanished(struct daemon *);
+bool conn_vanished(const struct conn *);
+void conn_unblock(struct conn *);
 
 /* peer.c */
 int peer_read(int, struct peer *);
@@ -267,9 +274,12 @@ struct djob *job_find(struct daemon *, uint64_t);
 void job_insert(struct daemon *, struct djob *);
 void job_free(struct djob *);
 void job_release_runtime(struct djob *);
-int job_prepare(struct daemon *, struct djob *, const struct peer *,
-    const int *, size_t, const struct cJSON *, int, struct graph_diags *,
-    char **);
+int job_take_request(struct djob *, const struct peer *, const int *,
+    size_t, const struct cJSON *, int, char **);
+int job_plan(struct djob *, uint64_t, int, const atomic_bool *,
+    struct graph_diags *, char **);
+struct djob *job_shadow(const struct djob *);
+void job_adopt(struct djob *, struct djob *);
 void job_log(struct daemon *, struct djob *, const char *, ...)
     __attribute__((format(printf, 3, 4)));
 void job_set_state(struct daemon *, struct djob *, enum job_state,
@@ -280,6 +290,40 @@ int job_start(struct daemon *, struct djob *);
 struct graph_ident *job_own_outputs(const struct daemon *d, uint32_t owner,
     size_t *n);
 void job_interrupt_all(struct daemon *);
+
+/*
+ * prep.c: planning a submitted or resumed job on the libuv pool.  The op
+ * takes what it needs from the request, hands over a job of its own and
+ * the rest of its work (done), and returns; its connection reads no more
+ * requests until the plan is back.  done runs on the loop thread, only if
+ * the requester is still connected and the daemon is not draining, with
+ * an op_ctx whose req is NULL (the request is gone); it takes p->j if it
+ * keeps the job.  Otherwise the job is dropped with its descriptors (a
+ * draining daemon replies "shutting down").
+ */
+struct prep;
+typedef void (*prep_done_fn)(struct prep *, struct op_ctx *);
+
+struct prep {
+	uv_work_t work;
+	struct daemon *d;
+	uint64_t conn;		/* the requester, by id */
+	uint64_t req;		/* its request's id */
+	uint64_t job;		/* resume: the job's id; 0 for a submit */
+	struct djob *j;		/* planned; private until done */
+	prep_done_fn done;
+	uint64_t memory;	/* the daemon's, copied for the worker */
+	int threads;
+	atomic_bool cancel;	/* drain: stop planning */
+	bool on_pool;
+	int rc;			/* job_plan()'s */
+	struct graph_diags diags;
+	char *cause;
+	struct prep *next;	/* the daemon's, in request order */
+};
+
+void prep_start(struct op_ctx *, struct djob *, uint64_t, prep_done_fn);
+void prep_drain(struct daemon *);
 
 /* sched.c: which queued job runs next. */
 void sched_run(struct daemon *);

@@ -7,7 +7,8 @@
  * config that cannot succeed is rejected at once with every problem.  The
  * scheduler (sched.c) starts queued jobs on the shared executor; the
  * executor's callbacks update the job, the store and its watchers.  Every
- * state change is one store update.  Loop thread only.
+ * state change is one store update.  Loop thread only, except job_plan(),
+ * which prep.c runs on the pool with a job nobody else can reach.
  */
 #include <sys/stat.h>
 
@@ -327,22 +328,16 @@ job_owner_cred(struct djob *j, const struct peer *p)
 }
 
 /*
- * Gives j what it needs to run: takes ownership of the nfds descriptors
- * (out_fd is the index of the output's parent), the peer's credentials,
- * and builds the plan.  Problems go to d (planning) or *cause (the
- * request).  On failure the runtime is released; the descriptors are
- * closed either way by the job.
+ * Gives j the descriptors of its request: takes ownership of the nfds
+ * descriptors (out_fd is the index of the output's parent), reads the
+ * models' list and takes the owner's credentials.  Loop thread: it reads
+ * the request.  A bad request gets *cause; the descriptors are the job's
+ * either way, closed when its runtime is released.
  */
 int
-job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
-    const int *fds, size_t nfds, const struct cJSON *models, int out_fd,
-    struct graph_diags *d, char **cause)
+job_take_request(struct djob *j, const struct peer *p, const int *fds,
+    size_t nfds, const struct cJSON *models, int out_fd, char **cause)
 {
-	struct graph_plan_summary sum;
-	struct graph_plan_opts o;
-	char *inputs;
-	int rc;
-
 	j->fds = xcalloc(nfds + 1, sizeof *j->fds);
 	memcpy(j->fds, fds, nfds * sizeof *fds);
 	j->nfds = nfds;
@@ -355,10 +350,29 @@ job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
 	/* The output's descriptor moves out of the models' list. */
 	j->out_fd = j->fds[out_fd];
 	j->fds[out_fd] = -1;
-	if ((rc = job_dirs(j, models, cause)) != 0)
-		return rc;
 	job_owner_cred(j, p);
 	j->cred.umask = j->umask;
+	return job_dirs(j, models, cause);
+}
+
+/*
+ * Plans j: loads its config and builds the plan from the descriptors and
+ * with the credentials job_take_request() gave it, fixes its seed and
+ * records (or, for a resume, compares) the files it reads.  This is the
+ * one function that runs on a pool thread (prep.c), with j private to it:
+ * it touches nothing but j, and the engine.  memory and threads are the
+ * daemon's; cancel stops it early (-ECANCELED).  Problems go to d
+ * (planning) or *cause.
+ */
+int
+job_plan(struct djob *j, uint64_t memory, int threads,
+    const atomic_bool *cancel, struct graph_diags *d, char **cause)
+{
+	struct graph_plan_summary sum;
+	struct graph_plan_opts o;
+	char *inputs;
+	int rc;
+
 	if (graph_config_load_buffer(j->config_name, j->config,
 	    strlen(j->config), &j->cfg, d) != 0)
 		return -EINVAL;
@@ -369,14 +383,15 @@ job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
 	o.cred = &j->cred;
 	o.allow_crimes = j->allow_crimes;
 	o.shard_size = j->shard_size;
-	o.memory = j->memory ? j->memory : dm->opts.memory;
-	o.threads = dm->opts.threads;
+	o.memory = j->memory ? j->memory : memory;
+	o.threads = threads;
 	o.has_seed = j->seed_given;
 	o.seed = j->seed;
 	o.copy_tokenizer = j->copy_tokenizer;
 	o.model_card = j->model_card;
-	if (graph_plan_build(j->cfg, &o, &j->plan, d) != 0)
-		return -EINVAL;
+	o.cancel = cancel;
+	if ((rc = graph_plan_build(j->cfg, &o, &j->plan, d)) != 0)
+		return rc == -ECANCELED ? rc : -EINVAL;
 	graph_plan_summary(j->plan, &sum);
 	j->seed = sum.seed;
 	j->seed_given = true;	/* a resume uses the same one */
@@ -389,6 +404,70 @@ job_prepare(struct daemon *dm, struct djob *j, const struct peer *p,
 	free(j->inputs);
 	j->inputs = inputs;
 	return 0;
+}
+
+/*
+ * A job of its own for planning a resume of j: what planning reads,
+ * copied, so that the worker shares nothing with j, which the loop thread
+ * may show, cancel or resume meanwhile.  The caller owns it.
+ */
+struct djob *
+job_shadow(const struct djob *j)
+{
+	struct djob *s = xcalloc(1, sizeof *s);
+
+	s->id = j->id;
+	s->owner = j->owner;	/* whose rights it is planned with */
+	s->owner_gid = j->owner_gid;
+	s->umask = j->umask;
+	s->out_fd = -1;
+	s->config = xstrdup(j->config);
+	s->config_name = xstrdup(j->config_name ? j->config_name :
+	    "config.yml");
+	s->cwd = xstrdup(j->cwd ? j->cwd : "");
+	s->allow_crimes = j->allow_crimes;
+	s->shard_size = j->shard_size;
+	s->memory = j->memory;
+	s->seed = j->seed;
+	s->seed_given = j->seed_given;
+	s->copy_tokenizer = j->copy_tokenizer;
+	s->model_card = j->model_card;
+	s->inputs = j->inputs != NULL ? xstrdup(j->inputs) : NULL;
+	return s;
+}
+
+/*
+ * Moves the runtime a shadow was planned with (its descriptors,
+ * credentials, config and plan), its seed and its inputs into j, which
+ * must have none; the shadow keeps none of it.  Loop thread.
+ */
+void
+job_adopt(struct djob *j, struct djob *s)
+{
+	job_release_runtime(j);
+	j->cfg = s->cfg;
+	j->plan = s->plan;
+	j->fds = s->fds;
+	j->nfds = s->nfds;
+	j->dirs = s->dirs;
+	j->ndirs = s->ndirs;
+	j->out_fd = s->out_fd;
+	j->groups = s->groups;
+	j->cred = s->cred;
+	j->seed = s->seed;
+	j->seed_given = s->seed_given;
+	free(j->inputs);
+	j->inputs = s->inputs;
+	s->cfg = NULL;
+	s->plan = NULL;
+	s->fds = NULL;
+	s->nfds = 0;
+	s->dirs = NULL;
+	s->ndirs = 0;
+	s->out_fd = -1;
+	s->groups = NULL;
+	memset(&s->cred, 0, sizeof s->cred);
+	s->inputs = NULL;
 }
 
 static void

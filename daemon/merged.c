@@ -3,13 +3,14 @@
  * merged.c: the daemon's entry point, its root object and its shutdown.
  *
  * main() raises the soft descriptor limit to the hard one, builds struct
- * daemon, opens the store (jobs that were running or queued when the
- * daemon last stopped become "interrupted"), the executor (one memory
- * budget for every merge) and the socket, and runs the loop.  SIGINT or SIGTERM drains: stop accepting, interrupt running
- * jobs keeping their finished shards, wait for them (bounded by
- * --drain-timeout), close every connection, and exit with uv_loop_close()
- * returning 0.  A second signal exits at once.  Runs in the foreground
- * and logs to stderr, for systemd.
+ * daemon, opens the store (jobs that were running or
+ * queued when the daemon last stopped become "interrupted"), the
+ * executor (one memory budget for every merge) and the socket, and runs
+ * the loop.  SIGINT or SIGTERM drains: stop accepting, interrupt running
+ * jobs keeping their finished shards, cancel plans in progress, wait for
+ * them (bounded by --drain-timeout), close every connection, and exit
+ * with uv_loop_close() returning 0.  A second signal exits at once.  Runs
+ * in the foreground and logs to stderr, for systemd.
  */
 #define _GNU_SOURCE
 #include <sys/resource.h>
@@ -226,7 +227,7 @@ daemon_maybe_finish(struct daemon *d)
 {
 	struct conn *c, *next;
 
-	if (!d->draining || d->nrunning > 0)
+	if (!d->draining || d->nrunning > 0 || d->nplanning > 0)
 		return;
 	for (c = d->conns; c != NULL; c = next) {
 		next = c->next;
@@ -250,8 +251,9 @@ daemon_tick(uv_timer_t *t)
 	struct daemon *d = t->data;
 
 	if (d->draining && daemon_now() > d->drain_deadline) {
-		log_warnx("drain: %zu jobs did not stop within %.0f seconds; "
-		    "exiting anyway", d->nrunning, d->opts.drain_timeout);
+		log_warnx("drain: %zu jobs and %zu plans did not stop within "
+		    "%.0f seconds; exiting anyway", d->nrunning, d->nplanning,
+		    d->opts.drain_timeout);
 		exit(1);
 	}
 	daemon_maybe_finish(d);
@@ -260,18 +262,23 @@ daemon_tick(uv_timer_t *t)
 /*
  * Stops accepting work and interrupts the running jobs; the loop ends
  * when they have stopped (their finished shards are recorded, so
- * "mergectl resume" continues them).
+ * "mergectl resume" continues them).  Jobs still being planned were never
+ * accepted: their requesters hear "shutting down", and plans on the pool
+ * stop at their next model, shard or tensor, so nothing waits for a plan
+ * to finish.
  */
 void
 daemon_drain(struct daemon *d)
 {
 	if (d->draining)
 		return;
-	log_info("draining: %zu jobs running", d->nrunning);
+	log_info("draining: %zu jobs running, %zu being planned", d->nrunning,
+	    d->nplanning);
 	d->draining = true;
 	d->drain_deadline = daemon_now() + d->opts.drain_timeout;
 	server_close(d);
 	job_interrupt_all(d);
+	prep_drain(d);
 	uv_timer_start(&d->tick, daemon_tick, 100, 100);
 	daemon_maybe_finish(d);
 }

@@ -7,7 +7,9 @@
  * options and seed; its inputs must be exactly the files it was submitted
  * with (same size and modification time), or the resume fails with the
  * file named.  Shards already on disk in the staging directory are kept,
- * so the result is byte-identical to an uninterrupted run.
+ * so the result is byte-identical to an uninterrupted run.  The plan is
+ * built on the pool (prep.c) for a copy of the job (job_shadow()), which
+ * the job adopts if it can still be resumed when the plan is back.
  */
 #include <stdlib.h>
 #include <unistd.h>
@@ -16,17 +18,63 @@
 
 #include "daemon.h"
 
+/* Why j cannot be resumed now, after replying it; false if it can. */
+static bool
+resume_refused(struct op_ctx *o, const struct djob *j)
+{
+	if (j->state == JOB_INTERRUPTED || j->state == JOB_FAILED)
+		return false;
+	op_error(o, PROTO_E_CONFLICT, "job %llu is %s; only interrupted "
+	    "or failed jobs can be resumed", (unsigned long long)j->id,
+	    job_state_name(j->state));
+	return true;
+}
+
+/*
+ * The plan is back (prep.c; o->req is gone).  Meanwhile the job may have
+ * been cancelled, resumed by another request, or removed: checked again.
+ */
+static void
+resume_planned(struct prep *p, struct op_ctx *o)
+{
+	struct daemon *d = o->c->d;
+	struct djob *j;
+	cJSON *r;
+
+	if ((j = job_find(d, p->job)) == NULL) {
+		op_error(o, PROTO_E_NOT_FOUND, "no job %llu",
+		    (unsigned long long)p->job);
+		return;
+	}
+	if (resume_refused(o, j))
+		return;
+	if (p->rc != 0) {
+		free(j->error);
+		j->error = xstrdup(p->cause != NULL ? p->cause : "the merge "
+		    "cannot run");
+		store_job_update(d->store, j);
+		op_problems(o, &p->diags, p->cause);
+		return;
+	}
+	job_adopt(j, p->j);
+	job_log(d, j, "resumed by uid %u", (unsigned)o->c->peer.uid);
+	job_set_state(d, j, JOB_QUEUED, NULL);
+	r = msg_reply(o->id);
+	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
+	op_reply(o, r);
+	sched_run(d);
+}
+
 static void
 op_resume_fn(struct op_ctx *o)
 {
 	struct daemon *d = o->c->d;
 	struct graph_diags diags;
-	struct djob *j;
+	struct djob *j, *s;
 	char *cause = NULL;
 	uint64_t out_fd = 0, umask = 0;
 	size_t nfds = 0;
 	int *fds = NULL;
-	cJSON *r;
 
 	if (d->draining) {
 		op_error(o, PROTO_E_SHUTTING_DOWN, "the daemon is shutting down");
@@ -34,12 +82,8 @@ op_resume_fn(struct op_ctx *o)
 	}
 	if ((j = op_job(o, true)) == NULL)
 		return;
-	if (j->state != JOB_INTERRUPTED && j->state != JOB_FAILED) {
-		op_error(o, PROTO_E_CONFLICT, "job %llu is %s; only interrupted "
-		    "or failed jobs can be resumed", (unsigned long long)j->id,
-		    job_state_name(j->state));
+	if (resume_refused(o, j))
 		return;
-	}
 	if (op_take_fds(o, &fds, &nfds) != 0)
 		return;
 	if (!quota_check(o, j, nfds)) {
@@ -50,11 +94,13 @@ op_resume_fn(struct op_ctx *o)
 	}
 	graph_diags_init(&diags);
 	msg_get_u64(o->req, "out_fd", &out_fd);
+	/* The job's files take the umask of whoever resumes it. */
 	j->umask = msg_get_u64(o->req, "umask", &umask) && umask <= 0777 ?
 	    (uint32_t)umask : 022;
-	if (job_prepare(d, j, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
-	    o->req, "models"), (int)out_fd, &diags, &cause) != 0) {
-		job_release_runtime(j);
+	s = job_shadow(j);
+	if (job_take_request(s, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
+	    o->req, "models"), (int)out_fd, &cause) != 0) {
+		job_free(s);
 		free(j->error);
 		j->error = xstrdup(cause != NULL ? cause : "the merge cannot "
 		    "run");
@@ -62,12 +108,7 @@ op_resume_fn(struct op_ctx *o)
 		op_problems(o, &diags, cause);
 		goto out;
 	}
-	job_log(d, j, "resumed by uid %u", (unsigned)o->c->peer.uid);
-	job_set_state(d, j, JOB_QUEUED, NULL);
-	r = msg_reply(o->id);
-	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
-	op_reply(o, r);
-	sched_run(d);
+	prep_start(o, s, j->id, resume_planned);
 out:
 	free(fds);
 	free(cause);

@@ -5,9 +5,11 @@
  * The request carries the config text, the client's resolution of every
  * model reference (a directory descriptor and the model's path beneath
  * it) and a descriptor for the output's parent directory.  The job is
- * planned here, with the submitter's credentials, before it is accepted:
- * a config that cannot succeed is rejected at once with all its problems
+ * planned, with the submitter's credentials, before it is accepted: a
+ * config that cannot succeed is rejected at once with all its problems
  * (bad_config, the same messages as mergectl run), and nothing is queued.
+ * Planning runs on the pool (prep.c); submit_planned() finishes the
+ * request when the plan is back.
  */
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -180,18 +182,63 @@ submit_fields(struct op_ctx *o, struct djob *j)
 	return true;
 }
 
+/*
+ * The plan is back (prep.c; o->req is gone): the job is accepted, or
+ * refused with why.
+ */
+static void
+submit_planned(struct prep *p, struct op_ctx *o)
+{
+	struct daemon *d = o->c->d;
+	struct djob *j = p->j;
+	char *cause = NULL;
+	struct stat st;
+	cJSON *r;
+
+	if (p->rc != 0) {
+		op_problems(o, &p->diags, p->cause);
+		return;
+	}
+	/* Checked again when it runs; refused at once if already false. */
+	if (graph_dir_writable(j->out_fd, &j->cred, &cause) != 0) {
+		free(cause);
+		op_error(o, PROTO_E_FORBIDDEN, "uid %u may not write in the "
+		    "directory of %s", (unsigned)j->owner, j->out_dir);
+		return;
+	}
+	if (!submit_daemon_may_write(o, j) || !submit_may_replace(o, j))
+		return;
+	if (!j->force && fstatat(j->out_fd, j->out_name, &st,
+	    AT_SYMLINK_NOFOLLOW) == 0) {
+		op_error(o, PROTO_E_EXISTS, "%s already exists; use --force to "
+		    "replace it", j->out_dir);
+		return;
+	}
+	j->staging = submit_staging(j->out_name);
+	if (store_job_insert(d->store, j) != 0) {
+		op_error(o, PROTO_E_INTERNAL, "cannot record the job");
+		return;
+	}
+	p->j = NULL;	/* the daemon's now */
+	job_insert(d, j);
+	job_log(d, j, "submitted by %s (uid %u): %s -> %s", j->user,
+	    (unsigned)j->owner, j->config_name, j->out_dir);
+	r = msg_reply(o->id);
+	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
+	op_reply(o, r);
+	sched_run(d);
+}
+
 static void
 op_submit_fn(struct op_ctx *o)
 {
 	struct daemon *d = o->c->d;
 	struct graph_diags diags;
 	struct djob *j;
-	struct stat st;
 	char *cause = NULL;
 	uint64_t out_fd = 0;
 	size_t nfds = 0, i;
 	int *fds = NULL;
-	cJSON *r;
 
 	if (d->draining) {
 		op_error(o, PROTO_E_SHUTTING_DOWN, "the daemon is shutting down");
@@ -213,38 +260,13 @@ op_submit_fn(struct op_ctx *o)
 		goto out;
 	}
 	msg_get_u64(o->req, "out_fd", &out_fd);
-	if (job_prepare(d, j, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
-	    o->req, "models"), (int)out_fd, &diags, &cause) != 0) {
+	if (job_take_request(j, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
+	    o->req, "models"), (int)out_fd, &cause) != 0) {
 		op_problems(o, &diags, cause);
 		goto out;
 	}
-	/* Checked again when it runs; refused at once if already false. */
-	if (graph_dir_writable(j->out_fd, &j->cred, &cause) != 0) {
-		op_error(o, PROTO_E_FORBIDDEN, "uid %u may not write in the "
-		    "directory of %s", (unsigned)j->owner, j->out_dir);
-		goto out;
-	}
-	if (!submit_daemon_may_write(o, j) || !submit_may_replace(o, j))
-		goto out;
-	if (!j->force && fstatat(j->out_fd, j->out_name, &st,
-	    AT_SYMLINK_NOFOLLOW) == 0) {
-		op_error(o, PROTO_E_EXISTS, "%s already exists; use --force to "
-		    "replace it", j->out_dir);
-		goto out;
-	}
-	j->staging = submit_staging(j->out_name);
-	if (store_job_insert(d->store, j) != 0) {
-		op_error(o, PROTO_E_INTERNAL, "cannot record the job");
-		goto out;
-	}
-	job_insert(d, j);
-	job_log(d, j, "submitted by %s (uid %u): %s -> %s", j->user,
-	    (unsigned)j->owner, j->config_name, j->out_dir);
-	r = msg_reply(o->id);
-	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
-	op_reply(o, r);
+	prep_start(o, j, 0, submit_planned);
 	j = NULL;
-	sched_run(d);
 out:
 	if (j != NULL)
 		job_free(j);

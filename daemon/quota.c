@@ -67,6 +67,7 @@ quota_check(struct op_ctx *o, const struct djob *j, size_t nfds)
 {
 	struct daemon *d = o->c->d;
 	const struct djob *k;
+	const struct prep *p;
 	size_t jobs = 0, fds = 0, max_fds;
 
 	if (j->owner == 0 || o->c->peer.uid == 0)
@@ -76,6 +77,14 @@ quota_check(struct op_ctx *o, const struct djob *j, size_t nfds)
 			continue;
 		jobs += k->state == JOB_QUEUED || k->state == JOB_RUNNING;
 		fds += quota_job_fds(k);
+	}
+	/* Jobs being planned (prep.c) hold their descriptors too, and
+	 * become queued jobs: counted, or concurrent submits would pass. */
+	for (p = d->preps; p != NULL; p = p->next) {
+		if (p->j == NULL || p->j->owner != j->owner || p->j == j)
+			continue;
+		jobs++;
+		fds += quota_job_fds(p->j);
 	}
 	if (jobs >= (size_t)d->opts.max_jobs_per_user) {
 		op_error(o, PROTO_E_LIMIT, "%s already has %zu jobs queued or "

@@ -126,7 +126,7 @@ weight_cmp(const void *a, const void *b)
 static void
 arch_push(struct arch_weight **v, size_t *n, const char *name)
 {
-	*v = xreallocarray(*v, *n + 1, sizeof **v);
+	*v = xgrowarray(*v, *n, sizeof **v);
 	memset(&(*v)[*n], 0, sizeof **v);
 	(*v)[*n].name = xstrdup(name);
 	(*v)[*n].is_embed = graph_arch_name_is_embed(name);
@@ -169,8 +169,7 @@ arch_fill(const struct graph_model *m, struct graph_arch *a, size_t **counts,
 			arch_push(&a->layer, &a->nlayer, suf);
 			k = a->nlayer - 1;
 			strmap_put(&seen, a->layer[k].name, k);
-			*counts = xreallocarray(*counts, a->nlayer,
-			    sizeof **counts);
+			*counts = xgrowarray(*counts, k, sizeof **counts);
 			(*counts)[k] = 0;
 		}
 		(*counts)[k]++;
@@ -201,9 +200,13 @@ graph_arch_derive(const struct graph_model *m, struct graph_arch *a,
 	}
 	for (i = 0; i < a->nlayer; i++)
 		a->layer[i].uniform = counts[i] == (size_t)a->num_layers;
-	qsort(a->pre, a->npre, sizeof *a->pre, weight_cmp);
-	qsort(a->layer, a->nlayer, sizeof *a->layer, weight_cmp);
-	qsort(a->post, a->npost, sizeof *a->post, weight_cmp);
+	/* qsort() must not be given NULL, even for no elements. */
+	if (a->npre > 0)
+		qsort(a->pre, a->npre, sizeof *a->pre, weight_cmp);
+	if (a->nlayer > 0)
+		qsort(a->layer, a->nlayer, sizeof *a->layer, weight_cmp);
+	if (a->npost > 0)
+		qsort(a->post, a->npost, sizeof *a->post, weight_cmp);
 	free(counts);
 	return 0;
 fail:

@@ -726,7 +726,7 @@ graph_config_load_file(const char *path, struct graph_config **out,
 	if ((rc = graph_read_file(path, CONFIG_MAX_BYTES, &buf, &len)) != 0) {
 		graph_diag_add(d, GRAPH_SEV_ERROR, path, "cannot read the "
 		    "config: %s", rc == -EFBIG ? "file is over 4 MiB" :
-		    strerror(-rc));
+		    rc == -EINVAL ? "not a regular file" : strerror(-rc));
 		return rc;
 	}
 	rc = graph_config_load_buffer(path, buf, len, out, d);

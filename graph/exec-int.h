@@ -132,6 +132,8 @@ struct xtensor {
 	bool raw;
 	bool active;
 	bool done;
+	struct xtensor *anext;	/* the job's active list, by index */
+	struct xtensor *aprev;
 };
 
 enum job_state {
@@ -167,7 +169,10 @@ struct graph_job {
 	bool *shard_writing;	/* a write to it is queued or running */
 	struct task **shard_wait;	/* writes waiting for it, a list */
 	struct xtensor *xt;
-	size_t first_active;	/* lowest tensor not done */
+	/* Started and not done, in index order: at most EXEC_LOOKAHEAD,
+	 * so that finding the next unit never walks the finished ones. */
+	struct xtensor *active_head;
+	struct xtensor *active_tail;
 	size_t next_tensor;	/* lowest tensor not started */
 	size_t nactive;
 	size_t nunits;		/* units alive */

@@ -136,6 +136,8 @@ exec_queue(struct graph_exec *ex, struct task *t)
 static void
 job_task(struct graph_job *job, enum task_kind kind)
 {
+	/* One task, reused: a failed finish's message went with it. */
+	free(job->jtask.err);
 	memset(&job->jtask, 0, sizeof job->jtask);
 	job->jtask.kind = kind;
 	job->jtask.job = job;
@@ -222,11 +224,17 @@ xt_done(struct xtensor *xt)
 	xt->bytes = 0;
 	xt->done = true;
 	xt->active = false;
+	if (xt->aprev != NULL)
+		xt->aprev->anext = xt->anext;
+	else
+		job->active_head = xt->anext;
+	if (xt->anext != NULL)
+		xt->anext->aprev = xt->aprev;
+	else
+		job->active_tail = xt->aprev;
+	xt->anext = xt->aprev = NULL;
 	job->nactive--;
 	job->prog.tensors_done++;
-	while (job->first_active < job->next_tensor &&
-	    job->xt[job->first_active].done)
-		job->first_active++;
 	if (--job->shard_left[pt->shard] == 0 && job->rc == 0 &&
 	    !job->shard_done[pt->shard]) {
 		struct task *t = &job->shard_tasks[pt->shard];
@@ -307,7 +315,7 @@ job_tensor_fits(struct graph_job *job, const struct plan_tensor *pt)
 	if (held == 0)
 		return true;
 	if (job->nactive > 0) {
-		first = pt_min_unit(job->xt[job->first_active].pt);
+		first = pt_min_unit(job->active_head->pt);
 		reserve = first > reserve ? first : reserve;
 		if (ex->held_tensors + held + reserve > ex->budget)
 			return false;
@@ -336,6 +344,14 @@ job_start_tensor(struct graph_job *job)
 		return false;
 	xt = &job->xt[job->next_tensor++];
 	xt->active = true;
+	/* Started in index order: the list stays sorted by appending. */
+	xt->aprev = job->active_tail;
+	xt->anext = NULL;
+	if (job->active_tail != NULL)
+		job->active_tail->anext = xt;
+	else
+		job->active_head = xt;
+	job->active_tail = xt;
 	job->nactive++;
 	if (job->shard_done[pt->shard]) {
 		/* Resumed: this shard is already on disk. */
@@ -364,17 +380,21 @@ job_start_tensor(struct graph_job *job)
 	return true;
 }
 
-/* The tensor and chunk of the job's next unit, starting tensors as needed. */
+/*
+ * The tensor and chunk of the job's next unit, starting tensors as needed:
+ * the lowest active tensor with a chunk left.  Only the active list is
+ * walked (at most EXEC_LOOKAHEAD entries), never the tensors already
+ * done, so that a plan of many empty tensors is scheduled in linear time.
+ */
 static struct xtensor *
 job_next(struct graph_job *job, uint64_t *e0, size_t *n)
 {
 	struct xtensor *xt;
-	size_t i, c;
+	size_t c;
 
 	for (;;) {
-		for (i = job->first_active; i < job->next_tensor; i++) {
-			xt = &job->xt[i];
-			if (xt->done || xt->next >= xt->nchunks)
+		for (xt = job->active_head; xt != NULL; xt = xt->anext) {
+			if (xt->next >= xt->nchunks)
 				continue;
 			/* Odd passes run backwards: the newest chunks are
 			 * still cached when the next pass starts. */

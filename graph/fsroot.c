@@ -15,7 +15,9 @@
  * user's rights here too, on the directory the client passed and on every
  * path component beneath it, because its own rights may be wider.
  * mergectl run uses the same code with descriptors it opened itself and
- * no credentials.  Safe on any thread.
+ * no credentials.  Inputs are opened O_NONBLOCK and must be regular
+ * files, so that a FIFO planted as config.json cannot hang the thread
+ * that opens it.  Safe on any thread.
  */
 #define _GNU_SOURCE
 #include <sys/stat.h>
@@ -82,6 +84,56 @@ check_components(int fd, const char *path, const struct graph_cred *cred,
 	return rc;
 }
 
+/* What st is, for a message: "a FIFO", "a directory", ... */
+static const char *
+file_kind(const struct stat *st)
+{
+	switch (st->st_mode & S_IFMT) {
+	case S_IFIFO:
+		return "a FIFO";
+	case S_IFSOCK:
+		return "a socket";
+	case S_IFDIR:
+		return "a directory";
+	case S_IFCHR:
+		return "a character device";
+	case S_IFBLK:
+		return "a block device";
+	default:
+		return "something else";
+	}
+}
+
+/*
+ * Inputs are opened O_NONBLOCK (graph_open_beneath): opening a FIFO or a
+ * device would otherwise wait, on whatever thread asked, for as long as
+ * the file's owner likes.  What was opened must then be a regular file
+ * (or, with O_DIRECTORY, a directory: the kernel checked that), and
+ * O_NONBLOCK is cleared again unless the caller asked for it.
+ */
+static int
+open_check_regular(int fd, const char *path, int flags, char **cause)
+{
+	struct stat st;
+	int fl, rc;
+
+	if (fstat(fd, &st) == -1 || (fl = fcntl(fd, F_GETFL)) == -1)
+		goto fail;
+	if (!(flags & O_DIRECTORY) && !S_ISREG(st.st_mode)) {
+		*cause = xasprintf("%s: is %s, not a regular file", path,
+		    file_kind(&st));
+		return -EINVAL;
+	}
+	if (!(flags & O_NONBLOCK) && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) ==
+	    -1)
+		goto fail;
+	return 0;
+fail:
+	rc = -errno;
+	*cause = xasprintf("%s: %s", path, strerror(-rc));
+	return rc;
+}
+
 int
 graph_open_beneath(int dirfd, const char *path, int flags,
     const struct graph_cred *cred, char **cause)
@@ -92,7 +144,8 @@ graph_open_beneath(int dirfd, const char *path, int flags,
 
 	if (emulate && (rc = check_components(dirfd, path, cred, cause)) != 0)
 		return rc;
-	if ((fd = sys_openat2(dirfd, path, flags, 0644)) == -1) {
+	if ((fd = sys_openat2(dirfd, path, (flags & O_PATH) ? flags : flags |
+	    O_NONBLOCK, 0644)) == -1) {
 		rc = -errno;
 		if (rc == -EACCES && cred != NULL)
 			/* The kernel said no to the user we act as. */
@@ -102,6 +155,11 @@ graph_open_beneath(int dirfd, const char *path, int flags,
 			*cause = xasprintf("%s: %s%s", path, strerror(errno),
 			    errno == EXDEV ? " (it leads outside the "
 			    "directory the client passed)" : "");
+		return rc;
+	}
+	if (!(flags & O_PATH) && (rc = open_check_regular(fd, path, flags,
+	    cause)) != 0) {
+		close(fd);
 		return rc;
 	}
 	if (emulate) {

@@ -191,8 +191,8 @@ struct graph_model {
 	bool tied;		/* tie_word_embeddings */
 	struct graph_st_file **files;
 	char **file_names;
+	struct strmap file_index;	/* file_names -> files[] */
 	size_t nfiles;
-	struct strmap file_index;	/* file_names -> index */
 	size_t shard_tensors;	/* over all files, for the limit */
 	struct graph_model_tensor *tensors;
 	size_t ntensors;
@@ -201,7 +201,8 @@ struct graph_model {
 };
 
 int graph_model_open(const struct graph_ref *, struct graph_resolved *,
-    const struct graph_cred *, struct graph_model **, char **);
+    const struct graph_cred *, const atomic_bool *, struct graph_model **,
+    char **);
 void graph_model_close(struct graph_model *);
 const struct graph_model_tensor *graph_model_find(const struct graph_model *,
     const char *);
@@ -482,6 +483,8 @@ struct graph_plan {
 	int64_t out_layers;	/* -1: leave config.json's count alone */
 	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
 	struct graph_plan_opts opts;
+	struct graph_cred cred;	/* opts.cred's copy, which the plan owns */
+	uint32_t *cred_groups;	/* and its groups */
 	uint64_t seed;
 };
 

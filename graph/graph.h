@@ -21,6 +21,7 @@
 #define GRAPH_H
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -33,6 +34,7 @@
 void *xmalloc(size_t);
 void *xcalloc(size_t, size_t);
 void *xreallocarray(void *, size_t, size_t);
+void *xgrowarray(void *, size_t, size_t);
 char *xstrdup(const char *);
 char *xstrndup(const char *, size_t);
 char *xasprintf(const char *, ...) __attribute__((format(printf, 1, 2)));
@@ -292,6 +294,10 @@ struct graph_plan_opts {
 	uint64_t seed;
 	bool copy_tokenizer;
 	bool model_card;
+	/* NULL, or set by another thread to stop planning early: between
+	 * models, shards and tensors, graph_plan_build then returns
+	 * -ECANCELED. */
+	const atomic_bool *cancel;
 };
 
 void graph_plan_opts_default(struct graph_plan_opts *);

@@ -132,6 +132,7 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 	char *path, *rel, *why = NULL;
 	int fd, rc;
 
+	/* An index names a shard once per tensor: a map, not a scan. */
 	if (strmap_get(&m->file_index, name, idx))
 		return 0;
 	if (strchr(name, '/') != NULL || strcmp(name, "..") == 0 ||
@@ -168,8 +169,8 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 		return -EINVAL;
 	}
 	free(path);
-	m->files = xreallocarray(m->files, m->nfiles + 1, sizeof *m->files);
-	m->file_names = xreallocarray(m->file_names, m->nfiles + 1,
+	m->files = xgrowarray(m->files, m->nfiles, sizeof *m->files);
+	m->file_names = xgrowarray(m->file_names, m->nfiles,
 	    sizeof *m->file_names);
 	m->files[m->nfiles] = f;
 	m->file_names[m->nfiles] = xstrdup(name);
@@ -208,7 +209,8 @@ model_load_single(struct graph_model *m, char **cause)
 }
 
 static int
-model_load_index(struct graph_model *m, char **cause)
+model_load_index(struct graph_model *m, const atomic_bool *cancel,
+    char **cause)
 {
 	const char *path = "model.safetensors.index.json";
 	const cJSON *wm, *e;
@@ -233,6 +235,13 @@ model_load_index(struct graph_model *m, char **cause)
 		goto out;
 	}
 	cJSON_ArrayForEach(e, wm) {
+		/* An index may name many shards: planning can be stopped
+		 * between them (a daemon shutting down). */
+		if (cancel != NULL && atomic_load(cancel)) {
+			*cause = xstrdup("planning was cancelled");
+			rc = -ECANCELED;
+			goto out;
+		}
 		if (!cJSON_IsString(e)) {
 			*cause = xasprintf("%s: weight_map entry '%s' is not a "
 			    "file name", path, e->string);
@@ -300,11 +309,14 @@ model_read_config(struct graph_model *m)
 
 /*
  * Opens the model at r (taking ownership of its contents), reading every
- * file beneath r->rootfd with cred's rights (NULL: no checks).
+ * file beneath r->rootfd with cred's rights (NULL: no checks).  Another
+ * thread may set *cancel (NULL: never) to make it fail early with
+ * -ECANCELED.
  */
 int
 graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
-    const struct graph_cred *cred, struct graph_model **out, char **cause)
+    const struct graph_cred *cred, const atomic_bool *cancel,
+    struct graph_model **out, char **cause)
 {
 	struct graph_model *m;
 	int rc;
@@ -331,7 +343,7 @@ graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
 	}
 	model_read_config(m);
 	if (model_has(m, "model.safetensors.index.json"))
-		rc = model_load_index(m, cause);
+		rc = model_load_index(m, cancel, cause);
 	else if (model_has(m, "model.safetensors"))
 		rc = model_load_single(m, cause);
 	else {

@@ -44,8 +44,10 @@ struct plan_build {
 	struct plan_errkind errs[32];
 	size_t nerrs;
 	size_t suppressed;
+	bool cancelled;		/* opts.cancel was seen set */
 };
 
+bool plan_cancelled(struct plan_build *);
 void plan_tensors(struct plan_build *);
 
 #endif /* PLAN_INT_H */

@@ -468,8 +468,7 @@ plan_one(struct plan_build *b, const struct nslice *s,
 	struct method_plan mp;
 	bool copy_base, layer = out_layer >= 0;
 
-	p->tensors = xreallocarray(p->tensors, p->ntensors + 1,
-	    sizeof *p->tensors);
+	p->tensors = xgrowarray(p->tensors, p->ntensors, sizeof *p->tensors);
 	pt = &p->tensors[p->ntensors++];
 	memset(pt, 0, sizeof *pt);
 	pt->name = layer ? graph_arch_layer_name(&p->arch, w, out_layer) :
@@ -614,9 +613,14 @@ plan_tensors(struct plan_build *b)
 		for (i = 0; i < s->len; i++, out++) {
 			double t = s->len > 1 ? (double)i / (double)(s->len - 1)
 			    : 1.0;
-			for (k = 0; k < a->nlayer; k++)
+			for (k = 0; k < a->nlayer; k++) {
+				/* Tens of thousands of tensors: planning can
+				 * be stopped in between. */
+				if (plan_cancelled(b))
+					return;
 				if (plan_layer_has(b, s, &a->layer[k], i))
 					plan_one(b, s, &a->layer[k], out, i, t);
+			}
 		}
 	}
 	/* Part A item 12: post weights come from the last slice. */

@@ -36,6 +36,43 @@ graph_plan_opts_default(struct graph_plan_opts *o)
 	o->model_card = true;
 }
 
+/*
+ * Whether another thread asked planning to stop (graph_plan_opts.cancel);
+ * the first time, that is recorded as the plan's error.
+ */
+bool
+plan_cancelled(struct plan_build *b)
+{
+	const atomic_bool *c = b->p->opts.cancel;
+
+	if (c == NULL || !atomic_load_explicit(c, memory_order_relaxed))
+		return false;
+	if (!b->cancelled)
+		graph_diag_add(b->d, GRAPH_SEV_ERROR, NULL, "planning was "
+		    "cancelled");
+	b->cancelled = true;
+	return true;
+}
+
+/*
+ * The plan keeps its own copy of the credentials: the models it opened
+ * read more files with them later (the tokenizer, when the job ends), and
+ * the plan may outlive whatever the caller built them in.
+ */
+static void
+plan_copy_cred(struct graph_plan *p, const struct graph_cred *c)
+{
+	if (c == NULL)
+		return;
+	p->cred = *c;
+	p->cred_groups = xcalloc(c->ngroups + 1, sizeof *p->cred_groups);
+	if (c->ngroups > 0)
+		memcpy(p->cred_groups, c->groups, c->ngroups *
+		    sizeof *p->cred_groups);
+	p->cred.groups = p->cred_groups;
+	p->opts.cred = &p->cred;
+}
+
 /* The client's resolution of ref, when planning from descriptors. */
 static int
 plan_given_dir(const struct plan_build *b, const struct graph_ref *ref,
@@ -82,13 +119,20 @@ plan_open_models(struct plan_build *b)
 	p->nmodels = b->nrefs;
 	for (i = 0; i < b->nrefs; i++) {
 		p->models[i].name = graph_ref_str(b->refs[i]);
+		if (plan_cancelled(b))
+			return -ECANCELED;
 		rc = p->opts.dirs != NULL ? plan_given_dir(b, b->refs[i], &r,
 		    &cause) : graph_ref_resolve(b->refs[i], &p->opts.env, &r,
 		    &cause);
 		if (rc == 0)
 			rc = graph_model_open(b->refs[i], &r, p->opts.cred,
-			    &p->models[i].m, &cause);
+			    p->opts.cancel, &p->models[i].m, &cause);
 		graph_resolved_fini(&r);
+		if (rc == -ECANCELED) {
+			free(cause);
+			(void)plan_cancelled(b);
+			return rc;
+		}
 		if (rc != 0) {
 			graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
 			    b->refs[i]->mark, "%s", cause);
@@ -431,6 +475,7 @@ graph_plan_build(const struct graph_config *cfg,
 	memset(&b, 0, sizeof b);
 	p = xcalloc(1, sizeof *p);
 	p->opts = *opts;
+	plan_copy_cred(p, opts->cred);
 	p->config_text = xstrndup(cfg->text, cfg->text_len);
 	p->method_name = xstrdup(cfg->method);
 	p->seed = opts->has_seed ? opts->seed : plan_draw_seed();
@@ -462,8 +507,9 @@ out:
 	free(b.refs);
 	if (d->nerrors != before) {
 		graph_plan_free(p);
-		return -EINVAL;
+		return b.cancelled ? -ECANCELED : -EINVAL;
 	}
+	p->opts.cancel = NULL;	/* borrowed while building only */
 	*out = p;
 	return 0;
 }
@@ -505,6 +551,7 @@ graph_plan_free(struct graph_plan *p)
 	}
 	free(p->models);
 	graph_arch_fini(&p->arch);
+	free(p->cred_groups);
 	free(p->config_text);
 	free(p->method_name);
 	free(p);

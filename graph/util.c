@@ -205,7 +205,9 @@ graph_read_file(const char *path, size_t max, char **out, size_t *len)
 	int fd;
 
 	*out = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1)
+	/* O_NONBLOCK: a FIFO would block the open until somebody writes;
+	 * graph_read_fd then refuses anything but a regular file. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) == -1)
 		return -errno;
 	return graph_read_fd(fd, max, out, len);
 }
@@ -213,7 +215,8 @@ graph_read_file(const char *path, size_t max, char **out, size_t *len)
 void
 graph_env_from_process(struct graph_env *env)
 {
-	static char cwd[4096];
+	/* Per thread: the daemon plans on pool threads, several at once. */
+	static _Thread_local char cwd[4096];
 
 	memset(env, 0, sizeof *env);
 	if (getcwd(cwd, sizeof cwd) != NULL)

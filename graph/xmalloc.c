@@ -62,6 +62,21 @@ xreallocarray(void *ptr, size_t n, size_t size)
 	return p;
 }
 
+/*
+ * For an array grown one element at a time by its own count n, and never
+ * shrunk: makes room for element n, reallocating only when n is a power
+ * of two, so that n appends copy O(n) bytes, not O(n^2) (a header of
+ * tens of thousands of tensors; glibc's MALLOC_PERTURB_ also writes every
+ * block freed).
+ */
+void *
+xgrowarray(void *ptr, size_t n, size_t size)
+{
+	if (n != 0 && (n & (n - 1)) != 0)
+		return ptr;
+	return xreallocarray(ptr, n == 0 ? 1 : 2 * n, size);
+}
+
 char *
 xstrdup(const char *s)
 {

@@ -210,7 +210,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&r, 0, sizeof r);
 	check(graph_ref_resolve(&ref, &env, &r, &cause) == 0,
 	    "the directory resolves");
-	rc = graph_model_open(&ref, &r, NULL, &m, &cause);
+	rc = graph_model_open(&ref, &r, NULL, NULL, &m, &cause);
 	graph_resolved_fini(&r);
 	graph_ref_fini(&ref);
 	if (rc != 0) {
