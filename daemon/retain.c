@@ -77,6 +77,7 @@ retain_has(const uint64_t *ids, size_t n, uint64_t id)
 bool
 retain_removable(struct daemon *d, const struct djob *j, char **why)
 {
+	const struct prep *p;
 	struct djob *k;
 
 	if (!retain_finished(j)) {
@@ -87,6 +88,16 @@ retain_removable(struct daemon *d, const struct djob *j, char **why)
 			    "its staging directory, or resume it" : "cancel it "
 			    "first");
 		return false;
+	}
+	/* A failed job whose resume is being planned (prep.c) is about to
+	 * be queued again. */
+	for (p = d->preps; p != NULL; p = p->next) {
+		if (p->job == j->id) {
+			if (why != NULL)
+				*why = xasprintf("job %llu is being resumed",
+				    (unsigned long long)j->id);
+			return false;
+		}
 	}
 	for (k = d->jobs; k != NULL; k = k->next) {
 		if (k->after == j->id && !retain_finished(k)) {
