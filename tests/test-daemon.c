@@ -322,16 +322,9 @@ test_protocol(void)
 static void
 test_pipelined_fds(void)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(3 * sizeof(int))];
-	} cbuf;
 	char line[4096], *cfg, *got, path[4096];
-	struct msghdr mh;
-	struct cmsghdr *cm;
-	struct iovec iov;
 	int fds[3], fd, i;
-	size_t len;
+	size_t len, first;
 
 	snprintf(path, sizeof path, "%s/slerp.yml", dir);
 	cfg = tl_read(path, NULL);
@@ -363,25 +356,10 @@ test_pipelined_fds(void)
 	fd = td_raw_connect();
 	/* Line one alone, then line two with the descriptors, at once. */
 	len = strlen(line);
-	{
-		size_t first = (size_t)(strchr(line, '\n') - line) + 1;
-		ok(write(fd, line, first) == (ssize_t)first, "pipelined: hello");
-		iov.iov_base = line + first;
-		iov.iov_len = len - first;
-	}
-	memset(&mh, 0, sizeof mh);
-	memset(&cbuf, 0, sizeof cbuf);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cbuf.buf;
-	mh.msg_controllen = sizeof cbuf.buf;
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(3 * sizeof(int));
-	memcpy(CMSG_DATA(cm), fds, sizeof fds);
-	ok(sendmsg(fd, &mh, 0) == (ssize_t)iov.iov_len, "pipelined: a submit "
-	    "with three descriptors right behind it");
+	first = (size_t)(strchr(line, '\n') - line) + 1;
+	ok(write(fd, line, first) == (ssize_t)first, "pipelined: hello");
+	ok(td_send_fds(fd, line + first, len - first, fds, 3), "pipelined: a "
+	    "submit with three descriptors right behind it");
 	shutdown(fd, SHUT_WR);
 	got = td_raw_read_all(fd, 5);
 	ok_str_has(got, "{\"id\":2,\"ok\":true", "the submit found its "

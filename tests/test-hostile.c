@@ -84,15 +84,8 @@ static struct raw *
 raw_submit(const char *config, const char *const *models, size_t nmodels,
     const char *out)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(2 * sizeof(int))];
-	} cbuf;
 	struct raw *r = calloc(1, sizeof *r);
 	char *esc = json_escape(config), *line, *list = strdup(""), *t;
-	struct cmsghdr *cm;
-	struct msghdr mh;
-	struct iovec iov;
 	int fds[2];
 	size_t i;
 
@@ -115,21 +108,7 @@ raw_submit(const char *config, const char *const *models, size_t nmodels,
 	fds[0] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	fds[1] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	r->fd = td_raw_connect();
-	memset(&mh, 0, sizeof mh);
-	memset(&cbuf, 0, sizeof cbuf);
-	iov.iov_base = line;
-	iov.iov_len = strlen(line);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cbuf.buf;
-	mh.msg_controllen = sizeof cbuf.buf;
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(2 * sizeof(int));
-	memcpy(CMSG_DATA(cm), fds, sizeof fds);
-	if (r->fd < 0 || sendmsg(r->fd, &mh, MSG_NOSIGNAL) !=
-	    (ssize_t)iov.iov_len)
+	if (r->fd < 0 || !td_send_fds(r->fd, line, strlen(line), fds, 2))
 		tap_diag("raw submit: cannot send: %s", strerror(errno));
 	close(fds[0]);
 	close(fds[1]);

@@ -40,33 +40,6 @@
 
 static const char *dir;
 
-/* Sends text with n descriptors in one sendmsg; false if it failed. */
-static bool
-send_fds(int sock, const char *text, const int *fds, size_t n)
-{
-	struct msghdr mh;
-	struct cmsghdr *cm;
-	struct iovec iov;
-	char *cbuf = calloc(1, CMSG_SPACE(n * sizeof(int)));
-	ssize_t k;
-
-	iov.iov_base = (void *)text;
-	iov.iov_len = strlen(text);
-	memset(&mh, 0, sizeof mh);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cbuf;
-	mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(n * sizeof(int));
-	memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
-	k = sendmsg(sock, &mh, MSG_NOSIGNAL);
-	free(cbuf);
-	return k == (ssize_t)iov.iov_len;
-}
-
 /* Reads up to and including the first "\n" (one reply), or EOF. */
 static char *
 read_line(int fd)
@@ -177,7 +150,7 @@ test_emfile(pid_t pid)
 		return;
 	}
 	sock = td_raw_connect();
-	ok(sock >= 0 && send_fds(sock, HELLO, fds, 20), "out of descriptors: "
+	ok(sock >= 0 && td_send_fds(sock, HELLO, strlen(HELLO), fds, 20), "out of descriptors: "
 	    "a hello with 20 descriptors is sent");
 	got = td_raw_read_all(sock, 30);
 	snprintf(want, sizeof want, " open, limit %d); try again later",
@@ -210,7 +183,7 @@ test_too_many_fds(void)
 	for (i = 0; i < 70; i++)
 		fds[i] = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	sock = td_raw_connect();
-	ok(sock >= 0 && send_fds(sock, HELLO, fds, 70), "70 descriptors are "
+	ok(sock >= 0 && td_send_fds(sock, HELLO, strlen(HELLO), fds, 70), "70 descriptors are "
 	    "sent with one line");
 	got = td_raw_read_all(sock, 30);
 	ok_str_has(got, "too many descriptors in one message", "70 "
@@ -241,7 +214,7 @@ submit_with(int fd, int bad)
 		return strdup("");
 	}
 	free(read_line(sock));
-	if (!send_fds(sock, line, fds, 2))
+	if (!td_send_fds(sock, line, strlen(line), fds, 2))
 		tap_diag("sendmsg: %s", strerror(errno));
 	shutdown(sock, SHUT_WR);
 	got = td_raw_read_all(sock, 30);

@@ -101,10 +101,7 @@ as_user(const struct user *u, char **out, const char *fmt, ...)
 	if (u == NULL)
 		rc = td_ctl(out, "%s", args);
 	else
-		rc = tl_runf(out, "cd %s && setpriv --reuid=%u --regid=%u "
-		    "--init-groups env HOME=%s/home-%s MERGED_SOCKET=%s %s %s "
-		    "2>&1", dir, (unsigned)u->uid, (unsigned)u->gid, dir,
-		    u->name, td_sock, tl_mergectl, args);
+		rc = td_as(u->name, out, "%s %s", tl_mergectl, args);
 	free(args);
 	return rc;
 }
@@ -332,11 +329,10 @@ setup(void)
 	    getgrnam("merged") != NULL;
 	if (!users)
 		return;
-	rc = tl_runf(&o, "cd %s && chmod 755 . && mkdir -p home-%s home-%s "
-	    "alice-out bob-out root-out && chown %u:%u home-%s alice-out && "
-	    "chown %u:%u home-%s bob-out 2>&1", dir, alice.name, bob.name,
-	    (unsigned)alice.uid, (unsigned)alice.gid, alice.name,
-	    (unsigned)bob.uid, (unsigned)bob.gid, bob.name);
+	rc = tl_runf(&o, "cd %s && chmod 755 . && mkdir -p alice-out bob-out "
+	    "root-out && chown %u:%u alice-out && chown %u:%u bob-out 2>&1",
+	    dir, (unsigned)alice.uid, (unsigned)alice.gid, (unsigned)bob.uid,
+	    (unsigned)bob.gid);
 	if (rc != 0) {
 		tap_diag("fixtures: %s", o);
 		users = false;
@@ -475,13 +471,6 @@ test_bounds(void)
 static void
 raw_submit(const char *what, const char *fields, const char *want)
 {
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} cbuf;
-	struct msghdr mh;
-	struct cmsghdr *cm;
-	struct iovec iov;
 	char *line, *got;
 	int fd, dfd;
 	size_t len;
@@ -497,21 +486,8 @@ raw_submit(const char *what, const char *fields, const char *want)
 	    "\"config\":\"merge_method: linear\",\"out_name\":\"r\","
 	    "\"models\":[],%s}\n", PROTO_VERSION, fields);
 	dfd = open(dir, O_RDONLY | O_DIRECTORY);
-	memset(&mh, 0, sizeof mh);
-	memset(&cbuf, 0, sizeof cbuf);
-	iov.iov_base = line;
-	iov.iov_len = strlen(line);
-	mh.msg_iov = &iov;
-	mh.msg_iovlen = 1;
-	mh.msg_control = cbuf.buf;
-	mh.msg_controllen = sizeof cbuf.buf;
-	cm = CMSG_FIRSTHDR(&mh);
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &dfd, sizeof dfd);
-	ok(sendmsg(fd, &mh, 0) == (ssize_t)iov.iov_len, "%s: sent (%zu "
-	    "bytes)", what, iov.iov_len);
+	ok(td_send_fds(fd, line, strlen(line), &dfd, 1), "%s: sent (%zu "
+	    "bytes)", what, strlen(line));
 	shutdown(fd, SHUT_WR);
 	got = td_raw_read_all(fd, 30);
 	if (!ok(strstr(got, "\"id\":2,\"ok\":false,\"error\":{\"code\":"

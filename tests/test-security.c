@@ -57,30 +57,6 @@ account(const char *name, struct passwd *out)
 	return true;
 }
 
-/* A shell command as a user, with that user's groups, in the test
- * directory, talking to the test's daemon. */
-static int
-as(const struct passwd *u, char **out, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-as(const struct passwd *u, char **out, const char *fmt, ...)
-{
-	va_list ap;
-	char *cmd;
-	int rc;
-
-	va_start(ap, fmt);
-	if (vasprintf(&cmd, fmt, ap) < 0)
-		abort();
-	va_end(ap);
-	rc = tl_runf(out, "cd %s && setpriv --reuid=%s --regid=%s "
-	    "--init-groups env HOME=%s MERGED_SOCKET=%s sh -c '%s' 2>&1",
-	    dir, u->pw_name, u->pw_name, u->pw_dir, td_sock, cmd);
-	free(cmd);
-	return rc;
-}
-
 static uid_t
 owner_of(const char *rel)
 {
@@ -141,12 +117,12 @@ test_force_root(void)
 	char *o = NULL, *st;
 	int rc, id;
 
-	rc = as(&alice, &o, "mkdir shared/victim && chmod 700 shared/victim "
+	rc = td_as(alice.pw_name, &o, "mkdir shared/victim && chmod 700 shared/victim "
 	    "&& printf alice > shared/victim/secret");
 	tl_write_at(dir, "shared/rootfile", "root");
 	ok_int_eq(rc, 0, "alice keeps a private directory in a sticky one");
 	free(o);
-	rc = as(&bob, &o, "%s submit slerp.yml -o shared/victim --force "
+	rc = td_as(bob.pw_name, &o, "%s submit slerp.yml -o shared/victim --force "
 	    "--wait", tl_mergectl);
 	ok(rc == 7 && strstr(o, "sticky"), "bob's --force onto alice's "
 	    "directory is refused at submit, exit 7");
@@ -155,12 +131,12 @@ test_force_root(void)
 	ok(owner_of("shared/victim") == alice.pw_uid &&
 	    has_text("shared/victim/secret", "alice"), "alice's directory is "
 	    "untouched");
-	rc = as(&bob, &o, "%s submit slerp.yml -o shared/rootfile --force "
+	rc = td_as(bob.pw_name, &o, "%s submit slerp.yml -o shared/rootfile --force "
 	    "--wait", tl_mergectl);
 	ok(rc == 7 && has_text("shared/rootfile", "root") &&
 	    owner_of("shared/rootfile") == 0, "so is a root file there");
 	free(o);
-	rc = as(&bob, &o, "%s submit slerp.yml -o shared/mine --wait -q && "
+	rc = td_as(bob.pw_name, &o, "%s submit slerp.yml -o shared/mine --wait -q && "
 	    "%s submit slerp.yml -o shared/mine --force --wait -q",
 	    tl_mergectl, tl_mergectl);
 	ok(rc == 0 && owner_of("shared/mine") == bob.pw_uid &&
@@ -170,12 +146,12 @@ test_force_root(void)
 
 	/* The kernel decides at publish time: the output appears while the
 	 * (slowed) job runs, after the early check passed. */
-	rc = as(&bob, &o, "%s submit slerp.yml -o slow/late --force -q",
+	rc = td_as(bob.pw_name, &o, "%s submit slerp.yml -o slow/late --force -q",
 	    tl_mergectl);
 	id = rc == 0 ? atoi(o) : 0;
 	free(o);
 	st = wait_staging("slow", "late");
-	rc = as(&alice, &o, "mkdir slow/late && printf alice > "
+	rc = td_as(alice.pw_name, &o, "mkdir slow/late && printf alice > "
 	    "slow/late/secret");
 	free(o);
 	ok(id > 0 && st != NULL && rc == 0 && td_wait_state(id, "failed",
@@ -199,16 +175,16 @@ test_planted_link(void)
 	struct stat sb;
 	int rc, id;
 
-	rc = as(&alice, &o, "printf alice > slow/alice-file && chgrp merged "
+	rc = td_as(alice.pw_name, &o, "printf alice > slow/alice-file && chgrp merged "
 	    "slow/alice-file && chmod 664 slow/alice-file");
 	free(o);
 	ok_int_eq(rc, 0, "alice has a group-writable file");
-	rc = as(&bob, &o, "%s submit slerp.yml -o slow/planted -q",
+	rc = td_as(bob.pw_name, &o, "%s submit slerp.yml -o slow/planted -q",
 	    tl_mergectl);
 	id = rc == 0 ? atoi(o) : 0;
 	free(o);
 	st = wait_staging("slow", "planted");
-	rc = st == NULL ? -1 : as(&bob, &o, "ln slow/alice-file slow/%s/"
+	rc = st == NULL ? -1 : td_as(bob.pw_name, &o, "ln slow/alice-file slow/%s/"
 	    "README.md && ln slow/alice-file slow/%s/config.json", st, st);
 	free(o);
 	ok(rc == 0 && td_wait_state(id, "running", 100), "bob links it into "
@@ -333,7 +309,7 @@ test_root_resume(pid_t *pid, const char *env)
 	char *o = NULL, *st;
 	int rc, id;
 
-	rc = as(&bob, &o, "%s submit slerp.yml -o slow/resumed -q",
+	rc = td_as(bob.pw_name, &o, "%s submit slerp.yml -o slow/resumed -q",
 	    tl_mergectl);
 	id = rc == 0 ? atoi(o) : 0;
 	free(o);
@@ -359,17 +335,17 @@ test_umask(void)
 	char *o = NULL;
 	int rc;
 
-	rc = as(&alice, &o, "umask 077 && %s submit slerp.yml -o "
+	rc = td_as(alice.pw_name, &o, "umask 077 && %s submit slerp.yml -o "
 	    "shared/private --wait -q", tl_mergectl);
 	free(o);
 	ok(rc == 0 && owner_of("shared/private") == alice.pw_uid &&
 	    mode_of("shared/private") == 0700 &&
 	    mode_of("shared/private/mergekit_config.yml") == 0600,
 	    "alice's umask 077 keeps her output to herself");
-	rc = as(&bob, &o, "cat shared/private/mergekit_config.yml");
+	rc = td_as(bob.pw_name, &o, "cat shared/private/mergekit_config.yml");
 	ok(rc != 0, "bob cannot read its config");
 	free(o);
-	rc = as(&alice, &o, "umask 022 && %s submit slerp.yml -o "
+	rc = td_as(alice.pw_name, &o, "umask 022 && %s submit slerp.yml -o "
 	    "shared/public --wait -q", tl_mergectl);
 	free(o);
 	ok(rc == 0 && mode_of("shared/public") == 0755 &&
@@ -384,12 +360,12 @@ test_force_merged(void)
 	char *o = NULL;
 	int rc;
 
-	rc = as(&alice, &o, "umask 022 && %s submit slerp.yml -o "
+	rc = td_as(alice.pw_name, &o, "umask 022 && %s submit slerp.yml -o "
 	    "team/out/alice-out --wait -q", tl_mergectl);
 	ok(rc == 0 && owner_of("team/out/alice-out") != alice.pw_uid &&
 	    strstr(o, "note:") == NULL, "alice's output, written by merged");
 	free(o);
-	rc = as(&alice, &o, "umask 077 && %s submit slerp.yml -o "
+	rc = td_as(alice.pw_name, &o, "umask 077 && %s submit slerp.yml -o "
 	    "team/out/alice-077 --wait -q", tl_mergectl);
 	ok(rc == 0 && strstr(o, "note: merged runs as user merged and writes")
 	    && strstr(o, "readable by that user's group whatever your umask "
@@ -397,7 +373,7 @@ test_force_merged(void)
 	    "with umask 077 she is told plainly that the group can read it");
 	free(o);
 	tl_write_at(dir, "team/out/alice-out/marker", "alice");
-	rc = as(&bob, &o, "%s submit slerp.yml -o team/out/alice-out "
+	rc = td_as(bob.pw_name, &o, "%s submit slerp.yml -o team/out/alice-out "
 	    "--force --wait", tl_mergectl);
 	ok(rc == 7 && strstr(o, "--force replaces only your own"),
 	    "bob's --force onto it is refused, exit 7");
@@ -405,7 +381,7 @@ test_force_merged(void)
 	free(o);
 	ok(has_text("team/out/alice-out/marker", "alice"), "alice's output "
 	    "is intact");
-	rc = as(&alice, &o, "%s submit slerp.yml -o team/out/alice-out "
+	rc = td_as(alice.pw_name, &o, "%s submit slerp.yml -o team/out/alice-out "
 	    "--force --wait -q", tl_mergectl);
 	if (rc != 0)
 		tap_diag("%d: %s", rc, o);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include <dirent.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -58,6 +59,43 @@ td_ctl(char **out, const char *fmt, ...)
 	rc = tl_runf(out, "cd %s && MERGED_SOCKET=%s %s %s 2>&1", td_dir,
 	    td_sock, tl_mergectl, args);
 	free(args);
+	return rc;
+}
+
+/*
+ * A shell command as user (by name, with the groups the user database
+ * gives it), in the test directory, with the user's home and the test's
+ * socket: how a second user of the box runs mergectl.
+ */
+int
+td_as(const char *user, char **out, const char *fmt, ...)
+{
+	struct passwd *pw = getpwnam(user);
+	va_list ap;
+	char *cmd, *p, *q = NULL;
+	size_t qlen = 0;
+	FILE *f;
+	int rc;
+
+	va_start(ap, fmt);
+	if (vasprintf(&cmd, fmt, ap) < 0)
+		abort();
+	va_end(ap);
+	/* The command goes in single quotes: each of its own is closed,
+	 * escaped and reopened. */
+	if ((f = open_memstream(&q, &qlen)) == NULL)
+		abort();
+	for (p = cmd; *p != '\0'; p++)
+		if (*p == '\'')
+			fputs("'\\''", f);
+		else
+			fputc(*p, f);
+	fclose(f);
+	rc = tl_runf(out, "cd %s && setpriv --reuid=%s --regid=%s "
+	    "--init-groups env HOME=%s MERGED_SOCKET=%s sh -c '%s' 2>&1",
+	    td_dir, user, user, pw != NULL ? pw->pw_dir : "/", td_sock, q);
+	free(q);
+	free(cmd);
 	return rc;
 }
 
@@ -223,6 +261,35 @@ td_raw_connect(void)
 		return -1;
 	}
 	return fd;
+}
+
+/* Sends len bytes of text with n descriptors in one sendmsg, as a
+ * client passes descriptors with its request; false if it failed. */
+bool
+td_send_fds(int sock, const char *text, size_t len, const int *fds,
+    size_t n)
+{
+	struct msghdr mh;
+	struct cmsghdr *cm;
+	struct iovec iov;
+	char *cbuf = calloc(1, CMSG_SPACE(n * sizeof(int)));
+	ssize_t k;
+
+	iov.iov_base = (void *)text;
+	iov.iov_len = len;
+	memset(&mh, 0, sizeof mh);
+	mh.msg_iov = &iov;
+	mh.msg_iovlen = 1;
+	mh.msg_control = cbuf;
+	mh.msg_controllen = CMSG_SPACE(n * sizeof(int));
+	cm = CMSG_FIRSTHDR(&mh);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(n * sizeof(int));
+	memcpy(CMSG_DATA(cm), fds, n * sizeof(int));
+	k = sendmsg(sock, &mh, MSG_NOSIGNAL);
+	free(cbuf);
+	return k == (ssize_t)len;
 }
 
 /* Everything the daemon says until it closes (or secs pass). */

@@ -20,6 +20,8 @@ extern char td_state[600];
 void td_init(const char *dir);
 void td_sleep_ms(int);
 int td_ctl(char **, const char *, ...) __attribute__((format(printf, 2, 3)));
+int td_as(const char *, char **, const char *, ...)
+    __attribute__((format(printf, 3, 4)));
 int td_submit(const char *, ...) __attribute__((format(printf, 1, 2)));
 pid_t td_start(const char *, const char *);
 int td_stop(pid_t, int);
@@ -28,6 +30,7 @@ bool td_wait_state(int, const char *, int);
 bool td_wait_shards(int, int, int);
 bool td_staging_left(const char *);
 int td_raw_connect(void);
+bool td_send_fds(int, const char *, size_t, const int *, size_t);
 char *td_raw_read_all(int, int);
 bool td_store_ok(void);
 int td_fd_count(pid_t);
