@@ -563,6 +563,23 @@ conn_process(struct conn *c)
 	}
 }
 
+/*
+ * Handles the lines read so far; false when the connection is gone or
+ * done with (the peer closed and is owed nothing more).
+ */
+static bool
+conn_run(struct conn *c)
+{
+	conn_process(c);
+	if (c->closing)
+		return false;
+	if (c->eof && c->out_head == NULL && !conn_owed(c)) {
+		conn_close(c);
+		return false;
+	}
+	return true;
+}
+
 static void
 conn_on_poll(uv_poll_t *h, int status, int events)
 {
@@ -574,17 +591,9 @@ conn_on_poll(uv_poll_t *h, int status, int events)
 	}
 	if ((events & UV_WRITABLE) && !conn_flush(c))
 		return;
-	if ((events & UV_READABLE) && !c->eof) {
-		if (!conn_read(c))
-			return;
-		conn_process(c);
-		if (c->closing)
-			return;
-		if (c->eof && c->out_head == NULL && !conn_owed(c)) {
-			conn_close(c);
-			return;
-		}
-	}
+	if ((events & UV_READABLE) && !c->eof && (!conn_read(c) ||
+	    !conn_run(c)))
+		return;
 	conn_update(c);
 }
 
@@ -595,14 +604,7 @@ conn_on_poll(uv_poll_t *h, int status, int events)
 void
 conn_unblock(struct conn *c)
 {
-	if (c->closing || c->planning > 0)
+	if (c->closing || c->planning > 0 || !conn_run(c))
 		return;
-	conn_process(c);
-	if (c->closing)
-		return;
-	if (c->eof && c->out_head == NULL && !conn_owed(c)) {
-		conn_close(c);
-		return;
-	}
 	conn_update(c);
 }

@@ -440,11 +440,14 @@ test_vanish_planning(pid_t pid, const char *cfg,
 	free(hello);
 	ok(log_has("went away while its request 2 was planned: dropped"),
 	    "the daemon drops the job when the plan is back");
-	for (i = 0; i < SAFETY * 20 && after != before; i++) {
-		if ((after = td_fd_count(pid)) != before)
+	/* Not more than before: a connection of an earlier step may still
+	 * have been closing when "before" was counted. */
+	for (i = 0; i < SAFETY * 20 && (after < 0 || after > before); i++) {
+		if ((after = td_fd_count(pid)) > before)
 			td_sleep_ms(50);
 	}
-	ok_int_eq(after, before, "and closes its descriptors");
+	ok(after >= 0 && after <= before, "and closes its descriptors (%d, "
+	    "%d before)", after, before);
 	rc = td_ctl(&o, "list --json");
 	ok(rc == 0 && strstr(o, "out-vanished") == NULL, "nothing is "
 	    "recorded");
