@@ -26,8 +26,10 @@ run_suite() {
 }
 
 run_suite build ""
-run_suite build-asan "" -Db_sanitize=address,undefined -Dbuildtype=debug \
-    -Doptimization=1
+# ASan makes the merge test 2-3x slower than the normal build's timeouts
+# allow for on a busy machine.
+run_suite build-asan "--timeout-multiplier 3" \
+    -Db_sanitize=address,undefined -Dbuildtype=debug -Doptimization=1
 TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" \
     run_suite build-tsan "--suite integration" -Db_sanitize=thread \
     -Dbuildtype=debug -Doptimization=1
