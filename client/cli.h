@@ -11,6 +11,7 @@
 
 #include "graph.h"
 #include "proto.h"
+#include "vocab.h"
 
 struct cJSON;
 

@@ -155,7 +155,7 @@ table_row(const cJSON *j)
  * code.
  */
 static cJSON *
-jobs_fetch(struct cli_conn *c, const char *const *states, bool all,
+jobs_fetch(struct cli_conn *c, const cJSON *states, bool all,
     bool json, bool *more, int *rc)
 {
 	cJSON **pages = NULL, *req, *r, *out = NULL, *j;
@@ -165,10 +165,10 @@ jobs_fetch(struct cli_conn *c, const char *const *states, bool all,
 
 	*more = false;
 	do {
-		req = cli_new_request(c, "list");
+		req = cli_new_request(c, PROTO_OP_LIST);
 		if (states != NULL)
 			cJSON_AddItemToObject(req, "states",
-			    cJSON_CreateStringArray(states, 3));
+			    cJSON_Duplicate(states, true));
 		if (before != 0)
 			cJSON_AddNumberToObject(req, "before", (double)before);
 		r = cli_call(c, req, NULL, 0);
@@ -222,6 +222,20 @@ jobs_merge(cJSON *a, cJSON *b)
 	return out;
 }
 
+/* The names of the states that are (or are not) finished for good. */
+static cJSON *
+jobs_states(bool removable)
+{
+	cJSON *v = cJSON_CreateArray();
+	enum job_state s;
+
+	for (s = 0; s < JOB_NSTATES; s++)
+		if (proto_state_removable(s) == removable)
+			cJSON_AddItemToArray(v, cJSON_CreateString(
+			    proto_state_name(s)));
+	return v;
+}
+
 /*
  * The queue as "status" shows it: every job still to finish (queued,
  * running, interrupted), whatever their number, and the most recent
@@ -230,24 +244,21 @@ jobs_merge(cJSON *a, cJSON *b)
 static cJSON *
 jobs_queue(struct cli_conn *c, bool all, bool json, bool *more, int *rc)
 {
-	static const char *const active[] = { "queued", "running",
-		"interrupted" };
-	static const char *const finished[] = { "done", "failed",
-		"cancelled" };
-	cJSON *a, *f;
+	cJSON *active, *finished, *a = NULL, *f = NULL;
 	bool ignored;
 
 	if (all)
 		return jobs_fetch(c, NULL, true, json, more, rc);
-	if ((a = jobs_fetch(c, active, true, json, &ignored, rc)) ==
-	    NULL)
-		return NULL;
-	if ((f = jobs_fetch(c, finished, false, json, more, rc)) ==
-	    NULL) {
+	active = jobs_states(false);
+	finished = jobs_states(true);
+	if ((a = jobs_fetch(c, active, true, json, &ignored, rc)) != NULL &&
+	    (f = jobs_fetch(c, finished, false, json, more, rc)) == NULL) {
 		cJSON_Delete(a);
-		return NULL;
+		a = NULL;
 	}
-	return jobs_merge(a, f);
+	cJSON_Delete(active);
+	cJSON_Delete(finished);
+	return a == NULL ? NULL : jobs_merge(a, f);
 }
 
 int
@@ -321,7 +332,7 @@ cli_cmd_status(int argc, char **argv)
 	}
 	if ((rc = cli_open(&c, a.socket, false)) != 0)
 		return rc;
-	req = cli_new_request(&c, "status");
+	req = cli_new_request(&c, PROTO_OP_STATUS);
 	cJSON_AddNumberToObject(req, "job", (double)a.job);
 	r = cli_call(&c, req, NULL, 0);
 	if (r != NULL && (rc = cli_check_reply(r, a.json)) == 0) {
@@ -348,7 +359,7 @@ cli_cmd_logs(int argc, char **argv)
 		return rc;
 	if ((rc = cli_open(&c, a.socket, false)) != 0)
 		return rc;
-	req = cli_new_request(&c, "logs");
+	req = cli_new_request(&c, PROTO_OP_LOGS);
 	cJSON_AddNumberToObject(req, "job", (double)a.job);
 	r = cli_call(&c, req, NULL, 0);
 	if (r != NULL && (rc = cli_check_reply(r, a.json)) == 0) {

@@ -22,7 +22,7 @@
 static int
 job_config(struct cli_conn *c, uint64_t job, bool json, cJSON **out)
 {
-	cJSON *req = cli_new_request(c, "config"), *r;
+	cJSON *req = cli_new_request(c, PROTO_OP_CONFIG), *r;
 	int rc;
 
 	cJSON_AddNumberToObject(req, "job", (double)job);
@@ -63,7 +63,7 @@ cli_cmd_resume(int argc, char **argv)
 	if ((rc = cli_models_open(&m, text, strlen(text), name, &env, out)) !=
 	    0)
 		goto out;
-	req = cli_new_request(&c, "resume");
+	req = cli_new_request(&c, PROTO_OP_RESUME);
 	cJSON_AddNumberToObject(req, "job", (double)a.job);
 	cli_models_request(&m, req);
 	r = cli_call(&c, req, m.fds, m.nfds);
@@ -95,11 +95,11 @@ cli_cmd_cancel(int argc, char **argv)
 		return rc;
 	if ((rc = cli_open(&c, a.socket, false)) != 0)
 		return rc;
-	req = cli_new_request(&c, "cancel");
+	req = cli_new_request(&c, PROTO_OP_CANCEL);
 	cJSON_AddNumberToObject(req, "job", (double)a.job);
 	/* The output's directory, for an interrupted job's staging; if
 	 * the config is not ours to see, the cancel will say so. */
-	cfg = cli_new_request(&c, "config");
+	cfg = cli_new_request(&c, PROTO_OP_CONFIG);
 	cJSON_AddNumberToObject(cfg, "job", (double)a.job);
 	cfg = cli_call(&c, cfg, NULL, 0);
 	if (cfg != NULL && cli_reply_ok(cfg) && msg_get_str(cfg, "out", &out) &&

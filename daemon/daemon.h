@@ -23,6 +23,7 @@
 
 #include "graph.h"
 #include "proto.h"
+#include "vocab.h"
 
 struct cJSON;
 struct daemon;
@@ -44,15 +45,6 @@ struct daemon_opts {
 	uint64_t keep_finished;	/* seconds to keep finished jobs; 0: ever */
 	int max_jobs_per_user;	/* queued and running, root exempt */
 	int max_fds_per_user;	/* held by them; 0: a share of the limit */
-};
-
-enum job_state {
-	JOB_QUEUED,
-	JOB_RUNNING,
-	JOB_DONE,
-	JOB_FAILED,
-	JOB_CANCELLED,
-	JOB_INTERRUPTED,
 };
 
 /*
@@ -268,8 +260,6 @@ extern const struct op_entry op_rm;
 extern const struct op_entry op_clean;
 
 /* job.c: the job table and life cycle. */
-const char *job_state_name(enum job_state);
-int job_state_parse(const char *, enum job_state *);
 struct djob *job_find(struct daemon *, uint64_t);
 void job_insert(struct daemon *, struct djob *);
 void job_free(struct djob *);

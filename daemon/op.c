@@ -142,7 +142,7 @@ op_job_json(const struct djob *j, bool full)
 	cJSON_AddNumberToObject(o, "owner", j->owner);
 	op_add_str(o, "user", j->user, PROTO_MAX_USER);
 	op_add_str(o, "name", j->name, PROTO_MAX_NAME);
-	cJSON_AddStringToObject(o, "state", job_state_name(j->state));
+	cJSON_AddStringToObject(o, "state", proto_state_name(j->state));
 	cJSON_AddNumberToObject(o, "priority", (double)j->priority);
 	cJSON_AddNumberToObject(o, "progress", g->bytes_total ?
 	    (double)g->bytes_done / (double)g->bytes_total : 0);
