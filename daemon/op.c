@@ -20,6 +20,23 @@
 
 #include "daemon.h"
 
+/*
+ * Each op-<name>.c defines op_<name>; only this table names them, so a
+ * new op is its file, a line here and one in the build (tmux's cmd.c).
+ */
+extern const struct op_entry op_hello;
+extern const struct op_entry op_submit;
+extern const struct op_entry op_list;
+extern const struct op_entry op_status;
+extern const struct op_entry op_watch;
+extern const struct op_entry op_logs;
+extern const struct op_entry op_cancel;
+extern const struct op_entry op_resume;
+extern const struct op_entry op_config;
+extern const struct op_entry op_shutdown;
+extern const struct op_entry op_rm;
+extern const struct op_entry op_clean;
+
 static const struct op_entry *const ops[] = {
 	&op_hello, &op_submit, &op_list, &op_status, &op_watch, &op_logs,
 	&op_cancel, &op_resume, &op_config, &op_shutdown, &op_rm, &op_clean,
