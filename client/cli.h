@@ -11,6 +11,7 @@
 
 #include "graph.h"
 #include "proto.h"
+#include "vocab.h"
 
 struct cJSON;
 
@@ -34,7 +35,7 @@ struct cli_cmd {
 	const char *name;
 	const char *args;
 	const char *help;
-	int (*run)(int, char **);
+	int (*run)(int argc, char **argv);
 };
 
 /* mergectl.c */
@@ -42,7 +43,7 @@ extern const char *cli_progname;
 void cli_usage_error(const char *, ...) __attribute__((format(printf, 1, 2)));
 
 /* cmd-run.c */
-int cli_cmd_run(int, char **);
+int cli_cmd_run(int argc, char **argv);
 
 /* progress.c */
 struct cli_progress {
@@ -53,9 +54,9 @@ struct cli_progress {
 	int last_pct;
 };
 
-void cli_progress_init(struct cli_progress *, bool);
-void cli_progress_update(struct cli_progress *, const struct graph_progress *,
-    bool);
+void cli_progress_init(struct cli_progress *p, bool quiet);
+void cli_progress_update(struct cli_progress *p,
+    const struct graph_progress *g, bool final);
 double cli_now(void);
 
 /* opts.c: options shared by run, plan and submit. */
@@ -74,11 +75,12 @@ struct cli_merge_opts {
 };
 
 void cli_merge_opts_default(struct cli_merge_opts *);
-int cli_merge_opt(struct cli_merge_opts *, int, const char *);
+int cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg);
 uint64_t cli_default_memory(void);
-void cli_plan_opts(const struct cli_merge_opts *, struct graph_plan_opts *);
-int cli_open_parent(const char *, char **, bool);
-void cli_mkdirs(const char *, mode_t);
+void cli_plan_opts(const struct cli_merge_opts *o,
+    struct graph_plan_opts *po);
+int cli_open_parent(const char *out, char **name, bool create);
+void cli_mkdirs(const char *path, mode_t mode);
 
 
 /* conn.c: talking to merged. */
@@ -92,20 +94,21 @@ struct cli_conn {
 
 char *cli_socket_path(const char *);
 bool cli_socket_personal(const char *);
-int cli_connect(struct cli_conn *, const char *, bool);
+int cli_connect(struct cli_conn *c, const char *path, bool autostart);
 void cli_disconnect(struct cli_conn *);
-int cli_open(struct cli_conn *, const char *, bool);
-int cli_send(struct cli_conn *, struct cJSON *, const int *, size_t);
-struct cJSON *cli_recv(struct cli_conn *, int);
-struct cJSON *cli_call(struct cli_conn *, struct cJSON *, const int *,
-    size_t);
-struct cJSON *cli_new_request(struct cli_conn *, const char *);
-int cli_check_reply(const struct cJSON *, bool);
+int cli_open(struct cli_conn *c, const char *socket, bool autostart);
+int cli_send(struct cli_conn *c, struct cJSON *msg, const int *fds,
+    size_t nfds);
+struct cJSON *cli_recv(struct cli_conn *c, int timeout_ms);
+struct cJSON *cli_call(struct cli_conn *c, struct cJSON *req, const int *fds,
+    size_t nfds);
+struct cJSON *cli_new_request(struct cli_conn *c, const char *op);
+int cli_check_reply(const struct cJSON *r, bool json);
 bool cli_reply_ok(const struct cJSON *);
 
 /* trust.c: whom mergectl talks to; 0 or CLI_EXIT_UNTRUSTED. */
-int cli_trust_dir(const char *, bool);
-int cli_trust_peer(int, const char *, bool);
+int cli_trust_dir(const char *path, bool create);
+int cli_trust_peer(int fd, const char *path, bool personal);
 
 /* models.c: descriptors for the models and the output. */
 struct cli_models {
@@ -118,11 +121,11 @@ struct cli_models {
 
 void cli_models_init(struct cli_models *);
 void cli_models_fini(struct cli_models *);
-int cli_models_open(struct cli_models *, const char *, size_t, const char *,
-    const struct graph_env *, const char *);
-void cli_models_request(struct cli_models *, struct cJSON *);
+int cli_models_open(struct cli_models *m, const char *text, size_t len,
+    const char *name, const struct graph_env *env, const char *out);
+void cli_models_request(struct cli_models *m, struct cJSON *req);
 
-/* cmd-*.c */
+/* args.c: the daemon commands' arguments and --json output. */
 struct cli_args {
 	const char *socket;
 	bool json;
@@ -134,20 +137,32 @@ struct cli_args {
 /* cli_simple_args' need_job: 0 no JOB, 1 JOB, 2 [JOB]; | --all taken. */
 #define CLI_ARGS_ALL 4
 
-int cli_simple_args(int, char **, const char *, int, struct cli_args *);
+int cli_simple_args(int argc, char **argv, const char *what, int need_job,
+    struct cli_args *a);
 void cli_print_json(const struct cJSON *);
+
+/* jobrow.c: a job's row of the queue table (list, status). */
+double cli_json_num(const struct cJSON *o, const char *k);
+const char *cli_json_str(const struct cJSON *o, const char *k);
+void cli_job_row(const struct cJSON *j);
+
+/* cmd-submit.c */
 char *cli_abspath(const char *);
-int cli_watch(struct cli_conn *, uint64_t, bool, bool);
-int cli_cmd_submit(int, char **);
-int cli_cmd_list(int, char **);
-int cli_cmd_status(int, char **);
-int cli_cmd_logs(int, char **);
-int cli_cmd_watch(int, char **);
-int cli_cmd_cancel(int, char **);
-int cli_cmd_resume(int, char **);
-int cli_cmd_daemon(int, char **);
-int cli_cmd_plan(int, char **);
-int cli_cmd_rm(int, char **);
-int cli_cmd_clean(int, char **);
+
+/* cmd-watch.c: follows a job; returns the exit code of its end. */
+int cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet);
+
+/* cmd-<name>.c: the command "mergectl <name>", one per file. */
+int cli_cmd_submit(int argc, char **argv);
+int cli_cmd_list(int argc, char **argv);
+int cli_cmd_status(int argc, char **argv);
+int cli_cmd_logs(int argc, char **argv);
+int cli_cmd_watch(int argc, char **argv);
+int cli_cmd_cancel(int argc, char **argv);
+int cli_cmd_resume(int argc, char **argv);
+int cli_cmd_daemon(int argc, char **argv);
+int cli_cmd_plan(int argc, char **argv);
+int cli_cmd_rm(int argc, char **argv);
+int cli_cmd_clean(int argc, char **argv);
 
 #endif /* CLI_H */

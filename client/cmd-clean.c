@@ -34,25 +34,28 @@ clean_usage(FILE *fp)
 static int
 clean_states(cJSON *arr, const char *arg)
 {
-	char *dup = xstrdup(arg), *p, *save = NULL;
+	char *dup = xstrdup(arg), *p, *save = NULL, *names;
+	enum job_state s;
 	int rc = 0;
+
+	names = proto_state_names(PROTO_STATE_REMOVABLE, ", ", ", ");
 
 	for (p = strtok_r(dup, ",", &save); p != NULL && rc == 0;
 	    p = strtok_r(NULL, ",", &save)) {
-		if (strcmp(p, "done") != 0 && strcmp(p, "failed") != 0 &&
-		    strcmp(p, "cancelled") != 0) {
+		if (proto_state_parse(p, &s) != 0 ||
+		    !proto_state_removable(s)) {
 			cli_usage_error("--state: '%s' is not a finished state "
-			    "(done, failed, cancelled)", p);
+			    "(%s)", p, names);
 			rc = -1;
 		} else {
 			cJSON_AddItemToArray(arr, cJSON_CreateString(p));
 		}
 	}
 	if (cJSON_GetArraySize(arr) == 0 && rc == 0) {
-		cli_usage_error("--state: name a state (done, failed, "
-		    "cancelled)");
+		cli_usage_error("--state: name a state (%s)", names);
 		rc = -1;
 	}
+	free(names);
 	free(dup);
 	return rc;
 }
@@ -69,7 +72,7 @@ clean_run(struct cli_conn *c, const cJSON *states, uint64_t older,
 
 	*removed = 0;
 	do {
-		req = cli_new_request(c, "clean");
+		req = cli_new_request(c, PROTO_OP_CLEAN);
 		if (states != NULL)
 			cJSON_AddItemToObject(req, "states",
 			    cJSON_Duplicate(states, true));

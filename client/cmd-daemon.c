@@ -30,7 +30,7 @@ daemon_status(struct cli_args *a)
 	if ((rc = cli_open(&c, a->socket, false)) != 0)
 		return rc;
 	/* The figures come with every page; one job is the least page. */
-	req = cli_new_request(&c, "list");
+	req = cli_new_request(&c, PROTO_OP_LIST);
 	cJSON_AddNumberToObject(req, "limit", 1);
 	r = cli_call(&c, req, NULL, 0);
 	if (r != NULL && (rc = cli_check_reply(r, a->json)) == 0) {
@@ -78,7 +78,7 @@ daemon_stop(struct cli_args *a)
 
 	if ((rc = cli_open(&c, a->socket, false)) != 0)
 		return rc;
-	r = cli_call(&c, cli_new_request(&c, "shutdown"), NULL, 0);
+	r = cli_call(&c, cli_new_request(&c, PROTO_OP_SHUTDOWN), NULL, 0);
 	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, a->json);
 	cJSON_Delete(r);
 	cli_disconnect(&c);

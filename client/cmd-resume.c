@@ -1,13 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd-resume.c: "mergectl resume JOB" and "mergectl cancel JOB".
+ * cmd-resume.c: "mergectl resume JOB".
  *
- * Both may need to hand the daemon descriptors again, since they do not
- * survive a daemon restart: resume sends the models and the output's
- * directory, resolved from the job's own config and working directory (a
- * job must read the same files again, which the daemon checks); cancel of
- * an interrupted job sends the output's directory, so that the daemon can
- * remove the job's staging directory.
+ * Descriptors do not survive a daemon restart, so resume hands the
+ * daemon the models and the output's directory again, resolved from the
+ * job's own config and working directory (a job must read the same files
+ * again, which the daemon checks).  cmd-cancel.c does the same for an
+ * interrupted job's output directory.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,7 +21,7 @@
 static int
 job_config(struct cli_conn *c, uint64_t job, bool json, cJSON **out)
 {
-	cJSON *req = cli_new_request(c, "config"), *r;
+	cJSON *req = cli_new_request(c, PROTO_OP_CONFIG), *r;
 	int rc;
 
 	cJSON_AddNumberToObject(req, "job", (double)job);
@@ -63,7 +62,7 @@ cli_cmd_resume(int argc, char **argv)
 	if ((rc = cli_models_open(&m, text, strlen(text), name, &env, out)) !=
 	    0)
 		goto out;
-	req = cli_new_request(&c, "resume");
+	req = cli_new_request(&c, PROTO_OP_RESUME);
 	cJSON_AddNumberToObject(req, "job", (double)a.job);
 	cli_models_request(&m, req);
 	r = cli_call(&c, req, m.fds, m.nfds);
@@ -77,43 +76,6 @@ cli_cmd_resume(int argc, char **argv)
 out:
 	cJSON_Delete(cfg);
 	cli_models_fini(&m);
-	cli_disconnect(&c);
-	return rc;
-}
-
-int
-cli_cmd_cancel(int argc, char **argv)
-{
-	struct cli_args a;
-	struct cli_conn c;
-	const char *out = "";
-	cJSON *cfg = NULL, *req, *r;
-	char *name = NULL;
-	int rc, fd = -1;
-
-	if ((rc = cli_simple_args(argc, argv, "cancel", 1, &a)) != 0)
-		return rc;
-	if ((rc = cli_open(&c, a.socket, false)) != 0)
-		return rc;
-	req = cli_new_request(&c, "cancel");
-	cJSON_AddNumberToObject(req, "job", (double)a.job);
-	/* The output's directory, for an interrupted job's staging; if
-	 * the config is not ours to see, the cancel will say so. */
-	cfg = cli_new_request(&c, "config");
-	cJSON_AddNumberToObject(cfg, "job", (double)a.job);
-	cfg = cli_call(&c, cfg, NULL, 0);
-	if (cfg != NULL && cli_reply_ok(cfg) && msg_get_str(cfg, "out", &out) &&
-	    *out != '\0' && (fd = cli_open_parent(out, &name, false)) >= 0)
-		cJSON_AddNumberToObject(req, "fds", 1);
-	r = cli_call(&c, req, &fd, fd >= 0 ? 1 : 0);
-	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, a.json);
-	if (rc == 0 && a.json)
-		cli_print_json(cJSON_GetObjectItem(r, "job"));
-	cJSON_Delete(r);
-	cJSON_Delete(cfg);
-	free(name);
-	if (fd >= 0)
-		close(fd);
 	cli_disconnect(&c);
 	return rc;
 }

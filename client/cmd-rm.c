@@ -83,7 +83,7 @@ cli_cmd_rm(int argc, char **argv)
 		return rc;
 	}
 	for (i = 0; i < n; i++) {
-		req = cli_new_request(&c, "rm");
+		req = cli_new_request(&c, PROTO_OP_RM);
 		cJSON_AddNumberToObject(req, "job", (double)ids[i]);
 		if ((r = cli_call(&c, req, NULL, 0)) == NULL) {
 			first = first ? first : CLI_EXIT_DAEMON;

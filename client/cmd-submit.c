@@ -166,7 +166,7 @@ static cJSON *
 submit_request(struct cli_conn *c, const struct submit_opts *o,
     const char *text, const char *cfgpath, const struct graph_env *env)
 {
-	cJSON *req = cli_new_request(c, "submit");
+	cJSON *req = cli_new_request(c, PROTO_OP_SUBMIT);
 	char *abs;
 
 	cJSON_AddStringToObject(req, "config", text);

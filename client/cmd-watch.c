@@ -37,22 +37,46 @@ watch_progress(const cJSON *j, struct graph_progress *g)
 		g->memory_peak = g->memory_used;
 }
 
+/*
+ * The exit code of a job that ended in a final state: the one table.
+ * Any other state, and a name this mergectl does not know (a newer
+ * daemon's), exits as a failure.
+ */
+static const struct {
+	enum job_state state;
+	int code;
+} watch_exits[] = {
+	{ JOB_DONE, CLI_EXIT_OK },
+	{ JOB_CANCELLED, CLI_EXIT_CANCELLED },
+	{ JOB_INTERRUPTED, CLI_EXIT_JOB_INTERRUPTED },
+};
+
+static int
+watch_exit(const char *state)
+{
+	enum job_state s;
+	size_t i;
+
+	if (state == NULL || proto_state_parse(state, &s) != 0)
+		return CLI_EXIT_FAILED;
+	for (i = 0; i < sizeof watch_exits / sizeof *watch_exits; i++)
+		if (watch_exits[i].state == s)
+			return watch_exits[i].code;
+	return CLI_EXIT_FAILED;
+}
+
 static int
 watch_result(const char *state, const cJSON *j, bool json)
 {
 	const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(j,
 	    "error"));
+	int rc = watch_exit(state);
 
-	if (!json && strcmp(state, "done") != 0)
+	/* Success is silent; any other end is said, with its reason. */
+	if (!json && rc != CLI_EXIT_OK)
 		fprintf(stderr, "%s: job %s%s%s\n", cli_progname, state,
 		    err ? ": " : "", err ? err : "");
-	if (strcmp(state, "done") == 0)
-		return CLI_EXIT_OK;
-	if (strcmp(state, "cancelled") == 0)
-		return CLI_EXIT_CANCELLED;
-	if (strcmp(state, "interrupted") == 0)
-		return CLI_EXIT_JOB_INTERRUPTED;
-	return CLI_EXIT_FAILED;
+	return rc;
 }
 
 int
@@ -65,7 +89,7 @@ cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
 	cJSON *req, *r, *j;
 	int rc;
 
-	req = cli_new_request(c, "watch");
+	req = cli_new_request(c, PROTO_OP_WATCH);
 	msg_get_u64(req, "id", &id);
 	cJSON_AddNumberToObject(req, "job", (double)job);
 	if ((r = cli_call(c, req, NULL, 0)) == NULL)
@@ -89,7 +113,7 @@ cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
 		if (json)
 			cli_print_json(r);
 		watch_progress(j, &g);
-		if (strcmp(ev, "done") == 0) {
+		if (strcmp(ev, PROTO_EV_DONE) == 0) {
 			cli_progress_update(&p, &g, true);
 			rc = watch_result(cJSON_GetStringValue(
 			    cJSON_GetObjectItem(r, "state")), j, json);

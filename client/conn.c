@@ -383,7 +383,7 @@ cli_open(struct cli_conn *c, const char *socket, bool autostart)
 		cli_disconnect(c);
 		return rc;
 	}
-	req = cli_new_request(c, "hello");
+	req = cli_new_request(c, PROTO_OP_HELLO);
 	cJSON_AddStringToObject(req, "client", "mergectl " GRAPH_VERSION);
 	if ((r = cli_call(c, req, NULL, 0)) == NULL) {
 		cli_disconnect(c);

@@ -23,6 +23,7 @@
 
 #include "graph.h"
 #include "proto.h"
+#include "vocab.h"
 
 struct cJSON;
 struct daemon;
@@ -44,15 +45,6 @@ struct daemon_opts {
 	uint64_t keep_finished;	/* seconds to keep finished jobs; 0: ever */
 	int max_jobs_per_user;	/* queued and running, root exempt */
 	int max_fds_per_user;	/* held by them; 0: a share of the limit */
-};
-
-enum job_state {
-	JOB_QUEUED,
-	JOB_RUNNING,
-	JOB_DONE,
-	JOB_FAILED,
-	JOB_CANCELLED,
-	JOB_INTERRUPTED,
 };
 
 /*
@@ -211,22 +203,22 @@ void fatal(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 void fatalx(const char *, ...) __attribute__((format(printf, 1, 2), noreturn));
 
 /* server.c: the listening socket. */
-int server_open(struct daemon *, char **);
+int server_open(struct daemon *d, char **cause);
 void server_close(struct daemon *);
 
 /* conn.c: one client connection. */
-void conn_accept(struct daemon *, int);
+void conn_accept(struct daemon *d, int fd);
 struct conn *conn_find(struct daemon *, uint64_t);
 void conn_send(struct conn *, struct cJSON *);
 void conn_close(struct conn *);
-int conn_take_fds(struct conn *, size_t, int *);
+int conn_take_fds(struct conn *c, size_t n, int *out);
 size_t conn_count_uid(const struct daemon *, uint32_t);
 void conn_reap_vanished(struct daemon *);
 bool conn_vanished(const struct conn *);
 void conn_unblock(struct conn *);
 
 /* peer.c */
-int peer_read(int, struct peer *);
+int peer_read(int fd, struct peer *p);
 int peer_user_groups(const char *user, gid_t gid, struct peer *p);
 void peer_fini(struct peer *);
 bool peer_may_act(const struct peer *, const struct djob *);
@@ -246,45 +238,33 @@ struct op_entry {
 };
 
 void op_dispatch(struct conn *, const struct cJSON *);
-void op_error(struct op_ctx *, const char *, const char *, ...)
+void op_error(struct op_ctx *o, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void op_reply(struct op_ctx *, struct cJSON *);
-struct djob *op_job(struct op_ctx *, bool);
-int op_take_fds(struct op_ctx *, int **, size_t *);
-void op_problems(struct op_ctx *, const struct graph_diags *, const char *);
-struct cJSON *op_job_json(const struct djob *, bool);
+struct djob *op_job(struct op_ctx *o, bool need_owner);
+int op_take_fds(struct op_ctx *o, int **fds, size_t *n);
+void op_problems(struct op_ctx *o, const struct graph_diags *d,
+    const char *cause);
+struct cJSON *op_job_json(const struct djob *j, bool full);
 
-extern const struct op_entry op_hello;
-extern const struct op_entry op_submit;
-extern const struct op_entry op_list;
-extern const struct op_entry op_status;
-extern const struct op_entry op_watch;
-extern const struct op_entry op_logs;
-extern const struct op_entry op_cancel;
-extern const struct op_entry op_resume;
-extern const struct op_entry op_config;
-extern const struct op_entry op_shutdown;
-extern const struct op_entry op_rm;
-extern const struct op_entry op_clean;
+/* The op_<name> entries are declared where they are gathered, in op.c. */
 
 /* job.c: the job table and life cycle. */
-const char *job_state_name(enum job_state);
-int job_state_parse(const char *, enum job_state *);
 struct djob *job_find(struct daemon *, uint64_t);
 void job_insert(struct daemon *, struct djob *);
 void job_free(struct djob *);
 void job_release_runtime(struct djob *);
-int job_take_request(struct djob *, const struct peer *, const int *,
-    size_t, const struct cJSON *, int, char **);
-int job_plan(struct djob *, uint64_t, int, const atomic_bool *,
-    struct graph_diags *, char **);
+int job_take_request(struct djob *j, const struct peer *p, const int *fds,
+    size_t nfds, const struct cJSON *models, int out_fd, char **cause);
+int job_plan(struct djob *j, uint64_t memory, int threads,
+    const atomic_bool *cancel, struct graph_diags *d, char **cause);
 struct djob *job_shadow(const struct djob *);
-void job_adopt(struct djob *, struct djob *);
-void job_log(struct daemon *, struct djob *, const char *, ...)
+void job_adopt(struct djob *j, struct djob *s);
+void job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-void job_set_state(struct daemon *, struct djob *, enum job_state,
-    const char *);
-void job_notify(struct daemon *, struct djob *, bool);
+void job_set_state(struct daemon *d, struct djob *j, enum job_state s,
+    const char *error);
+void job_notify(struct daemon *d, struct djob *j, bool final);
 void job_cancel(struct daemon *, struct djob *);
 int job_start(struct daemon *, struct djob *);
 struct graph_ident *job_own_outputs(const struct daemon *d, uint32_t owner,
@@ -322,34 +302,36 @@ struct prep {
 	struct prep *next;	/* the daemon's, in request order */
 };
 
-void prep_start(struct op_ctx *, struct djob *, uint64_t, prep_done_fn);
+void prep_start(struct op_ctx *o, struct djob *j, uint64_t job,
+    prep_done_fn done);
 void prep_drain(struct daemon *);
 
 /* sched.c: which queued job runs next. */
 void sched_run(struct daemon *);
 
 /* quota.c: per-user caps on queued jobs and the descriptors they hold. */
-bool quota_check(struct op_ctx *, const struct djob *, size_t);
+bool quota_check(struct op_ctx *o, const struct djob *j, size_t nfds);
 size_t quota_job_fds(const struct djob *);
 
 /* retain.c: removing finished jobs' records. */
 bool retain_finished(const struct djob *);
-bool retain_removable(struct daemon *, const struct djob *, char **);
-size_t retain_select(struct daemon *, bool (*)(const struct djob *, void *),
-    void *, struct djob **, size_t, bool *);
-int retain_remove(struct daemon *, struct djob **, size_t);
+bool retain_removable(struct daemon *d, const struct djob *j, char **why);
+size_t retain_select(struct daemon *d,
+    bool (*match)(const struct djob *, void *), void *arg, struct djob **v,
+    size_t max, bool *more);
+int retain_remove(struct daemon *d, struct djob **v, size_t n);
 void retain_start(struct daemon *);
 
 /* store.c: SQLite, on the loop thread. */
 struct store;
-int store_open(const char *, struct store **, char **);
+int store_open(const char *path, struct store **out, char **cause);
 void store_close(struct store *);
 int store_recover(struct store *);
 int store_job_insert(struct store *, struct djob *);
 int store_job_update(struct store *, const struct djob *);
 int store_job_load(struct store *, struct daemon *);
-int store_log(struct store *, uint64_t, double, const char *);
-int store_logs(struct store *, uint64_t, struct cJSON *);
-int store_job_delete(struct store *, const uint64_t *, size_t);
+int store_log(struct store *s, uint64_t job, double ts, const char *line);
+int store_logs(struct store *s, uint64_t job, struct cJSON *lines);
+int store_job_delete(struct store *s, const uint64_t *ids, size_t n);
 
 #endif /* DAEMON_H */

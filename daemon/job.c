@@ -28,35 +28,6 @@
 #define JOB_EVENT_INTERVAL 0.2
 #define JOB_STORE_INTERVAL 1.0
 
-static const char *const state_names[] = {
-	[JOB_QUEUED] = "queued",
-	[JOB_RUNNING] = "running",
-	[JOB_DONE] = "done",
-	[JOB_FAILED] = "failed",
-	[JOB_CANCELLED] = "cancelled",
-	[JOB_INTERRUPTED] = "interrupted",
-};
-
-const char *
-job_state_name(enum job_state s)
-{
-	return state_names[s];
-}
-
-int
-job_state_parse(const char *s, enum job_state *out)
-{
-	size_t i;
-
-	for (i = 0; i < sizeof state_names / sizeof *state_names; i++) {
-		if (strcmp(s, state_names[i]) == 0) {
-			*out = (enum job_state)i;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
 struct djob *
 job_find(struct daemon *d, uint64_t id)
 {
@@ -156,14 +127,14 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 		j->finished = 0;	/* resumed */
 	if (s == JOB_RUNNING)
 		j->started = daemon_now();
-	if (s >= JOB_DONE)
+	if (proto_state_final(s))
 		j->finished = daemon_now();
 	free(j->error);
 	j->error = error != NULL ? xstrdup(error) : NULL;
 	store_job_update(d->store, j);
-	job_log(d, j, "%s%s%s", job_state_name(s), error ? ": " : "",
+	job_log(d, j, "%s%s%s", proto_state_name(s), error ? ": " : "",
 	    error ? error : "");
-	job_notify(d, j, s >= JOB_DONE);
+	job_notify(d, j, proto_state_final(s));
 }
 
 /*
@@ -193,12 +164,13 @@ job_notify(struct daemon *d, struct djob *j, bool final)
 			free(w);	/* the watcher went away */
 			continue;
 		}
-		ev = msg_event(w->req, final ? "done" : "progress");
+		ev = msg_event(w->req, final ? PROTO_EV_DONE :
+		    PROTO_EV_PROGRESS);
 		cJSON_AddItemToObject(ev, "job", op_job_json(j, peer_may_act(
 		    &c->peer, j)));
 		if (final)
 			cJSON_AddStringToObject(ev, "state",
-			    job_state_name(j->state));
+			    proto_state_name(j->state));
 		if (final || c->closing) {
 			free(w);
 		} else {
@@ -660,28 +632,29 @@ job_start(struct daemon *d, struct djob *j)
 	return 0;
 }
 
+/*
+ * A running job stops through the executor, which reports it cancelled
+ * (job_on_done); any other job that may be cancelled is at once.
+ */
 void
 job_cancel(struct daemon *d, struct djob *j)
 {
-	switch (j->state) {
-	case JOB_RUNNING:
+	if (!proto_state_cancellable(j->state))
+		return;
+	if (j->state == JOB_RUNNING) {
 		if (j->gj != NULL)
 			graph_exec_cancel(j->gj);
-		break;
-	case JOB_QUEUED:
-	case JOB_INTERRUPTED:
-		job_release_runtime(j);
-		job_set_state(d, j, JOB_CANCELLED, NULL);
-		sched_run(d);
-		break;
-	default:
-		break;
+		return;
 	}
+	job_release_runtime(j);
+	job_set_state(d, j, JOB_CANCELLED, NULL);
+	sched_run(d);
 }
 
 /*
- * Draining: running jobs stop with their finished shards kept, queued
- * ones lose their descriptors with the process; both can be resumed.
+ * Draining: the live jobs need this process.  Running ones stop with
+ * their finished shards kept, the others lose their descriptors with the
+ * process; both can be resumed.
  */
 void
 job_interrupt_all(struct daemon *d)
@@ -689,9 +662,12 @@ job_interrupt_all(struct daemon *d)
 	struct djob *j;
 
 	for (j = d->jobs; j != NULL; j = j->next) {
-		if (j->state == JOB_RUNNING && j->gj != NULL) {
-			graph_exec_interrupt(j->gj);
-		} else if (j->state == JOB_QUEUED) {
+		if (!proto_state_live(j->state))
+			continue;
+		if (j->state == JOB_RUNNING) {
+			if (j->gj != NULL)
+				graph_exec_interrupt(j->gj);
+		} else {
 			job_release_runtime(j);
 			job_set_state(d, j, JOB_INTERRUPTED, "the daemon "
 			    "stopped before this job ran; resume it with "

@@ -24,10 +24,9 @@ op_cancel_fn(struct op_ctx *o)
 
 	if ((j = op_job(o, true)) == NULL)
 		return;
-	if (j->state != JOB_QUEUED && j->state != JOB_RUNNING &&
-	    j->state != JOB_INTERRUPTED) {
+	if (!proto_state_cancellable(j->state)) {
 		op_error(o, PROTO_E_CONFLICT, "job %llu is %s",
-		    (unsigned long long)j->id, job_state_name(j->state));
+		    (unsigned long long)j->id, proto_state_name(j->state));
 		return;
 	}
 	if (cJSON_GetObjectItem(o->req, "fds") != NULL &&
@@ -48,4 +47,4 @@ op_cancel_fn(struct op_ctx *o)
 	op_reply(o, r);
 }
 
-const struct op_entry op_cancel = { "cancel", true, op_cancel_fn };
+const struct op_entry op_cancel = { PROTO_OP_CANCEL, true, op_cancel_fn };

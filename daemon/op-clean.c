@@ -33,14 +33,16 @@ clean_states(struct op_ctx *o)
 	enum job_state st;
 	unsigned set = 0;
 
-	if (v == NULL)
-		return 1u << JOB_DONE | 1u << JOB_FAILED | 1u << JOB_CANCELLED;
+	if (v == NULL) {
+		for (st = 0; st < JOB_NSTATES; st++)
+			set |= proto_state_removable(st) ? 1u << st : 0;
+		return set;
+	}
 	if (!cJSON_IsArray(v))
 		return 0;
 	cJSON_ArrayForEach(s, v) {
-		if (!cJSON_IsString(s) || job_state_parse(s->valuestring,
-		    &st) != 0 || (st != JOB_DONE && st != JOB_FAILED &&
-		    st != JOB_CANCELLED))
+		if (!cJSON_IsString(s) || proto_state_parse(s->valuestring,
+		    &st) != 0 || !proto_state_removable(st))
 			return 0;
 		set |= 1u << st;
 	}
@@ -97,4 +99,4 @@ op_clean_fn(struct op_ctx *o)
 	op_reply(o, r);
 }
 
-const struct op_entry op_clean = { "clean", true, op_clean_fn };
+const struct op_entry op_clean = { PROTO_OP_CLEAN, true, op_clean_fn };

@@ -24,4 +24,4 @@ op_config_fn(struct op_ctx *o)
 	op_reply(o, r);
 }
 
-const struct op_entry op_config = { "config", true, op_config_fn };
+const struct op_entry op_config = { PROTO_OP_CONFIG, true, op_config_fn };

@@ -27,4 +27,4 @@ op_hello_fn(struct op_ctx *o)
 	op_reply(o, r);
 }
 
-const struct op_entry op_hello = { "hello", false, op_hello_fn };
+const struct op_entry op_hello = { PROTO_OP_HELLO, false, op_hello_fn };

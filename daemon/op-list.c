@@ -39,6 +39,7 @@ list_query(struct op_ctx *o, struct list_query *q)
 {
 	const cJSON *v, *s;
 	enum job_state st;
+	char *names;
 	uint64_t u;
 
 	q->before = msg_get_u64(o->req, "before", &u) ? u : UINT64_MAX;
@@ -50,11 +51,12 @@ list_query(struct op_ctx *o, struct list_query *q)
 		return true;
 	q->states = 0;
 	cJSON_ArrayForEach(s, v) {
-		if (!cJSON_IsString(s) || job_state_parse(s->valuestring,
+		if (!cJSON_IsString(s) || proto_state_parse(s->valuestring,
 		    &st) != 0) {
+			names = proto_state_names(0, ", ", ", ");
 			op_error(o, PROTO_E_BAD_REQUEST, "'states' must list "
-			    "job states: queued, running, done, failed, "
-			    "cancelled, interrupted");
+			    "job states: %s", names);
+			free(names);
 			return false;
 		}
 		q->states |= 1u << st;
@@ -151,4 +153,4 @@ op_list_fn(struct op_ctx *o)
 	op_reply(o, r);
 }
 
-const struct op_entry op_list = { "list", true, op_list_fn };
+const struct op_entry op_list = { PROTO_OP_LIST, true, op_list_fn };

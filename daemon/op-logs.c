@@ -24,4 +24,4 @@ op_logs_fn(struct op_ctx *o)
 	op_reply(o, r);
 }
 
-const struct op_entry op_logs = { "logs", true, op_logs_fn };
+const struct op_entry op_logs = { PROTO_OP_LOGS, true, op_logs_fn };

@@ -22,11 +22,11 @@
 static bool
 resume_refused(struct op_ctx *o, const struct djob *j)
 {
-	if (j->state == JOB_INTERRUPTED || j->state == JOB_FAILED)
+	if (proto_state_resumable(j->state))
 		return false;
 	op_error(o, PROTO_E_CONFLICT, "job %llu is %s; only interrupted "
 	    "or failed jobs can be resumed", (unsigned long long)j->id,
-	    job_state_name(j->state));
+	    proto_state_name(j->state));
 	return true;
 }
 
@@ -115,4 +115,4 @@ out:
 	graph_diags_fini(&diags);
 }
 
-const struct op_entry op_resume = { "resume", true, op_resume_fn };
+const struct op_entry op_resume = { PROTO_OP_RESUME, true, op_resume_fn };

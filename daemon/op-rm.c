@@ -42,4 +42,4 @@ op_rm_fn(struct op_ctx *o)
 	op_reply(o, r);
 }
 
-const struct op_entry op_rm = { "rm", true, op_rm_fn };
+const struct op_entry op_rm = { PROTO_OP_RM, true, op_rm_fn };

@@ -23,4 +23,4 @@ op_shutdown_fn(struct op_ctx *o)
 	daemon_drain(d);
 }
 
-const struct op_entry op_shutdown = { "shutdown", true, op_shutdown_fn };
+const struct op_entry op_shutdown = { PROTO_OP_SHUTDOWN, true, op_shutdown_fn };

@@ -21,4 +21,4 @@ op_status_fn(struct op_ctx *o)
 	op_reply(o, r);
 }
 
-const struct op_entry op_status = { "status", true, op_status_fn };
+const struct op_entry op_status = { PROTO_OP_STATUS, true, op_status_fn };

@@ -275,4 +275,4 @@ out:
 	graph_diags_fini(&diags);
 }
 
-const struct op_entry op_submit = { "submit", true, op_submit_fn };
+const struct op_entry op_submit = { PROTO_OP_SUBMIT, true, op_submit_fn };

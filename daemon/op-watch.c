@@ -43,7 +43,7 @@ op_watch_fn(struct op_ctx *o)
 	d->watches = w;
 	op_reply(o, msg_reply(o->id));
 	/* The current state at once; a finished job ends the watch. */
-	job_notify(d, j, j->state >= JOB_DONE);
+	job_notify(d, j, proto_state_final(j->state));
 }
 
-const struct op_entry op_watch = { "watch", true, op_watch_fn };
+const struct op_entry op_watch = { PROTO_OP_WATCH, true, op_watch_fn };

@@ -20,6 +20,23 @@
 
 #include "daemon.h"
 
+/*
+ * Each op-<name>.c defines op_<name>; only this table names them, so a
+ * new op is its file, a line here and one in the build (tmux's cmd.c).
+ */
+extern const struct op_entry op_hello;
+extern const struct op_entry op_submit;
+extern const struct op_entry op_list;
+extern const struct op_entry op_status;
+extern const struct op_entry op_watch;
+extern const struct op_entry op_logs;
+extern const struct op_entry op_cancel;
+extern const struct op_entry op_resume;
+extern const struct op_entry op_config;
+extern const struct op_entry op_shutdown;
+extern const struct op_entry op_rm;
+extern const struct op_entry op_clean;
+
 static const struct op_entry *const ops[] = {
 	&op_hello, &op_submit, &op_list, &op_status, &op_watch, &op_logs,
 	&op_cancel, &op_resume, &op_config, &op_shutdown, &op_rm, &op_clean,
@@ -142,7 +159,7 @@ op_job_json(const struct djob *j, bool full)
 	cJSON_AddNumberToObject(o, "owner", j->owner);
 	op_add_str(o, "user", j->user, PROTO_MAX_USER);
 	op_add_str(o, "name", j->name, PROTO_MAX_NAME);
-	cJSON_AddStringToObject(o, "state", job_state_name(j->state));
+	cJSON_AddStringToObject(o, "state", proto_state_name(j->state));
 	cJSON_AddNumberToObject(o, "priority", (double)j->priority);
 	cJSON_AddNumberToObject(o, "progress", g->bytes_total ?
 	    (double)g->bytes_done / (double)g->bytes_total : 0);

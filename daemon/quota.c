@@ -75,7 +75,7 @@ quota_check(struct op_ctx *o, const struct djob *j, size_t nfds)
 	for (k = d->jobs; k != NULL; k = k->next) {
 		if (k->owner != j->owner || k == j)
 			continue;
-		jobs += k->state == JOB_QUEUED || k->state == JOB_RUNNING;
+		jobs += proto_state_live(k->state);
 		fds += quota_job_fds(k);
 	}
 	/* Jobs being planned (prep.c) hold their descriptors too, and

@@ -29,8 +29,7 @@
 bool
 retain_finished(const struct djob *j)
 {
-	return j->state == JOB_DONE || j->state == JOB_FAILED ||
-	    j->state == JOB_CANCELLED;
+	return proto_state_removable(j->state);
 }
 
 static int
@@ -83,10 +82,10 @@ retain_removable(struct daemon *d, const struct djob *j, char **why)
 	if (!retain_finished(j)) {
 		if (why != NULL)
 			*why = xasprintf("job %llu is %s; %s", (unsigned long
-			    long)j->id, job_state_name(j->state), j->state ==
-			    JOB_INTERRUPTED ? "cancel it first, which removes "
-			    "its staging directory, or resume it" : "cancel it "
-			    "first");
+			    long)j->id, proto_state_name(j->state),
+			    proto_state_resumable(j->state) ? "cancel it "
+			    "first, which removes its staging directory, or "
+			    "resume it" : "cancel it first");
 		return false;
 	}
 	/* A failed job whose resume is being planned (prep.c) is about to

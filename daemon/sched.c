@@ -43,18 +43,15 @@ sched_ready(struct daemon *d, struct djob *j, char **why)
 		    (unsigned long long)j->after);
 		return -1;
 	}
-	switch (dep->state) {
-	case JOB_DONE:
+	if (dep->state == JOB_DONE)
 		return 1;
-	case JOB_FAILED:
-	case JOB_CANCELLED:
-		*why = xasprintf("job %llu, which it runs after, %s",
-		    (unsigned long long)dep->id, dep->state == JOB_FAILED ?
-		    "failed" : "was cancelled");
-		return -1;
-	default:
+	/* Still to finish, or waiting to be resumed. */
+	if (!proto_state_removable(dep->state))
 		return 0;
-	}
+	*why = xasprintf("job %llu, which it runs after, %s",
+	    (unsigned long long)dep->id, dep->state == JOB_CANCELLED ?
+	    "was cancelled" : "failed");
+	return -1;
 }
 
 /* Within one owner's jobs (or root's global ones): priority, then age. */

@@ -204,16 +204,25 @@ store_close(struct store *s)
 	free(s);
 }
 
-/* Jobs that were merging or waiting when the daemon stopped. */
+/*
+ * Jobs that were live (merging or waiting) when the daemon stopped.  The
+ * states are spelt from proto's table: they are names on disk too.
+ */
 int
 store_recover(struct store *s)
 {
-	if (sqlite3_exec(s->db, "UPDATE jobs SET state='interrupted', "
-	    "error='the daemon stopped; resume it with mergectl resume' "
-	    "WHERE state IN ('queued','running')", NULL, NULL, NULL) !=
-	    SQLITE_OK)
-		return store_err(s, "recover", NULL);
-	return 0;
+	char *live, *stmt;
+	int rc = 0;
+
+	live = proto_state_names(PROTO_STATE_LIVE, "','", "','");
+	stmt = xasprintf("UPDATE jobs SET state='%s', error='the daemon "
+	    "stopped; resume it with mergectl resume' WHERE state IN ('%s')",
+	    proto_state_name(JOB_INTERRUPTED), live);
+	if (sqlite3_exec(s->db, stmt, NULL, NULL, NULL) != SQLITE_OK)
+		rc = store_err(s, "recover", NULL);
+	free(stmt);
+	free(live);
+	return rc;
 }
 
 static void
@@ -247,7 +256,7 @@ store_job_insert(struct store *s, struct djob *j)
 	sqlite3_bind_int64(st, i++, j->owner_gid);
 	bind_text(st, i++, j->user);
 	bind_text(st, i++, j->name);
-	bind_text(st, i++, job_state_name(j->state));
+	bind_text(st, i++, proto_state_name(j->state));
 	sqlite3_bind_int64(st, i++, j->priority);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->after);
 	bind_text(st, i++, j->config);
@@ -277,7 +286,7 @@ store_job_update(struct store *s, const struct djob *j)
 	sqlite3_stmt *st = s->st[ST_UPDATE];
 	int i = 1;
 
-	bind_text(st, i++, job_state_name(j->state));
+	bind_text(st, i++, proto_state_name(j->state));
 	sqlite3_bind_double(st, i++, j->started);
 	sqlite3_bind_double(st, i++, j->finished);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->prog.bytes_total);
@@ -317,7 +326,7 @@ store_row(sqlite3_stmt *st)
 	j->user = col_text(st, i++);
 	j->name = col_text(st, i++);
 	state = col_text(st, i++);
-	if (state == NULL || job_state_parse(state, &j->state) != 0)
+	if (state == NULL || proto_state_parse(state, &j->state) != 0)
 		j->state = JOB_FAILED;
 	free(state);
 	j->priority = sqlite3_column_int64(st, i++);

@@ -15,7 +15,9 @@
  * descriptors travel as SCM_RIGHTS ancillary data on the line of the
  * request that names them ("fds": n), never on their own.
  *
- * Any change to this file's schema bumps PROTO_VERSION in the same commit.
+ * The names the protocol uses (job states, ops, events) are in vocab.h.
+ * Any change to this file's schema, or to vocab.h's, bumps PROTO_VERSION
+ * in the same commit.
  * This library is pure (no libuv, no SQLite) and is used on both sides.
  */
 #ifndef PROTO_H

@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * cmd-status.c: "mergectl status [JOB]": one job's row of the queue
+ * table and its details (output, config, error, seed, shards); without
+ * a job, the queue table (cmd-list.c).
+ */
+#include <stdio.h>
+
+#include <cJSON.h>
+
+#include "cli.h"
+
+static void
+status_print(const cJSON *j)
+{
+	static const char *const keys[] = { "out", "config_name", "error" };
+	size_t i;
+
+	cli_job_row(j);
+	for (i = 0; i < sizeof keys / sizeof *keys; i++)
+		if (*cli_json_str(j, keys[i]) != '\0')
+			printf("       %-12s %s\n", keys[i],
+			    cli_json_str(j, keys[i]));
+	if (cJSON_GetObjectItem(j, "seed") != NULL)
+		printf("       %-12s %.0f\n       %-12s %.0f/%.0f\n", "seed",
+		    cli_json_num(j, "seed"), "shards",
+		    cli_json_num(j, "shards_done"),
+		    cli_json_num(j, "shards_total"));
+}
+
+/* "status" without a job is the queue table. */
+int
+cli_cmd_status(int argc, char **argv)
+{
+	struct cli_args a;
+	struct cli_conn c;
+	cJSON *req, *r;
+	int rc;
+
+	if ((rc = cli_simple_args(argc, argv, "status", 2 | CLI_ARGS_ALL,
+	    &a)) != 0)
+		return rc;
+	if (a.job == 0)
+		return cli_cmd_list(argc, argv);
+	if (a.all) {
+		cli_usage_error("status JOB takes no --all");
+		return CLI_EXIT_USAGE;
+	}
+	if ((rc = cli_open(&c, a.socket, false)) != 0)
+		return rc;
+	req = cli_new_request(&c, PROTO_OP_STATUS);
+	cJSON_AddNumberToObject(req, "job", (double)a.job);
+	r = cli_call(&c, req, NULL, 0);
+	if (r != NULL && (rc = cli_check_reply(r, a.json)) == 0) {
+		if (a.json)
+			cli_print_json(cJSON_GetObjectItem(r, "job"));
+		else
+			status_print(cJSON_GetObjectItem(r, "job"));
+	}
+	cJSON_Delete(r);
+	cli_disconnect(&c);
+	return r == NULL ? CLI_EXIT_DAEMON : rc;
+}
