@@ -17,6 +17,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "xmalloc.h"
 
 void
 cli_print_json(const cJSON *v)

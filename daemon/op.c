@@ -19,6 +19,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 static const struct op_entry *const ops[] = {
 	&op_hello, &op_submit, &op_list, &op_status, &op_watch, &op_logs,

@@ -203,7 +203,7 @@ xt_chunk(const struct graph_exec *ex, const struct graph_job *job,
 static bool
 xt_is_raw(const struct plan_tensor *pt)
 {
-	return pt->method == &graph_method_copy && !pt->in[0].rectified &&
+	return pt->method == &method_copy && !pt->in[0].rectified &&
 	    pt->in[0].mt->t->dtype == pt->out_dtype &&
 	    (pt->compute_dtype == GRAPH_DT_NONE ||
 	    pt->compute_dtype == pt->out_dtype);
