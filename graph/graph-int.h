@@ -87,9 +87,10 @@ void ynode_free(struct ynode *);
 const struct ynode *ynode_get(const struct ynode *, const char *);
 bool ynode_is_null(const struct ynode *);
 
-/* config.c */
-int graph_yaml_bool(const char *, bool *);
-int graph_yaml_number(const char *, double *);
+/* yaml.c: the text of plain scalars. */
+bool yscalar_digits(const char *s, const char *set);
+int yscalar_bool(const char *s, bool *out);
+int yscalar_number(const char *s, double *out);
 
 /*
  * safetensors.c, safetensors-header.c.  A file may list at most
