@@ -14,6 +14,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "xmalloc.h"
 
 static void
 clean_usage(FILE *fp)

@@ -13,6 +13,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "xmalloc.h"
 
 /*
  * Fetches the pages of the queue whose jobs are in states (NULL: any),

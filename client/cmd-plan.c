@@ -17,6 +17,7 @@
 
 #include "cli.h"
 #include "opts.h"
+#include "xmalloc.h"
 
 static const char *
 jstr(const cJSON *o, const char *k)

@@ -16,6 +16,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "xmalloc.h"
 
 static void
 rm_usage(FILE *fp)

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "opts.h"
+#include "xmalloc.h"
 
 struct run_ctx {
 	uv_loop_t loop;

@@ -21,6 +21,7 @@
 
 #include "cli.h"
 #include "opts.h"
+#include "xmalloc.h"
 
 enum {
 	OPT_OUT = 'o',

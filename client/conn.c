@@ -30,6 +30,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "xmalloc.h"
 
 extern char **environ;
 

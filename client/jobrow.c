@@ -10,6 +10,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "xmalloc.h"
 
 static void
 fmt_secs(char *buf, size_t len, double s)

@@ -16,6 +16,7 @@
 
 #include "cli.h"
 #include "opts.h"
+#include "xmalloc.h"
 
 /* A quarter of physical memory: room for the page cache and the rest. */
 uint64_t

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "xmalloc.h"
 
 int
 cli_trust_dir(const char *path, bool create)

@@ -35,6 +35,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 static void conn_on_poll(uv_poll_t *, int, int);
 static void conn_update(struct conn *);

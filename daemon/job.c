@@ -23,6 +23,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 /* Watchers hear progress at most this often, the store once a second. */
 #define JOB_EVENT_INTERVAL 0.2

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 double
 daemon_now(void)

@@ -16,6 +16,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 /* What the request asks to remove. */
 struct clean_filter {

@@ -20,6 +20,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 _Static_assert(PROTO_MAX_JOB_JSON < PROTO_LIST_MAX_BYTES,
     "a list page must have room for the largest job");

@@ -17,6 +17,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 /* Why j cannot be resumed now, after replying it; false if it can. */
 static bool

@@ -26,6 +26,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 /* A staging name unique to the job, stable across restarts. */
 static char *

@@ -9,6 +9,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 static size_t
 watches_of(const struct daemon *d, uint64_t conn)

@@ -19,6 +19,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 /*
  * Each op-<name>.c defines op_<name>; only this table names them, so a

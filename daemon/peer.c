@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 /* Linux allows 65536 supplementary groups; most users have a few. */
 #define PEER_MAX_GROUPS 65536

@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 #define container_of(p, t, m) ((t *)((char *)(p) - offsetof(t, m)))
 

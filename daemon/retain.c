@@ -20,6 +20,7 @@
 #include <stdlib.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 #define RETAIN_BATCH 256
 /* How often the policy looks: a minute, or the keep time if shorter. */

@@ -21,6 +21,7 @@
 #include <stdlib.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 /* One owner's standing for a pick. */
 struct sched_owner {

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 static void server_on_accept(uv_poll_t *, int, int);
 

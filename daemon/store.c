@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "daemon.h"
+#include "xmalloc.h"
 
 /*
  * PRAGMA user_version.  1: the first schema.  2: jobs.stage_dev and

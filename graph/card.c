@@ -47,7 +47,7 @@ card_model(struct xbuf *x, const struct plan_model *pm)
 char *
 graph_card_build(const struct graph_plan *p, const char *title)
 {
-	const struct graph_method *m = graph_method_find(p->method_name);
+	const struct graph_method *m = method_find(p->method_name);
 	struct xbuf x = { 0 };
 	bool slerp = strcmp(p->method_name, "slerp") == 0, any = false;
 	size_t i;

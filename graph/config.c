@@ -119,111 +119,6 @@ cfg_keys(struct cfg_ctx *c, const struct ynode *map, const char *what,
 	return good;
 }
 
-static bool
-is_digits(const char *s, const char *set)
-{
-	if (*s == '\0')
-		return false;
-	for (; *s != '\0'; s++)
-		if (strchr(set, *s) == NULL)
-			return false;
-	return true;
-}
-
-/* YAML 1.2 core schema float: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)? */
-static bool
-is_yaml_float(const char *s)
-{
-	bool digits = false;
-
-	if (*s == '+' || *s == '-')
-		s++;
-	while (*s >= '0' && *s <= '9') {
-		s++;
-		digits = true;
-	}
-	if (*s == '.') {
-		s++;
-		while (*s >= '0' && *s <= '9') {
-			s++;
-			digits = true;
-		}
-	}
-	if (!digits)
-		return false;
-	if (*s == 'e' || *s == 'E') {
-		s++;
-		if (*s == '+' || *s == '-')
-			s++;
-		if (!(*s >= '0' && *s <= '9'))
-			return false;
-		while (*s >= '0' && *s <= '9')
-			s++;
-	}
-	return *s == '\0';
-}
-
-int
-graph_yaml_bool(const char *s, bool *out)
-{
-	/* YAML 1.2 plus the 1.1 words mergekit's PyYAML also takes. */
-	static const char *const yes[] = { "true", "yes", "on" };
-	static const char *const no[] = { "false", "no", "off" };
-	size_t i;
-
-	for (i = 0; i < 3; i++) {
-		if (strcasecmp(s, yes[i]) == 0) {
-			*out = true;
-			return 0;
-		}
-		if (strcasecmp(s, no[i]) == 0) {
-			*out = false;
-			return 0;
-		}
-	}
-	return -EINVAL;
-}
-
-int
-graph_yaml_number(const char *s, double *out)
-{
-	char *end;
-	bool b, neg;
-
-	if (graph_yaml_bool(s, &b) == 0) {
-		*out = b ? 1.0 : 0.0;
-		return 0;
-	}
-	if (strncmp(s, "0x", 2) == 0 && is_digits(s + 2,
-	    "0123456789abcdefABCDEF")) {
-		*out = (double)strtoull(s + 2, NULL, 16);
-		return 0;
-	}
-	if (strncmp(s, "0o", 2) == 0 && is_digits(s + 2, "01234567")) {
-		*out = (double)strtoull(s + 2, NULL, 8);
-		return 0;
-	}
-	if (is_yaml_float(s)) {
-		*out = strtod(s, &end);
-		return *end == '\0' ? 0 : -EINVAL;
-	}
-	/* YAML 1.2 spells infinities and NaN this way; callers refuse them. */
-	if (strcmp(s, ".nan") == 0 || strcmp(s, ".NaN") == 0 ||
-	    strcmp(s, ".NAN") == 0) {
-		*out = NAN;
-		return 0;
-	}
-	neg = *s == '-';
-	if (*s == '+' || *s == '-')
-		s++;
-	if (strcmp(s, ".inf") == 0 || strcmp(s, ".Inf") == 0 ||
-	    strcmp(s, ".INF") == 0) {
-		*out = neg ? -INFINITY : INFINITY;
-		return 0;
-	}
-	return -EINVAL;
-}
-
 /* A parameter number: numeric scalars, booleans, or numeric strings. */
 static bool
 cfg_number(struct cfg_ctx *c, const struct ynode *n, double *out)
@@ -233,7 +128,7 @@ cfg_number(struct cfg_ctx *c, const struct ynode *n, double *out)
 		    ynode_kind_name(n));
 		return false;
 	}
-	if (graph_yaml_number(n->str, out) != 0) {
+	if (yscalar_number(n->str, out) != 0) {
 		cfg_err(c, n, "expected a number, got '%.40s'", n->str);
 		return false;
 	}
@@ -437,8 +332,8 @@ cfg_int(struct cfg_ctx *c, const struct ynode *n, int64_t *out)
 	char *end;
 	long long v;
 
-	if (n->kind != YNODE_SCALAR || n->quoted ||
-	    !is_digits(n->str[0] == '-' ? n->str + 1 : n->str, "0123456789")) {
+	if (n->kind != YNODE_SCALAR || n->quoted || !yscalar_digits(
+	    n->str[0] == '-' ? n->str + 1 : n->str, "0123456789")) {
 		cfg_err(c, n, "expected an integer");
 		return false;
 	}
@@ -654,7 +549,7 @@ cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
 	if ((n = ynode_get(root, "out_dtype")) != NULL)
 		cfg_dtype(c, n, "out_dtype", &cfg->out_dtype);
 	if ((n = ynode_get(root, "allow_crimes")) != NULL) {
-		if (n->kind != YNODE_SCALAR || graph_yaml_bool(n->str, &b) != 0)
+		if (n->kind != YNODE_SCALAR || yscalar_bool(n->str, &b) != 0)
 			cfg_err(c, n, "'allow_crimes' must be true or false");
 		else
 			cfg->allow_crimes = b;

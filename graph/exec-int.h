@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * exec-int.h: the executor's private structures (exec.c, exec-work.c,
- * cache.c).
+ * exec-int.h: the executor's private structures (exec.c, exec-admit.c,
+ * exec-work.c, cache.c).
  *
  * Ownership and threads: everything here belongs to the loop thread,
  * except while a task runs on the pool.  A task (struct task) is handed to
@@ -136,12 +136,12 @@ struct xtensor {
 	struct xtensor *aprev;
 };
 
-enum job_state {
-	JOB_SETUP,
-	JOB_RUNNING,
-	JOB_FINISHING,
-	JOB_CLEANUP,
-	JOB_DONE,
+enum xjob_state {
+	XJOB_SETUP,
+	XJOB_RUNNING,
+	XJOB_FINISHING,
+	XJOB_CLEANUP,
+	XJOB_DONE,
 };
 
 struct graph_job {
@@ -177,7 +177,7 @@ struct graph_job {
 	size_t nactive;
 	size_t nunits;		/* units alive */
 	struct graph_progress prog;
-	enum job_state state;
+	enum xjob_state state;
 	atomic_bool cancel;
 	int rc;
 	char *err;
@@ -209,19 +209,38 @@ struct graph_exec {
 };
 
 /* cache.c */
-void cache_init(struct cache *, struct bufpool *);
-void cache_fini(struct cache *);
-struct centry *cache_find(struct cache *, const struct graph_plan *,
-    const struct plan_tensor *, const struct plan_input *, uint64_t, size_t);
-struct centry *cache_get(struct cache *, const struct graph_plan *,
-    const struct plan_tensor *, const struct plan_input *, uint64_t, size_t,
-    bool *);
-void cache_pin(struct cache *, struct centry *);
-void cache_unpin(struct cache *, struct centry *);
-uint64_t cache_evict(struct cache *, uint64_t);
-void cache_drop(struct cache *, struct centry *);
+void cache_init(struct cache *c, struct bufpool *pool);
+void cache_fini(struct cache *c);
+struct centry *cache_find(struct cache *c, const struct graph_plan *p,
+    const struct plan_tensor *pt, const struct plan_input *in, uint64_t e0,
+    size_t n);
+struct centry *cache_get(struct cache *c, const struct graph_plan *p,
+    const struct plan_tensor *pt, const struct plan_input *in, uint64_t e0,
+    size_t n, bool *created);
+void cache_pin(struct cache *c, struct centry *e);
+void cache_unpin(struct cache *c, struct centry *e);
+uint64_t cache_evict(struct cache *c, uint64_t need);
+void cache_drop(struct cache *c, struct centry *e);
+
+/* exec.c */
+void exec_queue(struct graph_exec *ex, struct task *t);
+void unit_queue_merge(struct unit *u);
+
+/* exec-admit.c: memory accounting and unit admission (loop thread). */
+enum admit {
+	ADMIT_OK,
+	ADMIT_NO_MEMORY,	/* wait for the executor's budget */
+	ADMIT_CAP,		/* wait for this job's own units */
+};
+
+void mem_take(struct graph_exec *ex, uint64_t bytes);
+void mem_give(struct graph_exec *ex, uint64_t bytes);
+void *mem_alloc(struct graph_exec *ex, size_t size);
+void mem_free(struct graph_exec *ex, void *p, size_t size);
+enum admit unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0,
+    size_t n, uint64_t *need);
 
 /* exec-work.c: run on pool threads. */
-void exec_work(uv_work_t *);
+void exec_work(uv_work_t *w);
 
 #endif /* EXEC_INT_H */

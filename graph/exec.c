@@ -18,7 +18,10 @@
  * At most `threads` tasks are on the pool at once (the pool itself has one
  * more thread, so libuv's own file work is never starved).  Jobs are
  * admitted round-robin, so one job cannot starve another.  Everything here
- * runs on the loop thread; exec-work.c is what runs on the pool.
+ * runs on the loop thread; exec-admit.c counts memory and admits units,
+ * exec-work.c is what runs on the pool.  The executor's job (struct
+ * graph_job) is an "xjob" in static names, as its tensors are xtensors,
+ * so that they do not read as daemon/job.c's.
  */
 #include <sys/stat.h>
 
@@ -36,8 +39,8 @@
 
 static void exec_after(uv_work_t *, int);
 static void exec_pump(struct graph_exec *);
-static void job_fail(struct graph_job *, int, const char *);
-static void job_maybe_end(struct graph_job *);
+static void xjob_fail(struct graph_job *, int, const char *);
+static void xjob_maybe_end(struct graph_job *);
 static bool exec_write_wait(struct task *);
 static void exec_check_jobs(struct graph_exec *);
 
@@ -75,51 +78,7 @@ graph_exec_destroy(struct graph_exec *ex)
 	free(ex);
 }
 
-static void
-mem_take(struct graph_exec *ex, uint64_t bytes)
-{
-	ex->used += bytes;
-	assert(ex->used <= ex->budget);
-	if (ex->used > ex->peak)
-		ex->peak = ex->used;
-}
-
-static void
-mem_give(struct graph_exec *ex, uint64_t bytes)
-{
-	ex->used -= bytes;
-}
-
-/*
- * A buffer of size bytes, counted as used.  The caller has checked that
- * used + size fits the budget; pooled buffers are returned to the kernel
- * as needed so that used + pooled fits too (the budget bounds RSS).
- */
-static void *
-mem_alloc(struct graph_exec *ex, size_t size)
-{
-	uint64_t total;
-	void *p;
-
-	mem_take(ex, size);
-	if ((p = bufpool_take(&ex->pool, size)) != NULL)
-		return p;
-	total = ex->used + ex->pool.bytes;
-	if (total > ex->budget)
-		bufpool_trim(&ex->pool, total - ex->budget);
-	return graph_buf_alloc(size);
-}
-
-static void
-mem_free(struct graph_exec *ex, void *p, size_t size)
-{
-	if (p == NULL)
-		return;
-	mem_give(ex, size);
-	bufpool_put(&ex->pool, p, size);
-}
-
-static void
+void
 exec_queue(struct graph_exec *ex, struct task *t)
 {
 	t->ex = ex;
@@ -134,7 +93,7 @@ exec_queue(struct graph_exec *ex, struct task *t)
 }
 
 static void
-job_task(struct graph_job *job, enum task_kind kind)
+xjob_task(struct graph_job *job, enum task_kind kind)
 {
 	/* One task, reused: a failed finish's message went with it. */
 	free(job->jtask.err);
@@ -203,7 +162,7 @@ xt_chunk(const struct graph_exec *ex, const struct graph_job *job,
 static bool
 xt_is_raw(const struct plan_tensor *pt)
 {
-	return pt->method == &graph_method_copy && !pt->in[0].rectified &&
+	return pt->method == &method_copy && !pt->in[0].rectified &&
 	    pt->in[0].mt->t->dtype == pt->out_dtype &&
 	    (pt->compute_dtype == GRAPH_DT_NONE ||
 	    pt->compute_dtype == pt->out_dtype);
@@ -307,7 +266,7 @@ pt_held(const struct plan_tensor *pt)
  * on.  Unpinned cache entries are evicted to make the room.
  */
 static bool
-job_tensor_fits(struct graph_job *job, const struct plan_tensor *pt)
+xjob_tensor_fits(struct graph_job *job, const struct plan_tensor *pt)
 {
 	struct graph_exec *ex = job->ex;
 	uint64_t held = pt_held(pt), reserve = pt_min_unit(pt), first;
@@ -331,7 +290,7 @@ job_tensor_fits(struct graph_job *job, const struct plan_tensor *pt)
  * wait for memory.
  */
 static bool
-job_start_tensor(struct graph_job *job)
+xjob_start_tensor(struct graph_job *job)
 {
 	struct xtensor *xt;
 	const struct plan_tensor *pt;
@@ -340,7 +299,7 @@ job_start_tensor(struct graph_job *job)
 	if (job->next_tensor >= job->plan->ntensors)
 		return false;
 	pt = job->xt[job->next_tensor].pt;
-	if (!job->shard_done[pt->shard] && !job_tensor_fits(job, pt))
+	if (!job->shard_done[pt->shard] && !xjob_tensor_fits(job, pt))
 		return false;
 	xt = &job->xt[job->next_tensor++];
 	xt->active = true;
@@ -387,7 +346,7 @@ job_start_tensor(struct graph_job *job)
  * done, so that a plan of many empty tensors is scheduled in linear time.
  */
 static struct xtensor *
-job_next(struct graph_job *job, uint64_t *e0, size_t *n)
+xjob_next(struct graph_job *job, uint64_t *e0, size_t *n)
 {
 	struct xtensor *xt;
 	size_t c;
@@ -404,184 +363,34 @@ job_next(struct graph_job *job, uint64_t *e0, size_t *n)
 			    xt->pt->numel - *e0 : xt->chunk);
 			return xt;
 		}
-		if (job->nactive >= EXEC_LOOKAHEAD || !job_start_tensor(job))
+		if (job->nactive >= EXEC_LOOKAHEAD || !xjob_start_tensor(job))
 			return NULL;
 	}
 }
 
-static void
+void
 unit_queue_merge(struct unit *u)
 {
 	u->task.kind = TASK_MERGE;
 	exec_queue(u->xt->job->ex, &u->task);
 }
 
-/*
- * Tries to admit the unit (xt, e0, n): pins the inputs already cached (so
- * that eviction cannot take them), evicts unpinned entries if the rest
- * does not fit, and creates the missing entries with their loads.  Returns
- * false, changing nothing, when the unit does not fit; *need is then what
- * it would take.
- */
-enum admit {
-	ADMIT_OK,
-	ADMIT_NO_MEMORY,	/* wait for the executor's budget */
-	ADMIT_CAP,		/* wait for this job's own units */
-};
-
-/*
- * Bytes a unit holds besides cached inputs: a block-sized scratch (the
- * result's block, and one block per input read straight from the file)
- * and, in the apply pass, the chunk's encoded result.
- */
-static uint64_t
-unit_bytes(const struct plan_tensor *pt, size_t n, int pass, size_t nstream)
-{
-	uint64_t blk = n < pt->quantum ? n : pt->quantum;
-	bool apply = pass >= pt->ms.npasses;
-
-	return (nstream + (apply ? 1 : 0)) * blk * sizeof(float) +
-	    (apply ? (uint64_t)n * graph_dtype_size(pt->out_dtype) :
-	    pt->ms.scratch);
-}
-
-/*
- * Tries to admit the unit (xt, e0, n): pins the inputs already cached (so
- * that eviction cannot take them), evicts unpinned entries if the rest
- * does not fit, and creates the missing entries with their loads.
- * What is not cached is read straight from the file, block by block, by
- * the merge task.  With cache_inputs, statistics passes decode their
- * inputs into the cache instead, for the passes after them and for other
- * jobs.  It is off by default: measured on two 1.3 GB bf16 models, a
- * slerp took 5.5x the I/O floor with the cache and 2.7x streaming, since
- * decoded float32 is twice the bytes of the bf16 the page cache already
- * shares between jobs.  Returns
- * ADMIT_OK, or a reason to wait, changing nothing; *need is then what it
- * would take.
- */
-static enum admit
-unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
-    uint64_t *need)
-{
-	struct graph_job *job = xt->job;
-	const struct plan_tensor *pt = xt->pt;
-	struct centry *hit[GRAPH_MAX_INPUTS], *e;
-	bool cache = ex->cache_inputs && xt->pass < pt->ms.npasses &&
-	    !pt->ms.serial;
-	bool created;
-	struct unit *u;
-	uint64_t room, held = 0, own = 0;
-	size_t j, nstream = 0;
-
-	*need = 0;
-	if (!xt->raw) {
-		for (j = 0; j < pt->nin; j++) {
-			hit[j] = cache_find(&ex->cache, job->plan, pt,
-			    &pt->in[j], e0, n);
-			if (hit[j] == NULL && !cache)
-				nstream++;
-		}
-		own = unit_bytes(pt, n, xt->pass, nstream);
-		*need = own;
-		for (j = 0; j < pt->nin; j++)
-			if (hit[j] == NULL && cache)
-				*need += (uint64_t)n * sizeof(float);
-		/* A per-job cap bounds the job's working set. */
-		held = own + (uint64_t)(pt->nin - nstream) * n * sizeof(float);
-		if (job->cap > 0 && job->held + held > job->cap) {
-			*need = held;
-			return ADMIT_CAP;
-		}
-		for (j = 0; j < pt->nin; j++)
-			if (hit[j] != NULL)
-				cache_pin(&ex->cache, hit[j]);
-		room = ex->budget - ex->used;
-		if (*need > room)
-			mem_give(ex, cache_evict(&ex->cache, *need - room));
-		if (*need > ex->budget - ex->used) {
-			for (j = 0; j < pt->nin; j++)
-				if (hit[j] != NULL)
-					cache_unpin(&ex->cache, hit[j]);
-			return ADMIT_NO_MEMORY;
-		}
-		for (j = 0; j < pt->nin; j++)
-			ex->cache.hits += hit[j] != NULL;
-	}
-	u = xcalloc(1, sizeof *u);
-	u->xt = xt;
-	u->pass = xt->pass;
-	u->e0 = e0;
-	u->n = n;
-	u->raw = xt->raw;
-	u->task.job = job;
-	u->held = held;
-	job->held += held;
-	xt->next++;
-	job->nunits++;
-	if (u->raw) {
-		u->task.kind = TASK_WRITE;
-		exec_queue(ex, &u->task);
-		return ADMIT_OK;
-	}
-	u->enc_bytes = xt->pass >= pt->ms.npasses ? n *
-	    graph_dtype_size(pt->out_dtype) : 0;
-	u->stats_bytes = xt->pass < pt->ms.npasses ? pt->ms.scratch : 0;
-	u->scratch_bytes = own - u->enc_bytes - u->stats_bytes;
-	if (u->scratch_bytes > 0)
-		u->scratch = mem_alloc(ex, u->scratch_bytes);
-	if (u->enc_bytes > 0)
-		u->enc = mem_alloc(ex, u->enc_bytes);
-	if (u->stats_bytes > 0) {
-		/* Counted from zero; pool buffers come back dirty. */
-		u->stats = mem_alloc(ex, u->stats_bytes);
-		memset(u->stats, 0, u->stats_bytes);
-	}
-	for (j = 0; j < pt->nin; j++) {
-		if ((e = hit[j]) == NULL && !cache)
-			continue;	/* streamed by the merge task */
-		if (e == NULL) {
-			e = cache_get(&ex->cache, job->plan, pt, &pt->in[j], e0,
-			    n, &created);
-			e->data = mem_alloc(ex, e->bytes);
-			cache_pin(&ex->cache, e);
-		}
-		u->in[j] = e;
-		if (e->ready)
-			continue;
-		u->loads_pending++;
-		e->waiters = xreallocarray(e->waiters, e->nwaiters + 1,
-		    sizeof *e->waiters);
-		e->waiters[e->nwaiters].u = u;
-		e->waiters[e->nwaiters++].j = j;
-		if (!e->queued) {
-			e->queued = true;
-			e->plan = job->plan;
-			e->pt = pt;
-			e->in = &pt->in[j];
-			exec_queue(ex, &e->task);
-		}
-	}
-	if (u->loads_pending == 0)
-		unit_queue_merge(u);
-	return ADMIT_OK;
-}
-
 static bool
-job_admitting(const struct graph_job *job)
+xjob_admitting(const struct graph_job *job)
 {
-	return job->state == JOB_RUNNING && job->rc == 0;
+	return job->state == XJOB_RUNNING && job->rc == 0;
 }
 
 /* A job whose smallest unit can never fit fails rather than waits. */
 static void
-job_fail_memory(struct graph_job *job, const struct xtensor *xt,
+xjob_fail_memory(struct graph_job *job, const struct xtensor *xt,
     uint64_t need, uint64_t limit, const char *what)
 {
 	char *a = graph_format_size(need), *b = graph_format_size(limit);
 	char *msg = xasprintf("%s %s is too small for %s (needs %s)", what, b,
 	    xt->pt->name, a);
 
-	job_fail(job, -ENOMEM, msg);
+	xjob_fail(job, -ENOMEM, msg);
 	free(a);
 	free(b);
 	free(msg);
@@ -610,15 +419,15 @@ exec_admit(struct graph_exec *ex)
 	start = job = ex->rr;
 	do {
 		ex->rr = job->next != NULL ? job->next : ex->jobs;
-		admitting = job_admitting(job);
-		xt = admitting ? job_next(job, &e0, &n) : NULL;
+		admitting = xjob_admitting(job);
+		xt = admitting ? xjob_next(job, &e0, &n) : NULL;
 		if (admitting && xt == NULL && idle && job->nunits == 0 &&
 		    job->nactive == 0 && job->next_tensor <
 		    job->plan->ntensors) {
-			/* With no tensor active, job_next found none only
+			/* With no tensor active, xjob_next found none only
 			 * because the next one's state cannot fit: never. */
 			xt = &job->xt[job->next_tensor];
-			job_fail_memory(job, xt, pt_min_unit(xt->pt) +
+			xjob_fail_memory(job, xt, pt_min_unit(xt->pt) +
 			    pt_held(xt->pt), ex->budget, "memory budget");
 			return true;
 		}
@@ -629,14 +438,14 @@ exec_admit(struct graph_exec *ex)
 			case ADMIT_CAP:
 				if (job->nunits > 0)
 					break;
-				job_fail_memory(job, xt, need, job->cap,
+				xjob_fail_memory(job, xt, need, job->cap,
 				    "the job's memory cap");
 				return true;
 			case ADMIT_NO_MEMORY:
 				/* Nothing in flight means never. */
 				if (!idle || job->nunits > 0)
 					return false;
-				job_fail_memory(job, xt, need, ex->budget,
+				xjob_fail_memory(job, xt, need, ex->budget,
 				    "memory budget");
 				return true;
 			}
@@ -683,7 +492,7 @@ exec_pump(struct graph_exec *ex)
 }
 
 static void
-job_progress(struct graph_job *job)
+xjob_progress(struct graph_job *job)
 {
 	job->prog.memory_used = job->ex->used;
 	job->prog.memory_peak = job->ex->peak;
@@ -741,7 +550,7 @@ unit_done(struct unit *u)
 		    xt->state, xt->pass, xt->partials, xt->npartials);
 		if (why != NULL) {
 			char *msg = xasprintf("%s: %s", xt->pt->name, why);
-			job_fail(xt->job, -EDOM, msg);
+			xjob_fail(xt->job, -EDOM, msg);
 			free(msg);
 			return;
 		}
@@ -754,7 +563,7 @@ unit_done(struct unit *u)
 		return;
 	}
 	xt_done(xt);
-	job_progress(xt->job);
+	xjob_progress(xt->job);
 }
 
 static void
@@ -773,7 +582,7 @@ after_load(struct graph_exec *ex, struct centry *e)
 	for (i = 0; i < nw; i++) {
 		u = w[i].u;
 		if (e->failed)
-			job_fail(u->xt->job, e->task.rc, e->task.err);
+			xjob_fail(u->xt->job, e->task.rc, e->task.err);
 		if (--u->loads_pending > 0)
 			continue;
 		if (u->xt->job->rc != 0)
@@ -797,7 +606,7 @@ after_unit(struct unit *u)
 	if (u->task.kind == TASK_WRITE)
 		exec_write_done(job->ex, u);
 	if (u->task.rc != 0) {
-		job_fail(job, u->task.rc, u->task.err);
+		xjob_fail(job, u->task.rc, u->task.err);
 		unit_done(u);
 		return;
 	}
@@ -822,7 +631,7 @@ after_unit(struct unit *u)
 }
 
 static void
-job_fail(struct graph_job *job, int rc, const char *err)
+xjob_fail(struct graph_job *job, int rc, const char *err)
 {
 	if (job->rc != 0)
 		return;
@@ -833,7 +642,7 @@ job_fail(struct graph_job *job, int rc, const char *err)
 
 /* Everything of the job that refers to its plan. */
 static void
-job_release(struct graph_job *job)
+xjob_release(struct graph_job *job)
 {
 	struct graph_exec *ex = job->ex;
 	size_t i;
@@ -848,7 +657,7 @@ job_release(struct graph_job *job)
 }
 
 static void
-job_free(struct graph_job *job)
+xjob_free(struct graph_job *job)
 {
 	struct graph_exec *ex = job->ex;
 	struct graph_job **pp;
@@ -883,14 +692,14 @@ job_free(struct graph_job *job)
  * refers to it is touched after the callback returns.
  */
 static void
-job_complete(struct graph_job *job)
+xjob_complete(struct graph_job *job)
 {
-	job->state = JOB_DONE;
-	job_progress(job);
-	job_release(job);
+	job->state = XJOB_DONE;
+	xjob_progress(job);
+	xjob_release(job);
 	if (job->done != NULL)
 		job->done(job, job->rc, job->err, job->arg);
-	job_free(job);
+	xjob_free(job);
 }
 
 /*
@@ -898,52 +707,52 @@ job_complete(struct graph_job *job)
  * job cleans up, a job whose shards are all on disk finishes.
  */
 static void
-job_maybe_end(struct graph_job *job)
+xjob_maybe_end(struct graph_job *job)
 {
 	if (job->nunits > 0 || job->inflight > 0)
 		return;
 	switch (job->state) {
-	case JOB_SETUP:
-	case JOB_RUNNING:
+	case XJOB_SETUP:
+	case XJOB_RUNNING:
 		if (job->rc != 0) {
-			job->state = JOB_CLEANUP;
+			job->state = XJOB_CLEANUP;
 			job->inflight++;
-			job_task(job, TASK_CLEANUP);
+			xjob_task(job, TASK_CLEANUP);
 		} else if (job->prog.shards_done == job->plan->nshards &&
 		    job->next_tensor == job->plan->ntensors &&
 		    job->nactive == 0) {
-			job->state = JOB_FINISHING;
+			job->state = XJOB_FINISHING;
 			job->inflight++;
-			job_task(job, TASK_FINISH);
+			xjob_task(job, TASK_FINISH);
 		}
 		break;
-	case JOB_FINISHING:
+	case XJOB_FINISHING:
 		if (job->rc != 0) {
-			job->state = JOB_CLEANUP;
+			job->state = XJOB_CLEANUP;
 			job->inflight++;
-			job_task(job, TASK_CLEANUP);
+			xjob_task(job, TASK_CLEANUP);
 		} else {
-			job_complete(job);
+			xjob_complete(job);
 		}
 		break;
-	case JOB_CLEANUP:
-		job_complete(job);
+	case XJOB_CLEANUP:
+		xjob_complete(job);
 		break;
-	case JOB_DONE:
+	case XJOB_DONE:
 		break;
 	}
 }
 
 static void
-after_job_task(struct graph_job *job, struct task *t)
+after_xjob_task(struct graph_job *job, struct task *t)
 {
 	job->inflight--;
 	if (t->rc != 0)
-		job_fail(job, t->rc, t->err);
+		xjob_fail(job, t->rc, t->err);
 	switch (t->kind) {
 	case TASK_SETUP:
-		if (job->state == JOB_SETUP)
-			job->state = JOB_RUNNING;
+		if (job->state == XJOB_SETUP)
+			job->state = XJOB_RUNNING;
 		/* Here, on the loop thread, before any shard is queued: the
 		 * identity is recorded before a publish can happen. */
 		if (t->rc == 0 && job->on_staged != NULL)
@@ -975,7 +784,7 @@ exec_check_jobs(struct graph_exec *ex)
 
 	for (job = ex->jobs; job != NULL; job = next) {
 		next = job->next;
-		job_maybe_end(job);
+		xjob_maybe_end(job);
 	}
 }
 
@@ -996,7 +805,7 @@ exec_after(uv_work_t *w, int status)
 		after_unit(container_of(t, struct unit, task));
 		break;
 	default:
-		after_job_task(t->job, t);
+		after_xjob_task(t->job, t);
 		break;
 	}
 	exec_check_jobs(ex);
@@ -1106,9 +915,9 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	for (pp = &ex->jobs; *pp != NULL; pp = &(*pp)->next)
 		;
 	*pp = job;
-	job->state = JOB_SETUP;
+	job->state = XJOB_SETUP;
 	job->inflight++;
-	job_task(job, TASK_SETUP);
+	xjob_task(job, TASK_SETUP);
 	exec_pump(ex);
 	*out = job;
 	return 0;
@@ -1123,9 +932,9 @@ void
 graph_exec_interrupt(struct graph_job *job)
 {
 	job->keep_staging = true;
-	if (job->state == JOB_DONE || job->state == JOB_CLEANUP)
+	if (job->state == XJOB_DONE || job->state == XJOB_CLEANUP)
 		return;
-	job_fail(job, -EINTR, "interrupted");
+	xjob_fail(job, -EINTR, "interrupted");
 	exec_check_jobs(job->ex);
 	exec_pump(job->ex);
 }
@@ -1134,9 +943,9 @@ graph_exec_interrupt(struct graph_job *job)
 void
 graph_exec_cancel(struct graph_job *job)
 {
-	if (job->state == JOB_DONE || job->state == JOB_CLEANUP)
+	if (job->state == XJOB_DONE || job->state == XJOB_CLEANUP)
 		return;
-	job_fail(job, -ECANCELED, "cancelled");
+	xjob_fail(job, -ECANCELED, "cancelled");
 	exec_check_jobs(job->ex);
 	exec_pump(job->ex);
 }

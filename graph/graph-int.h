@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * graph-int.h: declarations private to the merge engine (graph/) and its
- * unit tests.  Grouped by the file that defines them.
+ * unit tests.  Grouped by the file that defines them.  The merge-method
+ * interface (struct graph_method, plan_tensor, the kernels' helpers) is
+ * in method.h, and the allocators in xmalloc.h; both are included here.
  */
 #ifndef GRAPH_INT_H
 #define GRAPH_INT_H
@@ -12,6 +14,8 @@
 #include <strings.h>
 
 #include "graph.h"
+#include "method.h"
+#include "xmalloc.h"
 
 struct cJSON;
 
@@ -83,9 +87,10 @@ void ynode_free(struct ynode *);
 const struct ynode *ynode_get(const struct ynode *, const char *);
 bool ynode_is_null(const struct ynode *);
 
-/* config.c */
-int graph_yaml_bool(const char *, bool *);
-int graph_yaml_number(const char *, double *);
+/* yaml.c: the text of plain scalars. */
+bool yscalar_digits(const char *s, const char *set);
+int yscalar_bool(const char *s, bool *out);
+int yscalar_number(const char *s, double *out);
 
 /*
  * safetensors.c, safetensors-header.c.  A file may list at most
@@ -244,164 +249,6 @@ bool graph_arch_name_is_embed(const char *);
 const char *graph_arch_tied_name(const char *);
 size_t graph_arch_tied_names(const char *, const char **, size_t);
 
-/* method.c: the merge method table. */
-struct plan_tensor;
-
-enum mparam_type {
-	MP_FLOAT,
-	MP_BOOL,
-	MP_INT,
-};
-
-struct method_param {
-	const char *name;
-	bool per_model;
-	bool required;
-	enum mparam_type type;
-	double def;
-};
-
-/*
- * One block of an output tensor as a kernel sees it: n consecutive
- * elements (of the flattened tensor) starting at element e0, one float32
- * array per input, an output array (apply pass), and the partial results
- * of the block: nred doubles for the one quantum the block is, or per
- * row for methods that work by rows (their blocks hold whole rows).
- * Statistics passes write their quantum's or rows' partials, and may also
- * count into scratch, the unit's own area that the method merges on the
- * loop thread; apply passes may read the partials.
- */
-struct mchunk {
-	uint64_t e0;
-	size_t n;
-	const float *const *in;
-	size_t nin;
-	float *out;		/* apply pass */
-	double *partials;	/* this quantum's (or first row's) partials */
-	uint64_t quantum;	/* elements per block */
-	uint64_t r0;		/* first row (rows methods) */
-	size_t nrows;		/* rows in the block */
-	size_t cols;		/* row length */
-	void *scratch;		/* statistics pass: the unit's scratch */
-};
-
-/*
- * How a method runs over one tensor; fixed at plan time (from the static
- * fields of struct graph_method, or its shape hook).
- */
-struct method_shape {
-	int npasses;		/* statistics passes before the apply pass */
-	int nred;		/* doubles per quantum (per row with rows) */
-	bool rows;		/* blocks hold whole rows; partials per row */
-	bool serial;		/* statistics passes run as one unit, in order */
-	uint64_t row_len;	/* rows: elements per row; 0 = the last axis */
-	size_t state_size;	/* per-tensor state, zeroed */
-	size_t scratch;		/* per-unit bytes for statistics, zeroed */
-};
-
-#define METHOD_NEEDS_BASE	0x1	/* base model must be an input */
-#define METHOD_OPTIONAL_T	0x2	/* unset t: keep the base tensor */
-#define METHOD_RECTIFY		0x4	/* crop is_embed inputs to common */
-#define METHOD_BASE_CROP	0x8	/* crop is_embed inputs to the base */
-
-/*
- * Hot loops are compiled twice, for AVX2 and for the baseline, and the
- * CPU picks at load time.  No FMA: both clones round every operation the
- * same way, so results do not depend on the machine.
- */
-#ifdef GRAPH_SIMD_CLONES
-#define GRAPH_SIMD __attribute__((target_clones("avx2", "default")))
-#else
-#define GRAPH_SIMD
-#endif
-
-/* Inputs of one output tensor; kernels keep per-input arrays on stack. */
-
-#define GRAPH_MAX_INPUTS 64
-
-/*
- * Elements per block: kernels run a block at a time and reductions keep
- * one partial per block, summed in order, so results never depend on the
- * chunking.  Row methods round it to whole rows.
- */
-#define GRAPH_QUANTUM 65536u
-
-struct method_plan;
-
-struct graph_method {
-	const char *name;
-	const char *pretty;
-	const char *url;
-	const struct method_param *params;
-	size_t nparams;
-	unsigned flags;
-	const void *priv;	/* a family's description of this member */
-	/* Plan-time check of one tensor; may fold it to a copy. */
-	void (*plan)(struct method_plan *);
-	/* The shape for one tensor, when the static one below varies. */
-	void (*shape)(const struct plan_tensor *, struct method_shape *);
-	int npasses;		/* statistics passes before the apply pass */
-	int nred;		/* doubles per quantum in a statistics pass */
-	bool rows;		/* blocks hold whole rows */
-	size_t state_size;	/* per-tensor state, zeroed */
-	void (*stats)(const struct plan_tensor *, void *, int,
-	    const struct mchunk *);
-	/* Adds a unit's statistics scratch into the state (loop thread). */
-	void (*merge)(const struct plan_tensor *, void *, int, const void *);
-	/* Between passes; returns NULL, or why the tensor cannot merge. */
-	const char *(*reduce)(const struct plan_tensor *, void *, int,
-	    const double *, size_t);
-	/* After reduce: true when the next pass has nothing to find for
-	 * this tensor and is skipped.  NULL: never. */
-	bool (*skip_next)(const struct plan_tensor *, const void *, int);
-	void (*apply)(const struct plan_tensor *, const void *,
-	    const struct mchunk *);
-};
-
-const struct graph_method *graph_method_find(const char *);
-bool graph_method_known_upstream(const char *);
-const char *const *graph_method_names(size_t *);
-int graph_method_param(const struct graph_method *, const char *);
-extern const struct graph_method graph_method_copy;
-
-/* The methods, one file each. */
-extern const struct graph_method method_linear;
-extern const struct graph_method method_slerp;
-extern const struct graph_method method_passthrough;
-extern const struct graph_method method_task_arithmetic;
-extern const struct graph_method method_ties;
-extern const struct graph_method method_dare_ties;
-extern const struct graph_method method_dare_linear;
-extern const struct graph_method method_breadcrumbs;
-extern const struct graph_method method_breadcrumbs_ties;
-extern const struct graph_method method_della;
-extern const struct graph_method method_della_linear;
-extern const struct graph_method method_nearswap;
-extern const struct graph_method method_ram;
-extern const struct graph_method method_ramplus_tl;
-extern const struct graph_method method_multislerp;
-extern const struct graph_method method_karcher;
-extern const struct graph_method method_model_stock;
-extern const struct graph_method method_nuslerp;
-extern const struct graph_method method_sce;
-extern const struct graph_method method_arcee_fusion;
-
-/* kernels.c: loops the methods share. */
-void kern_scale(float *restrict, const float *restrict, double, size_t);
-void kern_combine(float *restrict, const float *const *, const double *,
-    size_t, size_t);
-void kern_dots(const float *restrict, const float *restrict, size_t,
-    double *, double *, double *);
-
-/* gram.c: Gram matrices and coefficient-space vectors. */
-size_t gram_size(size_t);
-void kern_gram(const float *const *, size_t, const float *, size_t,
-    double *);
-void gram_sum(const double *, size_t, size_t, double *);
-void gram_unpack(const double *, size_t, double *);
-double gram_dot(const double *, size_t, const double *, const double *);
-double gram_norm(const double *, size_t, const double *);
-
 /* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
 int graph_pvalue_eval(const struct graph_pvalue *, double, double *);
 int graph_param_eval(const struct graph_param *, const char *, double,
@@ -413,44 +260,6 @@ const struct graph_param *graph_params_find(const struct graph_params *,
 struct plan_model {
 	struct graph_model *m;
 	char *name;
-};
-
-struct plan_input {
-	size_t model;		/* index into plan->models */
-	const struct graph_model_tensor *mt;
-	char *name;		/* the tensor name actually read */
-	int64_t rows;		/* view: a top-left block of the stored */
-	int64_t cols;		/* tensor, for rectified embeddings */
-	int64_t layer;		/* source layer, -1 outside layers */
-	bool rectified;
-};
-
-struct plan_tensor {
-	char *name;
-	int ndim;
-	int64_t shape[GRAPH_MAX_DIMS];
-	uint64_t numel;
-	int64_t rows;		/* numel / cols */
-	int64_t cols;		/* row length: the last axis, or ms.row_len */
-	enum graph_dtype out_dtype;
-	enum graph_dtype compute_dtype;	/* NONE: inputs as stored */
-	bool is_embed;
-	int64_t layer;		/* output layer, -1 outside layers */
-	const struct graph_method *method;
-	struct plan_input *in;
-	size_t nin;
-	int base;		/* index into in, -1 without a base */
-	double *g;		/* global parameter values, by param index */
-	bool *gset;
-	double *pm;		/* per-model values: nin x nparams */
-	bool *pmset;
-	char *note;		/* why a tensor was folded, for plan output */
-	struct method_shape ms;	/* how the method runs over it */
-	uint64_t quantum;	/* elements per block (whole rows for rows) */
-	uint64_t seed;		/* the job's random seed (random methods) */
-	size_t shard;
-	uint64_t offset;	/* absolute offset in the shard file */
-	uint64_t nbytes;
 };
 
 struct plan_shard {
@@ -488,25 +297,8 @@ struct graph_plan {
 	uint64_t seed;
 };
 
-/* The method's view of one tensor being planned. */
-struct plan_build;
-
-struct method_plan {
-	struct plan_tensor *t;
-	const struct graph_plan *plan;
-	struct plan_build *build;
-	bool slice_base;	/* the slice names a base model */
-	bool fold_copy;		/* set by the hook: copy input fold_input */
-	size_t fold_input;
-};
-
-void plan_tensor_error(struct method_plan *, const char *, ...)
-    __attribute__((format(printf, 2, 3)));
-double plan_g(const struct plan_tensor *, const char *);
-bool plan_gset(const struct plan_tensor *, const char *);
-double plan_pm(const struct plan_tensor *, size_t, const char *);
-bool plan_pmset(const struct plan_tensor *, size_t, const char *);
-int plan_layout(struct graph_plan *, struct graph_diags *);
+/* plan-layout.c */
+int plan_layout(struct graph_plan *p, struct graph_diags *d);
 
 /* bufpool.c: recycled chunk buffers (loop thread only). */
 struct bufpool_buf {

@@ -30,29 +30,10 @@
 #define GRAPH_VERSION "0.1.0"
 #define GRAPH_MAX_DIMS 8
 
-/* xmalloc.c: allocators that abort instead of returning NULL. */
-void *xmalloc(size_t);
-void *xcalloc(size_t, size_t);
-void *xreallocarray(void *, size_t, size_t);
-void *xgrowarray(void *, size_t, size_t);
-char *xstrdup(const char *);
-char *xstrndup(const char *, size_t);
-char *xasprintf(const char *, ...) __attribute__((format(printf, 1, 2)));
-char *xvasprintf(const char *, va_list)
-    __attribute__((format(printf, 1, 0), nonnull(1)));
+struct xbuf;
 
-/* A growable NUL-terminated byte buffer. */
-struct xbuf {
-	char *data;
-	size_t len;
-	size_t cap;
-};
-void xbuf_add(struct xbuf *, const void *, size_t);
-void xbuf_printf(struct xbuf *, const char *, ...)
-    __attribute__((format(printf, 2, 3)));
-char *xbuf_take(struct xbuf *);	/* caller frees; buffer is reset */
-void xbuf_free(struct xbuf *);
-void graph_json_string(struct xbuf *, const char *);	/* quoted, escaped */
+/* safetensors.c: appends s to b, quoted and escaped as a JSON string. */
+void graph_json_string(struct xbuf *b, const char *s);
 
 /* diag.c: problems found while loading and planning. */
 struct graph_mark {

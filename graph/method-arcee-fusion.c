@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
 #include "select.h"
 
 #define AF_SAMPLE 1000000u

@@ -4,6 +4,12 @@
  * (MERGEKIT.md Part B 4.2 and 4.4): task_arithmetic, ties, dare_ties,
  * dare_linear, breadcrumbs, breadcrumbs_ties, della and della_linear.
  *
+ * Eight methods in one file, on purpose: they are one kernel (the passes
+ * below) with a different sparsifier, sign rule and parameter list, so
+ * each is one GTA_METHOD line at the end rather than a file of its own
+ * that would repeat the passes.  "One method, one file" (method.c) holds
+ * for kernels, not for names.
+ *
  * For every non-base input i, delta_i = X_i - B (rounded to float32, the
  * precision the sparsifiers rank and sum in).  A sparsifier keeps part of
  * each delta and may rescale it to its former L1 norm; the kept deltas
@@ -41,7 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
 #include "select.h"
 
 enum gta_sparse {
@@ -88,18 +94,6 @@ static const struct gta_kind *
 gta_kind(const struct plan_tensor *t)
 {
 	return t->method->priv;
-}
-
-/* The deltas: every input but the base, in input order. */
-static size_t
-gta_deltas(const struct plan_tensor *t, size_t *idx)
-{
-	size_t j, k = 0;
-
-	for (j = 0; j < t->nin; j++)
-		if ((int)j != t->base)
-			idx[k++] = j;
-	return k;
 }
 
 static uint64_t
@@ -161,7 +155,7 @@ gta_plan(struct method_plan *mp)
 {
 	struct plan_tensor *t = mp->t;
 	enum gta_sparse sp = gta_kind(t)->sparse;
-	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, j;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), i, j;
 	double d, g;
 
 	if (k == 0) {
@@ -203,7 +197,7 @@ static void
 gta_shape(const struct plan_tensor *t, struct method_shape *ms)
 {
 	const struct gta_kind *kind = gta_kind(t);
-	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), i;
 	bool active = false, rescale = plan_g(t, "rescale") != 0;
 
 	for (i = 0; i < k; i++)
@@ -602,7 +596,7 @@ gta_stats(const struct plan_tensor *t, void *state, int pass,
 {
 	const struct gta_state *st = state;
 	enum gta_sparse sp = gta_kind(t)->sparse;
-	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, s, n, r;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), i, s, n, r;
 	struct gta_delta dl[GRAPH_MAX_INPUTS];
 	size_t rows = t->ms.rows ? c->nrows : 1;
 	size_t len = t->ms.rows ? c->cols : c->n;
@@ -729,7 +723,7 @@ static const char *
 gta_reduce_cuts(const struct plan_tensor *t, struct gta_state *st, int pass,
     const double *partials, size_t nq)
 {
-	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, q;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), i, q;
 	struct sel_range *r;
 	const char *why = NULL;
 	uint64_t run[2], *h, *tie;
@@ -836,7 +830,7 @@ gta_apply(const struct plan_tensor *t, const void *state,
     const struct mchunk *c)
 {
 	const struct gta_state *st = state;
-	size_t idx[GRAPH_MAX_INPUTS], k = gta_deltas(t, idx), i, e, s, n;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), i, e, s, n;
 	struct gta_delta dl[GRAPH_MAX_INPUTS];
 	const float *b = c->in[t->base];
 	double w[GRAPH_MAX_INPUTS], f[GRAPH_MAX_INPUTS], wsum = 0, lambda;
@@ -890,27 +884,27 @@ gta_apply(const struct plan_tensor *t, const void *state,
 }
 
 #define GTA_COMMON(norm, resc) \
-	{ "int8_mask", false, false, MP_BOOL, 0 }, \
-	{ "normalize", false, false, MP_BOOL, norm }, \
-	{ "rescale", false, false, MP_BOOL, resc }, \
-	{ "lambda", false, false, MP_FLOAT, 1 }, \
-	{ "weight", true, true, MP_FLOAT, 0 }, \
-	{ "density", true, false, MP_FLOAT, 1 }
+	{ "int8_mask", false, MP_OPTIONAL, MP_BOOL, 0 }, \
+	{ "normalize", false, MP_OPTIONAL, MP_BOOL, norm }, \
+	{ "rescale", false, MP_OPTIONAL, MP_BOOL, resc }, \
+	{ "lambda", false, MP_OPTIONAL, MP_FLOAT, 1 }, \
+	{ "weight", true, MP_REQUIRED, MP_FLOAT, 0 }, \
+	{ "density", true, MP_OPTIONAL, MP_FLOAT, 1 }
 
 static const struct method_param ta_params[] = { GTA_COMMON(0, 0) };
 static const struct method_param ties_params[] = { GTA_COMMON(1, 0) };
 static const struct method_param dare_params[] = { GTA_COMMON(0, 1) };
 static const struct method_param crumbs_params[] = {
 	GTA_COMMON(0, 0),
-	{ "gamma", true, false, MP_FLOAT, 0.01 },
+	{ "gamma", true, MP_OPTIONAL, MP_FLOAT, 0.01 },
 };
 static const struct method_param della_params[] = {
 	GTA_COMMON(1, 1),
-	{ "epsilon", true, false, MP_FLOAT, 0.15 },
+	{ "epsilon", true, MP_OPTIONAL, MP_FLOAT, 0.15 },
 };
 static const struct method_param della_linear_params[] = {
 	GTA_COMMON(0, 1),
-	{ "epsilon", true, false, MP_FLOAT, 0.15 },
+	{ "epsilon", true, MP_OPTIONAL, MP_FLOAT, 0.15 },
 };
 
 #define GTA_METHOD(sym, nm, pp, u, pr, sp, cons) \

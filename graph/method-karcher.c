@@ -13,7 +13,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
 
 #define KM GRAPH_MAX_INPUTS
 
@@ -22,8 +22,8 @@ struct karcher_state {
 };
 
 static const struct method_param karcher_params[] = {
-	{ "max_iter", false, false, MP_INT, 10 },
-	{ "tol", false, false, MP_FLOAT, 1e-5 },
+	{ "max_iter", false, MP_OPTIONAL, MP_INT, 10 },
+	{ "tol", false, MP_OPTIONAL, MP_FLOAT, 1e-5 },
 };
 
 static void

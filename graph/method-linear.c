@@ -10,11 +10,11 @@
  */
 #include <math.h>
 
-#include "graph-int.h"
+#include "method.h"
 
 static const struct method_param linear_params[] = {
-	{ "normalize", false, false, MP_BOOL, 1 },
-	{ "weight", true, false, MP_FLOAT, 0 },
+	{ "normalize", false, MP_OPTIONAL, MP_BOOL, 1 },
+	{ "weight", true, MP_OPTIONAL, MP_FLOAT, 0 },
 };
 
 static void
@@ -34,11 +34,10 @@ linear_plan(struct method_plan *mp)
 			    "input, but the base model %s has none (models: "
 			    "syntax adds base_model as an input); give it a "
 			    "weight, or drop base_model",
-			    mp->plan->models[t->in[i].model].name);
+			    plan_input_model(mp, i));
 		else
 			plan_tensor_error(mp, "missing required parameter "
-			    "'weight' for %s", mp->plan->models[t->in[i].model]
-			    .name);
+			    "'weight' for %s", plan_input_model(mp, i));
 		return;
 	}
 	if (plan_g(t, "normalize") != 0 && fabs(sum) == 0)

@@ -14,23 +14,11 @@
 #include <math.h>
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
 
 static const struct method_param model_stock_params[] = {
-	{ "filter_wise", false, false, MP_BOOL, 0 },
+	{ "filter_wise", false, MP_OPTIONAL, MP_BOOL, 0 },
 };
-
-/* The others: every input but the base, in input order. */
-static size_t
-ms_others(const struct plan_tensor *t, size_t *idx)
-{
-	size_t j, k = 0;
-
-	for (j = 0; j < t->nin; j++)
-		if ((int)j != t->base)
-			idx[k++] = j;
-	return k;
-}
 
 static void
 model_stock_plan(struct method_plan *mp)
@@ -60,7 +48,7 @@ static void
 model_stock_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
 {
-	size_t idx[GRAPH_MAX_INPUTS], k = ms_others(t, idx), j, r;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), j, r;
 	size_t np = gram_size(k);
 	const float *x[GRAPH_MAX_INPUTS];
 

@@ -10,35 +10,23 @@
 #include <math.h>
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
 
 struct comb_state {
 	double coef[GRAPH_MAX_INPUTS];	/* by input index */
 };
 
 static const struct method_param multislerp_params[] = {
-	{ "normalize_weights", false, false, MP_BOOL, 1 },
-	{ "eps", false, false, MP_FLOAT, 1e-8 },
-	{ "weight", true, true, MP_FLOAT, 0 },
+	{ "normalize_weights", false, MP_OPTIONAL, MP_BOOL, 1 },
+	{ "eps", false, MP_OPTIONAL, MP_FLOAT, 1e-8 },
+	{ "weight", true, MP_REQUIRED, MP_FLOAT, 0 },
 };
-
-/* The inputs interpolated: all but the base. */
-static size_t
-ms_vectors(const struct plan_tensor *t, size_t *idx)
-{
-	size_t j, k = 0;
-
-	for (j = 0; j < t->nin; j++)
-		if ((int)j != t->base)
-			idx[k++] = j;
-	return k;
-}
 
 static void
 multislerp_plan(struct method_plan *mp)
 {
 	struct plan_tensor *t = mp->t;
-	size_t idx[GRAPH_MAX_INPUTS], k = ms_vectors(t, idx), j;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), j;
 	double sum = 0;
 
 	if (k == 0) {
@@ -69,7 +57,7 @@ static void
 multislerp_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
 {
-	size_t idx[GRAPH_MAX_INPUTS], k = ms_vectors(t, idx), j;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), j;
 	const float *x[GRAPH_MAX_INPUTS];
 
 	(void)state;
@@ -85,7 +73,7 @@ multislerp_reduce(const struct plan_tensor *t, void *state, int pass,
     const double *partials, size_t n)
 {
 	struct comb_state *s = state;
-	size_t idx[GRAPH_MAX_INPUTS], k = ms_vectors(t, idx), i, j;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), i, j;
 	double G[GRAPH_MAX_INPUTS * GRAPH_MAX_INPUTS], w[GRAPH_MAX_INPUTS];
 	double nrm[GRAPH_MAX_INPUTS], u[GRAPH_MAX_INPUTS][GRAPH_MAX_INPUTS];
 	double m[GRAPH_MAX_INPUTS] = { 0 }, tc[GRAPH_MAX_INPUTS] = { 0 };

@@ -7,10 +7,10 @@
  */
 #include <math.h>
 
-#include "graph-int.h"
+#include "method.h"
 
 static const struct method_param nearswap_params[] = {
-	{ "t", false, true, MP_FLOAT, 0 },
+	{ "t", false, MP_BASE_FALLBACK, MP_FLOAT, 0 },
 };
 
 static void
@@ -59,7 +59,7 @@ const struct graph_method method_nearswap = {
 	.url = "https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001",
 	.params = nearswap_params,
 	.nparams = sizeof nearswap_params / sizeof *nearswap_params,
-	.flags = METHOD_NEEDS_BASE | METHOD_OPTIONAL_T | METHOD_RECTIFY,
+	.flags = METHOD_NEEDS_BASE | METHOD_RECTIFY,
 	.plan = nearswap_plan,
 	.apply = nearswap_apply,
 };

@@ -16,7 +16,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
 
 enum nu_mode {
 	NU_FLAT,
@@ -25,9 +25,9 @@ enum nu_mode {
 };
 
 static const struct method_param nuslerp_params[] = {
-	{ "nuslerp_row_wise", false, false, MP_BOOL, 0 },
-	{ "nuslerp_flatten", false, false, MP_BOOL, 1 },
-	{ "weight", true, true, MP_FLOAT, 0 },
+	{ "nuslerp_row_wise", false, MP_OPTIONAL, MP_BOOL, 0 },
+	{ "nuslerp_flatten", false, MP_OPTIONAL, MP_BOOL, 1 },
+	{ "weight", true, MP_REQUIRED, MP_FLOAT, 0 },
 };
 
 static enum nu_mode
@@ -42,11 +42,9 @@ nu_mode(const struct plan_tensor *t)
 static void
 nu_pair(const struct plan_tensor *t, size_t *a, size_t *b)
 {
-	size_t j, k = 0, idx[2] = { 0, 0 };
+	size_t idx[GRAPH_MAX_INPUTS] = { 0, 0 };
 
-	for (j = 0; j < t->nin && k < 2; j++)
-		if ((int)j != t->base)
-			idx[k++] = j;
+	plan_others(t, idx);
 	*a = idx[0];
 	*b = idx[1];
 }

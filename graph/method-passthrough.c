@@ -6,10 +6,10 @@
  * exactly one input, else an error.  Without a scale the tensor is folded
  * to a byte copy, so a passthrough merge reproduces its inputs bit for bit.
  */
-#include "graph-int.h"
+#include "method.h"
 
 static const struct method_param passthrough_params[] = {
-	{ "scale", true, false, MP_FLOAT, 1 },
+	{ "scale", true, MP_OPTIONAL, MP_FLOAT, 1 },
 };
 
 static void

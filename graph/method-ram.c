@@ -18,20 +18,20 @@
 #include <math.h>
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
 
 struct ramplus_state {
 	double lambda[GRAPH_MAX_INPUTS];	/* by input index */
 };
 
 static const struct method_param ram_params[] = {
-	{ "epsilon", false, false, MP_FLOAT, 1e-5 },
+	{ "epsilon", false, MP_OPTIONAL, MP_FLOAT, 1e-5 },
 };
 
 static const struct method_param ramplus_params[] = {
-	{ "r", false, false, MP_FLOAT, 0.1 },
-	{ "alpha", false, false, MP_FLOAT, 0.2 },
-	{ "epsilon", false, false, MP_FLOAT, 1e-5 },
+	{ "r", false, MP_OPTIONAL, MP_FLOAT, 0.1 },
+	{ "alpha", false, MP_OPTIONAL, MP_FLOAT, 0.2 },
+	{ "epsilon", false, MP_OPTIONAL, MP_FLOAT, 1e-5 },
 };
 
 static void
@@ -80,13 +80,12 @@ static void
 ram_actives(const struct plan_tensor *t, const struct mchunk *c, size_t s,
     size_t n, double eps, uint8_t (*act)[RAM_STRIP], uint32_t *cnt)
 {
-	size_t j;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), i;
 
 	memset(cnt, 0, n * sizeof *cnt);
-	for (j = 0; j < t->nin; j++)
-		if ((int)j != t->base)
-			ram_active(c->in[j] + s, c->in[t->base] + s, n, eps,
-			    act[j], cnt);
+	for (i = 0; i < k; i++)
+		ram_active(c->in[idx[i]] + s, c->in[t->base] + s, n, eps,
+		    act[idx[i]], cnt);
 }
 
 /* Positions where a model is active with others, and alone. */
@@ -112,7 +111,7 @@ ramplus_stats(const struct plan_tensor *t, void *state, int pass,
 	double eps = plan_g(t, "epsilon"), *p = c->partials;
 	uint8_t act[GRAPH_MAX_INPUTS][RAM_STRIP];
 	uint32_t cnt[RAM_STRIP];
-	size_t j, s, n;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), i, j, s, n;
 
 	(void)state;
 	(void)pass;
@@ -120,10 +119,10 @@ ramplus_stats(const struct plan_tensor *t, void *state, int pass,
 	for (s = 0; s < c->n; s += n) {
 		n = c->n - s < RAM_STRIP ? c->n - s : RAM_STRIP;
 		ram_actives(t, c, s, n, eps, act, cnt);
-		for (j = 0; j < t->nin; j++)
-			if ((int)j != t->base)
-				ramplus_tally(act[j], cnt, n, &p[2 * j],
-				    &p[2 * j + 1]);
+		for (i = 0; i < k; i++) {
+			j = idx[i];
+			ramplus_tally(act[j], cnt, n, &p[2 * j], &p[2 * j + 1]);
+		}
 	}
 }
 
@@ -176,17 +175,18 @@ ram_combine(const struct plan_tensor *t, const double *lambda,
 	double eps = plan_g(t, "epsilon"), ss[RAM_STRIP], su[RAM_STRIP];
 	uint8_t act[GRAPH_MAX_INPUTS][RAM_STRIP];
 	uint32_t cnt[RAM_STRIP];
-	size_t e, j, s, n;
+	size_t idx[GRAPH_MAX_INPUTS], k = plan_others(t, idx), e, i, j, s, n;
 
 	for (s = 0; s < c->n; s += n) {
 		n = c->n - s < RAM_STRIP ? c->n - s : RAM_STRIP;
 		ram_actives(t, c, s, n, eps, act, cnt);
 		memset(ss, 0, n * sizeof *ss);
 		memset(su, 0, n * sizeof *su);
-		for (j = 0; j < t->nin; j++)
-			if ((int)j != t->base)
-				ram_add(c->in[j] + s, b + s, n, act[j],
-				    lambda != NULL ? lambda[j] : 1, ss, su);
+		for (i = 0; i < k; i++) {
+			j = idx[i];
+			ram_add(c->in[j] + s, b + s, n, act[j],
+			    lambda != NULL ? lambda[j] : 1, ss, su);
+		}
 		for (e = 0; e < n; e++)
 			out[s + e] = (float)((double)b[s + e] + (cnt[e] == 1 ?
 			    su[e] : cnt[e] > 1 ? ss[e] / (double)cnt[e] : 0));

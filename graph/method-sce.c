@@ -21,7 +21,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
 #include "select.h"
 
 #define SCE_LEVEL1 1
@@ -43,8 +43,8 @@ struct sce_scratch {
 };
 
 static const struct method_param sce_params[] = {
-	{ "int8_mask", false, false, MP_BOOL, 0 },
-	{ "select_topk", false, false, MP_FLOAT, 1 },
+	{ "int8_mask", false, MP_OPTIONAL, MP_BOOL, 0 },
+	{ "select_topk", false, MP_OPTIONAL, MP_FLOAT, 1 },
 };
 
 static bool

@@ -14,7 +14,7 @@
  */
 #include <math.h>
 
-#include "graph-int.h"
+#include "method.h"
 
 struct slerp_state {
 	double ca;		/* coefficient of the base */
@@ -22,7 +22,7 @@ struct slerp_state {
 };
 
 static const struct method_param slerp_params[] = {
-	{ "t", false, true, MP_FLOAT, 0 },
+	{ "t", false, MP_BASE_FALLBACK, MP_FLOAT, 0 },
 };
 
 static void
@@ -96,7 +96,7 @@ const struct graph_method method_slerp = {
 	.url = "https://en.wikipedia.org/wiki/Slerp",
 	.params = slerp_params,
 	.nparams = sizeof slerp_params / sizeof *slerp_params,
-	.flags = METHOD_NEEDS_BASE | METHOD_OPTIONAL_T | METHOD_RECTIFY,
+	.flags = METHOD_NEEDS_BASE | METHOD_RECTIFY,
 	.plan = slerp_plan,
 	.npasses = 1,
 	.nred = 3,

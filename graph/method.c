@@ -2,22 +2,53 @@
 /*
  * method.c: the table of merge methods.
  *
- * Each method lives in its own method-<name>.c and exports one const
- * struct graph_method: its parameters (with defaults and required-ness as
- * in MERGEKIT.md Part B 4.5), a plan hook that checks one tensor's inputs,
- * and the kernels (statistics passes, a reduce step, an apply pass).
- * Adding a method is adding that file and one line below.  mergekit's
- * registry is listed separately, for messages: a name it has that this
- * table lacks gets "not supported yet" rather than "unknown".
+ * Each method exports one const struct graph_method (method.h): its
+ * parameters (with defaults and required-ness as in MERGEKIT.md Part B
+ * 4.5), a plan hook that checks one tensor's inputs, and the kernels
+ * (statistics passes, a reduce step, an apply pass).  A method has a file
+ * of its own, method-<name>.c, except where methods share their kernel:
+ * the task-vector family (task_arithmetic, ties, dare_*, breadcrumbs*,
+ * della*) is eight table entries made by one macro in method-gta.c, and
+ * ram/ramplus_tl share method-ram.c, each entry only a different
+ * sparsifier and sign rule over the same passes.
+ *
+ * This table is the only list of methods: lookups, the did-you-mean hint
+ * for an unknown name and the test that every method has an example all
+ * read it.  Adding a method is adding its file, and its declaration and
+ * one line below (docs/hacking.md).  The order is mergekit 0.1.4's
+ * registry (MERGEKIT.md Part B 4.0), which the hint's ties follow.
  */
 #include <string.h>
 
-#include "graph-int.h"
+#include "method.h"
+
+extern const struct graph_method method_linear;
+extern const struct graph_method method_slerp;
+extern const struct graph_method method_nuslerp;
+extern const struct graph_method method_multislerp;
+extern const struct graph_method method_karcher;
+extern const struct graph_method method_task_arithmetic;
+extern const struct graph_method method_ties;
+extern const struct graph_method method_dare_ties;
+extern const struct graph_method method_dare_linear;
+extern const struct graph_method method_breadcrumbs;
+extern const struct graph_method method_breadcrumbs_ties;
+extern const struct graph_method method_della;
+extern const struct graph_method method_della_linear;
+extern const struct graph_method method_sce;
+extern const struct graph_method method_ram;
+extern const struct graph_method method_ramplus_tl;
+extern const struct graph_method method_model_stock;
+extern const struct graph_method method_nearswap;
+extern const struct graph_method method_arcee_fusion;
+extern const struct graph_method method_passthrough;
 
 static const struct graph_method *const methods[] = {
 	&method_linear,
 	&method_slerp,
-	&method_passthrough,
+	&method_nuslerp,
+	&method_multislerp,
+	&method_karcher,
 	&method_task_arithmetic,
 	&method_ties,
 	&method_dare_ties,
@@ -26,29 +57,21 @@ static const struct graph_method *const methods[] = {
 	&method_breadcrumbs_ties,
 	&method_della,
 	&method_della_linear,
-	&method_nearswap,
+	&method_sce,
 	&method_ram,
 	&method_ramplus_tl,
-	&method_multislerp,
-	&method_karcher,
 	&method_model_stock,
-	&method_nuslerp,
-	&method_sce,
+	&method_nearswap,
 	&method_arcee_fusion,
+	&method_passthrough,
 };
 
 #define NMETHODS (sizeof methods / sizeof *methods)
 
-/* mergekit 0.1.4's registry (Part B 4.0), for messages. */
-static const char *const upstream[] = {
-	"linear", "slerp", "nuslerp", "multislerp", "karcher",
-	"task_arithmetic", "ties", "dare_ties", "dare_linear", "breadcrumbs",
-	"breadcrumbs_ties", "della", "della_linear", "sce", "ram",
-	"ramplus_tl", "model_stock", "nearswap", "arcee_fusion", "passthrough",
-};
+_Static_assert(NMETHODS <= GRAPH_MAX_METHODS, "raise GRAPH_MAX_METHODS");
 
 const struct graph_method *
-graph_method_find(const char *name)
+method_find(const char *name)
 {
 	size_t i;
 
@@ -58,26 +81,19 @@ graph_method_find(const char *name)
 	return NULL;
 }
 
-bool
-graph_method_known_upstream(const char *name)
+/* Stores up to cap names, in table order; returns how many there are. */
+size_t
+method_names(const char **names, size_t cap)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof upstream / sizeof *upstream; i++)
-		if (strcmp(upstream[i], name) == 0)
-			return true;
-	return false;
-}
-
-const char *const *
-graph_method_names(size_t *n)
-{
-	*n = sizeof upstream / sizeof *upstream;
-	return upstream;
+	for (i = 0; i < NMETHODS && i < cap; i++)
+		names[i] = methods[i]->name;
+	return NMETHODS;
 }
 
 int
-graph_method_param(const struct graph_method *m, const char *name)
+method_param_index(const struct graph_method *m, const char *name)
 {
 	size_t i;
 
@@ -87,10 +103,23 @@ graph_method_param(const struct graph_method *m, const char *name)
 	return -1;
 }
 
+/* The first parameter whose absence keeps the base's tensor, or NULL. */
+const struct method_param *
+method_fallback_param(const struct graph_method *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->nparams; i++)
+		if (m->params[i].need == MP_BASE_FALLBACK)
+			return &m->params[i];
+	return NULL;
+}
+
 /*
  * The copy pseudo-method: one input, written unchanged (converted only if
  * the output dtype differs).  The planner folds tensors into it: slerp with
- * no t, passthrough without scale, single-input methods.
+ * no t, passthrough without scale, single-input methods.  Not in the
+ * table: no config can name it.
  */
 static void
 copy_apply(const struct plan_tensor *t, const void *state,
@@ -99,7 +128,7 @@ copy_apply(const struct plan_tensor *t, const void *state,
 	memcpy(c->out, c->in[0], c->n * sizeof *c->out);
 }
 
-const struct graph_method graph_method_copy = {
+const struct graph_method method_copy = {
 	.name = "copy",
 	.pretty = "Copy",
 	.apply = copy_apply,

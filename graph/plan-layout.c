@@ -59,7 +59,7 @@ layout_estimate(struct graph_plan *p)
 			    (uint64_t)t->in[j].cols *
 			    graph_dtype_size(t->in[j].mt->t->dtype);
 		/* Byte copies go file to file and hold no memory. */
-		if (t->method == &graph_method_copy && !t->in[0].rectified &&
+		if (t->method == &method_copy && !t->in[0].rectified &&
 		    t->in[0].mt->t->dtype == t->out_dtype)
 			continue;
 		decoded += t->numel * 4 * t->nin;

@@ -74,7 +74,7 @@ static double
 param_value(const struct graph_method *m, const double *v, const bool *set,
     const char *name)
 {
-	int i = graph_method_param(m, name);
+	int i = method_param_index(m, name);
 
 	if (i < 0)
 		return 0;
@@ -90,7 +90,7 @@ plan_g(const struct plan_tensor *t, const char *name)
 bool
 plan_gset(const struct plan_tensor *t, const char *name)
 {
-	int i = graph_method_param(t->method, name);
+	int i = method_param_index(t->method, name);
 
 	return i >= 0 && t->gset[i];
 }
@@ -107,9 +107,29 @@ plan_pm(const struct plan_tensor *t, size_t in, const char *name)
 bool
 plan_pmset(const struct plan_tensor *t, size_t in, const char *name)
 {
-	int i = graph_method_param(t->method, name);
+	int i = method_param_index(t->method, name);
 
 	return i >= 0 && t->pmset[in * t->method->nparams + (size_t)i];
+}
+
+/* The inputs other than the base, in input order: the models a method
+ * mixes into the base.  idx needs room for t->nin. */
+size_t
+plan_others(const struct plan_tensor *t, size_t *idx)
+{
+	size_t j, k = 0;
+
+	for (j = 0; j < t->nin; j++)
+		if ((int)j != t->base)
+			idx[k++] = j;
+	return k;
+}
+
+/* The name, as written, of the model that input in comes from. */
+const char *
+plan_input_model(const struct method_plan *mp, size_t in)
+{
+	return mp->plan->models[mp->t->in[in].model].name;
 }
 
 /* Looks a parameter up at the given levels; first value found wins. */
@@ -143,10 +163,11 @@ param_typecheck(struct plan_build *b, const struct method_param *mp,
 	return true;
 }
 
-/* Returns false when a required global is missing (and not optional t). */
+/* Returns false when a required global is missing; sets keep_base when
+ * a base-fallback one is (MP_BASE_FALLBACK). */
 static bool
 plan_globals(struct plan_build *b, const struct nslice *s,
-    struct plan_tensor *pt, double t, bool *copy_base)
+    struct plan_tensor *pt, double t, bool *keep_base)
 {
 	const struct graph_method *m = b->method;
 	const struct graph_params *levels[3] = { s->params,
@@ -155,7 +176,7 @@ plan_globals(struct plan_build *b, const struct nslice *s,
 	size_t i;
 	bool good = true;
 
-	*copy_base = false;
+	*keep_base = false;
 	pt->g = xcalloc(m->nparams + 1, sizeof *pt->g);
 	pt->gset = xcalloc(m->nparams + 1, sizeof *pt->gset);
 	for (i = 0; i < m->nparams; i++) {
@@ -167,10 +188,10 @@ plan_globals(struct plan_build *b, const struct nslice *s,
 			good &= param_typecheck(b, mp, pt->g[i], pt->name);
 			continue;
 		}
-		if (!mp->required)
+		if (mp->need == MP_OPTIONAL)
 			continue;
-		if ((m->flags & METHOD_OPTIONAL_T) && strcmp(mp->name, "t") == 0) {
-			*copy_base = true;
+		if (mp->need == MP_BASE_FALLBACK) {
+			*keep_base = true;
 			continue;
 		}
 		plan_error(b, pt->name, "missing required parameter '%s'",
@@ -225,6 +246,7 @@ plan_inputs(struct plan_build *b, const struct nslice *s,
     bool layer, bool only_base)
 {
 	const struct graph_plan *p = b->p;
+	const struct method_param *fb = method_fallback_param(b->method);
 	const struct graph_model_tensor *mt;
 	const char *found;
 	char *name;
@@ -242,15 +264,19 @@ plan_inputs(struct plan_build *b, const struct nslice *s,
 		    xstrdup(w->name);
 		mt = plan_find_input(p->models[s->src[j].model].m, name,
 		    &found);
-		if (mt == NULL) {
+		if (mt == NULL && fb != NULL) {
 			plan_error(b, pt->name, "model %s has no tensor '%s'%s; "
-			    "%s", p->models[s->src[j].model].name, name,
-			    layer ? " (at its own layer index)" : "",
-			    (b->method->flags & METHOD_OPTIONAL_T) ?
-			    "leave t unset for this tensor (a conditional t "
+			    "leave %s unset for this tensor (a conditional %s "
 			    "with filters) so the base is kept, or choose "
-			    "other layers" : "choose layers or models that "
-			    "have it");
+			    "other layers", p->models[s->src[j].model].name,
+			    name, layer ? " (at its own layer index)" : "",
+			    fb->name, fb->name);
+			good = false;
+		} else if (mt == NULL) {
+			plan_error(b, pt->name, "model %s has no tensor '%s'%s; "
+			    "choose layers or models that have it",
+			    p->models[s->src[j].model].name, name,
+			    layer ? " (at its own layer index)" : "");
 			good = false;
 		} else {
 			if (s->src[j].model == s->base)
@@ -291,7 +317,8 @@ plan_per_model(struct plan_build *b, const struct nslice *s,
 				pt->pmset[j * np + i] = true;
 				param_typecheck(b, mp, pt->pm[j * np + i],
 				    pt->name);
-			} else if (mp->required && (int)j != pt->base) {
+			} else if (mp->need != MP_OPTIONAL &&
+			    (int)j != pt->base) {
 				plan_error(b, pt->name, "missing required "
 				    "parameter '%s' for %s.%s", mp->name,
 				    b->p->models[pt->in[j].model].name,
@@ -325,6 +352,7 @@ static void
 plan_shape_error(struct plan_build *b, struct plan_tensor *pt,
     const char *why)
 {
+	const struct method_param *fb = method_fallback_param(b->method);
 	struct xbuf x = { 0 };
 	char *s;
 	size_t j;
@@ -338,10 +366,13 @@ plan_shape_error(struct plan_build *b, struct plan_tensor *pt,
 		xbuf_printf(&x, " %s", s);
 		free(s);
 	}
-	plan_error(b, pt->name, "shapes differ (%s)%s; %s", x.data, why,
-	    (b->method->flags & METHOD_OPTIONAL_T) ? "add a filter so that "
-	    "no t applies to this tensor (the base's is then kept)" :
-	    "choose layers or models whose shapes agree");
+	if (fb != NULL)
+		plan_error(b, pt->name, "shapes differ (%s)%s; add a filter so "
+		    "that no %s applies to this tensor (the base's is then "
+		    "kept)", x.data, why, fb->name);
+	else
+		plan_error(b, pt->name, "shapes differ (%s)%s; choose layers "
+		    "or models whose shapes agree", x.data, why);
 	xbuf_free(&x);
 }
 
@@ -412,7 +443,7 @@ plan_dtype(struct plan_build *b, struct plan_tensor *pt)
 {
 	const struct graph_config *cfg = b->cfg;
 	const struct plan_input *ref = &pt->in[pt->base >= 0 ? pt->base : 0];
-	bool copy = pt->method == &graph_method_copy;
+	bool copy = pt->method == &method_copy;
 	size_t j;
 
 	pt->compute_dtype = cfg->dtype;
@@ -452,7 +483,7 @@ plan_fold_copy(struct plan_tensor *pt, size_t k, const char *note)
 		pt->in[0] = pt->in[k];
 	pt->base = pt->base == (int)k ? 0 : -1;
 	pt->nin = 1;
-	pt->method = &graph_method_copy;
+	pt->method = &method_copy;
 	if (note != NULL && pt->note == NULL)
 		pt->note = xstrdup(note);
 }
@@ -466,7 +497,8 @@ plan_one(struct plan_build *b, const struct nslice *s,
 	struct graph_plan *p = b->p;
 	struct plan_tensor *pt;
 	struct method_plan mp;
-	bool copy_base, layer = out_layer >= 0;
+	char *note;
+	bool keep_base, layer = out_layer >= 0;
 
 	p->tensors = xgrowarray(p->tensors, p->ntensors, sizeof *p->tensors);
 	pt = &p->tensors[p->ntensors++];
@@ -476,16 +508,19 @@ plan_one(struct plan_build *b, const struct nslice *s,
 	pt->layer = out_layer;
 	pt->is_embed = w->is_embed;
 	pt->method = b->method;
-	if (!plan_globals(b, s, pt, t, &copy_base))
+	if (!plan_globals(b, s, pt, t, &keep_base))
 		return;
-	if (!plan_inputs(b, s, pt, w, local, layer, copy_base))
+	if (!plan_inputs(b, s, pt, w, local, layer, keep_base))
 		return;
 	if (pt->nin == 0)
 		return;	/* no base: reported once per slice */
 	plan_per_model(b, s, pt, t);
-	if (copy_base)
-		plan_fold_copy(pt, (size_t)pt->base, "no t applies: the base "
-		    "model's tensor, unchanged");
+	if (keep_base) {
+		note = xasprintf("no %s applies: the base model's tensor, "
+		    "unchanged", method_fallback_param(b->method)->name);
+		plan_fold_copy(pt, (size_t)pt->base, note);
+		free(note);
+	}
 	if (!plan_shape(b, pt))
 		return;
 	pt->numel = 1;

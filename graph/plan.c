@@ -364,7 +364,7 @@ plan_check_param_names(struct plan_build *b, const struct graph_params *ps,
 	for (k = 0; k < m->nparams && k < 32; k++)
 		names[k] = m->params[k].name;
 	for (i = 0; i < ps->n; i++) {
-		idx = graph_method_param(m, ps->v[i].name);
+		idx = method_param_index(m, ps->v[i].name);
 		if (idx >= 0 && (!model_level || m->params[idx].per_model))
 			continue;
 		if (idx >= 0) {
@@ -405,18 +405,12 @@ plan_check_params(struct plan_build *b)
 static int
 plan_method(struct plan_build *b)
 {
-	const char *const *names, *guess;
+	const char *names[GRAPH_MAX_METHODS], *guess;
 	size_t n;
 
-	if ((b->method = graph_method_find(b->cfg->method)) != NULL)
+	if ((b->method = method_find(b->cfg->method)) != NULL)
 		return 0;
-	if (graph_method_known_upstream(b->cfg->method)) {
-		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
-		    b->cfg->method_mark, "merge method '%s' is not supported "
-		    "yet", b->cfg->method);
-		return -ENOTSUP;
-	}
-	names = graph_method_names(&n);
+	n = method_names(names, GRAPH_MAX_METHODS);
 	guess = graph_suggest(b->cfg->method, names, n);
 	graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, b->cfg->method_mark,
 	    "unknown merge method '%s'%s%s%s", b->cfg->method,

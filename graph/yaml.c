@@ -9,8 +9,11 @@
  * error, not an allocation storm.  libyaml's 1-on-success convention is
  * converted here and nowhere else.  Only the first document of a stream is
  * used; a second one is an error (mergekit-multi files are not supported).
+ * The scalar helpers at the end (yscalar_*) read a plain scalar's text
+ * as YAML 1.2 does, plus the YAML 1.1 booleans that PyYAML takes.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -335,4 +338,112 @@ ynode_get(const struct ynode *map, const char *key)
 			return ynode_is_null(map->kids[i + 1]) ? NULL :
 			    map->kids[i + 1];
 	return NULL;
+}
+
+/* s is not empty and holds only characters of set. */
+bool
+yscalar_digits(const char *s, const char *set)
+{
+	if (*s == '\0')
+		return false;
+	for (; *s != '\0'; s++)
+		if (strchr(set, *s) == NULL)
+			return false;
+	return true;
+}
+
+/* YAML 1.2 core schema float: [-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)? */
+static bool
+is_yaml_float(const char *s)
+{
+	bool digits = false;
+
+	if (*s == '+' || *s == '-')
+		s++;
+	while (*s >= '0' && *s <= '9') {
+		s++;
+		digits = true;
+	}
+	if (*s == '.') {
+		s++;
+		while (*s >= '0' && *s <= '9') {
+			s++;
+			digits = true;
+		}
+	}
+	if (!digits)
+		return false;
+	if (*s == 'e' || *s == 'E') {
+		s++;
+		if (*s == '+' || *s == '-')
+			s++;
+		if (!(*s >= '0' && *s <= '9'))
+			return false;
+		while (*s >= '0' && *s <= '9')
+			s++;
+	}
+	return *s == '\0';
+}
+
+/* A YAML boolean word; -EINVAL if s is none. */
+int
+yscalar_bool(const char *s, bool *out)
+{
+	/* YAML 1.2 plus the 1.1 words mergekit's PyYAML also takes. */
+	static const char *const yes[] = { "true", "yes", "on" };
+	static const char *const no[] = { "false", "no", "off" };
+	size_t i;
+
+	for (i = 0; i < 3; i++) {
+		if (strcasecmp(s, yes[i]) == 0) {
+			*out = true;
+			return 0;
+		}
+		if (strcasecmp(s, no[i]) == 0) {
+			*out = false;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* A YAML 1.2 number (or a boolean, as 1 or 0); -EINVAL if s is none. */
+int
+yscalar_number(const char *s, double *out)
+{
+	char *end;
+	bool b, neg;
+
+	if (yscalar_bool(s, &b) == 0) {
+		*out = b ? 1.0 : 0.0;
+		return 0;
+	}
+	if (strncmp(s, "0x", 2) == 0 && yscalar_digits(s + 2,
+	    "0123456789abcdefABCDEF")) {
+		*out = (double)strtoull(s + 2, NULL, 16);
+		return 0;
+	}
+	if (strncmp(s, "0o", 2) == 0 && yscalar_digits(s + 2, "01234567")) {
+		*out = (double)strtoull(s + 2, NULL, 8);
+		return 0;
+	}
+	if (is_yaml_float(s)) {
+		*out = strtod(s, &end);
+		return *end == '\0' ? 0 : -EINVAL;
+	}
+	/* YAML 1.2 spells infinities and NaN this way; callers refuse them. */
+	if (strcmp(s, ".nan") == 0 || strcmp(s, ".NaN") == 0 ||
+	    strcmp(s, ".NAN") == 0) {
+		*out = NAN;
+		return 0;
+	}
+	neg = *s == '-';
+	if (*s == '+' || *s == '-')
+		s++;
+	if (strcmp(s, ".inf") == 0 || strcmp(s, ".Inf") == 0 ||
+	    strcmp(s, ".INF") == 0) {
+		*out = neg ? -INFINITY : INFINITY;
+		return 0;
+	}
+	return -EINVAL;
 }

@@ -152,7 +152,7 @@ int
 main(int argc, char **argv)
 {
 	char *names[MAX_EXAMPLES], *m;
-	const char *const *reg;
+	const char *reg[GRAPH_MAX_METHODS];
 	size_t n, i, j, nreg;
 	bool found;
 
@@ -163,7 +163,7 @@ main(int argc, char **argv)
 	gen_models();
 	n = list_examples(names);
 	ok(n >= 20, "examples/ holds %zu configs", n);
-	reg = graph_method_names(&nreg);
+	nreg = method_names(reg, GRAPH_MAX_METHODS);
 	for (j = 0; j < nreg; j++) {
 		found = false;
 		for (i = 0; i < n && !found; i++) {

@@ -102,7 +102,7 @@ test_arch_choice(void)
 	    "base over a llama donor gives a qwen3 model (%s)", m);
 	ok(tensor(p, "model.layers.0.self_attn.q_norm.weight") != NULL &&
 	    tensor(p, "model.layers.0.self_attn.q_norm.weight")->method ==
-	    &graph_method_copy, "with q_norm copied from the base: the llama "
+	    &method_copy, "with q_norm copied from the base: the llama "
 	    "donor is not asked for one");
 	graph_plan_free(p);
 	free(m);
@@ -146,10 +146,10 @@ test_cross_family(void)
 	    == 0 && strcmp(q->in[1].name,
 	    "model.layers.10.self_attn.q_proj.weight") == 0,
 	    "q_proj of output layer 0 slerps base layer 5 with donor layer 10");
-	ok(v != NULL && v->nin == 1 && v->method == &graph_method_copy &&
+	ok(v != NULL && v->nin == 1 && v->method == &method_copy &&
 	    strcmp(v->in[0].name, "model.layers.5.self_attn.v_proj.weight")
 	    == 0, "v_proj (no t) is a copy of base layer 5");
-	ok(e != NULL && e->method == &graph_method_copy, "embeddings (no t) "
+	ok(e != NULL && e->method == &method_copy, "embeddings (no t) "
 	    "are the base's although the vocab sizes agree");
 	ok(tensor(p, "model.layers.0.self_attn.k_norm.weight") == NULL,
 	    "no k_norm: the donor's extra tensors are never asked for");
@@ -211,7 +211,7 @@ test_families(void)
 	    "    parameters:\n      t:\n        - filter: weight\n"
 	    "          value: 0.3\n", &m, true);
 	t = tensor(p, "model.layers.2.self_attn.v_proj.bias");
-	ok(t != NULL && t->method == &graph_method_copy, "and with t only on "
+	ok(t != NULL && t->method == &method_copy, "and with t only on "
 	    "weights, the biases come from the base alone (%s)", m);
 	graph_plan_free(p);
 	free(m);
