@@ -197,8 +197,10 @@ struct daemon {
 	int exit_code;
 };
 
-/* merged.c */
+/* clock.c */
 double daemon_now(void);
+
+/* merged.c */
 bool daemon_on_loop_thread(const struct daemon *);
 void daemon_drain(struct daemon *);
 void daemon_maybe_finish(struct daemon *);
