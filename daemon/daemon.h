@@ -179,6 +179,16 @@ struct daemon {
 	struct prep *preps;	/* jobs being planned, or waiting to be */
 	size_t nplanning;	/* of them, on the pool */
 	struct watch *watches;
+	/*
+	 * What job.c tells the rest of the daemon, set by main(); NULL:
+	 * nobody listens.  job_changed: a job's state or progress changed
+	 * (final: its last change), its watchers hear it (watch.c).
+	 * job_stopped: a running job ended and the scheduler has run, so a
+	 * drain may be over (daemon_maybe_finish).  Through these job.c
+	 * reaches no connection, so jobs run without sockets.
+	 */
+	void (*job_changed)(struct daemon *, struct djob *, bool final);
+	void (*job_stopped)(struct daemon *);
 	struct store *store;
 	struct graph_exec *exec;
 	uint32_t uid;
@@ -187,8 +197,10 @@ struct daemon {
 	int exit_code;
 };
 
-/* merged.c */
+/* clock.c */
 double daemon_now(void);
+
+/* merged.c */
 bool daemon_on_loop_thread(const struct daemon *);
 void daemon_drain(struct daemon *);
 void daemon_maybe_finish(struct daemon *);
@@ -264,12 +276,14 @@ void job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 void job_set_state(struct daemon *d, struct djob *j, enum job_state s,
     const char *error);
-void job_notify(struct daemon *d, struct djob *j, bool final);
 void job_cancel(struct daemon *, struct djob *);
 int job_start(struct daemon *, struct djob *);
 struct graph_ident *job_own_outputs(const struct daemon *d, uint32_t owner,
     size_t *n);
 void job_interrupt_all(struct daemon *);
+
+/* watch.c: a job's change, sent to its watchers (d->job_changed). */
+void watch_job_changed(struct daemon *d, struct djob *j, bool final);
 
 /*
  * prep.c: planning a submitted or resumed job on the libuv pool.  The op
@@ -329,7 +343,8 @@ void store_close(struct store *);
 int store_recover(struct store *);
 int store_job_insert(struct store *, struct djob *);
 int store_job_update(struct store *, const struct djob *);
-int store_job_load(struct store *, struct daemon *);
+int store_job_load(struct store *s, void (*row)(struct djob *, void *),
+    void *arg);
 int store_log(struct store *s, uint64_t job, double ts, const char *line);
 int store_logs(struct store *s, uint64_t job, struct cJSON *lines);
 int store_job_delete(struct store *s, const uint64_t *ids, size_t n);

@@ -6,8 +6,12 @@
  * descriptors its client passed and with the client's credentials, so a
  * config that cannot succeed is rejected at once with every problem.  The
  * scheduler (sched.c) starts queued jobs on the shared executor; the
- * executor's callbacks update the job, the store and its watchers.  Every
- * state change is one store update.  Loop thread only, except job_plan(),
+ * executor's callbacks update the job and the store, and run the
+ * scheduler again when a job ends.  Every state change is one store
+ * update.  This file knows no connection: who hears of a change (the
+ * watchers, watch.c) and what a running job's end means to a drain
+ * (merged.c) are the daemon's hooks, job_changed and job_stopped, so the
+ * life cycle runs without sockets.  Loop thread only, except job_plan(),
  * which prep.c runs on the pool with a job nobody else can reach.
  */
 #include <sys/stat.h>
@@ -119,6 +123,14 @@ job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
 	free(line);
 }
 
+/* Tells the rest of the daemon through its hook, if it set one. */
+static void
+job_changed(struct daemon *d, struct djob *j, bool final)
+{
+	if (d->job_changed != NULL)
+		d->job_changed(d, j, final);
+}
+
 void
 job_set_state(struct daemon *d, struct djob *j, enum job_state s,
     const char *error)
@@ -135,51 +147,7 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 	store_job_update(d->store, j);
 	job_log(d, j, "%s%s%s", proto_state_name(s), error ? ": " : "",
 	    error ? error : "");
-	job_notify(d, j, proto_state_final(s));
-}
-
-/*
- * Sends a progress (or the final) event to everyone watching j.  The
- * watchers are collected first: sending may close a dead connection,
- * which drops that connection's watches from the list being walked.
- */
-void
-job_notify(struct daemon *d, struct djob *j, bool final)
-{
-	struct watch **pp = &d->watches, *w, *mine = NULL, *next;
-	struct cJSON *ev;
-	struct conn *c;
-
-	while ((w = *pp) != NULL) {
-		if (w->job != j->id) {
-			pp = &w->next;
-			continue;
-		}
-		*pp = w->next;
-		w->next = mine;
-		mine = w;
-	}
-	for (w = mine; w != NULL; w = next) {
-		next = w->next;
-		if ((c = conn_find(d, w->conn)) == NULL) {
-			free(w);	/* the watcher went away */
-			continue;
-		}
-		ev = msg_event(w->req, final ? PROTO_EV_DONE :
-		    PROTO_EV_PROGRESS);
-		cJSON_AddItemToObject(ev, "job", op_job_json(j, peer_may_act(
-		    &c->peer, j)));
-		if (final)
-			cJSON_AddStringToObject(ev, "state",
-			    proto_state_name(j->state));
-		if (final || c->closing) {
-			free(w);
-		} else {
-			w->next = d->watches;
-			d->watches = w;
-		}
-		conn_send(c, ev);
-	}
+	job_changed(d, j, proto_state_final(s));
 }
 
 /* The files a plan reads, with their sizes and times, as JSON. */
@@ -459,7 +427,7 @@ job_on_progress(struct graph_job *gj, const struct graph_progress *g,
 	}
 	if (now - j->last_event >= JOB_EVENT_INTERVAL) {
 		j->last_event = now;
-		job_notify(d, j, false);
+		job_changed(d, j, false);
 	}
 }
 
@@ -564,7 +532,8 @@ job_on_done(struct graph_job *gj, int rc, const char *err, void *arg)
 	    rc == -EINTR ? "interrupted by the daemon stopping; resume it "
 	    "with mergectl resume" : err);
 	sched_run(d);
-	daemon_maybe_finish(d);
+	if (d->job_stopped != NULL)
+		d->job_stopped(d);
 }
 
 /* Starts a queued, prepared job on the executor. */

@@ -3,7 +3,9 @@
  * merged.c: the daemon's entry point, its root object and its shutdown.
  *
  * main() raises the soft descriptor limit to the hard one, builds struct
- * daemon, opens the store (jobs that were running or
+ * daemon and wires its hooks (a job's changes go to its watchers,
+ * watch.c; a running job's end may finish a drain), opens the store and
+ * loads its jobs into the daemon's list (jobs that were running or
  * queued when the daemon last stopped become "interrupted"), the
  * executor (one memory budget for every merge) and the socket, and runs
  * the loop.  SIGINT or SIGTERM drains: stop accepting, interrupt running
@@ -22,20 +24,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
 #include "xmalloc.h"
-
-double
-daemon_now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 bool
 daemon_on_loop_thread(const struct daemon *d)
@@ -346,6 +338,13 @@ daemon_raise_nofile(void)
 	    (unsigned long long)rl.rlim_cur, (unsigned long long)rl.rlim_max);
 }
 
+/* The store hands its jobs over one at a time; the list is the daemon's. */
+static void
+daemon_load_job(struct djob *j, void *arg)
+{
+	job_insert(arg, j);
+}
+
 /* The store: refuse to start, clearly, if it cannot be used. */
 static void
 daemon_store(struct daemon *d)
@@ -367,7 +366,8 @@ daemon_store(struct daemon *d)
 	path = xasprintf("%s/merged.db", d->opts.state_dir);
 	if (store_open(path, &d->store, &cause) != 0)
 		fatalx("refusing to start: %s", cause);
-	if (store_recover(d->store) != 0 || store_job_load(d->store, d) != 0)
+	if (store_recover(d->store) != 0 ||
+	    store_job_load(d->store, daemon_load_job, d) != 0)
 		fatalx("refusing to start: cannot read the job store %s",
 		    path);
 	free(path);
@@ -406,6 +406,8 @@ main(int argc, char **argv)
 
 	memset(&d, 0, sizeof d);
 	d.lock_fd = -1;
+	d.job_changed = watch_job_changed;
+	d.job_stopped = daemon_maybe_finish;
 	parse_args(argc, argv, &d.opts);
 	log_init(d.opts.verbose);
 	signal(SIGPIPE, SIG_IGN);

@@ -4,7 +4,8 @@
  * "progress" events as the job moves (at most five a second), then one
  * "done" event with the final state; all carry the watch request's id.
  * A watch refers to its connection by id, so a client that goes away
- * just stops being written to.
+ * just stops being written to.  The events themselves are sent by
+ * watch.c, which every change of a job reaches through d->job_changed.
  */
 #include <cJSON.h>
 
@@ -44,7 +45,7 @@ op_watch_fn(struct op_ctx *o)
 	d->watches = w;
 	op_reply(o, msg_reply(o->id));
 	/* The current state at once; a finished job ends the watch. */
-	job_notify(d, j, proto_state_final(j->state));
+	watch_job_changed(d, j, proto_state_final(j->state));
 }
 
 const struct op_entry op_watch = { PROTO_OP_WATCH, true, op_watch_fn };

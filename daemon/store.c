@@ -11,8 +11,10 @@
  * come to mean another job.  WAL journaling and short transactions: a crash loses
  * at most the progress since the last update, never a finished job.
  * Statements are prepared once at open and finalised at close.  The
- * connection is used on the loop thread only (STYLE.md 2.2).  SQLite's
- * SQLITE_* codes are converted here and nowhere else.
+ * connection is used on the loop thread only (STYLE.md 2.2).  The store
+ * keeps rows, not the daemon's job list: loading hands each job to the
+ * caller (store_job_load), which owns it.  SQLite's SQLITE_* codes are
+ * converted here and nowhere else.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -369,14 +371,19 @@ store_row(sqlite3_stmt *st)
 	return j;
 }
 
+/*
+ * Hands every stored job to row, which owns it from then on: the store
+ * keeps no list of jobs, the daemon does (merged.c).
+ */
 int
-store_job_load(struct store *s, struct daemon *d)
+store_job_load(struct store *s, void (*row)(struct djob *, void *),
+    void *arg)
 {
 	sqlite3_stmt *st = s->st[ST_LOAD];
 	int rc;
 
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
-		job_insert(d, store_row(st));
+		row(store_row(st), arg);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE)
 		return store_err(s, "load", NULL);

@@ -1,0 +1,61 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * watch.c: the watch fan-out, what a job's change sends to its watchers.
+ *
+ * job.c knows no connection: it reports every change of a job through
+ * the daemon's job_changed hook, which main() points here.  This file
+ * turns the change into "progress" (or the final "done") events, each
+ * with the job's JSON as its watcher may see it (op_job_json), and sends
+ * them on the watchers' connections.  Keeping the sockets on this side of
+ * the hook is what lets the job life cycle run, and be tested, without
+ * any; op-watch.c adds the watches.  Loop thread only.
+ */
+#include <stdlib.h>
+
+#include <cJSON.h>
+
+#include "daemon.h"
+
+/*
+ * Sends a progress (or the final) event to everyone watching j.  The
+ * watchers are collected first: sending may close a dead connection,
+ * which drops that connection's watches from the list being walked.
+ */
+void
+watch_job_changed(struct daemon *d, struct djob *j, bool final)
+{
+	struct watch **pp = &d->watches, *w, *mine = NULL, *next;
+	struct cJSON *ev;
+	struct conn *c;
+
+	while ((w = *pp) != NULL) {
+		if (w->job != j->id) {
+			pp = &w->next;
+			continue;
+		}
+		*pp = w->next;
+		w->next = mine;
+		mine = w;
+	}
+	for (w = mine; w != NULL; w = next) {
+		next = w->next;
+		if ((c = conn_find(d, w->conn)) == NULL) {
+			free(w);	/* the watcher went away */
+			continue;
+		}
+		ev = msg_event(w->req, final ? PROTO_EV_DONE :
+		    PROTO_EV_PROGRESS);
+		cJSON_AddItemToObject(ev, "job", op_job_json(j, peer_may_act(
+		    &c->peer, j)));
+		if (final)
+			cJSON_AddStringToObject(ev, "state",
+			    proto_state_name(j->state));
+		if (final || c->closing) {
+			free(w);
+		} else {
+			w->next = d->watches;
+			d->watches = w;
+		}
+		conn_send(c, ev);
+	}
+}
