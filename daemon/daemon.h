@@ -158,7 +158,6 @@ struct conn {
 struct daemon {
 	uv_loop_t loop;
 	struct daemon_opts opts;
-	uv_thread_t loop_thread;
 	int listen_fd;
 	uv_poll_t listen_poll;
 	bool listening;
@@ -201,7 +200,6 @@ struct daemon {
 double daemon_now(void);
 
 /* merged.c */
-bool daemon_on_loop_thread(const struct daemon *);
 void daemon_drain(struct daemon *);
 void daemon_maybe_finish(struct daemon *);
 

@@ -29,14 +29,6 @@
 #include "daemon.h"
 #include "xmalloc.h"
 
-bool
-daemon_on_loop_thread(const struct daemon *d)
-{
-	uv_thread_t self = uv_thread_self();
-
-	return uv_thread_equal(&self, &d->loop_thread);
-}
-
 static void
 usage(FILE *fp)
 {
@@ -421,7 +413,6 @@ main(int argc, char **argv)
 	d.uid = (uint32_t)getuid();
 	if (uv_loop_init(&d.loop) != 0)
 		fatalx("cannot initialise the event loop");
-	d.loop_thread = uv_thread_self();
 	daemon_store(&d);
 	eo.memory = d.opts.memory;
 	eo.threads = d.opts.threads;
