@@ -11,7 +11,12 @@
  * update.  This file knows no connection: who hears of a change (the
  * watchers, watch.c) and what a running job's end means to a drain
  * (merged.c) are the daemon's hooks, job_changed and job_stopped, so the
- * life cycle runs without sockets.  Loop thread only, except job_plan(),
+ * life cycle runs without sockets.  job.c and sched.c do call each other
+ * (a job's end runs the scheduler, which starts jobs): both are the life
+ * cycle, and a hook would have to keep two orders, that a cancel runs the
+ * scheduler but not the drain check (a drain could close the connection
+ * before the cancel's reply), and that a start that fails inside the
+ * scheduler does not run it again.  Loop thread only, except job_plan(),
  * which prep.c runs on the pool with a job nobody else can reach.
  */
 #include <sys/stat.h>
