@@ -60,23 +60,17 @@ void cli_progress_update(struct cli_progress *p,
 double cli_now(void);
 
 /* opts.c: options shared by run, plan and submit. */
+/* The merge options as run, plan and submit take them (opts.c). */
 struct cli_merge_opts {
-	uint64_t memory;
-	int threads;
-	uint64_t shard_size;
-	bool allow_crimes;
-	bool has_seed;
-	uint64_t seed;
-	bool copy_tokenizer;
-	bool model_card;
-	bool force;
+	struct graph_merge_opts merge;	/* what travels with the merge */
+	int threads;		/* run's; the daemon has its own */
 	bool quiet;
 	bool json;
 };
 
 void cli_merge_opts_default(struct cli_merge_opts *);
 int cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg);
-uint64_t cli_default_memory(void);
+uint64_t cli_budget(const struct cli_merge_opts *o);
 void cli_plan_opts(const struct cli_merge_opts *o,
     struct graph_plan_opts *po);
 int cli_open_parent(const char *out, char **name, bool create);

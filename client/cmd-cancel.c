@@ -29,19 +29,20 @@ cli_cmd_cancel(int argc, char **argv)
 	if ((rc = cli_open(&c, a.socket, false)) != 0)
 		return rc;
 	req = cli_new_request(&c, PROTO_OP_CANCEL);
-	cJSON_AddNumberToObject(req, "job", (double)a.job);
+	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)a.job);
 	/* The output's directory, for an interrupted job's staging; if
 	 * the config is not ours to see, the cancel will say so. */
 	cfg = cli_new_request(&c, PROTO_OP_CONFIG);
-	cJSON_AddNumberToObject(cfg, "job", (double)a.job);
+	cJSON_AddNumberToObject(cfg, PROTO_F_JOB, (double)a.job);
 	cfg = cli_call(&c, cfg, NULL, 0);
-	if (cfg != NULL && cli_reply_ok(cfg) && msg_get_str(cfg, "out", &out) &&
+	if (cfg != NULL && cli_reply_ok(cfg) && msg_get_str(cfg, PROTO_F_OUT,
+	    &out) &&
 	    *out != '\0' && (fd = cli_open_parent(out, &name, false)) >= 0)
-		cJSON_AddNumberToObject(req, "fds", 1);
+		cJSON_AddNumberToObject(req, PROTO_F_FDS, 1);
 	r = cli_call(&c, req, &fd, fd >= 0 ? 1 : 0);
 	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, a.json);
 	if (rc == 0 && a.json)
-		cli_print_json(cJSON_GetObjectItem(r, "job"));
+		cli_print_json(cJSON_GetObjectItem(r, PROTO_F_JOB));
 	cJSON_Delete(r);
 	cJSON_Delete(cfg);
 	free(name);

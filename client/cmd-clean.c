@@ -75,9 +75,9 @@ clean_run(struct cli_conn *c, const cJSON *states, uint64_t older,
 	do {
 		req = cli_new_request(c, PROTO_OP_CLEAN);
 		if (states != NULL)
-			cJSON_AddItemToObject(req, "states",
+			cJSON_AddItemToObject(req, PROTO_F_STATES,
 			    cJSON_Duplicate(states, true));
-		cJSON_AddNumberToObject(req, "older_than", (double)older);
+		cJSON_AddNumberToObject(req, PROTO_F_OLDER_THAN, (double)older);
 		if ((r = cli_call(c, req, NULL, 0)) == NULL)
 			return CLI_EXIT_DAEMON;
 		if ((rc = cli_check_reply(r, json)) != 0) {
@@ -85,10 +85,11 @@ clean_run(struct cli_conn *c, const cJSON *states, uint64_t older,
 			return rc;
 		}
 		n = 0;
-		msg_get_u64(r, "removed", &n);
+		msg_get_u64(r, PROTO_F_REMOVED, &n);
 		*removed += n;
 		/* A daemon saying "more" while removing none would loop. */
-		more = cJSON_IsTrue(cJSON_GetObjectItem(r, "more")) && n > 0;
+		more = cJSON_IsTrue(cJSON_GetObjectItem(r, PROTO_F_MORE))
+		    && n > 0;
 		cJSON_Delete(r);
 	} while (more);
 	return 0;
@@ -159,7 +160,7 @@ cli_cmd_clean(int argc, char **argv)
 	cli_disconnect(&c);
 	if (rc == 0 && json) {
 		out = cJSON_CreateObject();
-		cJSON_AddNumberToObject(out, "removed", (double)removed);
+		cJSON_AddNumberToObject(out, PROTO_F_REMOVED, (double)removed);
 		cli_print_json(out);
 		cJSON_Delete(out);
 	} else if (rc == 0 && !quiet) {

@@ -31,31 +31,31 @@ daemon_status(struct cli_args *a)
 		return rc;
 	/* The figures come with every page; one job is the least page. */
 	req = cli_new_request(&c, PROTO_OP_LIST);
-	cJSON_AddNumberToObject(req, "limit", 1);
+	cJSON_AddNumberToObject(req, PROTO_F_LIMIT, 1);
 	r = cli_call(&c, req, NULL, 0);
 	if (r != NULL && (rc = cli_check_reply(r, a->json)) == 0) {
-		d = cJSON_GetObjectItem(r, "daemon");
-		msg_get_u64(d, "running", &running);
-		msg_get_u64(d, "queued", &queued);
-		cJSON_AddNumberToObject((cJSON *)d, "jobs_queued",
+		d = cJSON_GetObjectItem(r, PROTO_F_DAEMON);
+		msg_get_u64(d, PROTO_F_RUNNING, &running);
+		msg_get_u64(d, PROTO_F_QUEUED, &queued);
+		cJSON_AddNumberToObject((cJSON *)d, PROTO_F_JOBS_QUEUED,
 		    (double)queued);
 		if (a->json) {
 			cli_print_json(d);
 		} else {
 			b = graph_format_size((uint64_t)cJSON_GetNumberValue(
-			    cJSON_GetObjectItem(d, "memory_budget")));
+			    cJSON_GetObjectItem(d, PROTO_F_MEMORY_BUDGET)));
 			u = graph_format_size((uint64_t)cJSON_GetNumberValue(
-			    cJSON_GetObjectItem(d, "memory_used")));
+			    cJSON_GetObjectItem(d, PROTO_F_MEMORY_USED)));
 			k = graph_format_size((uint64_t)cJSON_GetNumberValue(
-			    cJSON_GetObjectItem(d, "cached_bytes")));
+			    cJSON_GetObjectItem(d, PROTO_F_CACHED_BYTES)));
 			printf("merged is running: %llu jobs running, %llu "
 			    "queued; memory %s of %s (%s of decoded inputs "
 			    "cached, %.0f hits, %.0f misses)\n",
 			    (unsigned long long)running,
 			    (unsigned long long)queued,
 			    u, b, k, cJSON_GetNumberValue(cJSON_GetObjectItem(d,
-			    "cache_hits")), cJSON_GetNumberValue(
-			    cJSON_GetObjectItem(d, "cache_misses")));
+			    PROTO_F_CACHE_HITS)), cJSON_GetNumberValue(
+			    cJSON_GetObjectItem(d, PROTO_F_CACHE_MISSES)));
 			free(b);
 			free(u);
 			free(k);

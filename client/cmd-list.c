@@ -35,10 +35,11 @@ jobs_fetch(struct cli_conn *c, const cJSON *states, bool all,
 	do {
 		req = cli_new_request(c, PROTO_OP_LIST);
 		if (states != NULL)
-			cJSON_AddItemToObject(req, "states",
+			cJSON_AddItemToObject(req, PROTO_F_STATES,
 			    cJSON_Duplicate(states, true));
 		if (before != 0)
-			cJSON_AddNumberToObject(req, "before", (double)before);
+			cJSON_AddNumberToObject(req, PROTO_F_BEFORE,
+			    (double)before);
 		r = cli_call(c, req, NULL, 0);
 		if (r == NULL || (*rc = cli_check_reply(r, json)) != 0) {
 			*rc = r == NULL ? CLI_EXIT_DAEMON : *rc;
@@ -47,11 +48,11 @@ jobs_fetch(struct cli_conn *c, const cJSON *states, bool all,
 		}
 		/* The cursor only goes down: a daemon cannot loop us. */
 		last = before;
-		again = cJSON_IsTrue(cJSON_GetObjectItem(r, "more")) &&
-		    msg_get_u64(r, "before", &before) && (last == 0 ||
+		again = cJSON_IsTrue(cJSON_GetObjectItem(r, PROTO_F_MORE)) &&
+		    msg_get_u64(r, PROTO_F_BEFORE, &before) && (last == 0 ||
 		    before < last);
 		pages = xreallocarray(pages, np + 1, sizeof *pages);
-		pages[np++] = cJSON_DetachItemFromObject(r, "jobs");
+		pages[np++] = cJSON_DetachItemFromObject(r, PROTO_F_JOBS);
 		cJSON_Delete(r);
 	} while (again && all);
 	*more = again;
@@ -81,8 +82,8 @@ jobs_merge(cJSON *a, cJSON *b)
 		if (x == NULL && y == NULL)
 			break;
 		from = x == NULL ? b : y == NULL ? a :
-		    msg_get_u64(x, "id", &ia) && msg_get_u64(y, "id", &ib) &&
-		    ib < ia ? b : a;
+		    msg_get_u64(x, PROTO_F_ID, &ia) &&
+		    msg_get_u64(y, PROTO_F_ID, &ib) && ib < ia ? b : a;
 		cJSON_AddItemToArray(out, cJSON_DetachItemFromArray(from, 0));
 	}
 	cJSON_Delete(a);

@@ -24,13 +24,14 @@ cli_cmd_logs(int argc, char **argv)
 	if ((rc = cli_open(&c, a.socket, false)) != 0)
 		return rc;
 	req = cli_new_request(&c, PROTO_OP_LOGS);
-	cJSON_AddNumberToObject(req, "job", (double)a.job);
+	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)a.job);
 	r = cli_call(&c, req, NULL, 0);
 	if (r != NULL && (rc = cli_check_reply(r, a.json)) == 0) {
 		if (a.json)
-			cli_print_json(cJSON_GetObjectItem(r, "lines"));
+			cli_print_json(cJSON_GetObjectItem(r, PROTO_F_LINES));
 		else
-			cJSON_ArrayForEach(l, cJSON_GetObjectItem(r, "lines"))
+			cJSON_ArrayForEach(l, cJSON_GetObjectItem(r,
+			    PROTO_F_LINES))
 				printf("%s\n", cJSON_GetStringValue(l));
 	}
 	cJSON_Delete(r);

@@ -24,7 +24,7 @@ job_config(struct cli_conn *c, uint64_t job, bool json, cJSON **out)
 	cJSON *req = cli_new_request(c, PROTO_OP_CONFIG), *r;
 	int rc;
 
-	cJSON_AddNumberToObject(req, "job", (double)job);
+	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)job);
 	if ((r = cli_call(c, req, NULL, 0)) == NULL)
 		return CLI_EXIT_DAEMON;
 	if ((rc = cli_check_reply(r, json)) != 0) {
@@ -53,22 +53,22 @@ cli_cmd_resume(int argc, char **argv)
 	cli_models_init(&m);
 	if ((rc = job_config(&c, a.job, a.json, &cfg)) != 0)
 		goto out;
-	msg_get_str(cfg, "config", &text);
-	msg_get_str(cfg, "config_name", &name);
-	msg_get_str(cfg, "cwd", &cwd);
-	msg_get_str(cfg, "out", &out);
+	msg_get_str(cfg, PROTO_F_CONFIG, &text);
+	msg_get_str(cfg, PROTO_F_CONFIG_NAME, &name);
+	msg_get_str(cfg, PROTO_F_CWD, &cwd);
+	msg_get_str(cfg, PROTO_F_OUT, &out);
 	graph_env_from_process(&env);
 	env.cwd = cwd;
 	if ((rc = cli_models_open(&m, text, strlen(text), name, &env, out)) !=
 	    0)
 		goto out;
 	req = cli_new_request(&c, PROTO_OP_RESUME);
-	cJSON_AddNumberToObject(req, "job", (double)a.job);
+	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)a.job);
 	cli_models_request(&m, req);
 	r = cli_call(&c, req, m.fds, m.nfds);
 	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, a.json);
 	if (rc == 0 && a.json)
-		cli_print_json(cJSON_GetObjectItem(r, "job"));
+		cli_print_json(cJSON_GetObjectItem(r, PROTO_F_JOB));
 	else if (rc == 0 && !a.quiet)
 		fprintf(stderr, "%s: job %llu resumed\n", cli_progname,
 		    (unsigned long long)a.job);

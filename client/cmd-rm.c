@@ -85,7 +85,7 @@ cli_cmd_rm(int argc, char **argv)
 	}
 	for (i = 0; i < n; i++) {
 		req = cli_new_request(&c, PROTO_OP_RM);
-		cJSON_AddNumberToObject(req, "job", (double)ids[i]);
+		cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)ids[i]);
 		if ((r = cli_call(&c, req, NULL, 0)) == NULL) {
 			first = first ? first : CLI_EXIT_DAEMON;
 			break;
@@ -93,7 +93,7 @@ cli_cmd_rm(int argc, char **argv)
 		if ((rc = cli_check_reply(r, json)) != 0) {
 			first = first ? first : rc;
 		} else if (json) {
-			cli_print_json(cJSON_GetObjectItem(r, "job"));
+			cli_print_json(cJSON_GetObjectItem(r, PROTO_F_JOB));
 		} else if (!quiet) {
 			printf("removed job %llu\n", (unsigned long long)
 			    ids[i]);

@@ -40,7 +40,8 @@ static void
 run_usage(FILE *fp)
 {
 	fprintf(fp, "usage: %s run CONFIG OUT [options]\n"
-	    "  --memory SIZE         memory budget (default: a quarter of RAM)\n"
+	    "  --memory SIZE         the most memory the merge may use\n"
+	    "                        (default: a quarter of RAM)\n"
 	    "  --threads N           merge threads (default: CPU count)\n"
 	    "  --out-shard-size SIZE max shard size, decimal K/M/B/G "
 	    "(default 5B)\n"
@@ -193,7 +194,7 @@ static int
 run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
     const struct graph_plan *plan, const char *out)
 {
-	struct graph_exec_opts eo = { o->memory, o->threads, false };
+	struct graph_exec_opts eo = { cli_budget(o), o->threads, false };
 	struct graph_job_opts jo;
 	struct graph_exec *ex = NULL;
 	char *cause = NULL, *name;
@@ -216,7 +217,6 @@ run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
 	jo.out_dirfd = dirfd;
 	jo.out_name = name;
 	jo.out_dir = out;
-	jo.force = o->force;
 	jo.done = run_done;
 	jo.progress = run_progress;
 	jo.arg = r;

@@ -13,7 +13,8 @@
 static void
 status_print(const cJSON *j)
 {
-	static const char *const keys[] = { "out", "config_name", "error" };
+	static const char *const keys[] = { PROTO_F_OUT, PROTO_F_CONFIG_NAME,
+	    PROTO_F_ERROR };
 	size_t i;
 
 	cli_job_row(j);
@@ -21,11 +22,11 @@ status_print(const cJSON *j)
 		if (*cli_json_str(j, keys[i]) != '\0')
 			printf("       %-12s %s\n", keys[i],
 			    cli_json_str(j, keys[i]));
-	if (cJSON_GetObjectItem(j, "seed") != NULL)
+	if (cJSON_GetObjectItem(j, PROTO_F_SEED) != NULL)
 		printf("       %-12s %.0f\n       %-12s %.0f/%.0f\n", "seed",
-		    cli_json_num(j, "seed"), "shards",
-		    cli_json_num(j, "shards_done"),
-		    cli_json_num(j, "shards_total"));
+		    cli_json_num(j, PROTO_F_SEED), "shards",
+		    cli_json_num(j, PROTO_F_SHARDS_DONE),
+		    cli_json_num(j, PROTO_F_SHARDS_TOTAL));
 }
 
 /* "status" without a job is the queue table. */
@@ -49,13 +50,13 @@ cli_cmd_status(int argc, char **argv)
 	if ((rc = cli_open(&c, a.socket, false)) != 0)
 		return rc;
 	req = cli_new_request(&c, PROTO_OP_STATUS);
-	cJSON_AddNumberToObject(req, "job", (double)a.job);
+	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)a.job);
 	r = cli_call(&c, req, NULL, 0);
 	if (r != NULL && (rc = cli_check_reply(r, a.json)) == 0) {
 		if (a.json)
-			cli_print_json(cJSON_GetObjectItem(r, "job"));
+			cli_print_json(cJSON_GetObjectItem(r, PROTO_F_JOB));
 		else
-			status_print(cJSON_GetObjectItem(r, "job"));
+			status_print(cJSON_GetObjectItem(r, PROTO_F_JOB));
 	}
 	cJSON_Delete(r);
 	cli_disconnect(&c);

@@ -20,6 +20,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "mergeopts-json.h"
 #include "opts.h"
 #include "xmalloc.h"
 
@@ -38,7 +39,6 @@ struct submit_opts {
 	const char *name;
 	const char *socket;
 	bool wait;
-	bool has_memory;
 	int64_t priority;
 	uint64_t after;
 };
@@ -55,7 +55,8 @@ submit_usage(FILE *fp)
 	    "                        (-1000 to 1000, default 0; root's: "
 	    "before everyone's)\n"
 	    "  --after JOB           start only when JOB is done\n"
-	    "  --memory SIZE         cap this job's working set\n"
+	    "  --memory SIZE         the most memory the job may use\n"
+	    "                        (default: the daemon's --memory)\n"
 	    "  --force               replace OUT if it exists\n"
 	    "  --allow-crimes        allow models of different "
 	    "architectures\n"
@@ -135,8 +136,6 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 			    "--threads)");
 			return -1;
 		default:
-			/* --memory here caps this job, nothing more. */
-			o->has_memory |= c == OPT_MEMORY;
 			if (c == '?' || cli_merge_opt(&o->m, c, optarg) != 0) {
 				submit_usage(stderr);
 				return -1;
@@ -170,28 +169,20 @@ submit_request(struct cli_conn *c, const struct submit_opts *o,
 	cJSON *req = cli_new_request(c, PROTO_OP_SUBMIT);
 	char *abs;
 
-	cJSON_AddStringToObject(req, "config", text);
+	cJSON_AddStringToObject(req, PROTO_F_CONFIG, text);
 	abs = cli_abspath(cfgpath);
-	cJSON_AddStringToObject(req, "config_name", abs);
+	cJSON_AddStringToObject(req, PROTO_F_CONFIG_NAME, abs);
 	free(abs);
-	cJSON_AddStringToObject(req, "cwd", env->cwd ? env->cwd : "");
+	cJSON_AddStringToObject(req, PROTO_F_CWD, env->cwd ? env->cwd : "");
 	abs = cli_abspath(o->out);
-	cJSON_AddStringToObject(req, "out", abs);
+	cJSON_AddStringToObject(req, PROTO_F_OUT, abs);
 	free(abs);
 	if (o->name != NULL)
-		cJSON_AddStringToObject(req, "name", o->name);
-	cJSON_AddNumberToObject(req, "priority", (double)o->priority);
+		cJSON_AddStringToObject(req, PROTO_F_NAME, o->name);
+	cJSON_AddNumberToObject(req, PROTO_F_PRIORITY, (double)o->priority);
 	if (o->after != 0)
-		cJSON_AddNumberToObject(req, "after", (double)o->after);
-	if (o->has_memory)
-		cJSON_AddNumberToObject(req, "memory", (double)o->m.memory);
-	if (o->m.has_seed)
-		cJSON_AddNumberToObject(req, "seed", (double)o->m.seed);
-	cJSON_AddNumberToObject(req, "shard_size", (double)o->m.shard_size);
-	cJSON_AddBoolToObject(req, "force", o->m.force);
-	cJSON_AddBoolToObject(req, "allow_crimes", o->m.allow_crimes);
-	cJSON_AddBoolToObject(req, "copy_tokenizer", o->m.copy_tokenizer);
-	cJSON_AddBoolToObject(req, "model_card", o->m.model_card);
+		cJSON_AddNumberToObject(req, PROTO_F_AFTER, (double)o->after);
+	mergeopts_to_json(&o->m.merge, req);
 	return req;
 }
 
@@ -252,9 +243,10 @@ cli_cmd_submit(int argc, char **argv)
 	r = cli_call(&c, req, m.fds, m.nfds);
 	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, o.m.json);
 	if (rc == 0) {
-		msg_get_u64(cJSON_GetObjectItem(r, "job"), "id", &id);
+		msg_get_u64(cJSON_GetObjectItem(r, PROTO_F_JOB), PROTO_F_ID,
+		    &id);
 		if (o.m.json)
-			cli_print_json(cJSON_GetObjectItem(r, "job"));
+			cli_print_json(cJSON_GetObjectItem(r, PROTO_F_JOB));
 		else
 			printf("%llu\n", (unsigned long long)id);
 		fflush(stdout);

@@ -26,13 +26,13 @@ static void
 watch_progress(const cJSON *j, struct graph_progress *g)
 {
 	memset(g, 0, sizeof *g);
-	g->bytes_total = num(j, "bytes_total");
-	g->bytes_done = num(j, "bytes_done");
-	g->tensors_total = (size_t)num(j, "tensors_total");
-	g->tensors_done = (size_t)num(j, "tensors_done");
-	g->shards_total = (size_t)num(j, "shards_total");
-	g->shards_done = (size_t)num(j, "shards_done");
-	g->memory_used = num(j, "memory");
+	g->bytes_total = num(j, PROTO_F_BYTES_TOTAL);
+	g->bytes_done = num(j, PROTO_F_BYTES_DONE);
+	g->tensors_total = (size_t)num(j, PROTO_F_TENSORS_TOTAL);
+	g->tensors_done = (size_t)num(j, PROTO_F_TENSORS_DONE);
+	g->shards_total = (size_t)num(j, PROTO_F_SHARDS_TOTAL);
+	g->shards_done = (size_t)num(j, PROTO_F_SHARDS_DONE);
+	g->memory_used = num(j, PROTO_F_MEMORY);
 	if (g->memory_used > g->memory_peak)
 		g->memory_peak = g->memory_used;
 }
@@ -69,7 +69,7 @@ static int
 watch_result(const char *state, const cJSON *j, bool json)
 {
 	const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(j,
-	    "error"));
+	    PROTO_F_ERROR));
 	int rc = watch_exit(state);
 
 	/* Success is silent; any other end is said, with its reason. */
@@ -90,8 +90,8 @@ cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
 	int rc;
 
 	req = cli_new_request(c, PROTO_OP_WATCH);
-	msg_get_u64(req, "id", &id);
-	cJSON_AddNumberToObject(req, "job", (double)job);
+	msg_get_u64(req, PROTO_F_ID, &id);
+	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)job);
 	if ((r = cli_call(c, req, NULL, 0)) == NULL)
 		return CLI_EXIT_DAEMON;
 	if ((rc = cli_check_reply(r, json)) != 0) {
@@ -104,19 +104,19 @@ cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
 		/* Merges take as long as they take: no timeout here. */
 		if ((r = cli_recv(c, -1)) == NULL)
 			return CLI_EXIT_DAEMON;
-		if (!msg_get_u64(r, "id", &got) || got != id ||
-		    !msg_get_str(r, "event", &ev)) {
+		if (!msg_get_u64(r, PROTO_F_ID, &got) || got != id ||
+		    !msg_get_str(r, PROTO_F_EVENT, &ev)) {
 			cJSON_Delete(r);
 			continue;
 		}
-		j = cJSON_GetObjectItem(r, "job");
+		j = cJSON_GetObjectItem(r, PROTO_F_JOB);
 		if (json)
 			cli_print_json(r);
 		watch_progress(j, &g);
 		if (strcmp(ev, PROTO_EV_DONE) == 0) {
 			cli_progress_update(&p, &g, true);
 			rc = watch_result(cJSON_GetStringValue(
-			    cJSON_GetObjectItem(r, "state")), j, json);
+			    cJSON_GetObjectItem(r, PROTO_F_STATE)), j, json);
 			cJSON_Delete(r);
 			return rc;
 		}

@@ -328,16 +328,16 @@ cli_call(struct cli_conn *c, cJSON *req, const int *fds, size_t nfds)
 	uint64_t id = 0, got;
 	cJSON *r;
 
-	msg_get_u64(req, "id", &id);
+	msg_get_u64(req, PROTO_F_ID, &id);
 	if (cli_send(c, req, fds, nfds) != 0)
 		return NULL;
 	for (;;) {
 		if ((r = cli_recv(c, c->timeout_ms)) == NULL)
 			return NULL;
-		if (msg_get_u64(r, "id", &got) && got == id &&
-		    cJSON_GetObjectItem(r, "event") == NULL)
+		if (msg_get_u64(r, PROTO_F_ID, &got) && got == id &&
+		    cJSON_GetObjectItem(r, PROTO_F_EVENT) == NULL)
 			return r;
-		if (got == 0 && cJSON_GetObjectItem(r, "error") != NULL)
+		if (got == 0 && cJSON_GetObjectItem(r, PROTO_F_ERROR) != NULL)
 			return r;	/* a protocol error about us */
 		cJSON_Delete(r);
 	}
@@ -385,7 +385,7 @@ cli_open(struct cli_conn *c, const char *socket, bool autostart)
 		return rc;
 	}
 	req = cli_new_request(c, PROTO_OP_HELLO);
-	cJSON_AddStringToObject(req, "client", "mergectl " GRAPH_VERSION);
+	cJSON_AddStringToObject(req, PROTO_F_CLIENT, "mergectl " GRAPH_VERSION);
 	if ((r = cli_call(c, req, NULL, 0)) == NULL) {
 		cli_disconnect(c);
 		return CLI_EXIT_DAEMON;
@@ -395,7 +395,8 @@ cli_open(struct cli_conn *c, const char *socket, bool autostart)
 		cli_disconnect(c);
 		return rc;
 	}
-	c->daemon_uid = msg_get_u64(r, "daemon_uid", &uid) ? (int64_t)uid :
+	c->daemon_uid = msg_get_u64(r, PROTO_F_DAEMON_UID,
+	    &uid) ? (int64_t)uid :
 	    -1;
 	cJSON_Delete(r);
 	return 0;
@@ -408,21 +409,21 @@ cli_open(struct cli_conn *c, const char *socket, bool autostart)
 int
 cli_check_reply(const cJSON *r, bool json)
 {
-	const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, "error"), *p;
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(r, PROTO_F_ERROR), *p;
 	const char *code = "", *msg = "";
 	char *s;
 
-	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok")))
+	if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, PROTO_F_OK)))
 		return 0;
-	msg_get_str(e, "code", &code);
-	msg_get_str(e, "msg", &msg);
+	msg_get_str(e, PROTO_F_CODE, &code);
+	msg_get_str(e, PROTO_F_MSG, &msg);
 	if (json) {
 		s = cJSON_PrintUnformatted(r);
 		printf("%s\n", s);
 		cJSON_free(s);
 	} else {
 		cJSON_ArrayForEach(p, cJSON_GetObjectItemCaseSensitive(e,
-		    "problems"))
+		    PROTO_F_PROBLEMS))
 			if (cJSON_IsString(p))
 				fprintf(stderr, "%s\n", p->valuestring);
 		fprintf(stderr, "%s: %s\n", cli_progname, msg);
@@ -443,5 +444,5 @@ cli_check_reply(const cJSON *r, bool json)
 bool
 cli_reply_ok(const cJSON *r)
 {
-	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "ok"));
+	return cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, PROTO_F_OK));
 }

@@ -47,18 +47,19 @@ cli_job_row(const cJSON *j)
 	char el[48], eta[48], *done, *total, *mem, *user, *name;
 
 	/* A store from before names were checked may hold escapes. */
-	user = graph_text_printable(xstrdup(cli_json_str(j, "user")));
-	name = graph_text_printable(xstrdup(cli_json_str(j, "name")));
-	fmt_secs(el, sizeof el, cli_json_num(j, "elapsed"));
-	fmt_secs(eta, sizeof eta, cli_json_num(j, "eta"));
-	done = graph_format_size((uint64_t)cli_json_num(j, "bytes_done"));
+	user = graph_text_printable(xstrdup(cli_json_str(j, PROTO_F_USER)));
+	name = graph_text_printable(xstrdup(cli_json_str(j, PROTO_F_NAME)));
+	fmt_secs(el, sizeof el, cli_json_num(j, PROTO_F_ELAPSED));
+	fmt_secs(eta, sizeof eta, cli_json_num(j, PROTO_F_ETA));
+	done = graph_format_size((uint64_t)cli_json_num(j, PROTO_F_BYTES_DONE));
 	total = graph_format_size((uint64_t)cli_json_num(j,
-	    "bytes_total"));
-	mem = graph_format_size((uint64_t)cli_json_num(j, "memory"));
+	    PROTO_F_BYTES_TOTAL));
+	mem = graph_format_size((uint64_t)cli_json_num(j, PROTO_F_MEMORY));
 	printf("%5.0f  %-10.10s %-20.20s %-11s %4.0f%%  %10s / %-10s %9s "
-	    "%8s %8s\n", cli_json_num(j, "id"), user, name,
-	    cli_json_str(j, "state"), 100 * cli_json_num(j, "progress"),
-	    done, total, mem, el, eta);
+	    "%8s %8s\n", cli_json_num(j, PROTO_F_ID), user, name,
+	    cli_json_str(j, PROTO_F_STATE),
+	    100 * cli_json_num(j, PROTO_F_PROGRESS), done, total, mem, el,
+	    eta);
 	free(user);
 	free(name);
 	free(done);

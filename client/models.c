@@ -92,11 +92,11 @@ cli_models_open(struct cli_models *m, const char *text, size_t len,
 		}
 		e = cJSON_CreateObject();
 		s = graph_ref_str(refs[i]);
-		cJSON_AddStringToObject(e, "ref", s);
+		cJSON_AddStringToObject(e, PROTO_F_REF, s);
 		free(s);
-		cJSON_AddNumberToObject(e, "fd", idx);
-		cJSON_AddStringToObject(e, "rel", r.rel);
-		cJSON_AddStringToObject(e, "path", r.root);
+		cJSON_AddNumberToObject(e, PROTO_F_FD, idx);
+		cJSON_AddStringToObject(e, PROTO_F_REL, r.rel);
+		cJSON_AddStringToObject(e, PROTO_F_PATH, r.root);
 		cJSON_AddItemToArray(m->models, e);
 		graph_resolved_fini(&r);
 	}
@@ -134,11 +134,11 @@ cli_umask(void)
 void
 cli_models_request(struct cli_models *m, cJSON *req)
 {
-	cJSON_AddItemToObject(req, "models", m->models);
+	cJSON_AddItemToObject(req, PROTO_F_MODELS, m->models);
 	m->models = NULL;
-	cJSON_AddNumberToObject(req, "out_fd", m->out_fd);
-	cJSON_AddStringToObject(req, "out_name", m->out_name);
-	cJSON_AddNumberToObject(req, "fds", (double)m->nfds);
+	cJSON_AddNumberToObject(req, PROTO_F_OUT_FD, m->out_fd);
+	cJSON_AddStringToObject(req, PROTO_F_OUT_NAME, m->out_name);
+	cJSON_AddNumberToObject(req, PROTO_F_FDS, (double)m->nfds);
 	/* A root daemon makes the output's files as us, with our umask. */
-	cJSON_AddNumberToObject(req, "umask", (double)cli_umask());
+	cJSON_AddNumberToObject(req, PROTO_F_UMASK, (double)cli_umask());
 }

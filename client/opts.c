@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * opts.c: the merge options that run (and later plan and submit) share,
- * with their defaults.  A bad value is a usage error naming the option.
+ * opts.c: the merge options that run, plan and submit share, from the
+ * command line into struct graph_merge_opts: the one mapping from argv
+ * (the defaults are the engine's).  A bad value is a usage error naming
+ * the option.
  */
 #include <sys/stat.h>
 
@@ -18,29 +20,25 @@
 #include "opts.h"
 #include "xmalloc.h"
 
-/* A quarter of physical memory: room for the page cache and the rest. */
-uint64_t
-cli_default_memory(void)
-{
-	uint64_t total = uv_get_total_memory();
-	uint64_t m = total / 4;
-
-	if (m < (256u << 20))
-		m = 256u << 20;
-	return m;
-}
-
 void
 cli_merge_opts_default(struct cli_merge_opts *o)
 {
 	unsigned int n = uv_available_parallelism();
 
 	memset(o, 0, sizeof *o);
-	o->memory = cli_default_memory();
+	graph_merge_opts_default(&o->merge);
 	o->threads = n > 0 ? (int)n : 1;
-	o->shard_size = 5000000000ull;
-	o->copy_tokenizer = true;
-	o->model_card = true;
+}
+
+/*
+ * The whole budget of a merge run here: --memory, the most memory the
+ * merge may use, or the one default.  (submit sends --memory as the
+ * job's cap under the daemon's budget: the same meaning.)
+ */
+uint64_t
+cli_budget(const struct cli_merge_opts *o)
+{
+	return o->merge.memory ? o->merge.memory : graph_default_memory();
 }
 
 /* Applies one option; returns 0, or prints a usage error and returns -1. */
@@ -52,8 +50,8 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 
 	switch (opt) {
 	case OPT_MEMORY:
-		if (graph_parse_size(arg, true, &o->memory) != 0 ||
-		    o->memory == 0) {
+		if (graph_parse_size(arg, true, &o->merge.memory) != 0 ||
+		    o->merge.memory == 0) {
 			cli_usage_error("--memory: '%s' is not a size (e.g. "
 			    "512M, 2G)", arg);
 			return -1;
@@ -70,7 +68,8 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 		o->threads = (int)v;
 		return 0;
 	case OPT_SHARD_SIZE:
-		if (graph_parse_size(arg, false, &o->shard_size) != 0) {
+		if (graph_parse_size(arg, false,
+		    &o->merge.shard_size) != 0) {
 			cli_usage_error("--out-shard-size: '%s' is not a size "
 			    "(e.g. 5B, 500M; decimal, as mergekit)", arg);
 			return -1;
@@ -78,27 +77,27 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 		return 0;
 	case OPT_SEED:
 		errno = 0;
-		o->seed = strtoull(arg, &end, 10);
+		o->merge.seed = strtoull(arg, &end, 10);
 		/* 2^53: the protocol's integers, so run and submit agree. */
 		if (errno != 0 || *end != '\0' || *arg == '-' || *arg == '\0' ||
-		    o->seed > (1ull << 53)) {
+		    o->merge.seed > (1ull << 53)) {
 			cli_usage_error("--random-seed: '%s' is not an integer "
 			    "from 0 to 2^53", arg);
 			return -1;
 		}
-		o->has_seed = true;
+		o->merge.has_seed = true;
 		return 0;
 	case OPT_CRIMES:
-		o->allow_crimes = true;
+		o->merge.allow_crimes = true;
 		return 0;
 	case OPT_NO_TOKENIZER:
-		o->copy_tokenizer = false;
+		o->merge.copy_tokenizer = false;
 		return 0;
 	case OPT_NO_CARD:
-		o->model_card = false;
+		o->merge.model_card = false;
 		return 0;
 	case OPT_FORCE:
-		o->force = true;
+		o->merge.force = true;
 		return 0;
 	case 'q':
 		o->quiet = true;
@@ -171,12 +170,6 @@ void
 cli_plan_opts(const struct cli_merge_opts *o, struct graph_plan_opts *po)
 {
 	graph_plan_opts_default(po);
-	po->allow_crimes = o->allow_crimes;
-	po->shard_size = o->shard_size;
-	po->memory = o->memory;
-	po->threads = o->threads;
-	po->has_seed = o->has_seed;
-	po->seed = o->seed;
-	po->copy_tokenizer = o->copy_tokenizer;
-	po->model_card = o->model_card;
+	po->merge = o->merge;
+	po->budget = cli_budget(o);
 }

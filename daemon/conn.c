@@ -313,7 +313,7 @@ conn_send(struct conn *c, cJSON *msg)
 	if ((line = msg_print(msg, &len)) == NULL) {
 		/* Only text that is not UTF-8 gets here: a bug of ours. */
 		uint64_t id = 0;
-		msg_get_u64(msg, "id", &id);
+		msg_get_u64(msg, PROTO_F_ID, &id);
 		log_warnx("connection %llu: a reply could not be encoded",
 		    (unsigned long long)c->id);
 		cJSON_Delete(msg);

@@ -72,15 +72,10 @@ struct djob {
 	char *staging;		/* the staging directory's name */
 	uint64_t stage_dev;	/* and its identity, once it exists: */
 	uint64_t stage_ino;	/* 0 before; kept through the publish */
-	uint64_t memory;	/* per-job cap; 0: none */
 	uint32_t umask;		/* the submitter's, for a root daemon */
-	bool force;
-	bool allow_crimes;
-	uint64_t shard_size;
-	bool copy_tokenizer;
-	bool model_card;
-	uint64_t seed;
-	bool seed_given;	/* chosen by the user, or drawn and recorded */
+	/* As submitted; once planned, opts.seed is the seed drawn (and
+	 * opts.has_seed set), so that a resume uses the same one. */
+	struct graph_merge_opts opts;
 	char *inputs;		/* JSON: files read, with size and mtime */
 	double created;
 	double started;
@@ -266,8 +261,8 @@ void job_free(struct djob *);
 void job_release_runtime(struct djob *);
 int job_take_request(struct djob *j, const struct peer *p, const int *fds,
     size_t nfds, const struct cJSON *models, int out_fd, char **cause);
-int job_plan(struct djob *j, uint64_t memory, int threads,
-    const atomic_bool *cancel, struct graph_diags *d, char **cause);
+int job_plan(struct djob *j, uint64_t budget, const atomic_bool *cancel,
+    struct graph_diags *d, char **cause);
 struct djob *job_shadow(const struct djob *);
 void job_adopt(struct djob *j, struct djob *s);
 void job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
@@ -304,8 +299,7 @@ struct prep {
 	uint64_t job;		/* resume: the job's id; 0 for a submit */
 	struct djob *j;		/* planned; private until done */
 	prep_done_fn done;
-	uint64_t memory;	/* the daemon's, copied for the worker */
-	int threads;
+	uint64_t budget;	/* the daemon's --memory, for the worker */
 	atomic_bool cancel;	/* drain: stop planning */
 	bool on_pool;
 	int rc;			/* job_plan()'s */

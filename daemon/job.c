@@ -155,7 +155,8 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 	job_changed(d, j, proto_state_final(s));
 }
 
-/* The files a plan reads, with their sizes and times, as JSON. */
+/* The files a plan reads, with their sizes and times, as JSON: the
+ * store's "inputs" column, not a protocol object. */
 static char *
 job_inputs_json(const struct graph_plan *p)
 {
@@ -225,8 +226,9 @@ job_dirs(struct djob *j, const struct cJSON *models, char **cause)
 	}
 	j->dirs = xcalloc(n, sizeof *j->dirs);
 	cJSON_ArrayForEach(m, models) {
-		if (!msg_get_str(m, "ref", &ref) || !msg_get_str(m, "rel", &rel)
-		    || !msg_get_u64(m, "fd", &fd) || fd >= j->nfds ||
+		if (!msg_get_str(m, PROTO_F_REF, &ref) ||
+		    !msg_get_str(m, PROTO_F_REL, &rel) ||
+		    !msg_get_u64(m, PROTO_F_FD, &fd) || fd >= j->nfds ||
 		    (int)fd == j->out_fd) {
 			*cause = xstrdup("a 'models' entry needs ref, rel and "
 			    "the index of a descriptor sent with the request");
@@ -234,7 +236,7 @@ job_dirs(struct djob *j, const struct cJSON *models, char **cause)
 		}
 		j->dirs[j->ndirs].ref = xstrdup(ref);
 		j->dirs[j->ndirs].rel = xstrdup(rel);
-		j->dirs[j->ndirs].where = xstrdup(msg_get_str(m, "path",
+		j->dirs[j->ndirs].where = xstrdup(msg_get_str(m, PROTO_F_PATH,
 		    &path) ? path : ref);
 		j->dirs[j->ndirs].fd = j->fds[fd];
 		j->ndirs++;
@@ -306,13 +308,13 @@ job_take_request(struct djob *j, const struct peer *p, const int *fds,
  * with the credentials job_take_request() gave it, fixes its seed and
  * records (or, for a resume, compares) the files it reads.  This is the
  * one function that runs on a pool thread (prep.c), with j private to it:
- * it touches nothing but j, and the engine.  memory and threads are the
- * daemon's; cancel stops it early (-ECANCELED).  Problems go to d
- * (planning) or *cause.
+ * it touches nothing but j, and the engine.  budget is the daemon's
+ * --memory, which the job's own cap may narrow; cancel stops it early
+ * (-ECANCELED).  Problems go to d (planning) or *cause.
  */
 int
-job_plan(struct djob *j, uint64_t memory, int threads,
-    const atomic_bool *cancel, struct graph_diags *d, char **cause)
+job_plan(struct djob *j, uint64_t budget, const atomic_bool *cancel,
+    struct graph_diags *d, char **cause)
 {
 	struct graph_plan_summary sum;
 	struct graph_plan_opts o;
@@ -327,20 +329,14 @@ job_plan(struct djob *j, uint64_t memory, int threads,
 	o.dirs = j->dirs;
 	o.ndirs = j->ndirs;
 	o.cred = &j->cred;
-	o.allow_crimes = j->allow_crimes;
-	o.shard_size = j->shard_size;
-	o.memory = j->memory ? j->memory : memory;
-	o.threads = threads;
-	o.has_seed = j->seed_given;
-	o.seed = j->seed;
-	o.copy_tokenizer = j->copy_tokenizer;
-	o.model_card = j->model_card;
+	o.merge = j->opts;
+	o.budget = budget;
 	o.cancel = cancel;
 	if ((rc = graph_plan_build(j->cfg, &o, &j->plan, d)) != 0)
 		return rc == -ECANCELED ? rc : -EINVAL;
 	graph_plan_summary(j->plan, &sum);
-	j->seed = sum.seed;
-	j->seed_given = true;	/* a resume uses the same one */
+	j->opts.seed = sum.seed;
+	j->opts.has_seed = true;	/* a resume uses the same one */
 	inputs = job_inputs_json(j->plan);
 	if (j->inputs != NULL && (rc = job_inputs_same(j->inputs, inputs,
 	    cause)) != 0) {
@@ -371,13 +367,7 @@ job_shadow(const struct djob *j)
 	s->config_name = xstrdup(j->config_name ? j->config_name :
 	    "config.yml");
 	s->cwd = xstrdup(j->cwd ? j->cwd : "");
-	s->allow_crimes = j->allow_crimes;
-	s->shard_size = j->shard_size;
-	s->memory = j->memory;
-	s->seed = j->seed;
-	s->seed_given = j->seed_given;
-	s->copy_tokenizer = j->copy_tokenizer;
-	s->model_card = j->model_card;
+	s->opts = j->opts;
 	s->inputs = j->inputs != NULL ? xstrdup(j->inputs) : NULL;
 	return s;
 }
@@ -400,8 +390,8 @@ job_adopt(struct djob *j, struct djob *s)
 	j->out_fd = s->out_fd;
 	j->groups = s->groups;
 	j->cred = s->cred;
-	j->seed = s->seed;
-	j->seed_given = s->seed_given;
+	j->opts.seed = s->opts.seed;
+	j->opts.has_seed = s->opts.has_seed;
 	free(j->inputs);
 	j->inputs = s->inputs;
 	s->cfg = NULL;
@@ -515,7 +505,7 @@ job_was_published(struct djob *j)
 {
 	if (j->stage_ino == 0 || !job_same_dir(j->out_fd, j->out_name, j))
 		return false;
-	if (j->force && !job_same_dir(j->out_fd, j->staging, j))
+	if (j->opts.force && !job_same_dir(j->out_fd, j->staging, j))
 		graph_remove_tree(j->out_fd, j->staging, &j->cred);
 	return true;
 }
@@ -583,11 +573,9 @@ job_start(struct daemon *d, struct djob *j)
 	o.out_name = j->out_name;
 	o.out_dir = j->out_dir;
 	o.cred = &j->cred;
-	o.force = j->force;
 	o.own = own = job_own_outputs(d, j->owner, &o.nown);
 	o.staging_name = j->staging;
 	o.shards_done = done;
-	o.memory_cap = j->memory;
 	o.done = job_on_done;
 	o.progress = job_on_progress;
 	o.shard_done = job_on_shard;

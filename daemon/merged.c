@@ -42,8 +42,8 @@ usage(FILE *fp)
 	    "$XDG_RUNTIME_DIR/merged/merged.sock)\n"
 	    "  --state-dir DIR   the job store (default: "
 	    "$XDG_STATE_HOME/merged, or /var/lib/merged for --team)\n"
-	    "  --memory SIZE     one budget for all merges (default: half of "
-	    "RAM)\n"
+	    "  --memory SIZE     the most memory all merges together may use "
+	    "(default: a\n                    quarter of RAM)\n"
 	    "  --threads N       merge threads (default: CPU count)\n"
 	    "  --max-running N   jobs merging at once (default 2)\n"
 	    "  --team            serve every local user (system service); "
@@ -79,17 +79,6 @@ default_state_dir(bool team)
 	return xasprintf("%s/.local/state/merged", home ? home : "/tmp");
 }
 
-/* Half of RAM, leaving at least 2 GiB to everything else. */
-static uint64_t
-default_memory(void)
-{
-	uint64_t total = uv_get_total_memory(), m = total / 2;
-
-	if (total > (4ull << 30) && m > total - (2ull << 30))
-		m = total - (2ull << 30);
-	return m < (256ull << 20) ? 256ull << 20 : m;
-}
-
 static void
 parse_args(int argc, char **argv, struct daemon_opts *o)
 {
@@ -115,7 +104,7 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 	memset(o, 0, sizeof *o);
 	o->threads = (int)uv_available_parallelism();
 	o->max_running = 2;
-	o->memory = default_memory();
+	o->memory = graph_default_memory();
 	o->drain_timeout = 10;
 	o->keep_finished = 30 * 86400;
 	o->max_jobs_per_user = 64;

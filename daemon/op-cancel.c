@@ -29,7 +29,7 @@ op_cancel_fn(struct op_ctx *o)
 		    (unsigned long long)j->id, proto_state_name(j->state));
 		return;
 	}
-	if (cJSON_GetObjectItem(o->req, "fds") != NULL &&
+	if (cJSON_GetObjectItem(o->req, PROTO_F_FDS) != NULL &&
 	    op_take_fds(o, &fds, &n) != 0)
 		return;
 	if (j->state == JOB_INTERRUPTED && n == 1) {
@@ -43,7 +43,7 @@ op_cancel_fn(struct op_ctx *o)
 	    (unsigned)o->c->peer.uid);
 	job_cancel(o->c->d, j);
 	r = msg_reply(o->id);
-	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
+	cJSON_AddItemToObject(r, PROTO_F_JOB, op_job_json(j, true));
 	op_reply(o, r);
 }
 

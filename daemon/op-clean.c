@@ -29,7 +29,8 @@ struct clean_filter {
 static unsigned
 clean_states(struct op_ctx *o)
 {
-	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o->req, "states"),
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o->req,
+	    PROTO_F_STATES),
 	    *s;
 	enum job_state st;
 	unsigned set = 0;
@@ -70,8 +71,9 @@ op_clean_fn(struct op_ctx *o)
 	size_t n;
 	cJSON *r;
 
-	if (cJSON_GetObjectItemCaseSensitive(o->req, "older_than") != NULL &&
-	    !msg_get_u64(o->req, "older_than", &older)) {
+	if (cJSON_GetObjectItemCaseSensitive(o->req,
+	    PROTO_F_OLDER_THAN) != NULL &&
+	    !msg_get_u64(o->req, PROTO_F_OLDER_THAN, &older)) {
 		op_error(o, PROTO_E_BAD_REQUEST, "'older_than' must be a number "
 		    "of seconds");
 		return;
@@ -95,8 +97,8 @@ op_clean_fn(struct op_ctx *o)
 		log_info("clean: uid %u removed %zu jobs",
 		    (unsigned)o->c->peer.uid, n);
 	r = msg_reply(o->id);
-	cJSON_AddNumberToObject(r, "removed", (double)n);
-	cJSON_AddBoolToObject(r, "more", more);
+	cJSON_AddNumberToObject(r, PROTO_F_REMOVED, (double)n);
+	cJSON_AddBoolToObject(r, PROTO_F_MORE, more);
 	op_reply(o, r);
 }
 

@@ -16,11 +16,11 @@ op_config_fn(struct op_ctx *o)
 	if ((j = op_job(o, true)) == NULL)
 		return;
 	r = msg_reply(o->id);
-	cJSON_AddStringToObject(r, "config", j->config);
-	cJSON_AddStringToObject(r, "config_name", j->config_name ?
+	cJSON_AddStringToObject(r, PROTO_F_CONFIG, j->config);
+	cJSON_AddStringToObject(r, PROTO_F_CONFIG_NAME, j->config_name ?
 	    j->config_name : "");
-	cJSON_AddStringToObject(r, "cwd", j->cwd ? j->cwd : "");
-	cJSON_AddStringToObject(r, "out", j->out_dir);
+	cJSON_AddStringToObject(r, PROTO_F_CWD, j->cwd ? j->cwd : "");
+	cJSON_AddStringToObject(r, PROTO_F_OUT, j->out_dir);
 	op_reply(o, r);
 }
 

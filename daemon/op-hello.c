@@ -16,14 +16,14 @@ op_hello_fn(struct op_ctx *o)
 	cJSON *r = msg_reply(o->id);
 
 	o->c->hello = true;
-	cJSON_AddStringToObject(r, "server", "merged " GRAPH_VERSION);
-	cJSON_AddNumberToObject(r, "version", PROTO_VERSION);
-	cJSON_AddNumberToObject(r, "uid", o->c->peer.uid);
-	cJSON_AddStringToObject(r, "mode", o->c->d->opts.team ? "team" :
+	cJSON_AddStringToObject(r, PROTO_F_SERVER, "merged " GRAPH_VERSION);
+	cJSON_AddNumberToObject(r, PROTO_F_VERSION, PROTO_VERSION);
+	cJSON_AddNumberToObject(r, PROTO_F_UID, o->c->peer.uid);
+	cJSON_AddStringToObject(r, PROTO_F_MODE, o->c->d->opts.team ? "team" :
 	    "personal");
 	/* Whose files a job's outputs become: the submitter's when the
 	 * daemon is root or the submitter, else the daemon's own. */
-	cJSON_AddNumberToObject(r, "daemon_uid", (double)geteuid());
+	cJSON_AddNumberToObject(r, PROTO_F_DAEMON_UID, (double)geteuid());
 	op_reply(o, r);
 }
 

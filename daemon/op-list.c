@@ -43,11 +43,11 @@ list_query(struct op_ctx *o, struct list_query *q)
 	char *names;
 	uint64_t u;
 
-	q->before = msg_get_u64(o->req, "before", &u) ? u : UINT64_MAX;
-	q->limit = msg_get_u64(o->req, "limit", &u) && u > 0 &&
+	q->before = msg_get_u64(o->req, PROTO_F_BEFORE, &u) ? u : UINT64_MAX;
+	q->limit = msg_get_u64(o->req, PROTO_F_LIMIT, &u) && u > 0 &&
 	    u <= PROTO_LIST_MAX ? (size_t)u : PROTO_LIST_MAX;
 	q->states = ~0u;
-	v = cJSON_GetObjectItemCaseSensitive(o->req, "states");
+	v = cJSON_GetObjectItemCaseSensitive(o->req, PROTO_F_STATES);
 	if (!cJSON_IsArray(v))
 		return true;
 	q->states = 0;
@@ -134,23 +134,25 @@ op_list_fn(struct op_ctx *o)
 	if (!list_query(o, &q))
 		return;
 	r = msg_reply(o->id);
-	more = list_page(o, &q, cJSON_AddArrayToObject(r, "jobs"), &first);
-	cJSON_AddBoolToObject(r, "more", more);
+	more = list_page(o, &q, cJSON_AddArrayToObject(r, PROTO_F_JOBS),
+	    &first);
+	cJSON_AddBoolToObject(r, PROTO_F_MORE, more);
 	if (first != 0)
-		cJSON_AddNumberToObject(r, "before", (double)first);
+		cJSON_AddNumberToObject(r, PROTO_F_BEFORE, (double)first);
 	for (j = o->c->d->jobs; j != NULL; j = j->next)
 		queued += j->state == JOB_QUEUED;
 	/* The box-wide figures everyone shares. */
 	graph_exec_stats(o->c->d->exec, &st);
-	d = cJSON_AddObjectToObject(r, "daemon");
-	cJSON_AddNumberToObject(d, "memory_budget", (double)st.budget);
-	cJSON_AddNumberToObject(d, "memory_used", (double)st.used);
-	cJSON_AddNumberToObject(d, "memory_peak", (double)st.peak);
-	cJSON_AddNumberToObject(d, "cached_bytes", (double)st.cached);
-	cJSON_AddNumberToObject(d, "cache_hits", (double)st.cache_hits);
-	cJSON_AddNumberToObject(d, "cache_misses", (double)st.cache_misses);
-	cJSON_AddNumberToObject(d, "running", (double)o->c->d->nrunning);
-	cJSON_AddNumberToObject(d, "queued", (double)queued);
+	d = cJSON_AddObjectToObject(r, PROTO_F_DAEMON);
+	cJSON_AddNumberToObject(d, PROTO_F_MEMORY_BUDGET, (double)st.budget);
+	cJSON_AddNumberToObject(d, PROTO_F_MEMORY_USED, (double)st.used);
+	cJSON_AddNumberToObject(d, PROTO_F_MEMORY_PEAK, (double)st.peak);
+	cJSON_AddNumberToObject(d, PROTO_F_CACHED_BYTES, (double)st.cached);
+	cJSON_AddNumberToObject(d, PROTO_F_CACHE_HITS, (double)st.cache_hits);
+	cJSON_AddNumberToObject(d, PROTO_F_CACHE_MISSES,
+	    (double)st.cache_misses);
+	cJSON_AddNumberToObject(d, PROTO_F_RUNNING, (double)o->c->d->nrunning);
+	cJSON_AddNumberToObject(d, PROTO_F_QUEUED, (double)queued);
 	op_reply(o, r);
 }
 

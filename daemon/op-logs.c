@@ -16,7 +16,7 @@ op_logs_fn(struct op_ctx *o)
 		return;
 	r = msg_reply(o->id);
 	if (store_logs(o->c->d->store, j->id, cJSON_AddArrayToObject(r,
-	    "lines")) != 0) {
+	    PROTO_F_LINES)) != 0) {
 		cJSON_Delete(r);
 		op_error(o, PROTO_E_INTERNAL, "cannot read the log");
 		return;

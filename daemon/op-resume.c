@@ -61,7 +61,7 @@ resume_planned(struct prep *p, struct op_ctx *o)
 	job_log(d, j, "resumed by uid %u", (unsigned)o->c->peer.uid);
 	job_set_state(d, j, JOB_QUEUED, NULL);
 	r = msg_reply(o->id);
-	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
+	cJSON_AddItemToObject(r, PROTO_F_JOB, op_job_json(j, true));
 	op_reply(o, r);
 	sched_run(d);
 }
@@ -94,13 +94,13 @@ op_resume_fn(struct op_ctx *o)
 		return;
 	}
 	graph_diags_init(&diags);
-	msg_get_u64(o->req, "out_fd", &out_fd);
+	msg_get_u64(o->req, PROTO_F_OUT_FD, &out_fd);
 	/* The job's files take the umask of whoever resumes it. */
-	j->umask = msg_get_u64(o->req, "umask", &umask) && umask <= 0777 ?
+	j->umask = msg_get_u64(o->req, PROTO_F_UMASK, &umask) && umask <= 0777 ?
 	    (uint32_t)umask : 022;
 	s = job_shadow(j);
 	if (job_take_request(s, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
-	    o->req, "models"), (int)out_fd, &cause) != 0) {
+	    o->req, PROTO_F_MODELS), (int)out_fd, &cause) != 0) {
 		job_free(s);
 		free(j->error);
 		j->error = xstrdup(cause != NULL ? cause : "the merge cannot "

@@ -38,7 +38,7 @@ op_rm_fn(struct op_ctx *o)
 	log_info("job %llu: removed by uid %u", (unsigned long long)id,
 	    (unsigned)o->c->peer.uid);
 	r = msg_reply(o->id);
-	cJSON_AddItemToObject(r, "job", job);
+	cJSON_AddItemToObject(r, PROTO_F_JOB, job);
 	op_reply(o, r);
 }
 

@@ -16,7 +16,7 @@ op_status_fn(struct op_ctx *o)
 	if ((j = op_job(o, false)) == NULL)
 		return;
 	r = msg_reply(o->id);
-	cJSON_AddItemToObject(r, "job", op_job_json(j, peer_may_act(
+	cJSON_AddItemToObject(r, PROTO_F_JOB, op_job_json(j, peer_may_act(
 	    &o->c->peer, j)));
 	op_reply(o, r);
 }

@@ -26,6 +26,7 @@
 #include <cJSON.h>
 
 #include "daemon.h"
+#include "mergeopts-json.h"
 #include "xmalloc.h"
 
 /* A staging name unique to the job, stable across restarts. */
@@ -87,7 +88,7 @@ submit_may_replace(struct op_ctx *o, const struct djob *j)
 	char *cause = NULL;
 	int rc;
 
-	if (!j->force)
+	if (!j->opts.force)
 		return true;
 	memset(&r, 0, sizeof r);
 	r.cred = &j->cred;
@@ -103,7 +104,8 @@ submit_may_replace(struct op_ctx *o, const struct djob *j)
 static bool
 submit_paths_ok(struct op_ctx *o)
 {
-	static const char *const keys[] = { "config_name", "cwd", "out" };
+	static const char *const keys[] = { PROTO_F_CONFIG_NAME, PROTO_F_CWD,
+	    PROTO_F_OUT };
 	const char *s;
 	size_t i;
 
@@ -123,18 +125,18 @@ static bool
 submit_fields(struct op_ctx *o, struct djob *j)
 {
 	const char *s;
-	bool b;
+	char *cause;
 	uint64_t u;
 	int64_t i;
 
-	if (!msg_get_str(o->req, "config", &s) || strlen(s) >
+	if (!msg_get_str(o->req, PROTO_F_CONFIG, &s) || strlen(s) >
 	    PROTO_MAX_CONFIG) {
 		op_error(o, PROTO_E_BAD_REQUEST, "'config' must be the config "
 		    "text (at most %u bytes)", PROTO_MAX_CONFIG);
 		return false;
 	}
 	j->config = xstrdup(s);
-	if (!msg_get_str(o->req, "out_name", &s) || !submit_name_ok(s)) {
+	if (!msg_get_str(o->req, PROTO_F_OUT_NAME, &s) || !submit_name_ok(s)) {
 		op_error(o, PROTO_E_BAD_REQUEST, "'out_name' must be a plain "
 		    "directory name");
 		return false;
@@ -142,39 +144,40 @@ submit_fields(struct op_ctx *o, struct djob *j)
 	j->out_name = xstrdup(s);
 	if (!submit_paths_ok(o))
 		return false;
-	j->config_name = xstrdup(msg_get_str(o->req, "config_name", &s) ? s :
+	j->config_name = xstrdup(msg_get_str(o->req, PROTO_F_CONFIG_NAME,
+	    &s) ? s :
 	    "config.yml");
-	j->cwd = xstrdup(msg_get_str(o->req, "cwd", &s) ? s : "");
-	j->out_dir = xstrdup(msg_get_str(o->req, "out", &s) ? s :
+	j->cwd = xstrdup(msg_get_str(o->req, PROTO_F_CWD, &s) ? s : "");
+	j->out_dir = xstrdup(msg_get_str(o->req, PROTO_F_OUT, &s) ? s :
 	    j->out_name);
 	/* Shown to every user: bounded, and inert in a terminal. */
-	if (msg_get_str(o->req, "name", &s) && !proto_name_valid(s)) {
+	if (msg_get_str(o->req, PROTO_F_NAME, &s) && !proto_name_valid(s)) {
 		op_error(o, PROTO_E_BAD_REQUEST, "'name' must be 1 to %d bytes "
 		    "of text without control characters", PROTO_MAX_NAME);
 		return false;
 	}
-	j->name = xstrdup(msg_get_str(o->req, "name", &s) ? s : j->out_name);
+	j->name = xstrdup(msg_get_str(o->req, PROTO_F_NAME,
+	    &s) ? s : j->out_name);
 	/* It orders only the submitter's own jobs (sched.c). */
-	if (cJSON_GetObjectItemCaseSensitive(o->req, "priority") != NULL &&
-	    (!msg_get_i64(o->req, "priority", &i) || i < PROTO_PRIORITY_MIN ||
+	if (cJSON_GetObjectItemCaseSensitive(o->req,
+	    PROTO_F_PRIORITY) != NULL &&
+	    (!msg_get_i64(o->req, PROTO_F_PRIORITY, &i)
+	    || i < PROTO_PRIORITY_MIN ||
 	    i > PROTO_PRIORITY_MAX)) {
 		op_error(o, PROTO_E_BAD_REQUEST, "'priority' must be an integer "
 		    "from %d to %d", PROTO_PRIORITY_MIN, PROTO_PRIORITY_MAX);
 		return false;
 	}
-	j->priority = msg_get_i64(o->req, "priority", &i) ? i : 0;
-	j->after = msg_get_u64(o->req, "after", &u) ? u : 0;
-	j->memory = msg_get_u64(o->req, "memory", &u) ? u : 0;
-	j->umask = msg_get_u64(o->req, "umask", &u) && u <= 0777 ?
+	j->priority = msg_get_i64(o->req, PROTO_F_PRIORITY, &i) ? i : 0;
+	j->after = msg_get_u64(o->req, PROTO_F_AFTER, &u) ? u : 0;
+	j->umask = msg_get_u64(o->req, PROTO_F_UMASK, &u) && u <= 0777 ?
 	    (uint32_t)u : 022;
-	j->seed_given = msg_get_u64(o->req, "seed", &u);
-	j->seed = j->seed_given ? u : 0;
-	j->shard_size = msg_get_u64(o->req, "shard_size", &u) ? u :
-	    5000000000ull;
-	j->force = msg_get_bool(o->req, "force", &b) && b;
-	j->allow_crimes = msg_get_bool(o->req, "allow_crimes", &b) && b;
-	j->copy_tokenizer = !msg_get_bool(o->req, "copy_tokenizer", &b) || b;
-	j->model_card = !msg_get_bool(o->req, "model_card", &b) || b;
+	graph_merge_opts_default(&j->opts);
+	if (mergeopts_from_json(o->req, &j->opts, &cause) != 0) {
+		op_error(o, PROTO_E_BAD_REQUEST, "%s", cause);
+		free(cause);
+		return false;
+	}
 	if (j->after != 0 && job_find(o->c->d, j->after) == NULL) {
 		op_error(o, PROTO_E_BAD_REQUEST, "--after %llu: no such job",
 		    (unsigned long long)j->after);
@@ -209,7 +212,7 @@ submit_planned(struct prep *p, struct op_ctx *o)
 	}
 	if (!submit_daemon_may_write(o, j) || !submit_may_replace(o, j))
 		return;
-	if (!j->force && fstatat(j->out_fd, j->out_name, &st,
+	if (!j->opts.force && fstatat(j->out_fd, j->out_name, &st,
 	    AT_SYMLINK_NOFOLLOW) == 0) {
 		op_error(o, PROTO_E_EXISTS, "%s already exists; use --force to "
 		    "replace it", j->out_dir);
@@ -225,7 +228,7 @@ submit_planned(struct prep *p, struct op_ctx *o)
 	job_log(d, j, "submitted by %s (uid %u): %s -> %s", j->user,
 	    (unsigned)j->owner, j->config_name, j->out_dir);
 	r = msg_reply(o->id);
-	cJSON_AddItemToObject(r, "job", op_job_json(j, true));
+	cJSON_AddItemToObject(r, PROTO_F_JOB, op_job_json(j, true));
 	op_reply(o, r);
 	sched_run(d);
 }
@@ -260,9 +263,9 @@ op_submit_fn(struct op_ctx *o)
 			close(fds[i]);
 		goto out;
 	}
-	msg_get_u64(o->req, "out_fd", &out_fd);
+	msg_get_u64(o->req, PROTO_F_OUT_FD, &out_fd);
 	if (job_take_request(j, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
-	    o->req, "models"), (int)out_fd, &cause) != 0) {
+	    o->req, PROTO_F_MODELS), (int)out_fd, &cause) != 0) {
 		op_problems(o, &diags, cause);
 		goto out;
 	}

@@ -101,7 +101,7 @@ op_job(struct op_ctx *o, bool need_owner)
 	struct djob *j;
 	uint64_t id;
 
-	if (!msg_get_u64(o->req, "job", &id)) {
+	if (!msg_get_u64(o->req, PROTO_F_JOB, &id)) {
 		op_error(o, PROTO_E_BAD_REQUEST, "'job' must be a job id");
 		return NULL;
 	}
@@ -156,38 +156,40 @@ op_job_json(const struct djob *j, bool full)
 	if (j->state == JOB_RUNNING && g->bytes_done > 0 && el > 0)
 		eta = el * (double)(g->bytes_total - g->bytes_done) /
 		    (double)g->bytes_done;
-	cJSON_AddNumberToObject(o, "id", (double)j->id);
-	cJSON_AddNumberToObject(o, "owner", j->owner);
-	op_add_str(o, "user", j->user, PROTO_MAX_USER);
-	op_add_str(o, "name", j->name, PROTO_MAX_NAME);
-	cJSON_AddStringToObject(o, "state", proto_state_name(j->state));
-	cJSON_AddNumberToObject(o, "priority", (double)j->priority);
-	cJSON_AddNumberToObject(o, "progress", g->bytes_total ?
+	cJSON_AddNumberToObject(o, PROTO_F_ID, (double)j->id);
+	cJSON_AddNumberToObject(o, PROTO_F_OWNER, j->owner);
+	op_add_str(o, PROTO_F_USER, j->user, PROTO_MAX_USER);
+	op_add_str(o, PROTO_F_NAME, j->name, PROTO_MAX_NAME);
+	cJSON_AddStringToObject(o, PROTO_F_STATE, proto_state_name(j->state));
+	cJSON_AddNumberToObject(o, PROTO_F_PRIORITY, (double)j->priority);
+	cJSON_AddNumberToObject(o, PROTO_F_PROGRESS, g->bytes_total ?
 	    (double)g->bytes_done / (double)g->bytes_total : 0);
-	cJSON_AddNumberToObject(o, "bytes_done", (double)g->bytes_done);
-	cJSON_AddNumberToObject(o, "bytes_total", (double)g->bytes_total);
-	cJSON_AddNumberToObject(o, "tensors_done", (double)g->tensors_done);
-	cJSON_AddNumberToObject(o, "tensors_total", (double)g->tensors_total);
-	cJSON_AddNumberToObject(o, "memory", j->state == JOB_RUNNING ?
+	cJSON_AddNumberToObject(o, PROTO_F_BYTES_DONE, (double)g->bytes_done);
+	cJSON_AddNumberToObject(o, PROTO_F_BYTES_TOTAL, (double)g->bytes_total);
+	cJSON_AddNumberToObject(o, PROTO_F_TENSORS_DONE,
+	    (double)g->tensors_done);
+	cJSON_AddNumberToObject(o, PROTO_F_TENSORS_TOTAL,
+	    (double)g->tensors_total);
+	cJSON_AddNumberToObject(o, PROTO_F_MEMORY, j->state == JOB_RUNNING ?
 	    (double)g->job_memory : 0);
-	cJSON_AddNumberToObject(o, "elapsed", el);
-	cJSON_AddNumberToObject(o, "eta", eta);
+	cJSON_AddNumberToObject(o, PROTO_F_ELAPSED, el);
+	cJSON_AddNumberToObject(o, PROTO_F_ETA, eta);
 	if (!full)
 		return o;
-	op_add_str(o, "out", j->out_dir, PROTO_MAX_PATH);
-	op_add_str(o, "config_name", j->config_name, PROTO_MAX_PATH);
+	op_add_str(o, PROTO_F_OUT, j->out_dir, PROTO_MAX_PATH);
+	op_add_str(o, PROTO_F_CONFIG_NAME, j->config_name, PROTO_MAX_PATH);
 	if (j->error != NULL)
-		op_add_str(o, "error", j->error, PROTO_MAX_ERRMSG);
-	cJSON_AddNumberToObject(o, "seed", (double)j->seed);
-	cJSON_AddNumberToObject(o, "after", (double)j->after);
-	cJSON_AddNumberToObject(o, "created", j->created);
-	cJSON_AddNumberToObject(o, "started", j->started);
-	cJSON_AddNumberToObject(o, "finished", j->finished);
-	cJSON_AddNumberToObject(o, "shards_total", j->shards_done ?
+		op_add_str(o, PROTO_F_ERROR, j->error, PROTO_MAX_ERRMSG);
+	cJSON_AddNumberToObject(o, PROTO_F_SEED, (double)j->opts.seed);
+	cJSON_AddNumberToObject(o, PROTO_F_AFTER, (double)j->after);
+	cJSON_AddNumberToObject(o, PROTO_F_CREATED, j->created);
+	cJSON_AddNumberToObject(o, PROTO_F_STARTED, j->started);
+	cJSON_AddNumberToObject(o, PROTO_F_FINISHED, j->finished);
+	cJSON_AddNumberToObject(o, PROTO_F_SHARDS_TOTAL, j->shards_done ?
 	    (double)strlen(j->shards_done) : 0);
 	for (p = j->shards_done; p != NULL && *p != '\0'; p++)
 		done += *p == '1';
-	cJSON_AddNumberToObject(o, "shards_done", (double)done);
+	cJSON_AddNumberToObject(o, PROTO_F_SHARDS_DONE, (double)done);
 	return o;
 }
 
@@ -256,7 +258,7 @@ op_take_fds(struct op_ctx *o, int **fds, size_t *n)
 
 	*fds = NULL;
 	*n = 0;
-	if (!msg_get_u64(o->req, "fds", &want) || want == 0 ||
+	if (!msg_get_u64(o->req, PROTO_F_FDS, &want) || want == 0 ||
 	    want > PROTO_MAX_FDS) {
 		op_error(o, PROTO_E_BAD_REQUEST, "'fds' must count the "
 		    "descriptors sent with the request (1 to %d)",
@@ -292,8 +294,8 @@ op_problems(struct op_ctx *o, const struct graph_diags *d, const char *cause)
 	char *s, *t;
 	size_t i;
 
-	arr = cJSON_AddArrayToObject(cJSON_GetObjectItem(e, "error"),
-	    "problems");
+	arr = cJSON_AddArrayToObject(cJSON_GetObjectItem(e, PROTO_F_ERROR),
+	    PROTO_F_PROBLEMS);
 	for (i = 0; i < d->n; i++) {
 		s = xasprintf("%s%s%s: %s", d->v[i].where ? d->v[i].where : "",
 		    d->v[i].where ? ": " : "", d->v[i].sev == GRAPH_SEV_ERROR ?

@@ -27,11 +27,21 @@
 #include "xmalloc.h"
 
 /*
- * PRAGMA user_version.  1: the first schema.  2: jobs.stage_dev and
- * jobs.stage_ino, the staging directory's identity, added to a version 1
- * store at open.
+ * The numbered migrations of PRAGMA user_version: migrations[v - 1]
+ * brings a version v store to v + 1, and a store is brought from its
+ * version to the last in one transaction.  1 is the first schema.  A
+ * schema change appends one here and changes `schema` below, which a new
+ * store gets whole; a shipped migration is never edited.
  */
-#define STORE_SCHEMA_VERSION 2
+static const char *const migrations[] = {
+	/* 1 -> 2: the staging directory's identity, kept through the publish
+	 * (a resume tells its own output from somebody else's). */
+	"ALTER TABLE jobs ADD COLUMN stage_dev INTEGER;"
+	" ALTER TABLE jobs ADD COLUMN stage_ino INTEGER;",
+};
+
+#define STORE_SCHEMA_VERSION \
+	(1 + (int)(sizeof migrations / sizeof *migrations))
 
 enum {
 	ST_INSERT,
@@ -123,8 +133,9 @@ store_version(struct store *s)
 static int
 store_migrate(struct store *s, const char *path, char **cause)
 {
-	char *err = NULL, *q;
-	int v = store_version(s), rc;
+	struct xbuf q = { 0 };
+	char *err = NULL;
+	int v = store_version(s), rc, i;
 
 	if (v == STORE_SCHEMA_VERSION)
 		return 0;
@@ -135,12 +146,14 @@ store_migrate(struct store *s, const char *path, char **cause)
 		return -EIO;
 	}
 	/* Version 0 is a store just created, with the current schema. */
-	q = xasprintf("BEGIN IMMEDIATE;%s PRAGMA user_version = %d; COMMIT;",
-	    v == 1 ? " ALTER TABLE jobs ADD COLUMN stage_dev INTEGER;"
-	    " ALTER TABLE jobs ADD COLUMN stage_ino INTEGER;" : "",
+	xbuf_printf(&q, "BEGIN IMMEDIATE;");
+	for (i = v > 0 ? v : STORE_SCHEMA_VERSION; i < STORE_SCHEMA_VERSION;
+	    i++)
+		xbuf_printf(&q, " %s", migrations[i - 1]);
+	xbuf_printf(&q, " PRAGMA user_version = %d; COMMIT;",
 	    STORE_SCHEMA_VERSION);
-	rc = sqlite3_exec(s->db, q, NULL, NULL, &err);
-	free(q);
+	rc = sqlite3_exec(s->db, q.data, NULL, NULL, &err);
+	xbuf_free(&q);
 	if (rc != SQLITE_OK) {
 		*cause = xasprintf("cannot upgrade %s: %s", path, err ? err :
 		    sqlite3_errmsg(s->db));
@@ -249,6 +262,39 @@ step_done(struct store *s, sqlite3_stmt *st, const char *what)
 	return 0;
 }
 
+/*
+ * The merge options as the columns memory, force, allow_crimes,
+ * shard_size, copy_tokenizer, model_card and seed, in that order from
+ * column (or parameter) i; each returns the next index.  The two
+ * directions of the one mapping, side by side.
+ */
+static int
+store_bind_opts(sqlite3_stmt *st, int i, const struct graph_merge_opts *o)
+{
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)o->memory);
+	sqlite3_bind_int(st, i++, o->force);
+	sqlite3_bind_int(st, i++, o->allow_crimes);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)o->shard_size);
+	sqlite3_bind_int(st, i++, o->copy_tokenizer);
+	sqlite3_bind_int(st, i++, o->model_card);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)o->seed);
+	return i;
+}
+
+static int
+store_col_opts(sqlite3_stmt *st, int i, struct graph_merge_opts *o)
+{
+	o->memory = (uint64_t)sqlite3_column_int64(st, i++);
+	o->force = sqlite3_column_int(st, i++) != 0;
+	o->allow_crimes = sqlite3_column_int(st, i++) != 0;
+	o->shard_size = (uint64_t)sqlite3_column_int64(st, i++);
+	o->copy_tokenizer = sqlite3_column_int(st, i++) != 0;
+	o->model_card = sqlite3_column_int(st, i++) != 0;
+	o->seed = (uint64_t)sqlite3_column_int64(st, i++);
+	o->has_seed = true;	/* jobs are stored once planned */
+	return i;
+}
+
 int
 store_job_insert(struct store *s, struct djob *j)
 {
@@ -268,13 +314,7 @@ store_job_insert(struct store *s, struct djob *j)
 	bind_text(st, i++, j->out_dir);
 	bind_text(st, i++, j->out_name);
 	bind_text(st, i++, j->staging);
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->memory);
-	sqlite3_bind_int(st, i++, j->force);
-	sqlite3_bind_int(st, i++, j->allow_crimes);
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->shard_size);
-	sqlite3_bind_int(st, i++, j->copy_tokenizer);
-	sqlite3_bind_int(st, i++, j->model_card);
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->seed);
+	i = store_bind_opts(st, i, &j->opts);
 	bind_text(st, i++, j->inputs);
 	sqlite3_bind_double(st, i++, j->created);
 	if ((rc = step_done(s, st, "insert")) != 0)
@@ -299,7 +339,7 @@ store_job_update(struct store *s, const struct djob *j)
 	bind_text(st, i++, j->shards_done);
 	bind_text(st, i++, j->error);
 	bind_text(st, i++, j->inputs);
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->seed);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->opts.seed);
 	/* Unsigned in SQLite's signed 64 bits: cast there and back. */
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->stage_dev);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->stage_ino);
@@ -340,14 +380,7 @@ store_row(sqlite3_stmt *st)
 	j->out_dir = col_text(st, i++);
 	j->out_name = col_text(st, i++);
 	j->staging = col_text(st, i++);
-	j->memory = (uint64_t)sqlite3_column_int64(st, i++);
-	j->force = sqlite3_column_int(st, i++) != 0;
-	j->allow_crimes = sqlite3_column_int(st, i++) != 0;
-	j->shard_size = (uint64_t)sqlite3_column_int64(st, i++);
-	j->copy_tokenizer = sqlite3_column_int(st, i++) != 0;
-	j->model_card = sqlite3_column_int(st, i++) != 0;
-	j->seed = (uint64_t)sqlite3_column_int64(st, i++);
-	j->seed_given = true;	/* recorded at submit */
+	i = store_col_opts(st, i, &j->opts);
 	j->inputs = col_text(st, i++);
 	j->created = sqlite3_column_double(st, i++);
 	j->started = sqlite3_column_double(st, i++);

@@ -45,10 +45,10 @@ watch_job_changed(struct daemon *d, struct djob *j, bool final)
 		}
 		ev = msg_event(w->req, final ? PROTO_EV_DONE :
 		    PROTO_EV_PROGRESS);
-		cJSON_AddItemToObject(ev, "job", op_job_json(j, peer_may_act(
-		    &c->peer, j)));
+		cJSON_AddItemToObject(ev, PROTO_F_JOB,
+		    op_job_json(j, peer_may_act(&c->peer, j)));
 		if (final)
-			cJSON_AddStringToObject(ev, "state",
+			cJSON_AddStringToObject(ev, PROTO_F_STATE,
 			    proto_state_name(j->state));
 		if (final || c->closing) {
 			free(w);

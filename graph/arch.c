@@ -46,7 +46,7 @@ static const char *const input_embed_parts[] = {
 };
 
 bool
-graph_arch_name_is_embed(const char *name)
+arch_name_is_embed(const char *name)
 {
 	size_t i;
 
@@ -57,7 +57,7 @@ graph_arch_name_is_embed(const char *name)
 }
 
 const char *
-graph_arch_tied_name(const char *name)
+arch_tied_name(const char *name)
 {
 	size_t i;
 
@@ -69,7 +69,7 @@ graph_arch_tied_name(const char *name)
 
 /* The alternative names tried, in order, when name is absent. */
 size_t
-graph_arch_tied_names(const char *name, const char **out, size_t max)
+arch_tied_names(const char *name, const char **out, size_t max)
 {
 	size_t i, n = 0;
 
@@ -129,13 +129,13 @@ arch_push(struct arch_weight **v, size_t *n, const char *name)
 	*v = xgrowarray(*v, *n, sizeof **v);
 	memset(&(*v)[*n], 0, sizeof **v);
 	(*v)[*n].name = xstrdup(name);
-	(*v)[*n].is_embed = graph_arch_name_is_embed(name);
-	(*v)[*n].tied = graph_arch_tied_name(name);
+	(*v)[*n].is_embed = arch_name_is_embed(name);
+	(*v)[*n].tied = arch_tied_name(name);
 	(*n)++;
 }
 
 static int
-arch_fill(const struct graph_model *m, struct graph_arch *a, size_t **counts,
+arch_fill(const struct model *m, struct arch *a, size_t **counts,
     int64_t *maxidx, char **cause)
 {
 	struct strmap seen = { 0 };
@@ -179,7 +179,7 @@ arch_fill(const struct graph_model *m, struct graph_arch *a, size_t **counts,
 }
 
 int
-graph_arch_derive(const struct graph_model *m, struct graph_arch *a,
+arch_derive(const struct model *m, struct arch *a,
     char **cause)
 {
 	size_t *counts = NULL, i;
@@ -211,12 +211,12 @@ graph_arch_derive(const struct graph_model *m, struct graph_arch *a,
 	return 0;
 fail:
 	free(counts);
-	graph_arch_fini(a);
+	arch_fini(a);
 	return rc;
 }
 
 void
-graph_arch_fini(struct graph_arch *a)
+arch_fini(struct arch *a)
 {
 	size_t i;
 
@@ -234,7 +234,7 @@ graph_arch_fini(struct graph_arch *a)
 }
 
 char *
-graph_arch_layer_name(const struct graph_arch *a, const struct arch_weight *w,
+arch_layer_name(const struct arch *a, const struct arch_weight *w,
     int64_t layer)
 {
 	return xasprintf("%s%" PRId64 "%s", a->layer_prefix, layer, w->name);

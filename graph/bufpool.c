@@ -20,14 +20,14 @@
 #include "graph-int.h"
 
 void *
-graph_buf_alloc(size_t size)
+buf_alloc(size_t size)
 {
 	void *p;
 
 	p = mmap(NULL, size ? size : 1, PROT_READ | PROT_WRITE,
 	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED) {
-		fprintf(stderr, "fatal: graph_buf_alloc(%zu): %s\n", size,
+		fprintf(stderr, "fatal: buf_alloc(%zu): %s\n", size,
 		    strerror(errno));
 		abort();
 	}
@@ -35,7 +35,7 @@ graph_buf_alloc(size_t size)
 }
 
 void
-graph_buf_free(void *p, size_t size)
+buf_free(void *p, size_t size)
 {
 	if (p != NULL)
 		munmap(p, size ? size : 1);
@@ -83,7 +83,7 @@ bufpool_trim(struct bufpool *bp, uint64_t need)
 	while (i < bp->n && freed < need) {
 		freed += bp->v[i].size;
 		bp->bytes -= bp->v[i].size;
-		graph_buf_free(bp->v[i].p, bp->v[i].size);
+		buf_free(bp->v[i].p, bp->v[i].size);
 		i++;
 	}
 	if (i == 0)

@@ -68,7 +68,7 @@ cache_key(struct ckey *k, const struct graph_plan *p,
     const struct plan_tensor *pt, const struct plan_input *in, uint64_t e0,
     size_t n)
 {
-	const struct graph_st_file *f = p->models[in->model].m->files[
+	const struct safetensors_file *f = p->models[in->model].m->files[
 	    in->mt->file];
 
 	memset(k, 0, sizeof *k);

@@ -45,7 +45,7 @@ card_model(struct xbuf *x, const struct plan_model *pm)
 
 /* title: the output directory's name. */
 char *
-graph_card_build(const struct graph_plan *p, const char *title)
+card_build(const struct graph_plan *p, const char *title)
 {
 	const struct graph_method *m = method_find(p->method_name);
 	struct xbuf x = { 0 };

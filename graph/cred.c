@@ -51,12 +51,12 @@
 /* More than NGROUPS_MAX (65536) is impossible; most users have few. */
 #define CRED_MAX_GROUPS 65536
 
-enum graph_cred_mode
-graph_cred_mode(const struct graph_cred *cred)
+enum cred_mode
+cred_mode(const struct graph_cred *cred)
 {
 	if (cred == NULL || cred->uid == geteuid())
-		return GRAPH_CRED_SELF;
-	return geteuid() == 0 ? GRAPH_CRED_SWITCH : GRAPH_CRED_EMULATE;
+		return CRED_SELF;
+	return geteuid() == 0 ? CRED_SWITCH : CRED_EMULATE;
 }
 
 static int
@@ -83,7 +83,7 @@ cred_fsgid(void)
  * switch; otherwise does nothing.  *s records what to give back.
  */
 int
-graph_cred_enter(const struct graph_cred *cred, struct graph_cred_saved *s,
+cred_enter(const struct graph_cred *cred, struct cred_saved *s,
     char **cause)
 {
 	gid_t *g = NULL;
@@ -91,7 +91,7 @@ graph_cred_enter(const struct graph_cred *cred, struct graph_cred_saved *s,
 	int n;
 
 	memset(s, 0, sizeof *s);
-	if (graph_cred_mode(cred) != GRAPH_CRED_SWITCH)
+	if (cred_mode(cred) != CRED_SWITCH)
 		return 0;
 	if ((n = getgroups(0, NULL)) < 0 || n > CRED_MAX_GROUPS)
 		goto fail;
@@ -123,13 +123,13 @@ fail:
 	free(g);
 	*cause = xasprintf("cannot act as uid %u: %s", (unsigned)cred->uid,
 	    strerror(errno));
-	graph_cred_leave(s);
+	cred_leave(s);
 	return -EPERM;
 }
 
-/* Gives back what graph_cred_enter took; aborts if it cannot. */
+/* Gives back what cred_enter took; aborts if it cannot. */
 void
-graph_cred_leave(struct graph_cred_saved *s)
+cred_leave(struct cred_saved *s)
 {
 	if (!s->active)
 		return;
@@ -155,7 +155,7 @@ graph_cred_allows(const struct graph_cred *cred, const struct stat *st,
 	size_t i;
 	bool member = st->st_gid == cred->gid;
 
-	if (cred->uid == 0 || graph_cred_mode(cred) != GRAPH_CRED_EMULATE)
+	if (cred->uid == 0 || cred_mode(cred) != CRED_EMULATE)
 		return true;	/* the kernel checks, with cred's rights */
 	for (i = 0; i < cred->ngroups && !member; i++)
 		member = st->st_gid == cred->groups[i];

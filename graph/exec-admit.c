@@ -47,7 +47,7 @@ mem_alloc(struct graph_exec *ex, size_t size)
 	total = ex->used + ex->pool.bytes;
 	if (total > ex->budget)
 		bufpool_trim(&ex->pool, total - ex->budget);
-	return graph_buf_alloc(size);
+	return buf_alloc(size);
 }
 
 void

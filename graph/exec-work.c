@@ -22,7 +22,7 @@
 static void
 work_load(struct centry *e)
 {
-	e->task.rc = graph_read_chunk(e->plan, e->pt, e->in, e->e0, e->n,
+	e->task.rc = reader_read_chunk(e->plan, e->pt, e->in, e->e0, e->n,
 	    e->data, &e->task.err);
 }
 
@@ -71,7 +71,7 @@ work_merge(struct unit *u)
 				continue;
 			}
 			in[j] = blk + k++ * stride;
-			if ((u->task.rc = graph_read_chunk(p, pt, &pt->in[j],
+			if ((u->task.rc = reader_read_chunk(p, pt, &pt->in[j],
 			    u->e0 + off, bn, (float *)in[j], &u->task.err)) !=
 			    0)
 				return;
@@ -106,7 +106,7 @@ work_write(struct unit *u)
 		return;
 	}
 	if (u->raw)
-		u->task.rc = graph_copy_chunk(job->plan, &pt->in[0], u->e0,
+		u->task.rc = reader_copy_chunk(job->plan, &pt->in[0], u->e0,
 		    u->n, fd, pt->offset + u->e0 * es, &u->task.err);
 	else
 		u->task.rc = writer_pwrite(fd, u->enc, u->n * es, pt->offset +
@@ -122,7 +122,7 @@ inputs_unchanged(const struct graph_plan *p, char **cause)
 
 	for (i = 0; i < p->nmodels; i++)
 		for (k = 0; k < p->models[i].m->nfiles; k++)
-			if ((rc = graph_st_check_unchanged(
+			if ((rc = safetensors_check_unchanged(
 			    p->models[i].m->files[k], cause)) != 0)
 				return rc;
 	return 0;
@@ -220,13 +220,13 @@ work_cleanup(struct graph_job *job)
  * that way need nothing more.
  */
 static bool
-work_as_user(struct task *t, struct graph_cred_saved *saved)
+work_as_user(struct task *t, struct cred_saved *saved)
 {
 	saved->active = false;
 	if (t->kind != TASK_SETUP && t->kind != TASK_FINISH && t->kind !=
 	    TASK_CLEANUP)
 		return true;
-	if ((t->rc = graph_cred_enter(t->job->cred, saved, &t->err)) != 0)
+	if ((t->rc = cred_enter(t->job->cred, saved, &t->err)) != 0)
 		return false;
 	return true;
 }
@@ -235,7 +235,7 @@ void
 exec_work(uv_work_t *w)
 {
 	struct task *t = container_of(w, struct task, work);
-	struct graph_cred_saved saved;
+	struct cred_saved saved;
 
 	if (!work_as_user(t, &saved))
 		return;
@@ -262,5 +262,5 @@ exec_work(uv_work_t *w)
 		work_cleanup(t->job);
 		break;
 	}
-	graph_cred_leave(&saved);
+	cred_leave(&saved);
 }

@@ -850,7 +850,7 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	int rc;
 
 	*out = NULL;
-	if (!o->force && fstatat(o->out_dirfd, o->out_name, &st,
+	if (!p->opts.merge.force && fstatat(o->out_dirfd, o->out_name, &st,
 	    AT_SYMLINK_NOFOLLOW) == 0) {
 		*cause = xasprintf("%s already exists; use --force to replace "
 		    "it", o->out_dir);
@@ -873,7 +873,7 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	job->cred = o->cred;
 	job->staging = o->staging_name != NULL ? xstrdup(o->staging_name) :
 	    writer_staging_name(o->out_name);
-	job->force = o->force;
+	job->force = p->opts.merge.force;
 	job->replace.cred = o->cred;
 	if (o->nown > 0) {
 		job->own = xcalloc(o->nown, sizeof *job->own);
@@ -882,7 +882,10 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 		job->replace.nown = o->nown;
 	}
 	job->keep_staging = o->keep_staging;
-	job->cap = o->memory_cap;
+	/* A cap at or above the whole budget caps nothing: the budget's
+	 * own rules (and messages) apply. */
+	job->cap = p->opts.merge.memory < ex->budget ? p->opts.merge.memory :
+	    0;
 	job->done = o->done;
 	job->progress = o->progress;
 	job->on_shard = o->shard_done;

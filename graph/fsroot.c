@@ -105,7 +105,7 @@ file_kind(const struct stat *st)
 }
 
 /*
- * Inputs are opened O_NONBLOCK (graph_open_beneath): opening a FIFO or a
+ * Inputs are opened O_NONBLOCK (fsroot_open): opening a FIFO or a
  * device would otherwise wait, on whatever thread asked, for as long as
  * the file's owner likes.  What was opened must then be a regular file
  * (or, with O_DIRECTORY, a directory: the kernel checked that), and
@@ -135,10 +135,10 @@ fail:
 }
 
 int
-graph_open_beneath(int dirfd, const char *path, int flags,
+fsroot_open(int dirfd, const char *path, int flags,
     const struct graph_cred *cred, char **cause)
 {
-	bool emulate = graph_cred_mode(cred) == GRAPH_CRED_EMULATE;
+	bool emulate = cred_mode(cred) == CRED_EMULATE;
 	struct stat st;
 	int fd, rc;
 
@@ -179,13 +179,13 @@ graph_open_beneath(int dirfd, const char *path, int flags,
 
 /* Reads a whole small file beneath dirfd. */
 int
-graph_read_beneath(int dirfd, const char *path, size_t max,
+fsroot_read(int dirfd, const char *path, size_t max,
     const struct graph_cred *cred, char **out, size_t *len, char **cause)
 {
 	int fd, rc;
 
 	*out = NULL;
-	if ((fd = graph_open_beneath(dirfd, path, O_RDONLY, cred, cause)) < 0)
+	if ((fd = fsroot_open(dirfd, path, O_RDONLY, cred, cause)) < 0)
 		return fd;
 	if ((rc = graph_read_fd(fd, max, out, len)) != 0)
 		*cause = xasprintf("%s: %s", path, rc == -EINVAL ? "not a "
@@ -200,11 +200,11 @@ graph_read_beneath(int dirfd, const char *path, size_t max,
  * permission) says yes, so that opening it reports why.
  */
 bool
-graph_exists_beneath(int dirfd, const char *path,
+fsroot_exists(int dirfd, const char *path,
     const struct graph_cred *cred)
 {
 	char *cause = NULL;
-	int fd = graph_open_beneath(dirfd, path, O_PATH, cred, &cause);
+	int fd = fsroot_open(dirfd, path, O_PATH, cred, &cause);
 
 	free(cause);
 	if (fd < 0)

@@ -32,11 +32,12 @@ struct strmap {
 	size_t n;
 };
 
-void strmap_put(struct strmap *, const char *, size_t);
-void strmap_put_len(struct strmap *, const char *, size_t, size_t);
-bool strmap_get(const struct strmap *, const char *, size_t *);
-bool strmap_get_len(const struct strmap *, const char *, size_t, size_t *);
-bool strmap_del_len(struct strmap *, const char *, size_t);
+void strmap_put(struct strmap *m, const char *key, size_t val);
+void strmap_put_len(struct strmap *m, const char *key, size_t len, size_t val);
+bool strmap_get(const struct strmap *m, const char *key, size_t *val);
+bool strmap_get_len(const struct strmap *m, const char *key, size_t len,
+    size_t *val);
+bool strmap_del_len(struct strmap *m, const char *key, size_t len);
 void strmap_free(struct strmap *);
 
 /* jscan.c: a strict JSON scanner for hostile headers. */
@@ -51,7 +52,7 @@ struct jscan {
 	struct xbuf s;		/* the last string, decoded, NUL-terminated */
 };
 
-int jscan_fail(struct jscan *, const char *, ...)
+int jscan_fail(struct jscan *l, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 int jscan_syntax(struct jscan *, const char *);
 size_t jscan_pos(const struct jscan *);
@@ -59,7 +60,7 @@ void jscan_ws(struct jscan *);
 bool jscan_take(struct jscan *, uint8_t);
 int jscan_string(struct jscan *, const char *);
 bool jscan_is(const struct jscan *, const char *);
-int jscan_number(struct jscan *, bool *, uint64_t *);
+int jscan_number(struct jscan *l, bool *is_uint, uint64_t *u);
 int jscan_value(struct jscan *, int);
 const char *jscan_kind(struct jscan *);
 int jscan_show(const char *);
@@ -81,8 +82,8 @@ struct ynode {
 	size_t cap;
 };
 
-int ynode_parse(const char *, const char *, size_t, struct ynode **,
-    struct graph_diags *);
+int ynode_parse(const char *file, const char *buf, size_t len,
+    struct ynode **out, struct graph_diags *d);
 void ynode_free(struct ynode *);
 const struct ynode *ynode_get(const struct ynode *, const char *);
 bool ynode_is_null(const struct ynode *);
@@ -94,8 +95,8 @@ int yscalar_number(const char *s, double *out);
 
 /*
  * safetensors.c, safetensors-header.c.  A file may list at most
- * GRAPH_ST_MAX_TENSORS tensors and a model (all its shards together) at most
- * GRAPH_MODEL_MAX_TENSORS.  Real checkpoints are far below both: sharded
+ * SAFETENSORS_MAX_TENSORS tensors and a model (all its shards together)
+ * at most MODEL_MAX_TENSORS.  Real checkpoints are far below both: sharded
  * ones hold a few thousand tensors per file even for the largest
  * mixture-of-experts models (DeepSeek-V3, ~92,000 tensors in 163 shards;
  * Kimi K2, ~139,000 with its FP8 scales in 61 shards), and a whole
@@ -105,10 +106,10 @@ int yscalar_number(const char *s, double *out);
  * row 6) took 9.6 s and 1.55 GB.  The per-model limit bounds what the plan
  * and the scheduler are given: four shards at the per-file limit.
  */
-#define GRAPH_ST_MAX_TENSORS 65536
-#define GRAPH_MODEL_MAX_TENSORS 262144
+#define SAFETENSORS_MAX_TENSORS 65536
+#define MODEL_MAX_TENSORS 262144
 
-struct graph_st_tensor {
+struct safetensors_tensor {
 	char *name;
 	enum graph_dtype dtype;
 	int ndim;
@@ -118,7 +119,7 @@ struct graph_st_tensor {
 	uint64_t end;
 };
 
-struct graph_st_file {
+struct safetensors_file {
 	char *path;
 	uint64_t size;
 	uint64_t dev;
@@ -127,31 +128,36 @@ struct graph_st_file {
 	uint64_t data_start;
 	int fd;			/* for pread and copy_file_range */
 	const uint8_t *map;	/* whole file, read-only; NULL if empty */
-	struct graph_st_tensor *t;
+	struct safetensors_tensor *t;
 	size_t nt;
 	struct strmap names;	/* name -> index into t */
 };
 
-int graph_st_parse(const uint8_t *, size_t, struct graph_st_tensor **,
-    size_t *, uint64_t *, char **);
-int graph_st_parse_names(const uint8_t *, size_t, struct graph_st_tensor **,
-    size_t *, uint64_t *, struct strmap *, char **);
-int graph_st_open(const char *, struct graph_st_file **, char **);
-int graph_st_open_fd(int, const char *, struct graph_st_file **, char **);
-void graph_st_close(struct graph_st_file *);
-int graph_st_check_unchanged(const struct graph_st_file *, char **);
-bool graph_st_find(const struct graph_st_file *, const char *, size_t *);
-uint8_t *graph_st_header_build(const struct graph_st_tensor *, size_t,
-    size_t *);
+int safetensors_parse(const uint8_t *buf, size_t len,
+    struct safetensors_tensor **out, size_t *nout, uint64_t *data_start,
+    char **cause);
+int safetensors_parse_names(const uint8_t *buf, size_t len,
+    struct safetensors_tensor **out, size_t *nout, uint64_t *data_start,
+    struct strmap *names, char **cause);
+int safetensors_open(const char *path, struct safetensors_file **out,
+    char **cause);
+int safetensors_open_fd(int fd, const char *path, struct safetensors_file **out,
+    char **cause);
+void safetensors_close(struct safetensors_file *);
+int safetensors_check_unchanged(const struct safetensors_file *, char **);
+bool safetensors_find(const struct safetensors_file *f, const char *name,
+    size_t *i);
+uint8_t *safetensors_header_build(const struct safetensors_tensor *t, size_t n,
+    size_t *len);
 
 /* cred.c: a job's filesystem work with its user's rights. */
-enum graph_cred_mode {
-	GRAPH_CRED_SELF,	/* no cred, or the daemon's own user */
-	GRAPH_CRED_SWITCH,	/* root: this thread takes the user's */
-	GRAPH_CRED_EMULATE,	/* another user, and we cannot switch */
+enum cred_mode {
+	CRED_SELF,	/* no cred, or the daemon's own user */
+	CRED_SWITCH,	/* root: this thread takes the user's */
+	CRED_EMULATE,	/* another user, and we cannot switch */
 };
 
-struct graph_cred_saved {
+struct cred_saved {
 	bool active;
 	uint32_t fsuid;
 	uint32_t fsgid;
@@ -159,28 +165,28 @@ struct graph_cred_saved {
 	size_t ngroups;
 };
 
-enum graph_cred_mode graph_cred_mode(const struct graph_cred *);
-int graph_cred_enter(const struct graph_cred *cred,
-    struct graph_cred_saved *saved, char **cause);
-void graph_cred_leave(struct graph_cred_saved *saved);
+enum cred_mode cred_mode(const struct graph_cred *);
+int cred_enter(const struct graph_cred *cred,
+    struct cred_saved *saved, char **cause);
+void cred_leave(struct cred_saved *saved);
 
 /* fsroot.c */
-int graph_open_beneath(int, const char *, int, const struct graph_cred *,
-    char **);
-int graph_read_beneath(int, const char *, size_t, const struct graph_cred *,
-    char **, size_t *, char **);
-bool graph_exists_beneath(int, const char *, const struct graph_cred *);
+int fsroot_open(int dirfd, const char *path, int flags,
+    const struct graph_cred *cred, char **cause);
+int fsroot_read(int dirfd, const char *path, size_t max,
+    const struct graph_cred *cred, char **out, size_t *len, char **cause);
+bool fsroot_exists(int dirfd, const char *path, const struct graph_cred *cred);
 
 /* modelref.c */
-char *graph_hf_cache_root(const struct graph_env *);
+char *modelref_hf_cache_root(const struct graph_env *);
 
 /* model.c: an input model, headers only. */
-struct graph_model_tensor {
-	const struct graph_st_tensor *t;
+struct model_tensor {
+	const struct safetensors_tensor *t;
 	size_t file;		/* index into files */
 };
 
-struct graph_model {
+struct model {
 	char *name;		/* the reference as written, for messages */
 	struct graph_ref ref;
 	struct graph_resolved where;
@@ -194,26 +200,26 @@ struct graph_model {
 	int64_t num_layers;	/* -1 when config.json has no count */
 	const char *layers_key;
 	bool tied;		/* tie_word_embeddings */
-	struct graph_st_file **files;
+	struct safetensors_file **files;
 	char **file_names;
 	struct strmap file_index;	/* file_names -> files[] */
 	size_t nfiles;
 	size_t shard_tensors;	/* over all files, for the limit */
-	struct graph_model_tensor *tensors;
+	struct model_tensor *tensors;
 	size_t ntensors;
 	size_t captensors;
 	struct strmap index;	/* name -> tensors[] */
 };
 
-int graph_model_open(const struct graph_ref *, struct graph_resolved *,
-    const struct graph_cred *, const atomic_bool *, struct graph_model **,
-    char **);
-void graph_model_close(struct graph_model *);
-const struct graph_model_tensor *graph_model_find(const struct graph_model *,
+int model_open(const struct graph_ref *ref, struct graph_resolved *r,
+    const struct graph_cred *cred, const atomic_bool *cancel,
+    struct model **out, char **cause);
+void model_close(struct model *);
+const struct model_tensor *model_find(const struct model *,
     const char *);
-int graph_model_read(const struct graph_model *, const char *, size_t,
-    char **, size_t *, char **);
-bool graph_model_has(const struct graph_model *, const char *);
+int model_read(const struct model *m, const char *name, size_t max, char **out,
+    size_t *len, char **cause);
+bool model_has(const struct model *, const char *);
 
 /* arch.c: tensor templates derived from a model's own tensor names. */
 enum arch_section {
@@ -229,7 +235,7 @@ struct arch_weight {
 	const char *tied;	/* name to try when absent, or NULL */
 };
 
-struct graph_arch {
+struct arch {
 	char *layer_prefix;	/* "model.layers." or NULL without layers */
 	int64_t num_layers;
 	struct arch_weight *pre;
@@ -240,25 +246,24 @@ struct graph_arch {
 	size_t npost;
 };
 
-int graph_arch_derive(const struct graph_model *, struct graph_arch *,
-    char **);
-void graph_arch_fini(struct graph_arch *);
-char *graph_arch_layer_name(const struct graph_arch *,
-    const struct arch_weight *, int64_t);
-bool graph_arch_name_is_embed(const char *);
-const char *graph_arch_tied_name(const char *);
-size_t graph_arch_tied_names(const char *, const char **, size_t);
+int arch_derive(const struct model *m, struct arch *a, char **cause);
+void arch_fini(struct arch *);
+char *arch_layer_name(const struct arch *a, const struct arch_weight *w,
+    int64_t layer);
+bool arch_name_is_embed(const char *);
+const char *arch_tied_name(const char *);
+size_t arch_tied_names(const char *name, const char **out, size_t max);
 
 /* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
-int graph_pvalue_eval(const struct graph_pvalue *, double, double *);
-int graph_param_eval(const struct graph_param *, const char *, double,
-    double *);
-const struct graph_param *graph_params_find(const struct graph_params *,
+int pvalue_eval(const struct graph_pvalue *v, double t, double *out);
+int param_eval(const struct graph_param *p, const char *tensor, double t,
+    double *out);
+const struct graph_param *params_find(const struct graph_params *,
     const char *);
 
 /* plan.c: the resolved merge. */
 struct plan_model {
-	struct graph_model *m;
+	struct model *m;
 	char *name;
 };
 
@@ -281,7 +286,7 @@ struct graph_plan {
 	size_t arch_model;
 	const char *arch_reason;
 	size_t donor;		/* config.json and tokenizer donor */
-	struct graph_arch arch;
+	struct arch arch;
 	struct plan_tensor *tensors;
 	size_t ntensors;
 	struct plan_shard *shards;
@@ -289,6 +294,7 @@ struct graph_plan {
 	uint64_t total_out;
 	uint64_t total_in;
 	uint64_t peak_memory;
+	uint64_t memory;	/* the budget it is sized for (plan_memory) */
 	int64_t out_layers;	/* -1: leave config.json's count alone */
 	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
 	struct graph_plan_opts opts;
@@ -313,37 +319,39 @@ struct bufpool {
 	uint64_t bytes;
 };
 
-void *graph_buf_alloc(size_t);
-void graph_buf_free(void *, size_t);
+void *buf_alloc(size_t);
+void buf_free(void *, size_t);
 void *bufpool_take(struct bufpool *, size_t);
-void bufpool_put(struct bufpool *, void *, size_t);
+void bufpool_put(struct bufpool *bp, void *p, size_t size);
 void bufpool_trim(struct bufpool *, uint64_t);
 void bufpool_fini(struct bufpool *);
 
 /* reader.c: decoding input chunks. */
-int graph_read_chunk(const struct graph_plan *, const struct plan_tensor *,
-    const struct plan_input *, uint64_t, size_t, float *, char **);
-int graph_copy_chunk(const struct graph_plan *, const struct plan_input *,
-    uint64_t, size_t, int, uint64_t, char **);
+int reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
+    const struct plan_input *in, uint64_t e0, size_t n, float *out,
+    char **cause);
+int reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
+    uint64_t e0, size_t n, int fd, uint64_t off, char **cause);
 
 /* writer.c: the staged output directory. */
-int writer_stage_open(int, const char *, const struct graph_cred *, int *,
-    char **);
-int writer_open_shard(int, const struct plan_shard *,
-    const struct graph_cred *, int *, char **);
-int writer_pwrite(int, const void *, size_t, uint64_t, char **);
-int writer_finish(const struct graph_plan *, int, const struct graph_cred *,
-    const char *, char **);
-int writer_publish(int, const char *, const char *,
-    const struct graph_replace *, char **);
+int writer_stage_open(int parent, const char *staging,
+    const struct graph_cred *cred, int *fdp, char **cause);
+int writer_open_shard(int dfd, const struct plan_shard *sh,
+    const struct graph_cred *cred, int *fdp, char **cause);
+int writer_pwrite(int fd, const void *buf, size_t len, uint64_t off,
+    char **cause);
+int writer_finish(const struct graph_plan *p, int dfd,
+    const struct graph_cred *cred, const char *title, char **cause);
+int writer_publish(int parent, const char *staging, const char *name,
+    const struct graph_replace *replace, char **cause);
 void writer_remove_tree(int, const char *);
 char *writer_staging_name(const char *);
 
 /* jsonpatch.c */
-char *graph_json_patch(const char *, size_t, const char *const *,
-    const char *const *, size_t);
+char *jsonpatch_apply(const char *s, size_t n, const char *const *keys,
+    const char *const *values, size_t nkeys);
 
 /* card.c */
-char *graph_card_build(const struct graph_plan *, const char *);
+char *card_build(const struct graph_plan *, const char *);
 
 #endif /* GRAPH_INT_H */

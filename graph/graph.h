@@ -262,19 +262,40 @@ bool graph_cred_allows(const struct graph_cred *, const struct stat *,
 /* plan.c: a fully resolved merge, built from headers only. */
 struct graph_plan;
 
+/*
+ * What a user asks of one merge beside its config, in one struct wherever
+ * it travels: mergectl's command line (client/opts.c), the wire
+ * (common/mergeopts.c), the daemon's job and store (daemon/store.c), the
+ * plan, which keeps a copy, and the executor, which reads it there.
+ * opts.c sets the defaults, once for every command.
+ */
+struct graph_merge_opts {
+	/* The most memory this merge may hold, in bytes; 0: all of its
+	 * runner's budget (mergectl run and plan: graph_default_memory();
+	 * merged: its own --memory, shared by all jobs). */
+	uint64_t memory;
+	uint64_t shard_size;	/* bytes per output file; 0: never split */
+	bool has_seed;		/* seed chosen (or drawn and recorded) */
+	uint64_t seed;
+	bool allow_crimes;	/* merge models of different families */
+	bool copy_tokenizer;	/* the base model's tokenizer files */
+	bool model_card;	/* README.md and mergekit_config.yml */
+	bool force;		/* replace an existing output */
+};
+
+void graph_merge_opts_default(struct graph_merge_opts *);
+/* The one default memory budget: a quarter of RAM, at least 256 MiB. */
+uint64_t graph_default_memory(void);
+
 struct graph_plan_opts {
+	struct graph_merge_opts merge;
+	/* The runner's whole budget, which merge.memory may narrow; 0:
+	 * graph_default_memory().  The plan's peak is sized for it. */
+	uint64_t budget;
 	struct graph_env env;
 	const struct graph_source_dir *dirs;	/* NULL: resolve locally */
 	size_t ndirs;
 	const struct graph_cred *cred;	/* NULL: no access checks */
-	bool allow_crimes;
-	uint64_t shard_size;	/* bytes; 0 = never split */
-	uint64_t memory;	/* the budget the plan is sized for */
-	int threads;
-	bool has_seed;
-	uint64_t seed;
-	bool copy_tokenizer;
-	bool model_card;
 	/* NULL, or set by another thread to stop planning early: between
 	 * models, shards and tensors, graph_plan_build then returns
 	 * -ECANCELED. */
@@ -386,12 +407,11 @@ struct graph_job_opts {
 	const char *out_name;	/* the destination's name in it */
 	const char *out_dir;	/* the destination's path, for messages */
 	const struct graph_cred *cred;	/* NULL: no access checks */
-	bool force;		/* replace an existing destination */
+	/* --force and the memory cap come with the plan's merge options. */
 	const struct graph_ident *own;	/* see graph_replace; copied */
 	size_t nown;
 	const char *staging_name;	/* NULL: derived from out_name */
 	bool keep_staging;	/* on failure or cancel, for resume */
-	uint64_t memory_cap;	/* this job's working set; 0: the budget */
 	const bool *shards_done;	/* NULL or one flag per shard */
 	graph_job_done_cb done;
 	graph_job_progress_cb progress;

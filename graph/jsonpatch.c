@@ -61,7 +61,7 @@ skip_value(const char *s, size_t i, size_t n)
 }
 
 char *
-graph_json_patch(const char *s, size_t n, const char *const *keys,
+jsonpatch_apply(const char *s, size_t n, const char *const *keys,
     const char *const *values, size_t nkeys)
 {
 	struct xbuf out = { 0 };

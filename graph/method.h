@@ -28,7 +28,7 @@
 #include "graph.h"
 #include "xmalloc.h"
 
-struct graph_model_tensor;
+struct model_tensor;
 struct graph_plan;
 struct plan_build;
 
@@ -129,7 +129,7 @@ struct method_shape {
 /* One input of an output tensor. */
 struct plan_input {
 	size_t model;		/* index into plan->models */
-	const struct graph_model_tensor *mt;
+	const struct model_tensor *mt;
 	char *name;		/* the tensor name actually read */
 	int64_t rows;		/* view: a top-left block of the stored */
 	int64_t cols;		/* tensor, for rectified embeddings */

@@ -9,11 +9,11 @@
  * found before any weight is read; the tensor table maps every name to its
  * shard.  Shard names from an index must be plain file names: an index
  * cannot make us open a file outside the model directory.  A model holds
- * at most GRAPH_MODEL_MAX_TENSORS tensors over all its shards (see
+ * at most MODEL_MAX_TENSORS tensors over all its shards (see
  * graph-int.h): an index listing more is refused before any shard is
  * opened, and shards are counted as they open.  Shards and tensors are
  * found through hash maps, so an index of a hundred thousand entries costs
- * no more than linear time.  A model is immutable after graph_model_open()
+ * no more than linear time.  A model is immutable after model_open()
  * and may be shared between threads.
  */
 #include <sys/stat.h>
@@ -35,24 +35,24 @@
 
 /* name's path beneath the model's root. */
 static char *
-model_path(const struct graph_model *m, const char *name)
+model_path(const struct model *m, const char *name)
 {
 	return strcmp(m->where.rel, ".") == 0 ? xstrdup(name) :
 	    xasprintf("%s/%s", m->where.rel, name);
 }
 
-static bool
-model_has(const struct graph_model *m, const char *name)
+bool
+model_has(const struct model *m, const char *name)
 {
 	char *p = model_path(m, name);
-	bool has = graph_exists_beneath(m->where.rootfd, p, m->cred);
+	bool has = fsroot_exists(m->where.rootfd, p, m->cred);
 
 	free(p);
 	return has;
 }
 
 static int
-model_read_json(const struct graph_model *m, const char *name, size_t max,
+model_read_json(const struct model *m, const char *name, size_t max,
     cJSON **out, char **text, char **cause)
 {
 	char *buf = NULL, *path = model_path(m, name), *why = NULL;
@@ -60,7 +60,7 @@ model_read_json(const struct graph_model *m, const char *name, size_t max,
 	size_t len, i;
 	int rc;
 
-	rc = graph_read_beneath(m->where.rootfd, path, max, m->cred, &buf,
+	rc = fsroot_read(m->where.rootfd, path, max, m->cred, &buf,
 	    &len, &why);
 	free(path);
 	path = xasprintf("%s/%s", m->dir, name);
@@ -125,10 +125,10 @@ fail:
 }
 
 static int
-model_add_file(struct graph_model *m, const char *name, size_t *idx,
+model_add_file(struct model *m, const char *name, size_t *idx,
     char **cause)
 {
-	struct graph_st_file *f;
+	struct safetensors_file *f;
 	char *path, *rel, *why = NULL;
 	int fd, rc;
 
@@ -142,7 +142,7 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 		return -EINVAL;
 	}
 	rel = model_path(m, name);
-	fd = graph_open_beneath(m->where.rootfd, rel, O_RDONLY, m->cred, &why);
+	fd = fsroot_open(m->where.rootfd, rel, O_RDONLY, m->cred, &why);
 	free(rel);
 	path = xasprintf("%s/%s", m->dir, name);
 	if (fd < 0) {
@@ -152,7 +152,7 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 		free(path);
 		return fd;
 	}
-	rc = graph_st_open_fd(fd, path, &f, cause);
+	rc = safetensors_open_fd(fd, path, &f, cause);
 	if (rc != 0) {
 		free(path);
 		return rc;
@@ -160,12 +160,12 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 	/* Every tensor of every shard counts, listed in the index or not:
 	 * each was parsed and is held. */
 	m->shard_tensors += f->nt;
-	if (m->shard_tensors > GRAPH_MODEL_MAX_TENSORS) {
+	if (m->shard_tensors > MODEL_MAX_TENSORS) {
 		*cause = xasprintf("%s: the model's shards hold %zu tensors "
 		    "with this one, over the limit of %d per model", path,
-		    m->shard_tensors, GRAPH_MODEL_MAX_TENSORS);
+		    m->shard_tensors, MODEL_MAX_TENSORS);
 		free(path);
-		graph_st_close(f);
+		safetensors_close(f);
 		return -EINVAL;
 	}
 	free(path);
@@ -180,7 +180,7 @@ model_add_file(struct graph_model *m, const char *name, size_t *idx,
 }
 
 static void
-model_add_tensor(struct graph_model *m, size_t file, size_t t)
+model_add_tensor(struct model *m, size_t file, size_t t)
 {
 	if (m->ntensors == m->captensors) {
 		m->captensors = m->captensors ? m->captensors * 2 : 256;
@@ -196,7 +196,7 @@ model_add_tensor(struct graph_model *m, size_t file, size_t t)
 }
 
 static int
-model_load_single(struct graph_model *m, char **cause)
+model_load_single(struct model *m, char **cause)
 {
 	size_t f, i;
 	int rc;
@@ -209,7 +209,7 @@ model_load_single(struct graph_model *m, char **cause)
 }
 
 static int
-model_load_index(struct graph_model *m, const atomic_bool *cancel,
+model_load_index(struct model *m, const atomic_bool *cancel,
     char **cause)
 {
 	const char *path = "model.safetensors.index.json";
@@ -227,10 +227,10 @@ model_load_index(struct graph_model *m, const atomic_bool *cancel,
 		rc = -EINVAL;
 		goto out;
 	}
-	if ((n = cJSON_GetArraySize(wm)) > GRAPH_MODEL_MAX_TENSORS) {
+	if ((n = cJSON_GetArraySize(wm)) > MODEL_MAX_TENSORS) {
 		*cause = xasprintf("%s/%s: weight_map lists %d tensors, over "
 		    "the limit of %d per model", m->dir, path, n,
-		    GRAPH_MODEL_MAX_TENSORS);
+		    MODEL_MAX_TENSORS);
 		rc = -EINVAL;
 		goto out;
 	}
@@ -258,7 +258,7 @@ model_load_index(struct graph_model *m, const atomic_bool *cancel,
 		}
 		if ((rc = model_add_file(m, e->valuestring, &f, cause)) != 0)
 			goto out;
-		if (!graph_st_find(m->files[f], e->string, &i)) {
+		if (!safetensors_find(m->files[f], e->string, &i)) {
 			*cause = xasprintf("%s: tensor '%s' is mapped to %s, "
 			    "which does not contain it", path, e->string,
 			    e->valuestring);
@@ -274,7 +274,7 @@ out:
 
 /* The layer count, under the keys that decoder configs use for it. */
 static void
-model_read_config(struct graph_model *m)
+model_read_config(struct model *m)
 {
 	static const char *const keys[] = { "num_hidden_layers", "n_layer",
 		"n_layers", "num_layers" };
@@ -314,11 +314,11 @@ model_read_config(struct graph_model *m)
  * -ECANCELED.
  */
 int
-graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
+model_open(const struct graph_ref *ref, struct graph_resolved *r,
     const struct graph_cred *cred, const atomic_bool *cancel,
-    struct graph_model **out, char **cause)
+    struct model **out, char **cause)
 {
-	struct graph_model *m;
+	struct model *m;
 	int rc;
 
 	*out = NULL;
@@ -360,39 +360,33 @@ graph_model_open(const struct graph_ref *ref, struct graph_resolved *r,
 	return 0;
 fail:
 	*cause = graph_text_printable(*cause);
-	graph_model_close(m);
+	model_close(m);
 	return rc;
 }
 
 /* A file of the model directory, read whole (tokenizer files). */
 int
-graph_model_read(const struct graph_model *m, const char *name, size_t max,
+model_read(const struct model *m, const char *name, size_t max,
     char **out, size_t *len, char **cause)
 {
 	char *p = model_path(m, name);
 	int rc;
 
-	rc = graph_read_beneath(m->where.rootfd, p, max, m->cred, out, len,
+	rc = fsroot_read(m->where.rootfd, p, max, m->cred, out, len,
 	    cause);
 	free(p);
 	return rc;
 }
 
-bool
-graph_model_has(const struct graph_model *m, const char *name)
-{
-	return model_has(m, name);
-}
-
 void
-graph_model_close(struct graph_model *m)
+model_close(struct model *m)
 {
 	size_t i;
 
 	if (m == NULL)
 		return;
 	for (i = 0; i < m->nfiles; i++) {
-		graph_st_close(m->files[i]);
+		safetensors_close(m->files[i]);
 		free(m->file_names[i]);
 	}
 	free(m->files);
@@ -410,8 +404,8 @@ graph_model_close(struct graph_model *m)
 	free(m);
 }
 
-const struct graph_model_tensor *
-graph_model_find(const struct graph_model *m, const char *name)
+const struct model_tensor *
+model_find(const struct model *m, const char *name)
 {
 	size_t i;
 

@@ -131,7 +131,7 @@ is_dir(const char *path)
 }
 
 char *
-graph_hf_cache_root(const struct graph_env *env)
+modelref_hf_cache_root(const struct graph_env *env)
 {
 	if (env->hf_hub_cache != NULL && *env->hf_hub_cache != '\0')
 		return xstrdup(env->hf_hub_cache);
@@ -263,7 +263,7 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 	}
 	xbuf_printf(&tried, ", %s (no such directory)", local);
 	free(local);
-	root = graph_hf_cache_root(env);
+	root = modelref_hf_cache_root(env);
 	if (is_repo_id(r->path) && root != NULL) {
 		if (ref_resolve_hf(r, root, out, &tried) == 0) {
 			free(root);

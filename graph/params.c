@@ -17,7 +17,7 @@
 #include "graph-int.h"
 
 int
-graph_pvalue_eval(const struct graph_pvalue *v, double t, double *out)
+pvalue_eval(const struct graph_pvalue *v, double t, double *out)
 {
 	double s, f;
 	size_t i0, i1, L = v->n;
@@ -42,23 +42,23 @@ graph_pvalue_eval(const struct graph_pvalue *v, double t, double *out)
 
 /* Returns 0 with a value, -ENOENT when no conditional entry matches. */
 int
-graph_param_eval(const struct graph_param *p, const char *tensor, double t,
+param_eval(const struct graph_param *p, const char *tensor, double t,
     double *out)
 {
 	size_t i;
 
 	if (!p->conditional)
-		return graph_pvalue_eval(&p->value, t, out);
+		return pvalue_eval(&p->value, t, out);
 	for (i = 0; i < p->nconds; i++) {
 		const struct graph_pcond *c = &p->conds[i];
 		if (c->filter == NULL || strstr(tensor, c->filter) != NULL)
-			return graph_pvalue_eval(&c->value, t, out);
+			return pvalue_eval(&c->value, t, out);
 	}
 	return -ENOENT;
 }
 
 const struct graph_param *
-graph_params_find(const struct graph_params *ps, const char *name)
+params_find(const struct graph_params *ps, const char *name)
 {
 	size_t i;
 

@@ -42,7 +42,7 @@ source_json(const struct graph_plan *p, const struct plan_tensor *t,
     size_t j)
 {
 	const struct plan_input *in = &t->in[j];
-	const struct graph_st_tensor *st = in->mt->t;
+	const struct safetensors_tensor *st = in->mt->t;
 	cJSON *o = cJSON_CreateObject(), *pm;
 	size_t k, np = t->method->nparams;
 
@@ -119,7 +119,7 @@ problems_json(const struct graph_diags *d)
 static void
 plan_json_body(cJSON *o, const struct graph_plan *p)
 {
-	const struct graph_model *am = p->models[p->arch_model].m;
+	const struct model *am = p->models[p->arch_model].m;
 	cJSON *a, *m, *arr;
 	size_t i;
 
@@ -164,7 +164,7 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 	cJSON_AddNumberToObject(o, "bytes_read", (double)p->total_in);
 	cJSON_AddNumberToObject(o, "bytes_written", (double)p->total_out);
 	cJSON_AddNumberToObject(o, "peak_memory", (double)p->peak_memory);
-	cJSON_AddNumberToObject(o, "memory_budget", (double)p->opts.memory);
+	cJSON_AddNumberToObject(o, "memory_budget", (double)p->memory);
 }
 
 /*

@@ -20,7 +20,7 @@
 static void
 layout_shard_header(struct graph_plan *p, struct plan_shard *sh)
 {
-	struct graph_st_tensor *st;
+	struct safetensors_tensor *st;
 	uint64_t off = 0;
 	size_t i;
 
@@ -35,7 +35,7 @@ layout_shard_header(struct graph_plan *p, struct plan_shard *sh)
 		st[i].end = off + t->nbytes;
 		off += t->nbytes;
 	}
-	sh->header = graph_st_header_build(st, sh->n, &sh->header_len);
+	sh->header = safetensors_header_build(st, sh->n, &sh->header_len);
 	sh->size = sh->header_len + off;
 	off = sh->header_len;
 	for (i = 0; i < sh->n; i++) {
@@ -69,15 +69,15 @@ layout_estimate(struct graph_plan *p)
 	}
 	/* The cache keeps decoded inputs until the budget is full. */
 	p->peak_memory = decoded + biggest;
-	if (p->opts.memory > 0 && p->peak_memory > p->opts.memory)
-		p->peak_memory = p->opts.memory;
+	if (p->memory > 0 && p->peak_memory > p->memory)
+		p->peak_memory = p->memory;
 }
 
 int
 plan_layout(struct graph_plan *p, struct graph_diags *d)
 {
 	struct plan_shard *sh = NULL;
-	uint64_t cur = 0, max = p->opts.shard_size;
+	uint64_t cur = 0, max = p->opts.merge.shard_size;
 	size_t i, n = 0;
 
 	for (i = 0; i < p->ntensors; i++) {

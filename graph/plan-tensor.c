@@ -143,9 +143,9 @@ param_lookup(const struct graph_params *const *levels, size_t nlevels,
 	for (i = 0; i < nlevels; i++) {
 		if (levels[i] == NULL)
 			continue;
-		if ((p = graph_params_find(levels[i], name)) == NULL)
+		if ((p = params_find(levels[i], name)) == NULL)
 			continue;
-		if (graph_param_eval(p, tensor, t, out) == 0)
+		if (param_eval(p, tensor, t, out) == 0)
 			return true;
 	}
 	return false;
@@ -201,21 +201,21 @@ plan_globals(struct plan_build *b, const struct nslice *s,
 	return good;
 }
 
-static const struct graph_model_tensor *
-plan_find_input(const struct graph_model *m, const char *name,
+static const struct model_tensor *
+plan_find_input(const struct model *m, const char *name,
     const char **found)
 {
-	const struct graph_model_tensor *mt;
+	const struct model_tensor *mt;
 	const char *alt[4];
 	size_t i, n;
 
-	if ((mt = graph_model_find(m, name)) != NULL) {
+	if ((mt = model_find(m, name)) != NULL) {
 		*found = name;
 		return mt;
 	}
-	n = graph_arch_tied_names(name, alt, 4);
+	n = arch_tied_names(name, alt, 4);
 	for (i = 0; i < n; i++) {
-		if ((mt = graph_model_find(m, alt[i])) != NULL) {
+		if ((mt = model_find(m, alt[i])) != NULL) {
 			*found = alt[i];
 			return mt;
 		}
@@ -225,7 +225,7 @@ plan_find_input(const struct graph_model *m, const char *name,
 
 static void
 plan_add_input(struct plan_tensor *pt, size_t model,
-    const struct graph_model_tensor *mt, const char *name, int64_t layer)
+    const struct model_tensor *mt, const char *name, int64_t layer)
 {
 	struct plan_input *in = &pt->in[pt->nin++];
 
@@ -247,7 +247,7 @@ plan_inputs(struct plan_build *b, const struct nslice *s,
 {
 	const struct graph_plan *p = b->p;
 	const struct method_param *fb = method_fallback_param(b->method);
-	const struct graph_model_tensor *mt;
+	const struct model_tensor *mt;
 	const char *found;
 	char *name;
 	int64_t idx;
@@ -260,7 +260,7 @@ plan_inputs(struct plan_build *b, const struct nslice *s,
 		if (only_base && s->src[j].model != s->base)
 			continue;
 		idx = layer ? s->src[j].start + local : -1;
-		name = layer ? graph_arch_layer_name(&p->arch, w, idx) :
+		name = layer ? arch_layer_name(&p->arch, w, idx) :
 		    xstrdup(w->name);
 		mt = plan_find_input(p->models[s->src[j].model].m, name,
 		    &found);
@@ -329,7 +329,7 @@ plan_per_model(struct plan_build *b, const struct nslice *s,
 }
 
 static char *
-shape_str(const struct graph_st_tensor *t)
+shape_str(const struct safetensors_tensor *t)
 {
 	struct xbuf x = { 0 };
 	int i;
@@ -342,7 +342,8 @@ shape_str(const struct graph_st_tensor *t)
 }
 
 static bool
-same_shape(const struct graph_st_tensor *a, const struct graph_st_tensor *b)
+same_shape(const struct safetensors_tensor *a,
+    const struct safetensors_tensor *b)
 {
 	return a->ndim == b->ndim &&
 	    memcmp(a->shape, b->shape, (size_t)a->ndim * sizeof *a->shape) == 0;
@@ -385,7 +386,7 @@ plan_shape_error(struct plan_build *b, struct plan_tensor *pt,
 static bool
 plan_shape(struct plan_build *b, struct plan_tensor *pt)
 {
-	const struct graph_st_tensor *first = pt->in[0].mt->t, *ref;
+	const struct safetensors_tensor *first = pt->in[0].mt->t, *ref;
 	int64_t rows, cols;
 	size_t j;
 	bool equal = true, twod = true;
@@ -503,7 +504,7 @@ plan_one(struct plan_build *b, const struct nslice *s,
 	p->tensors = xgrowarray(p->tensors, p->ntensors, sizeof *p->tensors);
 	pt = &p->tensors[p->ntensors++];
 	memset(pt, 0, sizeof *pt);
-	pt->name = layer ? graph_arch_layer_name(&p->arch, w, out_layer) :
+	pt->name = layer ? arch_layer_name(&p->arch, w, out_layer) :
 	    xstrdup(w->name);
 	pt->layer = out_layer;
 	pt->is_embed = w->is_embed;
@@ -619,9 +620,9 @@ plan_layer_has(const struct plan_build *b, const struct nslice *s,
 	for (j = 0; j < s->nsrc; j++) {
 		if (s->src[j].model != p->arch_model)
 			continue;
-		name = graph_arch_layer_name(&p->arch, w, s->src[j].start +
+		name = arch_layer_name(&p->arch, w, s->src[j].start +
 		    local);
-		has = graph_model_find(p->models[p->arch_model].m, name) !=
+		has = model_find(p->models[p->arch_model].m, name) !=
 		    NULL;
 		free(name);
 	}
@@ -631,7 +632,7 @@ plan_layer_has(const struct plan_build *b, const struct nslice *s,
 void
 plan_tensors(struct plan_build *b)
 {
-	const struct graph_arch *a = &b->p->arch;
+	const struct arch *a = &b->p->arch;
 	const struct nslice *s;
 	int64_t out = 0, i;
 	size_t k, si;

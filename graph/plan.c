@@ -28,12 +28,21 @@ void
 graph_plan_opts_default(struct graph_plan_opts *o)
 {
 	memset(o, 0, sizeof *o);
+	graph_merge_opts_default(&o->merge);
 	graph_env_from_process(&o->env);
-	o->shard_size = 5000000000ull;
-	o->memory = 4ull << 30;
-	o->threads = 2;
-	o->copy_tokenizer = true;
-	o->model_card = true;
+}
+
+/*
+ * The memory the plan is sized for: the runner's budget, narrowed by the
+ * merge's own cap; a cap above the budget narrows nothing.
+ */
+static uint64_t
+plan_memory(const struct graph_plan_opts *o)
+{
+	uint64_t budget = o->budget ? o->budget : graph_default_memory();
+
+	return o->merge.memory && o->merge.memory < budget ? o->merge.memory :
+	    budget;
 }
 
 /*
@@ -125,7 +134,7 @@ plan_open_models(struct plan_build *b)
 		    &cause) : graph_ref_resolve(b->refs[i], &p->opts.env, &r,
 		    &cause);
 		if (rc == 0)
-			rc = graph_model_open(b->refs[i], &r, p->opts.cred,
+			rc = model_open(b->refs[i], &r, p->opts.cred,
 			    p->opts.cancel, &p->models[i].m, &cause);
 		graph_resolved_fini(&r);
 		if (rc == -ECANCELED) {
@@ -164,7 +173,7 @@ static int
 plan_choose_arch(struct plan_build *b)
 {
 	struct graph_plan *p = b->p;
-	const struct graph_model *am, *m;
+	const struct model *am, *m;
 	char *cause = NULL;
 	size_t i;
 	bool mixed = false;
@@ -200,7 +209,7 @@ plan_choose_arch(struct plan_build *b)
 		if (strcmp(m->arch, am->arch) != 0)
 			mixed = true;
 	}
-	if (mixed && !(b->cfg->allow_crimes || p->opts.allow_crimes)) {
+	if (mixed && !(b->cfg->allow_crimes || p->opts.merge.allow_crimes)) {
 		struct xbuf x = { 0 };
 		for (i = 0; i < p->nmodels; i++)
 			xbuf_printf(&x, "%s%s is %s", i ? ", " : "",
@@ -212,7 +221,7 @@ plan_choose_arch(struct plan_build *b)
 		xbuf_free(&x);
 		return -EINVAL;
 	}
-	if (graph_arch_derive(am, &p->arch, &cause) != 0) {
+	if (arch_derive(am, &p->arch, &cause) != 0) {
 		graph_diag_add(b->d, GRAPH_SEV_ERROR, am->name, "%s", cause);
 		free(cause);
 		return -EINVAL;
@@ -224,19 +233,19 @@ plan_choose_arch(struct plan_build *b)
 static int64_t
 plan_model_layers(const struct graph_plan *p, size_t mi)
 {
-	const struct graph_model *m = p->models[mi].m;
-	struct graph_arch a;
+	const struct model *m = p->models[mi].m;
+	struct arch a;
 	char *cause = NULL;
 	int64_t n;
 
 	if (m->num_layers >= 0)
 		return m->num_layers;
-	if (graph_arch_derive(m, &a, &cause) != 0) {
+	if (arch_derive(m, &a, &cause) != 0) {
 		free(cause);
 		return -1;
 	}
 	n = a.num_layers;
-	graph_arch_fini(&a);
+	arch_fini(&a);
 	return n;
 }
 
@@ -459,7 +468,7 @@ graph_plan_build(const struct graph_config *cfg,
     const struct graph_plan_opts *opts, struct graph_plan **out,
     struct graph_diags *d)
 {
-	struct graph_cred_saved saved;
+	struct cred_saved saved;
 	struct plan_build b;
 	struct graph_plan *p;
 	char *cause = NULL;
@@ -469,10 +478,11 @@ graph_plan_build(const struct graph_config *cfg,
 	memset(&b, 0, sizeof b);
 	p = xcalloc(1, sizeof *p);
 	p->opts = *opts;
+	p->memory = plan_memory(opts);
 	plan_copy_cred(p, opts->cred);
 	p->config_text = xstrndup(cfg->text, cfg->text_len);
 	p->method_name = xstrdup(cfg->method);
-	p->seed = opts->has_seed ? opts->seed : plan_draw_seed();
+	p->seed = opts->merge.has_seed ? opts->merge.seed : plan_draw_seed();
 	p->base = (size_t)-1;
 	p->cfg_dtype = cfg->out_dtype ? cfg->out_dtype : cfg->dtype;
 	b.cfg = cfg;
@@ -487,13 +497,13 @@ graph_plan_build(const struct graph_config *cfg,
 		goto out;
 	}
 	/* Every file the plan opens, it opens with the user's rights. */
-	if (graph_cred_enter(opts->cred, &saved, &cause) != 0) {
+	if (cred_enter(opts->cred, &saved, &cause) != 0) {
 		graph_diag_add(d, GRAPH_SEV_ERROR, cfg->path, "%s", cause);
 		free(cause);
 		goto out;
 	}
 	plan_steps(&b);
-	graph_cred_leave(&saved);
+	cred_leave(&saved);
 out:
 	for (i = 0; i < b.nslices; i++)
 		free(b.slices[i].src);
@@ -540,11 +550,11 @@ graph_plan_free(struct graph_plan *p)
 	}
 	free(p->shards);
 	for (i = 0; i < p->nmodels; i++) {
-		graph_model_close(p->models[i].m);
+		model_close(p->models[i].m);
 		free(p->models[i].name);
 	}
 	free(p->models);
-	graph_arch_fini(&p->arch);
+	arch_fini(&p->arch);
 	free(p->cred_groups);
 	free(p->config_text);
 	free(p->method_name);
@@ -569,7 +579,7 @@ graph_plan_summary(const struct graph_plan *p, struct graph_plan_summary *s)
 void
 graph_plan_files(const struct graph_plan *p, struct graph_plan_files *out)
 {
-	const struct graph_model *m;
+	const struct model *m;
 	size_t i, k, n = 0;
 
 	for (i = 0; i < p->nmodels; i++)

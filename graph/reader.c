@@ -35,7 +35,7 @@
 static _Thread_local uint8_t bounce[READ_BOUNCE];
 
 static int
-read_exact(const struct graph_st_file *f, void *buf, size_t len,
+read_exact(const struct safetensors_file *f, void *buf, size_t len,
     uint64_t off, char **cause)
 {
 	uint8_t *p = buf;
@@ -62,7 +62,7 @@ read_exact(const struct graph_st_file *f, void *buf, size_t len,
 
 /* Decodes n elements stored at byte offset off. */
 static int
-read_run(const struct graph_st_file *f, enum graph_dtype dt, uint64_t off,
+read_run(const struct safetensors_file *f, enum graph_dtype dt, uint64_t off,
     size_t n, float *out, char **cause)
 {
 	size_t es = graph_dtype_size(dt), per = READ_BOUNCE / es, k;
@@ -81,13 +81,13 @@ read_run(const struct graph_st_file *f, enum graph_dtype dt, uint64_t off,
 }
 
 int
-graph_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
+reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     const struct plan_input *in, uint64_t e0, size_t n, float *out,
     char **cause)
 {
-	const struct graph_model *m = p->models[in->model].m;
-	const struct graph_st_file *f = m->files[in->mt->file];
-	const struct graph_st_tensor *st = in->mt->t;
+	const struct model *m = p->models[in->model].m;
+	const struct safetensors_file *f = m->files[in->mt->file];
+	const struct safetensors_tensor *st = in->mt->t;
 	size_t es = graph_dtype_size(st->dtype), done = 0, run;
 	uint64_t scols, r, c;
 	int rc;
@@ -117,12 +117,12 @@ graph_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 
 /* Copies n elements' bytes to fd at off, unchanged. */
 int
-graph_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
+reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
     uint64_t e0, size_t n, int fd, uint64_t off, char **cause)
 {
-	const struct graph_st_file *f = p->models[in->model].m->files[
+	const struct safetensors_file *f = p->models[in->model].m->files[
 	    in->mt->file];
-	const struct graph_st_tensor *st = in->mt->t;
+	const struct safetensors_tensor *st = in->mt->t;
 	size_t es = graph_dtype_size(st->dtype), len = n * es, k;
 	loff_t src = (loff_t)(st->begin + e0 * es), dst = (loff_t)off;
 	ssize_t w;

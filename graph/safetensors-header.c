@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * safetensors-header.c: parse and check a safetensors header
- * (graph_st_parse), the first thing we read of every input file.
+ * (safetensors_parse), the first thing we read of every input file.
  *
  * A file is an 8-byte little-endian header length N, N bytes of JSON, then
  * the data.  Files come from anywhere, so the header is hostile until every
@@ -45,7 +45,7 @@
  *    none to no tensor: a file cannot hide bytes we would copy, or make two
  *    tensors alias.  Zero-size tensors have begin == end, at a boundary.
  *    An off-by-one header length ends here or as invalid JSON.
- *  - At most GRAPH_ST_MAX_TENSORS tensors, counted while parsing: past the
+ *  - At most SAFETENSORS_MAX_TENSORS tensors, counted while parsing: past the
  *    limit nothing more is built, the rest is only scanned to count it.
  *
  * The JSON-level checks (UTF-8, escapes, grammar, depth) are jscan.c's;
@@ -169,7 +169,7 @@ st_field_once(struct jscan *l, const char *name, bool *seen, const char *key)
 
 /* The members of a tensor's entry, after its '{'. */
 static int
-st_entry_fields(struct jscan *l, struct graph_st_tensor *t,
+st_entry_fields(struct jscan *l, struct safetensors_tensor *t,
     struct st_entry *e)
 {
 	if (jscan_take(l, '}'))
@@ -216,7 +216,7 @@ st_entry_fields(struct jscan *l, struct graph_st_tensor *t,
  * been read (an off-by-one header length is then reported as such).
  */
 static int
-st_tensor(struct jscan *l, struct graph_st_tensor *t)
+st_tensor(struct jscan *l, struct safetensors_tensor *t)
 {
 	struct st_entry e = { 0 };
 	const char *n = t->name;
@@ -268,7 +268,7 @@ st_tensor(struct jscan *l, struct graph_st_tensor *t)
 static int
 st_cmp_offsets(const void *a, const void *b)
 {
-	const struct graph_st_tensor *const *x = a, *const *y = b;
+	const struct safetensors_tensor *const *x = a, *const *y = b;
 
 	if ((*x)->begin != (*y)->begin)
 		return (*x)->begin < (*y)->begin ? -1 : 1;
@@ -282,10 +282,10 @@ st_cmp_offsets(const void *a, const void *b)
  * one before it ended.  Offsets are still relative to the data.
  */
 static int
-st_check_tiling(struct jscan *l, struct graph_st_tensor *t, size_t n,
+st_check_tiling(struct jscan *l, struct safetensors_tensor *t, size_t n,
     uint64_t data_size)
 {
-	const struct graph_st_tensor **s, *prev = NULL;
+	const struct safetensors_tensor **s, *prev = NULL;
 	uint64_t at = 0;
 	size_t i;
 	int rc = 0;
@@ -344,10 +344,10 @@ st_check_tiling(struct jscan *l, struct graph_st_tensor *t, size_t n,
  * (*n of them, *cap slots), names into map.
  */
 static int
-st_members(struct jscan *l, struct graph_st_tensor **t,
+st_members(struct jscan *l, struct safetensors_tensor **t,
     size_t *n, size_t *cap, struct strmap *map)
 {
-	struct graph_st_tensor *e;
+	struct safetensors_tensor *e;
 	bool meta = false;
 	size_t count = 0, used;
 
@@ -368,7 +368,7 @@ st_members(struct jscan *l, struct graph_st_tensor **t,
 			continue;
 		}
 		/* Past the limit, only count: nothing more is built. */
-		if (++count > GRAPH_ST_MAX_TENSORS) {
+		if (++count > SAFETENSORS_MAX_TENSORS) {
 			if (jscan_value(l, 1) != 0)
 				return -1;
 			continue;
@@ -393,9 +393,9 @@ st_members(struct jscan *l, struct graph_st_tensor **t,
 	} while (jscan_take(l, ','));
 	if (!jscan_take(l, '}'))
 		return jscan_syntax(l, "expected ',' or '}'");
-	if (count > GRAPH_ST_MAX_TENSORS)
+	if (count > SAFETENSORS_MAX_TENSORS)
 		return jscan_fail(l, "the header lists %zu tensors, over the "
-		    "limit of %d per file", count, GRAPH_ST_MAX_TENSORS);
+		    "limit of %d per file", count, SAFETENSORS_MAX_TENSORS);
 	return 0;
 }
 
@@ -435,15 +435,15 @@ st_frame(const uint8_t *buf, size_t len, uint64_t *hlen, char **cause)
 }
 
 /*
- * graph_st_parse, also returning the map from each name to its index
+ * safetensors_parse, also returning the map from each name to its index
  * (borrowing the names in *out), which the caller frees.
  */
 int
-graph_st_parse_names(const uint8_t *buf, size_t len,
-    struct graph_st_tensor **out, size_t *nout, uint64_t *data_start,
+safetensors_parse_names(const uint8_t *buf, size_t len,
+    struct safetensors_tensor **out, size_t *nout, uint64_t *data_start,
     struct strmap *names, char **cause)
 {
-	struct graph_st_tensor *t = NULL;
+	struct safetensors_tensor *t = NULL;
 	struct strmap map = { 0 };
 	struct jscan l = { 0 };
 	uint64_t hlen, data_size;
@@ -497,13 +497,14 @@ out:
 }
 
 int
-graph_st_parse(const uint8_t *buf, size_t len, struct graph_st_tensor **out,
-    size_t *nout, uint64_t *data_start, char **cause)
+safetensors_parse(const uint8_t *buf, size_t len,
+    struct safetensors_tensor **out, size_t *nout, uint64_t *data_start,
+    char **cause)
 {
 	struct strmap names = { 0 };
 	int rc;
 
-	rc = graph_st_parse_names(buf, len, out, nout, data_start, &names,
+	rc = safetensors_parse_names(buf, len, out, nout, data_start, &names,
 	    cause);
 	strmap_free(&names);
 	return rc;

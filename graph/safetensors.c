@@ -10,7 +10,7 @@
  * why, is listed there); each error names the file and the problem.  The
  * whole file is mapped read-only; mapping reads no weights, so planning
  * stays header-only.  An open file is immutable and may be read from any
- * thread; its tensors can be found by name (graph_st_find) in constant time,
+ * thread; its tensors can be found by name (safetensors_find) in constant time,
  * so that a model's index can be checked against a shard of tens of
  * thousands of tensors without a quadratic scan.
  */
@@ -28,10 +28,10 @@
 
 /* Takes ownership of fd, an open safetensors file named path. */
 int
-graph_st_open_fd(int fd, const char *path, struct graph_st_file **out,
+safetensors_open_fd(int fd, const char *path, struct safetensors_file **out,
     char **cause)
 {
-	struct graph_st_file *f;
+	struct safetensors_file *f;
 	struct stat st;
 	char *why = NULL;
 	void *map = MAP_FAILED;
@@ -59,12 +59,12 @@ graph_st_open_fd(int fd, const char *path, struct graph_st_file **out,
 	f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
 	    st.st_mtim.tv_nsec;
 	f->map = map == MAP_FAILED ? NULL : map;
-	rc = graph_st_parse_names(f->map, (size_t)f->size, &f->t, &f->nt,
+	rc = safetensors_parse_names(f->map, (size_t)f->size, &f->t, &f->nt,
 	    &f->data_start, &f->names, &why);
 	if (rc != 0) {
 		*cause = xasprintf("%s: %s", path, why);
 		free(why);
-		graph_st_close(f);
+		safetensors_close(f);
 		return rc;
 	}
 	/* Weights are read with pread (reader.c); the map is for headers. */
@@ -73,7 +73,7 @@ graph_st_open_fd(int fd, const char *path, struct graph_st_file **out,
 }
 
 int
-graph_st_open(const char *path, struct graph_st_file **out, char **cause)
+safetensors_open(const char *path, struct safetensors_file **out, char **cause)
 {
 	int fd;
 
@@ -82,18 +82,18 @@ graph_st_open(const char *path, struct graph_st_file **out, char **cause)
 		*cause = xasprintf("%s: %s", path, strerror(errno));
 		return -errno;
 	}
-	return graph_st_open_fd(fd, path, out, cause);
+	return safetensors_open_fd(fd, path, out, cause);
 }
 
 /* Whether f has a tensor named name, and its index in f->t. */
 bool
-graph_st_find(const struct graph_st_file *f, const char *name, size_t *i)
+safetensors_find(const struct safetensors_file *f, const char *name, size_t *i)
 {
 	return strmap_get(&f->names, name, i);
 }
 
 void
-graph_st_close(struct graph_st_file *f)
+safetensors_close(struct safetensors_file *f)
 {
 	size_t i;
 
@@ -113,7 +113,7 @@ graph_st_close(struct graph_st_file *f)
 
 /* The open file (not the path: we read the open file) must not change. */
 int
-graph_st_check_unchanged(const struct graph_st_file *f, char **cause)
+safetensors_check_unchanged(const struct safetensors_file *f, char **cause)
 {
 	struct stat st;
 	int64_t mtime;
@@ -155,7 +155,7 @@ graph_json_string(struct xbuf *b, const char *s)
 }
 
 uint8_t *
-graph_st_header_build(const struct graph_st_tensor *t, size_t n,
+safetensors_header_build(const struct safetensors_tensor *t, size_t n,
     size_t *len)
 {
 	struct xbuf b = { 0 };

@@ -84,7 +84,7 @@ writer_pwrite(int fd, const void *buf, size_t len, uint64_t off, char **cause)
 static mode_t
 writer_mode(mode_t mode, const struct graph_cred *cred)
 {
-	if (cred != NULL && graph_cred_mode(cred) != GRAPH_CRED_EMULATE)
+	if (cred != NULL && cred_mode(cred) != CRED_EMULATE)
 		mode &= ~(mode_t)cred->umask;
 	return mode;
 }
@@ -134,24 +134,24 @@ writer_file(int dfd, const char *name, const void *data, size_t len,
 int
 graph_dir_writable(int dirfd, const struct graph_cred *cred, char **cause)
 {
-	struct graph_cred_saved saved;
+	struct cred_saved saved;
 	struct stat st;
 	int rc = 0;
 
-	switch (graph_cred_mode(cred)) {
-	case GRAPH_CRED_EMULATE:
+	switch (cred_mode(cred)) {
+	case CRED_EMULATE:
 		if (fstat(dirfd, &st) == -1 || !graph_cred_allows(cred, &st,
 		    3))
 			rc = -EACCES;
 		break;
-	case GRAPH_CRED_SWITCH:
-		if ((rc = graph_cred_enter(cred, &saved, cause)) != 0)
+	case CRED_SWITCH:
+		if ((rc = cred_enter(cred, &saved, cause)) != 0)
 			return rc;
 		if (faccessat(dirfd, ".", W_OK | X_OK, AT_EACCESS) == -1)
 			rc = -errno;
-		graph_cred_leave(&saved);
+		cred_leave(&saved);
 		break;
-	case GRAPH_CRED_SELF:
+	case CRED_SELF:
 		break;
 	}
 	if (rc != 0)
@@ -189,7 +189,7 @@ writer_stage_open(int parent, const char *staging,
 		    strerror(errno));
 		return -errno;
 	}
-	owner = graph_cred_mode(cred) == GRAPH_CRED_SWITCH ? cred->uid :
+	owner = cred_mode(cred) == CRED_SWITCH ? cred->uid :
 	    geteuid();
 	if (fstat(fd, &st) == -1 || st.st_uid != owner) {
 		*cause = xasprintf("%s belongs to uid %u, not to uid %u; "
@@ -264,8 +264,8 @@ static int
 writer_config(const struct graph_plan *p, int dfd,
     const struct graph_cred *cred, char **cause)
 {
-	const struct graph_model *donor = p->models[p->donor].m;
-	const struct graph_model *am = p->models[p->arch_model].m;
+	const struct model *donor = p->models[p->donor].m;
+	const struct model *am = p->models[p->arch_model].m;
 	const char *keys[5], *vals[5];
 	char *arch, *mt = NULL, *layers = NULL, *dt = NULL, *text;
 	struct xbuf x = { 0 };
@@ -299,7 +299,7 @@ writer_config(const struct graph_plan *p, int dfd,
 			vals[n++] = dt;
 		}
 	}
-	text = graph_json_patch(donor->config_text, strlen(donor->config_text),
+	text = jsonpatch_apply(donor->config_text, strlen(donor->config_text),
 	    keys, vals, n);
 	rc = writer_file(dfd, "config.json", text, strlen(text), cred, cause);
 	free(text);
@@ -320,20 +320,20 @@ writer_tokenizer(const struct graph_plan *p, int dfd,
 		"added_tokens.json", "merges.txt", "vocab.json",
 		"chat_template.jinja", "generation_config.json",
 		"chat_template.json", "video_preprocessor_config.json" };
-	const struct graph_model *donor = p->models[p->donor].m;
+	const struct model *donor = p->models[p->donor].m;
 	char *buf;
 	size_t i, len;
 	int rc = 0;
 
-	if (!graph_model_has(donor, "tokenizer_config.json") ||
-	    !(graph_model_has(donor, "tokenizer.json") ||
-	    graph_model_has(donor, "tokenizer.model")))
+	if (!model_has(donor, "tokenizer_config.json") ||
+	    !(model_has(donor, "tokenizer.json") ||
+	    model_has(donor, "tokenizer.model")))
 		return 0;
 	for (i = 0; i < sizeof files / sizeof *files && rc == 0; i++) {
-		if (!graph_model_has(donor, files[i]))
+		if (!model_has(donor, files[i]))
 			continue;
 		/* Tokenizer files are a few MB at most. */
-		if ((rc = graph_model_read(donor, files[i], 512u << 20, &buf,
+		if ((rc = model_read(donor, files[i], 512u << 20, &buf,
 		    &len, cause)) != 0)
 			break;
 		rc = writer_file(dfd, files[i], buf, len, cred, cause);
@@ -353,11 +353,11 @@ writer_finish(const struct graph_plan *p, int dfd,
 		return rc;
 	if ((rc = writer_config(p, dfd, cred, cause)) != 0)
 		return rc;
-	if (p->opts.copy_tokenizer && (rc = writer_tokenizer(p, dfd, cred,
+	if (p->opts.merge.copy_tokenizer && (rc = writer_tokenizer(p, dfd, cred,
 	    cause)) != 0)
 		return rc;
-	if (p->opts.model_card) {
-		card = graph_card_build(p, title);
+	if (p->opts.merge.model_card) {
+		card = card_build(p, title);
 		rc = writer_file(dfd, "README.md", card, strlen(card), cred,
 		    cause);
 		free(card);
@@ -377,7 +377,7 @@ writer_replaceable(const struct graph_replace *r, const struct stat *st)
 {
 	size_t i;
 
-	if (graph_cred_mode(r->cred) != GRAPH_CRED_EMULATE ||
+	if (cred_mode(r->cred) != CRED_EMULATE ||
 	    r->cred->uid == 0 || st->st_uid == r->cred->uid)
 		return true;
 	for (i = 0; i < r->nown; i++)
@@ -413,7 +413,7 @@ graph_may_replace(int dirfd, const char *name, const struct graph_replace *r,
 		*cause = writer_not_yours(name, &st, r);
 		return -EPERM;
 	}
-	if (graph_cred_mode(r->cred) == GRAPH_CRED_SWITCH &&
+	if (cred_mode(r->cred) == CRED_SWITCH &&
 	    r->cred->uid != 0 && fstat(dirfd, &dst) == 0 &&
 	    (dst.st_mode & S_ISVTX) && st.st_uid != r->cred->uid &&
 	    dst.st_uid != r->cred->uid) {
@@ -509,13 +509,13 @@ writer_remove_tree(int dfd, const char *name)
 void
 graph_remove_tree(int dfd, const char *name, const struct graph_cred *cred)
 {
-	struct graph_cred_saved saved;
+	struct cred_saved saved;
 	char *cause = NULL;
 
-	if (graph_cred_enter(cred, &saved, &cause) != 0) {
+	if (cred_enter(cred, &saved, &cause) != 0) {
 		free(cause);
 		return;
 	}
 	writer_remove_tree(dfd, name);
-	graph_cred_leave(&saved);
+	cred_leave(&saved);
 }

@@ -22,6 +22,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "fields.h"
 #include "proto.h"
 
 #define MSG_STR2(x) #x
@@ -280,9 +281,9 @@ msg_request(uint64_t id, const char *op)
 
 	assert((double)id <= MSG_MAX_EXACT);
 	msg_oom(o = cJSON_CreateObject());
-	msg_oom(cJSON_AddNumberToObject(o, "v", PROTO_VERSION));
-	msg_oom(cJSON_AddNumberToObject(o, "id", (double)id));
-	msg_oom(cJSON_AddStringToObject(o, "op", op));
+	msg_oom(cJSON_AddNumberToObject(o, PROTO_F_V, PROTO_VERSION));
+	msg_oom(cJSON_AddNumberToObject(o, PROTO_F_ID, (double)id));
+	msg_oom(cJSON_AddStringToObject(o, PROTO_F_OP, op));
 	return o;
 }
 
@@ -297,8 +298,8 @@ msg_reply(uint64_t id)
 
 	assert((double)id <= MSG_MAX_EXACT);
 	msg_oom(o = cJSON_CreateObject());
-	msg_oom(cJSON_AddNumberToObject(o, "id", (double)id));
-	msg_oom(cJSON_AddTrueToObject(o, "ok"));
+	msg_oom(cJSON_AddNumberToObject(o, PROTO_F_ID, (double)id));
+	msg_oom(cJSON_AddTrueToObject(o, PROTO_F_OK));
 	return o;
 }
 
@@ -321,11 +322,11 @@ msg_error(uint64_t id, const char *code, const char *msg)
 		msg = "";
 	clean = proto_utf8_sanitize(msg, strlen(msg), PROTO_MAX_ERRMSG);
 	msg_oom(o = cJSON_CreateObject());
-	msg_oom(cJSON_AddNumberToObject(o, "id", (double)id));
-	msg_oom(cJSON_AddFalseToObject(o, "ok"));
-	msg_oom(e = cJSON_AddObjectToObject(o, "error"));
-	msg_oom(cJSON_AddStringToObject(e, "code", code));
-	msg_oom(cJSON_AddStringToObject(e, "msg", clean));
+	msg_oom(cJSON_AddNumberToObject(o, PROTO_F_ID, (double)id));
+	msg_oom(cJSON_AddFalseToObject(o, PROTO_F_OK));
+	msg_oom(e = cJSON_AddObjectToObject(o, PROTO_F_ERROR));
+	msg_oom(cJSON_AddStringToObject(e, PROTO_F_CODE, code));
+	msg_oom(cJSON_AddStringToObject(e, PROTO_F_MSG, clean));
 	free(clean);
 	return o;
 }
@@ -342,8 +343,8 @@ msg_event(uint64_t id, const char *name)
 
 	assert((double)id <= MSG_MAX_EXACT);
 	msg_oom(o = cJSON_CreateObject());
-	msg_oom(cJSON_AddNumberToObject(o, "id", (double)id));
-	msg_oom(cJSON_AddStringToObject(o, "event", name));
+	msg_oom(cJSON_AddNumberToObject(o, PROTO_F_ID, (double)id));
+	msg_oom(cJSON_AddStringToObject(o, PROTO_F_EVENT, name));
 	return o;
 }
 
@@ -447,12 +448,12 @@ msg_check_request(const struct cJSON *req, uint64_t *idp, const char **opp,
 	const char *op = NULL;
 	bool have_id;
 
-	have_id = msg_get_u64(req, "id", &id);
+	have_id = msg_get_u64(req, PROTO_F_ID, &id);
 	if (idp != NULL)
 		*idp = have_id ? id : 0;
 	if (opp != NULL)
 		*opp = NULL;
-	if (!msg_get_u64(req, "v", &v) || v != PROTO_VERSION) {
+	if (!msg_get_u64(req, PROTO_F_V, &v) || v != PROTO_VERSION) {
 		if (code != NULL)
 			*code = PROTO_E_BAD_VERSION;
 		if (msg != NULL)
@@ -467,7 +468,7 @@ msg_check_request(const struct cJSON *req, uint64_t *idp, const char **opp,
 			*msg = "\"id\" must be an integer from 0 to 2^53";
 		return -1;
 	}
-	if (!msg_get_str(req, "op", &op) || *op == '\0') {
+	if (!msg_get_str(req, PROTO_F_OP, &op) || *op == '\0') {
 		if (code != NULL)
 			*code = PROTO_E_BAD_REQUEST;
 		if (msg != NULL)

@@ -123,4 +123,6 @@ char *proto_state_names(unsigned flags, const char *sep, const char *last);
 #define PROTO_EV_PROGRESS "progress"
 #define PROTO_EV_DONE "done"		/* the last; carries "state" */
 
+#include "fields.h"
+
 #endif /* PROTO_VOCAB_H */

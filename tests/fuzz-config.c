@@ -107,10 +107,10 @@ put_file(const char *rel, const void *data, size_t len)
 }
 
 static void
-add(struct graph_st_tensor *t, size_t *n, uint64_t *off, enum graph_dtype dt,
+add(struct safetensors_tensor *t, size_t *n, uint64_t *off, enum graph_dtype dt,
     const char *name, int64_t rows, int64_t cols)
 {
-	struct graph_st_tensor *e = &t[*n];
+	struct safetensors_tensor *e = &t[*n];
 
 	check(*n < MAX_TENSORS, "too many tensors");
 	memset(e, 0, sizeof *e);
@@ -130,7 +130,7 @@ add(struct graph_st_tensor *t, size_t *n, uint64_t *off, enum graph_dtype dt,
 static void
 put_model(const struct spec *s)
 {
-	struct graph_st_tensor t[MAX_TENSORS];
+	struct safetensors_tensor t[MAX_TENSORS];
 	char rel[512], name[128], *cfg;
 	uint8_t *hdr, *buf;
 	size_t n = 0, hlen, i;
@@ -153,7 +153,7 @@ put_model(const struct spec *s)
 	add(t, &n, &off, s->dt, "model.norm.weight", 4, 0);
 	if (!s->tied)
 		add(t, &n, &off, s->dt, "lm_head.weight", s->vocab, 4);
-	hdr = graph_st_header_build(t, n, &hlen);
+	hdr = safetensors_header_build(t, n, &hlen);
 	buf = calloc(1, hlen + off);
 	check(buf != NULL, "memory");
 	memcpy(buf, hdr, hlen);
@@ -288,9 +288,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&o.env, 0, sizeof o.env);
 	o.env.cwd = root;
 	o.env.hf_hub_cache = hub;
-	o.memory = 64ull << 20;
-	o.has_seed = true;
-	o.seed = 7;
+	o.budget = 64ull << 20;
+	o.merge.has_seed = true;
+	o.merge.seed = 7;
 	rc = graph_plan_build(cfg, &o, &plan, &d);
 	check_diags(&d);
 	check((rc == 0) == (d.nerrors == 0), "planning fails iff it reports");
@@ -299,7 +299,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		graph_plan_summary(plan, &s);
 		check(s.arch != NULL && s.arch_model != NULL, "an architecture");
 		check(s.tensors > 0 && s.shards > 0, "something to write");
-		check(s.peak_memory <= o.memory, "planned within the budget");
+		check(s.peak_memory <= o.budget, "planned within the budget");
 	}
 	check_json(plan, &d);
 	if (getenv("FUZZ_VERBOSE") != NULL)	/* for triage */

@@ -60,7 +60,7 @@ put_file(const char *name, const void *data, size_t len)
 static void
 put_checkpoint(const char *file, const char *const *names, size_t n)
 {
-	struct graph_st_tensor t[4];
+	struct safetensors_tensor t[4];
 	uint8_t *hdr, *buf;
 	size_t hlen, i, dlen = n * 64;
 
@@ -74,7 +74,7 @@ put_checkpoint(const char *file, const char *const *names, size_t n)
 		t[i].begin = i * 64;
 		t[i].end = i * 64 + 64;
 	}
-	hdr = graph_st_header_build(t, n, &hlen);
+	hdr = safetensors_header_build(t, n, &hlen);
 	buf = calloc(1, hlen + dlen);
 	check(buf != NULL, "memory");
 	memcpy(buf, hdr, hlen);
@@ -119,9 +119,9 @@ setup(void)
 }
 
 static void
-check_model(const struct graph_model *m)
+check_model(const struct model *m)
 {
-	const struct graph_model_tensor *mt;
+	const struct model_tensor *mt;
 	size_t i;
 
 	check(m->config != NULL && cJSON_IsObject(m->config), "a config");
@@ -129,7 +129,7 @@ check_model(const struct graph_model *m)
 	check((m->arch == NULL) != (m->arch_problem == NULL),
 	    "an architecture or a reason why not");
 	for (i = 0; i < m->ntensors; i++) {
-		mt = graph_model_find(m, m->tensors[i].t->name);
+		mt = model_find(m, m->tensors[i].t->name);
 		check(mt != NULL && mt->t == m->tensors[i].t,
 		    "every tensor found by its name");
 	}
@@ -137,7 +137,7 @@ check_model(const struct graph_model *m)
 
 /* The output config.json, made from this donor as the writer does. */
 static void
-check_patch(const struct graph_model *m)
+check_patch(const struct model *m)
 {
 	static const char *const keys[] = { "architectures", "model_type",
 		"num_hidden_layers", "torch_dtype" };
@@ -146,7 +146,7 @@ check_patch(const struct graph_model *m)
 	cJSON *o, *v;
 	char *text;
 
-	text = graph_json_patch(m->config_text, strlen(m->config_text), keys,
+	text = jsonpatch_apply(m->config_text, strlen(m->config_text), keys,
 	    vals, 4);
 	o = cJSON_ParseWithOpts(text, NULL, 1);
 	check(o != NULL && cJSON_IsObject(o),
@@ -181,7 +181,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static bool ready;
 	struct graph_env env = { 0 };
 	struct graph_resolved r;
-	struct graph_model *m = NULL;
+	struct model *m = NULL;
 	struct graph_ref ref;
 	const uint8_t *sep;
 	char *cause = NULL, path[512];
@@ -210,7 +210,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&r, 0, sizeof r);
 	check(graph_ref_resolve(&ref, &env, &r, &cause) == 0,
 	    "the directory resolves");
-	rc = graph_model_open(&ref, &r, NULL, NULL, &m, &cause);
+	rc = model_open(&ref, &r, NULL, NULL, &m, &cause);
 	graph_resolved_fini(&r);
 	graph_ref_fini(&ref);
 	if (rc != 0) {
@@ -223,7 +223,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	check(cause == NULL, "no cause on success");
 	check_model(m);
 	check_patch(m);
-	graph_model_close(m);
+	model_close(m);
 	return 0;
 }
 

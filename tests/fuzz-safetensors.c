@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz-safetensors.c: fuzz target for the safetensors header parser
- * (graph/safetensors.c, graph_st_parse).
+ * (graph/safetensors.c, safetensors_parse).
  *
  * The input is a whole .safetensors file.  Besides crashes and sanitizer
  * reports, the target checks what the parser promises its callers: on
@@ -9,8 +9,8 @@
  * element count times its dtype's size, the tensors sorted by offset tile
  * the data section exactly (no overlap, no hole, nothing after the last),
  * names are unique and valid UTF-8 (checked here by decoding, independently
- * of the parser's table), there are at most GRAPH_ST_MAX_TENSORS; and the
- * header that graph_st_header_build writes for the same tensors parses
+ * of the parser's table), there are at most SAFETENSORS_MAX_TENSORS; and the
+ * header that safetensors_header_build writes for the same tensors parses
  * back to the same list.  On failure there is exactly one
  * cause, a non-empty line.  Any broken promise aborts.
  *
@@ -37,7 +37,7 @@
 static int
 tensor_begin_cmp(const void *a, const void *b)
 {
-	const struct graph_st_tensor *x = a, *y = b;
+	const struct safetensors_tensor *x = a, *y = b;
 
 	/* Then by end: an empty tensor before the one starting with it. */
 	if (x->begin != y->begin)
@@ -48,13 +48,13 @@ tensor_begin_cmp(const void *a, const void *b)
 static int
 tensor_name_cmp(const void *a, const void *b)
 {
-	const struct graph_st_tensor *x = a, *y = b;
+	const struct safetensors_tensor *x = a, *y = b;
 
 	return strcmp(x->name, y->name);
 }
 
 static void
-free_tensors(struct graph_st_tensor *t, size_t n)
+free_tensors(struct safetensors_tensor *t, size_t n)
 {
 	size_t i;
 
@@ -100,15 +100,15 @@ utf8_ok(const unsigned char *s)
 
 /* The promises of a successful parse, on a copy sorted by offset. */
 static void
-check_layout(const struct graph_st_tensor *t, size_t n, size_t len,
+check_layout(const struct safetensors_tensor *t, size_t n, size_t len,
     uint64_t data_start)
 {
-	struct graph_st_tensor *s;
+	struct safetensors_tensor *s;
 	uint64_t far = 0;
 	size_t i;
 
 	check(data_start >= 10 && data_start <= len, "data start in the file");
-	check(n <= GRAPH_ST_MAX_TENSORS, "at most the limit of tensors");
+	check(n <= SAFETENSORS_MAX_TENSORS, "at most the limit of tensors");
 	for (i = 0; i < n; i++) {
 		check(t[i].name != NULL, "a name");
 		check(utf8_ok((const unsigned char *)t[i].name), "UTF-8 names");
@@ -142,10 +142,10 @@ check_layout(const struct graph_st_tensor *t, size_t n, size_t len,
 
 /* Writes the header back and parses it again: the same tensors. */
 static void
-check_round_trip(const struct graph_st_tensor *t, size_t n, size_t len,
+check_round_trip(const struct safetensors_tensor *t, size_t n, size_t len,
     uint64_t data_start)
 {
-	struct graph_st_tensor *rel, *back = NULL;
+	struct safetensors_tensor *rel, *back = NULL;
 	uint8_t *hdr, *file;
 	size_t hlen, nback = 0, i, dlen = len - data_start;
 	uint64_t start2 = 0;
@@ -159,12 +159,13 @@ check_round_trip(const struct graph_st_tensor *t, size_t n, size_t len,
 		rel[i].begin -= data_start;
 		rel[i].end -= data_start;
 	}
-	hdr = graph_st_header_build(rel, n, &hlen);
+	hdr = safetensors_header_build(rel, n, &hlen);
 	file = malloc(hlen + dlen + 1);
 	check(file != NULL, "memory");
 	memcpy(file, hdr, hlen);
 	memset(file + hlen, 0, dlen);
-	rc = graph_st_parse(file, hlen + dlen, &back, &nback, &start2, &cause);
+	rc = safetensors_parse(file, hlen + dlen, &back, &nback, &start2,
+	    &cause);
 	check(rc == 0, "the rebuilt header parses");
 	check(nback == n, "the same number of tensors");
 	for (i = 0; i < n; i++) {
@@ -185,12 +186,12 @@ check_round_trip(const struct graph_st_tensor *t, size_t n, size_t len,
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	struct graph_st_tensor *t = NULL;
+	struct safetensors_tensor *t = NULL;
 	size_t n = 0;
 	uint64_t data_start = 0;
 	char *cause = NULL;
 
-	if (graph_st_parse(data, size, &t, &n, &data_start, &cause) != 0) {
+	if (safetensors_parse(data, size, &t, &n, &data_start, &cause) != 0) {
 		check(t == NULL && n == 0, "nothing returned on failure");
 		check(cause != NULL && cause[0] != '\0' &&
 		    strchr(cause, '\n') == NULL, "one cause, one line");

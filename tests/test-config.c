@@ -319,7 +319,7 @@ check_bad(const struct bad_config *b)
 static const struct graph_param *
 param(const struct graph_params *ps, const char *name)
 {
-	const struct graph_param *p = graph_params_find(ps, name);
+	const struct graph_param *p = params_find(ps, name);
 
 	if (p == NULL)
 		tap_diag("no parameter '%s'", name);
@@ -469,7 +469,7 @@ test_models_params(const struct graph_config *cfg)
 	    p->conds[1].filter == NULL &&
 	    pvalue_is(&p->conds[1].value, false, 1, three),
 	    "models[1] weight: [mlp -> 2, (no filter) -> 3]");
-	ok(graph_params_find(&m->params, "density") == NULL,
+	ok(params_find(&m->params, "density") == NULL,
 	    "models[1] has no density");
 }
 

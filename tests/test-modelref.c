@@ -290,7 +290,7 @@ test_precedence(const char *tmp)
 	make_repo(a, "models--org--prec", "hub-cache");
 	make_repo(b, "models--org--prec", "hf-home");
 	make_repo(c, "models--org--prec", "home");
-	root = graph_hf_cache_root(&env);
+	root = modelref_hf_cache_root(&env);
 	ok_str_eq(root, a, "HF_HUB_CACHE wins");
 	free(root);
 	rc = resolve("org/prec", &env, &out, &cause);
@@ -302,7 +302,7 @@ test_precedence(const char *tmp)
 	free(p);
 	graph_resolved_fini(&out);
 	env.hf_hub_cache = "";
-	root = graph_hf_cache_root(&env);
+	root = modelref_hf_cache_root(&env);
 	ok_str_eq(root, b, "empty HF_HUB_CACHE: HF_HOME/hub");
 	free(root);
 	rc = resolve("org/prec", &env, &out, &cause);
@@ -315,7 +315,7 @@ test_precedence(const char *tmp)
 	graph_resolved_fini(&out);
 	env.hf_hub_cache = NULL;
 	env.hf_home = NULL;
-	root = graph_hf_cache_root(&env);
+	root = modelref_hf_cache_root(&env);
 	ok_str_eq(root, c, "neither: ~/.cache/huggingface/hub");
 	free(root);
 	rc = resolve("org/prec", &env, &out, &cause);
@@ -323,7 +323,7 @@ test_precedence(const char *tmp)
 	    0, "resolved in ~/.cache/huggingface/hub");
 	graph_resolved_fini(&out);
 	env.home = NULL;
-	root = graph_hf_cache_root(&env);
+	root = modelref_hf_cache_root(&env);
 	ok(root == NULL, "no HOME either: no cache");
 	free(root);
 	rc = resolve("org/prec", &env, &out, &cause);

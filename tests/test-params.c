@@ -59,7 +59,7 @@ test_worked_example(void)
 
 	for (k = 0; k < sizeof layer / sizeof *layer; k++) {
 		got = -1;
-		rc = graph_pvalue_eval(&v, layer[k] / 39.0, &got);
+		rc = pvalue_eval(&v, layer[k] / 39.0, &got);
 		ok_int_eq(rc, 0, "layer %d evaluates", layer[k]);
 		ok_dbl_near(got, want[k], 1e-5, "layer %d is %.5f (MERGEKIT.md "
 		    "1.6)", layer[k], want[k]);
@@ -78,7 +78,7 @@ worst_error(double *g, size_t L, int n)
 
 	for (i = 0; i < n; i++) {
 		got = NAN;
-		if (graph_pvalue_eval(&v, (double)i / (n - 1), &got) != 0)
+		if (pvalue_eval(&v, (double)i / (n - 1), &got) != 0)
 			return INFINITY;
 		err = fabs(got - exact_gradient(g, (int)L, i, n));
 		if (!(err <= worst))
@@ -110,19 +110,19 @@ test_short_gradients(void)
 	struct graph_pvalue g2 = { two, 2, true }, empty = { NULL, 0, true };
 	double got = 0;
 
-	ok(graph_pvalue_eval(&g1, 0.0, &got) == 0 && got == 0.42,
+	ok(pvalue_eval(&g1, 0.0, &got) == 0 && got == 0.42,
 	    "a 1-element gradient at t = 0");
-	ok(graph_pvalue_eval(&g1, 1.0, &got) == 0 && got == 0.42,
+	ok(pvalue_eval(&g1, 1.0, &got) == 0 && got == 0.42,
 	    "a 1-element gradient at t = 1");
-	ok(graph_pvalue_eval(&sc, 0.7, &got) == 0 && got == 0.42,
+	ok(pvalue_eval(&sc, 0.7, &got) == 0 && got == 0.42,
 	    "a scalar ignores t");
-	ok(graph_pvalue_eval(&g2, 0.5, &got) == 0 && got == 3,
+	ok(pvalue_eval(&g2, 0.5, &got) == 0 && got == 3,
 	    "[2, 4] at t = 0.5 is 3");
-	ok(graph_pvalue_eval(&g2, 1.0, &got) == 0 && got == 4,
+	ok(pvalue_eval(&g2, 1.0, &got) == 0 && got == 4,
 	    "[2, 4] at t = 1 is the last value");
-	ok(graph_pvalue_eval(&g2, 0.0, &got) == 0 && got == 2,
+	ok(pvalue_eval(&g2, 0.0, &got) == 0 && got == 2,
 	    "[2, 4] at t = 0 (embeddings, norm, lm_head) is the first");
-	ok_int_eq(graph_pvalue_eval(&empty, 0.5, &got), -EINVAL,
+	ok_int_eq(pvalue_eval(&empty, 0.5, &got), -EINVAL,
 	    "an empty gradient is -EINVAL, not a crash");
 }
 
@@ -139,23 +139,23 @@ test_conditional(void)
 		.conds = conds, .nconds = 3 };
 	double got = -1;
 
-	ok(graph_param_eval(&p, "model.layers.0.self_attn.q_proj.weight",
+	ok(param_eval(&p, "model.layers.0.self_attn.q_proj.weight",
 	    0.5, &got) == 0 && got == 0.1, "self_attn entry");
-	ok(graph_param_eval(&p, "model.layers.3.mlp.up_proj.weight", 0.5,
+	ok(param_eval(&p, "model.layers.3.mlp.up_proj.weight", 0.5,
 	    &got) == 0 && got == 0.5, "mlp entry is a gradient: 0.5 at t 0.5");
-	ok(graph_param_eval(&p, "model.embed_tokens.weight", 0.0, &got) == 0 &&
+	ok(param_eval(&p, "model.embed_tokens.weight", 0.0, &got) == 0 &&
 	    got == 0.9, "no filter matches every other tensor");
-	ok(graph_param_eval(&p, "layers.1.self_attn.mlp_gate", 0.0, &got) ==
+	ok(param_eval(&p, "layers.1.self_attn.mlp_gate", 0.0, &got) ==
 	    0 && got == 0.1, "the first matching entry wins");
 	conds[0].filter = "attn";
-	ok(graph_param_eval(&p, "model.layers.0.self_attn.o_proj.weight",
+	ok(param_eval(&p, "model.layers.0.self_attn.o_proj.weight",
 	    0.0, &got) == 0 && got == 0.1, "a filter matches as a substring");
 	conds[0].filter = "layers.1";
-	ok(graph_param_eval(&p, "model.layers.12.input_layernorm.weight", 0.0,
+	ok(param_eval(&p, "model.layers.12.input_layernorm.weight", 0.0,
 	    &got) == 0 && got == 0.1,
 	    "substring semantics: 'layers.1' matches layer 12 (as mergekit)");
 	conds[0].filter = NULL;
-	ok(graph_param_eval(&p, "model.layers.3.mlp.up_proj.weight", 1.0,
+	ok(param_eval(&p, "model.layers.3.mlp.up_proj.weight", 1.0,
 	    &got) == 0 && got == 0.1, "a NULL filter first wins over all");
 }
 
@@ -172,12 +172,12 @@ test_no_match(void)
 	struct graph_param none = { .name = "w", .conditional = true };
 	double got = 0;
 
-	ok_int_eq(graph_param_eval(&p, "model.layers.0.mlp.up_proj.weight",
+	ok_int_eq(param_eval(&p, "model.layers.0.mlp.up_proj.weight",
 	    0.0, &got), -ENOENT, "no globbing, case-sensitive: -ENOENT");
-	ok_int_eq(graph_param_eval(&p, "a*mlp*b", 0.0, &got), 0,
+	ok_int_eq(param_eval(&p, "a*mlp*b", 0.0, &got), 0,
 	    "'*' inside a filter is a literal character");
 	ok(got == 1, "and its entry's value is used");
-	ok_int_eq(graph_param_eval(&none, "x", 0.0, &got), -ENOENT,
+	ok_int_eq(param_eval(&none, "x", 0.0, &got), -ENOENT,
 	    "an empty conditional list matches nothing");
 }
 
@@ -192,11 +192,11 @@ test_find(void)
 	};
 	struct graph_params ps = { v, 3 }, empty = { NULL, 0 };
 
-	ok(graph_params_find(&ps, "weight") == &v[2], "find 'weight'");
-	ok(graph_params_find(&ps, "a") == &v[0], "find 'a'");
-	ok(graph_params_find(&ps, "w") == NULL, "no prefix matches");
-	ok(graph_params_find(&ps, "weights") == NULL, "no longer name");
-	ok(graph_params_find(&empty, "a") == NULL, "empty set");
+	ok(params_find(&ps, "weight") == &v[2], "find 'weight'");
+	ok(params_find(&ps, "a") == &v[0], "find 'a'");
+	ok(params_find(&ps, "w") == NULL, "no prefix matches");
+	ok(params_find(&ps, "weights") == NULL, "no longer name");
+	ok(params_find(&empty, "a") == NULL, "empty set");
 }
 
 /* The same numbers through the config loader, as a user writes them. */
@@ -224,11 +224,11 @@ test_from_config(void)
 		graph_diags_fini(&d);
 		return;
 	}
-	t = graph_params_find(&cfg->params, "t");
-	ok(t != NULL && graph_param_eval(t, "model.layers.20.self_attn.k_proj."
+	t = params_find(&cfg->params, "t");
+	ok(t != NULL && param_eval(t, "model.layers.20.self_attn.k_proj."
 	    "weight", 20 / 39.0, &got) == 0 && fabs(got - 0.32051) < 1e-5,
 	    "loaded gradient: layer 20 of 40 is 0.32051");
-	ok(t != NULL && graph_param_eval(t, "model.layers.20.mlp.up_proj."
+	ok(t != NULL && param_eval(t, "model.layers.20.mlp.up_proj."
 	    "weight", 20 / 39.0, &got) == 0 && got == 0.5,
 	    "loaded conditional falls back to the unfiltered entry");
 	graph_config_free(cfg);

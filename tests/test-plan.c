@@ -21,9 +21,12 @@
 
 static const char *dir;
 
-/* Plans text; returns the plan (or NULL) and all messages joined. */
+/*
+ * Plans text with o (NULL: the defaults) from the test's directory;
+ * returns the plan (or NULL) and all messages joined.
+ */
 static struct graph_plan *
-plan(const char *text, char **msgs, bool crimes)
+plan_with(const char *text, const struct graph_plan_opts *opts, char **msgs)
 {
 	struct graph_plan_opts o;
 	struct graph_config *cfg = NULL;
@@ -31,9 +34,11 @@ plan(const char *text, char **msgs, bool crimes)
 	struct graph_diags d;
 
 	graph_diags_init(&d);
-	graph_plan_opts_default(&o);
+	if (opts != NULL)
+		o = *opts;
+	else
+		graph_plan_opts_default(&o);
 	o.env.cwd = dir;
-	o.allow_crimes = crimes;
 	if (graph_config_load_buffer("cfg.yml", text, strlen(text), &cfg,
 	    &d) == 0)
 		graph_plan_build(cfg, &o, &p, &d);
@@ -41,6 +46,16 @@ plan(const char *text, char **msgs, bool crimes)
 	graph_diags_fini(&d);
 	graph_config_free(cfg);
 	return p;
+}
+
+static struct graph_plan *
+plan(const char *text, char **msgs, bool crimes)
+{
+	struct graph_plan_opts o;
+
+	graph_plan_opts_default(&o);
+	o.merge.allow_crimes = crimes;
+	return plan_with(text, &o, msgs);
 }
 
 static const struct plan_tensor *
@@ -362,21 +377,18 @@ static void
 test_layout(void)
 {
 	struct graph_plan_opts o;
-	struct graph_config *cfg = NULL;
-	struct graph_plan *p = NULL;
-	struct graph_diags d;
+	struct graph_plan *p;
 	const char *text = "merge_method: linear\nmodels:\n  - model: llama\n"
 	    "    parameters: {weight: 1}\n";
 	size_t i;
 	uint64_t sum = 0;
 	bool order = true;
+	char *m;
 
-	graph_diags_init(&d);
 	graph_plan_opts_default(&o);
-	o.env.cwd = dir;
-	o.shard_size = 100000;
-	graph_config_load_buffer("cfg.yml", text, strlen(text), &cfg, &d);
-	graph_plan_build(cfg, &o, &p, &d);
+	o.merge.shard_size = 100000;
+	p = plan_with(text, &o, &m);
+	free(m);
 	ok(p != NULL && p->nshards > 1, "100 kB shards: %zu shards",
 	    p ? p->nshards : 0);
 	for (i = 0; p != NULL && i < p->nshards; i++) {
@@ -393,8 +405,51 @@ test_layout(void)
 	    "model.norm.weight") == 0 && strstr(p->tensors[9 * 8].name,
 	    "layers.7.") != NULL, "... layers by number, then the rest");
 	graph_plan_free(p);
-	graph_config_free(cfg);
-	graph_diags_fini(&d);
+}
+
+/*
+ * The memory a plan is sized for (its "memory_budget", mergectl plan's
+ * "budget"): the runner's budget, the one default when none is given,
+ * narrowed by the merge's own --memory but never widened by it.
+ */
+static uint64_t
+planned_budget(uint64_t budget, uint64_t cap)
+{
+	struct graph_plan_opts o;
+	struct graph_plan *p;
+	const char *text = "merge_method: linear\nmodels:\n  - model: llama\n"
+	    "    parameters: {weight: 1}\n";
+	struct cJSON *j;
+	uint64_t got = 0;
+	char *m;
+
+	graph_plan_opts_default(&o);
+	o.budget = budget;
+	o.merge.memory = cap;
+	p = plan_with(text, &o, &m);
+	free(m);
+	j = graph_plan_json(p, NULL);
+	if (p != NULL)
+		got = (uint64_t)cJSON_GetNumberValue(cJSON_GetObjectItem(j,
+		    "memory_budget"));
+	cJSON_Delete(j);
+	graph_plan_free(p);
+	return got;
+}
+
+static void
+test_memory(void)
+{
+	ok_int_eq(planned_budget(64 << 20, 0), 64 << 20,
+	    "no cap: the runner's budget");
+	ok_int_eq(planned_budget(64 << 20, 32 << 20), 32 << 20,
+	    "a cap below the budget narrows it");
+	ok_int_eq(planned_budget(64 << 20, 1ull << 30), 64 << 20,
+	    "a cap above the budget caps nothing");
+	ok_int_eq(planned_budget(0, 0), graph_default_memory(),
+	    "no budget: the one default");
+	ok_int_eq(planned_budget(0, 32 << 20), 32 << 20,
+	    "no budget, a cap: the cap");
 }
 
 /*
@@ -477,7 +532,7 @@ put(const char *rel, const void *data, size_t len)
 static void
 put_shard(const char *rel, const char *prefix, size_t n)
 {
-	struct graph_st_tensor *t = xcalloc(n, sizeof *t);
+	struct safetensors_tensor *t = xcalloc(n, sizeof *t);
 	uint8_t *h;
 	size_t i, len;
 
@@ -486,7 +541,7 @@ put_shard(const char *rel, const char *prefix, size_t n)
 		t[i].dtype = GRAPH_DT_BF16;
 		t[i].ndim = 1;
 	}
-	h = graph_st_header_build(t, n, &len);
+	h = safetensors_header_build(t, n, &len);
 	put(rel, h, len);
 	for (i = 0; i < n; i++)
 		free(t[i].name);
@@ -495,7 +550,7 @@ put_shard(const char *rel, const char *prefix, size_t n)
 }
 
 /*
- * At most GRAPH_MODEL_MAX_TENSORS tensors over all of a model's shards:
+ * At most MODEL_MAX_TENSORS tensors over all of a model's shards:
  * five shards at the per-file limit pass it with the fifth; an index that
  * lists more is refused before any shard is opened.  A malformed shard is
  * reported with its path.
@@ -523,7 +578,7 @@ test_model_limits(void)
 	for (k = 1; k <= 5; k++) {
 		snprintf(rel, sizeof rel, "many/s%d.safetensors", k);
 		snprintf(want, sizeof want, "s%d", k);
-		put_shard(rel, want, GRAPH_ST_MAX_TENSORS);
+		put_shard(rel, want, SAFETENSORS_MAX_TENSORS);
 		xbuf_printf(&idx, "%s\"s%d.t0\": \"s%d.safetensors\"",
 		    k > 1 ? ", " : "", k, k);
 	}
@@ -531,19 +586,19 @@ test_model_limits(void)
 	put("many/model.safetensors.index.json", idx.data, idx.len);
 	snprintf(want, sizeof want, "many/s5.safetensors: the model's shards "
 	    "hold %d tensors with this one, over the limit of %d per model",
-	    5 * GRAPH_ST_MAX_TENSORS, GRAPH_MODEL_MAX_TENSORS);
+	    5 * SAFETENSORS_MAX_TENSORS, MODEL_MAX_TENSORS);
 	expect_error("five shards of 65,536 tensors", cfg, want);
 
 	idx.len = 0;
 	xbuf_add(&idx, "{\"weight_map\": {", 16);
-	for (i = 0; i <= GRAPH_MODEL_MAX_TENSORS; i++)
+	for (i = 0; i <= MODEL_MAX_TENSORS; i++)
 		xbuf_printf(&idx, "%s\"t%zu\": \"s1.safetensors\"",
 		    i > 0 ? ", " : "", i);
 	xbuf_add(&idx, "}}", 2);
 	put("many/model.safetensors.index.json", idx.data, idx.len);
 	snprintf(want, sizeof want, "many/model.safetensors.index.json: "
 	    "weight_map lists %d tensors, over the limit of %d per model",
-	    GRAPH_MODEL_MAX_TENSORS + 1, GRAPH_MODEL_MAX_TENSORS);
+	    MODEL_MAX_TENSORS + 1, MODEL_MAX_TENSORS);
 	expect_error("an index of 262,145 tensors", cfg, want);
 	xbuf_free(&idx);
 
@@ -590,6 +645,7 @@ main(int argc, char **argv)
 	test_families();
 	test_errors();
 	test_layout();
+	test_memory();
 	gen("odd", "--family llama --layers 2 --seed 7");
 	gen("sharded", "--family llama --layers 2 --seed 8 --shard-size 64K");
 	test_model_files();

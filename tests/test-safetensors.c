@@ -8,17 +8,16 @@
  * offsets (8 + header length + the relative offset), and every kind of
  * malformed header must be refused with a negative error and a message
  * naming the problem, because input files come from anywhere; each is also
- * written to a file, which graph_st_open must refuse with a message that
+ * written to a file, which safetensors_open must refuse with a message that
  * begins with the file's path.  The shapes of issue 9 (invalid UTF-8, a
  * byte order mark, non-string metadata, NUL in names, offsets that do not
  * tile the data, an off-by-one header length) and the tensor-count limit
  * have their own cases; what the reference reader accepts (padding, UTF-8
  * names, escaped surrogate pairs, zero-size tensors at boundaries, extra
- * keys) must still parse.  Headers made
- * by graph_st_header_build must be 8-byte aligned and parse back to the
- * same tensors.  graph_st_open and graph_st_check_unchanged are run on real
- * files in a private temporary directory: a truncated file, a missing one,
- * a directory, and a file rewritten after it was opened.
+ * keys) must still parse.  Headers made by safetensors_header_build must
+ * be 8-byte aligned and parse back to the same tensors.  safetensors_open and safetensors_check_unchanged are run
+ * on real files in a private temporary directory: a truncated file, a
+ * missing one, a directory, and a file rewritten after it was opened.
  */
 #include <sys/stat.h>
 
@@ -44,7 +43,7 @@ struct bad_header {
 };
 
 static uint8_t *st_build(const char *, size_t, size_t, size_t *);
-static void st_free(struct graph_st_tensor *, size_t);
+static void st_free(struct safetensors_tensor *, size_t);
 static void check_bad(const uint8_t *, size_t, const char *, const char *);
 static void test_valid(void);
 static void test_scalar_and_empty(void);
@@ -58,7 +57,7 @@ static void test_header_length_off_by_one(void);
 static void test_tensor_limit(void);
 static void test_open(const char *);
 static void test_unchanged(const char *);
-static int reopen(const char *, struct graph_st_file **);
+static int reopen(const char *, struct safetensors_file **);
 
 static const struct bad_header bad_headers[] = {
 	{ "invalid JSON", "{\"a\": {\"dtype\": \"F32\",", 0, "not valid JSON" },
@@ -266,7 +265,7 @@ st_build(const char *json, size_t json_len, size_t data, size_t *len)
 }
 
 static void
-st_free(struct graph_st_tensor *t, size_t n)
+st_free(struct safetensors_tensor *t, size_t n)
 {
 	size_t i;
 
@@ -280,7 +279,7 @@ static char *tmpd;
 
 /*
  * The buffer must be refused with a cause that contains phrase; written to
- * a file, graph_st_open must refuse it with the same cause after the
+ * a file, safetensors_open must refuse it with the same cause after the
  * file's path.
  */
 static void
@@ -288,14 +287,14 @@ check_bad(const uint8_t *buf, size_t len, const char *what,
     const char *phrase)
 {
 	static int nfile;
-	struct graph_st_tensor *t = (void *)1;
-	struct graph_st_file *f = NULL;
+	struct safetensors_tensor *t = (void *)1;
+	struct safetensors_file *f = NULL;
 	char path[4096], *cause = NULL;
 	uint64_t start = 0;
 	size_t n = 99;
 	int rc;
 
-	rc = graph_st_parse(buf, len, &t, &n, &start, &cause);
+	rc = safetensors_parse(buf, len, &t, &n, &start, &cause);
 	ok(rc < 0 && t == NULL && n == 0, "%s: refused (rc %d)", what, rc);
 	ok_str_has(cause, phrase, "%s: the cause says \"%s\"", what, phrase);
 	if (rc == 0)
@@ -305,13 +304,13 @@ check_bad(const uint8_t *buf, size_t len, const char *what,
 	snprintf(path, sizeof path, "%s/bad-%d.safetensors", tmpd,
 	    ++nfile);
 	tmp_write(path, buf, len);
-	rc = graph_st_open(path, &f, &cause);
+	rc = safetensors_open(path, &f, &cause);
 	ok(rc < 0 && f == NULL && cause != NULL && strncmp(cause, path,
 	    strlen(path)) == 0 && strncmp(cause + strlen(path), ": ", 2) == 0,
 	    "%s: as a file, the error begins with its path", what);
 	ok_str_has(cause, phrase, "%s: and says what is wrong", what);
 	if (rc == 0)
-		graph_st_close(f);
+		safetensors_close(f);
 	free(cause);
 	unlink(path);
 }
@@ -320,13 +319,13 @@ check_bad(const uint8_t *buf, size_t len, const char *what,
 static int
 check_good(const uint8_t *buf, size_t len, const char *what)
 {
-	struct graph_st_tensor *t = NULL;
+	struct safetensors_tensor *t = NULL;
 	char *cause = NULL;
 	uint64_t start = 0;
 	size_t n = 0;
 	int rc;
 
-	rc = graph_st_parse(buf, len, &t, &n, &start, &cause);
+	rc = safetensors_parse(buf, len, &t, &n, &start, &cause);
 	ok(rc == 0, "%s: accepted", what);
 	if (rc != 0) {
 		tap_diag("cause: %s", cause);
@@ -348,14 +347,14 @@ test_valid(void)
 	    "\"data_offsets\":[24,32]},"
 	    "\"w.empty\":{\"dtype\":\"I64\",\"shape\":[0,5],"
 	    "\"data_offsets\":[32,32]}}   ";
-	struct graph_st_tensor *t = NULL;
+	struct safetensors_tensor *t = NULL;
 	char *cause = NULL;
 	uint64_t start = 0, base = 8 + sizeof json - 1;
 	size_t len, n = 0;
 	uint8_t *buf = st_build(json, sizeof json - 1, 32, &len);
 	int rc;
 
-	rc = graph_st_parse(buf, len, &t, &n, &start, &cause);
+	rc = safetensors_parse(buf, len, &t, &n, &start, &cause);
 	ok_int_eq(rc, 0, "valid file parses");
 	if (rc != 0) {
 		tap_diag("cause: %s", cause);
@@ -395,14 +394,14 @@ test_scalar_and_empty(void)
 {
 	static const char scalar[] =
 	    "{\"s\":{\"dtype\":\"F64\",\"shape\":[],\"data_offsets\":[0,8]}}";
-	struct graph_st_tensor *t = NULL;
+	struct safetensors_tensor *t = NULL;
 	char *cause = NULL;
 	uint64_t start = 0;
 	size_t len, n = 0;
 	uint8_t *buf = st_build(scalar, sizeof scalar - 1, 8, &len);
 	int rc;
 
-	rc = graph_st_parse(buf, len, &t, &n, &start, &cause);
+	rc = safetensors_parse(buf, len, &t, &n, &start, &cause);
 	ok(rc == 0 && n == 1 && t[0].ndim == 0 && t[0].numel == 1,
 	    "a scalar (shape []) has one element");
 	if (rc == 0)
@@ -411,7 +410,7 @@ test_scalar_and_empty(void)
 	free(buf);
 	buf = st_build("{}", 2, 0, &len);
 	cause = NULL;
-	rc = graph_st_parse(buf, len, &t, &n, &start, &cause);
+	rc = safetensors_parse(buf, len, &t, &n, &start, &cause);
 	ok(rc == 0 && n == 0 && start == 10,
 	    "an empty header {} is a file with no tensors");
 	if (rc == 0)
@@ -618,7 +617,7 @@ test_header_length_off_by_one(void)
 static uint8_t *
 many_tensors(size_t n, size_t *len)
 {
-	struct graph_st_tensor *t = xcalloc(n, sizeof *t);
+	struct safetensors_tensor *t = xcalloc(n, sizeof *t);
 	uint8_t *h;
 	size_t i;
 
@@ -627,14 +626,14 @@ many_tensors(size_t n, size_t *len)
 		t[i].dtype = GRAPH_DT_BF16;
 		t[i].ndim = 1;
 	}
-	h = graph_st_header_build(t, n, len);
+	h = safetensors_header_build(t, n, len);
 	for (i = 0; i < n; i++)
 		free(t[i].name);
 	free(t);
 	return h;
 }
 
-/* Issue 9, row 6: at most GRAPH_ST_MAX_TENSORS per file. */
+/* Issue 9, row 6: at most SAFETENSORS_MAX_TENSORS per file. */
 static void
 test_tensor_limit(void)
 {
@@ -642,14 +641,14 @@ test_tensor_limit(void)
 	uint8_t *h;
 	size_t len;
 
-	h = many_tensors(GRAPH_ST_MAX_TENSORS, &len);
+	h = many_tensors(SAFETENSORS_MAX_TENSORS, &len);
 	ok_int_eq(check_good(h, len, "a header at the tensor limit"),
-	    GRAPH_ST_MAX_TENSORS, "all %d tensors", GRAPH_ST_MAX_TENSORS);
+	    SAFETENSORS_MAX_TENSORS, "all %d tensors", SAFETENSORS_MAX_TENSORS);
 	free(h);
-	h = many_tensors(GRAPH_ST_MAX_TENSORS + 1, &len);
+	h = many_tensors(SAFETENSORS_MAX_TENSORS + 1, &len);
 	snprintf(phrase, sizeof phrase, "the header lists %d tensors, over "
-	    "the limit of %d per file", GRAPH_ST_MAX_TENSORS + 1,
-	    GRAPH_ST_MAX_TENSORS);
+	    "the limit of %d per file", SAFETENSORS_MAX_TENSORS + 1,
+	    SAFETENSORS_MAX_TENSORS);
 	check_bad(h, len, "one tensor over the limit", phrase);
 	free(h);
 }
@@ -657,7 +656,7 @@ test_tensor_limit(void)
 static void
 test_header_build(void)
 {
-	struct graph_st_tensor in[3], *t = NULL;
+	struct safetensors_tensor in[3], *t = NULL;
 	char *cause = NULL, *json;
 	uint64_t start = 0, prefix = 0;
 	size_t hlen = 0, n = 0, i;
@@ -666,15 +665,15 @@ test_header_build(void)
 	int rc, k;
 
 	memset(in, 0, sizeof in);
-	in[0] = (struct graph_st_tensor){ .name = "model.embed.weight",
+	in[0] = (struct safetensors_tensor){ .name = "model.embed.weight",
 		.dtype = GRAPH_DT_BF16, .ndim = 2, .shape = { 3, 5 },
 		.begin = 0, .end = 30 };
-	in[1] = (struct graph_st_tensor){ .name = "odd \"name\\\n",
+	in[1] = (struct safetensors_tensor){ .name = "odd \"name\\\n",
 		.dtype = GRAPH_DT_F32, .ndim = 1, .shape = { 2 },
 		.begin = 30, .end = 38 };
-	in[2] = (struct graph_st_tensor){ .name = "scalar",
+	in[2] = (struct safetensors_tensor){ .name = "scalar",
 		.dtype = GRAPH_DT_F64, .ndim = 0, .begin = 38, .end = 46 };
-	h = graph_st_header_build(in, 3, &hlen);
+	h = safetensors_header_build(in, 3, &hlen);
 	for (k = 0; k < 8; k++)
 		prefix |= (uint64_t)h[k] << (8 * k);
 	ok_int_eq(prefix, hlen - 8, "length prefix is the JSON length");
@@ -688,7 +687,7 @@ test_header_build(void)
 	free(json);
 	file = xcalloc(1, hlen + 46);
 	memcpy(file, h, hlen);
-	rc = graph_st_parse(file, hlen + 46, &t, &n, &start, &cause);
+	rc = safetensors_parse(file, hlen + 46, &t, &n, &start, &cause);
 	ok(rc == 0 && n == 3, "built header parses back (rc %d)", rc);
 	for (i = 0; rc == 0 && i < 3; i++) {
 		ok_str_eq(t[i].name, in[i].name, "tensor %zu name", i);
@@ -705,9 +704,9 @@ test_header_build(void)
 	free(cause);
 	free(file);
 	free(h);
-	h = graph_st_header_build(NULL, 0, &hlen);
+	h = safetensors_header_build(NULL, 0, &hlen);
 	cause = NULL;
-	rc = graph_st_parse(h, hlen, &t, &n, &start, &cause);
+	rc = safetensors_parse(h, hlen, &t, &n, &start, &cause);
 	ok(rc == 0 && n == 0 && hlen % 8 == 0,
 	    "a header with no tensors is valid and aligned");
 	if (rc == 0)
@@ -721,7 +720,7 @@ test_open(const char *dir)
 {
 	static const char json[] =
 	    "{\"a\":{\"dtype\":\"U8\",\"shape\":[16],\"data_offsets\":[0,16]}}";
-	struct graph_st_file *f = NULL;
+	struct safetensors_file *f = NULL;
 	char path[4096], trunc[4096], *cause = NULL;
 	size_t len;
 	uint8_t *buf = st_build(json, sizeof json - 1, 16, &len);
@@ -729,37 +728,37 @@ test_open(const char *dir)
 
 	snprintf(path, sizeof path, "%s/model.safetensors", dir);
 	tmp_write(path, buf, len);
-	rc = graph_st_open(path, &f, &cause);
-	ok_int_eq(rc, 0, "graph_st_open on a valid file");
+	rc = safetensors_open(path, &f, &cause);
+	ok_int_eq(rc, 0, "safetensors_open on a valid file");
 	ok(rc == 0 && f->map != NULL && f->nt == 1 && f->size == len &&
 	    f->data_start == 8 + sizeof json - 1, "map, tensors, size");
 	ok(rc == 0 && f->map[f->t[0].begin + 5] == 5 &&
 	    f->t[0].end == len, "tensor offsets index the mapping");
-	graph_st_close(f);
+	safetensors_close(f);
 	free(cause);
 	cause = NULL;
 	snprintf(trunc, sizeof trunc, "%s/trunc.safetensors", dir);
 	tmp_write(trunc, buf, len - 5);
-	rc = graph_st_open(trunc, &f, &cause);
+	rc = safetensors_open(trunc, &f, &cause);
 	ok(rc < 0 && f == NULL, "a truncated copy is refused");
 	ok_str_has(cause, trunc, "the error names the file");
 	ok_str_has(cause, "run past the end", "the error says why");
 	free(cause);
 	cause = NULL;
 	snprintf(trunc, sizeof trunc, "%s/missing.safetensors", dir);
-	rc = graph_st_open(trunc, &f, &cause);
+	rc = safetensors_open(trunc, &f, &cause);
 	ok_int_eq(rc, -ENOENT, "a missing file is -ENOENT");
 	ok_str_has(cause, "missing.safetensors", "and the error names it");
 	free(cause);
 	cause = NULL;
-	rc = graph_st_open(dir, &f, &cause);
+	rc = safetensors_open(dir, &f, &cause);
 	ok(rc < 0 && f == NULL, "a directory is refused");
 	ok_str_has(cause, "not a regular file", "as not a regular file");
 	free(cause);
 	cause = NULL;
 	snprintf(trunc, sizeof trunc, "%s/empty.safetensors", dir);
 	tmp_write(trunc, "", 0);
-	rc = graph_st_open(trunc, &f, &cause);
+	rc = safetensors_open(trunc, &f, &cause);
 	ok(rc < 0 && f == NULL, "an empty file is refused");
 	ok_str_has(cause, "too short", "as too short");
 	free(cause);
@@ -767,12 +766,12 @@ test_open(const char *dir)
 }
 
 static int
-reopen(const char *path, struct graph_st_file **f)
+reopen(const char *path, struct safetensors_file **f)
 {
 	char *cause = NULL;
 	int rc;
 
-	rc = graph_st_open(path, f, &cause);
+	rc = safetensors_open(path, f, &cause);
 	if (rc != 0)
 		tap_diag("open %s: %s", path, cause);
 	free(cause);
@@ -784,7 +783,7 @@ test_unchanged(const char *dir)
 {
 	static const char json[] =
 	    "{\"a\":{\"dtype\":\"U8\",\"shape\":[8],\"data_offsets\":[0,8]}}";
-	struct graph_st_file *f = NULL;
+	struct safetensors_file *f = NULL;
 	struct timespec ts[2];
 	char path[4096], other[4096], *cause = NULL;
 	size_t len;
@@ -798,19 +797,19 @@ test_unchanged(const char *dir)
 		free(buf);
 		return;
 	}
-	ok_int_eq(graph_st_check_unchanged(f, &cause), 0,
+	ok_int_eq(safetensors_check_unchanged(f, &cause), 0,
 	    "an untouched file is unchanged");
 	/* Same size, same inode: only the modification time moves. */
 	ts[0].tv_sec = ts[1].tv_sec = 1000000000;
 	ts[0].tv_nsec = ts[1].tv_nsec = 0;
 	ok_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0, "set an old mtime");
-	ok_int_eq(graph_st_check_unchanged(f, &cause), -ESTALE,
+	ok_int_eq(safetensors_check_unchanged(f, &cause), -ESTALE,
 	    "a new modification time is -ESTALE");
 	ok_str_has(cause, "changed on disk", "and says it changed on disk");
 	ok_str_has(cause, "stale.safetensors", "and names the file");
 	free(cause);
 	cause = NULL;
-	graph_st_close(f);
+	safetensors_close(f);
 	/* Rewritten in place, longer, with the old mtime put back. */
 	if (reopen(path, &f) != 0) {
 		free(buf);
@@ -818,12 +817,12 @@ test_unchanged(const char *dir)
 	}
 	tmp_write(path, buf, len);
 	ok_int_eq(utimensat(AT_FDCWD, path, ts, 0), 0, "restore the mtime");
-	ok_int_eq(graph_st_check_unchanged(f, &cause), -ESTALE,
+	ok_int_eq(safetensors_check_unchanged(f, &cause), -ESTALE,
 	    "a rewritten, longer file is -ESTALE");
 	ok_str_has(cause, "changed on disk", "rewritten: changed on disk");
 	free(cause);
 	cause = NULL;
-	graph_st_close(f);
+	safetensors_close(f);
 	/* Replaced by rename: same size, bytes and mtime, another inode. */
 	tmp_write(path, buf, len - 8);
 	if (reopen(path, &f) != 0) {
@@ -839,15 +838,15 @@ test_unchanged(const char *dir)
 	 * The open file is what a merge reads, so a path now naming another
 	 * file does not change it: the planned bytes are still there.
 	 */
-	ok_int_eq(graph_st_check_unchanged(f, &cause), 0,
+	ok_int_eq(safetensors_check_unchanged(f, &cause), 0,
 	    "a file replaced by rename leaves the open one unchanged");
 	free(cause);
 	cause = NULL;
 	unlink(path);
-	ok_int_eq(graph_st_check_unchanged(f, &cause), 0,
+	ok_int_eq(safetensors_check_unchanged(f, &cause), 0,
 	    "so does deleting it");
 	free(cause);
-	graph_st_close(f);
+	safetensors_close(f);
 	free(buf);
 }
 

@@ -309,7 +309,7 @@ static char *
 patch(const char *in, const char *const *keys, const char *const *vals,
     size_t n)
 {
-	return graph_json_patch(in, strlen(in), keys, vals, n);
+	return jsonpatch_apply(in, strlen(in), keys, vals, n);
 }
 
 static bool

@@ -1,0 +1,75 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * mergeopts-json.c: the merge options as a submit request's fields
+ * (proto/PROTOCOL.md, "submit"): memory, seed, shard_size, force,
+ * allow_crimes, copy_tokenizer and model_card.  Integers stay within
+ * 2^53, the protocol's exact range; a field of the wrong type is an
+ * error rather than a silent default.
+ */
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <cJSON.h>
+
+#include "mergeopts-json.h"
+#include "proto.h"
+#include "vocab.h"
+#include "xmalloc.h"
+
+void
+mergeopts_to_json(const struct graph_merge_opts *o, cJSON *obj)
+{
+	if (o->memory != 0)
+		cJSON_AddNumberToObject(obj, PROTO_F_MEMORY, (double)o->memory);
+	if (o->has_seed)
+		cJSON_AddNumberToObject(obj, PROTO_F_SEED, (double)o->seed);
+	cJSON_AddNumberToObject(obj, PROTO_F_SHARD_SIZE,
+	    (double)o->shard_size);
+	cJSON_AddBoolToObject(obj, PROTO_F_FORCE, o->force);
+	cJSON_AddBoolToObject(obj, PROTO_F_ALLOW_CRIMES, o->allow_crimes);
+	cJSON_AddBoolToObject(obj, PROTO_F_COPY_TOKENIZER, o->copy_tokenizer);
+	cJSON_AddBoolToObject(obj, PROTO_F_MODEL_CARD, o->model_card);
+}
+
+/* An integer field: absent keeps *v; present must be 0 to 2^53. */
+static bool
+mo_u64(const cJSON *obj, const char *key, uint64_t *v, bool *given,
+    char **cause)
+{
+	if (cJSON_GetObjectItemCaseSensitive(obj, key) == NULL)
+		return true;
+	if (msg_get_u64(obj, key, v)) {
+		if (given != NULL)
+			*given = true;
+		return true;
+	}
+	*cause = xasprintf("'%s' must be an integer from 0 to 2^53", key);
+	return false;
+}
+
+/* A boolean field: absent keeps *v. */
+static bool
+mo_bool(const cJSON *obj, const char *key, bool *v, char **cause)
+{
+	if (cJSON_GetObjectItemCaseSensitive(obj, key) == NULL ||
+	    msg_get_bool(obj, key, v))
+		return true;
+	*cause = xasprintf("'%s' must be true or false", key);
+	return false;
+}
+
+int
+mergeopts_from_json(const cJSON *obj, struct graph_merge_opts *o,
+    char **cause)
+{
+	*cause = NULL;
+	if (!mo_u64(obj, PROTO_F_MEMORY, &o->memory, NULL, cause) ||
+	    !mo_u64(obj, PROTO_F_SEED, &o->seed, &o->has_seed, cause) ||
+	    !mo_u64(obj, PROTO_F_SHARD_SIZE, &o->shard_size, NULL, cause) ||
+	    !mo_bool(obj, PROTO_F_FORCE, &o->force, cause) ||
+	    !mo_bool(obj, PROTO_F_ALLOW_CRIMES, &o->allow_crimes, cause) ||
+	    !mo_bool(obj, PROTO_F_COPY_TOKENIZER, &o->copy_tokenizer, cause) ||
+	    !mo_bool(obj, PROTO_F_MODEL_CARD, &o->model_card, cause))
+		return -1;
+	return 0;
+}

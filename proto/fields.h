@@ -1,0 +1,100 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * fields.h: the name of every field of the protocol's JSON objects, one
+ * constant each, shared by merged, mergectl and their tests, so that a
+ * misspelt field is a compile error rather than a silently absent value.
+ * proto/PROTOCOL.md says what each means; the store keeps its own column
+ * names (daemon/store.c).  The plan's JSON (mergectl plan --json, the
+ * problems of a bad_config reply) is the engine's format, named in
+ * graph/plan-json.c.
+ */
+#ifndef PROTO_FIELDS_H
+#define PROTO_FIELDS_H
+
+/* The envelope (PROTOCOL.md §3) and streamed events (§5). */
+#define PROTO_F_V "v"
+#define PROTO_F_ID "id"
+#define PROTO_F_OP "op"
+#define PROTO_F_OK "ok"
+#define PROTO_F_ERROR "error"
+#define PROTO_F_CODE "code"
+#define PROTO_F_MSG "msg"
+#define PROTO_F_EVENT "event"
+
+/* hello (§4); "daemon" is also the figures of a list reply. */
+#define PROTO_F_VERSION "version"
+#define PROTO_F_CLIENT "client"
+#define PROTO_F_SERVER "server"
+#define PROTO_F_DAEMON "daemon"
+#define PROTO_F_MODE "mode"
+#define PROTO_F_UID "uid"
+#define PROTO_F_DAEMON_UID "daemon_uid"
+
+/* Descriptors (§6, §9.2). */
+#define PROTO_F_FD "fd"
+#define PROTO_F_FDS "fds"
+#define PROTO_F_MODELS "models"
+#define PROTO_F_REF "ref"
+#define PROTO_F_REL "rel"
+#define PROTO_F_PATH "path"
+
+/* submit and resume requests (§9.3).  The merge options, from memory to
+ * model_card, are read and written in common/mergeopts-json.c only. */
+#define PROTO_F_CONFIG "config"
+#define PROTO_F_CONFIG_NAME "config_name"
+#define PROTO_F_CWD "cwd"
+#define PROTO_F_OUT "out"
+#define PROTO_F_OUT_NAME "out_name"
+#define PROTO_F_OUT_FD "out_fd"
+#define PROTO_F_NAME "name"
+#define PROTO_F_PRIORITY "priority"
+#define PROTO_F_AFTER "after"
+#define PROTO_F_UMASK "umask"
+#define PROTO_F_MEMORY "memory"
+#define PROTO_F_SEED "seed"
+#define PROTO_F_SHARD_SIZE "shard_size"
+#define PROTO_F_FORCE "force"
+#define PROTO_F_ALLOW_CRIMES "allow_crimes"
+#define PROTO_F_COPY_TOKENIZER "copy_tokenizer"
+#define PROTO_F_MODEL_CARD "model_card"
+/* In a bad_config error: every problem found. */
+#define PROTO_F_PROBLEMS "problems"
+
+/* The job object (§9.1). */
+#define PROTO_F_JOB "job"
+#define PROTO_F_OWNER "owner"
+#define PROTO_F_USER "user"
+#define PROTO_F_STATE "state"
+#define PROTO_F_PROGRESS "progress"
+#define PROTO_F_BYTES_DONE "bytes_done"
+#define PROTO_F_BYTES_TOTAL "bytes_total"
+#define PROTO_F_TENSORS_DONE "tensors_done"
+#define PROTO_F_TENSORS_TOTAL "tensors_total"
+#define PROTO_F_SHARDS_DONE "shards_done"
+#define PROTO_F_SHARDS_TOTAL "shards_total"
+#define PROTO_F_ELAPSED "elapsed"
+#define PROTO_F_ETA "eta"
+#define PROTO_F_CREATED "created"
+#define PROTO_F_STARTED "started"
+#define PROTO_F_FINISHED "finished"
+
+/* list, status, logs, rm and clean (§9.3). */
+#define PROTO_F_JOBS "jobs"
+#define PROTO_F_STATES "states"
+#define PROTO_F_MORE "more"
+#define PROTO_F_BEFORE "before"
+#define PROTO_F_LIMIT "limit"
+#define PROTO_F_OLDER_THAN "older_than"
+#define PROTO_F_REMOVED "removed"
+#define PROTO_F_LINES "lines"
+#define PROTO_F_JOBS_QUEUED "jobs_queued"
+#define PROTO_F_QUEUED "queued"
+#define PROTO_F_RUNNING "running"
+#define PROTO_F_MEMORY_BUDGET "memory_budget"
+#define PROTO_F_MEMORY_USED "memory_used"
+#define PROTO_F_MEMORY_PEAK "memory_peak"
+#define PROTO_F_CACHED_BYTES "cached_bytes"
+#define PROTO_F_CACHE_HITS "cache_hits"
+#define PROTO_F_CACHE_MISSES "cache_misses"
+
+#endif /* PROTO_FIELDS_H */
