@@ -61,16 +61,19 @@ struct graph_diags {
 
 void graph_diags_init(struct graph_diags *);
 void graph_diags_fini(struct graph_diags *);
-void graph_diag_add(struct graph_diags *, enum graph_severity, const char *,
-    const char *, ...) __attribute__((format(printf, 4, 5)));
-void graph_diag_vadd(struct graph_diags *, enum graph_severity, const char *,
-    const char *, va_list) __attribute__((format(printf, 4, 0)));
-void graph_diag_at(struct graph_diags *, enum graph_severity, const char *,
-    struct graph_mark, const char *, ...)
+void graph_diag_add(struct graph_diags *d, enum graph_severity sev,
+    const char *where, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void graph_diag_vadd(struct graph_diags *d, enum graph_severity sev,
+    const char *where, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+void graph_diag_at(struct graph_diags *d, enum graph_severity sev,
+    const char *file, struct graph_mark m, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 void graph_diags_print(const struct graph_diags *, FILE *);
 char *graph_diags_join(const struct graph_diags *);
-const char *graph_suggest(const char *, const char *const *, size_t);
+const char *graph_suggest(const char *word, const char *const *candidates,
+    size_t n);
 
 /* dtype.c: element types. */
 enum graph_dtype {
@@ -101,11 +104,11 @@ float graph_bf16_to_f32(uint16_t);
 uint16_t graph_f32_to_bf16(float);
 float graph_f16_to_f32(uint16_t);
 uint16_t graph_f32_to_f16(float);
-void graph_decode_f32(enum graph_dtype, const void *restrict, float *restrict,
-    size_t);
-void graph_encode_f32(enum graph_dtype, const float *restrict, void *restrict,
-    size_t);
-void graph_dtype_round(enum graph_dtype, float *, size_t);
+void graph_decode_f32(enum graph_dtype dt, const void *restrict src,
+    float *restrict dst, size_t n);
+void graph_encode_f32(enum graph_dtype dt, const float *restrict src,
+    void *restrict dst, size_t n);
+void graph_dtype_round(enum graph_dtype dt, float *v, size_t n);
 
 /* config.c: the typed merge configuration. */
 struct graph_ref {
@@ -189,16 +192,16 @@ struct graph_config {
 	bool allow_crimes;
 };
 
-int graph_config_load_file(const char *, struct graph_config **,
-    struct graph_diags *);
-int graph_config_load_buffer(const char *, const char *, size_t,
-    struct graph_config **, struct graph_diags *);
+int graph_config_load_file(const char *path, struct graph_config **out,
+    struct graph_diags *d);
+int graph_config_load_buffer(const char *file, const char *buf, size_t len,
+    struct graph_config **out, struct graph_diags *d);
 void graph_config_free(struct graph_config *);
 size_t graph_config_refs(const struct graph_config *,
     const struct graph_ref ***);
 
 /* modelref.c */
-int graph_ref_parse(const char *, struct graph_ref *, char **);
+int graph_ref_parse(const char *s, struct graph_ref *r, char **cause);
 void graph_ref_fini(struct graph_ref *);
 char *graph_ref_str(const struct graph_ref *);
 bool graph_ref_eq(const struct graph_ref *, const struct graph_ref *);
@@ -224,8 +227,8 @@ struct graph_resolved {
 	char *rel;		/* dir relative to root ("." for itself) */
 };
 
-int graph_ref_resolve(const struct graph_ref *, const struct graph_env *,
-    struct graph_resolved *, char **);
+int graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
+    struct graph_resolved *out, char **cause);
 void graph_resolved_fini(struct graph_resolved *);
 
 /*
@@ -256,8 +259,8 @@ struct graph_source_dir {
 
 /* cred.c: would cred be allowed r (4), w (2), x (1) on a stat? */
 struct stat;
-bool graph_cred_allows(const struct graph_cred *, const struct stat *,
-    unsigned);
+bool graph_cred_allows(const struct graph_cred *cred, const struct stat *st,
+    unsigned want);
 
 /* plan.c: a fully resolved merge, built from headers only. */
 struct graph_plan;
@@ -303,9 +306,9 @@ struct graph_plan_opts {
 };
 
 void graph_plan_opts_default(struct graph_plan_opts *);
-int graph_plan_build(const struct graph_config *,
-    const struct graph_plan_opts *, struct graph_plan **,
-    struct graph_diags *);
+int graph_plan_build(const struct graph_config *cfg,
+    const struct graph_plan_opts *opts, struct graph_plan **out,
+    struct graph_diags *d);
 void graph_plan_free(struct graph_plan *);
 
 struct graph_plan_summary {
@@ -420,11 +423,11 @@ struct graph_job_opts {
 	void *arg;
 };
 
-int graph_exec_create(struct uv_loop_s *, const struct graph_exec_opts *,
-    struct graph_exec **);
+int graph_exec_create(struct uv_loop_s *loop, const struct graph_exec_opts *o,
+    struct graph_exec **out);
 void graph_exec_destroy(struct graph_exec *);
-int graph_exec_submit(struct graph_exec *, const struct graph_plan *,
-    const struct graph_job_opts *, struct graph_job **, char **);
+int graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
+    const struct graph_job_opts *o, struct graph_job **out, char **cause);
 void graph_exec_cancel(struct graph_job *);
 void graph_exec_interrupt(struct graph_job *);
 void graph_job_progress(const struct graph_job *, struct graph_progress *);
@@ -451,11 +454,11 @@ int graph_dir_writable(int dirfd, const struct graph_cred *cred,
 
 /* util.c */
 void graph_init(void);
-int graph_parse_size(const char *, bool, uint64_t *);
+int graph_parse_size(const char *s, bool binary, uint64_t *out);
 int graph_parse_duration(const char *, uint64_t *);
 char *graph_format_size(uint64_t);
-int graph_read_file(const char *, size_t, char **, size_t *);
-int graph_read_fd(int, size_t, char **, size_t *);
+int graph_read_file(const char *path, size_t max, char **out, size_t *len);
+int graph_read_fd(int fd, size_t max, char **out, size_t *len);
 char *graph_text_printable(char *);
 
 #endif /* GRAPH_H */

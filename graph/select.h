@@ -71,23 +71,24 @@ struct sel_range {
 	struct sel_cut cut[2];	/* [0] below, [1] above */
 };
 
-void sel_range_init(struct sel_range *, uint64_t, uint64_t, uint64_t);
-const char *sel_step(struct sel_cut *, const uint64_t *, int);
-const char *sel_step_wide(struct sel_cut *, const uint64_t *, int);
-void sel_list_strip(const struct sel_cut *, struct sel_list *,
-    uint32_t *restrict, const uint32_t *restrict, size_t);
+void sel_range_init(struct sel_range *r, uint64_t n, uint64_t lo, uint64_t hi);
+const char *sel_step(struct sel_cut *c, const uint64_t *hist, int level);
+const char *sel_step_wide(struct sel_cut *c, const uint64_t *hist, int level);
+void sel_list_strip(const struct sel_cut *c, struct sel_list *l,
+    uint32_t *restrict h, const uint32_t *restrict key, size_t n);
 void sel_list_save(const struct sel_list *, double *);
 uint32_t sel_list_low(const double *, int);
 uint64_t sel_list_count(const double *, int);
-const char *sel_list_step(struct sel_cut *, uint64_t *, const double *,
-    size_t, size_t, bool *);
+const char *sel_list_step(struct sel_cut *c, uint64_t *h, const double *p,
+    size_t stride, size_t nq, bool *listed);
 uint64_t sel_list_ties(const struct sel_cut *, const double *);
-uint64_t sel_range_ties_kept(const struct sel_range *, double *, double *);
-void sel_rank(const uint32_t *, uint32_t, uint32_t *, uint64_t *);
-void sel_keep_strip(const struct sel_range *, const uint32_t *restrict,
-    size_t, uint64_t *, uint8_t *restrict);
-void sel_count(const struct sel_cut *, uint64_t *restrict,
-    const uint32_t *restrict, size_t, int);
+uint64_t sel_range_ties_kept(const struct sel_range *r, double *at_lo,
+    double *at_hi);
+void sel_rank(const uint32_t *keys, uint32_t n, uint32_t *rank, uint64_t *tmp);
+void sel_keep_strip(const struct sel_range *r, const uint32_t *restrict key,
+    size_t n, uint64_t *tie, uint8_t *restrict keep);
+void sel_count(const struct sel_cut *c, uint64_t *restrict hist,
+    const uint32_t *restrict key, size_t n, int level);
 
 static inline uint32_t
 sel_fkey(float v)
@@ -201,7 +202,7 @@ rng_u32(uint64_t stream, uint64_t e)
 	    (uint32_t)(e >> 32) * 0x9e3779b9u);
 }
 
-uint64_t rng_stream(uint64_t, const char *, uint64_t);
+uint64_t rng_stream(uint64_t seed, const char *tensor, uint64_t model);
 uint64_t rng_threshold(double);
 
 #endif

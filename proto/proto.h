@@ -126,7 +126,7 @@ struct frame {
 void frame_init(struct frame *, size_t);
 void frame_fini(struct frame *);
 /* Appends n bytes; returns -1 once the line limit is exceeded. */
-int frame_feed(struct frame *, const void *, size_t);
+int frame_feed(struct frame *f, const void *data, size_t n);
 /* Room to read into directly (at most the limit allows), then commit. */
 char *frame_space(struct frame *, size_t *);
 void frame_commit(struct frame *, size_t);
@@ -135,7 +135,7 @@ void frame_eof(struct frame *);
  * The next line, without its "\n" (and a "\r" before it), NUL-terminated
  * in place; valid until the next call on the frame.
  */
-enum frame_status frame_next(struct frame *, char **, size_t *);
+enum frame_status frame_next(struct frame *f, char **line, size_t *len);
 
 /* msg.c: building and checking messages. */
 
@@ -144,7 +144,7 @@ enum frame_status frame_next(struct frame *, char **, size_t *);
  * exactly one value, an object, nesting within PROTO_MAX_DEPTH.  On error
  * returns NULL and a static message.
  */
-struct cJSON *msg_parse(const char *, size_t, const char **);
+struct cJSON *msg_parse(const char *s, size_t len, const char **err);
 /* Serialises obj as one line ("\n" appended); caller frees with free(). */
 char *msg_print(const struct cJSON *, size_t *);
 
@@ -153,26 +153,26 @@ struct cJSON *msg_request(uint64_t, const char *);
 /* A success reply {"id":id,"ok":true}, to which fields are added. */
 struct cJSON *msg_reply(uint64_t);
 /* An error reply; msg is copied (and cut to a sane length). */
-struct cJSON *msg_error(uint64_t, const char *, const char *);
+struct cJSON *msg_error(uint64_t id, const char *code, const char *msg);
 /* A streamed event {"id":id,"event":name}. */
 struct cJSON *msg_event(uint64_t, const char *);
 
 /* Typed field access (case-sensitive); false when absent or mistyped. */
-bool msg_get_str(const struct cJSON *, const char *, const char **);
-bool msg_get_u64(const struct cJSON *, const char *, uint64_t *);
-bool msg_get_i64(const struct cJSON *, const char *, int64_t *);
-bool msg_get_bool(const struct cJSON *, const char *, bool *);
+bool msg_get_str(const struct cJSON *obj, const char *key, const char **out);
+bool msg_get_u64(const struct cJSON *obj, const char *key, uint64_t *out);
+bool msg_get_i64(const struct cJSON *obj, const char *key, int64_t *out);
+bool msg_get_bool(const struct cJSON *obj, const char *key, bool *out);
 
 /* Checks an incoming request's envelope; on error a code and message. */
-int msg_check_request(const struct cJSON *, uint64_t *, const char **,
-    const char **, const char **);
+int msg_check_request(const struct cJSON *req, uint64_t *idp, const char **opp,
+    const char **code, const char **msg);
 
 /* True when s (len bytes) is valid UTF-8 without NUL. */
 bool proto_utf8_valid(const char *, size_t);
 /* A printable, escaped, cut copy of untrusted text for logs. */
-char *proto_escape(const char *, size_t, size_t);
+char *proto_escape(const char *s, size_t len, size_t max);
 /* A valid UTF-8 copy (U+FFFD for bad bytes), cut to max bytes, for the wire. */
-char *proto_utf8_sanitize(const char *, size_t, size_t);
+char *proto_utf8_sanitize(const char *s, size_t len, size_t max);
 /* A job name: 1 to PROTO_MAX_NAME bytes of UTF-8 without control chars. */
 bool proto_name_valid(const char *);
 
@@ -196,6 +196,6 @@ char *sockdir_user_name(uint32_t);
  * mode, and what to do; -ENOENT without a message when dir is missing and
  * create is false.
  */
-int sockdir_check(const char *, bool, char **);
+int sockdir_check(const char *dir, bool create, char **cause);
 
 #endif /* PROTO_H */
