@@ -25,6 +25,56 @@ cli_print_json(const cJSON *v)
 }
 
 /*
+ * getopt_long with mergectl's messages: "mergectl run: unknown option
+ * '--random-sed' (did you mean --random-seed?)" and "--memory needs a
+ * value", where getopt would name the command alone and suggest nothing.
+ * Returns what getopt_long returns, '?' after printing the error.
+ */
+int
+cli_getopt(int argc, char **argv, const char *shortopts,
+    const struct option *longopts)
+{
+	const char *names[256], *arg, *near, *cmd;
+	char opts[64], given[128];
+	size_t n = 0, len;
+	int c;
+
+	snprintf(opts, sizeof opts, ":%s", shortopts);
+	opterr = 0;
+	c = getopt_long(argc, argv, opts, longopts, NULL);
+	if (c != '?' && c != ':')
+		return c;
+	arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
+	/* "mergectl run: ...", or "mergekit-yaml: ..." under that name. */
+	cmd = cli_as_mergekit ? "" : argv[0];
+	if (c == ':') {
+		fprintf(stderr, "%s%s%s: %s needs a value\n", cli_progname,
+		    *cmd ? " " : "", cmd, arg);
+		return '?';
+	}
+	if (optopt != 0 && strncmp(arg, "--", 2) != 0) {
+		fprintf(stderr, "%s%s%s: unknown option '-%c'\n", cli_progname,
+		    *cmd ? " " : "", cmd, optopt);
+		return '?';
+	}
+	len = strcspn(arg, "=");
+	if (optopt != 0) {
+		fprintf(stderr, "%s%s%s: %.*s takes no value\n", cli_progname,
+		    *cmd ? " " : "", cmd, (int)len, arg);
+		return '?';
+	}
+	snprintf(given, sizeof given, "%.*s", (int)(len > 2 ? len - 2 : 0),
+	    arg + 2);
+	for (; n < 256 && longopts[n].name != NULL; n++)
+		names[n] = longopts[n].name;
+	near = graph_suggest(given, names, n);
+	fprintf(stderr, "%s%s%s: unknown option '%.*s'%s%s%s\n", cli_progname,
+	    *cmd ? " " : "", cmd, (int)len, arg, near ? " (did you mean --" :
+	    "", near ? near : "", near ? "?)" : "");
+	return '?';
+}
+
+/*
  * [--socket PATH] [--json] [--all] [JOB]; need_job is 0 (no JOB), 1 (a
  * JOB) or 2 (an optional one), with CLI_ARGS_ALL when --all is taken.
  * Returns 0 or an exit code.
@@ -50,7 +100,7 @@ cli_simple_args(int argc, char **argv, const char *what, int need_job,
 	usage = need_job == 1 ? " JOB" : need_job == 2 ? " [JOB]" : "";
 	memset(a, 0, sizeof *a);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, "qh", longopts)) != -1) {
 		switch (c) {
 		case 's':
 			a->socket = optarg;

@@ -40,6 +40,8 @@ struct cli_cmd {
 
 /* mergectl.c */
 extern const char *cli_progname;
+/* Run as mergekit-yaml: "mergectl run" under mergekit's name. */
+extern bool cli_as_mergekit;
 void cli_usage_error(const char *, ...) __attribute__((format(printf, 1, 2)));
 
 /* cmd-run.c */
@@ -59,11 +61,13 @@ void cli_progress_update(struct cli_progress *p,
     const struct graph_progress *g, bool final);
 double cli_now(void);
 
-/* opts.c: options shared by run, plan and submit. */
-/* The merge options as run, plan and submit take them (opts.c). */
+/* opts.c: the merge options as run, plan and submit take them. */
 struct cli_merge_opts {
 	struct graph_merge_opts merge;	/* what travels with the merge */
 	int threads;		/* run's; the daemon has its own */
+	const char *hf_cache;	/* --transformers-cache: $HF_HUB_CACHE */
+	int verbose;		/* -v, repeatable */
+	bool for_daemon;	/* submit: no thread or device options */
 	bool quiet;
 	bool json;
 };
@@ -131,6 +135,9 @@ struct cli_args {
 /* cli_simple_args' need_job: 0 no JOB, 1 JOB, 2 [JOB]; | --all taken. */
 #define CLI_ARGS_ALL 4
 
+struct option;
+int cli_getopt(int argc, char **argv, const char *shortopts,
+    const struct option *longopts);
 int cli_simple_args(int argc, char **argv, const char *what, int need_job,
     struct cli_args *a);
 void cli_print_json(const struct cJSON *);

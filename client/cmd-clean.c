@@ -115,7 +115,7 @@ cli_cmd_clean(int argc, char **argv)
 	int ch, rc = CLI_EXIT_USAGE;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv, "qh", longopts)) != -1) {
 		switch (ch) {
 		case 'o':
 			if (graph_parse_duration(optarg, &older) != 0) {

@@ -127,42 +127,58 @@ print_plan(const cJSON *j)
 static void
 plan_usage(FILE *fp)
 {
-	fprintf(fp, "usage: %s plan CONFIG [--json] [--memory SIZE] "
-	    "[--threads N]\n            [--out-shard-size SIZE] "
-	    "[--allow-crimes] [--random-seed N]\n", cli_progname);
+	fprintf(fp, "usage: %s plan CONFIG [options]\n"
+	    "  --json                 the plan as JSON (on stdout)\n"
+	    "  --memory SIZE          the budget to size the plan for "
+	    "(default: a quarter\n"
+	    "                         of RAM)\n"
+	    "  --out-shard-size SIZE  the largest output file (default 5B)\n"
+	    "  --allow-crimes         allow models of different architectures\n"
+	    "  --random-seed N        seed for random methods\n"
+	    "  --transformers-cache DIR  look models up in this Hugging Face "
+	    "cache\n"
+	    "It takes every option of '%s run' and mergekit-yaml's, so a "
+	    "command line\nshows its plan with 'run CONFIG OUT' replaced by "
+	    "'plan CONFIG'.\n", cli_progname, cli_progname);
 }
 
 int
 cli_cmd_plan(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		CLI_MERGE_LONGOPTS,
+	static const struct option own[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct option *longopts = cli_merge_longopts(own);
 	struct cli_merge_opts o;
 	struct graph_plan_opts po;
 	struct graph_config *cfg = NULL;
 	struct graph_plan *plan = NULL;
 	struct graph_diags d;
 	cJSON *j;
-	int c, rc;
+	int c, rc = CLI_EXIT_OK;
 
 	cli_merge_opts_default(&o);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+	while (rc == CLI_EXIT_OK && (c = cli_getopt(argc, argv, "qhvj:",
+	    longopts)) != -1) {
 		if (c == 'h') {
 			plan_usage(stdout);
+			free(longopts);
 			return CLI_EXIT_OK;
 		}
-		if (c == '?' || cli_merge_opt(&o, c, optarg) != 0) {
-			plan_usage(stderr);
-			return CLI_EXIT_USAGE;
-		}
+		if (c == '?' || cli_merge_opt(&o, c, optarg) != 0)
+			rc = CLI_EXIT_USAGE;
 	}
-	if (argc - optind != 1) {
-		plan_usage(stderr);
-		return CLI_EXIT_USAGE;
+	free(longopts);
+	if (rc == CLI_EXIT_OK && argc - optind != 1) {
+		cli_usage_error("plan needs CONFIG");
+		rc = CLI_EXIT_USAGE;
+	}
+	if (rc != CLI_EXIT_OK) {
+		fprintf(stderr, "%s: '%s plan --help' lists the options\n",
+		    cli_progname, cli_progname);
+		return rc;
 	}
 	graph_init();
 	graph_diags_init(&d);

@@ -45,7 +45,7 @@ cli_cmd_rm(int argc, char **argv)
 	char *end;
 
 	optind = 1;
-	while ((ch = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+	while ((ch = cli_getopt(argc, argv, "qh", longopts)) != -1) {
 		switch (ch) {
 		case 's':
 			socket = optarg;

@@ -39,21 +39,35 @@ struct run_ctx {
 static void
 run_usage(FILE *fp)
 {
-	fprintf(fp, "usage: %s run CONFIG OUT [options]\n"
-	    "  --memory SIZE         the most memory the merge may use\n"
-	    "                        (default: a quarter of RAM)\n"
-	    "  --threads N           merge threads (default: CPU count)\n"
-	    "  --out-shard-size SIZE max shard size, decimal K/M/B/G "
+	fprintf(fp, "usage: %s%s CONFIG OUT [options]\n"
+	    "  --memory SIZE          the most memory the merge may use "
+	    "(default: a quarter\n"
+	    "                         of RAM; binary: 512M, 2G)\n"
+	    "  -j, --num-threads N    merge threads (default: CPU count; also "
+	    "--threads)\n"
+	    "  --out-shard-size SIZE  the largest output file, decimal K/M/B/G "
 	    "(default 5B)\n"
-	    "  --allow-crimes        allow models of different "
-	    "architectures\n"
-	    "  --random-seed N       seed for random methods\n"
-	    "  --no-copy-tokenizer   do not copy the base model's tokenizer\n"
-	    "  --no-model-card       no README.md or mergekit_config.yml\n"
-	    "  --force               replace OUT if it exists\n"
-	    "  -q, --quiet           no progress output\n"
-	    "  --json                print the result as JSON\n",
-	    cli_progname);
+	    "  --allow-crimes         allow models of different architectures\n"
+	    "  --random-seed N        seed for random methods (default: drawn, "
+	    "and recorded)\n"
+	    "  --no-copy-tokenizer    do not copy the base model's tokenizer\n"
+	    "  --no-write-model-card  no README.md or mergekit_config.yml (also "
+	    "--no-model-card)\n"
+	    "  --transformers-cache DIR  look models up in this Hugging Face "
+	    "cache\n"
+	    "  --force                replace OUT if it exists\n"
+	    "  -v, --verbose          say which architecture and what the plan "
+	    "holds\n"
+	    "  -q, --quiet            no progress output\n"
+	    "  --json                 print the result as JSON\n"
+	    "Each boolean also has its --no- form, as in mergekit-yaml.  "
+	    "mergekit-yaml's\n--cuda, --device, --read-to-gpu, --multi-gpu, "
+	    "--gpu-rich, --low-cpu-memory,\n--async-write, --write-threads, "
+	    "--clone-tensors, --trust-remote-code,\n--lazy-unpickle, "
+	    "--lora-merge-cache and --lora-merge-dtype are accepted and\n"
+	    "change nothing (a note says what mergectl does instead); "
+	    "--safe-serialization\nis what mergectl always does.\n",
+	    cli_progname, cli_as_mergekit ? "" : " run");
 }
 
 static void
@@ -138,33 +152,61 @@ static int
 run_parse(int argc, char **argv, struct cli_merge_opts *o, char **cfg,
     char **out)
 {
-	static const struct option longopts[] = {
-		CLI_MERGE_LONGOPTS,
+	static const struct option own[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	int c;
+	struct option *longopts = cli_merge_longopts(own);
+	int c, rc = 0;
 
 	cli_merge_opts_default(o);
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+	while (rc == 0 && (c = cli_getopt(argc, argv, "qhvj:",
+	    longopts)) != -1) {
 		if (c == 'h') {
 			run_usage(stdout);
+			free(longopts);
 			exit(CLI_EXIT_OK);
 		}
-		if (c == '?' || cli_merge_opt(o, c, optarg) != 0) {
-			run_usage(stderr);
-			return -1;
-		}
+		if (c == '?' || cli_merge_opt(o, c, optarg) != 0)
+			rc = -1;
 	}
-	if (argc - optind != 2) {
-		cli_usage_error("run needs CONFIG and OUT");
-		run_usage(stderr);
+	free(longopts);
+	if (rc == 0 && argc - optind != 2) {
+		cli_usage_error("%s needs CONFIG and OUT", cli_as_mergekit ?
+		    cli_progname : "run");
+		rc = -1;
+	}
+	if (rc != 0) {
+		fprintf(stderr, "%s: '%s%s --help' lists the options\n",
+		    cli_progname, cli_progname, cli_as_mergekit ? "" : " run");
 		return -1;
 	}
 	*cfg = argv[optind];
 	*out = argv[optind + 1];
 	return 0;
+}
+
+/* -v: what mergekit's info logging says, from the plan. */
+static void
+run_say_plan(const struct graph_plan *plan)
+{
+	struct graph_plan_summary s;
+	FILE *fp = stderr;
+	char *r, *w, *m;
+
+	graph_plan_summary(plan, &s);
+	r = graph_format_size(s.bytes_read);
+	w = graph_format_size(s.bytes_written);
+	m = graph_format_size(s.peak_memory);
+	fprintf(fp, "%s: architecture %s from %s (%s)\n", cli_progname,
+	    s.arch, s.arch_model, s.arch_reason);
+	fprintf(fp, "%s: %zu tensors in %zu file%s: reads %s, writes %s, "
+	    "peak memory %s; seed %llu\n", cli_progname, s.tensors, s.shards,
+	    s.shards == 1 ? "" : "s", r, w, m, (unsigned long long)s.seed);
+	free(r);
+	free(w);
+	free(m);
 }
 
 /* Loads and plans; prints every problem.  Returns an exit code. */
@@ -186,6 +228,8 @@ run_plan(const struct cli_merge_opts *o, const char *path,
 		fprintf(stderr, "%s: %zu problem%s found; nothing was read or "
 		    "written\n", cli_progname, d.nerrors, d.nerrors == 1 ? "" :
 		    "s");
+	else if (o->verbose > 0)
+		run_say_plan(*plan);
 	graph_diags_fini(&d);
 	return rc;
 }

@@ -26,7 +26,7 @@
 
 enum {
 	OPT_OUT = 'o',
-	OPT_WAIT = 512,
+	OPT_WAIT = OPT_OWN,
 	OPT_NAME,
 	OPT_PRIORITY,
 	OPT_AFTER,
@@ -47,32 +47,39 @@ static void
 submit_usage(FILE *fp)
 {
 	fprintf(fp, "usage: %s submit CONFIG -o OUT [options]\n"
-	    "  -o, --out OUT         where the merged model goes\n"
-	    "  --wait                watch the job; exit with its result\n"
-	    "  --name NAME           a name for the queue table (at most "
-	    "200 bytes)\n"
-	    "  --priority N          among your own jobs, higher runs first\n"
-	    "                        (-1000 to 1000, default 0; root's: "
+	    "  -o, --out OUT          where the merged model goes\n"
+	    "  --wait                 watch the job; exit with its result\n"
+	    "  --name NAME            a name for the queue table (at most 200 "
+	    "bytes)\n"
+	    "  --priority N           among your own jobs, higher runs first\n"
+	    "                         (-1000 to 1000, default 0; root's: "
 	    "before everyone's)\n"
-	    "  --after JOB           start only when JOB is done\n"
-	    "  --memory SIZE         the most memory the job may use\n"
-	    "                        (default: the daemon's --memory)\n"
-	    "  --force               replace OUT if it exists\n"
-	    "  --allow-crimes        allow models of different "
+	    "  --after JOB            start only when JOB is done\n"
+	    "  --memory SIZE          the most memory the job may use\n"
+	    "                         (default: the daemon's --memory)\n"
+	    "  --force                replace OUT if it exists\n"
+	    "  --allow-crimes         allow models of different "
 	    "architectures\n"
-	    "  --random-seed N       seed for random methods\n"
-	    "  --out-shard-size SIZE max shard size (decimal, default 5B)\n"
-	    "  --no-copy-tokenizer, --no-model-card\n"
-	    "  --socket PATH         the daemon's socket\n"
-	    "  --json                print the job (or the error) as JSON\n",
-	    cli_progname);
+	    "  --random-seed N        seed for random methods\n"
+	    "  --out-shard-size SIZE  the largest output file (decimal, "
+	    "default 5B)\n"
+	    "  --no-copy-tokenizer    do not copy the base model's tokenizer\n"
+	    "  --no-write-model-card  no README.md or mergekit_config.yml (also "
+	    "--no-model-card)\n"
+	    "  --transformers-cache DIR  look models up in this Hugging Face "
+	    "cache\n"
+	    "  --socket PATH          the daemon's socket\n"
+	    "  -q, --quiet            with --wait: no progress output\n"
+	    "  --json                 print the job (or the error) as JSON\n"
+	    "It takes mergekit-yaml's options as '%s run' does, but not those "
+	    "that\nchoose threads or devices (-j, --cuda, --device, ...): the "
+	    "daemon decides.\n", cli_progname, cli_progname);
 }
 
 static int
 submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 {
-	static const struct option longopts[] = {
-		CLI_MERGE_LONGOPTS,
+	static const struct option own[] = {
 		{ "out", required_argument, NULL, OPT_OUT },
 		{ "wait", no_argument, NULL, OPT_WAIT },
 		{ "name", required_argument, NULL, OPT_NAME },
@@ -82,16 +89,20 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
+	struct option *longopts = cli_merge_longopts(own);
 	char *end;
-	int c;
+	int c, rc = 0;
 
 	memset(o, 0, sizeof *o);
 	cli_merge_opts_default(&o->m);
+	o->m.for_daemon = true;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:qh", longopts, NULL)) != -1) {
+	while (rc == 0 && (c = cli_getopt(argc, argv, "o:qhvj:",
+	    longopts)) != -1) {
 		switch (c) {
 		case 'h':
 			submit_usage(stdout);
+			free(longopts);
 			exit(CLI_EXIT_OK);
 		case OPT_OUT:
 			o->out = optarg;
@@ -105,7 +116,7 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 				cli_usage_error("--name: 1 to %d bytes of text "
 				    "without control characters (got %zu bytes)",
 				    PROTO_MAX_NAME, strlen(optarg));
-				return -1;
+				rc = -1;
 			}
 			o->name = optarg;
 			break;
@@ -121,30 +132,29 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 				cli_usage_error("--priority: '%s' is not an "
 				    "integer from %d to %d", optarg,
 				    PROTO_PRIORITY_MIN, PROTO_PRIORITY_MAX);
-				return -1;
+				rc = -1;
 			}
 			break;
 		case OPT_AFTER:
 			o->after = strtoull(optarg, &end, 10);
 			if (*end != '\0' || o->after == 0) {
 				cli_usage_error("--after: not a job id");
-				return -1;
+				rc = -1;
 			}
 			break;
-		case OPT_THREADS:
-			cli_usage_error("--threads: the daemon decides (merged "
-			    "--threads)");
-			return -1;
 		default:
-			if (c == '?' || cli_merge_opt(&o->m, c, optarg) != 0) {
-				submit_usage(stderr);
-				return -1;
-			}
+			if (c == '?' || cli_merge_opt(&o->m, c, optarg) != 0)
+				rc = -1;
 		}
 	}
-	if (argc - optind != 1 || o->out == NULL) {
+	free(longopts);
+	if (rc == 0 && (argc - optind != 1 || o->out == NULL)) {
 		cli_usage_error("submit needs CONFIG and -o OUT");
-		submit_usage(stderr);
+		rc = -1;
+	}
+	if (rc != 0) {
+		fprintf(stderr, "%s: '%s submit --help' lists the options\n",
+		    cli_progname, cli_progname);
 		return -1;
 	}
 	*cfg = argv[optind];
@@ -232,6 +242,12 @@ cli_cmd_submit(int argc, char **argv)
 		return CLI_EXIT_INVALID;
 	}
 	graph_env_from_process(&env);
+	if (o.m.hf_cache != NULL)
+		env.hf_hub_cache = o.m.hf_cache;
+	if (o.m.verbose > 0)
+		fprintf(stderr, "%s: note: -v: the daemon plans and logs the "
+		    "job; '%s logs JOB' shows its log\n", cli_progname,
+		    cli_progname);
 	cli_models_init(&m);
 	if ((rc = cli_models_open(&m, text, len, cfgpath, &env, o.out)) != 0)
 		goto out;

@@ -14,6 +14,7 @@
 #include "cli.h"
 
 const char *cli_progname = "mergectl";
+bool cli_as_mergekit;
 
 static const struct cli_cmd commands[] = {
 	{ "submit", "CONFIG -o OUT [options]", "queue a merge with the daemon "
@@ -88,11 +89,21 @@ usage(FILE *fp)
 int
 main(int argc, char **argv)
 {
+	const char *base;
 	size_t i;
 
 	signal(SIGPIPE, SIG_IGN);
 	/* Over a file size limit, fail the write with EFBIG; do not die. */
 	signal(SIGXFSZ, SIG_IGN);
+	/* Installed as mergekit-yaml too (meson -Dmergekit_compat=true):
+	 * then it is "mergectl run", so that scripts run unchanged. */
+	base = argc > 0 ? strrchr(argv[0], '/') : NULL;
+	if (argc > 0 && strcmp(base != NULL ? base + 1 : argv[0],
+	    "mergekit-yaml") == 0) {
+		cli_progname = "mergekit-yaml";
+		cli_as_mergekit = true;
+		return cli_cmd_run(argc, argv);
+	}
 	if (argc < 2) {
 		usage(stderr);
 		return CLI_EXIT_USAGE;

@@ -41,13 +41,158 @@ cli_budget(const struct cli_merge_opts *o)
 	return o->merge.memory ? o->merge.memory : graph_default_memory();
 }
 
+/* The merge options, as mergekit-yaml spells them, with today's aliases. */
+static const struct option merge_longopts[] = {
+	{ "memory", required_argument, NULL, OPT_MEMORY },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "num-threads", required_argument, NULL, OPT_THREADS },
+	{ "out-shard-size", required_argument, NULL, OPT_SHARD_SIZE },
+	{ "random-seed", required_argument, NULL, OPT_SEED },
+	{ "allow-crimes", no_argument, NULL, OPT_CRIMES },
+	{ "no-allow-crimes", no_argument, NULL, OPT_NO_CRIMES },
+	{ "copy-tokenizer", no_argument, NULL, OPT_TOKENIZER },
+	{ "no-copy-tokenizer", no_argument, NULL, OPT_NO_TOKENIZER },
+	{ "write-model-card", no_argument, NULL, OPT_CARD },
+	{ "no-write-model-card", no_argument, NULL, OPT_NO_CARD },
+	{ "no-model-card", no_argument, NULL, OPT_NO_CARD },
+	{ "safe-serialization", no_argument, NULL, OPT_SAFE },
+	{ "no-safe-serialization", no_argument, NULL, OPT_NO_SAFE },
+	{ "transformers-cache", required_argument, NULL, OPT_HF_CACHE },
+	{ "force", no_argument, NULL, OPT_FORCE },
+	{ "quiet", no_argument, NULL, 'q' },
+	{ "no-quiet", no_argument, NULL, OPT_NO_QUIET },
+	{ "verbose", no_argument, NULL, 'v' },
+	{ "json", no_argument, NULL, OPT_JSON },
+};
+
+/*
+ * mergekit-yaml's options that change nothing here (MERGEKIT.md Part A
+ * 18): accepted, so that published command lines run unchanged, with one
+ * line saying what mergectl does instead.  Their --no- forms ask for what
+ * mergectl does anyway and are taken silently.  `daemon`: the option
+ * chooses threads or a device, which a daemon decides for all its jobs,
+ * so submit refuses it.
+ */
+#define CPU "mergectl merges on the CPU, with OpenBLAS (-j threads)"
+
+static const struct compat_opt {
+	const char *name;
+	const char *no;		/* its --no- form; NULL: takes an argument */
+	bool daemon;
+	const char *instead;
+} compat[] = {
+	{ "cuda", "no-cuda", true, CPU },
+	{ "device", NULL, true, CPU },
+	{ "read-to-gpu", "no-read-to-gpu", true, CPU },
+	{ "multi-gpu", "no-multi-gpu", true, CPU },
+	{ "gpu-rich", "no-gpu-rich", true, CPU },
+	{ "low-cpu-memory", "no-low-cpu-memory", true, "mergectl holds at "
+	    "most --memory (default a quarter of RAM)" },
+	{ "write-threads", NULL, true, "shards are written as their tensors "
+	    "finish, by the merge threads (-j)" },
+	{ "async-write", "no-async-write", false, "shards are already "
+	    "written while later tensors merge" },
+	{ "clone-tensors", "no-clone-tensors", false, "no two outputs share "
+	    "a tensor, so there is nothing to clone" },
+	{ "trust-remote-code", "no-trust-remote-code", false, "mergectl runs "
+	    "no model code" },
+	{ "lazy-unpickle", "no-lazy-unpickle", false, "mergectl reads "
+	    "safetensors headers first and each tensor only when it merges "
+	    "it" },
+	{ "lora-merge-cache", NULL, false, "mergectl writes no LoRA-merged "
+	    "copies of models" },
+	{ "lora-merge-dtype", NULL, false, "mergectl writes no LoRA-merged "
+	    "copies of models" },
+};
+
+#undef CPU
+
+#define NCOMPAT (sizeof compat / sizeof *compat)
+#define NMERGE (sizeof merge_longopts / sizeof *merge_longopts)
+
+struct option *
+cli_merge_longopts(const struct option *own)
+{
+	size_t nown = 0, n = 0, i;
+	struct option *v;
+
+	while (own[nown].name != NULL)
+		nown++;
+	/* Each compat option and its --no- form, and the end. */
+	v = xcalloc(nown + NMERGE + 2 * NCOMPAT + 1, sizeof *v);
+	memcpy(v, own, nown * sizeof *v);
+	n = nown;
+	memcpy(v + n, merge_longopts, sizeof merge_longopts);
+	n += NMERGE;
+	for (i = 0; i < NCOMPAT; i++) {
+		v[n].name = compat[i].name;
+		v[n].has_arg = compat[i].no == NULL ? required_argument :
+		    no_argument;
+		v[n++].val = OPT_COMPAT + (int)(2 * i);
+		if (compat[i].no == NULL)
+			continue;
+		v[n].name = compat[i].no;
+		v[n++].val = OPT_COMPAT + (int)(2 * i + 1);
+	}
+	return v;
+}
+
+static int
+parse_threads(const char *opt, const char *arg, int *out)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(arg, &end, 10);
+	if (errno != 0 || *end != '\0' || v < 1 || v > 256) {
+		cli_usage_error("%s: '%s' is not a number from 1 to 256", opt,
+		    arg);
+		return -1;
+	}
+	*out = (int)v;
+	return 0;
+}
+
+/* One of mergekit-yaml's options that mean nothing here. */
+static int
+compat_opt(struct cli_merge_opts *o, int opt, const char *arg)
+{
+	const struct compat_opt *c = &compat[(opt - OPT_COMPAT) / 2];
+	bool no = (opt - OPT_COMPAT) % 2 == 1;
+	int ignored;
+
+	const char *suggest;
+
+	if (c->daemon && o->for_daemon) {
+		cli_usage_error("--%s: the daemon decides how it merges, for "
+		    "every job (merged --threads, --memory); submit does not "
+		    "take it", no ? c->no : c->name);
+		return -1;
+	}
+	if (strcmp(c->name, "write-threads") == 0 &&
+	    parse_threads("--write-threads", arg, &ignored) != 0)
+		return -1;
+	if (strcmp(c->name, "lora-merge-dtype") == 0 &&
+	    graph_dtype_from_config_name(arg, &suggest) == GRAPH_DT_NONE) {
+		cli_usage_error("--lora-merge-dtype: '%s' is not a dtype "
+		    "(bfloat16, float16, float32)", arg);
+		return -1;
+	}
+	if (!no)
+		fprintf(stderr, "%s: note: --%s changes nothing: %s\n",
+		    cli_progname, c->name, c->instead);
+	return 0;
+}
+
 /* Applies one option; returns 0, or prints a usage error and returns -1. */
 int
 cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 {
 	char *end;
-	long v;
 
+	if (opt >= OPT_COMPAT && opt < OPT_COMPAT + (int)(2 * NCOMPAT))
+		return compat_opt(o, opt, arg);
 	switch (opt) {
 	case OPT_MEMORY:
 		if (graph_parse_size(arg, true, &o->merge.memory) != 0 ||
@@ -58,15 +203,14 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 		}
 		return 0;
 	case OPT_THREADS:
-		errno = 0;
-		v = strtol(arg, &end, 10);
-		if (errno != 0 || *end != '\0' || v < 1 || v > 256) {
-			cli_usage_error("--threads: '%s' is not a number from 1 "
-			    "to 256", arg);
+	case 'j':
+		if (o->for_daemon) {
+			cli_usage_error("%s: the daemon decides (merged "
+			    "--threads)", opt == 'j' ? "-j" : "--threads");
 			return -1;
 		}
-		o->threads = (int)v;
-		return 0;
+		return parse_threads(opt == 'j' ? "-j" : "--threads", arg,
+		    &o->threads);
 	case OPT_SHARD_SIZE:
 		if (graph_parse_size(arg, false,
 		    &o->merge.shard_size) != 0) {
@@ -88,19 +232,35 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 		o->merge.has_seed = true;
 		return 0;
 	case OPT_CRIMES:
-		o->merge.allow_crimes = true;
+	case OPT_NO_CRIMES:
+		o->merge.allow_crimes = opt == OPT_CRIMES;
 		return 0;
+	case OPT_TOKENIZER:
 	case OPT_NO_TOKENIZER:
-		o->merge.copy_tokenizer = false;
+		o->merge.copy_tokenizer = opt == OPT_TOKENIZER;
 		return 0;
+	case OPT_CARD:
 	case OPT_NO_CARD:
-		o->merge.model_card = false;
+		o->merge.model_card = opt == OPT_CARD;
+		return 0;
+	case OPT_SAFE:
+		return 0;	/* what mergectl always writes */
+	case OPT_NO_SAFE:
+		cli_usage_error("--no-safe-serialization: outputs are always "
+		    "safetensors (mergectl writes no pickled .bin files)");
+		return -1;
+	case OPT_HF_CACHE:
+		o->hf_cache = arg;
 		return 0;
 	case OPT_FORCE:
 		o->merge.force = true;
 		return 0;
 	case 'q':
-		o->quiet = true;
+	case OPT_NO_QUIET:
+		o->quiet = opt == 'q';
+		return 0;
+	case 'v':
+		o->verbose++;
 		return 0;
 	case OPT_JSON:
 		o->json = true;
@@ -111,8 +271,8 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 
 /*
  * Opens the directory that will hold out (with create, making it and its
- * parents first, as mergekit does) and returns its descriptor, with out's last component
- * in *name.  Prints an error and returns -1 on failure.
+ * parents first, as mergekit does) and returns its descriptor, with out's
+ * last component in *name.  Prints an error and returns -1 on failure.
  */
 int
 cli_open_parent(const char *out, char **name, bool create)
@@ -172,4 +332,6 @@ cli_plan_opts(const struct cli_merge_opts *o, struct graph_plan_opts *po)
 	graph_plan_opts_default(po);
 	po->merge = o->merge;
 	po->budget = cli_budget(o);
+	if (o->hf_cache != NULL)
+		po->env.hf_hub_cache = o->hf_cache;
 }

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * opts.h: getopt_long codes of the shared merge options.
+ * opts.h: the getopt_long codes of the merge options that run, plan and
+ * submit share (opts.c); a command's own codes start at OPT_OWN.
  */
 #ifndef OPTS_H
 #define OPTS_H
@@ -13,22 +14,28 @@ enum {
 	OPT_SHARD_SIZE,
 	OPT_SEED,
 	OPT_CRIMES,
+	OPT_NO_CRIMES,
+	OPT_TOKENIZER,
 	OPT_NO_TOKENIZER,
+	OPT_CARD,
 	OPT_NO_CARD,
 	OPT_FORCE,
 	OPT_JSON,
+	OPT_HF_CACHE,
+	OPT_SAFE,
+	OPT_NO_SAFE,
+	OPT_NO_QUIET,
+	OPT_OWN = 512,
+	/* mergekit-yaml's options that change nothing here (opts.c's
+	 * compat table), from OPT_COMPAT on. */
+	OPT_COMPAT = 1024,
 };
 
-#define CLI_MERGE_LONGOPTS                                                    \
-	{ "memory", required_argument, NULL, OPT_MEMORY },                     \
-	{ "threads", required_argument, NULL, OPT_THREADS },                   \
-	{ "out-shard-size", required_argument, NULL, OPT_SHARD_SIZE },         \
-	{ "random-seed", required_argument, NULL, OPT_SEED },                  \
-	{ "allow-crimes", no_argument, NULL, OPT_CRIMES },                     \
-	{ "no-copy-tokenizer", no_argument, NULL, OPT_NO_TOKENIZER },          \
-	{ "no-model-card", no_argument, NULL, OPT_NO_CARD },                   \
-	{ "force", no_argument, NULL, OPT_FORCE },                             \
-	{ "quiet", no_argument, NULL, 'q' },                                   \
-	{ "json", no_argument, NULL, OPT_JSON }
+/*
+ * The long options of a command: its own (own, ending in a zero entry),
+ * then the merge options, then mergekit-yaml's compatibility ones; the
+ * caller frees it.  Short options: -q, -v, -j N.
+ */
+struct option *cli_merge_longopts(const struct option *own);
 
 #endif /* OPTS_H */
