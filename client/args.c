@@ -6,6 +6,7 @@
  */
 #include <getopt.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,20 @@ cli_print_json(const cJSON *v)
 
 	printf("%s\n", s);
 	cJSON_free(s);
+}
+
+/* "mergectl run: why" (cmd NULL: "mergekit-yaml: why"), a usage error. */
+static void cli_cmd_usage_error(const char *cmd, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+cli_cmd_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	cli_verror(CLI_E_USAGE, cmd, NULL, fmt, ap);
+	va_end(ap);
 }
 
 /*
@@ -46,21 +61,19 @@ cli_getopt(int argc, char **argv, const char *shortopts,
 		return c;
 	arg = optind > 0 && optind <= argc ? argv[optind - 1] : "";
 	/* "mergectl run: ...", or "mergekit-yaml: ..." under that name. */
-	cmd = cli_as_mergekit ? "" : argv[0];
+	cmd = cli_as_mergekit ? NULL : argv[0];
 	if (c == ':') {
-		fprintf(stderr, "%s%s%s: %s needs a value\n", cli_progname,
-		    *cmd ? " " : "", cmd, arg);
+		cli_cmd_usage_error(cmd, "%s needs a value", arg);
 		return '?';
 	}
 	if (optopt != 0 && strncmp(arg, "--", 2) != 0) {
-		fprintf(stderr, "%s%s%s: unknown option '-%c'\n", cli_progname,
-		    *cmd ? " " : "", cmd, optopt);
+		cli_cmd_usage_error(cmd, "unknown option '-%c'", optopt);
 		return '?';
 	}
 	len = strcspn(arg, "=");
 	if (optopt != 0) {
-		fprintf(stderr, "%s%s%s: %.*s takes no value\n", cli_progname,
-		    *cmd ? " " : "", cmd, (int)len, arg);
+		cli_cmd_usage_error(cmd, "%.*s takes no value", (int)len,
+		    arg);
 		return '?';
 	}
 	snprintf(given, sizeof given, "%.*s", (int)(len > 2 ? len - 2 : 0),
@@ -68,10 +81,33 @@ cli_getopt(int argc, char **argv, const char *shortopts,
 	for (; n < 256 && longopts[n].name != NULL; n++)
 		names[n] = longopts[n].name;
 	near = graph_suggest(given, names, n);
-	fprintf(stderr, "%s%s%s: unknown option '%.*s'%s%s%s\n", cli_progname,
-	    *cmd ? " " : "", cmd, (int)len, arg, near ? " (did you mean --" :
-	    "", near ? near : "", near ? "?)" : "");
+	cli_cmd_usage_error(cmd, "unknown option '%.*s'%s%s%s", (int)len, arg,
+	    near ? " (did you mean --" : "", near ? near : "", near ? "?)" :
+	    "");
 	return '?';
+}
+
+/* A daemon command's --help: what it does, then each option. */
+static void
+simple_usage(const char *what, const char *job, int need_job, bool all)
+{
+	printf("usage: %s %s%s%s [--socket PATH] [--json] [-q]\n%s\n\n",
+	    cli_progname, what, job, all ? " [--all]" : "",
+	    cli_command_summary(what));
+	if (need_job != 0)
+		printf("  JOB            the job's number, as submit printed "
+		    "it\n");
+	if (all)
+		printf("  --all          every job: without it, the jobs not "
+		    "finished and the\n                 latest page of "
+		    "finished ones\n");
+	printf("  --socket PATH  the daemon's socket (default: "
+	    "$MERGED_SOCKET, else your\n                 personal "
+	    "daemon's)\n"
+	    "  --json         print the reply (or the error) as JSON, one "
+	    "object a line\n"
+	    "  -q, --quiet    fewer messages\n"
+	    "'%s --help' lists the exit codes.\n", cli_progname);
 }
 
 /*
@@ -119,9 +155,7 @@ cli_simple_args(int argc, char **argv, const char *what, int need_job,
 			a->all = true;
 			break;
 		case 'h':
-			printf("usage: %s %s [--socket PATH] [--json]%s%s\n",
-			    cli_progname, what, allow_all ? " [--all]" : "",
-			    usage);
+			simple_usage(what, usage, need_job, allow_all);
 			exit(CLI_EXIT_OK);
 		default:
 			return CLI_EXIT_USAGE;
@@ -129,7 +163,9 @@ cli_simple_args(int argc, char **argv, const char *what, int need_job,
 	}
 	if (argc - optind > (need_job ? 1 : 0) || (need_job == 1 &&
 	    argc - optind != 1)) {
-		cli_usage_error("usage: %s %s%s", cli_progname, what, usage);
+		cli_usage_error("%s %s; '%s %s --help' lists the options", what,
+		    need_job == 1 && argc - optind < 1 ? "needs a JOB" :
+		    "takes no more arguments", cli_progname, what);
 		return CLI_EXIT_USAGE;
 	}
 	if (argc - optind == 1) {

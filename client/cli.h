@@ -5,6 +5,7 @@
 #ifndef CLI_H
 #define CLI_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -42,7 +43,29 @@ struct cli_cmd {
 extern const char *cli_progname;
 /* Run as mergekit-yaml: "mergectl run" under mergekit's name. */
 extern bool cli_as_mergekit;
-void cli_usage_error(const char *, ...) __attribute__((format(printf, 1, 2)));
+const char *cli_command_summary(const char *name);
+
+/*
+ * errors.c: mergectl's own errors, on stderr and, with --json anywhere on
+ * the command line (cli_json), as one error object on stdout.  code is
+ * one of the daemon's (PROTO_E_*) or of mergectl's own below.
+ */
+#define CLI_E_USAGE "usage"		/* exit 2 */
+#define CLI_E_FAILED "failed"		/* exit 1 */
+#define CLI_E_NO_DAEMON "no_daemon"	/* exit 5 */
+#define CLI_E_UNTRUSTED "untrusted"	/* exit 11 */
+#define CLI_E_INTERRUPTED "interrupted"	/* exit 130 */
+
+extern bool cli_json;
+void cli_verror(const char *code, const char *cmd,
+    const struct graph_diags *d, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+void cli_error(const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void cli_error_diags(const char *code, const struct graph_diags *d,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void cli_usage_error(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
 
 /* cmd-run.c */
 int cli_cmd_run(int argc, char **argv);

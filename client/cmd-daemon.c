@@ -103,14 +103,27 @@ cli_cmd_daemon(int argc, char **argv)
 	int rc;
 
 	if (argc < 2) {
-		cli_usage_error("usage: %s daemon start|stop|status",
-		    cli_progname);
+		cli_usage_error("daemon needs start, stop or status; '%s daemon "
+		    "--help' says more", cli_progname);
 		return CLI_EXIT_USAGE;
 	}
 	sub = argv[1];
 	if (strcmp(sub, "--help") == 0 || strcmp(sub, "-h") == 0) {
 		printf("usage: %s daemon start|stop|status [--socket PATH] "
-		    "[--json]\n", cli_progname);
+		    "[--json] [-q]\n"
+		    "the personal daemon (or the one at --socket)\n\n"
+		    "  start          start your personal daemon unless one "
+		    "answers (submit does\n"
+		    "                 this too)\n"
+		    "  stop           stop it: running jobs are interrupted, to "
+		    "be resumed\n"
+		    "  status         whether it answers, its jobs and its "
+		    "memory\n"
+		    "  --socket PATH  the daemon's socket (default: "
+		    "$MERGED_SOCKET, else your\n"
+		    "                 personal daemon's)\n"
+		    "  --json         print the reply (or the error) as JSON\n"
+		    "  -q, --quiet    fewer messages\n", cli_progname);
 		return CLI_EXIT_OK;
 	}
 	if ((rc = cli_simple_args(argc - 1, argv + 1, "daemon", 0, &a)) != 0)

@@ -34,6 +34,7 @@ struct run_ctx {
 	char *err;
 	bool interrupted;
 	bool finished;
+	bool said;		/* the error is printed already */
 };
 
 static void
@@ -112,9 +113,18 @@ run_report(const struct cli_merge_opts *o, const struct run_ctx *r,
     const struct graph_plan *plan, const char *out, double secs)
 {
 	struct graph_plan_summary s;
+	const char *msg = NULL, *code = NULL;
 	char *sz, *pk;
 
+	if (r->said)
+		return;
 	graph_plan_summary(plan, &s);
+	if (r->rc != 0) {
+		msg = r->err ? r->err : strerror(-r->rc);
+		code = r->interrupted ? CLI_E_INTERRUPTED : r->rc == -EEXIST ?
+		    PROTO_E_EXISTS : CLI_E_FAILED;
+		fprintf(stderr, "%s: merge failed: %s\n", cli_progname, msg);
+	}
 	if (o->json) {
 		struct xbuf x = { 0 };
 		xbuf_add(&x, "{\"ok\":", 6);
@@ -122,8 +132,11 @@ run_report(const struct cli_merge_opts *o, const struct run_ctx *r,
 		xbuf_add(&x, ",\"out\":", 7);
 		graph_json_string(&x, out);
 		if (r->rc != 0) {
-			xbuf_add(&x, ",\"error\":", 9);
-			graph_json_string(&x, r->err ? r->err : "");
+			/* The shape of every error under --json (errors.c). */
+			xbuf_printf(&x, ",\"error\":{\"code\":\"%s\",\"msg\":",
+			    code);
+			graph_json_string(&x, msg);
+			xbuf_add(&x, "}", 1);
 		}
 		xbuf_printf(&x, ",\"tensors\":%zu,\"shards\":%zu,\"bytes\":%"
 		    PRIu64 ",\"seconds\":%.3f,\"peak_memory\":%" PRIu64
@@ -133,11 +146,8 @@ run_report(const struct cli_merge_opts *o, const struct run_ctx *r,
 		xbuf_free(&x);
 		return;
 	}
-	if (r->rc != 0) {
-		fprintf(stderr, "%s: merge failed: %s\n", cli_progname,
-		    r->err ? r->err : strerror(-r->rc));
+	if (r->rc != 0)
 		return;
-	}
 	sz = graph_format_size(s.bytes_written);
 	pk = graph_format_size(r->last.memory_peak);
 	if (!o->quiet)
@@ -223,13 +233,15 @@ run_plan(const struct cli_merge_opts *o, const char *path,
 	if (graph_config_load_file(path, cfg, &d) != 0 ||
 	    graph_plan_build(*cfg, &po, plan, &d) != 0)
 		rc = CLI_EXIT_INVALID;
-	graph_diags_print(&d, stderr);
-	if (rc != CLI_EXIT_OK)
-		fprintf(stderr, "%s: %zu problem%s found; nothing was read or "
-		    "written\n", cli_progname, d.nerrors, d.nerrors == 1 ? "" :
-		    "s");
-	else if (o->verbose > 0)
-		run_say_plan(*plan);
+	if (rc != CLI_EXIT_OK) {
+		cli_error_diags(PROTO_E_BAD_CONFIG, &d, "%zu problem%s found; "
+		    "nothing was read or written", d.nerrors, d.nerrors == 1 ?
+		    "" : "s");
+	} else {
+		graph_diags_print(&d, stderr);
+		if (o->verbose > 0)
+			run_say_plan(*plan);
+	}
 	graph_diags_fini(&d);
 	return rc;
 }
@@ -244,8 +256,10 @@ run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
 	char *cause = NULL, *name;
 	int rc, dirfd;
 
-	if ((dirfd = cli_open_parent(out, &name, true)) < 0)
+	if ((dirfd = cli_open_parent(out, &name, true)) < 0) {
+		r->said = true;
 		return CLI_EXIT_FAILED;
+	}
 	if (uv_loop_init(&r->loop) != 0) {
 		close(dirfd);
 		free(name);

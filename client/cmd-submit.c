@@ -236,8 +236,8 @@ cli_cmd_submit(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	if ((rc = graph_read_file(cfgpath, PROTO_MAX_CONFIG, &text,
 	    &len)) != 0) {
-		fprintf(stderr, "%s: %s: %s\n", cli_progname, cfgpath,
-		    rc == -EFBIG ? "the config is too large" : rc == -EINVAL ?
+		cli_error(PROTO_E_BAD_CONFIG, "%s: %s", cfgpath, rc == -EFBIG ?
+		    "the config is too large" : rc == -EINVAL ?
 		    "not a regular file" : strerror(-rc));
 		return CLI_EXIT_INVALID;
 	}

@@ -132,7 +132,7 @@ cli_spawn_daemon(const char *path)
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&at);
 	if (rc != 0)
-		fprintf(stderr, "%s: cannot start %s: %s\n", cli_progname, bin,
+		cli_error(CLI_E_NO_DAEMON, "cannot start %s: %s", bin,
 		    strerror(rc));
 	free(bin);
 	free(dir);
@@ -168,8 +168,8 @@ cli_connect(struct cli_conn *c, const char *path, bool autostart)
 		}
 	}
 	if (fd < 0) {
-		fprintf(stderr, "%s: no daemon answers on %s: %s\n",
-		    cli_progname, path, strerror(-fd));
+		cli_error(CLI_E_NO_DAEMON, "no daemon answers on %s: %s", path,
+		    strerror(-fd));
 		return -1;
 	}
 	c->fd = fd;
@@ -203,8 +203,8 @@ cli_send(struct cli_conn *c, cJSON *msg, const int *fds, size_t nfds)
 
 	cJSON_Delete(msg);
 	if (line == NULL) {
-		fprintf(stderr, "%s: the request is not valid UTF-8\n",
-		    cli_progname);
+		cli_error(PROTO_E_BAD_REQUEST, "the request is not valid "
+		    "UTF-8");
 		return -1;
 	}
 	while (off < len) {
@@ -228,8 +228,8 @@ cli_send(struct cli_conn *c, cJSON *msg, const int *fds, size_t nfds)
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n <= 0) {
-			fprintf(stderr, "%s: sending to the daemon: %s\n",
-			    cli_progname, strerror(errno));
+			cli_error(CLI_E_NO_DAEMON, "sending to the daemon: %s",
+			    strerror(errno));
 			free(line);
 			return -1;
 		}
@@ -247,23 +247,22 @@ cli_recv_failed(enum frame_status st)
 	case FRAME_TOO_LONG:
 		/* Not a closed connection: the daemon said more than one
 		 * message may hold (a long job list, say). */
-		fprintf(stderr, "%s: the daemon's reply is too large (over "
-		    "%u KiB, the most one message may hold); ask for less, "
-		    "such as one job (mergectl status JOB), or check that "
-		    "mergectl and merged are the same version\n",
-		    cli_progname, PROTO_MAX_LINE >> 10);
+		cli_error(CLI_E_NO_DAEMON, "the daemon's reply is too large "
+		    "(over %u KiB, the most one message may hold); ask for "
+		    "less, such as one job (mergectl status JOB), or check "
+		    "that mergectl and merged are the same version",
+		    PROTO_MAX_LINE >> 10);
 		break;
 	case FRAME_BAD:
-		fprintf(stderr, "%s: bad reply from the daemon: an empty line, "
-		    "a NUL byte or invalid UTF-8\n", cli_progname);
+		cli_error(CLI_E_NO_DAEMON, "bad reply from the daemon: an "
+		    "empty line, a NUL byte or invalid UTF-8");
 		break;
 	case FRAME_TRUNCATED:
-		fprintf(stderr, "%s: the daemon closed the connection in the "
-		    "middle of a reply\n", cli_progname);
+		cli_error(CLI_E_NO_DAEMON, "the daemon closed the connection "
+		    "in the middle of a reply");
 		break;
 	default:
-		fprintf(stderr, "%s: the daemon closed the connection\n",
-		    cli_progname);
+		cli_error(CLI_E_NO_DAEMON, "the daemon closed the connection");
 		break;
 	}
 }
@@ -285,8 +284,8 @@ cli_recv(struct cli_conn *c, int timeout_ms)
 		st = frame_next(&c->in, &line, &len);
 		if (st == FRAME_OK) {
 			if ((msg = msg_parse(line, len, &why)) == NULL)
-				fprintf(stderr, "%s: bad reply from the daemon: "
-				    "%s\n", cli_progname, why);
+				cli_error(CLI_E_NO_DAEMON, "bad reply from the "
+				    "daemon: %s", why);
 			return msg;
 		}
 		if (st != FRAME_MORE || c->in.eof) {
@@ -297,8 +296,8 @@ cli_recv(struct cli_conn *c, int timeout_ms)
 		if (r == -1 && errno == EINTR)
 			continue;
 		if (r == 0) {
-			fprintf(stderr, "%s: the daemon did not answer within "
-			    "%d s\n", cli_progname, timeout_ms / 1000);
+			cli_error(CLI_E_NO_DAEMON, "the daemon did not answer "
+			    "within %d s", timeout_ms / 1000);
 			return NULL;
 		}
 		space = frame_space(&c->in, &room);

@@ -40,16 +40,16 @@ static const struct cli_cmd commands[] = {
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
 
-void
-cli_usage_error(const char *fmt, ...)
+/* A command's one-line summary, for its --help. */
+const char *
+cli_command_summary(const char *name)
 {
-	va_list ap;
+	size_t i;
 
-	fprintf(stderr, "%s: ", cli_progname);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
+	for (i = 0; i < NCOMMANDS; i++)
+		if (strcmp(commands[i].name, name) == 0)
+			return commands[i].help;
+	return "";
 }
 
 static void
@@ -89,9 +89,13 @@ usage(FILE *fp)
 int
 main(int argc, char **argv)
 {
-	const char *base;
+	const char *base, *names[NCOMMANDS], *near;
 	size_t i;
 
+	/* --json asks for errors as JSON too, even those found before the
+	 * command has parsed its options (errors.c). */
+	for (i = 1; i < (size_t)argc && strcmp(argv[i], "--") != 0; i++)
+		cli_json |= strcmp(argv[i], "--json") == 0;
 	signal(SIGPIPE, SIG_IGN);
 	/* Over a file size limit, fail the write with EFBIG; do not die. */
 	signal(SIGXFSZ, SIG_IGN);
@@ -120,7 +124,11 @@ main(int argc, char **argv)
 	for (i = 0; i < NCOMMANDS; i++)
 		if (strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].run(argc - 1, argv + 1);
-	cli_usage_error("unknown command '%s'", argv[1]);
-	usage(stderr);
+	for (i = 0; i < NCOMMANDS; i++)
+		names[i] = commands[i].name;
+	near = graph_suggest(argv[1], names, NCOMMANDS);
+	cli_usage_error("unknown command '%s'%s%s%s; '%s --help' lists the "
+	    "commands", argv[1], near ? " (did you mean " : "", near ? near :
+	    "", near ? "?)" : "", cli_progname);
 	return CLI_EXIT_USAGE;
 }

@@ -46,8 +46,8 @@ cli_models_add(struct cli_models *m, int fd)
 {
 	if (m->nfds == PROTO_MAX_FDS) {
 		close(fd);
-		fprintf(stderr, "%s: a merge of more than %d models cannot be "
-		    "submitted\n", cli_progname, PROTO_MAX_FDS - 1);
+		cli_error(PROTO_E_BAD_CONFIG, "a merge of more than %d models "
+		    "cannot be submitted", PROTO_MAX_FDS - 1);
 		return -1;
 	}
 	m->fds[m->nfds] = fd;
@@ -110,11 +110,12 @@ cli_models_open(struct cli_models *m, const char *text, size_t len,
 		goto out;
 	rc = 0;
 out:
-	graph_diags_print(&d, stderr);
-	if (rc == CLI_EXIT_INVALID)
-		fprintf(stderr, "%s: %zu problem%s found; nothing was "
-		    "submitted\n", cli_progname, d.nerrors, d.nerrors == 1 ? "" :
+	if (rc == CLI_EXIT_INVALID && d.n > 0)
+		cli_error_diags(PROTO_E_BAD_CONFIG, &d, "%zu problem%s found; "
+		    "nothing was submitted", d.nerrors, d.nerrors == 1 ? "" :
 		    "s");
+	else
+		graph_diags_print(&d, stderr);
 	free(refs);
 	graph_config_free(cfg);
 	graph_diags_fini(&d);

@@ -295,8 +295,8 @@ cli_open_parent(const char *out, char **name, bool create)
 		cli_mkdirs(dup, 0755);
 	if (strcmp(*name, ".") == 0 || strcmp(*name, "..") == 0 ||
 	    (fd = open(dup, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		fprintf(stderr, "%s: cannot use %s as the output directory: "
-		    "%s\n", cli_progname, out, strcmp(*name, ".") == 0 ||
+		cli_error(CLI_E_FAILED, "cannot use %s as the output "
+		    "directory: %s", out, strcmp(*name, ".") == 0 ||
 		    strcmp(*name, "..") == 0 ? "give a new directory's name" :
 		    strerror(errno));
 		free(dup);

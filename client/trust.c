@@ -43,7 +43,7 @@ cli_trust_dir(const char *path, bool create)
 	free(p);
 	if (rc == 0 || (rc == -ENOENT && cause == NULL))
 		return 0;	/* missing: nothing answers there */
-	fprintf(stderr, "%s: refusing to connect: %s\n", cli_progname, cause);
+	cli_error(CLI_E_UNTRUSTED, "refusing to connect: %s", cause);
 	free(cause);
 	return CLI_EXIT_UNTRUSTED;
 }
@@ -85,9 +85,9 @@ cli_trust_peer(int fd, const char *path, bool personal)
 	bool have_team;
 
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &uc, &len) == -1) {
-		fprintf(stderr, "%s: cannot tell who answers on %s "
-		    "(SO_PEERCRED: %s); refusing to send it anything\n",
-		    cli_progname, path, strerror(errno));
+		cli_error(CLI_E_UNTRUSTED, "cannot tell who answers on %s "
+		    "(SO_PEERCRED: %s); refusing to send it anything", path,
+		    strerror(errno));
 		return CLI_EXIT_UNTRUSTED;
 	}
 	have_team = cli_team_uid(&team, &tname);
@@ -107,8 +107,8 @@ cli_trust_peer(int fd, const char *path, bool personal)
 		want = xasprintf("by root%s%s or the team's user %s (no such "
 		    "user; set MERGED_USER to the user the team's daemon runs "
 		    "as)", me != 0 ? ", " : "", me != 0 ? mine : "", tname);
-	fprintf(stderr, "%s: %s is answered by %s, not %s; refusing to send it "
-	    "anything\n", cli_progname, path, who, want);
+	cli_error(CLI_E_UNTRUSTED, "%s is answered by %s, not %s; refusing "
+	    "to send it anything", path, who, want);
 	free(who);
 	free(mine);
 	free(want);

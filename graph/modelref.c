@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -128,6 +129,48 @@ is_dir(const char *path)
 	struct stat st;
 
 	return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/*
+ * For a local path that is no directory: the nearest name of a directory
+ * beside where it points (at most 4096 entries looked at), as the path
+ * would be written with it, or NULL.  "./demo/llama-bse" -> "./demo/llama-base".
+ */
+static char *
+near_dir(const char *path, const char *local)
+{
+	const char *names[4096], *pick, *last = strrchr(local, '/');
+	char *parent, *full, *out = NULL;
+	struct dirent *de;
+	size_t n = 0, i, keep;
+	DIR *d;
+
+	if (last == NULL || last[1] == '\0')
+		return NULL;
+	parent = last == local ? xstrdup("/") : xstrndup(local,
+	    (size_t)(last - local));
+	if ((d = opendir(parent)) == NULL) {
+		free(parent);
+		return NULL;
+	}
+	while (n < 4096 && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		full = xasprintf("%s/%s", parent, de->d_name);
+		if (is_dir(full))
+			names[n++] = xstrdup(de->d_name);
+		free(full);
+	}
+	closedir(d);
+	if ((pick = graph_suggest(last + 1, names, n)) != NULL) {
+		keep = strrchr(path, '/') != NULL ? (size_t)(strrchr(path, '/') -
+		    path) + 1 : 0;
+		out = xasprintf("%.*s%s", (int)keep, path, pick);
+	}
+	for (i = 0; i < n; i++)
+		free((char *)names[i]);
+	free(parent);
+	return out;
 }
 
 char *
@@ -244,15 +287,18 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
     struct graph_resolved *out, char **cause)
 {
 	struct xbuf tried = { 0 };
-	char *local, *root, *name;
+	char *local, *root, *name, *near;
+	const char *rel = r->path;
 	int rc;
 
 	memset(out, 0, sizeof *out);
 	out->rootfd = -1;
+	while (strncmp(rel, "./", 2) == 0)
+		rel += 2;
 	if (r->path[0] == '/' || env->cwd == NULL)
 		local = xstrdup(r->path);
 	else
-		local = xasprintf("%s/%s", env->cwd, r->path);
+		local = xasprintf("%s/%s", env->cwd, rel);
 	if (is_dir(local) && (out->rootfd = open(local, O_RDONLY |
 	    O_DIRECTORY | O_CLOEXEC)) != -1) {
 		/* As in mergekit, a local path ignores the revision. */
@@ -261,7 +307,12 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 		out->rel = xstrdup(".");
 		return 0;
 	}
-	xbuf_printf(&tried, ", %s (no such directory)", local);
+	xbuf_printf(&tried, ", %s (no such directory", local);
+	if (r->path[0] != '/' && env->cwd != NULL)
+		xbuf_printf(&tried, "; a relative path is from the current "
+		    "directory, %s", env->cwd);
+	xbuf_printf(&tried, ")");
+	near = near_dir(r->path, local);
 	free(local);
 	root = modelref_hf_cache_root(env);
 	if (is_repo_id(r->path) && root != NULL) {
@@ -278,8 +329,10 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 	name = graph_ref_str(r);
 	/* One line: a problem is printed as one (diag.c escapes line breaks,
 	 * which names from files may hold), so the places are a list. */
-	*cause = xasprintf("model '%s' not found; looked in: %s", name,
-	    tried.data + 2);
+	*cause = xasprintf("model '%s' not found; looked in: %s%s%s%s", name,
+	    tried.data + 2, near ? "; did you mean '" : "", near ? near : "",
+	    near ? "'?" : "");
+	free(near);
 	free(name);
 	xbuf_free(&tried);
 	rc = -ENOENT;

@@ -282,6 +282,81 @@ test_submit(void)
 	free(o);
 }
 
+/* Every command's --help says what it does and lists its options. */
+static void
+test_help(void)
+{
+	static const char *const cmds[] = { "submit", "status", "list",
+		"watch", "logs", "cancel", "resume", "rm", "clean", "daemon",
+		"plan", "run" };
+	char *o = NULL;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+		rc = tl_runf(&o, "%s %s --help", tl_mergectl, cmds[i]);
+		ok(rc == 0 && strncmp(o, "usage: mergectl ", 16) == 0 &&
+		    strstr(o, "--json") != NULL && strchr(o, '\n') !=
+		    strrchr(o, '\n'), "%s --help: usage and its options", cmds[i]);
+		free(o);
+	}
+	rc = tl_runf(&o, "%s submit --help", tl_mergectl);
+	ok_str_has(o, "-q, --quiet", "submit --help lists -q");
+	free(o);
+	rc = tl_runf(&o, "%s statsu 2>&1", tl_mergectl);
+	ok_int_eq(rc, 2, "an unknown command: exit 2");
+	ok_str_has(o, "unknown command 'statsu' (did you mean status?)",
+	    "with the nearest command");
+	ok(strstr(o, "exit codes") == NULL, "in one line, not the whole usage");
+	free(o);
+}
+
+/* --json: every error, mergectl's own included, is one object on stdout. */
+static void
+test_json_errors(void)
+{
+	char *o = NULL, sock[4096];
+	int rc;
+
+	tl_write_at(dir, "bad.yml", "merge_method: linear\nmodels:\n"
+	    "  - model: ./nowhere\n    parameters: {weight: 1}\n");
+	rc = tl_runf(&o, "cd %s && %s run bad.yml out-j --json 2>/dev/null",
+	    dir, tl_mergectl);
+	ok_int_eq(rc, 3, "run --json, a config error: exit 3");
+	ok(o != NULL && strncmp(o, "{\"ok\":false,\"error\":{\"code\":"
+	    "\"bad_config\",\"msg\":\"1 problem found; nothing was read or "
+	    "written\",\"problems\":[\"bad.yml:3:12: error: model './nowhere' "
+	    "not found", 111) == 0, "and one error object on stdout: %s",
+	    o ? o : "");
+	free(o);
+	snprintf(sock, sizeof sock, "%s/none.sock", dir);
+	rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s %s submit bad.yml -o out-j "
+	    "--json 2>/dev/null", dir, sock, tl_mergectl);
+	ok_int_eq(rc, 3, "submit --json, caught before sending: exit 3");
+	ok_str_has(o, "\"code\":\"bad_config\",\"msg\":\"1 problem found; "
+	    "nothing was submitted\"", "an error object on stdout");
+	free(o);
+	rc = tl_runf(&o, "%s run --json --random-sed 1 2>/dev/null",
+	    tl_mergectl);
+	ok_int_eq(rc, 2, "run --json, a usage error: exit 2");
+	ok_str_has(o, "{\"ok\":false,\"error\":{\"code\":\"usage\",\"msg\":"
+	    "\"unknown option '--random-sed' (did you mean --random-seed?)\"}}",
+	    "an error object on stdout");
+	free(o);
+	rc = tl_runf(&o, "MERGED_SOCKET=%s %s status 7 --json 2>/dev/null",
+	    sock, tl_mergectl);
+	ok_int_eq(rc, 5, "status --json, no daemon: exit 5");
+	ok_str_has(o, "{\"ok\":false,\"error\":{\"code\":\"no_daemon\","
+	    "\"msg\":\"no daemon answers on ", "an error object on stdout");
+	free(o);
+	rc = tl_runf(&o, "cd %s && %s run ties.yml out-plain --json "
+	    "2>/dev/null", dir, tl_mergectl);
+	ok_int_eq(rc, 4, "run --json, the output exists: exit 4");
+	ok_str_has(o, "\"error\":{\"code\":\"exists\",\"msg\":", "an "
+	    "error object with its code");
+	free(o);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -313,5 +388,7 @@ main(int argc, char **argv)
 	test_usage_errors();
 	test_verbose();
 	test_submit();
+	test_help();
+	test_json_errors();
 	return tap_done();
 }

@@ -337,13 +337,16 @@ test_looked_in(void)
 	    "out-run 2>&1", dir, dir, tl_mergectl);
 	ok_int_eq(rc, 3, "run: a missing model is refused, exit 3");
 	snprintf(want, sizeof want, "missing.yml:3:12: error: model "
-	    "'./nowhere' not found; looked in: %s/./nowhere (no such "
-	    "directory)\n", dir);
-	ok_str_has(o, want, "run: the place tried follows \"looked in:\"");
+	    "'./nowhere' not found; looked in: %s/nowhere (no such "
+	    "directory; a relative path is from the current directory, %s)\n",
+	    dir, dir);
+	ok_str_has(o, want, "run: the place tried follows \"looked in:\", "
+	    "and relative paths are said to be from the current directory");
 	snprintf(want, sizeof want, "missing.yml:4:12: error: model "
 	    "'org/nowhere' not found; looked in: %s/org/nowhere (no such "
-	    "directory), %s/hub/models--org--nowhere/refs/main (no such ref)"
-	    "\n", dir, dir);
+	    "directory; a relative path is from the current directory, %s), "
+	    "%s/hub/models--org--nowhere/refs/main (no such ref)\n", dir, dir,
+	    dir);
 	ok_str_has(o, want, "run: several places are a list on the line");
 	ok(strstr(o, "\\n") == NULL, "run: no literal \\n");
 	free(o);
@@ -353,6 +356,15 @@ test_looked_in(void)
 	ok_int_eq(rc, 3, "submit: a missing model is refused, exit 3");
 	ok_str_has(o, want, "submit: the same list");
 	ok(strstr(o, "\\n") == NULL, "submit: no literal \\n");
+	free(o);
+	/* A typo in a directory's name: the nearest one beside it. */
+	tl_write_at(dir, "typo.yml", "merge_method: passthrough\n"
+	    "models:\n  - model: ./zoo/llama-bse\n");
+	rc = tl_runf(&o, "cd %s && mkdir -p zoo/llama-base zoo/qwen && %s run "
+	    "typo.yml out-typo 2>&1", dir, tl_mergectl);
+	ok_int_eq(rc, 3, "a misspelt model directory: exit 3");
+	ok_str_has(o, "; did you mean './zoo/llama-base'?\n", "naming the "
+	    "nearest directory, as the config would write it");
 	free(o);
 }
 

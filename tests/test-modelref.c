@@ -395,7 +395,8 @@ test_not_found(const char *tmp)
 	ok(out.dir == NULL && out.root == NULL, "with nothing resolved");
 	ok_str_has(cause, "model 'org/missing' not found",
 	    "the cause names the model");
-	p = xasprintf("%s/org/missing (no such directory)", cwd);
+	p = xasprintf("%s/org/missing (no such directory; a relative path is "
+	    "from the current directory, %s)", cwd, cwd);
 	ok_str_has(cause, p, "and lists the local directory");
 	free(p);
 	p = xasprintf("%s/models--org--missing/refs/main (no such ref)", hub);
