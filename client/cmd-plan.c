@@ -105,8 +105,12 @@ print_plan(const cJSON *j)
 	printf("method        %s, %d output layers, %d tensors\n",
 	    jstr(j, "method"), (int)jnum(j, "layers"),
 	    cJSON_GetArraySize(cJSON_GetObjectItem(j, "tensors")));
-	printf("reads         %s; writes %s; peak memory %s (budget %s)\n\n",
+	printf("reads         %s; writes %s; peak memory %s (budget %s)\n",
 	    r, w, m, b);
+	if (jnum(j, "kept_base") > 0)
+		printf("kept          %.0f tensors from the base model, "
+		    "unchanged: no t applies to them\n", jnum(j, "kept_base"));
+	printf("\n");
 	free(r);
 	free(w);
 	free(m);

@@ -57,6 +57,8 @@ run_usage(FILE *fp)
 	    "  --transformers-cache DIR  look models up in this Hugging Face "
 	    "cache\n"
 	    "  --force                replace OUT if it exists\n"
+	    "  --strict               what mergekit ignores (and mergectl warns "
+	    "of) is an error\n"
 	    "  -v, --verbose          say which architecture and what the plan "
 	    "holds\n"
 	    "  -q, --quiet            no progress output\n"
@@ -214,6 +216,9 @@ run_say_plan(const struct graph_plan *plan)
 	fprintf(fp, "%s: %zu tensors in %zu file%s: reads %s, writes %s, "
 	    "peak memory %s; seed %llu\n", cli_progname, s.tensors, s.shards,
 	    s.shards == 1 ? "" : "s", r, w, m, (unsigned long long)s.seed);
+	if (s.kept_base > 0)
+		fprintf(fp, "%s: %zu tensors from the base model, unchanged: no "
+		    "t applies to them\n", cli_progname, s.kept_base);
 	free(r);
 	free(w);
 	free(m);

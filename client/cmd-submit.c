@@ -58,6 +58,8 @@ submit_usage(FILE *fp)
 	    "  --memory SIZE          the most memory the job may use\n"
 	    "                         (default: the daemon's --memory)\n"
 	    "  --force                replace OUT if it exists\n"
+	    "  --strict               what mergekit ignores (and mergectl warns "
+	    "of) is an error\n"
 	    "  --allow-crimes         allow models of different "
 	    "architectures\n"
 	    "  --random-seed N        seed for random methods\n"

@@ -59,6 +59,8 @@ static const struct option merge_longopts[] = {
 	{ "no-safe-serialization", no_argument, NULL, OPT_NO_SAFE },
 	{ "transformers-cache", required_argument, NULL, OPT_HF_CACHE },
 	{ "force", no_argument, NULL, OPT_FORCE },
+	{ "strict", no_argument, NULL, OPT_STRICT },
+	{ "no-strict", no_argument, NULL, OPT_NO_STRICT },
 	{ "quiet", no_argument, NULL, 'q' },
 	{ "no-quiet", no_argument, NULL, OPT_NO_QUIET },
 	{ "verbose", no_argument, NULL, 'v' },
@@ -254,6 +256,10 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 		return 0;
 	case OPT_FORCE:
 		o->merge.force = true;
+		return 0;
+	case OPT_STRICT:
+	case OPT_NO_STRICT:
+		o->merge.strict = opt == OPT_STRICT;
 		return 0;
 	case 'q':
 	case OPT_NO_QUIET:

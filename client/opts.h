@@ -25,6 +25,8 @@ enum {
 	OPT_SAFE,
 	OPT_NO_SAFE,
 	OPT_NO_QUIET,
+	OPT_STRICT,
+	OPT_NO_STRICT,
 	OPT_OWN = 512,
 	/* mergekit-yaml's options that change nothing here (opts.c's
 	 * compat table), from OPT_COMPAT on. */

@@ -2,7 +2,8 @@
 /*
  * mergeopts-json.c: the merge options as a submit request's fields
  * (proto/PROTOCOL.md, "submit"): memory, seed, shard_size, force,
- * allow_crimes, copy_tokenizer and model_card.  Integers stay within
+ * allow_crimes, copy_tokenizer, model_card and strict (sent only when
+ * set: without it a request is what it always was).  Integers stay within
  * 2^53, the protocol's exact range; a field of the wrong type is an
  * error rather than a silent default.
  */
@@ -29,6 +30,8 @@ mergeopts_to_json(const struct graph_merge_opts *o, cJSON *obj)
 	cJSON_AddBoolToObject(obj, PROTO_F_ALLOW_CRIMES, o->allow_crimes);
 	cJSON_AddBoolToObject(obj, PROTO_F_COPY_TOKENIZER, o->copy_tokenizer);
 	cJSON_AddBoolToObject(obj, PROTO_F_MODEL_CARD, o->model_card);
+	if (o->strict)
+		cJSON_AddTrueToObject(obj, PROTO_F_STRICT);
 }
 
 /* An integer field: absent keeps *v; present must be 0 to 2^53. */
@@ -69,7 +72,8 @@ mergeopts_from_json(const cJSON *obj, struct graph_merge_opts *o,
 	    !mo_bool(obj, PROTO_F_FORCE, &o->force, cause) ||
 	    !mo_bool(obj, PROTO_F_ALLOW_CRIMES, &o->allow_crimes, cause) ||
 	    !mo_bool(obj, PROTO_F_COPY_TOKENIZER, &o->copy_tokenizer, cause) ||
-	    !mo_bool(obj, PROTO_F_MODEL_CARD, &o->model_card, cause))
+	    !mo_bool(obj, PROTO_F_MODEL_CARD, &o->model_card, cause) ||
+	    !mo_bool(obj, PROTO_F_STRICT, &o->strict, cause))
 		return -1;
 	return 0;
 }

@@ -233,6 +233,39 @@ arch_fini(struct arch *a)
 	memset(a, 0, sizeof *a);
 }
 
+/*
+ * Part A 16: the LM heads that the architecture model ties to an input
+ * embedding it has (so stores none), one at a time in *i, beginning at 0:
+ * the head's name, or NULL when there are no more.
+ */
+const char *
+arch_tied_head(const struct arch *a, size_t *i)
+{
+	size_t k;
+	bool has_embed, has_head;
+
+	for (; *i < sizeof tied_names / sizeof *tied_names; (*i)++) {
+		has_embed = has_head = false;
+		for (k = 0; k < a->npre; k++)
+			has_embed |= strcmp(a->pre[k].name,
+			    tied_names[*i].embed) == 0;
+		for (k = 0; k < a->npost; k++)
+			has_head |= strcmp(a->post[k].name,
+			    tied_names[*i].head) == 0;
+		if (has_embed && !has_head)
+			return tied_names[(*i)++].head;
+	}
+	return NULL;
+}
+
+/* A post-layer weight the architecture model does not store (a head). */
+void
+arch_add_post(struct arch *a, const char *name)
+{
+	arch_push(&a->post, &a->npost, name);
+	qsort(a->post, a->npost, sizeof *a->post, weight_cmp);
+}
+
 char *
 arch_layer_name(const struct arch *a, const struct arch_weight *w,
     int64_t layer)

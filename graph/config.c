@@ -72,7 +72,7 @@ cfg_keys(struct cfg_ctx *c, const struct ynode *map, const char *what,
     const char *const *allowed, size_t nallowed)
 {
 	static const char *const unsupported[] = {
-		"tokenizer_source", "tokenizer", "chat_template", "name",
+		"tokenizer_source", "tokenizer", "chat_template",
 	};
 	const char *key, *guess;
 	bool good = true;
@@ -523,19 +523,44 @@ cfg_dtype(struct cfg_ctx *c, const struct ynode *n, const char *key,
 		    "float32 or int64)", key, n->str);
 }
 
+/*
+ * A config written for another of mergekit's tools (mergekit-moe's
+ * mixture-of-experts builds) gets one message naming that tool, not an
+ * "unknown key" for each of its keys.
+ */
+static bool
+cfg_other_tool(struct cfg_ctx *c, const struct ynode *root)
+{
+	const struct ynode *n;
+
+	if (root->kind != YNODE_MAP || ((n = ynode_get(root, "gate_mode")) ==
+	    NULL && (n = ynode_get(root, "experts")) == NULL))
+		return false;
+	cfg_err(c, n, "this is a mergekit-moe config ('gate_mode', "
+	    "'experts'): it builds a mixture of experts, which mergectl does "
+	    "not do; mergectl runs mergekit-yaml configs");
+	return true;
+}
+
 static void
 cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
 {
 	static const char *const keys[] = { "merge_method", "models",
 		"slices", "modules", "base_model", "dtype", "out_dtype",
-		"parameters", "architecture", "allow_crimes" };
+		"parameters", "architecture", "allow_crimes", "name" };
 	const struct ynode *n, *models, *slices, *modules;
 	int forms;
 	bool b;
 
-	if (!cfg_keys(c, root, "the config", keys, 10) &&
+	if (cfg_other_tool(c, root))
+		return;
+	if (!cfg_keys(c, root, "the config", keys, 11) &&
 	    root->kind != YNODE_MAP)
 		return;
+	if ((n = ynode_get(root, "name")) != NULL) {
+		cfg->has_name = true;
+		cfg->name_mark = n->mark;
+	}
 	if ((n = ynode_get(root, "merge_method")) == NULL)
 		cfg_err(c, NULL, "missing 'merge_method'");
 	else if (cfg_string(c, n, "'merge_method'", &cfg->method))

@@ -253,6 +253,8 @@ char *arch_layer_name(const struct arch *a, const struct arch_weight *w,
 bool arch_name_is_embed(const char *);
 const char *arch_tied_name(const char *);
 size_t arch_tied_names(const char *name, const char **out, size_t max);
+const char *arch_tied_head(const struct arch *a, size_t *i);
+void arch_add_post(struct arch *a, const char *name);
 
 /* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
 int pvalue_eval(const struct graph_pvalue *v, double t, double *out);
@@ -295,6 +297,10 @@ struct graph_plan {
 	uint64_t total_in;
 	uint64_t peak_memory;
 	uint64_t memory;	/* the budget it is sized for (plan_memory) */
+	size_t kept_base;	/* tensors no base-fallback parameter (slerp's
+				 * t) applies to: the base's, unchanged */
+	bool untied;		/* the output stores a head the architecture
+				 * model ties (Part A 16) */
 	int64_t out_layers;	/* -1: leave config.json's count alone */
 	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
 	struct graph_plan_opts opts;

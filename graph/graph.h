@@ -190,6 +190,10 @@ struct graph_config {
 	bool modules;		/* written as modules: {default: ...} */
 	struct graph_params module_params;
 	bool allow_crimes;
+	/* mergekit-multi's "name:" of a stage, which mergekit-yaml (and so
+	 * the planner, with a warning) ignores. */
+	bool has_name;
+	struct graph_mark name_mark;
 };
 
 int graph_config_load_file(const char *path, struct graph_config **out,
@@ -284,6 +288,10 @@ struct graph_merge_opts {
 	bool copy_tokenizer;	/* the base model's tokenizer files */
 	bool model_card;	/* README.md and mergekit_config.yml */
 	bool force;		/* replace an existing output */
+	/* What mergekit ignores and the planner warns of (MERGEKIT.md Part
+	 * A 2) is an error.  Not kept by the daemon's store: it decides
+	 * only whether a config is accepted, never what a plan holds. */
+	bool strict;
 };
 
 void graph_merge_opts_default(struct graph_merge_opts *);
@@ -321,6 +329,7 @@ struct graph_plan_summary {
 	uint64_t bytes_written;
 	uint64_t peak_memory;
 	uint64_t seed;
+	size_t kept_base;	/* tensors copied from the base, no t applying */
 };
 void graph_plan_summary(const struct graph_plan *,
     struct graph_plan_summary *);

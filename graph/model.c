@@ -347,9 +347,15 @@ model_open(const struct graph_ref *ref, struct graph_resolved *r,
 	else if (model_has(m, "model.safetensors"))
 		rc = model_load_single(m, cause);
 	else {
-		*cause = model_has(m, "pytorch_model.bin") ?
-		    xasprintf("%s: only safetensors checkpoints are supported; "
-			"convert pytorch_model.bin first", m->dir) :
+		/* Said plainly until .bin checkpoints are read (they are
+		 * pickles, sharded with pytorch_model.bin.index.json). */
+		*cause = model_has(m, "pytorch_model.bin") ||
+		    model_has(m, "pytorch_model.bin.index.json") ?
+		    xasprintf("%s: this model is stored as pytorch_model.bin, "
+			"which mergectl does not read yet; convert it to "
+			"safetensors first (for example with transformers' "
+			"save_pretrained(..., safe_serialization=True))",
+			m->dir) :
 		    xasprintf("%s: no model.safetensors or "
 			"model.safetensors.index.json", m->dir);
 		rc = -ENOENT;

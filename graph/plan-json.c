@@ -120,6 +120,7 @@ static void
 plan_json_body(cJSON *o, const struct graph_plan *p)
 {
 	const struct model *am = p->models[p->arch_model].m;
+	const struct graph_method *meth;
 	cJSON *a, *m, *arr;
 	size_t i;
 
@@ -165,6 +166,10 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 	cJSON_AddNumberToObject(o, "bytes_written", (double)p->total_out);
 	cJSON_AddNumberToObject(o, "peak_memory", (double)p->peak_memory);
 	cJSON_AddNumberToObject(o, "memory_budget", (double)p->memory);
+	/* Only for a method whose parameter may be left out (slerp's t). */
+	meth = method_find(p->method_name);
+	if (meth != NULL && method_fallback_param(meth) != NULL)
+		cJSON_AddNumberToObject(o, "kept_base", (double)p->kept_base);
 }
 
 /*

@@ -517,6 +517,7 @@ plan_one(struct plan_build *b, const struct nslice *s,
 		return;	/* no base: reported once per slice */
 	plan_per_model(b, s, pt, t);
 	if (keep_base) {
+		p->kept_base++;
 		note = xasprintf("no %s applies: the base model's tensor, "
 		    "unchanged", method_fallback_param(b->method)->name);
 		plan_fold_copy(pt, (size_t)pt->base, note);
@@ -663,6 +664,13 @@ plan_tensors(struct plan_build *b)
 	for (k = 0; k < a->npost; k++)
 		plan_one(b, &b->slices[b->nslices - 1], &a->post[k], -1, 0, 0);
 	b->p->out_layers = b->cfg->form == GRAPH_FORM_SLICES ? out : -1;
+	/* Part A 6: t may be left out for some tensors, not for all. */
+	if (b->p->ntensors > 0 && b->p->kept_base == b->p->ntensors)
+		graph_diag_add(b->d, GRAPH_SEV_ERROR, b->cfg->path, "no tensor "
+		    "gets a '%s': the output would be the base model, "
+		    "unchanged; give '%s' in the parameters (mergekit requires "
+		    "it)", method_fallback_param(b->method)->name,
+		    method_fallback_param(b->method)->name);
 	if (b->suppressed > 0)
 		graph_diag_add(b->d, GRAPH_SEV_ERROR, NULL, "%zu more errors "
 		    "like the ones above were not shown", b->suppressed);

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -165,6 +166,32 @@ plan_find_ref(const struct plan_build *b, const struct graph_ref *ref)
 }
 
 /*
+ * Part A 16: where the architecture model ties its LM head to its input
+ * embedding (stores none) but some input stores one, the output stores
+ * the merged head, each model without one contributing its embedding
+ * (plan_find_input's tied names), and config.json is untied (writer.c):
+ * mergekit keeps it tied, so transformers overwrites its merged head
+ * with the embedding on load.  When no input stores a head, the output
+ * has none and stays tied.
+ */
+static void
+plan_untie(struct plan_build *b)
+{
+	struct graph_plan *p = b->p;
+	const char *head;
+	size_t i = 0, mi;
+
+	while ((head = arch_tied_head(&p->arch, &i)) != NULL)
+		for (mi = 0; mi < p->nmodels; mi++) {
+			if (model_find(p->models[mi].m, head) == NULL)
+				continue;
+			arch_add_post(&p->arch, head);
+			p->untied = true;
+			break;
+		}
+}
+
+/*
  * Part A item 5: an explicit "architecture:" wins, else the base model,
  * else the first model in config order.  Mixing families needs
  * allow_crimes, and the error says which models differ and how.
@@ -226,6 +253,7 @@ plan_choose_arch(struct plan_build *b)
 		free(cause);
 		return -EINVAL;
 	}
+	plan_untie(b);
 	return 0;
 }
 
@@ -354,10 +382,68 @@ plan_slices_from_slices(struct plan_build *b)
 }
 
 /*
+ * What mergekit-yaml accepts and ignores, and so do we, saying so (Part A
+ * 2): a warning, or under --strict an error.
+ */
+static void plan_ignored(struct plan_build *b, struct graph_mark mark,
+    const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void
+plan_ignored(struct plan_build *b, struct graph_mark mark, const char *fmt,
+    ...)
+{
+	bool strict = b->p->opts.merge.strict;
+	va_list ap;
+	char *msg;
+
+	va_start(ap, fmt);
+	msg = xvasprintf(fmt, ap);
+	va_end(ap);
+	graph_diag_at(b->d, strict ? GRAPH_SEV_ERROR : GRAPH_SEV_WARNING,
+	    b->cfg->path, mark, "%s%s", msg, strict ? " (an error under "
+	    "--strict)" : "; --strict makes this an error");
+	free(msg);
+}
+
+/*
+ * The merge methods, besides this one, that have a parameter called name
+ * (per model when per_model), as "a, b, c"; NULL when none has.
+ */
+static char *
+param_users(const struct graph_method *self, const char *name,
+    bool per_model)
+{
+	const char *names[GRAPH_MAX_METHODS];
+	const struct graph_method *m;
+	struct xbuf x = { 0 };
+	size_t n, i, k = 0;
+	int idx;
+
+	n = method_names(names, GRAPH_MAX_METHODS);
+	for (i = 0; i < n; i++) {
+		m = method_find(names[i]);
+		if (m == self || (idx = method_param_index(m, name)) < 0 ||
+		    (per_model && !m->params[idx].per_model))
+			continue;
+		if (k++ < 4)
+			xbuf_printf(&x, "%s%s", k > 1 ? ", " : "", m->name);
+	}
+	if (k == 0)
+		return NULL;
+	if (k > 4)
+		xbuf_printf(&x, " and %zu more", k - 4);
+	return xbuf_take(&x);
+}
+
+/*
  * Parameter names must belong to the method: a typo must not silently
- * produce a different model (Part A item 2).  Global parameters are only
- * read at slice, module and top level (Part B 1.6), so one written per
- * model is an error too, not an ignored value.
+ * produce a different model (Part A item 2), so a name that no method
+ * knows is an error with the nearest one.  But a name that some method
+ * knows, or one mergekit has known (embed_slerp), is what published
+ * configs carry from one recipe to the next and mergekit ignores: a
+ * warning that says so.  Global parameters are only read at slice,
+ * module and top level (Part B 1.6): one written per model is ignored
+ * too, with a warning.
  */
 static void
 plan_check_param_names(struct plan_build *b, const struct graph_params *ps,
@@ -365,6 +451,7 @@ plan_check_param_names(struct plan_build *b, const struct graph_params *ps,
 {
 	const struct graph_method *m = b->method;
 	const char *names[32], *guess;
+	char *users;
 	size_t i, k;
 	int idx;
 
@@ -377,11 +464,25 @@ plan_check_param_names(struct plan_build *b, const struct graph_params *ps,
 		if (idx >= 0 && (!model_level || m->params[idx].per_model))
 			continue;
 		if (idx >= 0) {
-			graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
-			    ps->v[i].mark, "'%s' is a global parameter of %s: "
-			    "set it in the slice's or the top-level "
-			    "parameters, not per model", ps->v[i].name,
-			    m->name);
+			plan_ignored(b, ps->v[i].mark, "'%s' is a global "
+			    "parameter of %s, read from the slice's or the "
+			    "top-level parameters: per model, mergekit ignores "
+			    "it, and so does mergectl", ps->v[i].name, m->name);
+			continue;
+		}
+		if (strcmp(ps->v[i].name, "embed_slerp") == 0) {
+			plan_ignored(b, ps->v[i].mark, "'embed_slerp' is a "
+			    "parameter of no merge method: mergekit ignores "
+			    "it, and so does mergectl");
+			continue;
+		}
+		users = param_users(m, ps->v[i].name, false);
+		if (users != NULL) {
+			plan_ignored(b, ps->v[i].mark, "'%s' is not a "
+			    "parameter of %s (it is one of %s): mergekit "
+			    "ignores it here, and so does mergectl",
+			    ps->v[i].name, m->name, users);
+			free(users);
 			continue;
 		}
 		guess = graph_suggest(ps->v[i].name, names, k);
@@ -399,6 +500,10 @@ plan_check_params(struct plan_build *b)
 	const struct graph_config *cfg = b->cfg;
 	size_t i, j;
 
+	if (cfg->has_name)
+		plan_ignored(b, cfg->name_mark, "'name' names a stage of a "
+		    "mergekit-multi file: mergekit-yaml ignores it, and so "
+		    "does mergectl");
 	plan_check_param_names(b, &cfg->params, false);
 	plan_check_param_names(b, &cfg->module_params, false);
 	for (i = 0; i < cfg->nmodels; i++)
@@ -574,6 +679,7 @@ graph_plan_summary(const struct graph_plan *p, struct graph_plan_summary *s)
 	s->bytes_written = p->total_out;
 	s->peak_memory = p->peak_memory;
 	s->seed = p->seed;
+	s->kept_base = p->kept_base;
 }
 
 void

@@ -266,7 +266,7 @@ writer_config(const struct graph_plan *p, int dfd,
 {
 	const struct model *donor = p->models[p->donor].m;
 	const struct model *am = p->models[p->arch_model].m;
-	const char *keys[5], *vals[5];
+	const char *keys[6], *vals[6];
 	char *arch, *mt = NULL, *layers = NULL, *dt = NULL, *text;
 	struct xbuf x = { 0 };
 	size_t n = 0;
@@ -298,6 +298,10 @@ writer_config(const struct graph_plan *p, int dfd,
 			keys[n] = "dtype";
 			vals[n++] = dt;
 		}
+	}
+	if (p->untied) {
+		keys[n] = "tie_word_embeddings";
+		vals[n++] = "false";
 	}
 	text = jsonpatch_apply(donor->config_text, strlen(donor->config_text),
 	    keys, vals, n);

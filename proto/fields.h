@@ -57,6 +57,7 @@
 #define PROTO_F_ALLOW_CRIMES "allow_crimes"
 #define PROTO_F_COPY_TOKENIZER "copy_tokenizer"
 #define PROTO_F_MODEL_CARD "model_card"
+#define PROTO_F_STRICT "strict"
 /* In a bad_config error: every problem found. */
 #define PROTO_F_PROBLEMS "problems"
 

@@ -243,8 +243,21 @@ test_families(void)
 	p = plan("merge_method: linear\nmodels:\n  - model: tied\n"
 	    "    parameters: {weight: 1}\n  - model: llama\n"
 	    "    parameters: {weight: 1}\n", &m, false);
-	ok(p != NULL && tensor(p, "lm_head.weight") == NULL, "tied base: the "
-	    "output stays tied, no lm_head (%s)", m);
+	/* Part A 16: a tied base and a model that stores a head: the
+	 * output stores the merged head, untied (mergekit drops it). */
+	t = tensor(p, "lm_head.weight");
+	ok(t != NULL && t->nin == 2 && strcmp(t->in[0].name,
+	    "model.embed_tokens.weight") == 0 && strcmp(t->in[1].name,
+	    "lm_head.weight") == 0 && p->untied, "tied base, a donor with a "
+	    "head: the merged head is stored, the base's embedding standing "
+	    "in for its head, and the output is untied (%s)", m);
+	graph_plan_free(p);
+	free(m);
+	p = plan("merge_method: linear\nmodels:\n  - model: tied\n"
+	    "    parameters: {weight: 1}\n", &m, false);
+	ok(p != NULL && tensor(p, "lm_head.weight") == NULL && !p->untied,
+	    "no input stores a head: the output has none and stays tied (%s)",
+	    m);
 	graph_plan_free(p);
 	free(m);
 	/* Vocab sizes differ: linear rectifies, task_arithmetic crops. */
