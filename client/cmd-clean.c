@@ -145,13 +145,12 @@ cli_cmd_clean(int argc, char **argv)
 			rc = CLI_EXIT_OK;
 			goto out;
 		default:
-			clean_usage(stderr);
-			goto out;
+			goto out;	/* cli_getopt said why */
 		}
 	}
 	if (optind != argc) {
-		cli_usage_error("clean takes no arguments besides its options");
-		clean_usage(stderr);
+		cli_usage_error("clean takes no arguments besides its options; "
+		    "'%s clean --help' lists them", cli_progname);
 		goto out;
 	}
 	if ((rc = cli_open(&c, socket, false)) != 0)

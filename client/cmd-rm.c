@@ -60,13 +60,12 @@ cli_cmd_rm(int argc, char **argv)
 			rm_usage(stdout);
 			return CLI_EXIT_OK;
 		default:
-			rm_usage(stderr);
-			return CLI_EXIT_USAGE;
+			return CLI_EXIT_USAGE;	/* cli_getopt said why */
 		}
 	}
 	if ((n = argc - optind) < 1) {
-		cli_usage_error("rm needs at least one JOB");
-		rm_usage(stderr);
+		cli_usage_error("rm needs at least one JOB; '%s rm --help' says "
+		    "more", cli_progname);
 		return CLI_EXIT_USAGE;
 	}
 	/* Every id is checked before any job is removed. */
