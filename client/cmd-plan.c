@@ -95,6 +95,7 @@ print_plan(const cJSON *j)
 {
 	const cJSON *a = cJSON_GetObjectItem(j, "architecture"), *t;
 	char *r, *w, *m, *b;
+	int n;
 
 	r = graph_format_size((uint64_t)jnum(j, "bytes_read"));
 	w = graph_format_size((uint64_t)jnum(j, "bytes_written"));
@@ -120,6 +121,15 @@ print_plan(const cJSON *j)
 	cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "tensors"))
 		print_tensor(t);
 	printf("\n");
+	n = 0;
+	cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "unused")) {
+		/* Listed, so that nothing is dropped silently (Part A 17). */
+		if (n++ < 10)
+			printf("unused        %s:%s (%s)\n", jstr(t, "model"),
+			    jstr(t, "tensor"), jstr(t, "reason"));
+	}
+	if (n > 10)
+		printf("unused        ... and %d more\n", n - 10);
 	cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "shards")) {
 		w = graph_format_size((uint64_t)jnum(t, "bytes"));
 		printf("file          %s: %.0f tensors, %s\n", jstr(t, "name"),

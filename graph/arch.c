@@ -92,8 +92,9 @@ is_pre_weight(const char *name)
 }
 
 /* Finds the first ".N." in name: prefix length, index, suffix start. */
-static bool
-split_layer(const char *name, size_t *plen, int64_t *idx, const char **suf)
+bool
+arch_split_layer(const char *name, size_t *plen, int64_t *idx,
+    const char **suf)
 {
 	const char *p, *q;
 	int64_t v;
@@ -145,7 +146,7 @@ arch_fill(const struct model *m, struct arch *a, size_t **counts,
 
 	for (i = 0; i < m->ntensors; i++) {
 		name = m->tensors[i].t->name;
-		if (!split_layer(name, &plen, &idx, &suf)) {
+		if (!arch_split_layer(name, &plen, &idx, &suf)) {
 			if (is_pre_weight(name))
 				arch_push(&a->pre, &a->npre, name);
 			else

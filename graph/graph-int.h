@@ -254,6 +254,8 @@ bool arch_name_is_embed(const char *);
 const char *arch_tied_name(const char *);
 size_t arch_tied_names(const char *name, const char **out, size_t max);
 const char *arch_tied_head(const struct arch *a, size_t *i);
+bool arch_split_layer(const char *name, size_t *plen, int64_t *idx,
+    const char **suf);
 void arch_add_post(struct arch *a, const char *name);
 
 /* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
@@ -301,12 +303,21 @@ struct graph_plan {
 				 * t) applies to: the base's, unchanged */
 	bool untied;		/* the output stores a head the architecture
 				 * model ties (Part A 16) */
+	struct plan_unused *unused;	/* source layer tensors not merged */
+	size_t nunused;
 	int64_t out_layers;	/* -1: leave config.json's count alone */
 	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
 	struct graph_plan_opts opts;
 	struct graph_cred cred;	/* opts.cred's copy, which the plan owns */
 	uint32_t *cred_groups;	/* and its groups */
 	uint64_t seed;
+};
+
+/* A tensor of a source layer that no output tensor reads, and why. */
+struct plan_unused {
+	size_t model;
+	char *name;
+	char *reason;
 };
 
 /* plan-layout.c */

@@ -49,5 +49,6 @@ struct plan_build {
 
 bool plan_cancelled(struct plan_build *);
 void plan_tensors(struct plan_build *);
+void plan_coverage(struct plan_build *);
 
 #endif /* PLAN_INT_H */

@@ -167,6 +167,18 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 	cJSON_AddNumberToObject(o, "peak_memory", (double)p->peak_memory);
 	cJSON_AddNumberToObject(o, "memory_budget", (double)p->memory);
 	/* Only for a method whose parameter may be left out (slerp's t). */
+	if (p->nunused > 0) {
+		arr = cJSON_AddArrayToObject(o, "unused");
+		for (i = 0; i < p->nunused; i++) {
+			m = cJSON_CreateObject();
+			cJSON_AddStringToObject(m, "model",
+			    p->models[p->unused[i].model].name);
+			cJSON_AddStringToObject(m, "tensor", p->unused[i].name);
+			cJSON_AddStringToObject(m, "reason",
+			    p->unused[i].reason);
+			cJSON_AddItemToArray(arr, m);
+		}
+	}
 	meth = method_find(p->method_name);
 	if (meth != NULL && method_fallback_param(meth) != NULL)
 		cJSON_AddNumberToObject(o, "kept_base", (double)p->kept_base);

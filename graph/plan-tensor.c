@@ -239,12 +239,18 @@ plan_add_input(struct plan_tensor *pt, size_t model,
 	    (uint64_t)in->rows) : 0;
 }
 
-/* Finds every needed input tensor; false if any is missing. */
+/*
+ * Finds every needed input tensor; false if any is missing.  A layer
+ * weight that not every layer has is merged from the sources that have
+ * it (mergekit's optional weights), but a method that needs the base
+ * needs the base to have it.
+ */
 static bool
 plan_inputs(struct plan_build *b, const struct nslice *s,
     struct plan_tensor *pt, const struct arch_weight *w, int64_t local,
     bool layer, bool only_base)
 {
+	bool optional = layer && !w->uniform;
 	const struct graph_plan *p = b->p;
 	const struct method_param *fb = method_fallback_param(b->method);
 	const struct model_tensor *mt;
@@ -264,7 +270,19 @@ plan_inputs(struct plan_build *b, const struct nslice *s,
 		    xstrdup(w->name);
 		mt = plan_find_input(p->models[s->src[j].model].m, name,
 		    &found);
-		if (mt == NULL && fb != NULL) {
+		if (mt == NULL && optional && (s->src[j].model != s->base ||
+		    !(b->method->flags & METHOD_NEEDS_BASE))) {
+			free(name);
+			continue;
+		}
+		if (mt == NULL && optional) {
+			plan_error(b, pt->name, "the base model %s has no tensor "
+			    "'%s' (at its own layer index), which other sources "
+			    "of this layer have, and %s needs the base; choose "
+			    "layers of the same kind", p->models[s->base].name,
+			    name, b->method->name);
+			good = false;
+		} else if (mt == NULL && fb != NULL) {
 			plan_error(b, pt->name, "model %s has no tensor '%s'%s; "
 			    "leave %s unset for this tensor (a conditional %s "
 			    "with filters) so the base is kept, or choose "
@@ -605,8 +623,12 @@ plan_slice_ok(struct plan_build *b, const struct nslice *s, size_t idx)
 	return false;
 }
 
-/* A non-uniform layer weight exists in this output layer when the
- * architecture's model is a source here and has it at its index. */
+/*
+ * Part A 17: a layer weight that not every layer of the architecture
+ * model has (hybrids alternate attention, convolution, mamba, dense and
+ * MoE layers) is in an output layer when some source of that layer has
+ * it at its own index, whichever model the architecture came from.
+ */
 static bool
 plan_layer_has(const struct plan_build *b, const struct nslice *s,
     const struct arch_weight *w, int64_t local)
@@ -618,13 +640,9 @@ plan_layer_has(const struct plan_build *b, const struct nslice *s,
 
 	if (w->uniform)
 		return true;
-	for (j = 0; j < s->nsrc; j++) {
-		if (s->src[j].model != p->arch_model)
-			continue;
-		name = arch_layer_name(&p->arch, w, s->src[j].start +
-		    local);
-		has = model_find(p->models[p->arch_model].m, name) !=
-		    NULL;
+	for (j = 0; j < s->nsrc && !has; j++) {
+		name = arch_layer_name(&p->arch, w, s->src[j].start + local);
+		has = model_find(p->models[s->src[j].model].m, name) != NULL;
 		free(name);
 	}
 	return has;

@@ -565,6 +565,8 @@ plan_steps(struct plan_build *b)
 		return;
 	plan_tensors(b);
 	if (d->nerrors == before)
+		plan_coverage(b);
+	if (d->nerrors == before)
 		plan_layout(b->p, d);
 }
 
@@ -660,6 +662,11 @@ graph_plan_free(struct graph_plan *p)
 	}
 	free(p->models);
 	arch_fini(&p->arch);
+	for (i = 0; i < p->nunused; i++) {
+		free(p->unused[i].name);
+		free(p->unused[i].reason);
+	}
+	free(p->unused);
 	free(p->cred_groups);
 	free(p->config_text);
 	free(p->method_name);

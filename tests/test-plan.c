@@ -635,6 +635,153 @@ gen(const char *name, const char *args)
 	tl_gen_at(dir, name, args);
 }
 
+/*
+ * The tensors of a model directory, from its files: of layers lo to hi-1
+ * (lo < 0: those of no layer).
+ */
+static size_t
+model_tensors(const char *name, int lo, int hi)
+{
+	struct tl_st *st = NULL;
+	size_t nst = 0, i, j, n = 0;
+	char path[4096];
+	const char *l;
+	int idx;
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	if (tl_model_load(path, &st, &nst) != 0)
+		return 0;
+	for (i = 0; i < nst; i++)
+		for (j = 0; j < st[i].n; j++) {
+			l = strstr(st[i].t[j].name, "layers.");
+			idx = l != NULL ? atoi(l + 7) : -1;
+			n += lo < 0 ? l == NULL : idx >= lo && idx < hi;
+		}
+	tl_model_free(st, nst);
+	return n;
+}
+
+/* How many weight names layers la of model a and lb of b have together. */
+static size_t
+layer_union(const char *a, int la, const char *b, int lb)
+{
+	struct tl_st *st = NULL;
+	size_t nst = 0, i, j, n = 0, k, nn = 0;
+	char path[4096], pre[64], *names[512];
+	const char *const which[2] = { a, b };
+	const int idx[2] = { la, lb };
+	int w;
+
+	for (w = 0; w < 2; w++) {
+		snprintf(path, sizeof path, "%s/%s", dir, which[w]);
+		snprintf(pre, sizeof pre, "model.layers.%d.", idx[w]);
+		if (tl_model_load(path, &st, &nst) != 0)
+			return 0;
+		for (i = 0; i < nst; i++)
+			for (j = 0; j < st[i].n; j++) {
+				if (strncmp(st[i].t[j].name, pre,
+				    strlen(pre)) != 0)
+					continue;
+				for (k = 0; k < nn; k++)
+					if (strcmp(names[k], st[i].t[j].name +
+					    strlen(pre)) == 0)
+						break;
+				if (k == nn && nn < 512)
+					names[nn++] = strdup(st[i].t[j].name +
+					    strlen(pre));
+			}
+		tl_model_free(st, nst);
+	}
+	n = nn;
+	for (k = 0; k < nn; k++)
+		free(names[k]);
+	return n;
+}
+
+/*
+ * Hybrid layers (Part A 17): layers of alternating kinds keep every
+ * weight, whichever model the architecture comes from, in slices, in
+ * models: merges and where layers of different kinds meet.  The shapes
+ * of LFM2 (convolution and attention), Granite 4 (mamba and attention)
+ * and GLM4-MoE (dense layers, then experts).  mixer names a weight of
+ * B's layer 2 that A's layer 2 also has but not every layer has.
+ */
+static void
+test_hybrid(const char *fam, const char *kinds, const char *mixer)
+{
+	char a[64], b[64], args[512], text[1024], file[128], name[256];
+	const struct plan_tensor *t;
+	struct graph_plan *p;
+	size_t want, got;
+	char *m = NULL, *o = NULL;
+	int rc;
+
+	snprintf(a, sizeof a, "%s-a", fam);
+	snprintf(b, sizeof b, "%s-b", fam);
+	snprintf(args, sizeof args, "--family llama --layers 4 --layer-kinds "
+	    "%s --seed 11", kinds);
+	gen(a, args);
+	snprintf(args, sizeof args, "--family llama --layers 4 --layer-kinds "
+	    "%s --seed 12 --finetune-of 11 --delta 0.01", kinds);
+	gen(b, args);
+	/* A[0,2] then B[1,4]: the architecture is A's, and B's layers keep
+	 * their own kinds (they were dropped: issue 12). */
+	snprintf(text, sizeof text, "slices:\n  - sources:\n      - model: "
+	    "%s\n        layer_range: [0, 2]\n  - sources:\n      - model: "
+	    "%s\n        layer_range: [1, 4]\nmerge_method: passthrough\n",
+	    a, b);
+	p = plan(text, &m, false);
+	ok(p != NULL, "%s: A[0,2] + B[1,4] plans (%s)", fam, m);
+	free(m);
+	snprintf(name, sizeof name, "model.layers.3.%s", mixer);
+	t = tensor(p, name);
+	ok(t != NULL && t->nin == 1 && t->in[0].layer == 2 &&
+	    t->in[0].model == 1, "%s: output layer 3 has B's layer-2 %s", fam,
+	    mixer);
+	graph_plan_free(p);
+	snprintf(file, sizeof file, "%s-slices.yml", fam);
+	tl_write_at(dir, file, text);
+	rc = tl_runf(&o, "cd %s && %s run %s out-%s --quiet 2>&1", dir,
+	    tl_mergectl, file, fam);
+	ok_int_eq(rc, 0, "%s: mergectl run of those slices exits 0", fam);
+	free(o);
+	snprintf(name, sizeof name, "out-%s", fam);
+	want = model_tensors(a, -1, 0) + model_tensors(a, 0, 2) +
+	    model_tensors(b, 1, 4);
+	got = model_tensors(name, -1, 0) + model_tensors(name, 0, 5);
+	ok(want > 0 && got == want, "%s: every tensor of every source layer "
+	    "is written (%zu of %zu)", fam, got, want);
+	/* Layers of different kinds side by side: A[0,2] with B[1,3]. */
+	snprintf(text, sizeof text, "slices:\n  - sources:\n      - model: "
+	    "%s\n        layer_range: [0, 2]\n        parameters: {weight: "
+	    "0.5}\n      - model: %s\n        layer_range: [1, 3]\n"
+	    "        parameters: {weight: 0.5}\nmerge_method: linear\n", a, b);
+	p = plan(text, &m, false);
+	got = 0;
+	for (size_t i = 0; p != NULL && i < p->ntensors; i++)
+		got += p->tensors[i].layer >= 0;
+	want = layer_union(a, 0, b, 1) + layer_union(a, 1, b, 2);
+	ok(p != NULL, "%s: A[0,2] with B[1,3] plans (%s)", fam, m);
+	free(m);
+	/* Each output layer holds the union of its sources' weights: the
+	 * ones both have once, merged; the others from the one that has
+	 * them. */
+	ok(p != NULL && got == want && p->nunused == 0, "%s: each output "
+	    "layer holds the union of its sources' weights (%zu of %zu)", fam,
+	    got, want);
+	graph_plan_free(p);
+	/* A models: merge keeps every weight of every layer. */
+	snprintf(text, sizeof text, "merge_method: linear\nmodels:\n"
+	    "  - model: %s\n    parameters: {weight: 0.5}\n  - model: %s\n"
+	    "    parameters: {weight: 0.5}\n", b, a);
+	p = plan(text, &m, false);
+	want = model_tensors(a, -1, 0) + model_tensors(a, 0, 4);
+	ok(p != NULL && p->ntensors == want && p->nunused == 0,
+	    "%s: a models: merge has all %zu tensors (%s)", fam, want, m);
+	graph_plan_free(p);
+	free(m);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -663,5 +810,10 @@ main(int argc, char **argv)
 	gen("sharded", "--family llama --layers 2 --seed 8 --shard-size 64K");
 	test_model_files();
 	test_model_limits();
+	test_hybrid("lfm2", "conv,attn", "conv.in_proj.weight");
+	test_hybrid("granite4", "mamba,mamba,mamba,attn",
+	    "mamba.in_proj.weight");
+	test_hybrid("glm4moe", "attn,attn,attn+moe,attn+moe",
+	    "mlp.experts.1.up_proj.weight");
 	return tap_done();
 }

@@ -109,6 +109,7 @@ struct options {
 	int			 tokenizer;
 	int			 force;
 	uint64_t		 jobs;
+	const char		*layer_kinds;	/* NULL: every layer attn */
 };
 
 struct tensor {
@@ -321,6 +322,12 @@ usage(FILE *fp, int status)
 	    "non-empty DIR\n"
 	    "  --jobs N              worker processes (online CPUs, at most "
 	    "64)\n"
+	    "  --layer-kinds LIST    hybrid layers: a comma-separated list of "
+	    "attn, conv\n"
+	    "                        (LFM2), mamba (Granite 4), each optionally "
+	    "+moe\n"
+	    "                        (experts for the MLP), repeated over the "
+	    "layers\n"
 	    "  --help                show this help\n", fp);
 	exit(status);
 }
@@ -494,7 +501,7 @@ takes_value(const char *name)
 	static const char *const names[] = {
 		"family", "out", "layers", "hidden", "intermediate", "heads",
 		"kv-heads", "head-dim", "vocab", "dtype", "shard-size", "seed",
-		"finetune-of", "delta", "jobs",
+		"finetune-of", "delta", "jobs", "layer-kinds",
 	};
 	size_t	i;
 
@@ -540,6 +547,8 @@ set_option(struct options *o, const char *name, const char *value)
 		o->delta_set = 1;
 	} else if (strcmp(name, "jobs") == 0)
 		o->jobs = parse_u64(name, value, 0);
+	else if (strcmp(name, "layer-kinds") == 0)
+		o->layer_kinds = value;
 }
 
 /* Accepts "--name value" and "--name=value"; later options win. */
@@ -599,6 +608,30 @@ check_range(const char *opt, uint64_t v, uint64_t lo, uint64_t hi)
 		    ", not %" PRIu64, opt, lo, hi, v);
 }
 
+/* attn, conv or mamba, each optionally +moe, separated by commas. */
+static void
+check_layer_kinds(const char *list)
+{
+	static const char *const kinds[] = { "attn", "conv", "mamba",
+		"attn+moe", "conv+moe", "mamba+moe" };
+	const char	*p = list;
+	size_t		 len, i;
+
+	for (;;) {
+		len = strcspn(p, ",");
+		for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+			if (strlen(kinds[i]) == len &&
+			    strncmp(kinds[i], p, len) == 0)
+				break;
+		if (i == sizeof(kinds) / sizeof(kinds[0]))
+			usage_error("--layer-kinds: '%.*s' is not attn, conv "
+			    "or mamba (each optionally +moe)", (int)len, p);
+		if (p[len] == '\0')
+			return;
+		p += len + 1;
+	}
+}
+
 static void
 validate(struct options *o)
 {
@@ -626,6 +659,8 @@ validate(struct options *o)
 	if (o->finetune != o->delta_set)
 		usage_error("--finetune-of and --delta must be given together");
 	check_range("jobs", o->jobs, 1, MAX_JOBS);
+	if (o->layer_kinds != NULL)
+		check_layer_kinds(o->layer_kinds);
 }
 
 static void
@@ -656,8 +691,78 @@ add_tensor(struct model *m, enum kind kind, uint64_t d0, uint64_t d1,
 }
 
 /*
+ * Layer i's kind from --layer-kinds (the list repeats over the layers):
+ * "attn", "conv" or "mamba", then "+moe" or nothing, in buf.
+ */
+static const char *
+layer_kind(const struct options *o, uint64_t i, char *buf, size_t size)
+{
+	const char	*p = o->layer_kinds, *end;
+	uint64_t	 n = 1, k;
+	size_t		 len;
+
+	if (p == NULL)
+		return "attn";
+	for (end = p; *end != '\0'; end++)
+		n += *end == ',';
+	for (k = i % n; k > 0; k--)
+		p = strchr(p, ',') + 1;
+	len = strcspn(p, ",");
+	if (len >= size)
+		len = size - 1;
+	memcpy(buf, p, len);
+	buf[len] = '\0';
+	return buf;
+}
+
+/* A hybrid layer's mixer in place of attention (LFM2, Granite 4). */
+static void
+add_mixer(struct model *m, const struct options *o, uint64_t i,
+    const char *kind)
+{
+	uint64_t	h = o->hidden, in = o->intermediate;
+
+	if (strncmp(kind, "conv", 4) == 0) {
+		add_tensor(m, KIND_WEIGHT, checked_mul(3, h), h,
+		    LAYER "conv.in_proj.weight", i);
+		add_tensor(m, KIND_WEIGHT, h, 3, LAYER "conv.conv.weight", i);
+		add_tensor(m, KIND_WEIGHT, h, h, LAYER "conv.out_proj.weight",
+		    i);
+	} else {
+		add_tensor(m, KIND_WEIGHT, checked_mul(2, in), h,
+		    LAYER "mamba.in_proj.weight", i);
+		add_tensor(m, KIND_WEIGHT, in, 4, LAYER "mamba.conv1d.weight",
+		    i);
+		add_tensor(m, KIND_NORM, o->heads, 0, LAYER "mamba.A_log", i);
+		add_tensor(m, KIND_NORM, o->heads, 0, LAYER "mamba.D", i);
+		add_tensor(m, KIND_WEIGHT, h, in, LAYER "mamba.out_proj.weight",
+		    i);
+	}
+}
+
+/* A mixture-of-experts MLP (GLM4-MoE's later layers): a router, two
+ * experts. */
+static void
+add_moe(struct model *m, const struct options *o, uint64_t i)
+{
+	uint64_t	h = o->hidden, in = o->intermediate, e;
+
+	add_tensor(m, KIND_WEIGHT, 2, h, LAYER "mlp.gate.weight", i);
+	for (e = 0; e < 2; e++) {
+		add_tensor(m, KIND_WEIGHT, in, h,
+		    LAYER "mlp.experts.%" PRIu64 ".gate_proj.weight", i, e);
+		add_tensor(m, KIND_WEIGHT, in, h,
+		    LAYER "mlp.experts.%" PRIu64 ".up_proj.weight", i, e);
+		add_tensor(m, KIND_WEIGHT, h, in,
+		    LAYER "mlp.experts.%" PRIu64 ".down_proj.weight", i, e);
+	}
+}
+
+/*
  * One decoder layer in the brief's order; biases follow their weight and
  * qwen3's q_norm/k_norm follow o_proj, as in the modules' state_dict.
+ * A hybrid layer (--layer-kinds) has its mixer instead of attention, and
+ * experts instead of the MLP.
  */
 static void
 add_layer(struct model *m, const struct options *o, uint64_t i)
@@ -666,8 +771,14 @@ add_layer(struct model *m, const struct options *o, uint64_t i)
 	uint64_t	q = checked_mul(o->heads, hd);
 	uint64_t	kv = checked_mul(o->kv_heads, hd);
 	int		bias = o->family->qkv_bias;
+	char		buf[32];
+	const char	*kind = layer_kind(o, i, buf, sizeof buf);
 
 	add_tensor(m, KIND_NORM, h, 0, LAYER "input_layernorm.weight", i);
+	if (strncmp(kind, "attn", 4) != 0) {
+		add_mixer(m, o, i, kind);
+		goto mlp;
+	}
 	add_tensor(m, KIND_WEIGHT, q, h, LAYER "self_attn.q_proj.weight", i);
 	if (bias)
 		add_tensor(m, KIND_BIAS, q, 0, LAYER "self_attn.q_proj.bias",
@@ -687,8 +798,13 @@ add_layer(struct model *m, const struct options *o, uint64_t i)
 		add_tensor(m, KIND_NORM, hd, 0, LAYER "self_attn.k_norm.weight",
 		    i);
 	}
+mlp:
 	add_tensor(m, KIND_NORM, h, 0, LAYER "post_attention_layernorm.weight",
 	    i);
+	if (strstr(kind, "+moe") != NULL) {
+		add_moe(m, o, i);
+		return;
+	}
 	add_tensor(m, KIND_WEIGHT, in, h, LAYER "mlp.gate_proj.weight", i);
 	add_tensor(m, KIND_WEIGHT, in, h, LAYER "mlp.up_proj.weight", i);
 	add_tensor(m, KIND_WEIGHT, h, in, LAYER "mlp.down_proj.weight", i);
@@ -1352,6 +1468,20 @@ write_index(const struct options *o, const struct model *m)
 	close_out(fp, path);
 }
 
+/* Hybrid models list their layers' kinds, as LFM2's config does. */
+static void
+write_layer_types(FILE *fp, const struct options *o)
+{
+	char		buf[32];
+	uint64_t	i;
+
+	fputs("  \"layer_types\": [", fp);
+	for (i = 0; i < o->layers; i++)
+		fprintf(fp, "%s\"%s\"", i > 0 ? ", " : "",
+		    layer_kind(o, i, buf, sizeof buf));
+	fputs("],\n", fp);
+}
+
 static void
 write_config(const struct options *o)
 {
@@ -1376,6 +1506,8 @@ write_config(const struct options *o)
 	    f->rms_norm_eps, f->rope_theta);
 	if (f->sliding_window != NULL)
 		fprintf(fp, "  \"sliding_window\": %s,\n", f->sliding_window);
+	if (o->layer_kinds != NULL)
+		write_layer_types(fp, o);
 	fprintf(fp, "  \"tie_word_embeddings\": %s,\n"
 	    "  \"torch_dtype\": \"%s\",\n"
 	    "  \"transformers_version\": \"4.46.0\",\n"
