@@ -21,7 +21,6 @@
  * base), tied and tied2 (embedding-tied), qwen (another family), binmodel
  * (a pytorch_model.bin checkpoint).
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,25 +43,6 @@ static int
 by_name(const void *a, const void *b)
 {
 	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static size_t
-list_configs(char **names)
-{
-	DIR *d = opendir(compat);
-	struct dirent *de;
-	size_t n = 0, len;
-
-	if (d == NULL)
-		return 0;
-	while ((de = readdir(d)) != NULL && n < MAX_CONFIGS) {
-		len = strlen(de->d_name);
-		if (len > 4 && strcmp(de->d_name + len - 4, ".yml") == 0)
-			names[n++] = strndup(de->d_name, len - 4);
-	}
-	closedir(d);
-	qsort(names, n, sizeof *names, by_name);
-	return n;
 }
 
 /* The value of each "# key: value" line, in turn (*pos: where to go on). */
@@ -263,7 +243,7 @@ main(int argc, char **argv)
 	snprintf(mk, sizeof mk, "%s/mergekit-yaml", dir);
 	if (symlink(tl_mergectl, mk) != 0)
 		return 99;
-	n = list_configs(names);
+	n = tl_list(compat, ".yml", names, MAX_CONFIGS);
 	ok(n >= 25, "tests/compat holds %zu configs", n);
 	for (i = 0; i < n; i++) {
 		run_config(names[i]);

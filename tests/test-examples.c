@@ -5,7 +5,6 @@
  * ways; together the examples cover every merge method of mergekit's
  * registry.  (The numbers themselves are checked in test-merge.c.)
  */
-#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,34 +18,6 @@
 static const char *dir;
 static const char *examples;
 static char sock[512];
-
-static int
-by_name(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The example files, sorted; returns their count. */
-static size_t
-list_examples(char **names)
-{
-	DIR *d = opendir(examples);
-	struct dirent *de;
-	size_t n = 0, len;
-
-	if (d == NULL) {
-		tap_diag("cannot open %s", examples);
-		return 0;
-	}
-	while ((de = readdir(d)) != NULL && n < MAX_EXAMPLES) {
-		len = strlen(de->d_name);
-		if (len > 4 && strcmp(de->d_name + len - 4, ".yml") == 0)
-			names[n++] = strndup(de->d_name, len - 4);
-	}
-	closedir(d);
-	qsort(names, n, sizeof *names, by_name);
-	return n;
-}
 
 /* The merge_method of an example, from its text. */
 static char *
@@ -161,7 +132,7 @@ main(int argc, char **argv)
 	tap_plan_lazy();
 	dir = tl_tmpdir("examples");
 	gen_models();
-	n = list_examples(names);
+	n = tl_list(examples, ".yml", names, MAX_EXAMPLES);
 	ok(n >= 20, "examples/ holds %zu configs", n);
 	nreg = method_names(reg, GRAPH_MAX_METHODS);
 	for (j = 0; j < nreg; j++) {

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -487,4 +488,30 @@ tl_gen_at(const char *dir, const char *name, const char *args)
 	snprintf(path, sizeof path, "%s/%s", dir, name);
 	if (tl_genmodel_run(args, path) != 0)
 		exit(99);
+}
+
+static int
+tl_by_name(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The names in dir that end in ext, without it, sorted; at most max. */
+size_t
+tl_list(const char *dir, const char *ext, char **names, size_t max)
+{
+	DIR *d = opendir(dir);
+	struct dirent *de;
+	size_t n = 0, len, elen = strlen(ext);
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL && n < max) {
+		len = strlen(de->d_name);
+		if (len > elen && strcmp(de->d_name + len - elen, ext) == 0)
+			names[n++] = strndup(de->d_name, len - elen);
+	}
+	closedir(d);
+	qsort(names, n, sizeof *names, tl_by_name);
+	return n;
 }

@@ -67,5 +67,6 @@ int tl_genmodel_run(const char *, const char *);
 void tl_write_at(const char *, const char *, const char *);
 bool tl_same_at(const char *, const char *, const char *);
 void tl_gen_at(const char *, const char *, const char *);
+size_t tl_list(const char *dir, const char *ext, char **names, size_t max);
 
 #endif /* TESTLIB_H */
