@@ -33,28 +33,27 @@ unused_add(struct graph_plan *p, size_t model, const char *name,
 	    "weight '%s'", p->models[p->arch_model].name, suffix + 1);
 }
 
-/* The architecture's layer weight called suffix (".mlp.up_proj.weight"). */
-static const struct arch_weight *
-arch_layer_weight(const struct arch *a, const char *suffix)
-{
-	size_t k;
-
-	for (k = 0; k < a->nlayer; k++)
-		if (strcmp(a->layer[k].name, suffix) == 0)
-			return &a->layer[k];
-	return NULL;
-}
+/*
+ * The names the coverage check looks up, as maps: a model may have tens
+ * of thousands of layer weights, and a scan per tensor would make the
+ * check quadratic in them.
+ */
+struct coverage {
+	struct strmap outputs;	/* output tensor name -> index */
+	struct strmap layer;	/* layer weight suffix -> index in arch */
+	struct strmap *listed;	/* per model: names already in unused */
+};
 
 /* One source of a slice whose output layers begin at out0. */
 static void
 coverage_source(struct plan_build *b, const struct nsrc *src, int64_t out0,
-    const struct strmap *outputs, struct strmap *listed)
+    struct coverage *c)
 {
 	struct graph_plan *p = b->p;
 	const struct model *m = p->models[src->model].m;
 	const struct arch_weight *w;
 	const char *name, *suf;
-	size_t i, plen, ignored;
+	size_t i, plen, k, ignored;
 	int64_t idx;
 	char *out;
 	bool has;
@@ -65,17 +64,18 @@ coverage_source(struct plan_build *b, const struct nsrc *src, int64_t out0,
 		    idx < src->start || idx >= src->end)
 			continue;
 		w = strlen(p->arch.layer_prefix) == plen && strncmp(name,
-		    p->arch.layer_prefix, plen) == 0 ?
-		    arch_layer_weight(&p->arch, suf) : NULL;
+		    p->arch.layer_prefix, plen) == 0 &&
+		    strmap_get(&c->layer, suf, &k) ? &p->arch.layer[k] : NULL;
 		if (w == NULL) {
-			if (!strmap_get(&listed[src->model], name, &ignored)) {
-				strmap_put(&listed[src->model], name, 0);
+			if (!strmap_get(&c->listed[src->model], name,
+			    &ignored)) {
+				strmap_put(&c->listed[src->model], name, 0);
 				unused_add(p, src->model, name, suf);
 			}
 			continue;
 		}
 		out = arch_layer_name(&p->arch, w, out0 + idx - src->start);
-		has = strmap_get(outputs, out, &ignored);
+		has = strmap_get(&c->outputs, out, &ignored);
 		if (!has)
 			graph_diag_add(b->d, GRAPH_SEV_ERROR, NULL, "internal "
 			    "error: %s's tensor '%s' has no output tensor (%s "
@@ -89,21 +89,23 @@ void
 plan_coverage(struct plan_build *b)
 {
 	struct graph_plan *p = b->p;
-	struct strmap outputs = { 0 }, *listed;
+	struct coverage c = { 0 };
 	int64_t out0 = 0;
 	size_t i, j;
 
-	listed = xcalloc(p->nmodels, sizeof *listed);
+	c.listed = xcalloc(p->nmodels, sizeof *c.listed);
 	for (i = 0; i < p->ntensors; i++)
-		strmap_put(&outputs, p->tensors[i].name, i);
+		strmap_put(&c.outputs, p->tensors[i].name, i);
+	for (i = 0; i < p->arch.nlayer; i++)
+		strmap_put(&c.layer, p->arch.layer[i].name, i);
 	for (i = 0; i < b->nslices; i++) {
 		for (j = 0; j < b->slices[i].nsrc; j++)
-			coverage_source(b, &b->slices[i].src[j], out0, &outputs,
-			    listed);
+			coverage_source(b, &b->slices[i].src[j], out0, &c);
 		out0 += b->slices[i].len;
 	}
-	strmap_free(&outputs);
+	strmap_free(&c.outputs);
+	strmap_free(&c.layer);
 	for (i = 0; i < p->nmodels; i++)
-		strmap_free(&listed[i]);
-	free(listed);
+		strmap_free(&c.listed[i]);
+	free(c.listed);
 }
