@@ -1,19 +1,15 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * arch.c: an architecture's tensor layout, derived from the tensor names of
- * the model it comes from.
+ * arch.c: the names of an architecture's tensors.
  *
  * Rather than a table per architecture, the layout is read off the model
- * itself (DESIGN.md "Architecture choice"): a name with a ".N." component
- * is a layer weight whose template is the text before it (the layer prefix,
- * e.g. "model.layers.") and after it (the suffix, e.g.
- * ".self_attn.q_proj.weight"); names without one are pre-layer weights
- * (embeddings) or post-layer weights (final norm, LM head).  So any
- * single-stack decoder works, and names are instantiated for any layer
- * index: output layer 5 may read donor layer 10.  The few facts names alone
- * cannot tell (which weights are embeddings, which LM heads are tied to
- * which embedding) come from a short table of known names.  Everything is
- * sorted, so the layout depends only on the model, never on file order.
+ * itself (arch-derive.c, DESIGN.md "Architecture choice"): a name with a
+ * ".N." component is a layer weight whose template is the text before it
+ * (the module's layer prefix, e.g. "model.layers.") and after it (the
+ * suffix, e.g. ".self_attn.q_proj.weight"), instantiated here for any
+ * layer index: output layer 5 may read donor layer 10.  The few facts
+ * names alone cannot tell (which weights are embeddings, which LM heads
+ * are tied to which embedding) come from the short tables below.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -42,7 +38,7 @@ static const char *const embed_parts[] = {
 /* Of those, the ones that come before the layers. */
 static const char *const input_embed_parts[] = {
 	"embed_tokens", "wte", "wpe", "embed_in", "word_embeddings",
-	"embeddings",
+	"embeddings", "patch_embed",
 };
 
 bool
@@ -79,8 +75,8 @@ arch_tied_names(const char *name, const char **out, size_t max)
 	return n;
 }
 
-static bool
-is_pre_weight(const char *name)
+bool
+arch_name_is_pre(const char *name)
 {
 	size_t i;
 
@@ -124,8 +120,16 @@ weight_cmp(const void *a, const void *b)
 	return strcmp(x->name, y->name);
 }
 
-static void
-arch_push(struct arch_weight **v, size_t *n, const char *name)
+void
+arch_weights_sort(struct arch_weight *v, size_t n)
+{
+	/* qsort() must not be given NULL, even for no elements. */
+	if (n > 0)
+		qsort(v, n, sizeof *v, weight_cmp);
+}
+
+void
+arch_weight_push(struct arch_weight **v, size_t *n, const char *name)
 {
 	*v = xgrowarray(*v, *n, sizeof **v);
 	memset(&(*v)[*n], 0, sizeof **v);
@@ -135,123 +139,26 @@ arch_push(struct arch_weight **v, size_t *n, const char *name)
 	(*n)++;
 }
 
-static int
-arch_fill(const struct model *m, struct arch *a, size_t **counts,
-    int64_t *maxidx, char **cause)
-{
-	struct strmap seen = { 0 };
-	const char *name, *suf;
-	size_t i, plen, k;
-	int64_t idx;
-
-	for (i = 0; i < m->ntensors; i++) {
-		name = m->tensors[i].t->name;
-		if (!arch_split_layer(name, &plen, &idx, &suf)) {
-			if (is_pre_weight(name))
-				arch_push(&a->pre, &a->npre, name);
-			else
-				arch_push(&a->post, &a->npost, name);
-			continue;
-		}
-		if (a->layer_prefix == NULL) {
-			a->layer_prefix = xstrndup(name, plen);
-		} else if (strlen(a->layer_prefix) != plen ||
-		    strncmp(a->layer_prefix, name, plen) != 0) {
-			*cause = xasprintf("model %s has more than one stack "
-			    "of layers ('%s' and '%.*s'); only single-stack "
-			    "decoder models are supported", m->name,
-			    a->layer_prefix, (int)plen, name);
-			strmap_free(&seen);
-			return -ENOTSUP;
-		}
-		if (idx > *maxidx)
-			*maxidx = idx;
-		if (!strmap_get(&seen, suf, &k)) {
-			arch_push(&a->layer, &a->nlayer, suf);
-			k = a->nlayer - 1;
-			strmap_put(&seen, a->layer[k].name, k);
-			*counts = xgrowarray(*counts, k, sizeof **counts);
-			(*counts)[k] = 0;
-		}
-		(*counts)[k]++;
-	}
-	strmap_free(&seen);
-	return 0;
-}
-
-int
-arch_derive(const struct model *m, struct arch *a,
-    char **cause)
-{
-	size_t *counts = NULL, i;
-	int64_t maxidx = -1;
-	int rc;
-
-	memset(a, 0, sizeof *a);
-	if ((rc = arch_fill(m, a, &counts, &maxidx, cause)) != 0)
-		goto fail;
-	a->num_layers = m->num_layers >= 0 ? m->num_layers : maxidx + 1;
-	if (maxidx + 1 != a->num_layers) {
-		*cause = xasprintf("model %s: config.json says %" PRId64
-		    " layers (%s) but its tensors cover %" PRId64, m->name,
-		    a->num_layers, m->layers_key ? m->layers_key : "?",
-		    maxidx + 1);
-		rc = -EINVAL;
-		goto fail;
-	}
-	for (i = 0; i < a->nlayer; i++)
-		a->layer[i].uniform = counts[i] == (size_t)a->num_layers;
-	/* qsort() must not be given NULL, even for no elements. */
-	if (a->npre > 0)
-		qsort(a->pre, a->npre, sizeof *a->pre, weight_cmp);
-	if (a->nlayer > 0)
-		qsort(a->layer, a->nlayer, sizeof *a->layer, weight_cmp);
-	if (a->npost > 0)
-		qsort(a->post, a->npost, sizeof *a->post, weight_cmp);
-	free(counts);
-	return 0;
-fail:
-	free(counts);
-	arch_fini(a);
-	return rc;
-}
-
-void
-arch_fini(struct arch *a)
-{
-	size_t i;
-
-	for (i = 0; i < a->npre; i++)
-		free(a->pre[i].name);
-	for (i = 0; i < a->nlayer; i++)
-		free(a->layer[i].name);
-	for (i = 0; i < a->npost; i++)
-		free(a->post[i].name);
-	free(a->pre);
-	free(a->layer);
-	free(a->post);
-	free(a->layer_prefix);
-	memset(a, 0, sizeof *a);
-}
-
 /*
  * Part A 16: the LM heads that the architecture model ties to an input
  * embedding it has (so stores none), one at a time in *i, beginning at 0:
- * the head's name, or NULL when there are no more.
+ * the head's name, or NULL when there are no more.  Heads belong to the
+ * main module, with the embedding.
  */
 const char *
 arch_tied_head(const struct arch *a, size_t *i)
 {
+	const struct arch_module *am = &a->mod[a->main];
 	size_t k;
 	bool has_embed, has_head;
 
 	for (; *i < sizeof tied_names / sizeof *tied_names; (*i)++) {
 		has_embed = has_head = false;
-		for (k = 0; k < a->npre; k++)
-			has_embed |= strcmp(a->pre[k].name,
+		for (k = 0; k < am->npre; k++)
+			has_embed |= strcmp(am->pre[k].name,
 			    tied_names[*i].embed) == 0;
-		for (k = 0; k < a->npost; k++)
-			has_head |= strcmp(a->post[k].name,
+		for (k = 0; k < am->npost; k++)
+			has_head |= strcmp(am->post[k].name,
 			    tied_names[*i].head) == 0;
 		if (has_embed && !has_head)
 			return tied_names[(*i)++].head;
@@ -261,15 +168,62 @@ arch_tied_head(const struct arch *a, size_t *i)
 
 /* A post-layer weight the architecture model does not store (a head). */
 void
-arch_add_post(struct arch *a, const char *name)
+arch_add_post(struct arch_module *am, const char *name)
 {
-	arch_push(&a->post, &a->npost, name);
-	qsort(a->post, a->npost, sizeof *a->post, weight_cmp);
+	arch_weight_push(&am->post, &am->npost, name);
+	arch_weights_sort(am->post, am->npost);
 }
 
+/* Layer weight w of output (or input) layer "layer" of module am. */
 char *
-arch_layer_name(const struct arch *a, const struct arch_weight *w,
+arch_layer_name(const struct arch_module *am, const struct arch_weight *w,
     int64_t layer)
 {
-	return xasprintf("%s%" PRId64 "%s", a->layer_prefix, layer, w->name);
+	return xasprintf("%s%" PRId64 "%s", am->layer_prefix,
+	    layer + am->first, w->name);
+}
+
+/* An at_end weight of a stack of "layers" layers: the block after the
+ * last one. */
+char *
+arch_end_name(const struct arch_module *am, const struct arch_weight *w,
+    int64_t layers)
+{
+	return xasprintf("%s%" PRId64 "%s", am->layer_prefix,
+	    layers + am->first, w->name);
+}
+
+/* The module called name: as named here, or by its layer prefix
+ * (mergekit's name for modules it infers), with or without the dot. */
+const struct arch_module *
+arch_module_find(const struct arch *a, const char *name)
+{
+	const struct arch_module *am;
+	size_t i, n;
+
+	for (i = 0; i < a->nmod; i++) {
+		am = &a->mod[i];
+		if (strcmp(am->name, name) == 0)
+			return am;
+		if (am->layer_prefix == NULL)
+			continue;
+		n = strlen(am->layer_prefix);
+		if (strcmp(am->layer_prefix, name) == 0 ||
+		    (strlen(name) == n - 1 &&
+		    strncmp(am->layer_prefix, name, n - 1) == 0))
+			return am;
+	}
+	return NULL;
+}
+
+const struct arch_module *
+arch_module_by_prefix(const struct arch *a, const char *prefix)
+{
+	size_t i;
+
+	for (i = 0; i < a->nmod; i++)
+		if (a->mod[i].layer_prefix != NULL &&
+		    strcmp(a->mod[i].layer_prefix, prefix) == 0)
+			return &a->mod[i];
+	return NULL;
 }

@@ -429,76 +429,97 @@ cfg_slice(struct cfg_ctx *c, const struct ynode *n, struct graph_slice *s)
 
 static void
 cfg_list(struct cfg_ctx *c, const struct ynode *n, const char *key,
-    struct graph_config *cfg)
+    struct graph_module *mod)
 {
 	size_t i;
 
+	mod->mark = n->mark;
 	if (n->kind != YNODE_SEQ) {
 		cfg_err(c, n, "'%s' must be a list", key);
 		return;
 	}
 	if (strcmp(key, "models") == 0) {
-		cfg->form = GRAPH_FORM_MODELS;
-		cfg->models = n->n ? xcalloc(n->n, sizeof *cfg->models) : NULL;
+		mod->form = GRAPH_FORM_MODELS;
+		mod->models = n->n ? xcalloc(n->n, sizeof *mod->models) : NULL;
 		for (i = 0; i < n->n; i++)
 			cfg_source(c, n->kids[i], false,
-			    &cfg->models[cfg->nmodels++]);
+			    &mod->models[mod->nmodels++]);
 	} else {
-		cfg->form = GRAPH_FORM_SLICES;
-		cfg->slices = n->n ? xcalloc(n->n, sizeof *cfg->slices) : NULL;
+		mod->form = GRAPH_FORM_SLICES;
+		mod->slices = n->n ? xcalloc(n->n, sizeof *mod->slices) : NULL;
 		for (i = 0; i < n->n; i++)
-			cfg_slice(c, n->kids[i], &cfg->slices[cfg->nslices++]);
+			cfg_slice(c, n->kids[i], &mod->slices[mod->nslices++]);
 	}
 }
 
+/* A new module of cfg, zeroed. */
+static struct graph_module *
+cfg_add_module(struct graph_config *cfg)
+{
+	cfg->mods = xgrowarray(cfg->mods, cfg->nmods, sizeof *cfg->mods);
+	memset(&cfg->mods[cfg->nmods], 0, sizeof *cfg->mods);
+	return &cfg->mods[cfg->nmods++];
+}
+
 /*
- * modules: is accepted for single-module (decoder-only) models, whose one
- * module is called "default" (Part A item 3).
+ * modules: one entry per module of the architecture that the config
+ * plans, each with its slices or models and parameters.  Which names
+ * exist is known only once the architecture model is open: the planner
+ * checks them (a single-stack model's one module is "default", Part A
+ * item 3).
  */
 static void
 cfg_modules(struct cfg_ctx *c, const struct ynode *n, struct graph_config *cfg)
 {
 	static const char *const keys[] = { "slices", "models", "parameters" };
-	const struct ynode *def, *s, *m;
-	size_t i, ndefault = 0;
+	const struct ynode *def, *s, *m, *key;
+	struct graph_module *mod;
+	char *what;
+	size_t i, j;
+	bool good;
 
 	if (n->kind != YNODE_MAP || n->n == 0) {
 		cfg_err(c, n, "'modules' must be a non-empty mapping");
 		return;
 	}
-	for (i = 0; i + 1 < n->n; i += 2) {
-		if (strcmp(n->kids[i]->str, "default") != 0)
-			cfg_err(c, n->kids[i], "module '%s': only single-module "
-			    "models are supported, whose module is 'default'",
-			    n->kids[i]->str);
-		else if (ndefault++ > 0)
-			cfg_err(c, n->kids[i], "key 'default' appears twice in "
-			    "'modules'");
-	}
-	if ((def = ynode_get(n, "default")) == NULL) {
-		/* Absent, or "default:" with nothing after it (found by
-		 * fuzz-config: it planned a merge of no models). */
-		for (i = 0; i + 1 < n->n; i += 2)
-			if (strcmp(n->kids[i]->str, "default") == 0) {
-				cfg_err(c, n->kids[i], "module 'default' needs "
-				    "exactly one of 'slices' or 'models'");
-				break;
-			}
-		return;
-	}
-	if (!cfg_keys(c, def, "module 'default'", keys, 3))
-		return;
 	cfg->modules = true;
-	s = ynode_get(def, "slices");
-	m = ynode_get(def, "models");
-	if ((s != NULL && s->n > 0) == (m != NULL && m->n > 0)) {
-		cfg_err(c, def, "module 'default' needs exactly one of "
-		    "'slices' or 'models'");
-		return;
+	for (i = 0; i + 1 < n->n; i += 2) {
+		key = n->kids[i];
+		def = n->kids[i + 1];
+		for (j = 0; j < i; j += 2)
+			if (strcmp(n->kids[j]->str, key->str) == 0)
+				break;
+		if (j < i) {
+			cfg_err(c, key, "key '%s' appears twice in 'modules'",
+			    key->str);
+			continue;
+		}
+		/* "default:" with nothing after it (found by fuzz-config:
+		 * it planned a merge of no models). */
+		if (def->kind == YNODE_SCALAR && def->str[0] == '\0') {
+			cfg_err(c, key, "module '%s' needs exactly one of "
+			    "'slices' or 'models'", key->str);
+			continue;
+		}
+		what = xasprintf("module '%s'", key->str);
+		good = cfg_keys(c, def, what, keys, 3);
+		free(what);
+		if (!good && def->kind != YNODE_MAP)
+			continue;
+		s = ynode_get(def, "slices");
+		m = ynode_get(def, "models");
+		if ((s != NULL && s->n > 0) == (m != NULL && m->n > 0)) {
+			cfg_err(c, def, "module '%s' needs exactly one of "
+			    "'slices' or 'models'", key->str);
+			continue;
+		}
+		mod = cfg_add_module(cfg);
+		mod->name = xstrdup(key->str);
+		cfg_list(c, s != NULL && s->n > 0 ? s : m,
+		    s != NULL && s->n > 0 ? "slices" : "models", mod);
+		mod->mark = key->mark;
+		cfg_params(c, ynode_get(def, "parameters"), &mod->params);
 	}
-	cfg_list(c, s != NULL && s->n > 0 ? s : m,
-	    s != NULL && s->n > 0 ? "slices" : "models", cfg);
-	cfg_params(c, ynode_get(def, "parameters"), &cfg->module_params);
 }
 
 static void
@@ -593,9 +614,9 @@ cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
 		return;
 	}
 	if (models && !(models->kind == YNODE_SEQ && models->n == 0))
-		cfg_list(c, models, "models", cfg);
+		cfg_list(c, models, "models", cfg_add_module(cfg));
 	else if (slices && !(slices->kind == YNODE_SEQ && slices->n == 0))
-		cfg_list(c, slices, "slices", cfg);
+		cfg_list(c, slices, "slices", cfg_add_module(cfg));
 	else
 		cfg_modules(c, modules, cfg);
 }
@@ -679,26 +700,37 @@ source_free(struct graph_source *s)
 	params_free(&s->params);
 }
 
-void
-graph_config_free(struct graph_config *cfg)
+static void
+module_free(struct graph_module *mod)
 {
 	size_t i, j;
 
+	for (i = 0; i < mod->nmodels; i++)
+		source_free(&mod->models[i]);
+	free(mod->models);
+	for (i = 0; i < mod->nslices; i++) {
+		for (j = 0; j < mod->slices[i].nsrc; j++)
+			source_free(&mod->slices[i].src[j]);
+		free(mod->slices[i].src);
+		graph_ref_fini(&mod->slices[i].base);
+		params_free(&mod->slices[i].params);
+	}
+	free(mod->slices);
+	params_free(&mod->params);
+	free(mod->name);
+}
+
+void
+graph_config_free(struct graph_config *cfg)
+{
+	size_t i;
+
 	if (cfg == NULL)
 		return;
-	for (i = 0; i < cfg->nmodels; i++)
-		source_free(&cfg->models[i]);
-	free(cfg->models);
-	for (i = 0; i < cfg->nslices; i++) {
-		for (j = 0; j < cfg->slices[i].nsrc; j++)
-			source_free(&cfg->slices[i].src[j]);
-		free(cfg->slices[i].src);
-		graph_ref_fini(&cfg->slices[i].base);
-		params_free(&cfg->slices[i].params);
-	}
-	free(cfg->slices);
+	for (i = 0; i < cfg->nmods; i++)
+		module_free(&cfg->mods[i]);
+	free(cfg->mods);
 	params_free(&cfg->params);
-	params_free(&cfg->module_params);
 	graph_ref_fini(&cfg->base);
 	graph_ref_fini(&cfg->arch);
 	free(cfg->method);
@@ -728,17 +760,21 @@ size_t
 graph_config_refs(const struct graph_config *cfg, const struct graph_ref ***out)
 {
 	const struct graph_ref **v = NULL;
-	size_t n = 0, i, j;
+	const struct graph_module *mod;
+	size_t n = 0, i, j, k;
 
 	if (cfg->has_base)
 		refs_add(&v, &n, &cfg->base);
-	for (i = 0; i < cfg->nmodels; i++)
-		refs_add(&v, &n, &cfg->models[i].model);
-	for (i = 0; i < cfg->nslices; i++) {
-		for (j = 0; j < cfg->slices[i].nsrc; j++)
-			refs_add(&v, &n, &cfg->slices[i].src[j].model);
-		if (cfg->slices[i].has_base)
-			refs_add(&v, &n, &cfg->slices[i].base);
+	for (k = 0; k < cfg->nmods; k++) {
+		mod = &cfg->mods[k];
+		for (i = 0; i < mod->nmodels; i++)
+			refs_add(&v, &n, &mod->models[i].model);
+		for (i = 0; i < mod->nslices; i++) {
+			for (j = 0; j < mod->slices[i].nsrc; j++)
+				refs_add(&v, &n, &mod->slices[i].src[j].model);
+			if (mod->slices[i].has_base)
+				refs_add(&v, &n, &mod->slices[i].base);
+		}
 	}
 	*out = v;
 	return n;

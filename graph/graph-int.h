@@ -222,22 +222,28 @@ int model_read(const struct model *m, const char *name, size_t max, char **out,
 bool model_has(const struct model *, const char *);
 
 /* arch.c: tensor templates derived from a model's own tensor names. */
-enum arch_section {
-	ARCH_PRE,
-	ARCH_LAYER,
-	ARCH_POST,
-};
-
 struct arch_weight {
-	char *name;		/* pre/post: full name; layer: the suffix */
+	char *name;		/* pre/post: full name; layer, at_end: suffix */
 	bool is_embed;
 	bool uniform;		/* layer weights: present in every layer */
+	bool at_end;		/* post: in the block after the last layer
+				 * (phi-1's head), named by the layer count */
 	const char *tied;	/* name to try when absent, or NULL */
 };
 
-struct arch {
-	char *layer_prefix;	/* "model.layers." or NULL without layers */
+/*
+ * One stack of layers and the loose weights that go with it, or loose
+ * weights alone (a projector).  A decoder-only model has one, "default";
+ * vision-language and encoder-decoder models have several, named as
+ * mergekit names them where it can tell (text_decoder, vision_tower,
+ * multi_modal_projector, encoder, decoder), else by their prefix.
+ */
+struct arch_module {
+	char *name;
+	char *layer_prefix;	/* "model.layers."; NULL: no layers */
 	int64_t num_layers;
+	int64_t first;		/* tensor index of layer 0 (phi-1: 1) */
+	char *layers_key;	/* config.json path of the count, or NULL */
 	struct arch_weight *pre;
 	size_t npre;
 	struct arch_weight *layer;
@@ -246,17 +252,35 @@ struct arch {
 	size_t npost;
 };
 
+struct arch {
+	struct arch_module *mod;	/* sorted by name */
+	size_t nmod;
+	size_t main;		/* the text stack: LM head, tied heads */
+};
+
+/* arch-derive.c: the layout read off a model's tensor names. */
 int arch_derive(const struct model *m, struct arch *a, char **cause);
 void arch_fini(struct arch *);
-char *arch_layer_name(const struct arch *a, const struct arch_weight *w,
-    int64_t layer);
+
+/* arch.c: names. */
+char *arch_layer_name(const struct arch_module *am,
+    const struct arch_weight *w, int64_t layer);
+char *arch_end_name(const struct arch_module *am,
+    const struct arch_weight *w, int64_t layers);
+const struct arch_module *arch_module_find(const struct arch *a,
+    const char *name);
+const struct arch_module *arch_module_by_prefix(const struct arch *a,
+    const char *prefix);
 bool arch_name_is_embed(const char *);
+bool arch_name_is_pre(const char *);
 const char *arch_tied_name(const char *);
 size_t arch_tied_names(const char *name, const char **out, size_t max);
 const char *arch_tied_head(const struct arch *a, size_t *i);
 bool arch_split_layer(const char *name, size_t *plen, int64_t *idx,
     const char **suf);
-void arch_add_post(struct arch *a, const char *name);
+void arch_add_post(struct arch_module *am, const char *name);
+void arch_weight_push(struct arch_weight **v, size_t *n, const char *name);
+void arch_weights_sort(struct arch_weight *v, size_t n);
 
 /* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
 int pvalue_eval(const struct graph_pvalue *v, double t, double *out);
@@ -269,6 +293,9 @@ const struct graph_param *params_find(const struct graph_params *,
 struct plan_model {
 	struct model *m;
 	char *name;
+	struct arch arch;	/* its own layout, once asked for */
+	bool arch_done;
+	bool arch_ok;
 };
 
 struct plan_shard {
@@ -305,7 +332,10 @@ struct graph_plan {
 				 * model ties (Part A 16) */
 	struct plan_unused *unused;	/* source layer tensors not merged */
 	size_t nunused;
-	int64_t out_layers;	/* -1: leave config.json's count alone */
+	int64_t *out_layers;	/* per module of arch; -1: config.json's
+				 * count left alone */
+	bool *mod_copied;	/* per module: not named by modules:, so
+				 * the architecture model's */
 	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
 	struct graph_plan_opts opts;
 	struct graph_cred cred;	/* opts.cred's copy, which the plan owns */

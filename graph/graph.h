@@ -169,6 +169,23 @@ enum graph_form {
 	GRAPH_FORM_SLICES,
 };
 
+/*
+ * What a config says about one module of the architecture (MERGEKIT.md
+ * Part B 1.7): its models: or its slices:.  A config's top-level models:
+ * or slices: is one of these without a name; modules: gives one per
+ * module it names, in config order.
+ */
+struct graph_module {
+	char *name;		/* NULL: top-level models:/slices: */
+	struct graph_mark mark;
+	enum graph_form form;
+	struct graph_source *models;
+	size_t nmodels;
+	struct graph_slice *slices;
+	size_t nslices;
+	struct graph_params params;	/* the module's own parameters */
+};
+
 struct graph_config {
 	char *path;		/* for messages */
 	char *text;		/* the original text, for mergekit_config.yml */
@@ -182,13 +199,9 @@ struct graph_config {
 	enum graph_dtype dtype;
 	enum graph_dtype out_dtype;
 	struct graph_params params;
-	enum graph_form form;
-	struct graph_source *models;
-	size_t nmodels;
-	struct graph_slice *slices;
-	size_t nslices;
-	bool modules;		/* written as modules: {default: ...} */
-	struct graph_params module_params;
+	bool modules;		/* written as modules: (else one unnamed) */
+	struct graph_module *mods;
+	size_t nmods;
 	bool allow_crimes;
 	/* mergekit-multi's "name:" of a stage, which mergekit-yaml (and so
 	 * the planner, with a warning) ignores. */

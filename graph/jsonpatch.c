@@ -1,13 +1,16 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * jsonpatch.c: replace or add top-level keys of a JSON object, in its text.
+ * jsonpatch.c: replace or add keys of a JSON object, in its text.
  *
  * The output config.json is the donor's with a few fields changed
  * (architectures, model_type, layer count, dtype).  Re-serialising the
  * donor through cJSON would lose how numbers were written ("8.0" becomes
  * "8", and transformers rejects an integer rope_scaling factor), reorder
  * nothing but reformat everything.  So the donor's text is kept byte for
- * byte and only the values of the named keys are swapped.  The input must
+ * byte and only the values of the named keys are swapped.  A dotted key
+ * ("text_config.num_hidden_layers") names a key of a nested object; it is
+ * replaced there, or added there when that object lacks it, and left out
+ * when there is no such object.  The input must
  * already have been validated as a JSON object (model.c does that with
  * cJSON); this scanner only finds value boundaries.  Pure function.
  */
@@ -60,12 +63,51 @@ skip_value(const char *s, size_t i, size_t n)
 	return n;
 }
 
+/* Whether key k names the top-level key s[ks+1 .. ke-1), directly or as
+ * the parent of a dotted key. */
+static bool
+key_is(const char *key, const char *s, size_t ks, size_t ke, bool *nested)
+{
+	const char *dot = strchr(key, '.');
+	size_t len = dot ? (size_t)(dot - key) : strlen(key);
+
+	*nested = dot != NULL;
+	return ke - ks - 2 == len && memcmp(s + ks + 1, key, len) == 0;
+}
+
+/* The object value s[vs .. ve) with the dotted keys under its parent
+ * applied. */
+static void
+patch_nested(struct xbuf *out, const char *s, size_t vs, size_t ve,
+    const char *const *keys, const char *const *values, size_t nkeys,
+    size_t ks, size_t ke, bool *done)
+{
+	const char **sub = xcalloc(nkeys + 1, sizeof *sub);
+	const char **subv = xcalloc(nkeys + 1, sizeof *subv);
+	size_t k, n = 0;
+	bool nested;
+	char *r;
+
+	for (k = 0; k < nkeys; k++) {
+		if (!key_is(keys[k], s, ks, ke, &nested) || !nested)
+			continue;
+		sub[n] = strchr(keys[k], '.') + 1;
+		subv[n++] = values[k];
+		done[k] = true;
+	}
+	r = jsonpatch_apply(s + vs, ve - vs, sub, subv, n);
+	xbuf_add(out, r, strlen(r));
+	free(r);
+	free(sub);
+	free(subv);
+}
+
 char *
 jsonpatch_apply(const char *s, size_t n, const char *const *keys,
     const char *const *values, size_t nkeys)
 {
 	struct xbuf out = { 0 };
-	bool *done = xcalloc(nkeys + 1, sizeof *done);
+	bool *done = xcalloc(nkeys + 1, sizeof *done), nested, patched;
 	size_t i, k, ks, ke, vs, ve, last = 0, close = n, seen = 0;
 	char *r;
 
@@ -82,14 +124,22 @@ jsonpatch_apply(const char *s, size_t n, const char *const *keys,
 		i = skip_ws(s, ke, n) + 1;	/* ':' */
 		vs = skip_ws(s, i, n);
 		ve = skip_value(s, vs, n);
-		for (k = 0; k < nkeys; k++) {
-			if (ke - ks - 2 == strlen(keys[k]) &&
-			    memcmp(s + ks + 1, keys[k], ke - ks - 2) == 0) {
-				xbuf_add(&out, s + last, vs - last);
+		patched = false;
+		for (k = 0; k < nkeys && !patched; k++) {
+			if (!key_is(keys[k], s, ks, ke, &nested))
+				continue;
+			if (nested && (vs >= n || s[vs] != '{'))
+				continue;
+			xbuf_add(&out, s + last, vs - last);
+			if (nested) {
+				patch_nested(&out, s, vs, ve, keys, values,
+				    nkeys, ks, ke, done);
+			} else {
 				xbuf_add(&out, values[k], strlen(values[k]));
-				last = ve;
 				done[k] = true;
 			}
+			last = ve;
+			patched = true;
 		}
 		seen++;
 		i = skip_ws(s, ve, n);
@@ -102,7 +152,7 @@ jsonpatch_apply(const char *s, size_t n, const char *const *keys,
 		close--;
 	xbuf_add(&out, s + last, close - last);
 	for (k = 0; k < nkeys; k++)
-		if (!done[k])
+		if (!done[k] && strchr(keys[k], '.') == NULL)
 			xbuf_printf(&out, "%s\n  \"%s\": %s", seen++ ? "," : "",
 			    keys[k], values[k]);
 	xbuf_add(&out, s + close, n - close);

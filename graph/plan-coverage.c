@@ -40,13 +40,15 @@ unused_add(struct graph_plan *p, size_t model, const char *name,
  */
 struct coverage {
 	struct strmap outputs;	/* output tensor name -> index */
-	struct strmap layer;	/* layer weight suffix -> index in arch */
+	struct strmap *layer;	/* per module: layer weight suffix -> index */
+	struct strmap loose;	/* the architecture's pre and post names */
 	struct strmap *listed;	/* per model: names already in unused */
 };
 
-/* One source of a slice whose output layers begin at out0. */
+/* One source of a slice of module am whose output layers begin at out0. */
 static void
-coverage_source(struct plan_build *b, const struct nsrc *src, int64_t out0,
+coverage_source(struct plan_build *b, const struct arch_module *am,
+    const struct strmap *layer, const struct nsrc *src, int64_t out0,
     struct coverage *c)
 {
 	struct graph_plan *p = b->p;
@@ -61,11 +63,14 @@ coverage_source(struct plan_build *b, const struct nsrc *src, int64_t out0,
 	for (i = 0; i < m->ntensors; i++) {
 		name = m->tensors[i].t->name;
 		if (!arch_split_layer(name, &plen, &idx, &suf) ||
-		    idx < src->start || idx >= src->end)
+		    strlen(am->layer_prefix) != plen ||
+		    strncmp(name, am->layer_prefix, plen) != 0)
 			continue;
-		w = strlen(p->arch.layer_prefix) == plen && strncmp(name,
-		    p->arch.layer_prefix, plen) == 0 &&
-		    strmap_get(&c->layer, suf, &k) ? &p->arch.layer[k] : NULL;
+		idx -= am->first;
+		if (idx < src->start || idx >= src->end ||
+		    strmap_get(&c->loose, name, &ignored))
+			continue;
+		w = strmap_get(layer, suf, &k) ? &am->layer[k] : NULL;
 		if (w == NULL) {
 			if (!strmap_get(&c->listed[src->model], name,
 			    &ignored)) {
@@ -74,7 +79,7 @@ coverage_source(struct plan_build *b, const struct nsrc *src, int64_t out0,
 			}
 			continue;
 		}
-		out = arch_layer_name(&p->arch, w, out0 + idx - src->start);
+		out = arch_layer_name(am, w, out0 + idx - src->start);
 		has = strmap_get(&c->outputs, out, &ignored);
 		if (!has)
 			graph_diag_add(b->d, GRAPH_SEV_ERROR, NULL, "internal "
@@ -89,22 +94,42 @@ void
 plan_coverage(struct plan_build *b)
 {
 	struct graph_plan *p = b->p;
+	const struct arch_module *am;
+	const struct nmodule *nm;
 	struct coverage c = { 0 };
-	int64_t out0 = 0;
-	size_t i, j;
+	int64_t out0;
+	size_t i, j, m;
 
 	c.listed = xcalloc(p->nmodels, sizeof *c.listed);
+	c.layer = xcalloc(b->nmods, sizeof *c.layer);
 	for (i = 0; i < p->ntensors; i++)
 		strmap_put(&c.outputs, p->tensors[i].name, i);
-	for (i = 0; i < p->arch.nlayer; i++)
-		strmap_put(&c.layer, p->arch.layer[i].name, i);
-	for (i = 0; i < b->nslices; i++) {
-		for (j = 0; j < b->slices[i].nsrc; j++)
-			coverage_source(b, &b->slices[i].src[j], out0, &c);
-		out0 += b->slices[i].len;
+	for (m = 0; m < b->nmods; m++) {
+		am = b->mods[m].am;
+		for (i = 0; i < am->nlayer; i++)
+			strmap_put(&c.layer[m], am->layer[i].name, i);
+		for (i = 0; i < am->npre; i++)
+			strmap_put(&c.loose, am->pre[i].name, i);
+		for (i = 0; i < am->npost; i++)
+			strmap_put(&c.loose, am->post[i].name, i);
+	}
+	for (m = 0; m < b->nmods; m++) {
+		nm = &b->mods[m];
+		if (nm->am->layer_prefix == NULL)
+			continue;
+		out0 = 0;
+		for (i = 0; i < nm->nslices; i++) {
+			for (j = 0; j < nm->slices[i].nsrc; j++)
+				coverage_source(b, nm->am, &c.layer[m],
+				    &nm->slices[i].src[j], out0, &c);
+			out0 += nm->slices[i].len;
+		}
 	}
 	strmap_free(&c.outputs);
-	strmap_free(&c.layer);
+	strmap_free(&c.loose);
+	for (m = 0; m < b->nmods; m++)
+		strmap_free(&c.layer[m]);
+	free(c.layer);
 	for (i = 0; i < p->nmodels; i++)
 		strmap_free(&c.listed[i]);
 	free(c.listed);

@@ -24,6 +24,16 @@ struct nslice {
 	const struct graph_params *params;	/* may be NULL */
 	struct graph_mark mark;
 	int64_t len;		/* layers */
+	bool copy;		/* the architecture model's, unchanged */
+};
+
+/* One module of the output: its slices, normalised (Part B 1.7). */
+struct nmodule {
+	const struct arch_module *am;
+	const struct graph_params *params;	/* the module's; may be NULL */
+	struct nslice *slices;
+	size_t nslices;
+	bool sliced;		/* by slices: (else models:, or copied) */
 };
 
 /* Repeated errors are shown a few times, then counted. */
@@ -39,8 +49,8 @@ struct plan_build {
 	const struct graph_method *method;
 	const struct graph_ref **refs;	/* referenced models, config order */
 	size_t nrefs;
-	struct nslice *slices;
-	size_t nslices;
+	struct nmodule *mods;	/* in the architecture's module order */
+	size_t nmods;
 	struct plan_errkind errs[32];
 	size_t nerrs;
 	size_t suppressed;
@@ -48,6 +58,8 @@ struct plan_build {
 };
 
 bool plan_cancelled(struct plan_build *);
+int64_t plan_model_layers(struct graph_plan *p, size_t mi,
+    const struct arch_module *am);
 void plan_tensors(struct plan_build *);
 void plan_coverage(struct plan_build *);
 

@@ -120,6 +120,7 @@ static void
 plan_json_body(cJSON *o, const struct graph_plan *p)
 {
 	const struct model *am = p->models[p->arch_model].m;
+	const struct arch_module *mod;
 	const struct graph_method *meth;
 	cJSON *a, *m, *arr;
 	size_t i;
@@ -135,10 +136,31 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 		cJSON_AddStringToObject(o, "base_model", p->models[p->base].name);
 	else
 		cJSON_AddNullToObject(o, "base_model");
-	if (p->out_layers >= 0)
-		cJSON_AddNumberToObject(o, "layers", (double)p->out_layers);
-	else
-		cJSON_AddNumberToObject(o, "layers", (double)p->arch.num_layers);
+	/* The main module's count; every module's below. */
+	mod = &p->arch.mod[p->arch.main];
+	cJSON_AddNumberToObject(o, "layers", p->out_layers[p->arch.main] >= 0 ?
+	    (double)p->out_layers[p->arch.main] : (double)mod->num_layers);
+	arr = cJSON_AddArrayToObject(o, "modules");
+	for (i = 0; i < p->arch.nmod; i++) {
+		mod = &p->arch.mod[i];
+		m = cJSON_CreateObject();
+		cJSON_AddStringToObject(m, "name", mod->name);
+		if (mod->layer_prefix != NULL)
+			cJSON_AddStringToObject(m, "layer_prefix",
+			    mod->layer_prefix);
+		else
+			cJSON_AddNullToObject(m, "layer_prefix");
+		cJSON_AddNumberToObject(m, "layers", p->out_layers[i] >= 0 ?
+		    (double)p->out_layers[i] : (double)mod->num_layers);
+		if (mod->layers_key != NULL)
+			cJSON_AddStringToObject(m, "layers_key",
+			    mod->layers_key);
+		else
+			cJSON_AddNullToObject(m, "layers_key");
+		cJSON_AddStringToObject(m, "from", p->mod_copied != NULL &&
+		    p->mod_copied[i] ? "copied" : "merged");
+		cJSON_AddItemToArray(arr, m);
+	}
 	arr = cJSON_AddArrayToObject(o, "models");
 	for (i = 0; i < p->nmodels; i++) {
 		m = cJSON_CreateObject();

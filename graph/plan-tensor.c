@@ -166,12 +166,12 @@ param_typecheck(struct plan_build *b, const struct method_param *mp,
 /* Returns false when a required global is missing; sets keep_base when
  * a base-fallback one is (MP_BASE_FALLBACK). */
 static bool
-plan_globals(struct plan_build *b, const struct nslice *s,
-    struct plan_tensor *pt, double t, bool *keep_base)
+plan_globals(struct plan_build *b, const struct nmodule *nm,
+    const struct nslice *s, struct plan_tensor *pt, double t,
+    bool *keep_base)
 {
-	const struct graph_method *m = b->method;
-	const struct graph_params *levels[3] = { s->params,
-		b->cfg->modules ? &b->cfg->module_params : NULL,
+	const struct graph_method *m = pt->method;
+	const struct graph_params *levels[3] = { s->params, nm->params,
 		&b->cfg->params };
 	size_t i;
 	bool good = true;
@@ -239,6 +239,45 @@ plan_add_input(struct plan_tensor *pt, size_t model,
 	    (uint64_t)in->rows) : 0;
 }
 
+/* Where an output tensor is: before or after the layers, in a layer, or
+ * in the block after the last layer (phi-1's head). */
+enum plan_place {
+	PLACE_LOOSE,
+	PLACE_LAYER,
+	PLACE_END,
+};
+
+/* What one output tensor is made of. */
+struct plan_what {
+	const struct nmodule *nm;
+	const struct nslice *s;
+	const struct arch_weight *w;
+	enum plan_place place;
+	int64_t out;		/* output layer; at the end: the layer count */
+	int64_t local;		/* layer within the slice */
+};
+
+/* The tensor's name in source j's model (or, j == -1, the output's). */
+static char *
+plan_input_name(struct plan_build *b, const struct plan_what *pw, size_t j,
+    int64_t *idx)
+{
+	const struct arch_module *am = pw->nm->am;
+	const struct nsrc *src = &pw->s->src[j];
+
+	*idx = -1;
+	switch (pw->place) {
+	case PLACE_LAYER:
+		*idx = src->start + pw->local;
+		return arch_layer_name(am, pw->w, *idx);
+	case PLACE_END:
+		return arch_end_name(am, pw->w, plan_model_layers(b->p,
+		    src->model, am));
+	default:
+		return xstrdup(pw->w->name);
+	}
+}
+
 /*
  * Finds every needed input tensor; false if any is missing.  A layer
  * weight that not every layer has is merged from the sources that have
@@ -246,13 +285,14 @@ plan_add_input(struct plan_tensor *pt, size_t model,
  * needs the base to have it.
  */
 static bool
-plan_inputs(struct plan_build *b, const struct nslice *s,
-    struct plan_tensor *pt, const struct arch_weight *w, int64_t local,
-    bool layer, bool only_base)
+plan_inputs(struct plan_build *b, const struct plan_what *pw,
+    struct plan_tensor *pt, bool only_base)
 {
-	bool optional = layer && !w->uniform;
+	const struct nslice *s = pw->s;
+	bool layer = pw->place == PLACE_LAYER;
+	bool optional = layer && !pw->w->uniform;
 	const struct graph_plan *p = b->p;
-	const struct method_param *fb = method_fallback_param(b->method);
+	const struct method_param *fb = method_fallback_param(pt->method);
 	const struct model_tensor *mt;
 	const char *found;
 	char *name;
@@ -265,13 +305,11 @@ plan_inputs(struct plan_build *b, const struct nslice *s,
 	for (j = 0; j < s->nsrc; j++) {
 		if (only_base && s->src[j].model != s->base)
 			continue;
-		idx = layer ? s->src[j].start + local : -1;
-		name = layer ? arch_layer_name(&p->arch, w, idx) :
-		    xstrdup(w->name);
+		name = plan_input_name(b, pw, j, &idx);
 		mt = plan_find_input(p->models[s->src[j].model].m, name,
 		    &found);
 		if (mt == NULL && optional && (s->src[j].model != s->base ||
-		    !(b->method->flags & METHOD_NEEDS_BASE))) {
+		    !(pt->method->flags & METHOD_NEEDS_BASE))) {
 			free(name);
 			continue;
 		}
@@ -280,7 +318,7 @@ plan_inputs(struct plan_build *b, const struct nslice *s,
 			    "'%s' (at its own layer index), which other sources "
 			    "of this layer have, and %s needs the base; choose "
 			    "layers of the same kind", p->models[s->base].name,
-			    name, b->method->name);
+			    name, pt->method->name);
 			good = false;
 		} else if (mt == NULL && fb != NULL) {
 			plan_error(b, pt->name, "model %s has no tensor '%s'%s; "
@@ -307,10 +345,10 @@ plan_inputs(struct plan_build *b, const struct nslice *s,
 }
 
 static void
-plan_per_model(struct plan_build *b, const struct nslice *s,
-    struct plan_tensor *pt, double t)
+plan_per_model(struct plan_build *b, const struct nmodule *nm,
+    const struct nslice *s, struct plan_tensor *pt, double t)
 {
-	const struct graph_method *m = b->method;
+	const struct graph_method *m = pt->method;
 	const struct graph_params *levels[4];
 	size_t i, j, k, np = m->nparams;
 
@@ -324,7 +362,7 @@ plan_per_model(struct plan_build *b, const struct nslice *s,
 				break;
 			}
 		levels[1] = s->params;
-		levels[2] = b->cfg->modules ? &b->cfg->module_params : NULL;
+		levels[2] = nm->params;
 		levels[3] = &b->cfg->params;
 		for (i = 0; i < np; i++) {
 			const struct method_param *mp = &m->params[i];
@@ -510,34 +548,37 @@ plan_fold_copy(struct plan_tensor *pt, size_t k, const char *note)
 static void plan_method_shape(struct plan_tensor *);
 
 static void
-plan_one(struct plan_build *b, const struct nslice *s,
-    const struct arch_weight *w, int64_t out_layer, int64_t local, double t)
+plan_one(struct plan_build *b, const struct plan_what *pw, double t)
 {
 	struct graph_plan *p = b->p;
+	const struct nslice *s = pw->s;
 	struct plan_tensor *pt;
 	struct method_plan mp;
 	char *note;
-	bool keep_base, layer = out_layer >= 0;
+	bool keep_base;
 
 	p->tensors = xgrowarray(p->tensors, p->ntensors, sizeof *p->tensors);
 	pt = &p->tensors[p->ntensors++];
 	memset(pt, 0, sizeof *pt);
-	pt->name = layer ? arch_layer_name(&p->arch, w, out_layer) :
-	    xstrdup(w->name);
-	pt->layer = out_layer;
-	pt->is_embed = w->is_embed;
-	pt->method = b->method;
-	if (!plan_globals(b, s, pt, t, &keep_base))
+	pt->name = pw->place == PLACE_LAYER ? arch_layer_name(pw->nm->am,
+	    pw->w, pw->out) : pw->place == PLACE_END ?
+	    arch_end_name(pw->nm->am, pw->w, pw->out) : xstrdup(pw->w->name);
+	pt->layer = pw->place == PLACE_LAYER ? pw->out : -1;
+	pt->is_embed = pw->w->is_embed;
+	/* A module the config does not name is copied, whatever the
+	 * method. */
+	pt->method = s->copy ? &method_copy : b->method;
+	if (!plan_globals(b, pw->nm, s, pt, t, &keep_base))
 		return;
-	if (!plan_inputs(b, s, pt, w, local, layer, keep_base))
+	if (!plan_inputs(b, pw, pt, keep_base))
 		return;
 	if (pt->nin == 0)
 		return;	/* no base: reported once per slice */
-	plan_per_model(b, s, pt, t);
+	plan_per_model(b, pw->nm, s, pt, t);
 	if (keep_base) {
 		p->kept_base++;
 		note = xasprintf("no %s applies: the base model's tensor, "
-		    "unchanged", method_fallback_param(b->method)->name);
+		    "unchanged", method_fallback_param(pt->method)->name);
 		plan_fold_copy(pt, (size_t)pt->base, note);
 		free(note);
 	}
@@ -605,7 +646,7 @@ plan_slice_ok(struct plan_build *b, const struct nslice *s, size_t idx)
 		    s->nsrc, GRAPH_MAX_INPUTS);
 		return false;
 	}
-	if (!(b->method->flags & METHOD_NEEDS_BASE))
+	if (s->copy || !(b->method->flags & METHOD_NEEDS_BASE))
 		return true;
 	if (s->base == (size_t)-1) {
 		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path,
@@ -630,61 +671,107 @@ plan_slice_ok(struct plan_build *b, const struct nslice *s, size_t idx)
  * it at its own index, whichever model the architecture came from.
  */
 static bool
-plan_layer_has(const struct plan_build *b, const struct nslice *s,
-    const struct arch_weight *w, int64_t local)
+plan_layer_has(const struct plan_build *b, const struct plan_what *pw)
 {
 	const struct graph_plan *p = b->p;
+	const struct nslice *s = pw->s;
 	char *name;
 	size_t j;
 	bool has = false;
 
-	if (w->uniform)
+	if (pw->w->uniform)
 		return true;
 	for (j = 0; j < s->nsrc && !has; j++) {
-		name = arch_layer_name(&p->arch, w, s->src[j].start + local);
+		name = arch_layer_name(pw->nm->am, pw->w, s->src[j].start +
+		    pw->local);
 		has = model_find(p->models[s->src[j].model].m, name) != NULL;
 		free(name);
 	}
 	return has;
 }
 
-void
-plan_tensors(struct plan_build *b)
+/* The output's layer count of a module, its slices' lengths added. */
+static int64_t
+nmodule_layers(const struct nmodule *nm)
 {
-	const struct arch *a = &b->p->arch;
-	const struct nslice *s;
-	int64_t out = 0, i;
-	size_t k, si;
-	bool good = true;
+	int64_t n = 0;
+	size_t i;
 
-	for (si = 0; si < b->nslices; si++)
-		good &= plan_slice_ok(b, &b->slices[si], si);
-	if (!good)
-		return;
-	for (k = 0; k < a->npre; k++)
-		plan_one(b, &b->slices[0], &a->pre[k], -1, 0, 0);
-	for (si = 0; si < b->nslices; si++) {
-		s = &b->slices[si];
-		for (i = 0; i < s->len; i++, out++) {
-			double t = s->len > 1 ? (double)i / (double)(s->len - 1)
-			    : 1.0;
-			for (k = 0; k < a->nlayer; k++) {
+	for (i = 0; i < nm->nslices; i++)
+		n += nm->slices[i].len;
+	return n;
+}
+
+/* One module: pre weights from its first slice, the layers, then post
+ * weights from its last slice (Part A item 12). */
+static void
+plan_module(struct plan_build *b, const struct nmodule *nm)
+{
+	const struct arch_module *am = nm->am;
+	struct plan_what pw = { .nm = nm };
+	int64_t i, out = 0;
+	size_t k, si;
+
+	pw.s = &nm->slices[0];
+	pw.place = PLACE_LOOSE;
+	for (k = 0; k < am->npre; k++) {
+		pw.w = &am->pre[k];
+		plan_one(b, &pw, 0);
+	}
+	pw.place = PLACE_LAYER;
+	for (si = 0; si < nm->nslices; si++) {
+		pw.s = &nm->slices[si];
+		for (i = 0; i < pw.s->len; i++, out++) {
+			double t = pw.s->len > 1 ? (double)i /
+			    (double)(pw.s->len - 1) : 1.0;
+			pw.out = out;
+			pw.local = i;
+			for (k = 0; k < am->nlayer; k++) {
 				/* Tens of thousands of tensors: planning can
 				 * be stopped in between. */
 				if (plan_cancelled(b))
 					return;
-				if (plan_layer_has(b, s, &a->layer[k], i))
-					plan_one(b, s, &a->layer[k], out, i, t);
+				pw.w = &am->layer[k];
+				if (plan_layer_has(b, &pw))
+					plan_one(b, &pw, t);
 			}
 		}
 	}
-	/* Part A item 12: post weights come from the last slice. */
-	for (k = 0; k < a->npost; k++)
-		plan_one(b, &b->slices[b->nslices - 1], &a->post[k], -1, 0, 0);
-	b->p->out_layers = b->cfg->form == GRAPH_FORM_SLICES ? out : -1;
+	pw.s = &nm->slices[nm->nslices - 1];
+	for (k = 0; k < am->npost; k++) {
+		pw.w = &am->post[k];
+		pw.place = pw.w->at_end ? PLACE_END : PLACE_LOOSE;
+		pw.out = out;
+		plan_one(b, &pw, 0);
+	}
+}
+
+void
+plan_tensors(struct plan_build *b)
+{
+	const struct graph_config *cfg = b->cfg;
+	struct graph_plan *p = b->p;
+	const struct nmodule *nm;
+	size_t m, si;
+	bool good = true;
+
+	for (m = 0; m < b->nmods; m++)
+		for (si = 0; si < b->mods[m].nslices; si++)
+			good &= plan_slice_ok(b, &b->mods[m].slices[si], si);
+	if (!good)
+		return;
+	p->out_layers = xcalloc(b->nmods, sizeof *p->out_layers);
+	p->mod_copied = xcalloc(b->nmods, sizeof *p->mod_copied);
+	for (m = 0; m < b->nmods && !b->cancelled; m++) {
+		nm = &b->mods[m];
+		plan_module(b, nm);
+		/* As mergekit: a count changes only where slices say so. */
+		p->out_layers[m] = nm->sliced ? nmodule_layers(nm) : -1;
+		p->mod_copied[m] = nm->slices[0].copy;
+	}
 	/* Part A 6: t may be left out for some tensors, not for all. */
-	if (b->p->ntensors > 0 && b->p->kept_base == b->p->ntensors)
-		graph_diag_add(b->d, GRAPH_SEV_ERROR, b->cfg->path, "no tensor "
+	if (p->ntensors > 0 && p->kept_base == p->ntensors)
+		graph_diag_add(b->d, GRAPH_SEV_ERROR, cfg->path, "no tensor "
 		    "gets a '%s': the output would be the base model, "
 		    "unchanged; give '%s' in the parameters (mergekit requires "
 		    "it)", method_fallback_param(b->method)->name,

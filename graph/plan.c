@@ -185,7 +185,7 @@ plan_untie(struct plan_build *b)
 		for (mi = 0; mi < p->nmodels; mi++) {
 			if (model_find(p->models[mi].m, head) == NULL)
 				continue;
-			arch_add_post(&p->arch, head);
+			arch_add_post(&p->arch.mod[p->arch.main], head);
 			p->untied = true;
 			break;
 		}
@@ -257,24 +257,34 @@ plan_choose_arch(struct plan_build *b)
 	return 0;
 }
 
-/* A model's layer count: config.json's, else from its tensor names. */
-static int64_t
-plan_model_layers(const struct graph_plan *p, size_t mi)
+/*
+ * A model's layer count in module am of the architecture: its own
+ * layout's, found by the module's layer prefix (a model of another family
+ * with one stack: that stack's).  A model whose own layout cannot be read
+ * falls back to config.json's count, as before modules were known.
+ */
+int64_t
+plan_model_layers(struct graph_plan *p, size_t mi,
+    const struct arch_module *am)
 {
-	const struct model *m = p->models[mi].m;
-	struct arch a;
+	struct plan_model *pm = &p->models[mi];
+	const struct arch_module *mm;
 	char *cause = NULL;
-	int64_t n;
 
-	if (m->num_layers >= 0)
-		return m->num_layers;
-	if (arch_derive(m, &a, &cause) != 0) {
+	if (am->layer_prefix == NULL)
+		return 0;
+	if (!pm->arch_done) {
+		pm->arch_done = true;
+		pm->arch_ok = arch_derive(pm->m, &pm->arch, &cause) == 0;
 		free(cause);
-		return -1;
 	}
-	n = a.num_layers;
-	arch_fini(&a);
-	return n;
+	if (!pm->arch_ok)
+		return p->arch.nmod == 1 ? pm->m->num_layers : -1;
+	if ((mm = arch_module_by_prefix(&pm->arch, am->layer_prefix)) != NULL)
+		return mm->num_layers;
+	if (p->arch.nmod == 1 && pm->arch.nmod == 1)
+		return pm->arch.mod[0].num_layers;
+	return -1;
 }
 
 static void
@@ -290,46 +300,76 @@ nslice_add_src(struct nslice *s, size_t model, int64_t start, int64_t end,
 	s->nsrc++;
 }
 
+static struct nslice *
+nmodule_add_slice(struct nmodule *nm)
+{
+	nm->slices = xgrowarray(nm->slices, nm->nslices, sizeof *nm->slices);
+	memset(&nm->slices[nm->nslices], 0, sizeof *nm->slices);
+	return &nm->slices[nm->nslices++];
+}
+
+/* A model's count in a module, with an error when it has no such module. */
+static int64_t
+plan_src_layers(struct plan_build *b, const struct nmodule *nm, size_t mi,
+    struct graph_mark mark)
+{
+	int64_t n = plan_model_layers(b->p, mi, nm->am);
+
+	if (n < 0)
+		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, mark,
+		    "model %s has no layers '%s' (module %s of the "
+		    "architecture model %s)", b->p->models[mi].name,
+		    nm->am->layer_prefix, nm->am->name,
+		    b->p->models[b->p->arch_model].name);
+	return n;
+}
+
 /* MERGEKIT.md Part B 1.7: models: becomes one slice over all layers. */
 static void
-plan_slices_from_models(struct plan_build *b)
+plan_slices_from_models(struct plan_build *b, struct nmodule *nm,
+    const struct graph_module *cm)
 {
 	const struct graph_config *cfg = b->cfg;
 	struct nslice *s;
+	int64_t n;
 	size_t i, mi;
 	bool has_base = false;
 
-	b->slices = xcalloc(1, sizeof *b->slices);
-	b->nslices = 1;
-	s = &b->slices[0];
+	s = nmodule_add_slice(nm);
 	s->params = NULL;
-	s->mark = cfg->models[0].mark;
+	s->mark = cm->models[0].mark;
 	s->base = cfg->has_base ? 0 : (size_t)-1;
-	for (i = 0; i < cfg->nmodels; i++) {
-		mi = plan_find_ref(b, &cfg->models[i].model);
+	for (i = 0; i < cm->nmodels; i++) {
+		mi = plan_find_ref(b, &cm->models[i].model);
 		has_base |= mi == s->base;
-		nslice_add_src(s, mi, 0, plan_model_layers(b->p, mi),
-		    &cfg->models[i].params, cfg->models[i].mark);
+		n = plan_src_layers(b, nm, mi, cm->models[i].mark);
+		nslice_add_src(s, mi, 0, n, &cm->models[i].params,
+		    cm->models[i].mark);
 	}
 	if (cfg->has_base && !has_base)
-		nslice_add_src(s, 0, 0, plan_model_layers(b->p, 0), NULL,
-		    cfg->base.mark);
+		nslice_add_src(s, 0, 0, plan_src_layers(b, nm, 0,
+		    cfg->base.mark), NULL, cfg->base.mark);
 	s->len = -1;
 	for (i = 0; i < s->nsrc; i++) {
+		if (s->src[i].end < 0)
+			continue;
 		if (s->len < 0)
 			s->len = s->src[i].end;
 		else if (s->src[i].end != s->len)
 			graph_diag_at(b->d, GRAPH_SEV_ERROR, cfg->path,
-			    s->src[i].mark, "model %s has %" PRId64 " layers "
-			    "but %s has %" PRId64 "; models: syntax needs equal "
+			    s->src[i].mark, "model %s has %" PRId64 " layers%s%s"
+			    " but %s has %" PRId64 "; models: syntax needs equal "
 			    "layer counts (use slices: to pick ranges)",
 			    b->p->models[s->src[i].model].name, s->src[i].end,
+			    b->p->arch.nmod > 1 ? " in module " : "",
+			    b->p->arch.nmod > 1 ? nm->am->name : "",
 			    b->p->models[s->src[0].model].name, s->len);
 	}
 }
 
 static void
-plan_slices_from_slices(struct plan_build *b)
+plan_slices_from_slices(struct plan_build *b, struct nmodule *nm,
+    const struct graph_module *cm)
 {
 	const struct graph_config *cfg = b->cfg;
 	const struct graph_slice *cs;
@@ -338,11 +378,10 @@ plan_slices_from_slices(struct plan_build *b)
 	int64_t have;
 	size_t i, j, k, mi;
 
-	b->slices = xcalloc(cfg->nslices, sizeof *b->slices);
-	b->nslices = cfg->nslices;
-	for (i = 0; i < cfg->nslices; i++) {
-		cs = &cfg->slices[i];
-		s = &b->slices[i];
+	nm->sliced = true;
+	for (i = 0; i < cm->nslices; i++) {
+		cs = &cm->slices[i];
+		s = nmodule_add_slice(nm);
 		s->params = &cs->params;
 		s->mark = cs->mark;
 		s->base = cs->has_base ? plan_find_ref(b, &cs->base) :
@@ -359,8 +398,8 @@ plan_slices_from_slices(struct plan_build *b)
 					    "sources; mergekit would silently "
 					    "keep only the last one",
 					    b->p->models[mi].name);
-			have = plan_model_layers(b->p, mi);
-			if (src->end > have)
+			have = plan_src_layers(b, nm, mi, src->mark);
+			if (have >= 0 && src->end > have)
 				graph_diag_at(b->d, GRAPH_SEV_ERROR, cfg->path,
 				    src->mark, "layer_range [%" PRId64 ", %"
 				    PRId64 "] is out of bounds: model %s has %"
@@ -379,6 +418,116 @@ plan_slices_from_slices(struct plan_build *b)
 			    &src->params, src->mark);
 		}
 	}
+}
+
+/*
+ * A module that a modules: config does not name is the architecture
+ * model's, unchanged (mergekit leaves it out, which loses, say, the
+ * vision tower of a model whose text decoder was merged).
+ */
+static void
+plan_slices_copied(struct plan_build *b, struct nmodule *nm)
+{
+	struct nslice *s = nmodule_add_slice(nm);
+	size_t am = b->p->arch_model;
+
+	s->copy = true;
+	s->base = (size_t)-1;
+	s->mark = b->cfg->mods[0].mark;
+	s->len = plan_model_layers(b->p, am, nm->am);
+	nslice_add_src(s, am, 0, s->len, NULL, s->mark);
+}
+
+/* The module names of the architecture, for messages. */
+static char *
+plan_module_names(const struct arch *a)
+{
+	struct xbuf x = { 0 };
+	size_t i;
+
+	for (i = 0; i < a->nmod; i++)
+		xbuf_printf(&x, "%s%s", i ? ", " : "", a->mod[i].name);
+	return xbuf_take(&x);
+}
+
+/* What slices: would be as modules:, for the error that asks for it. */
+static void
+plan_slices_need_modules(struct plan_build *b)
+{
+	const struct arch *a = &b->p->arch;
+	char *names = plan_module_names(a);
+
+	graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, b->cfg->mods[0].mark,
+	    "model %s has %zu modules (%s); top-level slices: cannot say "
+	    "which one they slice: write them under modules:, e.g.\n"
+	    "  modules:\n    %s:\n      slices:\n        - sources: ...\n"
+	    "(modules not named there are copied from %s)",
+	    b->p->models[b->p->arch_model].name, a->nmod, names,
+	    a->mod[a->main].name, b->p->models[b->p->arch_model].name);
+	free(names);
+}
+
+/*
+ * MERGEKIT.md Part B 1.7: the config's models:, slices: or modules:
+ * become each module's slices, in the architecture's module order.
+ */
+static void
+plan_normalise(struct plan_build *b)
+{
+	const struct graph_config *cfg = b->cfg;
+	const struct arch *a = &b->p->arch;
+	const struct graph_module *cm;
+	const struct arch_module *am;
+	struct nmodule *nm;
+	size_t i, k;
+	char *names;
+
+	b->nmods = a->nmod;
+	b->mods = xcalloc(a->nmod, sizeof *b->mods);
+	for (i = 0; i < a->nmod; i++)
+		b->mods[i].am = &a->mod[i];
+	if (!cfg->modules) {
+		cm = &cfg->mods[0];
+		if (cm->form == GRAPH_FORM_SLICES && a->nmod > 1) {
+			plan_slices_need_modules(b);
+			return;
+		}
+		for (i = 0; i < b->nmods; i++) {
+			if (cm->form == GRAPH_FORM_MODELS)
+				plan_slices_from_models(b, &b->mods[i], cm);
+			else
+				plan_slices_from_slices(b, &b->mods[i], cm);
+		}
+		return;
+	}
+	for (k = 0; k < cfg->nmods; k++) {
+		cm = &cfg->mods[k];
+		if ((am = arch_module_find(a, cm->name)) == NULL) {
+			names = plan_module_names(a);
+			graph_diag_at(b->d, GRAPH_SEV_ERROR, cfg->path,
+			    cm->mark, "model %s has no module '%s'; its "
+			    "modules are: %s",
+			    b->p->models[b->p->arch_model].name, cm->name,
+			    names);
+			free(names);
+			continue;
+		}
+		nm = &b->mods[am - a->mod];
+		if (nm->nslices > 0) {
+			graph_diag_at(b->d, GRAPH_SEV_ERROR, cfg->path,
+			    cm->mark, "module '%s' is given twice (as '%s')",
+			    am->name, cm->name);
+			continue;
+		}
+		nm->params = &cm->params;
+		if (cm->form == GRAPH_FORM_MODELS)
+			plan_slices_from_models(b, nm, cm);
+		else
+			plan_slices_from_slices(b, nm, cm);
+	}
+	for (i = 0; i < b->nmods; i++)
+		if (b->mods[i].nslices == 0)
+			plan_slices_copied(b, &b->mods[i]);
 }
 
 /*
@@ -498,21 +647,25 @@ static void
 plan_check_params(struct plan_build *b)
 {
 	const struct graph_config *cfg = b->cfg;
-	size_t i, j;
+	const struct graph_module *m;
+	size_t i, j, k;
 
 	if (cfg->has_name)
 		plan_ignored(b, cfg->name_mark, "'name' names a stage of a "
 		    "mergekit-multi file: mergekit-yaml ignores it, and so "
 		    "does mergectl");
 	plan_check_param_names(b, &cfg->params, false);
-	plan_check_param_names(b, &cfg->module_params, false);
-	for (i = 0; i < cfg->nmodels; i++)
-		plan_check_param_names(b, &cfg->models[i].params, true);
-	for (i = 0; i < cfg->nslices; i++) {
-		plan_check_param_names(b, &cfg->slices[i].params, false);
-		for (j = 0; j < cfg->slices[i].nsrc; j++)
-			plan_check_param_names(b, &cfg->slices[i].src[j].params,
-			    true);
+	for (k = 0; k < cfg->nmods; k++) {
+		m = &cfg->mods[k];
+		plan_check_param_names(b, &m->params, false);
+		for (i = 0; i < m->nmodels; i++)
+			plan_check_param_names(b, &m->models[i].params, true);
+		for (i = 0; i < m->nslices; i++) {
+			plan_check_param_names(b, &m->slices[i].params, false);
+			for (j = 0; j < m->slices[i].nsrc; j++)
+				plan_check_param_names(b,
+				    &m->slices[i].src[j].params, true);
+		}
 	}
 }
 
@@ -557,10 +710,7 @@ plan_steps(struct plan_build *b)
 	if (plan_open_models(b) != 0 || plan_choose_arch(b) != 0 ||
 	    b->method == NULL)
 		return;
-	if (b->cfg->form == GRAPH_FORM_MODELS)
-		plan_slices_from_models(b);
-	else
-		plan_slices_from_slices(b);
+	plan_normalise(b);
 	if (d->nerrors != before)
 		return;
 	plan_tensors(b);
@@ -579,7 +729,7 @@ graph_plan_build(const struct graph_config *cfg,
 	struct plan_build b;
 	struct graph_plan *p;
 	char *cause = NULL;
-	size_t i, before = d->nerrors;
+	size_t i, j, before = d->nerrors;
 
 	*out = NULL;
 	memset(&b, 0, sizeof b);
@@ -612,9 +762,12 @@ graph_plan_build(const struct graph_config *cfg,
 	plan_steps(&b);
 	cred_leave(&saved);
 out:
-	for (i = 0; i < b.nslices; i++)
-		free(b.slices[i].src);
-	free(b.slices);
+	for (i = 0; i < b.nmods; i++) {
+		for (j = 0; j < b.mods[i].nslices; j++)
+			free(b.mods[i].slices[j].src);
+		free(b.mods[i].slices);
+	}
+	free(b.mods);
 	free(b.refs);
 	if (d->nerrors != before) {
 		graph_plan_free(p);
@@ -659,9 +812,12 @@ graph_plan_free(struct graph_plan *p)
 	for (i = 0; i < p->nmodels; i++) {
 		model_close(p->models[i].m);
 		free(p->models[i].name);
+		arch_fini(&p->models[i].arch);
 	}
 	free(p->models);
 	arch_fini(&p->arch);
+	free(p->out_layers);
+	free(p->mod_copied);
 	for (i = 0; i < p->nunused; i++) {
 		free(p->unused[i].name);
 		free(p->unused[i].reason);

@@ -266,11 +266,16 @@ writer_config(const struct graph_plan *p, int dfd,
 {
 	const struct model *donor = p->models[p->donor].m;
 	const struct model *am = p->models[p->arch_model].m;
-	const char *keys[6], *vals[6];
-	char *arch, *mt = NULL, *layers = NULL, *dt = NULL, *text;
+	const struct arch_module *mod;
+	const char **keys, **vals;
+	char *arch, *mt = NULL, **layers, *dt = NULL, *text;
 	struct xbuf x = { 0 };
-	size_t n = 0;
+	size_t n = 0, i, nl = 0;
 	int rc;
+
+	keys = xcalloc(5 + p->arch.nmod, sizeof *keys);
+	vals = xcalloc(5 + p->arch.nmod, sizeof *vals);
+	layers = xcalloc(p->arch.nmod + 1, sizeof *layers);
 
 	xbuf_add(&x, "[\n    ", 6);
 	graph_json_string(&x, am->arch);
@@ -284,11 +289,17 @@ writer_config(const struct graph_plan *p, int dfd,
 		keys[n] = "model_type";
 		vals[n++] = mt;
 	}
-	if (p->out_layers >= 0) {
-		layers = xasprintf("%" PRId64, p->out_layers);
-		keys[n] = am->layers_key ? am->layers_key :
+	/* Each sliced module's count, under its own key (nested ones such
+	 * as text_config.num_hidden_layers included). */
+	for (i = 0; i < p->arch.nmod; i++) {
+		mod = &p->arch.mod[i];
+		if (p->out_layers[i] < 0 || (mod->layers_key == NULL &&
+		    p->arch.nmod > 1))
+			continue;
+		layers[nl] = xasprintf("%" PRId64, p->out_layers[i]);
+		keys[n] = mod->layers_key ? mod->layers_key :
 		    donor->layers_key ? donor->layers_key : "num_hidden_layers";
-		vals[n++] = layers;
+		vals[n++] = layers[nl++];
 	}
 	if (p->cfg_dtype != GRAPH_DT_NONE) {
 		dt = xasprintf("\"%s\"", graph_dtype_hf_name(p->cfg_dtype));
@@ -309,8 +320,12 @@ writer_config(const struct graph_plan *p, int dfd,
 	free(text);
 	free(arch);
 	free(mt);
+	for (i = 0; i < nl; i++)
+		free(layers[i]);
 	free(layers);
 	free(dt);
+	free(keys);
+	free(vals);
 	return rc;
 }
 

@@ -224,10 +224,9 @@ static const struct bad_config bad_configs[] = {
 	    "merge_method: linear\nallow_crimes: maybe\nmodels:\n"
 	    "  - model: a\n",
 	    "cfg.yml:2:15", "true or false" },
-	{ "a module other than default",
-	    "merge_method: linear\nmodules:\n  text_decoder:\n    models:\n"
-	    "      - model: a\n",
-	    "cfg.yml:3:3", "only single-module" },
+	{ "a module that is not a mapping",
+	    "merge_method: linear\nmodules:\n  text_decoder: [a]\n",
+	    "cfg.yml:3:17", "module 'text_decoder' must be a mapping" },
 	{ "an empty default module (found by fuzz-config)",
 	    "merge_method: linear\nmodules:\n  default:\n",
 	    "cfg.yml:3:3", "module 'default' needs exactly one of" },
@@ -399,8 +398,8 @@ test_models_form(void)
 	ok(cfg->allow_crimes, "allow_crimes: yes");
 	ok(cfg->has_arch && strcmp(cfg->arch.path, "org/arch") == 0 &&
 	    cfg->arch.rev == NULL, "architecture: org/arch");
-	ok_int_eq(cfg->form, GRAPH_FORM_MODELS, "form is models");
-	ok(!cfg->modules && cfg->nslices == 0, "no modules, no slices");
+	ok_int_eq(cfg->mods[0].form, GRAPH_FORM_MODELS, "form is models");
+	ok(!cfg->modules && cfg->mods[0].nslices == 0, "no modules, no slices");
 	ok(cfg->text_len == strlen(models_yaml) &&
 	    memcmp(cfg->text, models_yaml, cfg->text_len) == 0,
 	    "the original text is kept");
@@ -446,10 +445,10 @@ test_models_params(const struct graph_config *cfg)
 		ok(p->mark.line == 13 && p->mark.col == 3, "t's position");
 		ok(p->conds[1].mark.line == 16, "t[1]'s position");
 	}
-	ok_int_eq(cfg->nmodels, 2, "two models");
-	if (cfg->nmodels != 2)
+	ok_int_eq(cfg->mods[0].nmodels, 2, "two models");
+	if (cfg->mods[0].nmodels != 2)
 		return;
-	m = &cfg->models[0];
+	m = &cfg->mods[0].models[0];
 	ok(strcmp(m->model.path, "org/a") == 0 && m->model.rev == NULL &&
 	    !m->has_range, "models[0] is org/a without revision or range");
 	ok(m->mark.line == 19 && m->mark.col == 5, "models[0] position 19:5");
@@ -458,7 +457,7 @@ test_models_params(const struct graph_config *cfg)
 	p = param(&m->params, "density");
 	ok(p && pvalue_is(&p->value, true, 2, dens),
 	    "models[0] density gradient [1, 0.5]");
-	m = &cfg->models[1];
+	m = &cfg->mods[0].models[1];
 	ok(strcmp(m->model.path, "./local/b") == 0 && m->model.rev != NULL &&
 	    strcmp(m->model.rev, "main") == 0,
 	    "object form {model: {path, revision}}");
@@ -514,9 +513,9 @@ test_slices_form(void)
 	ok(d.n == 1 && d.v[0].where != NULL &&
 	    strcmp(d.v[0].where, "cfg.yml:17:22") == 0,
 	    "the warning points at the value");
-	ok(cfg->form == GRAPH_FORM_SLICES && cfg->nslices == 2 &&
-	    cfg->nmodels == 0 && !cfg->modules, "two slices");
-	s = &cfg->slices[0];
+	ok(cfg->mods[0].form == GRAPH_FORM_SLICES && cfg->mods[0].nslices == 2 &&
+	    cfg->mods[0].nmodels == 0 && !cfg->modules, "two slices");
+	s = &cfg->mods[0].slices[0];
 	ok(s->nsrc == 2 && s->src[0].has_range && s->src[0].start == 0 &&
 	    s->src[0].end == 16, "slice 0 source 0: org/a [0, 16)");
 	ok(strcmp(s->src[1].model.path, "org/b") == 0 &&
@@ -530,7 +529,7 @@ test_slices_form(void)
 	    "slice base_model");
 	p = param(&s->params, "t");
 	ok(p && pvalue_is(&p->value, true, 2, t), "slice parameters t");
-	s = &cfg->slices[1];
+	s = &cfg->mods[0].slices[1];
 	ok(s->nsrc == 1 && !s->has_base && s->params.n == 0 &&
 	    s->src[0].start == 16 && s->src[0].end == 32,
 	    "slice 1: org/a [16, 32), no base, no parameters");
@@ -569,11 +568,11 @@ test_modules_form(void)
 	rc = load(slices, &cfg, &d);
 	ok(rc == 0 && cfg != NULL, "modules: {default: {slices}} loads");
 	if (rc == 0) {
-		ok(cfg->modules && cfg->form == GRAPH_FORM_SLICES &&
-		    cfg->nslices == 1 && cfg->slices[0].nsrc == 1 &&
-		    cfg->slices[0].src[0].end == 4,
+		ok(cfg->modules && cfg->mods[0].form == GRAPH_FORM_SLICES &&
+		    cfg->mods[0].nslices == 1 && cfg->mods[0].slices[0].nsrc == 1 &&
+		    cfg->mods[0].slices[0].src[0].end == 4,
 		    "modules flag and the module's slices");
-		p = param(&cfg->module_params, "scale");
+		p = param(&cfg->mods[0].params, "scale");
 		ok(p && pvalue_is(&p->value, false, 1, two) &&
 		    cfg->params.n == 0, "module parameters are kept apart");
 	} else {
@@ -583,8 +582,8 @@ test_modules_form(void)
 	graph_diags_fini(&d);
 	rc = load(models, &cfg, &d);
 	ok(rc == 0 && cfg != NULL && cfg->modules &&
-	    cfg->form == GRAPH_FORM_MODELS && cfg->nmodels == 2 &&
-	    strcmp(cfg->models[1].model.path, "org/b") == 0,
+	    cfg->mods[0].form == GRAPH_FORM_MODELS && cfg->mods[0].nmodels == 2 &&
+	    strcmp(cfg->mods[0].models[1].model.path, "org/b") == 0,
 	    "modules: {default: {models}} loads");
 	graph_config_free(cfg);
 	graph_diags_fini(&d);
@@ -605,8 +604,8 @@ test_empty_models_with_slices(void)
 	int rc;
 
 	rc = load(yaml, &cfg, &d);
-	ok(rc == 0 && cfg != NULL && cfg->form == GRAPH_FORM_SLICES &&
-	    cfg->nslices == 1, "an empty models list beside slices is absent");
+	ok(rc == 0 && cfg != NULL && cfg->mods[0].form == GRAPH_FORM_SLICES &&
+	    cfg->mods[0].nslices == 1, "an empty models list beside slices is absent");
 	graph_config_free(cfg);
 	graph_diags_fini(&d);
 }
@@ -665,11 +664,11 @@ test_aliases(void)
 	int rc;
 
 	rc = load(yaml, &cfg, &d);
-	ok(rc == 0 && cfg->nmodels == 2 &&
-	    strcmp(cfg->models[1].model.path, "org/m") == 0,
+	ok(rc == 0 && cfg->mods[0].nmodels == 2 &&
+	    strcmp(cfg->mods[0].models[1].model.path, "org/m") == 0,
 	    "aliases are expanded");
 	if (rc == 0) {
-		p = param(&cfg->models[1].params, "weight");
+		p = param(&cfg->mods[0].models[1].params, "weight");
 		ok(p && pvalue_is(&p->value, true, 2, w),
 		    "an aliased parameter mapping is a copy");
 	}
@@ -804,7 +803,7 @@ test_nulls(void)
 	if (rc != 0)
 		dump_diags(&d);
 	ok(cfg != NULL && !cfg->has_base && cfg->dtype == GRAPH_DT_NONE &&
-	    cfg->params.n == 0 && cfg->models[0].params.n == 0,
+	    cfg->params.n == 0 && cfg->mods[0].models[0].params.n == 0,
 	    "a null base_model, dtype, parameters or parameter is unset");
 	graph_config_free(cfg);
 	graph_diags_fini(&d);
