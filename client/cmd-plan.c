@@ -91,6 +91,20 @@ print_tensor(const cJSON *t)
 }
 
 static void
+print_module(const cJSON *t)
+{
+	printf("module        %s: ", jstr(t, "name"));
+	if (*jstr(t, "layer_prefix") != '\0')
+		printf("%d layers (%s*)", (int)jnum(t, "layers"),
+		    jstr(t, "layer_prefix"));
+	else
+		printf("no layers");
+	if (strcmp(jstr(t, "from"), "copied") == 0)
+		printf(", copied from the architecture model");
+	printf("\n");
+}
+
+static void
 print_plan(const cJSON *j)
 {
 	const cJSON *a = cJSON_GetObjectItem(j, "architecture"), *t;
@@ -108,6 +122,10 @@ print_plan(const cJSON *j)
 	    cJSON_GetArraySize(cJSON_GetObjectItem(j, "tensors")));
 	printf("reads         %s; writes %s; peak memory %s (budget %s)\n",
 	    r, w, m, b);
+	/* A decoder-only model's one module says nothing new. */
+	if (cJSON_GetArraySize(cJSON_GetObjectItem(j, "modules")) > 1)
+		cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "modules"))
+			print_module(t);
 	if (jnum(j, "kept_base") > 0)
 		printf("kept          %.0f tensors from the base model, "
 		    "unchanged: no t applies to them\n", jnum(j, "kept_base"));

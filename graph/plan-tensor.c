@@ -768,6 +768,13 @@ plan_tensors(struct plan_build *b)
 		/* As mergekit: a count changes only where slices say so. */
 		p->out_layers[m] = nm->sliced ? nmodule_layers(nm) : -1;
 		p->mod_copied[m] = nm->slices[0].copy;
+		if (nm->sliced && nm->am->layers_key == NULL && b->nmods > 1 &&
+		    p->out_layers[m] != nm->am->num_layers)
+			graph_diag_add(b->d, GRAPH_SEV_WARNING, cfg->path,
+			    "module %s now has %" PRId64 " layers, but "
+			    "config.json has no layer count for it to update "
+			    "(as in mergekit)", nm->am->name,
+			    p->out_layers[m]);
 	}
 	/* Part A 6: t may be left out for some tensors, not for all. */
 	if (p->ntensors > 0 && p->kept_base == p->ntensors)

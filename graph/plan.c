@@ -459,11 +459,11 @@ plan_slices_need_modules(struct plan_build *b)
 
 	graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, b->cfg->mods[0].mark,
 	    "model %s has %zu modules (%s); top-level slices: cannot say "
-	    "which one they slice: write them under modules:, e.g.\n"
-	    "  modules:\n    %s:\n      slices:\n        - sources: ...\n"
-	    "(modules not named there are copied from %s)",
-	    b->p->models[b->p->arch_model].name, a->nmod, names,
-	    a->mod[a->main].name, b->p->models[b->p->arch_model].name);
+	    "which one they slice: put them under the module's name, as in "
+	    "'modules: {%s: {slices: [...]}}' (modules not named there are "
+	    "copied from %s)", b->p->models[b->p->arch_model].name, a->nmod,
+	    names, a->mod[a->main].name,
+	    b->p->models[b->p->arch_model].name);
 	free(names);
 }
 

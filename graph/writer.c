@@ -329,6 +329,28 @@ writer_config(const struct graph_plan *p, int dfd,
 	return rc;
 }
 
+/* Those of the files that the model has, copied unchanged. */
+static int
+writer_copy(const struct model *donor, const char *const *files, size_t n,
+    int dfd, const struct graph_cred *cred, char **cause)
+{
+	char *buf;
+	size_t i, len;
+	int rc = 0;
+
+	for (i = 0; i < n && rc == 0; i++) {
+		if (!model_has(donor, files[i]))
+			continue;
+		/* Tokenizer and processor files are a few MB at most. */
+		if ((rc = model_read(donor, files[i], 512u << 20, &buf,
+		    &len, cause)) != 0)
+			break;
+		rc = writer_file(dfd, files[i], buf, len, cred, cause);
+		free(buf);
+	}
+	return rc;
+}
+
 /* MERGEKIT.md Part B 2.9: the donor's tokenizer files, when it has one. */
 static int
 writer_tokenizer(const struct graph_plan *p, int dfd,
@@ -338,27 +360,31 @@ writer_tokenizer(const struct graph_plan *p, int dfd,
 		"special_tokens_map.json", "tokenizer.json", "tokenizer.model",
 		"added_tokens.json", "merges.txt", "vocab.json",
 		"chat_template.jinja", "generation_config.json",
-		"chat_template.json", "video_preprocessor_config.json" };
+		"chat_template.json" };
 	const struct model *donor = p->models[p->donor].m;
-	char *buf;
-	size_t i, len;
-	int rc = 0;
 
 	if (!model_has(donor, "tokenizer_config.json") ||
 	    !(model_has(donor, "tokenizer.json") ||
 	    model_has(donor, "tokenizer.model")))
 		return 0;
-	for (i = 0; i < sizeof files / sizeof *files && rc == 0; i++) {
-		if (!model_has(donor, files[i]))
-			continue;
-		/* Tokenizer files are a few MB at most. */
-		if ((rc = model_read(donor, files[i], 512u << 20, &buf,
-		    &len, cause)) != 0)
-			break;
-		rc = writer_file(dfd, files[i], buf, len, cred, cause);
-		free(buf);
-	}
-	return rc;
+	return writer_copy(donor, files, sizeof files / sizeof *files, dfd,
+	    cred, cause);
+}
+
+/*
+ * MERGEKIT.md Part B 2.1 step 12: the files a vision-language model's
+ * processor needs (mergekit's "tagalong" files), from the donor whenever
+ * it has them, tokenizer or not.
+ */
+static int
+writer_tagalong(const struct graph_plan *p, int dfd,
+    const struct graph_cred *cred, char **cause)
+{
+	static const char *const files[] = { "preprocessor_config.json",
+		"processor_config.json", "video_preprocessor_config.json" };
+
+	return writer_copy(p->models[p->donor].m, files,
+	    sizeof files / sizeof *files, dfd, cred, cause);
 }
 
 int
@@ -374,6 +400,8 @@ writer_finish(const struct graph_plan *p, int dfd,
 		return rc;
 	if (p->opts.merge.copy_tokenizer && (rc = writer_tokenizer(p, dfd, cred,
 	    cause)) != 0)
+		return rc;
+	if ((rc = writer_tagalong(p, dfd, cred, cause)) != 0)
 		return rc;
 	if (p->opts.merge.model_card) {
 		card = card_build(p, title);

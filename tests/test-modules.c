@@ -393,6 +393,8 @@ test_family(const struct family *f)
 	stm_write(path, f->layout, f->config, 2);
 	ma = load(a);
 	mb = load(b);
+	snprintf(path, sizeof path, "%s/preprocessor_config.json", a);
+	tl_write_at(dir, path, "{\"image_processor_type\": \"X\"}\n");
 
 	/* The modules, as plan sees them. */
 	snprintf(path, sizeof path, "%s-lin.yml", f->name);
@@ -421,6 +423,10 @@ test_family(const struct family *f)
 	    sizeof why), "%s: every one of the %zu tensors is the mean of the "
 	    "two models' (%s)", f->name, count(&ma), why);
 	tl_model_free(out.st, out.n);
+	snprintf(path, sizeof path, "%s/preprocessor_config.json", a);
+	snprintf(why, sizeof why, "%s/preprocessor_config.json", o1);
+	ok(tl_same_at(dir, path, why), "%s: preprocessor_config.json is "
+	    "copied from the first model", f->name);
 
 	/* modules: slices one module; the others are a's. */
 	snprintf(path, sizeof path, "%s-mod.yml", f->name);
@@ -481,6 +487,18 @@ test_unknown_module(void)
 	    "text_decoder, vision_tower"), "an unknown module is refused at "
 	    "its line, naming the model's modules");
 	if (rc != 3)
+		tap_diag("%s", o);
+	free(o);
+	/* Qwen2-VL's merger has layers but no count in config.json. */
+	tl_write_at(dir, "merger.yml", "merge_method: passthrough\nmodules:\n"
+	    "  multi_modal_projector:\n    slices:\n      - sources:\n"
+	    "          - model: ./qwen2vl-b\n            layer_range: [0, 2]\n");
+	rc = ctl(&o, "run merger.yml out-merger --quiet");
+	ok(rc == 0 && strstr(o, "warning: module multi_modal_projector now "
+	    "has 2 layers, but config.json has no layer count for it"),
+	    "slicing a module config.json has no count for warns that the "
+	    "count stays");
+	if (rc != 0)
 		tap_diag("%s", o);
 	free(o);
 }
