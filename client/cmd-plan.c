@@ -126,6 +126,10 @@ print_plan(const cJSON *j)
 	if (cJSON_GetArraySize(cJSON_GetObjectItem(j, "modules")) > 1)
 		cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "modules"))
 			print_module(t);
+	t = cJSON_GetObjectItem(j, "vocab_size");
+	if (t != NULL)
+		printf("config        %s becomes %.0f: the embeddings were cut "
+		    "to their common rows\n", jstr(t, "key"), jnum(t, "value"));
 	if (jnum(j, "kept_base") > 0)
 		printf("kept          %.0f tensors from the base model, "
 		    "unchanged: no t applies to them\n", jnum(j, "kept_base"));

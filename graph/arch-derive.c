@@ -91,29 +91,6 @@ module_keys(const char *name)
 	return NULL;
 }
 
-/* The number at a dotted path of config.json, if it is a layer count. */
-static bool
-config_count(const cJSON *config, const char *path, int64_t *out)
-{
-	const cJSON *v = config;
-	const char *p = path, *dot;
-	char *part;
-
-	while (v != NULL && p != NULL) {
-		dot = strchr(p, '.');
-		part = dot ? xstrndup(p, (size_t)(dot - p)) : xstrdup(p);
-		v = cJSON_IsObject(v) ?
-		    cJSON_GetObjectItemCaseSensitive(v, part) : NULL;
-		free(part);
-		p = dot ? dot + 1 : NULL;
-	}
-	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= 1e6 ||
-	    v->valuedouble != (double)(int64_t)v->valuedouble)
-		return false;
-	*out = (int64_t)v->valuedouble;
-	return true;
-}
-
 /* What mergekit calls a module with this prefix, when the prefix says. */
 static const char *
 prefix_kind(const char *prefix)
@@ -298,7 +275,7 @@ module_layers(const struct model *m, struct scan_group *g,
 	char *name;
 
 	for (i = 0; keys != NULL && keys[i] != NULL; i++)
-		if (config_count(m->config, keys[i], &n)) {
+		if (arch_config_count(m->config, keys[i], &n)) {
 			am->layers_key = xstrdup(keys[i]);
 			break;
 		}

@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cJSON.h>
+
 #include "graph-int.h"
 
 /* An LM head that transformers ties to an input embedding. */
@@ -226,4 +228,32 @@ arch_module_by_prefix(const struct arch *a, const char *prefix)
 		    strcmp(a->mod[i].layer_prefix, prefix) == 0)
 			return &a->mod[i];
 	return NULL;
+}
+
+/*
+ * The whole number at a dotted path of config.json
+ * ("text_config.num_hidden_layers"), if there is one: a layer or
+ * vocabulary count.
+ */
+bool
+arch_config_count(const cJSON *config, const char *path, int64_t *out)
+{
+	const cJSON *v = config;
+	const char *p = path, *dot;
+	char *part;
+
+	while (v != NULL && p != NULL) {
+		dot = strchr(p, '.');
+		part = dot ? xstrndup(p, (size_t)(dot - p)) : xstrdup(p);
+		v = cJSON_IsObject(v) ?
+		    cJSON_GetObjectItemCaseSensitive(v, part) : NULL;
+		free(part);
+		p = dot ? dot + 1 : NULL;
+	}
+	if (!cJSON_IsNumber(v) || v->valuedouble < 0 ||
+	    v->valuedouble >= 1e9 ||
+	    v->valuedouble != (double)(int64_t)v->valuedouble)
+		return false;
+	*out = (int64_t)v->valuedouble;
+	return true;
 }

@@ -281,6 +281,8 @@ bool arch_split_layer(const char *name, size_t *plen, int64_t *idx,
 void arch_add_post(struct arch_module *am, const char *name);
 void arch_weight_push(struct arch_weight **v, size_t *n, const char *name);
 void arch_weights_sort(struct arch_weight *v, size_t n);
+bool arch_config_count(const struct cJSON *config, const char *path,
+    int64_t *out);
 
 /* params.c: parameter evaluation (MERGEKIT.md Part B 1.5-1.6). */
 int pvalue_eval(const struct graph_pvalue *v, double t, double *out);
@@ -336,6 +338,9 @@ struct graph_plan {
 				 * count left alone */
 	bool *mod_copied;	/* per module: not named by modules:, so
 				 * the architecture model's */
+	const char *vocab_key;	/* config.json's vocabulary size to patch,
+				 * or NULL */
+	int64_t out_vocab;	/* the output embedding's rows */
 	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
 	struct graph_plan_opts opts;
 	struct graph_cred cred;	/* opts.cred's copy, which the plan owns */

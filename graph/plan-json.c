@@ -161,6 +161,11 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 		    p->mod_copied[i] ? "copied" : "merged");
 		cJSON_AddItemToArray(arr, m);
 	}
+	if (p->vocab_key != NULL) {
+		m = cJSON_AddObjectToObject(o, "vocab_size");
+		cJSON_AddStringToObject(m, "key", p->vocab_key);
+		cJSON_AddNumberToObject(m, "value", (double)p->out_vocab);
+	}
 	arr = cJSON_AddArrayToObject(o, "models");
 	for (i = 0; i < p->nmodels; i++) {
 		m = cJSON_CreateObject();

@@ -696,6 +696,45 @@ plan_draw_seed(void)
 	return s & 0xffffffffffffull;	/* short enough to type */
 }
 
+/*
+ * An input embedding that rectification cut to fewer rows than the
+ * donor's no longer matches config.json's vocabulary size (top level or
+ * text_config's): the writer patches it, else transformers would refuse
+ * to load the output.
+ */
+static void
+plan_vocab(struct plan_build *b)
+{
+	static const char *const keys[] = { "vocab_size",
+		"text_config.vocab_size" };
+	struct graph_plan *p = b->p;
+	const struct arch_module *am = &p->arch.mod[p->arch.main];
+	const struct model_tensor *mt;
+	const struct model *donor = p->models[p->donor].m;
+	const struct plan_tensor *t = NULL;
+	int64_t have;
+	size_t i, k;
+
+	for (k = 0; k < am->npre && t == NULL; k++) {
+		if (!am->pre[k].is_embed)
+			continue;
+		for (i = 0; i < p->ntensors && t == NULL; i++)
+			if (strcmp(p->tensors[i].name, am->pre[k].name) == 0)
+				t = &p->tensors[i];
+	}
+	if (t == NULL || t->ndim != 2 ||
+	    (mt = model_find(donor, t->name)) == NULL ||
+	    mt->t->shape[0] == t->shape[0])
+		return;
+	for (k = 0; k < sizeof keys / sizeof *keys; k++)
+		if (arch_config_count(donor->config, keys[k], &have) &&
+		    have != t->shape[0]) {
+			p->vocab_key = keys[k];
+			p->out_vocab = t->shape[0];
+			return;
+		}
+}
+
 /* From the method to the shard layout, stopping at the first step that
  * found problems (each step reports all of its own). */
 static void
@@ -714,6 +753,8 @@ plan_steps(struct plan_build *b)
 	if (d->nerrors != before)
 		return;
 	plan_tensors(b);
+	if (d->nerrors == before)
+		plan_vocab(b);
 	if (d->nerrors == before)
 		plan_coverage(b);
 	if (d->nerrors == before)

@@ -268,13 +268,13 @@ writer_config(const struct graph_plan *p, int dfd,
 	const struct model *am = p->models[p->arch_model].m;
 	const struct arch_module *mod;
 	const char **keys, **vals;
-	char *arch, *mt = NULL, **layers, *dt = NULL, *text;
+	char *arch, *mt = NULL, **layers, *dt = NULL, *vocab = NULL, *text;
 	struct xbuf x = { 0 };
 	size_t n = 0, i, nl = 0;
 	int rc;
 
-	keys = xcalloc(5 + p->arch.nmod, sizeof *keys);
-	vals = xcalloc(5 + p->arch.nmod, sizeof *vals);
+	keys = xcalloc(6 + p->arch.nmod, sizeof *keys);
+	vals = xcalloc(6 + p->arch.nmod, sizeof *vals);
 	layers = xcalloc(p->arch.nmod + 1, sizeof *layers);
 
 	xbuf_add(&x, "[\n    ", 6);
@@ -314,6 +314,11 @@ writer_config(const struct graph_plan *p, int dfd,
 		keys[n] = "tie_word_embeddings";
 		vals[n++] = "false";
 	}
+	if (p->vocab_key != NULL) {
+		vocab = xasprintf("%" PRId64, p->out_vocab);
+		keys[n] = p->vocab_key;
+		vals[n++] = vocab;
+	}
 	text = jsonpatch_apply(donor->config_text, strlen(donor->config_text),
 	    keys, vals, n);
 	rc = writer_file(dfd, "config.json", text, strlen(text), cred, cause);
@@ -324,6 +329,7 @@ writer_config(const struct graph_plan *p, int dfd,
 		free(layers[i]);
 	free(layers);
 	free(dt);
+	free(vocab);
 	free(keys);
 	free(vals);
 	return rc;

@@ -503,6 +503,38 @@ test_unknown_module(void)
 	free(o);
 }
 
+/*
+ * Embeddings of different vocabulary sizes are cut to the common rows;
+ * config.json's vocabulary size, top-level or nested, follows.
+ */
+static void
+test_vocab(const char *name, const char *layout_big, const char *layout,
+    const char *config_big, const char *config, const char *key)
+{
+	char big[64], small[64], text[512], out[80], path[4096], *o = NULL;
+	int rc;
+
+	snprintf(big, sizeof big, "%s-v40", name);
+	snprintf(small, sizeof small, "%s-v32", name);
+	snprintf(path, sizeof path, "%s/%s", dir, big);
+	stm_write(path, layout_big, config_big, 3);
+	snprintf(path, sizeof path, "%s/%s", dir, small);
+	stm_write(path, layout, config, 4);
+	snprintf(path, sizeof path, "%s.yml", big);
+	snprintf(text, sizeof text, "merge_method: linear\nmodels:\n"
+	    "  - model: ./%s\n    parameters: {weight: 1}\n"
+	    "  - model: ./%s\n    parameters: {weight: 1}\n", big, small);
+	tl_write_at(dir, path, text);
+	snprintf(out, sizeof out, "out-%s", big);
+	rc = ctl(&o, "run %s %s --quiet", path, out);
+	ok(rc == 0 && config_number(out, key) == 32, "%s: embeddings of 40 and "
+	    "32 rows give 32, and config.json's %s says 32 (the donor's says "
+	    "40)", name, key);
+	if (rc != 0)
+		tap_diag("%s", o);
+	free(o);
+}
+
 /* phi-1 as mergekit's definition has it, and as its checkpoint has it. */
 #define PHI_BLOCK(from, n) \
 	"layers.{L" from "}.ln.weight 8 *" #n "\n" \
@@ -572,6 +604,26 @@ main(int argc, char **argv)
 	for (i = 0; i < sizeof families / sizeof *families; i++)
 		test_family(&families[i]);
 	test_unknown_module();
+	test_vocab("vlm", "model.language_model.embed_tokens.weight 40 8\n"
+	    TEXT_LAYER("model.language_model.layers", 1)
+	    VIT_LAYER("model.vision_tower.vision_model.encoder.layers", 1),
+	    "model.language_model.embed_tokens.weight 32 8\n"
+	    TEXT_LAYER("model.language_model.layers", 1)
+	    VIT_LAYER("model.vision_tower.vision_model.encoder.layers", 1),
+	    "{\"architectures\": [\"Gemma3ForConditionalGeneration\"],\n"
+	    " \"text_config\": {\"num_hidden_layers\": 1, \"vocab_size\": 40},\n"
+	    " \"vision_config\": {\"num_hidden_layers\": 1}}\n",
+	    "{\"architectures\": [\"Gemma3ForConditionalGeneration\"],\n"
+	    " \"text_config\": {\"num_hidden_layers\": 1, \"vocab_size\": 32},\n"
+	    " \"vision_config\": {\"num_hidden_layers\": 1}}\n",
+	    "text_config.vocab_size");
+	test_vocab("llm", "model.embed_tokens.weight 40 8\n"
+	    TEXT_LAYER("model.layers", 1),
+	    "model.embed_tokens.weight 32 8\n" TEXT_LAYER("model.layers", 1),
+	    "{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": 40,"
+	    " \"num_hidden_layers\": 1}\n",
+	    "{\"architectures\": [\"LlamaForCausalLM\"], \"vocab_size\": 32,"
+	    " \"num_hidden_layers\": 1}\n", "vocab_size");
 	/* mergekit's phi-1.json: blocks at layers.0-3 (layers.0 also holds
 	 * the embedding), the head at layers.4. */
 	test_phi1("phi1-mergekit", "layers.0.wte.weight 32 8\n"
