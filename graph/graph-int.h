@@ -61,6 +61,7 @@ bool jscan_take(struct jscan *, uint8_t);
 int jscan_string(struct jscan *, const char *);
 bool jscan_is(const struct jscan *, const char *);
 int jscan_number(struct jscan *l, bool *is_uint, uint64_t *u);
+bool jscan_utf8_ok(const char *s, size_t n, const char **why);
 int jscan_value(struct jscan *, int);
 const char *jscan_kind(struct jscan *);
 int jscan_show(const char *);
@@ -139,6 +140,8 @@ int safetensors_parse(const uint8_t *buf, size_t len,
 int safetensors_parse_names(const uint8_t *buf, size_t len,
     struct safetensors_tensor **out, size_t *nout, uint64_t *data_start,
     struct strmap *names, char **cause);
+int tensorfile_map(int fd, const char *path, struct safetensors_file **out,
+    char **cause);
 int safetensors_open(const char *path, struct safetensors_file **out,
     char **cause);
 int safetensors_open_fd(int fd, const char *path, struct safetensors_file **out,
@@ -149,6 +152,42 @@ bool safetensors_find(const struct safetensors_file *f, const char *name,
     size_t *i);
 uint8_t *safetensors_header_build(const struct safetensors_tensor *t, size_t n,
     size_t *len);
+
+/*
+ * zip.c, pickle.c, torchbin.c: torch checkpoints (pytorch_model.bin), read
+ * into the same file record as a safetensors file.  A tensor's begin and
+ * end are then its bytes inside a stored zip entry; tensors may share
+ * bytes (views of one storage), which the reader does not mind.
+ */
+struct zip_entry {
+	char *name;
+	uint64_t offset;	/* of the entry's data in the file */
+	uint64_t size;
+};
+
+int zip_read_dir(const uint8_t *buf, size_t len, size_t max,
+    struct zip_entry **out, size_t *n, char **cause);
+void zip_entries_free(struct zip_entry *, size_t);
+
+struct torchpkl_tensor {
+	char *name;
+	char *key;		/* its storage is the entry data/KEY */
+	enum graph_dtype dtype;
+	uint64_t storage_numel;
+	uint64_t offset;	/* in elements, into the storage */
+	int ndim;
+	int64_t shape[GRAPH_MAX_DIMS];
+	uint64_t numel;
+};
+
+int torchpkl_parse(const uint8_t *buf, size_t len, size_t max,
+    struct torchpkl_tensor **out, size_t *n, char **cause);
+void torchpkl_free(struct torchpkl_tensor *, size_t);
+int torchbin_parse(const uint8_t *buf, size_t len,
+    struct safetensors_tensor **out, size_t *n, struct strmap *names,
+    char **cause);
+int torchbin_open_fd(int fd, const char *path, struct safetensors_file **out,
+    char **cause);
 
 /* cred.c: a job's filesystem work with its user's rights. */
 enum cred_mode {
@@ -200,6 +239,7 @@ struct model {
 	int64_t num_layers;	/* -1 when config.json has no count */
 	const char *layers_key;
 	bool tied;		/* tie_word_embeddings */
+	const struct model_format *format;	/* model.c's table */
 	struct safetensors_file **files;
 	char **file_names;
 	struct strmap file_index;	/* file_names -> files[] */

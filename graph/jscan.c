@@ -146,6 +146,29 @@ utf8_len(const uint8_t *p, const uint8_t *end, const char **why)
 	return n;
 }
 
+/* Whether s[0, n) is UTF-8 without NUL bytes (names read from pickles). */
+bool
+jscan_utf8_ok(const char *s, size_t n, const char **why)
+{
+	const uint8_t *p = (const uint8_t *)s, *end = p + n;
+	size_t k;
+
+	while (p < end) {
+		if (*p == 0) {
+			*why = "a NUL byte";
+			return false;
+		}
+		if (*p < 0x80) {
+			p++;
+			continue;
+		}
+		if ((k = utf8_len(p, end, why)) == 0)
+			return false;
+		p += k;
+	}
+	return true;
+}
+
 static int
 hex4(const uint8_t *p, const uint8_t *end, unsigned *out)
 {

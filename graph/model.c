@@ -4,7 +4,10 @@
  * of its safetensors shards, headers only.
  *
  * Like mergekit, a directory is a model when it has model.safetensors or
- * model.safetensors.index.json (whose weight_map names the shards).  Every
+ * model.safetensors.index.json (whose weight_map names the shards), or
+ * else pytorch_model.bin or pytorch_model.bin.index.json, torch
+ * checkpoints read without running them (torchbin.c): safetensors wins
+ * when a directory has both, as in mergekit and transformers.  Every
  * shard is opened and its header validated here, so that a bad file is
  * found before any weight is read; the tensor table maps every name to its
  * shard.  Shard names from an index must be plain file names: an index
@@ -32,6 +35,19 @@
 /* The largest real index (Kimi K2's, ~139,000 entries) is ~12 MB; at the
  * per-model tensor limit with long names an index stays under 64 MiB. */
 #define MODEL_MAX_INDEX (64u << 20)
+
+/* The weight formats, in the order they are looked for. */
+static const struct model_format {
+	const char *single;
+	const char *index;
+	int (*open_fd)(int, const char *, struct safetensors_file **,
+	    char **);
+} model_formats[] = {
+	{ "model.safetensors", "model.safetensors.index.json",
+	    safetensors_open_fd },
+	{ "pytorch_model.bin", "pytorch_model.bin.index.json",
+	    torchbin_open_fd },
+};
 
 /* name's path beneath the model's root. */
 static char *
@@ -137,8 +153,8 @@ model_add_file(struct model *m, const char *name, size_t *idx,
 		return 0;
 	if (strchr(name, '/') != NULL || strcmp(name, "..") == 0 ||
 	    strcmp(name, ".") == 0 || *name == '\0') {
-		*cause = xasprintf("%s/model.safetensors.index.json: shard "
-		    "name '%s' is not a plain file name", m->dir, name);
+		*cause = xasprintf("%s/%s: shard name '%s' is not a plain "
+		    "file name", m->dir, m->format->index, name);
 		return -EINVAL;
 	}
 	rel = model_path(m, name);
@@ -152,7 +168,7 @@ model_add_file(struct model *m, const char *name, size_t *idx,
 		free(path);
 		return fd;
 	}
-	rc = safetensors_open_fd(fd, path, &f, cause);
+	rc = m->format->open_fd(fd, path, &f, cause);
 	if (rc != 0) {
 		free(path);
 		return rc;
@@ -201,7 +217,7 @@ model_load_single(struct model *m, char **cause)
 	size_t f, i;
 	int rc;
 
-	if ((rc = model_add_file(m, "model.safetensors", &f, cause)) != 0)
+	if ((rc = model_add_file(m, m->format->single, &f, cause)) != 0)
 		return rc;
 	for (i = 0; i < m->files[f]->nt; i++)
 		model_add_tensor(m, f, i);
@@ -212,7 +228,7 @@ static int
 model_load_index(struct model *m, const atomic_bool *cancel,
     char **cause)
 {
-	const char *path = "model.safetensors.index.json";
+	const char *path = m->format->index;
 	const cJSON *wm, *e;
 	cJSON *idx = NULL;
 	size_t f, i;
@@ -319,6 +335,7 @@ model_open(const struct graph_ref *ref, struct graph_resolved *r,
     struct model **out, char **cause)
 {
 	struct model *m;
+	size_t i;
 	int rc;
 
 	*out = NULL;
@@ -342,24 +359,22 @@ model_open(const struct graph_ref *ref, struct graph_resolved *r,
 		cJSON_AddItemToObject(m->config, "architectures", arr);
 	}
 	model_read_config(m);
-	if (model_has(m, "model.safetensors.index.json"))
-		rc = model_load_index(m, cancel, cause);
-	else if (model_has(m, "model.safetensors"))
-		rc = model_load_single(m, cause);
-	else {
-		/* Said plainly until .bin checkpoints are read (they are
-		 * pickles, sharded with pytorch_model.bin.index.json). */
-		*cause = model_has(m, "pytorch_model.bin") ||
-		    model_has(m, "pytorch_model.bin.index.json") ?
-		    xasprintf("%s: this model is stored as pytorch_model.bin, "
-			"which mergectl does not read yet; convert it to "
-			"safetensors first (for example with transformers' "
-			"save_pretrained(..., safe_serialization=True))",
-			m->dir) :
-		    xasprintf("%s: no model.safetensors or "
-			"model.safetensors.index.json", m->dir);
-		rc = -ENOENT;
+	for (i = 0; i < sizeof model_formats / sizeof *model_formats; i++) {
+		m->format = &model_formats[i];
+		if (model_has(m, m->format->index))
+			break;
+		if (model_has(m, m->format->single))
+			break;
 	}
+	if (i == sizeof model_formats / sizeof *model_formats) {
+		*cause = xasprintf("%s: no model.safetensors, "
+		    "model.safetensors.index.json, pytorch_model.bin or "
+		    "pytorch_model.bin.index.json", m->dir);
+		rc = -ENOENT;
+	} else if (model_has(m, m->format->index))
+		rc = model_load_index(m, cancel, cause);
+	else
+		rc = model_load_single(m, cause);
 	if (rc != 0)
 		goto fail;
 	*out = m;

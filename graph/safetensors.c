@@ -26,14 +26,17 @@
 
 #include "graph-int.h"
 
-/* Takes ownership of fd, an open safetensors file named path. */
+/*
+ * A record for the open file fd named path (taking ownership of fd), with
+ * the whole file mapped read-only and no tensors yet: what a safetensors
+ * file and a torch checkpoint (torchbin.c) both start from.
+ */
 int
-safetensors_open_fd(int fd, const char *path, struct safetensors_file **out,
+tensorfile_map(int fd, const char *path, struct safetensors_file **out,
     char **cause)
 {
 	struct safetensors_file *f;
 	struct stat st;
-	char *why = NULL;
 	void *map = MAP_FAILED;
 	int rc;
 
@@ -59,6 +62,21 @@ safetensors_open_fd(int fd, const char *path, struct safetensors_file **out,
 	f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
 	    st.st_mtim.tv_nsec;
 	f->map = map == MAP_FAILED ? NULL : map;
+	*out = f;
+	return 0;
+}
+
+/* Takes ownership of fd, an open safetensors file named path. */
+int
+safetensors_open_fd(int fd, const char *path, struct safetensors_file **out,
+    char **cause)
+{
+	struct safetensors_file *f;
+	char *why = NULL;
+	int rc;
+
+	if ((rc = tensorfile_map(fd, path, &f, cause)) != 0)
+		return rc;
 	rc = safetensors_parse_names(f->map, (size_t)f->size, &f->t, &f->nt,
 	    &f->data_start, &f->names, &why);
 	if (rc != 0) {

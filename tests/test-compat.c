@@ -19,7 +19,7 @@
  *
  * Models (llama-shaped, 4 layers): base, tuned and tuned2 (fine-tunes of
  * base), tied and tied2 (embedding-tied), qwen (another family), binmodel
- * (a pytorch_model.bin checkpoint).
+ * (tuned, as sharded pytorch_model.bin checkpoints).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,7 +202,7 @@ gen_models(void)
 {
 	static const char shape[] = "--family llama --layers 4 --hidden 64 "
 	    "--intermediate 128 --heads 4 --kv-heads 2 --vocab 128";
-	char args[512], *o = NULL;
+	char args[512];
 
 	snprintf(args, sizeof args, "%s --seed 1", shape);
 	tl_gen_at(dir, "base", args);
@@ -219,12 +219,10 @@ gen_models(void)
 	tl_gen_at(dir, "tied2", args);
 	tl_gen_at(dir, "qwen", "--family qwen2 --layers 4 --hidden 64 "
 	    "--intermediate 128 --heads 4 --kv-heads 2 --vocab 128 --seed 6");
-	/* A checkpoint as transformers pickles it: the file's content does
-	 * not matter, it must be refused for its name. */
-	if (tl_runf(&o, "cd %s && mkdir binmodel && cp base/config.json "
-	    "binmodel/ && printf 'PK' > binmodel/pytorch_model.bin", dir) != 0)
-		exit(99);
-	free(o);
+	/* tuned again, as a sharded torch checkpoint (pytorch_model.bin). */
+	snprintf(args, sizeof args, "%s --seed 2 --finetune-of 1 --delta "
+	    "0.01 --format bin --shard-size 100K", shape);
+	tl_gen_at(dir, "binmodel", args);
 }
 
 int

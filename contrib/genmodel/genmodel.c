@@ -12,7 +12,10 @@
  * gigabyte-sized benchmark model needs only a few megabytes of memory.  It
  * deliberately depends on nothing but libc and libm and shares no code with
  * the daemon: it is the independent writer that the daemon's safetensors
- * reader is tested against.
+ * reader is tested against.  --format bin writes the same weights as torch
+ * checkpoints instead (pytorch_model.bin, sharded with
+ * pytorch_model.bin.index.json), through torchzip.c, for the daemon's
+ * torch checkpoint reader.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -28,6 +31,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "torchzip.h"
 
 /*
  * Values must not depend on whether the compiler fuses a*b+c into an FMA.
@@ -82,6 +87,7 @@ struct dtype_info {
 	const char	*name;		/* on the command line */
 	const char	*st_name;	/* in safetensors headers */
 	const char	*torch_name;	/* in config.json */
+	const char	*storage;	/* torch's storage class */
 	size_t		 size;
 	int		 mbits;		/* stored mantissa bits */
 	int		 ebits;		/* exponent bits */
@@ -110,6 +116,8 @@ struct options {
 	int			 force;
 	uint64_t		 jobs;
 	const char		*layer_kinds;	/* NULL: every layer attn */
+	int			 bin;		/* torch checkpoints */
+	int			 zip64;		/* their ZIP64 records */
 };
 
 struct tensor {
@@ -131,6 +139,7 @@ struct model {
 	unsigned	 nshards;
 	uint64_t	*data_start;	/* per shard: 8 + header length */
 	uint64_t	 total;
+	int		 bin;		/* torch checkpoint file names */
 };
 
 /* How one tensor's values are drawn. */
@@ -217,6 +226,7 @@ static void		 write_range(const struct options *,
 static void		 write_weights(const struct options *,
 			     struct model *);
 static void		 wait_workers(const pid_t *, uint64_t);
+static void		 write_bin(const struct options *, struct model *);
 static void		 write_index(const struct options *,
 			     const struct model *);
 static void		 write_config(const struct options *);
@@ -241,15 +251,17 @@ static const struct family_info families[] = {
 };
 
 static const struct dtype_info dtypes[] = {
-	{ "bf16", "BF16", "bfloat16", 2, 7, 8 },
-	{ "f16", "F16", "float16", 2, 10, 5 },
-	{ "f32", "F32", "float32", 4, 23, 8 },
+	{ "bf16", "BF16", "bfloat16", "BFloat16Storage", 2, 7, 8 },
+	{ "f16", "F16", "float16", "HalfStorage", 2, 10, 5 },
+	{ "f32", "F32", "float32", "FloatStorage", 4, 23, 8 },
 };
 
 /* Every file name genmodel writes, apart from numbered shards. */
 static const char *const output_names[] = {
 	"model.safetensors",
 	"model.safetensors.index.json",
+	"pytorch_model.bin",
+	"pytorch_model.bin.index.json",
 	"config.json",
 	"generation_config.json",
 	"tokenizer.json",
@@ -313,6 +325,12 @@ usage(FILE *fp, int status)
 	    "  --shard-size BYTES    most tensor bytes per shard; K, M, G "
 	    "suffixes\n"
 	    "                        are powers of 1024; 0 = one file (0)\n"
+	    "  --format FORMAT       safetensors, or bin: torch checkpoints "
+	    "as\n"
+	    "                        torch.save writes them (safetensors)\n"
+	    "  --zip64               bin: ZIP64 records, as checkpoints over "
+	    "4 GB\n"
+	    "                        have, even when not needed\n"
 	    "  --seed S              random seed (1)\n"
 	    "  --finetune-of SEED0   a fine-tune: the SEED0 model plus X * "
 	    "N(0,1)\n"
@@ -488,6 +506,8 @@ set_flag(struct options *o, const char *name)
 		o->tokenizer = 0;
 	else if (strcmp(name, "force") == 0)
 		o->force = 1;
+	else if (strcmp(name, "zip64") == 0)
+		o->zip64 = 1;
 	else if (strcmp(name, "help") == 0)
 		usage(stdout, 0);
 	else
@@ -501,7 +521,7 @@ takes_value(const char *name)
 	static const char *const names[] = {
 		"family", "out", "layers", "hidden", "intermediate", "heads",
 		"kv-heads", "head-dim", "vocab", "dtype", "shard-size", "seed",
-		"finetune-of", "delta", "jobs", "layer-kinds",
+		"finetune-of", "delta", "jobs", "layer-kinds", "format",
 	};
 	size_t	i;
 
@@ -549,6 +569,13 @@ set_option(struct options *o, const char *name, const char *value)
 		o->jobs = parse_u64(name, value, 0);
 	else if (strcmp(name, "layer-kinds") == 0)
 		o->layer_kinds = value;
+	else if (strcmp(name, "format") == 0) {
+		if (strcmp(value, "bin") != 0 &&
+		    strcmp(value, "safetensors") != 0)
+			usage_error("--format: '%s' is not safetensors or bin",
+			    value);
+		o->bin = strcmp(value, "bin") == 0;
+	}
 }
 
 /* Accepts "--name value" and "--name=value"; later options win. */
@@ -860,7 +887,12 @@ layout_shards(struct model *m, uint64_t shard_size)
 static void
 shard_file(const struct model *m, unsigned shard, char *buf, size_t size)
 {
-	if (m->nshards == 1)
+	if (m->bin && m->nshards == 1)
+		snprintf(buf, size, "pytorch_model.bin");
+	else if (m->bin)
+		snprintf(buf, size, "pytorch_model-%05u-of-%05u.bin",
+		    shard + 1, m->nshards);
+	else if (m->nshards == 1)
 		snprintf(buf, size, "model.safetensors");
 	else
 		snprintf(buf, size, "model-%05u-of-%05u.safetensors",
@@ -875,10 +907,15 @@ is_output_name(const char *name)
 	for (i = 0; i < sizeof(output_names) / sizeof(output_names[0]); i++)
 		if (strcmp(name, output_names[i]) == 0)
 			return 1;
-	/* model-DDDDD-of-DDDDD.safetensors */
-	if (strlen(name) != 32 || strncmp(name, "model-", 6) != 0 ||
+	/* model-DDDDD-of-DDDDD.safetensors, pytorch_model-...bin */
+	if (strncmp(name, "pytorch_", 8) == 0 && strlen(name) == 32)
+		name += 8;
+	else if (strlen(name) != 32)
+		return 0;
+	if (strncmp(name, "model-", 6) != 0 ||
 	    strncmp(name + 11, "-of-", 4) != 0 ||
-	    strcmp(name + 20, ".safetensors") != 0)
+	    (strcmp(name + 20, ".safetensors") != 0 &&
+	    strcmp(name + 20, ".bin") != 0))
 		return 0;
 	for (i = 0; i < 5; i++)
 		if (name[6 + i] < '0' || name[6 + i] > '9' ||
@@ -1449,6 +1486,83 @@ wait_workers(const pid_t *pids, uint64_t jobs)
 		fatal("model data is incomplete");
 }
 
+/*
+ * Torch checkpoints, one per shard, written by this process alone (they
+ * are for tests, not benchmarks): each tensor its own storage, keyed by
+ * its position in the shard.  A single file is pickled as an OrderedDict
+ * with _metadata, as model.state_dict() is; shards as plain dicts, as
+ * transformers' sharding writes them.
+ */
+static void
+write_bin(const struct options *o, struct model *m)
+{
+	unsigned char		*block = xmalloc(BLOCK_ELEMS * 4);
+	char			 file[64], prefix[64], entry[160], *path;
+	struct tz_buf		 pkl = { NULL, 0, 0 };
+	struct tz_tensor	*tt = xmalloc((m->count + 1) * sizeof(*tt));
+	char			(*keys)[24] = xmalloc((m->count + 1) *
+				    sizeof(*keys));
+	const struct tensor	*t;
+	struct gen		 g;
+	struct tz		 z;
+	FILE			*fp;
+	uint64_t		 done;
+	size_t			 i, n, k, size = o->dtype->size;
+	unsigned		 s;
+
+	for (s = 0; s < m->nshards; s++) {
+		shard_file(m, s, file, sizeof(file));
+		snprintf(prefix, sizeof(prefix), "%.*s",
+		    (int)(strlen(file) - 4), file);
+		for (i = 0, n = 0; i < m->count; i++) {
+			t = &m->tensors[i];
+			if (t->shard != s)
+				continue;
+			snprintf(keys[n], sizeof(keys[n]), "%zu", n);
+			memset(&tt[n], 0, sizeof(tt[n]));
+			tt[n].name = t->name;
+			tt[n].key = keys[n];
+			tt[n].storage = o->dtype->storage;
+			tt[n].ndim = t->ndim;
+			tt[n].shape = t->shape;
+			tt[n].storage_numel = t->nelem;
+			n++;
+		}
+		pkl.len = 0;
+		tz_pickle_state_dict(&pkl, tt, n, m->nshards == 1);
+		fp = open_out(o->out, file, &path);
+		tz_open(&z, fp, path, o->zip64);
+		snprintf(entry, sizeof(entry), "%s/data.pkl", prefix);
+		tz_entry(&z, entry, pkl.data, pkl.len);
+		snprintf(entry, sizeof(entry), "%s/byteorder", prefix);
+		tz_entry(&z, entry, "little", 6);
+		for (i = 0, k = 0; i < m->count; i++) {
+			t = &m->tensors[i];
+			if (t->shard != s)
+				continue;
+			snprintf(entry, sizeof(entry), "%s/data/%zu", prefix,
+			    k++);
+			tz_begin(&z, entry, t->nbytes);
+			gen_init(&g, o, t);
+			for (done = 0; done < t->nelem; done += n) {
+				n = t->nelem - done < BLOCK_ELEMS ?
+				    (size_t)(t->nelem - done) : BLOCK_ELEMS;
+				fill_block(&g, done, n, block);
+				tz_write(&z, block, n * size);
+			}
+			tz_end(&z);
+		}
+		snprintf(entry, sizeof(entry), "%s/version", prefix);
+		tz_entry(&z, entry, "3\n", 2);
+		tz_finish(&z);
+		close_out(fp, path);
+	}
+	free(pkl.data);
+	free(keys);
+	free(tt);
+	free(block);
+}
+
 static void
 write_index(const struct options *o, const struct model *m)
 {
@@ -1456,7 +1570,8 @@ write_index(const struct options *o, const struct model *m)
 	FILE	*fp;
 	size_t	 i;
 
-	fp = open_out(o->out, "model.safetensors.index.json", &path);
+	fp = open_out(o->out, o->bin ? "pytorch_model.bin.index.json" :
+	    "model.safetensors.index.json", &path);
 	fprintf(fp, "{\n  \"metadata\": {\n    \"total_size\": %" PRIu64
 	    "\n  },\n  \"weight_map\": {\n", m->total);
 	for (i = 0; i < m->count; i++) {
@@ -1727,7 +1842,11 @@ main(int argc, char **argv)
 	build_model(&m, &o);
 	layout_shards(&m, o.shard_size);
 	prepare_dir(&o);
-	write_weights(&o, &m);
+	m.bin = o.bin;
+	if (o.bin)
+		write_bin(&o, &m);
+	else
+		write_weights(&o, &m);
 	if (m.nshards > 1)
 		write_index(&o, &m);
 	write_config(&o);
