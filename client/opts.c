@@ -99,8 +99,8 @@ static const struct compat_opt {
 	{ "trust-remote-code", "no-trust-remote-code", false, "mergectl runs "
 	    "no model code" },
 	{ "lazy-unpickle", "no-lazy-unpickle", false, "mergectl reads "
-	    "safetensors headers first and each tensor only when it merges "
-	    "it" },
+	    "every checkpoint lazily, safetensors and pytorch_model.bin "
+	    "alike: each tensor only when it merges it" },
 	{ "lora-merge-cache", NULL, false, "mergectl writes no LoRA-merged "
 	    "copies of models" },
 	{ "lora-merge-dtype", NULL, false, "mergectl writes no LoRA-merged "

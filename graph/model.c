@@ -375,6 +375,12 @@ model_open(const struct graph_ref *ref, struct graph_resolved *r,
 		rc = model_load_index(m, cancel, cause);
 	else
 		rc = model_load_single(m, cause);
+	/* Nothing to plan from: every later step assumes a weight. */
+	if (rc == 0 && m->ntensors == 0) {
+		*cause = xasprintf("%s: the checkpoint holds no weights",
+		    m->dir);
+		rc = -EINVAL;
+	}
 	if (rc != 0)
 		goto fail;
 	*out = m;

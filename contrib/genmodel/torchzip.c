@@ -305,6 +305,7 @@ struct tz_memo {
 	uint32_t rebuild;	/* torch._utils._rebuild_tensor_v2 */
 	uint32_t storage;	/* 'storage' */
 	uint32_t cpu;		/* 'cpu' */
+	uint32_t param;		/* torch._utils._rebuild_parameter */
 	const char *cls_name;	/* the last storage class put */
 	uint32_t cls;
 };
@@ -398,6 +399,9 @@ tz_tensor(struct tz_buf *b, struct tz_memo *m, const struct tz_tensor *t)
 
 	tz_str(b, t->name);
 	tz_memo_put(b, m, NULL);
+	if (t->param)
+		tz_global(b, m, &m->param, "torch._utils",
+		    "_rebuild_parameter");
 	tz_global(b, m, &m->rebuild, "torch._utils", "_rebuild_tensor_v2");
 	tz_byte(b, '(');
 	/* The persistent id: ('storage', class, key, 'cpu', numel). */
@@ -432,14 +436,26 @@ tz_tensor(struct tz_buf *b, struct tz_memo *m, const struct tz_tensor *t)
 	tz_memo_put(b, m, NULL);
 	tz_byte(b, 'R');
 	tz_memo_put(b, m, NULL);
+	if (t->param) {
+		/* (tensor, requires_grad, OrderedDict()) */
+		tz_byte(b, 0x89);
+		tz_global(b, m, &m->od, "collections", "OrderedDict");
+		tz_byte(b, ')');
+		tz_byte(b, 'R');
+		tz_memo_put(b, m, NULL);
+		tz_byte(b, 0x87);
+		tz_memo_put(b, m, NULL);
+		tz_byte(b, 'R');
+		tz_memo_put(b, m, NULL);
+	}
 }
 
 void
 tz_pickle_state_dict(struct tz_buf *b, const struct tz_tensor *t, size_t n,
     int ordered)
 {
-	struct tz_memo m = { 0, TZ_NONE, TZ_NONE, TZ_NONE, TZ_NONE, NULL,
-		TZ_NONE };
+	struct tz_memo m = { 0, TZ_NONE, TZ_NONE, TZ_NONE, TZ_NONE, TZ_NONE,
+		NULL, TZ_NONE };
 	size_t i;
 
 	tz_byte(b, 0x80);

@@ -39,7 +39,7 @@ struct tz_buf {
 	size_t cap;
 };
 
-/* One tensor of a state dict: its own storage, data/KEY, at offset 0. */
+/* One tensor of a state dict, a view of the storage data/KEY. */
 struct tz_tensor {
 	const char *name;
 	const char *key;
@@ -49,6 +49,7 @@ struct tz_tensor {
 	uint64_t storage_numel;
 	uint64_t offset;	/* elements into the storage */
 	const uint64_t *stride;	/* NULL: contiguous */
+	int param;		/* an nn.Parameter (_rebuild_parameter) */
 };
 
 void tz_open(struct tz *, FILE *fp, const char *path, int zip64);
