@@ -61,21 +61,26 @@ enum pk_global {
 	PG_STORAGE_CLASS,
 };
 
-struct pk_val {
-	enum pk_kind kind;
-	int64_t i;		/* INT, BOOL; STORAGE: numel; TENSOR: offset */
-	char *s;		/* STR; STORAGE: its key */
-	size_t slen;
-	struct pk_val **items;	/* TUPLE, LIST; DICT: key, value, ... */
-	size_t n;
-	enum pk_global g;	/* GLOBAL */
-	enum graph_dtype dtype;	/* GLOBAL storage class, STORAGE, TENSOR */
-	struct pk_val *storage;	/* TENSOR */
-	int ndim;		/* TENSOR */
+/* What a TENSOR value holds beyond its offset. */
+struct pk_tensor {
+	struct pk_val *storage;
 	int64_t shape[GRAPH_MAX_DIMS];
-	int bad_dim;		/* TENSOR: first non-contiguous one, or -1 */
+	int ndim;
+	int bad_dim;		/* the first non-contiguous one, or -1 */
 	int64_t bad_stride;
 	int64_t want_stride;
+};
+
+/* Small (40 bytes): a pickle of 65,536 tensors makes about a million. */
+struct pk_val {
+	uint8_t kind;		/* enum pk_kind */
+	uint8_t g;		/* GLOBAL: enum pk_global */
+	uint8_t dtype;		/* storage class, STORAGE, TENSOR */
+	uint32_t n;		/* STR, STORAGE key: bytes; else items */
+	int64_t i;		/* INT, BOOL; STORAGE: numel; TENSOR: offset */
+	char *s;		/* STR; STORAGE: its key (the STR's) */
+	struct pk_val **items;	/* TUPLE, LIST; DICT: key, value, ... */
+	struct pk_tensor *t;	/* TENSOR */
 };
 
 struct pk {
@@ -92,8 +97,19 @@ struct pk {
 	struct pk_val **memo;
 	size_t nmemo;		/* slots allocated */
 	size_t memo_count;	/* slots set, for MEMOIZE */
+	size_t pushes;		/* so far, against max_pushes */
+	size_t max_pushes;
 	char *cause;
 };
+
+/*
+ * Limits.  torch's pickle of a state dict is about 110 bytes and 22
+ * pushes per tensor (a 2-D nn.Parameter about 30), so at the per-file
+ * limit of 65,536 tensors about 7 MB and 1.5 million pushes; these leave
+ * room for long names, and bound a hostile pickle to about 100 MB.
+ */
+#define PK_MAX_LEN (64u << 20)
+#define PK_PUSHES_PER_TENSOR 32
 
 static const struct {
 	const char *name;
@@ -136,15 +152,21 @@ pk_new(struct pk *p, enum pk_kind kind)
 {
 	struct pk_val *v = xcalloc(1, sizeof *v);
 
-	v->kind = kind;
+	v->kind = (uint8_t)kind;
 	p->all = xgrowarray(p->all, p->nall, sizeof *p->all);
 	p->all[p->nall++] = v;
 	return v;
 }
 
+/*
+ * Every value, stack slot, memo slot and container item comes from a
+ * push, so counting pushes bounds the memory a hostile pickle can make us
+ * use (each opcode pushes at most once); the caller checks the count.
+ */
 static void
 pk_push(struct pk *p, struct pk_val *v)
 {
+	p->pushes++;
 	p->stack = xgrowarray(p->stack, p->nstack, sizeof *p->stack);
 	p->stack[p->nstack++] = v;
 }
@@ -254,13 +276,13 @@ pk_global(struct pk *p, const char *mod, size_t mlen, const char *name,
 #define IS(s, l, lit) ((l) == sizeof(lit) - 1 && memcmp(s, lit, l) == 0)
 	v = pk_new(p, PK_GLOBAL);
 	if (IS(mod, mlen, "collections") && IS(name, nlen, "OrderedDict"))
-		v->g = PG_ORDERED_DICT;
+		v->g = (uint8_t)PG_ORDERED_DICT;
 	else if (IS(mod, mlen, "torch._utils") &&
 	    IS(name, nlen, "_rebuild_tensor_v2"))
-		v->g = PG_REBUILD_TENSOR;
+		v->g = (uint8_t)PG_REBUILD_TENSOR;
 	else if (IS(mod, mlen, "torch._utils") &&
 	    IS(name, nlen, "_rebuild_parameter"))
-		v->g = PG_REBUILD_PARAM;
+		v->g = (uint8_t)PG_REBUILD_PARAM;
 	else {
 		for (i = 0; i < sizeof pk_storages / sizeof *pk_storages; i++)
 			if (IS(mod, mlen, "torch") &&
@@ -268,8 +290,11 @@ pk_global(struct pk *p, const char *mod, size_t mlen, const char *name,
 			    memcmp(name, pk_storages[i].name, nlen) == 0)
 				break;
 		if (i == sizeof pk_storages / sizeof *pk_storages) {
-			char *m = graph_text_printable(xstrndup(mod, mlen));
-			char *n = graph_text_printable(xstrndup(name, nlen));
+			const char *why;
+			bool utf8 = jscan_utf8_ok(mod, mlen, &why) &&
+			    jscan_utf8_ok(name, nlen, &why);
+			char *m = utf8 ? xstrndup(mod, mlen) : xstrdup("?");
+			char *n = utf8 ? xstrndup(name, nlen) : xstrdup("?");
 			int rc = pk_fail(p, "refusing global '%s.%s': a state "
 			    "dict of tensors needs only torch's tensor and "
 			    "storage types and collections.OrderedDict, and "
@@ -280,8 +305,8 @@ pk_global(struct pk *p, const char *mod, size_t mlen, const char *name,
 			free(n);
 			return rc;
 		}
-		v->g = PG_STORAGE_CLASS;
-		v->dtype = pk_storages[i].dtype;
+		v->g = (uint8_t)PG_STORAGE_CLASS;
+		v->dtype = (uint8_t)pk_storages[i].dtype;
 	}
 #undef IS
 	pk_push(p, v);
@@ -313,7 +338,7 @@ pk_op_stack_global(struct pk *p)
 		return -EINVAL;
 	if (m->kind != PK_STR || n->kind != PK_STR)
 		return pk_fail(p, "STACK_GLOBAL of something not a string");
-	return pk_global(p, m->s, m->slen, n->s, n->slen);
+	return pk_global(p, m->s, m->n, n->s, n->n);
 }
 
 static int
@@ -333,13 +358,14 @@ static int
 pk_rebuild_tensor(struct pk *p, const struct pk_val *a, struct pk_val **out)
 {
 	const struct pk_val *size, *stride;
-	struct pk_val *t;
+	struct pk_tensor *t;
+	struct pk_val *v;
 	int64_t off, want = 1, numel = 1, dim, st;
 	size_t k;
 
 	if (a->n != 6 && a->n != 7)
 		return pk_fail(p, "_rebuild_tensor_v2 takes 6 or 7 arguments, "
-		    "not %zu", a->n);
+		    "not %zu", (size_t)a->n);
 	if (a->items[0]->kind != PK_STORAGE)
 		return pk_fail(p, "_rebuild_tensor_v2 of something that is "
 		    "not a storage");
@@ -353,13 +379,14 @@ pk_rebuild_tensor(struct pk *p, const struct pk_val *a, struct pk_val **out)
 		    "of one length");
 	if (size->n > GRAPH_MAX_DIMS)
 		return pk_fail(p, "a tensor of %zu dimensions (at most %d)",
-		    size->n, GRAPH_MAX_DIMS);
+		    (size_t)size->n, GRAPH_MAX_DIMS);
 	if (off < 0)
 		return pk_fail(p, "a negative storage offset");
-	t = pk_new(p, PK_TENSOR);
+	v = pk_new(p, PK_TENSOR);
+	v->t = t = xcalloc(1, sizeof *t);
 	t->storage = a->items[0];
-	t->dtype = a->items[0]->dtype;
-	t->i = off;
+	v->dtype = a->items[0]->dtype;
+	v->i = off;
 	t->ndim = (int)size->n;
 	for (k = 0; k < size->n; k++) {
 		if (pk_int_of(p, size->items[k], &dim, "a dimension") != 0)
@@ -383,7 +410,7 @@ pk_rebuild_tensor(struct pk *p, const struct pk_val *a, struct pk_val **out)
 		}
 		want *= t->shape[k];
 	}
-	*out = t;
+	*out = v;
 	return 0;
 }
 
@@ -397,7 +424,7 @@ pk_op_reduce(struct pk *p)
 	if (f->kind != PK_GLOBAL || a->kind != PK_TUPLE)
 		return pk_fail(p, "REDUCE of something that is not a known "
 		    "global and a tuple");
-	switch (f->g) {
+	switch ((enum pk_global)f->g) {
 	case PG_ORDERED_DICT:
 		if (a->n != 0)
 			return pk_fail(p, "OrderedDict with arguments");
@@ -426,6 +453,7 @@ static int
 pk_op_persid(struct pk *p)
 {
 	struct pk_val *t, *s;
+	const char *why;
 	int64_t numel;
 
 	if (pk_pop(p, &t) != 0)
@@ -440,13 +468,16 @@ pk_op_persid(struct pk *p)
 	if (t->items[2]->kind != PK_STR || t->items[3]->kind != PK_STR)
 		return pk_fail(p, "a storage whose key or location is not a "
 		    "string");
+	/* The key names a zip entry, and messages. */
+	if (!jscan_utf8_ok(t->items[2]->s, t->items[2]->n, &why))
+		return pk_fail(p, "a storage key with %s", why);
 	if (pk_int_of(p, t->items[4], &numel, "a storage's size") != 0)
 		return -EINVAL;
 	if (numel < 0)
 		return pk_fail(p, "a storage of negative size");
 	s = pk_new(p, PK_STORAGE);
 	s->s = t->items[2]->s;	/* owned by the string value */
-	s->slen = t->items[2]->slen;
+	s->n = t->items[2]->n;
 	s->dtype = t->items[1]->dtype;
 	s->i = numel;
 	pk_push(p, s);
@@ -476,8 +507,8 @@ pk_memo_put(struct pk *p, uint64_t idx)
 	if (pk_top(p, &v) != 0)
 		return -EINVAL;
 	/* Python's pickler numbers memo entries 0, 1, 2, ...: one per
-	 * object, so never more than the pickle has bytes. */
-	if (idx >= p->len)
+	 * object, so never more than there are pushes. */
+	if (idx >= p->max_pushes)
 		return pk_fail(p, "memo index %" PRIu64 " is out of range",
 		    idx);
 	if (idx >= p->nmemo) {
@@ -516,8 +547,11 @@ pk_op_string(struct pk *p, size_t lenbytes)
 	if (pk_take(p, (size_t)n, &s) != 0)
 		return -EINVAL;
 	v = pk_new(p, PK_STR);
-	v->s = xstrndup((const char *)s, (size_t)n);
-	v->slen = (size_t)n;
+	/* Copied whole: a NUL inside must stay visible to the checks. */
+	v->s = xmalloc((size_t)n + 1);
+	memcpy(v->s, s, (size_t)n);
+	v->s[n] = '\0';
+	v->n = (uint32_t)n;
 	pk_push(p, v);
 	return 0;
 }
@@ -737,11 +771,11 @@ pk_result(struct pk *p, const struct pk_val *d, struct torchpkl_tensor **out,
 			pk_fail(p, "a state dict key that is not a string");
 			goto fail;
 		}
-		if (!jscan_utf8_ok(k->s, k->slen, &why)) {
+		if (!jscan_utf8_ok(k->s, k->n, &why)) {
 			pk_fail(p, "a tensor name with %s", why);
 			goto fail;
 		}
-		if (v->kind != PK_TENSOR || v->bad_dim >= 0) {
+		if (v->kind != PK_TENSOR || v->t->bad_dim >= 0) {
 			char *name = graph_text_printable(xstrdup(k->s));
 
 			if (v->kind != PK_TENSOR)
@@ -751,8 +785,8 @@ pk_result(struct pk *p, const struct pk_val *d, struct torchpkl_tensor **out,
 				pk_fail(p, "tensor '%s' is not contiguous "
 				    "(stride %" PRId64 " in dimension %d, "
 				    "%" PRId64 " expected); save it with "
-				    ".contiguous()", name, v->bad_stride,
-				    v->bad_dim, v->want_stride);
+				    ".contiguous()", name, v->t->bad_stride,
+				    v->t->bad_dim, v->t->want_stride);
 			free(name);
 			goto fail;
 		}
@@ -768,15 +802,15 @@ pk_result(struct pk *p, const struct pk_val *d, struct torchpkl_tensor **out,
 			strmap_put(&seen, t[at].name, at);
 		}
 		free(t[at].key);
-		t[at].key = xstrdup(v->storage->s);
-		t[at].dtype = v->dtype;
-		t[at].storage_numel = (uint64_t)v->storage->i;
+		t[at].key = xstrdup(v->t->storage->s);
+		t[at].dtype = (enum graph_dtype)v->dtype;
+		t[at].storage_numel = (uint64_t)v->t->storage->i;
 		t[at].offset = (uint64_t)v->i;
-		t[at].ndim = v->ndim;
+		t[at].ndim = v->t->ndim;
 		numel = 1;
-		for (j = 0; j < v->ndim; j++) {
-			t[at].shape[j] = v->shape[j];
-			numel *= (uint64_t)v->shape[j];
+		for (j = 0; j < v->t->ndim; j++) {
+			t[at].shape[j] = v->t->shape[j];
+			numel *= (uint64_t)v->t->shape[j];
 		}
 		t[at].numel = numel;
 	}
@@ -807,7 +841,11 @@ torchpkl_parse(const uint8_t *buf, size_t len, size_t max,
 
 	*out = NULL;
 	*nout = 0;
-	while (!stop) {
+	p.max_pushes = PK_PUSHES_PER_TENSOR * max + 4096;
+	if (len > PK_MAX_LEN)
+		rc = pk_fail(&p, "the pickle is %zu bytes, over the limit of "
+		    "%u", len, PK_MAX_LEN);
+	while (rc == 0 && !stop) {
 		p.op = p.pos;
 		if (p.pos == p.len) {
 			rc = pk_fail(&p, "the pickle ends without STOP");
@@ -815,6 +853,9 @@ torchpkl_parse(const uint8_t *buf, size_t len, size_t max,
 		}
 		if ((rc = pk_step(&p, buf[p.pos++], &stop)) != 0)
 			break;
+		if (p.pushes > p.max_pushes)
+			rc = pk_fail(&p, "the pickle builds more values than "
+			    "a state dict of %zu tensors needs", max);
 	}
 	if (rc == 0 && (p.nstack != 1 || p.nmarks != 0))
 		rc = pk_fail(&p, "the pickle leaves %zu values on its stack",
@@ -827,12 +868,13 @@ torchpkl_parse(const uint8_t *buf, size_t len, size_t max,
 		rc = pk_result(&p, top, out, nout, max);
 	}
 	if (rc != 0)
-		*cause = p.cause != NULL ? p.cause :
-		    xstrdup("data.pkl: not a state dict");
+		*cause = graph_text_printable(p.cause != NULL ? p.cause :
+		    xstrdup("data.pkl: not a state dict"));
 	else
 		free(p.cause);
 	for (i = 0; i < p.nall; i++) {
 		free(p.all[i]->items);
+		free(p.all[i]->t);
 		if (p.all[i]->kind == PK_STR)
 			free(p.all[i]->s);
 		free(p.all[i]);

@@ -157,7 +157,7 @@ torchbin_parse(const uint8_t *buf, size_t len,
 		return torchbin_legacy(buf, len, cause);
 	if ((rc = zip_read_dir(buf, len, SAFETENSORS_MAX_TENSORS +
 	    TORCHBIN_EXTRA_ENTRIES, &z, &nz, cause)) != 0)
-		return rc;
+		goto out;
 	for (i = 0; i < nz; i++) {
 		if (strmap_get(&entries, z[i].name, NULL)) {
 			*cause = xasprintf("zip entry '%s' appears twice",
@@ -198,8 +198,11 @@ torchbin_parse(const uint8_t *buf, size_t len,
 	t = NULL;
 	n = 0;
 out:
-	if (rc != 0)
+	if (rc != 0) {
+		/* Names inside come from the file: one printable line. */
+		*cause = graph_text_printable(*cause);
 		strmap_free(names);
+	}
 	for (i = 0; i < n; i++)
 		free(t[i].name);
 	free(t);

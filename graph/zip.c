@@ -177,6 +177,7 @@ zip_read_entry(const uint8_t *buf, size_t len, const struct zip_dir *d,
 	const uint8_t *h, *lh;
 	uint64_t size, csize, off, end = d->cd_off + d->cd_size;
 	size_t nlen, xlen, clen;
+	const char *why;
 	int rc;
 
 	if (end - *pos < CDH_LEN || rd32(buf + *pos) != CDH_SIG) {
@@ -193,9 +194,12 @@ zip_read_entry(const uint8_t *buf, size_t len, const struct zip_dir *d,
 		    PRIu64 " runs past the directory", *pos);
 		return -EINVAL;
 	}
-	if (nlen == 0 || memchr(h + CDH_LEN, '\0', nlen) != NULL) {
-		*cause = xasprintf("zip entry at byte %" PRIu64 " has an "
-		    "empty name or one with a NUL byte", *pos);
+	/* Names go into messages: UTF-8 (torch's are ASCII), no NUL. */
+	if (nlen == 0 || !jscan_utf8_ok((const char *)h + CDH_LEN, nlen,
+	    &why)) {
+		*cause = xasprintf("zip entry at byte %" PRIu64 " has %s",
+		    *pos, nlen == 0 ? "an empty name" :
+		    "a name that is not UTF-8");
 		return -EINVAL;
 	}
 	z->name = xstrndup((const char *)h + CDH_LEN, nlen);

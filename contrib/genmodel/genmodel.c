@@ -1509,9 +1509,15 @@ write_bin(const struct options *o, struct model *m)
 	uint64_t		 done;
 	size_t			 i, n, k, size = o->dtype->size;
 	unsigned		 s;
+	uint64_t		 bytes;
 
 	for (s = 0; s < m->nshards; s++) {
 		shard_file(m, s, file, sizeof(file));
+		/* ZIP64 when a 32-bit size or offset could overflow, as
+		 * torch does; --zip64 asks for it always. */
+		for (i = 0, bytes = 0; i < m->count; i++)
+			if (m->tensors[i].shard == s)
+				bytes += m->tensors[i].nbytes + 4096;
 		snprintf(prefix, sizeof(prefix), "%.*s",
 		    (int)(strlen(file) - 4), file);
 		for (i = 0, n = 0; i < m->count; i++) {
@@ -1531,7 +1537,7 @@ write_bin(const struct options *o, struct model *m)
 		pkl.len = 0;
 		tz_pickle_state_dict(&pkl, tt, n, m->nshards == 1);
 		fp = open_out(o->out, file, &path);
-		tz_open(&z, fp, path, o->zip64);
+		tz_open(&z, fp, path, o->zip64 || bytes > UINT32_MAX / 2);
 		snprintf(entry, sizeof(entry), "%s/data.pkl", prefix);
 		tz_entry(&z, entry, pkl.data, pkl.len);
 		snprintf(entry, sizeof(entry), "%s/byteorder", prefix);
