@@ -8,8 +8,8 @@
  * two jobs that read the same chunk of the same base model share one copy,
  * and a method's second pass finds the chunks of its first.  Entries in use
  * are pinned; unpinned ones sit on an LRU list and are freed, oldest
- * first, when the executor needs room (inputs are mmap'd, so eviction only
- * frees the decoded copy).  Loop thread only; the executor accounts the
+ * first, when the executor needs room (inputs are read from their files
+ * again, so eviction only frees the decoded copy).  Loop thread only; the executor accounts the
  * bytes against its budget.
  */
 #include <stdlib.h>
@@ -28,6 +28,10 @@ struct ckey {
 	uint64_t e0;
 	uint64_t n;
 	uint64_t dtype;
+	/* Views of one torch storage can share a begin with another
+	 * dtype or row length (safetensors tensors never overlap). */
+	uint64_t src_dtype;
+	int64_t row;
 };
 
 void
@@ -82,6 +86,9 @@ cache_key(struct ckey *k, const struct graph_plan *p,
 	k->e0 = e0;
 	k->n = n;
 	k->dtype = (uint64_t)pt->compute_dtype;
+	k->src_dtype = (uint64_t)in->mt->t->dtype;
+	k->row = in->mt->t->ndim > 1 ?
+	    in->mt->t->shape[in->mt->t->ndim - 1] : 0;
 }
 
 struct centry *

@@ -112,7 +112,7 @@ struct unit {
 	void *enc;		/* apply pass: the chunk, encoded */
 	uint64_t enc_bytes;
 	uint64_t held;		/* counted in its job's working set */
-	bool raw;		/* byte copy straight from the mapping */
+	bool raw;		/* byte copy straight from the input file */
 };
 
 /* Runtime state of one output tensor. */

@@ -108,6 +108,7 @@ int yscalar_number(const char *s, double *out);
  * and the scheduler are given: four shards at the per-file limit.
  */
 #define SAFETENSORS_MAX_TENSORS 65536
+#define SAFETENSORS_MAX_HEADER (100u * 1000u * 1000u)	/* the reference's */
 #define MODEL_MAX_TENSORS 262144
 
 struct safetensors_tensor {
@@ -118,6 +119,8 @@ struct safetensors_tensor {
 	uint64_t numel;
 	uint64_t begin;		/* absolute file offsets once opened */
 	uint64_t end;
+	bool skip;		/* a torch buffer, not a weight: an index
+				 * may name it, the model leaves it out */
 };
 
 struct safetensors_file {
@@ -128,7 +131,6 @@ struct safetensors_file {
 	int64_t mtime_ns;
 	uint64_t data_start;
 	int fd;			/* for pread and copy_file_range */
-	const uint8_t *map;	/* whole file, read-only; NULL if empty */
 	struct safetensors_tensor *t;
 	size_t nt;
 	struct strmap names;	/* name -> index into t */
@@ -140,7 +142,7 @@ int safetensors_parse(const uint8_t *buf, size_t len,
 int safetensors_parse_names(const uint8_t *buf, size_t len,
     struct safetensors_tensor **out, size_t *nout, uint64_t *data_start,
     struct strmap *names, char **cause);
-int tensorfile_map(int fd, const char *path, struct safetensors_file **out,
+int tensorfile_open(int fd, const char *path, struct safetensors_file **out,
     char **cause);
 int safetensors_open(const char *path, struct safetensors_file **out,
     char **cause);
@@ -165,7 +167,16 @@ struct zip_entry {
 	uint64_t size;
 };
 
-int zip_read_dir(const uint8_t *buf, size_t len, size_t max,
+/* What an archive is read from: buf if not NULL, else fd. */
+struct zip_src {
+	const uint8_t *buf;
+	int fd;
+	uint64_t size;
+};
+
+int zip_src_read(const struct zip_src *src, uint64_t off, size_t n,
+    void *out, char **cause);
+int zip_read_dir(const struct zip_src *src, size_t max,
     struct zip_entry **out, size_t *n, char **cause);
 void zip_entries_free(struct zip_entry *, size_t);
 
@@ -183,7 +194,10 @@ struct torchpkl_tensor {
 int torchpkl_parse(const uint8_t *buf, size_t len, size_t max,
     struct torchpkl_tensor **out, size_t *n, char **cause);
 void torchpkl_free(struct torchpkl_tensor *, size_t);
-int torchbin_parse(const uint8_t *buf, size_t len,
+/* pickle.c: the most data.pkl may hold (a real one: ~130 bytes a tensor). */
+#define TORCHPKL_MAX_LEN (64u << 20)
+
+int torchbin_parse(const struct zip_src *src,
     struct safetensors_tensor **out, size_t *n, struct strmap *names,
     char **cause);
 int torchbin_open_fd(int fd, const char *path, struct safetensors_file **out,

@@ -220,7 +220,8 @@ model_load_single(struct model *m, char **cause)
 	if ((rc = model_add_file(m, m->format->single, &f, cause)) != 0)
 		return rc;
 	for (i = 0; i < m->files[f]->nt; i++)
-		model_add_tensor(m, f, i);
+		if (!m->files[f]->t[i].skip)
+			model_add_tensor(m, f, i);
 	return 0;
 }
 
@@ -281,7 +282,8 @@ model_load_index(struct model *m, const atomic_bool *cancel,
 			rc = -EINVAL;
 			goto out;
 		}
-		model_add_tensor(m, f, i);
+		if (!m->files[f]->t[i].skip)
+			model_add_tensor(m, f, i);
 	}
 out:
 	cJSON_Delete(idx);

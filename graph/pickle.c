@@ -24,13 +24,14 @@
  * Tensors must be contiguous (torch.save writes views as their storage,
  * offset and strides: a transposed view is refused with its name).  The
  * result is the top-level dict's string keys and tensors, in order; a key
- * set twice keeps its last value, as in Python.
+ * set twice is refused (torch never writes one).
  *
  * Values live in an arena owned by the parse and freed with it; the memo
  * and the stack hold pointers into it, so shared objects (a storage read
  * once, a memoised tuple) cost nothing more.  Each opcode creates at most
- * one value and moves each stack item at most once, so time and memory
- * are linear in the input; nothing recurses.
+ * one value and moves each stack item at most once, so time is linear in
+ * the input; every allocation is counted against a budget (see the
+ * limits below); nothing recurses.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -97,19 +98,30 @@ struct pk {
 	struct pk_val **memo;
 	size_t nmemo;		/* slots allocated */
 	size_t memo_count;	/* slots set, for MEMOIZE */
-	size_t pushes;		/* so far, against max_pushes */
-	size_t max_pushes;
+	size_t pushes;		/* so far: bounds memo indices */
+	size_t bytes;		/* allocated so far, against max_bytes */
+	size_t max_bytes;
+	/* Shared immutable values, most of a state dict's: the small
+	 * integers (offsets, sizes, strides), None, the booleans, (). */
+	struct pk_val small[256];
+	struct pk_val none, no, yes, empty;
 	char *cause;
 };
 
 /*
- * Limits.  torch's pickle of a state dict is about 110 bytes and 22
- * pushes per tensor (a 2-D nn.Parameter about 30), so at the per-file
- * limit of 65,536 tensors about 7 MB and 1.5 million pushes; these leave
- * room for long names, and bound a hostile pickle to about 100 MB.
+ * Limits.  torch's pickle of a state dict is about 130 bytes per tensor,
+ * and reading it allocates about 1.5 KB per tensor, 1.8 KB for
+ * nn.Parameters (measured: a 36,867-tensor pickle from genmodel, 55.7 MB,
+ * and the same re-saved by torch 1.13 as Parameters, 65.8 MB), so the
+ * per-file limit of 65,536 tensors needs at most about 9 MB of pickle and
+ * 117 MB to read.  Every allocation is counted (pk_spend, pk_grow)
+ * against 2 KiB per tensor allowed plus 1 MiB, so no pickle, however
+ * hostile, makes the reader hold more than about 129 MiB besides the
+ * pickle's own bytes.
  */
-#define PK_MAX_LEN (64u << 20)
-#define PK_PUSHES_PER_TENSOR 32
+#define PK_BYTES_PER_TENSOR 2048
+#define PK_BYTES_FIXED (1u << 20)
+#define PK_MALLOC_OVERHEAD 16	/* per block, and growth slack per slot */
 
 static const struct {
 	const char *name;
@@ -147,27 +159,39 @@ pk_fail(struct pk *p, const char *fmt, ...)
 	return -EINVAL;
 }
 
+/* Counts n bytes against the budget, which the main loop checks. */
+static void
+pk_spend(struct pk *p, size_t n)
+{
+	p->bytes += n;
+}
+
+/* xgrowarray for an array of n items, counting what it allocates. */
+static void *
+pk_grow(struct pk *p, void *a, size_t n, size_t size)
+{
+	if (n == 0 || (n & (n - 1)) == 0)
+		pk_spend(p, (n ? n : 1) * size + PK_MALLOC_OVERHEAD);
+	return xgrowarray(a, n, size);
+}
+
 static struct pk_val *
 pk_new(struct pk *p, enum pk_kind kind)
 {
 	struct pk_val *v = xcalloc(1, sizeof *v);
 
+	pk_spend(p, sizeof *v + PK_MALLOC_OVERHEAD);
 	v->kind = (uint8_t)kind;
-	p->all = xgrowarray(p->all, p->nall, sizeof *p->all);
+	p->all = pk_grow(p, p->all, p->nall, sizeof *p->all);
 	p->all[p->nall++] = v;
 	return v;
 }
 
-/*
- * Every value, stack slot, memo slot and container item comes from a
- * push, so counting pushes bounds the memory a hostile pickle can make us
- * use (each opcode pushes at most once); the caller checks the count.
- */
 static void
 pk_push(struct pk *p, struct pk_val *v)
 {
 	p->pushes++;
-	p->stack = xgrowarray(p->stack, p->nstack, sizeof *p->stack);
+	p->stack = pk_grow(p, p->stack, p->nstack, sizeof *p->stack);
 	p->stack[p->nstack++] = v;
 }
 
@@ -228,9 +252,9 @@ pk_le(const uint8_t *b, size_t n)
 }
 
 static void
-pk_append(struct pk_val *c, struct pk_val *v)
+pk_append(struct pk *p, struct pk_val *c, struct pk_val *v)
 {
-	c->items = xgrowarray(c->items, c->n, sizeof *c->items);
+	c->items = pk_grow(p, c->items, c->n, sizeof *c->items);
 	c->items[c->n++] = v;
 }
 
@@ -241,7 +265,7 @@ pk_move(struct pk *p, struct pk_val *c, size_t from)
 	size_t i;
 
 	for (i = from; i < p->nstack; i++)
-		pk_append(c, p->stack[i]);
+		pk_append(p, c, p->stack[i]);
 	p->nstack = from;
 }
 
@@ -271,6 +295,7 @@ pk_global(struct pk *p, const char *mod, size_t mlen, const char *name,
     size_t nlen)
 {
 	struct pk_val *v;
+	const char *why;
 	size_t i;
 
 #define IS(s, l, lit) ((l) == sizeof(lit) - 1 && memcmp(s, lit, l) == 0)
@@ -289,8 +314,19 @@ pk_global(struct pk *p, const char *mod, size_t mlen, const char *name,
 			    nlen == strlen(pk_storages[i].name) &&
 			    memcmp(name, pk_storages[i].name, nlen) == 0)
 				break;
+		if (i == sizeof pk_storages / sizeof *pk_storages &&
+		    IS(mod, mlen, "torch") && nlen > 7 &&
+		    memcmp(name + nlen - 7, "Storage", 7) == 0 &&
+		    jscan_utf8_ok(name, nlen, &why)) {
+			char *n = xstrndup(name, nlen);
+			int rc = pk_fail(p, "tensors stored as torch.%s, a "
+			    "type mergectl does not read (it reads float32, "
+			    "float16, bfloat16 and float64 weights)", n);
+
+			free(n);
+			return rc;
+		}
 		if (i == sizeof pk_storages / sizeof *pk_storages) {
-			const char *why;
 			bool utf8 = jscan_utf8_ok(mod, mlen, &why) &&
 			    jscan_utf8_ok(name, nlen, &why);
 			char *m = utf8 ? xstrndup(mod, mlen) : xstrdup("?");
@@ -384,6 +420,7 @@ pk_rebuild_tensor(struct pk *p, const struct pk_val *a, struct pk_val **out)
 		return pk_fail(p, "a negative storage offset");
 	v = pk_new(p, PK_TENSOR);
 	v->t = t = xcalloc(1, sizeof *t);
+	pk_spend(p, sizeof *t + PK_MALLOC_OVERHEAD);
 	t->storage = a->items[0];
 	v->dtype = a->items[0]->dtype;
 	v->i = off;
@@ -507,13 +544,14 @@ pk_memo_put(struct pk *p, uint64_t idx)
 	if (pk_top(p, &v) != 0)
 		return -EINVAL;
 	/* Python's pickler numbers memo entries 0, 1, 2, ...: one per
-	 * object, so never more than there are pushes. */
-	if (idx >= p->max_pushes)
+	 * object pushed so far. */
+	if (idx >= p->pushes)
 		return pk_fail(p, "memo index %" PRIu64 " is out of range",
 		    idx);
 	if (idx >= p->nmemo) {
 		p->nmemo = (size_t)idx + 1 > 2 * old ? (size_t)idx + 1 :
 		    2 * old;
+		pk_spend(p, (p->nmemo - old) * sizeof *p->memo);
 		p->memo = xreallocarray(p->memo, p->nmemo, sizeof *p->memo);
 		memset(p->memo + old, 0, (p->nmemo - old) * sizeof *p->memo);
 	}
@@ -548,6 +586,7 @@ pk_op_string(struct pk *p, size_t lenbytes)
 		return -EINVAL;
 	v = pk_new(p, PK_STR);
 	/* Copied whole: a NUL inside must stay visible to the checks. */
+	pk_spend(p, (size_t)n + 1 + PK_MALLOC_OVERHEAD);
 	v->s = xmalloc((size_t)n + 1);
 	memcpy(v->s, s, (size_t)n);
 	v->s[n] = '\0';
@@ -566,9 +605,13 @@ pk_op_int(struct pk *p, size_t nbytes, bool is_signed)
 	if (pk_take(p, nbytes, &b) != 0)
 		return -EINVAL;
 	u = pk_le(b, nbytes);
-	v = pk_new(p, PK_INT);
 	if (is_signed && nbytes < 8 && (u >> (8 * nbytes - 1)) != 0)
 		u |= ~UINT64_C(0) << (8 * nbytes);
+	if (u < 256) {
+		pk_push(p, &p->small[u]);
+		return 0;
+	}
+	v = pk_new(p, PK_INT);
 	v->i = (int64_t)u;
 	pk_push(p, v);
 	return 0;
@@ -585,7 +628,7 @@ pk_op_long1(struct pk *p)
 	if (*b > 8)
 		return pk_fail(p, "an integer of %u bytes (at most 8)", *b);
 	if (*b == 0) {
-		pk_push(p, pk_new(p, PK_INT));
+		pk_push(p, &p->small[0]);
 		return 0;
 	}
 	return pk_op_int(p, *b, true);
@@ -623,7 +666,7 @@ pk_step(struct pk *p, uint8_t op, bool *stop)
 		*stop = true;
 		return 0;
 	case '(':	/* MARK */
-		p->marks = xgrowarray(p->marks, p->nmarks, sizeof *p->marks);
+		p->marks = pk_grow(p, p->marks, p->nmarks, sizeof *p->marks);
 		p->marks[p->nmarks++] = p->nstack;
 		return 0;
 	case '0':	/* POP */
@@ -639,13 +682,13 @@ pk_step(struct pk *p, uint8_t op, bool *stop)
 		pk_push(p, v);
 		return 0;
 	case 'N':
-		pk_push(p, pk_new(p, PK_NONE));
+		pk_push(p, &p->none);
 		return 0;
 	case 0x88:	/* NEWTRUE */
+		pk_push(p, &p->yes);
+		return 0;
 	case 0x89:	/* NEWFALSE */
-		v = pk_new(p, PK_BOOL);
-		v->i = op == 0x88;
-		pk_push(p, v);
+		pk_push(p, &p->no);
 		return 0;
 	case 'J':	/* BININT */
 		return pk_op_int(p, 4, true);
@@ -672,8 +715,8 @@ pk_step(struct pk *p, uint8_t op, bool *stop)
 	case ']':	/* EMPTY_LIST */
 		pk_push(p, pk_new(p, PK_LIST));
 		return 0;
-	case ')':	/* EMPTY_TUPLE */
-		pk_push(p, pk_new(p, PK_TUPLE));
+	case ')':	/* EMPTY_TUPLE: tuples never change */
+		pk_push(p, &p->empty);
 		return 0;
 	case 't':	/* TUPLE */
 		if (pk_pop_mark(p, &from) != 0)
@@ -700,7 +743,7 @@ pk_step(struct pk *p, uint8_t op, bool *stop)
 			return -EINVAL;
 		if (c->kind != PK_LIST)
 			return pk_fail(p, "APPEND to something not a list");
-		pk_append(c, v);
+		pk_append(p, c, v);
 		return 0;
 	case 'e':	/* APPENDS */
 		if (pk_pop_mark(p, &from) != 0)
@@ -790,18 +833,25 @@ pk_result(struct pk *p, const struct pk_val *d, struct torchpkl_tensor **out,
 			free(name);
 			goto fail;
 		}
-		if (!strmap_get(&seen, k->s, &at)) {
-			if (n == max) {
-				pk_fail(p, "more than %zu tensors", max);
-				goto fail;
-			}
-			t = xgrowarray(t, n, sizeof *t);
-			at = n++;
-			memset(&t[at], 0, sizeof t[at]);
-			t[at].name = xstrdup(k->s);
-			strmap_put(&seen, t[at].name, at);
+		/* torch never writes a key twice; Python would keep
+		 * the last, and each repeat would cost a lookup. */
+		if (strmap_get(&seen, k->s, NULL)) {
+			char *name = graph_text_printable(xstrdup(k->s));
+
+			pk_fail(p, "'%s' is set twice in the state dict",
+			    name);
+			free(name);
+			goto fail;
 		}
-		free(t[at].key);
+		if (n == max) {
+			pk_fail(p, "more than %zu tensors", max);
+			goto fail;
+		}
+		t = xgrowarray(t, n, sizeof *t);
+		at = n++;
+		memset(&t[at], 0, sizeof t[at]);
+		t[at].name = xstrdup(k->s);
+		strmap_put(&seen, t[at].name, at);
 		t[at].key = xstrdup(v->t->storage->s);
 		t[at].dtype = (enum graph_dtype)v->dtype;
 		t[at].storage_numel = (uint64_t)v->t->storage->i;
@@ -841,10 +891,18 @@ torchpkl_parse(const uint8_t *buf, size_t len, size_t max,
 
 	*out = NULL;
 	*nout = 0;
-	p.max_pushes = PK_PUSHES_PER_TENSOR * max + 4096;
-	if (len > PK_MAX_LEN)
+	p.max_bytes = PK_BYTES_PER_TENSOR * max + PK_BYTES_FIXED;
+	for (i = 0; i < 256; i++) {
+		p.small[i].kind = PK_INT;
+		p.small[i].i = (int64_t)i;
+	}
+	p.none.kind = PK_NONE;
+	p.no.kind = p.yes.kind = PK_BOOL;
+	p.yes.i = 1;
+	p.empty.kind = PK_TUPLE;
+	if (len > TORCHPKL_MAX_LEN)
 		rc = pk_fail(&p, "the pickle is %zu bytes, over the limit of "
-		    "%u", len, PK_MAX_LEN);
+		    "%u", len, TORCHPKL_MAX_LEN);
 	while (rc == 0 && !stop) {
 		p.op = p.pos;
 		if (p.pos == p.len) {
@@ -853,9 +911,10 @@ torchpkl_parse(const uint8_t *buf, size_t len, size_t max,
 		}
 		if ((rc = pk_step(&p, buf[p.pos++], &stop)) != 0)
 			break;
-		if (p.pushes > p.max_pushes)
-			rc = pk_fail(&p, "the pickle builds more values than "
-			    "a state dict of %zu tensors needs", max);
+		if (p.bytes > p.max_bytes)
+			rc = pk_fail(&p, "the pickle needs more memory to read "
+			    "(%zu bytes) than a state dict of at most %zu tensors "
+			    "does", p.bytes, max);
 	}
 	if (rc == 0 && (p.nstack != 1 || p.nmarks != 0))
 		rc = pk_fail(&p, "the pickle leaves %zu values on its stack",

@@ -9,7 +9,7 @@
  * matrix, so the chunk is read row by row with the stored row stride.
  *
  * Data is read with pread() into a small per-thread bounce buffer that
- * stays in the L2 cache and decoded from there, not through the mapping:
+ * stays in the L2 cache and decoded from there (inputs are not mapped):
  * faulting mapped pages in (and dropping them again to keep RSS within the
  * budget) cost more than the copy, on two threads mostly in page-table
  * locks and TLB shootdowns; and a file truncated under us gives a short

@@ -63,7 +63,7 @@
 #include "graph-int.h"
 
 /* The reference's MAX_HEADER_SIZE. */
-#define ST_MAX_HEADER (100u * 1000u * 1000u)
+#define ST_MAX_HEADER SAFETENSORS_MAX_HEADER
 
 static uint64_t
 le64(const uint8_t *p)

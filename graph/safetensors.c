@@ -1,20 +1,19 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * safetensors.c: read safetensors headers, map the data, and build headers
- * for the files we write.
+ * safetensors.c: read safetensors headers and build headers for the files
+ * we write.
  *
  * A safetensors file is an 8-byte little-endian header length, a JSON header
  * describing every tensor (dtype, shape, data_offsets relative to the end of
  * the header), then the raw data.  Files come from anywhere, so the header is
  * hostile until safetensors-header.c has checked it (what is checked, and
- * why, is listed there); each error names the file and the problem.  The
- * whole file is mapped read-only; mapping reads no weights, so planning
- * stays header-only.  An open file is immutable and may be read from any
+ * why, is listed there); each error names the file and the problem.  Only
+ * the header is read (with pread, into memory), so planning stays
+ * header-only.  An open file is immutable and may be read from any
  * thread; its tensors can be found by name (safetensors_find) in constant time,
  * so that a model's index can be checked against a shard of tens of
  * thousands of tensors without a quadratic scan.
  */
-#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -28,30 +27,23 @@
 
 /*
  * A record for the open file fd named path (taking ownership of fd), with
- * the whole file mapped read-only and no tensors yet: what a safetensors
- * file and a torch checkpoint (torchbin.c) both start from.
+ * no tensors yet: what a safetensors file and a torch checkpoint
+ * (torchbin.c) both start from.  Files are read with pread, never mapped:
+ * a file its owner truncates while we read it gives a short read and an
+ * error, where a mapping would give SIGBUS and take the daemon down.
  */
 int
-tensorfile_map(int fd, const char *path, struct safetensors_file **out,
+tensorfile_open(int fd, const char *path, struct safetensors_file **out,
     char **cause)
 {
 	struct safetensors_file *f;
 	struct stat st;
-	void *map = MAP_FAILED;
-	int rc;
 
 	*out = NULL;
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
 		*cause = xasprintf("%s: not a regular file", path);
 		close(fd);
 		return -EINVAL;
-	}
-	if (st.st_size > 0 && (map = mmap(NULL, (size_t)st.st_size, PROT_READ,
-	    MAP_SHARED, fd, 0)) == MAP_FAILED) {
-		rc = -errno;
-		*cause = xasprintf("%s: mmap: %s", path, strerror(errno));
-		close(fd);
-		return rc;
 	}
 	f = xcalloc(1, sizeof *f);
 	f->fd = fd;
@@ -61,9 +53,39 @@ tensorfile_map(int fd, const char *path, struct safetensors_file **out,
 	f->ino = (uint64_t)st.st_ino;
 	f->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000 +
 	    st.st_mtim.tv_nsec;
-	f->map = map == MAP_FAILED ? NULL : map;
 	*out = f;
 	return 0;
+}
+
+/*
+ * The bytes of f that safetensors_parse reads: the length word and, when
+ * its value can be a header of this file, the header.
+ */
+static int
+safetensors_read_header(const struct safetensors_file *f, uint8_t **buf,
+    size_t *len, char **cause)
+{
+	struct zip_src src = { NULL, f->fd, f->size };
+	uint8_t word[8];
+	uint64_t hlen;
+	size_t n = f->size < 8 ? (size_t)f->size : 8;
+	int rc;
+
+	*buf = NULL;
+	if ((rc = zip_src_read(&src, 0, n, word, cause)) != 0)
+		return rc;
+	hlen = 0;
+	for (rc = 7; n == 8 && rc >= 0; rc--)
+		hlen = hlen << 8 | word[rc];
+	if (n == 8 && hlen <= SAFETENSORS_MAX_HEADER && hlen <= f->size - 8)
+		n = 8 + (size_t)hlen;
+	*buf = xmalloc(n ? n : 1);
+	*len = n;
+	if ((rc = zip_src_read(&src, 0, n, *buf, cause)) != 0) {
+		free(*buf);
+		*buf = NULL;
+	}
+	return rc;
 }
 
 /* Takes ownership of fd, an open safetensors file named path. */
@@ -73,19 +95,25 @@ safetensors_open_fd(int fd, const char *path, struct safetensors_file **out,
 {
 	struct safetensors_file *f;
 	char *why = NULL;
+	uint8_t *hdr = NULL;
+	size_t hdr_len;
 	int rc;
 
-	if ((rc = tensorfile_map(fd, path, &f, cause)) != 0)
+	if ((rc = tensorfile_open(fd, path, &f, cause)) != 0)
 		return rc;
-	rc = safetensors_parse_names(f->map, (size_t)f->size, &f->t, &f->nt,
-	    &f->data_start, &f->names, &why);
+	/* The parser reads only the header; the length it is given is the
+	 * file's, which the data offsets must tile. */
+	if ((rc = safetensors_read_header(f, &hdr, &hdr_len, &why)) == 0)
+		rc = safetensors_parse_names(hdr, (size_t)f->size, &f->t,
+		    &f->nt, &f->data_start, &f->names, &why);
+	free(hdr);
 	if (rc != 0) {
 		*cause = xasprintf("%s: %s", path, why);
 		free(why);
 		safetensors_close(f);
 		return rc;
 	}
-	/* Weights are read with pread (reader.c); the map is for headers. */
+	/* Weights are read with pread too (reader.c). */
 	*out = f;
 	return 0;
 }
@@ -117,8 +145,6 @@ safetensors_close(struct safetensors_file *f)
 
 	if (f == NULL)
 		return;
-	if (f->map != NULL)
-		munmap((void *)(uintptr_t)f->map, (size_t)f->size);
 	if (f->fd != -1)
 		close(f->fd);
 	strmap_free(&f->names);

@@ -13,9 +13,12 @@
  * exactly as from a safetensors file; planning reads only data.pkl.
  *
  * As mergekit does in effect (its architectures list weights only), the
- * tensors that are not weights are left out: integer and bool buffers
- * (position ids, attention masks) and rotary_emb.inv_freq, the buffer that
- * transformers before 4.31 saved and now recomputes and ignores on load.
+ * tensors that are not weights are marked skip, so that the model leaves
+ * them out while an index that lists them (transformers' does) still finds
+ * them: integer and bool buffers (position ids, attention masks) and
+ * rotary_emb.inv_freq, the buffer that transformers before 4.31 saved and
+ * now recomputes and ignores on load.
+ *
  * The legacy format that torch wrote before 1.6 (a bare pickle stream, or
  * a tar archive before that) is refused with what to do instead.
  */
@@ -134,28 +137,35 @@ torchbin_legacy(const uint8_t *buf, size_t len, char **cause)
 }
 
 /*
- * The weights of the torch checkpoint buf[0, len), as tensors with
- * absolute byte ranges, and their names in *names.  At most
- * SAFETENSORS_MAX_TENSORS of them, as for a safetensors file.
+ * The weights of the torch checkpoint src, as tensors with absolute byte
+ * ranges, and their names in *names.  At most SAFETENSORS_MAX_TENSORS of
+ * them, as for a safetensors file.  Reads the head, the zip directory and
+ * data.pkl, no weight.
  */
 int
-torchbin_parse(const uint8_t *buf, size_t len,
-    struct safetensors_tensor **out, size_t *nout, struct strmap *names,
-    char **cause)
+torchbin_parse(const struct zip_src *src, struct safetensors_tensor **out,
+    size_t *nout, struct strmap *names, char **cause)
 {
 	struct safetensors_tensor *t = NULL;
 	struct torchpkl_tensor *pt = NULL;
 	struct zip_entry *z = NULL;
 	struct strmap entries = { 0 };
 	size_t nz = 0, npt = 0, n = 0, pkl, plen, i;
+	uint8_t head[262], order[6], *pickle = NULL;
+	size_t nhead = src->size < sizeof head ? (size_t)src->size :
+	    sizeof head;
 	char *bo;
 	int rc;
 
 	*out = NULL;
 	*nout = 0;
-	if (len < 4 || memcmp(buf, "PK\003\004", 4) != 0)
-		return torchbin_legacy(buf, len, cause);
-	if ((rc = zip_read_dir(buf, len, SAFETENSORS_MAX_TENSORS +
+	if ((rc = zip_src_read(src, 0, nhead, head, cause)) != 0)
+		goto out;
+	if (nhead < 4 || memcmp(head, "PK\003\004", 4) != 0) {
+		rc = torchbin_legacy(head, nhead, cause);
+		goto out;
+	}
+	if ((rc = zip_read_dir(src, SAFETENSORS_MAX_TENSORS +
 	    TORCHBIN_EXTRA_ENTRIES, &z, &nz, cause)) != 0)
 		goto out;
 	for (i = 0; i < nz; i++) {
@@ -171,23 +181,34 @@ torchbin_parse(const uint8_t *buf, size_t len,
 		goto out;
 	bo = xasprintf("%.*s/byteorder", (int)plen, z[pkl].name);
 	if (strmap_get(&entries, bo, &i) && !(z[i].size == 6 &&
-	    memcmp(buf + z[i].offset, "little", 6) == 0)) {
+	    zip_src_read(src, z[i].offset, 6, order, cause) == 0 &&
+	    memcmp(order, "little", 6) == 0)) {
+		free(*cause);
 		*cause = xstrdup("a checkpoint saved on a big-endian machine");
 		rc = -EINVAL;
 		free(bo);
 		goto out;
 	}
 	free(bo);
-	if ((rc = torchpkl_parse(buf + z[pkl].offset, (size_t)z[pkl].size,
-	    SAFETENSORS_MAX_TENSORS, &pt, &npt, cause)) != 0)
+	/* Read whole (it is parsed in one pass), within its limit. */
+	if (z[pkl].size > TORCHPKL_MAX_LEN) {
+		*cause = xasprintf("data.pkl is %" PRIu64 " bytes, over the "
+		    "limit of %u", z[pkl].size, TORCHPKL_MAX_LEN);
+		rc = -EINVAL;
+		goto out;
+	}
+	pickle = xmalloc(z[pkl].size ? (size_t)z[pkl].size : 1);
+	if ((rc = zip_src_read(src, z[pkl].offset, (size_t)z[pkl].size,
+	    pickle, cause)) != 0 || (rc = torchpkl_parse(pickle,
+	    (size_t)z[pkl].size, SAFETENSORS_MAX_TENSORS, &pt, &npt,
+	    cause)) != 0)
 		goto out;
 	t = xcalloc(npt ? npt : 1, sizeof *t);
 	for (i = 0; i < npt; i++) {
-		if (torchbin_is_buffer(&pt[i]))
-			continue;
 		if ((rc = torchbin_locate(z, &entries, z[pkl].name, plen,
 		    &pt[i], &t[n], cause)) != 0)
 			goto out;
+		t[n].skip = torchbin_is_buffer(&pt[i]);
 		t[n].name = pt[i].name;
 		pt[i].name = NULL;
 		strmap_put(names, t[n].name, n);
@@ -209,6 +230,7 @@ out:
 	torchpkl_free(pt, npt);
 	zip_entries_free(z, nz);
 	strmap_free(&entries);
+	free(pickle);
 	return rc;
 }
 
@@ -218,13 +240,16 @@ torchbin_open_fd(int fd, const char *path, struct safetensors_file **out,
     char **cause)
 {
 	struct safetensors_file *f;
+	struct zip_src src;
 	char *why = NULL;
 	int rc;
 
-	if ((rc = tensorfile_map(fd, path, &f, cause)) != 0)
+	if ((rc = tensorfile_open(fd, path, &f, cause)) != 0)
 		return rc;
-	rc = torchbin_parse(f->map, (size_t)f->size, &f->t, &f->nt, &f->names,
-	    &why);
+	src.buf = NULL;
+	src.fd = f->fd;
+	src.size = f->size;
+	rc = torchbin_parse(&src, &f->t, &f->nt, &f->names, &why);
 	if (rc != 0) {
 		*cause = xasprintf("%s: %s", path, why);
 		free(why);

@@ -12,7 +12,8 @@
  * failure nothing is returned and there is one cause, a non-empty line; on
  * success every tensor has a name that is valid UTF-8 and unique and
  * found by the name map, at most GRAPH_MAX_DIMS dimensions whose product
- * is its element count, and (from an archive) a float dtype and a byte
+ * is its element count, and (from an archive) a float dtype unless it is
+ * marked skip (a buffer) and a byte
  * range inside the file of exactly its element count times the dtype's
  * size.  Any broken promise aborts.
  *
@@ -61,11 +62,12 @@ fuzz_archive(const uint8_t *data, size_t size)
 {
 	struct safetensors_tensor *t = NULL;
 	struct strmap names = { 0 };
+	struct zip_src src = { data, -1, size };
 	const char *why;
 	char *cause = NULL;
 	size_t n = 0, i, at;
 
-	if (torchbin_parse(data, size, &t, &n, &names, &cause) != 0) {
+	if (torchbin_parse(&src, &t, &n, &names, &cause) != 0) {
 		check(t == NULL && n == 0, "nothing returned on failure");
 		check(names.slots == NULL, "no names on failure");
 		check_cause(cause);
@@ -78,7 +80,8 @@ fuzz_archive(const uint8_t *data, size_t size)
 		    "UTF-8 names");
 		check(strmap_get(&names, t[i].name, &at) && at == i,
 		    "each name maps to its own tensor (so names are unique)");
-		check(graph_dtype_is_float(t[i].dtype), "weights only");
+		check(t[i].skip || graph_dtype_is_float(t[i].dtype),
+		    "integer and bool tensors are skipped");
 		check(t[i].numel == shape_numel(t[i].ndim, t[i].shape),
 		    "numel is the shape's product");
 		check(t[i].begin <= t[i].end && t[i].end <= size,

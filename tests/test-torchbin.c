@@ -347,6 +347,18 @@ test_refusals(void)
 	c.byteorder = "big";
 	refused(&c, "saved on a big-endian machine");
 
+	c.name = "twice";
+	c.byteorder = NULL;
+	c.t[1] = c.t[0];
+	c.n = 2;
+	refused(&c, "'model.w' is set twice in the state dict");
+
+	c.name = "complex";
+	c.n = 1;
+	c.t[0].storage = "ComplexFloatStorage";
+	refused(&c, "tensors stored as torch.ComplexFloatStorage, a type "
+	    "mergectl does not read");
+
 	memset(&c, 0, sizeof c);
 	c.name = "empty";
 	refused(&c, "the checkpoint holds no weights");
@@ -446,6 +458,103 @@ test_views(void)
 }
 
 /*
+ * Sharded as transformers shards old checkpoints: its index lists every
+ * key, the buffers included, which the model leaves out all the same.
+ */
+static void
+test_sharded_buffers(void)
+{
+	static const char *const shard[2] = {
+		"pytorch_model-00001-of-00002", "pytorch_model-00002-of-00002" };
+	struct tl_st st;
+	struct crafted c;
+	struct tz_buf pkl, index = { 0 };
+	struct tz_tensor t[64];
+	uint64_t shapes[64][2];
+	char keys[64][16], path[4096], entry[256], *cfg;
+	struct tz z;
+	FILE *fp;
+	size_t i, n, s, half;
+
+	snprintf(path, sizeof path, "%s/st_a/model.safetensors", dir);
+	if (tl_st_load(path, &st) != 0 || st.n > 60)
+		exit(99);
+	memset(&c, 0, sizeof c);
+	c.name = "sharded";
+	write_crafted(&c);
+	half = st.n / 2;
+	snprintf(path, sizeof path, "{\"metadata\": {}, \"weight_map\": {");
+	tz_put(&index, path, strlen(path));
+	for (s = 0; s < 2; s++) {
+		memset(&pkl, 0, sizeof pkl);
+		for (i = s ? half : 0, n = 0; i < (s ? st.n : half); i++, n++) {
+			shapes[n][0] = (uint64_t)st.t[i].shape[0];
+			shapes[n][1] = st.t[i].ndim > 1 ?
+			    (uint64_t)st.t[i].shape[1] : 0;
+			snprintf(keys[n], sizeof keys[n], "%zu", n);
+			t[n] = (struct tz_tensor)T(st.t[i].name, keys[n],
+			    "BFloat16Storage", st.t[i].ndim, shapes[n],
+			    st.t[i].numel);
+		}
+		if (s == 0) {
+			t[n++] = (struct tz_tensor)T("model.layers.1.self_attn."
+			    "rotary_emb.inv_freq", "b1", "FloatStorage", 1, s4,
+			    4);
+			t[n++] = (struct tz_tensor)T("model.position_ids", "b2",
+			    "LongStorage", 1, s4, 4);
+		}
+		tz_pickle_state_dict(&pkl, t, n, 0);
+		snprintf(path, sizeof path, "%s/sharded/%s.bin", dir,
+		    shard[s]);
+		if ((fp = fopen(path, "wb")) == NULL)
+			exit(99);
+		tz_open(&z, fp, path, 0);
+		snprintf(entry, sizeof entry, "%s/data.pkl", shard[s]);
+		tz_entry(&z, entry, pkl.data, pkl.len);
+		for (i = s ? half : 0, n = 0; i < (s ? st.n : half); i++, n++) {
+			snprintf(entry, sizeof entry, "%s/data/%zu", shard[s],
+			    n);
+			tz_entry(&z, entry, st.t[i].data,
+			    (size_t)st.t[i].nbytes);
+			snprintf(path, sizeof path, "%s\"%s\": \"%s.bin\"",
+			    i ? ", " : "", st.t[i].name, shard[s]);
+			tz_put(&index, path, strlen(path));
+		}
+		if (s == 0) {
+			snprintf(entry, sizeof entry, "%s/data/b1", shard[s]);
+			tz_entry(&z, entry, "\0\0\x80?\0\0\x80?\0\0\x80?"
+			    "\0\0\x80?", 16);
+			snprintf(entry, sizeof entry, "%s/data/b2", shard[s]);
+			tz_entry(&z, entry, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0"
+			    "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 32);
+			snprintf(path, sizeof path, ", \"model.layers.1."
+			    "self_attn.rotary_emb.inv_freq\": \"%s.bin\", "
+			    "\"model.position_ids\": \"%s.bin\"", shard[s],
+			    shard[s]);
+			tz_put(&index, path, strlen(path));
+		}
+		tz_finish(&z);
+		fclose(fp);
+		free(pkl.data);
+	}
+	tz_put(&index, "}}\n", 3);
+	snprintf(path, sizeof path, "%s/sharded/pytorch_model.bin.index.json",
+	    dir);
+	if ((fp = fopen(path, "wb")) == NULL || fwrite(index.data, 1,
+	    index.len, fp) != index.len)
+		exit(99);
+	fclose(fp);
+	cfg = config(methods[0][1], "sharded", "st_b");
+	ok(run("sharded-out", cfg) == 0 && same_weights("ref-linear",
+	    "sharded-out"), "a sharded checkpoint whose index lists its "
+	    "inv_freq and int64 buffers: the buffers are left out, weights "
+	    "byte-identical to the merge from safetensors");
+	free(cfg);
+	free(index.data);
+	tl_st_free(&st);
+}
+
+/*
  * A protocol 4 pickle, as torch.save(..., pickle_protocol=4) writes it:
  * {'a': FloatStorage tensor of 4}, through torchbin_parse itself.
  */
@@ -463,6 +572,7 @@ test_protocol4(void)
 	struct tz_buf pkl = { 0 };
 	struct safetensors_tensor *t = NULL;
 	struct strmap names = { 0 };
+	struct zip_src src;
 	char path[4096], *cause = NULL, *buf;
 	struct tz z;
 	FILE *fp;
@@ -479,8 +589,10 @@ test_protocol4(void)
 	tz_finish(&z);
 	fclose(fp);
 	buf = tl_read(path, &len);
-	rc = torchbin_parse((const uint8_t *)buf, len, &t, &n, &names,
-	    &cause);
+	src.buf = (const uint8_t *)buf;
+	src.fd = -1;
+	src.size = len;
+	rc = torchbin_parse(&src, &t, &n, &names, &cause);
 	ok(rc == 0 && n == 1 && strcmp(t[0].name, "a") == 0 &&
 	    t[0].dtype == GRAPH_DT_F32 && t[0].ndim == 1 &&
 	    t[0].shape[0] == 4 && t[0].end - t[0].begin == 16 &&
@@ -516,6 +628,7 @@ main(int argc, char **argv)
 	test_merges();
 	test_both();
 	test_views();
+	test_sharded_buffers();
 	test_protocol4();
 	test_refusals();
 	test_daemon();
