@@ -195,18 +195,7 @@ pk_push(struct pk *p, struct pk_val *v)
 	p->stack[p->nstack++] = v;
 }
 
-static int
-pk_pop(struct pk *p, struct pk_val **v)
-{
-	size_t floor = p->nmarks ? p->marks[p->nmarks - 1] : 0;
-
-	*v = NULL;
-	if (p->nstack <= floor)
-		return pk_fail(p, "the pickle pops an empty stack");
-	*v = p->stack[--p->nstack];
-	return 0;
-}
-
+/* The top of the stack, above the last MARK. */
 static int
 pk_top(struct pk *p, struct pk_val **v)
 {
@@ -216,6 +205,15 @@ pk_top(struct pk *p, struct pk_val **v)
 	if (p->nstack <= floor)
 		return pk_fail(p, "the pickle reads an empty stack");
 	*v = p->stack[p->nstack - 1];
+	return 0;
+}
+
+static int
+pk_pop(struct pk *p, struct pk_val **v)
+{
+	if (pk_top(p, v) != 0)
+		return -EINVAL;
+	p->nstack--;
 	return 0;
 }
 

@@ -312,37 +312,39 @@ struct tz_memo {
 
 #define TZ_NONE UINT32_MAX
 
+/* A memo opcode: its 1-byte form below 256, else the 4-byte one. */
 static void
-tz_memo_put(struct tz_buf *b, struct tz_memo *m, uint32_t *slot)
+tz_memo_op(struct tz_buf *b, unsigned char op1, unsigned char op4,
+    uint32_t id)
 {
 	unsigned char w[4];
-	uint32_t id = m->next++;
 
 	if (id < 256) {
-		tz_byte(b, 'q');
+		tz_byte(b, op1);
 		tz_byte(b, (unsigned char)id);
 	} else {
-		tz_byte(b, 'r');
+		tz_byte(b, op4);
 		le(w, id, 4);
 		tz_put(b, w, 4);
 	}
+}
+
+/* BINPUT / LONG_BINPUT of the next id, kept in *slot if not NULL. */
+static void
+tz_memo_put(struct tz_buf *b, struct tz_memo *m, uint32_t *slot)
+{
+	uint32_t id = m->next++;
+
+	tz_memo_op(b, 'q', 'r', id);
 	if (slot != NULL)
 		*slot = id;
 }
 
+/* BINGET / LONG_BINGET */
 static void
 tz_memo_get(struct tz_buf *b, uint32_t id)
 {
-	unsigned char w[4];
-
-	if (id < 256) {
-		tz_byte(b, 'h');
-		tz_byte(b, (unsigned char)id);
-	} else {
-		tz_byte(b, 'j');
-		le(w, id, 4);
-		tz_put(b, w, 4);
-	}
+	tz_memo_op(b, 'h', 'j', id);
 }
 
 static void
