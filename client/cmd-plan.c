@@ -130,6 +130,16 @@ print_plan(const cJSON *j)
 	if (t != NULL)
 		printf("config        %s becomes %.0f: the embeddings were cut "
 		    "to their common rows\n", jstr(t, "key"), jnum(t, "value"));
+	t = cJSON_GetObjectItem(j, "chat_template");
+	if (t != NULL) {
+		/* Its start, on one line: templates are long. */
+		const char *s = jstr(t, "text");
+		int len = (int)strcspn(s, "\n");
+
+		printf("chat template %s: %.*s%s\n", jstr(t, "from"),
+		    len > 60 ? 60 : len, s,
+		    len > 60 || s[len] != '\0' ? "..." : "");
+	}
 	if (jnum(j, "kept_base") > 0)
 		printf("kept          %.0f tensors from the base model, "
 		    "unchanged: no t applies to them\n", jnum(j, "kept_base"));

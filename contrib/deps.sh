@@ -7,10 +7,34 @@ set -eu
 pkgs="gcc libc6-dev pkg-config meson ninja-build libuv1-dev libyaml-dev
 libcjson-dev libopenblas-dev libsqlite3-dev"
 # --test: also what the whole test suite uses (contrib/test.sh): clang
-# and its libFuzzer runtime for the fuzz runs, valgrind for memcheck.
+# and its libFuzzer runtime for the fuzz runs, valgrind for memcheck, and
+# node with npm for Hugging Face's JavaScript implementations (below).
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs clang libclang-rt-14-dev valgrind util-linux"
+	# Any node will do (Debian's nodejs when there is none).
+	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
+	command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
 fi
+root=$(cd "$(dirname "$0")/.." && pwd)
+
+# --test also installs, from the npm registry into build-node/ (ignored by
+# git like the build directories), the pinned Hugging Face packages the
+# tests check outputs with: @huggingface/jinja renders chat templates
+# (tests/test-chat.c).  A failure here is said, not fatal: the tests that
+# need a package fail under CI=true, and skip otherwise.
+node_packages() {
+	for spec in @huggingface/jinja@0.5.13; do
+		name=${spec%@*}
+		version=${spec##*@}
+		have=$(node -p "require('$root/build-node/node_modules/$name/\
+package.json').version" 2>/dev/null || true)
+		[ "$have" = "$version" ] && continue
+		echo "deps: npm install $spec" >&2
+		npm install --prefix "$root/build-node" --no-audit --no-fund \
+		    --no-save --silent "$spec" >&2 ||
+			echo "deps: could not install $spec" >&2
+	done
+}
 
 # --test also creates the accounts the security tests act as (as root):
 # the team daemon's user `merged`, and two members of its group,
@@ -33,7 +57,10 @@ for p in $pkgs; do
 		missing="$missing $p"
 done
 if [ -z "$missing" ]; then
-	[ "${1:-}" = "--test" ] && test_accounts
+	if [ "${1:-}" = "--test" ]; then
+		test_accounts
+		node_packages
+	fi
 	exit 0
 fi
 
@@ -44,5 +71,8 @@ export DEBIAN_FRONTEND=noninteractive
 $as_root apt-get update -qq
 # shellcheck disable=SC2086
 $as_root apt-get install -y -qq --no-install-recommends $missing >/dev/null
-[ "${1:-}" = "--test" ] && test_accounts
+if [ "${1:-}" = "--test" ]; then
+	test_accounts
+	node_packages
+fi
 exit 0

@@ -72,7 +72,7 @@ cfg_keys(struct cfg_ctx *c, const struct ynode *map, const char *what,
     const char *const *allowed, size_t nallowed)
 {
 	static const char *const unsupported[] = {
-		"tokenizer_source", "tokenizer", "chat_template",
+		"tokenizer_source", "tokenizer",
 	};
 	const char *key, *guess;
 	bool good = true;
@@ -563,19 +563,46 @@ cfg_other_tool(struct cfg_ctx *c, const struct ynode *root)
 	return true;
 }
 
+/* MERGEKIT.md Part B 1.8: "auto", a built-in name, or a template. */
+static void
+cfg_chat_template(struct cfg_ctx *c, const struct ynode *n,
+    struct graph_config *cfg)
+{
+	const char *names[8], *guess;
+	size_t nn = chat_template_names(names, 8);
+	char *s;
+
+	if (!cfg_string(c, n, "'chat_template'", &s))
+		return;
+	if (!chat_template_valid(s)) {
+		guess = graph_suggest(s, names, nn);
+		cfg_err(c, n, "'chat_template' is not 'auto', a built-in "
+		    "template (alpaca, chatml, exaone, llama3, mistral) or a "
+		    "Jinja template (one has at least 20 characters and a "
+		    "'{')%s%s%s", guess ? "; did you mean '" : "",
+		    guess ? guess : "", guess ? "'?" : "");
+		free(s);
+		return;
+	}
+	cfg->chat_template = s;
+	cfg->chat_template_mark = n->mark;
+}
+
 static void
 cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
 {
 	static const char *const keys[] = { "merge_method", "models",
 		"slices", "modules", "base_model", "dtype", "out_dtype",
-		"parameters", "architecture", "allow_crimes", "name" };
+		"parameters", "architecture", "allow_crimes", "name",
+		"chat_template" };
 	const struct ynode *n, *models, *slices, *modules;
 	int forms;
 	bool b;
 
 	if (cfg_other_tool(c, root))
 		return;
-	if (!cfg_keys(c, root, "the config", keys, 11) &&
+	if (!cfg_keys(c, root, "the config", keys,
+	    sizeof keys / sizeof *keys) &&
 	    root->kind != YNODE_MAP)
 		return;
 	if ((n = ynode_get(root, "name")) != NULL) {
@@ -600,6 +627,8 @@ cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
 		else
 			cfg->allow_crimes = b;
 	}
+	if ((n = ynode_get(root, "chat_template")) != NULL)
+		cfg_chat_template(c, n, cfg);
 	cfg_params(c, ynode_get(root, "parameters"), &cfg->params);
 	models = ynode_get(root, "models");
 	slices = ynode_get(root, "slices");
@@ -734,6 +763,7 @@ graph_config_free(struct graph_config *cfg)
 	graph_ref_fini(&cfg->base);
 	graph_ref_fini(&cfg->arch);
 	free(cfg->method);
+	free(cfg->chat_template);
 	free(cfg->path);
 	free(cfg->text);
 	free(cfg);

@@ -203,6 +203,11 @@ int torchbin_parse(const struct zip_src *src,
 int torchbin_open_fd(int fd, const char *path, struct safetensors_file **out,
     char **cause);
 
+/* chat-template.c */
+const char *chat_template_builtin(const char *name);
+size_t chat_template_names(const char **names, size_t max);
+bool chat_template_valid(const char *s);
+
 /* cred.c: a job's filesystem work with its user's rights. */
 enum cred_mode {
 	CRED_SELF,	/* no cred, or the daemon's own user */
@@ -273,6 +278,8 @@ const struct model_tensor *model_find(const struct model *,
     const char *);
 int model_read(const struct model *m, const char *name, size_t max, char **out,
     size_t *len, char **cause);
+int model_read_json(const struct model *m, const char *name, size_t max,
+    struct cJSON **out, char **text, char **cause);
 bool model_has(const struct model *, const char *);
 
 /* arch.c: tensor templates derived from a model's own tensor names. */
@@ -395,6 +402,9 @@ struct graph_plan {
 	const char *vocab_key;	/* config.json's vocabulary size to patch,
 				 * or NULL */
 	int64_t out_vocab;	/* the output embedding's rows */
+	char *chat_template;	/* to write, or NULL (plan-chat.c) */
+	char *chat_template_from;	/* where it comes from, for plan */
+	char *tokenizer_config;	/* the donor's text, when patched */
 	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
 	struct graph_plan_opts opts;
 	struct graph_cred cred;	/* opts.cred's copy, which the plan owns */

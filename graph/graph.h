@@ -203,6 +203,8 @@ struct graph_config {
 	struct graph_module *mods;
 	size_t nmods;
 	bool allow_crimes;
+	char *chat_template;	/* "auto", a built-in name, a template */
+	struct graph_mark chat_template_mark;
 	/* mergekit-multi's "name:" of a stage, which mergekit-yaml (and so
 	 * the planner, with a warning) ignores. */
 	bool has_name;

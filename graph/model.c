@@ -67,7 +67,11 @@ model_has(const struct model *m, const char *name)
 	return has;
 }
 
-static int
+/*
+ * The JSON object in the model's file name (at most max bytes), checked as
+ * strictly as config.json, and its text if text is not NULL.
+ */
+int
 model_read_json(const struct model *m, const char *name, size_t max,
     cJSON **out, char **text, char **cause)
 {

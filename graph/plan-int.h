@@ -62,5 +62,6 @@ int64_t plan_model_layers(struct graph_plan *p, size_t mi,
     const struct arch_module *am);
 void plan_tensors(struct plan_build *);
 void plan_coverage(struct plan_build *);
+void plan_chat_template(struct plan_build *);
 
 #endif /* PLAN_INT_H */

@@ -166,6 +166,11 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 		cJSON_AddStringToObject(m, "key", p->vocab_key);
 		cJSON_AddNumberToObject(m, "value", (double)p->out_vocab);
 	}
+	if (p->chat_template != NULL) {
+		m = cJSON_AddObjectToObject(o, "chat_template");
+		cJSON_AddStringToObject(m, "from", p->chat_template_from);
+		cJSON_AddStringToObject(m, "text", p->chat_template);
+	}
 	arr = cJSON_AddArrayToObject(o, "models");
 	for (i = 0; i < p->nmodels; i++) {
 		m = cJSON_CreateObject();

@@ -756,6 +756,8 @@ plan_steps(struct plan_build *b)
 	if (d->nerrors == before)
 		plan_vocab(b);
 	if (d->nerrors == before)
+		plan_chat_template(b);
+	if (d->nerrors == before)
 		plan_coverage(b);
 	if (d->nerrors == before)
 		plan_layout(b->p, d);
@@ -859,6 +861,9 @@ graph_plan_free(struct graph_plan *p)
 	arch_fini(&p->arch);
 	free(p->out_layers);
 	free(p->mod_copied);
+	free(p->chat_template);
+	free(p->chat_template_from);
+	free(p->tokenizer_config);
 	for (i = 0; i < p->nunused; i++) {
 		free(p->unused[i].name);
 		free(p->unused[i].reason);

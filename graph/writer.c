@@ -367,14 +367,38 @@ writer_tokenizer(const struct graph_plan *p, int dfd,
 		"added_tokens.json", "merges.txt", "vocab.json",
 		"chat_template.jinja", "generation_config.json",
 		"chat_template.json" };
+	/* With a chat template: the same but the three that carry one. */
+	static const char *const but_template[] = {
+		"special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+		"added_tokens.json", "merges.txt", "vocab.json",
+		"generation_config.json" };
 	const struct model *donor = p->models[p->donor].m;
+	const char *key = "chat_template";
+	struct xbuf v = { 0 };
+	char *value, *text;
+	int rc;
 
 	if (!model_has(donor, "tokenizer_config.json") ||
 	    !(model_has(donor, "tokenizer.json") ||
 	    model_has(donor, "tokenizer.model")))
 		return 0;
-	return writer_copy(donor, files, sizeof files / sizeof *files, dfd,
+	if (p->chat_template == NULL)
+		return writer_copy(donor, files, sizeof files / sizeof *files,
+		    dfd, cred, cause);
+	if ((rc = writer_copy(donor, but_template, sizeof but_template /
+	    sizeof *but_template, dfd, cred, cause)) != 0)
+		return rc;
+	/* The donor's tokenizer_config.json as planned, its template set
+	 * (plan-chat.c). */
+	graph_json_string(&v, p->chat_template);
+	value = xbuf_take(&v);
+	text = jsonpatch_apply(p->tokenizer_config,
+	    strlen(p->tokenizer_config), &key, (const char *const *)&value, 1);
+	rc = writer_file(dfd, "tokenizer_config.json", text, strlen(text),
 	    cred, cause);
+	free(text);
+	free(value);
+	return rc;
 }
 
 /*
