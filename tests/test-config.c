@@ -192,10 +192,18 @@ static const struct bad_config bad_configs[] = {
 	    "  - model: a\n",
 	    "cfg.yml:2:1", "'tokenizer_source' is a mergekit key that is not "
 	    "supported yet" },
-	{ "chat_template",
-	    "merge_method: linear\nchat_template: chatml\nmodels:\n"
+	{ "chat_template: a typo of a built-in name",
+	    "merge_method: linear\nchat_template: chatm1\nmodels:\n"
 	    "  - model: a\n",
-	    "cfg.yml:2:1", "not supported yet" },
+	    "cfg.yml:2:16", "did you mean 'chatml'?" },
+	{ "chat_template: too short for a template",
+	    "merge_method: linear\nchat_template: '{{ x }}'\nmodels:\n"
+	    "  - model: a\n",
+	    "cfg.yml:2:16", "at least 20 characters and a '{'" },
+	{ "chat_template: not a string",
+	    "merge_method: linear\nchat_template: [chatml]\nmodels:\n"
+	    "  - model: a\n",
+	    "cfg.yml:2:16", "'chat_template' must be a non-empty string" },
 	{ "LoRA reference",
 	    "merge_method: linear\nmodels:\n  - model: org/a+org/lora\n",
 	    "cfg.yml:3:12", "not supported" },
