@@ -15,6 +15,7 @@
  * tokenizer warned about.  node and the package come from
  * contrib/deps.sh --test; under CI=true their absence fails the test.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #include <cjson/cJSON.h>
 
 #include "tap.h"
+#include "testd.h"
 #include "testlib.h"
 
 static const char *dir;
@@ -253,6 +255,34 @@ test_auto(void)
 	cJSON_Delete(out);
 }
 
+/* The daemon writes the same files as mergectl run. */
+static void
+test_daemon(void)
+{
+	char *o = NULL, *p1, *p2, *p3, *p4;
+	pid_t pid;
+	int id;
+
+	td_init(dir);
+	merge("out-run", "chat_template: llama3\n", "--quiet", &o);
+	free(o);
+	pid = td_start("", NULL);
+	id = td_submit("chat.yml -o out-daemon");
+	p1 = at("out-run/tokenizer_config.json");
+	p2 = at("out-daemon/tokenizer_config.json");
+	p3 = at("out-run/model.safetensors");
+	p4 = at("out-daemon/model.safetensors");
+	ok(id > 0 && td_wait_state(id, "done", 120000) &&
+	    tl_files_equal(p1, p2) && tl_files_equal(p3, p4),
+	    "through the daemon: tokenizer_config.json and the weights are "
+	    "byte-identical to mergectl run's");
+	td_stop(pid, SIGTERM);
+	free(p1);
+	free(p2);
+	free(p3);
+	free(p4);
+}
+
 static void
 test_refusals(void)
 {
@@ -316,6 +346,7 @@ main(int argc, char **argv)
 	test_literal();
 	test_auto();
 	test_refusals();
+	test_daemon();
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	tap_diag("test-chat took %.1f s", (double)(t1.tv_sec - t0.tv_sec) +
 	    (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
