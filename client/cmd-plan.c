@@ -132,13 +132,20 @@ print_plan(const cJSON *j)
 		    "to their common rows\n", jstr(t, "key"), jnum(t, "value"));
 	t = cJSON_GetObjectItem(j, "chat_template");
 	if (t != NULL) {
-		/* Its start, on one line: templates are long. */
+		/* Its start, on one line: templates are long, and may come
+		 * from another user's files, so control bytes are shown
+		 * escaped and the cut falls between UTF-8 characters. */
 		const char *s = jstr(t, "text");
-		int len = (int)strcspn(s, "\n");
+		size_t len = strcspn(s, "\n"), show = len > 60 ? 60 : len;
+		char *line;
 
-		printf("chat template %s: %.*s%s\n", jstr(t, "from"),
-		    len > 60 ? 60 : len, s,
-		    len > 60 || s[len] != '\0' ? "..." : "");
+		while (show > 0 && show < len &&
+		    ((unsigned char)s[show] & 0xc0) == 0x80)
+			show--;
+		line = graph_text_printable(xstrndup(s, show));
+		printf("chat template %s: %s%s\n", jstr(t, "from"), line,
+		    show < len || s[len] != '\0' ? "..." : "");
+		free(line);
 	}
 	if (jnum(j, "kept_base") > 0)
 		printf("kept          %.0f tensors from the base model, "

@@ -44,7 +44,7 @@ static const struct {
 	    "}}{% elif message['role'] == 'assistant' %}{{ '### Response:\\n' "
 	    "+ message['content'] | trim }}{% endif %}{% if message['role'] "
 	    "!= 'system' and not loop.last %}{{ '\\n\\n' }}{% endif %}"
-	    "{% endfor %}{% if add_generation_prompt and "
+	    "{% endfor %}{% if add_generation_prompt and messages and "
 	    "messages[-1]['role'] != 'assistant' %}{{ '\\n\\n### Response:\\n' "
 	    "}}{% endif %}" },
 	{ "chatml",
@@ -68,7 +68,8 @@ static const struct {
 	    "%}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
 	    "{% endif %}" },
 	{ "mistral",
-	    "{% if messages[0]['role'] == 'system' %}{% set system = "
+	    "{% if messages and messages[0]['role'] == 'system' %}"
+	    "{% set system = "
 	    "messages[0]['content'] %}{% set turns = messages[1:] %}"
 	    "{% else %}{% set system = '' %}{% set turns = messages %}"
 	    "{% endif %}{{ bos_token }}{% for message in turns %}"

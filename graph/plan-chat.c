@@ -33,17 +33,26 @@
  * (with added_tokens_decoder) is a few hundred KB. */
 #define CHAT_MAX_FILE (16u << 20)
 
-/* s without leading and trailing white space, as a new string. */
+/*
+ * s[0, len) without leading and trailing white space, as a new string, or
+ * NULL when nothing is left (transformers and mergekit take an empty
+ * template for none).  The template goes into a JSON file and plan's
+ * output: UTF-8 without NUL, or an error in *why.
+ */
 static char *
-chat_strip(const char *s)
+chat_strip(const char *s, size_t len, const char **why)
 {
 	size_t n;
 
-	s += strspn(s, " \t\r\n");
-	n = strlen(s);
-	while (n > 0 && strchr(" \t\r\n", s[n - 1]) != NULL)
-		n--;
-	return xstrndup(s, n);
+	*why = NULL;
+	if (!jscan_utf8_ok(s, len, why))
+		return NULL;
+	n = strspn(s, " \t\r\n");
+	s += n;
+	len -= n;
+	while (len > 0 && strchr(" \t\r\n", s[len - 1]) != NULL)
+		len--;
+	return len > 0 ? xstrndup(s, len) : NULL;
 }
 
 /*
@@ -54,19 +63,21 @@ static int
 chat_of_model(struct plan_build *b, const struct model *m, char **out)
 {
 	const cJSON *t, *e, *name, *tmpl;
+	const char *file = "chat_template.jinja", *why = NULL;
 	cJSON *cfg = NULL;
 	char *text = NULL, *cause = NULL;
 	size_t len;
 
 	*out = NULL;
-	if (model_has(m, "chat_template.jinja")) {
-		if (model_read(m, "chat_template.jinja", CHAT_MAX_FILE, &text,
-		    &len, &cause) != 0)
+	if (model_has(m, file)) {
+		if (model_read(m, file, CHAT_MAX_FILE, &text, &len,
+		    &cause) != 0)
 			goto fail;
-		*out = chat_strip(text);
+		*out = chat_strip(text, len, &why);
 		free(text);
-		return 0;
+		goto check;
 	}
+	file = "tokenizer_config.json";
 	if (!model_has(m, "tokenizer_config.json"))
 		return 0;
 	if (model_read_json(m, "tokenizer_config.json", CHAT_MAX_FILE, &cfg,
@@ -74,7 +85,7 @@ chat_of_model(struct plan_build *b, const struct model *m, char **out)
 		goto fail;
 	t = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
 	if (cJSON_IsString(t))
-		*out = chat_strip(t->valuestring);
+		*out = chat_strip(t->valuestring, strlen(t->valuestring), &why);
 	/* A list of named templates: transformers' "default" one. */
 	for (e = cJSON_IsArray(t) ? t->child : NULL; e != NULL &&
 	    *out == NULL; e = e->next) {
@@ -82,10 +93,15 @@ chat_of_model(struct plan_build *b, const struct model *m, char **out)
 		tmpl = cJSON_GetObjectItemCaseSensitive(e, "template");
 		if (cJSON_IsString(name) && cJSON_IsString(tmpl) &&
 		    strcmp(name->valuestring, "default") == 0)
-			*out = chat_strip(tmpl->valuestring);
+			*out = chat_strip(tmpl->valuestring,
+			    strlen(tmpl->valuestring), &why);
 	}
 	cJSON_Delete(cfg);
-	return 0;
+check:
+	if (why == NULL)
+		return 0;
+	cause = xasprintf("%s/%s: its chat template is not UTF-8 text (%s)",
+	    m->dir, file, why);
 fail:
 	graph_diag_add(b->d, GRAPH_SEV_ERROR, m->name, "chat_template: auto: "
 	    "%s", cause);

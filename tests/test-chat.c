@@ -255,6 +255,47 @@ test_auto(void)
 	cJSON_Delete(out);
 }
 
+/* Empty templates are none; a template that is not text is refused. */
+static void
+test_auto_edges(void)
+{
+	char *o = NULL;
+	int rc;
+
+	if (tl_runf(&o, "cd %s && for m in e f g; do cp -r b $m; done && "
+	    "sed -i 's/\"chat_template\": .*,$/\"chat_template\": \"\",/' "
+	    "e/tokenizer_config.json && sed -i 's/\"chat_template\": .*,$/"
+	    "\"chat_template\": \"  \\\\n \",/' f/tokenizer_config.json && "
+	    "printf '{%%%% for m in messages %%%%}\\377{{ m }}{%%%% endfor "
+	    "%%%%}' > g/chat_template.jinja && printf 'models:\\n"
+	    "  - model: ./e\\n  - model: ./f\\n  - model: ./b\\n"
+	    "merge_method: linear\\nparameters: {weight: 1}\\n"
+	    "chat_template: auto\\n' > edges.yml && "
+	    "sed 's#./e#./g#' edges.yml > bad-utf8.yml", dir) != 0) {
+		tap_diag("%s", o ? o : "");
+		exit(99);
+	}
+	free(o);
+	o = NULL;
+	rc = tl_runf(&o, "cd %s && %s plan edges.yml 2>&1 | grep "
+	    "'^chat template'", dir, tl_mergectl);
+	ok(rc == 0 && o != NULL && strstr(o, "chat template auto: ./b's (1 "
+	    "of the 1 models with a template have it)") != NULL, "auto: "
+	    "empty and blank templates count as none");
+	if (o != NULL)
+		tap_diag("%s", o);
+	free(o);
+	o = NULL;
+	rc = tl_runf(&o, "cd %s && %s plan bad-utf8.yml 2>&1", dir,
+	    tl_mergectl);
+	ok(rc == 3 && o != NULL && strstr(o, "g/chat_template.jinja: its "
+	    "chat template is not UTF-8 text") != NULL, "auto: a template "
+	    "that is not UTF-8 is refused (exit 3), naming the file");
+	if (rc != 3)
+		tap_diag("exit %d: %s", rc, o ? o : "");
+	free(o);
+}
+
 /* The daemon writes the same files as mergectl run. */
 static void
 test_daemon(void)
@@ -345,6 +386,7 @@ main(int argc, char **argv)
 	test_files();
 	test_literal();
 	test_auto();
+	test_auto_edges();
 	test_refusals();
 	test_daemon();
 	clock_gettime(CLOCK_MONOTONIC, &t1);
