@@ -104,6 +104,57 @@ print_module(const cJSON *t)
 	printf("\n");
 }
 
+/* Where a model's rows come from, by the names plan-json.c uses. */
+static const struct {
+	const char *key;
+	const char *text;
+} row_sources[] = {
+	{ "one", "from the one model that has the token" },
+	{ "base", "from the base model" },
+	{ "mean", "the mean of the models that have it" },
+	{ "zero", "zeros (no model has it)" },
+	{ "tokens", "as tokens: says" },
+};
+
+static void
+print_tokenizer(const cJSON *t)
+{
+	const cJSON *m, *from;
+	double n, total;
+	size_t k;
+	bool first;
+
+	printf("tokenizer     %s, from %s (%s): %.0f tokens, %.0f of its own "
+	    "and %.0f added", jstr(t, "source"), jstr(t, "from"),
+	    jstr(t, "kind"), jnum(t, "tokens"), jnum(t, "from_tokens"),
+	    jnum(t, "added"));
+	if (jnum(t, "stripped") > 0)
+		printf(" (%.0f past its vocab_size left out)",
+		    jnum(t, "stripped"));
+	if (jnum(t, "rows") != jnum(t, "tokens"))
+		printf("; %.0f rows, padded with their mean", jnum(t, "rows"));
+	printf("\n");
+	cJSON_ArrayForEach(m, cJSON_GetObjectItem(t, "models")) {
+		from = cJSON_GetObjectItem(m, "rows_from");
+		total = 0;
+		for (k = 0; k < sizeof row_sources / sizeof *row_sources; k++)
+			total += jnum(from, row_sources[k].key);
+		printf("  %s lacks %.0f tokens", jstr(m, "ref"),
+		    jnum(m, "lacks"));
+		first = true;
+		for (k = 0; k < sizeof row_sources / sizeof *row_sources; k++) {
+			if ((n = jnum(from, row_sources[k].key)) == 0)
+				continue;
+			printf("%s%.0f %s", first ? "; rows not its own: " :
+			    ", ", n, row_sources[k].text);
+			first = false;
+		}
+		if (total == 0 && jnum(m, "lacks") > 0)
+			printf(" (not an input of the embeddings)");
+		printf("\n");
+	}
+}
+
 static void
 print_plan(const cJSON *j)
 {
@@ -128,8 +179,12 @@ print_plan(const cJSON *j)
 			print_module(t);
 	t = cJSON_GetObjectItem(j, "vocab_size");
 	if (t != NULL)
-		printf("config        %s becomes %.0f: the embeddings were cut "
-		    "to their common rows\n", jstr(t, "key"), jnum(t, "value"));
+		printf("config        %s becomes %.0f: %s\n", jstr(t, "key"),
+		    jnum(t, "value"), strcmp(jstr(t, "why"), "tokenizer") == 0 ?
+		    "the output vocabulary's rows" :
+		    "the embeddings were cut to their common rows");
+	if ((t = cJSON_GetObjectItem(j, "tokenizer")) != NULL)
+		print_tokenizer(t);
 	t = cJSON_GetObjectItem(j, "chat_template");
 	if (t != NULL) {
 		/* Its start, on one line: templates are long, and may come

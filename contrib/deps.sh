@@ -20,20 +20,28 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # --test also installs, from the npm registry into build-node/ (ignored by
 # git like the build directories), the pinned Hugging Face packages the
 # tests check outputs with: @huggingface/jinja renders chat templates
-# (tests/test-chat.c).  A failure here is said, not fatal: the tests that
-# need a package fail under CI=true, and skip otherwise.
+# (tests/test-chat.c), @huggingface/tokenizers loads merged tokenizers
+# and encodes with them (tests/test-tokenizer.c).  A failure here is
+# said, not fatal: the tests that need a package fail under CI=true, and
+# skip otherwise.
 node_packages() {
-	for spec in @huggingface/jinja@0.5.13; do
+	specs="@huggingface/jinja@0.5.13 @huggingface/tokenizers@0.2.0"
+	missing_specs=""
+	for spec in $specs; do
 		name=${spec%@*}
 		version=${spec##*@}
 		have=$(node -p "require('$root/build-node/node_modules/$name/\
 package.json').version" 2>/dev/null || true)
-		[ "$have" = "$version" ] && continue
-		echo "deps: npm install $spec" >&2
-		npm install --prefix "$root/build-node" --no-audit --no-fund \
-		    --no-save --silent "$spec" >&2 ||
-			echo "deps: could not install $spec" >&2
+		[ "$have" = "$version" ] || missing_specs="$missing_specs $spec"
 	done
+	[ -n "$missing_specs" ] || return 0
+	# All in one install: npm removes what a later --no-save install
+	# does not name.
+	echo "deps: npm install $specs" >&2
+	# shellcheck disable=SC2086
+	npm install --prefix "$root/build-node" --no-audit --no-fund \
+	    --no-save --silent $specs >&2 ||
+		echo "deps: could not install$missing_specs" >&2
 }
 
 # --test also creates the accounts the security tests act as (as root):

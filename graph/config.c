@@ -63,17 +63,15 @@ ynode_kind_name(const struct ynode *n)
 }
 
 /*
- * Checks a mapping's keys against the allowed set.  "unsupported" lists
- * keys mergekit accepts that we do not implement yet: they are errors that
- * say so, rather than being silently ignored.
+ * Checks a mapping's keys against the allowed set: an unknown key is an
+ * error naming the nearest known one, never silently ignored (Part A 2).
+ * Every key mergekit-yaml accepts is known; the one form not implemented
+ * yet ("lora") is refused where it is parsed (cfg_ref).
  */
 static bool
 cfg_keys(struct cfg_ctx *c, const struct ynode *map, const char *what,
     const char *const *allowed, size_t nallowed)
 {
-	static const char *const unsupported[] = {
-		"tokenizer_source", "tokenizer",
-	};
 	const char *key, *guess;
 	bool good = true;
 	size_t i, j;
@@ -100,14 +98,6 @@ cfg_keys(struct cfg_ctx *c, const struct ynode *map, const char *what,
 		if (j < nallowed)
 			continue;
 		good = false;
-		for (j = 0; j < sizeof unsupported / sizeof *unsupported; j++)
-			if (strcmp(key, unsupported[j]) == 0)
-				break;
-		if (j < sizeof unsupported / sizeof *unsupported) {
-			cfg_err(c, map->kids[i], "'%s' is a mergekit key that "
-			    "is not supported yet", key);
-			continue;
-		}
 		guess = graph_suggest(key, allowed, nallowed);
 		if (guess != NULL)
 			cfg_err(c, map->kids[i], "unknown key '%s' in %s; did "
@@ -563,6 +553,169 @@ cfg_other_tool(struct cfg_ctx *c, const struct ynode *root)
 	return true;
 }
 
+/* YAML lets two quoted spellings name one token; mergekit's dict would
+ * keep the last silently. */
+static void
+cfg_token_dup(struct cfg_ctx *c, struct graph_tokenizer *tk,
+    const struct ynode *key)
+{
+	size_t i, last = tk->ntokens - 1;
+
+	for (i = 0; i < last; i++)
+		if (tk->tokens[i].text != NULL &&
+		    strcmp(tk->tokens[i].text, tk->tokens[last].text) == 0) {
+			cfg_err(c, key, "token '%.80s' is listed twice under "
+			    "'tokens'", tk->tokens[last].text);
+			return;
+		}
+}
+/* A tokenizer source: "union", "base", or a model reference. */
+static bool
+cfg_tok_source(struct cfg_ctx *c, const struct ynode *n,
+    struct graph_tokenizer *tk)
+{
+	tk->mark = n->mark;
+	if (n->kind == YNODE_SCALAR && strcmp(n->str, "union") == 0)
+		tk->source = GRAPH_TOK_UNION;
+	else if (n->kind == YNODE_SCALAR && strcmp(n->str, "base") == 0)
+		tk->source = GRAPH_TOK_BASE;
+	else if (cfg_ref(c, n, "the tokenizer source", &tk->model))
+		tk->source = GRAPH_TOK_MODEL;
+	else
+		return false;
+	return true;
+}
+
+/* {kind: model_token, model: M, token_id: N | token: T} or {kind: zero} */
+static bool
+cfg_token_kind(struct cfg_ctx *c, const struct ynode *n, struct graph_token *t)
+{
+	static const char *const mkeys[] = { "kind", "model", "token_id",
+		"token" };
+	static const char *const zkeys[] = { "kind" };
+	const struct ynode *k = ynode_get(n, "kind"), *m, *id, *tok;
+
+	if (k == NULL || k->kind != YNODE_SCALAR ||
+	    (strcmp(k->str, "model_token") != 0 &&
+	    strcmp(k->str, "zero") != 0)) {
+		cfg_err(c, k ? k : n, "a token's source is a model, or a "
+		    "mapping whose 'kind' is 'model_token' or 'zero'");
+		return false;
+	}
+	if (strcmp(k->str, "zero") == 0) {
+		t->kind = GRAPH_TOKEMB_ZERO;
+		return cfg_keys(c, n, "a {kind: zero} source", zkeys, 1);
+	}
+	if (!cfg_keys(c, n, "a {kind: model_token} source", mkeys, 4))
+		return false;
+	m = ynode_get(n, "model");
+	id = ynode_get(n, "token_id");
+	tok = ynode_get(n, "token");
+	if (m == NULL) {
+		cfg_err(c, n, "a {kind: model_token} source needs 'model'");
+		return false;
+	}
+	if ((id == NULL) == (tok == NULL)) {
+		cfg_err(c, n, "a {kind: model_token} source needs exactly one "
+		    "of 'token_id' and 'token'");
+		return false;
+	}
+	if (!cfg_ref(c, m, "the token's model", &t->model))
+		return false;
+	t->kind = GRAPH_TOKEMB_MODEL_TOKEN;
+	if (id != NULL) {
+		t->has_id = true;
+		return cfg_int(c, id, &t->token_id);
+	}
+	if (tok->kind != YNODE_SCALAR || tok->str[0] == '\0') {
+		cfg_err(c, tok, "'token' must be a non-empty string");
+		return false;
+	}
+	t->token = xstrdup(tok->str);
+	return true;
+}
+
+/* One entry of tokens: "TEXT": {source: ..., force: BOOL}. */
+static bool
+cfg_token(struct cfg_ctx *c, const struct ynode *key, const struct ynode *n,
+    struct graph_token *t)
+{
+	static const char *const keys[] = { "source", "force" };
+	const struct ynode *src, *f;
+
+	t->mark = key->mark;
+	if (key->kind != YNODE_SCALAR || key->str[0] == '\0') {
+		cfg_err(c, key, "a token must be a non-empty string");
+		return false;
+	}
+	t->text = xstrdup(key->str);
+	if (ynode_is_null(n))
+		return true;
+	if (!cfg_keys(c, n, "a token's settings", keys, 2))
+		return false;
+	if ((f = ynode_get(n, "force")) != NULL &&
+	    (f->kind != YNODE_SCALAR || yscalar_bool(f->str, &t->force) != 0)) {
+		cfg_err(c, f, "'force' must be true or false");
+		return false;
+	}
+	if ((src = ynode_get(n, "source")) == NULL || ynode_is_null(src))
+		return true;
+	if (src->kind == YNODE_MAP)
+		return cfg_token_kind(c, src, t);
+	if (!cfg_ref(c, src, "the token's source", &t->model))
+		return false;
+	t->kind = GRAPH_TOKEMB_MODEL;
+	return true;
+}
+
+/* MERGEKIT.md Part B 1.8: tokenizer_source, or the tokenizer: block. */
+static void
+cfg_tokenizer(struct cfg_ctx *c, const struct ynode *root,
+    struct graph_config *cfg)
+{
+	static const char *const keys[] = { "source", "tokens",
+		"pad_to_multiple_of" };
+	const struct ynode *ts = ynode_get(root, "tokenizer_source");
+	const struct ynode *n = ynode_get(root, "tokenizer"), *v;
+	struct graph_tokenizer *tk = &cfg->tokenizer;
+	size_t i;
+
+	if (ts != NULL && n != NULL) {
+		cfg_err(c, n, "give 'tokenizer_source' or 'tokenizer', not "
+		    "both ('tokenizer_source: X' is 'tokenizer: {source: X}')");
+		return;
+	}
+	if (ts != NULL) {
+		if (!ynode_is_null(ts))
+			(void)cfg_tok_source(c, ts, tk);
+		return;
+	}
+	if (n == NULL || ynode_is_null(n) || !cfg_keys(c, n, "'tokenizer'",
+	    keys, 3))
+		return;
+	tk->mark = n->mark;
+	tk->source = GRAPH_TOK_UNION;	/* mergekit's default */
+	if ((v = ynode_get(n, "source")) != NULL &&
+	    !cfg_tok_source(c, v, tk))
+		return;
+	if ((v = ynode_get(n, "pad_to_multiple_of")) != NULL &&
+	    !ynode_is_null(v) && cfg_int(c, v, &tk->pad_to_multiple_of) &&
+	    tk->pad_to_multiple_of == 0)
+		cfg_err(c, v, "'pad_to_multiple_of' must be at least 1");
+	if ((v = ynode_get(n, "tokens")) == NULL || ynode_is_null(v))
+		return;
+	if (v->kind != YNODE_MAP) {
+		cfg_err(c, v, "'tokens' must be a mapping of tokens to their "
+		    "settings, not %s", ynode_kind_name(v));
+		return;
+	}
+	tk->tokens = xcalloc(v->n / 2 + 1, sizeof *tk->tokens);
+	for (i = 0; i + 1 < v->n; i += 2)
+		if (cfg_token(c, v->kids[i], v->kids[i + 1],
+		    &tk->tokens[tk->ntokens++]) && i > 0)
+			cfg_token_dup(c, tk, v->kids[i]);
+}
+
 /* MERGEKIT.md Part B 1.8: "auto", a built-in name, or a template. */
 static void
 cfg_chat_template(struct cfg_ctx *c, const struct ynode *n,
@@ -594,7 +747,7 @@ cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
 	static const char *const keys[] = { "merge_method", "models",
 		"slices", "modules", "base_model", "dtype", "out_dtype",
 		"parameters", "architecture", "allow_crimes", "name",
-		"chat_template" };
+		"chat_template", "tokenizer_source", "tokenizer" };
 	const struct ynode *n, *models, *slices, *modules;
 	int forms;
 	bool b;
@@ -629,6 +782,7 @@ cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
 	}
 	if ((n = ynode_get(root, "chat_template")) != NULL)
 		cfg_chat_template(c, n, cfg);
+	cfg_tokenizer(c, root, cfg);
 	cfg_params(c, ynode_get(root, "parameters"), &cfg->params);
 	models = ynode_get(root, "models");
 	slices = ynode_get(root, "slices");
@@ -749,6 +903,20 @@ module_free(struct graph_module *mod)
 	free(mod->name);
 }
 
+static void
+tokenizer_free(struct graph_tokenizer *tk)
+{
+	size_t i;
+
+	graph_ref_fini(&tk->model);
+	for (i = 0; i < tk->ntokens; i++) {
+		free(tk->tokens[i].text);
+		graph_ref_fini(&tk->tokens[i].model);
+		free(tk->tokens[i].token);
+	}
+	free(tk->tokens);
+}
+
 void
 graph_config_free(struct graph_config *cfg)
 {
@@ -764,6 +932,7 @@ graph_config_free(struct graph_config *cfg)
 	graph_ref_fini(&cfg->arch);
 	free(cfg->method);
 	free(cfg->chat_template);
+	tokenizer_free(&cfg->tokenizer);
 	free(cfg->path);
 	free(cfg->text);
 	free(cfg);

@@ -18,6 +18,7 @@
 #include "xmalloc.h"
 
 struct cJSON;
+struct model;
 
 /* strmap.c: borrowed-string keys to indices. */
 struct strmap_slot {
@@ -207,6 +208,76 @@ int torchbin_open_fd(int fd, const char *path, struct safetensors_file **out,
 const char *chat_template_builtin(const char *name);
 size_t chat_template_names(const char **names, size_t max);
 bool chat_template_valid(const char *s);
+
+/*
+ * spm.c: the pieces of a SentencePiece model (tokenizer.model), the
+ * vocabulary of a model that ships no tokenizer.json.  Piece i has id i.
+ */
+enum spm_type {
+	SPM_NORMAL = 1,
+	SPM_UNKNOWN = 2,
+	SPM_CONTROL = 3,
+	SPM_USER_DEFINED = 4,
+	SPM_UNUSED = 5,
+	SPM_BYTE = 6,
+};
+
+struct spm_piece {
+	char *text;		/* valid UTF-8, no NUL, unique */
+	float score;
+	enum spm_type type;
+};
+
+/* The most pieces a model may have (the largest real ones: 256,000). */
+#define SPM_MAX_PIECES (1u << 22)
+
+int spm_parse(const uint8_t *buf, size_t len, struct spm_piece **out,
+    size_t *n, char **cause);
+void spm_free(struct spm_piece *, size_t);
+
+/* tokenizer.c: a model's tokenizer: its tokens' ids and flags. */
+#define TOKZ_MAX_IDS (1u << 22)	/* the largest real vocabularies: 262k */
+
+enum tokz_kind {
+	TOKZ_BPE,
+	TOKZ_UNIGRAM,
+	TOKZ_WORDPIECE,
+	TOKZ_WORDLEVEL,
+	TOKZ_SPM,		/* tokenizer.model, no tokenizer.json */
+};
+
+struct tokz_tok {
+	const char *text;	/* borrowed; NULL: no token has this id */
+	bool added;		/* an added token, with these flags: */
+	bool special;
+	bool single_word;
+	bool lstrip;
+	bool rstrip;
+	bool normalized;
+};
+
+struct tokz {
+	char *file;		/* tokenizer.json or .model, for messages */
+	char *config_file;	/* tokenizer_config.json, for messages */
+	enum tokz_kind kind;
+	struct cJSON *json;	/* tokenizer.json, parsed */
+	struct cJSON *config;	/* tokenizer_config.json (SentencePiece) */
+	char *text;		/* tokenizer.json as read */
+	size_t len;
+	struct spm_piece *pieces;
+	size_t npieces;
+	struct tokz_tok *tok;	/* by id */
+	int64_t nids;		/* 1 + the largest id */
+	int64_t cap;
+	int64_t nmodel;		/* tokens of the model's own vocabulary */
+	size_t nadded_new;	/* added tokens not in it */
+	struct strmap ids;	/* text -> id, as get_vocab() */
+};
+
+int tokz_load(const struct model *m, struct tokz **out, char **cause);
+void tokz_free(struct tokz *);
+bool tokz_id(const struct tokz *, const char *text, int64_t *id);
+const char *tokz_kind_name(enum tokz_kind);
 
 /* cred.c: a job's filesystem work with its user's rights. */
 enum cred_mode {
@@ -405,6 +476,7 @@ struct graph_plan {
 	char *chat_template;	/* to write, or NULL (plan-chat.c) */
 	char *chat_template_from;	/* where it comes from, for plan */
 	char *tokenizer_config;	/* the donor's text, when patched */
+	struct plan_vocab *vocab;	/* a tokenizer merge's, or NULL */
 	enum graph_dtype cfg_dtype;	/* dtype recorded in config.json */
 	struct graph_plan_opts opts;
 	struct graph_cred cred;	/* opts.cred's copy, which the plan owns */
@@ -418,6 +490,77 @@ struct plan_unused {
 	char *name;
 	char *reason;
 };
+
+/*
+ * plan-tokenizer.c: a tokenizer merge's output vocabulary and how each
+ * model maps to it (MERGEKIT.md Part B 2.8).
+ */
+enum plan_vdef {		/* where a token's default row comes from */
+	VDEF_ONE,		/* the one model that has the token */
+	VDEF_BASE,		/* the base model, of several that have it */
+	VDEF_MEAN,		/* the mean of those that have it */
+	VDEF_ZERO,		/* zeros: no model has it, or {kind: zero} */
+	VDEF_CONFIG,		/* a row that tokens: names */
+	VDEF_N,
+};
+
+extern const char *const plan_vdef_names[VDEF_N];
+
+/* A tokens: entry, resolved. */
+struct plan_tokcfg {
+	const char *text;	/* borrowed from the config, for messages */
+	int64_t id;		/* in the output */
+	enum graph_tokemb_kind kind;
+	size_t model;		/* MODEL, MODEL_TOKEN */
+	int64_t row;		/* of that model's own matrix */
+	bool force;
+};
+
+struct plan_vocab {
+	enum graph_tok_source source;
+	size_t from;		/* the model whose tokenizer files are written */
+	enum tokz_kind from_kind;
+	int64_t n;		/* output tokens: 1 + the largest id */
+	int64_t nrows;		/* embedding rows: n, padded */
+	int64_t nfrom;		/* of them, from's own */
+	int64_t nadded;		/* appended to from's */
+	int64_t nstripped;	/* from's past its vocab_size, left out */
+	int32_t **perm;		/* per model: output id -> own id, or -1 */
+	int64_t *lacks;		/* per model: output tokens it lacks */
+	int64_t *maxid;		/* per model: the largest own id mapped */
+	char **maxtext;		/* and its token, for messages */
+	struct plan_tokcfg *cfg;
+	size_t ncfg;
+	int32_t *cfgidx;	/* per output id: 1 + index into cfg, or 0 */
+	char *tokenizer_json;	/* from's, changed; NULL: copied as it is */
+	char *tokenizer_config;	/* from's, maybe changed; NULL: it has none */
+};
+
+/* One row of a model's original matrix. */
+struct vperm_ref {
+	uint32_t src;		/* index into plan_vperm.src */
+	uint32_t row;
+};
+
+struct vperm_src {
+	size_t model;
+	const struct model_tensor *mt;
+};
+
+/* A vocabulary-indexed tensor's row map (method.h: plan_tensor.vperm). */
+struct plan_vperm {
+	int64_t cols;
+	struct vperm_src *src;	/* the tensor's models, as planned */
+	size_t nsrc;
+	uint32_t *def_off;	/* per output token: its refs in def */
+	struct vperm_ref *def;	/* [def_off[r], def_off[r + 1]): averaged */
+	int64_t (*count)[VDEF_N];	/* per src: default rows, by kind */
+};
+
+const char *plan_tok_source_name(enum graph_tok_source);
+bool plan_vperm_own(const struct plan_vocab *v, size_t m, int64_t r);
+void plan_vperm_free(struct plan_vperm *);
+void plan_vocab_free(struct plan_vocab *, size_t nmodels);
 
 /* plan-layout.c */
 int plan_layout(struct graph_plan *p, struct graph_diags *d);

@@ -186,6 +186,46 @@ struct graph_module {
 	struct graph_params params;	/* the module's own parameters */
 };
 
+/*
+ * The tokenizer: block (MERGEKIT.md Part B 1.8), or tokenizer_source: X,
+ * which is the block with only a source.  Where one token's embedding
+ * comes from: the default rule, a model's own row for the token, a row
+ * of a model's original matrix named by id or by token, or zeros.
+ */
+enum graph_tok_source {
+	GRAPH_TOK_NONE,		/* no tokenizer merge: raw matrices */
+	GRAPH_TOK_UNION,
+	GRAPH_TOK_BASE,
+	GRAPH_TOK_MODEL,
+};
+
+enum graph_tokemb_kind {
+	GRAPH_TOKEMB_DEFAULT,	/* no source: the default rule */
+	GRAPH_TOKEMB_MODEL,	/* source: MODEL */
+	GRAPH_TOKEMB_MODEL_TOKEN,	/* {kind: model_token, ...} */
+	GRAPH_TOKEMB_ZERO,	/* {kind: zero} */
+};
+
+struct graph_token {
+	char *text;		/* the token, as it is in the vocabulary */
+	struct graph_mark mark;
+	enum graph_tokemb_kind kind;
+	struct graph_ref model;	/* MODEL, MODEL_TOKEN */
+	bool has_id;		/* MODEL_TOKEN: token_id, else token */
+	int64_t token_id;
+	char *token;
+	bool force;
+};
+
+struct graph_tokenizer {
+	enum graph_tok_source source;
+	struct graph_mark mark;
+	struct graph_ref model;	/* GRAPH_TOK_MODEL */
+	struct graph_token *tokens;	/* config order */
+	size_t ntokens;
+	int64_t pad_to_multiple_of;	/* 0: none */
+};
+
 struct graph_config {
 	char *path;		/* for messages */
 	char *text;		/* the original text, for mergekit_config.yml */
@@ -205,6 +245,7 @@ struct graph_config {
 	bool allow_crimes;
 	char *chat_template;	/* "auto", a built-in name, a template */
 	struct graph_mark chat_template_mark;
+	struct graph_tokenizer tokenizer;
 	/* mergekit-multi's "name:" of a stage, which mergekit-yaml (and so
 	 * the planner, with a warning) ignores. */
 	bool has_name;

@@ -31,6 +31,7 @@
 struct model_tensor;
 struct graph_plan;
 struct plan_build;
+struct plan_vperm;
 
 /*
  * Hot loops are compiled twice, for AVX2 and for the baseline, and the
@@ -152,6 +153,7 @@ struct plan_tensor {
 	const struct graph_method *method;
 	struct plan_input *in;
 	size_t nin;
+	struct plan_vperm *vperm;	/* rows per a tokenizer merge, or NULL */
 	int base;		/* index into in, -1 without a base */
 	double *g;		/* global parameter values, by param index */
 	bool *gset;

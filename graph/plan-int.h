@@ -63,5 +63,7 @@ int64_t plan_model_layers(struct graph_plan *p, size_t mi,
 void plan_tensors(struct plan_build *);
 void plan_coverage(struct plan_build *);
 void plan_chat_template(struct plan_build *);
+void plan_tokenizer(struct plan_build *);
+bool plan_tokenizer_tensor(struct plan_build *, struct plan_tensor *);
 
 #endif /* PLAN_INT_H */

@@ -17,6 +17,45 @@
 
 #include "graph-int.h"
 
+/* A tokenizer merge: the output vocabulary and where each model's rows
+ * come from (those of the first vocabulary-indexed tensor, the input
+ * embedding). */
+static void
+plan_json_vocab(const struct graph_plan *p, cJSON *o)
+{
+	const struct plan_vocab *v = p->vocab;
+	const struct plan_vperm *vp = NULL;
+	cJSON *t, *arr, *m, *from;
+	size_t i, s;
+	int k;
+
+	for (i = 0; i < p->ntensors && vp == NULL; i++)
+		vp = p->tensors[i].vperm;
+	t = cJSON_AddObjectToObject(o, "tokenizer");
+	cJSON_AddStringToObject(t, "source", plan_tok_source_name(v->source));
+	cJSON_AddStringToObject(t, "from", p->models[v->from].name);
+	cJSON_AddStringToObject(t, "kind", tokz_kind_name(v->from_kind));
+	cJSON_AddNumberToObject(t, "tokens", (double)v->n);
+	cJSON_AddNumberToObject(t, "from_tokens", (double)v->nfrom);
+	cJSON_AddNumberToObject(t, "added", (double)v->nadded);
+	cJSON_AddNumberToObject(t, "stripped", (double)v->nstripped);
+	cJSON_AddNumberToObject(t, "rows", (double)v->nrows);
+	arr = cJSON_AddArrayToObject(t, "models");
+	for (i = 0; i < p->nmodels; i++) {
+		m = cJSON_CreateObject();
+		cJSON_AddStringToObject(m, "ref", p->models[i].name);
+		cJSON_AddNumberToObject(m, "lacks", (double)v->lacks[i]);
+		from = cJSON_AddObjectToObject(m, "rows_from");
+		for (s = 0; vp != NULL && s < vp->nsrc; s++)
+			if (vp->src[s].model == i)
+				for (k = 0; k < VDEF_N; k++)
+					cJSON_AddNumberToObject(from,
+					    plan_vdef_names[k],
+					    (double)vp->count[s][k]);
+		cJSON_AddItemToArray(arr, m);
+	}
+}
+
 static cJSON *
 shape_json(int ndim, const int64_t *shape)
 {
@@ -165,7 +204,11 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 		m = cJSON_AddObjectToObject(o, "vocab_size");
 		cJSON_AddStringToObject(m, "key", p->vocab_key);
 		cJSON_AddNumberToObject(m, "value", (double)p->out_vocab);
+		cJSON_AddStringToObject(m, "why", p->vocab != NULL ?
+		    "tokenizer" : "cut");
 	}
+	if (p->vocab != NULL)
+		plan_json_vocab(p, o);
 	if (p->chat_template != NULL) {
 		m = cJSON_AddObjectToObject(o, "chat_template");
 		cJSON_AddStringToObject(m, "from", p->chat_template_from);

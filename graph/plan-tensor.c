@@ -448,6 +448,8 @@ plan_shape(struct plan_build *b, struct plan_tensor *pt)
 	bool equal = true, twod = true;
 	unsigned flags = pt->method->flags;
 
+	if (pt->vperm != NULL)
+		return true;	/* the output vocabulary's rows */
 	for (j = 0; j < pt->nin; j++) {
 		equal &= same_shape(pt->in[j].mt->t, first);
 		twod &= pt->in[j].mt->t->ndim == 2;
@@ -506,7 +508,7 @@ plan_dtype(struct plan_build *b, struct plan_tensor *pt)
 	pt->compute_dtype = cfg->dtype;
 	pt->out_dtype = cfg->out_dtype ? cfg->out_dtype :
 	    cfg->dtype ? cfg->dtype : ref->mt->t->dtype;
-	if (copy && pt->out_dtype == ref->mt->t->dtype &&
+	if (copy && pt->vperm == NULL && pt->out_dtype == ref->mt->t->dtype &&
 	    (cfg->dtype == GRAPH_DT_NONE || cfg->dtype == pt->out_dtype))
 		return true;	/* raw byte copy */
 	for (j = 0; j < pt->nin; j++) {
@@ -575,6 +577,8 @@ plan_one(struct plan_build *b, const struct plan_what *pw, double t)
 	if (pt->nin == 0)
 		return;	/* no base: reported once per slice */
 	plan_per_model(b, pw->nm, s, pt, t);
+	if (p->vocab != NULL && pt->is_embed && !plan_tokenizer_tensor(b, pt))
+		return;
 	if (keep_base) {
 		p->kept_base++;
 		note = xasprintf("no %s applies: the base model's tensor, "

@@ -722,9 +722,9 @@ plan_vocab(struct plan_build *b)
 			if (strcmp(p->tensors[i].name, am->pre[k].name) == 0)
 				t = &p->tensors[i];
 	}
-	if (t == NULL || t->ndim != 2 ||
-	    (mt = model_find(donor, t->name)) == NULL ||
-	    mt->t->shape[0] == t->shape[0])
+	if (t == NULL || t->ndim != 2 || (p->vocab == NULL &&
+	    ((mt = model_find(donor, t->name)) == NULL ||
+	    mt->t->shape[0] == t->shape[0])))
 		return;
 	for (k = 0; k < sizeof keys / sizeof *keys; k++)
 		if (arch_config_count(donor->config, keys[k], &have) &&
@@ -750,6 +750,9 @@ plan_steps(struct plan_build *b)
 	    b->method == NULL)
 		return;
 	plan_normalise(b);
+	if (d->nerrors != before)
+		return;
+	plan_tokenizer(b);
 	if (d->nerrors != before)
 		return;
 	plan_tensors(b);
@@ -835,6 +838,7 @@ plan_tensor_free(struct plan_tensor *t)
 	free(t->pm);
 	free(t->pmset);
 	free(t->note);
+	plan_vperm_free(t->vperm);
 }
 
 void
@@ -864,6 +868,7 @@ graph_plan_free(struct graph_plan *p)
 	free(p->chat_template);
 	free(p->chat_template_from);
 	free(p->tokenizer_config);
+	plan_vocab_free(p->vocab, p->nmodels);
 	for (i = 0; i < p->nunused; i++) {
 		free(p->unused[i].name);
 		free(p->unused[i].reason);

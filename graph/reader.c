@@ -23,6 +23,7 @@
 #include <sys/types.h>
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -80,6 +81,176 @@ read_run(const struct safetensors_file *f, enum graph_dtype dt, uint64_t off,
 	return 0;
 }
 
+/*
+ * A tokenizer merge's matrices (plan-tokenizer.c) are read by rows of the
+ * output vocabulary: a model's own row (runs of consecutive rows in one
+ * read), or the token's default: the rows its refs name, averaged in
+ * float64, or zeros; padding rows are the mean of the real ones, which
+ * takes one pass over them when a chunk reaches the padding.  Reads go
+ * through the same bounce buffer; the scratch is one row and its sums.
+ */
+struct vread {
+	const struct graph_plan *p;
+	const struct plan_vocab *v;
+	const struct plan_vperm *vp;
+	size_t model;		/* whose rows */
+	const struct model_tensor *mt;	/* and where they are stored */
+	size_t cols;
+	float *row;		/* scratch: one row */
+	double *acc;		/* scratch: its sums */
+	bool have_mean;
+	float *mean;		/* the padding row, once computed */
+};
+
+static int
+vread_stored(const struct vread *vr, const struct model_tensor *mt,
+    int64_t row, size_t nrows, float *out, char **cause)
+{
+	const struct safetensors_file *f =
+	    vr->p->models[vr->model].m->files[mt->file];
+	const struct safetensors_tensor *st = mt->t;
+	size_t es = graph_dtype_size(st->dtype);
+
+	return read_run(f, st->dtype, st->begin + (uint64_t)row * vr->cols *
+	    es, nrows * vr->cols, out, cause);
+}
+
+/* Token r's default row, into out. */
+static int
+vread_default(struct vread *vr, int64_t r, float *out, char **cause)
+{
+	const struct plan_vperm *vp = vr->vp;
+	const struct vperm_ref *ref = vp->def + vp->def_off[r];
+	size_t nref = vp->def_off[r + 1] - vp->def_off[r], k, c;
+	const struct vperm_src *src;
+	const struct safetensors_file *f;
+	const struct safetensors_tensor *st;
+	int rc;
+
+	if (nref == 0) {
+		memset(out, 0, vr->cols * sizeof *out);
+		return 0;
+	}
+	memset(vr->acc, 0, vr->cols * sizeof *vr->acc);
+	for (k = 0; k < nref; k++) {
+		src = &vp->src[ref[k].src];
+		f = vr->p->models[src->model].m->files[src->mt->file];
+		st = src->mt->t;
+		if ((rc = read_run(f, st->dtype, st->begin + (uint64_t)ref[k].row *
+		    vr->cols * graph_dtype_size(st->dtype), vr->cols, vr->row,
+		    cause)) != 0)
+			return rc;
+		for (c = 0; c < vr->cols; c++)
+			vr->acc[c] += vr->row[c];
+	}
+	for (c = 0; c < vr->cols; c++)
+		out[c] = (float)(vr->acc[c] / (double)nref);
+	return 0;
+}
+
+/* Rows [r, r + k) of the permuted matrix, all below the padding; *k is
+ * cut to what one step does (a run of own rows, or one default row). */
+static int
+vread_rows(struct vread *vr, int64_t r, size_t *k, float *out, char **cause)
+{
+	const int32_t *perm = vr->v->perm[vr->model];
+	size_t run = 1;
+
+	if (!plan_vperm_own(vr->v, vr->model, r)) {
+		*k = 1;
+		return vread_default(vr, r, out, cause);
+	}
+	while (run < *k && plan_vperm_own(vr->v, vr->model, r + (int64_t)run) &&
+	    perm[r + (int64_t)run] == perm[r] + (int32_t)run)
+		run++;
+	*k = run;
+	return vread_stored(vr, vr->mt, perm[r], run, out, cause);
+}
+
+/* The padding row: the mean of the real rows, in float64. */
+static int
+vread_mean(struct vread *vr, char **cause)
+{
+	double *sum = xcalloc(vr->cols, sizeof *sum);
+	float *row = xreallocarray(NULL, vr->cols, sizeof *row);
+	int64_t r;
+	size_t k, c;
+	int rc = 0;
+
+	for (r = 0; r < vr->v->n && rc == 0; r++) {
+		k = 1;
+		if ((rc = vread_rows(vr, r, &k, row, cause)) != 0)
+			break;
+		for (c = 0; c < vr->cols; c++)
+			sum[c] += row[c];
+	}
+	vr->mean = xreallocarray(NULL, vr->cols, sizeof *vr->mean);
+	for (c = 0; c < vr->cols; c++)
+		vr->mean[c] = (float)(sum[c] / (double)vr->v->n);
+	vr->have_mean = true;
+	free(sum);
+	free(row);
+	return rc;
+}
+
+/* Whole row r into out. */
+static int
+vread_row(struct vread *vr, int64_t r, float *out, char **cause)
+{
+	size_t k = 1;
+	int rc;
+
+	if (r < vr->v->n)
+		return vread_rows(vr, r, &k, out, cause);
+	if (!vr->have_mean && (rc = vread_mean(vr, cause)) != 0)
+		return rc;
+	memcpy(out, vr->mean, vr->cols * sizeof *out);
+	return 0;
+}
+
+static int
+reader_read_vocab(const struct graph_plan *p, const struct plan_tensor *t,
+    const struct plan_input *in, uint64_t e0, size_t n, float *out,
+    char **cause)
+{
+	struct vread vr = { .p = p, .v = p->vocab, .vp = t->vperm,
+		.model = in->model, .mt = in->mt,
+		.cols = (size_t)t->vperm->cols };
+	uint64_t r, c;
+	size_t done = 0, k, take;
+	float *one;
+	int rc = 0;
+
+	vr.row = xreallocarray(NULL, vr.cols, sizeof *vr.row);
+	vr.acc = xreallocarray(NULL, vr.cols, sizeof *vr.acc);
+	one = xreallocarray(NULL, vr.cols, sizeof *one);
+	while (done < n && rc == 0) {
+		r = (e0 + done) / vr.cols;
+		c = (e0 + done) % vr.cols;
+		if (c == 0 && n - done >= vr.cols && (int64_t)r < vr.v->n) {
+			/* Whole rows straight into out. */
+			k = (n - done) / vr.cols;
+			if ((int64_t)(r + k) > vr.v->n)
+				k = (size_t)(vr.v->n - (int64_t)r);
+			rc = vread_rows(&vr, (int64_t)r, &k, out + done, cause);
+			done += k * vr.cols;
+			continue;
+		}
+		if ((rc = vread_row(&vr, (int64_t)r, one, cause)) != 0)
+			break;
+		take = vr.cols - (size_t)c;
+		if (take > n - done)
+			take = n - done;
+		memcpy(out + done, one + c, take * sizeof *out);
+		done += take;
+	}
+	free(one);
+	free(vr.row);
+	free(vr.acc);
+	free(vr.mean);
+	return rc;
+}
+
 int
 reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     const struct plan_input *in, uint64_t e0, size_t n, float *out,
@@ -92,7 +263,10 @@ reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 	uint64_t scols, r, c;
 	int rc;
 
-	if (!in->rectified) {
+	if (t->vperm != NULL) {
+		if ((rc = reader_read_vocab(p, t, in, e0, n, out, cause)) != 0)
+			return rc;
+	} else if (!in->rectified) {
 		if ((rc = read_run(f, st->dtype, st->begin + e0 * es, n, out,
 		    cause)) != 0)
 			return rc;

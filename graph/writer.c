@@ -357,6 +357,24 @@ writer_copy(const struct model *donor, const char *const *files, size_t n,
 	return rc;
 }
 
+/* A JSON text with its chat_template set to the plan's, if any. */
+static char *
+writer_with_template(const struct graph_plan *p, const char *text)
+{
+	const char *key = "chat_template";
+	struct xbuf v = { 0 };
+	char *value, *out;
+
+	if (p->chat_template == NULL)
+		return xstrdup(text);
+	graph_json_string(&v, p->chat_template);
+	value = xbuf_take(&v);
+	out = jsonpatch_apply(text, strlen(text), &key,
+	    (const char *const *)&value, 1);
+	free(value);
+	return out;
+}
+
 /* MERGEKIT.md Part B 2.9: the donor's tokenizer files, when it has one. */
 static int
 writer_tokenizer(const struct graph_plan *p, int dfd,
@@ -373,9 +391,7 @@ writer_tokenizer(const struct graph_plan *p, int dfd,
 		"added_tokens.json", "merges.txt", "vocab.json",
 		"generation_config.json" };
 	const struct model *donor = p->models[p->donor].m;
-	const char *key = "chat_template";
-	struct xbuf v = { 0 };
-	char *value, *text;
+	char *text;
 	int rc;
 
 	if (!model_has(donor, "tokenizer_config.json") ||
@@ -390,14 +406,51 @@ writer_tokenizer(const struct graph_plan *p, int dfd,
 		return rc;
 	/* The donor's tokenizer_config.json as planned, its template set
 	 * (plan-chat.c). */
-	graph_json_string(&v, p->chat_template);
-	value = xbuf_take(&v);
-	text = jsonpatch_apply(p->tokenizer_config,
-	    strlen(p->tokenizer_config), &key, (const char *const *)&value, 1);
+	text = writer_with_template(p, p->tokenizer_config);
 	rc = writer_file(dfd, "tokenizer_config.json", text, strlen(text),
 	    cred, cause);
 	free(text);
-	free(value);
+	return rc;
+}
+
+/*
+ * A tokenizer merge's files (plan-tokenizer.c): the source model's
+ * tokenizer files, with tokenizer.json and tokenizer_config.json as the
+ * plan changed them.  Written whatever --copy-tokenizer says, as mergekit
+ * saves a tokenizer it built.
+ */
+static int
+writer_vocab(const struct graph_plan *p, int dfd,
+    const struct graph_cred *cred, char **cause)
+{
+	static const char *const files[] = { "special_tokens_map.json",
+		"tokenizer.model", "added_tokens.json", "merges.txt",
+		"vocab.json", "generation_config.json" };
+	static const char *const templates[] = { "chat_template.jinja",
+		"chat_template.json" };
+	const struct plan_vocab *v = p->vocab;
+	const struct model *from = p->models[v->from].m;
+	char *text;
+	int rc;
+
+	if ((rc = writer_copy(from, files, sizeof files / sizeof *files, dfd,
+	    cred, cause)) != 0)
+		return rc;
+	if (p->chat_template == NULL && (rc = writer_copy(from, templates,
+	    sizeof templates / sizeof *templates, dfd, cred, cause)) != 0)
+		return rc;
+	if (v->tokenizer_json != NULL)
+		rc = writer_file(dfd, "tokenizer.json", v->tokenizer_json,
+		    strlen(v->tokenizer_json), cred, cause);
+	else
+		rc = writer_copy(from, (const char *const[]){ "tokenizer.json" },
+		    1, dfd, cred, cause);
+	if (rc != 0 || v->tokenizer_config == NULL)
+		return rc;
+	text = writer_with_template(p, v->tokenizer_config);
+	rc = writer_file(dfd, "tokenizer_config.json", text, strlen(text),
+	    cred, cause);
+	free(text);
 	return rc;
 }
 
@@ -428,8 +481,11 @@ writer_finish(const struct graph_plan *p, int dfd,
 		return rc;
 	if ((rc = writer_config(p, dfd, cred, cause)) != 0)
 		return rc;
-	if (p->opts.merge.copy_tokenizer && (rc = writer_tokenizer(p, dfd, cred,
-	    cause)) != 0)
+	if (p->vocab != NULL)
+		rc = writer_vocab(p, dfd, cred, cause);
+	else if (p->opts.merge.copy_tokenizer)
+		rc = writer_tokenizer(p, dfd, cred, cause);
+	if (rc != 0)
 		return rc;
 	if ((rc = writer_tagalong(p, dfd, cred, cause)) != 0)
 		return rc;

@@ -187,11 +187,37 @@ static const struct bad_config bad_configs[] = {
 	{ "parameters not a mapping",
 	    "merge_method: linear\nparameters: [1]\nmodels:\n  - model: a\n",
 	    "cfg.yml:2:13", "'parameters' must be a mapping" },
-	{ "tokenizer_source",
-	    "merge_method: linear\ntokenizer_source: union\nmodels:\n"
+	{ "tokenizer_source and tokenizer both",
+	    "merge_method: linear\ntokenizer_source: union\n"
+	    "tokenizer: {source: base}\nmodels:\n  - model: a\n",
+	    "cfg.yml:3:12", "give 'tokenizer_source' or 'tokenizer', not "
+	    "both" },
+	{ "tokenizer: an unknown key",
+	    "merge_method: linear\ntokenizer: {sorce: base}\nmodels:\n"
 	    "  - model: a\n",
-	    "cfg.yml:2:1", "'tokenizer_source' is a mergekit key that is not "
-	    "supported yet" },
+	    "cfg.yml:2:13", "unknown key 'sorce' in 'tokenizer'; did you "
+	    "mean 'source'?" },
+	{ "tokenizer: pad_to_multiple_of 0",
+	    "merge_method: linear\ntokenizer: {pad_to_multiple_of: 0}\n"
+	    "models:\n  - model: a\n",
+	    "cfg.yml:2:33", "'pad_to_multiple_of' must be at least 1" },
+	{ "tokenizer: model_token with both token_id and token",
+	    "merge_method: linear\ntokenizer:\n  tokens:\n    x:\n"
+	    "      source: {kind: model_token, model: a, token_id: 1, "
+	    "token: y}\nmodels:\n  - model: a\n",
+	    "cfg.yml:5:15", "exactly one of 'token_id' and 'token'" },
+	{ "tokenizer: an unknown source kind",
+	    "merge_method: linear\ntokenizer:\n  tokens:\n    x:\n"
+	    "      source: {kind: mean}\nmodels:\n  - model: a\n",
+	    "cfg.yml:5:22", "'kind' is 'model_token' or 'zero'" },
+	{ "tokenizer: force not a boolean",
+	    "merge_method: linear\ntokenizer:\n  tokens:\n    x:\n"
+	    "      force: 2\nmodels:\n  - model: a\n",
+	    "cfg.yml:5:14", "'force' must be true or false" },
+	{ "tokenizer: a token listed twice",
+	    "merge_method: linear\ntokenizer:\n  tokens:\n    x: {}\n"
+	    "    'x': {}\nmodels:\n  - model: a\n",
+	    "cfg.yml:5:5", "token 'x' is listed twice" },
 	{ "chat_template: a typo of a built-in name",
 	    "merge_method: linear\nchat_template: chatm1\nmodels:\n"
 	    "  - model: a\n",

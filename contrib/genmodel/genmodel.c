@@ -16,6 +16,16 @@
  * checkpoints instead (pytorch_model.bin, sharded with
  * pytorch_model.bin.index.json), through torchzip.c, for the daemon's
  * torch checkpoint reader.
+ *
+ * The tokenizer is byte-level BPE unless --tokenizer asks for Unigram,
+ * WordPiece or SentencePiece (vocab.c has their tokens, spmwrite.c writes
+ * tokenizer.model).  The tokenizer options make models whose tokenizers
+ * differ, as the tests of merging tokenizers need: tokens beyond the
+ * generated ones (--extra-tokens, --added-tokens), the same tokens under
+ * other ids (--token-shuffle), and embeddings with more or fewer rows
+ * than there are tokens (--pad-vocab, --config-vocab).  The weights never
+ * depend on them, only the embedding's row count does: row i belongs to
+ * whichever token has id i.
  */
 #include <sys/stat.h>
 #include <sys/types.h>
@@ -32,7 +42,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "spmwrite.h"
 #include "torchzip.h"
+#include "vocab.h"
 
 /*
  * Values must not depend on whether the compiler fuses a*b+c into an FMA.
@@ -58,9 +70,7 @@
 #define MAX_LAYERS	4096
 #define MAX_SHARDS	99999		/* file names have 5 digits */
 #define NAME_LEN	96
-#define NSPECIAL	3		/* <unk>, <s>, </s> */
-#define NBYTE_TOKENS	256
-#define NMERGES		(26 + 26 * 26)	/* "Ġ a".."Ġ z", "a a".."z z" */
+#define SPECIAL_SUFFIX	":special"	/* in --added-tokens */
 #define GOLDEN		UINT64_C(0x9e3779b97f4a7c15)
 #define LN2		0.693147180559945309417232121458176568
 #define SQRT2_MANT	UINT64_C(0x6a09e667f3bcd)	/* sqrt(2)'s mantissa */
@@ -93,6 +103,18 @@ struct dtype_info {
 	int		 ebits;		/* exponent bits */
 };
 
+/* A token of --extra-tokens or --added-tokens. */
+struct user_token {
+	const char	*text;
+	int		 special;
+};
+
+struct token_list {
+	char			*buf;		/* the list, split in place */
+	struct user_token	*v;
+	size_t			 n;
+};
+
 struct options {
 	const struct family_info *family;
 	const struct dtype_info	*dtype;
@@ -113,6 +135,17 @@ struct options {
 	int			 delta_set;
 	double			 delta;
 	int			 tokenizer;
+	enum vocab_kind		 tok_kind;
+	const char		*extra_arg;	/* --extra-tokens as given */
+	const char		*added_arg;	/* --added-tokens as given */
+	struct token_list	 extra;		/* in the model's vocabulary */
+	struct token_list	 added;		/* after it */
+	uint64_t		 shuffle_seed;	/* 0: ids in order */
+	uint32_t		*perm;		/* id -> token; NULL: id */
+	uint64_t		 pad_vocab;
+	uint64_t		 config_vocab;
+	int			 config_vocab_set;
+	uint64_t		 rows;		/* embedding rows, vocab_size */
 	int			 force;
 	uint64_t		 jobs;
 	const char		*layer_kinds;	/* NULL: every layer attn */
@@ -181,6 +214,12 @@ static void		 parse_args(struct options *, int, char **);
 static uint64_t		 default_jobs(void);
 static void		 check_range(const char *, uint64_t, uint64_t,
 			     uint64_t);
+static int		 utf8_valid(const char *);
+static void		 parse_tokens(struct token_list *, const char *,
+			     const char *, int);
+static int		 cmp_text(const void *, const void *);
+static void		 check_tokens(const struct options *);
+static void		 count_rows(struct options *);
 static void		 validate(struct options *);
 static void		 add_tensor(struct model *, enum kind, uint64_t,
 			     uint64_t, const char *, ...) PRINTFLIKE(5, 6);
@@ -231,13 +270,22 @@ static void		 write_index(const struct options *,
 			     const struct model *);
 static void		 write_config(const struct options *);
 static void		 json_string(FILE *, const char *);
-static unsigned		 byte_char(unsigned);
-static size_t		 put_utf8(char *, unsigned);
-static void		 merge_pieces(unsigned, char *, char *);
-static void		 token_text(uint64_t, char *, size_t);
-static uint64_t		 merge_count(uint64_t);
-static void		 write_tokenizer_head(FILE *);
+static void		 json_score(FILE *, double);
+static uint64_t		 model_tokens(const struct options *);
+static void		 shuffle_ids(struct options *);
+static const char	*model_token(const struct options *, uint64_t,
+			     char *, size_t, double *);
+static uint64_t		 added_token(const struct options *, size_t,
+			     char *, size_t, struct user_token *);
+static size_t		 added_count(const struct options *);
+static void		 write_added_tokens(FILE *, const struct options *);
+static void		 write_vocab_object(FILE *, const struct options *);
+static void		 write_bpe(FILE *, const struct options *);
+static void		 write_unigram(FILE *, const struct options *);
+static void		 write_wordpiece(FILE *, const struct options *);
 static void		 write_tokenizer(const struct options *);
+static void		 write_spm(const struct options *);
+static void		 write_added_decoder(FILE *, const struct options *);
 static void		 write_tokenizer_config(const struct options *);
 static void		 write_small_json(const struct options *,
 			     const char *, const char *);
@@ -265,6 +313,7 @@ static const char *const output_names[] = {
 	"config.json",
 	"generation_config.json",
 	"tokenizer.json",
+	"tokenizer.model",
 	"tokenizer_config.json",
 	"special_tokens_map.json",
 };
@@ -336,6 +385,25 @@ usage(FILE *fp, int status)
 	    "N(0,1)\n"
 	    "  --delta X             noise drawn from --seed; give both\n"
 	    "  --no-tokenizer        no tokenizer or generation config files\n"
+	    "  --tokenizer KIND      bpe (byte-level), unigram, wordpiece, or "
+	    "sentencepiece\n"
+	    "                        (tokenizer.model, no tokenizer.json) "
+	    "(bpe)\n"
+	    "  --extra-tokens LIST   comma-separated tokens appended to the "
+	    "model's\n"
+	    "                        vocabulary, spelt as it spells them "
+	    "(Ġ, ▁, ##)\n"
+	    "  --added-tokens LIST   comma-separated added tokens after those, "
+	    "each\n"
+	    "                        optionally suffixed :special\n"
+	    "  --token-shuffle SEED  shuffle the ids of all tokens but the "
+	    "specials\n"
+	    "                        and added ones; 0 = no shuffle (0)\n"
+	    "  --pad-vocab P         P embedding rows more than there are "
+	    "tokens (0)\n"
+	    "  --config-vocab N      exactly N embedding rows, as vocab_size, "
+	    "even\n"
+	    "                        fewer than there are tokens\n"
 	    "  --force               overwrite genmodel's files in a "
 	    "non-empty DIR\n"
 	    "  --jobs N              worker processes (online CPUs, at most "
@@ -522,6 +590,8 @@ takes_value(const char *name)
 		"family", "out", "layers", "hidden", "intermediate", "heads",
 		"kv-heads", "head-dim", "vocab", "dtype", "shard-size", "seed",
 		"finetune-of", "delta", "jobs", "layer-kinds", "format",
+		"tokenizer", "extra-tokens", "added-tokens", "token-shuffle",
+		"pad-vocab", "config-vocab",
 	};
 	size_t	i;
 
@@ -575,6 +645,21 @@ set_option(struct options *o, const char *name, const char *value)
 			usage_error("--format: '%s' is not safetensors or bin",
 			    value);
 		o->bin = strcmp(value, "bin") == 0;
+	} else if (strcmp(name, "tokenizer") == 0) {
+		if (vocab_kind(value, &o->tok_kind) != 0)
+			usage_error("unknown --tokenizer '%s' (bpe, unigram, "
+			    "wordpiece or sentencepiece)", value);
+	} else if (strcmp(name, "extra-tokens") == 0)
+		o->extra_arg = value;
+	else if (strcmp(name, "added-tokens") == 0)
+		o->added_arg = value;
+	else if (strcmp(name, "token-shuffle") == 0)
+		o->shuffle_seed = parse_u64(name, value, 0);
+	else if (strcmp(name, "pad-vocab") == 0)
+		o->pad_vocab = parse_u64(name, value, 0);
+	else if (strcmp(name, "config-vocab") == 0) {
+		o->config_vocab = parse_u64(name, value, 0);
+		o->config_vocab_set = 1;
 	}
 }
 
@@ -659,6 +744,145 @@ check_layer_kinds(const char *list)
 	}
 }
 
+/* Token texts go into JSON, which must be UTF-8: no stray bytes. */
+static int
+utf8_valid(const char *s)
+{
+	const unsigned char	*p = (const unsigned char *)s;
+	uint32_t		 cp, min;
+	int			 i, n;
+
+	while (*p != '\0') {
+		if (*p < 0x80) {
+			p++;
+			continue;
+		}
+		if ((*p & 0xe0) == 0xc0) {
+			n = 1;
+			min = 0x80;
+		} else if ((*p & 0xf0) == 0xe0) {
+			n = 2;
+			min = 0x800;
+		} else if ((*p & 0xf8) == 0xf0) {
+			n = 3;
+			min = 0x10000;
+		} else
+			return 0;
+		cp = *p & (0x3f >> n);
+		for (i = 1; i <= n; i++) {
+			if ((p[i] & 0xc0) != 0x80)	/* also stops at NUL */
+				return 0;
+			cp = cp << 6 | (p[i] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return 0;
+		p += n + 1;
+	}
+	return 1;
+}
+
+/*
+ * A comma-separated list of token texts, split in place.  Only added
+ * tokens can be special: a token of the model's vocabulary is a piece
+ * of text, not a control token.
+ */
+static void
+parse_tokens(struct token_list *l, const char *opt, const char *arg,
+    int can_be_special)
+{
+	size_t	 suffix = strlen(SPECIAL_SUFFIX), len, i;
+	char	*p, *end;
+
+	if ((l->buf = strdup(arg)) == NULL)
+		fatal("out of memory");
+	l->n = 1;
+	for (p = l->buf; *p != '\0'; p++)
+		l->n += *p == ',';
+	l->v = xmalloc(l->n * sizeof(*l->v));
+	for (i = 0, p = l->buf; i < l->n; i++, p = end + 1) {
+		end = p + strcspn(p, ",");
+		*end = '\0';
+		len = (size_t)(end - p);
+		l->v[i].text = p;
+		l->v[i].special = len >= suffix &&
+		    strcmp(end - suffix, SPECIAL_SUFFIX) == 0;
+		if (l->v[i].special && !can_be_special)
+			usage_error("--%s: '%s': the model's own tokens cannot "
+			    "be special; give it to --added-tokens", opt, p);
+		if (l->v[i].special)
+			p[len - suffix] = '\0';
+		if (*p == '\0')
+			usage_error("--%s: empty token text in '%s'", opt, arg);
+		if (!utf8_valid(p))
+			usage_error("--%s: '%s' is not UTF-8", opt, p);
+	}
+}
+
+static int
+cmp_text(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * A tokenizer maps each text to one id, so the given tokens must differ
+ * from each other (sorted, duplicates are neighbours) and from every
+ * generated token (each looked up in the sorted list).
+ */
+static void
+check_tokens(const struct options *o)
+{
+	const char	**texts, *text;
+	char		  buf[VOCAB_TEXT_LEN];
+	size_t		  n = o->extra.n + o->added.n, i;
+	uint64_t	  k;
+
+	if (n == 0)
+		return;
+	texts = xmalloc(n * sizeof(*texts));
+	for (i = 0; i < o->extra.n; i++)
+		texts[i] = o->extra.v[i].text;
+	for (i = 0; i < o->added.n; i++)
+		texts[o->extra.n + i] = o->added.v[i].text;
+	qsort(texts, n, sizeof(*texts), cmp_text);
+	for (i = 1; i < n; i++)
+		if (strcmp(texts[i - 1], texts[i]) == 0)
+			usage_error("token '%s' is given twice", texts[i]);
+	for (k = 0; k < o->vocab; k++) {
+		text = vocab_text(o->tok_kind, k, buf, sizeof(buf));
+		if (bsearch(&text, texts, n, sizeof(*texts), cmp_text) != NULL)
+			usage_error("token '%s' is token %" PRIu64 " of the "
+			    "generated %s vocabulary already", text, k,
+			    vocab_kind_name(o->tok_kind));
+	}
+	free(texts);
+}
+
+/*
+ * The embedding's rows, which config.json's vocab_size counts: every
+ * token and --pad-vocab more, or exactly --config-vocab.
+ */
+static void
+count_rows(struct options *o)
+{
+	uint64_t	tokens = o->vocab + o->extra.n + o->added.n;
+
+	if (tokens > MAX_DIM)
+		usage_error("%" PRIu64 " tokens; at most %" PRIu64, tokens,
+		    MAX_DIM);
+	if (o->config_vocab_set) {
+		if (o->pad_vocab != 0)
+			usage_error("give --pad-vocab or --config-vocab, not "
+			    "both");
+		check_range("config-vocab", o->config_vocab, VOCAB_NSPECIAL,
+		    MAX_DIM);
+		o->rows = o->config_vocab;
+		return;
+	}
+	check_range("pad-vocab", o->pad_vocab, 0, MAX_DIM - tokens);
+	o->rows = tokens + o->pad_vocab;
+}
+
 static void
 validate(struct options *o)
 {
@@ -671,7 +895,7 @@ validate(struct options *o)
 	check_range("intermediate", o->intermediate, 1, MAX_DIM);
 	check_range("heads", o->heads, 1, MAX_DIM);
 	check_range("kv-heads", o->kv_heads, 1, MAX_DIM);
-	check_range("vocab", o->vocab, NSPECIAL, MAX_DIM);
+	check_range("vocab", o->vocab, VOCAB_NSPECIAL, MAX_DIM);
 	if (o->heads % o->kv_heads != 0)
 		usage_error("--heads (%" PRIu64 ") must be a multiple of "
 		    "--kv-heads (%" PRIu64 ")", o->heads, o->kv_heads);
@@ -688,6 +912,12 @@ validate(struct options *o)
 	check_range("jobs", o->jobs, 1, MAX_JOBS);
 	if (o->layer_kinds != NULL)
 		check_layer_kinds(o->layer_kinds);
+	if (o->extra_arg != NULL)
+		parse_tokens(&o->extra, "extra-tokens", o->extra_arg, 0);
+	if (o->added_arg != NULL)
+		parse_tokens(&o->added, "added-tokens", o->added_arg, 1);
+	check_tokens(o);
+	count_rows(o);
 }
 
 static void
@@ -843,13 +1073,13 @@ build_model(struct model *m, const struct options *o)
 	uint64_t	i;
 
 	m->elsize = o->dtype->size;
-	add_tensor(m, KIND_WEIGHT, o->vocab, o->hidden,
+	add_tensor(m, KIND_WEIGHT, o->rows, o->hidden,
 	    "model.embed_tokens.weight");
 	for (i = 0; i < o->layers; i++)
 		add_layer(m, o, i);
 	add_tensor(m, KIND_NORM, o->hidden, 0, "model.norm.weight");
 	if (!o->tied)
-		add_tensor(m, KIND_WEIGHT, o->vocab, o->hidden,
+		add_tensor(m, KIND_WEIGHT, o->rows, o->hidden,
 		    "lm_head.weight");
 }
 
@@ -1633,7 +1863,7 @@ write_config(const struct options *o)
 	    "  \"torch_dtype\": \"%s\",\n"
 	    "  \"transformers_version\": \"4.46.0\",\n"
 	    "  \"vocab_size\": %" PRIu64 "\n}\n",
-	    o->tied ? "true" : "false", o->dtype->torch_name, o->vocab);
+	    o->tied ? "true" : "false", o->dtype->torch_name, o->rows);
 	close_out(fp, path);
 }
 
@@ -1660,103 +1890,133 @@ json_string(FILE *fp, const char *s)
 }
 
 /*
- * The code point of the k-th entry of GPT-2's byte-to-unicode table, the
- * alphabet of every ByteLevel BPE vocabulary: the 188 printable bytes keep
- * their code point and come first, the other 68 bytes become U+0100
- * onwards in byte order (so space is U+0120, 'Ġ').
+ * A Unigram score as Python and serde_json write a float: exact, and
+ * shortest because vocab.c's scores have few digits, with ".0" on a whole
+ * number.
  */
-static unsigned
-byte_char(unsigned k)
-{
-	if (k < 94)
-		return 33 + k;			/* '!'..'~' */
-	if (k < 106)
-		return 161 + (k - 94);		/* U+00A1..U+00AC */
-	if (k < 188)
-		return 174 + (k - 106);		/* U+00AE..U+00FF */
-	return 256 + (k - 188);
-}
-
-static size_t
-put_utf8(char *buf, unsigned cp)
-{
-	if (cp < 0x80) {
-		buf[0] = (char)cp;
-		return 1;
-	}
-	buf[0] = (char)(0xc0 | (cp >> 6));
-	buf[1] = (char)(0x80 | (cp & 0x3f));
-	return 2;
-}
-
-/* Merge k joins "Ġ" and a letter, or two letters; both are in the vocab. */
 static void
-merge_pieces(unsigned k, char *left, char *right)
+json_score(FILE *fp, double v)
 {
-	if (k < 26) {
-		left[put_utf8(left, 0x120)] = '\0';
-		right[0] = (char)('a' + k);
-	} else {
-		left[0] = (char)('a' + (k - 26) / 26);
-		left[1] = '\0';
-		right[0] = (char)('a' + (k - 26) % 26);
-	}
-	right[1] = '\0';
+	char	buf[32];
+
+	snprintf(buf, sizeof(buf), "%.17g", v);
+	fprintf(fp, "%s%s", buf, strpbrk(buf, ".e") == NULL ? ".0" : "");
+}
+
+/* The tokens of the tokenizer model's own vocabulary: generated, extra. */
+static uint64_t
+model_tokens(const struct options *o)
+{
+	return o->vocab + o->extra.n;
 }
 
 /*
- * Token ids: the specials, then the byte alphabet, then one token per
- * merge, then unreachable "tok_<id>" fillers up to the vocabulary size.
+ * The token of the model's vocabulary with id, shuffled or not: its text
+ * (generated into buf) and its Unigram score.  Extra tokens score 0, as
+ * pieces added to a SentencePiece vocabulary do, so that one beats the
+ * generated pieces that spell the same text.
+ */
+static const char *
+model_token(const struct options *o, uint64_t id, char *buf, size_t size,
+    double *score)
+{
+	uint64_t	k = o->perm != NULL ? o->perm[id] : id;
+
+	if (k >= o->vocab) {
+		*score = 0.0;
+		return o->extra.v[k - o->vocab].text;
+	}
+	*score = vocab_score(k);
+	return vocab_text(o->tok_kind, k, buf, size);
+}
+
+/*
+ * --token-shuffle: new ids for the model's vocabulary, the specials
+ * aside.  Added tokens keep theirs, after it.
  */
 static void
-token_text(uint64_t id, char *buf, size_t size)
+shuffle_ids(struct options *o)
 {
-	static const char *const specials[NSPECIAL] = {
-		"<unk>", "<s>", "</s>"
-	};
-	char	left[4], right[4];
+	uint64_t	n = model_tokens(o);
 
-	if (id < NSPECIAL)
-		snprintf(buf, size, "%s", specials[id]);
-	else if (id < NSPECIAL + NBYTE_TOKENS)
-		buf[put_utf8(buf, byte_char((unsigned)(id - NSPECIAL)))] = '\0';
-	else if (id < NSPECIAL + NBYTE_TOKENS + NMERGES) {
-		merge_pieces((unsigned)(id - NSPECIAL - NBYTE_TOKENS), left,
-		    right);
-		snprintf(buf, size, "%s%s", left, right);
-	} else
-		snprintf(buf, size, "tok_%" PRIu64, id);
+	if (o->shuffle_seed == 0)
+		return;
+	o->perm = xmalloc(n * sizeof(*o->perm));
+	vocab_shuffle(o->perm, n, o->shuffle_seed);
 }
 
-/* A merge is only valid if its result has an id, so small vocabs get none. */
+/* The specials and --added-tokens. */
+static size_t
+added_count(const struct options *o)
+{
+	return VOCAB_NSPECIAL + o->added.n;
+}
+
+/*
+ * Added token i, in t, and its id: the specials have the first ids, the
+ * others follow the model's vocabulary, in the order given.
+ */
 static uint64_t
-merge_count(uint64_t vocab)
+added_token(const struct options *o, size_t i, char *buf, size_t size,
+    struct user_token *t)
 {
-	if (vocab <= NSPECIAL + NBYTE_TOKENS)
-		return 0;
-	vocab -= NSPECIAL + NBYTE_TOKENS;
-	return vocab < NMERGES ? vocab : NMERGES;
+	if (i < VOCAB_NSPECIAL) {
+		t->text = vocab_text(o->tok_kind, i, buf, size);
+		t->special = 1;
+		return i;
+	}
+	*t = o->added.v[i - VOCAB_NSPECIAL];
+	return model_tokens(o) + (i - VOCAB_NSPECIAL);
 }
 
+/* tokenizer.json's "added_tokens"; a normal one is normalized. */
 static void
-write_tokenizer_head(FILE *fp)
+write_added_tokens(FILE *fp, const struct options *o)
 {
-	static const char *const specials[NSPECIAL] = {
-		"<unk>", "<s>", "</s>"
-	};
-	int	i;
+	struct user_token	 t;
+	char			 buf[VOCAB_TEXT_LEN];
+	size_t			 i, n = added_count(o);
+	uint64_t		 id;
 
-	fputs("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n"
-	    "  \"padding\": null,\n  \"added_tokens\": [\n", fp);
-	for (i = 0; i < NSPECIAL; i++)
-		fprintf(fp, "    {\n      \"id\": %d,\n"
-		    "      \"content\": \"%s\",\n"
-		    "      \"single_word\": false,\n      \"lstrip\": false,\n"
-		    "      \"rstrip\": false,\n      \"normalized\": false,\n"
-		    "      \"special\": true\n    }%s\n", i, specials[i],
-		    i + 1 < NSPECIAL ? "," : "");
-	fputs("  ],\n  \"normalizer\": null,\n"
-	    "  \"pre_tokenizer\": {\n    \"type\": \"ByteLevel\",\n"
+	fputs("  \"added_tokens\": [\n", fp);
+	for (i = 0; i < n; i++) {
+		id = added_token(o, i, buf, sizeof(buf), &t);
+		fprintf(fp, "    {\n      \"id\": %" PRIu64 ",\n"
+		    "      \"content\": ", id);
+		json_string(fp, t.text);
+		fprintf(fp, ",\n      \"single_word\": false,\n"
+		    "      \"lstrip\": false,\n      \"rstrip\": false,\n"
+		    "      \"normalized\": %s,\n      \"special\": %s\n"
+		    "    }%s\n", t.special ? "false" : "true",
+		    t.special ? "true" : "false", i + 1 < n ? "," : "");
+	}
+	fputs("  ],\n", fp);
+}
+
+/* BPE's and WordPiece's "vocab": text to id, in the order of the ids. */
+static void
+write_vocab_object(FILE *fp, const struct options *o)
+{
+	char		 buf[VOCAB_TEXT_LEN];
+	uint64_t	 id, n = model_tokens(o);
+	double		 score;
+
+	fputs("    \"vocab\": {\n", fp);
+	for (id = 0; id < n; id++) {
+		fputs("      ", fp);
+		json_string(fp, model_token(o, id, buf, sizeof(buf), &score));
+		fprintf(fp, ": %" PRIu64 "%s\n", id, id + 1 < n ? "," : "");
+	}
+}
+
+/* Merges name their tokens by text, so they hold whatever the ids. */
+static void
+write_bpe(FILE *fp, const struct options *o)
+{
+	char		tok[VOCAB_TEXT_LEN], left[4], right[4];
+	uint64_t	k, nmerges = vocab_merges(o->vocab);
+
+	fputs("  \"pre_tokenizer\": {\n    \"type\": \"ByteLevel\",\n"
 	    "    \"add_prefix_space\": false,\n    \"trim_offsets\": true,\n"
 	    "    \"use_regex\": true\n  },\n"
 	    "  \"post_processor\": null,\n"
@@ -1767,36 +2027,141 @@ write_tokenizer_head(FILE *fp)
 	    "    \"unk_token\": \"<unk>\",\n"
 	    "    \"continuing_subword_prefix\": null,\n"
 	    "    \"end_of_word_suffix\": null,\n    \"fuse_unk\": false,\n"
-	    "    \"byte_fallback\": false,\n    \"vocab\": {\n", fp);
-}
-
-static void
-write_tokenizer(const struct options *o)
-{
-	char		 tok[32], left[4], right[4], *path;
-	FILE		*fp;
-	uint64_t	 id, k, nmerges = merge_count(o->vocab);
-
-	fp = open_out(o->out, "tokenizer.json", &path);
-	write_tokenizer_head(fp);
-	for (id = 0; id < o->vocab; id++) {
-		token_text(id, tok, sizeof(tok));
-		fputs("      ", fp);
-		json_string(fp, tok);
-		fprintf(fp, ": %" PRIu64 "%s\n", id,
-		    id + 1 < o->vocab ? "," : "");
-	}
+	    "    \"byte_fallback\": false,\n", fp);
+	write_vocab_object(fp, o);
 	fputs("    },\n    \"merges\": [", fp);
 	for (k = 0; k < nmerges; k++) {
-		merge_pieces((unsigned)k, left, right);
+		vocab_merge(k, left, right);
 		snprintf(tok, sizeof(tok), "%s %s", left, right);
 		fputs(k == 0 ? "\n      " : ",\n      ", fp);
 		json_string(fp, tok);
 	}
 	fputs(nmerges > 0 ? "\n    ]\n  }\n}\n" : "]\n  }\n}\n", fp);
+}
+
+/*
+ * A list of [piece, score] in the order of the ids, split at spaces
+ * turned into "▁" (Metaspace, as SentencePiece does), one pair a line.
+ */
+static void
+write_unigram(FILE *fp, const struct options *o)
+{
+	static const char metaspace[] = "{\n"
+	    "    \"type\": \"Metaspace\",\n"
+	    "    \"replacement\": \"▁\",\n"
+	    "    \"prepend_scheme\": \"always\",\n"
+	    "    \"split\": true\n  }";
+	char		 buf[VOCAB_TEXT_LEN];
+	uint64_t	 id, n = model_tokens(o);
+	double		 score;
+
+	fprintf(fp, "  \"pre_tokenizer\": %s,\n"
+	    "  \"post_processor\": null,\n  \"decoder\": %s,\n"
+	    "  \"model\": {\n    \"type\": \"Unigram\",\n"
+	    "    \"unk_id\": 0,\n    \"vocab\": [\n", metaspace, metaspace);
+	for (id = 0; id < n; id++) {
+		fputs("      [", fp);
+		json_string(fp, model_token(o, id, buf, sizeof(buf), &score));
+		fputs(", ", fp);
+		json_score(fp, score);
+		fputs(id + 1 < n ? "],\n" : "]\n", fp);
+	}
+	fputs("    ],\n    \"byte_fallback\": false\n  }\n}\n", fp);
+}
+
+/* BERT's: words split at spaces and punctuation, "##" inside a word. */
+static void
+write_wordpiece(FILE *fp, const struct options *o)
+{
+	fputs("  \"pre_tokenizer\": {\n    \"type\": \"BertPreTokenizer\"\n"
+	    "  },\n  \"post_processor\": null,\n"
+	    "  \"decoder\": {\n    \"type\": \"WordPiece\",\n"
+	    "    \"prefix\": \"##\",\n    \"cleanup\": true\n  },\n"
+	    "  \"model\": {\n    \"type\": \"WordPiece\",\n"
+	    "    \"unk_token\": \"<unk>\",\n"
+	    "    \"continuing_subword_prefix\": \"##\",\n"
+	    "    \"max_input_chars_per_word\": 100,\n", fp);
+	write_vocab_object(fp, o);
+	fputs("    }\n  }\n}\n", fp);
+}
+
+static void
+write_tokenizer(const struct options *o)
+{
+	FILE	*fp;
+	char	*path;
+
+	fp = open_out(o->out, "tokenizer.json", &path);
+	fputs("{\n  \"version\": \"1.0\",\n  \"truncation\": null,\n"
+	    "  \"padding\": null,\n", fp);
+	write_added_tokens(fp, o);
+	fputs("  \"normalizer\": null,\n", fp);
+	if (o->tok_kind == VOCAB_UNIGRAM)
+		write_unigram(fp, o);
+	else if (o->tok_kind == VOCAB_WORDPIECE)
+		write_wordpiece(fp, o);
+	else
+		write_bpe(fp, o);
 	close_out(fp, path);
 }
 
+/*
+ * tokenizer.model instead of tokenizer.json: the Unigram vocabulary with
+ * SentencePiece's types.  Added tokens are no pieces: transformers' slow
+ * tokenizers keep them in tokenizer_config.json alone.
+ */
+static void
+write_spm(const struct options *o)
+{
+	char		 buf[VOCAB_TEXT_LEN], *path;
+	const char	*text;
+	enum spmw_type	 type;
+	double		 score;
+	FILE		*fp;
+	uint64_t	 id;
+
+	fp = open_out(o->out, "tokenizer.model", &path);
+	for (id = 0; id < model_tokens(o); id++) {
+		text = model_token(o, id, buf, sizeof(buf), &score);
+		if (id == 0)
+			type = SPMW_UNKNOWN;
+		else if (id < VOCAB_NSPECIAL)
+			type = SPMW_CONTROL;
+		else
+			type = SPMW_NORMAL;
+		spmw_piece(fp, text, (float)score, type);
+	}
+	spmw_specs(fp);
+	close_out(fp, path);
+}
+
+/*
+ * Every added token, the specials too, keyed by its id, as transformers
+ * writes them (its keys sorted; ours in id order).
+ */
+static void
+write_added_decoder(FILE *fp, const struct options *o)
+{
+	struct user_token	 t;
+	char			 buf[VOCAB_TEXT_LEN];
+	size_t			 i, n = added_count(o);
+	uint64_t		 id;
+
+	fputs("  \"added_tokens_decoder\": {\n", fp);
+	for (i = 0; i < n; i++) {
+		id = added_token(o, i, buf, sizeof(buf), &t);
+		fprintf(fp, "    \"%" PRIu64 "\": {\n      \"content\": ", id);
+		json_string(fp, t.text);
+		fprintf(fp, ",\n      \"lstrip\": false,\n"
+		    "      \"normalized\": %s,\n      \"rstrip\": false,\n"
+		    "      \"single_word\": false,\n      \"special\": %s\n"
+		    "    }%s\n", t.special ? "false" : "true",
+		    t.special ? "true" : "false", i + 1 < n ? "," : "");
+	}
+	fputs("  },\n", fp);
+}
+
+/* Keys sorted, as transformers writes them; added tokens only if given. */
 static void
 write_tokenizer_config(const struct options *o)
 {
@@ -1804,12 +2169,17 @@ write_tokenizer_config(const struct options *o)
 	char	*path;
 
 	fp = open_out(o->out, "tokenizer_config.json", &path);
-	fputs("{\n  \"bos_token\": \"<s>\",\n  \"chat_template\": ", fp);
+	fputs("{\n", fp);
+	if (o->added.n > 0)
+		write_added_decoder(fp, o);
+	fputs("  \"bos_token\": \"<s>\",\n  \"chat_template\": ", fp);
 	json_string(fp, chat_template);
-	fputs(",\n  \"eos_token\": \"</s>\",\n"
+	fprintf(fp, ",\n  \"eos_token\": \"</s>\",\n"
 	    "  \"model_max_length\": 2048,\n"
-	    "  \"tokenizer_class\": \"PreTrainedTokenizerFast\",\n"
-	    "  \"unk_token\": \"<unk>\"\n}\n", fp);
+	    "  \"tokenizer_class\": \"%s\",\n"
+	    "  \"unk_token\": \"<unk>\"\n}\n",
+	    o->tok_kind == VOCAB_SENTENCEPIECE ? "LlamaTokenizer" :
+	    "PreTrainedTokenizerFast");
 	close_out(fp, path);
 }
 
@@ -1857,7 +2227,11 @@ main(int argc, char **argv)
 		write_index(&o, &m);
 	write_config(&o);
 	if (o.tokenizer) {
-		write_tokenizer(&o);
+		shuffle_ids(&o);
+		if (o.tok_kind == VOCAB_SENTENCEPIECE)
+			write_spm(&o);
+		else
+			write_tokenizer(&o);
 		write_tokenizer_config(&o);
 		write_small_json(&o, "special_tokens_map.json",
 		    "{\n  \"bos_token\": \"<s>\",\n  \"eos_token\": \"</s>\",\n"
@@ -1865,6 +2239,11 @@ main(int argc, char **argv)
 		write_small_json(&o, "generation_config.json",
 		    "{\n  \"bos_token_id\": 1,\n  \"eos_token_id\": 2\n}\n");
 	}
+	free(o.perm);
+	free(o.extra.buf);
+	free(o.extra.v);
+	free(o.added.buf);
+	free(o.added.v);
 	free(m.data_start);
 	free(m.tensors);
 	return 0;

@@ -1,0 +1,451 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * tokenizer.c: a model's tokenizer, as far as a merge needs it: which
+ * token has which id, and which tokens are "added" ones with their flags.
+ *
+ * A fast tokenizer is tokenizer.json (Hugging Face's tokenizers format):
+ * its model's vocabulary (BPE, WordPiece and WordLevel: an object of text
+ * to id; Unigram: a list of [text, score] whose index is the id) and its
+ * added_tokens list.  A slow SentencePiece tokenizer is tokenizer.model
+ * (spm.c) with the added tokens that tokenizer_config.json's
+ * added_tokens_decoder lists.  Which text has which id follows
+ * transformers' get_vocab(): the model's vocabulary, then the added tokens
+ * over it.  The texts are borrowed from the parsed tree or the pieces,
+ * which the record owns; the planner keeps it only while it plans.
+ *
+ * Everything here is read from a user's model directory, so it is checked
+ * as hostile input: ids are bounded (TOKZ_MAX_IDS), a text or an id given
+ * twice is an error, and every error names the file and the token.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "graph-int.h"
+
+/* The largest tokenizer.json files are tens of MB (Gemma 3's: 33 MB). */
+#define TOKZ_MAX_FILE (256u << 20)
+
+static const char *const kind_names[] = {
+	[TOKZ_BPE] = "BPE",
+	[TOKZ_UNIGRAM] = "Unigram",
+	[TOKZ_WORDPIECE] = "WordPiece",
+	[TOKZ_WORDLEVEL] = "WordLevel",
+	[TOKZ_SPM] = "SentencePiece",
+};
+
+const char *
+tokz_kind_name(enum tokz_kind k)
+{
+	return kind_names[k];
+}
+
+/* Room for ids [0, id]; ids past TOKZ_MAX_IDS are an error. */
+static int
+tokz_reserve(struct tokz *tz, int64_t id, const char *text, char **cause)
+{
+	int64_t cap;
+
+	if (id < 0 || id >= TOKZ_MAX_IDS) {
+		*cause = xasprintf("%s: token '%.80s' has id %" PRId64 ", not "
+		    "one of 0 to %u", tz->file, text, id, TOKZ_MAX_IDS - 1);
+		return -EINVAL;
+	}
+	if (id < tz->cap) {
+		if (id >= tz->nids)
+			tz->nids = id + 1;
+		return 0;
+	}
+	cap = tz->cap ? tz->cap : 1024;
+	while (cap <= id)
+		cap *= 2;
+	tz->tok = xreallocarray(tz->tok, (size_t)cap, sizeof *tz->tok);
+	memset(tz->tok + tz->cap, 0, (size_t)(cap - tz->cap) *
+	    sizeof *tz->tok);
+	tz->cap = cap;
+	tz->nids = id + 1;
+	return 0;
+}
+
+/* A token of the model's own vocabulary. */
+static int
+tokz_put_model(struct tokz *tz, const char *text, int64_t id, char **cause)
+{
+	const char *why;
+	size_t had;
+	int rc;
+
+	if (!jscan_utf8_ok(text, strlen(text), &why) || text[0] == '\0') {
+		*cause = xasprintf("%s: token %" PRId64 " is empty or not "
+		    "UTF-8", tz->file, id);
+		return -EINVAL;
+	}
+	if ((rc = tokz_reserve(tz, id, text, cause)) != 0)
+		return rc;
+	if (strmap_get(&tz->ids, text, &had)) {
+		*cause = xasprintf("%s: token '%.80s' is in the vocabulary "
+		    "twice (ids %zu and %" PRId64 ")", tz->file, text, had,
+		    id);
+		return -EINVAL;
+	}
+	if (tz->tok[id].text != NULL) {
+		*cause = xasprintf("%s: id %" PRId64 " is given to both "
+		    "'%.80s' and '%.80s'", tz->file, id, tz->tok[id].text,
+		    text);
+		return -EINVAL;
+	}
+	tz->tok[id].text = text;
+	strmap_put(&tz->ids, text, (size_t)id);
+	tz->nmodel++;
+	return 0;
+}
+
+static bool
+json_flag(const cJSON *o, const char *key, bool dflt)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
+}
+
+/*
+ * An added token over the vocabulary: it takes its id (even from a model
+ * token of another text, as transformers' get_vocab() has it) and its
+ * text maps to it.
+ */
+static int
+tokz_put_added(struct tokz *tz, const cJSON *o, const char *text, int64_t id,
+    char **cause)
+{
+	struct tokz_tok *t;
+	const char *why;
+	size_t had;
+	int rc;
+
+	if (text == NULL || text[0] == '\0' ||
+	    !jscan_utf8_ok(text, strlen(text), &why)) {
+		*cause = xasprintf("%s: added token %" PRId64 " has no "
+		    "content, or content that is not UTF-8", tz->file, id);
+		return -EINVAL;
+	}
+	if ((rc = tokz_reserve(tz, id, text, cause)) != 0)
+		return rc;
+	t = &tz->tok[id];
+	if (t->added) {
+		*cause = xasprintf("%s: id %" PRId64 " is given to two added "
+		    "tokens, '%.80s' and '%.80s'", tz->file, id, t->text,
+		    text);
+		return -EINVAL;
+	}
+	if (strmap_get(&tz->ids, text, &had) && (int64_t)had != id &&
+	    tz->tok[had].added) {
+		*cause = xasprintf("%s: added token '%.80s' is listed twice "
+		    "(ids %zu and %" PRId64 ")", tz->file, text, had, id);
+		return -EINVAL;
+	}
+	if (t->text != NULL && strcmp(t->text, text) != 0)
+		(void)strmap_del_len(&tz->ids, t->text, strlen(t->text));
+	if (t->text == NULL)
+		tz->nadded_new++;
+	t->text = text;
+	t->added = true;
+	t->special = json_flag(o, "special", false);
+	t->single_word = json_flag(o, "single_word", false);
+	t->lstrip = json_flag(o, "lstrip", false);
+	t->rstrip = json_flag(o, "rstrip", false);
+	t->normalized = json_flag(o, "normalized", !t->special);
+	strmap_put(&tz->ids, text, (size_t)id);
+	return 0;
+}
+
+static int
+json_id(const cJSON *v, int64_t *id)
+{
+	if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0) ||
+	    v->valuedouble >= (double)TOKZ_MAX_IDS ||
+	    v->valuedouble != floor(v->valuedouble))
+		return -1;
+	*id = (int64_t)v->valuedouble;
+	return 0;
+}
+
+/* The model's vocabulary: an object (BPE, WordPiece, WordLevel). */
+static int
+tokz_vocab_object(struct tokz *tz, const cJSON *vocab, char **cause)
+{
+	const cJSON *e;
+	int64_t id;
+	int rc;
+
+	cJSON_ArrayForEach(e, vocab) {
+		if (json_id(e, &id) != 0) {
+			*cause = xasprintf("%s: token '%.80s' has no valid id",
+			    tz->file, e->string ? e->string : "");
+			return -EINVAL;
+		}
+		if ((rc = tokz_put_model(tz, e->string, id, cause)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Unigram: [[text, score], ...], the index being the id. */
+static int
+tokz_vocab_list(struct tokz *tz, const cJSON *vocab, char **cause)
+{
+	const cJSON *e, *s;
+	int64_t id = 0;
+	int rc;
+
+	cJSON_ArrayForEach(e, vocab) {
+		s = cJSON_GetArrayItem(e, 0);
+		if (!cJSON_IsArray(e) || !cJSON_IsString(s) ||
+		    !cJSON_IsNumber(cJSON_GetArrayItem(e, 1))) {
+			*cause = xasprintf("%s: Unigram vocabulary entry %"
+			    PRId64 " is not [text, score]", tz->file, id);
+			return -EINVAL;
+		}
+		if ((rc = tokz_put_model(tz, s->valuestring, id, cause)) != 0)
+			return rc;
+		id++;
+	}
+	return 0;
+}
+
+/* The model's kind: its "type", or what its fields say (older files). */
+static int
+tokz_model_kind(struct tokz *tz, const cJSON *model, char **cause)
+{
+	const cJSON *type = cJSON_GetObjectItemCaseSensitive(model, "type");
+	const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+	size_t k;
+
+	if (cJSON_IsString(type)) {
+		for (k = 0; k < sizeof kind_names / sizeof *kind_names; k++)
+			if (k != TOKZ_SPM &&
+			    strcmp(type->valuestring, kind_names[k]) == 0) {
+				tz->kind = (enum tokz_kind)k;
+				return 0;
+			}
+		*cause = xasprintf("%s: model type '%.40s' is not BPE, "
+		    "Unigram, WordPiece or WordLevel", tz->file,
+		    type->valuestring);
+		return -EINVAL;
+	}
+	if (cJSON_IsArray(vocab))
+		tz->kind = TOKZ_UNIGRAM;
+	else if (cJSON_GetObjectItemCaseSensitive(model, "merges") != NULL)
+		tz->kind = TOKZ_BPE;
+	else if (cJSON_GetObjectItemCaseSensitive(model,
+	    "continuing_subword_prefix") != NULL)
+		tz->kind = TOKZ_WORDPIECE;
+	else
+		tz->kind = TOKZ_WORDLEVEL;
+	return 0;
+}
+
+static int
+tokz_added_list(struct tokz *tz, const cJSON *list, char **cause)
+{
+	const cJSON *e, *c;
+	int64_t id;
+	int rc;
+
+	if (list == NULL || cJSON_IsNull(list))
+		return 0;
+	if (!cJSON_IsArray(list)) {
+		*cause = xasprintf("%s: 'added_tokens' is not a list",
+		    tz->file);
+		return -EINVAL;
+	}
+	cJSON_ArrayForEach(e, list) {
+		c = cJSON_GetObjectItemCaseSensitive(e, "content");
+		if (json_id(cJSON_GetObjectItemCaseSensitive(e, "id"),
+		    &id) != 0 || !cJSON_IsString(c)) {
+			*cause = xasprintf("%s: an added token lacks a valid "
+			    "'id' or 'content'", tz->file);
+			return -EINVAL;
+		}
+		if ((rc = tokz_put_added(tz, e, c->valuestring, id,
+		    cause)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+tokz_parse_json(struct tokz *tz, char **cause)
+{
+	const cJSON *model, *vocab;
+	int rc;
+
+	tz->json = cJSON_ParseWithLength(tz->text, tz->len);
+	if (!cJSON_IsObject(tz->json)) {
+		*cause = xasprintf("%s: not a JSON object", tz->file);
+		return -EINVAL;
+	}
+	model = cJSON_GetObjectItemCaseSensitive(tz->json, "model");
+	vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+	if (!cJSON_IsObject(model) || vocab == NULL) {
+		*cause = xasprintf("%s: no 'model' with a 'vocab'", tz->file);
+		return -EINVAL;
+	}
+	if ((rc = tokz_model_kind(tz, model, cause)) != 0)
+		return rc;
+	if (tz->kind == TOKZ_UNIGRAM ? !cJSON_IsArray(vocab) :
+	    !cJSON_IsObject(vocab)) {
+		*cause = xasprintf("%s: the %s model's vocab is not %s",
+		    tz->file, kind_names[tz->kind], tz->kind == TOKZ_UNIGRAM ?
+		    "a list" : "an object");
+		return -EINVAL;
+	}
+	rc = tz->kind == TOKZ_UNIGRAM ? tokz_vocab_list(tz, vocab, cause) :
+	    tokz_vocab_object(tz, vocab, cause);
+	if (rc != 0)
+		return rc;
+	return tokz_added_list(tz, cJSON_GetObjectItemCaseSensitive(tz->json,
+	    "added_tokens"), cause);
+}
+
+/* A slow tokenizer's added tokens: added_tokens_decoder {"ID": {...}}. */
+static int
+tokz_added_decoder(struct tokz *tz, const cJSON *config, char **cause)
+{
+	const cJSON *dec, *e, *c;
+	char *end;
+	long long id;
+	int rc;
+
+	dec = cJSON_GetObjectItemCaseSensitive(config, "added_tokens_decoder");
+	if (dec == NULL || cJSON_IsNull(dec))
+		return 0;
+	if (!cJSON_IsObject(dec)) {
+		*cause = xasprintf("%s: added_tokens_decoder is not an "
+		    "object", tz->config_file);
+		return -EINVAL;
+	}
+	cJSON_ArrayForEach(e, dec) {
+		errno = 0;
+		id = strtoll(e->string, &end, 10);
+		c = cJSON_GetObjectItemCaseSensitive(e, "content");
+		if (errno != 0 || end == e->string || *end != '\0' ||
+		    id < 0 || id >= TOKZ_MAX_IDS || !cJSON_IsString(c)) {
+			*cause = xasprintf("%s: added_tokens_decoder entry "
+			    "'%.40s' is not an id with a content",
+			    tz->config_file, e->string);
+			return -EINVAL;
+		}
+		if ((rc = tokz_put_added(tz, e, c->valuestring, id,
+		    cause)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+tokz_parse_spm(struct tokz *tz, const uint8_t *buf, size_t len,
+    const cJSON *config, char **cause)
+{
+	char *why = NULL;
+	size_t i;
+	int rc;
+
+	if ((rc = spm_parse(buf, len, &tz->pieces, &tz->npieces, &why)) != 0) {
+		*cause = xasprintf("%s: %s", tz->file, why);
+		free(why);
+		return rc;
+	}
+	tz->kind = TOKZ_SPM;
+	for (i = 0; i < tz->npieces; i++)
+		if ((rc = tokz_put_model(tz, tz->pieces[i].text, (int64_t)i,
+		    cause)) != 0)
+			return rc;
+	return tokz_added_decoder(tz, config, cause);
+}
+
+/*
+ * Model m's tokenizer in *out, or NULL when it has none (neither
+ * tokenizer.json nor tokenizer.model).  Read with the job's rights.
+ */
+int
+tokz_load(const struct model *m, struct tokz **out, char **cause)
+{
+	struct tokz *tz;
+	cJSON *config = NULL;
+	char *buf = NULL;
+	size_t len;
+	bool json = model_has(m, "tokenizer.json");
+	int rc;
+
+	*out = NULL;
+	if (!json && !model_has(m, "tokenizer.model"))
+		return 0;
+	tz = xcalloc(1, sizeof *tz);
+	tz->file = xasprintf("%s/%s", m->dir, json ? "tokenizer.json" :
+	    "tokenizer.model");
+	tz->config_file = xasprintf("%s/tokenizer_config.json", m->dir);
+	if (json) {
+		if ((rc = model_read(m, "tokenizer.json", TOKZ_MAX_FILE,
+		    &tz->text, &tz->len, cause)) != 0)
+			goto fail;
+		rc = tokz_parse_json(tz, cause);
+	} else {
+		if ((rc = model_read(m, "tokenizer.model", TOKZ_MAX_FILE, &buf,
+		    &len, cause)) != 0)
+			goto fail;
+		if (model_has(m, "tokenizer_config.json") &&
+		    (rc = model_read_json(m, "tokenizer_config.json",
+		    TOKZ_MAX_FILE, &config, NULL, cause)) != 0)
+			goto fail;
+		rc = tokz_parse_spm(tz, (const uint8_t *)buf, len, config,
+		    cause);
+	}
+	if (rc != 0)
+		goto fail;
+	if (tz->nmodel == 0) {
+		*cause = xasprintf("%s: the vocabulary is empty", tz->file);
+		rc = -EINVAL;
+		goto fail;
+	}
+	/* The config may keep the decoder's JSON: its strings are ours. */
+	tz->config = config;
+	free(buf);
+	*out = tz;
+	return 0;
+fail:
+	cJSON_Delete(config);
+	free(buf);
+	tokz_free(tz);
+	return rc;
+}
+
+bool
+tokz_id(const struct tokz *tz, const char *text, int64_t *id)
+{
+	size_t v;
+
+	if (!strmap_get(&tz->ids, text, &v))
+		return false;
+	*id = (int64_t)v;
+	return true;
+}
+
+void
+tokz_free(struct tokz *tz)
+{
+	if (tz == NULL)
+		return;
+	free(tz->file);
+	free(tz->config_file);
+	cJSON_Delete(tz->json);
+	cJSON_Delete(tz->config);
+	free(tz->text);
+	spm_free(tz->pieces, tz->npieces);
+	free(tz->tok);
+	strmap_free(&tz->ids);
+	free(tz);
+}
