@@ -275,6 +275,11 @@ struct tokz {
 };
 
 int tokz_load(const struct model *m, struct tokz **out, char **cause);
+int tokz_parse_json(const char *file, const char *text, size_t len,
+    struct tokz **out, char **cause);
+int tokz_parse_spm(const char *file, const uint8_t *buf, size_t len,
+    const char *config_file, const char *config, size_t clen,
+    struct tokz **out, char **cause);
 void tokz_free(struct tokz *);
 bool tokz_id(const struct tokz *, const char *text, int64_t *id);
 const char *tokz_kind_name(enum tokz_kind);

@@ -155,9 +155,18 @@ plan_chat_template(struct plan_build *b)
 
 	if (cfg->chat_template == NULL)
 		return;
-	if (!p->opts.merge.copy_tokenizer || !model_has(donor,
+	/* A merged tokenizer is written whatever --copy-tokenizer says,
+	 * with its source's tokenizer_config.json (plan-tokenizer.c). */
+	if (p->vocab != NULL && p->vocab->tokenizer_config == NULL) {
+		graph_diag_at(b->d, GRAPH_SEV_WARNING, cfg->path,
+		    cfg->chat_template_mark, "chat_template is ignored: the "
+		    "tokenizer's source %s has no tokenizer_config.json",
+		    p->models[p->vocab->from].name);
+		return;
+	}
+	if (p->vocab == NULL && (!p->opts.merge.copy_tokenizer || !model_has(donor,
 	    "tokenizer_config.json") || !(model_has(donor, "tokenizer.json") ||
-	    model_has(donor, "tokenizer.model"))) {
+	    model_has(donor, "tokenizer.model")))) {
 		graph_diag_at(b->d, GRAPH_SEV_WARNING, cfg->path,
 		    cfg->chat_template_mark, "chat_template is ignored: %s",
 		    !p->opts.merge.copy_tokenizer ? "--no-copy-tokenizer "
@@ -185,7 +194,7 @@ plan_chat_template(struct plan_build *b)
 		from = xstrdup("the config's own");
 	}
 	/* Checked now: the writer patches this very text. */
-	if (model_read_json(donor, "tokenizer_config.json", CHAT_MAX_FILE,
+	if (p->vocab == NULL && model_read_json(donor, "tokenizer_config.json", CHAT_MAX_FILE,
 	    &tok, &p->tokenizer_config, &cause) != 0) {
 		graph_diag_add(b->d, GRAPH_SEV_ERROR, donor->name,
 		    "chat_template: %s", cause);

@@ -27,8 +27,12 @@
 
 #include "graph-int.h"
 
-/* The largest tokenizer.json files are tens of MB (Gemma 3's: 33 MB). */
-#define TOKZ_MAX_FILE (256u << 20)
+/*
+ * The largest tokenizer.json files are tens of MB (Gemma 3's: 33 MB), and
+ * their parsed trees several times that: a bound on what a hostile file
+ * can make the daemon allocate while it plans.
+ */
+#define TOKZ_MAX_FILE (64u << 20)
 
 static const char *const kind_names[] = {
 	[TOKZ_BPE] = "BPE",
@@ -278,7 +282,7 @@ tokz_added_list(struct tokz *tz, const cJSON *list, char **cause)
 }
 
 static int
-tokz_parse_json(struct tokz *tz, char **cause)
+tokz_json(struct tokz *tz, char **cause)
 {
 	const cJSON *model, *vocab;
 	int rc;
@@ -347,8 +351,7 @@ tokz_added_decoder(struct tokz *tz, const cJSON *config, char **cause)
 }
 
 static int
-tokz_parse_spm(struct tokz *tz, const uint8_t *buf, size_t len,
-    const cJSON *config, char **cause)
+tokz_spm(struct tokz *tz, const uint8_t *buf, size_t len, char **cause)
 {
 	char *why = NULL;
 	size_t i;
@@ -364,7 +367,69 @@ tokz_parse_spm(struct tokz *tz, const uint8_t *buf, size_t len,
 		if ((rc = tokz_put_model(tz, tz->pieces[i].text, (int64_t)i,
 		    cause)) != 0)
 			return rc;
-	return tokz_added_decoder(tz, config, cause);
+	return tokz_added_decoder(tz, tz->config, cause);
+}
+
+static int
+tokz_done(struct tokz *tz, int rc, struct tokz **out, char **cause)
+{
+	if (rc == 0 && tz->nmodel == 0) {
+		*cause = xasprintf("%s: the vocabulary is empty", tz->file);
+		rc = -EINVAL;
+	}
+	if (rc != 0) {
+		/* Token texts come from the file: shown escaped, one line. */
+		*cause = graph_text_printable(*cause);
+		tokz_free(tz);
+		return rc;
+	}
+	*out = tz;
+	return 0;
+}
+
+/* A tokenizer.json's text (copied); file names it in messages. */
+int
+tokz_parse_json(const char *file, const char *text, size_t len,
+    struct tokz **out, char **cause)
+{
+	struct tokz *tz = xcalloc(1, sizeof *tz);
+
+	*out = NULL;
+	tz->file = xstrdup(file);
+	tz->text = xmalloc(len + 1);
+	memcpy(tz->text, text, len);
+	tz->text[len] = '\0';
+	tz->len = len;
+	return tokz_done(tz, tokz_json(tz, cause), out, cause);
+}
+
+/*
+ * A tokenizer.model's bytes, with its tokenizer_config.json's text
+ * (config_file, config and clen; config may be NULL) for the added
+ * tokens.
+ */
+int
+tokz_parse_spm(const char *file, const uint8_t *buf, size_t len,
+    const char *config_file, const char *config, size_t clen,
+    struct tokz **out, char **cause)
+{
+	struct tokz *tz = xcalloc(1, sizeof *tz);
+	int rc = 0;
+
+	*out = NULL;
+	tz->file = xstrdup(file);
+	tz->config_file = xstrdup(config_file);
+	if (config != NULL) {
+		tz->config = cJSON_ParseWithLength(config, clen);
+		if (!cJSON_IsObject(tz->config)) {
+			*cause = xasprintf("%s: not a JSON object",
+			    config_file);
+			rc = -EINVAL;
+		}
+	}
+	if (rc == 0)
+		rc = tokz_spm(tz, buf, len, cause);
+	return tokz_done(tz, rc, out, cause);
 }
 
 /*
@@ -374,52 +439,35 @@ tokz_parse_spm(struct tokz *tz, const uint8_t *buf, size_t len,
 int
 tokz_load(const struct model *m, struct tokz **out, char **cause)
 {
-	struct tokz *tz;
-	cJSON *config = NULL;
-	char *buf = NULL;
-	size_t len;
+	char *file, *config_file, *buf = NULL, *config = NULL;
+	size_t len, clen = 0;
 	bool json = model_has(m, "tokenizer.json");
 	int rc;
 
 	*out = NULL;
 	if (!json && !model_has(m, "tokenizer.model"))
 		return 0;
-	tz = xcalloc(1, sizeof *tz);
-	tz->file = xasprintf("%s/%s", m->dir, json ? "tokenizer.json" :
+	file = xasprintf("%s/%s", m->dir, json ? "tokenizer.json" :
 	    "tokenizer.model");
-	tz->config_file = xasprintf("%s/tokenizer_config.json", m->dir);
+	config_file = xasprintf("%s/tokenizer_config.json", m->dir);
+	if ((rc = model_read(m, json ? "tokenizer.json" : "tokenizer.model",
+	    TOKZ_MAX_FILE, &buf, &len, cause)) != 0)
+		goto out;
 	if (json) {
-		if ((rc = model_read(m, "tokenizer.json", TOKZ_MAX_FILE,
-		    &tz->text, &tz->len, cause)) != 0)
-			goto fail;
-		rc = tokz_parse_json(tz, cause);
-	} else {
-		if ((rc = model_read(m, "tokenizer.model", TOKZ_MAX_FILE, &buf,
-		    &len, cause)) != 0)
-			goto fail;
-		if (model_has(m, "tokenizer_config.json") &&
-		    (rc = model_read_json(m, "tokenizer_config.json",
-		    TOKZ_MAX_FILE, &config, NULL, cause)) != 0)
-			goto fail;
-		rc = tokz_parse_spm(tz, (const uint8_t *)buf, len, config,
-		    cause);
+		rc = tokz_parse_json(file, buf, len, out, cause);
+		goto out;
 	}
-	if (rc != 0)
-		goto fail;
-	if (tz->nmodel == 0) {
-		*cause = xasprintf("%s: the vocabulary is empty", tz->file);
-		rc = -EINVAL;
-		goto fail;
-	}
-	/* The config may keep the decoder's JSON: its strings are ours. */
-	tz->config = config;
+	if (model_has(m, "tokenizer_config.json") && (rc = model_read(m,
+	    "tokenizer_config.json", TOKZ_MAX_FILE, &config, &clen,
+	    cause)) != 0)
+		goto out;
+	rc = tokz_parse_spm(file, (const uint8_t *)buf, len, config_file,
+	    config, clen, out, cause);
+out:
+	free(file);
+	free(config_file);
 	free(buf);
-	*out = tz;
-	return 0;
-fail:
-	cJSON_Delete(config);
-	free(buf);
-	tokz_free(tz);
+	free(config);
 	return rc;
 }
 

@@ -18,8 +18,9 @@
  *   # config: KEY VALUE                 config.json has "KEY": VALUE
  *
  * Models (llama-shaped, 4 layers): base, tuned and tuned2 (fine-tunes of
- * base), tied and tied2 (embedding-tied), qwen (another family), binmodel
- * (tuned, as sharded pytorch_model.bin checkpoints).
+ * base), tied and tied2 (embedding-tied), qwen (another family), chatty
+ * (chat tokens added past base's vocabulary), binmodel (tuned, as sharded
+ * pytorch_model.bin checkpoints).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -219,6 +220,10 @@ gen_models(void)
 	tl_gen_at(dir, "tied2", args);
 	tl_gen_at(dir, "qwen", "--family qwen2 --layers 4 --hidden 64 "
 	    "--intermediate 128 --heads 4 --kv-heads 2 --vocab 128 --seed 6");
+	/* Another model whose tokenizer adds chat tokens past base's. */
+	snprintf(args, sizeof args, "%s --seed 7 --added-tokens "
+	    "'<|im_start|>:special,<|im_end|>:special'", shape);
+	tl_gen_at(dir, "chatty", args);
 	/* tuned again, as a sharded torch checkpoint (pytorch_model.bin). */
 	snprintf(args, sizeof args, "%s --seed 2 --finetune-of 1 --delta "
 	    "0.01 --format bin --shard-size 100K", shape);

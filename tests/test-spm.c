@@ -350,6 +350,10 @@ test_framing(void)
 	pb_key(&b, 0, WT_VARINT);
 	pb_varint(&b, 1);
 	check_bad(&b, "field number 0", "field number 0");
+	xbuf_add(&sub, "\x0a\x01x\x00\x00", 5);
+	pb_wrap(&b, &sub);
+	check_bad(&b, "field number 0 in a piece",
+	    "field number 0 in piece 0");
 	pb_varint(&b, (uint64_t)1 << 32 | WT_VARINT);
 	pb_varint(&b, 1);
 	check_bad(&b, "field number 2^29", "field number 536870912");
