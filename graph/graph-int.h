@@ -24,6 +24,7 @@ struct model;
 struct strmap_slot {
 	const char *key;
 	size_t len;
+	uint64_t hash;		/* of key, kept for growing and probing */
 	size_t val;
 };
 
@@ -236,7 +237,7 @@ int spm_parse(const uint8_t *buf, size_t len, struct spm_piece **out,
 void spm_free(struct spm_piece *, size_t);
 
 /* tokenizer.c: a model's tokenizer: its tokens' ids and flags. */
-#define TOKZ_MAX_IDS (1u << 22)	/* the largest real vocabularies: 262k */
+#define TOKZ_MAX_IDS (1u << 20)	/* the largest real vocabularies: 262k */
 
 enum tokz_kind {
 	TOKZ_BPE,

@@ -314,7 +314,8 @@ tok_union(struct tokbuild *tb)
 
 	nadded = tok_collect_added(tb, &seen, &added);
 	for (m = 0; m < tb->p->nmodels; m++) {
-		if ((tz = tb->tz[m]) == NULL)
+		/* The base's tokens are all in the output already. */
+		if ((tz = tb->tz[m]) == NULL || m == tb->base)
 			continue;
 		for (id = 0; id < tz->nids && id < tb->limit[m]; id++) {
 			t = &tz->tok[id];
@@ -424,6 +425,7 @@ static void
 tok_perms(struct tokbuild *tb)
 {
 	struct plan_vocab *v = tb->v;
+	const struct tokz *tz;
 	size_t m, nm = tb->p->nmodels;
 	int64_t r, own, maxr;
 
@@ -436,8 +438,16 @@ tok_perms(struct tokbuild *tb)
 		    sizeof **v->perm);
 		v->maxid[m] = -1;
 		maxr = -1;
+		tz = tok_of(tb, m);
 		for (r = 0; r < tb->nout; r++) {
-			if (tb->out[r].text == NULL ||
+			/* The output's texts are borrowed from the tokenizer
+			 * they came from: the same pointer at the same id is
+			 * the same token, without a lookup. */
+			if (r < tz->nids && tb->out[r].text != NULL &&
+			    tz->tok[r].text == tb->out[r].text &&
+			    r < tb->limit[m])
+				own = r;
+			else if (tb->out[r].text == NULL ||
 			    !tok_model_id(tb, m, tb->out[r].text, &own)) {
 				v->perm[m][r] = -1;
 				v->lacks[m]++;

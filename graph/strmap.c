@@ -92,6 +92,22 @@ strmap_hash(const char *s, size_t len)
 	return v0 ^ v1 ^ v2 ^ v3;
 }
 
+/* Puts a key known to be absent, its hash given (growing, rehashing). */
+static void
+strmap_insert(struct strmap *m, const char *key, size_t len, uint64_t h,
+    size_t val)
+{
+	size_t i = h & (m->cap - 1);
+
+	while (m->slots[i].key != NULL)
+		i = (i + 1) & (m->cap - 1);
+	m->slots[i].key = key;
+	m->slots[i].len = len;
+	m->slots[i].hash = h;
+	m->slots[i].val = val;
+	m->n++;
+}
+
 static void
 strmap_grow(struct strmap *m)
 {
@@ -101,35 +117,38 @@ strmap_grow(struct strmap *m)
 	m->cap = oldcap ? oldcap * 2 : 64;
 	m->slots = xcalloc(m->cap, sizeof *m->slots);
 	m->n = 0;
+	/* The stored hashes spare hashing every key again. */
 	for (i = 0; i < oldcap; i++)
 		if (old[i].key != NULL)
-			strmap_put_len(m, old[i].key, old[i].len, old[i].val);
+			strmap_insert(m, old[i].key, old[i].len, old[i].hash,
+			    old[i].val);
 	free(old);
+}
+
+/* A slot holds key: the full hash first, so most misses skip memcmp. */
+static bool
+strmap_slot_is(const struct strmap_slot *s, const char *key, size_t len,
+    uint64_t h)
+{
+	return s->hash == h && s->len == len && memcmp(s->key, key, len) == 0;
 }
 
 void
 strmap_put_len(struct strmap *m, const char *key, size_t len, size_t val)
 {
+	uint64_t h;
 	size_t i;
 
 	if ((m->n + 1) * 4 > m->cap * 3)
 		strmap_grow(m);
-	i = strmap_hash(key, len) & (m->cap - 1);
-	for (;;) {
-		struct strmap_slot *s = &m->slots[i];
-		if (s->key == NULL) {
-			s->key = key;
-			s->len = len;
-			s->val = val;
-			m->n++;
+	h = strmap_hash(key, len);
+	for (i = h & (m->cap - 1); m->slots[i].key != NULL;
+	    i = (i + 1) & (m->cap - 1))
+		if (strmap_slot_is(&m->slots[i], key, len, h)) {
+			m->slots[i].val = val;
 			return;
 		}
-		if (s->len == len && memcmp(s->key, key, len) == 0) {
-			s->val = val;
-			return;
-		}
-		i = (i + 1) & (m->cap - 1);
-	}
+	strmap_insert(m, key, len, h, val);
 }
 
 void
@@ -142,22 +161,20 @@ bool
 strmap_get_len(const struct strmap *m, const char *key, size_t len,
     size_t *val)
 {
+	uint64_t h;
 	size_t i;
 
 	if (m->cap == 0)
 		return false;
-	i = strmap_hash(key, len) & (m->cap - 1);
-	for (;;) {
-		const struct strmap_slot *s = &m->slots[i];
-		if (s->key == NULL)
-			return false;
-		if (s->len == len && memcmp(s->key, key, len) == 0) {
+	h = strmap_hash(key, len);
+	for (i = h & (m->cap - 1); m->slots[i].key != NULL;
+	    i = (i + 1) & (m->cap - 1))
+		if (strmap_slot_is(&m->slots[i], key, len, h)) {
 			if (val != NULL)
-				*val = s->val;
+				*val = m->slots[i].val;
 			return true;
 		}
-		i = (i + 1) & (m->cap - 1);
-	}
+	return false;
 }
 
 bool
@@ -180,25 +197,23 @@ strmap_free(struct strmap *m)
 bool
 strmap_del_len(struct strmap *m, const char *key, size_t len)
 {
-	size_t i, j, h;
+	uint64_t h;
+	size_t i, j;
 
 	if (m->cap == 0)
 		return false;
-	i = strmap_hash(key, len) & (m->cap - 1);
-	for (;;) {
-		struct strmap_slot *s = &m->slots[i];
-		if (s->key == NULL)
+	h = strmap_hash(key, len);
+	for (i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
+		if (m->slots[i].key == NULL)
 			return false;
-		if (s->len == len && memcmp(s->key, key, len) == 0)
+		if (strmap_slot_is(&m->slots[i], key, len, h))
 			break;
-		i = (i + 1) & (m->cap - 1);
 	}
 	m->slots[i].key = NULL;
 	m->n--;
 	for (j = (i + 1) & (m->cap - 1); m->slots[j].key != NULL;
 	    j = (j + 1) & (m->cap - 1)) {
-		h = strmap_hash(m->slots[j].key, m->slots[j].len) &
-		    (m->cap - 1);
+		h = m->slots[j].hash & (m->cap - 1);
 		/* Move j back to i unless its home lies cyclically in (i, j]. */
 		if (i <= j ? (i < h && h <= j) : (i < h || h <= j))
 			continue;

@@ -153,6 +153,10 @@ tokz_put_added(struct tokz *tz, const cJSON *o, const char *text, int64_t id,
 	}
 	if (t->text != NULL && strcmp(t->text, text) != 0)
 		(void)strmap_del_len(&tz->ids, t->text, strlen(t->text));
+	/* A model token of this text elsewhere is shadowed: its text now
+	 * means this id, as in get_vocab(). */
+	if (strmap_get(&tz->ids, text, &had) && (int64_t)had != id)
+		tz->tok[had].text = NULL;
 	if (t->text == NULL)
 		tz->nadded_new++;
 	t->text = text;
