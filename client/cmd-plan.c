@@ -139,8 +139,8 @@ print_tokenizer(const cJSON *t)
 		total = 0;
 		for (k = 0; k < sizeof row_sources / sizeof *row_sources; k++)
 			total += jnum(from, row_sources[k].key);
-		printf("  %s lacks %.0f tokens", jstr(m, "ref"),
-		    jnum(m, "lacks"));
+		printf("  %s lacks %.0f token%s", jstr(m, "ref"),
+		    jnum(m, "lacks"), jnum(m, "lacks") == 1 ? "" : "s");
 		first = true;
 		for (k = 0; k < sizeof row_sources / sizeof *row_sources; k++) {
 			if ((n = jnum(from, row_sources[k].key)) == 0)
