@@ -116,13 +116,27 @@ static const struct {
 	{ "tokens", "as tokens: says" },
 };
 
+/* "; rows not its own: N from ..., ..." for one model, or nothing. */
+static double
+print_rows_from(const cJSON *from)
+{
+	double n, total = 0;
+	size_t k;
+
+	for (k = 0; k < sizeof row_sources / sizeof *row_sources; k++) {
+		if ((n = jnum(from, row_sources[k].key)) == 0)
+			continue;
+		printf("%s%.0f %s", total == 0 ? "; rows not its own: " : ", ",
+		    n, row_sources[k].text);
+		total += n;
+	}
+	return total;
+}
+
 static void
 print_tokenizer(const cJSON *t)
 {
-	const cJSON *m, *from;
-	double n, total;
-	size_t k;
-	bool first;
+	const cJSON *m, *x;
 
 	printf("tokenizer     %s, from %s (%s): %.0f tokens, %.0f of its own "
 	    "and %.0f added", jstr(t, "source"), jstr(t, "from"),
@@ -135,24 +149,22 @@ print_tokenizer(const cJSON *t)
 		printf("; %.0f rows, padded with their mean", jnum(t, "rows"));
 	printf("\n");
 	cJSON_ArrayForEach(m, cJSON_GetObjectItem(t, "models")) {
-		from = cJSON_GetObjectItem(m, "rows_from");
-		total = 0;
-		for (k = 0; k < sizeof row_sources / sizeof *row_sources; k++)
-			total += jnum(from, row_sources[k].key);
 		printf("  %s lacks %.0f token%s", jstr(m, "ref"),
 		    jnum(m, "lacks"), jnum(m, "lacks") == 1 ? "" : "s");
-		first = true;
-		for (k = 0; k < sizeof row_sources / sizeof *row_sources; k++) {
-			if ((n = jnum(from, row_sources[k].key)) == 0)
-				continue;
-			printf("%s%.0f %s", first ? "; rows not its own: " :
-			    ", ", n, row_sources[k].text);
-			first = false;
-		}
-		if (total == 0 && jnum(m, "lacks") > 0)
+		if (print_rows_from(cJSON_GetObjectItem(m, "rows_from")) == 0 &&
+		    jnum(m, "lacks") > 0)
 			printf(" (not an input of the embeddings)");
 		printf("\n");
 	}
+	/* Other vocabulary-indexed tensors whose rows come from elsewhere. */
+	cJSON_ArrayForEach(x, cJSON_GetObjectItem(t, "tensors"))
+		cJSON_ArrayForEach(m, cJSON_GetObjectItem(x, "models")) {
+			printf("  %s: %s", jstr(x, "name"), jstr(m, "ref"));
+			if (print_rows_from(cJSON_GetObjectItem(m,
+			    "rows_from")) == 0)
+				printf(": its own rows, or not an input of it");
+			printf("\n");
+		}
 }
 
 static void

@@ -10,6 +10,8 @@
 
 #include <sys/types.h>
 
+#include <pthread.h>
+
 #include <stdatomic.h>
 #include <strings.h>
 
@@ -40,6 +42,7 @@ bool strmap_get(const struct strmap *m, const char *key, size_t *val);
 bool strmap_get_len(const struct strmap *m, const char *key, size_t len,
     size_t *val);
 bool strmap_del_len(struct strmap *m, const char *key, size_t len);
+const char *strmap_key(const struct strmap *m, const char *key, size_t *val);
 void strmap_free(struct strmap *);
 
 /* jscan.c: a strict JSON scanner for hostile headers. */
@@ -238,6 +241,7 @@ void spm_free(struct spm_piece *, size_t);
 
 /* tokenizer.c: a model's tokenizer: its tokens' ids and flags. */
 #define TOKZ_MAX_IDS (1u << 20)	/* the largest real vocabularies: 262k */
+#define TOKZ_MAX_TOTAL_IDS (1u << 22)	/* of all a merge's tokenizers */
 
 enum tokz_kind {
 	TOKZ_BPE,
@@ -249,6 +253,7 @@ enum tokz_kind {
 
 struct tokz_tok {
 	const char *text;	/* borrowed; NULL: no token has this id */
+	bool shadowed;		/* its text means an added token's id */
 	bool added;		/* an added token, with these flags: */
 	bool special;
 	bool single_word;
@@ -273,6 +278,7 @@ struct tokz {
 	int64_t nmodel;		/* tokens of the model's own vocabulary */
 	size_t nadded_new;	/* added tokens not in it */
 	struct strmap ids;	/* text -> id, as get_vocab() */
+	char *arena;		/* the texts, once compact (tokz_compact) */
 };
 
 int tokz_load(const struct model *m, struct tokz **out, char **cause);
@@ -281,6 +287,7 @@ int tokz_parse_json(const char *file, const char *text, size_t len,
 int tokz_parse_spm(const char *file, const uint8_t *buf, size_t len,
     const char *config_file, const char *config, size_t clen,
     struct tokz **out, char **cause);
+void tokz_compact(struct tokz *);
 void tokz_free(struct tokz *);
 bool tokz_id(const struct tokz *, const char *text, int64_t *id);
 const char *tokz_kind_name(enum tokz_kind);
@@ -553,6 +560,17 @@ struct vperm_src {
 	const struct model_tensor *mt;
 };
 
+/*
+ * The padding row of one source's permuted matrix: the mean of its real
+ * rows, computed by the first reader that needs it (reader.c) and kept:
+ * the one part of a plan that changes after planning, hence the lock.
+ */
+struct vperm_mean {
+	pthread_mutex_t lock;
+	bool done;
+	float *row;
+};
+
 /* A vocabulary-indexed tensor's row map (method.h: plan_tensor.vperm). */
 struct plan_vperm {
 	int64_t cols;
@@ -561,6 +579,7 @@ struct plan_vperm {
 	uint32_t *def_off;	/* per output token: its refs in def */
 	struct vperm_ref *def;	/* [def_off[r], def_off[r + 1]): averaged */
 	int64_t (*count)[VDEF_N];	/* per src: default rows, by kind */
+	struct vperm_mean *mean;	/* per src */
 };
 
 const char *plan_tok_source_name(enum graph_tok_source);

@@ -17,17 +17,50 @@
 
 #include "graph-int.h"
 
-/* A tokenizer merge: the output vocabulary and where each model's rows
- * come from (those of the first vocabulary-indexed tensor, the input
- * embedding). */
+/* Where model i's rows of tensor vp come from, by rule. */
+static cJSON *
+plan_json_rows(const struct plan_vperm *vp, size_t i)
+{
+	cJSON *from = cJSON_CreateObject();
+	size_t s;
+	int k;
+
+	for (s = 0; vp != NULL && s < vp->nsrc; s++)
+		if (vp->src[s].model == i)
+			for (k = 0; k < VDEF_N; k++)
+				cJSON_AddNumberToObject(from, plan_vdef_names[k],
+				    (double)vp->count[s][k]);
+	return from;
+}
+
+/* Whether two vocabulary-indexed tensors take their rows alike. */
+static bool
+plan_json_rows_same(const struct plan_vperm *a, const struct plan_vperm *b)
+{
+	size_t s;
+
+	if (a->nsrc != b->nsrc)
+		return false;
+	for (s = 0; s < a->nsrc; s++)
+		if (a->src[s].model != b->src[s].model ||
+		    memcmp(a->count[s], b->count[s], sizeof a->count[s]) != 0)
+			return false;
+	return true;
+}
+
+/*
+ * A tokenizer merge: the output vocabulary and where each model's rows
+ * come from, in the first vocabulary-indexed tensor (the input
+ * embedding); "tensors" lists the others whose rows come from elsewhere
+ * (an LM head with other sources, in a slices config).
+ */
 static void
 plan_json_vocab(const struct graph_plan *p, cJSON *o)
 {
 	const struct plan_vocab *v = p->vocab;
 	const struct plan_vperm *vp = NULL;
-	cJSON *t, *arr, *m, *from;
-	size_t i, s;
-	int k;
+	cJSON *t, *arr, *m, *others, *x, *xm;
+	size_t i, j;
 
 	for (i = 0; i < p->ntensors && vp == NULL; i++)
 		vp = p->tensors[i].vperm;
@@ -45,14 +78,25 @@ plan_json_vocab(const struct graph_plan *p, cJSON *o)
 		m = cJSON_CreateObject();
 		cJSON_AddStringToObject(m, "ref", p->models[i].name);
 		cJSON_AddNumberToObject(m, "lacks", (double)v->lacks[i]);
-		from = cJSON_AddObjectToObject(m, "rows_from");
-		for (s = 0; vp != NULL && s < vp->nsrc; s++)
-			if (vp->src[s].model == i)
-				for (k = 0; k < VDEF_N; k++)
-					cJSON_AddNumberToObject(from,
-					    plan_vdef_names[k],
-					    (double)vp->count[s][k]);
+		cJSON_AddItemToObject(m, "rows_from", plan_json_rows(vp, i));
 		cJSON_AddItemToArray(arr, m);
+	}
+	others = cJSON_AddArrayToObject(t, "tensors");
+	for (j = 0; j < p->ntensors; j++) {
+		if (p->tensors[j].vperm == NULL || p->tensors[j].vperm == vp ||
+		    plan_json_rows_same(p->tensors[j].vperm, vp))
+			continue;
+		x = cJSON_CreateObject();
+		cJSON_AddStringToObject(x, "name", p->tensors[j].name);
+		arr = cJSON_AddArrayToObject(x, "models");
+		for (i = 0; i < p->nmodels; i++) {
+			xm = cJSON_CreateObject();
+			cJSON_AddStringToObject(xm, "ref", p->models[i].name);
+			cJSON_AddItemToObject(xm, "rows_from",
+			    plan_json_rows(p->tensors[j].vperm, i));
+			cJSON_AddItemToArray(arr, xm);
+		}
+		cJSON_AddItemToArray(others, x);
 	}
 }
 

@@ -572,7 +572,10 @@ plan_one(struct plan_build *b, const struct plan_what *pw, double t)
 	pt->method = s->copy ? &method_copy : b->method;
 	if (!plan_globals(b, pw->nm, s, pt, t, &keep_base))
 		return;
-	if (!plan_inputs(b, pw, pt, keep_base))
+	/* A tokenizer merge's embedding takes default rows from every
+	 * source, so they are gathered even when the base's is kept. */
+	if (!plan_inputs(b, pw, pt, keep_base && !(p->vocab != NULL &&
+	    pt->is_embed)))
 		return;
 	if (pt->nin == 0)
 		return;	/* no base: reported once per slice */
@@ -582,7 +585,9 @@ plan_one(struct plan_build *b, const struct plan_what *pw, double t)
 	if (keep_base) {
 		p->kept_base++;
 		note = xasprintf("no %s applies: the base model's tensor, "
-		    "unchanged", method_fallback_param(pt->method)->name);
+		    "%s", method_fallback_param(pt->method)->name,
+		    pt->vperm != NULL ? "its rows permuted to the output "
+		    "vocabulary" : "unchanged");
 		plan_fold_copy(pt, (size_t)pt->base, note);
 		free(note);
 	}

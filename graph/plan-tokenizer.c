@@ -122,33 +122,48 @@ tok_vocab_size(const struct tokbuild *tb, size_t m)
 	return (int64_t)tok_of(tb, m)->ids.n;
 }
 
+/*
+ * Every model's tokenizer.  All but the one the output is written from
+ * are made compact as soon as they are read (tokz_compact), and their
+ * ids together are bounded: planning holds one parsed file at a time.
+ */
 static int
 tok_load_all(struct tokbuild *tb)
 {
 	struct graph_plan *p = tb->p;
 	char *cause = NULL;
 	size_t m;
+	int64_t total = 0;
 	int failed = 0;
 
 	tb->tz = xcalloc(p->nmodels, sizeof *tb->tz);
 	tb->limit = xcalloc(p->nmodels, sizeof *tb->limit);
-	for (m = 0; m < p->nmodels; m++) {
+	for (m = 0; m < p->nmodels && !failed; m++) {
 		if (tokz_load(p->models[m].m, &tb->tz[m], &cause) != 0) {
 			tok_error(tb, p->models[m].name, "%s", cause);
 			free(cause);
 			cause = NULL;
 			failed = 1;
-		} else if (tb->tz[m] == NULL && m == tb->base) {
+		} else if (tb->tz[m] == NULL && (m == tb->base ||
+		    m == tb->v->from)) {
 			tok_error(tb, p->models[m].name, "a tokenizer merge "
-			    "needs the base model's tokenizer (tokenizer.json, "
-			    "or tokenizer.model); %s has neither",
-			    p->models[m].m->dir);
+			    "needs the %s's tokenizer (tokenizer.json, or "
+			    "tokenizer.model); %s has neither", m == tb->v->from ?
+			    "source model" : "base model", p->models[m].m->dir);
 			failed = 1;
 		} else if (tb->tz[m] == NULL) {
 			graph_diag_add(tb->b->d, GRAPH_SEV_WARNING,
 			    p->models[m].name, "no tokenizer (tokenizer.json "
 			    "or tokenizer.model): taken to have the base "
 			    "model's vocabulary, as mergekit does");
+		} else if ((total += tb->tz[m]->nids) > TOKZ_MAX_TOTAL_IDS) {
+			tok_error(tb, p->models[m].name, "the tokenizers of "
+			    "this merge have more than %u token ids together; "
+			    "a merge of that many is not planned", (unsigned)
+			    TOKZ_MAX_TOTAL_IDS);
+			failed = 1;
+		} else if (m != tb->v->from) {
+			tokz_compact(tb->tz[m]);
 		}
 	}
 	return failed ? -EINVAL : 0;
@@ -225,7 +240,9 @@ tok_out_put(struct tokbuild *tb, const struct tokz_tok *t, int64_t id)
 	tb->out[id] = *t;
 	if (id >= tb->nout)
 		tb->nout = id + 1;
-	strmap_put(&tb->outids, t->text, (size_t)id);
+	/* A shadowed token keeps its row; its text means another id. */
+	if (!t->shadowed)
+		strmap_put(&tb->outids, t->text, (size_t)id);
 	return id;
 }
 
@@ -635,6 +652,40 @@ tok_strip_texts(struct tokbuild *tb, const struct tokz *tz, char **vocab,
 }
 
 /*
+ * The patched tokenizer.json read back: patching works on the text, so a
+ * key spelt with escapes, which cJSON decodes and the patcher does not
+ * match, would leave two lists.  Such a file is refused rather than
+ * written wrong.
+ */
+static int
+tok_check_json(struct tokbuild *tb, const struct tokz *tz, const char *text)
+{
+	cJSON *j = cJSON_Parse(text);
+	const cJSON *list = cJSON_GetObjectItemCaseSensitive(j, "added_tokens");
+	const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(j, "model"), "vocab");
+	const cJSON *e;
+	int64_t id, added = 0, model = 0;
+	bool good;
+
+	for (id = 0; id < tb->nout; id++)
+		if (tb->out[id].text != NULL && tb->out[id].added)
+			added++;
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(
+	    cJSON_GetObjectItemCaseSensitive(tz->json, "model"), "vocab"))
+		model += e->valuedouble < (double)tb->limit[tb->base];
+	good = cJSON_IsArray(list) && cJSON_GetArraySize(list) == added &&
+	    (!tb->stripped || cJSON_GetArraySize(vocab) == model);
+	cJSON_Delete(j);
+	if (good)
+		return 0;
+	tok_error(tb, tz->file, "cannot be rewritten with the output's "
+	    "added tokens (are its keys spelt with escapes?); write it out "
+	    "again with Hugging Face's tokenizers first");
+	return -EINVAL;
+}
+
+/*
  * The output's tokenizer.json and tokenizer_config.json texts: from's
  * own, with what changed patched in place (jsonpatch.c keeps the rest
  * byte for byte): the stripped vocabulary and merges, and the added
@@ -666,6 +717,14 @@ tok_texts(struct tokbuild *tb)
 	v->tokenizer_config = text;
 	if (!changed)
 		goto out;
+	/* A SentencePiece tokenizer's added tokens live only in the
+	 * config: one is written when the source has none. */
+	if (text == NULL && tz->kind == TOKZ_SPM) {
+		vals[0] = tok_added_decoder(tb);
+		v->tokenizer_config = xasprintf("{\n  \"added_tokens_decoder\": "
+		    "%s\n}\n", vals[0]);
+		goto out;
+	}
 	if (tz->kind != TOKZ_SPM) {
 		keys[n] = "added_tokens";
 		vals[n++] = tok_added_json(tb);
@@ -679,6 +738,8 @@ tok_texts(struct tokbuild *tb)
 		}
 		v->tokenizer_json = jsonpatch_apply(tz->text, tz->len, keys,
 		    (const char *const *)vals, n);
+		if ((rc = tok_check_json(tb, tz, v->tokenizer_json)) != 0)
+			goto out;
 	}
 	if (text != NULL && (tz->kind == TOKZ_SPM ||
 	    cJSON_GetObjectItemCaseSensitive(config, "added_tokens_decoder"))) {
@@ -696,7 +757,7 @@ out:
 	return rc;
 }
 
-/* The model whose tokenizer the output starts from. */
+/* The model whose tokenizer the output starts from, before any is read. */
 static int
 tok_from(struct tokbuild *tb)
 {
@@ -710,13 +771,7 @@ tok_from(struct tokbuild *tb)
 	for (i = 0; i < tb->b->nrefs; i++)
 		if (graph_ref_eq(refs[i], &tb->cfg->model)) {
 			tb->v->from = i;
-			if (tb->tz[i] != NULL)
-				return 0;
-			graph_diag_at(tb->b->d, GRAPH_SEV_ERROR,
-			    tb->b->cfg->path, tb->cfg->mark, "the tokenizer "
-			    "source %s has no tokenizer (tokenizer.json or "
-			    "tokenizer.model)", tb->p->models[i].name);
-			return -EINVAL;
+			return 0;
 		}
 	graph_diag_at(tb->b->d, GRAPH_SEV_ERROR, tb->b->cfg->path,
 	    tb->cfg->mark, "the tokenizer source must be one of the models "
@@ -762,7 +817,7 @@ plan_tokenizer(struct plan_build *b)
 	tb.cfg = &b->cfg->tokenizer;
 	tb.base = 0;
 	b->p->vocab = v;
-	if (tok_load_all(&tb) != 0 || tok_from(&tb) != 0 ||
+	if (tok_from(&tb) != 0 || tok_load_all(&tb) != 0 ||
 	    tok_limits(&tb) != 0)
 		goto out;
 	from = tok_of(&tb, v->from);
@@ -815,7 +870,10 @@ vperm_default(struct plan_build *b, struct plan_tensor *pt,
 	    &v->cfg[v->cfgidx[r] - 1] : NULL;
 	struct vperm_ref ref;
 	ssize_t s;
-	size_t k, have = 0, base = b->p->base;
+	/* The tensor's base: the slice's own base_model, as mergekit
+	 * gives PermutedEmbeddings. */
+	size_t k, have = 0, base = pt->base >= 0 ?
+	    pt->in[pt->base].model : (size_t)-1;
 	bool base_has = false;
 
 	if (c != NULL && c->kind == GRAPH_TOKEMB_ZERO)
@@ -921,6 +979,9 @@ plan_tokenizer_tensor(struct plan_build *b, struct plan_tensor *pt)
 			vp->src[vp->nsrc++].mt = pt->in[j].mt;
 		}
 	vp->count = xcalloc(vp->nsrc, sizeof *vp->count);
+	vp->mean = xcalloc(vp->nsrc, sizeof *vp->mean);
+	for (s = 0; s < vp->nsrc; s++)
+		pthread_mutex_init(&vp->mean[s].lock, NULL);
 	vp->def_off = xcalloc((size_t)v->n + 1, sizeof *vp->def_off);
 	for (r = 0; r < v->n; r++) {
 		used = false;
@@ -947,8 +1008,15 @@ plan_tokenizer_tensor(struct plan_build *b, struct plan_tensor *pt)
 void
 plan_vperm_free(struct plan_vperm *vp)
 {
+	size_t s;
+
 	if (vp == NULL)
 		return;
+	for (s = 0; s < vp->nsrc; s++) {
+		pthread_mutex_destroy(&vp->mean[s].lock);
+		free(vp->mean[s].row);
+	}
+	free(vp->mean);
 	free(vp->src);
 	free(vp->count);
 	free(vp->def_off);

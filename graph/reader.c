@@ -86,7 +86,8 @@ read_run(const struct safetensors_file *f, enum graph_dtype dt, uint64_t off,
  * output vocabulary: a model's own row (runs of consecutive rows in one
  * read), or the token's default: the rows its refs name, averaged in
  * float64, or zeros; padding rows are the mean of the real ones, which
- * takes one pass over them when a chunk reaches the padding.  Reads go
+ * takes one pass over them, once per source and tensor, the first time a
+ * chunk reaches the padding (struct vperm_mean keeps it).  Reads go
  * through the same bounce buffer; the scratch is one row and its sums.
  */
 struct vread {
@@ -98,8 +99,7 @@ struct vread {
 	size_t cols;
 	float *row;		/* scratch: one row */
 	double *acc;		/* scratch: its sums */
-	bool have_mean;
-	float *mean;		/* the padding row, once computed */
+	const float *mean;	/* the padding row, once computed */
 };
 
 static int
@@ -167,29 +167,51 @@ vread_rows(struct vread *vr, int64_t r, size_t *k, float *out, char **cause)
 	return vread_stored(vr, vr->mt, perm[r], run, out, cause);
 }
 
-/* The padding row: the mean of the real rows, in float64. */
+/* Rows per read of the padding row's pass. */
+#define VREAD_ROWS 64
+
+/*
+ * The padding row: the mean of the real rows, in float64.  Once per
+ * source and tensor, whichever reader first needs it; the others wait.
+ */
 static int
 vread_mean(struct vread *vr, char **cause)
 {
-	double *sum = xcalloc(vr->cols, sizeof *sum);
-	float *row = xreallocarray(NULL, vr->cols, sizeof *row);
+	struct vperm_mean *vm = NULL;
+	double *sum;
+	float *rows;
 	int64_t r;
-	size_t k, c;
+	size_t k, c, i, s;
 	int rc = 0;
 
-	for (r = 0; r < vr->v->n && rc == 0; r++) {
-		k = 1;
-		if ((rc = vread_rows(vr, r, &k, row, cause)) != 0)
+	for (s = 0; s < vr->vp->nsrc; s++)
+		if (vr->vp->src[s].model == vr->model)
+			vm = &vr->vp->mean[s];
+	pthread_mutex_lock(&vm->lock);
+	if (vm->done)
+		goto out;
+	sum = xcalloc(vr->cols, sizeof *sum);
+	rows = xreallocarray(NULL, vr->cols, VREAD_ROWS * sizeof *rows);
+	for (r = 0; r < vr->v->n && rc == 0; r += (int64_t)k) {
+		k = (size_t)(vr->v->n - r) < VREAD_ROWS ?
+		    (size_t)(vr->v->n - r) : VREAD_ROWS;
+		if ((rc = vread_rows(vr, r, &k, rows, cause)) != 0)
 			break;
-		for (c = 0; c < vr->cols; c++)
-			sum[c] += row[c];
+		for (i = 0; i < k; i++)
+			for (c = 0; c < vr->cols; c++)
+				sum[c] += rows[i * vr->cols + c];
 	}
-	vr->mean = xreallocarray(NULL, vr->cols, sizeof *vr->mean);
-	for (c = 0; c < vr->cols; c++)
-		vr->mean[c] = (float)(sum[c] / (double)vr->v->n);
-	vr->have_mean = true;
+	if (rc == 0) {
+		vm->row = xreallocarray(NULL, vr->cols, sizeof *vm->row);
+		for (c = 0; c < vr->cols; c++)
+			vm->row[c] = (float)(sum[c] / (double)vr->v->n);
+		vm->done = true;
+	}
 	free(sum);
-	free(row);
+	free(rows);
+out:
+	vr->mean = vm->row;
+	pthread_mutex_unlock(&vm->lock);
 	return rc;
 }
 
@@ -202,7 +224,7 @@ vread_row(struct vread *vr, int64_t r, float *out, char **cause)
 
 	if (r < vr->v->n)
 		return vread_rows(vr, r, &k, out, cause);
-	if (!vr->have_mean && (rc = vread_mean(vr, cause)) != 0)
+	if (vr->mean == NULL && (rc = vread_mean(vr, cause)) != 0)
 		return rc;
 	memcpy(out, vr->mean, vr->cols * sizeof *out);
 	return 0;
@@ -247,7 +269,6 @@ reader_read_vocab(const struct graph_plan *p, const struct plan_tensor *t,
 	free(one);
 	free(vr.row);
 	free(vr.acc);
-	free(vr.mean);
 	return rc;
 }
 

@@ -177,6 +177,25 @@ strmap_get_len(const struct strmap *m, const char *key, size_t len,
 	return false;
 }
 
+/* The map's own pointer for key (the one it was put with), or NULL. */
+const char *
+strmap_key(const struct strmap *m, const char *key, size_t *val)
+{
+	size_t len = strlen(key), i;
+	uint64_t h;
+
+	if (m->cap == 0)
+		return NULL;
+	h = strmap_hash(key, len);
+	for (i = h & (m->cap - 1); m->slots[i].key != NULL;
+	    i = (i + 1) & (m->cap - 1))
+		if (strmap_slot_is(&m->slots[i], key, len, h)) {
+			*val = m->slots[i].val;
+			return m->slots[i].key;
+		}
+	return NULL;
+}
+
 bool
 strmap_get(const struct strmap *m, const char *key, size_t *val)
 {

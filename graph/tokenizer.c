@@ -116,11 +116,8 @@ json_flag(const cJSON *o, const char *key, bool dflt)
 	return cJSON_IsBool(v) ? cJSON_IsTrue(v) : dflt;
 }
 
-/*
- * An added token over the vocabulary: it takes its id (even from a model
- * token of another text, as transformers' get_vocab() has it) and its
- * text maps to it.
- */
+/* An added token over the vocabulary: it takes its id, and its text
+ * maps to it. */
 static int
 tokz_put_added(struct tokz *tz, const cJSON *o, const char *text, int64_t id,
     char **cause)
@@ -151,12 +148,14 @@ tokz_put_added(struct tokz *tz, const cJSON *o, const char *text, int64_t id,
 		    "(ids %zu and %" PRId64 ")", tz->file, text, had, id);
 		return -EINVAL;
 	}
-	if (t->text != NULL && strcmp(t->text, text) != 0)
-		(void)strmap_del_len(&tz->ids, t->text, strlen(t->text));
-	/* A model token of this text elsewhere is shadowed: its text now
-	 * means this id, as in get_vocab(). */
+	/*
+	 * As in get_vocab(), which updates the model's dictionary with the
+	 * added tokens: a model token whose id this takes keeps its text
+	 * mapped to the id; one of this text at another id keeps its id, but
+	 * its text now means this one (shadowed).
+	 */
 	if (strmap_get(&tz->ids, text, &had) && (int64_t)had != id)
-		tz->tok[had].text = NULL;
+		tz->tok[had].shadowed = true;
 	if (t->text == NULL)
 		tz->nadded_new++;
 	t->text = text;
@@ -288,7 +287,7 @@ tokz_added_list(struct tokz *tz, const cJSON *list, char **cause)
 static int
 tokz_json(struct tokz *tz, char **cause)
 {
-	const cJSON *model, *vocab;
+	const cJSON *model, *vocab, *a, *k;
 	int rc;
 
 	tz->json = cJSON_ParseWithLength(tz->text, tz->len);
@@ -296,6 +295,14 @@ tokz_json(struct tokz *tz, char **cause)
 		*cause = xasprintf("%s: not a JSON object", tz->file);
 		return -EINVAL;
 	}
+	/* Hugging Face refuses a key given twice; cJSON takes the first. */
+	for (a = tz->json->child; a != NULL; a = a->next)
+		for (k = a->next; k != NULL; k = k->next)
+			if (strcmp(a->string, k->string) == 0) {
+				*cause = xasprintf("%s: key '%.40s' appears "
+				    "twice", tz->file, a->string);
+				return -EINVAL;
+			}
 	model = cJSON_GetObjectItemCaseSensitive(tz->json, "model");
 	vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
 	if (!cJSON_IsObject(model) || vocab == NULL) {
@@ -400,6 +407,13 @@ tokz_parse_json(const char *file, const char *text, size_t len,
 
 	*out = NULL;
 	tz->file = xstrdup(file);
+	/* cJSON skips a byte order mark; the writer's patching and Hugging
+	 * Face's reader do not. */
+	if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0) {
+		*cause = xasprintf("%s: starts with a byte order mark, which "
+		    "Hugging Face's tokenizers cannot read; remove it", file);
+		return tokz_done(tz, -EINVAL, out, cause);
+	}
 	tz->text = xmalloc(len + 1);
 	memcpy(tz->text, text, len);
 	tz->text[len] = '\0';
@@ -475,6 +489,50 @@ out:
 	return rc;
 }
 
+/*
+ * Frees the parsed file and keeps only what a merge needs of a model's
+ * tokenizer: its texts, copied into one block, with their ids and flags.
+ * The planner keeps one tokenizer whole (the one it writes) and every
+ * other one compact, so that planning a merge of many models holds one
+ * parsed tree at a time.
+ */
+void
+tokz_compact(struct tokz *tz)
+{
+	struct strmap_slot *sl;
+	size_t i, size = 0, at = 0, v;
+	int64_t id;
+
+	for (i = 0; i < tz->ids.cap; i++)
+		if (tz->ids.slots[i].key != NULL)
+			size += tz->ids.slots[i].len + 1;
+	tz->arena = xmalloc(size ? size : 1);
+	for (i = 0; i < tz->ids.cap; i++) {
+		sl = &tz->ids.slots[i];
+		if (sl->key == NULL)
+			continue;
+		memcpy(tz->arena + at, sl->key, sl->len);
+		tz->arena[at + sl->len] = '\0';
+		sl->key = tz->arena + at;
+		at += sl->len + 1;
+	}
+	/* Every text at an id is a key of the map (shadowed ones too): the
+	 * map's copy is the text's. */
+	for (id = 0; id < tz->nids; id++)
+		if (tz->tok[id].text != NULL)
+			tz->tok[id].text = strmap_key(&tz->ids,
+			    tz->tok[id].text, &v);
+	cJSON_Delete(tz->json);
+	cJSON_Delete(tz->config);
+	tz->json = tz->config = NULL;
+	free(tz->text);
+	tz->text = NULL;
+	tz->len = 0;
+	spm_free(tz->pieces, tz->npieces);
+	tz->pieces = NULL;
+	tz->npieces = 0;
+}
+
 bool
 tokz_id(const struct tokz *tz, const char *text, int64_t *id)
 {
@@ -499,5 +557,6 @@ tokz_free(struct tokz *tz)
 	spm_free(tz->pieces, tz->npieces);
 	free(tz->tok);
 	strmap_free(&tz->ids);
+	free(tz->arena);
 	free(tz);
 }

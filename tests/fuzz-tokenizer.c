@@ -12,8 +12,9 @@
  * reports, the target checks what the reader promises: on failure nothing
  * is returned and there is one cause, a non-empty line naming the file;
  * on success at least one token, every id below TOKZ_MAX_IDS, every text
- * valid UTF-8, non-empty and mapping back to its id, and no two ids with
- * one text.  Any broken promise aborts.
+ * valid UTF-8, non-empty and mapping back to its id (or, shadowed, to
+ * the added token of that text).  tokz_compact then keeps every text and
+ * id.  Any broken promise aborts.
  *
  * Built with -DFUZZ_LIBFUZZER it is a libFuzzer target; otherwise main()
  * replays corpus files and directories named on the command line, one TAP
@@ -58,10 +59,17 @@ check_result(int rc, struct tokz *tz, char *cause, const char *file)
 		check(tz->tok[id].text[0] != '\0' &&
 		    jscan_utf8_ok(tz->tok[id].text, strlen(tz->tok[id].text),
 		    &why), "texts are UTF-8 and not empty");
-		check(tokz_id(tz, tz->tok[id].text, &back) && back == id,
-		    "each text maps back to its id");
+		check(tokz_id(tz, tz->tok[id].text, &back) &&
+		    (back == id || tz->tok[id].shadowed),
+		    "each text maps back to its id, unless an added token's "
+		    "id shadows it");
 	}
 	check(n <= tz->ids.n, "no id's text lost from the map");
+	tokz_compact(tz);
+	for (id = 0; id < tz->nids; id++)
+		check(tz->tok[id].text == NULL || (tokz_id(tz,
+		    tz->tok[id].text, &back) && (back == id ||
+		    tz->tok[id].shadowed)), "compact: the same texts and ids");
 	tokz_free(tz);
 }
 

@@ -484,6 +484,35 @@ config_vocab(const char *outdir)
 static const char *const abc[] = { "a", "b", "c" };
 
 /*
+ * slerp where no t reaches the embeddings: they are the base's, permuted
+ * (Part A 6), with the rows it lacks from the others, which are gathered
+ * although their tensors are not merged.
+ */
+static void
+fallback(void)
+{
+	static const char *const ab[] = { "a", "b" };
+	char *o = NULL;
+	struct src *s;
+	bool good;
+
+	tl_write_at(dir, "fallback.yml", "models:\n  - model: ./a\n"
+	    "  - model: ./b\nmerge_method: slerp\nbase_model: ./a\n"
+	    "parameters:\n  t:\n    - filter: self_attn\n      value: 0.5\n"
+	    "tokenizer_source: union\n");
+	good = tl_runf(&o, "cd %s && rm -rf fallback && %s run fallback.yml "
+	    "fallback 2>&1", dir, tl_mergectl) == 0;
+	if (!good)
+		tap_diag("%s", o ? o : "");
+	free(o);
+	s = srcs_load(ab, 2, EMBED);
+	ok(good && check_rows("fallback", EMBED, s, 2, 0, 0, NULL, 0, 308),
+	    "slerp without a t for the embeddings: a's matrix permuted, b's "
+	    "tokens with b's rows");
+	srcs_free(s, 2);
+}
+
+/*
  * union, base a: a's 303 tokens keep their ids; b's own zzfoo and zzbar
  * follow (normal tokens first), then b's added tokens; 308 rows padded
  * to 320.  aatwo is a's alone (one model), aaone a's and c's (the base's
@@ -515,6 +544,7 @@ test_union(void)
 	    "model's normal token is added as a plain, normalized one");
 	ok(config_vocab("union-0") == 320, "union: config.json's vocab_size "
 	    "is the output's 320 rows");
+	fallback();
 	ok(merge("union-w", abc, 3, 0, extra, &o) == 0 && o != NULL &&
 	    strstr(o, "added token '<|endoftext|>' has other settings") !=
 	    NULL, "union: b's <|endoftext|>, not special, is a warning that "
@@ -529,6 +559,36 @@ test_union_mean(void)
 {
 	scenario("union without base_model", abc, 3, -1,
 	    "tokenizer_source: union\n", NULL, 0, 308, "mean");
+}
+
+/* A slice's own base_model is the base whose row a token takes: b's
+ * row for aaone, which a and c have, is c's. */
+static void
+test_slice_base(void)
+{
+	char *o = NULL;
+	struct src *s;
+	bool good;
+
+	tl_write_at(dir, "slice.yml", "slices:\n  - sources:\n"
+	    "      - model: ./a\n        layer_range: [0, 1]\n"
+	    "        parameters: {weight: 0}\n"
+	    "      - model: ./b\n        layer_range: [0, 1]\n"
+	    "        parameters: {weight: 1}\n"
+	    "      - model: ./c\n        layer_range: [0, 1]\n"
+	    "        parameters: {weight: 0}\n"
+	    "    base_model: ./c\nmerge_method: linear\n"
+	    "tokenizer_source: union\n");
+	good = tl_runf(&o, "cd %s && rm -rf slice && %s run slice.yml slice "
+	    "2>&1", dir, tl_mergectl) == 0;
+	if (!good)
+		tap_diag("%s", o ? o : "");
+	free(o);
+	s = srcs_load(abc, 3, EMBED);
+	ok(good && check_rows("slice", EMBED, s, 3, 2, 1, NULL, 0, 308),
+	    "a slice's base_model: b's rows for tokens it lacks are c's "
+	    "where c has them");
+	srcs_free(s, 3);
 }
 
 /* base: a's vocabulary; b lacks aaone (a's row: a and c have it) and
@@ -819,6 +879,18 @@ test_refusals(void)
 		    "base_model: ./a\ntokenizer:\n  tokens:\n    aatwo:\n"
 		    "      source: ./c\n",
 		    { "tokens: 'aatwo': ./c does not have this token", NULL } },
+		{ "a tokenizer.json with a byte order mark", "cbom",
+		    "base_model: ./a\ntokenizer_source: union\n",
+		    { "cbom/tokenizer.json: starts with a byte order mark",
+		    NULL } },
+		{ "a tokenizer.json with a key given twice", "cdup",
+		    "base_model: ./a\ntokenizer_source: union\n",
+		    { "cdup/tokenizer.json: key 'added_tokens' appears twice",
+		    NULL } },
+		{ "a tokenizer.json whose keys are spelt with escapes", "cesc",
+		    "base_model: ./cesc\ntokenizer_source: union\n",
+		    { "cesc/tokenizer.json: error: cannot be rewritten with the "
+		    "output's added tokens", NULL } },
 		{ "tokenizer_source: a model not merged", "c",
 		    "base_model: ./a\ntokenizer_source: ./b\n",
 		    { "the tokenizer source must be one of the models merged",
@@ -842,6 +914,33 @@ test_refusals(void)
 	free(p);
 }
 
+/* A SentencePiece base's added tokens go into tokenizer_config.json,
+ * which is written when it has none. */
+static void
+test_spm_added(void)
+{
+	static const char *const ea[] = { "e2", "a" };
+	const cJSON *dec, *t;
+	char *o = NULL;
+	cJSON *j;
+	int rc;
+
+	rc = merge("spm2", ea, 2, 0, "base_model: ./e2\ntokenizer:\n"
+	    "  source: base\n  tokens:\n    \"<newtok>\":\n"
+	    "      source: {kind: zero}\n", &o);
+	j = json_at("spm2/tokenizer_config.json");
+	dec = cJSON_GetObjectItem(j, "added_tokens_decoder");
+	t = cJSON_GetObjectItem(cJSON_GetObjectItem(dec, "300"), "content");
+	ok(rc == 0 && cJSON_IsString(t) && strcmp(t->valuestring,
+	    "<newtok>") == 0 && config_vocab("spm2") == 301,
+	    "SentencePiece base without tokenizer_config.json: one is written "
+	    "with the added token, id 300; vocab_size 301");
+	if (rc != 0)
+		tap_diag("%s", o ? o : "");
+	cJSON_Delete(j);
+	free(o);
+}
+
 /* A SentencePiece-only base works with tokenizer_source: base. */
 static void
 test_spm(void)
@@ -860,6 +959,7 @@ test_spm(void)
 	free(p1);
 	free(p2);
 	free(p3);
+	test_spm_added();
 }
 
 /* plan says the vocabulary's size and where each model's rows come from. */
@@ -962,6 +1062,20 @@ main(int argc, char **argv)
 		snprintf(args, sizeof args, "%s %s", shape, models[i].args);
 		tl_gen_at(dir, models[i].name, args);
 	}
+	/* c's tokenizer.json with a byte order mark, a key twice, a key
+	 * spelt with an escape; e's without tokenizer_config.json. */
+	if (tl_runf(&o, "cd %s && cp -r c cbom && cp -r c cdup && "
+	    "cp -r c cesc && cp -r e e2 && rm e2/tokenizer_config.json && "
+	    "printf '\\357\\273\\277' | cat - c/tokenizer.json "
+	    ">cbom/tokenizer.json && sed -i 's/^{/{\"added_tokens\": [],/' "
+	    "cdup/tokenizer.json && sed -i 's/\"added_tokens\"/"
+	    "\"added\\\\u005ftokens\"/' cesc/tokenizer.json && grep -q "
+	    "u005f cesc/tokenizer.json", dir) != 0) {
+		tap_diag("%s", o ? o : "");
+		exit(99);
+	}
+	free(o);
+	o = NULL;
 	/* g's config claims the two tokens its embedding has no rows for. */
 	if (tl_runf(&o, "cd %s && sed -i 's/\"vocab_size\": 300/"
 	    "\"vocab_size\": 302/' g/config.json && grep -q '\"vocab_size\": "
@@ -973,6 +1087,7 @@ main(int argc, char **argv)
 	check_node();
 	test_union();
 	test_union_mean();
+	test_slice_base();
 	test_base();
 	test_model_source();
 	test_overrides();
