@@ -383,12 +383,15 @@ srcs_load(const char *const *names, size_t n, const char *tensor)
 
 	if (s == NULL)
 		exit(99);
-	for (i = 0; i < n; i++)
-		if (!src_load(&s[i], names[i], tensor) &&
-		    !src_load(&s[i], names[i], EMBED)) {
+	for (i = 0; i < n; i++) {
+		if (src_load(&s[i], names[i], tensor))
+			continue;
+		src_free(&s[i]);
+		if (!src_load(&s[i], names[i], EMBED)) {
 			tap_diag("cannot load %s", names[i]);
 			exit(99);
 		}
+	}
 	return s;
 }
 
