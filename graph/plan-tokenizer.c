@@ -488,64 +488,47 @@ json_bool(struct xbuf *x, const char *key, bool v, bool comma)
 	    comma ? ", " : "");
 }
 
-/* tokenizer.json's added_tokens: every added token of the output. */
+/*
+ * Every added token of the output, as tokenizer.json's added_tokens list
+ * (decoder false) or as tokenizer_config.json's added_tokens_decoder
+ * object, keyed by id, with its flags in the order transformers writes.
+ */
 static char *
-tok_added_json(const struct tokbuild *tb)
+tok_added_text(const struct tokbuild *tb, bool decoder)
 {
 	struct xbuf x = { 0 };
 	const struct tokz_tok *t;
 	int64_t id;
 	bool first = true;
 
-	xbuf_add(&x, "[", 1);
+	xbuf_add(&x, decoder ? "{" : "[", 1);
 	for (id = 0; id < tb->nout; id++) {
 		t = &tb->out[id];
 		if (t->text == NULL || !t->added)
 			continue;
-		xbuf_printf(&x, "%s\n    {\"id\": %" PRId64 ", \"content\": ",
+		xbuf_printf(&x, decoder ? "%s\n    \"%" PRId64 "\": {\"content\": " :
+		    "%s\n    {\"id\": %" PRId64 ", \"content\": ",
 		    first ? "" : ",", id);
 		graph_json_string(&x, t->text);
 		xbuf_add(&x, ", ", 2);
-		json_bool(&x, "single_word", t->single_word, true);
+		if (!decoder)
+			json_bool(&x, "single_word", t->single_word, true);
 		json_bool(&x, "lstrip", t->lstrip, true);
+		if (decoder)
+			json_bool(&x, "normalized", t->normalized, true);
 		json_bool(&x, "rstrip", t->rstrip, true);
-		json_bool(&x, "normalized", t->normalized, true);
+		if (decoder)
+			json_bool(&x, "single_word", t->single_word, true);
+		else
+			json_bool(&x, "normalized", t->normalized, true);
 		json_bool(&x, "special", t->special, false);
 		xbuf_add(&x, "}", 1);
 		first = false;
 	}
-	xbuf_add(&x, first ? "]" : "\n  ]", first ? 1 : 4);
-	return xbuf_take(&x);
-}
-
-/* tokenizer_config.json's added_tokens_decoder, as transformers writes
- * it. */
-static char *
-tok_added_decoder(const struct tokbuild *tb)
-{
-	struct xbuf x = { 0 };
-	const struct tokz_tok *t;
-	int64_t id;
-	bool first = true;
-
-	xbuf_add(&x, "{", 1);
-	for (id = 0; id < tb->nout; id++) {
-		t = &tb->out[id];
-		if (t->text == NULL || !t->added)
-			continue;
-		xbuf_printf(&x, "%s\n    \"%" PRId64 "\": {\"content\": ",
-		    first ? "" : ",", id);
-		graph_json_string(&x, t->text);
-		xbuf_add(&x, ", ", 2);
-		json_bool(&x, "lstrip", t->lstrip, true);
-		json_bool(&x, "normalized", t->normalized, true);
-		json_bool(&x, "rstrip", t->rstrip, true);
-		json_bool(&x, "single_word", t->single_word, true);
-		json_bool(&x, "special", t->special, false);
-		xbuf_add(&x, "}", 1);
-		first = false;
-	}
-	xbuf_add(&x, first ? "}" : "\n  }", first ? 1 : 4);
+	if (first)
+		xbuf_add(&x, decoder ? "}" : "]", 1);
+	else
+		xbuf_add(&x, decoder ? "\n  }" : "\n  ]", 4);
 	return xbuf_take(&x);
 }
 
@@ -720,14 +703,14 @@ tok_texts(struct tokbuild *tb)
 	/* A SentencePiece tokenizer's added tokens live only in the
 	 * config: one is written when the source has none. */
 	if (text == NULL && tz->kind == TOKZ_SPM) {
-		vals[0] = tok_added_decoder(tb);
+		vals[0] = tok_added_text(tb, true);
 		v->tokenizer_config = xasprintf("{\n  \"added_tokens_decoder\": "
 		    "%s\n}\n", vals[0]);
 		goto out;
 	}
 	if (tz->kind != TOKZ_SPM) {
 		keys[n] = "added_tokens";
-		vals[n++] = tok_added_json(tb);
+		vals[n++] = tok_added_text(tb, false);
 		if (tb->stripped) {
 			keys[n] = "model.vocab";
 			keys[n + 1] = "model.merges";
@@ -745,7 +728,7 @@ tok_texts(struct tokbuild *tb)
 	    cJSON_GetObjectItemCaseSensitive(config, "added_tokens_decoder"))) {
 		keys[0] = "added_tokens_decoder";
 		free(vals[0]);
-		vals[0] = tok_added_decoder(tb);
+		vals[0] = tok_added_text(tb, true);
 		v->tokenizer_config = jsonpatch_apply(text, strlen(text), keys,
 		    (const char *const *)vals, 1);
 		free(text);
