@@ -65,8 +65,8 @@ ynode_kind_name(const struct ynode *n)
 /*
  * Checks a mapping's keys against the allowed set: an unknown key is an
  * error naming the nearest known one, never silently ignored (Part A 2).
- * Every key mergekit-yaml accepts is known; the one form not implemented
- * yet ("lora") is refused where it is parsed (cfg_ref).
+ * Every key mergekit-yaml accepts is known; the one form this project
+ * refuses, LoRA ("lora", issue 14), is refused where it is parsed (cfg_ref).
  */
 static bool
 cfg_keys(struct cfg_ctx *c, const struct ynode *map, const char *what,
