@@ -5,8 +5,9 @@
  *
  * The daemon reads nothing by path.  The client resolves each reference
  * (its working directory, its Hugging Face cache), opens the model's root
- * directory and the output's parent with its own rights, and passes the
- * descriptors; the daemon opens files only beneath them.  A config that
+ * directory (and the directory of each LoRA adapter, under
+ * graph_ref_adapter_key()) and the output's parent with its own rights,
+ * and passes the descriptors; the daemon opens files only beneath them.  A config that
  * does not parse, or a model that cannot be found, is reported here with
  * the same messages as mergectl run.
  */
@@ -47,7 +48,7 @@ cli_models_add(struct cli_models *m, int fd)
 	if (m->nfds == PROTO_MAX_FDS) {
 		close(fd);
 		cli_error(PROTO_E_BAD_CONFIG, "a merge of more than %d models "
-		    "cannot be submitted", PROTO_MAX_FDS - 1);
+		    "and adapters cannot be submitted", PROTO_MAX_FDS - 1);
 		return -1;
 	}
 	m->fds[m->nfds] = fd;
@@ -62,7 +63,7 @@ int
 cli_models_open(struct cli_models *m, const char *text, size_t len,
     const char *name, const struct graph_env *env, const char *out)
 {
-	const struct graph_ref **refs = NULL;
+	const struct graph_ref **refs = NULL, *ref;
 	struct graph_config *cfg = NULL;
 	struct graph_resolved r;
 	struct graph_diags d;
@@ -70,15 +71,22 @@ cli_models_open(struct cli_models *m, const char *text, size_t len,
 	char *cause = NULL, *s;
 	size_t n, i;
 	int rc = CLI_EXIT_INVALID, idx, fd;
+	bool adapter;
 
 	graph_diags_init(&d);
 	m->models = cJSON_CreateArray();
 	if (graph_config_load_buffer(name, text, len, &cfg, &d) != 0)
 		goto out;
 	n = graph_config_refs(cfg, &refs);
-	for (i = 0; i < n; i++) {
-		if (graph_ref_resolve(refs[i], env, &r, &cause) != 0) {
-			graph_diag_at(&d, GRAPH_SEV_ERROR, name, refs[i]->mark,
+	for (i = 0; i < 2 * n; i++) {
+		/* Each model, and then its adapter if it names one. */
+		adapter = i % 2 == 1;
+		ref = refs[i / 2];
+		if (adapter && ref->lora == NULL)
+			continue;
+		if ((adapter ? graph_ref_resolve_adapter(ref, env, &r, &cause) :
+		    graph_ref_resolve(ref, env, &r, &cause)) != 0) {
+			graph_diag_at(&d, GRAPH_SEV_ERROR, name, ref->mark,
 			    "%s", cause);
 			free(cause);
 			cause = NULL;
@@ -91,7 +99,7 @@ cli_models_open(struct cli_models *m, const char *text, size_t len,
 			goto out;
 		}
 		e = cJSON_CreateObject();
-		s = graph_ref_str(refs[i]);
+		s = adapter ? graph_ref_adapter_key(ref) : graph_ref_str(ref);
 		cJSON_AddStringToObject(e, PROTO_F_REF, s);
 		free(s);
 		cJSON_AddNumberToObject(e, PROTO_F_FD, idx);

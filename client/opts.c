@@ -65,6 +65,7 @@ static const struct option merge_longopts[] = {
 	{ "no-quiet", no_argument, NULL, OPT_NO_QUIET },
 	{ "verbose", no_argument, NULL, 'v' },
 	{ "json", no_argument, NULL, OPT_JSON },
+	{ "lora-merge-dtype", required_argument, NULL, OPT_LORA_DTYPE },
 };
 
 /*
@@ -101,10 +102,8 @@ static const struct compat_opt {
 	{ "lazy-unpickle", "no-lazy-unpickle", false, "mergectl reads "
 	    "every checkpoint lazily, safetensors and pytorch_model.bin "
 	    "alike: each tensor only when it merges it" },
-	{ "lora-merge-cache", NULL, false, "mergectl writes no LoRA-merged "
-	    "copies of models" },
-	{ "lora-merge-dtype", NULL, false, "mergectl writes no LoRA-merged "
-	    "copies of models" },
+	{ "lora-merge-cache", NULL, false, "mergectl applies LoRA adapters "
+	    "as it reads the weights and writes no merged copies of models" },
 };
 
 #undef CPU
@@ -164,8 +163,6 @@ compat_opt(struct cli_merge_opts *o, int opt, const char *arg)
 	bool no = (opt - OPT_COMPAT) % 2 == 1;
 	int ignored;
 
-	const char *suggest;
-
 	if (c->daemon && o->for_daemon) {
 		cli_usage_error("--%s: the daemon decides how it merges, for "
 		    "every job (merged --threads, --memory); submit does not "
@@ -175,12 +172,6 @@ compat_opt(struct cli_merge_opts *o, int opt, const char *arg)
 	if (strcmp(c->name, "write-threads") == 0 &&
 	    parse_threads("--write-threads", arg, &ignored) != 0)
 		return -1;
-	if (strcmp(c->name, "lora-merge-dtype") == 0 &&
-	    graph_dtype_from_config_name(arg, &suggest) == GRAPH_DT_NONE) {
-		cli_usage_error("--lora-merge-dtype: '%s' is not a dtype "
-		    "(bfloat16, float16, float32)", arg);
-		return -1;
-	}
 	if (!no)
 		fprintf(stderr, "%s: note: --%s changes nothing: %s\n",
 		    cli_progname, c->name, c->instead);
@@ -191,6 +182,7 @@ compat_opt(struct cli_merge_opts *o, int opt, const char *arg)
 int
 cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 {
+	const char *suggest = NULL;
 	char *end;
 
 	if (opt >= OPT_COMPAT && opt < OPT_COMPAT + (int)(2 * NCOMPAT))
@@ -270,6 +262,17 @@ cli_merge_opt(struct cli_merge_opts *o, int opt, const char *arg)
 		return 0;
 	case OPT_JSON:
 		o->json = true;
+		return 0;
+	case OPT_LORA_DTYPE:
+		o->merge.lora_dtype = graph_dtype_from_config_name(arg, &suggest);
+		if (o->merge.lora_dtype == GRAPH_DT_NONE ||
+		    !graph_dtype_is_float(o->merge.lora_dtype)) {
+			cli_usage_error("--lora-merge-dtype: '%s' is not a "
+			    "float dtype (bfloat16, float16, float32)%s%s%s",
+			    arg, suggest ? "; did you mean '" : "",
+			    suggest ? suggest : "", suggest ? "'?" : "");
+			return -1;
+		}
 		return 0;
 	}
 	return -1;

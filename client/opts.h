@@ -27,6 +27,7 @@ enum {
 	OPT_NO_QUIET,
 	OPT_STRICT,
 	OPT_NO_STRICT,
+	OPT_LORA_DTYPE,
 	OPT_OWN = 512,
 	/* mergekit-yaml's options that change nothing here (opts.c's
 	 * compat table), from OPT_COMPAT on. */

@@ -2,8 +2,9 @@
 /*
  * mergeopts-json.c: the merge options as a submit request's fields
  * (proto/PROTOCOL.md, "submit"): memory, seed, shard_size, force,
- * allow_crimes, copy_tokenizer, model_card and strict (sent only when
- * set: without it a request is what it always was).  Integers stay within
+ * allow_crimes, copy_tokenizer, model_card, and strict and
+ * lora_merge_dtype (sent only when set: without them a request is what
+ * it always was).  Integers stay within
  * 2^53, the protocol's exact range; a field of the wrong type is an
  * error rather than a silent default.
  */
@@ -32,6 +33,9 @@ mergeopts_to_json(const struct graph_merge_opts *o, cJSON *obj)
 	cJSON_AddBoolToObject(obj, PROTO_F_MODEL_CARD, o->model_card);
 	if (o->strict)
 		cJSON_AddTrueToObject(obj, PROTO_F_STRICT);
+	if (o->lora_dtype != GRAPH_DT_NONE)
+		cJSON_AddStringToObject(obj, PROTO_F_LORA_DTYPE,
+		    graph_dtype_hf_name(o->lora_dtype));
 }
 
 /* An integer field: absent keeps *v; present must be 0 to 2^53. */
@@ -61,6 +65,27 @@ mo_bool(const cJSON *obj, const char *key, bool *v, char **cause)
 	return false;
 }
 
+/* A float dtype by its config name: absent keeps *v. */
+static bool
+mo_dtype(const cJSON *obj, const char *key, enum graph_dtype *v,
+    char **cause)
+{
+	const cJSON *e = cJSON_GetObjectItemCaseSensitive(obj, key);
+	const char *suggest;
+	enum graph_dtype dt;
+
+	if (e == NULL)
+		return true;
+	if (cJSON_IsString(e) && (dt = graph_dtype_from_config_name(
+	    e->valuestring, &suggest)) != GRAPH_DT_NONE &&
+	    graph_dtype_is_float(dt)) {
+		*v = dt;
+		return true;
+	}
+	*cause = xasprintf("'%s' must be bfloat16, float16 or float32", key);
+	return false;
+}
+
 int
 mergeopts_from_json(const cJSON *obj, struct graph_merge_opts *o,
     char **cause)
@@ -73,7 +98,8 @@ mergeopts_from_json(const cJSON *obj, struct graph_merge_opts *o,
 	    !mo_bool(obj, PROTO_F_ALLOW_CRIMES, &o->allow_crimes, cause) ||
 	    !mo_bool(obj, PROTO_F_COPY_TOKENIZER, &o->copy_tokenizer, cause) ||
 	    !mo_bool(obj, PROTO_F_MODEL_CARD, &o->model_card, cause) ||
-	    !mo_bool(obj, PROTO_F_STRICT, &o->strict, cause))
+	    !mo_bool(obj, PROTO_F_STRICT, &o->strict, cause) ||
+	    !mo_dtype(obj, PROTO_F_LORA_DTYPE, &o->lora_dtype, cause))
 		return -1;
 	return 0;
 }

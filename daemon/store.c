@@ -38,6 +38,8 @@ static const char *const migrations[] = {
 	 * (a resume tells its own output from somebody else's). */
 	"ALTER TABLE jobs ADD COLUMN stage_dev INTEGER;"
 	" ALTER TABLE jobs ADD COLUMN stage_ino INTEGER;",
+	/* 2 -> 3: --lora-merge-dtype (a dtype's config name; NULL: none). */
+	"ALTER TABLE jobs ADD COLUMN lora_dtype TEXT;",
 };
 
 #define STORE_SCHEMA_VERSION \
@@ -72,7 +74,7 @@ static const char schema[] =
     " created REAL, started REAL, finished REAL,"
     " bytes_total INTEGER, bytes_done INTEGER, tensors_total INTEGER,"
     " tensors_done INTEGER, shards_done TEXT, error TEXT,"
-    " stage_dev INTEGER, stage_ino INTEGER);"
+    " stage_dev INTEGER, stage_ino INTEGER, lora_dtype TEXT);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
@@ -81,8 +83,8 @@ static const char *const sql[ST_COUNT] = {
 	[ST_INSERT] = "INSERT INTO jobs (owner, owner_gid, user, name, state,"
 	    " priority, after, config, config_name, cwd, out_dir, out_name,"
 	    " staging, memory, force, allow_crimes, shard_size,"
-	    " copy_tokenizer, model_card, seed, inputs, created)"
-	    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	    " copy_tokenizer, model_card, seed, lora_dtype, inputs, created)"
+	    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
 	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?"
@@ -90,7 +92,7 @@ static const char *const sql[ST_COUNT] = {
 	[ST_LOAD] = "SELECT id, owner, owner_gid, user, name, state, priority,"
 	    " after, config, config_name, cwd, out_dir, out_name, staging,"
 	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
-	    " model_card, seed, inputs, created, started, finished,"
+	    " model_card, seed, lora_dtype, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
 	    " shards_done, error, stage_dev, stage_ino FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
@@ -264,8 +266,8 @@ step_done(struct store *s, sqlite3_stmt *st, const char *what)
 
 /*
  * The merge options as the columns memory, force, allow_crimes,
- * shard_size, copy_tokenizer, model_card and seed, in that order from
- * column (or parameter) i; each returns the next index.  The two
+ * shard_size, copy_tokenizer, model_card, seed and lora_dtype, in that
+ * order from column (or parameter) i; each returns the next index.  The two
  * directions of the one mapping, side by side.
  */
 static int
@@ -278,12 +280,16 @@ store_bind_opts(sqlite3_stmt *st, int i, const struct graph_merge_opts *o)
 	sqlite3_bind_int(st, i++, o->copy_tokenizer);
 	sqlite3_bind_int(st, i++, o->model_card);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)o->seed);
+	bind_text(st, i++, o->lora_dtype != GRAPH_DT_NONE ?
+	    graph_dtype_hf_name(o->lora_dtype) : NULL);
 	return i;
 }
 
 static int
 store_col_opts(sqlite3_stmt *st, int i, struct graph_merge_opts *o)
 {
+	const char *dt, *suggest;
+
 	o->memory = (uint64_t)sqlite3_column_int64(st, i++);
 	o->force = sqlite3_column_int(st, i++) != 0;
 	o->allow_crimes = sqlite3_column_int(st, i++) != 0;
@@ -292,6 +298,9 @@ store_col_opts(sqlite3_stmt *st, int i, struct graph_merge_opts *o)
 	o->model_card = sqlite3_column_int(st, i++) != 0;
 	o->seed = (uint64_t)sqlite3_column_int64(st, i++);
 	o->has_seed = true;	/* jobs are stored once planned */
+	dt = (const char *)sqlite3_column_text(st, i++);
+	o->lora_dtype = dt != NULL ? graph_dtype_from_config_name(dt,
+	    &suggest) : GRAPH_DT_NONE;
 	return i;
 }
 

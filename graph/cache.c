@@ -32,6 +32,10 @@ struct ckey {
 	 * dtype or row length (safetensors tensors never overlap). */
 	uint64_t src_dtype;
 	int64_t row;
+	/* A LoRA adapter's product added (lora_view), or 0; a tokenizer
+	 * merge's row map (its id, never shared between plans), or 0. */
+	uint64_t lora;
+	uint64_t vperm;
 };
 
 void
@@ -89,6 +93,8 @@ cache_key(struct ckey *k, const struct graph_plan *p,
 	k->src_dtype = (uint64_t)in->mt->t->dtype;
 	k->row = in->mt->t->ndim > 1 ?
 	    in->mt->t->shape[in->mt->t->ndim - 1] : 0;
+	k->lora = in->mt->delta != NULL ? lora_view(in->mt->delta) : 0;
+	k->vperm = pt->vperm != NULL ? pt->vperm->id : 0;
 }
 
 struct centry *

@@ -65,8 +65,7 @@ ynode_kind_name(const struct ynode *n)
 /*
  * Checks a mapping's keys against the allowed set: an unknown key is an
  * error naming the nearest known one, never silently ignored (Part A 2).
- * Every key mergekit-yaml accepts is known; the one form this project
- * refuses, LoRA ("lora", issue 14), is refused where it is parsed (cfg_ref).
+ * Every key mergekit-yaml accepts is known.
  */
 static bool
 cfg_keys(struct cfg_ctx *c, const struct ynode *map, const char *what,
@@ -142,6 +141,58 @@ cfg_string(struct cfg_ctx *c, const struct ynode *n, const char *what,
 	return true;
 }
 
+/*
+ * The lora: of a reference's object form: "path[@rev]", or {path,
+ * revision}, as mergekit's ModelPath; the model must not name one too.
+ */
+static bool
+cfg_lora(struct cfg_ctx *c, const struct ynode *l, struct graph_ref *r)
+{
+	static const char *const pkeys[] = { "path", "revision" };
+	const struct ynode *p, *v;
+	struct graph_ref tmp;
+	char *cause = NULL, *s;
+
+	if (r->lora != NULL) {
+		cfg_err(c, l, "the model already names an adapter with '+'; "
+		    "give it once");
+		return false;
+	}
+	if (l->kind == YNODE_MAP) {
+		if (!cfg_keys(c, l, "a LoRA adapter path", pkeys, 2))
+			return false;
+		p = ynode_get(l, "path");
+		v = ynode_get(l, "revision");
+		if (p == NULL) {
+			cfg_err(c, l, "a LoRA adapter needs a 'path'");
+			return false;
+		}
+		if (!cfg_string(c, p, "path", &r->lora))
+			return false;
+		if (v != NULL && !cfg_string(c, v, "revision", &r->lora_rev))
+			return false;
+		return true;
+	}
+	if (l->kind != YNODE_SCALAR || l->str[0] == '\0') {
+		cfg_err(c, l, "'lora' must be an adapter path or {path, "
+		    "revision}");
+		return false;
+	}
+	/* "path[@rev]": parsed as a reference, which must have no '+'. */
+	if (graph_ref_parse(l->str, &tmp, &cause) != 0 || tmp.lora != NULL) {
+		s = cause != NULL ? cause : xasprintf("'%s': an adapter path "
+		    "has no '+'", l->str);
+		cfg_err(c, l, "lora: %s", s);
+		free(s);
+		if (cause == NULL)
+			graph_ref_fini(&tmp);
+		return false;
+	}
+	r->lora = tmp.path;
+	r->lora_rev = tmp.rev;
+	return true;
+}
+
 static bool
 cfg_ref(struct cfg_ctx *c, const struct ynode *n, const char *what,
     struct graph_ref *r)
@@ -172,10 +223,6 @@ cfg_ref(struct cfg_ctx *c, const struct ynode *n, const char *what,
 		cfg_err(c, n, "%s needs a 'model' key", what);
 		return false;
 	}
-	if (l != NULL) {
-		cfg_err(c, l, "LoRA adapters ('lora') are not supported yet");
-		return false;
-	}
 	if (m->kind == YNODE_MAP) {
 		if (!cfg_keys(c, m, "a model path", pkeys, 2))
 			return false;
@@ -191,6 +238,10 @@ cfg_ref(struct cfg_ctx *c, const struct ynode *n, const char *what,
 		return false;
 	}
 	r->mark = n->mark;
+	if (l != NULL && !cfg_lora(c, l, r)) {
+		graph_ref_fini(r);
+		return false;
+	}
 	if (o != NULL && !cfg_string(c, o, "override_architecture",
 	    &r->override_arch)) {
 		graph_ref_fini(r);

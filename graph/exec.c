@@ -163,7 +163,7 @@ static bool
 xt_is_raw(const struct plan_tensor *pt)
 {
 	return pt->method == &method_copy && !pt->in[0].rectified &&
-	    pt->vperm == NULL &&
+	    pt->vperm == NULL && pt->in[0].mt->delta == NULL &&
 	    pt->in[0].mt->t->dtype == pt->out_dtype &&
 	    (pt->compute_dtype == GRAPH_DT_NONE ||
 	    pt->compute_dtype == pt->out_dtype);

@@ -323,9 +323,14 @@ bool fsroot_exists(int dirfd, const char *path, const struct graph_cred *cred);
 char *modelref_hf_cache_root(const struct graph_env *);
 
 /* model.c: an input model, headers only. */
+struct lora_delta;
+
 struct model_tensor {
 	const struct safetensors_tensor *t;
 	size_t file;		/* index into files */
+	/* A "model+adapter" reference's LoRA product, added as the
+	 * tensor is read (lora.c), or NULL. */
+	const struct lora_delta *delta;
 };
 
 struct model {
@@ -352,6 +357,7 @@ struct model {
 	size_t ntensors;
 	size_t captensors;
 	struct strmap index;	/* name -> tensors[] */
+	struct lora *lora;	/* the adapter of "model+adapter", or NULL */
 };
 
 int model_open(const struct graph_ref *ref, struct graph_resolved *r,
@@ -365,6 +371,45 @@ int model_read(const struct model *m, const char *name, size_t max, char **out,
 int model_read_json(const struct model *m, const char *name, size_t max,
     struct cJSON **out, char **text, char **cause);
 bool model_has(const struct model *, const char *);
+
+/*
+ * lora.c: a PEFT LoRA adapter bound to a model (a "model+adapter"
+ * reference): one delta per adapted weight, W + scale * L * R, where
+ * L * R is B * A, or (B * A)^T when transposed (fan_in_fan_out, and
+ * embeddings).  The adapter's file is one of the model's files.
+ */
+struct lora_delta {
+	char *module;		/* the adapted module, for messages */
+	const struct model_tensor *weight;	/* the model's W */
+	const struct safetensors_file *file;	/* the adapter's */
+	const struct safetensors_tensor *a;	/* lora_A, [r, in] */
+	const struct safetensors_tensor *b;	/* lora_B, [out, r] */
+	int64_t rank;
+	int64_t rows;		/* W's shape */
+	int64_t cols;
+	double scale;		/* alpha / r, or alpha / sqrt(r) (rsLoRA) */
+	bool transpose;
+	enum graph_dtype round;	/* --lora-merge-dtype, or NONE */
+	uint64_t grid;		/* rows per block (lora_read) */
+	uint64_t id;		/* unique in the process */
+};
+
+struct lora {
+	struct graph_resolved where;	/* the adapter's directory */
+	const struct safetensors_file *file;	/* owned by the model */
+	struct lora_delta *deltas;
+	size_t ndeltas;
+	size_t nreplaced;	/* modules_to_save tensors */
+	enum graph_dtype round;
+};
+
+int lora_attach(struct model *m, struct graph_resolved *r,
+    enum graph_dtype round, struct graph_diags *d);
+void lora_free(struct lora *);
+int lora_read(const struct model *m, const struct lora_delta *dl,
+    uint64_t idx, size_t n, float *out, char **cause);
+uint64_t lora_view(const struct lora_delta *);
+uint64_t lora_scratch(const struct lora_delta *);
 
 /* arch.c: tensor templates derived from a model's own tensor names. */
 struct arch_weight {
@@ -573,6 +618,7 @@ struct vperm_mean {
 
 /* A vocabulary-indexed tensor's row map (method.h: plan_tensor.vperm). */
 struct plan_vperm {
+	uint64_t id;		/* unique in the process (cache.c's key) */
 	int64_t cols;
 	struct vperm_src *src;	/* the tensor's models, as planned */
 	size_t nsrc;
@@ -611,6 +657,8 @@ void bufpool_trim(struct bufpool *, uint64_t);
 void bufpool_fini(struct bufpool *);
 
 /* reader.c: decoding input chunks. */
+int reader_read_run(const struct safetensors_file *f, enum graph_dtype dt,
+    uint64_t off, size_t n, float *out, char **cause);
 int reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     const struct plan_input *in, uint64_t e0, size_t n, float *out,
     char **cause);

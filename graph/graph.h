@@ -289,6 +289,9 @@ struct graph_resolved {
 
 int graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
     struct graph_resolved *out, char **cause);
+int graph_ref_resolve_adapter(const struct graph_ref *r,
+    const struct graph_env *env, struct graph_resolved *out, char **cause);
+char *graph_ref_adapter_key(const struct graph_ref *);
 void graph_resolved_fini(struct graph_resolved *);
 
 /*
@@ -344,6 +347,9 @@ struct graph_merge_opts {
 	bool copy_tokenizer;	/* the base model's tokenizer files */
 	bool model_card;	/* README.md and mergekit_config.yml */
 	bool force;		/* replace an existing output */
+	/* --lora-merge-dtype: the dtype weights changed by a LoRA adapter
+	 * are rounded to before they merge; NONE keeps float32. */
+	enum graph_dtype lora_dtype;
 	/* What mergekit ignores and the planner warns of (MERGEKIT.md Part
 	 * A 2) is an error.  Not kept by the daemon's store: it decides
 	 * only whether a config is accepted, never what a plan holds. */

@@ -209,6 +209,7 @@ model_add_tensor(struct model *m, size_t file, size_t t)
 	}
 	m->tensors[m->ntensors].file = file;
 	m->tensors[m->ntensors].t = &m->files[file]->t[t];
+	m->tensors[m->ntensors].delta = NULL;
 	/* Keyed by the header's own copy of the name, which lives as long
 	 * as the model. */
 	strmap_put(&m->index, m->files[file]->t[t].name, m->ntensors);
@@ -418,6 +419,7 @@ model_close(struct model *m)
 
 	if (m == NULL)
 		return;
+	lora_free(m->lora);
 	for (i = 0; i < m->nfiles; i++) {
 		safetensors_close(m->files[i]);
 		free(m->file_names[i]);

@@ -9,8 +9,9 @@
  * Hugging Face cache layout: <cache>/models--org--name/refs/<rev> holds a
  * commit hash naming snapshots/<hash>/, and a 40-hex revision names the
  * snapshot directly.  Nothing is ever downloaded.  When nothing is found,
- * the error lists every place that was tried.  Pure functions of their
- * arguments and the file system; safe on any thread.
+ * the error lists every place that was tried.  A reference's LoRA
+ * adapter ("+lora") is resolved the same way, on its own.  Pure functions
+ * of their arguments and the file system; safe on any thread.
  */
 #include <sys/stat.h>
 
@@ -75,10 +76,7 @@ graph_ref_parse(const char *s, struct graph_ref *r, char **cause)
 		graph_ref_fini(r);
 		return -EINVAL;
 	}
-	graph_ref_fini(r);
-	*cause = xasprintf("model reference '%s': LoRA adapters ('+') are "
-	    "not supported yet", s);
-	return -ENOTSUP;
+	return 0;
 }
 
 void
@@ -229,15 +227,15 @@ hf_repo_dir(const char *root, const char *id)
  * each place as ", PLACE (why)".
  */
 static int
-ref_resolve_hf(const struct graph_ref *r, const char *root,
+ref_resolve_hf(const char *path, const char *revision, const char *root,
     struct graph_resolved *out, struct xbuf *tried)
 {
 	char *repo, *refpath = NULL, *hash = NULL, *snap = NULL;
-	const char *rev = r->rev ? r->rev : "main";
+	const char *rev = revision ? revision : "main";
 	size_t len;
 	int rc = -ENOENT;
 
-	repo = hf_repo_dir(root, r->path);
+	repo = hf_repo_dir(root, path);
 	if (is_hex40(rev)) {
 		hash = xstrdup(rev);
 	} else if (strstr(rev, "..") == NULL && rev[0] != '/') {
@@ -282,21 +280,22 @@ out:
 	return rc;
 }
 
-int
-graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
-    struct graph_resolved *out, char **cause)
+/* path[@rev], a model's or an adapter's (what), into out. */
+static int
+ref_resolve(const char *path, const char *rev, const char *what,
+    const struct graph_env *env, struct graph_resolved *out, char **cause)
 {
 	struct xbuf tried = { 0 };
 	char *local, *root, *name, *near;
-	const char *rel = r->path;
+	const char *rel = path;
 	int rc;
 
 	memset(out, 0, sizeof *out);
 	out->rootfd = -1;
 	while (strncmp(rel, "./", 2) == 0)
 		rel += 2;
-	if (r->path[0] == '/' || env->cwd == NULL)
-		local = xstrdup(r->path);
+	if (path[0] == '/' || env->cwd == NULL)
+		local = xstrdup(path);
 	else
 		local = xasprintf("%s/%s", env->cwd, rel);
 	if (is_dir(local) && (out->rootfd = open(local, O_RDONLY |
@@ -308,15 +307,15 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 		return 0;
 	}
 	xbuf_printf(&tried, ", %s (no such directory", local);
-	if (r->path[0] != '/' && env->cwd != NULL)
+	if (path[0] != '/' && env->cwd != NULL)
 		xbuf_printf(&tried, "; a relative path is from the current "
 		    "directory, %s", env->cwd);
 	xbuf_printf(&tried, ")");
-	near = near_dir(r->path, local);
+	near = near_dir(path, local);
 	free(local);
 	root = modelref_hf_cache_root(env);
-	if (is_repo_id(r->path) && root != NULL) {
-		if (ref_resolve_hf(r, root, out, &tried) == 0) {
+	if (is_repo_id(path) && root != NULL) {
+		if (ref_resolve_hf(path, rev, root, out, &tried) == 0) {
 			free(root);
 			xbuf_free(&tried);
 			return 0;
@@ -326,10 +325,11 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 		    "HF_HUB_CACHE or HF_HOME)");
 	}
 	free(root);
-	name = graph_ref_str(r);
+	name = xasprintf("%s%s%s", path, rev ? "@" : "", rev ? rev : "");
 	/* One line: a problem is printed as one (diag.c escapes line breaks,
 	 * which names from files may hold), so the places are a list. */
-	*cause = xasprintf("model '%s' not found; looked in: %s%s%s%s", name,
+	*cause = xasprintf("%s '%s' not found; looked in: %s%s%s%s", what,
+	    name,
 	    tried.data + 2, near ? "; did you mean '" : "", near ? near : "",
 	    near ? "'?" : "");
 	free(near);
@@ -337,6 +337,30 @@ graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
 	xbuf_free(&tried);
 	rc = -ENOENT;
 	return rc;
+}
+
+int
+graph_ref_resolve(const struct graph_ref *r, const struct graph_env *env,
+    struct graph_resolved *out, char **cause)
+{
+	return ref_resolve(r->path, r->rev, "model", env, out, cause);
+}
+
+/* The adapter of a "model+adapter" reference, found like a model. */
+int
+graph_ref_resolve_adapter(const struct graph_ref *r,
+    const struct graph_env *env, struct graph_resolved *out, char **cause)
+{
+	return ref_resolve(r->lora, r->lora_rev, "adapter", env, out, cause);
+}
+
+/* The name under which a client passes a reference's adapter directory:
+ * "+lora[@rev]", which no model reference can be. */
+char *
+graph_ref_adapter_key(const struct graph_ref *r)
+{
+	return xasprintf("+%s%s%s", r->lora, r->lora_rev ? "@" : "",
+	    r->lora_rev ? r->lora_rev : "");
 }
 
 void

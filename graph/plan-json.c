@@ -150,6 +150,32 @@ source_json(const struct graph_plan *p, const struct plan_tensor *t,
 	return o;
 }
 
+/* A model's LoRA adapter: where, and what it changes. */
+static void
+plan_json_adapter(const struct lora *l, cJSON *m)
+{
+	cJSON *a = cJSON_AddObjectToObject(m, "adapter"), *arr, *e;
+	size_t i;
+
+	cJSON_AddStringToObject(a, "dir", l->where.dir);
+	cJSON_AddStringToObject(a, "file", l->file->path);
+	cJSON_AddNumberToObject(a, "replaced", (double)l->nreplaced);
+	if (l->round != GRAPH_DT_NONE)
+		cJSON_AddStringToObject(a, "round_to",
+		    graph_dtype_hf_name(l->round));
+	arr = cJSON_AddArrayToObject(a, "weights");
+	for (i = 0; i < l->ndeltas; i++) {
+		e = cJSON_CreateObject();
+		cJSON_AddStringToObject(e, "name",
+		    l->deltas[i].weight->t->name);
+		cJSON_AddNumberToObject(e, "rank", (double)l->deltas[i].rank);
+		cJSON_AddNumberToObject(e, "scale", l->deltas[i].scale);
+		if (l->deltas[i].transpose)
+			cJSON_AddTrueToObject(e, "transposed");
+		cJSON_AddItemToArray(arr, e);
+	}
+}
+
 static cJSON *
 tensor_json(const struct graph_plan *p, const struct plan_tensor *t)
 {
@@ -268,6 +294,8 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 		    (double)p->models[i].m->num_layers);
 		cJSON_AddNumberToObject(m, "files",
 		    (double)p->models[i].m->nfiles);
+		if (p->models[i].m->lora != NULL)
+			plan_json_adapter(p->models[i].m->lora, m);
 		cJSON_AddItemToArray(arr, m);
 	}
 	arr = cJSON_AddArrayToObject(o, "tensors");

@@ -832,6 +832,9 @@ out:
 	tokbuild_fini(&tb);
 }
 
+/* Row maps are told apart by the executor's cache by these. */
+static atomic_uint_fast64_t vperm_next_id = 1;
+
 static ssize_t
 vperm_src_of(const struct plan_vperm *vp, size_t model)
 {
@@ -954,6 +957,7 @@ plan_tokenizer_tensor(struct plan_build *b, struct plan_tensor *pt)
 		}
 	}
 	vp = xcalloc(1, sizeof *vp);
+	vp->id = atomic_fetch_add(&vperm_next_id, 1);
 	vp->cols = t0->shape[1];
 	vp->src = xcalloc(pt->nin, sizeof *vp->src);
 	for (j = 0; j < pt->nin; j++)

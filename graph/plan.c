@@ -83,13 +83,16 @@ plan_copy_cred(struct graph_plan *p, const struct graph_cred *c)
 	p->opts.cred = &p->cred;
 }
 
-/* The client's resolution of ref, when planning from descriptors. */
+/*
+ * The client's resolution of ref, when planning from descriptors.  A
+ * reference's adapter (lora) is passed under graph_ref_adapter_key().
+ */
 static int
 plan_given_dir(const struct plan_build *b, const struct graph_ref *ref,
-    struct graph_resolved *r, char **cause)
+    bool adapter, struct graph_resolved *r, char **cause)
 {
 	const struct graph_plan_opts *o = &b->p->opts;
-	char *name = graph_ref_str(ref);
+	char *name = adapter ? graph_ref_adapter_key(ref) : graph_ref_str(ref);
 	size_t i;
 
 	memset(r, 0, sizeof *r);
@@ -98,8 +101,8 @@ plan_given_dir(const struct plan_build *b, const struct graph_ref *ref,
 		if (strcmp(o->dirs[i].ref, name) == 0)
 			break;
 	if (i == o->ndirs) {
-		*cause = xasprintf("model '%s': the client passed no directory "
-		    "for it", name);
+		*cause = xasprintf("%s '%s': the client passed no directory "
+		    "for it", adapter ? "adapter" : "model", name);
 		free(name);
 		return -ENOENT;
 	}
@@ -114,6 +117,28 @@ plan_given_dir(const struct plan_build *b, const struct graph_ref *ref,
 	r->dir = strcmp(r->rel, ".") == 0 ? xstrdup(o->dirs[i].where) :
 	    xasprintf("%s/%s", o->dirs[i].where, r->rel);
 	return 0;
+}
+
+/* Binds model i's adapter (its reference's "+lora") to it. */
+static int
+plan_attach_adapter(struct plan_build *b, size_t i)
+{
+	struct graph_plan *p = b->p;
+	const struct graph_ref *ref = b->refs[i];
+	struct graph_resolved r;
+	char *cause = NULL;
+	int rc;
+
+	rc = p->opts.dirs != NULL ? plan_given_dir(b, ref, true, &r, &cause) :
+	    graph_ref_resolve_adapter(ref, &p->opts.env, &r, &cause);
+	if (rc != 0) {
+		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, ref->mark,
+		    "%s", cause);
+		free(cause);
+		return rc;
+	}
+	return lora_attach(p->models[i].m, &r, p->opts.merge.lora_dtype,
+	    b->d);
 }
 
 static int
@@ -131,13 +156,16 @@ plan_open_models(struct plan_build *b)
 		p->models[i].name = graph_ref_str(b->refs[i]);
 		if (plan_cancelled(b))
 			return -ECANCELED;
-		rc = p->opts.dirs != NULL ? plan_given_dir(b, b->refs[i], &r,
-		    &cause) : graph_ref_resolve(b->refs[i], &p->opts.env, &r,
-		    &cause);
+		rc = p->opts.dirs != NULL ? plan_given_dir(b, b->refs[i], false,
+		    &r, &cause) : graph_ref_resolve(b->refs[i], &p->opts.env,
+		    &r, &cause);
 		if (rc == 0)
 			rc = model_open(b->refs[i], &r, p->opts.cred,
 			    p->opts.cancel, &p->models[i].m, &cause);
 		graph_resolved_fini(&r);
+		if (rc == 0 && b->refs[i]->lora != NULL &&
+		    plan_attach_adapter(b, i) != 0)
+			failed = 1;
 		if (rc == -ECANCELED) {
 			free(cause);
 			(void)plan_cancelled(b);

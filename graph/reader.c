@@ -13,7 +13,8 @@
  * faulting mapped pages in (and dropping them again to keep RSS within the
  * budget) cost more than the copy, on two threads mostly in page-table
  * locks and TLB shootdowns; and a file truncated under us gives a short
- * read and a clear error instead of SIGBUS.  Byte copies go through
+ * read and a clear error instead of SIGBUS.  A weight that a LoRA adapter
+ * changes is read through lora.c, which adds the adapter's product.  Byte copies go through
  * copy_file_range(), which never brings the data into user space.  With a
  * compute dtype ("dtype:" in the config) values are rounded to it, as
  * mergekit converts inputs on load.  Runs on pool threads; reads only the
@@ -62,9 +63,9 @@ read_exact(const struct safetensors_file *f, void *buf, size_t len,
 }
 
 /* Decodes n elements stored at byte offset off. */
-static int
-read_run(const struct safetensors_file *f, enum graph_dtype dt, uint64_t off,
-    size_t n, float *out, char **cause)
+int
+reader_read_run(const struct safetensors_file *f, enum graph_dtype dt,
+    uint64_t off, size_t n, float *out, char **cause)
 {
 	size_t es = graph_dtype_size(dt), per = READ_BOUNCE / es, k;
 	int rc;
@@ -79,6 +80,22 @@ read_run(const struct safetensors_file *f, enum graph_dtype dt, uint64_t off,
 		n -= k;
 	}
 	return 0;
+}
+
+/*
+ * Elements [idx, idx + n) of model m's tensor mt as stored (flattened),
+ * with its adapter's LoRA product added when it has one (lora.c).
+ */
+static int
+read_stored(const struct model *m, const struct model_tensor *mt,
+    uint64_t idx, size_t n, float *out, char **cause)
+{
+	const struct safetensors_tensor *st = mt->t;
+
+	if (mt->delta != NULL)
+		return lora_read(m, mt->delta, idx, n, out, cause);
+	return reader_read_run(m->files[mt->file], st->dtype, st->begin + idx *
+	    graph_dtype_size(st->dtype), n, out, cause);
 }
 
 /*
@@ -106,13 +123,8 @@ static int
 vread_stored(const struct vread *vr, const struct model_tensor *mt,
     int64_t row, size_t nrows, float *out, char **cause)
 {
-	const struct safetensors_file *f =
-	    vr->p->models[vr->model].m->files[mt->file];
-	const struct safetensors_tensor *st = mt->t;
-	size_t es = graph_dtype_size(st->dtype);
-
-	return read_run(f, st->dtype, st->begin + (uint64_t)row * vr->cols *
-	    es, nrows * vr->cols, out, cause);
+	return read_stored(vr->p->models[vr->model].m, mt, (uint64_t)row *
+	    vr->cols, nrows * vr->cols, out, cause);
 }
 
 /* Token r's default row, into out. */
@@ -123,8 +135,6 @@ vread_default(struct vread *vr, int64_t r, float *out, char **cause)
 	const struct vperm_ref *ref = vp->def + vp->def_off[r];
 	size_t nref = vp->def_off[r + 1] - vp->def_off[r], k, c;
 	const struct vperm_src *src;
-	const struct safetensors_file *f;
-	const struct safetensors_tensor *st;
 	int rc;
 
 	if (nref == 0) {
@@ -134,10 +144,8 @@ vread_default(struct vread *vr, int64_t r, float *out, char **cause)
 	memset(vr->acc, 0, vr->cols * sizeof *vr->acc);
 	for (k = 0; k < nref; k++) {
 		src = &vp->src[ref[k].src];
-		f = vr->p->models[src->model].m->files[src->mt->file];
-		st = src->mt->t;
-		if ((rc = read_run(f, st->dtype, st->begin + (uint64_t)ref[k].row *
-		    vr->cols * graph_dtype_size(st->dtype), vr->cols, vr->row,
+		if ((rc = read_stored(vr->p->models[src->model].m, src->mt,
+		    (uint64_t)ref[k].row * vr->cols, vr->cols, vr->row,
 		    cause)) != 0)
 			return rc;
 		for (c = 0; c < vr->cols; c++)
@@ -278,9 +286,8 @@ reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     char **cause)
 {
 	const struct model *m = p->models[in->model].m;
-	const struct safetensors_file *f = m->files[in->mt->file];
 	const struct safetensors_tensor *st = in->mt->t;
-	size_t es = graph_dtype_size(st->dtype), done = 0, run;
+	size_t done = 0, run;
 	uint64_t scols, r, c;
 	int rc;
 
@@ -288,8 +295,7 @@ reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 		if ((rc = reader_read_vocab(p, t, in, e0, n, out, cause)) != 0)
 			return rc;
 	} else if (!in->rectified) {
-		if ((rc = read_run(f, st->dtype, st->begin + e0 * es, n, out,
-		    cause)) != 0)
+		if ((rc = read_stored(m, in->mt, e0, n, out, cause)) != 0)
 			return rc;
 	} else {
 		scols = (uint64_t)st->shape[1];
@@ -299,8 +305,8 @@ reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 			run = (size_t)((uint64_t)in->cols - c);
 			if (run > n - done)
 				run = n - done;
-			if ((rc = read_run(f, st->dtype, st->begin +
-			    (r * scols + c) * es, run, out + done, cause)) != 0)
+			if ((rc = read_stored(m, in->mt, r * scols + c, run,
+			    out + done, cause)) != 0)
 				return rc;
 			done += run;
 		}

@@ -58,6 +58,7 @@
 #define PROTO_F_COPY_TOKENIZER "copy_tokenizer"
 #define PROTO_F_MODEL_CARD "model_card"
 #define PROTO_F_STRICT "strict"
+#define PROTO_F_LORA_DTYPE "lora_merge_dtype"
 /* In a bad_config error: every problem found. */
 #define PROTO_F_PROBLEMS "problems"
 

@@ -49,6 +49,7 @@ static void test_many_errors(void);
 static void test_alias_bomb(void);
 static void test_nul_byte(void);
 static void test_nulls(void);
+static void test_lora_forms(void);
 
 static const struct bad_config bad_configs[] = {
 	{ "unknown top-level key",
@@ -230,13 +231,22 @@ static const struct bad_config bad_configs[] = {
 	    "merge_method: linear\nchat_template: [chatml]\nmodels:\n"
 	    "  - model: a\n",
 	    "cfg.yml:2:16", "'chat_template' must be a non-empty string" },
-	{ "LoRA reference",
-	    "merge_method: linear\nmodels:\n  - model: org/a+org/lora\n",
-	    "cfg.yml:3:12", "not supported" },
-	{ "LoRA in the object form",
-	    "merge_method: linear\nmodels:\n  - model:\n      model: a\n"
+	{ "an adapter given twice",
+	    "merge_method: linear\nmodels:\n  - model:\n      model: a+c\n"
 	    "      lora: b\n",
-	    "cfg.yml:5:13", "not supported" },
+	    "cfg.yml:5:13", "already names an adapter" },
+	{ "lora: a list",
+	    "merge_method: linear\nmodels:\n  - model:\n      model: a\n"
+	    "      lora: [b]\n",
+	    "cfg.yml:5:13", "'lora' must be an adapter path" },
+	{ "lora: a '+' in the adapter",
+	    "merge_method: linear\nmodels:\n  - model:\n      model: a\n"
+	    "      lora: b+c\n",
+	    "cfg.yml:5:13", "an adapter path has no '+'" },
+	{ "lora: an unknown key",
+	    "merge_method: linear\nmodels:\n  - model:\n      model: a\n"
+	    "      lora: {path: b, rev: x}\n",
+	    "cfg.yml:5:23", "unknown key 'rev' in a LoRA adapter path" },
 	{ "two '@'",
 	    "merge_method: linear\nmodels:\n  - model: a@b@c\n",
 	    "cfg.yml:3:12", "more than one '@'" },
@@ -786,6 +796,40 @@ test_alias_bomb(void)
 	graph_diags_fini(&d);
 }
 
+/* mergekit's three spellings of one adapter reference are one reference. */
+static void
+test_lora_forms(void)
+{
+	static const char *const forms[] = {
+		"merge_method: linear\nmodels:\n  - model: org/a@r1+ad/x@r2\n",
+		"merge_method: linear\nmodels:\n  - model:\n      model: "
+		    "org/a@r1\n      lora: ad/x@r2\n",
+		"merge_method: linear\nmodels:\n  - model:\n      model: "
+		    "{path: org/a, revision: r1}\n      lora: {path: ad/x, "
+		    "revision: r2}\n",
+	};
+	struct graph_config *cfg;
+	struct graph_diags d;
+	char *s;
+	size_t i;
+
+	for (i = 0; i < sizeof forms / sizeof *forms; i++) {
+		cfg = NULL;
+		if (!ok(load(forms[i], &cfg, &d) == 0, "adapter form %zu loads",
+		    i + 1)) {
+			dump_diags(&d);
+			graph_diags_fini(&d);
+			continue;
+		}
+		s = graph_ref_str(&cfg->mods[0].models[0].model);
+		ok_str_eq(s, "org/a@r1+ad/x@r2", "adapter form %zu is "
+		    "org/a@r1+ad/x@r2", i + 1);
+		free(s);
+		graph_config_free(cfg);
+		graph_diags_fini(&d);
+	}
+}
+
 static void
 test_nul_byte(void)
 {
@@ -818,6 +862,7 @@ main(void)
 	test_alias_bomb();
 	test_nul_byte();
 	test_nulls();
+	test_lora_forms();
 	return tap_done();
 }
 

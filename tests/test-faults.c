@@ -462,41 +462,65 @@ out:
 }
 
 /*
- * The store kept by the kill tests, turned back into a version 1 store
- * (no jobs.stage_dev, stage_ino): merged upgrades it and keeps every job; a store of a
- * version it does not know is refused.
+ * The store kept by the kill tests, turned back into each older version
+ * (version 1: no jobs.stage_dev, stage_ino; version 2: no lora_dtype):
+ * merged upgrades it to the current one (3) and keeps every job; a store
+ * of a version it does not know is refused.
  */
 static void
 test_store_versions(void)
 {
-	char *n, *last, *v, *s, *o = NULL;
+	static const char *const back[] = {
+		/* 3 -> 2 */
+		"ALTER TABLE jobs DROP COLUMN lora_dtype;",
+		/* 2 -> 1 */
+		"ALTER TABLE jobs DROP COLUMN stage_dev;"
+		" ALTER TABLE jobs DROP COLUMN stage_ino;",
+	};
+	char *n, *last, *v, *s, *o = NULL, *sql;
+	int rc, from, k;
 	pid_t pid;
-	int rc;
 
-	n = store_sql("SELECT count(*) FROM jobs");
-	last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY id");
-	v = store_sql("ALTER TABLE jobs DROP COLUMN stage_dev;"
-	    "ALTER TABLE jobs DROP COLUMN stage_ino;"
-	    "PRAGMA user_version = 1; PRAGMA user_version");
-	ok(n != NULL && last != NULL && v != NULL && strcmp(v, "1") == 0,
-	    "a version 1 store with %s jobs", n ? n : "?");
-	free(v);
-	pid = td_start("--memory 64M", NULL);
-	s = last != NULL ? td_job_field(atoi(last), "state") : strdup("");
-	ok(last != NULL && strcmp(s, strchr(last, ' ') + 1) == 0, "merged "
-	    "opens it and knows job %s as it was (%s)", last ? last : "?", s);
-	free(s);
-	ok_int_eq(td_stop(pid, SIGTERM), 0, "and stops cleanly");
-	v = store_sql("SELECT count(*) FROM jobs");
-	s = store_sql("SELECT count(stage_dev) + count(stage_ino) FROM jobs;"
-	    "PRAGMA user_version");
-	ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
-	    strcmp(s, "2") == 0, "upgraded to version 2 with every job (%s "
-	    "of %s)", v ? v : "?", n ? n : "?");
-	free(s);
-	free(v);
-	free(last);
-	free(n);
+	for (from = 2; from >= 1; from--) {
+		n = store_sql("SELECT count(*) FROM jobs");
+		last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY "
+		    "id");
+		sql = NULL;
+		for (k = 0; k <= 2 - from; k++) {
+			s = sql;
+			if (asprintf(&sql, "%s%s", s ? s : "", back[k]) < 0)
+				sql = NULL;
+			free(s);
+		}
+		s = sql;
+		if (asprintf(&sql, "%s PRAGMA user_version = %d; PRAGMA "
+		    "user_version", s ? s : "", from) < 0)
+			sql = NULL;
+		free(s);
+		v = sql ? store_sql(sql) : NULL;
+		free(sql);
+		ok(n != NULL && last != NULL && v != NULL && atoi(v) == from,
+		    "a version %d store with %s jobs", from, n ? n : "?");
+		free(v);
+		pid = td_start("--memory 64M", NULL);
+		s = last != NULL ? td_job_field(atoi(last), "state") :
+		    strdup("");
+		ok(last != NULL && strcmp(s, strchr(last, ' ') + 1) == 0,
+		    "merged opens it and knows job %s as it was (%s)",
+		    last ? last : "?", s);
+		free(s);
+		ok_int_eq(td_stop(pid, SIGTERM), 0, "and stops cleanly");
+		v = store_sql("SELECT count(*) FROM jobs");
+		s = store_sql("SELECT count(stage_dev) + count(stage_ino) + "
+		    "count(lora_dtype) >= 0 FROM jobs; PRAGMA user_version");
+		ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
+		    strcmp(s, "3") == 0, "upgraded from version %d to 3 with "
+		    "every job (%s of %s)", from, v ? v : "?", n ? n : "?");
+		free(s);
+		free(v);
+		free(last);
+		free(n);
+	}
 
 	free(store_sql("PRAGMA user_version = 99"));
 	rc = tl_runf(&o, "timeout 20 %s --socket %s --state-dir %s 2>&1",
@@ -505,7 +529,7 @@ test_store_versions(void)
 	    "(exit %d)", rc);
 	ok_str_has(o, "schema version 99", "saying which version it is");
 	free(o);
-	free(store_sql("PRAGMA user_version = 2"));
+	free(store_sql("PRAGMA user_version = 3"));
 }
 
 static void

@@ -33,6 +33,8 @@ struct parse_case {
 	const char *path;	/* on success */
 	const char *rev;
 	const char *phrase;	/* in the cause, on failure */
+	const char *lora;	/* on success: the adapter, or NULL */
+	const char *lora_rev;
 };
 
 static char *path_join(const char *, const char *);
@@ -59,8 +61,9 @@ static const struct parse_case parse_cases[] = {
 	{ "a@b@c", -EINVAL, NULL, NULL, "more than one '@'" },
 	{ "a@b@c+d", -EINVAL, NULL, NULL, "more than one '@'" },
 	{ "a+b@c@d", -EINVAL, NULL, NULL, "more than one '@'" },
-	{ "a+b", -ENOTSUP, NULL, NULL, "not supported" },
-	{ "org/m@r+org/lora@r2", -ENOTSUP, NULL, NULL, "LoRA" },
+	{ "a+b", 0, "a", NULL, NULL, "b", NULL },
+	{ "org/m@r+org/lora@r2", 0, "org/m", "r", NULL, "org/lora", "r2" },
+	{ "./m+./adapters/x@v1", 0, "./m", NULL, NULL, "./adapters/x", "v1" },
 	{ "", -EINVAL, NULL, NULL, "empty path" },
 	{ "@rev", -EINVAL, NULL, NULL, "empty path" },
 	{ "org/m@", -EINVAL, NULL, NULL, "empty revision" },
@@ -134,10 +137,16 @@ test_parse(void)
 		if (c->rc == 0) {
 			ok(rc == 0 && strcmp(r.path, c->path) == 0 &&
 			    (c->rev == NULL ? r.rev == NULL : r.rev != NULL &&
-			    strcmp(r.rev, c->rev) == 0) && r.lora == NULL &&
-			    r.lora_rev == NULL && cause == NULL,
-			    "\"%s\": path \"%s\", revision %s", c->text,
-			    c->path, c->rev ? c->rev : "none");
+			    strcmp(r.rev, c->rev) == 0) &&
+			    (c->lora == NULL ? r.lora == NULL : r.lora != NULL &&
+			    strcmp(r.lora, c->lora) == 0) &&
+			    (c->lora_rev == NULL ? r.lora_rev == NULL :
+			    r.lora_rev != NULL && strcmp(r.lora_rev,
+			    c->lora_rev) == 0) && cause == NULL,
+			    "\"%s\": path \"%s\", revision %s, adapter %s@%s",
+			    c->text, c->path, c->rev ? c->rev : "none",
+			    c->lora ? c->lora : "none",
+			    c->lora_rev ? c->lora_rev : "none");
 		} else {
 			ok_str_has(cause, c->phrase, "\"%s\": the cause says "
 			    "\"%s\"", c->text, c->phrase);
