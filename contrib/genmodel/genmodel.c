@@ -15,7 +15,8 @@
  * reader is tested against.  --format bin writes the same weights as torch
  * checkpoints instead (pytorch_model.bin, sharded with
  * pytorch_model.bin.index.json), through torchzip.c, for the daemon's
- * torch checkpoint reader.
+ * torch checkpoint reader.  --lora writes a PEFT LoRA adapter for the
+ * model the shape options describe instead of the model (lora.c).
  *
  * The tokenizer is byte-level BPE unless --tokenizer asks for Unigram,
  * WordPiece or SentencePiece (vocab.c has their tokens, spmwrite.c writes
@@ -42,6 +43,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lora.h"
 #include "spmwrite.h"
 #include "torchzip.h"
 #include "vocab.h"
@@ -55,12 +57,6 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-#if defined(__GNUC__) || defined(__clang__)
-#define PRINTFLIKE(f, a) __attribute__((format(printf, f, a)))
-#else
-#define PRINTFLIKE(f, a)
-#endif
-
 #define BLOCK_ELEMS	(1u << 18)	/* elements generated per fwrite() */
 #define BATCH		256		/* pairs of normals computed at once */
 #define STDIO_BUF	(4u << 20)	/* stdio buffer of each shard */
@@ -69,19 +65,12 @@
 #define MAX_DIM		(UINT64_C(1) << 24)
 #define MAX_LAYERS	4096
 #define MAX_SHARDS	99999		/* file names have 5 digits */
-#define NAME_LEN	96
 #define SPECIAL_SUFFIX	":special"	/* in --added-tokens */
 #define GOLDEN		UINT64_C(0x9e3779b97f4a7c15)
 #define LN2		0.693147180559945309417232121458176568
 #define SQRT2_MANT	UINT64_C(0x6a09e667f3bcd)	/* sqrt(2)'s mantissa */
 #define HALF_PI		1.57079632679489661923132169163975144
 #define LAYER		"model.layers.%" PRIu64 "."
-
-enum kind {
-	KIND_WEIGHT,
-	KIND_BIAS,
-	KIND_NORM,
-};
 
 struct family_info {
 	const char	*name;
@@ -91,16 +80,6 @@ struct family_info {
 	const char	*rms_norm_eps;
 	const char	*rope_theta;
 	const char	*sliding_window;	/* NULL: no such field */
-};
-
-struct dtype_info {
-	const char	*name;		/* on the command line */
-	const char	*st_name;	/* in safetensors headers */
-	const char	*torch_name;	/* in config.json */
-	const char	*storage;	/* torch's storage class */
-	size_t		 size;
-	int		 mbits;		/* stored mantissa bits */
-	int		 ebits;		/* exponent bits */
 };
 
 /* A token of --extra-tokens or --added-tokens. */
@@ -118,6 +97,7 @@ struct token_list {
 struct options {
 	const struct family_info *family;
 	const struct dtype_info	*dtype;
+	int			 dtype_set;	/* adapters default to f32 */
 	const char		*out;
 	uint64_t		 layers;
 	uint64_t		 hidden;
@@ -151,17 +131,9 @@ struct options {
 	const char		*layer_kinds;	/* NULL: every layer attn */
 	int			 bin;		/* torch checkpoints */
 	int			 zip64;		/* their ZIP64 records */
-};
-
-struct tensor {
-	char		 name[NAME_LEN];
-	enum kind	 kind;
-	int		 ndim;
-	uint64_t	 shape[2];
-	uint64_t	 nelem;
-	uint64_t	 nbytes;
-	unsigned	 shard;
-	uint64_t	 begin;		/* offset in its shard's data section */
+	int			 adapter;	/* --lora: write an adapter */
+	struct lora_options	 lora;
+	const char		*model_only;	/* an option --lora refuses */
 };
 
 struct model {
@@ -175,35 +147,8 @@ struct model {
 	int		 bin;		/* torch checkpoint file names */
 };
 
-/* How one tensor's values are drawn. */
-struct gen {
-	uint64_t		 key;		/* base stream */
-	uint64_t		 noise_key;	/* fine-tune noise stream */
-	int			 noise;
-	double			 delta;
-	double			 mean;
-	double			 scale;
-	const struct dtype_info	*dtype;
-};
-
-struct strbuf {
-	char	*buf;
-	size_t	 len;
-	size_t	 cap;
-};
-
-static _Noreturn void	 fatal(const char *, ...) PRINTFLIKE(1, 2);
-static _Noreturn void	 usage_error(const char *, ...) PRINTFLIKE(1, 2);
 static _Noreturn void	 usage(FILE *, int);
-static void		*xmalloc(size_t);
-static void		*xrealloc(void *, size_t);
 static char		*path_join(const char *, const char *);
-static uint64_t		 checked_mul(uint64_t, uint64_t);
-static uint64_t		 checked_add(uint64_t, uint64_t);
-static void		 sb_printf(struct strbuf *, const char *, ...)
-			     PRINTFLIKE(2, 3);
-static uint64_t		 parse_u64(const char *, const char *, int);
-static double		 parse_double(const char *, const char *);
 static const struct family_info *find_family(const char *);
 static const struct dtype_info *find_dtype(const char *);
 static int		 set_flag(struct options *, const char *);
@@ -212,14 +157,12 @@ static void		 set_option(struct options *, const char *,
 			     const char *);
 static void		 parse_args(struct options *, int, char **);
 static uint64_t		 default_jobs(void);
-static void		 check_range(const char *, uint64_t, uint64_t,
-			     uint64_t);
-static int		 utf8_valid(const char *);
 static void		 parse_tokens(struct token_list *, const char *,
 			     const char *, int);
 static int		 cmp_text(const void *, const void *);
 static void		 check_tokens(const struct options *);
 static void		 count_rows(struct options *);
+static void		 check_adapter(struct options *);
 static void		 validate(struct options *);
 static void		 add_tensor(struct model *, enum kind, uint64_t,
 			     uint64_t, const char *, ...) PRINTFLIKE(5, 6);
@@ -233,11 +176,7 @@ static int		 is_output_name(const char *);
 static void		 make_dirs(const char *);
 static void		 remove_outputs(const char *);
 static void		 prepare_dir(const struct options *);
-static FILE		*open_out(const char *, const char *, char **);
-static void		 close_out(FILE *, char *);
 static uint64_t		 mix64(uint64_t);
-static uint64_t		 fnv1a(const char *);
-static uint64_t		 stream_key(uint64_t, uint64_t, uint64_t);
 static double		 unit_bits(uint64_t);
 static double		 log_unit(double);
 static void		 polar(double, double, double *, double *);
@@ -247,8 +186,6 @@ static void		 store_block(const double *, size_t,
 			     const struct dtype_info *, unsigned char *);
 static void		 gen_init(struct gen *, const struct options *,
 			     const struct tensor *);
-static void		 fill_block(const struct gen *, uint64_t, size_t,
-			     unsigned char *);
 static uint64_t		 write_header(FILE *, const char *,
 			     const struct model *, unsigned,
 			     const struct dtype_info *);
@@ -269,7 +206,6 @@ static void		 write_bin(const struct options *, struct model *);
 static void		 write_index(const struct options *,
 			     const struct model *);
 static void		 write_config(const struct options *);
-static void		 json_string(FILE *, const char *);
 static void		 json_score(FILE *, double);
 static uint64_t		 model_tokens(const struct options *);
 static void		 shuffle_ids(struct options *);
@@ -316,6 +252,20 @@ static const char *const output_names[] = {
 	"tokenizer.model",
 	"tokenizer_config.json",
 	"special_tokens_map.json",
+	"adapter_model.safetensors",
+	"adapter_config.json",
+	"README.md",
+};
+
+/*
+ * Options for a model's files alone, refused with --lora rather than
+ * ignored: an adapter has no tokenizer, no torch checkpoint (--format bin
+ * is checked by value, as --format safetensors is harmless), no shards,
+ * and a fine-tune of a base model is a different thing from an adapter.
+ */
+static const char *const model_only_options[] = {
+	"zip64", "shard-size", "finetune-of", "delta", "no-tokenizer",
+	"tokenizer", "extra-tokens", "added-tokens", "token-shuffle",
 };
 
 static const char chat_template[] =
@@ -325,7 +275,7 @@ static const char chat_template[] =
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}";
 
-static void
+void
 fatal(const char *fmt, ...)
 {
 	va_list ap;
@@ -338,7 +288,7 @@ fatal(const char *fmt, ...)
 	exit(1);
 }
 
-static void
+void
 usage_error(const char *fmt, ...)
 {
 	va_list ap;
@@ -414,11 +364,60 @@ usage(FILE *fp, int status)
 	    "+moe\n"
 	    "                        (experts for the MLP), repeated over the "
 	    "layers\n"
-	    "  --help                show this help\n", fp);
+	    "  --help                show this help\n"
+	    "\n", fp);
+	/* Two strings: C11 compilers need only take 4095 bytes in one. */
+	fputs(
+	    "  --lora R              write a PEFT LoRA adapter of rank R (1 to "
+	    "4096) for\n"
+	    "                        the model the options above describe, "
+	    "instead of\n"
+	    "                        the model: adapter_model.safetensors,\n"
+	    "                        adapter_config.json and README.md in "
+	    "DIR; --dtype\n"
+	    "                        is f32 unless given; not with --format "
+	    "bin,\n"
+	    "                        --shard-size, --finetune-of or tokenizer "
+	    "options\n"
+	    "  --lora-targets LIST   comma-separated modules to adapt: q_proj, "
+	    "k_proj,\n"
+	    "                        v_proj, o_proj, gate_proj, up_proj, "
+	    "down_proj,\n"
+	    "                        lm_head (untied only) (q_proj,v_proj)\n"
+	    "  --lora-alpha A        lora_alpha, a positive number (2R)\n"
+	    "  --rslora              use_rslora\n"
+	    "  --fan-in-fan-out      fan_in_fan_out: the shapes of the "
+	    "transposed weight,\n"
+	    "                        lora_A [r, out] and lora_B [in, r]\n"
+	    "  --lora-embed          also adapt model.embed_tokens "
+	    "(lora_embedding_A/B)\n"
+	    "  --modules-to-save LIST\n"
+	    "                        comma-separated embed_tokens, lm_head "
+	    "(untied only):\n"
+	    "                        stored whole, not adapted\n"
+	    "  --rank-pattern LIST   comma-separated KEY=RANK: a module named "
+	    "KEY, or\n"
+	    "                        ending in .KEY, gets rank RANK; the first "
+	    "KEY that\n"
+	    "                        matches wins; literal names only, not "
+	    "PEFT's\n"
+	    "                        regular expressions\n"
+	    "  --alpha-pattern LIST  comma-separated KEY=ALPHA, likewise for "
+	    "lora_alpha\n"
+	    "  --layers-to-transform LIST\n"
+	    "                        comma-separated layer indices: adapt only "
+	    "those\n"
+	    "                        layers; as in PEFT, model.embed_tokens "
+	    "then gets\n"
+	    "                        no adapter, lm_head still does\n"
+	    "  --lora-dora           use_dora: a lora_magnitude_vector per "
+	    "adapted Linear\n"
+	    "  --peft-type NAME      peft_type, for tests of refusal (LORA)\n"
+	    "  --lora-base NAME      base_model_name_or_path (base)\n", fp);
 	exit(status);
 }
 
-static void *
+void *
 xmalloc(size_t size)
 {
 	void	*p;
@@ -428,7 +427,7 @@ xmalloc(size_t size)
 	return p;
 }
 
-static void *
+void *
 xrealloc(void *p, size_t size)
 {
 	if ((p = realloc(p, size)) == NULL)
@@ -446,7 +445,7 @@ path_join(const char *dir, const char *name)
 	return path;
 }
 
-static uint64_t
+uint64_t
 checked_mul(uint64_t a, uint64_t b)
 {
 	if (a != 0 && b > UINT64_MAX / a)
@@ -454,7 +453,7 @@ checked_mul(uint64_t a, uint64_t b)
 	return a * b;
 }
 
-static uint64_t
+uint64_t
 checked_add(uint64_t a, uint64_t b)
 {
 	if (b > UINT64_MAX - a)
@@ -462,7 +461,7 @@ checked_add(uint64_t a, uint64_t b)
 	return a + b;
 }
 
-static void
+void
 sb_printf(struct strbuf *sb, const char *fmt, ...)
 {
 	va_list	ap;
@@ -487,7 +486,7 @@ sb_printf(struct strbuf *sb, const char *fmt, ...)
  * strtoull() alone would accept "-1", " 7" and "7x"; sizes come from
  * scripts, where a typo should fail loudly rather than become a huge model.
  */
-static uint64_t
+uint64_t
 parse_u64(const char *opt, const char *s, int suffixes)
 {
 	unsigned long long	 v;
@@ -526,7 +525,7 @@ parse_u64(const char *opt, const char *s, int suffixes)
 	return (uint64_t)v * mult;
 }
 
-static double
+double
 parse_double(const char *opt, const char *s)
 {
 	char	*end;
@@ -576,6 +575,14 @@ set_flag(struct options *o, const char *name)
 		o->force = 1;
 	else if (strcmp(name, "zip64") == 0)
 		o->zip64 = 1;
+	else if (strcmp(name, "rslora") == 0)
+		o->lora.rslora = 1;
+	else if (strcmp(name, "fan-in-fan-out") == 0)
+		o->lora.fan_in_fan_out = 1;
+	else if (strcmp(name, "lora-embed") == 0)
+		o->lora.embed = 1;
+	else if (strcmp(name, "lora-dora") == 0)
+		o->lora.dora = 1;
 	else if (strcmp(name, "help") == 0)
 		usage(stdout, 0);
 	else
@@ -591,7 +598,9 @@ takes_value(const char *name)
 		"kv-heads", "head-dim", "vocab", "dtype", "shard-size", "seed",
 		"finetune-of", "delta", "jobs", "layer-kinds", "format",
 		"tokenizer", "extra-tokens", "added-tokens", "token-shuffle",
-		"pad-vocab", "config-vocab",
+		"pad-vocab", "config-vocab", "lora", "lora-targets",
+		"lora-alpha", "lora-base", "modules-to-save", "rank-pattern",
+		"alpha-pattern", "layers-to-transform", "peft-type",
 	};
 	size_t	i;
 
@@ -623,8 +632,29 @@ set_option(struct options *o, const char *name, const char *value)
 		o->head_dim_set = 1;
 	} else if (strcmp(name, "vocab") == 0)
 		o->vocab = parse_u64(name, value, 0);
-	else if (strcmp(name, "dtype") == 0)
+	else if (strcmp(name, "dtype") == 0) {
 		o->dtype = find_dtype(value);
+		o->dtype_set = 1;
+	} else if (strcmp(name, "lora") == 0) {
+		o->lora.rank = parse_u64(name, value, 0);
+		o->adapter = 1;
+	} else if (strcmp(name, "lora-targets") == 0)
+		o->lora.targets = value;
+	else if (strcmp(name, "lora-alpha") == 0) {
+		o->lora.alpha = parse_double(name, value);
+		o->lora.alpha_set = 1;
+	} else if (strcmp(name, "lora-base") == 0)
+		o->lora.base = value;
+	else if (strcmp(name, "modules-to-save") == 0)
+		o->lora.save = value;
+	else if (strcmp(name, "rank-pattern") == 0)
+		o->lora.rank_pattern = value;
+	else if (strcmp(name, "alpha-pattern") == 0)
+		o->lora.alpha_pattern = value;
+	else if (strcmp(name, "layers-to-transform") == 0)
+		o->lora.layers = value;
+	else if (strcmp(name, "peft-type") == 0)
+		o->lora.peft_type = value;
 	else if (strcmp(name, "shard-size") == 0)
 		o->shard_size = parse_u64(name, value, 1);
 	else if (strcmp(name, "seed") == 0)
@@ -669,7 +699,7 @@ parse_args(struct options *o, int argc, char **argv)
 {
 	char		 name[32];
 	const char	*arg, *eq, *value;
-	size_t		 len;
+	size_t		 len, k;
 	int		 i;
 
 	for (i = 1; i < argc; i++) {
@@ -685,6 +715,11 @@ parse_args(struct options *o, int argc, char **argv)
 			usage_error("unknown option '--%s'", arg);
 		memcpy(name, arg, len);
 		name[len] = '\0';
+		for (k = 0; k < sizeof(model_only_options) /
+		    sizeof(model_only_options[0]); k++)
+			if (o->model_only == NULL &&
+			    strcmp(name, model_only_options[k]) == 0)
+				o->model_only = model_only_options[k];
 		if (set_flag(o, name)) {
 			if (eq != NULL)
 				usage_error("--%s takes no value", name);
@@ -712,7 +747,7 @@ default_jobs(void)
 	return n > MAX_JOBS ? MAX_JOBS : (uint64_t)n;
 }
 
-static void
+void
 check_range(const char *opt, uint64_t v, uint64_t lo, uint64_t hi)
 {
 	if (v < lo || v > hi)
@@ -745,7 +780,7 @@ check_layer_kinds(const char *list)
 }
 
 /* Token texts go into JSON, which must be UTF-8: no stray bytes. */
-static int
+int
 utf8_valid(const char *s)
 {
 	const unsigned char	*p = (const unsigned char *)s;
@@ -883,6 +918,32 @@ count_rows(struct options *o)
 	o->rows = tokens + o->pad_vocab;
 }
 
+/*
+ * --lora takes the model's shape options and no others: refused, not
+ * ignored, so that a script asking for what an adapter cannot have hears
+ * so.  lora_plan() checks the adapter's own options.
+ */
+static void
+check_adapter(struct options *o)
+{
+	const char	*opt;
+
+	if (!o->adapter) {
+		if ((opt = lora_given(&o->lora)) != NULL)
+			usage_error("--%s needs --lora", opt);
+		return;
+	}
+	check_range("lora", o->lora.rank, 1, LORA_MAX_RANK);
+	if (o->bin)
+		usage_error("--lora writes safetensors, not --format bin");
+	if (o->model_only != NULL)
+		usage_error("--%s is for models, not with --lora",
+		    o->model_only);
+	/* Adapters are trained, and saved, in f32 unless asked otherwise. */
+	if (!o->dtype_set)
+		o->dtype = find_dtype("f32");
+}
+
 static void
 validate(struct options *o)
 {
@@ -890,6 +951,7 @@ validate(struct options *o)
 		usage_error("--family is required");
 	if (o->out == NULL || *o->out == '\0')
 		usage_error("--out is required");
+	check_adapter(o);
 	check_range("layers", o->layers, 1, MAX_LAYERS);
 	check_range("hidden", o->hidden, 1, MAX_DIM);
 	check_range("intermediate", o->intermediate, 1, MAX_DIM);
@@ -1229,7 +1291,7 @@ prepare_dir(const struct options *o)
 	remove_outputs(o->out);
 }
 
-static FILE *
+FILE *
 open_out(const char *dir, const char *name, char **pathp)
 {
 	FILE	*fp;
@@ -1241,7 +1303,7 @@ open_out(const char *dir, const char *name, char **pathp)
 }
 
 /* Write errors are sticky in stdio, so one check at the end catches all. */
-static void
+void
 close_out(FILE *fp, char *path)
 {
 	int	failed = ferror(fp);
@@ -1260,7 +1322,7 @@ mix64(uint64_t z)
 	return z ^ (z >> 31);
 }
 
-static uint64_t
+uint64_t
 fnv1a(const char *s)
 {
 	uint64_t	h = UINT64_C(0xcbf29ce484222325);
@@ -1278,7 +1340,7 @@ fnv1a(const char *s)
  * values from fine-tune noise, which stay independent even when --seed
  * equals --finetune-of.
  */
-static uint64_t
+uint64_t
 stream_key(uint64_t seed, uint64_t name_hash, uint64_t domain)
 {
 	return mix64(mix64(seed + GOLDEN * (domain + 1)) ^ name_hash);
@@ -1499,7 +1561,7 @@ store_block(const double *v, size_t n, const struct dtype_info *d,
  * Without noise, nothing is added at all: adding 0 * noise would turn a
  * -0.0 into +0.0, and --delta 0 must reproduce the base exactly.
  */
-static void
+void
 fill_block(const struct gen *g, uint64_t first, size_t n,
     unsigned char *out)
 {
@@ -1868,7 +1930,7 @@ write_config(const struct options *o)
 }
 
 /* s must be UTF-8; only '"', '\\' and control characters need escapes. */
-static void
+void
 json_string(FILE *fp, const char *s)
 {
 	unsigned char	c;
@@ -2198,8 +2260,9 @@ write_small_json(const struct options *o, const char *name,
 int
 main(int argc, char **argv)
 {
-	struct options	o;
-	struct model	m;
+	struct options		 o;
+	struct model		 m;
+	struct lora_adapter	*ad;
 
 	memset(&o, 0, sizeof(o));
 	memset(&m, 0, sizeof(m));
@@ -2216,6 +2279,15 @@ main(int argc, char **argv)
 	parse_args(&o, argc, argv);
 	validate(&o);
 	build_model(&m, &o);
+	if (o.adapter) {
+		/* Planned first, so that bad options leave DIR alone. */
+		ad = lora_plan(&o.lora, m.tensors, m.count, o.layers, o.tied);
+		prepare_dir(&o);
+		lora_write(ad, o.out, o.seed, o.dtype);
+		lora_free(ad);
+		free(m.tensors);
+		return 0;
+	}
 	layout_shards(&m, o.shard_size);
 	prepare_dir(&o);
 	m.bin = o.bin;
