@@ -63,13 +63,17 @@ run_usage(FILE *fp)
 	    "holds\n"
 	    "  -q, --quiet            no progress output\n"
 	    "  --json                 print the result as JSON\n"
+	    "  --lora-merge-dtype DTYPE  round weights that a LoRA adapter "
+	    "(MODEL+ADAPTER)\n"
+	    "                         changes to bfloat16, float16 or float32 "
+	    "before merging\n"
 	    "Each boolean also has its --no- form, as in mergekit-yaml.  "
 	    "mergekit-yaml's\n--cuda, --device, --read-to-gpu, --multi-gpu, "
 	    "--gpu-rich, --low-cpu-memory,\n--async-write, --write-threads, "
-	    "--clone-tensors, --trust-remote-code,\n--lazy-unpickle, "
-	    "--lora-merge-cache and --lora-merge-dtype are accepted and\n"
-	    "change nothing (a note says what mergectl does instead); "
-	    "--safe-serialization\nis what mergectl always does.\n",
+	    "--clone-tensors, --trust-remote-code,\n--lazy-unpickle and "
+	    "--lora-merge-cache are accepted and change nothing (a\nnote says "
+	    "what mergectl does instead); --safe-serialization is what "
+	    "mergectl\nalways does.\n",
 	    cli_progname, cli_as_mergekit ? "" : " run");
 }
 

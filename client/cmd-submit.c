@@ -70,6 +70,8 @@ submit_usage(FILE *fp)
 	    "--no-model-card)\n"
 	    "  --transformers-cache DIR  look models up in this Hugging Face "
 	    "cache\n"
+	    "  --lora-merge-dtype DTYPE  round weights that a LoRA adapter "
+	    "changes to it\n"
 	    "  --socket PATH          the daemon's socket\n"
 	    "  -q, --quiet            with --wait: no progress output\n"
 	    "  --json                 print the job (or the error) as JSON\n"

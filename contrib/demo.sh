@@ -25,6 +25,15 @@ mkdir -p demo
 	$gen --family llama --out demo/llama-tuned2 --layers 4 --hidden 256 \
 	    --intermediate 768 --vocab 1000 --seed 3 --finetune-of 1 \
 	    --delta 0.01
+# Two LoRA adapters of the base, for examples/lora.yml.
+[ -d demo/lora-chat ] ||
+	$gen --family llama --out demo/lora-chat --layers 4 --hidden 256 \
+	    --intermediate 768 --vocab 1000 --seed 11 --lora 8 \
+	    --lora-targets q_proj,k_proj,v_proj,o_proj
+[ -d demo/lora-code ] ||
+	$gen --family llama --out demo/lora-code --layers 4 --hidden 256 \
+	    --intermediate 768 --vocab 1000 --seed 12 --lora 16 \
+	    --lora-targets gate_proj,up_proj,down_proj --rslora
 
 ctl=build/client/mergectl
 job=$($ctl submit examples/slerp.yml -o demo/merged --force --quiet)

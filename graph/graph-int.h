@@ -399,7 +399,10 @@ struct lora {
 	const struct safetensors_file *file;	/* owned by the model */
 	struct lora_delta *deltas;
 	size_t ndeltas;
-	size_t nreplaced;	/* modules_to_save tensors */
+	/* modules_to_save tensors: the adapter's, named as the model's
+	 * tensors they replace (whose entries point here). */
+	struct safetensors_tensor *saved;
+	size_t nreplaced;
 	enum graph_dtype round;
 };
 

@@ -528,9 +528,12 @@ lora_match(struct model *m, struct lora *l, size_t fidx,
 				    t->name, tname);
 				continue;
 			}
-			mt->t = t;
+			/* The adapter's bytes under the model's name, which
+			 * is what the plan reads and writes by. */
+			l->saved[l->nreplaced] = *t;
+			l->saved[l->nreplaced].name = mt->t->name;
+			mt->t = &l->saved[l->nreplaced++];
 			mt->file = fidx;
-			l->nreplaced++;
 			continue;
 		}
 		module = xstrndup(t->name + plen, len - plen -
@@ -644,6 +647,7 @@ lora_attach(struct model *m, struct graph_resolved *r, enum graph_dtype round,
 	m->files[fidx] = f;
 	m->file_names[fidx] = xstrdup(f->path);
 	l->file = f;
+	l->saved = xcalloc(f->nt + 1, sizeof *l->saved);
 	lora_match(m, l, fidx, &pairs, &npairs, d);
 	l->deltas = xcalloc(npairs + 1, sizeof *l->deltas);
 	for (i = 0; i < npairs; i++)
@@ -677,6 +681,7 @@ lora_free(struct lora *l)
 	for (i = 0; i < l->ndeltas; i++)
 		free(l->deltas[i].module);
 	free(l->deltas);
+	free(l->saved);
 	graph_resolved_fini(&l->where);
 	free(l);
 }

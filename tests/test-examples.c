@@ -53,6 +53,13 @@ gen_models(void)
 	snprintf(args, sizeof args, "%s --seed 3 --finetune-of 1 --delta 0.01",
 	    shape);
 	tl_gen_at(dir, "demo/llama-tuned2", args);
+	/* Two LoRA adapters of the base (examples/lora.yml). */
+	snprintf(args, sizeof args, "%s --seed 11 --lora 8 --lora-targets "
+	    "q_proj,k_proj,v_proj,o_proj", shape);
+	tl_gen_at(dir, "demo/lora-chat", args);
+	snprintf(args, sizeof args, "%s --seed 12 --lora 16 --lora-targets "
+	    "gate_proj,up_proj,down_proj --rslora", shape);
+	tl_gen_at(dir, "demo/lora-code", args);
 }
 
 static void

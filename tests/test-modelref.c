@@ -51,23 +51,24 @@ static void test_not_found(const char *);
 static void test_bad_revisions(const char *);
 
 static const struct parse_case parse_cases[] = {
-	{ "user/model", 0, "user/model", NULL, NULL },
-	{ "user/model@rev", 0, "user/model", "rev", NULL },
-	{ "./local/dir", 0, "./local/dir", NULL, NULL },
-	{ "/abs/dir@v1.0", 0, "/abs/dir", "v1.0", NULL },
-	{ "@@@@@", -EINVAL, NULL, NULL, "more than one '@'" },
-	{ "a+b+c", -EINVAL, NULL, NULL, "more than one '+'" },
-	{ "a+b+c@d+e@f@g", -EINVAL, NULL, NULL, "more than one '+'" },
-	{ "a@b@c", -EINVAL, NULL, NULL, "more than one '@'" },
-	{ "a@b@c+d", -EINVAL, NULL, NULL, "more than one '@'" },
-	{ "a+b@c@d", -EINVAL, NULL, NULL, "more than one '@'" },
+	{ "user/model", 0, "user/model", NULL, NULL, NULL, NULL },
+	{ "user/model@rev", 0, "user/model", "rev", NULL, NULL, NULL },
+	{ "./local/dir", 0, "./local/dir", NULL, NULL, NULL, NULL },
+	{ "/abs/dir@v1.0", 0, "/abs/dir", "v1.0", NULL, NULL, NULL },
+	{ "@@@@@", -EINVAL, NULL, NULL, "more than one '@'", NULL, NULL },
+	{ "a+b+c", -EINVAL, NULL, NULL, "more than one '+'", NULL, NULL },
+	{ "a+b+c@d+e@f@g", -EINVAL, NULL, NULL, "more than one '+'", NULL,
+	    NULL },
+	{ "a@b@c", -EINVAL, NULL, NULL, "more than one '@'", NULL, NULL },
+	{ "a@b@c+d", -EINVAL, NULL, NULL, "more than one '@'", NULL, NULL },
+	{ "a+b@c@d", -EINVAL, NULL, NULL, "more than one '@'", NULL, NULL },
 	{ "a+b", 0, "a", NULL, NULL, "b", NULL },
 	{ "org/m@r+org/lora@r2", 0, "org/m", "r", NULL, "org/lora", "r2" },
 	{ "./m+./adapters/x@v1", 0, "./m", NULL, NULL, "./adapters/x", "v1" },
-	{ "", -EINVAL, NULL, NULL, "empty path" },
-	{ "@rev", -EINVAL, NULL, NULL, "empty path" },
-	{ "org/m@", -EINVAL, NULL, NULL, "empty revision" },
-	{ "org/m+", -EINVAL, NULL, NULL, "empty path" },
+	{ "", -EINVAL, NULL, NULL, "empty path", NULL, NULL },
+	{ "@rev", -EINVAL, NULL, NULL, "empty path", NULL, NULL },
+	{ "org/m@", -EINVAL, NULL, NULL, "empty revision", NULL, NULL },
+	{ "org/m+", -EINVAL, NULL, NULL, "empty path", NULL, NULL },
 };
 
 static char *
