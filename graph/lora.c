@@ -113,9 +113,10 @@ lora_err(struct graph_diags *d, const char *where, const char *fmt, ...)
  * extended syntax: \d, \w and \s become classes and (?: a group; other
  * Python-only syntax (lookaround, lazy quantifiers, named groups) is
  * refused rather than read differently.  NULL, with *why, when refused.
+ * extract.c translates --include-regex and --exclude-regex with it too.
  */
-static char *
-lora_regex(const char *py, const char **why)
+char *
+lora_regex_translate(const char *py, const char **why)
 {
 	struct xbuf b = { 0 };
 	const char *s;
@@ -198,7 +199,7 @@ lora_patterns(const cJSON *obj, const char *what, const char *file,
 			    "whole number" : "number");
 			continue;
 		}
-		if ((re = lora_regex(e->string, &why)) == NULL) {
+		if ((re = lora_regex_translate(e->string, &why)) == NULL) {
 			lora_err(d, file, "%s '%s' uses %s, which this "
 			    "project does not read", what, e->string, why);
 			continue;
@@ -636,7 +637,11 @@ lora_attach(struct model *m, struct graph_resolved *r, enum graph_dtype round,
 		    "adapter_model.bin");
 		goto out;
 	}
-	if (f == NULL || d->nerrors != before)
+	if (f != NULL && d->nerrors != before) {
+		safetensors_close(f);
+		f = NULL;
+	}
+	if (f == NULL)
 		goto out;
 	/* The model owns the file, as one of its own: its identity is
 	 * checked before the merge and recorded for resume. */
