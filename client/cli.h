@@ -188,5 +188,6 @@ int cli_cmd_daemon(int argc, char **argv);
 int cli_cmd_plan(int argc, char **argv);
 int cli_cmd_rm(int argc, char **argv);
 int cli_cmd_clean(int argc, char **argv);
+int cli_cmd_extract_lora(int argc, char **argv);
 
 #endif /* CLI_H */

@@ -36,6 +36,9 @@ static const struct cli_cmd commands[] = {
 	    "a weight", cli_cmd_plan },
 	{ "run", "CONFIG OUT [options]", "merge in this process, without the "
 	    "daemon (like mergekit-yaml)", cli_cmd_run },
+	{ "extract-lora", "--model FT [options]", "a LoRA adapter from "
+	    "a fine-tune and its base (like mergekit-extract-lora)",
+	    cli_cmd_extract_lora },
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -59,7 +62,7 @@ usage(FILE *fp)
 
 	fprintf(fp, "usage: %s COMMAND [ARGS]\n\ncommands:\n", cli_progname);
 	for (i = 0; i < NCOMMANDS; i++)
-		fprintf(fp, "  %-7s %-24s %s\n", commands[i].name,
+		fprintf(fp, "  %-12s %-24s %s\n", commands[i].name,
 		    commands[i].args, commands[i].help);
 	fprintf(fp, "\n'%s COMMAND --help' describes a command's options.\n"
 	    "\nexit codes:\n"

@@ -413,6 +413,7 @@ int lora_read(const struct model *m, const struct lora_delta *dl,
     uint64_t idx, size_t n, float *out, char **cause);
 uint64_t lora_view(const struct lora_delta *);
 uint64_t lora_scratch(const struct lora_delta *);
+char *lora_regex_translate(const char *py, const char **why);
 
 /* arch.c: tensor templates derived from a model's own tensor names. */
 struct arch_weight {
@@ -662,11 +663,46 @@ void bufpool_fini(struct bufpool *);
 /* reader.c: decoding input chunks. */
 int reader_read_run(const struct safetensors_file *f, enum graph_dtype dt,
     uint64_t off, size_t n, float *out, char **cause);
+int reader_read_tensor(const struct model *m, const struct model_tensor *mt,
+    uint64_t idx, size_t n, float *out, char **cause);
 int reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     const struct plan_input *in, uint64_t e0, size_t n, float *out,
     char **cause);
 int reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
     uint64_t e0, size_t n, int fd, uint64_t off, char **cause);
+
+/*
+ * extract-svd.c: the truncated SVD of a stored [m, n] matrix x, or of x^T
+ * (transpose): X = U diag(s) Vt, X being rows x cols, U and Vt read
+ * through strides where LAPACK left them.
+ */
+struct svd {
+	int64_t rows;		/* X's shape */
+	int64_t cols;
+	int64_t p;		/* singular values in s, descending */
+	float *s;
+	const float *u;		/* U(i, j) = u[i * u_rs + j * u_cs] */
+	int64_t u_rs;
+	int64_t u_cs;
+	const float *vt;	/* Vt(i, j) = vt[i * vt_rs + j * vt_cs] */
+	int64_t vt_rs;
+	int64_t vt_cs;
+	float *buf;		/* owns s, u, vt and the work space */
+	uint64_t bytes;		/* buf's, from buf_alloc */
+};
+
+bool svd_fits(int64_t m, int64_t n);
+uint64_t svd_exact_bytes(int64_t m, int64_t n);
+uint64_t svd_fast_bytes(int64_t m, int64_t n, bool transpose, int64_t l);
+int svd_exact(float *x, int64_t m, int64_t n, bool transpose, struct svd *out,
+    char **cause);
+int svd_fast(const float *x, int64_t m, int64_t n, bool transpose, int64_t l,
+    int q, uint64_t stream, struct svd *out, char **cause);
+int64_t svd_rank(const struct svd *s, int64_t max_rank, double eps);
+double svd_residual(const struct svd *s, int64_t k, double norm2, bool exact);
+void svd_factors(const struct svd *s, int64_t k, bool distribute, float *a,
+    float *b);
+void svd_fini(struct svd *);
 
 /* writer.c: the staged output directory. */
 int writer_stage_open(int parent, const char *staging,

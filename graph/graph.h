@@ -515,6 +515,119 @@ struct graph_exec_stats {
 
 void graph_exec_stats(const struct graph_exec *, struct graph_exec_stats *);
 
+/*
+ * extract.c: extracting a LoRA adapter from a fine-tuned model and its
+ * base (mergekit-extract-lora): each weight's task vector FT - BASE is
+ * cut to its largest singular values, B A, and written as a PEFT adapter
+ * that BASE+adapter reads as (nearly) FT.  Planned from headers first,
+ * with every problem found before a weight is read; then run on the
+ * libuv pool under one memory budget, into a staged directory published
+ * atomically.  The engine prints nothing: the caller reports.
+ */
+struct graph_extract;
+
+struct graph_extract_opts {
+	const char *model;	/* the fine-tuned model, "path[@rev][+adapter]" */
+	const char *base;	/* the base model, likewise */
+	int64_t max_rank;	/* the most singular values kept (128) */
+	bool distribute_scale;	/* sqrt(S) in both factors, else S in A */
+	bool embed_lora;	/* decompose embeddings, else save them whole */
+	/* Borrowed lists: modules saved in full (by leaf or full name),
+	 * and Python regular expressions searched in module names. */
+	const char *const *save_modules;
+	size_t nsave_modules;
+	const char *const *include;
+	size_t ninclude;
+	const char *const *exclude;
+	size_t nexclude;
+	double sv_epsilon;	/* keep only singular values above (0: all) */
+	bool skip_undecomposable;	/* norms, biases: skipped, not saved */
+	bool fast;		/* randomized SVD instead of exact */
+	int power_iters;	/* --fast's power iterations (2) */
+	int oversample;		/* --fast's extra columns (10) */
+	/* memory (0: graph_default_memory()), the seed (drawn when not
+	 * given, for --fast), force, model_card and lora_dtype (how a
+	 * "+adapter" reference's weights are rounded) are read here. */
+	struct graph_merge_opts merge;
+	int threads;		/* weights decomposed at once */
+	struct graph_env env;
+	const char *invocation;	/* the command line, for README.md */
+	/* NULL, or set by another thread (a signal handler) to stop: no
+	 * further weight starts, and the run ends with -ECANCELED. */
+	const atomic_bool *cancel;
+};
+
+void graph_extract_opts_default(struct graph_extract_opts *);
+/* The values alone (ranks, counts, regular expressions): 0 or why not. */
+int graph_extract_opts_check(const struct graph_extract_opts *,
+    char **cause);
+int graph_extract_plan(const struct graph_extract_opts *o,
+    struct graph_extract **out, struct graph_diags *d);
+void graph_extract_free(struct graph_extract *);
+
+enum graph_extract_kind {
+	GRAPH_EXTRACT_LORA,	/* decomposed: lora_A/B, lora_embedding_A/B */
+	GRAPH_EXTRACT_FULL,	/* saved in full (modules_to_save) */
+};
+
+/* One tensor written (or, decomposed to rank 0, not), once it is done. */
+struct graph_extract_weight {
+	const char *name;	/* the module for LORA, else the tensor */
+	enum graph_extract_kind kind;
+	int64_t rows;		/* the decomposed matrix (embeddings: ^T) */
+	int64_t cols;
+	int64_t rank;		/* kept; 0: none above sv_epsilon, skipped */
+	double norm;		/* ||FT - BASE||_F */
+	double residual;	/* ||FT - BASE - B A||_F before rounding */
+	double rel_error;	/* residual / norm (0 when norm is 0) */
+	double seconds;
+	bool done;
+};
+
+/* Called on the caller's thread as each weight finishes. */
+typedef void (*graph_extract_cb)(const struct graph_extract_weight *,
+    void *);
+
+/*
+ * Writes the adapter to out_name in out_dirfd (out_dir: its path, for
+ * messages).  Warnings found while running go to d.  0, or a negative
+ * errno with *cause: -EEXIST (out_name exists, force not given),
+ * -ECANCELED, or the failure.  Nothing is left behind on failure.
+ */
+int graph_extract_run(struct graph_extract *x, int out_dirfd,
+    const char *out_name, const char *out_dir, graph_extract_cb cb,
+    void *arg, struct graph_diags *d, char **cause);
+
+struct graph_extract_summary {
+	const char *model;	/* the references, as given */
+	const char *base;
+	size_t decomposed;	/* modules with LoRA factors */
+	size_t full;		/* tensors saved in full */
+	size_t skipped;		/* FT's tensors not written */
+	int64_t rank;		/* r: the largest rank written (after run) */
+	bool fast;
+	uint64_t seed;		/* --fast's, given or drawn */
+	int power_iters;
+	int oversample;
+	bool embed_lora;	/* as it ran (off when vocabularies differ) */
+	double norm;		/* over every decomposed weight: */
+	double residual;
+	double rel_error;
+	uint64_t memory;	/* the budget */
+	uint64_t biggest;	/* the largest weight's working set */
+	size_t alone;		/* weights over the budget, run one at a time */
+	uint64_t peak_memory;	/* the most admitted at once (after run) */
+	uint64_t bytes_written;	/* adapter_model.safetensors (after run) */
+	double seconds;		/* the run's */
+};
+
+void graph_extract_summary(const struct graph_extract *,
+    struct graph_extract_summary *);
+/* The tensors written, in name order: decomposed and saved in full. */
+size_t graph_extract_nweights(const struct graph_extract *);
+const struct graph_extract_weight *graph_extract_weight(
+    const struct graph_extract *, size_t);
+
 /* writer.c: removes a directory tree beneath a directory descriptor,
  * with cred's rights (NULL: the caller's). */
 void graph_remove_tree(int dirfd, const char *name,

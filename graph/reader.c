@@ -98,6 +98,14 @@ read_stored(const struct model *m, const struct model_tensor *mt,
 	    graph_dtype_size(st->dtype), n, out, cause);
 }
 
+/* read_stored for a caller without a plan (extract.c). */
+int
+reader_read_tensor(const struct model *m, const struct model_tensor *mt,
+    uint64_t idx, size_t n, float *out, char **cause)
+{
+	return read_stored(m, mt, idx, n, out, cause);
+}
+
 /*
  * A tokenizer merge's matrices (plan-tokenizer.c) are read by rows of the
  * output vocabulary: a model's own row (runs of consecutive rows in one
