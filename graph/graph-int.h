@@ -389,6 +389,10 @@ struct lora_delta {
 	int64_t cols;
 	double scale;		/* alpha / r, or alpha / sqrt(r) (rsLoRA) */
 	bool transpose;
+	/* float32 sums over the rank (sgemm): every output that reads the
+	 * weight is 16-bit, where their error is far below one ulp
+	 * (lora_plan_precision); else float64 (dgemm). */
+	bool single;
 	enum graph_dtype round;	/* --lora-merge-dtype, or NONE */
 	uint64_t grid;		/* rows per block (lora_read) */
 	uint64_t id;		/* unique in the process */
@@ -413,6 +417,7 @@ int lora_read(const struct model *m, const struct lora_delta *dl,
     uint64_t idx, size_t n, float *out, char **cause);
 uint64_t lora_view(const struct lora_delta *);
 uint64_t lora_scratch(const struct lora_delta *);
+void lora_plan_precision(struct graph_plan *);
 char *lora_regex_translate(const char *py, const char **why);
 
 /* arch.c: tensor templates derived from a model's own tensor names. */

@@ -172,6 +172,8 @@ plan_json_adapter(const struct lora *l, cJSON *m)
 		cJSON_AddNumberToObject(e, "scale", l->deltas[i].scale);
 		if (l->deltas[i].transpose)
 			cJSON_AddTrueToObject(e, "transposed");
+		cJSON_AddStringToObject(e, "sum", l->deltas[i].single ?
+		    "float32" : "float64");
 		cJSON_AddItemToArray(arr, e);
 	}
 }

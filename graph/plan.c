@@ -785,6 +785,8 @@ plan_steps(struct plan_build *b)
 		return;
 	plan_tensors(b);
 	if (d->nerrors == before)
+		lora_plan_precision(b->p);
+	if (d->nerrors == before)
 		plan_vocab(b);
 	if (d->nerrors == before)
 		plan_chat_template(b);
