@@ -44,6 +44,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <regex.h>
@@ -61,6 +62,14 @@
 #define LORA_BLOCK_ELEMS (1u << 18)
 /* The largest rank accepted (real adapters: 8 to 512). */
 #define LORA_MAX_RANK 65536
+/*
+ * The most a pool thread holds for adapters: its entries' factors and
+ * blocks (lora_read).  One delta needing more is refused at plan time,
+ * so that a crafted adapter (a huge factor in a sparse file) cannot make
+ * a thread allocate without bound.  A real one needs far less: rank 256
+ * over a 28,672-wide weight, 58 MiB in float64.
+ */
+#define LORA_TLS_MAX (128u << 20)
 
 /* The adapter weights' file names, in the order PEFT looks for them. */
 static const struct {
@@ -455,6 +464,18 @@ lora_bind_pair(struct model *m, struct lora *l, const struct lora_cfg *c,
 	dl->grid = LORA_BLOCK_ELEMS / (uint64_t)cols;
 	if (dl->grid == 0)
 		dl->grid = 1;
+	if (cols > INT_MAX || lora_scratch(dl) > LORA_TLS_MAX) {
+		lora_err(d, l->file->path, "%s: applying rank %lld to '%s' "
+		    "[%lld, %lld] needs %llu MiB of work space per thread, more "
+		    "than the %u MiB a thread may hold for adapters",
+		    pr->module, (long long)r, dl->weight->t->name,
+		    (long long)rows, (long long)cols,
+		    (unsigned long long)(lora_scratch(dl) >> 20),
+		    LORA_TLS_MAX >> 20);
+		free(dl->module);
+		dl->module = NULL;
+		return false;
+	}
 	return true;
 }
 
@@ -847,6 +868,43 @@ lora_room(void *p, size_t *cap, size_t n, size_t size)
 	return xreallocarray(NULL, n, size);
 }
 
+/* Bytes an entry holds. */
+static uint64_t
+lora_entry_bytes(const struct lora_entry *e)
+{
+	return (uint64_t)e->right_cap + (uint64_t)e->out_cap * sizeof *e->out;
+}
+
+/*
+ * Frees the least recently used entries other than keep until they hold
+ * at most LORA_TLS_MAX less need: a thread never holds more, however
+ * many adapted inputs a tensor has.
+ */
+static void
+lora_tls_trim(struct lora_tls *t, struct lora_entry *keep, uint64_t need)
+{
+	struct lora_entry *old;
+	uint64_t held;
+	size_t i;
+
+	for (;;) {
+		held = 0;
+		old = NULL;
+		for (i = 0; i < LORA_TLS_ENTRIES; i++) {
+			if (&t->e[i] == keep || lora_entry_bytes(&t->e[i]) == 0)
+				continue;
+			held += lora_entry_bytes(&t->e[i]);
+			if (old == NULL || t->e[i].used < old->used)
+				old = &t->e[i];
+		}
+		if (old == NULL || held + need <= LORA_TLS_MAX)
+			return;
+		free(old->right);
+		free(old->out);
+		memset(old, 0, sizeof *old);
+	}
+}
+
 /* The thread's entry for dl: its own, else the least recently used. */
 static struct lora_entry *
 lora_entry(struct lora_tls *t, const struct lora_delta *dl)
@@ -866,6 +924,7 @@ lora_entry(struct lora_tls *t, const struct lora_delta *dl)
 	if (e->id != dl->id) {
 		e->id = 0;
 		e->have_block = false;
+		lora_tls_trim(t, e, lora_scratch(dl));
 	}
 	return e;
 }

@@ -34,6 +34,10 @@
 
 #include <cjson/cJSON.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "stmodel.h"
 #include "tap.h"
 #include "testd.h"
 #include "testlib.h"
@@ -674,6 +678,56 @@ test_refusals(void)
 	free(o);
 }
 
+/*
+ * An adapter whose factor would need more work space than a pool thread
+ * may hold (rank 65536 over a 4096-wide weight: 2 GiB in float64) is
+ * refused at plan time, before anything is allocated.  Its file is
+ * sparse: the header is real, the data holes.
+ */
+static void
+test_work_space(void)
+{
+	static const char header[] =
+	    "{\"base_model.model.model.layers.0.mlp.down_proj.lora_A.weight\":"
+	    "{\"dtype\":\"F32\",\"shape\":[65536,4096],\"data_offsets\":[0,"
+	    "1073741824]},"
+	    "\"base_model.model.model.layers.0.mlp.down_proj.lora_B.weight\":"
+	    "{\"dtype\":\"F32\",\"shape\":[4,65536],\"data_offsets\":"
+	    "[1073741824,1074790400]}}";
+	uint64_t len = sizeof header - 1;
+	char *p, *o = NULL;
+	int fd, rc;
+
+	p = at("wide");
+	stm_write(p, "model.embed_tokens.weight 16 4096\n"
+	    "model.layers.0.input_layernorm.weight 4096\n"
+	    "model.layers.0.mlp.down_proj.weight 4 4096\n"
+	    "model.norm.weight 4096\nlm_head.weight 16 4096\n",
+	    "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": "
+	    "\"llama\", \"num_hidden_layers\": 1}", 1);
+	free(p);
+	if (tl_runf(&o, "mkdir -p %s/adhuge && cp %s/ad1/adapter_config.json "
+	    "%s/adhuge/ && sed -i 's/\"r\": 4/\"r\": 65536/' "
+	    "%s/adhuge/adapter_config.json", dir, dir, dir, dir) != 0)
+		exit(99);
+	free(o);
+	p = at("adhuge/adapter_model.safetensors");
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, &len, 8) != 8 || write(fd, header, len) !=
+	    (ssize_t)len || ftruncate(fd, (off_t)(8 + len + 1074790400)) != 0)
+		exit(99);
+	close(fd);
+	free(p);
+	one_config("huge.yml", "wide+adhuge", "float32");
+	rc = ctl(&o, "run huge.yml out-huge");
+	ok(rc == 3 && o != NULL && strstr(o, "needs 2050 MiB of work space per "
+	    "thread, more than the 128 MiB") != NULL, "a factor too big for a "
+	    "thread's work space: refused at plan time (exit %d)", rc);
+	if (rc != 3 || strstr(o, "MiB of work space") == NULL)
+		tap_diag("%s", o ? o : "");
+	free(o);
+}
+
 /* The daemon plans from the adapter directories the client opened. */
 static void
 test_daemon(void)
@@ -758,6 +812,7 @@ main(int argc, char **argv)
 	test_five_adapters();
 	test_plan();
 	test_refusals();
+	test_work_space();
 	test_daemon();
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 	tap_diag("test-lora took %.1f s", (double)(t1.tv_sec - t0.tv_sec) +
