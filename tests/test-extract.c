@@ -46,23 +46,8 @@ static const char *const kinds[] = { "self_attn.q_proj", "self_attn.k_proj",
 #define NKINDS (sizeof kinds / sizeof *kinds)
 #define NMODULES (2 * NKINDS)
 
-static char *
-at(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static char *
-at(const char *fmt, ...)
-{
-	char rel[1024], *p;
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(rel, sizeof rel, fmt, ap);
-	va_end(ap);
-	if ((p = malloc(strlen(dir) + strlen(rel) + 2)) == NULL)
-		exit(99);
-	sprintf(p, "%s/%s", dir, rel);
-	return p;
-}
+/* A path in the test's directory. */
+#define at(...) tl_at(dir, __VA_ARGS__)
 
 /* The module name of decomposable weight i. */
 static void

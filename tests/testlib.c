@@ -197,6 +197,21 @@ tl_read(const char *path, size_t *len)
 	return buf;
 }
 
+char *
+tl_at(const char *dir, const char *fmt, ...)
+{
+	char rel[1024], *p;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(rel, sizeof rel, fmt, ap);
+	va_end(ap);
+	if ((p = malloc(strlen(dir) + strlen(rel) + 2)) == NULL)
+		exit(99);
+	sprintf(p, "%s/%s", dir, rel);
+	return p;
+}
+
 int
 tl_write(const char *path, const char *text)
 {

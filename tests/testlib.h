@@ -40,6 +40,9 @@ void tl_cleanup(void);
 int tl_run(const char *const *, char **, char **);
 int tl_runf(char **, const char *, ...) __attribute__((format(printf, 2, 3)));
 char *tl_read(const char *, size_t *);
+/* dir/FMT, allocated (the tests' paths in their directory). */
+char *tl_at(const char *dir, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 int tl_write(const char *, const char *);
 bool tl_exists(const char *);
 int tl_files_equal(const char *, const char *);
