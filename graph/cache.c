@@ -32,9 +32,23 @@ struct ckey {
 	 * dtype or row length (safetensors tensors never overlap). */
 	uint64_t src_dtype;
 	int64_t row;
-	/* A LoRA adapter's product added (lora_view), or 0; a tokenizer
-	 * merge's row map (its id, never shared between plans), or 0. */
-	uint64_t lora;
+	/*
+	 * A LoRA adapter's product added: the adapter file's identity and
+	 * everything else the values depend on, as raw fields (a hash of
+	 * them could be matched by a crafted adapter, and another user's
+	 * chunks read); all zero without one.  A tokenizer merge's row map:
+	 * its id, never shared between plans, or 0.
+	 */
+	uint64_t lora_dev;
+	uint64_t lora_ino;
+	uint64_t lora_size;
+	int64_t lora_mtime;
+	uint64_t lora_a;	/* begins of the factors */
+	uint64_t lora_b;
+	uint64_t lora_dtypes;	/* a's, b's, the rounding's */
+	int64_t lora_rank;
+	uint64_t lora_scale;	/* its bits */
+	uint64_t lora_flags;	/* transpose, single */
 	uint64_t vperm;
 };
 
@@ -78,6 +92,7 @@ cache_key(struct ckey *k, const struct graph_plan *p,
 {
 	const struct safetensors_file *f = p->models[in->model].m->files[
 	    in->mt->file];
+	const struct lora_delta *dl;
 
 	memset(k, 0, sizeof *k);
 	k->dev = f->dev;
@@ -93,7 +108,20 @@ cache_key(struct ckey *k, const struct graph_plan *p,
 	k->src_dtype = (uint64_t)in->mt->t->dtype;
 	k->row = in->mt->t->ndim > 1 ?
 	    in->mt->t->shape[in->mt->t->ndim - 1] : 0;
-	k->lora = in->mt->delta != NULL ? lora_view(in->mt->delta) : 0;
+	if ((dl = in->mt->delta) != NULL) {
+		k->lora_dev = dl->file->dev;
+		k->lora_ino = dl->file->ino;
+		k->lora_size = dl->file->size;
+		k->lora_mtime = dl->file->mtime_ns;
+		k->lora_a = dl->a->begin;
+		k->lora_b = dl->b->begin;
+		k->lora_dtypes = (uint64_t)dl->a->dtype |
+		    (uint64_t)dl->b->dtype << 16 | (uint64_t)dl->round << 32;
+		k->lora_rank = dl->rank;
+		memcpy(&k->lora_scale, &dl->scale, sizeof k->lora_scale);
+		k->lora_flags = (uint64_t)dl->transpose |
+		    (uint64_t)dl->single << 1;
+	}
 	k->vperm = pt->vperm != NULL ? pt->vperm->id : 0;
 }
 

@@ -415,7 +415,6 @@ int lora_attach(struct model *m, struct graph_resolved *r,
 void lora_free(struct lora *);
 int lora_read(const struct model *m, const struct lora_delta *dl,
     uint64_t idx, size_t n, float *out, char **cause);
-uint64_t lora_view(const struct lora_delta *);
 uint64_t lora_scratch(const struct lora_delta *);
 void lora_plan_precision(struct graph_plan *);
 char *lora_regex_translate(const char *py, const char **why);

@@ -70,6 +70,15 @@
  * over a 28,672-wide weight, 58 MiB in float64.
  */
 #define LORA_TLS_MAX (128u << 20)
+/*
+ * rank_pattern and alpha_pattern: at most this many keys, each at most
+ * this long (real ones: a handful of module names).  Every key is tried
+ * on every adapted module, and a regular expression's cost grows with
+ * its length, so both are bounded for a plan to stay cheap whatever a
+ * user's adapter says.
+ */
+#define LORA_MAX_PATTERNS 256
+#define LORA_MAX_PATTERN_LEN 256
 
 /* The adapter weights' file names, in the order PEFT looks for them. */
 static const struct {
@@ -165,6 +174,12 @@ lora_regex_translate(const char *py, const char **why)
 			*why = "a lazy quantifier";
 			goto refuse;
 		}
+		/* glibc compiles a{m,n} by copying a n times, nested ones
+		 * multiplied: a 28-byte key took 24 GB. */
+		if (s[0] == '{') {
+			*why = "a counted repetition ({m,n})";
+			goto refuse;
+		}
 		xbuf_add(&b, s, 1);
 	}
 	xbuf_add(&b, "", 1);
@@ -199,7 +214,19 @@ lora_patterns(const cJSON *obj, const char *what, const char *file,
 		    what);
 		return;
 	}
+	if (cJSON_GetArraySize(obj) > LORA_MAX_PATTERNS) {
+		lora_err(d, file, "'%s' has %d keys, more than the %d this "
+		    "project reads", what, cJSON_GetArraySize(obj),
+		    LORA_MAX_PATTERNS);
+		return;
+	}
 	cJSON_ArrayForEach(e, obj) {
+		if (strlen(e->string) > LORA_MAX_PATTERN_LEN) {
+			lora_err(d, file, "%s: a key of %zu bytes, longer than "
+			    "the %d this project reads", what, strlen(e->string),
+			    LORA_MAX_PATTERN_LEN);
+			continue;
+		}
 		if (!cJSON_IsNumber(e) || !isfinite(e->valuedouble) ||
 		    e->valuedouble <= 0 || (integer && (e->valuedouble !=
 		    floor(e->valuedouble) || e->valuedouble > LORA_MAX_RANK))) {
@@ -299,8 +326,9 @@ lora_cfg_read(const cJSON *j, struct lora_cfg *c, struct graph_diags *d)
 	/* PEFT's LoraConfig default. */
 	c->alpha = 8;
 	v = cJSON_GetObjectItemCaseSensitive(j, "lora_alpha");
-	if (v != NULL && (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)))
-		lora_err(d, f, "'lora_alpha' must be a number");
+	if (v != NULL && (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+	    v->valuedouble <= 0))
+		lora_err(d, f, "'lora_alpha' must be a positive number");
 	else if (v != NULL)
 		c->alpha = v->valuedouble;
 	c->rslora = lora_cfg_bool(j, "use_rslora", f, d);
@@ -413,6 +441,14 @@ lora_bind_pair(struct model *m, struct lora *l, const struct lora_cfg *c,
 		    "an adapter cannot change", pr->module, wname,
 		    graph_dtype_st_name(w->dtype));
 		ok = false;
+	}
+	if (w->shape[0] < 1 || w->shape[1] < 1 || a->shape[0] < 1) {
+		lora_err(d, l->file->path, "%s: '%s' [%lld, %lld] or its rank "
+		    "%lld is empty", pr->module, wname,
+		    (long long)w->shape[0], (long long)w->shape[1],
+		    (long long)a->shape[0]);
+		free(wname);
+		return false;
 	}
 	r = a->shape[0];
 	/* Transposed (fan_in_fan_out, embeddings): W is [in, out]. */
@@ -755,33 +791,6 @@ lora_plan_precision(struct graph_plan *p)
 			if ((dl = lora_delta_of(p, &t->in[j])) != NULL && wide)
 				dl->single = false;
 	}
-}
-
-/*
- * The identity of what a delta adds, for the executor's cache: two jobs
- * that apply the same adapter file's factors with the same scale read the
- * same values.
- */
-uint64_t
-lora_view(const struct lora_delta *dl)
-{
-	uint64_t h = 0xcbf29ce484222325u, v[9];
-	size_t i, k;
-	const uint8_t *p;
-
-	memcpy(&v[0], &dl->scale, sizeof v[0]);
-	v[1] = dl->file->dev;
-	v[2] = dl->file->ino;
-	v[3] = (uint64_t)dl->file->mtime_ns;
-	v[4] = dl->a->begin;
-	v[5] = dl->b->begin;
-	v[6] = (uint64_t)dl->round;
-	v[7] = dl->transpose;
-	v[8] = dl->single;
-	for (i = 0; i < 9; i++)
-		for (p = (const uint8_t *)&v[i], k = 0; k < 8; k++)
-			h = (h ^ p[k]) * 0x100000001b3u;
-	return h | 1;
 }
 
 /*

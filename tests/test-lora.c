@@ -631,6 +631,12 @@ test_refusals(void)
 		    "adapter_config.json" },
 		{ "rank_pattern against the file", "base+adrank",
 		    "rank 4 in the file, but rank_pattern says 3" },
+		{ "a counted repetition in a pattern (a regex bomb)",
+		    "base+adbomb", "uses a counted repetition ({m,n}), which "
+		    "this project does not read" },
+		{ "too many pattern keys", "base+adkeys", "has 300 keys, more "
+		    "than the 256 this project reads" },
+		{ "a zero-width weight", "zero+adzero", "is empty" },
 	};
 	char file[64], text[512], *o = NULL;
 	size_t i;
@@ -713,6 +719,42 @@ test_work_space(void)
 	free(o);
 }
 
+/* A model with a weight of no columns, and an adapter for it. */
+static void
+make_zero(void)
+{
+	static const char header[] =
+	    "{\"base_model.model.model.layers.0.mlp.down_proj.lora_A.weight\":"
+	    "{\"dtype\":\"F32\",\"shape\":[1,0],\"data_offsets\":[0,0]},"
+	    "\"base_model.model.model.layers.0.mlp.down_proj.lora_B.weight\":"
+	    "{\"dtype\":\"F32\",\"shape\":[4,1],\"data_offsets\":[0,16]}}";
+	uint64_t len = sizeof header - 1;
+	char *p, *o = NULL;
+	float zero[4] = { 0 };
+	int fd;
+
+	p = at("zero");
+	stm_write(p, "model.embed_tokens.weight 16 8\n"
+	    "model.layers.0.input_layernorm.weight 8\n"
+	    "model.layers.0.mlp.down_proj.weight 4 0\n"
+	    "model.norm.weight 8\nlm_head.weight 16 8\n",
+	    "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": "
+	    "\"llama\", \"num_hidden_layers\": 1}", 1);
+	free(p);
+	if (tl_runf(&o, "mkdir -p %s/adzero && cp %s/ad1/adapter_config.json "
+	    "%s/adzero/ && sed -i 's/\"r\": 4/\"r\": 1/' "
+	    "%s/adzero/adapter_config.json", dir, dir, dir, dir) != 0)
+		exit(99);
+	free(o);
+	p = at("adzero/adapter_model.safetensors");
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, &len, 8) != 8 || write(fd, header, len) !=
+	    (ssize_t)len || write(fd, zero, sizeof zero) != sizeof zero)
+		exit(99);
+	close(fd);
+	free(p);
+}
+
 /* The daemon plans from the adapter directories the client opened. */
 static void
 test_daemon(void)
@@ -791,6 +833,20 @@ main(int argc, char **argv)
 		exit(99);
 	}
 	free(o);
+	/* adbomb: a 28-byte key that glibc would compile into gigabytes;
+	 * adkeys: 300 keys. */
+	if (tl_runf(&o, "cd %s && cp -r ad1 adbomb && cp -r ad1 adkeys && "
+	    "sed -i 's/\"alpha_pattern\": {}/\"alpha_pattern\": "
+	    "{\"(((.{0,50}){0,50}){0,50})\": 2}/' adbomb/adapter_config.json "
+	    "&& python3 -c 'import json; p=\"adkeys/adapter_config.json\"; "
+	    "c=json.load(open(p)); c[\"rank_pattern\"]={\"k%%d\" %% i: 4 for "
+	    "i in range(300)}; json.dump(c, open(p, \"w\"))' && grep -q "
+	    "'{0,50}' adbomb/adapter_config.json", dir) != 0) {
+		tap_diag("%s", o ? o : "");
+		exit(99);
+	}
+	free(o);
+	make_zero();
 	test_apply();
 	test_merge_dtype();
 	test_object_form();
