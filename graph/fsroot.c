@@ -13,7 +13,8 @@
  * root daemon calls these with the user's credentials taken on the thread,
  * and the kernel checks; a daemon running as another user checks the
  * user's rights here too, on the directory the client passed and on every
- * path component beneath it, because its own rights may be wider.
+ * directory the path leads through, symbolic links followed by hand
+ * (check_components), because its own rights may be wider.
  * mergectl run uses the same code with descriptors it opened itself and
  * no credentials.  Inputs are opened O_NONBLOCK and must be regular
  * files, so that a FIFO planted as config.json cannot hang the thread
@@ -33,54 +34,143 @@
 #include "graph-int.h"
 
 static int
-sys_openat2(int dirfd, const char *path, int flags, mode_t mode)
+sys_openat2_how(int dirfd, const char *path, int flags, uint64_t resolve)
 {
 	struct open_how how;
 
 	memset(&how, 0, sizeof how);
 	how.flags = (uint64_t)(flags | O_CLOEXEC);
-	how.mode = (flags & O_CREAT) ? mode : 0;
-	how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+	how.mode = (flags & O_CREAT) ? 0644 : 0;
+	how.resolve = resolve;
 	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
 }
 
+static int
+sys_openat2(int dirfd, const char *path, int flags)
+{
+	return sys_openat2_how(dirfd, path, flags, RESOLVE_BENEATH |
+	    RESOLVE_NO_MAGICLINKS);
+}
+
+/* Symbolic links followed in one path, at most (the kernel's limit). */
+#define FSROOT_MAX_LINKS 40
+
 /*
- * Checks cred's search rights on fd itself (a client may pass a
- * directory it opened O_PATH without being allowed into it) and on
- * every directory leading to path beneath it.
+ * A daemon running as another user (emulate mode) cannot let the kernel
+ * judge the user's rights, so it resolves path itself, beneath fd: one
+ * component at a time, following symbolic links by hand (a relative
+ * target is spliced into what is left to walk; an absolute one, or ".."
+ * above fd, leads outside and is refused), and checking cred's search
+ * right on fd and on every directory the walk enters, links' targets
+ * included.  Checking only the components as written let a link lead
+ * through a directory the user may not search (the daemon's own state
+ * directory).  *resolved is the same file's path with no link in it,
+ * which the caller opens with RESOLVE_NO_SYMLINKS: a directory swapped
+ * for a link after this walk then fails instead of being followed.
  */
 static int
 check_components(int fd, const char *path, const struct graph_cred *cred,
-    char **cause)
+    char **resolved, char **cause)
 {
-	char *p = xstrdup(path), *slash;
+	struct xbuf done = { 0 }, left = { 0 };
+	char target[4096], *comp, *rest;
 	struct stat st;
+	size_t n, links = 0, cut;
+	ssize_t tl;
 	int dfd, rc = 0;
 
+	*resolved = NULL;
 	if (fstat(fd, &st) == -1 || !graph_cred_allows(cred, &st, 1)) {
 		*cause = xasprintf("%s: permission denied for uid %u (no "
 		    "search permission on the directory it is in)", path,
 		    (unsigned)cred->uid);
-		free(p);
 		return -EACCES;
 	}
-	for (slash = strchr(p, '/'); slash != NULL && rc == 0;
-	    slash = strchr(slash + 1, '/')) {
-		*slash = '\0';
-		dfd = sys_openat2(fd, p, O_PATH, 0);
+	xbuf_printf(&left, "%s", path);
+	while (left.len > 0 && rc == 0) {
+		/* The next component off the front of left. */
+		rest = memchr(left.data, '/', left.len);
+		n = rest != NULL ? (size_t)(rest - left.data) : left.len;
+		comp = xstrndup(left.data, n);
+		cut = rest != NULL ? n + 1 : n;
+		memmove(left.data, left.data + cut, left.len - cut);
+		left.len -= cut;
+		left.data[left.len] = '\0';
+		if (*comp == '\0' || strcmp(comp, ".") == 0) {
+			free(comp);
+			continue;
+		}
+		if (strcmp(comp, "..") == 0) {
+			free(comp);
+			if (done.len == 0) {
+				rc = -EXDEV;
+				break;
+			}
+			while (done.len > 0 && done.data[done.len - 1] != '/')
+				done.len--;
+			if (done.len > 0)
+				done.len--;
+			done.data[done.len] = '\0';
+			continue;
+		}
+		if (done.len > 0)
+			xbuf_add(&done, "/", 1);
+		xbuf_printf(&done, "%s", comp);
+		free(comp);
+		dfd = sys_openat2_how(fd, done.data, O_PATH | O_NOFOLLOW,
+		    RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+		    RESOLVE_NO_MAGICLINKS);
+		if (dfd == -1 && errno == ENOENT && left.len == 0)
+			break;	/* a file to create: the open says more */
 		if (dfd == -1 || fstat(dfd, &st) == -1) {
 			rc = -errno;
-			*cause = xasprintf("%s: %s", p, strerror(errno));
-		} else if (!graph_cred_allows(cred, &st, 1)) {
-			rc = -EACCES;
-			*cause = xasprintf("%s: permission denied for uid %u",
-			    p, (unsigned)cred->uid);
+			if (dfd != -1)
+				close(dfd);
+			break;
 		}
-		if (dfd != -1)
+		if (S_ISLNK(st.st_mode)) {
+			tl = readlinkat(dfd, "", target, sizeof target - 1);
 			close(dfd);
-		*slash = '/';
+			if (tl <= 0 || ++links > FSROOT_MAX_LINKS) {
+				rc = tl <= 0 ? -EINVAL : -ELOOP;
+				break;
+			}
+			target[tl] = '\0';
+			if (target[0] == '/') {
+				rc = -EXDEV;
+				break;
+			}
+			/* The link's name leaves done; its target goes
+			 * before what is left. */
+			while (done.len > 0 && done.data[done.len - 1] != '/')
+				done.len--;
+			if (done.len > 0)
+				done.len--;
+			done.data[done.len] = '\0';
+			rest = xasprintf("%s%s%.*s", target, left.len ? "/" : "",
+			    (int)left.len, left.data ? left.data : "");
+			left.len = 0;
+			xbuf_printf(&left, "%s", rest);
+			free(rest);
+			continue;
+		}
+		if (S_ISDIR(st.st_mode) && left.len > 0 &&
+		    !graph_cred_allows(cred, &st, 1))
+			rc = -EACCES;
+		close(dfd);
 	}
-	free(p);
+	if (rc == 0) {
+		*resolved = done.len > 0 ? xbuf_take(&done) : xstrdup(".");
+	} else if (rc == -EACCES) {
+		*cause = xasprintf("%s: permission denied for uid %u", path,
+		    (unsigned)cred->uid);
+	} else {
+		*cause = xasprintf("%s: %s%s", path, strerror(-rc), rc == -EXDEV ?
+		    " (it leads outside the directory the client passed)" :
+		    "");
+	}
+	xbuf_free(&done);
+	xbuf_free(&left);
 	return rc;
 }
 
@@ -139,13 +229,23 @@ fsroot_open(int dirfd, const char *path, int flags,
     const struct graph_cred *cred, char **cause)
 {
 	bool emulate = cred_mode(cred) == CRED_EMULATE;
+	char *resolved = NULL;
 	struct stat st;
 	int fd, rc;
 
-	if (emulate && (rc = check_components(dirfd, path, cred, cause)) != 0)
-		return rc;
-	if ((fd = sys_openat2(dirfd, path, (flags & O_PATH) ? flags : flags |
-	    O_NONBLOCK, 0644)) == -1) {
+	if (emulate) {
+		if ((rc = check_components(dirfd, path, cred, &resolved,
+		    cause)) != 0)
+			return rc;
+		fd = sys_openat2_how(dirfd, resolved, (flags & O_PATH) ? flags :
+		    flags | O_NONBLOCK, RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS |
+		    RESOLVE_NO_MAGICLINKS);
+		free(resolved);
+	} else {
+		fd = sys_openat2(dirfd, path, (flags & O_PATH) ? flags : flags |
+		    O_NONBLOCK);
+	}
+	if (fd == -1) {
 		rc = -errno;
 		if (rc == -EACCES && cred != NULL)
 			/* The kernel said no to the user we act as. */

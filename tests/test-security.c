@@ -33,6 +33,8 @@
 #include <unistd.h>
 
 #include "proto.h"
+#include <cjson/cJSON.h>
+
 #include "tap.h"
 #include "testd.h"
 #include "testlib.h"
@@ -202,7 +204,8 @@ test_planted_link(void)
 /* Sends a submit whose model root is an O_PATH descriptor of path,
  * opened as u, the way a hostile client would; returns the reply. */
 static char *
-raw_submit_opath(const struct passwd *u, const char *model, const char *out)
+raw_submit_opath(const struct passwd *u, const char *model, const char *rel,
+    const char *out)
 {
 	union {
 		struct cmsghdr align;
@@ -244,8 +247,8 @@ raw_submit_opath(const struct passwd *u, const char *model, const char *out)
 		n = snprintf(line, sizeof line, "{\"v\":" STR(PROTO_VERSION) ",\"id\":2,\"op\":"
 		    "\"submit\",\"config\":\"merge_method: passthrough\\n"
 		    "models:\\n  - model: %s\\n\",\"out_name\":\"stolen\","
-		    "\"models\":[{\"ref\":\"%s\",\"rel\":\".\",\"fd\":0}],"
-		    "\"out_fd\":1,\"fds\":2}\n", model, model);
+		    "\"models\":[{\"ref\":\"%s\",\"rel\":\"%s\",\"fd\":0}],"
+		    "\"out_fd\":1,\"fds\":2}\n", model, model, rel);
 		memset(&mh, 0, sizeof mh);
 		iov.iov_base = line;
 		iov.iov_len = (size_t)n;
@@ -293,7 +296,7 @@ test_opath_dir(void)
 	ok_int_eq(rc, 0, "alice's model is in a directory of mode 0700");
 	snprintf(path, sizeof path, "%s/secret/model", dir);
 	snprintf(out, sizeof out, "%s/shared", dir);
-	o = raw_submit_opath(&bob, path, out);
+	o = raw_submit_opath(&bob, path, ".", out);
 	ok(o != NULL && strstr(o, "\"ok\":false") && strstr(o,
 	    "permission denied for uid"), "bob's O_PATH descriptor of it is "
 	    "refused at submit");
@@ -390,6 +393,64 @@ test_force_merged(void)
 	    "alice may replace her own output");
 }
 
+/*
+ * For a daemon run as merged: a link in bob's model whose target lies in
+ * a directory bob may not search (here one like the daemon's state
+ * directory) must not be followed with the daemon's rights.  bob passes
+ * the directory above both, O_PATH, and his model beneath it.
+ */
+static void
+test_link_through_private(void)
+{
+	char *o = NULL, path[1024], out[1024];
+	cJSON *j;
+	int rc, id = 0, k;
+	char *st = NULL;
+	bool failed;
+
+	rc = tl_runf(&o, "cd %s && mkdir -p msecret && echo merged-secret-db "
+	    ">msecret/db && chown -R merged:merged msecret && chmod 700 "
+	    "msecret && chmod 640 msecret/db && rm -rf bobm && cp -r a bobm && "
+	    "rm -f bobm/merges.txt && ln -s ../msecret/db bobm/merges.txt && "
+	    "chown -R %u:%u bobm && chmod 755 .", dir, (unsigned)bob.pw_uid,
+	    (unsigned)bob.pw_gid);
+	free(o);
+	ok_int_eq(rc, 0, "bob's model links merges.txt to a file in a "
+	    "directory of merged's, mode 0700");
+	snprintf(path, sizeof path, "%s", dir);
+	snprintf(out, sizeof out, "%s/team/out", dir);
+	o = raw_submit_opath(&bob, path, "bobm", out);
+	tap_diag("%s", o ? o : "(nothing)");
+	/* The second line answers the submit. */
+	if (o != NULL && strchr(o, '\n') != NULL &&
+	    (j = cJSON_Parse(strchr(o, '\n') + 1)) != NULL) {
+		id = (int)cJSON_GetNumberValue(cJSON_GetObjectItem(
+		    cJSON_GetObjectItem(j, "job"), "id"));
+		cJSON_Delete(j);
+	}
+	/* Until it ends, either way: a job that ran copied merges.txt. */
+	for (k = 0, st = NULL; id > 0 && k < 600; k++) {
+		free(st);
+		st = td_job_field(id, "state");
+		if (st != NULL && (strcmp(st, "done") == 0 ||
+		    strcmp(st, "failed") == 0))
+			break;
+		td_sleep_ms(100);
+	}
+	failed = st != NULL && strcmp(st, "failed") == 0;
+	free(st);
+	st = id > 0 ? td_job_field(id, "error") : NULL;
+	tap_diag("job %d: %s: %s", id, failed ? "failed" : "not failed",
+	    st ? st : "-");
+	free(st);
+	ok(!has_text("team/out/stolen/merges.txt", "merged-secret-db"),
+	    "the daemon does not follow the link with its own rights (its "
+	    "file is not copied)");
+	ok(o != NULL && (strstr(o, "permission denied for uid") != NULL ||
+	    failed), "the submit is refused, or its job fails");
+	free(o);
+}
+
 static bool
 preconditions(void)
 {
@@ -463,6 +524,7 @@ main(int argc, char **argv)
 	pid = td_start("--team --group merged --memory 256M",
 	    "setpriv --reuid=merged --regid=merged --init-groups");
 	test_force_merged();
+	test_link_through_private();
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the merged daemon stops");
 	return tap_done();
 }
