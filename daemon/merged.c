@@ -228,7 +228,12 @@ daemon_tick(uv_timer_t *t)
 		log_warnx("drain: %zu jobs and %zu plans did not stop within "
 		    "%.0f seconds; exiting anyway", d->nrunning, d->nplanning,
 		    d->opts.drain_timeout);
-		exit(1);
+		/* Not exit(): libuv's destructor would join the pool's
+		 * threads, and a plan stuck on one of them kept the daemon
+		 * alive past the deadline.  Every store update is already
+		 * committed, and a restart knows the jobs as interrupted. */
+		fflush(NULL);
+		_exit(1);
 	}
 	daemon_maybe_finish(d);
 }
