@@ -52,6 +52,17 @@ sys_openat2(int dirfd, const char *path, int flags)
 	    RESOLVE_NO_MAGICLINKS);
 }
 
+/* Drops the last component of a path being walked. */
+static void
+path_pop(struct xbuf *b)
+{
+	while (b->len > 0 && b->data[b->len - 1] != '/')
+		b->len--;
+	if (b->len > 0)
+		b->len--;
+	b->data[b->len] = '\0';
+}
+
 /* Symbolic links followed in one path, at most (the kernel's limit). */
 #define FSROOT_MAX_LINKS 40
 
@@ -106,11 +117,7 @@ check_components(int fd, const char *path, const struct graph_cred *cred,
 				rc = -EXDEV;
 				break;
 			}
-			while (done.len > 0 && done.data[done.len - 1] != '/')
-				done.len--;
-			if (done.len > 0)
-				done.len--;
-			done.data[done.len] = '\0';
+			path_pop(&done);
 			continue;
 		}
 		if (done.len > 0)
@@ -142,11 +149,7 @@ check_components(int fd, const char *path, const struct graph_cred *cred,
 			}
 			/* The link's name leaves done; its target goes
 			 * before what is left. */
-			while (done.len > 0 && done.data[done.len - 1] != '/')
-				done.len--;
-			if (done.len > 0)
-				done.len--;
-			done.data[done.len] = '\0';
+			path_pop(&done);
 			rest = xasprintf("%s%s%.*s", target, left.len ? "/" : "",
 			    (int)left.len, left.data ? left.data : "");
 			left.len = 0;

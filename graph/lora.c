@@ -401,6 +401,7 @@ lora_bind_pair(struct model *m, struct lora *l, const struct lora_cfg *c,
 	const struct lora_pattern *pat;
 	char *wname;
 	int64_t r, rows, cols, want;
+	uint64_t space;
 	double alpha;
 	bool ok = true;
 
@@ -500,14 +501,15 @@ lora_bind_pair(struct model *m, struct lora *l, const struct lora_cfg *c,
 	dl->grid = LORA_BLOCK_ELEMS / (uint64_t)cols;
 	if (dl->grid == 0)
 		dl->grid = 1;
-	if (cols > INT_MAX || lora_scratch(dl) > LORA_TLS_MAX) {
+	/* rank <= 2^16 and cols below a file's size: no overflow here. */
+	space = lora_scratch(dl);
+	if (cols > INT_MAX || space > LORA_TLS_MAX) {
 		lora_err(d, l->file->path, "%s: applying rank %lld to '%s' "
 		    "[%lld, %lld] needs %llu MiB of work space per thread, more "
 		    "than the %u MiB a thread may hold for adapters",
 		    pr->module, (long long)r, dl->weight->t->name,
 		    (long long)rows, (long long)cols,
-		    (unsigned long long)(lora_scratch(dl) >> 20),
-		    LORA_TLS_MAX >> 20);
+		    (unsigned long long)(space >> 20), LORA_TLS_MAX >> 20);
 		free(dl->module);
 		dl->module = NULL;
 		return false;
@@ -958,7 +960,16 @@ lora_narrow(const double *restrict in, float *restrict out, size_t n)
 		out[i] = (float)in[i];
 }
 
-/* Elements [off, off + n) of a factor, as float64. */
+/* Elements [off, off + n) of a factor, as float32. */
+static int
+lora_factor_f(const struct lora_delta *dl, const struct safetensors_tensor *st,
+    uint64_t off, size_t n, float *out, char **cause)
+{
+	return reader_read_run(dl->file, st->dtype, st->begin + off *
+	    graph_dtype_size(st->dtype), n, out, cause);
+}
+
+/* The same as float64, through t's float32 scratch a step at a time. */
 static int
 lora_factor(struct lora_tls *t, const struct lora_delta *dl,
     const struct safetensors_tensor *st, uint64_t off, size_t n, double *out,
@@ -971,22 +982,12 @@ lora_factor(struct lora_tls *t, const struct lora_delta *dl,
 	for (k = 0; k < n; k += step) {
 		if (step > n - k)
 			step = n - k;
-		if ((rc = reader_read_run(dl->file, st->dtype, st->begin +
-		    (off + k) * graph_dtype_size(st->dtype), step, t->tmp,
+		if ((rc = lora_factor_f(dl, st, off + k, step, t->tmp,
 		    cause)) != 0)
 			return rc;
 		lora_widen(t->tmp, out + k, step);
 	}
 	return 0;
-}
-
-/* Elements [off, off + n) of a factor, as float32. */
-static int
-lora_factor_f(const struct lora_delta *dl, const struct safetensors_tensor *st,
-    uint64_t off, size_t n, float *out, char **cause)
-{
-	return reader_read_run(dl->file, st->dtype, st->begin + off *
-	    graph_dtype_size(st->dtype), n, out, cause);
 }
 
 /*

@@ -14,10 +14,10 @@
  * budget) cost more than the copy, on two threads mostly in page-table
  * locks and TLB shootdowns; and a file truncated under us gives a short
  * read and a clear error instead of SIGBUS.  A weight that a LoRA adapter
- * changes is read through lora.c, which adds the adapter's product.  Byte copies go through
- * copy_file_range(), which never brings the data into user space.  With a
- * compute dtype ("dtype:" in the config) values are rounded to it, as
- * mergekit converts inputs on load.  Runs on pool threads; reads only the
+ * changes is read through lora.c, which adds the adapter's product.  Byte
+ * copies go through copy_file_range(), which never brings the data into
+ * user space.  With a compute dtype ("dtype:" in the config) values are
+ * rounded to it, as mergekit converts inputs on load.  Runs on pool threads; reads only the
  * immutable plan.
  */
 #define _GNU_SOURCE
@@ -86,8 +86,8 @@ reader_read_run(const struct safetensors_file *f, enum graph_dtype dt,
  * Elements [idx, idx + n) of model m's tensor mt as stored (flattened),
  * with its adapter's LoRA product added when it has one (lora.c).
  */
-static int
-read_stored(const struct model *m, const struct model_tensor *mt,
+int
+reader_read_tensor(const struct model *m, const struct model_tensor *mt,
     uint64_t idx, size_t n, float *out, char **cause)
 {
 	const struct safetensors_tensor *st = mt->t;
@@ -96,14 +96,6 @@ read_stored(const struct model *m, const struct model_tensor *mt,
 		return lora_read(m, mt->delta, idx, n, out, cause);
 	return reader_read_run(m->files[mt->file], st->dtype, st->begin + idx *
 	    graph_dtype_size(st->dtype), n, out, cause);
-}
-
-/* read_stored for a caller without a plan (extract.c). */
-int
-reader_read_tensor(const struct model *m, const struct model_tensor *mt,
-    uint64_t idx, size_t n, float *out, char **cause)
-{
-	return read_stored(m, mt, idx, n, out, cause);
 }
 
 /*
@@ -131,8 +123,8 @@ static int
 vread_stored(const struct vread *vr, const struct model_tensor *mt,
     int64_t row, size_t nrows, float *out, char **cause)
 {
-	return read_stored(vr->p->models[vr->model].m, mt, (uint64_t)row *
-	    vr->cols, nrows * vr->cols, out, cause);
+	return reader_read_tensor(vr->p->models[vr->model].m, mt,
+	    (uint64_t)row * vr->cols, nrows * vr->cols, out, cause);
 }
 
 /* Token r's default row, into out. */
@@ -152,7 +144,7 @@ vread_default(struct vread *vr, int64_t r, float *out, char **cause)
 	memset(vr->acc, 0, vr->cols * sizeof *vr->acc);
 	for (k = 0; k < nref; k++) {
 		src = &vp->src[ref[k].src];
-		if ((rc = read_stored(vr->p->models[src->model].m, src->mt,
+		if ((rc = reader_read_tensor(vr->p->models[src->model].m, src->mt,
 		    (uint64_t)ref[k].row * vr->cols, vr->cols, vr->row,
 		    cause)) != 0)
 			return rc;
@@ -303,7 +295,7 @@ reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 		if ((rc = reader_read_vocab(p, t, in, e0, n, out, cause)) != 0)
 			return rc;
 	} else if (!in->rectified) {
-		if ((rc = read_stored(m, in->mt, e0, n, out, cause)) != 0)
+		if ((rc = reader_read_tensor(m, in->mt, e0, n, out, cause)) != 0)
 			return rc;
 	} else {
 		scols = (uint64_t)st->shape[1];
@@ -313,7 +305,7 @@ reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 			run = (size_t)((uint64_t)in->cols - c);
 			if (run > n - done)
 				run = n - done;
-			if ((rc = read_stored(m, in->mt, r * scols + c, run,
+			if ((rc = reader_read_tensor(m, in->mt, r * scols + c, run,
 			    out + done, cause)) != 0)
 				return rc;
 			done += run;

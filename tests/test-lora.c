@@ -670,6 +670,44 @@ test_refusals(void)
 }
 
 /*
+ * A one-layer Llama of the given width whose down_proj has down_cols
+ * columns (model NAME), and an adapter for it (ADAPTER) with ad1's
+ * config at rank r and a weights file of this header whose data are
+ * zeros, sparse: the crafted pairs of the refusal tests.
+ */
+static void
+crafted(const char *name, int width, int down_cols, const char *adapter,
+    int r, const char *header, uint64_t data)
+{
+	uint64_t len = strlen(header);
+	char layout[512], *p, *o = NULL;
+	int fd;
+
+	snprintf(layout, sizeof layout, "model.embed_tokens.weight 16 %d\n"
+	    "model.layers.0.input_layernorm.weight %d\n"
+	    "model.layers.0.mlp.down_proj.weight 4 %d\n"
+	    "model.norm.weight %d\nlm_head.weight 16 %d\n", width, width,
+	    down_cols, width, width);
+	p = at("%s", name);
+	stm_write(p, layout, "{\"architectures\": [\"LlamaForCausalLM\"], "
+	    "\"model_type\": \"llama\", \"num_hidden_layers\": 1}", 1);
+	free(p);
+	if (tl_runf(&o, "mkdir -p %s/%s && cp %s/ad1/adapter_config.json "
+	    "%s/%s/ && sed -i 's/\"r\": 4/\"r\": %d/' "
+	    "%s/%s/adapter_config.json", dir, adapter, dir, dir, adapter, r,
+	    dir, adapter) != 0)
+		exit(99);
+	free(o);
+	p = at("%s/adapter_model.safetensors", adapter);
+	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, &len, 8) != 8 || write(fd, header, len) !=
+	    (ssize_t)len || ftruncate(fd, (off_t)(8 + len + data)) != 0)
+		exit(99);
+	close(fd);
+	free(p);
+}
+
+/*
  * An adapter whose factor would need more work space than a pool thread
  * may hold (rank 65536 over a 4096-wide weight: 2 GiB in float64) is
  * refused at plan time, before anything is allocated.  Its file is
@@ -685,30 +723,10 @@ test_work_space(void)
 	    "\"base_model.model.model.layers.0.mlp.down_proj.lora_B.weight\":"
 	    "{\"dtype\":\"F32\",\"shape\":[4,65536],\"data_offsets\":"
 	    "[1073741824,1074790400]}}";
-	uint64_t len = sizeof header - 1;
-	char *p, *o = NULL;
-	int fd, rc;
+	char *o = NULL;
+	int rc;
 
-	p = at("wide");
-	stm_write(p, "model.embed_tokens.weight 16 4096\n"
-	    "model.layers.0.input_layernorm.weight 4096\n"
-	    "model.layers.0.mlp.down_proj.weight 4 4096\n"
-	    "model.norm.weight 4096\nlm_head.weight 16 4096\n",
-	    "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": "
-	    "\"llama\", \"num_hidden_layers\": 1}", 1);
-	free(p);
-	if (tl_runf(&o, "mkdir -p %s/adhuge && cp %s/ad1/adapter_config.json "
-	    "%s/adhuge/ && sed -i 's/\"r\": 4/\"r\": 65536/' "
-	    "%s/adhuge/adapter_config.json", dir, dir, dir, dir) != 0)
-		exit(99);
-	free(o);
-	p = at("adhuge/adapter_model.safetensors");
-	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write(fd, &len, 8) != 8 || write(fd, header, len) !=
-	    (ssize_t)len || ftruncate(fd, (off_t)(8 + len + 1074790400)) != 0)
-		exit(99);
-	close(fd);
-	free(p);
+	crafted("wide", 4096, 4096, "adhuge", 65536, header, 1074790400);
 	one_config("huge.yml", "wide+adhuge", "float32");
 	rc = ctl(&o, "run huge.yml out-huge");
 	ok(rc == 3 && o != NULL && strstr(o, "needs 2050 MiB of work space per "
@@ -728,31 +746,8 @@ make_zero(void)
 	    "{\"dtype\":\"F32\",\"shape\":[1,0],\"data_offsets\":[0,0]},"
 	    "\"base_model.model.model.layers.0.mlp.down_proj.lora_B.weight\":"
 	    "{\"dtype\":\"F32\",\"shape\":[4,1],\"data_offsets\":[0,16]}}";
-	uint64_t len = sizeof header - 1;
-	char *p, *o = NULL;
-	float zero[4] = { 0 };
-	int fd;
 
-	p = at("zero");
-	stm_write(p, "model.embed_tokens.weight 16 8\n"
-	    "model.layers.0.input_layernorm.weight 8\n"
-	    "model.layers.0.mlp.down_proj.weight 4 0\n"
-	    "model.norm.weight 8\nlm_head.weight 16 8\n",
-	    "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": "
-	    "\"llama\", \"num_hidden_layers\": 1}", 1);
-	free(p);
-	if (tl_runf(&o, "mkdir -p %s/adzero && cp %s/ad1/adapter_config.json "
-	    "%s/adzero/ && sed -i 's/\"r\": 4/\"r\": 1/' "
-	    "%s/adzero/adapter_config.json", dir, dir, dir, dir) != 0)
-		exit(99);
-	free(o);
-	p = at("adzero/adapter_model.safetensors");
-	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-	if (fd < 0 || write(fd, &len, 8) != 8 || write(fd, header, len) !=
-	    (ssize_t)len || write(fd, zero, sizeof zero) != sizeof zero)
-		exit(99);
-	close(fd);
-	free(p);
+	crafted("zero", 8, 0, "adzero", 1, header, 16);
 }
 
 /* The daemon plans from the adapter directories the client opened. */
