@@ -206,6 +206,9 @@ struct graph_exec {
 	struct task *ready_head;
 	struct task *ready_tail;
 	bool pumping;
+	uint64_t leased;	/* of used, granted to leases */
+	struct graph_lease *lease_head;	/* waiting, oldest first */
+	struct graph_lease *lease_tail;
 };
 
 /* cache.c */
@@ -224,6 +227,10 @@ void cache_drop(struct cache *c, struct centry *e);
 
 /* exec.c */
 void exec_queue(struct graph_exec *ex, struct task *t);
+void exec_kick(struct graph_exec *ex);
+
+/* exec-lease.c */
+void lease_grant(struct graph_exec *ex);
 void unit_queue_merge(struct unit *u);
 
 /* exec-admit.c: memory accounting and unit admission (loop thread). */

@@ -71,7 +71,8 @@ graph_exec_destroy(struct graph_exec *ex)
 	if (ex == NULL)
 		return;
 	/* The owner waits for every job's done callback first. */
-	if (ex->jobs != NULL || ex->inflight != 0)
+	if (ex->jobs != NULL || ex->inflight != 0 || ex->leased != 0 ||
+	    ex->lease_head != NULL)
 		abort();
 	cache_fini(&ex->cache);
 	bufpool_fini(&ex->pool);
@@ -299,6 +300,9 @@ xjob_start_tensor(struct graph_job *job)
 
 	if (job->next_tensor >= job->plan->ntensors)
 		return false;
+	/* A waiting lease goes first (exec-lease.c). */
+	if (job->ex->lease_head != NULL)
+		return false;
 	pt = job->xt[job->next_tensor].pt;
 	if (!job->shard_done[pt->shard] && !xjob_tensor_fits(job, pt))
 		return false;
@@ -411,7 +415,10 @@ exec_admit(struct graph_exec *ex)
 	struct xtensor *xt;
 	uint64_t e0, need;
 	size_t n;
-	bool idle = ex->inflight == 0 && ex->ready_head == NULL, admitting;
+	/* Idle and still not fitting means never, unless memory is lent
+	 * out or asked for: it comes back when the lease ends. */
+	bool idle = ex->inflight == 0 && ex->ready_head == NULL &&
+	    ex->leased == 0 && ex->lease_head == NULL, admitting;
 
 	if (ex->jobs == NULL)
 		return false;
@@ -464,6 +471,8 @@ exec_pump(struct graph_exec *ex)
 	if (ex->pumping)
 		return;
 	ex->pumping = true;
+	/* Before admission: a waiting lease takes memory as it frees. */
+	lease_grant(ex);
 	for (;;) {
 		while (ex->inflight < ex->threads && ex->ready_head != NULL) {
 			t = ex->ready_head;
@@ -809,6 +818,14 @@ exec_after(uv_work_t *w, int status)
 		after_xjob_task(t->job, t);
 		break;
 	}
+	exec_check_jobs(ex);
+	exec_pump(ex);
+}
+
+/* Memory came back from outside the executor (a lease ended). */
+void
+exec_kick(struct graph_exec *ex)
+{
 	exec_check_jobs(ex);
 	exec_pump(ex);
 }

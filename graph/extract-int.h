@@ -68,6 +68,10 @@ struct graph_extract {
 	uint64_t memory;	/* the budget */
 	uint64_t admit;		/* of it, what pool tasks may hold */
 	int threads;
+	bool memory_strict;	/* over the budget: an error, not alone */
+	const struct graph_cred *cred;	/* NULL, or &cred_copy */
+	struct graph_cred cred_copy;
+	uint32_t *cred_groups;
 	bool force;
 	bool model_card;
 	char *invocation;

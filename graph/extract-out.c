@@ -182,43 +182,6 @@ xout_copy(const struct xout *o, int out, uint64_t dst, uint8_t *bounce,
 }
 
 /* Creates name in dfd, empty and new, for writing. */
-static int
-xout_create(int dfd, const char *name, char **cause)
-{
-	int fd;
-
-	if (unlinkat(dfd, name, 0) == -1 && errno != ENOENT) {
-		*cause = xasprintf("cannot replace %s: %s", name,
-		    strerror(errno));
-		return -errno;
-	}
-	fd = openat(dfd, name, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW |
-	    O_CLOEXEC, 0644);
-	if (fd == -1) {
-		*cause = xasprintf("cannot create %s: %s", name,
-		    strerror(errno));
-		return -errno;
-	}
-	return fd;
-}
-
-/* A small file of the adapter, written durably. */
-static int
-xout_file(int dfd, const char *name, const char *text, char **cause)
-{
-	int fd, rc;
-
-	if ((fd = xout_create(dfd, name, cause)) < 0)
-		return fd;
-	rc = writer_pwrite(fd, text, strlen(text), 0, cause);
-	if (rc == 0 && fsync(fd) == -1) {
-		rc = -errno;
-		*cause = xasprintf("%s: fsync: %s", name, strerror(errno));
-	}
-	close(fd);
-	return rc;
-}
-
 /* The file's header, with metadata {"format": "pt"} as mergekit's. */
 static uint8_t *
 xout_header(const struct xout *v, size_t n, size_t *len)
@@ -244,7 +207,8 @@ xout_weights(struct graph_extract *x, int dfd, int spool, char **cause)
 
 	n = xout_list(x, spool, &v);
 	header = xout_header(v, n, &hlen);
-	if ((fd = xout_create(dfd, "adapter_model.safetensors", cause)) < 0) {
+	if ((fd = writer_create(dfd, "adapter_model.safetensors", x->cred,
+	    cause)) < 0) {
 		rc = fd;
 		goto out;
 	}
@@ -463,12 +427,14 @@ extract_write(struct graph_extract *x, int stage_fd, int spool_fd,
 	if ((rc = xout_weights(x, stage_fd, spool_fd, cause)) != 0)
 		return rc;
 	text = xout_config(x);
-	rc = xout_file(stage_fd, "adapter_config.json", text, cause);
+	rc = writer_file(stage_fd, "adapter_config.json", text, strlen(text),
+	    x->cred, cause);
 	free(text);
 	if (rc != 0 || !x->model_card)
 		return rc;
 	text = xout_card(x, title);
-	rc = xout_file(stage_fd, "README.md", text, cause);
+	rc = writer_file(stage_fd, "README.md", text, strlen(text), x->cred,
+	    cause);
 	free(text);
 	return rc;
 }

@@ -1,27 +1,38 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * extract-run.c: running an extraction planned by extract.c.
+ * extract-run.c: running an extraction planned by extract.c, on a libuv
+ * loop: the caller's (a daemon's, graph_extract_start) or one of its own
+ * (graph_extract_run, mergectl extract-lora).
  *
- * Each decomposed weight (and each tensor saved in full that FT's
- * adapter changes) is one task on the libuv thread pool, on a loop of
- * the run's own: it reads FT's weight and subtracts BASE's a chunk at a
- * time (float32, both decoded, adapted where an adapter applies), checks
- * the result is finite, decomposes it (extract-svd.c), rounds the factors
- * once to FT's dtype and appends them to a spool file in the staging
- * directory.  The spool is there because --sv-epsilon makes a weight's
- * rank, and so its bytes, known only once its SVD is done: the adapter's
- * file is laid out afterwards (extract-out.c).
+ * A run is a small state machine, like a merge on the executor: SETUP
+ * (the staging directory and the spool, on the pool, as the user), then
+ * COMPUTE, then FINISH (the adapter's files and the publish, on the pool,
+ * as the user), or CLEANUP (the staging directory removed) after a
+ * failure, a cancel or an interruption.  The loop thread only moves it
+ * along; nothing on it waits for a disk.
+ *
+ * COMPUTE: each decomposed weight (and each tensor saved in full that
+ * FT's adapter changes) is one task on the pool: it reads FT's weight and
+ * subtracts BASE's a chunk at a time (float32, both decoded, adapted
+ * where an adapter applies), checks the result is finite, decomposes it
+ * (extract-svd.c), rounds the factors once to FT's dtype and appends them
+ * to a spool file in the staging directory.  The spool is there because
+ * --sv-epsilon makes a weight's rank, and so its bytes, known only once
+ * its SVD is done: the adapter's file is laid out afterwards
+ * (extract-out.c).
  *
  * Tasks are admitted largest first while the working sets of those in
  * flight (extract.c sizes each: the task vector, the SVD's buffers and
- * LAPACK's work space, the factors) fit in the budget less the process's
- * own share (EXTRACT_OVERHEAD), at most `threads` at once; a task bigger
- * than that runs alone.  The buffers come from buf_alloc (mmap): freed,
- * they leave the process, where malloc's per-thread arenas would keep
- * them resident.  Each weight
+ * LAPACK's work space, the factors) fit in x->admit, the run's own
+ * budget, at most `threads` at once; a task bigger than that runs alone.
+ * Under a daemon each task also leases its working set from the
+ * executor's budget (graph_exec_lease), so that merges and extractions
+ * share one budget; the planner then refuses weights over it.  The
+ * buffers come from buf_alloc (mmap): freed, they leave the process,
+ * where malloc's per-thread arenas would keep them resident.  Each weight
  * is computed by one thread with single-threaded OpenBLAS, so the bytes
  * written never depend on the thread count or the schedule.  The
- * caller's callback runs on the caller's thread as each weight finishes.
+ * callbacks run on the loop thread.
  */
 #define _GNU_SOURCE
 #include <sys/stat.h>
@@ -40,34 +51,63 @@
 
 #define container_of(p, t, m) ((t *)((char *)(p) - offsetof(t, m)))
 
-struct xrun {
+enum xrun_state {
+	XRUN_SETUP,
+	XRUN_COMPUTE,
+	XRUN_FINISH,
+	XRUN_CLEANUP,
+	XRUN_DONE,
+};
+
+struct graph_extract_job {
 	struct graph_extract *x;
-	uv_loop_t loop;
+	uv_loop_t *loop;
+	struct graph_exec *exec;	/* leases from; NULL: none */
+	enum xrun_state state;
+	int out_dirfd;		/* the destination's parent, owned */
+	char *out_name;
+	char *out_dir;		/* for messages */
+	char *staging;		/* its name in out_dirfd */
+	int stage_fd;
+	int spool_fd;
+	uint64_t stage_dev;
+	uint64_t stage_ino;
+	struct graph_replace replace;	/* what force may replace */
+	struct graph_ident *own;	/* replace.own, owned */
+	/* COMPUTE */
 	size_t *order;		/* the pool's tasks, largest first */
 	size_t norder;
 	size_t next;
 	size_t inflight;
 	uint64_t used;		/* bytes admitted */
-	int spool_fd;
+	struct xtask *waiting;	/* its lease not granted yet */
 	atomic_uint_fast64_t spool_end;
-	graph_extract_cb cb;
-	void *arg;
+	atomic_bool stop;	/* cancelled or interrupted: no new task */
+	struct graph_progress prog;
+	/* SETUP, FINISH, CLEANUP: one at a time. */
+	uv_work_t step;
+	int step_rc;
+	char *step_err;
 	int rc;			/* the first failure */
 	char *err;
+	struct graph_diags warnings;	/* found while running */
+	uint64_t t0;
+	struct graph_extract_job_opts o;	/* the callbacks */
 };
 
 struct xtask {
 	uv_work_t work;
-	struct xrun *run;
+	struct graph_extract_job *run;
 	struct xweight *w;
+	struct graph_lease *lease;
 	int rc;
 	char *err;
 };
 
 /* Appends len bytes to the spool; where they went, in *off. */
 static int
-xrun_spool(struct xrun *run, const void *buf, uint64_t len, uint64_t *off,
-    char **cause)
+xrun_spool(struct graph_extract_job *run, const void *buf, uint64_t len,
+    uint64_t *off, char **cause)
 {
 	*off = atomic_fetch_add(&run->spool_end, len);
 	return writer_pwrite(run->spool_fd, buf, (size_t)len, *off, cause);
@@ -111,7 +151,7 @@ xrun_task_vector(const struct graph_extract *x, const struct xweight *w,
 
 /* A decomposed weight. */
 static int
-xrun_lora(struct xrun *run, struct xweight *w, char **cause)
+xrun_lora(struct graph_extract_job *run, struct xweight *w, char **cause)
 {
 	const struct graph_extract *x = run->x;
 	uint64_t numel = w->ft->t->numel, na = 0, nb = 0, es;
@@ -167,7 +207,7 @@ out:
 
 /* A tensor saved in full that FT's adapter changes: read adapted. */
 static int
-xrun_full(struct xrun *run, struct xweight *w, char **cause)
+xrun_full(struct graph_extract_job *run, struct xweight *w, char **cause)
 {
 	uint64_t numel = w->ft->t->numel;
 	size_t es = graph_dtype_size(w->out_dtype);
@@ -186,15 +226,41 @@ xrun_full(struct xrun *run, struct xweight *w, char **cause)
 	return rc;
 }
 
+/* Marks the run failed, keeping the first failure (a real one says more
+ * than an interruption). */
+static void
+xrun_fail(struct graph_extract_job *run, int rc, char *err)
+{
+	if (run->rc == 0 || ((run->rc == -ECANCELED || run->rc == -EINTR) &&
+	    rc != -ECANCELED && rc != -EINTR)) {
+		free(run->err);
+		run->rc = rc;
+		run->err = err != NULL ? err : xstrdup(strerror(-rc));
+		err = NULL;
+	}
+	free(err);
+	atomic_store(&run->stop, true);
+}
+
+static bool
+xrun_stopping(struct graph_extract_job *run)
+{
+	const struct graph_extract *x = run->x;
+
+	if (run->rc == 0 && x->cancel != NULL && atomic_load(x->cancel))
+		xrun_fail(run, -ECANCELED, xstrdup("interrupted"));
+	return run->rc != 0;
+}
+
 static void
 xrun_work(uv_work_t *req)
 {
 	struct xtask *t = container_of(req, struct xtask, work);
 	uint64_t t0 = uv_hrtime();
 
-	if (t->run->x->cancel != NULL && atomic_load(t->run->x->cancel)) {
+	if (atomic_load(&t->run->stop) || (t->run->x->cancel != NULL &&
+	    atomic_load(t->run->x->cancel))) {
 		t->rc = -ECANCELED;
-		t->err = xstrdup("interrupted");
 		return;
 	}
 	t->rc = t->w->lora ? xrun_lora(t->run, t->w, &t->err) :
@@ -202,27 +268,55 @@ xrun_work(uv_work_t *req)
 	t->w->r.seconds = (double)(uv_hrtime() - t0) / 1e9;
 }
 
-static void xrun_pump(struct xrun *);
+static void xrun_pump(struct graph_extract_job *);
+
+/* The bytes of input a task reads: its share of the progress. */
+static uint64_t
+xrun_task_bytes(const struct xweight *w)
+{
+	return w->ft->t->end - w->ft->t->begin + (w->lora ? w->base->t->end -
+	    w->base->t->begin : 0);
+}
+
+static void
+xrun_progress(struct graph_extract_job *run)
+{
+	struct graph_exec_stats s;
+
+	run->prog.memory_used = run->used;
+	run->prog.memory_peak = run->x->peak;
+	if (run->exec != NULL) {
+		graph_exec_stats(run->exec, &s);
+		run->prog.memory_used = s.used;
+		run->prog.memory_peak = s.peak;
+	}
+	run->prog.job_memory = run->used;
+	if (run->o.progress != NULL)
+		run->o.progress(run, &run->prog, run->o.arg);
+}
 
 static void
 xrun_after(uv_work_t *req, int status)
 {
 	struct xtask *t = container_of(req, struct xtask, work);
-	struct xrun *run = t->run;
+	struct graph_extract_job *run = t->run;
 
 	(void)status;	/* nothing is ever uv_cancel'ed */
 	run->inflight--;
 	run->used -= t->w->need;
-	if (t->rc != 0 && (run->rc == 0 || run->rc == -ECANCELED)) {
-		/* A real failure says more than an interruption. */
-		free(run->err);
-		run->rc = t->rc;
-		run->err = t->err;
+	graph_exec_lease_free(t->lease);
+	if (t->rc == -ECANCELED && t->err == NULL) {
+		/* Not started: the run was stopping already. */
+	} else if (t->rc != 0) {
+		xrun_fail(run, t->rc, t->err);
 		t->err = NULL;
-	} else if (t->rc == 0) {
+	} else {
 		t->w->r.done = true;
-		if (run->cb != NULL)
-			run->cb(&t->w->r, run->arg);
+		run->prog.tensors_done++;
+		run->prog.bytes_done += xrun_task_bytes(t->w);
+		if (run->o.weight_done != NULL)
+			run->o.weight_done(&t->w->r, run->o.arg);
+		xrun_progress(run);
 	}
 	free(t->err);
 	free(t);
@@ -230,76 +324,90 @@ xrun_after(uv_work_t *req, int status)
 }
 
 static void
-xrun_pump(struct xrun *run)
+xrun_queue(struct graph_extract_job *run, struct xtask *t)
+{
+	uv_queue_work(run->loop, &t->work, xrun_work, xrun_after);
+}
+
+/* The executor granted a waiting task's memory. */
+static void
+xrun_granted(struct graph_lease *l, void *arg)
+{
+	struct xtask *t = arg;
+	struct graph_extract_job *run = t->run;
+
+	(void)l;
+	run->waiting = NULL;
+	xrun_queue(run, t);
+	xrun_pump(run);
+}
+
+/* Admits the next task; false when it must wait or none is left. */
+static bool
+xrun_admit(struct graph_extract_job *run)
 {
 	struct graph_extract *x = run->x;
 	struct xweight *w;
 	struct xtask *t;
+	char *cause = NULL;
+	int rc;
 
-	if (run->rc == 0 && x->cancel != NULL && atomic_load(x->cancel)) {
-		run->rc = -ECANCELED;
-		run->err = xstrdup("interrupted");
+	if (run->waiting != NULL || run->next >= run->norder ||
+	    run->inflight >= (size_t)x->threads)
+		return false;
+	w = &x->w[run->order[run->next]];
+	if (run->inflight > 0 && run->used + w->need > x->admit)
+		return false;
+	t = xcalloc(1, sizeof *t);
+	t->run = run;
+	t->w = w;
+	if (run->exec != NULL) {
+		rc = graph_exec_lease(run->exec, w->need, xrun_granted, t,
+		    &t->lease, &cause);
+		if (rc < 0) {
+			free(t);
+			xrun_fail(run, rc, xasprintf("%s: %s", w->name, cause));
+			free(cause);
+			return false;
+		}
+	} else {
+		rc = 1;
 	}
-	while (run->rc == 0 && run->next < run->norder &&
-	    run->inflight < (size_t)x->threads) {
-		w = &x->w[run->order[run->next]];
-		if (run->inflight > 0 && run->used + w->need > x->admit)
-			break;
-		run->used += w->need;
-		if (run->used > x->peak)
-			x->peak = run->used;
-		run->inflight++;
-		run->next++;
-		t = xcalloc(1, sizeof *t);
-		t->run = run;
-		t->w = w;
-		uv_queue_work(&run->loop, &t->work, xrun_work, xrun_after);
-	}
+	run->used += w->need;
+	if (run->used > x->peak)
+		x->peak = run->used;
+	run->inflight++;
+	run->next++;
+	if (rc == 1)
+		xrun_queue(run, t);
+	else
+		run->waiting = t;
+	return rc == 1;
 }
 
-/* Largest first, then by name: the order tasks are admitted in. */
-static int
-xrun_cmp(const void *a, const void *b, void *arg)
+static void xrun_step(struct graph_extract_job *, enum xrun_state);
+
+static void
+xrun_pump(struct graph_extract_job *run)
 {
-	const struct graph_extract *x = arg;
-	const struct xweight *p = &x->w[*(const size_t *)a];
-	const struct xweight *q = &x->w[*(const size_t *)b];
-
-	if (p->need != q->need)
-		return p->need > q->need ? -1 : 1;
-	return strcmp(p->name, q->name);
-}
-
-/* Runs every pool task to its end; 0 or the first failure. */
-static int
-xrun_compute(struct graph_extract *x, int spool_fd, graph_extract_cb cb,
-    void *arg, char **cause)
-{
-	struct xrun run;
-	size_t i;
-
-	memset(&run, 0, sizeof run);
-	run.x = x;
-	run.spool_fd = spool_fd;
-	run.cb = cb;
-	run.arg = arg;
-	atomic_init(&run.spool_end, 0);
-	run.order = xcalloc(x->nw + 1, sizeof *run.order);
-	for (i = 0; i < x->nw; i++)
-		if (x->w[i].lora || x->w[i].computed)
-			run.order[run.norder++] = i;
-	qsort_r(run.order, run.norder, sizeof *run.order, xrun_cmp, x);
-	if (uv_loop_init(&run.loop) != 0) {
-		free(run.order);
-		*cause = xstrdup("cannot make an event loop");
-		return -ENOMEM;
+	if (run->state != XRUN_COMPUTE)
+		return;
+	if (!xrun_stopping(run))
+		while (xrun_admit(run))
+			;
+	if (run->rc != 0 && run->waiting != NULL) {
+		/* Never granted: its memory goes back unused. */
+		graph_exec_lease_free(run->waiting->lease);
+		run->used -= run->waiting->w->need;
+		run->inflight--;
+		free(run->waiting);
+		run->waiting = NULL;
 	}
-	xrun_pump(&run);
-	uv_run(&run.loop, UV_RUN_DEFAULT);
-	(void)uv_loop_close(&run.loop);
-	free(run.order);
-	*cause = run.err;
-	return run.rc;
+	if (run->inflight > 0)
+		return;
+	if (run->rc == 0 && run->next < run->norder)
+		return;	/* only when a lease failed, which set rc */
+	xrun_step(run, run->rc == 0 ? XRUN_FINISH : XRUN_CLEANUP);
 }
 
 /* An input rewritten in place while it was read: nothing is published. */
@@ -347,67 +455,338 @@ xrun_ranks(const struct graph_extract *x, struct graph_diags *d,
 	return -EINVAL;
 }
 
+/* Pool, as the user: the staging directory and the spool in it. */
+static int
+xrun_setup(struct graph_extract_job *run, char **cause)
+{
+	struct stat st;
+	int rc;
+
+	if ((rc = writer_stage_open(run->out_dirfd, run->staging,
+	    run->x->cred, &run->stage_fd, cause)) != 0)
+		return rc;
+	if (fstat(run->stage_fd, &st) == -1) {
+		*cause = xasprintf("%s: %s", run->staging, strerror(errno));
+		return -errno;
+	}
+	run->stage_dev = (uint64_t)st.st_dev;
+	run->stage_ino = (uint64_t)st.st_ino;
+	/* What an interrupted run left goes. */
+	(void)unlinkat(run->stage_fd, EXTRACT_SPOOL, 0);
+	run->spool_fd = openat(run->stage_fd, EXTRACT_SPOOL, O_RDWR | O_CREAT |
+	    O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (run->spool_fd == -1) {
+		*cause = xasprintf("cannot create %s: %s", EXTRACT_SPOOL,
+		    strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+/* Pool, as the user: the adapter's files, then the publish. */
+static int
+xrun_finish(struct graph_extract_job *run, char **cause)
+{
+	struct graph_extract *x = run->x;
+	int rc;
+
+	if ((rc = xrun_unchanged(x->ft, cause)) != 0 ||
+	    (rc = xrun_unchanged(x->base, cause)) != 0)
+		return rc;
+	if ((rc = xrun_ranks(x, &run->warnings, cause)) != 0)
+		return rc;
+	if ((rc = extract_write(x, run->stage_fd, run->spool_fd, run->out_name,
+	    cause)) != 0)
+		return rc;
+	close(run->spool_fd);
+	run->spool_fd = -1;
+	(void)unlinkat(run->stage_fd, EXTRACT_SPOOL, 0);
+	if (fsync(run->stage_fd) == -1) {
+		*cause = xasprintf("%s: fsync: %s", run->staging,
+		    strerror(errno));
+		return -errno;
+	}
+	close(run->stage_fd);
+	run->stage_fd = -1;
+	return writer_publish(run->out_dirfd, run->staging, run->out_name,
+	    x->force ? &run->replace : NULL, cause);
+}
+
+/* Pool, as the user: whatever the run made goes. */
+static void
+xrun_cleanup(struct graph_extract_job *run)
+{
+	if (run->spool_fd != -1)
+		close(run->spool_fd);
+	run->spool_fd = -1;
+	if (run->stage_fd != -1)
+		close(run->stage_fd);
+	run->stage_fd = -1;
+	writer_remove_tree(run->out_dirfd, run->staging);
+}
+
+static void
+xrun_step_work(uv_work_t *req)
+{
+	struct graph_extract_job *run = container_of(req,
+	    struct graph_extract_job, step);
+	struct cred_saved saved;
+
+	if ((run->step_rc = cred_enter(run->x->cred, &saved,
+	    &run->step_err)) != 0)
+		return;
+	switch (run->state) {
+	case XRUN_SETUP:
+		run->step_rc = xrun_setup(run, &run->step_err);
+		break;
+	case XRUN_FINISH:
+		run->step_rc = xrun_finish(run, &run->step_err);
+		break;
+	default:
+		xrun_cleanup(run);
+		break;
+	}
+	cred_leave(&saved);
+}
+
+static void
+xrun_free(struct graph_extract_job *run)
+{
+	if (run->out_dirfd != -1)
+		close(run->out_dirfd);
+	free(run->out_name);
+	free(run->out_dir);
+	free(run->staging);
+	free(run->own);
+	free(run->order);
+	free(run->err);
+	free(run->step_err);
+	graph_diags_fini(&run->warnings);
+	free(run);
+}
+
+/* The run is over: the caller hears it, and the run is freed. */
+static void
+xrun_end(struct graph_extract_job *run)
+{
+	struct graph_extract *x = run->x;
+
+	run->state = XRUN_DONE;
+	x->seconds = (double)(uv_hrtime() - run->t0) / 1e9;
+	if (run->rc == 0) {
+		run->prog.shards_done = 1;
+		run->prog.bytes_done = run->prog.bytes_total;
+	}
+	xrun_progress(run);
+	if (run->o.done != NULL)
+		run->o.done(run, run->rc, run->err, &run->warnings, run->o.arg);
+	xrun_free(run);
+}
+
+static void
+xrun_step_after(uv_work_t *req, int status)
+{
+	struct graph_extract_job *run = container_of(req,
+	    struct graph_extract_job, step);
+	int rc = run->step_rc;
+
+	(void)status;
+	run->step_rc = 0;
+	if (rc != 0) {
+		xrun_fail(run, rc, run->step_err);
+		run->step_err = NULL;
+	}
+	switch (run->state) {
+	case XRUN_SETUP:
+		if (rc == 0 && run->o.staged != NULL)
+			run->o.staged(run, run->stage_dev, run->stage_ino,
+			    run->o.arg);
+		run->state = XRUN_COMPUTE;
+		xrun_pump(run);
+		break;
+	case XRUN_FINISH:
+		if (rc == 0) {
+			xrun_end(run);
+			break;
+		}
+		xrun_step(run, XRUN_CLEANUP);
+		break;
+	default:
+		xrun_end(run);
+		break;
+	}
+}
+
+static void
+xrun_step(struct graph_extract_job *run, enum xrun_state s)
+{
+	run->state = s;
+	uv_queue_work(run->loop, &run->step, xrun_step_work, xrun_step_after);
+}
+
+/* Largest first, then by name: the order tasks are admitted in. */
+static int
+xrun_cmp(const void *a, const void *b, void *arg)
+{
+	const struct graph_extract *x = arg;
+	const struct xweight *p = &x->w[*(const size_t *)a];
+	const struct xweight *q = &x->w[*(const size_t *)b];
+
+	if (p->need != q->need)
+		return p->need > q->need ? -1 : 1;
+	return strcmp(p->name, q->name);
+}
+
+int
+graph_extract_start(uv_loop_t *loop, struct graph_extract *x,
+    const struct graph_extract_job_opts *o, struct graph_extract_job **out,
+    char **cause)
+{
+	struct graph_extract_job *run;
+	struct stat st;
+	size_t i;
+	int rc;
+
+	*out = NULL;
+	if (!x->force && fstatat(o->out_dirfd, o->out_name, &st,
+	    AT_SYMLINK_NOFOLLOW) == 0) {
+		*cause = xasprintf("%s already exists; use --force to replace "
+		    "it", o->out_dir);
+		return -EEXIST;
+	}
+	run = xcalloc(1, sizeof *run);
+	if ((run->out_dirfd = fcntl(o->out_dirfd, F_DUPFD_CLOEXEC, 3)) == -1) {
+		rc = -errno;
+		*cause = xasprintf("%s: %s", o->out_dir, strerror(errno));
+		free(run);
+		return rc;
+	}
+	run->x = x;
+	run->loop = loop;
+	run->exec = o->exec;
+	run->o = *o;
+	run->out_name = xstrdup(o->out_name);
+	run->out_dir = xstrdup(o->out_dir);
+	run->staging = o->staging_name != NULL ? xstrdup(o->staging_name) :
+	    writer_staging_name(o->out_name);
+	run->stage_fd = -1;
+	run->spool_fd = -1;
+	run->replace.cred = x->cred;
+	if (o->nown > 0) {
+		run->own = xcalloc(o->nown, sizeof *run->own);
+		memcpy(run->own, o->own, o->nown * sizeof *run->own);
+		run->replace.own = run->own;
+		run->replace.nown = o->nown;
+	}
+	graph_diags_init(&run->warnings);
+	atomic_init(&run->spool_end, 0);
+	atomic_init(&run->stop, false);
+	run->order = xcalloc(x->nw + 1, sizeof *run->order);
+	for (i = 0; i < x->nw; i++) {
+		if (!x->w[i].lora && !x->w[i].computed)
+			continue;
+		run->order[run->norder++] = i;
+		run->prog.bytes_total += xrun_task_bytes(&x->w[i]);
+	}
+	qsort_r(run->order, run->norder, sizeof *run->order, xrun_cmp, x);
+	run->prog.tensors_total = run->norder;
+	run->prog.shards_total = 1;
+	run->t0 = uv_hrtime();
+	xrun_step(run, XRUN_SETUP);
+	*out = run;
+	return 0;
+}
+
+/* Stops the run: no weight starts; the done callback reports rc. */
+static void
+xrun_stop(struct graph_extract_job *run, int rc, const char *why)
+{
+	if (run->state == XRUN_DONE || run->state == XRUN_CLEANUP)
+		return;
+	xrun_fail(run, rc, xstrdup(why));
+	xrun_pump(run);
+}
+
+void
+graph_extract_cancel(struct graph_extract_job *run)
+{
+	xrun_stop(run, -ECANCELED, "cancelled");
+}
+
+void
+graph_extract_interrupt(struct graph_extract_job *run)
+{
+	xrun_stop(run, -EINTR, "interrupted");
+}
+
+void
+graph_extract_job_progress(const struct graph_extract_job *run,
+    struct graph_progress *p)
+{
+	*p = run->prog;
+}
+
+/* graph_extract_run's result, filled by its done callback. */
+struct xrun_result {
+	int rc;
+	char *err;
+	struct graph_diags *d;
+	graph_extract_cb cb;	/* the caller's, with its argument */
+	void *arg;
+};
+
+static void
+xrun_weight_sync(const struct graph_extract_weight *w, void *arg)
+{
+	struct xrun_result *r = arg;
+
+	if (r->cb != NULL)
+		r->cb(w, r->arg);
+}
+
+static void
+xrun_done_sync(struct graph_extract_job *run, int rc, const char *err,
+    const struct graph_diags *warnings, void *arg)
+{
+	struct xrun_result *r = arg;
+	size_t i;
+
+	(void)run;
+	r->rc = rc;
+	r->err = err != NULL ? xstrdup(err) : NULL;
+	for (i = 0; i < warnings->n; i++)
+		graph_diag_add(r->d, warnings->v[i].sev, warnings->v[i].where,
+		    "%s", warnings->v[i].msg);
+}
+
 int
 graph_extract_run(struct graph_extract *x, int out_dirfd,
     const char *out_name, const char *out_dir, graph_extract_cb cb,
     void *arg, struct graph_diags *d, char **cause)
 {
-	struct graph_replace replace = { NULL, NULL, 0 };
-	struct stat st;
-	uint64_t t0 = uv_hrtime();
-	char *staging;
-	int sfd = -1, spool = -1, rc;
+	struct graph_extract_job_opts o;
+	struct graph_extract_job *run;
+	struct xrun_result r = { 0, NULL, d, cb, arg };
+	uv_loop_t loop;
+	int rc;
 
 	*cause = NULL;
-	if (!x->force && fstatat(out_dirfd, out_name, &st,
-	    AT_SYMLINK_NOFOLLOW) == 0) {
-		*cause = xasprintf("%s already exists; use --force to replace "
-		    "it", out_dir);
-		return -EEXIST;
+	if (uv_loop_init(&loop) != 0) {
+		*cause = xstrdup("cannot make an event loop");
+		return -ENOMEM;
 	}
-	staging = writer_staging_name(out_name);
-	if ((rc = writer_stage_open(out_dirfd, staging, NULL, &sfd,
-	    cause)) != 0)
-		goto out;
-	/* What an interrupted run of this process id left goes. */
-	(void)unlinkat(sfd, EXTRACT_SPOOL, 0);
-	spool = openat(sfd, EXTRACT_SPOOL, O_RDWR | O_CREAT | O_EXCL |
-	    O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (spool == -1) {
-		rc = -errno;
-		*cause = xasprintf("cannot create %s: %s", EXTRACT_SPOOL,
-		    strerror(errno));
-		goto out;
+	memset(&o, 0, sizeof o);
+	o.out_dirfd = out_dirfd;
+	o.out_name = out_name;
+	o.out_dir = out_dir;
+	o.weight_done = xrun_weight_sync;
+	o.done = xrun_done_sync;
+	o.arg = &r;
+	if ((rc = graph_extract_start(&loop, x, &o, &run, cause)) == 0) {
+		(void)uv_run(&loop, UV_RUN_DEFAULT);
+		rc = r.rc;
+		*cause = r.err;
 	}
-	if ((rc = xrun_compute(x, spool, cb, arg, cause)) != 0)
-		goto out;
-	if ((rc = xrun_unchanged(x->ft, cause)) != 0 ||
-	    (rc = xrun_unchanged(x->base, cause)) != 0)
-		goto out;
-	if ((rc = xrun_ranks(x, d, cause)) != 0)
-		goto out;
-	if ((rc = extract_write(x, sfd, spool, out_name, cause)) != 0)
-		goto out;
-	close(spool);
-	spool = -1;
-	(void)unlinkat(sfd, EXTRACT_SPOOL, 0);
-	if (fsync(sfd) == -1) {
-		rc = -errno;
-		*cause = xasprintf("%s: fsync: %s", staging, strerror(errno));
-		goto out;
-	}
-	close(sfd);
-	sfd = -1;
-	rc = writer_publish(out_dirfd, staging, out_name, x->force ? &replace :
-	    NULL, cause);
-out:
-	if (spool != -1)
-		close(spool);
-	if (sfd != -1)
-		close(sfd);
-	if (rc != 0)
-		writer_remove_tree(out_dirfd, staging);
-	free(staging);
-	x->seconds = (double)(uv_hrtime() - t0) / 1e9;
+	(void)uv_loop_close(&loop);
 	return rc;
 }

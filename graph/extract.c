@@ -208,16 +208,18 @@ extract_open(const char *s, const char *what,
 		free(cause);
 		return rc;
 	}
-	rc = graph_ref_resolve(&ref, &o->env, &r, &cause);
+	rc = o->dirs != NULL ? graph_ref_given(o->dirs, o->ndirs, &ref, false,
+	    &r, &cause) : graph_ref_resolve(&ref, &o->env, &r, &cause);
 	if (rc == 0)
-		rc = model_open(&ref, &r, NULL, o->cancel, out, &cause);
+		rc = model_open(&ref, &r, o->cred, o->cancel, out, &cause);
 	graph_resolved_fini(&r);
 	if (rc != 0) {
 		graph_diag_add(d, GRAPH_SEV_ERROR, what, "%s", cause);
 		free(cause);
 	} else if (ref.lora != NULL) {
-		if ((rc = graph_ref_resolve_adapter(&ref, &o->env, &r,
-		    &cause)) != 0) {
+		if ((rc = o->dirs != NULL ? graph_ref_given(o->dirs, o->ndirs,
+		    &ref, true, &r, &cause) : graph_ref_resolve_adapter(&ref,
+		    &o->env, &r, &cause)) != 0) {
 			graph_diag_add(d, GRAPH_SEV_ERROR, what, "%s", cause);
 			free(cause);
 		} else {
@@ -594,11 +596,18 @@ xplan_memory(struct graph_extract *x, struct graph_diags *d)
 	a = graph_format_size(big->need);
 	b = graph_format_size(x->memory);
 	c = graph_format_size(x->admit);
-	graph_diag_add(d, GRAPH_SEV_WARNING, NULL, "%zu weight%s need%s more "
-	    "than the %s that --memory %s leaves for weights (the largest, "
-	    "%s, needs %s): each runs alone, and the run uses more than "
-	    "--memory", alone, alone == 1 ? "" : "s", alone == 1 ? "s" : "", c,
-	    b, big->name, a);
+	if (x->memory_strict)
+		graph_diag_add(d, GRAPH_SEV_ERROR, NULL, "memory budget %s is "
+		    "too small: %zu weight%s need%s more than the %s it leaves "
+		    "for weights (the largest, %s, needs %s)", b, alone,
+		    alone == 1 ? "" : "s", alone == 1 ? "s" : "", c, big->name,
+		    a);
+	else
+		graph_diag_add(d, GRAPH_SEV_WARNING, NULL, "%zu weight%s need%s "
+		    "more than the %s that --memory %s leaves for weights (the "
+		    "largest, %s, needs %s): each runs alone, and the run uses "
+		    "more than --memory", alone, alone == 1 ? "" : "s", alone ==
+		    1 ? "s" : "", c, b, big->name, a);
 	free(a);
 	free(b);
 	free(c);
@@ -641,6 +650,7 @@ graph_extract_plan(const struct graph_extract_opts *o,
     struct graph_extract **out, struct graph_diags *d)
 {
 	struct graph_extract *x;
+	struct cred_saved saved;
 	struct xplan p;
 	char *cause = NULL;
 	size_t before = d->nerrors;
@@ -668,6 +678,18 @@ graph_extract_plan(const struct graph_extract_opts *o,
 	x->admit = x->memory > 4 * EXTRACT_OVERHEAD(o->threads) ? x->memory -
 	    EXTRACT_OVERHEAD(o->threads) : x->memory * 3 / 4;
 	x->threads = o->threads;
+	x->memory_strict = o->memory_strict;
+	if (o->cred != NULL) {
+		/* The run creates files with them, after o is gone. */
+		x->cred_copy = *o->cred;
+		x->cred_groups = xcalloc(o->cred->ngroups + 1,
+		    sizeof *x->cred_groups);
+		if (o->cred->ngroups > 0)
+			memcpy(x->cred_groups, o->cred->groups,
+			    o->cred->ngroups * sizeof *x->cred_groups);
+		x->cred_copy.groups = x->cred_groups;
+		x->cred = &x->cred_copy;
+	}
 	x->force = o->merge.force;
 	x->model_card = o->merge.model_card;
 	x->invocation = xstrdup(o->invocation != NULL ? o->invocation : "");
@@ -678,8 +700,15 @@ graph_extract_plan(const struct graph_extract_opts *o,
 	    &cause);
 	(void)xre_compile("--exclude-regex", o->exclude, o->nexclude, &p.exc,
 	    &cause);
+	/* Every file the plan opens, it opens with the user's rights. */
+	if (cred_enter(o->cred, &saved, &cause) != 0) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, NULL, "%s", cause);
+		free(cause);
+		goto out;
+	}
 	(void)extract_open(o->model, "--model", o, &x->ft, d);
 	(void)extract_open(o->base, "--base-model", o, &x->base, d);
+	cred_leave(&saved);
 	if (d->nerrors != before)
 		goto out;
 	if (o->cancel != NULL && atomic_load(o->cancel)) {
@@ -731,7 +760,26 @@ graph_extract_free(struct graph_extract *x)
 	free(x->ft_ref);
 	free(x->base_ref);
 	free(x->invocation);
+	free(x->cred_groups);
 	free(x);
+}
+
+void
+graph_extract_files(const struct graph_extract *x,
+    struct graph_plan_files *out)
+{
+	const struct model *m[2] = { x->ft, x->base };
+	size_t i, k;
+
+	out->v = xcalloc(m[0]->nfiles + m[1]->nfiles + 1, sizeof *out->v);
+	out->n = 0;
+	for (i = 0; i < 2; i++)
+		for (k = 0; k < m[i]->nfiles; k++) {
+			out->v[out->n].path = xstrdup(m[i]->files[k]->path);
+			out->v[out->n].size = m[i]->files[k]->size;
+			out->v[out->n].mtime_ns = m[i]->files[k]->mtime_ns;
+			out->n++;
+		}
 }
 
 void

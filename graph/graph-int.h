@@ -715,6 +715,10 @@ int writer_open_shard(int dfd, const struct plan_shard *sh,
     const struct graph_cred *cred, int *fdp, char **cause);
 int writer_pwrite(int fd, const void *buf, size_t len, uint64_t off,
     char **cause);
+int writer_create(int dfd, const char *name, const struct graph_cred *cred,
+    char **cause);
+int writer_file(int dfd, const char *name, const void *data, size_t len,
+    const struct graph_cred *cred, char **cause);
 int writer_finish(const struct graph_plan *p, int dfd,
     const struct graph_cred *cred, const char *title, char **cause);
 int writer_publish(int parent, const char *staging, const char *name,

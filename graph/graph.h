@@ -320,6 +320,11 @@ struct graph_source_dir {
 	const char *where;	/* the client's path, for messages */
 };
 
+/* modelref.c: ref (or its adapter) as the client resolved it. */
+int graph_ref_given(const struct graph_source_dir *dirs, size_t ndirs,
+    const struct graph_ref *ref, bool adapter, struct graph_resolved *out,
+    char **cause);
+
 /* cred.c: would cred be allowed r (4), w (2), x (1) on a stat? */
 struct stat;
 bool graph_cred_allows(const struct graph_cred *cred, const struct stat *st,
@@ -516,6 +521,23 @@ struct graph_exec_stats {
 void graph_exec_stats(const struct graph_exec *, struct graph_exec_stats *);
 
 /*
+ * exec-lease.c: bytes of the executor's budget lent to other work on its
+ * loop (an extraction's weights), so that one budget bounds both.
+ * Leases are granted in request order; while one waits, merges start no
+ * new tensor.  graph_exec_lease returns 1 when the bytes are granted at
+ * once (cb is not called), 0 when the lease waits (cb is called on the
+ * loop thread once it is granted), or -ENOMEM with *cause when bytes
+ * exceed the whole budget.  graph_exec_lease_free gives the bytes back,
+ * or withdraws a waiting lease; either way *out is freed.
+ */
+struct graph_lease;
+typedef void (*graph_lease_cb)(struct graph_lease *, void *);
+int graph_exec_lease(struct graph_exec *ex, uint64_t bytes, graph_lease_cb cb,
+    void *arg, struct graph_lease **out, char **cause);
+void graph_exec_lease_free(struct graph_lease *);
+uint64_t graph_lease_bytes(const struct graph_lease *);
+
+/*
  * extract.c: extracting a LoRA adapter from a fine-tuned model and its
  * base (mergekit-extract-lora): each weight's task vector FT - BASE is
  * cut to its largest singular values, B A, and written as a PEFT adapter
@@ -551,6 +573,15 @@ struct graph_extract_opts {
 	struct graph_merge_opts merge;
 	int threads;		/* weights decomposed at once */
 	struct graph_env env;
+	/* A daemon's: the client's resolution of the two references (and
+	 * their adapters), as for graph_plan_opts, and the user's rights,
+	 * copied into the plan.  NULL: resolved locally, no checks. */
+	const struct graph_source_dir *dirs;
+	size_t ndirs;
+	const struct graph_cred *cred;
+	/* A weight whose working set passes memory is an error, not run
+	 * alone over it (a daemon's budget is shared). */
+	bool memory_strict;
 	const char *invocation;	/* the command line, for README.md */
 	/* NULL, or set by another thread (a signal handler) to stop: no
 	 * further weight starts, and the run ends with -ECANCELED. */
@@ -623,6 +654,46 @@ struct graph_extract_summary {
 
 void graph_extract_summary(const struct graph_extract *,
     struct graph_extract_summary *);
+
+/*
+ * The same run, on the caller's loop (a daemon's): graph_extract_start
+ * returns at once; the work goes to the libuv pool and the callbacks
+ * come on the loop thread.  x must outlive the run.  The done callback
+ * is the last; the run frees itself after it returns.
+ */
+struct graph_extract_job;
+
+struct graph_extract_job_opts {
+	struct graph_exec *exec;	/* lease memory from it; NULL: none */
+	int out_dirfd;		/* the destination's parent (borrowed) */
+	const char *out_name;
+	const char *out_dir;	/* its path, for messages */
+	const char *staging_name;	/* NULL: derived from out_name */
+	const struct graph_ident *own;	/* see graph_replace; copied */
+	size_t nown;
+	graph_extract_cb weight_done;
+	void (*progress)(struct graph_extract_job *,
+	    const struct graph_progress *, void *);
+	void (*staged)(struct graph_extract_job *, uint64_t dev, uint64_t ino,
+	    void *);
+	/* 0, or a negative errno (-ECANCELED, -EINTR, -EEXIST, ...) with
+	 * err; warnings: what the run found (ranks cut to 0). */
+	void (*done)(struct graph_extract_job *, int rc, const char *err,
+	    const struct graph_diags *warnings, void *);
+	void *arg;
+};
+
+int graph_extract_start(struct uv_loop_s *loop, struct graph_extract *x,
+    const struct graph_extract_job_opts *o, struct graph_extract_job **out,
+    char **cause);
+/* No further weight starts; done reports -ECANCELED (or -EINTR). */
+void graph_extract_cancel(struct graph_extract_job *);
+void graph_extract_interrupt(struct graph_extract_job *);
+void graph_extract_job_progress(const struct graph_extract_job *,
+    struct graph_progress *);
+/* The input files, as graph_plan_files() lists a merge's. */
+void graph_extract_files(const struct graph_extract *,
+    struct graph_plan_files *);
 /* The tensors written, in name order: decomposed and saved in full. */
 size_t graph_extract_nweights(const struct graph_extract *);
 const struct graph_extract_weight *graph_extract_weight(

@@ -363,6 +363,43 @@ graph_ref_adapter_key(const struct graph_ref *r)
 	    r->lora_rev ? r->lora_rev : "");
 }
 
+/*
+ * The client's resolution of ref (of its adapter, when adapter), from
+ * the directories it passed: a daemon plans from these, never from
+ * paths.  The descriptor is duplicated into out.
+ */
+int
+graph_ref_given(const struct graph_source_dir *dirs, size_t ndirs,
+    const struct graph_ref *ref, bool adapter, struct graph_resolved *out,
+    char **cause)
+{
+	char *name = adapter ? graph_ref_adapter_key(ref) : graph_ref_str(ref);
+	size_t i;
+
+	memset(out, 0, sizeof *out);
+	out->rootfd = -1;
+	for (i = 0; i < ndirs; i++)
+		if (strcmp(dirs[i].ref, name) == 0)
+			break;
+	if (i == ndirs) {
+		*cause = xasprintf("%s '%s': the client passed no directory "
+		    "for it", adapter ? "adapter" : "model", name);
+		free(name);
+		return -ENOENT;
+	}
+	free(name);
+	if ((out->rootfd = fcntl(dirs[i].fd, F_DUPFD_CLOEXEC, 3)) == -1) {
+		*cause = xasprintf("model '%s': %s", dirs[i].ref,
+		    strerror(errno));
+		return -errno;
+	}
+	out->rel = xstrdup(dirs[i].rel);
+	out->root = xstrdup(dirs[i].where);
+	out->dir = strcmp(out->rel, ".") == 0 ? xstrdup(dirs[i].where) :
+	    xasprintf("%s/%s", dirs[i].where, out->rel);
+	return 0;
+}
+
 void
 graph_resolved_fini(struct graph_resolved *r)
 {

@@ -83,40 +83,14 @@ plan_copy_cred(struct graph_plan *p, const struct graph_cred *c)
 	p->opts.cred = &p->cred;
 }
 
-/*
- * The client's resolution of ref, when planning from descriptors.  A
- * reference's adapter (lora) is passed under graph_ref_adapter_key().
- */
+/* The client's resolution of ref, when planning from descriptors. */
 static int
 plan_given_dir(const struct plan_build *b, const struct graph_ref *ref,
     bool adapter, struct graph_resolved *r, char **cause)
 {
 	const struct graph_plan_opts *o = &b->p->opts;
-	char *name = adapter ? graph_ref_adapter_key(ref) : graph_ref_str(ref);
-	size_t i;
 
-	memset(r, 0, sizeof *r);
-	r->rootfd = -1;
-	for (i = 0; i < o->ndirs; i++)
-		if (strcmp(o->dirs[i].ref, name) == 0)
-			break;
-	if (i == o->ndirs) {
-		*cause = xasprintf("%s '%s': the client passed no directory "
-		    "for it", adapter ? "adapter" : "model", name);
-		free(name);
-		return -ENOENT;
-	}
-	free(name);
-	if ((r->rootfd = fcntl(o->dirs[i].fd, F_DUPFD_CLOEXEC, 3)) == -1) {
-		*cause = xasprintf("model '%s': %s", o->dirs[i].ref,
-		    strerror(errno));
-		return -errno;
-	}
-	r->rel = xstrdup(o->dirs[i].rel);
-	r->root = xstrdup(o->dirs[i].where);
-	r->dir = strcmp(r->rel, ".") == 0 ? xstrdup(o->dirs[i].where) :
-	    xasprintf("%s/%s", o->dirs[i].where, r->rel);
-	return 0;
+	return graph_ref_given(o->dirs, o->ndirs, ref, adapter, r, cause);
 }
 
 /* Binds model i's adapter (its reference's "+lora") to it. */

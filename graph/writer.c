@@ -90,7 +90,7 @@ writer_mode(mode_t mode, const struct graph_cred *cred)
 }
 
 /* Creates name in the staging directory, empty, for writing. */
-static int
+int
 writer_create(int dfd, const char *name, const struct graph_cred *cred,
     char **cause)
 {
@@ -114,7 +114,7 @@ writer_create(int dfd, const char *name, const struct graph_cred *cred,
 }
 
 /* Writes a small file in the staging directory, durably. */
-static int
+int
 writer_file(int dfd, const char *name, const void *data, size_t len,
     const struct graph_cred *cred, char **cause)
 {
