@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -142,8 +143,9 @@ struct cli_models {
 
 void cli_models_init(struct cli_models *);
 void cli_models_fini(struct cli_models *);
-int cli_models_open(struct cli_models *m, const char *text, size_t len,
-    const char *name, const struct graph_env *env, const char *out);
+int cli_models_open(struct cli_models *m, enum job_kind kind, const char *text,
+    size_t len, const char *name, const struct graph_env *env,
+    const char *out);
 void cli_models_request(struct cli_models *m, struct cJSON *req);
 
 /* args.c: the daemon commands' arguments and --json output. */
@@ -170,7 +172,22 @@ double cli_json_num(const struct cJSON *o, const char *k);
 const char *cli_json_str(const struct cJSON *o, const char *k);
 void cli_job_row(const struct cJSON *j);
 
-/* cmd-submit.c */
+/* queue.c: what every submit shares (cmd-submit.c, cmd-extract.c). */
+struct cli_queue_opts {
+	const char *name;
+	const char *socket;
+	bool wait;
+	int64_t priority;
+	uint64_t after;
+};
+
+void cli_queue_usage(FILE *fp);
+/* 1: c was one of the queue's options; 0: not; -1: bad (printed). */
+int cli_queue_opt(struct cli_queue_opts *q, int c, const char *arg);
+int cli_queue_submit(const struct cli_queue_opts *q, enum job_kind kind,
+    const char *text, const char *config_name, const char *out,
+    const struct cli_merge_opts *mo, const struct graph_env *env,
+    struct cli_models *m);
 char *cli_abspath(const char *);
 
 /* cmd-watch.c: follows a job; returns the exit code of its end. */
@@ -189,5 +206,6 @@ int cli_cmd_plan(int argc, char **argv);
 int cli_cmd_rm(int argc, char **argv);
 int cli_cmd_clean(int argc, char **argv);
 int cli_cmd_extract_lora(int argc, char **argv);
+int cli_cmd_extract_submit(int argc, char **argv);
 
 #endif /* CLI_H */

@@ -11,6 +11,8 @@
  * -v and a summary at the end (or one JSON object with --json).  SIGINT
  * or SIGTERM stops it once the weights being decomposed are done; the
  * staging directory is removed and the exit code is 130.
+ * "mergectl submit --extract-lora" takes the same options and queues the
+ * extraction with the daemon instead (cli_cmd_extract_submit).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -24,6 +26,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "extractopts-json.h"
 #include "opts.h"
 #include "xmalloc.h"
 
@@ -42,11 +45,14 @@ enum {
 	OPT_FAST,
 	OPT_POWER_ITERS,
 	OPT_OVERSAMPLE,
+	OPT_EXTRACT_LORA,	/* submit --extract-lora: the kind */
 };
 
 struct extract_args {
 	struct cli_merge_opts o;
 	struct graph_extract_opts x;
+	bool submit;		/* submit --extract-lora: to the daemon */
+	struct cli_queue_opts q;
 	const char **save;	/* argv's strings */
 	const char **inc;
 	const char **exc;
@@ -56,8 +62,19 @@ struct extract_args {
 static atomic_bool extract_stop;
 
 static void
-extract_usage(FILE *fp)
+extract_usage(FILE *fp, bool submit)
 {
+	if (submit) {
+		fprintf(fp, "usage: %s submit --extract-lora --model FT "
+		    "--base-model BASE -o OUT [options]\n"
+		    "Queues the extraction with the daemon (starting one if "
+		    "needed): planned\nbefore it is accepted, run under the "
+		    "daemon's memory budget, shown by\nstatus and watch, "
+		    "resumable.  The queue's options:\n", cli_progname);
+		cli_queue_usage(fp);
+		fprintf(fp, "extract-lora's options (the daemon chooses the "
+		    "threads: no -j):\n\n");
+	}
 	fprintf(fp, "usage: %s extract-lora --model FT --base-model BASE "
 	    "--out-path OUT [options]\n"
 	    "%s\n\n"
@@ -183,6 +200,7 @@ extract_opt(struct extract_args *a, int c, const char *arg)
 	struct graph_extract_opts *x = &a->x;
 	long long v;
 	char *end;
+	int rc;
 
 	switch (c) {
 	case OPT_MODEL:
@@ -192,7 +210,10 @@ extract_opt(struct extract_args *a, int c, const char *arg)
 		x->base = arg;
 		return 0;
 	case OPT_OUT:
+	case 'o':
 		a->out = arg;
+		return 0;
+	case OPT_EXTRACT_LORA:
 		return 0;
 	case OPT_MAX_RANK:
 		if (extract_int("--max-rank", arg, 1, 1 << 20, &v) != 0)
@@ -243,6 +264,8 @@ extract_opt(struct extract_args *a, int c, const char *arg)
 		x->oversample = (int)v;
 		return 0;
 	}
+	if (a->submit && (rc = cli_queue_opt(&a->q, c, arg)) != 0)
+		return rc < 0 ? -1 : 0;
 	if (extract_noop(c))
 		return 0;
 	return cli_merge_opt(&a->o, c, arg);
@@ -271,21 +294,34 @@ extract_parse(int argc, char **argv, struct extract_args *a)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct option *longopts = cli_merge_longopts(own);
+	/* submit --extract-lora's besides: the kind, -o, the queue's. */
+	static const struct option queued[] = {
+		{ "extract-lora", no_argument, NULL, OPT_EXTRACT_LORA },
+		{ "out", required_argument, NULL, 'o' },
+		{ NULL, 0, NULL, 0 },
+	};
+	struct option *q1 = cli_longopts_cat(queued, cli_queue_longopts);
+	struct option *q2 = cli_longopts_cat(own, q1);
+	struct option *longopts = cli_merge_longopts(a->submit ? q2 : own);
+	const char *cmd = a->submit ? "submit --extract-lora" : "extract-lora";
 	char *cause = NULL;
 	int c, rc = 0;
 
+	free(q1);
+	free(q2);
 	cli_merge_opts_default(&a->o);
+	/* The daemon chooses threads, as for a merge. */
+	a->o.for_daemon = a->submit;
 	graph_extract_opts_default(&a->x);
 	/* Each list holds at most one entry per argument. */
 	a->save = xcalloc((size_t)argc + 1, sizeof *a->save);
 	a->inc = xcalloc((size_t)argc + 1, sizeof *a->inc);
 	a->exc = xcalloc((size_t)argc + 1, sizeof *a->exc);
 	optind = 1;
-	while (rc == 0 && (c = cli_getopt(argc, argv, "qhvj:i:e:",
-	    longopts)) != -1) {
+	while (rc == 0 && (c = cli_getopt(argc, argv, a->submit ?
+	    "qhvj:i:e:o:" : "qhvj:i:e:", longopts)) != -1) {
 		if (c == 'h') {
-			extract_usage(stdout);
+			extract_usage(stdout, a->submit);
 			free(longopts);
 			exit(CLI_EXIT_OK);
 		}
@@ -297,15 +333,15 @@ extract_parse(int argc, char **argv, struct extract_args *a)
 	a->x.include = a->inc;
 	a->x.exclude = a->exc;
 	if (rc == 0 && optind < argc) {
-		cli_usage_error("extract-lora takes no arguments besides its "
-		    "options ('%s')", argv[optind]);
+		cli_usage_error("%s takes no arguments besides its options "
+		    "('%s')", cmd, argv[optind]);
 		rc = -1;
 	}
 	if (rc == 0 && (a->x.model == NULL || a->x.base == NULL ||
 	    a->out == NULL)) {
-		cli_usage_error("extract-lora needs %s", a->x.model == NULL ?
+		cli_usage_error("%s needs %s", cmd, a->x.model == NULL ?
 		    "--model FT" : a->x.base == NULL ? "--base-model BASE" :
-		    "--out-path OUT");
+		    "--out-path OUT (or -o OUT)");
 		rc = -1;
 	}
 	if (rc == 0 && graph_extract_opts_check(&a->x, &cause) != 0) {
@@ -314,8 +350,8 @@ extract_parse(int argc, char **argv, struct extract_args *a)
 		rc = -1;
 	}
 	if (rc != 0) {
-		fprintf(stderr, "%s: '%s extract-lora --help' lists the "
-		    "options\n", cli_progname, cli_progname);
+		fprintf(stderr, "%s: '%s %s --help' lists the options\n",
+		    cli_progname, cli_progname, cmd);
 		return -1;
 	}
 	if (a->o.merge.has_seed && !a->x.fast)
@@ -539,6 +575,47 @@ cli_cmd_extract_lora(int argc, char **argv)
 	graph_extract_free(x);
 	free(invocation);
 out:
+	free(a.save);
+	free(a.inc);
+	free(a.exc);
+	return rc;
+}
+
+/*
+ * "mergectl submit --extract-lora ...": the same options, queued with the
+ * daemon as a job of kind extract-lora; the daemon plans it (every
+ * problem, exit 3) before accepting it.
+ */
+int
+cli_cmd_extract_submit(int argc, char **argv)
+{
+	struct extract_args a;
+	struct cli_models m;
+	char *invocation = NULL, *text = NULL;
+	int rc;
+
+	memset(&a, 0, sizeof a);
+	a.submit = true;
+	cli_models_init(&m);
+	if (extract_parse(argc, argv, &a) != 0) {
+		rc = CLI_EXIT_USAGE;
+		goto out;
+	}
+	if (a.o.verbose > 0)
+		fprintf(stderr, "%s: note: -v: the daemon logs each weight; "
+		    "'%s logs JOB' shows its log\n", cli_progname,
+		    cli_progname);
+	invocation = extract_invocation(argc, argv);
+	a.x.invocation = invocation;
+	text = extractopts_to_text(&a.x);
+	if ((rc = cli_models_open(&m, JOB_KIND_EXTRACT_LORA, text,
+	    strlen(text), "extract-lora", &a.x.env, a.out)) == 0)
+		rc = cli_queue_submit(&a.q, JOB_KIND_EXTRACT_LORA, text,
+		    "extract-lora", a.out, &a.o, &a.x.env, &m);
+out:
+	cli_models_fini(&m);
+	free(text);
+	free(invocation);
 	free(a.save);
 	free(a.inc);
 	free(a.exc);

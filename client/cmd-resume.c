@@ -42,7 +42,8 @@ cli_cmd_resume(int argc, char **argv)
 	struct cli_models m;
 	struct cli_args a;
 	struct cli_conn c;
-	const char *text = "", *name = "", *cwd = "", *out = "";
+	const char *text = "", *name = "", *cwd = "", *out = "", *k = "";
+	enum job_kind kind = JOB_KIND_MERGE;
 	cJSON *cfg = NULL, *req, *r;
 	int rc;
 
@@ -57,10 +58,19 @@ cli_cmd_resume(int argc, char **argv)
 	msg_get_str(cfg, PROTO_F_CONFIG_NAME, &name);
 	msg_get_str(cfg, PROTO_F_CWD, &cwd);
 	msg_get_str(cfg, PROTO_F_OUT, &out);
+	/* A daemon from before kinds sends none: a merge. */
+	if (msg_get_str(cfg, PROTO_F_KIND, &k) && proto_kind_parse(k,
+	    &kind) != 0) {
+		cli_error(PROTO_E_BAD_REQUEST, "job %llu is of kind '%s', "
+		    "which this mergectl does not know",
+		    (unsigned long long)a.job, k);
+		rc = CLI_EXIT_INVALID;
+		goto out;
+	}
 	graph_env_from_process(&env);
 	env.cwd = cwd;
-	if ((rc = cli_models_open(&m, text, strlen(text), name, &env, out)) !=
-	    0)
+	if ((rc = cli_models_open(&m, kind, text, strlen(text), name, &env,
+	    out)) != 0)
 		goto out;
 	req = cli_new_request(&c, PROTO_OP_RESUME);
 	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)a.job);

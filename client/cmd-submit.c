@@ -5,13 +5,11 @@
  * (or the job as JSON).  The daemon plans the job before accepting it,
  * so a config that cannot succeed is refused at once with every problem
  * (exit 3).  With --wait, watches the job and exits with its result.
+ * "submit --extract-lora" queues an extraction (cmd-extract.c); what
+ * both share is in queue.c.
  */
-#include <sys/stat.h>
-
 #include <errno.h>
 #include <getopt.h>
-#include <pwd.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,41 +18,25 @@
 #include <cJSON.h>
 
 #include "cli.h"
-#include "mergeopts-json.h"
 #include "opts.h"
 #include "xmalloc.h"
 
-enum {
-	OPT_OUT = 'o',
-	OPT_WAIT = OPT_OWN,
-	OPT_NAME,
-	OPT_PRIORITY,
-	OPT_AFTER,
-	OPT_SOCKET,
-};
-
 struct submit_opts {
 	struct cli_merge_opts m;
+	struct cli_queue_opts q;
 	const char *out;
-	const char *name;
-	const char *socket;
-	bool wait;
-	int64_t priority;
-	uint64_t after;
 };
 
 static void
 submit_usage(FILE *fp)
 {
 	fprintf(fp, "usage: %s submit CONFIG -o OUT [options]\n"
-	    "  -o, --out OUT          where the merged model goes\n"
-	    "  --wait                 watch the job; exit with its result\n"
-	    "  --name NAME            a name for the queue table (at most 200 "
-	    "bytes)\n"
-	    "  --priority N           among your own jobs, higher runs first\n"
-	    "                         (-1000 to 1000, default 0; root's: "
-	    "before everyone's)\n"
-	    "  --after JOB            start only when JOB is done\n"
+	    "       %s submit --extract-lora --model FT --base-model BASE "
+	    "-o OUT [options]\n"
+	    "  -o, --out OUT          where the merged model goes\n",
+	    cli_progname, cli_progname);
+	cli_queue_usage(fp);
+	fprintf(fp,
 	    "  --memory SIZE          the most memory the job may use\n"
 	    "                         (default: the daemon's --memory)\n"
 	    "  --force                replace OUT if it exists\n"
@@ -72,84 +54,50 @@ submit_usage(FILE *fp)
 	    "cache\n"
 	    "  --lora-merge-dtype DTYPE  round weights that a LoRA adapter "
 	    "changes to it\n"
-	    "  --socket PATH          the daemon's socket\n"
 	    "  -q, --quiet            with --wait: no progress output\n"
 	    "  --json                 print the job (or the error) as JSON\n"
 	    "It takes mergekit-yaml's options as '%s run' does, but not those "
 	    "that\nchoose threads or devices (-j, --cuda, --device, ...): the "
-	    "daemon decides.\n", cli_progname, cli_progname);
+	    "daemon decides.\n"
+	    "With --extract-lora it queues an extraction instead: it takes "
+	    "'%s extract-lora's\noptions ('%s submit --extract-lora --help' "
+	    "lists them).\n", cli_progname, cli_progname, cli_progname);
 }
 
 static int
 submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 {
 	static const struct option own[] = {
-		{ "out", required_argument, NULL, OPT_OUT },
-		{ "wait", no_argument, NULL, OPT_WAIT },
-		{ "name", required_argument, NULL, OPT_NAME },
-		{ "priority", required_argument, NULL, OPT_PRIORITY },
-		{ "after", required_argument, NULL, OPT_AFTER },
-		{ "socket", required_argument, NULL, OPT_SOCKET },
+		{ "out", required_argument, NULL, 'o' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct option *longopts = cli_merge_longopts(own);
-	char *end;
-	int c, rc = 0;
+	struct option *cat = cli_longopts_cat(own, cli_queue_longopts);
+	struct option *longopts = cli_merge_longopts(cat);
+	int c, rc = 0, q;
 
+	free(cat);
 	memset(o, 0, sizeof *o);
 	cli_merge_opts_default(&o->m);
 	o->m.for_daemon = true;
 	optind = 1;
 	while (rc == 0 && (c = cli_getopt(argc, argv, "o:qhvj:",
 	    longopts)) != -1) {
-		switch (c) {
-		case 'h':
+		if (c == 'h') {
 			submit_usage(stdout);
 			free(longopts);
 			exit(CLI_EXIT_OK);
-		case OPT_OUT:
-			o->out = optarg;
-			break;
-		case OPT_WAIT:
-			o->wait = true;
-			break;
-		case OPT_NAME:
-			/* The daemon checks it too; saying so here is kinder. */
-			if (!proto_name_valid(optarg)) {
-				cli_usage_error("--name: 1 to %d bytes of text "
-				    "without control characters (got %zu bytes)",
-				    PROTO_MAX_NAME, strlen(optarg));
-				rc = -1;
-			}
-			o->name = optarg;
-			break;
-		case OPT_SOCKET:
-			o->socket = optarg;
-			break;
-		case OPT_PRIORITY:
-			errno = 0;
-			o->priority = strtoll(optarg, &end, 10);
-			if (*end != '\0' || *optarg == '\0' || errno != 0 ||
-			    o->priority < PROTO_PRIORITY_MIN ||
-			    o->priority > PROTO_PRIORITY_MAX) {
-				cli_usage_error("--priority: '%s' is not an "
-				    "integer from %d to %d", optarg,
-				    PROTO_PRIORITY_MIN, PROTO_PRIORITY_MAX);
-				rc = -1;
-			}
-			break;
-		case OPT_AFTER:
-			o->after = strtoull(optarg, &end, 10);
-			if (*end != '\0' || o->after == 0) {
-				cli_usage_error("--after: not a job id");
-				rc = -1;
-			}
-			break;
-		default:
-			if (c == '?' || cli_merge_opt(&o->m, c, optarg) != 0)
-				rc = -1;
 		}
+		if (c == 'o') {
+			o->out = optarg;
+			continue;
+		}
+		if ((q = cli_queue_opt(&o->q, c, optarg)) != 0) {
+			rc = q < 0 ? -1 : 0;
+			continue;
+		}
+		if (c == '?' || cli_merge_opt(&o->m, c, optarg) != 0)
+			rc = -1;
 	}
 	free(longopts);
 	if (rc == 0 && (argc - optind != 1 || o->out == NULL)) {
@@ -165,62 +113,16 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 	return 0;
 }
 
-/* Absolute form of a path, for messages that outlive our directory. */
-char *
-cli_abspath(const char *p)
+/* "submit --extract-lora": an extraction's own command line. */
+static bool
+submit_is_extract(int argc, char **argv)
 {
-	char cwd[PATH_MAX];
+	int i;
 
-	if (p[0] == '/' || getcwd(cwd, sizeof cwd) == NULL)
-		return xstrdup(p);
-	return xasprintf("%s/%s", cwd, p);
-}
-
-static cJSON *
-submit_request(struct cli_conn *c, const struct submit_opts *o,
-    const char *text, const char *cfgpath, const struct graph_env *env)
-{
-	cJSON *req = cli_new_request(c, PROTO_OP_SUBMIT);
-	char *abs;
-
-	cJSON_AddStringToObject(req, PROTO_F_CONFIG, text);
-	abs = cli_abspath(cfgpath);
-	cJSON_AddStringToObject(req, PROTO_F_CONFIG_NAME, abs);
-	free(abs);
-	cJSON_AddStringToObject(req, PROTO_F_CWD, env->cwd ? env->cwd : "");
-	abs = cli_abspath(o->out);
-	cJSON_AddStringToObject(req, PROTO_F_OUT, abs);
-	free(abs);
-	if (o->name != NULL)
-		cJSON_AddStringToObject(req, PROTO_F_NAME, o->name);
-	cJSON_AddNumberToObject(req, PROTO_F_PRIORITY, (double)o->priority);
-	if (o->after != 0)
-		cJSON_AddNumberToObject(req, PROTO_F_AFTER, (double)o->after);
-	mergeopts_to_json(&o->m.merge, req);
-	return req;
-}
-
-/*
- * A daemon that runs as a team user writes outputs as itself, readable
- * by its group whatever the submitter's umask: a user whose umask keeps
- * files from the group is told so, plainly, before the job is queued.
- */
-static void
-submit_privacy_note(const struct cli_conn *c, const char *out)
-{
-	struct passwd *pw;
-	mode_t m = umask(022);
-
-	umask(m);
-	if (c->daemon_uid <= 0 || c->daemon_uid == (int64_t)getuid() ||
-	    !(m & 040))
-		return;
-	pw = getpwuid((uid_t)c->daemon_uid);
-	fprintf(stderr, "%s: note: merged runs as user %s and writes %s as "
-	    "itself: it will be readable by that user's group whatever your "
-	    "umask (%03o); a daemon run as root writes outputs as you "
-	    "(docs/security.md)\n", cli_progname, pw != NULL ? pw->pw_name :
-	    "?", out, (unsigned)m);
+	for (i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
+		if (strcmp(argv[i], "--extract-lora") == 0)
+			return true;
+	return false;
 }
 
 int
@@ -229,13 +131,12 @@ cli_cmd_submit(int argc, char **argv)
 	struct submit_opts o;
 	struct cli_models m;
 	struct graph_env env;
-	struct cli_conn c;
-	char *cfgpath, *text = NULL;
-	uint64_t id = 0;
+	char *cfgpath, *text = NULL, *abs;
 	size_t len;
-	cJSON *req, *r;
 	int rc;
 
+	if (submit_is_extract(argc, argv))
+		return cli_cmd_extract_submit(argc, argv);
 	if (submit_parse(argc, argv, &o, &cfgpath) != 0)
 		return CLI_EXIT_USAGE;
 	if ((rc = graph_read_file(cfgpath, PROTO_MAX_CONFIG, &text,
@@ -253,29 +154,13 @@ cli_cmd_submit(int argc, char **argv)
 		    "job; '%s logs JOB' shows its log\n", cli_progname,
 		    cli_progname);
 	cli_models_init(&m);
-	if ((rc = cli_models_open(&m, text, len, cfgpath, &env, o.out)) != 0)
-		goto out;
-	if ((rc = cli_open(&c, o.socket, true)) != 0)
-		goto out;
-	submit_privacy_note(&c, o.out);
-	req = submit_request(&c, &o, text, cfgpath, &env);
-	cli_models_request(&m, req);
-	r = cli_call(&c, req, m.fds, m.nfds);
-	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, o.m.json);
-	if (rc == 0) {
-		msg_get_u64(cJSON_GetObjectItem(r, PROTO_F_JOB), PROTO_F_ID,
-		    &id);
-		if (o.m.json)
-			cli_print_json(cJSON_GetObjectItem(r, PROTO_F_JOB));
-		else
-			printf("%llu\n", (unsigned long long)id);
-		fflush(stdout);
+	if ((rc = cli_models_open(&m, JOB_KIND_MERGE, text, len, cfgpath,
+	    &env, o.out)) == 0) {
+		abs = cli_abspath(cfgpath);
+		rc = cli_queue_submit(&o.q, JOB_KIND_MERGE, text, abs, o.out,
+		    &o.m, &env, &m);
+		free(abs);
 	}
-	cJSON_Delete(r);
-	if (rc == 0 && o.wait)
-		rc = cli_watch(&c, id, o.m.json, o.m.quiet);
-	cli_disconnect(&c);
-out:
 	cli_models_fini(&m);
 	free(text);
 	return rc;

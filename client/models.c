@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * models.c: what a submit or resume sends: the client's own resolution of
- * every model the config names, as open directory descriptors.
+ * every model the job reads (those its config names; an extraction's
+ * --model and --base-model), as open directory descriptors.
  *
  * The daemon reads nothing by path.  The client resolves each reference
  * (its working directory, its Hugging Face cache), opens the model's root
@@ -22,6 +23,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "extractopts-json.h"
 
 void
 cli_models_init(struct cli_models *m)
@@ -56,38 +58,37 @@ cli_models_add(struct cli_models *m, int fd)
 }
 
 /*
- * Loads the config text, resolves its models in env and opens them and
- * the parent of out.  Returns 0, or an exit code after printing why.
+ * Resolves each reference in env and opens it (and then its adapter, if
+ * it names one).  A reference that cannot be found is a problem in d, at
+ * its place in the config (name and its mark) or, where labels is given,
+ * under its label ("--model").  -1 when the descriptors run out.
  */
-int
-cli_models_open(struct cli_models *m, const char *text, size_t len,
-    const char *name, const struct graph_env *env, const char *out)
+static int
+cli_models_refs(struct cli_models *m, const struct graph_ref *const *refs,
+    size_t n, const char *name, const char *const *labels,
+    const struct graph_env *env, struct graph_diags *d)
 {
-	const struct graph_ref **refs = NULL, *ref;
-	struct graph_config *cfg = NULL;
+	const struct graph_ref *ref;
 	struct graph_resolved r;
-	struct graph_diags d;
-	cJSON *e;
 	char *cause = NULL, *s;
-	size_t n, i;
-	int rc = CLI_EXIT_INVALID, idx, fd;
+	size_t i;
+	int idx;
 	bool adapter;
+	cJSON *e;
 
-	graph_diags_init(&d);
-	m->models = cJSON_CreateArray();
-	if (graph_config_load_buffer(name, text, len, &cfg, &d) != 0)
-		goto out;
-	n = graph_config_refs(cfg, &refs);
 	for (i = 0; i < 2 * n; i++) {
-		/* Each model, and then its adapter if it names one. */
 		adapter = i % 2 == 1;
 		ref = refs[i / 2];
 		if (adapter && ref->lora == NULL)
 			continue;
 		if ((adapter ? graph_ref_resolve_adapter(ref, env, &r, &cause) :
 		    graph_ref_resolve(ref, env, &r, &cause)) != 0) {
-			graph_diag_at(&d, GRAPH_SEV_ERROR, name, ref->mark,
-			    "%s", cause);
+			if (labels != NULL)
+				graph_diag_add(d, GRAPH_SEV_ERROR, labels[i / 2],
+				    "%s", cause);
+			else
+				graph_diag_at(d, GRAPH_SEV_ERROR, name,
+				    ref->mark, "%s", cause);
 			free(cause);
 			cause = NULL;
 			continue;
@@ -96,7 +97,7 @@ cli_models_open(struct cli_models *m, const char *text, size_t len,
 		r.rootfd = -1;
 		if (idx < 0) {
 			graph_resolved_fini(&r);
-			goto out;
+			return -1;
 		}
 		e = cJSON_CreateObject();
 		s = adapter ? graph_ref_adapter_key(ref) : graph_ref_str(ref);
@@ -108,6 +109,87 @@ cli_models_open(struct cli_models *m, const char *text, size_t len,
 		cJSON_AddItemToArray(m->models, e);
 		graph_resolved_fini(&r);
 	}
+	return 0;
+}
+
+/* A merge's references: the models its config names. */
+static int
+cli_models_merge(struct cli_models *m, const char *text, size_t len,
+    const char *name, const struct graph_env *env, struct graph_diags *d)
+{
+	const struct graph_ref **refs = NULL;
+	struct graph_config *cfg = NULL;
+	size_t n;
+	int rc = 0;
+
+	if (graph_config_load_buffer(name, text, len, &cfg, d) != 0)
+		return 0;	/* the problems are in d */
+	n = graph_config_refs(cfg, &refs);
+	rc = cli_models_refs(m, refs, n, name, NULL, env, d);
+	free(refs);
+	graph_config_free(cfg);
+	return rc;
+}
+
+/* An extraction's references: its --model and --base-model. */
+static int
+cli_models_extract(struct cli_models *m, const char *text,
+    const struct graph_env *env, struct graph_diags *d)
+{
+	static const char *const labels[] = { "--model", "--base-model" };
+	struct graph_extract_opts o;
+	struct extractopts keep;
+	struct graph_ref ref[2];
+	const struct graph_ref *refs[2] = { &ref[0], &ref[1] };
+	const char *s[2];
+	char *cause = NULL;
+	size_t i, n = 0;
+	int rc = 0;
+
+	memset(ref, 0, sizeof ref);
+	graph_extract_opts_default(&o);
+	if (extractopts_parse(text, &o, &keep, &cause) != 0) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, NULL, "%s", cause);
+		free(cause);
+		extractopts_fini(&keep);
+		return 0;
+	}
+	s[0] = o.model;
+	s[1] = o.base;
+	for (i = 0; i < 2; i++, n++)
+		if (graph_ref_parse(s[i], &ref[i], &cause) != 0) {
+			graph_diag_add(d, GRAPH_SEV_ERROR, labels[i], "%s",
+			    cause);
+			free(cause);
+			cause = NULL;
+			break;
+		}
+	if (n == 2)
+		rc = cli_models_refs(m, refs, 2, NULL, labels, env, d);
+	for (i = 0; i < n; i++)
+		graph_ref_fini(&ref[i]);
+	extractopts_fini(&keep);
+	return rc;
+}
+
+/*
+ * Resolves and opens the models a job of kind reads, from its config
+ * text (a merge's YAML, an extraction's JSON), and the parent of out.
+ * Returns 0, or an exit code after printing why.
+ */
+int
+cli_models_open(struct cli_models *m, enum job_kind kind, const char *text,
+    size_t len, const char *name, const struct graph_env *env,
+    const char *out)
+{
+	struct graph_diags d;
+	int rc = CLI_EXIT_INVALID, fd;
+
+	graph_diags_init(&d);
+	m->models = cJSON_CreateArray();
+	if ((kind == JOB_KIND_EXTRACT_LORA ? cli_models_extract(m, text, env,
+	    &d) : cli_models_merge(m, text, len, name, env, &d)) != 0)
+		goto out;
 	if (d.nerrors > 0)
 		goto out;
 	if ((fd = cli_open_parent(out, &m->out_name, true)) < 0) {
@@ -124,8 +206,6 @@ out:
 		    "s");
 	else
 		graph_diags_print(&d, stderr);
-	free(refs);
-	graph_config_free(cfg);
 	graph_diags_fini(&d);
 	return rc;
 }

@@ -29,6 +29,12 @@ enum {
 	OPT_NO_STRICT,
 	OPT_LORA_DTYPE,
 	OPT_OWN = 512,
+	/* The queue's options (queue.c), which a command's own may join. */
+	OPT_Q_WAIT = 768,
+	OPT_Q_NAME,
+	OPT_Q_PRIORITY,
+	OPT_Q_AFTER,
+	OPT_Q_SOCKET,
 	/* mergekit-yaml's options that change nothing here (opts.c's
 	 * compat table), from OPT_COMPAT on. */
 	OPT_COMPAT = 1024,
@@ -40,5 +46,11 @@ enum {
  * caller frees it.  Short options: -q, -v, -j N.
  */
 struct option *cli_merge_longopts(const struct option *own);
+
+/* queue.c: the queue's options, and two tables joined (freed by the
+ * caller). */
+extern const struct option cli_queue_longopts[];
+struct option *cli_longopts_cat(const struct option *a,
+    const struct option *b);
 
 #endif /* OPTS_H */

@@ -57,6 +57,7 @@ struct daemon_opts {
 struct djob {
 	uint64_t id;
 	struct daemon *daemon;
+	enum job_kind kind;	/* a merge, or an extraction */
 	uint32_t owner;
 	uint32_t owner_gid;
 	char *user;		/* owner's name, for the queue table */
@@ -64,7 +65,7 @@ struct djob {
 	enum job_state state;
 	int64_t priority;
 	uint64_t after;		/* 0: no dependency */
-	char *config;		/* the YAML text */
+	char *config;		/* the YAML text (an extraction: its JSON) */
 	char *config_name;	/* its path, for messages */
 	char *cwd;
 	char *out_dir;		/* the destination, for messages */
@@ -84,10 +85,13 @@ struct djob {
 	char *shards_done;	/* '0'/'1' per shard */
 	char *error;
 	struct djob *next;	/* daemon's list, by id */
-	/* Runtime only. */
+	/* Runtime only.  A merge has cfg, plan and, running, gj; an
+	 * extraction xplan and, running, xj (job-extract.c). */
 	struct graph_config *cfg;
 	struct graph_plan *plan;
 	struct graph_job *gj;
+	struct graph_extract *xplan;
+	struct graph_extract_job *xj;
 	int out_fd;
 	int *fds;		/* model root descriptors */
 	size_t nfds;
@@ -261,8 +265,15 @@ void job_free(struct djob *);
 void job_release_runtime(struct djob *);
 int job_take_request(struct djob *j, const struct peer *p, const int *fds,
     size_t nfds, const struct cJSON *models, int out_fd, char **cause);
-int job_plan(struct djob *j, uint64_t budget, const atomic_bool *cancel,
-    struct graph_diags *d, char **cause);
+int job_plan(struct djob *j, uint64_t budget, int threads,
+    const atomic_bool *cancel, struct graph_diags *d, char **cause);
+bool job_planned(const struct djob *);
+int job_inputs_check(struct djob *j, const struct graph_plan_files *files,
+    char **cause);
+void job_note_progress(struct djob *j, const struct graph_progress *g);
+void job_note_staged(struct djob *j, uint64_t dev, uint64_t ino);
+void job_ended(struct djob *j, int rc, const char *err);
+bool job_was_published(struct djob *j);
 struct djob *job_shadow(const struct djob *);
 void job_adopt(struct djob *j, struct djob *s);
 void job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
@@ -274,6 +285,11 @@ int job_start(struct daemon *, struct djob *);
 struct graph_ident *job_own_outputs(const struct daemon *d, uint32_t owner,
     size_t *n);
 void job_interrupt_all(struct daemon *);
+
+/* job-extract.c: the extract-lora kind's planning and start. */
+int job_plan_extract(struct djob *j, uint64_t budget, int threads,
+    const atomic_bool *cancel, struct graph_diags *d, char **cause);
+int job_start_extract(struct daemon *d, struct djob *j);
 
 /* watch.c: a job's change, sent to its watchers (d->job_changed). */
 void watch_job_changed(struct daemon *d, struct djob *j, bool final);
@@ -300,6 +316,7 @@ struct prep {
 	struct djob *j;		/* planned; private until done */
 	prep_done_fn done;
 	uint64_t budget;	/* the daemon's --memory, for the worker */
+	int threads;		/* and its --threads */
 	atomic_bool cancel;	/* drain: stop planning */
 	bool on_pool;
 	int rc;			/* job_plan()'s */

@@ -72,6 +72,8 @@ job_release_runtime(struct djob *j)
 	j->plan = NULL;
 	graph_config_free(j->cfg);
 	j->cfg = NULL;
+	graph_extract_free(j->xplan);
+	j->xplan = NULL;
 	for (i = 0; i < j->nfds; i++)
 		if (j->fds[i] != -1)
 			close(j->fds[i]);
@@ -158,26 +160,30 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 /* The files a plan reads, with their sizes and times, as JSON: the
  * store's "inputs" column, not a protocol object. */
 static char *
-job_inputs_json(const struct graph_plan *p)
+job_inputs_json(const struct graph_plan_files *files)
 {
-	struct graph_plan_files files;
 	cJSON *arr = cJSON_CreateArray(), *o;
 	char *s;
 	size_t i;
 
-	graph_plan_files(p, &files);
-	for (i = 0; i < files.n; i++) {
+	for (i = 0; i < files->n; i++) {
 		o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "path", files.v[i].path);
-		cJSON_AddNumberToObject(o, "size", (double)files.v[i].size);
+		cJSON_AddStringToObject(o, "path", files->v[i].path);
+		cJSON_AddNumberToObject(o, "size", (double)files->v[i].size);
 		cJSON_AddNumberToObject(o, "mtime_ns",
-		    (double)files.v[i].mtime_ns);
+		    (double)files->v[i].mtime_ns);
 		cJSON_AddItemToArray(arr, o);
 	}
-	graph_plan_files_fini(&files);
 	s = cJSON_PrintUnformatted(arr);
 	cJSON_Delete(arr);
 	return s;
+}
+
+/* Planned, with its descriptors: it may start. */
+bool
+job_planned(const struct djob *j)
+{
+	return j->plan != NULL || j->xplan != NULL;
 }
 
 /* A resumed job must read exactly the files it was planned with. */
@@ -313,14 +319,16 @@ job_take_request(struct djob *j, const struct peer *p, const int *fds,
  * (-ECANCELED).  Problems go to d (planning) or *cause.
  */
 int
-job_plan(struct djob *j, uint64_t budget, const atomic_bool *cancel,
-    struct graph_diags *d, char **cause)
+job_plan(struct djob *j, uint64_t budget, int threads,
+    const atomic_bool *cancel, struct graph_diags *d, char **cause)
 {
 	struct graph_plan_summary sum;
+	struct graph_plan_files files;
 	struct graph_plan_opts o;
-	char *inputs;
 	int rc;
 
+	if (j->kind == JOB_KIND_EXTRACT_LORA)
+		return job_plan_extract(j, budget, threads, cancel, d, cause);
 	if (graph_config_load_buffer(j->config_name, j->config,
 	    strlen(j->config), &j->cfg, d) != 0)
 		return -EINVAL;
@@ -337,7 +345,24 @@ job_plan(struct djob *j, uint64_t budget, const atomic_bool *cancel,
 	graph_plan_summary(j->plan, &sum);
 	j->opts.seed = sum.seed;
 	j->opts.has_seed = true;	/* a resume uses the same one */
-	inputs = job_inputs_json(j->plan);
+	graph_plan_files(j->plan, &files);
+	rc = job_inputs_check(j, &files, cause);
+	graph_plan_files_fini(&files);
+	return rc;
+}
+
+/*
+ * Records the files a job reads, or, resuming (j->inputs set), checks
+ * that they are the ones it was submitted with.  Any kind; pool thread,
+ * with j private to it.
+ */
+int
+job_inputs_check(struct djob *j, const struct graph_plan_files *files,
+    char **cause)
+{
+	char *inputs = job_inputs_json(files);
+	int rc;
+
 	if (j->inputs != NULL && (rc = job_inputs_same(j->inputs, inputs,
 	    cause)) != 0) {
 		free(inputs);
@@ -359,6 +384,7 @@ job_shadow(const struct djob *j)
 	struct djob *s = xcalloc(1, sizeof *s);
 
 	s->id = j->id;
+	s->kind = j->kind;
 	s->owner = j->owner;	/* whose rights it is planned with */
 	s->owner_gid = j->owner_gid;
 	s->umask = j->umask;
@@ -383,6 +409,7 @@ job_adopt(struct djob *j, struct djob *s)
 	job_release_runtime(j);
 	j->cfg = s->cfg;
 	j->plan = s->plan;
+	j->xplan = s->xplan;
 	j->fds = s->fds;
 	j->nfds = s->nfds;
 	j->dirs = s->dirs;
@@ -396,6 +423,7 @@ job_adopt(struct djob *j, struct djob *s)
 	j->inputs = s->inputs;
 	s->cfg = NULL;
 	s->plan = NULL;
+	s->xplan = NULL;
 	s->fds = NULL;
 	s->nfds = 0;
 	s->dirs = NULL;
@@ -406,15 +434,14 @@ job_adopt(struct djob *j, struct djob *s)
 	s->inputs = NULL;
 }
 
-static void
-job_on_progress(struct graph_job *gj, const struct graph_progress *g,
-    void *arg)
+/* A running job's progress, of either kind: persisted and told now
+ * and then. */
+void
+job_note_progress(struct djob *j, const struct graph_progress *g)
 {
-	struct djob *j = arg;
 	struct daemon *d = j->daemon;
 	double now = daemon_now();
 
-	(void)gj;
 	j->prog = *g;
 	if (now - j->last_store >= JOB_STORE_INTERVAL) {
 		j->last_store = now;
@@ -424,6 +451,14 @@ job_on_progress(struct graph_job *gj, const struct graph_progress *g,
 		j->last_event = now;
 		job_changed(d, j, false);
 	}
+}
+
+static void
+job_on_progress(struct graph_job *gj, const struct graph_progress *g,
+    void *arg)
+{
+	(void)gj;
+	job_note_progress(arg, g);
 }
 
 /* A shard is durably on disk: record it, so a resume skips it. */
@@ -440,19 +475,23 @@ job_on_shard(struct graph_job *gj, size_t shard, void *arg)
 
 /*
  * The staging directory exists: its identity is committed now, on the
- * loop thread, before the executor can publish it (job_was_published).
+ * loop thread, before the job can publish it (job_was_published).
  */
-static void
-job_on_staged(struct graph_job *gj, uint64_t dev, uint64_t ino, void *arg)
+void
+job_note_staged(struct djob *j, uint64_t dev, uint64_t ino)
 {
-	struct djob *j = arg;
-
-	(void)gj;
 	if (j->stage_dev == dev && j->stage_ino == ino)
 		return;
 	j->stage_dev = dev;
 	j->stage_ino = ino;
 	store_job_update(j->daemon->store, j);
+}
+
+static void
+job_on_staged(struct graph_job *gj, uint64_t dev, uint64_t ino, void *arg)
+{
+	(void)gj;
+	job_note_staged(arg, dev, ino);
 }
 
 /*
@@ -500,7 +539,7 @@ job_same_dir(int dfd, const char *name, const struct djob *j)
  * the job is done.  After a --force exchange the staging name holds the
  * replaced output, which the publish would have removed next.
  */
-static bool
+bool
 job_was_published(struct djob *j)
 {
 	if (j->stage_ino == 0 || !job_same_dir(j->out_fd, j->out_name, j))
@@ -510,15 +549,13 @@ job_was_published(struct djob *j)
 	return true;
 }
 
-static void
-job_on_done(struct graph_job *gj, int rc, const char *err, void *arg)
+/* A running job of either kind ended: its state, then the scheduler. */
+void
+job_ended(struct djob *j, int rc, const char *err)
 {
-	struct djob *j = arg;
 	struct daemon *d = j->daemon;
 	enum job_state s;
 
-	graph_job_progress(gj, &j->prog);
-	j->gj = NULL;
 	d->nrunning--;
 	s = rc == 0 ? JOB_DONE : rc == -ECANCELED ? JOB_CANCELLED :
 	    rc == -EINTR ? JOB_INTERRUPTED : JOB_FAILED;
@@ -529,6 +566,16 @@ job_on_done(struct graph_job *gj, int rc, const char *err, void *arg)
 	sched_run(d);
 	if (d->job_stopped != NULL)
 		d->job_stopped(d);
+}
+
+static void
+job_on_done(struct graph_job *gj, int rc, const char *err, void *arg)
+{
+	struct djob *j = arg;
+
+	graph_job_progress(gj, &j->prog);
+	j->gj = NULL;
+	job_ended(j, rc, err);
 }
 
 /* Starts a queued, prepared job on the executor. */
@@ -543,6 +590,8 @@ job_start(struct daemon *d, struct djob *j)
 	size_t i;
 	int rc;
 
+	if (j->kind == JOB_KIND_EXTRACT_LORA)
+		return job_start_extract(d, j);
 	graph_plan_summary(j->plan, &s);
 	if (j->shards_done == NULL || strlen(j->shards_done) != s.shards) {
 		free(j->shards_done);
@@ -607,6 +656,8 @@ job_cancel(struct daemon *d, struct djob *j)
 	if (j->state == JOB_RUNNING) {
 		if (j->gj != NULL)
 			graph_exec_cancel(j->gj);
+		if (j->xj != NULL)
+			graph_extract_cancel(j->xj);
 		return;
 	}
 	job_release_runtime(j);
@@ -630,6 +681,8 @@ job_interrupt_all(struct daemon *d)
 		if (j->state == JOB_RUNNING) {
 			if (j->gj != NULL)
 				graph_exec_interrupt(j->gj);
+			if (j->xj != NULL)
+				graph_extract_interrupt(j->xj);
 		} else {
 			job_release_runtime(j);
 			job_set_state(d, j, JOB_INTERRUPTED, "the daemon "

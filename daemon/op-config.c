@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * op-config.c: a job's config text, for its owner (or root) only; the
- * client needs it (and the job's working directory) to resume a job.
+ * op-config.c: a job's kind and config text, for its owner (or root)
+ * only; the client needs them (and the job's working directory) to
+ * resume a job.
  */
 #include <cJSON.h>
 
@@ -16,6 +17,7 @@ op_config_fn(struct op_ctx *o)
 	if ((j = op_job(o, true)) == NULL)
 		return;
 	r = msg_reply(o->id);
+	cJSON_AddStringToObject(r, PROTO_F_KIND, proto_kind_name(j->kind));
 	cJSON_AddStringToObject(r, PROTO_F_CONFIG, j->config);
 	cJSON_AddStringToObject(r, PROTO_F_CONFIG_NAME, j->config_name ?
 	    j->config_name : "");

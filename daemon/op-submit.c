@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * op-submit.c: queue a merge.
+ * op-submit.c: queue a merge, or an extraction (kind "extract-lora",
+ * job-extract.c).
  *
- * The request carries the config text, the client's resolution of every
+ * The request carries the config text (an extraction's: the JSON object
+ * of its options), the client's resolution of every
  * model reference (a directory descriptor and the model's path beneath
  * it) and a descriptor for the output's parent directory.  The job is
  * planned, with the submitter's credentials, before it is accepted: a
@@ -129,6 +131,13 @@ submit_fields(struct op_ctx *o, struct djob *j)
 	uint64_t u;
 	int64_t i;
 
+	if (cJSON_GetObjectItemCaseSensitive(o->req, PROTO_F_KIND) != NULL &&
+	    (!msg_get_str(o->req, PROTO_F_KIND, &s) || proto_kind_parse(s,
+	    &j->kind) != 0)) {
+		op_error(o, PROTO_E_BAD_REQUEST, "'kind' must be merge or "
+		    "extract-lora");
+		return false;
+	}
 	if (!msg_get_str(o->req, PROTO_F_CONFIG, &s) || strlen(s) >
 	    PROTO_MAX_CONFIG) {
 		op_error(o, PROTO_E_BAD_REQUEST, "'config' must be the config "

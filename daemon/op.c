@@ -161,6 +161,7 @@ op_job_json(const struct djob *j, bool full)
 	op_add_str(o, PROTO_F_USER, j->user, PROTO_MAX_USER);
 	op_add_str(o, PROTO_F_NAME, j->name, PROTO_MAX_NAME);
 	cJSON_AddStringToObject(o, PROTO_F_STATE, proto_state_name(j->state));
+	cJSON_AddStringToObject(o, PROTO_F_KIND, proto_kind_name(j->kind));
 	cJSON_AddNumberToObject(o, PROTO_F_PRIORITY, (double)j->priority);
 	cJSON_AddNumberToObject(o, PROTO_F_PROGRESS, g->bytes_total ?
 	    (double)g->bytes_done / (double)g->bytes_total : 0);

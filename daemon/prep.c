@@ -54,7 +54,7 @@ prep_work(uv_work_t *w)
 {
 	struct prep *p = container_of(w, struct prep, work);
 
-	p->rc = job_plan(p->j, p->budget, &p->cancel, &p->diags,
+	p->rc = job_plan(p->j, p->budget, p->threads, &p->cancel, &p->diags,
 	    &p->cause);
 }
 
@@ -150,6 +150,7 @@ prep_start(struct op_ctx *o, struct djob *j, uint64_t job, prep_done_fn done)
 	p->j = j;
 	p->done = done;
 	p->budget = d->opts.memory;
+	p->threads = d->opts.threads;
 	atomic_init(&p->cancel, false);
 	graph_diags_init(&p->diags);
 	for (pp = &d->preps; *pp != NULL; pp = &(*pp)->next)

@@ -97,7 +97,7 @@ sched_fail_orphans(struct daemon *d)
 	char *why;
 
 	for (j = d->jobs; j != NULL; j = j->next) {
-		if (j->state != JOB_QUEUED || j->plan == NULL)
+		if (j->state != JOB_QUEUED || !job_planned(j))
 			continue;
 		why = NULL;
 		if (sched_ready(d, j, &why) < 0) {
@@ -127,7 +127,7 @@ sched_pick(struct daemon *d)
 		v[i].running = j->state == JOB_RUNNING;
 		v[i].last = j->started;
 		why = NULL;
-		if (j->state == JOB_QUEUED && j->plan != NULL &&
+		if (j->state == JOB_QUEUED && job_planned(j) &&
 		    sched_ready(d, j, &why) > 0) {
 			v[i].next = j;
 			if (j->owner == 0 && j->priority > 0 &&

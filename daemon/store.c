@@ -40,6 +40,8 @@ static const char *const migrations[] = {
 	" ALTER TABLE jobs ADD COLUMN stage_ino INTEGER;",
 	/* 2 -> 3: --lora-merge-dtype (a dtype's config name; NULL: none). */
 	"ALTER TABLE jobs ADD COLUMN lora_dtype TEXT;",
+	/* 3 -> 4: the job's kind (vocab.h); every older job is a merge. */
+	"ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'merge';",
 };
 
 #define STORE_SCHEMA_VERSION \
@@ -74,7 +76,8 @@ static const char schema[] =
     " created REAL, started REAL, finished REAL,"
     " bytes_total INTEGER, bytes_done INTEGER, tensors_total INTEGER,"
     " tensors_done INTEGER, shards_done TEXT, error TEXT,"
-    " stage_dev INTEGER, stage_ino INTEGER, lora_dtype TEXT);"
+    " stage_dev INTEGER, stage_ino INTEGER, lora_dtype TEXT,"
+    " kind TEXT NOT NULL DEFAULT 'merge');"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
@@ -83,8 +86,8 @@ static const char *const sql[ST_COUNT] = {
 	[ST_INSERT] = "INSERT INTO jobs (owner, owner_gid, user, name, state,"
 	    " priority, after, config, config_name, cwd, out_dir, out_name,"
 	    " staging, memory, force, allow_crimes, shard_size,"
-	    " copy_tokenizer, model_card, seed, lora_dtype, inputs, created)"
-	    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	    " copy_tokenizer, model_card, seed, lora_dtype, inputs, created,"
+	    " kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
 	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?"
@@ -94,7 +97,8 @@ static const char *const sql[ST_COUNT] = {
 	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
 	    " model_card, seed, lora_dtype, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
-	    " shards_done, error, stage_dev, stage_ino FROM jobs ORDER BY id",
+	    " shards_done, error, stage_dev, stage_ino, kind FROM jobs"
+	    " ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
@@ -326,6 +330,7 @@ store_job_insert(struct store *s, struct djob *j)
 	i = store_bind_opts(st, i, &j->opts);
 	bind_text(st, i++, j->inputs);
 	sqlite3_bind_double(st, i++, j->created);
+	bind_text(st, i++, proto_kind_name(j->kind));
 	if ((rc = step_done(s, st, "insert")) != 0)
 		return rc;
 	j->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -368,7 +373,7 @@ static struct djob *
 store_row(sqlite3_stmt *st)
 {
 	struct djob *j = xcalloc(1, sizeof *j);
-	char *state;
+	char *state, *kind;
 	int i = 0;
 
 	j->out_fd = -1;
@@ -402,6 +407,15 @@ store_row(sqlite3_stmt *st)
 	j->error = col_text(st, i++);
 	j->stage_dev = (uint64_t)sqlite3_column_int64(st, i++);
 	j->stage_ino = (uint64_t)sqlite3_column_int64(st, i++);	/* 0: none */
+	kind = col_text(st, i++);
+	if (kind == NULL || proto_kind_parse(kind, &j->kind) != 0) {
+		/* A kind this merged does not know cannot run here. */
+		j->state = JOB_FAILED;
+		free(j->error);
+		j->error = xasprintf("a job of kind '%s', which this merged "
+		    "does not know", kind != NULL ? kind : "?");
+	}
+	free(kind);
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

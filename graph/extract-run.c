@@ -245,9 +245,9 @@ xrun_fail(struct graph_extract_job *run, int rc, char *err)
 static bool
 xrun_stopping(struct graph_extract_job *run)
 {
-	const struct graph_extract *x = run->x;
+	const atomic_bool *cancel = run->o.cancel;
 
-	if (run->rc == 0 && x->cancel != NULL && atomic_load(x->cancel))
+	if (run->rc == 0 && cancel != NULL && atomic_load(cancel))
 		xrun_fail(run, -ECANCELED, xstrdup("interrupted"));
 	return run->rc != 0;
 }
@@ -258,8 +258,8 @@ xrun_work(uv_work_t *req)
 	struct xtask *t = container_of(req, struct xtask, work);
 	uint64_t t0 = uv_hrtime();
 
-	if (atomic_load(&t->run->stop) || (t->run->x->cancel != NULL &&
-	    atomic_load(t->run->x->cancel))) {
+	if (atomic_load(&t->run->stop) || (t->run->o.cancel != NULL &&
+	    atomic_load(t->run->o.cancel))) {
 		t->rc = -ECANCELED;
 		return;
 	}
@@ -781,6 +781,7 @@ graph_extract_run(struct graph_extract *x, int out_dirfd,
 	o.out_dir = out_dir;
 	o.weight_done = xrun_weight_sync;
 	o.done = xrun_done_sync;
+	o.cancel = x->cancel;	/* the plan's: the caller's signal flag */
 	o.arg = &r;
 	if ((rc = graph_extract_start(&loop, x, &o, &run, cause)) == 0) {
 		(void)uv_run(&loop, UV_RUN_DEFAULT);

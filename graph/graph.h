@@ -671,6 +671,9 @@ struct graph_extract_job_opts {
 	const char *staging_name;	/* NULL: derived from out_name */
 	const struct graph_ident *own;	/* see graph_replace; copied */
 	size_t nown;
+	/* NULL, or set by another thread to stop, as cancel does (the
+	 * plan's own flag is for planning, and graph_extract_run). */
+	const atomic_bool *cancel;
 	graph_extract_cb weight_done;
 	void (*progress)(struct graph_extract_job *,
 	    const struct graph_progress *, void *);

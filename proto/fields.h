@@ -40,6 +40,7 @@
 
 /* submit and resume requests (§9.3).  The merge options, from memory to
  * model_card, are read and written in common/mergeopts-json.c only. */
+#define PROTO_F_KIND "kind"
 #define PROTO_F_CONFIG "config"
 #define PROTO_F_CONFIG_NAME "config_name"
 #define PROTO_F_CWD "cwd"
@@ -98,5 +99,21 @@
 #define PROTO_F_CACHED_BYTES "cached_bytes"
 #define PROTO_F_CACHE_HITS "cache_hits"
 #define PROTO_F_CACHE_MISSES "cache_misses"
+
+/* An extract-lora job's config: the JSON object of its options. */
+#define PROTO_F_X_MODEL "model"
+#define PROTO_F_X_BASE "base"
+#define PROTO_F_X_MAX_RANK "max_rank"
+#define PROTO_F_X_DISTRIBUTE_SCALE "distribute_scale"
+#define PROTO_F_X_EMBED_LORA "embed_lora"
+#define PROTO_F_X_SAVE_MODULES "save_modules"
+#define PROTO_F_X_INCLUDE "include_regex"
+#define PROTO_F_X_EXCLUDE "exclude_regex"
+#define PROTO_F_X_SV_EPSILON "sv_epsilon"
+#define PROTO_F_X_SKIP_UNDECOMPOSABLE "skip_undecomposable"
+#define PROTO_F_X_FAST "fast"
+#define PROTO_F_X_POWER_ITERS "power_iters"
+#define PROTO_F_X_OVERSAMPLE "oversample"
+#define PROTO_F_X_INVOCATION "invocation"	/* for the README card */
 
 #endif /* PROTO_FIELDS_H */

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * vocab.c: the job states' table (vocab.h), built from PROTO_JOB_STATES
- * so that the enum, the names and the flags cannot disagree.  No state:
- * safe on any thread.
+ * vocab.c: the job states' and kinds' tables (vocab.h), built from
+ * PROTO_JOB_STATES and PROTO_JOB_KINDS so that the enums, the names and
+ * the flags cannot disagree.  No state: safe on any thread.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -72,4 +72,30 @@ proto_state_names(unsigned flags, const char *sep, const char *last)
 		k++;
 	}
 	return out;
+}
+
+#define PROTO_KIND_ROW(e, n) [e] = n,
+static const char *const proto_kinds[JOB_NKINDS] = {
+	PROTO_JOB_KINDS(PROTO_KIND_ROW)
+};
+#undef PROTO_KIND_ROW
+
+const char *
+proto_kind_name(enum job_kind k)
+{
+	return (unsigned)k < JOB_NKINDS ? proto_kinds[k] : "unknown";
+}
+
+int
+proto_kind_parse(const char *name, enum job_kind *out)
+{
+	unsigned i;
+
+	for (i = 0; i < JOB_NKINDS; i++) {
+		if (strcmp(name, proto_kinds[i]) == 0) {
+			*out = (enum job_kind)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
 }

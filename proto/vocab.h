@@ -105,6 +105,28 @@ proto_state_removable(enum job_state s)
  */
 char *proto_state_names(unsigned flags, const char *sep, const char *last);
 
+/*
+ * Job kinds: what a job does, one row each: its enumerator and its name
+ * on the wire and in the store (names, never numbers).  A merge's config
+ * is its YAML text; an extraction's is the JSON object of its options
+ * (common/extractopts-json.c).  Both share every state and op.
+ */
+#define PROTO_JOB_KINDS(X)						\
+	X(JOB_KIND_MERGE, "merge")					\
+	X(JOB_KIND_EXTRACT_LORA, "extract-lora")
+
+#define PROTO_KIND_ENUM(e, name) e,
+enum job_kind {
+	PROTO_JOB_KINDS(PROTO_KIND_ENUM)
+	JOB_NKINDS
+};
+#undef PROTO_KIND_ENUM
+
+/* The kind's name; "unknown" for a value outside the enum. */
+const char *proto_kind_name(enum job_kind);
+/* The kind called name, into *out: 0, or -EINVAL for no such kind. */
+int proto_kind_parse(const char *, enum job_kind *);
+
 /* Ops: the "op" of a request.  Each has its daemon/op-<name>.c. */
 #define PROTO_OP_HELLO "hello"
 #define PROTO_OP_SUBMIT "submit"

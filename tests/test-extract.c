@@ -16,10 +16,14 @@
  * names, shapes and dtypes, the tensors saved in full byte for byte;
  * --embed-lora, --save-module, the regular expressions,
  * --skip-undecomposable and --sv-epsilon; an adapted reference as FT;
- * BASE+adapter through mergectl run giving FT back; and the refusals
- * with their exit codes.
+ * BASE+adapter through mergectl run giving FT back; the refusals with
+ * their exit codes; and the same extraction as a daemon job (mergectl
+ * submit --extract-lora): byte-identical to the command's, refused at
+ * submit with every problem, sharing the budget with a merge, cancelled,
+ * interrupted by a daemon stopping and resumed.
  */
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +33,7 @@
 #include <cjson/cJSON.h>
 
 #include "tap.h"
+#include "testd.h"
 #include "testlib.h"
 
 #define SHAPE "--family llama --hidden 64 --intermediate 96 --layers 2 " \
@@ -1287,6 +1292,221 @@ test_refusals(void)
 	free(o);
 }
 
+/* A job's field from "status --json" as a number. */
+static long
+job_num(int id, const char *field)
+{
+	char *s = td_job_field(id, field);
+	long v = atol(s);
+
+	free(s);
+	return v;
+}
+
+/* Waits until job id has decomposed a weight, or ended; its state. */
+static char *
+wait_started(int id)
+{
+	char *st = NULL;
+	int i;
+
+	for (i = 0; i < 3000; i++) {
+		free(st);
+		st = td_job_field(id, "state");
+		if (strcmp(st, "running") != 0 && strcmp(st, "queued") != 0)
+			break;
+		if (strcmp(st, "running") == 0 &&
+		    job_num(id, "tensors_done") >= 1)
+			break;
+		td_sleep_ms(20);
+	}
+	return st;
+}
+
+static void
+test_daemon(void)
+{
+	/* Weights that take a while to decompose, for stopping mid-way. */
+	static const char big[] = "--family llama --hidden 512 --intermediate "
+	    "1536 --layers 4 --heads 4 --kv-heads 2 --vocab 128 --dtype bf16";
+	char *o = NULL, *st, *p, *q, args[256];
+	long total;
+	int id, id2, rc;
+	pid_t pid;
+
+	section("daemon");
+	snprintf(args, sizeof args, "%s --seed 1", big);
+	tl_gen_at(dir, "bigbase", args);
+	snprintf(args, sizeof args, "%s --seed 2 --finetune-of 1 --delta 0.01",
+	    big);
+	tl_gen_at(dir, "bigft", args);
+	ok(tl_runf(&o, "cd %s && %s extract-lora --model bigft --base-model "
+	    "bigbase --out-path big-ref --max-rank 8 -j 1 2>&1", dir,
+	    tl_mergectl) == 0, "the reference for the big pair");
+	free(o);
+	o = NULL;
+	td_init(dir);
+	pid = td_start("--memory 256M", NULL);
+
+	/* The same options as a daemon job: the same bytes. */
+	ok(extract_ok("cli-ex", "--max-rank 8 --save-module lm_head", NULL),
+	    "the command's adapter");
+	id = td_submit("--extract-lora --model ft --base-model base -o d-ex "
+	    "--max-rank 8 --save-module lm_head --name my-extract");
+	ok(id > 0 && td_wait_state(id, "done", 60000), "the job is done");
+	ok(tl_same_at(dir, "d-ex/adapter_model.safetensors",
+	    "cli-ex/adapter_model.safetensors") && tl_same_at(dir,
+	    "d-ex/adapter_config.json", "cli-ex/adapter_config.json"),
+	    "its adapter is byte for byte the command's");
+	st = td_job_field(id, "kind");
+	ok_str_eq(st, "extract-lora", "status shows its kind");
+	free(st);
+	st = td_job_field(id, "name");
+	ok_str_eq(st, "my-extract", "and its name");
+	free(st);
+	/* lm_head is copied, not decomposed: not a weight of the pool. */
+	ok_int_eq((int)job_num(id, "tensors_done"), (int)NMODULES,
+	    "every weight decomposed was counted");
+	td_ctl(&o, "logs %d", id);
+	ok_str_has(o, "model.layers.1.mlp.down_proj: [64, 96] rank 8, "
+	    "relative error", "its log has a line per weight");
+	ok_str_has(o, "wrote 14 weights decomposed (rank 8)", "and the "
+	    "summary");
+	free(o);
+	o = NULL;
+	p = at("d-ex/README.md");
+	q = tl_read(p, NULL);
+	ok_str_has(q, "mergectl submit --extract-lora --model ft", "the card "
+	    "gives the command that made it");
+	free(q);
+	free(p);
+
+	/* --fast with a seed: the command's bytes too. */
+	ok(extract_ok("cli-fast", "--max-rank 4 --fast --random-seed 9 -j 1",
+	    NULL), "the command's --fast adapter");
+	id = td_submit("--extract-lora --model ft --base-model base -o d-fast "
+	    "--max-rank 4 --fast --random-seed 9");
+	ok(id > 0 && td_wait_state(id, "done", 60000) && tl_same_at(dir,
+	    "d-fast/adapter_model.safetensors",
+	    "cli-fast/adapter_model.safetensors"), "--fast: the same bytes "
+	    "from the daemon");
+
+	/* Refused at submit, every problem at once, nothing queued. */
+	rc = td_ctl(&o, "submit --extract-lora --model nope --base-model nada "
+	    "-o d-bad --max-rank 8");
+	ok_int_eq(rc, 3, "missing models: exit 3");
+	ok_str_has(o, "--model", "naming the first");
+	ok_str_has(o, "--base-model", "and the second");
+	free(o);
+	o = NULL;
+	rc = td_ctl(&o, "submit --extract-lora --model ft --base-model other "
+	    "-o d-bad --max-rank 8");
+	ok_int_eq(rc, 3, "a base of another shape: exit 3 from the daemon's "
+	    "plan");
+	ok_str_has(o, "model.layers.0.mlp.down_proj.weight", "naming the "
+	    "tensor");
+	free(o);
+	o = NULL;
+	rc = td_ctl(&o, "submit --extract-lora --model ft --base-model base "
+	    "-o d-bad --max-rank 0");
+	ok_int_eq(rc, 2, "--max-rank 0: exit 2");
+	free(o);
+	o = NULL;
+	rc = td_ctl(&o, "submit --extract-lora --model ft --base-model base "
+	    "-o d-bad -j 2");
+	ok_int_eq(rc, 2, "-j: exit 2, the daemon decides");
+	ok_str_has(o, "the daemon decides", "saying so");
+	free(o);
+	o = NULL;
+	rc = td_ctl(&o, "submit --extract-lora --model ft --base-model base "
+	    "-o d-ex --max-rank 8");
+	ok_int_eq(rc, 4, "an existing output without --force: exit 4");
+	free(o);
+	o = NULL;
+	p = at("d-bad");
+	ok(!tl_exists(p), "nothing was written");
+	free(p);
+
+	/* A merge and an extraction at once, under one small budget. */
+	td_stop(pid, SIGTERM);
+	pid = td_start("--memory 40M --threads 2", NULL);
+	tl_write_at(dir, "lin.yml", "merge_method: linear\nmodels:\n"
+	    "  - model: bigbase\n    parameters: {weight: 0.5}\n"
+	    "  - model: bigft\n    parameters: {weight: 0.5}\n"
+	    "dtype: bfloat16\n");
+	ok(tl_runf(&o, "cd %s && %s run lin.yml lin-ref -j 1 2>&1", dir,
+	    tl_mergectl) == 0, "the merge's reference");
+	free(o);
+	o = NULL;
+	id = td_submit("--extract-lora --model bigft --base-model bigbase "
+	    "-o d-big --max-rank 8");
+	id2 = td_submit("lin.yml -o d-lin");
+	ok(id > 0 && id2 > 0 && td_wait_state(id, "done", 300000) &&
+	    td_wait_state(id2, "done", 300000), "both finish");
+	ok(tl_same_at(dir, "d-big/adapter_model.safetensors",
+	    "big-ref/adapter_model.safetensors") && tl_same_at(dir,
+	    "d-lin/model.safetensors", "lin-ref/model.safetensors"),
+	    "each byte for byte as alone");
+	td_ctl(&o, "daemon status --json");
+	ok(o != NULL && strstr(o, "\"memory_peak\":") != NULL,
+	    "the daemon reports its peak");
+	if (o != NULL && (p = strstr(o, "\"memory_peak\":")) != NULL &&
+	    (q = strstr(o, "\"memory_budget\":")) != NULL)
+		ok(atof(p + 14) <= atof(q + 16) && atof(p + 14) > 0,
+		    "which stayed within the budget (%.0f of %.0f)",
+		    atof(p + 14), atof(q + 16));
+	free(o);
+	o = NULL;
+	/* A weight larger than the whole budget: refused at submit. */
+	rc = td_ctl(&o, "submit --extract-lora --model bigft --base-model "
+	    "bigbase -o d-huge --max-rank 8 --memory 2M");
+	ok_int_eq(rc, 3, "a budget too small for a weight: exit 3");
+	ok_str_has(o, "too small", "saying the budget is too small");
+	free(o);
+	o = NULL;
+
+	/* Cancelled mid-way: nothing left behind. */
+	td_stop(pid, SIGTERM);
+	pid = td_start("--memory 256M --threads 1", NULL);
+	id = td_submit("--extract-lora --model bigft --base-model bigbase "
+	    "-o d-cancel --max-rank 8");
+	st = wait_started(id);
+	total = job_num(id, "tensors_total");
+	ok(strcmp(st, "running") == 0, "the job runs (%s)", st);
+	free(st);
+	ok_int_eq(td_ctl(NULL, "cancel %d", id), 0, "cancel: exit 0");
+	ok(td_wait_state(id, "cancelled", 60000), "it ends cancelled");
+	ok(job_num(id, "tensors_done") < total, "before its last weight");
+	p = at("d-cancel");
+	ok(!tl_exists(p) && !td_staging_left("d-cancel"), "no adapter and no "
+	    "staging directory left");
+	free(p);
+
+	/* Interrupted by the daemon stopping; resumed after a restart. */
+	id = td_submit("--extract-lora --model bigft --base-model bigbase "
+	    "-o d-resume --max-rank 8");
+	st = wait_started(id);
+	ok(strcmp(st, "running") == 0, "a second job runs (%s)", st);
+	free(st);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+	pid = td_start("--memory 256M", NULL);
+	st = td_job_field(id, "state");
+	ok_str_eq(st, "interrupted", "the job was interrupted");
+	free(st);
+	ok(job_num(id, "tensors_done") < total, "before its last weight");
+	rc = td_ctl(&o, "resume %d", id);
+	ok_int_eq(rc, 0, "resume: exit 0");
+	free(o);
+	o = NULL;
+	ok(td_wait_state(id, "done", 300000), "the resumed job is done");
+	ok(tl_same_at(dir, "d-resume/adapter_model.safetensors",
+	    "big-ref/adapter_model.safetensors") && tl_same_at(dir,
+	    "d-resume/adapter_config.json", "big-ref/adapter_config.json"),
+	    "byte for byte an uninterrupted run's");
+	ok(!td_staging_left("d-resume"), "no staging directory left");
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon exits cleanly");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1336,6 +1556,7 @@ main(int argc, char **argv)
 	test_bf16();
 	test_hub();
 	test_refusals();
+	test_daemon();
 	section(NULL);
 	tl_model_free(ft, nft);
 	tl_model_free(base, nbase);

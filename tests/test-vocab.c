@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * test-vocab.c: unit tests for the job states' table (proto/vocab.c).
+ * test-vocab.c: unit tests for the job states' and kinds' tables
+ * (proto/vocab.c).
  *
  * The table is the one place a state is defined, so these check what the
  * rest of the code takes for granted of it: every state has a distinct
@@ -104,6 +105,23 @@ test_joined(void)
 	free(v);
 }
 
+/* The job kinds: names on disk and on the wire, parsed back. */
+static void
+test_kinds(void)
+{
+	enum job_kind k, back;
+
+	ok_str_eq(proto_kind_name(JOB_KIND_MERGE), "merge", "merge's name");
+	ok_str_eq(proto_kind_name(JOB_KIND_EXTRACT_LORA), "extract-lora",
+	    "extract-lora's name");
+	for (k = 0; k < JOB_NKINDS; k++)
+		ok(proto_kind_parse(proto_kind_name(k), &back) == 0 &&
+		    back == k, "%s parses back", proto_kind_name(k));
+	ok_int_eq(proto_kind_parse("extract_lora", &back), -EINVAL,
+	    "no other spelling");
+	ok_str_eq(proto_kind_name(JOB_NKINDS), "unknown", "out of range");
+}
+
 int
 main(void)
 {
@@ -111,5 +129,6 @@ main(void)
 	test_names();
 	test_flags();
 	test_joined();
+	test_kinds();
 	return tap_done();
 }
