@@ -463,30 +463,34 @@ out:
 
 /*
  * The store kept by the kill tests, turned back into each older version
- * (version 1: no jobs.stage_dev, stage_ino; version 2: no lora_dtype):
- * merged upgrades it to the current one (3) and keeps every job; a store
- * of a version it does not know is refused.
+ * (version 1: no jobs.stage_dev, stage_ino; version 2: no lora_dtype;
+ * version 3: no kind): merged upgrades it to the current one (4) and
+ * keeps every job, each older one a merge; a job of a kind it does not
+ * know is kept, failed, saying so; a store of a version it does not know
+ * is refused.
  */
 static void
 test_store_versions(void)
 {
 	static const char *const back[] = {
+		/* 4 -> 3 */
+		"ALTER TABLE jobs DROP COLUMN kind;",
 		/* 3 -> 2 */
 		"ALTER TABLE jobs DROP COLUMN lora_dtype;",
 		/* 2 -> 1 */
 		"ALTER TABLE jobs DROP COLUMN stage_dev;"
 		" ALTER TABLE jobs DROP COLUMN stage_ino;",
 	};
-	char *n, *last, *v, *s, *o = NULL, *sql;
+	char *n, *last, *v, *s, *m, *o = NULL, *sql;
 	int rc, from, k;
 	pid_t pid;
 
-	for (from = 2; from >= 1; from--) {
+	for (from = 3; from >= 1; from--) {
 		n = store_sql("SELECT count(*) FROM jobs");
 		last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY "
 		    "id");
 		sql = NULL;
-		for (k = 0; k <= 2 - from; k++) {
+		for (k = 0; k <= 3 - from; k++) {
 			s = sql;
 			if (asprintf(&sql, "%s%s", s ? s : "", back[k]) < 0)
 				sql = NULL;
@@ -509,18 +513,40 @@ test_store_versions(void)
 		    "merged opens it and knows job %s as it was (%s)",
 		    last ? last : "?", s);
 		free(s);
+		s = last != NULL ? td_job_field(atoi(last), "kind") :
+		    strdup("");
+		ok_str_eq(s, "merge", "a merge");
+		free(s);
 		ok_int_eq(td_stop(pid, SIGTERM), 0, "and stops cleanly");
 		v = store_sql("SELECT count(*) FROM jobs");
+		m = store_sql("SELECT count(*) FROM jobs WHERE kind = 'merge'");
 		s = store_sql("SELECT count(stage_dev) + count(stage_ino) + "
 		    "count(lora_dtype) >= 0 FROM jobs; PRAGMA user_version");
 		ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
-		    strcmp(s, "3") == 0, "upgraded from version %d to 3 with "
-		    "every job (%s of %s)", from, v ? v : "?", n ? n : "?");
+		    strcmp(s, "4") == 0 && m != NULL && strcmp(m, n) == 0,
+		    "upgraded from version %d to 4 with every job, each a "
+		    "merge (%s of %s)", from, m ? m : "?", n ? n : "?");
 		free(s);
+		free(m);
 		free(v);
 		free(last);
 		free(n);
 	}
+
+	/* A kind from a newer merged: kept, failed, and said. */
+	last = store_sql("SELECT max(id) FROM jobs");
+	free(store_sql("UPDATE jobs SET kind = 'distill' WHERE id = "
+	    "(SELECT max(id) FROM jobs)"));
+	pid = td_start("--memory 64M", NULL);
+	s = last != NULL ? td_job_field(atoi(last), "state") : strdup("");
+	ok_str_eq(s, "failed", "a job of an unknown kind is failed");
+	free(s);
+	s = last != NULL ? td_job_field(atoi(last), "error") : strdup("");
+	ok_str_has(s, "kind 'distill'", "saying its kind is unknown");
+	free(s);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "and merged stops cleanly");
+	free(store_sql("UPDATE jobs SET kind = 'merge'"));
+	free(last);
 
 	free(store_sql("PRAGMA user_version = 99"));
 	rc = tl_runf(&o, "timeout 20 %s --socket %s --state-dir %s 2>&1",
@@ -529,7 +555,7 @@ test_store_versions(void)
 	    "(exit %d)", rc);
 	ok_str_has(o, "schema version 99", "saying which version it is");
 	free(o);
-	free(store_sql("PRAGMA user_version = 3"));
+	free(store_sql("PRAGMA user_version = 4"));
 }
 
 static void
