@@ -127,10 +127,96 @@ lora_err(struct graph_diags *d, const char *where, const char *fmt, ...)
 }
 
 /*
+ * What glibc's regcomp makes of a POSIX extended expression, in tree
+ * nodes, roughly: one per atom, a group its contents, an alternation the
+ * sum of its branches; "x+" is compiled as "xx*", a copy of x, so each +
+ * doubles what it repeats, and stacked or nested ones multiply ("(+++...",
+ * 300 bytes, took 2 GB).  Counted up to REGEX_MAX_NODES, where it stops.
+ */
+#define REGEX_MAX_NODES 8192
+#define REGEX_MAX_DEPTH 64
+
+static uint64_t
+regex_nodes(const char *re)
+{
+	uint64_t sum[REGEX_MAX_DEPTH + 1], last[REGEX_MAX_DEPTH + 1];
+	uint64_t grp;
+	const char *s = re;
+	int depth = 0;
+
+	sum[0] = last[0] = 0;
+	for (; *s != '\0'; s++) {
+		switch (*s) {
+		case '(':
+			if (++depth > REGEX_MAX_DEPTH)
+				return UINT64_MAX;
+			sum[depth] = last[depth] = 0;
+			continue;
+		case ')':
+			if (depth == 0)
+				break;	/* regcomp refuses it */
+			grp = sum[depth] + 1;
+			depth--;
+			sum[depth] += grp;
+			last[depth] = grp;
+			continue;
+		case '+':
+			/* The repeated atom once more. */
+			sum[depth] += last[depth];
+			last[depth] *= 2;
+			if (sum[depth] > REGEX_MAX_NODES)
+				return UINT64_MAX;
+			continue;
+		case '*':
+		case '?':
+		case '|':
+			sum[depth]++;
+			continue;
+		case '\\':
+			if (s[1] != '\0')
+				s++;
+			break;
+		case '[':
+			/* A bracket expression is one atom: skip to its ']'. */
+			if (s[1] == '^')
+				s++;
+			if (s[1] == ']')
+				s++;
+			while (s[1] != '\0' && s[1] != ']') {
+				if (s[1] == '[' && (s[2] == ':' || s[2] == '.' ||
+				    s[2] == '=')) {
+					const char *e = strchr(s + 3, s[2]);
+
+					s = e != NULL && e[1] == ']' ? e + 1 :
+					    s + 1;
+				}
+				s++;
+			}
+			if (s[1] == ']')
+				s++;
+			break;
+		default:
+			break;
+		}
+		sum[depth]++;
+		last[depth] = 1;
+		if (sum[depth] > REGEX_MAX_NODES)
+			return UINT64_MAX;
+	}
+	while (depth > 0) {
+		sum[depth - 1] += sum[depth];
+		depth--;
+	}
+	return sum[0];
+}
+
+/*
  * A Python regular expression as PEFT's patterns use them, in POSIX
  * extended syntax: \d, \w and \s become classes and (?: a group; other
  * Python-only syntax (lookaround, lazy quantifiers, named groups) is
- * refused rather than read differently.  NULL, with *why, when refused.
+ * refused rather than read differently, and so are expressions that
+ * glibc would compile to a huge tree (regex_nodes).  NULL, with *why,
+ * when refused.
  * extract.c translates --include-regex and --exclude-regex with it too.
  */
 char *
@@ -174,6 +260,14 @@ lora_regex_translate(const char *py, const char **why)
 			*why = "a lazy quantifier";
 			goto refuse;
 		}
+		/* Python refuses "a**" ("multiple repeat"; "a++" is its
+		 * possessive form): glibc takes them and computes closures
+		 * that grow with each one, 10 s for 30 of them. */
+		if ((s[0] == '*' || s[0] == '+' || s[0] == '?') &&
+		    (s[1] == '*' || s[1] == '+' || s[1] == '?')) {
+			*why = "a quantifier repeated (*, + or ? after another)";
+			goto refuse;
+		}
 		/* glibc compiles a{m,n} by copying a n times, nested ones
 		 * multiplied: a 28-byte key took 24 GB. */
 		if (s[0] == '{') {
@@ -183,6 +277,11 @@ lora_regex_translate(const char *py, const char **why)
 		xbuf_add(&b, s, 1);
 	}
 	xbuf_add(&b, "", 1);
+	if (regex_nodes(b.data) > REGEX_MAX_NODES) {
+		*why = "repetitions (+) stacked or nested so deeply that it "
+		    "would compile to more than 8192 nodes";
+		goto refuse;
+	}
 	return xbuf_take(&b);
 refuse:
 	xbuf_free(&b);

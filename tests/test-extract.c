@@ -1240,6 +1240,10 @@ test_refusals(void)
 		{ "--oversample -3", "--oversample" },
 		{ "--include-regex '(?<=x)'", "--include-regex" },
 		{ "--exclude-regex '('", "--exclude-regex" },
+		/* Each + doubles glibc's tree: 2 GB before this was refused. */
+		{ "--include-regex '(((((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+)+)+)'",
+		    "8192 nodes" },
+		{ "--include-regex 'x+*'", "a quantifier repeated" },
 		{ "--max-rnak 8", "did you mean --max-rank" },
 		{ "--memory lots", "--memory" },
 		{ "extra", "no arguments" },
