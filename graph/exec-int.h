@@ -206,6 +206,7 @@ struct graph_exec {
 	struct task *ready_head;
 	struct task *ready_tail;
 	bool pumping;
+	int checking;		/* exec_check_jobs is walking the jobs */
 	uint64_t leased;	/* of used, granted to leases */
 	struct graph_lease *lease_head;	/* waiting, oldest first */
 	struct graph_lease *lease_tail;

@@ -498,6 +498,9 @@ exec_pump(struct graph_exec *ex)
 		}
 		exec_check_jobs(ex);
 	}
+	/* A lease may have ended in a callback since: its memory is free
+	 * for those waiting, which no task may come to grant. */
+	lease_grant(ex);
 	ex->pumping = false;
 }
 
@@ -792,10 +795,12 @@ exec_check_jobs(struct graph_exec *ex)
 {
 	struct graph_job *job, *next;
 
+	ex->checking++;
 	for (job = ex->jobs; job != NULL; job = next) {
 		next = job->next;
 		xjob_maybe_end(job);
 	}
+	ex->checking--;
 }
 
 static void
@@ -822,10 +827,17 @@ exec_after(uv_work_t *w, int status)
 	exec_pump(ex);
 }
 
-/* Memory came back from outside the executor (a lease ended). */
+/*
+ * Memory came back from outside the executor (a lease ended).  From a
+ * callback the executor is making (a job's end, a lease granted) it
+ * waits: a job's end may not free the job the executor's own walk looks
+ * at next, and the pump that follows every such walk admits anyway.
+ */
 void
 exec_kick(struct graph_exec *ex)
 {
+	if (ex->pumping || ex->checking > 0)
+		return;
 	exec_check_jobs(ex);
 	exec_pump(ex);
 }

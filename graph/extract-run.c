@@ -304,7 +304,6 @@ xrun_after(uv_work_t *req, int status)
 	(void)status;	/* nothing is ever uv_cancel'ed */
 	run->inflight--;
 	run->used -= t->w->need;
-	graph_exec_lease_free(t->lease);
 	if (t->rc == -ECANCELED && t->err == NULL) {
 		/* Not started: the run was stopping already. */
 	} else if (t->rc != 0) {
@@ -318,6 +317,9 @@ xrun_after(uv_work_t *req, int status)
 			run->o.weight_done(&t->w->r, run->o.arg);
 		xrun_progress(run);
 	}
+	/* Last: giving memory back may grant this run's waiting lease
+	 * (xrun_granted), and the executor's callbacks run meanwhile. */
+	graph_exec_lease_free(t->lease);
 	free(t->err);
 	free(t);
 	xrun_pump(run);
