@@ -18,9 +18,23 @@
 
 #include "graph-int.h"
 
+/*
+ * A pipeline's stages as a stage's config sees them (pipeline.c): a
+ * reference whose path is a stage's name means that stage's output, in
+ * dir; the stages it reads are marked in deps.
+ */
+struct cfg_stages {
+	char *const *names;	/* NULL for the unnamed stage */
+	size_t n;
+	size_t self;		/* the stage being read */
+	const char *dir;	/* where stages are written; NULL: not yet */
+	bool *deps;		/* one per stage */
+};
+
 struct cfg_ctx {
 	const char *file;
 	struct graph_diags *d;
+	const struct cfg_stages *stages;	/* NULL: a single config */
 };
 
 static void cfg_params(struct cfg_ctx *, const struct ynode *,
@@ -193,8 +207,11 @@ cfg_lora(struct cfg_ctx *c, const struct ynode *l, struct graph_ref *r)
 	return true;
 }
 
+static bool cfg_ref(struct cfg_ctx *, const struct ynode *, const char *,
+    struct graph_ref *);
+
 static bool
-cfg_ref(struct cfg_ctx *c, const struct ynode *n, const char *what,
+cfg_ref_parse(struct cfg_ctx *c, const struct ynode *n, const char *what,
     struct graph_ref *r)
 {
 	static const char *const keys[] = { "model", "lora",
@@ -234,7 +251,7 @@ cfg_ref(struct cfg_ctx *c, const struct ynode *n, const char *what,
 			graph_ref_fini(r);
 			return false;
 		}
-	} else if (!cfg_ref(c, m, what, r)) {
+	} else if (!cfg_ref_parse(c, m, what, r)) {
 		return false;
 	}
 	r->mark = n->mark;
@@ -244,6 +261,56 @@ cfg_ref(struct cfg_ctx *c, const struct ynode *n, const char *what,
 	}
 	if (o != NULL && !cfg_string(c, o, "override_architecture",
 	    &r->override_arch)) {
+		graph_ref_fini(r);
+		return false;
+	}
+	return true;
+}
+
+/*
+ * In a pipeline, a reference to a stage's name is that stage's output:
+ * its path becomes dir/name (a revision cannot apply; "+adapter" and the
+ * object form's other keys are kept), and the stage is a dependency.
+ */
+static bool
+cfg_stage_ref(struct cfg_ctx *c, const struct ynode *n, struct graph_ref *r)
+{
+	const struct cfg_stages *st = c->stages;
+	size_t i;
+	char *p;
+
+	if (st == NULL)
+		return true;
+	for (i = 0; i < st->n; i++)
+		if (st->names[i] != NULL && strcmp(st->names[i], r->path) == 0)
+			break;
+	if (i == st->n)
+		return true;
+	if (i == st->self) {
+		cfg_err(c, n, "stage '%s' reads its own output", r->path);
+		return false;
+	}
+	if (r->rev != NULL) {
+		cfg_err(c, n, "'%s@%s': '%s' is a stage of this file, written "
+		    "by it, which has no revisions", r->path, r->rev, r->path);
+		return false;
+	}
+	st->deps[i] = true;
+	if (st->dir != NULL) {
+		p = xasprintf("%s/%s", st->dir, r->path);
+		free(r->path);
+		r->path = p;
+	}
+	return true;
+}
+
+static bool
+cfg_ref(struct cfg_ctx *c, const struct ynode *n, const char *what,
+    struct graph_ref *r)
+{
+	if (!cfg_ref_parse(c, n, what, r))
+		return false;
+	if (!cfg_stage_ref(c, n, r)) {
 		graph_ref_fini(r);
 		return false;
 	}
@@ -855,14 +922,32 @@ cfg_top(struct cfg_ctx *c, const struct ynode *root, struct graph_config *cfg)
 		cfg_modules(c, modules, cfg);
 }
 
+/* A config from its document's tree; NULL after problems in c->d. */
+static struct graph_config *
+cfg_from_root(struct cfg_ctx *c, const struct ynode *root, const char *text,
+    size_t len)
+{
+	struct graph_config *cfg;
+	size_t before = c->d->nerrors;
+
+	cfg = xcalloc(1, sizeof *cfg);
+	cfg->path = xstrdup(c->file);
+	cfg->text = xstrndup(text, len);
+	cfg->text_len = len;
+	cfg_top(c, root, cfg);
+	if (c->d->nerrors != before) {
+		graph_config_free(cfg);
+		return NULL;
+	}
+	return cfg;
+}
+
 int
 graph_config_load_buffer(const char *file, const char *buf, size_t len,
     struct graph_config **out, struct graph_diags *d)
 {
-	struct cfg_ctx c = { file, d };
-	struct graph_config *cfg;
+	struct cfg_ctx c = { file, d, NULL };
 	struct ynode *root = NULL;
-	size_t before = d->nerrors;
 
 	*out = NULL;
 	if (memchr(buf, '\0', len) != NULL) {
@@ -872,22 +957,31 @@ graph_config_load_buffer(const char *file, const char *buf, size_t len,
 	}
 	if (ynode_parse(file, buf, len, &root, d) != 0)
 		return -EINVAL;
-	cfg = xcalloc(1, sizeof *cfg);
-	cfg->path = xstrdup(file);
-	cfg->text = xstrndup(buf, len);
-	cfg->text_len = len;
-	cfg_top(&c, root, cfg);
+	*out = cfg_from_root(&c, root, buf, len);
 	ynode_free(root);
-	if (d->nerrors != before) {
-		graph_config_free(cfg);
-		return -EINVAL;
-	}
-	*out = cfg;
-	return 0;
+	return *out != NULL ? 0 : -EINVAL;
 }
 
-/* Config files are small; anything past this is not a merge config. */
-#define CONFIG_MAX_BYTES (4u << 20)
+/*
+ * One stage of a pipeline (pipeline.c): its document's tree and text,
+ * read with the stages' names (names[self] is its own, NULL when it has
+ * none), references to them rewritten to dir/name and marked in deps.
+ * Its "name" is the stage's, not a key to warn of.
+ */
+struct graph_config *
+config_load_stage(const char *file, const struct ynode *root,
+    const char *text, size_t len, char *const *names, size_t n, size_t self,
+    const char *dir, bool *deps, struct graph_diags *d)
+{
+	struct cfg_stages st = { names, n, self, dir, deps };
+	struct cfg_ctx c = { file, d, &st };
+	struct graph_config *cfg = cfg_from_root(&c, root, text, len);
+
+	if (cfg != NULL)
+		cfg->has_name = false;
+	return cfg;
+}
+
 
 int
 graph_config_load_file(const char *path, struct graph_config **out,
@@ -898,7 +992,7 @@ graph_config_load_file(const char *path, struct graph_config **out,
 	int rc;
 
 	*out = NULL;
-	if ((rc = graph_read_file(path, CONFIG_MAX_BYTES, &buf, &len)) != 0) {
+	if ((rc = graph_read_file(path, GRAPH_CONFIG_MAX_BYTES, &buf, &len)) != 0) {
 		graph_diag_add(d, GRAPH_SEV_ERROR, path, "cannot read the "
 		    "config: %s", rc == -EFBIG ? "file is over 4 MiB" :
 		    rc == -EINVAL ? "not a regular file" : strerror(-rc));

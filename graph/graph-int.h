@@ -90,6 +90,22 @@ struct ynode {
 
 int ynode_parse(const char *file, const char *buf, size_t len,
     struct ynode **out, struct graph_diags *d);
+/* One document of a stream: its root and where its text is in the
+ * buffer (after its "---", if any, to its end). */
+struct ynode_doc {
+	struct ynode *root;
+	struct graph_mark mark;	/* where it starts */
+	size_t begin;
+	size_t end;
+};
+int ynode_parse_all(const char *file, const char *buf, size_t len,
+    struct ynode_doc **out, size_t *n, struct graph_diags *d);
+
+/* config.c: one stage of a pipeline, for pipeline.c. */
+struct graph_config *config_load_stage(const char *file,
+    const struct ynode *root, const char *text, size_t len,
+    char *const *names, size_t n, size_t self, const char *dir, bool *deps,
+    struct graph_diags *d);
 void ynode_free(struct ynode *);
 const struct ynode *ynode_get(const struct ynode *, const char *);
 bool ynode_is_null(const struct ynode *);

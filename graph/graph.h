@@ -252,6 +252,9 @@ struct graph_config {
 	struct graph_mark name_mark;
 };
 
+/* Config files are small; anything past this is not a merge config. */
+#define GRAPH_CONFIG_MAX_BYTES (4u << 20)
+
 int graph_config_load_file(const char *path, struct graph_config **out,
     struct graph_diags *d);
 int graph_config_load_buffer(const char *file, const char *buf, size_t len,
@@ -259,6 +262,36 @@ int graph_config_load_buffer(const char *file, const char *buf, size_t len,
 void graph_config_free(struct graph_config *);
 size_t graph_config_refs(const struct graph_config *,
     const struct graph_ref ***);
+
+/*
+ * pipeline.c: a multi-stage merge (a mergekit-multi file): several
+ * configs, each an ordinary one with an optional name; a reference to a
+ * stage's name is that stage's output, rewritten to DIR/NAME (dir NULL:
+ * left as the name, for callers that only look).  The stages are ordered
+ * so that each follows those it reads; a file of one document is a
+ * pipeline of one stage, its config as graph_config_load_buffer reads it.
+ */
+struct graph_stage {
+	char *name;		/* NULL: the final merge, written to OUT */
+	struct graph_mark mark;	/* where its document starts */
+	struct graph_config *cfg;
+	size_t *deps;		/* the stages it reads, by index, ascending */
+	size_t ndeps;
+};
+
+struct graph_pipeline {
+	char *path;
+	struct graph_stage *stages;	/* in the file's order */
+	size_t nstages;
+	size_t *order;		/* indices, each after those it reads */
+	size_t final;		/* the unnamed stage; (size_t)-1: none */
+};
+
+int graph_pipeline_load_buffer(const char *file, const char *buf, size_t len,
+    const char *dir, struct graph_pipeline **out, struct graph_diags *d);
+int graph_pipeline_load_file(const char *path, const char *dir,
+    struct graph_pipeline **out, struct graph_diags *d);
+void graph_pipeline_free(struct graph_pipeline *);
 
 /* modelref.c */
 int graph_ref_parse(const char *s, struct graph_ref *r, char **cause);

@@ -7,8 +7,8 @@
  * the exact spot.  Aliases are expanded by copying the anchored node, with a
  * cap on the total number of nodes so that a "billion laughs" document is an
  * error, not an allocation storm.  libyaml's 1-on-success convention is
- * converted here and nowhere else.  Only the first document of a stream is
- * used; a second one is an error (mergekit-multi files are not supported).
+ * converted here and nowhere else.  ynode_parse_all reads every document
+ * of a stream (a mergekit-multi pipeline), ynode_parse exactly one.
  * The scalar helpers at the end (yscalar_*) read a plain scalar's text
  * as YAML 1.2 does, plus the YAML 1.1 booleans that PyYAML takes.
  */
@@ -239,59 +239,80 @@ fail:
 	return NULL;
 }
 
-static struct ynode *
-yaml_document(struct yaml_ctx *y)
+/*
+ * The next document of the stream into *doc (root NULL for an empty
+ * one); 0 at the stream's end, 1 with a document, -1 on error.  Anchors
+ * are a document's own: they go when it ends.
+ */
+static int
+yaml_document(struct yaml_ctx *y, struct ynode_doc *doc)
 {
 	yaml_event_t ev;
-	struct ynode *root = NULL;
+	size_t i;
 
+	memset(doc, 0, sizeof *doc);
 	for (;;) {
 		if (yaml_next(y, &ev) != 0)
-			goto fail;
-		if (ev.type == YAML_STREAM_START_EVENT ||
-		    ev.type == YAML_DOCUMENT_START_EVENT) {
+			return -1;
+		if (ev.type == YAML_STREAM_START_EVENT) {
 			yaml_event_delete(&ev);
 			continue;
 		}
 		if (ev.type == YAML_STREAM_END_EVENT) {
 			yaml_event_delete(&ev);
-			return NULL;	/* empty document */
+			return 0;
+		}
+		if (ev.type == YAML_DOCUMENT_START_EVENT) {
+			doc->begin = ev.end_mark.index;
+			doc->mark.line = (int)ev.start_mark.line + 1;
+			doc->mark.col = (int)ev.start_mark.column + 1;
+			yaml_event_delete(&ev);
+			continue;
 		}
 		break;
 	}
-	root = yaml_node(y, &ev, 0);
+	doc->root = yaml_node(y, &ev, 0);
 	yaml_event_delete(&ev);
-	if (root == NULL)
-		goto fail;
+	if (doc->root == NULL)
+		return -1;
 	if (yaml_next(y, &ev) != 0)
 		goto fail;
-	yaml_event_delete(&ev);	/* document end */
-	if (yaml_next(y, &ev) != 0)
-		goto fail;
-	if (ev.type != YAML_STREAM_END_EVENT) {
-		yaml_error(y, ev.start_mark, "more than one YAML document; "
-		    "multi-document (mergekit-multi) files are not supported");
-		yaml_event_delete(&ev);
-		goto fail;
+	doc->end = ev.start_mark.index;	/* the document's end */
+	yaml_event_delete(&ev);
+	for (i = 0; i < y->nanchors; i++)
+		free(y->anchors[i].name);
+	y->nanchors = 0;
+	/* A document of nothing (a "---" at the end) is a null scalar. */
+	if (doc->root->kind == YNODE_SCALAR && ynode_is_null(doc->root)) {
+		ynode_free(doc->root);
+		doc->root = NULL;
 	}
-	yaml_event_delete(&ev);
-	return root;
+	return 1;
 fail:
-	ynode_free(root);
-	return NULL;
+	ynode_free(doc->root);
+	doc->root = NULL;
+	return -1;
 }
 
+/*
+ * Every document of the stream that holds something, into *out (the
+ * caller frees each root and the array), in order.  0, or -EINVAL with
+ * the problem in d.
+ */
 int
-ynode_parse(const char *file, const char *buf, size_t len,
-    struct ynode **out, struct graph_diags *d)
+ynode_parse_all(const char *file, const char *buf, size_t len,
+    struct ynode_doc **out, size_t *n, struct graph_diags *d)
 {
 	struct yaml_ctx y;
-	size_t i, before = d->nerrors;
+	struct ynode_doc doc, *v = NULL;
+	size_t i, cap = 0, before = d->nerrors;
+	int rc;
 
 	memset(&y, 0, sizeof y);
 	y.file = file;
 	y.diags = d;
 	*out = NULL;
+	*n = 0;
 	if (!yaml_parser_initialize(&y.parser)) {
 		graph_diag_add(d, GRAPH_SEV_ERROR, file,
 		    "cannot initialise the YAML parser");
@@ -299,20 +320,56 @@ ynode_parse(const char *file, const char *buf, size_t len,
 	}
 	yaml_parser_set_input_string(&y.parser, (const unsigned char *)buf,
 	    len);
-	*out = yaml_document(&y);
+	while ((rc = yaml_document(&y, &doc)) == 1) {
+		if (doc.root == NULL)
+			continue;
+		if (*n == cap) {
+			cap = cap ? 2 * cap : 4;
+			v = xreallocarray(v, cap, sizeof *v);
+		}
+		v[(*n)++] = doc;
+	}
 	yaml_parser_delete(&y.parser);
 	for (i = 0; i < y.nanchors; i++)
 		free(y.anchors[i].name);
 	free(y.anchors);
-	if (d->nerrors != before) {
-		ynode_free(*out);
-		*out = NULL;
+	if (rc < 0 || d->nerrors != before) {
+		for (i = 0; i < *n; i++)
+			ynode_free(v[i].root);
+		free(v);
+		*n = 0;
 		return -EINVAL;
 	}
-	if (*out == NULL) {
+	*out = v;
+	return 0;
+}
+
+int
+ynode_parse(const char *file, const char *buf, size_t len,
+    struct ynode **out, struct graph_diags *d)
+{
+	struct ynode_doc *docs;
+	size_t n, i;
+
+	*out = NULL;
+	if (ynode_parse_all(file, buf, len, &docs, &n, d) != 0)
+		return -EINVAL;
+	if (n > 1) {
+		graph_diag_at(d, GRAPH_SEV_ERROR, file, docs[1].mark, "more "
+		    "than one YAML document; multi-document (mergekit-multi) "
+		    "files are not supported");
+		for (i = 0; i < n; i++)
+			ynode_free(docs[i].root);
+		free(docs);
+		return -EINVAL;
+	}
+	if (n == 0) {
+		free(docs);
 		graph_diag_add(d, GRAPH_SEV_ERROR, file, "the file is empty");
 		return -EINVAL;
 	}
+	*out = docs[0].root;
+	free(docs);
 	return 0;
 }
 
