@@ -24,7 +24,7 @@
 #include "xmalloc.h"
 
 /* Entries of one list, and bytes of one entry or of the command line. */
-#define XO_MAX_LIST 256
+#define XO_MAX_LIST 16
 #define XO_MAX_STRING 1024
 #define XO_MAX_INVOCATION 8192
 

@@ -44,6 +44,9 @@ static const char *const migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'merge';",
 };
 
+/* The bytes of a log line kept (store_log). */
+#define STORE_MAX_LOG_LINE 1024
+
 #define STORE_SCHEMA_VERSION \
 	(1 + (int)(sizeof migrations / sizeof *migrations))
 
@@ -451,9 +454,18 @@ store_log(struct store *s, uint64_t job, double ts, const char *line)
 {
 	sqlite3_stmt *st = s->st[ST_LOG];
 
+	size_t n = strlen(line);
+
+	/* Lines carry client text (tensor names of any length): each is
+	 * cut, on a UTF-8 boundary, so a job's log stays readable. */
+	if (n > STORE_MAX_LOG_LINE) {
+		n = STORE_MAX_LOG_LINE;
+		while (n > 0 && ((unsigned char)line[n] & 0xc0) == 0x80)
+			n--;
+	}
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)job);
 	sqlite3_bind_double(st, 2, ts);
-	bind_text(st, 3, line);
+	sqlite3_bind_text(st, 3, line, (int)n, SQLITE_TRANSIENT);
 	return step_done(s, st, "log");
 }
 

@@ -703,7 +703,10 @@ graph_extract_start(uv_loop_t *loop, struct graph_extract *x,
 static void
 xrun_stop(struct graph_extract_job *run, int rc, const char *why)
 {
-	if (run->state == XRUN_DONE || run->state == XRUN_CLEANUP)
+	/* Once publishing, the publish decides: a cancel then would
+	 * report cancelled an adapter that is in place. */
+	if (run->state == XRUN_DONE || run->state == XRUN_CLEANUP ||
+	    run->state == XRUN_FINISH)
 		return;
 	xrun_fail(run, rc, xstrdup(why));
 	xrun_pump(run);

@@ -56,6 +56,7 @@
 #define EXTRACT_MAX_RANK (1 << 20)
 #define EXTRACT_MAX_ITERS 64
 #define EXTRACT_MAX_OVERSAMPLE 65536
+#define EXTRACT_MAX_REGEX_BYTES 4096
 
 void
 graph_extract_opts_default(struct graph_extract_opts *o)
@@ -137,6 +138,7 @@ int
 graph_extract_opts_check(const struct graph_extract_opts *o, char **cause)
 {
 	struct xre r;
+	size_t k, total = 0;
 
 	if (o->model == NULL || o->base == NULL) {
 		*cause = xasprintf("%s is required", o->model == NULL ?
@@ -164,6 +166,17 @@ graph_extract_opts_check(const struct graph_extract_opts *o, char **cause)
 	}
 	if (o->threads < 1) {
 		*cause = xasprintf("the thread count must be 1 or more");
+		return -EINVAL;
+	}
+	/* What matching costs grows with every expression: a cap on all
+	 * of them together, not only on each (a daemon plans these). */
+	for (k = 0; k < o->ninclude + o->nexclude; k++)
+		total += strlen(k < o->ninclude ? o->include[k] :
+		    o->exclude[k - o->ninclude]);
+	if (total > EXTRACT_MAX_REGEX_BYTES) {
+		*cause = xasprintf("--include-regex and --exclude-regex: %zu "
+		    "bytes of expressions, more than the %d allowed together",
+		    total, EXTRACT_MAX_REGEX_BYTES);
 		return -EINVAL;
 	}
 	if (xre_compile("--include-regex", o->include, o->ninclude, &r,
@@ -625,8 +638,15 @@ xplan_classify(struct xplan *p, const struct graph_extract_opts *o)
 		ord[i] = &x->ft->tensors[i];
 	qsort(ord, x->ft->ntensors, sizeof *ord, extract_cmp_mt);
 	xplan_save_list(p, o, ord);
-	for (i = 0; i < x->ft->ntensors; i++)
+	for (i = 0; i < x->ft->ntensors; i++) {
+		/* A drain stops a long plan here too. */
+		if (o->cancel != NULL && atomic_load(o->cancel)) {
+			graph_diag_add(p->d, GRAPH_SEV_ERROR, NULL,
+			    "interrupted");
+			break;
+		}
 		xplan_tensor(p, ord[i]);
+	}
 	free(ord);
 	/* Sizes only what has no problem: a twin, LAPACK-sized sides. */
 	if (p->d->nerrors != before)
