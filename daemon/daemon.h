@@ -268,8 +268,8 @@ int job_take_request(struct djob *j, const struct peer *p, const int *fds,
 int job_plan(struct djob *j, uint64_t budget, int threads,
     const atomic_bool *cancel, struct graph_diags *d, char **cause);
 bool job_planned(const struct djob *);
-int job_inputs_check(struct djob *j, const struct graph_plan_files *files,
-    char **cause);
+int job_record_plan(struct djob *j, uint64_t seed,
+    struct graph_plan_files *files, char **cause);
 void job_note_progress(struct djob *j, const struct graph_progress *g);
 void job_note_staged(struct djob *j, uint64_t dev, uint64_t ino);
 void job_ended(struct djob *j, int rc, const char *err);

@@ -65,12 +65,8 @@ job_plan_extract(struct djob *j, uint64_t budget, int threads,
 	if (rc != 0)
 		return rc == -ECANCELED ? rc : -EINVAL;
 	graph_extract_summary(j->xplan, &sum);
-	j->opts.seed = sum.seed;
-	j->opts.has_seed = true;	/* a resume uses the same one */
 	graph_extract_files(j->xplan, &files);
-	rc = job_inputs_check(j, &files, cause);
-	graph_plan_files_fini(&files);
-	return rc;
+	return job_record_plan(j, sum.seed, &files, cause);
 }
 
 /* Each weight's result goes to the job's log. */

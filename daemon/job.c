@@ -343,25 +343,26 @@ job_plan(struct djob *j, uint64_t budget, int threads,
 	if ((rc = graph_plan_build(j->cfg, &o, &j->plan, d)) != 0)
 		return rc == -ECANCELED ? rc : -EINVAL;
 	graph_plan_summary(j->plan, &sum);
-	j->opts.seed = sum.seed;
-	j->opts.has_seed = true;	/* a resume uses the same one */
 	graph_plan_files(j->plan, &files);
-	rc = job_inputs_check(j, &files, cause);
-	graph_plan_files_fini(&files);
-	return rc;
+	return job_record_plan(j, sum.seed, &files, cause);
 }
 
 /*
- * Records the files a job reads, or, resuming (j->inputs set), checks
- * that they are the ones it was submitted with.  Any kind; pool thread,
- * with j private to it.
+ * What a plan of any kind fixes: its seed (a resume uses the same one)
+ * and the files it reads (files, which this frees), recorded or,
+ * resuming (j->inputs set), checked to be the ones it was submitted
+ * with.  Pool thread, with j private to it.
  */
 int
-job_inputs_check(struct djob *j, const struct graph_plan_files *files,
+job_record_plan(struct djob *j, uint64_t seed, struct graph_plan_files *files,
     char **cause)
 {
 	char *inputs = job_inputs_json(files);
 	int rc;
+
+	graph_plan_files_fini(files);
+	j->opts.seed = seed;
+	j->opts.has_seed = true;
 
 	if (j->inputs != NULL && (rc = job_inputs_same(j->inputs, inputs,
 	    cause)) != 0) {
