@@ -84,8 +84,8 @@ cli_models_refs(struct cli_models *m, const struct graph_ref *const *refs,
 		if ((adapter ? graph_ref_resolve_adapter(ref, env, &r, &cause) :
 		    graph_ref_resolve(ref, env, &r, &cause)) != 0) {
 			if (labels != NULL)
-				graph_diag_add(d, GRAPH_SEV_ERROR, labels[i / 2],
-				    "%s", cause);
+				graph_diag_add(d, GRAPH_SEV_ERROR,
+				    labels[i / 2], "%s", cause);
 			else
 				graph_diag_at(d, GRAPH_SEV_ERROR, name,
 				    ref->mark, "%s", cause);

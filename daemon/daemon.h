@@ -65,7 +65,7 @@ struct djob {
 	enum job_state state;
 	int64_t priority;
 	uint64_t after;		/* 0: no dependency */
-	char *config;		/* the YAML text (an extraction: its JSON) */
+	char *config;		/* YAML (an extraction's: JSON) */
 	char *config_name;	/* its path, for messages */
 	char *cwd;
 	char *out_dir;		/* the destination, for messages */

@@ -983,6 +983,9 @@ config_load_stage(const char *file, const struct ynode *root,
 }
 
 
+/* Config files are small; anything past this is not a merge config. */
+#define CONFIG_MAX_BYTES (4u << 20)
+
 int
 graph_config_load_file(const char *path, struct graph_config **out,
     struct graph_diags *d)
@@ -992,7 +995,8 @@ graph_config_load_file(const char *path, struct graph_config **out,
 	int rc;
 
 	*out = NULL;
-	if ((rc = graph_read_file(path, GRAPH_CONFIG_MAX_BYTES, &buf, &len)) != 0) {
+	if ((rc = graph_read_file(path, CONFIG_MAX_BYTES, &buf,
+	    &len)) != 0) {
 		graph_diag_add(d, GRAPH_SEV_ERROR, path, "cannot read the "
 		    "config: %s", rc == -EFBIG ? "file is over 4 MiB" :
 		    rc == -EINVAL ? "not a regular file" : strerror(-rc));

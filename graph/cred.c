@@ -147,6 +147,25 @@ cred_leave(struct cred_saved *s)
 }
 
 /* Would cred be allowed `want` (a mask of 4 = r, 2 = w, 1 = x) on st? */
+/*
+ * A copy of c that outlives it (a plan's, an extraction's: their files
+ * are created after the caller's are gone): into *dst, its groups into a
+ * new *groups, which the caller frees.  c NULL: nothing, *groups NULL.
+ */
+void
+cred_copy(struct graph_cred *dst, uint32_t **groups,
+    const struct graph_cred *c)
+{
+	*groups = NULL;
+	if (c == NULL)
+		return;
+	*dst = *c;
+	*groups = xcalloc(c->ngroups + 1, sizeof **groups);
+	if (c->ngroups > 0)
+		memcpy(*groups, c->groups, c->ngroups * sizeof **groups);
+	dst->groups = *groups;
+}
+
 bool
 graph_cred_allows(const struct graph_cred *cred, const struct stat *st,
     unsigned want)

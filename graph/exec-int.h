@@ -229,10 +229,10 @@ void cache_drop(struct cache *c, struct centry *e);
 /* exec.c */
 void exec_queue(struct graph_exec *ex, struct task *t);
 void exec_kick(struct graph_exec *ex);
+void unit_queue_merge(struct unit *u);
 
 /* exec-lease.c */
 void lease_grant(struct graph_exec *ex);
-void unit_queue_merge(struct unit *u);
 
 /* exec-admit.c: memory accounting and unit admission (loop thread). */
 enum admit {

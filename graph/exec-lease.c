@@ -126,9 +126,3 @@ graph_exec_lease_free(struct graph_lease *l)
 	/* What it held or blocked may let merges and other leases go. */
 	exec_kick(ex);
 }
-
-uint64_t
-graph_lease_bytes(const struct graph_lease *l)
-{
-	return l->bytes;
-}

@@ -117,14 +117,12 @@ work_write(struct unit *u)
 static int
 inputs_unchanged(const struct graph_plan *p, char **cause)
 {
-	size_t i, k;
+	size_t i;
 	int rc;
 
 	for (i = 0; i < p->nmodels; i++)
-		for (k = 0; k < p->models[i].m->nfiles; k++)
-			if ((rc = safetensors_check_unchanged(
-			    p->models[i].m->files[k], cause)) != 0)
-				return rc;
+		if ((rc = model_check_unchanged(p->models[i].m, cause)) != 0)
+			return rc;
 	return 0;
 }
 

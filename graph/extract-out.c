@@ -181,7 +181,6 @@ xout_copy(const struct xout *o, int out, uint64_t dst, uint8_t *bounce,
 	return -EIO;
 }
 
-/* Creates name in dfd, empty and new, for writing. */
 /* The file's header, with metadata {"format": "pt"} as mergekit's. */
 static uint8_t *
 xout_header(const struct xout *v, size_t n, size_t *len)

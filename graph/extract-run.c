@@ -412,19 +412,6 @@ xrun_pump(struct graph_extract_job *run)
 	xrun_step(run, run->rc == 0 ? XRUN_FINISH : XRUN_CLEANUP);
 }
 
-/* An input rewritten in place while it was read: nothing is published. */
-static int
-xrun_unchanged(const struct model *m, char **cause)
-{
-	size_t i;
-	int rc;
-
-	for (i = 0; i < m->nfiles; i++)
-		if ((rc = safetensors_check_unchanged(m->files[i], cause)) != 0)
-			return rc;
-	return 0;
-}
-
 /*
  * Weights cut to rank 0 by --sv-epsilon are left out with a warning
  * (mergekit writes them with rank 0, which PEFT refuses); with none left,
@@ -492,8 +479,10 @@ xrun_finish(struct graph_extract_job *run, char **cause)
 	struct graph_extract *x = run->x;
 	int rc;
 
-	if ((rc = xrun_unchanged(x->ft, cause)) != 0 ||
-	    (rc = xrun_unchanged(x->base, cause)) != 0)
+	/* An input rewritten in place while it was read: nothing is
+	 * published. */
+	if ((rc = model_check_unchanged(x->ft, cause)) != 0 ||
+	    (rc = model_check_unchanged(x->base, cause)) != 0)
 		return rc;
 	if ((rc = xrun_ranks(x, &run->warnings, cause)) != 0)
 		return rc;

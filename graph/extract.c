@@ -221,8 +221,8 @@ extract_open(const char *s, const char *what,
 		free(cause);
 		return rc;
 	}
-	rc = o->dirs != NULL ? graph_ref_given(o->dirs, o->ndirs, &ref, false,
-	    &r, &cause) : graph_ref_resolve(&ref, &o->env, &r, &cause);
+	rc = graph_ref_locate(&ref, false, o->dirs, o->ndirs, &o->env, &r,
+	    &cause);
 	if (rc == 0)
 		rc = model_open(&ref, &r, o->cred, o->cancel, out, &cause);
 	graph_resolved_fini(&r);
@@ -230,8 +230,7 @@ extract_open(const char *s, const char *what,
 		graph_diag_add(d, GRAPH_SEV_ERROR, what, "%s", cause);
 		free(cause);
 	} else if (ref.lora != NULL) {
-		if ((rc = o->dirs != NULL ? graph_ref_given(o->dirs, o->ndirs,
-		    &ref, true, &r, &cause) : graph_ref_resolve_adapter(&ref,
+		if ((rc = graph_ref_locate(&ref, true, o->dirs, o->ndirs,
 		    &o->env, &r, &cause)) != 0) {
 			graph_diag_add(d, GRAPH_SEV_ERROR, what, "%s", cause);
 			free(cause);
@@ -609,18 +608,13 @@ xplan_memory(struct graph_extract *x, struct graph_diags *d)
 	a = graph_format_size(big->need);
 	b = graph_format_size(x->memory);
 	c = graph_format_size(x->admit);
-	if (x->memory_strict)
-		graph_diag_add(d, GRAPH_SEV_ERROR, NULL, "memory budget %s is "
-		    "too small: %zu weight%s need%s more than the %s it leaves "
-		    "for weights (the largest, %s, needs %s)", b, alone,
-		    alone == 1 ? "" : "s", alone == 1 ? "s" : "", c, big->name,
-		    a);
-	else
-		graph_diag_add(d, GRAPH_SEV_WARNING, NULL, "%zu weight%s need%s "
-		    "more than the %s that --memory %s leaves for weights (the "
-		    "largest, %s, needs %s): each runs alone, and the run uses "
-		    "more than --memory", alone, alone == 1 ? "" : "s", alone ==
-		    1 ? "s" : "", c, b, big->name, a);
+	/* A daemon's budget is shared: there nothing runs over it. */
+	graph_diag_add(d, x->memory_strict ? GRAPH_SEV_ERROR :
+	    GRAPH_SEV_WARNING, NULL, "%zu weight%s need%s more than the %s "
+	    "that --memory %s leaves for weights (the largest, %s, needs %s): "
+	    "%s", alone, alone == 1 ? "" : "s", alone == 1 ? "s" : "", c, b,
+	    big->name, a, x->memory_strict ? "the memory budget is too small" :
+	    "each runs alone, and the run uses more than --memory");
 	free(a);
 	free(b);
 	free(c);
@@ -699,17 +693,9 @@ graph_extract_plan(const struct graph_extract_opts *o,
 	    EXTRACT_OVERHEAD(o->threads) : x->memory * 3 / 4;
 	x->threads = o->threads;
 	x->memory_strict = o->memory_strict;
-	if (o->cred != NULL) {
-		/* The run creates files with them, after o is gone. */
-		x->cred_copy = *o->cred;
-		x->cred_groups = xcalloc(o->cred->ngroups + 1,
-		    sizeof *x->cred_groups);
-		if (o->cred->ngroups > 0)
-			memcpy(x->cred_groups, o->cred->groups,
-			    o->cred->ngroups * sizeof *x->cred_groups);
-		x->cred_copy.groups = x->cred_groups;
-		x->cred = &x->cred_copy;
-	}
+	/* The run creates files with them, after o is gone. */
+	cred_copy(&x->cred_copy, &x->cred_groups, o->cred);
+	x->cred = o->cred != NULL ? &x->cred_copy : NULL;
 	x->force = o->merge.force;
 	x->model_card = o->merge.model_card;
 	x->invocation = xstrdup(o->invocation != NULL ? o->invocation : "");
@@ -788,18 +774,9 @@ void
 graph_extract_files(const struct graph_extract *x,
     struct graph_plan_files *out)
 {
-	const struct model *m[2] = { x->ft, x->base };
-	size_t i, k;
-
-	out->v = xcalloc(m[0]->nfiles + m[1]->nfiles + 1, sizeof *out->v);
-	out->n = 0;
-	for (i = 0; i < 2; i++)
-		for (k = 0; k < m[i]->nfiles; k++) {
-			out->v[out->n].path = xstrdup(m[i]->files[k]->path);
-			out->v[out->n].size = m[i]->files[k]->size;
-			out->v[out->n].mtime_ns = m[i]->files[k]->mtime_ns;
-			out->n++;
-		}
+	memset(out, 0, sizeof *out);
+	model_list_files(x->ft, out);
+	model_list_files(x->base, out);
 }
 
 void

@@ -327,6 +327,8 @@ enum cred_mode cred_mode(const struct graph_cred *);
 int cred_enter(const struct graph_cred *cred,
     struct cred_saved *saved, char **cause);
 void cred_leave(struct cred_saved *saved);
+void cred_copy(struct graph_cred *dst, uint32_t **groups,
+    const struct graph_cred *c);
 
 /* fsroot.c */
 int fsroot_open(int dirfd, const char *path, int flags,
@@ -380,6 +382,8 @@ int model_open(const struct graph_ref *ref, struct graph_resolved *r,
     const struct graph_cred *cred, const atomic_bool *cancel,
     struct model **out, char **cause);
 void model_close(struct model *);
+void model_list_files(const struct model *m, struct graph_plan_files *out);
+int model_check_unchanged(const struct model *m, char **cause);
 const struct model_tensor *model_find(const struct model *,
     const char *);
 int model_read(const struct model *m, const char *name, size_t max, char **out,

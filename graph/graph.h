@@ -252,9 +252,6 @@ struct graph_config {
 	struct graph_mark name_mark;
 };
 
-/* Config files are small; anything past this is not a merge config. */
-#define GRAPH_CONFIG_MAX_BYTES (4u << 20)
-
 int graph_config_load_file(const char *path, struct graph_config **out,
     struct graph_diags *d);
 int graph_config_load_buffer(const char *file, const char *buf, size_t len,
@@ -275,7 +272,7 @@ struct graph_stage {
 	char *name;		/* NULL: the final merge, written to OUT */
 	struct graph_mark mark;	/* where its document starts */
 	struct graph_config *cfg;
-	size_t *deps;		/* the stages it reads, by index, ascending */
+	size_t *deps;		/* the stages it reads, ascending */
 	size_t ndeps;
 };
 
@@ -289,8 +286,6 @@ struct graph_pipeline {
 
 int graph_pipeline_load_buffer(const char *file, const char *buf, size_t len,
     const char *dir, struct graph_pipeline **out, struct graph_diags *d);
-int graph_pipeline_load_file(const char *path, const char *dir,
-    struct graph_pipeline **out, struct graph_diags *d);
 void graph_pipeline_free(struct graph_pipeline *);
 
 /* modelref.c */
@@ -353,10 +348,13 @@ struct graph_source_dir {
 	const char *where;	/* the client's path, for messages */
 };
 
-/* modelref.c: ref (or its adapter) as the client resolved it. */
-int graph_ref_given(const struct graph_source_dir *dirs, size_t ndirs,
-    const struct graph_ref *ref, bool adapter, struct graph_resolved *out,
-    char **cause);
+/*
+ * modelref.c: ref (or its adapter), among the directories a client
+ * passed when dirs is given (a daemon), else resolved in env.
+ */
+int graph_ref_locate(const struct graph_ref *ref, bool adapter,
+    const struct graph_source_dir *dirs, size_t ndirs,
+    const struct graph_env *env, struct graph_resolved *out, char **cause);
 
 /* cred.c: would cred be allowed r (4), w (2), x (1) on a stat? */
 struct stat;
@@ -568,7 +566,6 @@ typedef void (*graph_lease_cb)(struct graph_lease *, void *);
 int graph_exec_lease(struct graph_exec *ex, uint64_t bytes, graph_lease_cb cb,
     void *arg, struct graph_lease **out, char **cause);
 void graph_exec_lease_free(struct graph_lease *);
-uint64_t graph_lease_bytes(const struct graph_lease *);
 
 /*
  * extract.c: extracting a LoRA adapter from a fine-tuned model and its

@@ -183,8 +183,8 @@ regex_nodes(const char *re)
 			if (s[1] == ']')
 				s++;
 			while (s[1] != '\0' && s[1] != ']') {
-				if (s[1] == '[' && (s[2] == ':' || s[2] == '.' ||
-				    s[2] == '=')) {
+				if (s[1] == '[' && (s[2] == ':' ||
+				    s[2] == '.' || s[2] == '=')) {
 					const char *e = strchr(s + 3, s[2]);
 
 					s = e != NULL && e[1] == ']' ? e + 1 :
@@ -265,7 +265,8 @@ lora_regex_translate(const char *py, const char **why)
 		 * that grow with each one, 10 s for 30 of them. */
 		if ((s[0] == '*' || s[0] == '+' || s[0] == '?') &&
 		    (s[1] == '*' || s[1] == '+' || s[1] == '?')) {
-			*why = "a quantifier repeated (*, + or ? after another)";
+			*why = "a quantifier repeated (*, + or ? after "
+			    "another)";
 			goto refuse;
 		}
 		/* glibc compiles a{m,n} by copying a n times, nested ones

@@ -412,6 +412,35 @@ model_read(const struct model *m, const char *name, size_t max,
 	return rc;
 }
 
+/* Appends m's files, with their sizes and times, to out. */
+void
+model_list_files(const struct model *m, struct graph_plan_files *out)
+{
+	size_t k;
+
+	out->v = xreallocarray(out->v, out->n + m->nfiles + 1,
+	    sizeof *out->v);
+	for (k = 0; k < m->nfiles; k++) {
+		out->v[out->n].path = xstrdup(m->files[k]->path);
+		out->v[out->n].size = m->files[k]->size;
+		out->v[out->n].mtime_ns = m->files[k]->mtime_ns;
+		out->n++;
+	}
+}
+
+/* An input rewritten in place while it was read: 0, or which and how. */
+int
+model_check_unchanged(const struct model *m, char **cause)
+{
+	size_t k;
+	int rc;
+
+	for (k = 0; k < m->nfiles; k++)
+		if ((rc = safetensors_check_unchanged(m->files[k], cause)) != 0)
+			return rc;
+	return 0;
+}
+
 void
 model_close(struct model *m)
 {

@@ -368,8 +368,8 @@ graph_ref_adapter_key(const struct graph_ref *r)
  * the directories it passed: a daemon plans from these, never from
  * paths.  The descriptor is duplicated into out.
  */
-int
-graph_ref_given(const struct graph_source_dir *dirs, size_t ndirs,
+static int
+ref_given(const struct graph_source_dir *dirs, size_t ndirs,
     const struct graph_ref *ref, bool adapter, struct graph_resolved *out,
     char **cause)
 {
@@ -398,6 +398,17 @@ graph_ref_given(const struct graph_source_dir *dirs, size_t ndirs,
 	out->dir = strcmp(out->rel, ".") == 0 ? xstrdup(dirs[i].where) :
 	    xasprintf("%s/%s", dirs[i].where, out->rel);
 	return 0;
+}
+
+int
+graph_ref_locate(const struct graph_ref *ref, bool adapter,
+    const struct graph_source_dir *dirs, size_t ndirs,
+    const struct graph_env *env, struct graph_resolved *out, char **cause)
+{
+	if (dirs != NULL)
+		return ref_given(dirs, ndirs, ref, adapter, out, cause);
+	return adapter ? graph_ref_resolve_adapter(ref, env, out, cause) :
+	    graph_ref_resolve(ref, env, out, cause);
 }
 
 void

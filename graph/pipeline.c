@@ -59,7 +59,8 @@ pipeline_names(const char *file, const struct ynode_doc *docs, size_t n,
 				graph_diag_at(d, GRAPH_SEV_ERROR, file,
 				    docs[i].root->mark, "a second document "
 				    "without a 'name' (the one at line %d is "
-				    "the final merge); name every stage but one",
+				    "the final merge); name every stage but "
+				    "one",
 				    docs[unnamed].root->mark.line);
 				good = false;
 			} else {
@@ -68,10 +69,10 @@ pipeline_names(const char *file, const struct ynode_doc *docs, size_t n,
 			continue;
 		}
 		if (nn->kind != YNODE_SCALAR || !pipeline_name_ok(nn->str)) {
-			graph_diag_at(d, GRAPH_SEV_ERROR, file, nn->mark, "'name' "
-			    "must be a plain directory name of 1 to %d bytes "
-			    "(no '/', not '.' or '..'): it names the stage's "
-			    "output directory", PIPELINE_MAX_NAME);
+			graph_diag_at(d, GRAPH_SEV_ERROR, file, nn->mark,
+			    "'name' must be a plain directory name of 1 to %d "
+			    "bytes (no '/', not '.' or '..'): it names the "
+			    "stage's output directory", PIPELINE_MAX_NAME);
 			good = false;
 			continue;
 		}
@@ -79,8 +80,8 @@ pipeline_names(const char *file, const struct ynode_doc *docs, size_t n,
 			if (names[k] != NULL && strcmp(names[k], nn->str) == 0)
 				break;
 		if (k < i) {
-			graph_diag_at(d, GRAPH_SEV_ERROR, file, nn->mark, "stage "
-			    "name '%s' is used twice (first at line %d)",
+			graph_diag_at(d, GRAPH_SEV_ERROR, file, nn->mark,
+			    "stage name '%s' is used twice (first at line %d)",
 			    nn->str, docs[k].root->mark.line);
 			good = false;
 			continue;
@@ -207,27 +208,6 @@ out:
 	}
 	*out = p;
 	return 0;
-}
-
-int
-graph_pipeline_load_file(const char *path, const char *dir,
-    struct graph_pipeline **out, struct graph_diags *d)
-{
-	char *buf = NULL;
-	size_t len;
-	int rc;
-
-	*out = NULL;
-	if ((rc = graph_read_file(path, GRAPH_CONFIG_MAX_BYTES, &buf,
-	    &len)) != 0) {
-		graph_diag_add(d, GRAPH_SEV_ERROR, path, "cannot read the "
-		    "config: %s", rc == -EFBIG ? "file is over 4 MiB" :
-		    rc == -EINVAL ? "not a regular file" : strerror(-rc));
-		return rc;
-	}
-	rc = graph_pipeline_load_buffer(path, buf, len, dir, out, d);
-	free(buf);
-	return rc;
 }
 
 void

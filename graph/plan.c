@@ -74,23 +74,19 @@ plan_copy_cred(struct graph_plan *p, const struct graph_cred *c)
 {
 	if (c == NULL)
 		return;
-	p->cred = *c;
-	p->cred_groups = xcalloc(c->ngroups + 1, sizeof *p->cred_groups);
-	if (c->ngroups > 0)
-		memcpy(p->cred_groups, c->groups, c->ngroups *
-		    sizeof *p->cred_groups);
-	p->cred.groups = p->cred_groups;
+	cred_copy(&p->cred, &p->cred_groups, c);
 	p->opts.cred = &p->cred;
 }
 
-/* The client's resolution of ref, when planning from descriptors. */
+/* Where ref (or its adapter) is: the client's directory, or local. */
 static int
-plan_given_dir(const struct plan_build *b, const struct graph_ref *ref,
+plan_locate(const struct plan_build *b, const struct graph_ref *ref,
     bool adapter, struct graph_resolved *r, char **cause)
 {
 	const struct graph_plan_opts *o = &b->p->opts;
 
-	return graph_ref_given(o->dirs, o->ndirs, ref, adapter, r, cause);
+	return graph_ref_locate(ref, adapter, o->dirs, o->ndirs, &o->env, r,
+	    cause);
 }
 
 /* Binds model i's adapter (its reference's "+lora") to it. */
@@ -103,8 +99,7 @@ plan_attach_adapter(struct plan_build *b, size_t i)
 	char *cause = NULL;
 	int rc;
 
-	rc = p->opts.dirs != NULL ? plan_given_dir(b, ref, true, &r, &cause) :
-	    graph_ref_resolve_adapter(ref, &p->opts.env, &r, &cause);
+	rc = plan_locate(b, ref, true, &r, &cause);
 	if (rc != 0) {
 		graph_diag_at(b->d, GRAPH_SEV_ERROR, b->cfg->path, ref->mark,
 		    "%s", cause);
@@ -130,9 +125,7 @@ plan_open_models(struct plan_build *b)
 		p->models[i].name = graph_ref_str(b->refs[i]);
 		if (plan_cancelled(b))
 			return -ECANCELED;
-		rc = p->opts.dirs != NULL ? plan_given_dir(b, b->refs[i], false,
-		    &r, &cause) : graph_ref_resolve(b->refs[i], &p->opts.env,
-		    &r, &cause);
+		rc = plan_locate(b, b->refs[i], false, &r, &cause);
 		if (rc == 0)
 			rc = model_open(b->refs[i], &r, p->opts.cred,
 			    p->opts.cancel, &p->models[i].m, &cause);
@@ -903,22 +896,11 @@ graph_plan_summary(const struct graph_plan *p, struct graph_plan_summary *s)
 void
 graph_plan_files(const struct graph_plan *p, struct graph_plan_files *out)
 {
-	const struct model *m;
-	size_t i, k, n = 0;
+	size_t i;
 
+	memset(out, 0, sizeof *out);
 	for (i = 0; i < p->nmodels; i++)
-		n += p->models[i].m->nfiles;
-	out->v = xcalloc(n + 1, sizeof *out->v);
-	out->n = 0;
-	for (i = 0; i < p->nmodels; i++) {
-		m = p->models[i].m;
-		for (k = 0; k < m->nfiles; k++) {
-			out->v[out->n].path = xstrdup(m->files[k]->path);
-			out->v[out->n].size = m->files[k]->size;
-			out->v[out->n].mtime_ns = m->files[k]->mtime_ns;
-			out->n++;
-		}
-	}
+		model_list_files(p->models[i].m, out);
 }
 
 void

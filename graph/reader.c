@@ -17,8 +17,8 @@
  * changes is read through lora.c, which adds the adapter's product.  Byte
  * copies go through copy_file_range(), which never brings the data into
  * user space.  With a compute dtype ("dtype:" in the config) values are
- * rounded to it, as mergekit converts inputs on load.  Runs on pool threads; reads only the
- * immutable plan.
+ * rounded to it, as mergekit converts inputs on load.  Runs on pool
+ * threads; reads only the immutable plan.
  */
 #define _GNU_SOURCE
 #include <sys/types.h>
