@@ -11,6 +11,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include <uv.h>
+
 #include "graph.h"
 #include "proto.h"
 #include "vocab.h"
@@ -44,6 +46,7 @@ struct cli_cmd {
 extern const char *cli_progname;
 /* Run as mergekit-yaml: "mergectl run" under mergekit's name. */
 extern bool cli_as_mergekit;
+extern bool cli_as_multi;	/* called as mergekit-multi */
 const char *cli_command_summary(const char *name);
 
 /*
@@ -104,6 +107,41 @@ void cli_plan_opts(const struct cli_merge_opts *o,
 int cli_open_parent(const char *out, char **name, bool create);
 void cli_mkdirs(const char *path, mode_t mode);
 
+
+/* cmd-run.c: one plan run in this process. */
+struct cli_run {
+	uv_loop_t loop;
+	uv_signal_t sigint;
+	uv_signal_t sigterm;
+	struct graph_job *job;
+	struct cli_progress prog;
+	struct graph_progress last;
+	int rc;
+	char *err;
+	bool interrupted;
+	bool finished;
+	bool said;		/* the error is printed already */
+};
+
+int cli_run_exec(const struct cli_merge_opts *o, struct cli_run *r,
+    const struct graph_plan *plan, const char *out, const char *manifest);
+
+/* stages.c: a pipeline's options (run, plan), and running one. */
+struct cli_stage_opts {
+	const char *dir;	/* --intermediate-dir */
+	const char *out_path;	/* mergekit-multi's --out-path */
+	bool lazy;		/* --lazy (default) / --no-lazy */
+	bool keep;		/* --keep-intermediates (default) */
+};
+
+void cli_stage_opts_default(struct cli_stage_opts *);
+int cli_stage_opt(struct cli_stage_opts *s, int opt, const char *arg);
+size_t cli_stage_count(const char *path);
+int cli_run_stages(const struct cli_merge_opts *o,
+    const struct cli_stage_opts *so, const char *path, const char *out);
+void cli_print_plan(const struct cJSON *plan);	/* cmd-plan.c */
+int cli_plan_stages(const struct cli_merge_opts *o,
+    const struct cli_stage_opts *so, const char *path);
 
 /* conn.c: talking to merged. */
 struct cli_conn {

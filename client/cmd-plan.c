@@ -167,8 +167,8 @@ print_tokenizer(const cJSON *t)
 		}
 }
 
-static void
-print_plan(const cJSON *j)
+void
+cli_print_plan(const cJSON *j)
 {
 	const cJSON *a = cJSON_GetObjectItem(j, "architecture"), *t;
 	char *r, *w, *m, *b;
@@ -257,6 +257,10 @@ plan_usage(FILE *fp)
 	    "  --random-seed N        seed for random methods\n"
 	    "  --transformers-cache DIR  look models up in this Hugging Face "
 	    "cache\n"
+	    "A file of several documents (a pipeline) shows its stage graph "
+	    "and each\nstage's plan; --intermediate-dir DIR and --out-path OUT "
+	    "show where run\nwould write them and which are up to date "
+	    "(--lazy, the default).\n"
 	    "It takes every option of '%s run' and mergekit-yaml's, so a "
 	    "command line\nshows its plan with 'run CONFIG OUT' replaced by "
 	    "'plan CONFIG'.\n", cli_progname, cli_progname);
@@ -269,7 +273,9 @@ cli_cmd_plan(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct option *longopts = cli_merge_longopts(own);
+	struct option *merge = cli_merge_longopts(own);
+	struct option *longopts = cli_longopts_cat(merge, cli_stage_longopts);
+	struct cli_stage_opts so;
 	struct cli_merge_opts o;
 	struct graph_plan_opts po;
 	struct graph_config *cfg = NULL;
@@ -278,7 +284,9 @@ cli_cmd_plan(int argc, char **argv)
 	cJSON *j;
 	int c, rc = CLI_EXIT_OK;
 
+	free(merge);
 	cli_merge_opts_default(&o);
+	cli_stage_opts_default(&so);
 	optind = 1;
 	while (rc == CLI_EXIT_OK && (c = cli_getopt(argc, argv, "qhvj:",
 	    longopts)) != -1) {
@@ -287,7 +295,8 @@ cli_cmd_plan(int argc, char **argv)
 			free(longopts);
 			return CLI_EXIT_OK;
 		}
-		if (c == '?' || cli_merge_opt(&o, c, optarg) != 0)
+		if (c == '?' || (cli_stage_opt(&so, c, optarg) != 0 &&
+		    cli_merge_opt(&o, c, optarg) != 0))
 			rc = CLI_EXIT_USAGE;
 	}
 	free(longopts);
@@ -301,6 +310,8 @@ cli_cmd_plan(int argc, char **argv)
 		return rc;
 	}
 	graph_init();
+	if (cli_stage_count(argv[optind]) > 1)
+		return cli_plan_stages(&o, &so, argv[optind]);
 	graph_diags_init(&d);
 	cli_plan_opts(&o, &po);
 	if (graph_config_load_file(argv[optind], &cfg, &d) == 0)
@@ -311,7 +322,7 @@ cli_cmd_plan(int argc, char **argv)
 		cli_print_json(j);
 	} else {
 		if (plan != NULL)
-			print_plan(j);
+			cli_print_plan(j);
 		graph_diags_print(&d, stderr);
 		if (plan == NULL)
 			fprintf(stderr, "%s: %zu problem%s found; the merge "

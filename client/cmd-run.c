@@ -23,20 +23,6 @@
 #include "opts.h"
 #include "xmalloc.h"
 
-struct run_ctx {
-	uv_loop_t loop;
-	uv_signal_t sigint;
-	uv_signal_t sigterm;
-	struct graph_job *job;
-	struct cli_progress prog;
-	struct graph_progress last;
-	int rc;
-	char *err;
-	bool interrupted;
-	bool finished;
-	bool said;		/* the error is printed already */
-};
-
 static void
 run_usage(FILE *fp)
 {
@@ -80,7 +66,7 @@ run_usage(FILE *fp)
 static void
 run_done(struct graph_job *job, int rc, const char *err, void *arg)
 {
-	struct run_ctx *r = arg;
+	struct cli_run *r = arg;
 
 	(void)job;
 	graph_job_progress(job, &r->last);
@@ -96,7 +82,7 @@ static void
 run_progress(struct graph_job *job, const struct graph_progress *g,
     void *arg)
 {
-	struct run_ctx *r = arg;
+	struct cli_run *r = arg;
 
 	(void)job;
 	r->last = *g;
@@ -106,7 +92,7 @@ run_progress(struct graph_job *job, const struct graph_progress *g,
 static void
 run_signal(uv_signal_t *h, int signum)
 {
-	struct run_ctx *r = h->data;
+	struct cli_run *r = h->data;
 
 	(void)signum;
 	r->interrupted = true;
@@ -115,7 +101,7 @@ run_signal(uv_signal_t *h, int signum)
 }
 
 static void
-run_report(const struct cli_merge_opts *o, const struct run_ctx *r,
+run_report(const struct cli_merge_opts *o, const struct cli_run *r,
     const struct graph_plan *plan, const char *out, double secs)
 {
 	struct graph_plan_summary s;
@@ -165,17 +151,20 @@ run_report(const struct cli_merge_opts *o, const struct run_ctx *r,
 }
 
 static int
-run_parse(int argc, char **argv, struct cli_merge_opts *o, char **cfg,
-    char **out)
+run_parse(int argc, char **argv, struct cli_merge_opts *o,
+    struct cli_stage_opts *so, char **cfg, char **out)
 {
 	static const struct option own[] = {
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	struct option *longopts = cli_merge_longopts(own);
-	int c, rc = 0;
+	struct option *merge = cli_merge_longopts(own);
+	struct option *longopts = cli_longopts_cat(merge, cli_stage_longopts);
+	int c, rc = 0, npos;
 
+	free(merge);
 	cli_merge_opts_default(o);
+	cli_stage_opts_default(so);
 	optind = 1;
 	while (rc == 0 && (c = cli_getopt(argc, argv, "qhvj:",
 	    longopts)) != -1) {
@@ -184,11 +173,25 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o, char **cfg,
 			free(longopts);
 			exit(CLI_EXIT_OK);
 		}
-		if (c == '?' || cli_merge_opt(o, c, optarg) != 0)
+		if (c == '?' || (cli_stage_opt(so, c, optarg) != 0 &&
+		    cli_merge_opt(o, c, optarg) != 0))
 			rc = -1;
 	}
 	free(longopts);
-	if (rc == 0 && argc - optind != 2) {
+	npos = argc - optind;
+	/* mergekit-multi CONFIG --intermediate-dir DIR [--out-path OUT];
+	 * mergectl run CONFIG [OUT], OUT optional only for a pipeline of
+	 * named stages (stages.c says so then). */
+	if (rc == 0 && cli_as_multi && (npos != 1 || so->dir == NULL)) {
+		cli_usage_error("%s needs CONFIG_FILE and --intermediate-dir "
+		    "DIR (and --out-path PATH for the final merge)",
+		    cli_progname);
+		rc = -1;
+	} else if (rc == 0 && !cli_as_multi && so->out_path != NULL) {
+		cli_usage_error("--out-path is mergekit-multi's; give OUT "
+		    "after CONFIG");
+		rc = -1;
+	} else if (rc == 0 && !cli_as_multi && (npos < 1 || npos > 2)) {
 		cli_usage_error("%s needs CONFIG and OUT", cli_as_mergekit ?
 		    cli_progname : "run");
 		rc = -1;
@@ -199,7 +202,8 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o, char **cfg,
 		return -1;
 	}
 	*cfg = argv[optind];
-	*out = argv[optind + 1];
+	*out = cli_as_multi ? (char *)so->out_path : npos == 2 ?
+	    argv[optind + 1] : NULL;
 	return 0;
 }
 
@@ -255,9 +259,13 @@ run_plan(const struct cli_merge_opts *o, const char *path,
 	return rc;
 }
 
-static int
-run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
-    const struct graph_plan *plan, const char *out)
+/*
+ * Runs plan into out on a loop of its own; manifest: a pipeline stage's
+ * record, or NULL.  Returns an exit code; r says what happened.
+ */
+int
+cli_run_exec(const struct cli_merge_opts *o, struct cli_run *r,
+    const struct graph_plan *plan, const char *out, const char *manifest)
 {
 	struct graph_exec_opts eo = { cli_budget(o), o->threads, false };
 	struct graph_job_opts jo;
@@ -284,6 +292,7 @@ run_execute(const struct cli_merge_opts *o, struct run_ctx *r,
 	jo.out_dirfd = dirfd;
 	jo.out_name = name;
 	jo.out_dir = out;
+	jo.manifest = manifest;
 	jo.done = run_done;
 	jo.progress = run_progress;
 	jo.arg = r;
@@ -315,27 +324,38 @@ int
 cli_cmd_run(int argc, char **argv)
 {
 	struct cli_merge_opts o;
+	struct cli_stage_opts so;
 	struct graph_config *cfg = NULL;
 	struct graph_plan *plan = NULL;
-	struct run_ctx *r;
+	struct cli_run *r;
 	char *cfgpath, *out, pool[16];
 	double t0;
 	int rc;
 
-	if (run_parse(argc, argv, &o, &cfgpath, &out) != 0)
+	if (run_parse(argc, argv, &o, &so, &cfgpath, &out) != 0)
 		return CLI_EXIT_USAGE;
 	/* libuv reads this once, at the pool's first use: one thread more
 	 * than the merge uses, so file system work is never starved. */
 	snprintf(pool, sizeof pool, "%d", o.threads + 1);
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
 	graph_init();
+	if (cli_as_multi || cli_stage_count(cfgpath) > 1)
+		return cli_run_stages(&o, &so, cfgpath, out);
+	if (out == NULL) {
+		cli_usage_error("%s needs CONFIG and OUT", cli_as_mergekit ?
+		    cli_progname : "run");
+		return CLI_EXIT_USAGE;
+	}
+	if (so.dir != NULL)
+		fprintf(stderr, "%s: note: --intermediate-dir changes nothing: "
+		    "%s holds one merge, no stages\n", cli_progname, cfgpath);
 	t0 = cli_now();
 	if ((rc = run_plan(&o, cfgpath, &cfg, &plan)) != CLI_EXIT_OK) {
 		graph_config_free(cfg);
 		return rc;
 	}
 	r = xcalloc(1, sizeof *r);
-	rc = run_execute(&o, r, plan, out);
+	rc = cli_run_exec(&o, r, plan, out, NULL);
 	run_report(&o, r, plan, out, cli_now() - t0);
 	free(r->err);
 	free(r);

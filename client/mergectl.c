@@ -15,6 +15,7 @@
 
 const char *cli_progname = "mergectl";
 bool cli_as_mergekit;
+bool cli_as_multi;
 
 static const struct cli_cmd commands[] = {
 	{ "submit", "CONFIG -o OUT [options]", "queue a merge with the daemon "
@@ -105,10 +106,13 @@ main(int argc, char **argv)
 	/* Installed as mergekit-yaml too (meson -Dmergekit_compat=true):
 	 * then it is "mergectl run", so that scripts run unchanged. */
 	base = argc > 0 ? strrchr(argv[0], '/') : NULL;
-	if (argc > 0 && strcmp(base != NULL ? base + 1 : argv[0],
-	    "mergekit-yaml") == 0) {
-		cli_progname = "mergekit-yaml";
+	base = base != NULL ? base + 1 : argc > 0 ? argv[0] : "";
+	if (strcmp(base, "mergekit-yaml") == 0 ||
+	    strcmp(base, "mergekit-multi") == 0) {
+		cli_progname = strcmp(base, "mergekit-yaml") == 0 ?
+		    "mergekit-yaml" : "mergekit-multi";
 		cli_as_mergekit = true;
+		cli_as_multi = strcmp(base, "mergekit-multi") == 0;
 		return cli_cmd_run(argc, argv);
 	}
 	if (argc < 2) {

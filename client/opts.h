@@ -35,6 +35,13 @@ enum {
 	OPT_Q_PRIORITY,
 	OPT_Q_AFTER,
 	OPT_Q_SOCKET,
+	/* A pipeline's options (stages.c). */
+	OPT_S_DIR = 896,
+	OPT_S_OUT_PATH,
+	OPT_S_LAZY,
+	OPT_S_NO_LAZY,
+	OPT_S_KEEP,
+	OPT_S_NO_KEEP,
 	/* mergekit-yaml's options that change nothing here (opts.c's
 	 * compat table), from OPT_COMPAT on. */
 	OPT_COMPAT = 1024,
@@ -50,6 +57,8 @@ struct option *cli_merge_longopts(const struct option *own);
 /* queue.c: the queue's options, and two tables joined (freed by the
  * caller). */
 extern const struct option cli_queue_longopts[];
+/* stages.c: a pipeline's options. */
+extern const struct option cli_stage_longopts[];
 struct option *cli_longopts_cat(const struct option *a,
     const struct option *b);
 

@@ -23,12 +23,24 @@
  * reference whose path is a stage's name means that stage's output, in
  * dir; the stages it reads are marked in deps.
  */
+struct cfg_edit {
+	size_t begin;		/* bytes of the buffer; SIZE_MAX: unknown */
+	size_t end;
+	char *text;		/* the scalar's new value, unquoted */
+};
+
+struct cfg_edits {
+	struct cfg_edit *v;
+	size_t n;
+};
+
 struct cfg_stages {
 	char *const *names;	/* NULL for the unnamed stage */
 	size_t n;
 	size_t self;		/* the stage being read */
 	const char *dir;	/* where stages are written; NULL: not yet */
 	bool *deps;		/* one per stage */
+	struct cfg_edits *edits;	/* the rewritten references */
 };
 
 struct cfg_ctx {
@@ -267,6 +279,44 @@ cfg_ref_parse(struct cfg_ctx *c, const struct ynode *n, const char *what,
 	return true;
 }
 
+/* The scalar that holds a reference's path, in any of its forms. */
+static const struct ynode *
+cfg_ref_scalar(const struct ynode *n)
+{
+	const struct ynode *m;
+
+	if (n->kind == YNODE_SCALAR)
+		return n;
+	if ((m = ynode_get(n, "model")) == NULL)
+		return NULL;
+	return m->kind == YNODE_SCALAR ? m : ynode_get(m, "path");
+}
+
+/*
+ * Notes that n's path scalar now reads path (its "+adapter" kept), so
+ * that the stage's config text can say so, as mergekit's does.
+ */
+static void
+cfg_stage_edit(struct cfg_edits *e, const struct ynode *n, const char *path)
+{
+	const struct ynode *s = cfg_ref_scalar(n);
+	struct graph_ref tmp;
+	char *cause = NULL;
+
+	if (s == NULL || s->kind != YNODE_SCALAR ||
+	    graph_ref_parse(s->str, &tmp, &cause) != 0) {
+		free(cause);
+		return;		/* cannot happen: n parsed as a reference */
+	}
+	free(tmp.path);
+	tmp.path = xstrdup(path);
+	e->v = xreallocarray(e->v, e->n + 1, sizeof *e->v);
+	e->v[e->n].begin = s->begin;
+	e->v[e->n].end = s->end;
+	e->v[e->n++].text = graph_ref_str(&tmp);
+	graph_ref_fini(&tmp);
+}
+
 /*
  * In a pipeline, a reference to a stage's name is that stage's output:
  * its path becomes dir/name (a revision cannot apply; "+adapter" and the
@@ -298,6 +348,7 @@ cfg_stage_ref(struct cfg_ctx *c, const struct ynode *n, struct graph_ref *r)
 	st->deps[i] = true;
 	if (st->dir != NULL) {
 		p = xasprintf("%s/%s", st->dir, r->path);
+		cfg_stage_edit(st->edits, n, p);
 		free(r->path);
 		r->path = p;
 	}
@@ -962,6 +1013,80 @@ graph_config_load_buffer(const char *file, const char *buf, size_t len,
 	return *out != NULL ? 0 : -EINVAL;
 }
 
+/* Appends s as a YAML scalar: plain where that reads back the same. */
+static void
+cfg_yaml_scalar(struct xbuf *x, const char *s)
+{
+	const unsigned char *p;
+	bool plain = (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') ||
+	    (*s >= '0' && *s <= '9') || *s == '/' || *s == '.' || *s == '_';
+
+	for (p = (const unsigned char *)s; plain && *p != '\0'; p++)
+		plain = strchr("abcdefghijklmnopqrstuvwxyz"
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789/._+@-", *p) != NULL;
+	if (plain) {
+		xbuf_add(x, s, strlen(s));
+		return;
+	}
+	xbuf_add(x, "\"", 1);
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p == '"' || *p == '\\')
+			xbuf_printf(x, "\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			xbuf_printf(x, "\\x%02x", *p);
+		else
+			xbuf_add(x, (const char *)p, 1);
+	}
+	xbuf_add(x, "\"", 1);
+}
+
+static int
+cfg_edit_cmp(const void *a, const void *b)
+{
+	const struct cfg_edit *x = a, *y = b;
+
+	return x->begin < y->begin ? -1 : x->begin > y->begin;
+}
+
+/*
+ * The stage's text with its references to other stages rewritten, as
+ * mergekit writes a stage's mergekit_config.yml.  base: where the text
+ * starts in the buffer the edits count in.  Where a place is not known
+ * (an alias, UTF-16), the text is kept and a comment says what the
+ * references mean.
+ */
+static void
+cfg_stage_text(struct graph_config *cfg, struct cfg_edits *e, size_t base)
+{
+	struct xbuf x = { 0 };
+	size_t i, at = 0;
+
+	qsort(e->v, e->n, sizeof *e->v, cfg_edit_cmp);
+	for (i = 0; i < e->n; i++)
+		if (e->v[i].begin == SIZE_MAX || e->v[i].begin < base + at ||
+		    e->v[i].end < e->v[i].begin ||
+		    e->v[i].end > base + cfg->text_len)
+			break;
+		else
+			at = e->v[i].end - base;
+	if (i < e->n) {
+		for (i = 0; i < e->n; i++)
+			xbuf_printf(&x, "# mergectl: a stage's output is read "
+			    "from %s\n", e->v[i].text);
+		xbuf_add(&x, cfg->text, cfg->text_len);
+	} else {
+		for (i = 0, at = 0; i < e->n; i++) {
+			xbuf_add(&x, cfg->text + at, e->v[i].begin - base - at);
+			cfg_yaml_scalar(&x, e->v[i].text);
+			at = e->v[i].end - base;
+		}
+		xbuf_add(&x, cfg->text + at, cfg->text_len - at);
+	}
+	free(cfg->text);
+	cfg->text_len = x.len;
+	cfg->text = xbuf_take(&x);
+}
+
 /*
  * One stage of a pipeline (pipeline.c): its document's tree and text,
  * read with the stages' names (names[self] is its own, NULL when it has
@@ -970,15 +1095,23 @@ graph_config_load_buffer(const char *file, const char *buf, size_t len,
  */
 struct graph_config *
 config_load_stage(const char *file, const struct ynode *root,
-    const char *text, size_t len, char *const *names, size_t n, size_t self,
-    const char *dir, bool *deps, struct graph_diags *d)
+    const char *text, size_t len, size_t base, char *const *names, size_t n,
+    size_t self, const char *dir, bool *deps, struct graph_diags *d)
 {
-	struct cfg_stages st = { names, n, self, dir, deps };
+	struct cfg_edits edits = { NULL, 0 };
+	struct cfg_stages st = { names, n, self, dir, deps, &edits };
 	struct cfg_ctx c = { file, d, &st };
 	struct graph_config *cfg = cfg_from_root(&c, root, text, len);
+	size_t i;
 
-	if (cfg != NULL)
+	if (cfg != NULL) {
 		cfg->has_name = false;
+		if (edits.n > 0)
+			cfg_stage_text(cfg, &edits, base);
+	}
+	for (i = 0; i < edits.n; i++)
+		free(edits.v[i].text);
+	free(edits.v);
 	return cfg;
 }
 

@@ -151,6 +151,7 @@ struct graph_job {
 	int out_dirfd;		/* the destination's parent, owned */
 	char *out_name;
 	char *out_dir;		/* for messages */
+	char *manifest;		/* a pipeline stage's record, or NULL */
 	char *staging;		/* name in out_dirfd */
 	int stage_fd;
 	uint64_t stage_dev;	/* the staging directory's identity */

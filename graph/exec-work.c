@@ -184,6 +184,10 @@ work_finish(struct graph_job *job)
 	 * mixture of old and new weights; nothing is published then. */
 	if ((t->rc = inputs_unchanged(job->plan, &t->err)) != 0)
 		return;
+	if (job->manifest != NULL && (t->rc = writer_file(job->stage_fd,
+	    GRAPH_STAGE_MANIFEST, job->manifest, strlen(job->manifest),
+	    job->cred, &t->err)) != 0)
+		return;
 	if ((t->rc = writer_finish(job->plan, job->stage_fd, job->cred,
 	    job->out_name, &t->err)) != 0)
 		return;

@@ -694,6 +694,7 @@ xjob_free(struct graph_job *job)
 	close(job->out_dirfd);
 	free(job->out_name);
 	free(job->out_dir);
+	free(job->manifest);
 	free(job->staging);
 	free(job->own);
 	free(job->err);
@@ -899,6 +900,7 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	job->plan = p;
 	job->out_name = xstrdup(o->out_name);
 	job->out_dir = xstrdup(o->out_dir);
+	job->manifest = o->manifest != NULL ? xstrdup(o->manifest) : NULL;
 	job->stage_fd = -1;
 	job->cred = o->cred;
 	job->staging = o->staging_name != NULL ? xstrdup(o->staging_name) :

@@ -83,6 +83,10 @@ struct ynode {
 	struct graph_mark mark;
 	char *str;		/* scalars */
 	bool quoted;		/* scalar was quoted: never a number */
+	/* A scalar's text in the buffer, in bytes; SIZE_MAX: not known
+	 * (an alias's copy, or UTF-16 input). */
+	size_t begin;
+	size_t end;
 	struct ynode **kids;
 	size_t n;
 	size_t cap;
@@ -103,7 +107,7 @@ int ynode_parse_all(const char *file, const char *buf, size_t len,
 
 /* config.c: one stage of a pipeline, for pipeline.c. */
 struct graph_config *config_load_stage(const char *file,
-    const struct ynode *root, const char *text, size_t len,
+    const struct ynode *root, const char *text, size_t len, size_t base,
     char *const *names, size_t n, size_t self, const char *dir, bool *deps,
     struct graph_diags *d);
 void ynode_free(struct ynode *);

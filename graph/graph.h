@@ -278,6 +278,7 @@ struct graph_stage {
 
 struct graph_pipeline {
 	char *path;
+	char *dir;		/* where named stages are written, or NULL */
 	struct graph_stage *stages;	/* in the file's order */
 	size_t nstages;
 	size_t *order;		/* indices, each after those it reads */
@@ -287,6 +288,10 @@ struct graph_pipeline {
 int graph_pipeline_load_buffer(const char *file, const char *buf, size_t len,
     const char *dir, struct graph_pipeline **out, struct graph_diags *d);
 void graph_pipeline_free(struct graph_pipeline *);
+/* How many documents a text holds (0 if it is not YAML): whether a
+ * command reads it as a pipeline or as one config. */
+size_t graph_pipeline_ndocs(const char *buf, size_t len);
+
 
 /* modelref.c */
 int graph_ref_parse(const char *s, struct graph_ref *r, char **cause);
@@ -356,6 +361,10 @@ int graph_ref_locate(const struct graph_ref *ref, bool adapter,
     const struct graph_source_dir *dirs, size_t ndirs,
     const struct graph_env *env, struct graph_resolved *out, char **cause);
 
+/* modelref.c: resolves to dir's directory, its descriptor duplicated. */
+int graph_source_dir_open(const struct graph_source_dir *dir,
+    struct graph_resolved *out, char **cause);
+
 /* cred.c: would cred be allowed r (4), w (2), x (1) on a stat? */
 struct stat;
 bool graph_cred_allows(const struct graph_cred *cred, const struct stat *st,
@@ -405,6 +414,11 @@ struct graph_plan_opts {
 	const struct graph_source_dir *dirs;	/* NULL: resolve locally */
 	size_t ndirs;
 	const struct graph_cred *cred;	/* NULL: no access checks */
+	/* A pipeline's stages that are planned but not written yet
+	 * (pipeline-plan.c): a model reference whose path is one's ref,
+	 * without a revision, is planned from the headers at fd/rel. */
+	const struct graph_source_dir *planned;
+	size_t nplanned;
 	/* NULL, or set by another thread to stop planning early: between
 	 * models, shards and tensors, graph_plan_build then returns
 	 * -ECANCELED. */
@@ -416,6 +430,61 @@ int graph_plan_build(const struct graph_config *cfg,
     const struct graph_plan_opts *opts, struct graph_plan **out,
     struct graph_diags *d);
 void graph_plan_free(struct graph_plan *);
+/* A seed as a plan draws one when none is given: 48 bits, to type. */
+uint64_t graph_draw_seed(void);
+/* writer.c: the planned output's headers, no weights, in dfd/name. */
+int graph_plan_skeleton(const struct graph_plan *p, int dfd,
+    const char *name, char **cause);
+
+/*
+ * pipeline-plan.c: every stage planned before any runs.  A stage that
+ * reads stages not written yet is planned against their planned
+ * outputs' headers (graph_plan_skeleton, in the caller's scratch
+ * directory), so that every problem of every stage is found at once.
+ * With lazy, a stage whose output holds a record (GRAPH_STAGE_MANIFEST)
+ * of the same config, seed, options and input files, and whose inputs
+ * are all up to date, is fresh: it is not run again.
+ */
+#define GRAPH_STAGE_MANIFEST "mergectl_stage.json"
+
+enum graph_stage_todo {
+	GRAPH_STAGE_RUN,
+	GRAPH_STAGE_FRESH,	/* up to date: skipped */
+	GRAPH_STAGE_FAILED,	/* it has problems (in the diagnostics) */
+	GRAPH_STAGE_BLOCKED,	/* not planned: it reads a stage that failed */
+};
+
+struct graph_stage_plan {
+	enum graph_stage_todo todo;
+	char *out;		/* where it is written */
+	uint64_t seed;		/* its own */
+	uint64_t pseed;		/* the pipeline's, which seed derives from */
+	/* RUN, FRESH: the plan, for showing; a RUN stage's may be built
+	 * against headers only, so it is planned again to run
+	 * (graph_pipeline_plan_stage). */
+	struct graph_plan *plan;
+	bool exists;		/* out exists (RUN: an earlier run's stage,
+				 * or the final output) */
+};
+
+struct graph_pipeline_opts {
+	/* Every stage's; the seed, when given, is the pipeline's, from
+	 * which each stage's derives (graph_stage_seed). */
+	struct graph_plan_opts plan;
+	const char *out;	/* the final stage's output; NULL: none */
+	bool lazy;
+	int scratch_fd;		/* an empty directory the caller removes */
+};
+
+int graph_pipeline_plan(const struct graph_pipeline *p,
+    const struct graph_pipeline_opts *o, struct graph_stage_plan **out,
+    struct graph_diags *d);
+void graph_stage_plans_free(struct graph_stage_plan *, size_t n);
+/* Stage i planned to run, its inputs written; *manifest: its record. */
+int graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
+    const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
+    struct graph_plan **out, char **manifest, struct graph_diags *d);
+uint64_t graph_stage_seed(uint64_t seed, const char *name);
 
 struct graph_plan_summary {
 	const char *arch;	/* chosen architecture */
@@ -523,6 +592,9 @@ struct graph_job_opts {
 	const char *staging_name;	/* NULL: derived from out_name */
 	bool keep_staging;	/* on failure or cancel, for resume */
 	const bool *shards_done;	/* NULL or one flag per shard */
+	/* NULL, or a pipeline stage's record (pipeline-plan.c), written
+	 * into the output as GRAPH_STAGE_MANIFEST; copied. */
+	const char *manifest;
 	graph_job_done_cb done;
 	graph_job_progress_cb progress;
 	graph_job_shard_cb shard_done;

@@ -363,6 +363,23 @@ graph_ref_adapter_key(const struct graph_ref *r)
 	    r->lora_rev ? r->lora_rev : "");
 }
 
+int
+graph_source_dir_open(const struct graph_source_dir *dir,
+    struct graph_resolved *out, char **cause)
+{
+	memset(out, 0, sizeof *out);
+	if ((out->rootfd = fcntl(dir->fd, F_DUPFD_CLOEXEC, 3)) == -1) {
+		*cause = xasprintf("model '%s': %s", dir->ref,
+		    strerror(errno));
+		return -errno;
+	}
+	out->rel = xstrdup(dir->rel);
+	out->root = xstrdup(dir->where);
+	out->dir = strcmp(out->rel, ".") == 0 ? xstrdup(dir->where) :
+	    xasprintf("%s/%s", dir->where, out->rel);
+	return 0;
+}
+
 /*
  * The client's resolution of ref (of its adapter, when adapter), from
  * the directories it passed: a daemon plans from these, never from
@@ -388,16 +405,7 @@ ref_given(const struct graph_source_dir *dirs, size_t ndirs,
 		return -ENOENT;
 	}
 	free(name);
-	if ((out->rootfd = fcntl(dirs[i].fd, F_DUPFD_CLOEXEC, 3)) == -1) {
-		*cause = xasprintf("model '%s': %s", dirs[i].ref,
-		    strerror(errno));
-		return -errno;
-	}
-	out->rel = xstrdup(dirs[i].rel);
-	out->root = xstrdup(dirs[i].where);
-	out->dir = strcmp(out->rel, ".") == 0 ? xstrdup(dirs[i].where) :
-	    xasprintf("%s/%s", dirs[i].where, out->rel);
-	return 0;
+	return graph_source_dir_open(&dirs[i], out, cause);
 }
 
 int

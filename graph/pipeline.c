@@ -158,8 +158,17 @@ graph_pipeline_load_buffer(const char *file, const char *buf, size_t len,
 		free(docs);
 		return -EINVAL;
 	}
+	if (n > 1 && docs[0].begin == SIZE_MAX) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, file, "a file of several "
+		    "stages must be UTF-8 (this one is UTF-16)");
+		for (i = 0; i < n; i++)
+			ynode_free(docs[i].root);
+		free(docs);
+		return -EINVAL;
+	}
 	p = xcalloc(1, sizeof *p);
 	p->path = xstrdup(file);
+	p->dir = dir != NULL ? xstrdup(dir) : NULL;
 	p->final = (size_t)-1;
 	p->stages = xcalloc(n, sizeof *p->stages);
 	p->nstages = n;
@@ -181,8 +190,8 @@ graph_pipeline_load_buffer(const char *file, const char *buf, size_t len,
 		if (n > 1 && b < docs[i].end && buf[b] == '\n')
 			b++;
 		st->cfg = config_load_stage(file, docs[i].root, n == 1 ? buf :
-		    buf + b, n == 1 ? len : docs[i].end - b, names, n, i, dir,
-		    deps + i * n, d);
+		    buf + b, n == 1 ? len : docs[i].end - b, n == 1 ? 0 : b,
+		    names, n, i, dir, deps + i * n, d);
 	}
 	if (d->nerrors != before)
 		goto out;
@@ -210,6 +219,24 @@ out:
 	return 0;
 }
 
+size_t
+graph_pipeline_ndocs(const char *buf, size_t len)
+{
+	struct graph_diags d;
+	struct ynode_doc *docs;
+	size_t n = 0, i;
+
+	graph_diags_init(&d);
+	if (memchr(buf, '\0', len) == NULL &&
+	    ynode_parse_all("", buf, len, &docs, &n, &d) == 0) {
+		for (i = 0; i < n; i++)
+			ynode_free(docs[i].root);
+		free(docs);
+	}
+	graph_diags_fini(&d);
+	return n;
+}
+
 void
 graph_pipeline_free(struct graph_pipeline *p)
 {
@@ -225,5 +252,6 @@ graph_pipeline_free(struct graph_pipeline *p)
 	free(p->stages);
 	free(p->order);
 	free(p->path);
+	free(p->dir);
 	free(p);
 }

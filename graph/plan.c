@@ -78,13 +78,18 @@ plan_copy_cred(struct graph_plan *p, const struct graph_cred *c)
 	p->opts.cred = &p->cred;
 }
 
-/* Where ref (or its adapter) is: the client's directory, or local. */
+/* Where ref (or its adapter) is: a planned stage's headers, the
+ * client's directory, or local. */
 static int
 plan_locate(const struct plan_build *b, const struct graph_ref *ref,
     bool adapter, struct graph_resolved *r, char **cause)
 {
 	const struct graph_plan_opts *o = &b->p->opts;
+	size_t i;
 
+	for (i = 0; !adapter && ref->rev == NULL && i < o->nplanned; i++)
+		if (strcmp(o->planned[i].ref, ref->path) == 0)
+			return graph_source_dir_open(&o->planned[i], r, cause);
 	return graph_ref_locate(ref, adapter, o->dirs, o->ndirs, &o->env, r,
 	    cause);
 }
@@ -681,8 +686,8 @@ plan_method(struct plan_build *b)
 	return -EINVAL;
 }
 
-static uint64_t
-plan_draw_seed(void)
+uint64_t
+graph_draw_seed(void)
 {
 	uint64_t s;
 
@@ -782,7 +787,7 @@ graph_plan_build(const struct graph_config *cfg,
 	plan_copy_cred(p, opts->cred);
 	p->config_text = xstrndup(cfg->text, cfg->text_len);
 	p->method_name = xstrdup(cfg->method);
-	p->seed = opts->merge.has_seed ? opts->merge.seed : plan_draw_seed();
+	p->seed = opts->merge.has_seed ? opts->merge.seed : graph_draw_seed();
 	p->base = (size_t)-1;
 	p->cfg_dtype = cfg->out_dtype ? cfg->out_dtype : cfg->dtype;
 	b.cfg = cfg;

@@ -504,6 +504,55 @@ writer_finish(const struct graph_plan *p, int dfd,
 	return 0;
 }
 
+/*
+ * The planned output without its weights, in dfd/name (a new directory):
+ * each shard at its size with its header and holes for the data (no
+ * space used), and every small file as writer_finish writes it.  A later
+ * stage of a pipeline is planned against this before the stage that
+ * writes it runs (pipeline-plan.c).  The caller's rights; no user's.
+ */
+int
+graph_plan_skeleton(const struct graph_plan *p, int dfd, const char *name,
+    char **cause)
+{
+	size_t i;
+	int d, fd, rc = 0;
+
+	if (mkdirat(dfd, name, 0700) == -1) {
+		*cause = xasprintf("cannot create %s: %s", name,
+		    strerror(errno));
+		return -errno;
+	}
+	d = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
+	    O_CLOEXEC);
+	if (d == -1) {
+		*cause = xasprintf("cannot open %s: %s", name,
+		    strerror(errno));
+		return -errno;
+	}
+	for (i = 0; i < p->nshards && rc == 0; i++) {
+		if ((fd = writer_create(d, p->shards[i].name, NULL,
+		    cause)) < 0) {
+			rc = fd;
+			break;
+		}
+		if (ftruncate(fd, (off_t)p->shards[i].size) == -1) {
+			rc = -errno;
+			*cause = xasprintf("%s: %s", p->shards[i].name,
+			    strerror(errno));
+		} else if ((rc = write_all(fd, p->shards[i].header,
+		    p->shards[i].header_len, 0)) != 0) {
+			*cause = xasprintf("%s: %s", p->shards[i].name,
+			    strerror(-rc));
+		}
+		close(fd);
+	}
+	if (rc == 0)
+		rc = writer_finish(p, d, NULL, name, cause);
+	close(d);
+	return rc;
+}
+
 /* Is st something r->cred may replace?  (See struct graph_replace.) */
 static bool
 writer_replaceable(const struct graph_replace *r, const struct stat *st)

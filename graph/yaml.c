@@ -37,9 +37,48 @@ struct yaml_ctx {
 	size_t nodes;
 	struct yaml_anchor *anchors;
 	size_t nanchors;
+	/* libyaml's marks count characters; the text is UTF-8 bytes. */
+	const unsigned char *buf;
+	size_t len;
+	size_t at_char;		/* a place already converted */
+	size_t at_byte;
 };
 
 static struct ynode *yaml_node(struct yaml_ctx *, yaml_event_t *, int);
+
+/*
+ * The byte offset of libyaml's mark index (which counts characters and
+ * skips a UTF-8 BOM), so that a document's or a scalar's text can be cut
+ * out of the buffer.  Marks come mostly in increasing order: the walk
+ * goes on from the last place.  SIZE_MAX where it cannot say (UTF-16
+ * input, which libyaml decodes: its marks are no place in the buffer).
+ */
+static size_t
+yaml_byte_at(struct yaml_ctx *y, size_t ch)
+{
+	const unsigned char *b = y->buf;
+	size_t i, c;
+
+	if (y->len >= 2 && ((b[0] == 0xff && b[1] == 0xfe) ||
+	    (b[0] == 0xfe && b[1] == 0xff)))
+		return SIZE_MAX;
+	if (ch < y->at_char || y->at_byte == 0) {
+		y->at_char = 0;
+		y->at_byte = y->len >= 3 && b[0] == 0xef && b[1] == 0xbb &&
+		    b[2] == 0xbf ? 3 : 0;
+	}
+	i = y->at_byte;
+	for (c = y->at_char; c < ch && i < y->len; c++) {
+		/* A lead byte's width; libyaml rejects malformed UTF-8. */
+		i += b[i] < 0x80 ? 1 : (b[i] & 0xe0) == 0xc0 ? 2 :
+		    (b[i] & 0xf0) == 0xe0 ? 3 : 4;
+	}
+	if (i > y->len)
+		i = y->len;
+	y->at_char = c;
+	y->at_byte = i;
+	return i;
+}
 
 static struct ynode *
 ynode_new(struct yaml_ctx *y, enum ynode_kind kind, yaml_mark_t m)
@@ -50,6 +89,7 @@ ynode_new(struct yaml_ctx *y, enum ynode_kind kind, yaml_mark_t m)
 	n->kind = kind;
 	n->mark.line = (int)m.line + 1;
 	n->mark.col = (int)m.column + 1;
+	n->begin = n->end = SIZE_MAX;
 	y->nodes++;
 	return n;
 }
@@ -91,6 +131,8 @@ ynode_copy(struct yaml_ctx *y, const struct ynode *src)
 	y->nodes++;
 	n->kind = src->kind;
 	n->mark = src->mark;
+	/* An alias's copy: its text is the anchor's, elsewhere. */
+	n->begin = n->end = SIZE_MAX;
 	n->quoted = src->quoted;
 	n->str = src->str ? xstrdup(src->str) : NULL;
 	for (i = 0; i < src->n; i++) {
@@ -206,6 +248,8 @@ yaml_node(struct yaml_ctx *y, yaml_event_t *ev, int depth)
 		n = ynode_new(y, YNODE_SCALAR, ev->start_mark);
 		n->str = xstrndup((const char *)ev->data.scalar.value,
 		    ev->data.scalar.length);
+		n->begin = yaml_byte_at(y, ev->start_mark.index);
+		n->end = yaml_byte_at(y, ev->end_mark.index);
 		n->quoted = ev->data.scalar.style != YAML_PLAIN_SCALAR_STYLE;
 		if (strlen(n->str) != ev->data.scalar.length) {
 			yaml_error(y, ev->start_mark, "string contains a NUL "
@@ -263,7 +307,7 @@ yaml_document(struct yaml_ctx *y, struct ynode_doc *doc)
 			return 0;
 		}
 		if (ev.type == YAML_DOCUMENT_START_EVENT) {
-			doc->begin = ev.end_mark.index;
+			doc->begin = yaml_byte_at(y, ev.end_mark.index);
 			doc->mark.line = (int)ev.start_mark.line + 1;
 			doc->mark.col = (int)ev.start_mark.column + 1;
 			yaml_event_delete(&ev);
@@ -277,7 +321,8 @@ yaml_document(struct yaml_ctx *y, struct ynode_doc *doc)
 		return -1;
 	if (yaml_next(y, &ev) != 0)
 		goto fail;
-	doc->end = ev.start_mark.index;	/* the document's end */
+	/* The document's end. */
+	doc->end = yaml_byte_at(y, ev.start_mark.index);
 	yaml_event_delete(&ev);
 	for (i = 0; i < y->nanchors; i++)
 		free(y->anchors[i].name);
@@ -311,6 +356,8 @@ ynode_parse_all(const char *file, const char *buf, size_t len,
 	memset(&y, 0, sizeof y);
 	y.file = file;
 	y.diags = d;
+	y.buf = (const unsigned char *)buf;
+	y.len = len;
 	*out = NULL;
 	*n = 0;
 	if (!yaml_parser_initialize(&y.parser)) {

@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * pipeline-plan.c: a pipeline's stages planned, all of them, before any
+ * weight is read (issue: multi-stage merges).
+ *
+ * A stage that reads another stage's output cannot be planned against
+ * it before it is written, yet its problems must be found now, with
+ * everybody else's.  What a plan reads is headers only, and the writer's
+ * output is fixed by the plan: so each stage that another reads and that
+ * will run gets a header-only copy of its planned output in the caller's
+ * scratch directory (graph_plan_skeleton: real config.json, tokenizer and
+ * index, shards of the right size with holes for data), and the stages
+ * reading it are planned against that (graph_plan_opts.planned).  Those
+ * plans are for finding problems and showing; a stage is planned again,
+ * against what is on disk, when it runs (graph_pipeline_plan_stage).
+ *
+ * Lazy reruns: a stage's output holds a record (GRAPH_STAGE_MANIFEST) of
+ * what made it: the stage's config text (its references rewritten), seed,
+ * the options that change the files, the files it read (path, size,
+ * mtime) and the files it wrote.  A stage whose inputs are all up to date
+ * and whose output holds the record it would write now is fresh.  Any
+ * other stage runs, and so does every stage that reads it (its inputs'
+ * mtimes change).  An intermediate with a record of ours may be replaced;
+ * a directory without one never is (Part A 15).
+ */
+#include <sys/stat.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cJSON.h>
+
+#include "graph-int.h"
+
+/* The record's format; a new one reruns every stage once. */
+#define STAGE_MANIFEST_VERSION 1
+
+uint64_t
+graph_stage_seed(uint64_t seed, const char *name)
+{
+	uint64_t h = 0xcbf29ce484222325ull, z;
+	const unsigned char *s;
+
+	/* FNV-1a of the name, mixed into the pipeline's seed by
+	 * splitmix64's finaliser: unrelated seeds for the stages, the same
+	 * on every run; 48 bits, as drawn seeds are. */
+	for (s = (const unsigned char *)name; *s != '\0'; s++) {
+		h ^= *s;
+		h *= 0x100000001b3ull;
+	}
+	z = seed ^ h;
+	z += 0x9e3779b97f4a7c15ull;
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	z ^= z >> 31;
+	return z & 0xffffffffffffull;
+}
+
+/* What a stage's output directory is now. */
+enum stage_out_state {
+	STAGE_OUT_ABSENT,
+	STAGE_OUT_OURS,		/* holds a record: an earlier run's stage */
+	STAGE_OUT_OTHER,	/* something else: never replaced */
+};
+
+static enum stage_out_state
+stage_out_state(const char *out, char **record)
+{
+	struct stat st;
+	size_t len;
+	char *path;
+	int rc;
+
+	*record = NULL;
+	if (lstat(out, &st) == -1)
+		return errno == ENOENT ? STAGE_OUT_ABSENT : STAGE_OUT_OTHER;
+	if (!S_ISDIR(st.st_mode))
+		return STAGE_OUT_OTHER;
+	path = xasprintf("%s/%s", out, GRAPH_STAGE_MANIFEST);
+	rc = graph_read_file(path, 1u << 24, record, &len);
+	free(path);
+	if (rc != 0 || strstr(*record, "\"mergectl_stage\"") == NULL) {
+		free(*record);
+		*record = NULL;
+		return STAGE_OUT_OTHER;
+	}
+	return STAGE_OUT_OURS;
+}
+
+/* Appends what a file is: its path, size and mtime, exact integers. */
+static void
+manifest_file(struct xbuf *x, const struct graph_plan_file *f, bool first)
+{
+	xbuf_printf(x, "%s\n    {\"path\": ", first ? "" : ",");
+	graph_json_string(x, f->path);
+	xbuf_printf(x, ", \"size\": %" PRIu64 ", \"mtime_ns\": %" PRId64 "}",
+	    f->size, f->mtime_ns);
+}
+
+/* The record stage i's output holds, made from plan. */
+static char *
+stage_manifest(const struct graph_pipeline *p, size_t i,
+    const struct graph_plan *plan, uint64_t pseed)
+{
+	const struct graph_stage *st = &p->stages[i];
+	const struct graph_merge_opts *m = &plan->opts.merge;
+	struct graph_plan_files f;
+	struct xbuf x = { 0 };
+	size_t k;
+
+	xbuf_printf(&x, "{\n  \"mergectl_stage\": %d,\n  \"version\": \"%s\","
+	    "\n  \"stage\": ", STAGE_MANIFEST_VERSION, GRAPH_VERSION);
+	if (st->name != NULL)
+		graph_json_string(&x, st->name);
+	else
+		xbuf_add(&x, "null", 4);
+	xbuf_printf(&x, ",\n  \"pipeline_seed\": %" PRIu64 ",\n  \"seed\": %"
+	    PRIu64 ",\n  \"out_shard_size\": %" PRIu64 ",\n  \"copy_tokenizer\": "
+	    "%s,\n  \"model_card\": %s,\n  \"lora_merge_dtype\": \"%s\",\n  "
+	    "\"config\": ", pseed, plan->seed,
+	    m->shard_size, m->copy_tokenizer ? "true" : "false",
+	    m->model_card ? "true" : "false", m->lora_dtype == GRAPH_DT_NONE ?
+	    "none" : graph_dtype_hf_name(m->lora_dtype));
+	graph_json_string(&x, st->cfg->text);
+	xbuf_printf(&x, ",\n  \"inputs\": [");
+	graph_plan_files(plan, &f);
+	for (k = 0; k < f.n; k++)
+		manifest_file(&x, &f.v[k], k == 0);
+	graph_plan_files_fini(&f);
+	xbuf_printf(&x, "\n  ],\n  \"outputs\": [");
+	for (k = 0; k < plan->nshards; k++) {
+		xbuf_printf(&x, "%s\n    {\"path\": ", k ? "," : "");
+		graph_json_string(&x, plan->shards[k].name);
+		xbuf_printf(&x, ", \"size\": %" PRIu64 "}", plan->shards[k].size);
+	}
+	xbuf_printf(&x, "\n  ]\n}\n");
+	return xbuf_take(&x);
+}
+
+/* The record matches, and the files it says the stage wrote are there. */
+static bool
+stage_fresh(const char *out, const char *record, const char *want,
+    const struct graph_plan *plan)
+{
+	struct stat st;
+	size_t k;
+	char *path;
+	bool ok;
+
+	if (strcmp(record, want) != 0)
+		return false;
+	for (k = 0; k < plan->nshards; k++) {
+		path = xasprintf("%s/%s", out, plan->shards[k].name);
+		ok = stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+		    (uint64_t)st.st_size == plan->shards[k].size;
+		free(path);
+		if (!ok)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * The pipeline's seed when none is given: the one an earlier run
+ * recorded in a stage it wrote, so that a rerun finds its stages up to
+ * date; else a new one.
+ */
+static uint64_t
+pipeline_seed(const struct graph_pipeline *p, char *const *outs)
+{
+	const cJSON *v;
+	uint64_t seed = 0;
+	bool found = false;
+	char *record;
+	cJSON *j;
+	size_t i;
+
+	for (i = 0; i < p->nstages && !found; i++) {
+		if (outs[i] == NULL || stage_out_state(outs[i], &record) !=
+		    STAGE_OUT_OURS)
+			continue;
+		j = cJSON_Parse(record);
+		v = cJSON_GetObjectItemCaseSensitive(j, "pipeline_seed");
+		if (cJSON_IsNumber(v) && v->valuedouble >= 0 &&
+		    v->valuedouble <= 9007199254740992.0) {
+			seed = (uint64_t)v->valuedouble;
+			found = true;
+		}
+		cJSON_Delete(j);
+		free(record);
+	}
+	return found ? seed : graph_draw_seed();
+}
+
+static char *
+stage_out(const struct graph_pipeline *p, size_t i,
+    const struct graph_pipeline_opts *o)
+{
+	const struct graph_stage *st = &p->stages[i];
+
+	if (st->name == NULL)
+		return o->out != NULL ? xstrdup(o->out) : NULL;
+	return xasprintf("%s/%s", p->dir, st->name);
+}
+
+/*
+ * Refuses a stage output that is somebody else's directory; otherwise
+ * says whether it exists (ours: may be replaced).
+ */
+static bool
+stage_check_out(const struct graph_pipeline *p, size_t i, const char *out,
+    enum stage_out_state *state, char **record, struct graph_diags *d)
+{
+	const struct graph_stage *st = &p->stages[i];
+
+	*record = NULL;
+	*state = out != NULL ? stage_out_state(out, record) :
+	    STAGE_OUT_ABSENT;
+	if (st->name == NULL || *state != STAGE_OUT_OTHER)
+		return true;
+	graph_diag_at(d, GRAPH_SEV_ERROR, p->path, st->mark, "stage '%s': "
+	    "%s exists and is not a stage that mergectl wrote (it holds no "
+	    "%s); it is never replaced: remove it or choose another "
+	    "--intermediate-dir", st->name, out, GRAPH_STAGE_MANIFEST);
+	return false;
+}
+
+static void
+stage_plan_opts(const struct graph_pipeline_opts *o,
+    const struct graph_stage_plan *sp, bool replace,
+    struct graph_plan_opts *po)
+{
+	*po = o->plan;
+	po->merge.seed = sp->seed;
+	po->merge.has_seed = true;
+	po->merge.force = o->plan.merge.force || replace;
+	po->planned = NULL;
+	po->nplanned = 0;
+}
+
+int
+graph_pipeline_plan(const struct graph_pipeline *p,
+    const struct graph_pipeline_opts *o, struct graph_stage_plan **out,
+    struct graph_diags *d)
+{
+	size_t n = p->nstages, k, i, j, np, dep, before = d->nerrors;
+	struct graph_stage_plan *sp = xcalloc(n + 1, sizeof *sp);
+	struct graph_source_dir *planned = xcalloc(n + 1, sizeof *planned);
+	bool *read = xcalloc(n + 1, sizeof *read), fresh_in;
+	char **outs = xcalloc(n + 1, sizeof *outs);
+	const struct graph_stage *st;
+	struct graph_plan_opts po;
+	enum stage_out_state state;
+	char *record, *want, *cause = NULL;
+	uint64_t seed;
+
+	*out = NULL;
+	if (n > 1 && p->dir == NULL) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, p->path, "no directory for "
+		    "the stages' outputs (--intermediate-dir)");
+		goto out;
+	}
+	for (i = 0; i < n; i++) {
+		sp[i].out = stage_out(p, i, o);
+		outs[i] = sp[i].out;
+		for (j = 0; j < p->stages[i].ndeps; j++)
+			read[p->stages[i].deps[j]] = true;
+	}
+	seed = o->plan.merge.has_seed ? o->plan.merge.seed :
+	    pipeline_seed(p, outs);
+	for (k = 0; k < n; k++) {
+		i = p->order[k];
+		st = &p->stages[i];
+		sp[i].pseed = seed;
+		/* A lone config keeps its seed: it is not a pipeline. */
+		sp[i].seed = n == 1 ? seed : graph_stage_seed(seed,
+		    st->name != NULL ? st->name : "");
+		np = 0;
+		fresh_in = true;
+		for (j = 0; j < st->ndeps; j++) {
+			dep = st->deps[j];
+			if (sp[dep].todo == GRAPH_STAGE_FAILED ||
+			    sp[dep].todo == GRAPH_STAGE_BLOCKED)
+				break;
+			if (sp[dep].todo == GRAPH_STAGE_FRESH)
+				continue;
+			fresh_in = false;
+			planned[np].ref = sp[dep].out;
+			planned[np].fd = o->scratch_fd;
+			planned[np].rel = p->stages[dep].name;
+			planned[np++].where = p->dir;
+		}
+		if (j < st->ndeps) {
+			sp[i].todo = GRAPH_STAGE_BLOCKED;
+			graph_diag_at(d, GRAPH_SEV_WARNING, p->path, st->mark,
+			    "stage '%s' is not planned: it reads stage '%s', "
+			    "which has problems", st->name ? st->name :
+			    "(final)", p->stages[st->deps[j]].name);
+			continue;
+		}
+		if (!stage_check_out(p, i, sp[i].out, &state, &record, d))
+			sp[i].todo = GRAPH_STAGE_FAILED;
+		sp[i].exists = state != STAGE_OUT_ABSENT;
+		stage_plan_opts(o, &sp[i], st->name != NULL &&
+		    state == STAGE_OUT_OURS, &po);
+		po.planned = planned;
+		po.nplanned = np;
+		if (graph_plan_build(st->cfg, &po, &sp[i].plan, d) != 0) {
+			sp[i].todo = GRAPH_STAGE_FAILED;
+			sp[i].plan = NULL;
+			free(record);
+			continue;
+		}
+		if (sp[i].todo == GRAPH_STAGE_FAILED) {
+			free(record);
+			continue;
+		}
+		if (o->lazy && fresh_in && record != NULL) {
+			want = stage_manifest(p, i, sp[i].plan, seed);
+			if (stage_fresh(sp[i].out, record, want, sp[i].plan))
+				sp[i].todo = GRAPH_STAGE_FRESH;
+			free(want);
+		}
+		free(record);
+		if (sp[i].todo == GRAPH_STAGE_RUN && read[i] &&
+		    graph_plan_skeleton(sp[i].plan, o->scratch_fd, st->name,
+		    &cause) != 0) {
+			graph_diag_add(d, GRAPH_SEV_ERROR, sp[i].out, "cannot "
+			    "lay out the planned output's headers for the "
+			    "stages that read it: %s", cause);
+			free(cause);
+			cause = NULL;
+		}
+	}
+out:
+	free(planned);
+	free(read);
+	free(outs);
+	if (d->nerrors != before) {
+		graph_stage_plans_free(sp, n);
+		return -EINVAL;
+	}
+	*out = sp;
+	return 0;
+}
+
+int
+graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
+    const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
+    struct graph_plan **out, char **manifest, struct graph_diags *d)
+{
+	struct graph_plan_opts po;
+	enum stage_out_state state;
+	char *record;
+
+	*out = NULL;
+	*manifest = NULL;
+	if (!stage_check_out(p, i, sp->out, &state, &record, d))
+		return -EINVAL;
+	free(record);
+	stage_plan_opts(o, sp, p->stages[i].name != NULL &&
+	    state == STAGE_OUT_OURS, &po);
+	if (graph_plan_build(p->stages[i].cfg, &po, out, d) != 0)
+		return -EINVAL;
+	*manifest = stage_manifest(p, i, *out, sp->pseed);
+	return 0;
+}
+
+void
+graph_stage_plans_free(struct graph_stage_plan *sp, size_t n)
+{
+	size_t i;
+
+	if (sp == NULL)
+		return;
+	for (i = 0; i < n; i++) {
+		free(sp[i].out);
+		graph_plan_free(sp[i].plan);
+	}
+	free(sp);
+}
