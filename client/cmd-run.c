@@ -339,7 +339,8 @@ cli_cmd_run(int argc, char **argv)
 	snprintf(pool, sizeof pool, "%d", o.threads + 1);
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
 	graph_init();
-	if (cli_as_multi || cli_stage_count(cfgpath) > 1)
+	/* mergekit-yaml reads one document, as mergekit's does. */
+	if (cli_as_multi || (!cli_as_mergekit && cli_stage_count(cfgpath) > 1))
 		return cli_run_stages(&o, &so, cfgpath, out);
 	if (out == NULL) {
 		cli_usage_error("%s needs CONFIG and OUT", cli_as_mergekit ?

@@ -92,5 +92,7 @@ card_build(const struct graph_plan *p, const char *title)
 	    "configuration was used to produce this model:\n\n```yaml\n%s%s"
 	    "```\n", p->config_text, p->config_text[0] != '\0' &&
 	    p->config_text[strlen(p->config_text) - 1] != '\n' ? "\n" : "");
+	if (p->card_pipeline != NULL)
+		xbuf_printf(&x, "\n%s", p->card_pipeline);
 	return xbuf_take(&x);
 }

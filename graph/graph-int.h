@@ -534,6 +534,7 @@ struct plan_shard {
 struct graph_plan {
 	const struct graph_config *cfg_borrowed;	/* only during build */
 	char *config_text;
+	char *card_pipeline;	/* the final stage's: the whole pipeline */
 	char *method_name;
 	struct plan_model *models;
 	size_t nmodels;

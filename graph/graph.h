@@ -419,6 +419,12 @@ struct graph_plan_opts {
 	 * without a revision, is planned from the headers at fd/rel. */
 	const struct graph_source_dir *planned;
 	size_t nplanned;
+	/* NULL, or the model card's account of the pipeline whose last
+	 * stage this is (pipeline-plan.c); copied. */
+	const char *card_pipeline;
+	/* Only what needs no model (the method and its parameters): for a
+	 * stage whose inputs cannot be planned.  The plan is no plan. */
+	bool config_only;
 	/* NULL, or set by another thread to stop planning early: between
 	 * models, shards and tensors, graph_plan_build then returns
 	 * -ECANCELED. */

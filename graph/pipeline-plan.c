@@ -293,10 +293,17 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 			planned[np++].where = p->dir;
 		}
 		if (j < st->ndeps) {
+			/* What needs no model is still checked. */
 			sp[i].todo = GRAPH_STAGE_BLOCKED;
+			stage_plan_opts(o, &sp[i], false, &po);
+			po.config_only = true;
+			if (graph_plan_build(st->cfg, &po, &sp[i].plan, d) == 0) {
+				graph_plan_free(sp[i].plan);
+				sp[i].plan = NULL;
+			}
 			graph_diag_at(d, GRAPH_SEV_WARNING, p->path, st->mark,
-			    "stage '%s' is not planned: it reads stage '%s', "
-			    "which has problems", st->name ? st->name :
+			    "stage '%s' is planned only in part: it reads stage "
+			    "'%s', which has problems", st->name ? st->name :
 			    "(final)", p->stages[st->deps[j]].name);
 			continue;
 		}
@@ -346,6 +353,43 @@ out:
 	return 0;
 }
 
+/*
+ * The final card's account of the whole pipeline: each stage with its
+ * method, output and seed, and every stage's config as it ran.
+ */
+static char *
+pipeline_card(const struct graph_pipeline *p, uint64_t pseed)
+{
+	const struct graph_stage *st;
+	struct xbuf x = { 0 };
+	size_t k;
+
+	xbuf_printf(&x, "### Pipeline\n\nThis model is the last stage of a "
+	    "multi-stage merge of %zu stages, run in this order (pipeline "
+	    "seed %" PRIu64 "):\n\n", p->nstages, pseed);
+	for (k = 0; k < p->nstages; k++) {
+		st = &p->stages[p->order[k]];
+		if (st->name != NULL)
+			xbuf_printf(&x, "%zu. `%s`: %s, written to %s/%s, "
+			    "seed %" PRIu64 "\n", k + 1, st->name,
+			    st->cfg->method, p->dir, st->name,
+			    graph_stage_seed(pseed, st->name));
+		else
+			xbuf_printf(&x, "%zu. this model: %s, seed %" PRIu64
+			    "\n", k + 1, st->cfg->method,
+			    graph_stage_seed(pseed, ""));
+	}
+	xbuf_printf(&x, "\nThe stages' configurations:\n\n```yaml\n");
+	for (k = 0; k < p->nstages; k++) {
+		st = &p->stages[p->order[k]];
+		xbuf_printf(&x, "%s%s%s", k ? "---\n" : "", st->cfg->text,
+		    st->cfg->text_len > 0 &&
+		    st->cfg->text[st->cfg->text_len - 1] != '\n' ? "\n" : "");
+	}
+	xbuf_printf(&x, "```\n");
+	return xbuf_take(&x);
+}
+
 int
 graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
     const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
@@ -353,7 +397,8 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
 {
 	struct graph_plan_opts po;
 	enum stage_out_state state;
-	char *record;
+	char *record, *card;
+	int rc;
 
 	*out = NULL;
 	*manifest = NULL;
@@ -362,7 +407,12 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
 	free(record);
 	stage_plan_opts(o, sp, p->stages[i].name != NULL &&
 	    state == STAGE_OUT_OURS, &po);
-	if (graph_plan_build(p->stages[i].cfg, &po, out, d) != 0)
+	card = p->nstages > 1 && p->stages[i].name == NULL ?
+	    pipeline_card(p, sp->pseed) : NULL;
+	po.card_pipeline = card;
+	rc = graph_plan_build(p->stages[i].cfg, &po, out, d);
+	free(card);
+	if (rc != 0)
 		return -EINVAL;
 	*manifest = stage_manifest(p, i, *out, sp->pseed);
 	return 0;

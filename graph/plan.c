@@ -746,6 +746,8 @@ plan_steps(struct plan_build *b)
 	plan_method(b);
 	if (b->method != NULL)
 		plan_check_params(b);
+	if (b->p->opts.config_only)
+		return;
 	if (plan_open_models(b) != 0 || plan_choose_arch(b) != 0 ||
 	    b->method == NULL)
 		return;
@@ -786,6 +788,9 @@ graph_plan_build(const struct graph_config *cfg,
 	p->memory = plan_memory(opts);
 	plan_copy_cred(p, opts->cred);
 	p->config_text = xstrndup(cfg->text, cfg->text_len);
+	p->card_pipeline = opts->card_pipeline != NULL ?
+	    xstrdup(opts->card_pipeline) : NULL;
+	p->opts.card_pipeline = NULL;
 	p->method_name = xstrdup(cfg->method);
 	p->seed = opts->merge.has_seed ? opts->merge.seed : graph_draw_seed();
 	p->base = (size_t)-1;
@@ -821,7 +826,10 @@ out:
 		graph_plan_free(p);
 		return b.cancelled ? -ECANCELED : -EINVAL;
 	}
-	p->opts.cancel = NULL;	/* borrowed while building only */
+	/* Borrowed while building only. */
+	p->opts.cancel = NULL;
+	p->opts.planned = NULL;
+	p->opts.nplanned = 0;
 	*out = p;
 	return 0;
 }
@@ -878,6 +886,7 @@ graph_plan_free(struct graph_plan *p)
 	free(p->unused);
 	free(p->cred_groups);
 	free(p->config_text);
+	free(p->card_pipeline);
 	free(p->method_name);
 	free(p);
 }

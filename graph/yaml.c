@@ -403,8 +403,9 @@ ynode_parse(const char *file, const char *buf, size_t len,
 		return -EINVAL;
 	if (n > 1) {
 		graph_diag_at(d, GRAPH_SEV_ERROR, file, docs[1].mark, "more "
-		    "than one YAML document; multi-document (mergekit-multi) "
-		    "files are not supported");
+		    "than one YAML document: a multi-stage (mergekit-multi) "
+		    "file, which 'mergectl run FILE OUT' and mergekit-multi "
+		    "run; this command reads one config");
 		for (i = 0; i < n; i++)
 			ynode_free(docs[i].root);
 		free(docs);

@@ -13,6 +13,9 @@
  * unchanged.
  * No tensor data is read: planning uses headers only.
  *
+ * A file of several documents is a pipeline (graph/pipeline*.c): loaded
+ * and planned whole, as `mergectl plan` does.
+ *
  * Promises checked: loading fails exactly when it reports an error, and
  * every problem is a non-empty line; planning likewise; a plan's summary
  * is consistent; the plan's JSON (what `mergectl plan --json` prints)
@@ -255,6 +258,86 @@ check_json(const struct graph_plan *p, const struct graph_diags *d)
 	cJSON_Delete(j);
 }
 
+static void
+plan_opts(struct graph_plan_opts *o, char *hub, size_t len)
+{
+	graph_plan_opts_default(o);
+	snprintf(hub, len, "%s/hub", root);
+	memset(&o->env, 0, sizeof o->env);
+	o->env.cwd = root;
+	o->env.hf_hub_cache = hub;
+	o->budget = 64ull << 20;
+	o->merge.has_seed = true;
+	o->merge.seed = 7;
+}
+
+/*
+ * A file of several documents, as `mergectl plan` reads it: a pipeline,
+ * loaded (its stages in an order where each follows what it reads) and
+ * planned whole against the headers of the stages it has not written,
+ * in a scratch directory of its own.
+ */
+static void
+fuzz_pipeline(const uint8_t *data, size_t size)
+{
+	struct graph_pipeline *p = NULL;
+	struct graph_stage_plan *sp = NULL;
+	struct graph_pipeline_opts po;
+	struct graph_diags d;
+	char stages[512], scratch[512], out[512], hub[512];
+	size_t i, k, j;
+	bool *seen;
+	int rc;
+
+	graph_diags_init(&d);
+	snprintf(stages, sizeof stages, "%s/stages", root);
+	rc = graph_pipeline_load_buffer("fuzz.yml", (const char *)data, size,
+	    stages, &p, &d);
+	check_diags(&d);
+	check((rc == 0) == (d.nerrors == 0), "pipeline: load fails iff it "
+	    "reports");
+	check((rc == 0) == (p != NULL), "pipeline: one exactly on success");
+	if (p == NULL)
+		goto out;
+	seen = calloc(p->nstages, sizeof *seen);
+	check(seen != NULL, "memory");
+	for (k = 0; k < p->nstages; k++) {
+		i = p->order[k];
+		for (j = 0; j < p->stages[i].ndeps; j++)
+			check(seen[p->stages[i].deps[j]], "pipeline: a stage "
+			    "follows what it reads");
+		seen[i] = true;
+	}
+	free(seen);
+	snprintf(scratch, sizeof scratch, "%s/scratch-XXXXXX", root);
+	check(mkdtemp(scratch) != NULL, "cannot make a directory");
+	memset(&po, 0, sizeof po);
+	plan_opts(&po.plan, hub, sizeof hub);
+	snprintf(out, sizeof out, "%s/final-out", root);
+	po.out = out;
+	po.lazy = true;
+	po.scratch_fd = open(scratch, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	check(po.scratch_fd >= 0, "cannot open the scratch directory");
+	rc = graph_pipeline_plan(p, &po, &sp, &d);
+	check_diags(&d);
+	check((rc == 0) == (d.nerrors == 0), "pipeline: planning fails iff "
+	    "it reports");
+	for (i = 0; sp != NULL && i < p->nstages; i++) {
+		check(sp[i].todo == GRAPH_STAGE_RUN && sp[i].plan != NULL,
+		    "pipeline: nothing written yet, every stage runs");
+		check_json(sp[i].plan, NULL);
+	}
+	graph_stage_plans_free(sp, p->nstages);
+	close(po.scratch_fd);
+	remove_entry(root, strrchr(scratch, '/') + 1);
+out:
+	check_json(NULL, &d);
+	if (getenv("FUZZ_VERBOSE") != NULL)
+		graph_diags_print(&d, stderr);
+	graph_pipeline_free(p);
+	graph_diags_fini(&d);
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -271,6 +354,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		setup();
 		ready = true;
 	}
+	if (graph_pipeline_ndocs((const char *)data, size) > 1) {
+		fuzz_pipeline(data, size);
+		return 0;
+	}
 	graph_diags_init(&d);
 	rc = graph_config_load_buffer("fuzz.yml", (const char *)data, size,
 	    &cfg, &d);
@@ -283,14 +370,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			graph_diags_print(&d, stderr);
 		goto out;
 	}
-	graph_plan_opts_default(&o);
-	snprintf(hub, sizeof hub, "%s/hub", root);
-	memset(&o.env, 0, sizeof o.env);
-	o.env.cwd = root;
-	o.env.hf_hub_cache = hub;
-	o.budget = 64ull << 20;
-	o.merge.has_seed = true;
-	o.merge.seed = 7;
+	plan_opts(&o, hub, sizeof hub);
 	rc = graph_plan_build(cfg, &o, &plan, &d);
 	check_diags(&d);
 	check((rc == 0) == (d.nerrors == 0), "planning fails iff it reports");

@@ -245,6 +245,80 @@ test_refusals(void)
 	graph_diags_fini(&d);
 }
 
+/*
+ * A stage's text, as its mergekit_config.yml holds it: its references to
+ * stages rewritten (quoted where a plain scalar would read otherwise),
+ * the adapter and the object form kept, everything else as written;
+ * also after non-ASCII text (libyaml counts characters, not bytes).
+ */
+static void
+test_text(void)
+{
+	static const char text[] =
+	    "# étape ünïcode: the offsets count bytes\n"
+	    "name: ab\n"
+	    "merge_method: linear\n"
+	    "models: [{model: a}, {model: b}]   # « a comment »\n"
+	    "---\n"
+	    "merge_method: slerp  # ‹keep›\n"
+	    "base_model: ab\n"
+	    "models:\n"
+	    "  - model: \"ab\"\n"
+	    "  - model: {model: {path: ab}, lora: ./l}\n"
+	    "  - model: ab+./adapter@v2\n"
+	    "parameters: {t: 0.5}\n";
+	static const char want[] =
+	    "merge_method: slerp  # ‹keep›\n"
+	    "base_model: /o/ab\n"
+	    "models:\n"
+	    "  - model: /o/ab\n"
+	    "  - model: {model: {path: /o/ab}, lora: ./l}\n"
+	    "  - model: /o/ab+./adapter@v2\n"
+	    "parameters: {t: 0.5}\n";
+	struct graph_pipeline *p = NULL;
+	struct graph_diags d;
+	const struct graph_stage *f;
+
+	ok_int_eq(load(text, "/o", &p, &d), 0, "non-ASCII text loads");
+	f = p != NULL ? stage(p, NULL) : NULL;
+	ok_str_eq(f != NULL ? f->cfg->text : "", want, "the final stage's "
+	    "text has its references rewritten, the rest kept");
+	f = p != NULL ? stage(p, "ab") : NULL;
+	ok(f != NULL && strstr(f->cfg->text, "« a comment »\n") != NULL &&
+	    strstr(f->cfg->text, "slerp") == NULL, "the first stage's text "
+	    "ends where its document does");
+	graph_pipeline_free(p);
+	graph_diags_fini(&d);
+	p = NULL;
+	ok_int_eq(load("name: s\nmerge_method: linear\nmodels: [{model: a}]\n"
+	    "---\nmerge_method: linear\nmodels: [{model: s}, {model: c}]\n",
+	    "/my dir: x", &p, &d), 0, "a directory that YAML must quote");
+	f = p != NULL ? stage(p, NULL) : NULL;
+	ok_str_eq(f != NULL ? f->cfg->text : "", "merge_method: linear\n"
+	    "models: [{model: \"/my dir: x/s\"}, {model: c}]\n",
+	    "it is written double-quoted");
+	graph_pipeline_free(p);
+	graph_diags_fini(&d);
+}
+
+/* Stage seeds: fixed for a name, apart for different names, 48 bits. */
+static void
+test_seed(void)
+{
+	uint64_t a = graph_stage_seed(7, "ab"), b = graph_stage_seed(7, "cd");
+
+	ok(a == graph_stage_seed(7, "ab"), "a stage's seed is the same on "
+	    "every run");
+	ok(a != b && a != graph_stage_seed(8, "ab") &&
+	    graph_stage_seed(7, "") != a, "and differs with the name and "
+	    "the pipeline's seed");
+	ok(a < (1ull << 48) && b < (1ull << 48), "48 bits, as drawn seeds");
+	/* Pinned (FNV-1a and splitmix64 computed apart, in Python): a
+	 * change here changes every pipeline's random results. */
+	ok(a == 258521763654149ull && graph_stage_seed(0, "") ==
+	    136345542786864ull, "the derivation is the documented one");
+}
+
 int
 main(void)
 {
@@ -252,5 +326,7 @@ main(void)
 	test_three();
 	test_single();
 	test_refusals();
+	test_text();
+	test_seed();
 	return tap_done();
 }

@@ -1,0 +1,396 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-stages.c: multi-stage configs (mergekit-multi files) through
+ * mergectl run, mergekit-multi and mergectl plan.
+ *
+ * A three-stage pipeline (two independent stages feeding a third, with a
+ * random method so that the stage seeds matter) gives the same bytes as
+ * its three configs run by hand with the stages' seeds; every stage is
+ * planned before any runs, so a problem that shows only against an
+ * earlier stage's planned output stops everything before a byte is
+ * written; reruns skip the stages that are up to date and rerun what an
+ * input change reaches; intermediates are kept or removed on request;
+ * a directory that mergectl did not write is never replaced.
+ */
+#include <sys/stat.h>
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "graph.h"
+#include "tap.h"
+#include "testlib.h"
+
+static const char *dir;
+static char multi[4096];	/* the mergekit-multi name, a symlink */
+
+#define STAGE_AB \
+    "name: ab\n" \
+    "merge_method: linear\n" \
+    "models:\n" \
+    "  - model: ./base\n" \
+    "    parameters: {weight: 0.5}\n" \
+    "  - model: ./t1\n" \
+    "    parameters: {weight: 0.5}\n" \
+    "dtype: float32\n"
+#define STAGE_CD \
+    "name: cd\n" \
+    "merge_method: dare_ties\n" \
+    "base_model: ./base\n" \
+    "models:\n" \
+    "  - model: ./t2\n" \
+    "    parameters: {weight: 1.0, density: 0.5}\n" \
+    "  - model: ./t3\n" \
+    "    parameters: {weight: 1.0, density: 0.5}\n" \
+    "dtype: float32\n"
+#define STAGE_FINAL(ab, cd) \
+    "merge_method: slerp\n" \
+    "base_model: " ab "\n" \
+    "models:\n" \
+    "  - model: " ab "\n" \
+    "  - model: " cd "\n" \
+    "parameters:\n" \
+    "  t: 0.3\n" \
+    "dtype: bfloat16\n"
+
+/* The final merge first: the order is the dependencies', not the file's. */
+static const char pipe3[] =
+    "# two merges, then a SLERP of their results\n"
+    STAGE_FINAL("ab", "cd") "---\n" STAGE_AB "---\n" STAGE_CD;
+
+static int64_t
+mtime_at(const char *path)
+{
+	char p[4096];
+	struct stat st;
+
+	snprintf(p, sizeof p, "%s/%s", dir, path);
+	if (stat(p, &st) != 0)
+		return -1;
+	return (int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+static bool
+exists_at(const char *path)
+{
+	char p[4096];
+
+	snprintf(p, sizeof p, "%s/%s", dir, path);
+	return tl_exists(p);
+}
+
+static char *
+read_at(const char *path)
+{
+	char p[4096];
+
+	snprintf(p, sizeof p, "%s/%s", dir, path);
+	return tl_read(p, NULL);
+}
+
+/* mergectl with the arguments, in the test's directory. */
+static int __attribute__((format(printf, 2, 3)))
+run(char **o, const char *fmt, ...)
+{
+	char cmd[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof cmd, fmt, ap);
+	va_end(ap);
+	return tl_runf(o, "cd %s && %s %s 2>&1", dir, tl_mergectl, cmd);
+}
+
+/* The pipeline, and the same three configs run one by one. */
+static void
+test_by_hand(void)
+{
+	char *o = NULL, *t;
+	int rc;
+
+	rc = run(&o, "run %s out --random-seed 11", "pipe.yml");
+	ok_int_eq(rc, 0, "run FILE OUT exits 0");
+	ok(o != NULL && strstr(o, "stage 1/3 ab: merging into "
+	    "out.stages/ab") != NULL && strstr(o, "stage 2/3 cd") != NULL &&
+	    strstr(o, "stage 3/3 (final): merging into out") != NULL,
+	    "the stages run in dependency order, named stages beside OUT");
+	if (rc != 0)
+		tap_diag("%s", o);
+	free(o);
+
+	tl_write_at(dir, "ab.yml", STAGE_AB);
+	tl_write_at(dir, "cd.yml", STAGE_CD);
+	tl_write_at(dir, "final.yml", STAGE_FINAL("hand/ab", "hand/cd"));
+	rc = tl_runf(&o, "cd %s && %s run ab.yml hand/ab -q --random-seed "
+	    "%llu && %s run cd.yml hand/cd -q --random-seed %llu && %s run "
+	    "final.yml hand/final -q --random-seed %llu 2>&1", dir,
+	    tl_mergectl, (unsigned long long)graph_stage_seed(11, "ab"),
+	    tl_mergectl, (unsigned long long)graph_stage_seed(11, "cd"),
+	    tl_mergectl, (unsigned long long)graph_stage_seed(11, ""));
+	ok_int_eq(rc, 0, "the three configs run by hand");
+	free(o);
+	ok(tl_same_at(dir, "out.stages/ab/model.safetensors",
+	    "hand/ab/model.safetensors") && tl_same_at(dir,
+	    "out.stages/cd/model.safetensors", "hand/cd/model.safetensors"),
+	    "each intermediate is byte-identical to its config run by hand "
+	    "with the stage's seed (dare_ties: random)");
+	ok(tl_same_at(dir, "out/model.safetensors",
+	    "hand/final/model.safetensors") && tl_same_at(dir,
+	    "out/config.json", "hand/final/config.json"), "so is the final "
+	    "output, weights and config.json");
+	ok(!tl_same_at(dir, "hand/cd/model.safetensors",
+	    "hand/ab/model.safetensors"), "(the stages differ)");
+
+	t = read_at("out.stages/ab/mergekit_config.yml");
+	ok_str_eq(t, STAGE_AB, "a stage's mergekit_config.yml is its own "
+	    "document");
+	free(t);
+	t = read_at("out/mergekit_config.yml");
+	ok_str_eq(t, STAGE_FINAL("out.stages/ab", "out.stages/cd"), "the "
+	    "final one has its references to stages rewritten, as "
+	    "mergekit writes it");
+	free(t);
+	t = read_at("out/README.md");
+	ok(t != NULL && strstr(t, "### Pipeline") != NULL && strstr(t,
+	    "2. `cd`: dare_ties, written to out.stages/cd") != NULL &&
+	    strstr(t, "name: ab\n") != NULL, "the final card lists the whole "
+	    "pipeline");
+	free(t);
+	t = read_at("out.stages/ab/README.md");
+	ok(t != NULL && strstr(t, "### Pipeline") == NULL, "a stage's card "
+	    "is its own");
+	free(t);
+	t = read_at("out.stages/cd/mergectl_stage.json");
+	ok(t != NULL && strstr(t, "\"stage\": \"cd\"") != NULL &&
+	    strstr(t, "\"pipeline_seed\": 11,") != NULL &&
+	    strstr(t, "t3/model.safetensors") != NULL, "each stage holds its "
+	    "record: name, seeds, input files");
+	free(t);
+}
+
+/* --lazy, the default: what is up to date is not run again. */
+static void
+test_lazy(void)
+{
+	int64_t ab = mtime_at("out.stages/ab/model.safetensors");
+	int64_t cd = mtime_at("out.stages/cd/model.safetensors");
+	int64_t fin = mtime_at("out/model.safetensors");
+	char *o = NULL;
+	int rc;
+
+	rc = run(&o, "run %s out --random-seed 11", "pipe.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "ab: out.stages/ab is up to "
+	    "date") != NULL && strstr(o, "(final): out is up to date") !=
+	    NULL, "a rerun finds every stage up to date");
+	free(o);
+	rc = run(&o, "run %s out", "pipe.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "merging") == NULL, "so does "
+	    "one without --random-seed: it takes the recorded seed");
+	free(o);
+	ok(mtime_at("out.stages/ab/model.safetensors") == ab &&
+	    mtime_at("out/model.safetensors") == fin, "nothing was written");
+
+	/* An input of stage cd changes. */
+	tl_runf(&o, "touch %s/t3/model.safetensors", dir);
+	free(o);
+	rc = run(&o, "run %s out", "pipe.yml");
+	ok(rc == 4 && o != NULL && strstr(o, "out already exists; use "
+	    "--force") != NULL, "an input changed: the final output must be "
+	    "replaced, which needs --force (exit %d)", rc);
+	free(o);
+	ok(mtime_at("out.stages/cd/model.safetensors") == cd, "and nothing "
+	    "ran before that was said");
+	rc = run(&o, "run %s out --force", "pipe.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "ab: out.stages/ab is up to "
+	    "date") != NULL && strstr(o, "stage 2/3 cd: merging") != NULL &&
+	    strstr(o, "stage 3/3 (final): merging") != NULL, "with --force "
+	    "the changed stage and the one reading it run, the other not");
+	free(o);
+	ok(mtime_at("out.stages/ab/model.safetensors") == ab &&
+	    mtime_at("out.stages/cd/model.safetensors") != cd,
+	    "on disk too");
+	ok(tl_same_at(dir, "out/model.safetensors",
+	    "hand/final/model.safetensors"), "with the same bytes as before");
+	rc = run(&o, "run %s out --force --no-lazy", "pipe.yml");
+	ok(rc == 0 && mtime_at("out.stages/ab/model.safetensors") != ab,
+	    "--no-lazy runs every stage");
+	free(o);
+}
+
+/* Problems: all of them before anything is written. */
+static void
+test_refusals(void)
+{
+	char *o = NULL;
+	int rc;
+
+	/* Stage ab has 4 layers: the final's layer range is wrong, which
+	 * only ab's planned output can tell. */
+	tl_write_at(dir, "late.yml", STAGE_AB "---\n"
+	    "merge_method: passthrough\n"
+	    "slices:\n"
+	    "  - sources:\n"
+	    "      - model: ab\n"
+	    "        layer_range: [0, 6]\n"
+	    "dtype: bfloat16\n");
+	rc = run(&o, "run %s late", "late.yml");
+	ok(rc == 3 && !exists_at("late") && !exists_at("late.stages"),
+	    "a problem in the last stage, against the first one's planned "
+	    "output, is found before anything runs (exit %d)", rc);
+	ok(o != NULL && strstr(o, "late.stages/ab") != NULL, "and names the "
+	    "stage output it reads");
+	if (rc != 3 || o == NULL || strstr(o, "late.stages/ab") == NULL)
+		tap_diag("%s", o);
+	free(o);
+
+	tl_write_at(dir, "two.yml", "name: ab\nmerge_method: linear\n"
+	    "models: [{model: ./nope}, {model: ./t1}]\n---\n"
+	    "merge_method: lineer\nmodels: [{model: ab}, {model: ./t2}]\n");
+	rc = run(&o, "run %s two", "two.yml");
+	ok(rc == 3 && o != NULL && strstr(o, "nope") != NULL &&
+	    strstr(o, "lineer") != NULL && !exists_at("two.stages"),
+	    "problems in two stages are reported together (exit %d)", rc);
+	free(o);
+
+	tl_runf(&o, "mkdir -p %s/foreign.stages/ab && echo mine > "
+	    "%s/foreign.stages/ab/notes.txt", dir, dir);
+	free(o);
+	rc = run(&o, "run %s foreign", "pipe.yml");
+	ok(rc == 3 && o != NULL && strstr(o, "foreign.stages/ab exists and "
+	    "is not a stage that mergectl wrote") != NULL &&
+	    exists_at("foreign.stages/ab/notes.txt") && !exists_at("foreign"),
+	    "a directory mergectl did not write is never replaced (exit %d)",
+	    rc);
+	free(o);
+	rc = run(&o, "run %s --force foreign", "pipe.yml");
+	ok(rc == 3 && exists_at("foreign.stages/ab/notes.txt"),
+	    "not even with --force");
+	free(o);
+
+	rc = run(&o, "run %s", "pipe.yml");
+	ok(rc == 2 && o != NULL && strstr(o, "final merge: give its output")
+	    != NULL, "a final stage needs OUT (exit %d)", rc);
+	free(o);
+	tl_write_at(dir, "cycle.yml", "name: x\nmerge_method: linear\n"
+	    "models: [{model: y}]\n---\nname: y\nmerge_method: linear\n"
+	    "models: [{model: x}]\n");
+	rc = run(&o, "run %s --intermediate-dir cyc", "cycle.yml");
+	ok(rc == 3 && o != NULL && strstr(o, "cycle") != NULL &&
+	    !exists_at("cyc"), "a cycle is refused (exit %d)", rc);
+	free(o);
+}
+
+/* Named stages only; --no-keep-intermediates; mergekit-multi's spelling. */
+static void
+test_forms(void)
+{
+	char *o = NULL;
+	int rc;
+
+	tl_write_at(dir, "named.yml", STAGE_AB "---\n" STAGE_CD);
+	rc = run(&o, "run %s --intermediate-dir only -q", "named.yml");
+	ok(rc == 0 && exists_at("only/ab/model.safetensors") &&
+	    exists_at("only/cd/model.safetensors"), "a file of named stages "
+	    "writes them all to --intermediate-dir (exit %d)", rc);
+	free(o);
+
+	rc = run(&o, "run %s dropped --no-keep-intermediates -q "
+	    "--random-seed 11", "pipe.yml");
+	ok(rc == 0 && exists_at("dropped/model.safetensors") &&
+	    !exists_at("dropped.stages/ab") && !exists_at("dropped.stages/cd"),
+	    "--no-keep-intermediates removes them once read (exit %d)", rc);
+	ok(tl_same_at(dir, "dropped/model.safetensors",
+	    "hand/final/model.safetensors"), "and the result is the same");
+	free(o);
+
+	rc = tl_runf(&o, "cd %s && %s pipe.yml --intermediate-dir im "
+	    "--out-path om --random-seed 11 -q 2>&1", dir, multi);
+	ok(rc == 0 && exists_at("im/ab/config.json") && tl_same_at(dir,
+	    "om/model.safetensors", "hand/final/model.safetensors"),
+	    "mergekit-multi FILE --intermediate-dir DIR --out-path OUT "
+	    "(exit %d)", rc);
+	free(o);
+	rc = tl_runf(&o, "cd %s && %s pipe.yml --out-path om2 2>&1", dir,
+	    multi);
+	ok(rc == 2 && o != NULL && strstr(o, "--intermediate-dir") != NULL,
+	    "mergekit-multi without --intermediate-dir: usage error");
+	free(o);
+}
+
+/* mergectl plan FILE: the stage graph and each stage's plan. */
+static void
+test_plan(void)
+{
+	const cJSON *st, *reads;
+	char *o = NULL;
+	cJSON *j;
+	int rc;
+
+	rc = run(&o, "plan %s --json --intermediate-dir out.stages "
+	    "--out-path out", "pipe.yml");
+	j = rc == 0 ? cJSON_Parse(o) : NULL;
+	ok(j != NULL && cJSON_IsTrue(cJSON_GetObjectItem(j, "ok")),
+	    "plan --json of a pipeline (exit %d)", rc);
+	st = cJSON_GetObjectItem(j, "stages");
+	ok(cJSON_GetArraySize(st) == 3 && strcmp(cJSON_GetStringValue(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(st, 0), "name")), "ab") ==
+	    0, "its stages in the order they run");
+	reads = cJSON_GetObjectItem(cJSON_GetArrayItem(st, 2), "reads");
+	ok(cJSON_GetArraySize(reads) == 2 && cJSON_IsNull(cJSON_GetObjectItem(
+	    cJSON_GetArrayItem(st, 2), "name")), "the final one reads two");
+	ok(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(
+	    cJSON_GetArrayItem(st, 2), "plan"), "ok")) && strcmp(
+	    cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(st,
+	    0), "todo")), "up to date") == 0, "each with its plan, and "
+	    "whether run would skip it");
+	cJSON_Delete(j);
+	free(o);
+	rc = run(&o, "plan %s", "pipe.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "stage 3/3   (final)") != NULL &&
+	    strstr(o, "reads ab, cd") != NULL && strstr(o, "== stage cd ==")
+	    != NULL, "plan FILE prints the stage graph and the plans");
+	free(o);
+	rc = run(&o, "plan %s", "late.yml");
+	ok(rc == 3, "plan finds the late problem too (exit %d)", rc);
+	free(o);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const char shape[] = "--family llama --layers 4 --hidden 64 "
+	    "--intermediate 128 --heads 4 --kv-heads 2 --vocab 300";
+	char args[512];
+	int i;
+
+	tl_init(argc, argv);
+	tap_plan_lazy();
+	dir = tl_tmpdir("stages");
+	snprintf(args, sizeof args, "%s --seed 1", shape);
+	tl_gen_at(dir, "base", args);
+	for (i = 1; i <= 3; i++) {
+		char name[8];
+
+		snprintf(args, sizeof args, "%s --seed %d --finetune-of 1 "
+		    "--delta 0.02", shape, i + 1);
+		snprintf(name, sizeof name, "t%d", i);
+		tl_gen_at(dir, name, args);
+	}
+	tl_write_at(dir, "pipe.yml", pipe3);
+	/* As `meson configure -Dmergekit_compat=true` installs it. */
+	snprintf(multi, sizeof multi, "%s/mergekit-multi", dir);
+	if (symlink(tl_mergectl, multi) != 0)
+		return 99;
+	test_by_hand();
+	test_lazy();
+	test_refusals();
+	test_forms();
+	test_plan();
+	tl_cleanup();
+	return tap_done();
+}
