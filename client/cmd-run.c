@@ -26,7 +26,7 @@
 static void
 run_usage(FILE *fp)
 {
-	fprintf(fp, "usage: %s%s CONFIG OUT [options]\n"
+	fprintf(fp, "usage: %s%s\n"
 	    "  --memory SIZE          the most memory the merge may use "
 	    "(default: a quarter\n"
 	    "                         of RAM; binary: 512M, 2G)\n"
@@ -53,6 +53,14 @@ run_usage(FILE *fp)
 	    "(MODEL+ADAPTER)\n"
 	    "                         changes to bfloat16, float16 or float32 "
 	    "before merging\n"
+	    "A file of several documents (a mergekit-multi pipeline) runs "
+	    "stage by stage:\n"
+	    "  --intermediate-dir DIR where named stages go (default: "
+	    "OUT.stages)\n"
+	    "  --no-lazy              run every stage, even those up to "
+	    "date\n"
+	    "  --no-keep-intermediates  remove each stage once the stages "
+	    "reading it ran\n"
 	    "Each boolean also has its --no- form, as in mergekit-yaml.  "
 	    "mergekit-yaml's\n--cuda, --device, --read-to-gpu, --multi-gpu, "
 	    "--gpu-rich, --low-cpu-memory,\n--async-write, --write-threads, "
@@ -60,7 +68,9 @@ run_usage(FILE *fp)
 	    "--lora-merge-cache are accepted and change nothing (a\nnote says "
 	    "what mergectl does instead); --safe-serialization is what "
 	    "mergectl\nalways does.\n",
-	    cli_progname, cli_as_mergekit ? "" : " run");
+	    cli_progname, cli_as_multi ? " FILE --intermediate-dir DIR "
+	    "[--out-path OUT] [options]" : cli_as_mergekit ? " CONFIG OUT "
+	    "[options]" : " run CONFIG OUT [options]");
 }
 
 static void

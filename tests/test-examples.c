@@ -62,6 +62,20 @@ gen_models(void)
 	tl_gen_at(dir, "demo/lora-code", args);
 }
 
+/* A file of several documents: a pipeline (examples/pipeline.yml). */
+static bool
+is_pipeline(const char *name)
+{
+	char path[4096], *text;
+	bool yes;
+
+	snprintf(path, sizeof path, "%s/%s.yml", examples, name);
+	text = tl_read(path, NULL);
+	yes = text != NULL && strstr(text, "\n---\n") != NULL;
+	free(text);
+	return yes;
+}
+
 static void
 run_example(const char *name)
 {
@@ -81,6 +95,9 @@ run_example(const char *name)
 	card = tl_read(path, NULL);
 	ok(card != NULL && strstr(card, "merge method") != NULL,
 	    "%s: with its model card", name);
+	if (is_pipeline(name))
+		ok(card != NULL && strstr(card, "### Pipeline") != NULL,
+		    "%s: a pipeline, whose card lists its stages", name);
 	free(card);
 }
 
@@ -103,11 +120,18 @@ daemon_examples(char **names, size_t n)
 		    "-o daemon-%s --random-seed 5 --quiet 2>&1", dir, sock,
 		    tl_mergectl, examples, names[i], names[i]);
 		ids[i] = rc == 0 && o != NULL ? atoi(o) : 0;
-		if (ids[i] == 0)
+		/* The daemon does not take pipelines yet: it says so. */
+		if (is_pipeline(names[i]))
+			ok(rc == 3 && o != NULL && strstr(o, "mergectl run "
+			    "FILE OUT") != NULL, "%s: submit refuses a pipeline "
+			    "for now, naming mergectl run", names[i]);
+		else if (ids[i] == 0)
 			tap_diag("submit %s: %s", names[i], o ? o : "");
 		free(o);
 	}
 	for (i = 0; i < n; i++) {
+		if (is_pipeline(names[i]))
+			continue;
 		rc = tl_runf(&o, "MERGED_SOCKET=%s %s watch %d --quiet 2>&1",
 		    sock, tl_mergectl, ids[i]);
 		ok(ids[i] > 0 && rc == 0, "%s: the daemon's job %d succeeds",
