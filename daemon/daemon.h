@@ -64,7 +64,13 @@ struct djob {
 	char *name;
 	enum job_state state;
 	int64_t priority;
-	uint64_t after;		/* 0: no dependency */
+	/* The jobs it runs after, ascending: --after's, a stage's earlier
+	 * stages (a pipeline's stage, or a group's --after). */
+	uint64_t *deps;
+	size_t ndeps;
+	uint64_t grp;		/* a stage: its pipeline job; 0: none */
+	char *stage;		/* a named stage's name; NULL: none, final */
+	char *inter_dir;	/* a pipeline: where named stages go */
 	char *config;		/* YAML (an extraction's: JSON) */
 	char *config_name;	/* its path, for messages */
 	char *cwd;
@@ -260,6 +266,7 @@ struct cJSON *op_job_json(const struct djob *j, bool full);
 
 /* job.c: the job table and life cycle. */
 struct djob *job_find(struct daemon *, uint64_t);
+bool job_depends_on(const struct djob *j, uint64_t id);
 void job_insert(struct daemon *, struct djob *);
 void job_free(struct djob *);
 void job_release_runtime(struct djob *);
@@ -331,6 +338,7 @@ void prep_drain(struct daemon *);
 
 /* sched.c: which queued job runs next. */
 void sched_run(struct daemon *);
+int sched_ready(struct daemon *d, const struct djob *j, char **why);
 
 /* quota.c: per-user caps on queued jobs and the descriptors they hold. */
 bool quota_check(struct op_ctx *o, const struct djob *j, size_t nfds);

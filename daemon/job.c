@@ -49,6 +49,18 @@ job_find(struct daemon *d, uint64_t id)
 	return NULL;
 }
 
+/* Does j run after job id? */
+bool
+job_depends_on(const struct djob *j, uint64_t id)
+{
+	size_t i;
+
+	for (i = 0; i < j->ndeps; i++)
+		if (j->deps[i] == id)
+			return true;
+	return false;
+}
+
 /* Keeps the list ordered by id: the queue table reads in that order. */
 void
 job_insert(struct daemon *d, struct djob *j)
@@ -110,6 +122,9 @@ job_free(struct djob *j)
 	free(j->inputs);
 	free(j->shards_done);
 	free(j->error);
+	free(j->deps);
+	free(j->stage);
+	free(j->inter_dir);
 	free(j);
 }
 

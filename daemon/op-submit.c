@@ -178,7 +178,10 @@ submit_fields(struct op_ctx *o, struct djob *j)
 		return false;
 	}
 	j->priority = msg_get_i64(o->req, PROTO_F_PRIORITY, &i) ? i : 0;
-	j->after = msg_get_u64(o->req, PROTO_F_AFTER, &u) ? u : 0;
+	if (msg_get_u64(o->req, PROTO_F_AFTER, &u) && u != 0) {
+		j->deps = xcalloc(1, sizeof *j->deps);
+		j->deps[j->ndeps++] = u;
+	}
 	j->umask = msg_get_u64(o->req, PROTO_F_UMASK, &u) && u <= 0777 ?
 	    (uint32_t)u : 022;
 	graph_merge_opts_default(&j->opts);
@@ -187,9 +190,9 @@ submit_fields(struct op_ctx *o, struct djob *j)
 		free(cause);
 		return false;
 	}
-	if (j->after != 0 && job_find(o->c->d, j->after) == NULL) {
+	if (j->ndeps > 0 && job_find(o->c->d, j->deps[0]) == NULL) {
 		op_error(o, PROTO_E_BAD_REQUEST, "--after %llu: no such job",
-		    (unsigned long long)j->after);
+		    (unsigned long long)j->deps[0]);
 		return false;
 	}
 	return true;

@@ -149,7 +149,8 @@ op_job_json(const struct djob *j, bool full)
 	double now = daemon_now(), el = 0, eta = -1;
 	const struct graph_progress *g = &j->prog;
 	const char *p;
-	size_t done = 0;
+	size_t done = 0, i;
+	cJSON *deps;
 
 	if (j->started > 0)
 		el = (j->finished > 0 ? j->finished : now) - j->started;
@@ -162,6 +163,14 @@ op_job_json(const struct djob *j, bool full)
 	op_add_str(o, PROTO_F_NAME, j->name, PROTO_MAX_NAME);
 	cJSON_AddStringToObject(o, PROTO_F_STATE, proto_state_name(j->state));
 	cJSON_AddStringToObject(o, PROTO_F_KIND, proto_kind_name(j->kind));
+	/* A stage's group and name are public, as its job's name is. */
+	if (j->grp != 0) {
+		cJSON_AddNumberToObject(o, PROTO_F_GROUP, (double)j->grp);
+		if (j->stage != NULL)
+			op_add_str(o, PROTO_F_STAGE, j->stage, PROTO_MAX_NAME);
+		else
+			cJSON_AddNullToObject(o, PROTO_F_STAGE);
+	}
 	cJSON_AddNumberToObject(o, PROTO_F_PRIORITY, (double)j->priority);
 	cJSON_AddNumberToObject(o, PROTO_F_PROGRESS, g->bytes_total ?
 	    (double)g->bytes_done / (double)g->bytes_total : 0);
@@ -182,7 +191,13 @@ op_job_json(const struct djob *j, bool full)
 	if (j->error != NULL)
 		op_add_str(o, PROTO_F_ERROR, j->error, PROTO_MAX_ERRMSG);
 	cJSON_AddNumberToObject(o, PROTO_F_SEED, (double)j->opts.seed);
-	cJSON_AddNumberToObject(o, PROTO_F_AFTER, (double)j->after);
+	/* after: the first dependency, as before lists of them. */
+	cJSON_AddNumberToObject(o, PROTO_F_AFTER, j->ndeps > 0 ?
+	    (double)j->deps[0] : 0);
+	deps = cJSON_AddArrayToObject(o, PROTO_F_DEPS);
+	for (i = 0; i < j->ndeps; i++)
+		cJSON_AddItemToArray(deps, cJSON_CreateNumber(
+		    (double)j->deps[i]));
 	cJSON_AddNumberToObject(o, PROTO_F_CREATED, j->created);
 	cJSON_AddNumberToObject(o, PROTO_F_STARTED, j->started);
 	cJSON_AddNumberToObject(o, PROTO_F_FINISHED, j->finished);

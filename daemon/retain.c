@@ -52,13 +52,15 @@ retain_deps(struct daemon *d, size_t *n)
 	uint64_t *v;
 	size_t k = 0;
 
+	size_t i;
+
 	for (j = d->jobs; j != NULL; j = j->next)
-		k += !retain_finished(j) && j->after != 0;
+		k += !retain_finished(j) ? j->ndeps : 0;
 	v = xcalloc(k + 1, sizeof *v);
 	*n = 0;
 	for (j = d->jobs; j != NULL; j = j->next)
-		if (!retain_finished(j) && j->after != 0)
-			v[(*n)++] = j->after;
+		for (i = 0; !retain_finished(j) && i < j->ndeps; i++)
+			v[(*n)++] = j->deps[i];
 	qsort(v, *n, sizeof *v, retain_id_cmp);
 	return v;
 }
@@ -100,7 +102,7 @@ retain_removable(struct daemon *d, const struct djob *j, char **why)
 		}
 	}
 	for (k = d->jobs; k != NULL; k = k->next) {
-		if (k->after == j->id && !retain_finished(k)) {
+		if (job_depends_on(k, j->id) && !retain_finished(k)) {
 			if (why != NULL)
 				*why = xasprintf("job %llu runs after job %llu, "
 				    "which is kept until it ends", (unsigned

@@ -31,28 +31,33 @@ struct sched_owner {
 	struct djob *next;	/* its best eligible job, or NULL */
 };
 
-/* 0: wait; 1: may run; -1: can never run (its dependency did not). */
-static int
-sched_ready(struct daemon *d, struct djob *j, char **why)
+/* 0: wait; 1: may run; -1: can never run (a dependency did not). */
+int
+sched_ready(struct daemon *d, const struct djob *j, char **why)
 {
 	struct djob *dep;
+	size_t i;
+	int ready = 1;
 
-	if (j->after == 0)
-		return 1;
-	if ((dep = job_find(d, j->after)) == NULL) {
-		*why = xasprintf("job %llu, which it runs after, does not exist",
-		    (unsigned long long)j->after);
+	for (i = 0; i < j->ndeps; i++) {
+		if ((dep = job_find(d, j->deps[i])) == NULL) {
+			*why = xasprintf("job %llu, which it runs after, does "
+			    "not exist", (unsigned long long)j->deps[i]);
+			return -1;
+		}
+		if (dep->state == JOB_DONE)
+			continue;
+		/* Still to finish, or waiting to be resumed. */
+		if (!proto_state_removable(dep->state)) {
+			ready = 0;
+			continue;
+		}
+		*why = xasprintf("job %llu, which it runs after, %s",
+		    (unsigned long long)dep->id, dep->state == JOB_CANCELLED ?
+		    "was cancelled" : "failed");
 		return -1;
 	}
-	if (dep->state == JOB_DONE)
-		return 1;
-	/* Still to finish, or waiting to be resumed. */
-	if (!proto_state_removable(dep->state))
-		return 0;
-	*why = xasprintf("job %llu, which it runs after, %s",
-	    (unsigned long long)dep->id, dep->state == JOB_CANCELLED ?
-	    "was cancelled" : "failed");
-	return -1;
+	return ready;
 }
 
 /* Within one owner's jobs (or root's global ones): priority, then age. */

@@ -42,7 +42,18 @@ static const char *const migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN lora_dtype TEXT;",
 	/* 3 -> 4: the job's kind (vocab.h); every older job is a merge. */
 	"ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'merge';",
+	/* 4 -> 5: job groups (pipelines): a list of dependencies (ids,
+	 * space-separated; after's one moves there), a stage's group and
+	 * name, a pipeline's stage directory.  after keeps the first. */
+	"ALTER TABLE jobs ADD COLUMN deps TEXT NOT NULL DEFAULT '';"
+	" UPDATE jobs SET deps = CAST(after AS TEXT) WHERE after != 0;"
+	" ALTER TABLE jobs ADD COLUMN grp INTEGER NOT NULL DEFAULT 0;"
+	" ALTER TABLE jobs ADD COLUMN stage TEXT;"
+	" ALTER TABLE jobs ADD COLUMN inter_dir TEXT;",
 };
+
+/* The dependencies a job may have: a pipeline's stages, or --after. */
+#define STORE_MAX_DEPS 4096
 
 /* The bytes of a log line kept (store_log). */
 #define STORE_MAX_LOG_LINE 1024
@@ -80,7 +91,8 @@ static const char schema[] =
     " bytes_total INTEGER, bytes_done INTEGER, tensors_total INTEGER,"
     " tensors_done INTEGER, shards_done TEXT, error TEXT,"
     " stage_dev INTEGER, stage_ino INTEGER, lora_dtype TEXT,"
-    " kind TEXT NOT NULL DEFAULT 'merge');"
+    " kind TEXT NOT NULL DEFAULT 'merge', deps TEXT NOT NULL DEFAULT '',"
+    " grp INTEGER NOT NULL DEFAULT 0, stage TEXT, inter_dir TEXT);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
@@ -90,7 +102,8 @@ static const char *const sql[ST_COUNT] = {
 	    " priority, after, config, config_name, cwd, out_dir, out_name,"
 	    " staging, memory, force, allow_crimes, shard_size,"
 	    " copy_tokenizer, model_card, seed, lora_dtype, inputs, created,"
-	    " kind) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	    " kind, deps, grp, stage, inter_dir) VALUES (?,?,?,?,?,?,?,?,?,?,"
+	    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
 	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?"
@@ -100,8 +113,8 @@ static const char *const sql[ST_COUNT] = {
 	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
 	    " model_card, seed, lora_dtype, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
-	    " shards_done, error, stage_dev, stage_ino, kind FROM jobs"
-	    " ORDER BY id",
+	    " shards_done, error, stage_dev, stage_ino, kind, deps, grp, stage,"
+	    " inter_dir FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
@@ -311,10 +324,50 @@ store_col_opts(sqlite3_stmt *st, int i, struct graph_merge_opts *o)
 	return i;
 }
 
+/* "3 7 12": a job's dependencies as the store keeps them. */
+static char *
+store_deps_text(const struct djob *j)
+{
+	struct xbuf x = { 0 };
+	size_t i;
+
+	xbuf_add(&x, "", 0);
+	for (i = 0; i < j->ndeps; i++)
+		xbuf_printf(&x, "%s%llu", i ? " " : "",
+		    (unsigned long long)j->deps[i]);
+	return xbuf_take(&x);
+}
+
+/* The list back; a malformed one fails the job, saying so. */
+static void
+store_deps_parse(struct djob *j, const char *s)
+{
+	unsigned long long v;
+	char *end;
+
+	j->deps = xcalloc(STORE_MAX_DEPS + 1, sizeof *j->deps);
+	while (s != NULL && *s != '\0') {
+		errno = 0;
+		v = strtoull(s, &end, 10);
+		if (end == s || errno != 0 || v == 0 ||
+		    j->ndeps == STORE_MAX_DEPS || (*end != ' ' &&
+		    *end != '\0')) {
+			j->state = JOB_FAILED;
+			free(j->error);
+			j->error = xstrdup("the store's list of the jobs it runs "
+			    "after is malformed");
+			return;
+		}
+		j->deps[j->ndeps++] = v;
+		s = *end == ' ' ? end + 1 : end;
+	}
+}
+
 int
 store_job_insert(struct store *s, struct djob *j)
 {
 	sqlite3_stmt *st = s->st[ST_INSERT];
+	char *deps;
 	int i = 1, rc;
 
 	sqlite3_bind_int64(st, i++, j->owner);
@@ -323,7 +376,8 @@ store_job_insert(struct store *s, struct djob *j)
 	bind_text(st, i++, j->name);
 	bind_text(st, i++, proto_state_name(j->state));
 	sqlite3_bind_int64(st, i++, j->priority);
-	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->after);
+	sqlite3_bind_int64(st, i++, j->ndeps > 0 ?
+	    (sqlite3_int64)j->deps[0] : 0);
 	bind_text(st, i++, j->config);
 	bind_text(st, i++, j->config_name);
 	bind_text(st, i++, j->cwd);
@@ -334,6 +388,12 @@ store_job_insert(struct store *s, struct djob *j)
 	bind_text(st, i++, j->inputs);
 	sqlite3_bind_double(st, i++, j->created);
 	bind_text(st, i++, proto_kind_name(j->kind));
+	deps = store_deps_text(j);
+	bind_text(st, i++, deps);
+	free(deps);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->grp);
+	bind_text(st, i++, j->stage);
+	bind_text(st, i++, j->inter_dir);
 	if ((rc = step_done(s, st, "insert")) != 0)
 		return rc;
 	j->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -390,7 +450,7 @@ store_row(sqlite3_stmt *st)
 		j->state = JOB_FAILED;
 	free(state);
 	j->priority = sqlite3_column_int64(st, i++);
-	j->after = (uint64_t)sqlite3_column_int64(st, i++);
+	i++;	/* after: the first of deps, which is read below */
 	j->config = col_text(st, i++);
 	j->config_name = col_text(st, i++);
 	j->cwd = col_text(st, i++);
@@ -419,6 +479,10 @@ store_row(sqlite3_stmt *st)
 		    "does not know", kind != NULL ? kind : "?");
 	}
 	free(kind);
+	store_deps_parse(j, (const char *)sqlite3_column_text(st, i++));
+	j->grp = (uint64_t)sqlite3_column_int64(st, i++);
+	j->stage = col_text(st, i++);
+	j->inter_dir = col_text(st, i++);
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

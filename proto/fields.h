@@ -50,6 +50,12 @@
 #define PROTO_F_NAME "name"
 #define PROTO_F_PRIORITY "priority"
 #define PROTO_F_AFTER "after"
+#define PROTO_F_DEPS "deps"		/* the jobs a job runs after */
+#define PROTO_F_GROUP "group"		/* a stage's pipeline job */
+#define PROTO_F_STAGE "stage"		/* a stage's name; null: final */
+#define PROTO_F_INTER "intermediate"	/* a pipeline's stage directory */
+#define PROTO_F_INTER_FD "intermediate_fd"
+#define PROTO_F_LAZY "lazy"
 #define PROTO_F_UMASK "umask"
 #define PROTO_F_MEMORY "memory"
 #define PROTO_F_SEED "seed"

@@ -109,11 +109,16 @@ char *proto_state_names(unsigned flags, const char *sep, const char *last);
  * Job kinds: what a job does, one row each: its enumerator and its name
  * on the wire and in the store (names, never numbers).  A merge's config
  * is its YAML text; an extraction's is the JSON object of its options
- * (common/extractopts-json.c).  Both share every state and op.
+ * (common/extractopts-json.c).  A pipeline is a job group: its config is
+ * a multi-stage file, each of its stages a merge job of its own whose
+ * "group" is the pipeline's id; the pipeline itself never runs, its
+ * state and progress are its stages' (daemon/group.c).  All share every
+ * state and op.
  */
 #define PROTO_JOB_KINDS(X)						\
 	X(JOB_KIND_MERGE, "merge")					\
-	X(JOB_KIND_EXTRACT_LORA, "extract-lora")
+	X(JOB_KIND_EXTRACT_LORA, "extract-lora")			\
+	X(JOB_KIND_PIPELINE, "pipeline")
 
 #define PROTO_KIND_ENUM(e, name) e,
 enum job_kind {

@@ -464,15 +464,21 @@ out:
 /*
  * The store kept by the kill tests, turned back into each older version
  * (version 1: no jobs.stage_dev, stage_ino; version 2: no lora_dtype;
- * version 3: no kind): merged upgrades it to the current one (4) and
- * keeps every job, each older one a merge; a job of a kind it does not
- * know is kept, failed, saying so; a store of a version it does not know
- * is refused.
+ * version 3: no kind; version 4: one "after", no groups): merged
+ * upgrades it to the current one (5) and keeps every job, each older one
+ * a merge, an older "after" its one dependency; a job of a kind it does
+ * not know is kept, failed, saying so; a store of a version it does not
+ * know is refused.
  */
 static void
 test_store_versions(void)
 {
 	static const char *const back[] = {
+		/* 5 -> 4 */
+		"ALTER TABLE jobs DROP COLUMN deps;"
+		" ALTER TABLE jobs DROP COLUMN grp;"
+		" ALTER TABLE jobs DROP COLUMN stage;"
+		" ALTER TABLE jobs DROP COLUMN inter_dir;",
 		/* 4 -> 3 */
 		"ALTER TABLE jobs DROP COLUMN kind;",
 		/* 3 -> 2 */
@@ -481,24 +487,27 @@ test_store_versions(void)
 		"ALTER TABLE jobs DROP COLUMN stage_dev;"
 		" ALTER TABLE jobs DROP COLUMN stage_ino;",
 	};
-	char *n, *last, *v, *s, *m, *o = NULL, *sql;
+	char *n, *last, *v, *s, *m, *o = NULL, *sql, *first, *deps;
 	int rc, from, k;
 	pid_t pid;
 
-	for (from = 3; from >= 1; from--) {
+	for (from = 4; from >= 1; from--) {
 		n = store_sql("SELECT count(*) FROM jobs");
 		last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY "
 		    "id");
 		sql = NULL;
-		for (k = 0; k <= 3 - from; k++) {
+		for (k = 0; k <= 4 - from; k++) {
 			s = sql;
 			if (asprintf(&sql, "%s%s", s ? s : "", back[k]) < 0)
 				sql = NULL;
 			free(s);
 		}
+		/* Its last job ran after its first, as --after wrote it. */
 		s = sql;
-		if (asprintf(&sql, "%s PRAGMA user_version = %d; PRAGMA "
-		    "user_version", s ? s : "", from) < 0)
+		if (asprintf(&sql, "%s UPDATE jobs SET after = (SELECT min(id) "
+		    "FROM jobs) WHERE id = (SELECT max(id) FROM jobs); PRAGMA "
+		    "user_version = %d; PRAGMA user_version", s ? s : "",
+		    from) < 0)
 			sql = NULL;
 		free(s);
 		v = sql ? store_sql(sql) : NULL;
@@ -521,12 +530,23 @@ test_store_versions(void)
 		v = store_sql("SELECT count(*) FROM jobs");
 		m = store_sql("SELECT count(*) FROM jobs WHERE kind = 'merge'");
 		s = store_sql("SELECT count(stage_dev) + count(stage_ino) + "
-		    "count(lora_dtype) >= 0 FROM jobs; PRAGMA user_version");
+		    "count(lora_dtype) + count(grp) >= 0 FROM jobs; PRAGMA "
+		    "user_version");
 		ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
-		    strcmp(s, "4") == 0 && m != NULL && strcmp(m, n) == 0,
-		    "upgraded from version %d to 4 with every job, each a "
+		    strcmp(s, "5") == 0 && m != NULL && strcmp(m, n) == 0,
+		    "upgraded from version %d to 5 with every job, each a "
 		    "merge (%s of %s)", from, m ? m : "?", n ? n : "?");
 		free(s);
+		first = store_sql("SELECT min(id) FROM jobs");
+		deps = store_sql("SELECT deps FROM jobs WHERE id = (SELECT "
+		    "max(id) FROM jobs)");
+		ok(first != NULL && deps != NULL && strcmp(first, deps) == 0,
+		    "its after became its one dependency (%s)", deps ? deps :
+		    "?");
+		free(first);
+		free(deps);
+		/* As it was, for the next round. */
+		free(store_sql("UPDATE jobs SET deps = '', after = 0"));
 		free(m);
 		free(v);
 		free(last);
@@ -555,7 +575,7 @@ test_store_versions(void)
 	    "(exit %d)", rc);
 	ok_str_has(o, "schema version 99", "saying which version it is");
 	free(o);
-	free(store_sql("PRAGMA user_version = 4"));
+	free(store_sql("PRAGMA user_version = 5"));
 }
 
 static void

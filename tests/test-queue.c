@@ -382,6 +382,9 @@ seed(void)
 	    cols, (unsigned)bob.uid, (unsigned)bob.gid, t, t, t);
 	free(store_sql(sql));
 	sqlite3_free(sql);
+	/* A job's dependencies are a list (deps); after keeps the first. */
+	free(store_sql("UPDATE jobs SET deps = CAST(after AS TEXT) WHERE "
+	    "after != 0"));
 	sql = sqlite3_mprintf("INSERT INTO jobs (%s) WITH RECURSIVE n(i) AS "
 	    "(SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < %d) SELECT %u, "
 	    "%u, 'merged-alice', 'job-' || i, 'done', 0, 0, 'x', "
