@@ -158,6 +158,49 @@ stages_dir(const struct cli_stage_opts *so, const char *out, bool final)
 	return stages_trim(so->dir != NULL ? so->dir : out);
 }
 
+/*
+ * The descriptors the planner reads existing outputs beneath: the stage
+ * directory, and the final output's parent (with its name); -1 where
+ * there is none yet.
+ */
+static void
+stages_open_dirs(struct graph_pipeline_opts *po, const char *dir,
+    const char *out, char **out_name)
+{
+	char *parent, *slash;
+
+	po->dir_fd = dir != NULL ? open(dir, O_RDONLY | O_DIRECTORY |
+	    O_CLOEXEC) : -1;
+	po->out_fd = -1;
+	*out_name = NULL;
+	if (out == NULL)
+		return;
+	parent = stages_trim(out);
+	slash = strrchr(parent, '/');
+	*out_name = xstrdup(slash != NULL ? slash + 1 : parent);
+	if (slash == parent)
+		parent[1] = '\0';
+	else if (slash != NULL)
+		*slash = '\0';
+	else
+		strcpy(parent, ".");
+	po->out_fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	po->out_name = *out_name;
+	free(parent);
+}
+
+static void
+stages_close_dirs(struct graph_pipeline_opts *po, char *out_name)
+{
+	if (po->dir_fd >= 0)
+		close(po->dir_fd);
+	if (po->out_fd >= 0)
+		close(po->out_fd);
+	po->dir_fd = po->out_fd = -1;
+	po->out_name = NULL;
+	free(out_name);
+}
+
 /* A private directory for the planned stages' headers. */
 static int
 stages_scratch(char **path)
@@ -413,7 +456,7 @@ cli_run_stages(const struct cli_merge_opts *o,
 	struct graph_stage_plan *sp = NULL;
 	struct graph_pipeline_opts po;
 	struct graph_diags d;
-	char *dir = NULL;
+	char *dir = NULL, *out_name = NULL;
 	double t0 = cli_now();
 	size_t i;
 	int rc;
@@ -447,7 +490,10 @@ cli_run_stages(const struct cli_merge_opts *o,
 	cli_plan_opts(o, &po.plan);
 	po.out = p->final != (size_t)-1 ? out : NULL;
 	po.lazy = so->lazy;
-	if ((rc = stages_check(o, p, &po, &sp)) != CLI_EXIT_OK)
+	stages_open_dirs(&po, dir, po.out, &out_name);
+	rc = stages_check(o, p, &po, &sp);
+	stages_close_dirs(&po, out_name);
+	if (rc != CLI_EXIT_OK)
 		goto out;
 	if (o->verbose > 0)
 		stages_print_graph(stderr, p, sp);
@@ -460,7 +506,10 @@ cli_run_stages(const struct cli_merge_opts *o,
 		goto out;
 	}
 	cli_mkdirs(dir, 0755);
+	/* Open again: the stage directory exists now. */
+	stages_open_dirs(&po, dir, po.out, &out_name);
 	rc = stages_run_all(o, so, p, &po, sp, js);
+	stages_close_dirs(&po, out_name);
 	if (o->json) {
 		j = cJSON_CreateObject();
 		cJSON_AddBoolToObject(j, "ok", rc == CLI_EXIT_OK);
@@ -491,7 +540,7 @@ cli_plan_stages(const struct cli_merge_opts *o,
 	struct graph_pipeline_opts po;
 	struct graph_diags d;
 	const struct graph_stage *st;
-	char *scratch = NULL;
+	char *scratch = NULL, *out_name = NULL;
 	size_t k, i, j;
 	int rc = CLI_EXIT_OK;
 	cJSON *out, *arr, *s, *deps;
@@ -506,8 +555,10 @@ cli_plan_stages(const struct cli_merge_opts *o,
 		cli_plan_opts(o, &po.plan);
 		po.out = so->out_path;
 		po.lazy = so->lazy;
+		stages_open_dirs(&po, so->dir, po.out, &out_name);
 		if (graph_pipeline_plan(p, &po, &sp, &d) != 0)
 			rc = CLI_EXIT_INVALID;
+		stages_close_dirs(&po, out_name);
 		stages_scratch_remove(scratch, po.scratch_fd);
 	}
 	if (rc != CLI_EXIT_OK) {

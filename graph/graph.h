@@ -478,8 +478,16 @@ struct graph_pipeline_opts {
 	 * which each stage's derives (graph_stage_seed). */
 	struct graph_plan_opts plan;
 	const char *out;	/* the final stage's output; NULL: none */
+	/* Where the outputs are, read with plan.cred's rights beneath these
+	 * descriptors, never by path: the stage directory (-1: not there
+	 * yet), and the final output's parent and name (-1, NULL: none). */
+	int dir_fd;
+	int out_fd;
+	const char *out_name;
 	bool lazy;
-	int scratch_fd;		/* an empty directory the caller removes */
+	/* An empty directory the caller removes, which the user (plan.cred)
+	 * may write in: the headers of unwritten stages go there. */
+	int scratch_fd;
 };
 
 int graph_pipeline_plan(const struct graph_pipeline *p,

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,28 +66,63 @@ enum stage_out_state {
 	STAGE_OUT_OTHER,	/* something else: never replaced */
 };
 
-static enum stage_out_state
-stage_out_state(const char *out, char **record)
+/*
+ * Where stage i goes: beneath the stage directory's descriptor, or the
+ * final output's parent's; fd -1 when that directory is not there yet.
+ */
+static int
+stage_place(const struct graph_pipeline *p, size_t i,
+    const struct graph_pipeline_opts *o, const char **name)
 {
+	if (p->stages[i].name != NULL) {
+		*name = p->stages[i].name;
+		return o->dir_fd;
+	}
+	*name = o->out_name;
+	return o->out_name != NULL ? o->out_fd : -1;
+}
+
+/*
+ * What is at fd/name, read with the user's rights (cred), never by path:
+ * a daemon holds only the descriptors its client passed.
+ */
+static enum stage_out_state
+stage_out_state(int fd, const char *name, const struct graph_cred *cred,
+    char **record)
+{
+	struct cred_saved saved;
 	struct stat st;
 	size_t len;
-	char *path;
+	char *path, *cause = NULL;
+	enum stage_out_state s = STAGE_OUT_OTHER;
 	int rc;
 
 	*record = NULL;
-	if (lstat(out, &st) == -1)
-		return errno == ENOENT ? STAGE_OUT_ABSENT : STAGE_OUT_OTHER;
-	if (!S_ISDIR(st.st_mode))
-		return STAGE_OUT_OTHER;
-	path = xasprintf("%s/%s", out, GRAPH_STAGE_MANIFEST);
-	rc = graph_read_file(path, 1u << 24, record, &len);
-	free(path);
-	if (rc != 0 || strstr(*record, "\"mergectl_stage\"") == NULL) {
-		free(*record);
-		*record = NULL;
+	if (fd < 0)
+		return STAGE_OUT_ABSENT;
+	if (cred_enter(cred, &saved, &cause) != 0) {
+		free(cause);
 		return STAGE_OUT_OTHER;
 	}
-	return STAGE_OUT_OURS;
+	if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == -1) {
+		s = errno == ENOENT ? STAGE_OUT_ABSENT : STAGE_OUT_OTHER;
+		goto out;
+	}
+	if (!S_ISDIR(st.st_mode))
+		goto out;
+	path = xasprintf("%s/%s", name, GRAPH_STAGE_MANIFEST);
+	rc = fsroot_read(fd, path, 1u << 24, cred, record, &len, &cause);
+	free(path);
+	free(cause);
+	if (rc == 0 && strstr(*record, "\"mergectl_stage\"") != NULL)
+		s = STAGE_OUT_OURS;
+out:
+	cred_leave(&saved);
+	if (s != STAGE_OUT_OURS) {
+		free(*record);
+		*record = NULL;
+	}
+	return s;
 }
 
 /* Appends what a file is: its path, size and mtime, exact integers. */
@@ -141,25 +177,30 @@ stage_manifest(const struct graph_pipeline *p, size_t i,
 
 /* The record matches, and the files it says the stage wrote are there. */
 static bool
-stage_fresh(const char *out, const char *record, const char *want,
-    const struct graph_plan *plan)
+stage_fresh(int fd, const char *name, const struct graph_cred *cred,
+    const char *record, const char *want, const struct graph_plan *plan)
 {
+	struct cred_saved saved;
 	struct stat st;
 	size_t k;
-	char *path;
-	bool ok;
+	char *path, *cause = NULL;
+	bool ok = true;
 
 	if (strcmp(record, want) != 0)
 		return false;
-	for (k = 0; k < plan->nshards; k++) {
-		path = xasprintf("%s/%s", out, plan->shards[k].name);
-		ok = stat(path, &st) == 0 && S_ISREG(st.st_mode) &&
+	if (cred_enter(cred, &saved, &cause) != 0) {
+		free(cause);
+		return false;
+	}
+	for (k = 0; k < plan->nshards && ok; k++) {
+		path = xasprintf("%s/%s", name, plan->shards[k].name);
+		ok = fstatat(fd, path, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		    S_ISREG(st.st_mode) &&
 		    (uint64_t)st.st_size == plan->shards[k].size;
 		free(path);
-		if (!ok)
-			return false;
 	}
-	return true;
+	cred_leave(&saved);
+	return ok;
 }
 
 /*
@@ -168,17 +209,21 @@ stage_fresh(const char *out, const char *record, const char *want,
  * date; else a new one.
  */
 static uint64_t
-pipeline_seed(const struct graph_pipeline *p, char *const *outs)
+pipeline_seed(const struct graph_pipeline *p,
+    const struct graph_pipeline_opts *o)
 {
 	const cJSON *v;
+	const char *name;
 	uint64_t seed = 0;
 	bool found = false;
 	char *record;
 	cJSON *j;
 	size_t i;
+	int fd;
 
 	for (i = 0; i < p->nstages && !found; i++) {
-		if (outs[i] == NULL || stage_out_state(outs[i], &record) !=
+		fd = stage_place(p, i, o, &name);
+		if (stage_out_state(fd, name, o->plan.cred, &record) !=
 		    STAGE_OUT_OURS)
 			continue;
 		j = cJSON_Parse(record);
@@ -210,14 +255,15 @@ stage_out(const struct graph_pipeline *p, size_t i,
  * says whether it exists (ours: may be replaced).
  */
 static bool
-stage_check_out(const struct graph_pipeline *p, size_t i, const char *out,
+stage_check_out(const struct graph_pipeline *p, size_t i,
+    const struct graph_pipeline_opts *o, const char *out,
     enum stage_out_state *state, char **record, struct graph_diags *d)
 {
 	const struct graph_stage *st = &p->stages[i];
+	const char *name;
+	int fd = stage_place(p, i, o, &name);
 
-	*record = NULL;
-	*state = out != NULL ? stage_out_state(out, record) :
-	    STAGE_OUT_ABSENT;
+	*state = stage_out_state(fd, name, o->plan.cred, record);
 	if (st->name == NULL || *state != STAGE_OUT_OTHER)
 		return true;
 	graph_diag_at(d, GRAPH_SEV_ERROR, p->path, st->mark, "stage '%s': "
@@ -225,6 +271,25 @@ stage_check_out(const struct graph_pipeline *p, size_t i, const char *out,
 	    "%s); it is never replaced: remove it or choose another "
 	    "--intermediate-dir", st->name, out, GRAPH_STAGE_MANIFEST);
 	return false;
+}
+
+/*
+ * The headers of stage name's planned output in the scratch directory,
+ * written with the user's rights: what the copy reads from the user's
+ * models (tokenizer and processor files), the user may read.
+ */
+static int
+stage_skeleton(const struct graph_pipeline_opts *o,
+    const struct graph_plan *plan, const char *name, char **cause)
+{
+	struct cred_saved saved;
+	int rc;
+
+	if ((rc = cred_enter(o->plan.cred, &saved, cause)) != 0)
+		return rc;
+	rc = graph_plan_skeleton(plan, o->scratch_fd, name, cause);
+	cred_leave(&saved);
+	return rc;
 }
 
 static void
@@ -249,7 +314,8 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 	struct graph_stage_plan *sp = xcalloc(n + 1, sizeof *sp);
 	struct graph_source_dir *planned = xcalloc(n + 1, sizeof *planned);
 	bool *read = xcalloc(n + 1, sizeof *read), fresh_in;
-	char **outs = xcalloc(n + 1, sizeof *outs);
+	const char *name;
+	int fd;
 	const struct graph_stage *st;
 	struct graph_plan_opts po;
 	enum stage_out_state state;
@@ -264,12 +330,11 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 	}
 	for (i = 0; i < n; i++) {
 		sp[i].out = stage_out(p, i, o);
-		outs[i] = sp[i].out;
 		for (j = 0; j < p->stages[i].ndeps; j++)
 			read[p->stages[i].deps[j]] = true;
 	}
 	seed = o->plan.merge.has_seed ? o->plan.merge.seed :
-	    pipeline_seed(p, outs);
+	    pipeline_seed(p, o);
 	for (k = 0; k < n; k++) {
 		i = p->order[k];
 		st = &p->stages[i];
@@ -307,7 +372,7 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 			    "(final)", p->stages[st->deps[j]].name);
 			continue;
 		}
-		if (!stage_check_out(p, i, sp[i].out, &state, &record, d))
+		if (!stage_check_out(p, i, o, sp[i].out, &state, &record, d))
 			sp[i].todo = GRAPH_STAGE_FAILED;
 		sp[i].exists = state != STAGE_OUT_ABSENT;
 		stage_plan_opts(o, &sp[i], st->name != NULL &&
@@ -326,14 +391,15 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 		}
 		if (o->lazy && fresh_in && record != NULL) {
 			want = stage_manifest(p, i, sp[i].plan, seed);
-			if (stage_fresh(sp[i].out, record, want, sp[i].plan))
+			fd = stage_place(p, i, o, &name);
+			if (stage_fresh(fd, name, o->plan.cred, record, want,
+			    sp[i].plan))
 				sp[i].todo = GRAPH_STAGE_FRESH;
 			free(want);
 		}
 		free(record);
 		if (sp[i].todo == GRAPH_STAGE_RUN && read[i] &&
-		    graph_plan_skeleton(sp[i].plan, o->scratch_fd, st->name,
-		    &cause) != 0) {
+		    stage_skeleton(o, sp[i].plan, st->name, &cause) != 0) {
 			graph_diag_add(d, GRAPH_SEV_ERROR, sp[i].out, "cannot "
 			    "lay out the planned output's headers for the "
 			    "stages that read it: %s", cause);
@@ -344,7 +410,6 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 out:
 	free(planned);
 	free(read);
-	free(outs);
 	if (d->nerrors != before) {
 		graph_stage_plans_free(sp, n);
 		return -EINVAL;
@@ -402,7 +467,7 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
 
 	*out = NULL;
 	*manifest = NULL;
-	if (!stage_check_out(p, i, sp->out, &state, &record, d))
+	if (!stage_check_out(p, i, o, sp->out, &state, &record, d))
 		return -EINVAL;
 	free(record);
 	stage_plan_opts(o, sp, p->stages[i].name != NULL &&

@@ -315,6 +315,7 @@ fuzz_pipeline(const uint8_t *data, size_t size)
 	plan_opts(&po.plan, hub, sizeof hub);
 	snprintf(out, sizeof out, "%s/final-out", root);
 	po.out = out;
+	po.dir_fd = po.out_fd = -1;	/* nothing is written yet */
 	po.lazy = true;
 	po.scratch_fd = open(scratch, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	check(po.scratch_fd >= 0, "cannot open the scratch directory");
