@@ -142,6 +142,8 @@ int cli_run_stages(const struct cli_merge_opts *o,
 void cli_print_plan(const struct cJSON *plan);	/* cmd-plan.c */
 int cli_plan_stages(const struct cli_merge_opts *o,
     const struct cli_stage_opts *so, const char *path);
+int cli_stage_layout(const char *text, size_t len, const char *name,
+    const struct cli_stage_opts *so, const char *out, char **dir);
 
 /* conn.c: talking to merged. */
 struct cli_conn {
@@ -177,6 +179,12 @@ struct cli_models {
 	int out_fd;		/* index into fds */
 	char *out_name;
 	struct cJSON *models;
+	/* A pipeline's: its stage directory (absolute; set by the caller)
+	 * and its descriptor's index; whether up-to-date stages are
+	 * skipped. */
+	const char *inter;
+	int inter_fd;
+	bool lazy;
 };
 
 void cli_models_init(struct cli_models *);

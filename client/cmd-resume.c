@@ -43,6 +43,7 @@ cli_cmd_resume(int argc, char **argv)
 	struct cli_args a;
 	struct cli_conn c;
 	const char *text = "", *name = "", *cwd = "", *out = "", *k = "";
+	const char *inter;
 	enum job_kind kind = JOB_KIND_MERGE;
 	cJSON *cfg = NULL, *req, *r;
 	int rc;
@@ -58,6 +59,9 @@ cli_cmd_resume(int argc, char **argv)
 	msg_get_str(cfg, PROTO_F_CONFIG_NAME, &name);
 	msg_get_str(cfg, PROTO_F_CWD, &cwd);
 	msg_get_str(cfg, PROTO_F_OUT, &out);
+	/* A pipeline's stage directory. */
+	if (msg_get_str(cfg, PROTO_F_INTER, &inter))
+		m.inter = inter;
 	/* A daemon from before kinds sends none: a merge. */
 	if (msg_get_str(cfg, PROTO_F_KIND, &k) && proto_kind_parse(k,
 	    &kind) != 0) {

@@ -6,7 +6,8 @@
  * so a config that cannot succeed is refused at once with every problem
  * (exit 3).  With --wait, watches the job and exits with its result.
  * "submit --extract-lora" queues an extraction (cmd-extract.c); what
- * both share is in queue.c.
+ * both share is in queue.c.  A file of several documents is a pipeline,
+ * queued as one job group whose stages are jobs (docs/pipelines.md).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -24,6 +25,7 @@
 struct submit_opts {
 	struct cli_merge_opts m;
 	struct cli_queue_opts q;
+	struct cli_stage_opts s;
 	const char *out;
 };
 
@@ -55,6 +57,12 @@ submit_usage(FILE *fp)
 	    "  --lora-merge-dtype DTYPE  round weights that a LoRA adapter "
 	    "changes to it\n"
 	    "  -q, --quiet            with --wait: no progress output\n"
+	    "A file of several documents (a pipeline) is queued as one job "
+	    "group:\n"
+	    "  --intermediate-dir DIR where named stages go (default: "
+	    "OUT.stages)\n"
+	    "  --no-lazy              run every stage, even those up to "
+	    "date\n"
 	    "  --json                 print the job (or the error) as JSON\n"
 	    "It takes mergekit-yaml's options as '%s run' does, but not those "
 	    "that\nchoose threads or devices (-j, --cuda, --device, ...): the "
@@ -73,12 +81,15 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 		{ NULL, 0, NULL, 0 },
 	};
 	struct option *cat = cli_longopts_cat(own, cli_queue_longopts);
-	struct option *longopts = cli_merge_longopts(cat);
+	struct option *cat2 = cli_longopts_cat(cat, cli_stage_longopts);
+	struct option *longopts = cli_merge_longopts(cat2);
 	int c, rc = 0, q;
 
 	free(cat);
+	free(cat2);
 	memset(o, 0, sizeof *o);
 	cli_merge_opts_default(&o->m);
+	cli_stage_opts_default(&o->s);
 	o->m.for_daemon = true;
 	optind = 1;
 	while (rc == 0 && (c = cli_getopt(argc, argv, "o:qhvj:",
@@ -96,6 +107,8 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 			rc = q < 0 ? -1 : 0;
 			continue;
 		}
+		if (cli_stage_opt(&o->s, c, optarg) == 0)
+			continue;
 		if (c == '?' || cli_merge_opt(&o->m, c, optarg) != 0)
 			rc = -1;
 	}
@@ -111,6 +124,23 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 	}
 	*cfg = argv[optind];
 	return 0;
+}
+
+/* A pipeline's stage directory, from the file and the options. */
+static int
+submit_stages(const struct submit_opts *o, const char *text, size_t len,
+    const char *cfgpath, char **dir)
+{
+	if (!o->s.keep) {
+		cli_usage_error("--no-keep-intermediates: the daemon keeps a "
+		    "pipeline's stages; 'mergectl run' removes them");
+		return CLI_EXIT_USAGE;
+	}
+	if (o->s.out_path != NULL) {
+		cli_usage_error("--out-path is mergekit-multi's; give -o OUT");
+		return CLI_EXIT_USAGE;
+	}
+	return cli_stage_layout(text, len, cfgpath, &o->s, o->out, dir);
 }
 
 /* "submit --extract-lora": an extraction's own command line. */
@@ -131,7 +161,8 @@ cli_cmd_submit(int argc, char **argv)
 	struct submit_opts o;
 	struct cli_models m;
 	struct graph_env env;
-	char *cfgpath, *text = NULL, *abs;
+	enum job_kind kind;
+	char *cfgpath, *text = NULL, *abs, *dir = NULL;
 	size_t len;
 	int rc;
 
@@ -154,14 +185,22 @@ cli_cmd_submit(int argc, char **argv)
 		    "job; '%s logs JOB' shows its log\n", cli_progname,
 		    cli_progname);
 	cli_models_init(&m);
-	if ((rc = cli_models_open(&m, JOB_KIND_MERGE, text, len, cfgpath,
-	    &env, o.out)) == 0) {
+	if (cli_stage_count(cfgpath) > 1 && (rc = submit_stages(&o, text, len,
+	    cfgpath, &dir)) != CLI_EXIT_OK)
+		goto out;
+	kind = dir != NULL ? JOB_KIND_PIPELINE : JOB_KIND_MERGE;
+	m.inter = dir;
+	m.lazy = o.s.lazy;
+	if ((rc = cli_models_open(&m, kind, text, len, cfgpath, &env,
+	    o.out)) == 0) {
 		abs = cli_abspath(cfgpath);
-		rc = cli_queue_submit(&o.q, JOB_KIND_MERGE, text, abs, o.out,
-		    &o.m, &env, &m);
+		rc = cli_queue_submit(&o.q, kind, text, abs, o.out, &o.m, &env,
+		    &m);
 		free(abs);
 	}
+out:
 	cli_models_fini(&m);
+	free(dir);
 	free(text);
 	return rc;
 }

@@ -48,7 +48,15 @@ cli_job_row(const cJSON *j)
 
 	/* A store from before names were checked may hold escapes. */
 	user = graph_text_printable(xstrdup(cli_json_str(j, PROTO_F_USER)));
-	name = graph_text_printable(xstrdup(cli_json_str(j, PROTO_F_NAME)));
+	/* A pipeline's stage, indented under its group (the row above:
+	 * the stages' ids follow their group's). */
+	if (cli_json_num(j, PROTO_F_GROUP) > 0)
+		name = xasprintf("  %s", cJSON_IsString(cJSON_GetObjectItem(j,
+		    PROTO_F_STAGE)) ? cli_json_str(j, PROTO_F_STAGE) :
+		    "(final)");
+	else
+		name = xstrdup(cli_json_str(j, PROTO_F_NAME));
+	name = graph_text_printable(name);
 	fmt_secs(el, sizeof el, cli_json_num(j, PROTO_F_ELAPSED));
 	fmt_secs(eta, sizeof eta, cli_json_num(j, PROTO_F_ETA));
 	done = graph_format_size((uint64_t)cli_json_num(j, PROTO_F_BYTES_DONE));

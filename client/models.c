@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,8 @@ cli_models_init(struct cli_models *m)
 {
 	memset(m, 0, sizeof *m);
 	m->out_fd = -1;
+	m->inter_fd = -1;
+	m->lazy = true;
 }
 
 void
@@ -57,6 +60,30 @@ cli_models_add(struct cli_models *m, int fd)
 	return (int)m->nfds++;
 }
 
+/* Is key among the entries already sent? */
+static bool
+cli_models_has(const struct cli_models *m, const char *key)
+{
+	const cJSON *e;
+
+	cJSON_ArrayForEach(e, m->models)
+		if (strcmp(cli_json_str(e, PROTO_F_REF), key) == 0)
+			return true;
+	return false;
+}
+
+/* A pipeline's reference to one of its stages: found by the daemon
+ * beneath the stage directory, once that stage is written. */
+static bool
+cli_models_is_stage(const struct cli_models *m, const struct graph_ref *r)
+{
+	size_t len = m->inter != NULL ? strlen(m->inter) : 0;
+
+	return m->inter != NULL && r->rev == NULL &&
+	    strncmp(r->path, m->inter, len) == 0 && r->path[len] == '/' &&
+	    strchr(r->path + len + 1, '/') == NULL;
+}
+
 /*
  * Resolves each reference in env and opens it (and then its adapter, if
  * it names one).  A reference that cannot be found is a problem in d, at
@@ -81,6 +108,14 @@ cli_models_refs(struct cli_models *m, const struct graph_ref *const *refs,
 		ref = refs[i / 2];
 		if (adapter && ref->lora == NULL)
 			continue;
+		if (!adapter && cli_models_is_stage(m, ref))
+			continue;
+		s = adapter ? graph_ref_adapter_key(ref) : graph_ref_str(ref);
+		if (cli_models_has(m, s)) {
+			free(s);
+			continue;	/* the same model in two stages */
+		}
+		free(s);
 		if ((adapter ? graph_ref_resolve_adapter(ref, env, &r, &cause) :
 		    graph_ref_resolve(ref, env, &r, &cause)) != 0) {
 			if (labels != NULL)
@@ -129,6 +164,36 @@ cli_models_merge(struct cli_models *m, const char *text, size_t len,
 	free(refs);
 	graph_config_free(cfg);
 	return rc;
+}
+
+/* A pipeline's references: every stage's, but the stages' own outputs;
+ * and the stage directory, made if missing. */
+static int
+cli_models_pipeline(struct cli_models *m, const char *text, size_t len,
+    const char *name, const struct graph_env *env, struct graph_diags *d)
+{
+	const struct graph_ref **refs = NULL;
+	struct graph_pipeline *p = NULL;
+	size_t n, i;
+	int rc = 0, fd;
+
+	if (graph_pipeline_load_buffer(name, text, len, m->inter, &p, d) != 0)
+		return 0;	/* the problems are in d */
+	for (i = 0; i < p->nstages && rc == 0; i++) {
+		n = graph_config_refs(p->stages[i].cfg, &refs);
+		rc = cli_models_refs(m, refs, n, name, NULL, env, d);
+		free(refs);
+	}
+	graph_pipeline_free(p);
+	if (rc != 0 || d->nerrors > 0)
+		return rc;
+	cli_mkdirs(m->inter, 0755);
+	if ((fd = open(m->inter, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, m->inter, "cannot open the "
+		    "stage directory: %s", strerror(errno));
+		return 0;
+	}
+	return (m->inter_fd = cli_models_add(m, fd)) < 0 ? -1 : 0;
 }
 
 /* An extraction's references: its --model and --base-model. */
@@ -188,7 +253,9 @@ cli_models_open(struct cli_models *m, enum job_kind kind, const char *text,
 	graph_diags_init(&d);
 	m->models = cJSON_CreateArray();
 	if ((kind == JOB_KIND_EXTRACT_LORA ? cli_models_extract(m, text, env,
-	    &d) : cli_models_merge(m, text, len, name, env, &d)) != 0)
+	    &d) : kind == JOB_KIND_PIPELINE ? cli_models_pipeline(m, text, len,
+	    name, env, &d) : cli_models_merge(m, text, len, name, env,
+	    &d)) != 0)
 		goto out;
 	if (d.nerrors > 0)
 		goto out;
@@ -228,6 +295,11 @@ cli_models_request(struct cli_models *m, cJSON *req)
 	cJSON_AddNumberToObject(req, PROTO_F_OUT_FD, m->out_fd);
 	cJSON_AddStringToObject(req, PROTO_F_OUT_NAME, m->out_name);
 	cJSON_AddNumberToObject(req, PROTO_F_FDS, (double)m->nfds);
+	if (m->inter_fd >= 0) {
+		cJSON_AddNumberToObject(req, PROTO_F_INTER_FD, m->inter_fd);
+		cJSON_AddStringToObject(req, PROTO_F_INTER, m->inter);
+		cJSON_AddBoolToObject(req, PROTO_F_LAZY, m->lazy);
+	}
 	/* A root daemon makes the output's files as us, with our umask. */
 	cJSON_AddNumberToObject(req, PROTO_F_UMASK, (double)cli_umask());
 }

@@ -33,6 +33,9 @@
 #include "opts.h"
 #include "xmalloc.h"
 
+static char *stages_dir(const struct cli_stage_opts *so, const char *out,
+    bool final);
+
 /* Config files are small; as graph_config_load_file. */
 #define STAGES_MAX_BYTES (4u << 20)
 
@@ -102,6 +105,41 @@ stages_trim(const char *path)
 	while (len > 1 && s[len - 1] == '/')
 		s[--len] = '\0';
 	return s;
+}
+
+/*
+ * Where a pipeline's named stages go, for submit: from the file (whether
+ * it has a final stage) and the command line, as for run; absolute, for
+ * the daemon.  Returns an exit code after printing why.
+ */
+int
+cli_stage_layout(const char *text, size_t len, const char *name,
+    const struct cli_stage_opts *so, const char *out, char **dir)
+{
+	struct graph_pipeline *p = NULL;
+	struct graph_diags d;
+	char *rel;
+	bool final;
+
+	*dir = NULL;
+	graph_diags_init(&d);
+	if (graph_pipeline_load_buffer(name, text, len, NULL, &p, &d) != 0) {
+		cli_error_diags(PROTO_E_BAD_CONFIG, &d, "%zu problem%s found; "
+		    "nothing was submitted", d.nerrors, d.nerrors == 1 ? "" :
+		    "s");
+		graph_diags_fini(&d);
+		return CLI_EXIT_INVALID;
+	}
+	final = p->final != (size_t)-1;
+	graph_pipeline_free(p);
+	graph_diags_fini(&d);
+	/* -o names the final output, or the stages' directory. */
+	if ((rel = stages_dir(so, final ? out : so->dir != NULL ? NULL : out,
+	    final)) == NULL)
+		return CLI_EXIT_USAGE;
+	*dir = cli_abspath(rel);
+	free(rel);
+	return CLI_EXIT_OK;
 }
 
 /* Loads the file with its stage references rewritten into dir. */

@@ -106,6 +106,15 @@ struct djob {
 	struct graph_cred cred;
 	uint32_t *groups;
 	bool interrupting;	/* drain: keep the staging directory */
+	/* A pipeline's (group.c): the stage directory's descriptor, the
+	 * file and its stages' plans while it is planned and accepted, and
+	 * where planning may make a scratch directory. */
+	int inter_fd;
+	struct graph_pipeline *pipe;
+	struct graph_stage_plan *splans;
+	bool lazy;
+	char *scratch_parent;
+	bool planning;		/* a stage planned on the pool now */
 	double last_store;	/* when progress was last persisted */
 	double last_event;	/* when watchers last heard */
 };
@@ -272,6 +281,7 @@ void job_free(struct djob *);
 void job_release_runtime(struct djob *);
 int job_take_request(struct djob *j, const struct peer *p, const int *fds,
     size_t nfds, const struct cJSON *models, int out_fd, char **cause);
+int job_take_inter(struct djob *j, const struct cJSON *req, char **cause);
 int job_plan(struct djob *j, uint64_t budget, int threads,
     const atomic_bool *cancel, struct graph_diags *d, char **cause);
 bool job_planned(const struct djob *);
@@ -297,6 +307,17 @@ void job_interrupt_all(struct daemon *);
 int job_plan_extract(struct djob *j, uint64_t budget, int threads,
     const atomic_bool *cancel, struct graph_diags *d, char **cause);
 int job_start_extract(struct daemon *d, struct djob *j);
+
+/* group.c: pipelines, job groups of stages. */
+int group_plan(struct djob *j, uint64_t budget, const atomic_bool *cancel,
+    struct graph_diags *d, char **cause);
+int group_accept(struct daemon *d, struct djob *g, char **cause);
+size_t group_resume(struct daemon *d, struct djob *g);
+void group_refresh(struct daemon *d, struct djob *g);
+void group_cancel(struct daemon *d, struct djob *g);
+void group_plan_waiting(struct daemon *d);
+char *group_stage_manifest(struct daemon *d, const struct djob *s);
+void group_release(struct djob *g);
 
 /* watch.c: a job's change, sent to its watchers (d->job_changed). */
 void watch_job_changed(struct daemon *d, struct djob *j, bool final);

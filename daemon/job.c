@@ -103,6 +103,12 @@ job_release_runtime(struct djob *j)
 	if (j->out_fd != -1)
 		close(j->out_fd);
 	j->out_fd = -1;
+	if (j->inter_fd >= 0)
+		close(j->inter_fd);
+	j->inter_fd = -1;
+	group_release(j);
+	free(j->scratch_parent);
+	j->scratch_parent = NULL;
 	free(j->groups);
 	j->groups = NULL;
 }
@@ -157,6 +163,8 @@ void
 job_set_state(struct daemon *d, struct djob *j, enum job_state s,
     const char *error)
 {
+	struct djob *g;
+
 	j->state = s;
 	if (s == JOB_QUEUED)
 		j->finished = 0;	/* resumed */
@@ -170,6 +178,9 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 	job_log(d, j, "%s%s%s", proto_state_name(s), error ? ": " : "",
 	    error ? error : "");
 	job_changed(d, j, proto_state_final(s));
+	/* A stage's group follows its stages. */
+	if (j->grp != 0 && (g = job_find(d, j->grp)) != NULL)
+		group_refresh(d, g);
 }
 
 /* The files a plan reads, with their sizes and times, as JSON: the
@@ -325,6 +336,34 @@ job_take_request(struct djob *j, const struct peer *p, const int *fds,
 }
 
 /*
+ * A pipeline's stage directory: the descriptor at the request's
+ * "intermediate_fd" moves to j (as the output's does), and no model
+ * entry may use it.
+ */
+int
+job_take_inter(struct djob *j, const struct cJSON *req, char **cause)
+{
+	uint64_t idx;
+	size_t i;
+
+	if (!msg_get_u64(req, PROTO_F_INTER_FD, &idx) || idx >= j->nfds ||
+	    j->fds[idx] == -1) {
+		*cause = xstrdup("'intermediate_fd' must index a descriptor "
+		    "sent with the request, not the output's");
+		return -EINVAL;
+	}
+	for (i = 0; i < j->ndirs; i++)
+		if (j->dirs[i].fd == j->fds[idx]) {
+			*cause = xstrdup("'intermediate_fd' is a model's "
+			    "descriptor");
+			return -EINVAL;
+		}
+	j->inter_fd = j->fds[idx];
+	j->fds[idx] = -1;
+	return 0;
+}
+
+/*
  * Plans j: loads its config and builds the plan from the descriptors and
  * with the credentials job_take_request() gave it, fixes its seed and
  * records (or, for a resume, compares) the files it reads.  This is the
@@ -344,9 +383,14 @@ job_plan(struct djob *j, uint64_t budget, int threads,
 
 	if (j->kind == JOB_KIND_EXTRACT_LORA)
 		return job_plan_extract(j, budget, threads, cancel, d, cause);
+	if (j->kind == JOB_KIND_PIPELINE)
+		return group_plan(j, budget, cancel, d, cause);
 	if (graph_config_load_buffer(j->config_name, j->config,
 	    strlen(j->config), &j->cfg, d) != 0)
 		return -EINVAL;
+	/* A stage's "name" is its pipeline's, not a key to warn of. */
+	if (j->grp != 0)
+		j->cfg->has_name = false;
 	graph_plan_opts_default(&o);
 	o.env.cwd = j->cwd;
 	o.dirs = j->dirs;
@@ -411,6 +455,12 @@ job_shadow(const struct djob *j)
 	s->cwd = xstrdup(j->cwd ? j->cwd : "");
 	s->opts = j->opts;
 	s->inputs = j->inputs != NULL ? xstrdup(j->inputs) : NULL;
+	s->inter_fd = -1;
+	s->inter_dir = j->inter_dir != NULL ? xstrdup(j->inter_dir) : NULL;
+	s->name = j->name != NULL ? xstrdup(j->name) : NULL;
+	s->deps = xcalloc(j->ndeps + 1, sizeof *s->deps);
+	memcpy(s->deps, j->deps, j->ndeps * sizeof *s->deps);
+	s->ndeps = j->ndeps;
 	return s;
 }
 
@@ -435,6 +485,12 @@ job_adopt(struct djob *j, struct djob *s)
 	j->cred = s->cred;
 	j->opts.seed = s->opts.seed;
 	j->opts.has_seed = s->opts.has_seed;
+	j->inter_fd = s->inter_fd;
+	j->pipe = s->pipe;
+	j->splans = s->splans;
+	s->inter_fd = -1;
+	s->pipe = NULL;
+	s->splans = NULL;
 	free(j->inputs);
 	j->inputs = s->inputs;
 	s->cfg = NULL;
@@ -458,6 +514,8 @@ job_note_progress(struct djob *j, const struct graph_progress *g)
 	struct daemon *d = j->daemon;
 	double now = daemon_now();
 
+	struct djob *grp;
+
 	j->prog = *g;
 	if (now - j->last_store >= JOB_STORE_INTERVAL) {
 		j->last_store = now;
@@ -466,6 +524,8 @@ job_note_progress(struct djob *j, const struct graph_progress *g)
 	if (now - j->last_event >= JOB_EVENT_INTERVAL) {
 		j->last_event = now;
 		job_changed(d, j, false);
+		if (j->grp != 0 && (grp = job_find(d, j->grp)) != NULL)
+			group_refresh(d, grp);
 	}
 }
 
@@ -601,7 +661,7 @@ job_start(struct daemon *d, struct djob *j)
 	struct graph_plan_summary s;
 	struct graph_job_opts o;
 	struct graph_ident *own;
-	char *cause = NULL;
+	char *cause = NULL, *manifest;
 	bool *done;
 	size_t i;
 	int rc;
@@ -637,6 +697,9 @@ job_start(struct daemon *d, struct djob *j)
 	o.out_dirfd = j->out_fd;
 	o.out_name = j->out_name;
 	o.out_dir = j->out_dir;
+	/* A stage's output holds its record, for lazy reruns. */
+	o.manifest = manifest = j->grp != 0 ? group_stage_manifest(d, j) :
+	    NULL;
 	o.cred = &j->cred;
 	o.own = own = job_own_outputs(d, j->owner, &o.nown);
 	o.staging_name = j->staging;
@@ -649,6 +712,7 @@ job_start(struct daemon *d, struct djob *j)
 	rc = graph_exec_submit(d->exec, j->plan, &o, &j->gj, &cause);
 	free(done);
 	free(own);
+	free(manifest);
 	if (rc != 0) {
 		job_release_runtime(j);
 		job_set_state(d, j, JOB_FAILED, cause);
@@ -669,6 +733,10 @@ job_cancel(struct daemon *d, struct djob *j)
 {
 	if (!proto_state_cancellable(j->state))
 		return;
+	if (j->kind == JOB_KIND_PIPELINE) {
+		group_cancel(d, j);
+		return;
+	}
 	if (j->state == JOB_RUNNING) {
 		if (j->gj != NULL)
 			graph_exec_cancel(j->gj);
@@ -692,7 +760,8 @@ job_interrupt_all(struct daemon *d)
 	struct djob *j;
 
 	for (j = d->jobs; j != NULL; j = j->next) {
-		if (!proto_state_live(j->state))
+		/* A group's state is its stages'. */
+		if (!proto_state_live(j->state) || j->kind == JOB_KIND_PIPELINE)
 			continue;
 		if (j->state == JOB_RUNNING) {
 			if (j->gj != NULL)

@@ -23,6 +23,8 @@ op_config_fn(struct op_ctx *o)
 	    j->config_name : "");
 	cJSON_AddStringToObject(r, PROTO_F_CWD, j->cwd ? j->cwd : "");
 	cJSON_AddStringToObject(r, PROTO_F_OUT, j->out_dir);
+	if (j->inter_dir != NULL)
+		cJSON_AddStringToObject(r, PROTO_F_INTER, j->inter_dir);
 	op_reply(o, r);
 }
 

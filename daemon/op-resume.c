@@ -9,7 +9,9 @@
  * file named.  Shards already on disk in the staging directory are kept,
  * so the result is byte-identical to an uninterrupted run.  The plan is
  * built on the pool (prep.c) for a copy of the job (job_shadow()), which
- * the job adopts if it can still be resumed when the plan is back.
+ * the job adopts if it can still be resumed when the plan is back.  A
+ * pipeline is planned whole again, and its stages that are not done are
+ * queued again (group.c).
  */
 #include <stdlib.h>
 #include <unistd.h>
@@ -59,7 +61,14 @@ resume_planned(struct prep *p, struct op_ctx *o)
 	}
 	job_adopt(j, p->j);
 	job_log(d, j, "resumed by uid %u", (unsigned)o->c->peer.uid);
-	job_set_state(d, j, JOB_QUEUED, NULL);
+	if (j->kind == JOB_KIND_PIPELINE) {
+		/* Its stages not done are queued again; it follows them. */
+		job_log(d, j, "%zu stages queued again", group_resume(d, j));
+		job_release_runtime(j);
+		group_refresh(d, j);
+	} else {
+		job_set_state(d, j, JOB_QUEUED, NULL);
+	}
 	r = msg_reply(o->id);
 	cJSON_AddItemToObject(r, PROTO_F_JOB, op_job_json(j, true));
 	op_reply(o, r);
@@ -99,8 +108,12 @@ op_resume_fn(struct op_ctx *o)
 	j->umask = msg_get_u64(o->req, PROTO_F_UMASK, &umask) && umask <= 0777 ?
 	    (uint32_t)umask : 022;
 	s = job_shadow(j);
+	s->lazy = true;
+	s->scratch_parent = xstrdup(d->opts.state_dir);
 	if (job_take_request(s, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
-	    o->req, PROTO_F_MODELS), (int)out_fd, &cause) != 0) {
+	    o->req, PROTO_F_MODELS), (int)out_fd, &cause) != 0 ||
+	    (s->kind == JOB_KIND_PIPELINE && job_take_inter(s, o->req,
+	    &cause) != 0)) {
 		job_free(s);
 		free(j->error);
 		j->error = xstrdup(cause != NULL ? cause : "the merge cannot "

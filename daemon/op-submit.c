@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * op-submit.c: queue a merge, or an extraction (kind "extract-lora",
- * job-extract.c).
+ * op-submit.c: queue a merge, an extraction (kind "extract-lora",
+ * job-extract.c) or a pipeline of merges (kind "pipeline", group.c).
  *
  * The request carries the config text (an extraction's: the JSON object
  * of its options), the client's resolution of every
@@ -134,9 +134,23 @@ submit_fields(struct op_ctx *o, struct djob *j)
 	if (cJSON_GetObjectItemCaseSensitive(o->req, PROTO_F_KIND) != NULL &&
 	    (!msg_get_str(o->req, PROTO_F_KIND, &s) || proto_kind_parse(s,
 	    &j->kind) != 0)) {
-		op_error(o, PROTO_E_BAD_REQUEST, "'kind' must be merge or "
-		    "extract-lora");
+		op_error(o, PROTO_E_BAD_REQUEST, "'kind' must be merge, "
+		    "extract-lora or pipeline");
 		return false;
+	}
+	/* A pipeline: where its named stages go, and whether stages that
+	 * are up to date are skipped. */
+	j->lazy = true;
+	if (j->kind == JOB_KIND_PIPELINE && (!msg_get_str(o->req,
+	    PROTO_F_INTER, &s) || s[0] != '/' || strlen(s) > PROTO_MAX_PATH ||
+	    strstr(s, "/../") != NULL)) {
+		op_error(o, PROTO_E_BAD_REQUEST, "'intermediate' must be the "
+		    "absolute path of the pipeline's stage directory");
+		return false;
+	}
+	if (j->kind == JOB_KIND_PIPELINE) {
+		j->inter_dir = xstrdup(s);
+		msg_get_bool(o->req, PROTO_F_LAZY, &j->lazy);
 	}
 	if (!msg_get_str(o->req, PROTO_F_CONFIG, &s) || strlen(s) >
 	    PROTO_MAX_CONFIG) {
@@ -199,6 +213,55 @@ submit_fields(struct op_ctx *o, struct djob *j)
 }
 
 /*
+ * A pipeline is planned: every stage becomes a job (group.c), after the
+ * checks a merge's output gets, for the stage directory and the final
+ * output.
+ */
+static void
+submit_group(struct prep *p, struct op_ctx *o)
+{
+	struct daemon *d = o->c->d;
+	struct djob *j = p->j;
+	const struct graph_stage_plan *f;
+	char *cause = NULL;
+	cJSON *r;
+
+	if (graph_dir_writable(j->inter_fd, &j->cred, &cause) != 0 ||
+	    graph_dir_writable(j->out_fd, &j->cred, &cause) != 0) {
+		free(cause);
+		op_error(o, PROTO_E_FORBIDDEN, "uid %u may not write in %s or "
+		    "in the directory of %s", (unsigned)j->owner, j->inter_dir,
+		    j->out_dir);
+		return;
+	}
+	if (!submit_daemon_may_write(o, j))
+		return;
+	f = j->pipe->final != (size_t)-1 ? &j->splans[j->pipe->final] : NULL;
+	if (f != NULL && f->todo == GRAPH_STAGE_RUN && f->exists) {
+		if (!j->opts.force) {
+			op_error(o, PROTO_E_EXISTS, "%s already exists; use "
+			    "--force to replace it", j->out_dir);
+			return;
+		}
+		if (!submit_may_replace(o, j))
+			return;
+	}
+	j->staging = xstrdup("");	/* the group writes nothing itself */
+	p->j = NULL;	/* the daemon's now */
+	if (group_accept(d, j, &cause) != 0) {
+		op_error(o, PROTO_E_INTERNAL, "%s", cause);
+		free(cause);
+		return;
+	}
+	/* The stages hold copies of what they need. */
+	job_release_runtime(j);
+	r = msg_reply(o->id);
+	cJSON_AddItemToObject(r, PROTO_F_JOB, op_job_json(j, true));
+	op_reply(o, r);
+	sched_run(d);
+}
+
+/*
  * The plan is back (prep.c; o->req is gone): the job is accepted, or
  * refused with why.
  */
@@ -213,6 +276,10 @@ submit_planned(struct prep *p, struct op_ctx *o)
 
 	if (p->rc != 0) {
 		op_problems(o, &p->diags, p->cause);
+		return;
+	}
+	if (j->kind == JOB_KIND_PIPELINE) {
+		submit_group(p, o);
 		return;
 	}
 	/* Checked again when it runs; refused at once if already false. */
@@ -265,6 +332,7 @@ op_submit_fn(struct op_ctx *o)
 	graph_diags_init(&diags);
 	j = xcalloc(1, sizeof *j);
 	j->out_fd = -1;
+	j->inter_fd = -1;
 	j->owner = o->c->peer.uid;
 	j->owner_gid = o->c->peer.gid;
 	j->user = xstrdup(o->c->peer.user);
@@ -277,10 +345,13 @@ op_submit_fn(struct op_ctx *o)
 	}
 	msg_get_u64(o->req, PROTO_F_OUT_FD, &out_fd);
 	if (job_take_request(j, &o->c->peer, fds, nfds, cJSON_GetObjectItem(
-	    o->req, PROTO_F_MODELS), (int)out_fd, &cause) != 0) {
+	    o->req, PROTO_F_MODELS), (int)out_fd, &cause) != 0 ||
+	    (j->kind == JOB_KIND_PIPELINE && job_take_inter(j, o->req,
+	    &cause) != 0)) {
 		op_problems(o, &diags, cause);
 		goto out;
 	}
+	j->scratch_parent = xstrdup(d->opts.state_dir);
 	prep_start(o, j, 0, submit_planned);
 	j = NULL;
 out:

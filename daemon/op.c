@@ -187,6 +187,8 @@ op_job_json(const struct djob *j, bool full)
 	if (!full)
 		return o;
 	op_add_str(o, PROTO_F_OUT, j->out_dir, PROTO_MAX_PATH);
+	if (j->inter_dir != NULL)
+		op_add_str(o, PROTO_F_INTER, j->inter_dir, PROTO_MAX_PATH);
 	op_add_str(o, PROTO_F_CONFIG_NAME, j->config_name, PROTO_MAX_PATH);
 	if (j->error != NULL)
 		op_add_str(o, PROTO_F_ERROR, j->error, PROTO_MAX_ERRMSG);
@@ -202,9 +204,11 @@ op_job_json(const struct djob *j, bool full)
 	cJSON_AddNumberToObject(o, PROTO_F_STARTED, j->started);
 	cJSON_AddNumberToObject(o, PROTO_F_FINISHED, j->finished);
 	cJSON_AddNumberToObject(o, PROTO_F_SHARDS_TOTAL, j->shards_done ?
-	    (double)strlen(j->shards_done) : 0);
+	    (double)strlen(j->shards_done) : (double)g->shards_total);
 	for (p = j->shards_done; p != NULL && *p != '\0'; p++)
 		done += *p == '1';
+	if (j->shards_done == NULL)	/* a pipeline: its stages' */
+		done = g->shards_done;
 	cJSON_AddNumberToObject(o, PROTO_F_SHARDS_DONE, (double)done);
 	return o;
 }

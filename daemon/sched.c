@@ -3,12 +3,14 @@
  * sched.c: which queued job runs next.
  *
  * Up to --max-running jobs merge at once, all under the executor's one
- * memory budget.  A queued job is eligible when the job it runs --after
- * is done (if that one failed or was cancelled, this one fails too, with
- * the reason).  Among eligible jobs, fairness between users comes first:
- * the owner with the fewest jobs running, then the owner who started one
- * least recently, then the owner whose next job is oldest, so that one
- * user's twenty jobs do not starve another's one.  Priority is chosen by
+ * memory budget.  A queued job is eligible when the jobs it runs after
+ * are done (if one failed or was cancelled, this one fails too, with
+ * the reason); a pipeline's stage, once those it reads are done, is
+ * first planned against their outputs (group.c).  Among eligible jobs,
+ * fairness between users comes first: the owner with the fewest jobs
+ * running, then the owner who started one least recently, then the
+ * owner whose next job is oldest, so that one user's twenty jobs do not
+ * starve another's one.  Priority is chosen by
  * the submitter, so it orders only that user's own jobs (highest first,
  * then submission order): bob's priority 1000 does not pass alice's
  * older job.  Root's is the exception, since root may do anything: a
@@ -102,7 +104,8 @@ sched_fail_orphans(struct daemon *d)
 	char *why;
 
 	for (j = d->jobs; j != NULL; j = j->next) {
-		if (j->state != JOB_QUEUED || !job_planned(j))
+		/* A stage is queued before its plan (group.c). */
+		if (j->state != JOB_QUEUED || (!job_planned(j) && j->grp == 0))
 			continue;
 		why = NULL;
 		if (sched_ready(d, j, &why) < 0) {
@@ -173,6 +176,8 @@ sched_run(struct daemon *d)
 	if (d->draining)
 		return;
 	sched_fail_orphans(d);
+	/* Stages whose inputs are now written are planned (group.c). */
+	group_plan_waiting(d);
 	while (!d->draining && d->nrunning < (size_t)d->opts.max_running &&
 	    (j = sched_pick(d)) != NULL) {
 		/* A job that failed to start fails those after it. */

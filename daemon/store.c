@@ -440,6 +440,7 @@ store_row(sqlite3_stmt *st)
 	int i = 0;
 
 	j->out_fd = -1;
+	j->inter_fd = -1;
 	j->id = (uint64_t)sqlite3_column_int64(st, i++);
 	j->owner = (uint32_t)sqlite3_column_int64(st, i++);
 	j->owner_gid = (uint32_t)sqlite3_column_int64(st, i++);

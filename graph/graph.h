@@ -499,6 +499,10 @@ int graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
     const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
     struct graph_plan **out, char **manifest, struct graph_diags *d);
 uint64_t graph_stage_seed(uint64_t seed, const char *name);
+/* The record a stage's output holds (name NULL: the final stage; text:
+ * its config as it runs; pseed: the pipeline's seed). */
+char *graph_stage_manifest(const char *name, const char *text,
+    const struct graph_plan *plan, uint64_t pseed);
 
 struct graph_plan_summary {
 	const char *arch;	/* chosen architecture */

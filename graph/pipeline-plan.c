@@ -140,7 +140,14 @@ static char *
 stage_manifest(const struct graph_pipeline *p, size_t i,
     const struct graph_plan *plan, uint64_t pseed)
 {
-	const struct graph_stage *st = &p->stages[i];
+	return graph_stage_manifest(p->stages[i].name,
+	    p->stages[i].cfg->text, plan, pseed);
+}
+
+char *
+graph_stage_manifest(const char *name, const char *text,
+    const struct graph_plan *plan, uint64_t pseed)
+{
 	const struct graph_merge_opts *m = &plan->opts.merge;
 	struct graph_plan_files f;
 	struct xbuf x = { 0 };
@@ -148,8 +155,8 @@ stage_manifest(const struct graph_pipeline *p, size_t i,
 
 	xbuf_printf(&x, "{\n  \"mergectl_stage\": %d,\n  \"version\": \"%s\","
 	    "\n  \"stage\": ", STAGE_MANIFEST_VERSION, GRAPH_VERSION);
-	if (st->name != NULL)
-		graph_json_string(&x, st->name);
+	if (name != NULL)
+		graph_json_string(&x, name);
 	else
 		xbuf_add(&x, "null", 4);
 	xbuf_printf(&x, ",\n  \"pipeline_seed\": %" PRIu64 ",\n  \"seed\": %"
@@ -159,7 +166,7 @@ stage_manifest(const struct graph_pipeline *p, size_t i,
 	    m->shard_size, m->copy_tokenizer ? "true" : "false",
 	    m->model_card ? "true" : "false", m->lora_dtype == GRAPH_DT_NONE ?
 	    "none" : graph_dtype_hf_name(m->lora_dtype));
-	graph_json_string(&x, st->cfg->text);
+	graph_json_string(&x, text);
 	xbuf_printf(&x, ",\n  \"inputs\": [");
 	graph_plan_files(plan, &f);
 	for (k = 0; k < f.n; k++)
@@ -349,11 +356,12 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 			if (sp[dep].todo == GRAPH_STAGE_FAILED ||
 			    sp[dep].todo == GRAPH_STAGE_BLOCKED)
 				break;
-			if (sp[dep].todo == GRAPH_STAGE_FRESH)
-				continue;
-			fresh_in = false;
+			/* Read beneath the stage directory: its output if it
+			 * is up to date, else the header-only copy. */
+			fresh_in &= sp[dep].todo == GRAPH_STAGE_FRESH;
 			planned[np].ref = sp[dep].out;
-			planned[np].fd = o->scratch_fd;
+			planned[np].fd = sp[dep].todo == GRAPH_STAGE_FRESH ?
+			    o->dir_fd : o->scratch_fd;
 			planned[np].rel = p->stages[dep].name;
 			planned[np++].where = p->dir;
 		}

@@ -504,6 +504,29 @@ writer_finish(const struct graph_plan *p, int dfd,
 	return 0;
 }
 
+/* Every file in the directory dfd gets mode (whatever the umask was). */
+static int
+writer_chmod_all(int dfd, mode_t mode, char **cause)
+{
+	struct dirent *e;
+	DIR *dir;
+	int fd;
+
+	if ((fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
+	    (dir = fdopendir(fd)) == NULL) {
+		if (fd != -1)
+			close(fd);
+		*cause = xasprintf("cannot list a directory: %s",
+		    strerror(errno));
+		return -errno;
+	}
+	while ((e = readdir(dir)) != NULL)
+		if (e->d_type == DT_REG)
+			fchmodat(dfd, e->d_name, mode, 0);
+	closedir(dir);
+	return 0;
+}
+
 /*
  * The planned output without its weights, in dfd/name (a new directory):
  * each shard at its size with its header and holes for the data (no
@@ -518,7 +541,10 @@ graph_plan_skeleton(const struct graph_plan *p, int dfd, const char *name,
 	size_t i;
 	int d, fd, rc = 0;
 
-	if (mkdirat(dfd, name, 0700) == -1) {
+	/* Searchable and readable by the user a daemon plans for, whom it
+	 * may only emulate: the scratch directory above is private. */
+	if (mkdirat(dfd, name, 0711) == -1 || fchmodat(dfd, name, 0711,
+	    0) == -1) {
 		*cause = xasprintf("cannot create %s: %s", name,
 		    strerror(errno));
 		return -errno;
@@ -536,7 +562,8 @@ graph_plan_skeleton(const struct graph_plan *p, int dfd, const char *name,
 			rc = fd;
 			break;
 		}
-		if (ftruncate(fd, (off_t)p->shards[i].size) == -1) {
+		if (fchmod(fd, 0644) == -1 ||
+		    ftruncate(fd, (off_t)p->shards[i].size) == -1) {
 			rc = -errno;
 			*cause = xasprintf("%s: %s", p->shards[i].name,
 			    strerror(errno));
@@ -549,6 +576,8 @@ graph_plan_skeleton(const struct graph_plan *p, int dfd, const char *name,
 	}
 	if (rc == 0)
 		rc = writer_finish(p, d, NULL, name, cause);
+	if (rc == 0)
+		rc = writer_chmod_all(d, 0644, cause);
 	close(d);
 	return rc;
 }
