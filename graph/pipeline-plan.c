@@ -469,8 +469,11 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
     struct graph_plan **out, char **manifest, struct graph_diags *d)
 {
 	struct graph_plan_opts po;
+	struct graph_source_dir *planned;
+	const struct graph_stage *st;
 	enum stage_out_state state;
-	char *record, *card;
+	char *record, *card, **outs;
+	size_t k;
 	int rc;
 
 	*out = NULL;
@@ -483,7 +486,25 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
 	card = p->nstages > 1 && p->stages[i].name == NULL ?
 	    pipeline_card(p, sp->pseed) : NULL;
 	po.card_pipeline = card;
-	rc = graph_plan_build(p->stages[i].cfg, &po, out, d);
+	/* The stages it reads, beneath the stage directory, as when it was
+	 * found up to date: the same paths in its record. */
+	st = &p->stages[i];
+	planned = xcalloc(st->ndeps + 1, sizeof *planned);
+	outs = xcalloc(st->ndeps + 1, sizeof *outs);
+	for (k = 0; k < st->ndeps && o->dir_fd >= 0; k++) {
+		outs[k] = stage_out(p, st->deps[k], o);
+		planned[k].ref = outs[k];
+		planned[k].fd = o->dir_fd;
+		planned[k].rel = p->stages[st->deps[k]].name;
+		planned[k].where = p->dir;
+		po.nplanned++;
+	}
+	po.planned = planned;
+	rc = graph_plan_build(st->cfg, &po, out, d);
+	for (k = 0; k < st->ndeps; k++)
+		free(outs[k]);
+	free(outs);
+	free(planned);
 	free(card);
 	if (rc != 0)
 		return -EINVAL;

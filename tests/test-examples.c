@@ -2,7 +2,7 @@
 /*
  * test-examples.c: every config in examples/ runs on generated models,
  * with mergectl run and through a daemon, and gives the same bytes both
- * ways; together the examples cover every merge method of mergekit's
+ * ways (a pipeline, examples/pipeline.yml, as one job group); together the examples cover every merge method of mergekit's
  * registry.  (The numbers themselves are checked in test-merge.c.)
  */
 #include <stdio.h>
@@ -120,18 +120,11 @@ daemon_examples(char **names, size_t n)
 		    "-o daemon-%s --random-seed 5 --quiet 2>&1", dir, sock,
 		    tl_mergectl, examples, names[i], names[i]);
 		ids[i] = rc == 0 && o != NULL ? atoi(o) : 0;
-		/* The daemon does not take pipelines yet: it says so. */
-		if (is_pipeline(names[i]))
-			ok(rc == 3 && o != NULL && strstr(o, "mergectl run "
-			    "FILE OUT") != NULL, "%s: submit refuses a pipeline "
-			    "for now, naming mergectl run", names[i]);
-		else if (ids[i] == 0)
+		if (ids[i] == 0)
 			tap_diag("submit %s: %s", names[i], o ? o : "");
 		free(o);
 	}
 	for (i = 0; i < n; i++) {
-		if (is_pipeline(names[i]))
-			continue;
 		rc = tl_runf(&o, "MERGED_SOCKET=%s %s watch %d --quiet 2>&1",
 		    sock, tl_mergectl, ids[i]);
 		ok(ids[i] > 0 && rc == 0, "%s: the daemon's job %d succeeds",

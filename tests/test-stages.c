@@ -14,6 +14,7 @@
  */
 #include <sys/stat.h>
 
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,10 +25,12 @@
 
 #include "graph.h"
 #include "tap.h"
+#include "testd.h"
 #include "testlib.h"
 
 static const char *dir;
 static char multi[4096];	/* the mergekit-multi name, a symlink */
+static const char *shim;	/* faultshim.so: slow writes */
 
 #define STAGE_AB \
     "name: ab\n" \
@@ -360,6 +363,155 @@ test_plan(void)
 	free(o);
 }
 
+/* A job's JSON (status ID --json), or NULL. */
+static cJSON *
+job_json(int id)
+{
+	char *o = NULL;
+	cJSON *j;
+
+	td_ctl(&o, "status %d --json", id);
+	j = o != NULL ? cJSON_Parse(o) : NULL;
+	free(o);
+	return j;
+}
+
+/* A daemon whose writes of stage cd's staging files are slow: that
+ * stage is surely running when the test acts. */
+static pid_t
+start_slow(const char *out)
+{
+	char env[4096];
+
+	snprintf(env, sizeof env, "LD_PRELOAD=%s ASAN_OPTIONS="
+	    "${ASAN_OPTIONS:-}:verify_asan_link_order=0 FAULT_PATH=%s/%s.stages/"
+	    ".cd.merging FAULT_SLOW_US=100000", shim, dir, out);
+	return td_start("--memory 64M", env);
+}
+
+/*
+ * The pipeline through the daemon: one group, a job per stage, the same
+ * bytes as run; status shows the stages under their group; a rerun
+ * finds them up to date; a problem of the last stage is refused at
+ * submit.
+ */
+static void
+test_daemon(void)
+{
+	const cJSON *deps;
+	char *o = NULL;
+	int g, g2, rc;
+	int64_t ab;
+	pid_t pid;
+	cJSON *j;
+
+	td_init(dir);
+	pid = td_start("--memory 64M", NULL);
+	g = td_submit("pipe.yml -o dout --random-seed 11");
+	ok(g > 0, "submit FILE -o OUT queues a pipeline (job %d)", g);
+	rc = td_ctl(&o, "watch %d -q", g);
+	ok_int_eq(rc, 0, "watch GROUP follows it to its end");
+	free(o);
+	ok(tl_same_at(dir, "dout/model.safetensors",
+	    "hand/final/model.safetensors") && tl_same_at(dir,
+	    "dout.stages/cd/model.safetensors", "hand/cd/model.safetensors") &&
+	    tl_same_at(dir, "dout.stages/ab/model.safetensors",
+	    "hand/ab/model.safetensors"), "the stages and the result are "
+	    "byte-identical to the configs run by hand");
+	j = job_json(g);
+	ok(j != NULL && strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(j,
+	    "kind")), "pipeline") == 0 && strcmp(cJSON_GetStringValue(
+	    cJSON_GetObjectItem(j, "state")), "done") == 0, "the group is a "
+	    "pipeline job, done");
+	cJSON_Delete(j);
+	j = job_json(g + 3);
+	deps = cJSON_GetObjectItem(j, "deps");
+	ok(j != NULL && cJSON_GetNumberValue(cJSON_GetObjectItem(j,
+	    "group")) == g && cJSON_IsNull(cJSON_GetObjectItem(j, "stage")) &&
+	    cJSON_GetArraySize(deps) == 2 && cJSON_GetNumberValue(
+	    cJSON_GetArrayItem(deps, 0)) == g + 1 && cJSON_GetNumberValue(
+	    cJSON_GetArrayItem(deps, 1)) == g + 2, "the final stage is job %d "
+	    "of group %d, after jobs %d and %d", g + 3, g, g + 1, g + 2);
+	cJSON_Delete(j);
+	rc = td_ctl(&o, "status --all");
+	ok(rc == 0 && o != NULL && strstr(o, "  ab ") != NULL && strstr(o,
+	    "  (final) ") != NULL, "status shows the stages under the group");
+	free(o);
+
+	ab = mtime_at("dout.stages/ab/model.safetensors");
+	g2 = td_submit("pipe.yml -o dout");
+	rc = td_ctl(&o, "watch %d -q", g2);
+	ok(g2 > 0 && rc == 0 && mtime_at("dout.stages/ab/model.safetensors")
+	    == ab, "submitted again, every stage is up to date: nothing is "
+	    "written (exit %d)", rc);
+	free(o);
+	td_ctl(&o, "logs %d", g2 + 1);
+	ok(o != NULL && strstr(o, "is up to date") != NULL, "the stage's log "
+	    "says so");
+	free(o);
+
+	rc = td_ctl(&o, "submit late.yml -o dlate");
+	ok(rc == 3 && o != NULL && strstr(o, "layer_range") != NULL &&
+	    !exists_at("dlate.stages/ab") && !exists_at("dlate"), "a problem "
+	    "of the last stage is refused at submit, before anything runs "
+	    "(exit %d)", rc);
+	free(o);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+}
+
+/* A group stopped with the daemon, resumed; and a group cancelled. */
+static void
+test_daemon_resume(void)
+{
+	char *o = NULL, *s;
+	int g, rc;
+	int64_t ab;
+	pid_t pid;
+
+	pid = start_slow("dslow");
+	g = td_submit("pipe.yml -o dslow --random-seed 11");
+	ok(g > 0 && td_wait_state(g + 2, "running", 60000), "stage cd of "
+	    "group %d runs", g);
+	s = td_job_field(g, "state");
+	ok_str_eq(s, "running", "and so does its group");
+	free(s);
+	ab = mtime_at("dslow.stages/ab/model.safetensors");
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops meanwhile");
+	pid = td_start("--memory 64M", NULL);
+	s = td_job_field(g, "state");
+	ok_str_eq(s, "interrupted", "the group is interrupted");
+	free(s);
+	rc = td_ctl(&o, "resume %d", g);
+	ok_int_eq(rc, 0, "resume GROUP");
+	free(o);
+	rc = td_ctl(&o, "watch %d -q", g);
+	ok(rc == 0 && tl_same_at(dir, "dslow/model.safetensors",
+	    "hand/final/model.safetensors"), "it completes with the same "
+	    "bytes as an uninterrupted run (exit %d)", rc);
+	free(o);
+	ok(mtime_at("dslow.stages/ab/model.safetensors") == ab,
+	    "the stage done before was not run again");
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+
+	pid = start_slow("dcan");
+	g = td_submit("pipe.yml -o dcan --random-seed 11");
+	ok(g > 0 && td_wait_state(g + 2, "running", 60000), "a second group "
+	    "runs");
+	rc = td_ctl(&o, "cancel %d", g);
+	ok_int_eq(rc, 0, "cancel GROUP");
+	free(o);
+	rc = td_ctl(&o, "watch %d -q", g);
+	ok_int_eq(rc, 8, "the group ends cancelled");
+	free(o);
+	s = td_job_field(g + 3, "state");
+	ok(strcmp(s, "cancelled") == 0 && !exists_at("dcan") &&
+	    tl_runf(NULL, "ls -a %s/dcan.stages | grep -q merging", dir) != 0,
+	    "with the stages not done, and no output or staging directory "
+	    "left (%s)", s);
+	free(s);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+}
+
 int
 main(int argc, char **argv)
 {
@@ -369,6 +521,7 @@ main(int argc, char **argv)
 	int i;
 
 	tl_init(argc, argv);
+	shim = argc > 6 ? argv[6] : "";
 	tap_plan_lazy();
 	dir = tl_tmpdir("stages");
 	snprintf(args, sizeof args, "%s --seed 1", shape);
@@ -391,6 +544,8 @@ main(int argc, char **argv)
 	test_refusals();
 	test_forms();
 	test_plan();
+	test_daemon();
+	test_daemon_resume();
 	tl_cleanup();
 	return tap_done();
 }
