@@ -321,8 +321,11 @@ group_accept(struct daemon *d, struct djob *g, char **cause)
 	size_t k, i;
 	int rc = 0;
 
-	if (store_job_insert(d->store, g) != 0) {
+	/* One transaction: a kill leaves all of it recorded, or none. */
+	if (store_tx(d->store, true) != 0 ||
+	    store_job_insert(d->store, g) != 0) {
 		*cause = xstrdup("cannot record the job");
+		store_tx(d->store, false);
 		return -1;
 	}
 	job_insert(d, g);
@@ -367,6 +370,10 @@ group_accept(struct daemon *d, struct djob *g, char **cause)
 		}
 	}
 	free(ids);
+	if (store_tx(d->store, false) != 0 && rc == 0) {
+		*cause = xstrdup("cannot record the stages");
+		rc = -1;
+	}
 	group_refresh(d, g);
 	return rc;
 }

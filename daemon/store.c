@@ -324,6 +324,20 @@ store_col_opts(sqlite3_stmt *st, int i, struct graph_merge_opts *o)
 	return i;
 }
 
+/*
+ * Several writes as one: a pipeline and its stages are recorded whole
+ * or not at all (a kill between two inserts would leave a group short of
+ * stages).  store_tx(s, true) begins, store_tx(s, false) commits.
+ */
+int
+store_tx(struct store *s, bool begin)
+{
+	if (sqlite3_exec(s->db, begin ? "BEGIN IMMEDIATE" : "COMMIT", NULL,
+	    NULL, NULL) != SQLITE_OK)
+		return store_err(s, begin ? "begin" : "commit", NULL);
+	return 0;
+}
+
 /* "3 7 12": a job's dependencies as the store keeps them. */
 static char *
 store_deps_text(const struct djob *j)

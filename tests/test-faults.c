@@ -418,6 +418,114 @@ test_kills(void)
 	    "output byte-identical to the uninterrupted run");
 }
 
+/* The weights and config.json of two outputs are the same. */
+static bool
+weights_same(const char *ref, const char *out)
+{
+	char *o = NULL;
+	int rc = tl_runf(&o, "cd %s && test -d %s && for f in %s/*.safetensors "
+	    "%s/config.json; do cmp $f %s/$(basename $f) || exit 1; done 2>&1",
+	    dir, out, ref, ref, out);
+
+	free(o);
+	return rc == 0;
+}
+
+/*
+ * One three-stage pipeline (stages a and b feed the final one) under a
+ * daemon that the shim kills at its point (settings), then a restart
+ * without it: the store is sound, the group there if it was accepted,
+ * whole, and resumed (or finished) it gives the reference's bytes, its
+ * stages' included.
+ */
+static void
+kill_stages_once(struct kills *k, const char *what, const char *watch_rel,
+    const char *settings)
+{
+	char out[64], note[1024], a[128], b[128], *env, *o = NULL, *s, *t;
+	int id, gid;
+	pid_t pid;
+
+	snprintf(out, sizeof out, "ps-%d", k->runs++);
+	snprintf(note, sizeof note, "%s/kill-note", dir);
+	unlink(note);
+	env = shim_env("FAULT_PATH=%s/merged.db:%s/%s%s FAULT_NOTE_FILE=%s %s",
+	    td_state, dir, out, watch_rel, note, settings);
+	pid = td_start("--memory 24M --threads 1", env);
+	free(env);
+	id = td_submit("pipe3.yml -o %s --random-seed 5 --out-shard-size 8M",
+	    out);
+	k->before_reply += id == 0;
+	if (id != 0)
+		watch(id);
+	td_stop(pid, SIGKILL);
+	if ((t = tl_read(note, NULL)) != NULL) {
+		k->died++;
+		free(t);
+	}
+	if (!td_store_ok()) {
+		k->unsound++;
+		tap_diag("kill %s: the store is damaged", what);
+	}
+	pid = td_start("--memory 64M", NULL);
+	gid = id != 0 ? id : k->next_id;
+	s = td_job_field(gid, "state");
+	if (id != 0 && *s == '\0') {
+		k->lost++;
+		tap_diag("kill %s: group %d was accepted and is gone", what, id);
+	}
+	if (*s != '\0') {
+		if (strcmp(s, "interrupted") == 0 && td_ctl(&o,
+		    "resume %d --quiet", gid) != 0)
+			tap_diag("resume %d: %s", gid, o);
+		free(o);
+		snprintf(a, sizeof a, "%s.stages/b", out);
+		snprintf(b, sizeof b, "%s.stages/a", out);
+		if (watch(gid) != 0 || !weights_same("ps-ref", out) ||
+		    !weights_same("ps-ref.stages/b", a) ||
+		    !weights_same("ps-ref.stages/a", b)) {
+			k->differ++;
+			tap_diag("kill %s (group %d, %s after restart): an "
+			    "output differs or is missing", what, gid, s);
+		}
+		/* The group and its three stages. */
+		k->next_id = gid + 4;
+	}
+	free(s);
+	td_stop(pid, SIGTERM);
+}
+
+/*
+ * kill -9 across the stages of a pipeline: while stage b writes its
+ * second shard, while the final stage finishes, and at a point drawn
+ * among the whole group's writes to the store and to its files.
+ */
+static void
+test_stage_kills(void)
+{
+	struct kills k = { 0 };
+	char set[128];
+	pid_t pid;
+
+	pid = td_start("--memory 64M", NULL);
+	k.next_id = td_submit("small.yml -o ps-probe") + 1;
+	td_stop(pid, SIGTERM);
+	kill_stages_once(&k, "in stage b", ".stages/.b.",
+	    "FAULT_KILL_NAME=model-00002");
+	ok(k.died == 1 && k.unsound == 0 && k.lost == 0 && k.differ == 0,
+	    "kill -9 while the middle stage writes a shard: the group "
+	    "resumes to the same bytes, every stage's");
+	kill_stages_once(&k, "finishing the last stage", "",
+	    "FAULT_KILL_NAME=mergectl_stage.json");
+	ok(k.died == 2 && k.unsound == 0 && k.lost == 0 && k.differ == 0,
+	    "kill -9 while the final stage finishes: the same");
+	snprintf(set, sizeof set, "FAULT_KILL_AT=%d", 1 + rand() % 60);
+	kill_stages_once(&k, set, "", set);
+	ok(k.unsound == 0 && k.lost == 0 && k.differ == 0, "kill -9 at a "
+	    "drawn point of the group's writes (%s, %s): the same", set,
+	    k.died == 3 ? "it died there" : "it finished first");
+}
+
 /* Runs sql on the daemon's store (stopped); the first column of its last
  * row as text ("" when none), or NULL on an error. */
 static char *
@@ -822,6 +930,16 @@ setup(void)
 	    "the reference merge, uninterrupted");
 	tl_write_at(dir, "w.yml", "merge_method: slerp\nbase_model: ./wa\n"
 	    "models:\n  - model: ./wa\n  - model: ./m2\nparameters: {t: 0.5}\n");
+	tl_write_at(dir, "pipe3.yml", "name: a\nmerge_method: linear\n"
+	    "models:\n  - model: ./m1\n    parameters: {weight: 0.5}\n"
+	    "  - model: ./m2\n    parameters: {weight: 0.5}\n---\n"
+	    "name: b\nmerge_method: dare_ties\nbase_model: ./m1\nmodels:\n"
+	    "  - model: ./m2\n    parameters: {weight: 0.7, density: 0.5}\n"
+	    "---\nmerge_method: slerp\nbase_model: a\nmodels:\n"
+	    "  - model: a\n  - model: b\nparameters: {t: 0.5}\n");
+	ok_int_eq(tl_runf(NULL, "cd %s && %s run pipe3.yml ps-ref --quiet "
+	    "--random-seed 5 --out-shard-size 8M 2>&1", dir, tl_mergectl), 0,
+	    "the reference pipeline, uninterrupted");
 }
 
 int
@@ -842,7 +960,10 @@ main(int argc, char **argv)
 	test_tmpfs_full();
 	test_inputs_change();
 	test_kills();
+	/* Before the pipelines: it turns the kills' store of merges into
+	 * older versions, whose jobs were all merges. */
 	test_store_versions();
+	test_stage_kills();
 	test_bad_state_dir();
 	test_nonroot_daemon();
 	test_vanishing_clients();
