@@ -169,7 +169,7 @@ stages_load(const char *path, const char *dir, struct graph_pipeline **p,
 static char *
 stages_dir(const struct cli_stage_opts *so, const char *out, bool final)
 {
-	char *o;
+	char *o, *d;
 
 	if (final) {
 		if (out == NULL) {
@@ -181,7 +181,9 @@ stages_dir(const struct cli_stage_opts *so, const char *out, bool final)
 		if (so->dir != NULL)
 			return stages_trim(so->dir);
 		o = stages_trim(out);
-		return xasprintf("%s.stages", o);
+		d = xasprintf("%s.stages", o);
+		free(o);
+		return d;
 	}
 	if (so->dir != NULL && out != NULL && strcmp(so->dir, out) != 0) {
 		cli_usage_error("every document of the file is a named stage, "

@@ -29,6 +29,7 @@ struct cJSON;
 struct daemon;
 struct conn;
 struct djob;
+struct group_late;
 
 /* Options from the command line. */
 struct daemon_opts {
@@ -190,6 +191,7 @@ struct daemon {
 	struct djob *jobs;
 	size_t nrunning;
 	struct prep *preps;	/* jobs being planned, or waiting to be */
+	struct group_late *lates;	/* stages being planned (group.c) */
 	size_t nplanning;	/* of them, on the pool */
 	struct watch *watches;
 	/*
@@ -313,11 +315,13 @@ int group_plan(struct djob *j, uint64_t budget, const atomic_bool *cancel,
     struct graph_diags *d, char **cause);
 int group_accept(struct daemon *d, struct djob *g, char **cause);
 size_t group_resume(struct daemon *d, struct djob *g);
+void group_quota(const struct djob *g, size_t *njobs, size_t *nfds);
 void group_refresh(struct daemon *d, struct djob *g);
 void group_cancel(struct daemon *d, struct djob *g);
 void group_plan_waiting(struct daemon *d);
 char *group_stage_manifest(struct daemon *d, const struct djob *s);
 void group_release(struct djob *g);
+void group_drain(struct daemon *d);
 
 /* watch.c: a job's change, sent to its watchers (d->job_changed). */
 void watch_job_changed(struct daemon *d, struct djob *j, bool final);
@@ -363,6 +367,8 @@ int sched_ready(struct daemon *d, const struct djob *j, char **why);
 
 /* quota.c: per-user caps on queued jobs and the descriptors they hold. */
 bool quota_check(struct op_ctx *o, const struct djob *j, size_t nfds);
+bool quota_check_n(struct op_ctx *o, const struct djob *j, size_t njobs,
+    size_t nfds);
 size_t quota_job_fds(const struct djob *);
 
 /* retain.c: removing finished jobs' records. */

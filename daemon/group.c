@@ -212,6 +212,29 @@ group_stage_runtime(const struct djob *g, size_t i, struct djob *s)
 	return rc;
 }
 
+/*
+ * What accepting g adds for its owner's quota: the group and each stage
+ * that will run are live jobs, each stage holding at most a descriptor
+ * per model and adapter it reads, and one for its output.
+ */
+void
+group_quota(const struct djob *g, size_t *njobs, size_t *nfds)
+{
+	const struct graph_ref **refs = NULL;
+	size_t i, n;
+
+	*njobs = 1;
+	*nfds = 0;
+	for (i = 0; i < g->pipe->nstages; i++) {
+		if (g->splans[i].todo == GRAPH_STAGE_FRESH)
+			continue;
+		n = graph_config_refs(g->pipe->stages[i].cfg, &refs);
+		free(refs);
+		(*njobs)++;
+		*nfds += 2 * n + 1;
+	}
+}
+
 /* A stage's job, as group_accept makes it (not yet stored). */
 static struct djob *
 group_stage_job(const struct djob *g, size_t i, const uint64_t *ids)
@@ -510,6 +533,7 @@ struct group_late {
 	int rc;
 	struct graph_diags diags;
 	char *cause;
+	struct group_late *next;	/* the daemon's list */
 };
 
 #define container_of(p, t, m) ((t *)((char *)(p) - offsetof(t, m)))
@@ -529,10 +553,16 @@ group_late_after(uv_work_t *w, int status)
 	struct group_late *l = container_of(w, struct group_late, work);
 	struct daemon *d = l->d;
 	struct djob *j = job_find(d, l->job);
+	struct group_late **pp;
 	char *why;
 
 	(void)status;
 	d->nplanning--;
+	for (pp = &d->lates; *pp != NULL; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
+			break;
+		}
 	if (j != NULL)
 		j->planning = false;
 	if (j == NULL || j->state != JOB_QUEUED || d->draining) {
@@ -610,9 +640,22 @@ group_plan_waiting(struct daemon *d)
 		graph_diags_init(&l->diags);
 		j->planning = true;
 		d->nplanning++;
+		l->next = d->lates;
+		d->lates = l;
 		uv_queue_work(&d->loop, &l->work, group_late_work,
 		    group_late_after);
 	}
+}
+
+/* Draining: stages being planned stop at their next model, shard or
+ * tensor; they stay queued, and become interrupted with the rest. */
+void
+group_drain(struct daemon *d)
+{
+	struct group_late *l;
+
+	for (l = d->lates; l != NULL; l = l->next)
+		atomic_store(&l->cancel, true);
 }
 
 /* The record a stage's output holds (GRAPH_STAGE_MANIFEST). */

@@ -224,6 +224,7 @@ submit_group(struct prep *p, struct op_ctx *o)
 	struct djob *j = p->j;
 	const struct graph_stage_plan *f;
 	char *cause = NULL;
+	size_t njobs, nfds;
 	cJSON *r;
 
 	if (graph_dir_writable(j->inter_fd, &j->cred, &cause) != 0 ||
@@ -235,6 +236,10 @@ submit_group(struct prep *p, struct op_ctx *o)
 		return;
 	}
 	if (!submit_daemon_may_write(o, j))
+		return;
+	/* Its stages are jobs, with descriptors of their own. */
+	group_quota(j, &njobs, &nfds);
+	if (!quota_check_n(o, j, njobs, nfds))
 		return;
 	f = j->pipe->final != (size_t)-1 ? &j->splans[j->pipe->final] : NULL;
 	if (f != NULL && f->todo == GRAPH_STAGE_RUN && f->exists) {

@@ -65,6 +65,18 @@ quota_max_fds(const struct daemon *d)
 bool
 quota_check(struct op_ctx *o, const struct djob *j, size_t nfds)
 {
+	return quota_check_n(o, j, 1, nfds);
+}
+
+/*
+ * The same for njobs jobs holding nfds descriptors between them: a
+ * pipeline's stages, each a job with copies of the descriptors it needs,
+ * checked once the pipeline is planned.
+ */
+bool
+quota_check_n(struct op_ctx *o, const struct djob *j, size_t njobs,
+    size_t nfds)
+{
 	struct daemon *d = o->c->d;
 	const struct djob *k;
 	const struct prep *p;
@@ -86,12 +98,13 @@ quota_check(struct op_ctx *o, const struct djob *j, size_t nfds)
 		jobs++;
 		fds += quota_job_fds(p->j);
 	}
-	if (jobs >= (size_t)d->opts.max_jobs_per_user) {
+	if (jobs + njobs > (size_t)d->opts.max_jobs_per_user) {
 		op_error(o, PROTO_E_LIMIT, "%s already has %zu jobs queued or "
-		    "running, the most one user may have (merged "
+		    "running%s%s, the most one user may have (merged "
 		    "--max-jobs-per-user %d); wait until one ends, or ask the "
 		    "daemon's administrator to raise the limit", j->user, jobs,
-		    d->opts.max_jobs_per_user);
+		    njobs > 1 ? " and this pipeline would add " : "",
+		    njobs > 1 ? "its stages" : "", d->opts.max_jobs_per_user);
 		return false;
 	}
 	max_fds = quota_max_fds(d);

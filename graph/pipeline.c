@@ -9,7 +9,8 @@
  * unnamed stage, if any, is the final merge; a file whose stages are all
  * named writes them all to DIR.
  *
- * Refused, all together with their places: a name that is not a plain
+ * Refused, all together with their places: more than 64 stages, a name
+ * that is not a plain
  * directory name, a name used twice, more than one unnamed stage, a stage
  * that reads itself, a revision on a stage reference, and stages that
  * read each other in a cycle.  Unlike mergekit, only model references are
@@ -27,6 +28,9 @@
 
 /* A stage's name is a directory name in DIR, and shown in tables. */
 #define PIPELINE_MAX_NAME 200
+/* Far above any recipe; each stage is a job of a daemon's, whose users
+ * may queue 64 by default. */
+#define PIPELINE_MAX_STAGES 64
 
 static bool
 pipeline_name_ok(const char *s)
@@ -153,8 +157,12 @@ graph_pipeline_load_buffer(const char *file, const char *buf, size_t len,
 	}
 	if (ynode_parse_all(file, buf, len, &docs, &n, d) != 0)
 		return -EINVAL;
-	if (n == 0) {
-		graph_diag_add(d, GRAPH_SEV_ERROR, file, "the file is empty");
+	if (n == 0 || n > PIPELINE_MAX_STAGES) {
+		graph_diag_add(d, GRAPH_SEV_ERROR, file, n == 0 ? "the file is "
+		    "empty" : "%zu documents: a pipeline has at most %d stages",
+		    n, PIPELINE_MAX_STAGES);
+		for (i = 0; i < n; i++)
+			ynode_free(docs[i].root);
 		free(docs);
 		return -EINVAL;
 	}
