@@ -185,6 +185,7 @@ struct cli_models {
 	const char *inter;
 	int inter_fd;
 	bool lazy;
+	bool keep;		/* --keep-intermediates */
 };
 
 void cli_models_init(struct cli_models *);

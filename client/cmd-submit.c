@@ -63,6 +63,8 @@ submit_usage(FILE *fp)
 	    "OUT.stages)\n"
 	    "  --no-lazy              run every stage, even those up to "
 	    "date\n"
+	    "  --no-keep-intermediates  remove each stage once the stages "
+	    "reading it are done\n"
 	    "  --json                 print the job (or the error) as JSON\n"
 	    "It takes mergekit-yaml's options as '%s run' does, but not those "
 	    "that\nchoose threads or devices (-j, --cuda, --device, ...): the "
@@ -131,11 +133,6 @@ static int
 submit_stages(const struct submit_opts *o, const char *text, size_t len,
     const char *cfgpath, char **dir)
 {
-	if (!o->s.keep) {
-		cli_usage_error("--no-keep-intermediates: the daemon keeps a "
-		    "pipeline's stages; 'mergectl run' removes them");
-		return CLI_EXIT_USAGE;
-	}
 	if (o->s.out_path != NULL) {
 		cli_usage_error("--out-path is mergekit-multi's; give -o OUT");
 		return CLI_EXIT_USAGE;
@@ -191,6 +188,7 @@ cli_cmd_submit(int argc, char **argv)
 	kind = dir != NULL ? JOB_KIND_PIPELINE : JOB_KIND_MERGE;
 	m.inter = dir;
 	m.lazy = o.s.lazy;
+	m.keep = o.s.keep;
 	if ((rc = cli_models_open(&m, kind, text, len, cfgpath, &env,
 	    o.out)) == 0) {
 		abs = cli_abspath(cfgpath);

@@ -33,6 +33,7 @@ cli_models_init(struct cli_models *m)
 	m->out_fd = -1;
 	m->inter_fd = -1;
 	m->lazy = true;
+	m->keep = true;
 }
 
 void
@@ -299,6 +300,7 @@ cli_models_request(struct cli_models *m, cJSON *req)
 		cJSON_AddNumberToObject(req, PROTO_F_INTER_FD, m->inter_fd);
 		cJSON_AddStringToObject(req, PROTO_F_INTER, m->inter);
 		cJSON_AddBoolToObject(req, PROTO_F_LAZY, m->lazy);
+		cJSON_AddBoolToObject(req, PROTO_F_KEEP_INTER, m->keep);
 	}
 	/* A root daemon makes the output's files as us, with our umask. */
 	cJSON_AddNumberToObject(req, PROTO_F_UMASK, (double)cli_umask());

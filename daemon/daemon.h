@@ -72,6 +72,9 @@ struct djob {
 	uint64_t grp;		/* a stage: its pipeline job; 0: none */
 	char *stage;		/* a named stage's name; NULL: none, final */
 	char *inter_dir;	/* a pipeline: where named stages go */
+	/* A pipeline and its stages: a stage's output is removed once
+	 * every stage reading it is done (--no-keep-intermediates). */
+	bool drop_inter;
 	char *config;		/* YAML (an extraction's: JSON) */
 	char *config_name;	/* its path, for messages */
 	char *cwd;
@@ -322,6 +325,7 @@ void group_plan_waiting(struct daemon *d);
 char *group_stage_manifest(struct daemon *d, const struct djob *s);
 void group_release(struct djob *g);
 void group_drain(struct daemon *d);
+void group_drop_read(struct daemon *d, struct djob *j);
 
 /* watch.c: a job's change, sent to its watchers (d->job_changed). */
 void watch_job_changed(struct daemon *d, struct djob *j, bool final);

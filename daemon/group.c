@@ -253,6 +253,7 @@ group_stage_job(const struct djob *g, size_t i, const uint64_t *ids)
 	s->name = st->name != NULL ? xasprintf("%s/%s", g->name, st->name) :
 	    xstrdup(g->name);
 	s->grp = g->id;
+	s->drop_inter = g->drop_inter;
 	s->priority = g->priority;
 	s->config = xstrdup(st->cfg->text);
 	s->config_name = xstrdup(g->config_name);
@@ -668,6 +669,54 @@ group_stage_manifest(struct daemon *d, const struct djob *s)
 		return NULL;
 	return graph_stage_manifest(s->stage, s->config, s->plan,
 	    g->opts.seed);
+}
+
+/* Stage named name of group g, or NULL. */
+static struct djob *
+group_stage_named(struct daemon *d, const struct djob *g, const char *name)
+{
+	struct djob *s;
+
+	for (s = group_next_stage(d, g, NULL); s != NULL;
+	    s = group_next_stage(d, g, s))
+		if (s->stage != NULL && strcmp(s->stage, name) == 0)
+			return s;
+	return NULL;
+}
+
+/*
+ * --no-keep-intermediates: stage j is done; each stage output it read
+ * that no other stage still needs goes, removed beneath the stage
+ * directory's descriptor with the owner's rights.  A stage no other reads
+ * is a result and stays.  Called before j's descriptors are released.
+ */
+void
+group_drop_read(struct daemon *d, struct djob *j)
+{
+	const struct graph_source_dir *e;
+	struct djob *g, *src, *k;
+	size_t i;
+	bool needed;
+
+	if (!j->drop_inter || (g = job_find(d, j->grp)) == NULL)
+		return;
+	for (i = 0; i < j->ndirs; i++) {
+		e = &j->dirs[i];
+		if (strcmp(e->where, g->inter_dir) != 0 ||
+		    (src = group_stage_named(d, g, e->rel)) == NULL ||
+		    src->state != JOB_DONE)
+			continue;
+		needed = false;
+		for (k = group_next_stage(d, g, NULL); k != NULL;
+		    k = group_next_stage(d, g, k))
+			needed |= k != j && job_depends_on(k, src->id) &&
+			    k->state != JOB_DONE;
+		if (needed)
+			continue;
+		graph_remove_tree(e->fd, e->rel, &j->cred);
+		job_log(d, src, "%s removed: every stage reading it is done "
+		    "(--no-keep-intermediates)", src->out_dir);
+	}
 }
 
 /* The pipeline's runtime: its stage plans and the pipeline itself. */

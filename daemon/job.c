@@ -635,6 +635,9 @@ job_ended(struct djob *j, int rc, const char *err)
 	d->nrunning--;
 	s = rc == 0 ? JOB_DONE : rc == -ECANCELED ? JOB_CANCELLED :
 	    rc == -EINTR ? JOB_INTERRUPTED : JOB_FAILED;
+	/* A stage's inputs that no stage needs any more may go. */
+	if (rc == 0 && j->grp != 0)
+		group_drop_read(d, j);
 	job_release_runtime(j);
 	job_set_state(d, j, s, rc == 0 || rc == -ECANCELED ? NULL :
 	    rc == -EINTR ? "interrupted by the daemon stopping; resume it "

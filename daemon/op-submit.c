@@ -130,6 +130,7 @@ submit_fields(struct op_ctx *o, struct djob *j)
 	char *cause;
 	uint64_t u;
 	int64_t i;
+	bool keep;
 
 	if (cJSON_GetObjectItemCaseSensitive(o->req, PROTO_F_KIND) != NULL &&
 	    (!msg_get_str(o->req, PROTO_F_KIND, &s) || proto_kind_parse(s,
@@ -151,6 +152,9 @@ submit_fields(struct op_ctx *o, struct djob *j)
 	if (j->kind == JOB_KIND_PIPELINE) {
 		j->inter_dir = xstrdup(s);
 		msg_get_bool(o->req, PROTO_F_LAZY, &j->lazy);
+		keep = true;
+		msg_get_bool(o->req, PROTO_F_KEEP_INTER, &keep);
+		j->drop_inter = !keep;
 	}
 	if (!msg_get_str(o->req, PROTO_F_CONFIG, &s) || strlen(s) >
 	    PROTO_MAX_CONFIG) {

@@ -44,12 +44,14 @@ static const char *const migrations[] = {
 	"ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'merge';",
 	/* 4 -> 5: job groups (pipelines): a list of dependencies (ids,
 	 * space-separated; after's one moves there), a stage's group and
-	 * name, a pipeline's stage directory.  after keeps the first. */
+	 * name, a pipeline's stage directory, whether its stages are kept.
+	 * after keeps the first dependency. */
 	"ALTER TABLE jobs ADD COLUMN deps TEXT NOT NULL DEFAULT '';"
 	" UPDATE jobs SET deps = CAST(after AS TEXT) WHERE after != 0;"
 	" ALTER TABLE jobs ADD COLUMN grp INTEGER NOT NULL DEFAULT 0;"
 	" ALTER TABLE jobs ADD COLUMN stage TEXT;"
-	" ALTER TABLE jobs ADD COLUMN inter_dir TEXT;",
+	" ALTER TABLE jobs ADD COLUMN inter_dir TEXT;"
+	" ALTER TABLE jobs ADD COLUMN keep_inter INTEGER NOT NULL DEFAULT 1;",
 };
 
 /* The dependencies a job may have: a pipeline's stages, or --after. */
@@ -92,7 +94,8 @@ static const char schema[] =
     " tensors_done INTEGER, shards_done TEXT, error TEXT,"
     " stage_dev INTEGER, stage_ino INTEGER, lora_dtype TEXT,"
     " kind TEXT NOT NULL DEFAULT 'merge', deps TEXT NOT NULL DEFAULT '',"
-    " grp INTEGER NOT NULL DEFAULT 0, stage TEXT, inter_dir TEXT);"
+    " grp INTEGER NOT NULL DEFAULT 0, stage TEXT, inter_dir TEXT,"
+    " keep_inter INTEGER NOT NULL DEFAULT 1);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
@@ -102,8 +105,8 @@ static const char *const sql[ST_COUNT] = {
 	    " priority, after, config, config_name, cwd, out_dir, out_name,"
 	    " staging, memory, force, allow_crimes, shard_size,"
 	    " copy_tokenizer, model_card, seed, lora_dtype, inputs, created,"
-	    " kind, deps, grp, stage, inter_dir) VALUES (?,?,?,?,?,?,?,?,?,?,"
-	    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	    " kind, deps, grp, stage, inter_dir, keep_inter) VALUES (?,?,?,?,"
+	    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
 	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?"
@@ -114,7 +117,7 @@ static const char *const sql[ST_COUNT] = {
 	    " model_card, seed, lora_dtype, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
 	    " shards_done, error, stage_dev, stage_ino, kind, deps, grp, stage,"
-	    " inter_dir FROM jobs ORDER BY id",
+	    " inter_dir, keep_inter FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
@@ -408,6 +411,7 @@ store_job_insert(struct store *s, struct djob *j)
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->grp);
 	bind_text(st, i++, j->stage);
 	bind_text(st, i++, j->inter_dir);
+	sqlite3_bind_int(st, i++, !j->drop_inter);
 	if ((rc = step_done(s, st, "insert")) != 0)
 		return rc;
 	j->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -498,6 +502,7 @@ store_row(sqlite3_stmt *st)
 	j->grp = (uint64_t)sqlite3_column_int64(st, i++);
 	j->stage = col_text(st, i++);
 	j->inter_dir = col_text(st, i++);
+	j->drop_inter = sqlite3_column_int(st, i++) == 0;
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

@@ -56,6 +56,7 @@
 #define PROTO_F_INTER "intermediate"	/* a pipeline's stage directory */
 #define PROTO_F_INTER_FD "intermediate_fd"
 #define PROTO_F_LAZY "lazy"
+#define PROTO_F_KEEP_INTER "keep_intermediates"
 #define PROTO_F_UMASK "umask"
 #define PROTO_F_MEMORY "memory"
 #define PROTO_F_SEED "seed"

@@ -586,7 +586,8 @@ test_store_versions(void)
 		"ALTER TABLE jobs DROP COLUMN deps;"
 		" ALTER TABLE jobs DROP COLUMN grp;"
 		" ALTER TABLE jobs DROP COLUMN stage;"
-		" ALTER TABLE jobs DROP COLUMN inter_dir;",
+		" ALTER TABLE jobs DROP COLUMN inter_dir;"
+		" ALTER TABLE jobs DROP COLUMN keep_inter;",
 		/* 4 -> 3 */
 		"ALTER TABLE jobs DROP COLUMN kind;",
 		/* 3 -> 2 */

@@ -450,6 +450,19 @@ test_daemon(void)
 	    "says so");
 	free(o);
 
+	g = td_submit("pipe.yml -o dnk --random-seed 11 "
+	    "--no-keep-intermediates");
+	rc = td_ctl(&o, "watch %d -q", g);
+	ok(g > 0 && rc == 0 && tl_same_at(dir, "dnk/model.safetensors",
+	    "hand/final/model.safetensors") && !exists_at("dnk.stages/ab") &&
+	    !exists_at("dnk.stages/cd"), "--no-keep-intermediates: the "
+	    "stages are removed once the final one is done (exit %d)", rc);
+	free(o);
+	td_ctl(&o, "logs %d", g + 1);
+	ok(o != NULL && strstr(o, "removed: every stage reading it is done") !=
+	    NULL, "the stage's log says so");
+	free(o);
+
 	rc = td_ctl(&o, "submit late.yml -o dlate");
 	ok(rc == 3 && o != NULL && strstr(o, "layer_range") != NULL &&
 	    !exists_at("dlate.stages/ab") && !exists_at("dlate"), "a problem "
