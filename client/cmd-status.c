@@ -29,6 +29,23 @@ status_print(const cJSON *j)
 		    cli_json_num(j, PROTO_F_SHARDS_TOTAL));
 }
 
+/* A pipeline's stages, a row each under the group's. */
+static void
+status_stages(struct cli_conn *c, const cJSON *g)
+{
+	const cJSON *id;
+	cJSON *req, *r;
+
+	cJSON_ArrayForEach(id, cJSON_GetObjectItem(g, PROTO_F_STAGES)) {
+		req = cli_new_request(c, PROTO_OP_STATUS);
+		cJSON_AddNumberToObject(req, PROTO_F_JOB, id->valuedouble);
+		r = cli_call(c, req, NULL, 0);
+		if (r != NULL && cli_check_reply(r, false) == 0)
+			cli_job_row(cJSON_GetObjectItem(r, PROTO_F_JOB));
+		cJSON_Delete(r);
+	}
+}
+
 /* "status" without a job is the queue table. */
 int
 cli_cmd_status(int argc, char **argv)
@@ -55,8 +72,10 @@ cli_cmd_status(int argc, char **argv)
 	if (r != NULL && (rc = cli_check_reply(r, a.json)) == 0) {
 		if (a.json)
 			cli_print_json(cJSON_GetObjectItem(r, PROTO_F_JOB));
-		else
+		else {
 			status_print(cJSON_GetObjectItem(r, PROTO_F_JOB));
+			status_stages(&c, cJSON_GetObjectItem(r, PROTO_F_JOB));
+		}
 	}
 	cJSON_Delete(r);
 	cli_disconnect(&c);

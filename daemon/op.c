@@ -150,6 +150,7 @@ op_job_json(const struct djob *j, bool full)
 	const struct graph_progress *g = &j->prog;
 	const char *p;
 	size_t done = 0, i;
+	const struct djob *k;
 	cJSON *deps;
 
 	if (j->started > 0)
@@ -163,7 +164,15 @@ op_job_json(const struct djob *j, bool full)
 	op_add_str(o, PROTO_F_NAME, j->name, PROTO_MAX_NAME);
 	cJSON_AddStringToObject(o, PROTO_F_STATE, proto_state_name(j->state));
 	cJSON_AddStringToObject(o, PROTO_F_KIND, proto_kind_name(j->kind));
-	/* A stage's group and name are public, as its job's name is. */
+	/* A pipeline's stages, a stage's group and name are public, as
+	 * a job's name is. */
+	if (j->kind == JOB_KIND_PIPELINE && j->daemon != NULL) {
+		deps = cJSON_AddArrayToObject(o, PROTO_F_STAGES);
+		for (k = j->daemon->jobs; k != NULL; k = k->next)
+			if (k->grp == j->id)
+				cJSON_AddItemToArray(deps, cJSON_CreateNumber(
+				    (double)k->id));
+	}
 	if (j->grp != 0) {
 		cJSON_AddNumberToObject(o, PROTO_F_GROUP, (double)j->grp);
 		if (j->stage != NULL)

@@ -53,6 +53,7 @@
 #define PROTO_F_DEPS "deps"		/* the jobs a job runs after */
 #define PROTO_F_GROUP "group"		/* a stage's pipeline job */
 #define PROTO_F_STAGE "stage"		/* a stage's name; null: final */
+#define PROTO_F_STAGES "stages"		/* a pipeline's stage jobs */
 #define PROTO_F_INTER "intermediate"	/* a pipeline's stage directory */
 #define PROTO_F_INTER_FD "intermediate_fd"
 #define PROTO_F_LAZY "lazy"

@@ -437,6 +437,11 @@ test_daemon(void)
 	ok(rc == 0 && o != NULL && strstr(o, "  ab ") != NULL && strstr(o,
 	    "  (final) ") != NULL, "status shows the stages under the group");
 	free(o);
+	rc = td_ctl(&o, "status %d", g);
+	ok(rc == 0 && o != NULL && strstr(o, "  cd ") != NULL && strstr(o,
+	    "seed         11") != NULL, "so does status GROUP, with the "
+	    "pipeline's seed");
+	free(o);
 
 	ab = mtime_at("dout.stages/ab/model.safetensors");
 	g2 = td_submit("pipe.yml -o dout");
