@@ -8,7 +8,9 @@
  * staging directory with its finished shards lies beside its output
  * (cancel removes it; forgetting the job would leave it behind).  A job
  * that an unfinished job runs --after stays too, or the later one would
- * fail for want of it.  Removing a job deletes its row and its log lines
+ * fail for want of it.  A pipeline's stages go with their group, and
+ * only when every one of them is finished; a stage alone is never
+ * removed.  Removing a job deletes its row and its log lines
  * from the store, in one transaction per batch, then its memory; its
  * output is never touched.
  *
@@ -31,6 +33,18 @@ bool
 retain_finished(const struct djob *j)
 {
 	return proto_state_removable(j->state);
+}
+
+/* A pipeline's first stage not finished, or NULL. */
+static const struct djob *
+retain_live_stage(const struct daemon *d, const struct djob *g)
+{
+	const struct djob *s;
+
+	for (s = d->jobs; s != NULL; s = s->next)
+		if (s->grp == g->id && !retain_finished(s))
+			return s;
+	return NULL;
 }
 
 static int
@@ -80,8 +94,28 @@ bool
 retain_removable(struct daemon *d, const struct djob *j, char **why)
 {
 	const struct prep *p;
+	const struct djob *live;
 	struct djob *k;
 
+	if (j->grp != 0) {
+		if (why != NULL)
+			*why = xasprintf("job %llu is a stage of pipeline %llu; "
+			    "it goes with its group: remove job %llu",
+			    (unsigned long long)j->id,
+			    (unsigned long long)j->grp,
+			    (unsigned long long)j->grp);
+		return false;
+	}
+	if (j->kind == JOB_KIND_PIPELINE && (live = retain_live_stage(d,
+	    j)) != NULL) {
+		if (why != NULL)
+			*why = xasprintf("stage %llu of pipeline %llu is %s; "
+			    "cancel the pipeline first",
+			    (unsigned long long)live->id,
+			    (unsigned long long)j->id,
+			    proto_state_name(live->state));
+		return false;
+	}
 	if (!retain_finished(j)) {
 		if (why != NULL)
 			*why = xasprintf("job %llu is %s; %s", (unsigned long
@@ -125,14 +159,23 @@ retain_remove(struct daemon *d, struct djob **v, size_t n)
 	struct djob **pp, *j;
 	struct watch **wp, *w;
 	uint64_t *ids;
-	size_t i;
+	size_t i, nall = n, k = 0;
 	int rc;
 
 	if (n == 0)
 		return 0;
-	ids = xcalloc(n, sizeof *ids);
+	/* A pipeline's stages go with it. */
+	for (j = d->jobs; j != NULL; j = j->next)
+		for (i = 0; j->grp != 0 && i < n; i++)
+			nall += v[i]->id == j->grp;
+	ids = xcalloc(nall + 1, sizeof *ids);
 	for (i = 0; i < n; i++)
 		ids[i] = v[i]->id;
+	for (j = d->jobs; j != NULL; j = j->next)
+		for (i = 0; j->grp != 0 && i < n; i++)
+			if (v[i]->id == j->grp)
+				ids[n + k++] = j->id;
+	n = nall;
 	if ((rc = store_job_delete(d->store, ids, n)) != 0)
 		goto out;
 	qsort(ids, n, sizeof *ids, retain_id_cmp);
@@ -173,8 +216,10 @@ retain_select(struct daemon *d, bool (*match)(const struct djob *, void *),
 	*more = false;
 	deps = retain_deps(d, &ndeps);
 	for (j = d->jobs; j != NULL; j = j->next) {
+		/* Stages go with their group, once all are finished. */
 		if (!retain_finished(j) || retain_has(deps, ndeps, j->id) ||
-		    !match(j, arg))
+		    j->grp != 0 || (j->kind == JOB_KIND_PIPELINE &&
+		    retain_live_stage(d, j) != NULL) || !match(j, arg))
 			continue;
 		if (n == max) {
 			*more = true;

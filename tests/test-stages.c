@@ -399,7 +399,7 @@ static void
 test_daemon(void)
 {
 	const cJSON *deps;
-	char *o = NULL;
+	char *o = NULL, *s;
 	int g, g2, rc;
 	int64_t ab;
 	pid_t pid;
@@ -468,6 +468,17 @@ test_daemon(void)
 	    NULL, "the stage's log says so");
 	free(o);
 
+	rc = td_ctl(&o, "rm %d", g + 1);
+	ok(rc == 1 && o != NULL && strstr(o, "goes with its group") != NULL,
+	    "a stage alone is not removed (exit %d)", rc);
+	free(o);
+	rc = td_ctl(&o, "rm %d", g);
+	s = td_job_field(g + 1, "state");
+	ok(rc == 0 && *s == '\0', "rm GROUP removes the group with its "
+	    "stages");
+	free(s);
+	free(o);
+
 	rc = td_ctl(&o, "submit late.yml -o dlate");
 	ok(rc == 3 && o != NULL && strstr(o, "layer_range") != NULL &&
 	    !exists_at("dlate.stages/ab") && !exists_at("dlate"), "a problem "
@@ -488,8 +499,10 @@ test_daemon_resume(void)
 
 	pid = start_slow("dslow");
 	g = td_submit("pipe.yml -o dslow --random-seed 11");
-	ok(g > 0 && td_wait_state(g + 2, "running", 60000), "stage cd of "
-	    "group %d runs", g);
+	/* ab and cd are independent: they run side by side, ab fast. */
+	ok(g > 0 && td_wait_state(g + 2, "running", 60000) &&
+	    td_wait_state(g + 1, "done", 60000), "stage cd of group %d runs, "
+	    "stage ab is done", g);
 	s = td_job_field(g, "state");
 	ok_str_eq(s, "running", "and so does its group");
 	free(s);
