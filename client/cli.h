@@ -142,6 +142,7 @@ int cli_run_stages(const struct cli_merge_opts *o,
 void cli_print_plan(const struct cJSON *plan);	/* cmd-plan.c */
 int cli_plan_stages(const struct cli_merge_opts *o,
     const struct cli_stage_opts *so, const char *path);
+int cli_stage_dir_open(const char *dir, bool create);
 int cli_stage_layout(const char *text, size_t len, const char *name,
     const struct cli_stage_opts *so, const char *out, char **dir);
 

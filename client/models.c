@@ -188,12 +188,9 @@ cli_models_pipeline(struct cli_models *m, const char *text, size_t len,
 	graph_pipeline_free(p);
 	if (rc != 0 || d->nerrors > 0)
 		return rc;
-	cli_mkdirs(m->inter, 0755);
-	if ((fd = open(m->inter, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
-		graph_diag_add(d, GRAPH_SEV_ERROR, m->inter, "cannot open the "
-		    "stage directory: %s", strerror(errno));
-		return 0;
-	}
+	/* Ours alone, or another user could swap a stage (stages.c). */
+	if ((fd = cli_stage_dir_open(m->inter, true)) < 0)
+		return -1;
 	return (m->inter_fd = cli_models_add(m, fd)) < 0 ? -1 : 0;
 }
 

@@ -198,23 +198,82 @@ stages_dir(const struct cli_stage_opts *so, const char *out, bool final)
 	return stages_trim(so->dir != NULL ? so->dir : out);
 }
 
+/* The process's file-creation mask (read by setting it back). */
+static mode_t
+cli_current_umask(void)
+{
+	mode_t m = umask(022);
+
+	umask(m);
+	return m | 022;
+}
+
+/*
+ * Opens the stage directory (making it, and its parents, with create),
+ * and checks that it is ours and writable by us alone
+ * (graph_stage_dir_check).  The descriptor; -2 when it does not exist and
+ * create is false; -1 after printing why it may not be used.
+ */
+int
+cli_stage_dir_open(const char *dir, bool create)
+{
+	char *cause = NULL, *parent, *slash;
+	bool made = false;
+	int fd;
+
+	if (create) {
+		parent = stages_trim(dir);
+		if ((slash = strrchr(parent, '/')) != NULL && slash != parent) {
+			*slash = '\0';
+			cli_mkdirs(parent, 0755);
+		}
+		free(parent);
+		made = mkdir(dir, 0755) == 0;
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd == -1 && errno == ENOENT && !create)
+		return -2;
+	if (fd == -1) {
+		cli_error(PROTO_E_BAD_CONFIG, "cannot use %s as the stage "
+		    "directory: %s", dir, errno == ELOOP || errno == ENOTDIR ?
+		    "it is a symbolic link or not a directory" :
+		    strerror(errno));
+		return -1;
+	}
+	/* A directory just made takes the umask, which may let the group
+	 * write: it loses that. */
+	if (made)
+		fchmod(fd, 0755 & ~cli_current_umask());
+	if (graph_stage_dir_check(fd, (uint32_t)geteuid(), dir, &cause) !=
+	    0) {
+		cli_error(PROTO_E_BAD_CONFIG, "%s", cause);
+		free(cause);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
 /*
  * The descriptors the planner reads existing outputs beneath: the stage
  * directory, and the final output's parent (with its name); -1 where
  * there is none yet.
  */
-static void
+static int
 stages_open_dirs(struct graph_pipeline_opts *po, const char *dir,
     const char *out, char **out_name)
 {
 	char *parent, *slash;
 
-	po->dir_fd = dir != NULL ? open(dir, O_RDONLY | O_DIRECTORY |
-	    O_CLOEXEC) : -1;
+	po->dir_fd = dir != NULL ? cli_stage_dir_open(dir, false) : -2;
+	if (po->dir_fd == -2)
+		po->dir_fd = -1;	/* none yet */
+	else if (po->dir_fd < 0)
+		return -1;
 	po->out_fd = -1;
 	*out_name = NULL;
 	if (out == NULL)
-		return;
+		return 0;
 	parent = stages_trim(out);
 	slash = strrchr(parent, '/');
 	*out_name = xstrdup(slash != NULL ? slash + 1 : parent);
@@ -227,6 +286,7 @@ stages_open_dirs(struct graph_pipeline_opts *po, const char *dir,
 	po->out_fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	po->out_name = *out_name;
 	free(parent);
+	return 0;
 }
 
 static void
@@ -499,7 +559,7 @@ cli_run_stages(const struct cli_merge_opts *o,
 	char *dir = NULL, *out_name = NULL;
 	double t0 = cli_now();
 	size_t i;
-	int rc;
+	int rc, fd;
 	cJSON *js = cJSON_CreateArray(), *j;
 
 	graph_diags_init(&d);
@@ -530,7 +590,11 @@ cli_run_stages(const struct cli_merge_opts *o,
 	cli_plan_opts(o, &po.plan);
 	po.out = p->final != (size_t)-1 ? out : NULL;
 	po.lazy = so->lazy;
-	stages_open_dirs(&po, dir, po.out, &out_name);
+	po.dir_fd = po.out_fd = -1;
+	if (stages_open_dirs(&po, dir, po.out, &out_name) != 0) {
+		rc = CLI_EXIT_INVALID;
+		goto out;
+	}
 	rc = stages_check(o, p, &po, &sp);
 	stages_close_dirs(&po, out_name);
 	if (rc != CLI_EXIT_OK)
@@ -545,9 +609,16 @@ cli_run_stages(const struct cli_merge_opts *o,
 		rc = CLI_EXIT_EXISTS;
 		goto out;
 	}
-	cli_mkdirs(dir, 0755);
-	/* Open again: the stage directory exists now. */
-	stages_open_dirs(&po, dir, po.out, &out_name);
+	/* Made now, and opened again. */
+	if ((fd = cli_stage_dir_open(dir, true)) < 0) {
+		rc = CLI_EXIT_INVALID;
+		goto out;
+	}
+	close(fd);
+	if (stages_open_dirs(&po, dir, po.out, &out_name) != 0) {
+		rc = CLI_EXIT_INVALID;
+		goto out;
+	}
 	rc = stages_run_all(o, so, p, &po, sp, js);
 	stages_close_dirs(&po, out_name);
 	if (o->json) {
@@ -595,8 +666,8 @@ cli_plan_stages(const struct cli_merge_opts *o,
 		cli_plan_opts(o, &po.plan);
 		po.out = so->out_path;
 		po.lazy = so->lazy;
-		stages_open_dirs(&po, so->dir, po.out, &out_name);
-		if (graph_pipeline_plan(p, &po, &sp, &d) != 0)
+		if (stages_open_dirs(&po, so->dir, po.out, &out_name) != 0 ||
+		    graph_pipeline_plan(p, &po, &sp, &d) != 0)
 			rc = CLI_EXIT_INVALID;
 		stages_close_dirs(&po, out_name);
 		stages_scratch_remove(scratch, po.scratch_fd);

@@ -28,6 +28,7 @@
  * so.  Cancel and resume act on every stage not done.  Loop thread only,
  * except group_plan.
  */
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include <errno.h>
@@ -243,6 +244,7 @@ group_stage_job(const struct djob *g, size_t i, const uint64_t *ids)
 	const struct graph_stage_plan *sp = &g->splans[i];
 	struct graph_plan_summary sum;
 	struct djob *s = xcalloc(1, sizeof *s);
+	uint64_t r = 0;
 	size_t k;
 
 	s->kind = JOB_KIND_MERGE;
@@ -269,8 +271,11 @@ group_stage_job(const struct djob *g, size_t i, const uint64_t *ids)
 		s->out_name = xstrdup(g->out_name);
 		s->out_dir = xstrdup(g->out_dir);
 	}
+	/* Unguessable, as a merge's (op-submit.c): nobody plants it. */
+	if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)
+		r = (uint64_t)(daemon_now() * 1e6) ^ (g->id * 1000003u + i);
 	s->staging = xasprintf(".%s.merging-%016llx", s->out_name,
-	    (unsigned long long)(g->id * 1000003u + i));
+	    (unsigned long long)r);
 	s->opts = g->opts;
 	s->opts.seed = sp->seed;
 	s->opts.has_seed = true;
@@ -489,7 +494,8 @@ group_refresh(struct daemon *d, struct djob *g)
 		    s->started < g->started))
 			g->started = s->started;
 	}
-	if (running || (queued && done))
+	/* Some ended, others wait: it is under way, not queued. */
+	if (running || (queued && (done || ended != NULL)))
 		st = JOB_RUNNING;
 	else if (queued)
 		st = JOB_QUEUED;

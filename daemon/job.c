@@ -360,7 +360,9 @@ job_take_inter(struct djob *j, const struct cJSON *req, char **cause)
 		}
 	j->inter_fd = j->fds[idx];
 	j->fds[idx] = -1;
-	return 0;
+	return graph_stage_dir_check(j->inter_fd, j->cred.uid,
+	    j->inter_dir != NULL ? j->inter_dir : "(the stage directory)",
+	    cause);
 }
 
 /*

@@ -42,6 +42,7 @@ resume_planned(struct prep *p, struct op_ctx *o)
 {
 	struct daemon *d = o->c->d;
 	struct djob *j;
+	size_t njobs, nfds;
 	cJSON *r;
 
 	if ((j = job_find(d, p->job)) == NULL) {
@@ -58,6 +59,13 @@ resume_planned(struct prep *p, struct op_ctx *o)
 		store_job_update(d->store, j);
 		op_problems(o, &p->diags, p->cause);
 		return;
+	}
+	/* A pipeline's stages come back as jobs with descriptors: its
+	 * owner's caps count them (the request counted one job). */
+	if (j->kind == JOB_KIND_PIPELINE) {
+		group_quota(p->j, &njobs, &nfds);
+		if (!quota_check_n(o, j, njobs, nfds))
+			return;
 	}
 	job_adopt(j, p->j);
 	job_log(d, j, "resumed by uid %u", (unsigned)o->c->peer.uid);

@@ -499,6 +499,9 @@ int graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
     const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
     struct graph_plan **out, char **manifest, struct graph_diags *d);
 uint64_t graph_stage_seed(uint64_t seed, const char *name);
+/* Is the stage directory at fd uid's, and writable by it alone? */
+int graph_stage_dir_check(int fd, uint32_t uid, const char *path,
+    char **cause);
 /* The record a stage's output holds (name NULL: the final stage; text:
  * its config as it runs; pseed: the pipeline's seed). */
 char *graph_stage_manifest(const char *name, const char *text,

@@ -38,6 +38,39 @@
 /* The record's format; a new one reruns every stage once. */
 #define STAGE_MANIFEST_VERSION 1
 
+/*
+ * A pipeline's stage directory must be uid's and writable by uid alone:
+ * a stage is written there and read back by the next, and whoever else
+ * may write in it could swap in another model in between (or plant a
+ * record, or a staging directory).  0, or -EPERM with *cause.
+ */
+int
+graph_stage_dir_check(int fd, uint32_t uid, const char *path, char **cause)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) == -1) {
+		*cause = xasprintf("%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		*cause = xasprintf("%s is not a directory", path);
+		return -ENOTDIR;
+	}
+	if (st.st_uid != uid || (st.st_mode & 022) != 0) {
+		*cause = xasprintf("the stage directory %s %s: a pipeline's "
+		    "stages must be in a directory of uid %u that only it may "
+		    "write in, or another user could replace a stage between "
+		    "its writing and its reading; choose one with "
+		    "--intermediate-dir%s", path, st.st_uid != uid ?
+		    "belongs to another user" : "is writable by its group or "
+		    "by others", (unsigned)uid, st.st_uid != uid ? "" :
+		    " (or chmod go-w it)");
+		return -EPERM;
+	}
+	return 0;
+}
+
 uint64_t
 graph_stage_seed(uint64_t seed, const char *name)
 {

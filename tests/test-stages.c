@@ -275,6 +275,31 @@ test_refusals(void)
 	    "not even with --force");
 	free(o);
 
+	/* Whoever else may write there could swap a stage in between. */
+	tl_runf(&o, "mkdir -m 777 %s/shared && chmod 777 %s/shared", dir, dir);
+	free(o);
+	rc = run(&o, "run %s sh --intermediate-dir shared", "pipe.yml");
+	ok(rc == 3 && o != NULL && strstr(o, "the stage directory shared is "
+	    "writable by its group or by others") != NULL && !exists_at("sh"),
+	    "a stage directory others may write in is refused (exit %d)", rc);
+	free(o);
+	tl_runf(&o, "mkdir %s/theirs && chown 1 %s/theirs", dir, dir);
+	free(o);
+	rc = run(&o, "run %s th --intermediate-dir theirs", "pipe.yml");
+	ok(rc == 3 && o != NULL && strstr(o, "belongs to another user") !=
+	    NULL, "so is one of another user (exit %d)", rc);
+	free(o);
+	rc = run(&o, "submit %s -o th --intermediate-dir theirs", "pipe.yml");
+	ok(rc == 3 && o != NULL && strstr(o, "belongs to another user") !=
+	    NULL, "by submit too, before anything is sent (exit %d)", rc);
+	free(o);
+	tl_runf(&o, "ln -s only %s/link", dir);
+	free(o);
+	rc = run(&o, "run %s ln --intermediate-dir link", "pipe.yml");
+	ok(rc == 3 && o != NULL && strstr(o, "symbolic link") != NULL,
+	    "and a symbolic link (exit %d)", rc);
+	free(o);
+
 	rc = run(&o, "run %s", "pipe.yml");
 	ok(rc == 2 && o != NULL && strstr(o, "final merge: give its output")
 	    != NULL, "a final stage needs OUT (exit %d)", rc);
