@@ -548,6 +548,15 @@ stages_run_all(const struct cli_merge_opts *o,
 	return rc;
 }
 
+/* The file's problems, printed; the exit code of a refused config. */
+static int
+stages_refused(const struct graph_diags *d)
+{
+	cli_error_diags(PROTO_E_BAD_CONFIG, d, "%zu problem%s found; nothing "
+	    "was read or written", d->nerrors, d->nerrors == 1 ? "" : "s");
+	return CLI_EXIT_INVALID;
+}
+
 int
 cli_run_stages(const struct cli_merge_opts *o,
     const struct cli_stage_opts *so, const char *path, const char *out)
@@ -566,10 +575,7 @@ cli_run_stages(const struct cli_merge_opts *o,
 	/* First the names alone: whether there is a final stage decides
 	 * where the others go. */
 	if (stages_load(path, NULL, &p, &d) != 0) {
-		cli_error_diags(PROTO_E_BAD_CONFIG, &d, "%zu problem%s found; "
-		    "nothing was read or written", d.nerrors, d.nerrors == 1 ?
-		    "" : "s");
-		rc = CLI_EXIT_INVALID;
+		rc = stages_refused(&d);
 		goto out;
 	}
 	if ((dir = stages_dir(so, p->final != (size_t)-1 ? out : NULL,
@@ -580,10 +586,7 @@ cli_run_stages(const struct cli_merge_opts *o,
 	graph_pipeline_free(p);
 	p = NULL;
 	if (stages_load(path, dir, &p, &d) != 0) {
-		cli_error_diags(PROTO_E_BAD_CONFIG, &d, "%zu problem%s found; "
-		    "nothing was read or written", d.nerrors, d.nerrors == 1 ?
-		    "" : "s");
-		rc = CLI_EXIT_INVALID;
+		rc = stages_refused(&d);
 		goto out;
 	}
 	memset(&po, 0, sizeof po);

@@ -142,6 +142,18 @@ group_add_dir(struct djob *s, const char *ref, int fd, const char *rel,
 	s->ndirs++;
 }
 
+/* from's credentials, their groups copied: each job owns its own. */
+static void
+group_copy_cred(struct djob *to, const struct djob *from)
+{
+	free(to->groups);
+	to->groups = xcalloc(from->cred.ngroups + 1, sizeof *to->groups);
+	memcpy(to->groups, from->cred.groups, from->cred.ngroups *
+	    sizeof *to->groups);
+	to->cred = from->cred;
+	to->cred.groups = to->groups;
+}
+
 /* The group's directory entry for key, or NULL. */
 static const struct graph_source_dir *
 group_find_dir(const struct djob *g, const char *key)
@@ -205,11 +217,7 @@ group_stage_runtime(const struct djob *g, size_t i, struct djob *s)
 		    g->out_fd);
 	if (s->out_fd < 0)
 		rc = -1;
-	s->groups = xcalloc(g->cred.ngroups + 1, sizeof *s->groups);
-	memcpy(s->groups, g->cred.groups, g->cred.ngroups *
-	    sizeof *s->groups);
-	s->cred = g->cred;
-	s->cred.groups = s->groups;
+	group_copy_cred(s, g);
 	return rc;
 }
 
@@ -609,11 +617,7 @@ group_shadow(const struct djob *j)
 		    j->dirs[i].where);
 	}
 	s->out_fd = j->out_fd >= 0 ? group_dup(j->out_fd) : -1;
-	s->groups = xcalloc(j->cred.ngroups + 1, sizeof *s->groups);
-	memcpy(s->groups, j->cred.groups, j->cred.ngroups *
-	    sizeof *s->groups);
-	s->cred = j->cred;
-	s->cred.groups = s->groups;
+	group_copy_cred(s, j);
 	return s;
 }
 

@@ -2,8 +2,9 @@
 /*
  * test-examples.c: every config in examples/ runs on generated models,
  * with mergectl run and through a daemon, and gives the same bytes both
- * ways (a pipeline, examples/pipeline.yml, as one job group); together the examples cover every merge method of mergekit's
- * registry.  (The numbers themselves are checked in test-merge.c.)
+ * ways (a pipeline, examples/pipeline.yml, as one job group); together
+ * the examples cover every merge method of mergekit's registry.  (The
+ * numbers themselves are checked in test-merge.c.)
  */
 #include <stdio.h>
 #include <stdlib.h>
