@@ -324,7 +324,7 @@ void group_cancel(struct daemon *d, struct djob *g);
 void group_plan_waiting(struct daemon *d);
 char *group_stage_manifest(struct daemon *d, const struct djob *s);
 void group_release(struct djob *g);
-void group_drain(struct daemon *d);
+void group_stop_plans(struct daemon *d, uint64_t id);
 void group_drop_read(struct daemon *d, struct djob *j);
 
 /* watch.c: a job's change, sent to its watchers (d->job_changed). */

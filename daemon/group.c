@@ -658,15 +658,18 @@ group_plan_waiting(struct daemon *d)
 	}
 }
 
-/* Draining: stages being planned stop at their next model, shard or
- * tensor; they stay queued, and become interrupted with the rest. */
+/*
+ * Stops the late plans of job id (0: all of them, for a drain) at their
+ * next model, shard or tensor; the result is dropped when it is back.
+ */
 void
-group_drain(struct daemon *d)
+group_stop_plans(struct daemon *d, uint64_t id)
 {
 	struct group_late *l;
 
 	for (l = d->lates; l != NULL; l = l->next)
-		atomic_store(&l->cancel, true);
+		if (id == 0 || l->job == id)
+			atomic_store(&l->cancel, true);
 }
 
 /* The record a stage's output holds (GRAPH_STAGE_MANIFEST). */

@@ -749,6 +749,8 @@ job_cancel(struct daemon *d, struct djob *j)
 			graph_extract_cancel(j->xj);
 		return;
 	}
+	if (j->planning)
+		group_stop_plans(d, j->id);	/* a stage planned late */
 	job_release_runtime(j);
 	job_set_state(d, j, JOB_CANCELLED, NULL);
 	sched_run(d);

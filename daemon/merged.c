@@ -258,7 +258,7 @@ daemon_drain(struct daemon *d)
 	server_close(d);
 	job_interrupt_all(d);
 	prep_drain(d);
-	group_drain(d);
+	group_stop_plans(d, 0);
 	uv_timer_start(&d->tick, daemon_tick, 100, 100);
 	daemon_maybe_finish(d);
 }
