@@ -16,8 +16,9 @@
  *
  * Lazy reruns: a stage's output holds a record (GRAPH_STAGE_MANIFEST) of
  * what made it: the stage's config text (its references rewritten), seed,
- * the options that change the files, the files it read (path, size,
- * mtime) and the files it wrote.  A stage whose inputs are all up to date
+ * the options that change the files, the weight files it read (path,
+ * size, mtime), a hash of each input's config.json, and the files it
+ * wrote.  A stage whose inputs are all up to date
  * and whose output holds the record it would write now is fresh.  Any
  * other stage runs, and so does every stage that reads it (its inputs'
  * mtimes change).  An intermediate with a record of ours may be replaced;
@@ -168,6 +169,19 @@ manifest_file(struct xbuf *x, const struct graph_plan_file *f, bool first)
 	    f->size, f->mtime_ns);
 }
 
+/* FNV-1a, 64 bits, of a text. */
+static uint64_t
+stage_fnv1a(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ull;
+
+	for (; s != NULL && *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
+		h *= 0x100000001b3ull;
+	}
+	return h;
+}
+
 /* The record stage i's output holds, made from plan. */
 static char *
 stage_manifest(const struct graph_pipeline *p, size_t i,
@@ -205,6 +219,16 @@ graph_stage_manifest(const char *name, const char *text,
 	for (k = 0; k < f.n; k++)
 		manifest_file(&x, &f.v[k], k == 0);
 	graph_plan_files_fini(&f);
+	/* An input's config.json changes what is written (layer counts,
+	 * dtype, the architecture) without touching its weights: its
+	 * content, hashed, is an input too. */
+	xbuf_printf(&x, "\n  ],\n  \"configs\": [");
+	for (k = 0; k < plan->nmodels; k++) {
+		xbuf_printf(&x, "%s\n    {\"model\": ", k ? "," : "");
+		graph_json_string(&x, plan->models[k].name);
+		xbuf_printf(&x, ", \"config_fnv1a\": \"%016" PRIx64 "\"}",
+		    stage_fnv1a(plan->models[k].m->config_text));
+	}
 	xbuf_printf(&x, "\n  ],\n  \"outputs\": [");
 	for (k = 0; k < plan->nshards; k++) {
 		xbuf_printf(&x, "%s\n    {\"path\": ", k ? "," : "");

@@ -223,6 +223,17 @@ test_lazy(void)
 	ok(rc == 0 && mtime_at("out.stages/ab/model.safetensors") != ab,
 	    "--no-lazy runs every stage");
 	free(o);
+
+	/* Only an input's config.json changes: its weights do not. */
+	ab = mtime_at("out.stages/ab/model.safetensors");
+	tl_runf(&o, "sed -i '1s/^{/{\"x_note\": 1,/' %s/t3/config.json", dir);
+	free(o);
+	rc = run(&o, "run %s out --force", "pipe.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "stage 2/3 cd: merging") != NULL &&
+	    mtime_at("out.stages/ab/model.safetensors") == ab, "a changed "
+	    "config.json of an input reruns the stage that reads it, not the "
+	    "other (exit %d)", rc);
+	free(o);
 }
 
 /* Problems: all of them before anything is written. */
