@@ -345,7 +345,7 @@ stage_label(const struct graph_stage *st)
 }
 
 static const char *
-stage_todo_word(enum graph_stage_todo t)
+stage_action_word(enum graph_stage_action t)
 {
 	switch (t) {
 	case GRAPH_STAGE_RUN:
@@ -380,7 +380,7 @@ stages_print_graph(FILE *fp, const struct graph_pipeline *p,
 		    "(%s, seed %" PRIu64 ")\n", k + 1, p->nstages,
 		    stage_label(st), st->cfg->method, x.len ? x.data :
 		    "models only", sp[i].out != NULL ? sp[i].out : "OUT",
-		    stage_todo_word(sp[i].todo), sp[i].seed);
+		    stage_action_word(sp[i].action), sp[i].seed);
 		xbuf_free(&x);
 	}
 }
@@ -523,7 +523,7 @@ stages_run_all(const struct cli_merge_opts *o,
 
 	for (k = 0; k < p->nstages && rc == CLI_EXIT_OK; k++) {
 		i = p->order[k];
-		if (sp[i].todo == GRAPH_STAGE_FRESH) {
+		if (sp[i].action == GRAPH_STAGE_FRESH) {
 			if (!o->quiet && !o->json)
 				fprintf(stderr, "%s: stage %zu/%zu %s: %s is "
 				    "up to date\n", cli_progname, k + 1,
@@ -605,7 +605,7 @@ cli_run_stages(const struct cli_merge_opts *o,
 	if (o->verbose > 0)
 		stages_print_graph(stderr, p, sp);
 	i = p->final;
-	if (i != (size_t)-1 && sp[i].todo == GRAPH_STAGE_RUN &&
+	if (i != (size_t)-1 && sp[i].action == GRAPH_STAGE_RUN &&
 	    sp[i].exists && !o->merge.force) {
 		cli_error(PROTO_E_EXISTS, "%s already exists; use --force to "
 		    "replace it (nothing was read or written)", out);
@@ -710,8 +710,8 @@ cli_plan_stages(const struct cli_merge_opts *o,
 			    p->stages[st->deps[j]].name));
 		if (sp[i].out != NULL)
 			cJSON_AddStringToObject(s, "out", sp[i].out);
-		cJSON_AddStringToObject(s, "todo",
-		    stage_todo_word(sp[i].todo));
+		cJSON_AddStringToObject(s, "action",
+		    stage_action_word(sp[i].action));
 		cJSON_AddNumberToObject(s, "seed", (double)sp[i].seed);
 		cJSON_AddItemToObject(s, "plan", graph_plan_json(sp[i].plan,
 		    NULL));

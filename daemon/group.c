@@ -235,7 +235,7 @@ group_quota(const struct djob *g, size_t *njobs, size_t *nfds)
 	*njobs = 1;
 	*nfds = 0;
 	for (i = 0; i < g->pipe->nstages; i++) {
-		if (g->splans[i].todo == GRAPH_STAGE_FRESH)
+		if (g->splans[i].action == GRAPH_STAGE_FRESH)
 			continue;
 		n = graph_config_refs(g->pipe->stages[i].cfg, &refs);
 		free(refs);
@@ -315,7 +315,7 @@ group_plan_is_real(const struct djob *g, size_t i)
 	size_t k;
 
 	for (k = 0; k < st->ndeps; k++)
-		if (g->splans[st->deps[k]].todo != GRAPH_STAGE_FRESH)
+		if (g->splans[st->deps[k]].action != GRAPH_STAGE_FRESH)
 			return false;
 	return true;
 }
@@ -373,7 +373,7 @@ group_accept(struct daemon *d, struct djob *g, char **cause)
 	for (k = 0; k < p->nstages; k++) {
 		i = p->order[k];
 		s = group_stage_job(g, i, ids);
-		s->state = g->splans[i].todo == GRAPH_STAGE_FRESH ? JOB_DONE :
+		s->state = g->splans[i].action == GRAPH_STAGE_FRESH ? JOB_DONE :
 		    JOB_QUEUED;
 		if (s->state == JOB_DONE) {
 			s->prog.bytes_done = s->prog.bytes_total;

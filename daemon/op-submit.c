@@ -246,7 +246,7 @@ submit_group(struct prep *p, struct op_ctx *o)
 	if (!quota_check_n(o, j, njobs, nfds))
 		return;
 	f = j->pipe->final != (size_t)-1 ? &j->splans[j->pipe->final] : NULL;
-	if (f != NULL && f->todo == GRAPH_STAGE_RUN && f->exists) {
+	if (f != NULL && f->action == GRAPH_STAGE_RUN && f->exists) {
 		if (!j->opts.force) {
 			op_error(o, PROTO_E_EXISTS, "%s already exists; use "
 			    "--force to replace it", j->out_dir);

@@ -453,7 +453,7 @@ int graph_plan_skeleton(const struct graph_plan *p, int dfd,
  */
 #define GRAPH_STAGE_MANIFEST "mergectl_stage.json"
 
-enum graph_stage_todo {
+enum graph_stage_action {
 	GRAPH_STAGE_RUN,
 	GRAPH_STAGE_FRESH,	/* up to date: skipped */
 	GRAPH_STAGE_FAILED,	/* it has problems (in the diagnostics) */
@@ -461,7 +461,7 @@ enum graph_stage_todo {
 };
 
 struct graph_stage_plan {
-	enum graph_stage_todo todo;
+	enum graph_stage_action action;
 	char *out;		/* where it is written */
 	uint64_t seed;		/* its own */
 	uint64_t pseed;		/* the pipeline's, which seed derives from */

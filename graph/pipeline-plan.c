@@ -410,21 +410,21 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 		fresh_in = true;
 		for (j = 0; j < st->ndeps; j++) {
 			dep = st->deps[j];
-			if (sp[dep].todo == GRAPH_STAGE_FAILED ||
-			    sp[dep].todo == GRAPH_STAGE_BLOCKED)
+			if (sp[dep].action == GRAPH_STAGE_FAILED ||
+			    sp[dep].action == GRAPH_STAGE_BLOCKED)
 				break;
 			/* Read beneath the stage directory: its output if it
 			 * is up to date, else the header-only copy. */
-			fresh_in &= sp[dep].todo == GRAPH_STAGE_FRESH;
+			fresh_in &= sp[dep].action == GRAPH_STAGE_FRESH;
 			planned[np].ref = sp[dep].out;
-			planned[np].fd = sp[dep].todo == GRAPH_STAGE_FRESH ?
+			planned[np].fd = sp[dep].action == GRAPH_STAGE_FRESH ?
 			    o->dir_fd : o->scratch_fd;
 			planned[np].rel = p->stages[dep].name;
 			planned[np++].where = p->dir;
 		}
 		if (j < st->ndeps) {
 			/* What needs no model is still checked. */
-			sp[i].todo = GRAPH_STAGE_BLOCKED;
+			sp[i].action = GRAPH_STAGE_BLOCKED;
 			stage_plan_opts(o, &sp[i], false, &po);
 			po.config_only = true;
 			if (graph_plan_build(st->cfg, &po, &sp[i].plan, d) == 0) {
@@ -438,19 +438,19 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 			continue;
 		}
 		if (!stage_check_out(p, i, o, sp[i].out, &state, &record, d))
-			sp[i].todo = GRAPH_STAGE_FAILED;
+			sp[i].action = GRAPH_STAGE_FAILED;
 		sp[i].exists = state != STAGE_OUT_ABSENT;
 		stage_plan_opts(o, &sp[i], st->name != NULL &&
 		    state == STAGE_OUT_OURS, &po);
 		po.planned = planned;
 		po.nplanned = np;
 		if (graph_plan_build(st->cfg, &po, &sp[i].plan, d) != 0) {
-			sp[i].todo = GRAPH_STAGE_FAILED;
+			sp[i].action = GRAPH_STAGE_FAILED;
 			sp[i].plan = NULL;
 			free(record);
 			continue;
 		}
-		if (sp[i].todo == GRAPH_STAGE_FAILED) {
+		if (sp[i].action == GRAPH_STAGE_FAILED) {
 			free(record);
 			continue;
 		}
@@ -459,11 +459,11 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 			fd = stage_place(p, i, o, &name);
 			if (stage_fresh(fd, name, o->plan.cred, record, want,
 			    sp[i].plan))
-				sp[i].todo = GRAPH_STAGE_FRESH;
+				sp[i].action = GRAPH_STAGE_FRESH;
 			free(want);
 		}
 		free(record);
-		if (sp[i].todo == GRAPH_STAGE_RUN && read[i] &&
+		if (sp[i].action == GRAPH_STAGE_RUN && read[i] &&
 		    stage_skeleton(o, sp[i].plan, st->name, &cause) != 0) {
 			graph_diag_add(d, GRAPH_SEV_ERROR, sp[i].out, "cannot "
 			    "lay out the planned output's headers for the "

@@ -324,7 +324,7 @@ fuzz_pipeline(const uint8_t *data, size_t size)
 	check((rc == 0) == (d.nerrors == 0), "pipeline: planning fails iff "
 	    "it reports");
 	for (i = 0; sp != NULL && i < p->nstages; i++) {
-		check(sp[i].todo == GRAPH_STAGE_RUN && sp[i].plan != NULL,
+		check(sp[i].action == GRAPH_STAGE_RUN && sp[i].plan != NULL,
 		    "pipeline: nothing written yet, every stage runs");
 		check_json(sp[i].plan, NULL);
 	}

@@ -385,7 +385,7 @@ test_plan(void)
 	ok(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(
 	    cJSON_GetArrayItem(st, 2), "plan"), "ok")) && strcmp(
 	    cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(st,
-	    0), "todo")), "up to date") == 0, "each with its plan, and "
+	    0), "action")), "up to date") == 0, "each with its plan, and "
 	    "whether run would skip it");
 	cJSON_Delete(j);
 	free(o);
