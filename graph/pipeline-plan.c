@@ -35,6 +35,7 @@
 #include <cJSON.h>
 
 #include "graph-int.h"
+#include "select.h"
 
 /* The record's format; a new one reruns every stage once. */
 #define STAGE_MANIFEST_VERSION 1
@@ -75,22 +76,11 @@ graph_stage_dir_check(int fd, uint32_t uid, const char *path, char **cause)
 uint64_t
 graph_stage_seed(uint64_t seed, const char *name)
 {
-	uint64_t h = 0xcbf29ce484222325ull, z;
-	const unsigned char *s;
-
-	/* FNV-1a of the name, mixed into the pipeline's seed by
-	 * splitmix64's finaliser: unrelated seeds for the stages, the same
-	 * on every run; 48 bits, as drawn seeds are. */
-	for (s = (const unsigned char *)name; *s != '\0'; s++) {
-		h ^= *s;
-		h *= 0x100000001b3ull;
-	}
-	z = seed ^ h;
-	z += 0x9e3779b97f4a7c15ull;
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	z ^= z >> 31;
-	return z & 0xffffffffffffull;
+	/* FNV-1a of the name, mixed into the pipeline's seed by a
+	 * SplitMix64 step (select.h's hashes): unrelated seeds for the
+	 * stages, the same on every run; 48 bits, as drawn seeds are. */
+	return rng_mix((seed ^ rng_fnv1a(name)) + 0x9e3779b97f4a7c15ull) &
+	    0xffffffffffffull;
 }
 
 /* What a stage's output directory is now. */
@@ -169,19 +159,6 @@ manifest_file(struct xbuf *x, const struct graph_plan_file *f, bool first)
 	    f->size, f->mtime_ns);
 }
 
-/* FNV-1a, 64 bits, of a text. */
-static uint64_t
-stage_fnv1a(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ull;
-
-	for (; s != NULL && *s != '\0'; s++) {
-		h ^= (unsigned char)*s;
-		h *= 0x100000001b3ull;
-	}
-	return h;
-}
-
 /* The record stage i's output holds, made from plan. */
 static char *
 stage_manifest(const struct graph_pipeline *p, size_t i,
@@ -227,7 +204,7 @@ graph_stage_manifest(const char *name, const char *text,
 		xbuf_printf(&x, "%s\n    {\"model\": ", k ? "," : "");
 		graph_json_string(&x, plan->models[k].name);
 		xbuf_printf(&x, ", \"config_fnv1a\": \"%016" PRIx64 "\"}",
-		    stage_fnv1a(plan->models[k].m->config_text));
+		    rng_fnv1a(plan->models[k].m->config_text));
 	}
 	xbuf_printf(&x, "\n  ],\n  \"outputs\": [");
 	for (k = 0; k < plan->nshards; k++) {

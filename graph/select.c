@@ -300,16 +300,23 @@ sel_rank(const uint32_t *keys, uint32_t n, uint32_t *rank, uint64_t *tmp)
 		rank[(uint32_t)src[i]] = i;
 }
 
+/* FNV-1a, 64 bits, of a text (NULL: of the empty one). */
 uint64_t
-rng_stream(uint64_t seed, const char *tensor, uint64_t model)
+rng_fnv1a(const char *s)
 {
 	uint64_t h = 0xcbf29ce484222325ull;
 
-	for (; *tensor != '\0'; tensor++) {
-		h ^= (unsigned char)*tensor;
+	for (; s != NULL && *s != '\0'; s++) {
+		h ^= (unsigned char)*s;
 		h *= 0x100000001b3ull;
 	}
-	return rng_mix(rng_mix(rng_mix(seed) ^ h) ^ model);
+	return h;
+}
+
+uint64_t
+rng_stream(uint64_t seed, const char *tensor, uint64_t model)
+{
+	return rng_mix(rng_mix(rng_mix(seed) ^ rng_fnv1a(tensor)) ^ model);
 }
 
 /* Words below this are kept with probability p (2^32: always). */

@@ -202,6 +202,7 @@ rng_u32(uint64_t stream, uint64_t e)
 	    (uint32_t)(e >> 32) * 0x9e3779b9u);
 }
 
+uint64_t rng_fnv1a(const char *s);
 uint64_t rng_stream(uint64_t seed, const char *tensor, uint64_t model);
 uint64_t rng_threshold(double);
 
