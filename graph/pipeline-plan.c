@@ -250,24 +250,18 @@ stage_fresh(int fd, const char *name, const struct graph_cred *cred,
  * date; else a new one.
  */
 static uint64_t
-pipeline_seed(const struct graph_pipeline *p,
-    const struct graph_pipeline_opts *o)
+pipeline_seed(size_t n, char *const *records)
 {
 	const cJSON *v;
-	const char *name;
 	uint64_t seed = 0;
 	bool found = false;
-	char *record;
 	cJSON *j;
 	size_t i;
-	int fd;
 
-	for (i = 0; i < p->nstages && !found; i++) {
-		fd = stage_place(p, i, o, &name);
-		if (stage_out_state(fd, name, o->plan.cred, &record) !=
-		    STAGE_OUT_OURS)
+	for (i = 0; i < n && !found; i++) {
+		if (records[i] == NULL)
 			continue;
-		j = cJSON_Parse(record);
+		j = cJSON_Parse(records[i]);
 		v = cJSON_GetObjectItemCaseSensitive(j, "pipeline_seed");
 		if (cJSON_IsNumber(v) && v->valuedouble >= 0 &&
 		    v->valuedouble <= 9007199254740992.0) {
@@ -275,7 +269,6 @@ pipeline_seed(const struct graph_pipeline *p,
 			found = true;
 		}
 		cJSON_Delete(j);
-		free(record);
 	}
 	return found ? seed : graph_draw_seed();
 }
@@ -346,117 +339,172 @@ stage_plan_opts(const struct graph_pipeline_opts *o,
 	po->nplanned = 0;
 }
 
+/* What planning the stages shares: each one's plan, output and record. */
+struct pipeline_run {
+	const struct graph_pipeline *p;
+	const struct graph_pipeline_opts *o;
+	struct graph_stage_plan *sp;
+	enum stage_out_state *state;	/* of each stage's output */
+	char **record;			/* its record, when ours */
+	bool *read;			/* read by another stage */
+	struct graph_diags *d;
+};
+
+/*
+ * The stages stage i reads, into planned: beneath the stage directory,
+ * each one's output if it is up to date, else its header-only copy.
+ * Returns how many; *fresh_in: all up to date; *bad: a stage with
+ * problems among them (index), else (size_t)-1.
+ */
+static size_t
+pipeline_inputs(const struct pipeline_run *r, size_t i,
+    struct graph_source_dir *planned, bool *fresh_in, size_t *bad)
+{
+	const struct graph_stage *st = &r->p->stages[i];
+	const struct graph_stage_plan *dep;
+	size_t j, np = 0;
+
+	*fresh_in = true;
+	*bad = (size_t)-1;
+	for (j = 0; j < st->ndeps; j++) {
+		dep = &r->sp[st->deps[j]];
+		if (dep->action == GRAPH_STAGE_FAILED ||
+		    dep->action == GRAPH_STAGE_BLOCKED) {
+			*bad = st->deps[j];
+			return 0;
+		}
+		*fresh_in &= dep->action == GRAPH_STAGE_FRESH;
+		planned[np].ref = dep->out;
+		planned[np].fd = dep->action == GRAPH_STAGE_FRESH ?
+		    r->o->dir_fd : r->o->scratch_fd;
+		planned[np].rel = r->p->stages[st->deps[j]].name;
+		planned[np++].where = r->p->dir;
+	}
+	return np;
+}
+
+/* Stage i reads stage bad, which has problems: only what needs no model
+ * is checked. */
+static void
+pipeline_blocked(const struct pipeline_run *r, size_t i, size_t bad)
+{
+	const struct graph_stage *st = &r->p->stages[i];
+	struct graph_stage_plan *sp = &r->sp[i];
+	struct graph_plan_opts po;
+
+	sp->action = GRAPH_STAGE_BLOCKED;
+	stage_plan_opts(r->o, sp, false, &po);
+	po.config_only = true;
+	if (graph_plan_build(st->cfg, &po, &sp->plan, r->d) == 0) {
+		graph_plan_free(sp->plan);
+		sp->plan = NULL;
+	}
+	graph_diag_at(r->d, GRAPH_SEV_WARNING, r->p->path, st->mark, "stage "
+	    "'%s' is planned only in part: it reads stage '%s', which has "
+	    "problems", st->name ? st->name : "(final)",
+	    r->p->stages[bad].name);
+}
+
+/* Plans stage i, decides whether it runs, and lays out its headers for
+ * the stages that read it. */
+static void
+pipeline_stage(const struct pipeline_run *r, size_t i,
+    struct graph_source_dir *planned)
+{
+	const struct graph_stage *st = &r->p->stages[i];
+	struct graph_stage_plan *sp = &r->sp[i];
+	struct graph_plan_opts po;
+	const char *name;
+	char *want, *cause = NULL;
+	size_t bad, np;
+	bool fresh_in;
+	int fd;
+
+	np = pipeline_inputs(r, i, planned, &fresh_in, &bad);
+	if (bad != (size_t)-1) {
+		pipeline_blocked(r, i, bad);
+		return;
+	}
+	stage_plan_opts(r->o, sp, st->name != NULL &&
+	    r->state[i] == STAGE_OUT_OURS, &po);
+	po.planned = planned;
+	po.nplanned = np;
+	if (graph_plan_build(st->cfg, &po, &sp->plan, r->d) != 0) {
+		sp->action = GRAPH_STAGE_FAILED;
+		sp->plan = NULL;
+		return;
+	}
+	if (sp->action == GRAPH_STAGE_FAILED)
+		return;
+	if (r->o->lazy && fresh_in && r->record[i] != NULL) {
+		want = stage_manifest(r->p, i, sp->plan, sp->pseed);
+		fd = stage_place(r->p, i, r->o, &name);
+		if (stage_fresh(fd, name, r->o->plan.cred, r->record[i], want,
+		    sp->plan))
+			sp->action = GRAPH_STAGE_FRESH;
+		free(want);
+	}
+	if (sp->action == GRAPH_STAGE_RUN && r->read[i] &&
+	    stage_skeleton(r->o, sp->plan, st->name, &cause) != 0) {
+		graph_diag_add(r->d, GRAPH_SEV_ERROR, sp->out, "cannot lay "
+		    "out the planned output's headers for the stages that "
+		    "read it: %s", cause);
+		free(cause);
+	}
+}
+
 int
 graph_pipeline_plan(const struct graph_pipeline *p,
     const struct graph_pipeline_opts *o, struct graph_stage_plan **out,
     struct graph_diags *d)
 {
-	size_t n = p->nstages, k, i, j, np, dep, before = d->nerrors;
-	struct graph_stage_plan *sp = xcalloc(n + 1, sizeof *sp);
+	size_t n = p->nstages, k, i, j, before = d->nerrors;
 	struct graph_source_dir *planned = xcalloc(n + 1, sizeof *planned);
-	bool *read = xcalloc(n + 1, sizeof *read), fresh_in;
-	const char *name;
-	int fd;
-	const struct graph_stage *st;
-	struct graph_plan_opts po;
-	enum stage_out_state state;
-	char *record, *want, *cause = NULL;
+	struct pipeline_run r = { p, o, NULL, NULL, NULL, NULL, d };
 	uint64_t seed;
 
 	*out = NULL;
+	r.sp = xcalloc(n + 1, sizeof *r.sp);
+	r.state = xcalloc(n + 1, sizeof *r.state);
+	r.record = xcalloc(n + 1, sizeof *r.record);
+	r.read = xcalloc(n + 1, sizeof *r.read);
 	if (n > 1 && p->dir == NULL) {
 		graph_diag_add(d, GRAPH_SEV_ERROR, p->path, "no directory for "
 		    "the stages' outputs (--intermediate-dir)");
 		goto out;
 	}
+	/* Each output is read once: what is there, and its record. */
 	for (i = 0; i < n; i++) {
-		sp[i].out = stage_out(p, i, o);
+		r.sp[i].out = stage_out(p, i, o);
+		if (!stage_check_out(p, i, o, r.sp[i].out, &r.state[i],
+		    &r.record[i], d))
+			r.sp[i].action = GRAPH_STAGE_FAILED;
+		r.sp[i].exists = r.state[i] != STAGE_OUT_ABSENT;
 		for (j = 0; j < p->stages[i].ndeps; j++)
-			read[p->stages[i].deps[j]] = true;
+			r.read[p->stages[i].deps[j]] = true;
 	}
 	seed = o->plan.merge.has_seed ? o->plan.merge.seed :
-	    pipeline_seed(p, o);
+	    pipeline_seed(n, r.record);
 	for (k = 0; k < n; k++) {
 		i = p->order[k];
-		st = &p->stages[i];
-		sp[i].pseed = seed;
+		r.sp[i].pseed = seed;
 		/* A lone config keeps its seed: it is not a pipeline. */
-		sp[i].seed = n == 1 ? seed : graph_stage_seed(seed,
-		    st->name != NULL ? st->name : "");
-		np = 0;
-		fresh_in = true;
-		for (j = 0; j < st->ndeps; j++) {
-			dep = st->deps[j];
-			if (sp[dep].action == GRAPH_STAGE_FAILED ||
-			    sp[dep].action == GRAPH_STAGE_BLOCKED)
-				break;
-			/* Read beneath the stage directory: its output if it
-			 * is up to date, else the header-only copy. */
-			fresh_in &= sp[dep].action == GRAPH_STAGE_FRESH;
-			planned[np].ref = sp[dep].out;
-			planned[np].fd = sp[dep].action == GRAPH_STAGE_FRESH ?
-			    o->dir_fd : o->scratch_fd;
-			planned[np].rel = p->stages[dep].name;
-			planned[np++].where = p->dir;
-		}
-		if (j < st->ndeps) {
-			/* What needs no model is still checked. */
-			sp[i].action = GRAPH_STAGE_BLOCKED;
-			stage_plan_opts(o, &sp[i], false, &po);
-			po.config_only = true;
-			if (graph_plan_build(st->cfg, &po, &sp[i].plan, d) == 0) {
-				graph_plan_free(sp[i].plan);
-				sp[i].plan = NULL;
-			}
-			graph_diag_at(d, GRAPH_SEV_WARNING, p->path, st->mark,
-			    "stage '%s' is planned only in part: it reads stage "
-			    "'%s', which has problems", st->name ? st->name :
-			    "(final)", p->stages[st->deps[j]].name);
-			continue;
-		}
-		if (!stage_check_out(p, i, o, sp[i].out, &state, &record, d))
-			sp[i].action = GRAPH_STAGE_FAILED;
-		sp[i].exists = state != STAGE_OUT_ABSENT;
-		stage_plan_opts(o, &sp[i], st->name != NULL &&
-		    state == STAGE_OUT_OURS, &po);
-		po.planned = planned;
-		po.nplanned = np;
-		if (graph_plan_build(st->cfg, &po, &sp[i].plan, d) != 0) {
-			sp[i].action = GRAPH_STAGE_FAILED;
-			sp[i].plan = NULL;
-			free(record);
-			continue;
-		}
-		if (sp[i].action == GRAPH_STAGE_FAILED) {
-			free(record);
-			continue;
-		}
-		if (o->lazy && fresh_in && record != NULL) {
-			want = stage_manifest(p, i, sp[i].plan, seed);
-			fd = stage_place(p, i, o, &name);
-			if (stage_fresh(fd, name, o->plan.cred, record, want,
-			    sp[i].plan))
-				sp[i].action = GRAPH_STAGE_FRESH;
-			free(want);
-		}
-		free(record);
-		if (sp[i].action == GRAPH_STAGE_RUN && read[i] &&
-		    stage_skeleton(o, sp[i].plan, st->name, &cause) != 0) {
-			graph_diag_add(d, GRAPH_SEV_ERROR, sp[i].out, "cannot "
-			    "lay out the planned output's headers for the "
-			    "stages that read it: %s", cause);
-			free(cause);
-			cause = NULL;
-		}
+		r.sp[i].seed = n == 1 ? seed : graph_stage_seed(seed,
+		    p->stages[i].name != NULL ? p->stages[i].name : "");
+		pipeline_stage(&r, i, planned);
 	}
 out:
+	for (i = 0; i < n; i++)
+		free(r.record[i]);
+	free(r.record);
+	free(r.state);
+	free(r.read);
 	free(planned);
-	free(read);
 	if (d->nerrors != before) {
-		graph_stage_plans_free(sp, n);
+		graph_stage_plans_free(r.sp, n);
 		return -EINVAL;
 	}
-	*out = sp;
+	*out = r.sp;
 	return 0;
 }
 
