@@ -324,6 +324,10 @@ void group_cancel(struct daemon *d, struct djob *g);
 void group_plan_waiting(struct daemon *d);
 char *group_stage_manifest(struct daemon *d, const struct djob *s);
 void group_release(struct djob *g);
+int group_dup(int fd);
+void group_add_dir(struct djob *s, const char *ref, int fd, const char *rel,
+    const char *where);
+void group_copy_cred(struct djob *to, const struct djob *from);
 void group_stop_plans(struct daemon *d, uint64_t id);
 void group_drop_read(struct daemon *d, struct djob *j);
 
