@@ -2,7 +2,7 @@
 # SPDX-License-Identifier: MIT
 # Runs every fuzz target (tests/fuzz-*.c) under libFuzzer with
 # AddressSanitizer + UndefinedBehaviorSanitizer, SECONDS seconds each
-# (default 30), one after another, and prints per target the executions,
+# (default 30), FUZZ_JOBS at a time, and prints per target the executions,
 # the corpus size and whether it found anything.  Needs clang and
 # Debian's libclang-rt-14-dev (contrib/deps.sh --fuzz installs them).
 #
@@ -30,9 +30,10 @@ if [ ! -d build-fuzz ]; then
 fi
 ninja -C build-fuzz >/dev/null
 
-passed=0
-failed=0
-for t in $targets; do
+# fuzz_one TARGET: one target's run; prints its summary line, and the
+# tail of its log when it failed (a log that keeps only the tail sees it).
+fuzz_one() {
+	t=$1
 	corpus=build-fuzz/corpus/$t
 	crash=build-fuzz/crash/$t
 	log=build-fuzz/fuzz-$t.log
@@ -47,16 +48,41 @@ for t in $targets; do
 	    -artifact_prefix="$crash/" -print_final_stats=1 >"$log" 2>&1
 	then
 		result=ok
-		passed=$((passed + 1))
 	else
 		result="FAILED (see $log, $crash/)"
-		failed=$((failed + 1))
-		# What it found, where a log that keeps only the tail sees it.
 		tail -n 40 "$log"
 	fi
 	execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
 	printf "fuzz-%-12s %6ss %10s execs %6s inputs  %s\n" "$t" "$secs" \
 	    "${execs:-?}" "$(find "$corpus" -type f | wc -l)" "$result"
+}
+
+# Each target is single-threaded: run FUZZ_JOBS of them at once (default
+# the number of CPUs), so that every target still gets its SECONDS but
+# the whole run takes a fraction of the time.
+jobs=${FUZZ_JOBS:-$(nproc)}
+out=build-fuzz/fuzz-results
+rm -rf "$out"
+mkdir -p "$out"
+running=0
+for t in $targets; do
+	fuzz_one "$t" >"$out/$t" 2>&1 &
+	running=$((running + 1))
+	if [ "$running" -ge "$jobs" ]; then
+		wait
+		running=0
+	fi
+done
+wait
+passed=0
+failed=0
+for t in $targets; do
+	cat "$out/$t"
+	if tail -n 1 "$out/$t" | grep -q "  ok$"; then
+		passed=$((passed + 1))
+	else
+		failed=$((failed + 1))
+	fi
 done
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
