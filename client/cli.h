@@ -132,6 +132,7 @@ struct cli_stage_opts {
 	const char *out_path;	/* mergekit-multi's --out-path */
 	bool lazy;		/* --lazy (default) / --no-lazy */
 	bool keep;		/* --keep-intermediates (default) */
+	bool fuse;		/* --fuse */
 };
 
 void cli_stage_opts_default(struct cli_stage_opts *);

@@ -260,7 +260,8 @@ plan_usage(FILE *fp)
 	    "A file of several documents (a pipeline) shows its stage graph "
 	    "and each\nstage's plan; --intermediate-dir DIR and --out-path OUT "
 	    "show where run\nwould write them and which are up to date "
-	    "(--lazy, the default).\n"
+	    "(--lazy, the default); --fuse\nshows which stages fuse, and "
+	    "why the others do not.\n"
 	    "It takes every option of '%s run' and mergekit-yaml's, so a "
 	    "command line\nshows its plan with 'run CONFIG OUT' replaced by "
 	    "'plan CONFIG'.\n", cli_progname, cli_progname);

@@ -115,6 +115,13 @@ submit_parse(int argc, char **argv, struct submit_opts *o, char **cfg)
 			rc = -1;
 	}
 	free(longopts);
+	if (rc == 0 && o->s.fuse) {
+		/* Each stage is a job of its own here, which status, cancel
+		 * and resume follow; a fused pair would be one. */
+		cli_usage_error("--fuse is for '%s run': submit runs each "
+		    "stage as a job of its own", cli_progname);
+		rc = -1;
+	}
 	if (rc == 0 && (argc - optind != 1 || o->out == NULL)) {
 		cli_usage_error("submit needs CONFIG and -o OUT");
 		rc = -1;

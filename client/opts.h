@@ -42,6 +42,8 @@ enum {
 	OPT_S_NO_LAZY,
 	OPT_S_KEEP,
 	OPT_S_NO_KEEP,
+	OPT_S_FUSE,
+	OPT_S_NO_FUSE,
 	/* mergekit-yaml's options that change nothing here (opts.c's
 	 * compat table), from OPT_COMPAT on. */
 	OPT_COMPAT = 1024,

@@ -46,6 +46,8 @@ const struct option cli_stage_longopts[] = {
 	{ "no-lazy", no_argument, NULL, OPT_S_NO_LAZY },
 	{ "keep-intermediates", no_argument, NULL, OPT_S_KEEP },
 	{ "no-keep-intermediates", no_argument, NULL, OPT_S_NO_KEEP },
+	{ "fuse", no_argument, NULL, OPT_S_FUSE },
+	{ "no-fuse", no_argument, NULL, OPT_S_NO_FUSE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -75,6 +77,10 @@ cli_stage_opt(struct cli_stage_opts *s, int opt, const char *arg)
 	case OPT_S_KEEP:
 	case OPT_S_NO_KEEP:
 		s->keep = opt == OPT_S_KEEP;
+		return 0;
+	case OPT_S_FUSE:
+	case OPT_S_NO_FUSE:
+		s->fuse = opt == OPT_S_FUSE;
 		return 0;
 	}
 	return -1;
@@ -356,6 +362,8 @@ stage_action_word(enum graph_stage_action t)
 		return "has problems";
 	case GRAPH_STAGE_BLOCKED:
 		return "not planned";
+	case GRAPH_STAGE_FUSED:
+		return "fused into";
 	}
 	return "";
 }
@@ -377,10 +385,17 @@ stages_print_graph(FILE *fp, const struct graph_pipeline *p,
 			xbuf_printf(&x, "%s%s", j ? ", " : "",
 			    p->stages[st->deps[j]].name);
 		fprintf(fp, "stage %zu/%zu   %-16s %-14s reads %-20s -> %s  "
-		    "(%s, seed %" PRIu64 ")\n", k + 1, p->nstages,
+		    "(%s%s%s, seed %" PRIu64 ")\n", k + 1, p->nstages,
 		    stage_label(st), st->cfg->method, x.len ? x.data :
-		    "models only", sp[i].out != NULL ? sp[i].out : "OUT",
-		    stage_action_word(sp[i].action), sp[i].seed);
+		    "models only", sp[i].action == GRAPH_STAGE_FUSED ?
+		    "nothing: not written" : sp[i].out != NULL ? sp[i].out :
+		    "OUT", stage_action_word(sp[i].action),
+		    sp[i].action == GRAPH_STAGE_FUSED ? " " : "",
+		    sp[i].action == GRAPH_STAGE_FUSED ?
+		    stage_label(&p->stages[sp[i].into]) : "", sp[i].seed);
+		if (sp[i].unfused != NULL)
+			fprintf(fp, "              not fused: %s\n",
+			    sp[i].unfused);
 		xbuf_free(&x);
 	}
 }
@@ -391,11 +406,8 @@ stages_check(const struct cli_merge_opts *o, const struct graph_pipeline *p,
     struct graph_pipeline_opts *po, struct graph_stage_plan **sp)
 {
 	struct graph_diags d;
-	char *scratch;
 	int rc = CLI_EXIT_OK;
 
-	if ((po->scratch_fd = stages_scratch(&scratch)) < 0)
-		return CLI_EXIT_FAILED;
 	graph_diags_init(&d);
 	if (graph_pipeline_plan(p, po, sp, &d) != 0) {
 		cli_error_diags(PROTO_E_BAD_CONFIG, &d, "%zu problem%s found "
@@ -406,8 +418,6 @@ stages_check(const struct cli_merge_opts *o, const struct graph_pipeline *p,
 		graph_diags_print(&d, stderr);
 	}
 	graph_diags_fini(&d);
-	stages_scratch_remove(scratch, po->scratch_fd);
-	po->scratch_fd = -1;
 	return rc;
 }
 
@@ -467,7 +477,7 @@ stages_run_one(const struct cli_merge_opts *o, const struct graph_pipeline *p,
 		    cli_progname, k + 1, p->nstages, stage_label(st),
 		    sp[i].out);
 	graph_diags_init(&d);
-	if (graph_pipeline_plan_stage(p, i, po, &sp[i], &plan, &manifest,
+	if (graph_pipeline_plan_stage(p, i, po, sp, &plan, &manifest,
 	    &d) != 0) {
 		/* Planned before, so something changed on disk since. */
 		cli_error_diags(CLI_E_FAILED, &d, "stage %s cannot run: what "
@@ -523,7 +533,24 @@ stages_run_all(const struct cli_merge_opts *o,
 
 	for (k = 0; k < p->nstages && rc == CLI_EXIT_OK; k++) {
 		i = p->order[k];
-		if (sp[i].action == GRAPH_STAGE_FRESH) {
+		if (sp[i].action == GRAPH_STAGE_FUSED) {
+			/* Runs inside the stage that reads it. */
+			if (!o->quiet && !o->json)
+				fprintf(stderr, "%s: stage %zu/%zu %s: fused "
+				    "into stage %s, not written\n",
+				    cli_progname, k + 1, p->nstages,
+				    stage_label(&p->stages[i]),
+				    stage_label(&p->stages[sp[i].into]));
+			j = cJSON_CreateObject();
+			cJSON_AddStringToObject(j, "stage",
+			    stage_label(&p->stages[i]));
+			cJSON_AddStringToObject(j, "fused_into",
+			    stage_label(&p->stages[sp[i].into]));
+			cJSON_AddBoolToObject(j, "ran", false);
+			cJSON_AddBoolToObject(j, "ok", true);
+			cJSON_AddItemToArray(js, j);
+			dropped[i] = true;	/* nothing to remove */
+		} else if (sp[i].action == GRAPH_STAGE_FRESH) {
 			if (!o->quiet && !o->json)
 				fprintf(stderr, "%s: stage %zu/%zu %s: %s is "
 				    "up to date\n", cli_progname, k + 1,
@@ -565,12 +592,14 @@ cli_run_stages(const struct cli_merge_opts *o,
 	struct graph_stage_plan *sp = NULL;
 	struct graph_pipeline_opts po;
 	struct graph_diags d;
-	char *dir = NULL, *out_name = NULL;
+	char *dir = NULL, *out_name = NULL, *scratch = NULL;
 	double t0 = cli_now();
 	size_t i;
 	int rc, fd;
 	cJSON *js = cJSON_CreateArray(), *j;
 
+	memset(&po, 0, sizeof po);
+	po.scratch_fd = -1;
 	graph_diags_init(&d);
 	/* First the names alone: whether there is a final stage decides
 	 * where the others go. */
@@ -589,11 +618,17 @@ cli_run_stages(const struct cli_merge_opts *o,
 		rc = stages_refused(&d);
 		goto out;
 	}
-	memset(&po, 0, sizeof po);
 	cli_plan_opts(o, &po.plan);
 	po.out = p->final != (size_t)-1 ? out : NULL;
 	po.lazy = so->lazy;
+	po.fuse = so->fuse;
 	po.dir_fd = po.out_fd = -1;
+	/* The planned stages' headers: read until the end when stages are
+	 * fused (the stages reading them are planned against them). */
+	if ((po.scratch_fd = stages_scratch(&scratch)) < 0) {
+		rc = CLI_EXIT_FAILED;
+		goto out;
+	}
 	if (stages_open_dirs(&po, dir, po.out, &out_name) != 0) {
 		rc = CLI_EXIT_INVALID;
 		goto out;
@@ -637,6 +672,7 @@ cli_run_stages(const struct cli_merge_opts *o,
 		cJSON_Delete(j);
 	}
 out:
+	stages_scratch_remove(scratch, po.scratch_fd);
 	cJSON_Delete(js);
 	graph_diags_fini(&d);
 	graph_stage_plans_free(sp, p != NULL ? p->nstages : 0);
@@ -669,6 +705,7 @@ cli_plan_stages(const struct cli_merge_opts *o,
 		cli_plan_opts(o, &po.plan);
 		po.out = so->out_path;
 		po.lazy = so->lazy;
+		po.fuse = so->fuse;
 		if (stages_open_dirs(&po, so->dir, po.out, &out_name) != 0 ||
 		    graph_pipeline_plan(p, &po, &sp, &d) != 0)
 			rc = CLI_EXIT_INVALID;
@@ -710,8 +747,14 @@ cli_plan_stages(const struct cli_merge_opts *o,
 			    p->stages[st->deps[j]].name));
 		if (sp[i].out != NULL)
 			cJSON_AddStringToObject(s, "out", sp[i].out);
-		cJSON_AddStringToObject(s, "action",
+		cJSON_AddStringToObject(s, "action", sp[i].action ==
+		    GRAPH_STAGE_FUSED ? "fused" :
 		    stage_action_word(sp[i].action));
+		if (sp[i].action == GRAPH_STAGE_FUSED)
+			cJSON_AddStringToObject(s, "fused_into",
+			    stage_label(&p->stages[sp[i].into]));
+		if (sp[i].unfused != NULL)
+			cJSON_AddStringToObject(s, "not_fused", sp[i].unfused);
 		cJSON_AddNumberToObject(s, "seed", (double)sp[i].seed);
 		cJSON_AddItemToObject(s, "plan", graph_plan_json(sp[i].plan,
 		    NULL));

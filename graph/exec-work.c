@@ -113,7 +113,8 @@ work_write(struct unit *u)
 		    u->e0 * es, &u->task.err);
 }
 
-/* Every input file is as planned (size, inode, modification time). */
+/* Every input file is as planned (size, inode, modification time),
+ * those of the stages fused into it too. */
 static int
 inputs_unchanged(const struct graph_plan *p, char **cause)
 {
@@ -122,6 +123,9 @@ inputs_unchanged(const struct graph_plan *p, char **cause)
 
 	for (i = 0; i < p->nmodels; i++)
 		if ((rc = model_check_unchanged(p->models[i].m, cause)) != 0)
+			return rc;
+	for (i = 0; i < p->nfused; i++)
+		if ((rc = inputs_unchanged(p->fused[i], cause)) != 0)
 			return rc;
 	return 0;
 }

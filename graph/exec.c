@@ -160,16 +160,6 @@ xt_chunk(const struct graph_exec *ex, const struct graph_job *job,
 	return n < q ? q : n;
 }
 
-static bool
-xt_is_raw(const struct plan_tensor *pt)
-{
-	return pt->method == &method_copy && !pt->in[0].rectified &&
-	    pt->vperm == NULL && pt->in[0].mt->delta == NULL &&
-	    pt->in[0].mt->t->dtype == pt->out_dtype &&
-	    (pt->compute_dtype == GRAPH_DT_NONE ||
-	    pt->compute_dtype == pt->out_dtype);
-}
-
 static void
 xt_done(struct xtensor *xt)
 {
@@ -254,7 +244,7 @@ pt_npartials(const struct plan_tensor *pt)
 static uint64_t
 pt_held(const struct plan_tensor *pt)
 {
-	if (xt_is_raw(pt))
+	if (plan_tensor_is_copy(pt))
 		return 0;
 	return pt->ms.state_size + (uint64_t)pt_npartials(pt) *
 	    (uint64_t)pt->ms.nred * sizeof(double);
@@ -323,7 +313,7 @@ xjob_start_tensor(struct graph_job *job)
 		xt_done(xt);
 		return true;
 	}
-	xt->raw = xt_is_raw(pt);
+	xt->raw = plan_tensor_is_copy(pt);
 	xt->quantum = pt->quantum;
 	xt->pass = 0;
 	xt_pass_chunks(xt);
@@ -855,7 +845,7 @@ exec_check_budget(const struct graph_exec *ex, const struct graph_plan *p,
 
 	for (i = 0; i < p->ntensors; i++) {
 		pt = &p->tensors[i];
-		if (xt_is_raw(pt))
+		if (plan_tensor_is_copy(pt))
 			continue;
 		need = pt_min_unit(pt) + pt_held(pt);
 		if (need > ex->budget) {

@@ -353,6 +353,9 @@ struct model_tensor {
 	/* A "model+adapter" reference's LoRA product, added as the
 	 * tensor is read (lora.c), or NULL. */
 	const struct lora_delta *delta;
+	/* A fused stage's tensor (fuse.c): computed as it is read, by the
+	 * plan of the stage that would have written it, or NULL. */
+	const struct plan_tensor *fused;
 };
 
 struct model {
@@ -380,6 +383,9 @@ struct model {
 	size_t captensors;
 	struct strmap index;	/* name -> tensors[] */
 	struct lora *lora;	/* the adapter of "model+adapter", or NULL */
+	/* A fused stage's header-only output: its tensors' fused point
+	 * into this plan, which computes them (fuse.c). */
+	const struct graph_plan *fused_from;
 };
 
 int model_open(const struct graph_ref *ref, struct graph_resolved *r,
@@ -573,6 +579,10 @@ struct graph_plan {
 	struct graph_cred cred;	/* opts.cred's copy, which the plan owns */
 	uint32_t *cred_groups;	/* and its groups */
 	uint64_t seed;
+	/* The plans of the stages fused into this one (fuse.c), owned:
+	 * some of its models' tensors are computed by them. */
+	struct graph_plan **fused;
+	size_t nfused;
 };
 
 /* A tensor of a source layer that no output tensor reads, and why. */
@@ -699,6 +709,20 @@ int reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     char **cause);
 int reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
     uint64_t e0, size_t n, int fd, uint64_t off, char **cause);
+
+/*
+ * fuse.c: a pipeline stage fused into the one stage that reads it (--fuse):
+ * its output is never written; the reader computes each piece of it as
+ * the consumer reads it, with the stage's own plan.  Only a stage whose
+ * tensors (those read) are each computed element by element can be.
+ */
+bool plan_tensor_is_copy(const struct plan_tensor *pt);
+char *fuse_why_not(const struct graph_plan *consumer, const char *ref,
+    const struct graph_plan *producer);
+int fuse_link(struct graph_plan *consumer, const char *ref,
+    struct graph_plan *producer, char **cause);
+int fuse_read(const struct graph_plan *p, const struct plan_tensor *pt,
+    uint64_t e0, size_t n, float *out, char **cause);
 
 /*
  * extract-svd.c: the truncated SVD of a stored [m, n] matrix x, or of x^T

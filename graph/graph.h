@@ -458,6 +458,8 @@ enum graph_stage_action {
 	GRAPH_STAGE_FRESH,	/* up to date: skipped */
 	GRAPH_STAGE_FAILED,	/* it has problems (in the diagnostics) */
 	GRAPH_STAGE_BLOCKED,	/* not planned: it reads a stage that failed */
+	GRAPH_STAGE_FUSED,	/* computed inside the stage that reads it
+				 * (--fuse, fuse.c): never written */
 };
 
 struct graph_stage_plan {
@@ -471,6 +473,10 @@ struct graph_stage_plan {
 	struct graph_plan *plan;
 	bool exists;		/* out exists (RUN: an earlier run's stage,
 				 * or the final output) */
+	size_t into;		/* FUSED: the stage it is fused into */
+	/* With fuse, a RUN stage that another reads: why it is not fused
+	 * (NULL: nothing reads it). */
+	char *unfused;
 };
 
 struct graph_pipeline_opts {
@@ -485,8 +491,13 @@ struct graph_pipeline_opts {
 	int out_fd;
 	const char *out_name;
 	bool lazy;
+	/* Fuse each stage that the plan proves can be (fuse.c) into the
+	 * one stage that reads it: it is never written. */
+	bool fuse;
 	/* An empty directory the caller removes, which the user (plan.cred)
-	 * may write in: the headers of unwritten stages go there. */
+	 * may write in: the headers of unwritten stages go there.  With
+	 * fuse, a fused stage's are read until the stage that reads it has
+	 * run. */
 	int scratch_fd;
 };
 
@@ -494,7 +505,8 @@ int graph_pipeline_plan(const struct graph_pipeline *p,
     const struct graph_pipeline_opts *o, struct graph_stage_plan **out,
     struct graph_diags *d);
 void graph_stage_plans_free(struct graph_stage_plan *, size_t n);
-/* Stage i planned to run, its inputs written; *manifest: its record. */
+/* Stage i planned to run, its inputs written or fused into it (sp: every
+ * stage's, from graph_pipeline_plan); *manifest: its record. */
 int graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
     const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
     struct graph_plan **out, char **manifest, struct graph_diags *d);

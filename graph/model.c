@@ -210,6 +210,7 @@ model_add_tensor(struct model *m, size_t file, size_t t)
 	m->tensors[m->ntensors].file = file;
 	m->tensors[m->ntensors].t = &m->files[file]->t[t];
 	m->tensors[m->ntensors].delta = NULL;
+	m->tensors[m->ntensors].fused = NULL;
 	/* Keyed by the header's own copy of the name, which lives as long
 	 * as the model. */
 	strmap_put(&m->index, m->files[file]->t[t].name, m->ntensors);

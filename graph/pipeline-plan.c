@@ -159,6 +159,24 @@ manifest_file(struct xbuf *x, const struct graph_plan_file *f, bool first)
 	    f->size, f->mtime_ns);
 }
 
+/* Each stage fused into plan, and those fused into them. */
+static void
+manifest_fused(struct xbuf *x, const struct graph_plan *plan, bool *first)
+{
+	const struct graph_plan *f;
+	size_t k;
+
+	for (k = 0; k < plan->nfused; k++) {
+		f = plan->fused[k];
+		xbuf_printf(x, "%s\n    {\"seed\": %" PRIu64 ", \"config\": ",
+		    *first ? "" : ",", f->seed);
+		graph_json_string(x, f->config_text);
+		xbuf_printf(x, "}");
+		*first = false;
+		manifest_fused(x, f, first);
+	}
+}
+
 /* The record stage i's output holds, made from plan. */
 static char *
 stage_manifest(const struct graph_pipeline *p, size_t i,
@@ -175,6 +193,7 @@ graph_stage_manifest(const char *name, const char *text,
 	const struct graph_merge_opts *m = &plan->opts.merge;
 	struct graph_plan_files f;
 	struct xbuf x = { 0 };
+	bool first = true;
 	size_t k;
 
 	xbuf_printf(&x, "{\n  \"mergectl_stage\": %d,\n  \"version\": \"%s\","
@@ -205,6 +224,12 @@ graph_stage_manifest(const char *name, const char *text,
 		graph_json_string(&x, plan->models[k].name);
 		xbuf_printf(&x, ", \"config_fnv1a\": \"%016" PRIx64 "\"}",
 		    rng_fnv1a(plan->models[k].m->config_text));
+	}
+	/* What the stages fused into it ran: their configs and seeds (their
+	 * input files are among the inputs above). */
+	if (plan->nfused > 0) {
+		xbuf_printf(&x, "\n  ],\n  \"fused\": [");
+		manifest_fused(&x, plan, &first);
 	}
 	xbuf_printf(&x, "\n  ],\n  \"outputs\": [");
 	for (k = 0; k < plan->nshards; k++) {
@@ -453,6 +478,45 @@ pipeline_stage(const struct pipeline_run *r, size_t i,
 	}
 }
 
+/*
+ * --fuse: a stage that will run and that exactly one stage reads is fused
+ * into it when every tensor its reader reads is computed element by
+ * element (fuse_why_not); else the plan says why not.  Chains fuse too:
+ * a fused stage may itself read fused ones.
+ */
+static void
+pipeline_fuse(const struct pipeline_run *r)
+{
+	const struct graph_pipeline *p = r->p;
+	struct graph_stage_plan *sp = r->sp;
+	size_t i, j, k, c = 0, readers;
+
+	for (i = 0; i < p->nstages; i++) {
+		if (sp[i].action != GRAPH_STAGE_RUN || !r->read[i])
+			continue;
+		readers = 0;
+		for (j = 0; j < p->nstages; j++)
+			for (k = 0; k < p->stages[j].ndeps; k++)
+				if (p->stages[j].deps[k] == i) {
+					readers++;
+					c = j;
+				}
+		if (readers != 1) {
+			sp[i].unfused = xasprintf("it is read by %zu stages",
+			    readers);
+			continue;
+		}
+		if (sp[c].plan == NULL || sp[i].plan == NULL)
+			continue;
+		sp[i].unfused = fuse_why_not(sp[c].plan, sp[i].out,
+		    sp[i].plan);
+		if (sp[i].unfused == NULL) {
+			sp[i].action = GRAPH_STAGE_FUSED;
+			sp[i].into = c;
+		}
+	}
+}
+
 int
 graph_pipeline_plan(const struct graph_pipeline *p,
     const struct graph_pipeline_opts *o, struct graph_stage_plan **out,
@@ -493,6 +557,8 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 		    p->stages[i].name != NULL ? p->stages[i].name : "");
 		pipeline_stage(&r, i, planned);
 	}
+	if (o->fuse && d->nerrors == before)
+		pipeline_fuse(&r);
 out:
 	for (i = 0; i < n; i++)
 		free(r.record[i]);
@@ -513,7 +579,8 @@ out:
  * method, output and seed, and every stage's config as it ran.
  */
 static char *
-pipeline_card(const struct graph_pipeline *p, uint64_t pseed)
+pipeline_card(const struct graph_pipeline *p,
+    const struct graph_stage_plan *sp, uint64_t pseed)
 {
 	const struct graph_stage *st;
 	struct xbuf x = { 0 };
@@ -524,7 +591,12 @@ pipeline_card(const struct graph_pipeline *p, uint64_t pseed)
 	    "seed %" PRIu64 "):\n\n", p->nstages, pseed);
 	for (k = 0; k < p->nstages; k++) {
 		st = &p->stages[p->order[k]];
-		if (st->name != NULL)
+		if (sp[p->order[k]].action == GRAPH_STAGE_FUSED)
+			xbuf_printf(&x, "%zu. `%s`: %s, fused into the stage "
+			    "reading it (not written), seed %" PRIu64 "\n",
+			    k + 1, st->name, st->cfg->method,
+			    graph_stage_seed(pseed, st->name));
+		else if (st->name != NULL)
 			xbuf_printf(&x, "%zu. `%s`: %s, written to %s/%s, "
 			    "seed %" PRIu64 "\n", k + 1, st->name,
 			    st->cfg->method, p->dir, st->name,
@@ -545,6 +617,40 @@ pipeline_card(const struct graph_pipeline *p, uint64_t pseed)
 	return xbuf_take(&x);
 }
 
+/*
+ * The stages fused into stage i's plan, each planned as it would run
+ * (reading its own inputs, fused or written) and linked to the headers
+ * stage i was planned against.
+ */
+static int
+pipeline_link_fused(const struct graph_pipeline *p, size_t i,
+    const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
+    struct graph_plan *plan, char *const *outs, struct graph_diags *d)
+{
+	const struct graph_stage *st = &p->stages[i];
+	struct graph_plan *producer;
+	char *cause = NULL;
+	size_t k, dep;
+	int rc;
+
+	for (k = 0; k < st->ndeps; k++) {
+		dep = st->deps[k];
+		if (sp[dep].action != GRAPH_STAGE_FUSED)
+			continue;
+		if ((rc = graph_pipeline_plan_stage(p, dep, o, sp, &producer,
+		    NULL, d)) != 0)
+			return rc;
+		if ((rc = fuse_link(plan, outs[k], producer, &cause)) != 0) {
+			graph_diag_add(d, GRAPH_SEV_ERROR, p->path, "stage "
+			    "'%s': %s", p->stages[dep].name, cause);
+			free(cause);
+			graph_plan_free(producer);
+			return rc;
+		}
+	}
+	return 0;
+}
+
 int
 graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
     const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
@@ -555,34 +661,43 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
 	const struct graph_stage *st;
 	enum stage_out_state state;
 	char *record, *card, **outs;
-	size_t k;
+	size_t k, dep;
 	int rc;
 
 	*out = NULL;
-	*manifest = NULL;
-	if (!stage_check_out(p, i, o, sp->out, &state, &record, d))
+	if (manifest != NULL)
+		*manifest = NULL;
+	if (!stage_check_out(p, i, o, sp[i].out, &state, &record, d))
 		return -EINVAL;
 	free(record);
-	stage_plan_opts(o, sp, p->stages[i].name != NULL &&
+	stage_plan_opts(o, &sp[i], p->stages[i].name != NULL &&
 	    state == STAGE_OUT_OURS, &po);
 	card = p->nstages > 1 && p->stages[i].name == NULL ?
-	    pipeline_card(p, sp->pseed) : NULL;
+	    pipeline_card(p, sp, sp[i].pseed) : NULL;
 	po.card_pipeline = card;
 	/* The stages it reads, beneath the stage directory, as when it was
-	 * found up to date: the same paths in its record. */
+	 * found up to date: the same paths in its record; a fused one's
+	 * headers, in the scratch directory. */
 	st = &p->stages[i];
 	planned = xcalloc(st->ndeps + 1, sizeof *planned);
 	outs = xcalloc(st->ndeps + 1, sizeof *outs);
 	for (k = 0; k < st->ndeps && o->dir_fd >= 0; k++) {
-		outs[k] = stage_out(p, st->deps[k], o);
+		dep = st->deps[k];
+		outs[k] = stage_out(p, dep, o);
 		planned[k].ref = outs[k];
-		planned[k].fd = o->dir_fd;
-		planned[k].rel = p->stages[st->deps[k]].name;
+		planned[k].fd = sp[dep].action == GRAPH_STAGE_FUSED ?
+		    o->scratch_fd : o->dir_fd;
+		planned[k].rel = p->stages[dep].name;
 		planned[k].where = p->dir;
 		po.nplanned++;
 	}
 	po.planned = planned;
 	rc = graph_plan_build(st->cfg, &po, out, d);
+	if (rc == 0 && (rc = pipeline_link_fused(p, i, o, sp, *out, outs,
+	    d)) != 0) {
+		graph_plan_free(*out);
+		*out = NULL;
+	}
 	for (k = 0; k < st->ndeps; k++)
 		free(outs[k]);
 	free(outs);
@@ -590,7 +705,8 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
 	free(card);
 	if (rc != 0)
 		return -EINVAL;
-	*manifest = stage_manifest(p, i, *out, sp->pseed);
+	if (manifest != NULL)
+		*manifest = stage_manifest(p, i, *out, sp[i].pseed);
 	return 0;
 }
 
@@ -603,6 +719,7 @@ graph_stage_plans_free(struct graph_stage_plan *sp, size_t n)
 		return;
 	for (i = 0; i < n; i++) {
 		free(sp[i].out);
+		free(sp[i].unfused);
 		graph_plan_free(sp[i].plan);
 	}
 	free(sp);

@@ -861,6 +861,9 @@ graph_plan_free(struct graph_plan *p)
 	for (i = 0; i < p->ntensors; i++)
 		plan_tensor_free(&p->tensors[i]);
 	free(p->tensors);
+	for (i = 0; i < p->nfused; i++)
+		graph_plan_free(p->fused[i]);
+	free(p->fused);
 	for (i = 0; i < p->nshards; i++) {
 		free(p->shards[i].name);
 		free(p->shards[i].header);
@@ -907,14 +910,24 @@ graph_plan_summary(const struct graph_plan *p, struct graph_plan_summary *s)
 	s->kept_base = p->kept_base;
 }
 
-void
-graph_plan_files(const struct graph_plan *p, struct graph_plan_files *out)
+/* What p reads: a fused stage's output is never read, its inputs are. */
+static void
+plan_files_add(const struct graph_plan *p, struct graph_plan_files *out)
 {
 	size_t i;
 
-	memset(out, 0, sizeof *out);
 	for (i = 0; i < p->nmodels; i++)
-		model_list_files(p->models[i].m, out);
+		if (p->models[i].m->fused_from == NULL)
+			model_list_files(p->models[i].m, out);
+	for (i = 0; i < p->nfused; i++)
+		plan_files_add(p->fused[i], out);
+}
+
+void
+graph_plan_files(const struct graph_plan *p, struct graph_plan_files *out)
+{
+	memset(out, 0, sizeof *out);
+	plan_files_add(p, out);
 }
 
 void

@@ -84,7 +84,8 @@ reader_read_run(const struct safetensors_file *f, enum graph_dtype dt,
 
 /*
  * Elements [idx, idx + n) of model m's tensor mt as stored (flattened),
- * with its adapter's LoRA product added when it has one (lora.c).
+ * with its adapter's LoRA product added when it has one (lora.c), or
+ * computed when it is a fused stage's (fuse.c).
  */
 int
 reader_read_tensor(const struct model *m, const struct model_tensor *mt,
@@ -92,6 +93,8 @@ reader_read_tensor(const struct model *m, const struct model_tensor *mt,
 {
 	const struct safetensors_tensor *st = mt->t;
 
+	if (mt->fused != NULL)
+		return fuse_read(m->fused_from, mt->fused, idx, n, out, cause);
 	if (mt->delta != NULL)
 		return lora_read(m, mt->delta, idx, n, out, cause);
 	return reader_read_run(m->files[mt->file], st->dtype, st->begin + idx *

@@ -176,6 +176,182 @@ test_by_hand(void)
 	free(t);
 }
 
+/* A chain of element-wise stages, rounded to other dtypes on the way. */
+static const char chain[] =
+    "name: x\n"
+    "merge_method: linear\n"
+    "models:\n"
+    "  - model: ./t1\n"
+    "    parameters: {weight: 0.7}\n"
+    "  - model: ./t2\n"
+    "    parameters: {weight: 0.3}\n"
+    "dtype: bfloat16\n"
+    "---\n"
+    "name: y\n"
+    "merge_method: task_arithmetic\n"
+    "base_model: ./base\n"
+    "models:\n"
+    "  - model: x\n"
+    "    parameters: {weight: 0.8}\n"
+    "  - model: ./t3\n"
+    "    parameters: {weight: 0.4}\n"
+    "dtype: float16\n"
+    "---\n"
+    "merge_method: slerp\n"
+    "base_model: y\n"
+    "models:\n"
+    "  - model: y\n"
+    "  - model: ./t3\n"
+    "parameters:\n"
+    "  t: 0.6\n"
+    "dtype: bfloat16\n";
+
+/* The same pipeline with a stage read by two. */
+static const char shared[] =
+    "name: x\n"
+    "merge_method: linear\n"
+    "models:\n"
+    "  - model: ./t1\n"
+    "    parameters: {weight: 0.5}\n"
+    "  - model: ./t2\n"
+    "    parameters: {weight: 0.5}\n"
+    "---\n"
+    "name: y\n"
+    "merge_method: linear\n"
+    "models:\n"
+    "  - model: x\n"
+    "    parameters: {weight: 0.5}\n"
+    "  - model: ./t3\n"
+    "    parameters: {weight: 0.5}\n"
+    "---\n"
+    "merge_method: slerp\n"
+    "base_model: x\n"
+    "models:\n"
+    "  - model: x\n"
+    "  - model: y\n"
+    "parameters:\n"
+    "  t: 0.5\n";
+
+/* The two outputs' weights, config and tokenizer the same (the record,
+ * the card and mergekit_config.yml name the stages' directories). */
+static bool
+same_model(const char *a, const char *b)
+{
+	static const char *const files[] = { "model.safetensors",
+	    "config.json", "tokenizer.json", "tokenizer_config.json" };
+	char pa[512], pb[512];
+	size_t i;
+
+	for (i = 0; i < sizeof files / sizeof *files; i++) {
+		snprintf(pa, sizeof pa, "%s/%s", a, files[i]);
+		snprintf(pb, sizeof pb, "%s/%s", b, files[i]);
+		if (!tl_same_at(dir, pa, pb)) {
+			tap_diag("%s and %s differ", pa, pb);
+			return false;
+		}
+	}
+	return true;
+}
+
+/* --fuse: what the plan proves element-wise is computed where it is read. */
+static void
+test_fuse(void)
+{
+	const cJSON *st;
+	char *o = NULL, *t;
+	cJSON *j;
+	int rc;
+
+	/* The three-stage pipeline: ab (linear) fuses, cd (dare_ties, which
+	 * ranks magnitudes over a whole tensor first) does not. */
+	rc = run(&o, "run %s fz/out --fuse --random-seed 11", "pipe.yml");
+	ok_int_eq(rc, 0, "run --fuse exits 0");
+	ok(o != NULL && strstr(o, "stage 1/3 ab: fused into stage (final), "
+	    "not written") != NULL && strstr(o, "stage 2/3 cd: merging "
+	    "into fz/out.stages/cd") != NULL, "it says which stage is fused");
+	if (rc != 0)
+		tap_diag("%s", o);
+	free(o);
+	ok(!exists_at("fz/out.stages/ab") && exists_at("fz/out.stages/cd"),
+	    "the fused stage is not written; the other one is");
+	ok(tl_same_at(dir, "fz/out/model.safetensors",
+	    "hand/final/model.safetensors") && tl_same_at(dir,
+	    "fz/out/config.json", "hand/final/config.json"), "the output is "
+	    "byte-identical to the three configs run by hand");
+	t = read_at("fz/out/README.md");
+	ok(t != NULL && strstr(t, "1. `ab`: linear, fused into the stage "
+	    "reading it (not written)") != NULL, "its card says so");
+	free(t);
+	t = read_at("fz/out/mergectl_stage.json");
+	ok(t != NULL && strstr(t, "t1/model.safetensors") != NULL &&
+	    strstr(t, "out.stages/ab/model") == NULL, "its record lists the "
+	    "fused "
+	    "stage's inputs, not the stage");
+	free(t);
+	rc = run(&o, "run %s fz/out --fuse --random-seed 11 --force",
+	    "pipe.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "stage 2/3 cd: fz/out.stages/cd "
+	    "is up to date") != NULL && strstr(o, "ab: fused into") != NULL &&
+	    strstr(o, "(final): merging into fz/out") != NULL, "a rerun skips "
+	    "what is up to date and runs the fused chain again: it left no "
+	    "intermediate to find (so the output is replaced: --force)");
+	if (rc != 0 || o == NULL || strstr(o, "is up to date") == NULL)
+		tap_diag("%s", o);
+	free(o);
+
+	rc = run(&o, "plan %s --fuse --json", "pipe.yml");
+	j = rc == 0 ? cJSON_Parse(o) : NULL;
+	st = cJSON_GetObjectItem(j, "stages");
+	ok(j != NULL && strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(
+	    cJSON_GetArrayItem(st, 0), "action")), "fused") == 0 &&
+	    strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(
+	    cJSON_GetArrayItem(st, 0), "fused_into")), "(final)") == 0,
+	    "plan --fuse --json: ab is fused into the final stage");
+	ok(j != NULL && strstr(cJSON_GetStringValue(cJSON_GetObjectItem(
+	    cJSON_GetArrayItem(st, 1), "not_fused")), "dare_ties merges ") !=
+	    NULL, "and says why cd is not: %s", cJSON_GetStringValue(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(st, 1), "not_fused")));
+	cJSON_Delete(j);
+	free(o);
+
+	/* A chain of two fused stages, through bfloat16 and float16. */
+	tl_write_at(dir, "chain.yml", chain);
+	rc = run(&o, "run %s ch/plain -q && %s run %s ch/fused -q --fuse && "
+	    "%s plan %s --fuse --intermediate-dir ch/fused.stages", "chain.yml",
+	    tl_mergectl, "chain.yml", tl_mergectl, "chain.yml");
+	ok_int_eq(rc, 0, "a chain of three stages, fused and not");
+	ok(o != NULL && strstr(o, "x                linear         reads "
+	    "models only          -> nothing: not written  (fused into y")
+	    != NULL && strstr(o, "(fused into (final)") != NULL, "both "
+	    "fuse, x into y and y into the final one");
+	if (rc != 0)
+		tap_diag("%s", o);
+	free(o);
+	ok(same_model("ch/plain", "ch/fused"), "the fused chain's output is "
+	    "the unfused one's, file for file");
+	ok(!exists_at("ch/fused.stages/x") && !exists_at("ch/fused.stages/y")
+	    && exists_at("ch/plain.stages/y"), "and writes no intermediate");
+
+	tl_write_at(dir, "shared.yml", shared);
+	rc = run(&o, "run %s shr/plain -q && %s run %s shr/fused --fuse",
+	    "shared.yml", tl_mergectl, "shared.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "stage 2/3 y: fused into stage "
+	    "(final)") != NULL && strstr(o, "x: merging into") != NULL,
+	    "a stage read by two stages is written; one read by one fuses");
+	free(o);
+	ok(same_model("shr/plain", "shr/fused"), "and the result is the same");
+	rc = run(&o, "plan %s --fuse", "shared.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "not fused: it is read by 2 "
+	    "stages") != NULL, "plan says why x is not fused");
+	free(o);
+
+	rc = run(&o, "submit %s -o fz/sub --fuse", "pipe.yml");
+	ok(rc == 2 && o != NULL && strstr(o, "--fuse is for 'mergectl run': "
+	    "submit runs each stage as a job of its own") != NULL, "submit "
+	    "--fuse is a usage error that says why (exit %d)", rc);
+	free(o);
+}
+
 /* --lazy, the default: what is up to date is not run again. */
 static void
 test_lazy(void)
@@ -607,6 +783,7 @@ main(int argc, char **argv)
 	if (symlink(tl_mergectl, multi) != 0)
 		return 99;
 	test_by_hand();
+	test_fuse();
 	test_lazy();
 	test_refusals();
 	test_forms();
