@@ -103,6 +103,10 @@ struct djob {
 	struct graph_extract *xplan;
 	struct graph_extract_job *xj;
 	int out_fd;
+	/* The output's parent directory, as the kernel names it (0, 0:
+	 * not known): two live jobs never write one output. */
+	uint64_t out_dev;
+	uint64_t out_ino;
 	int *fds;		/* model root descriptors */
 	size_t nfds;
 	struct graph_source_dir *dirs;
@@ -297,6 +301,9 @@ void job_note_staged(struct djob *j, uint64_t dev, uint64_t ino);
 void job_ended(struct djob *j, int rc, const char *err);
 bool job_was_published(struct djob *j);
 struct djob *job_shadow(const struct djob *);
+void job_out_ident(struct djob *j, int fd);
+struct djob *job_out_clash(struct daemon *d, uint64_t dev, uint64_t ino,
+    const char *name);
 void job_adopt(struct djob *j, struct djob *s);
 void job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -92,6 +92,7 @@ group_plan(struct djob *j, uint64_t budget, const atomic_bool *cancel,
 	po.plan.cred = &j->cred;
 	po.plan.merge = j->opts;
 	po.plan.budget = budget;
+	po.plan.budget_shared = true;
 	po.plan.cancel = cancel;
 	po.out = j->pipe->final != (size_t)-1 ? j->out_dir : NULL;
 	po.dir_fd = j->inter_fd;
@@ -275,9 +276,12 @@ group_stage_job(const struct djob *g, size_t i, const uint64_t *ids)
 	if (st->name != NULL) {
 		s->out_name = xstrdup(st->name);
 		s->out_dir = xasprintf("%s/%s", g->inter_dir, st->name);
+		job_out_ident(s, g->inter_fd);
 	} else {
 		s->out_name = xstrdup(g->out_name);
 		s->out_dir = xstrdup(g->out_dir);
+		s->out_dev = g->out_dev;
+		s->out_ino = g->out_ino;
 	}
 	/* Unguessable, as a merge's (op-submit.c): nobody plants it. */
 	if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r)

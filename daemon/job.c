@@ -307,6 +307,39 @@ job_owner_cred(struct djob *j, const struct peer *p)
 	free(owner.groups);
 }
 
+/* Records the identity of j's output's parent, open at fd. */
+void
+job_out_ident(struct djob *j, int fd)
+{
+	struct stat st;
+
+	if (fd >= 0 && fstat(fd, &st) == 0) {
+		j->out_dev = (uint64_t)st.st_dev;
+		j->out_ino = (uint64_t)st.st_ino;
+	}
+}
+
+/*
+ * The live merge job (queued or running) that writes name in the
+ * directory (dev, ino), or NULL: a second job there would fail at its
+ * end, or replace the first one's result.
+ */
+struct djob *
+job_out_clash(struct daemon *d, uint64_t dev, uint64_t ino, const char *name)
+{
+	struct djob *k;
+
+	if (dev == 0 && ino == 0)
+		return NULL;
+	for (k = d->jobs; k != NULL; k = k->next)
+		if (proto_state_live(k->state) &&
+		    k->kind != JOB_KIND_PIPELINE && k->out_dev == dev &&
+		    k->out_ino == ino && k->out_name != NULL &&
+		    strcmp(k->out_name, name) == 0)
+			return k;
+	return NULL;
+}
+
 /*
  * Gives j the descriptors of its request: takes ownership of the nfds
  * descriptors (out_fd is the index of the output's parent), reads the
@@ -330,6 +363,7 @@ job_take_request(struct djob *j, const struct peer *p, const int *fds,
 	/* The output's descriptor moves out of the models' list. */
 	j->out_fd = j->fds[out_fd];
 	j->fds[out_fd] = -1;
+	job_out_ident(j, j->out_fd);
 	job_owner_cred(j, p);
 	j->cred.umask = j->umask;
 	return job_dirs(j, models, cause);
@@ -400,6 +434,7 @@ job_plan(struct djob *j, uint64_t budget, int threads,
 	o.cred = &j->cred;
 	o.merge = j->opts;
 	o.budget = budget;
+	o.budget_shared = true;
 	o.cancel = cancel;
 	if ((rc = graph_plan_build(j->cfg, &o, &j->plan, d)) != 0)
 		return rc == -ECANCELED ? rc : -EINVAL;
@@ -483,6 +518,8 @@ job_adopt(struct djob *j, struct djob *s)
 	j->dirs = s->dirs;
 	j->ndirs = s->ndirs;
 	j->out_fd = s->out_fd;
+	j->out_dev = s->out_dev;
+	j->out_ino = s->out_ino;
 	j->groups = s->groups;
 	j->cred = s->cred;
 	j->opts.seed = s->opts.seed;

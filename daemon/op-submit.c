@@ -209,11 +209,61 @@ submit_fields(struct op_ctx *o, struct djob *j)
 		return false;
 	}
 	if (j->ndeps > 0 && job_find(o->c->d, j->deps[0]) == NULL) {
-		op_error(o, PROTO_E_BAD_REQUEST, "--after %llu: no such job",
+		op_error(o, PROTO_E_NOT_FOUND, "--after %llu: no such job",
 		    (unsigned long long)j->deps[0]);
 		return false;
 	}
 	return true;
+}
+
+/*
+ * Whether another live job writes out (name in the directory dev, ino):
+ * refused (exit 4, as an existing output) unless may_force and --force,
+ * with which j replaces that job's result after it.
+ */
+static bool
+submit_out_free(struct op_ctx *o, const struct djob *j, uint64_t dev,
+    uint64_t ino, const char *name, const char *out, bool may_force)
+{
+	const struct djob *k = job_out_clash(o->c->d, dev, ino, name);
+
+	if (k == NULL || (may_force && j->opts.force))
+		return true;
+	op_error(o, PROTO_E_EXISTS, "%s is the output of job %llu, which is "
+	    "%s; choose another output%s", out, (unsigned long long)k->id,
+	    proto_state_name(k->state), may_force ? ", or --force to replace "
+	    "its result once it is done" : "");
+	return false;
+}
+
+/* Every output of a group, final and stages, free of live jobs. */
+static bool
+submit_group_outs_free(struct op_ctx *o, const struct djob *j)
+{
+	const struct graph_pipeline *p = j->pipe;
+	struct djob probe;
+	size_t i;
+	char *out;
+	bool ok = true;
+
+	memset(&probe, 0, sizeof probe);
+	job_out_ident(&probe, j->inter_fd);
+	for (i = 0; i < p->nstages && ok; i++) {
+		if (j->splans[i].action != GRAPH_STAGE_RUN)
+			continue;
+		if (p->stages[i].name == NULL) {
+			ok = submit_out_free(o, j, j->out_dev, j->out_ino,
+			    j->out_name, j->out_dir, true);
+			continue;
+		}
+		/* A stage another group writes too would be swapped under
+		 * one of them: never, not even with --force. */
+		out = xasprintf("%s/%s", j->inter_dir, p->stages[i].name);
+		ok = submit_out_free(o, j, probe.out_dev, probe.out_ino,
+		    p->stages[i].name, out, false);
+		free(out);
+	}
+	return ok;
 }
 
 /*
@@ -244,6 +294,8 @@ submit_group(struct prep *p, struct op_ctx *o)
 	/* Its stages are jobs, with descriptors of their own. */
 	group_quota(j, &njobs, &nfds);
 	if (!quota_check_n(o, j, njobs, nfds))
+		return;
+	if (!submit_group_outs_free(o, j))
 		return;
 	f = j->pipe->final != (size_t)-1 ? &j->splans[j->pipe->final] : NULL;
 	if (f != NULL && f->action == GRAPH_STAGE_RUN && f->exists) {
@@ -306,6 +358,9 @@ submit_planned(struct prep *p, struct op_ctx *o)
 		    "replace it", j->out_dir);
 		return;
 	}
+	if (!submit_out_free(o, j, j->out_dev, j->out_ino, j->out_name,
+	    j->out_dir, true))
+		return;
 	j->staging = submit_staging(j->out_name);
 	if (store_job_insert(d->store, j) != 0) {
 		op_error(o, PROTO_E_INTERNAL, "cannot record the job");

@@ -44,6 +44,25 @@ static void xjob_maybe_end(struct graph_job *);
 static bool exec_write_wait(struct task *);
 static void exec_check_jobs(struct graph_exec *);
 
+/* What the executor may hold of memory: the rest is the process's own
+ * (heap, stacks, libraries).  plan-layout.c sizes the minimum by it. */
+uint64_t
+exec_budget_of(uint64_t memory)
+{
+	return memory > 4 * EXEC_OVERHEAD ? memory - EXEC_OVERHEAD :
+	    memory * 3 / 4;
+}
+
+/* The least memory whose budget is at least need: exec_budget_of's
+ * inverse. */
+uint64_t
+exec_memory_for(uint64_t need)
+{
+	uint64_t m = (need * 4 + 2) / 3;
+
+	return m > 4 * EXEC_OVERHEAD ? need + EXEC_OVERHEAD : m;
+}
+
 int
 graph_exec_create(uv_loop_t *loop, const struct graph_exec_opts *o,
     struct graph_exec **out)
@@ -56,8 +75,7 @@ graph_exec_create(uv_loop_t *loop, const struct graph_exec_opts *o,
 	ex->loop = loop;
 	/* The budget bounds the whole process's RSS, whose own heap, stacks
 	 * and libraries take a few MiB besides the chunk buffers. */
-	ex->budget = o->memory > 4 * EXEC_OVERHEAD ? o->memory -
-	    EXEC_OVERHEAD : o->memory * 3 / 4;
+	ex->budget = exec_budget_of(o->memory);
 	ex->threads = o->threads;
 	ex->cache_inputs = o->cache_inputs;
 	cache_init(&ex->cache, &ex->pool);
@@ -223,34 +241,6 @@ xt_pass_chunks(struct xtensor *xt)
 }
 
 /*
- * The smallest unit of a tensor: one block of every input decoded, a
- * result and the statistics scratch.
- */
-static uint64_t
-pt_min_unit(const struct plan_tensor *pt)
-{
-	return pt->quantum * ((uint64_t)pt->nin * sizeof(float) +
-	    sizeof(float) + graph_dtype_size(pt->out_dtype)) + pt->ms.scratch;
-}
-
-static size_t
-pt_npartials(const struct plan_tensor *pt)
-{
-	return pt->ms.rows ? (size_t)pt->rows :
-	    (size_t)((pt->numel + pt->quantum - 1) / pt->quantum);
-}
-
-/* What a tensor holds from its start to its end: state and partials. */
-static uint64_t
-pt_held(const struct plan_tensor *pt)
-{
-	if (plan_tensor_is_copy(pt))
-		return 0;
-	return pt->ms.state_size + (uint64_t)pt_npartials(pt) *
-	    (uint64_t)pt->ms.nred * sizeof(double);
-}
-
-/*
  * Whether the tensor's state and partials can be taken now.  They are
  * held until the tensor ends, so a tensor started ahead of the job's
  * first active one must leave room for a smallest unit of both, or the
@@ -261,12 +251,12 @@ static bool
 xjob_tensor_fits(struct graph_job *job, const struct plan_tensor *pt)
 {
 	struct graph_exec *ex = job->ex;
-	uint64_t held = pt_held(pt), reserve = pt_min_unit(pt), first;
+	uint64_t held = plan_tensor_held(pt), reserve = plan_tensor_min_unit(pt), first;
 
 	if (held == 0)
 		return true;
 	if (job->nactive > 0) {
-		first = pt_min_unit(job->active_head->pt);
+		first = plan_tensor_min_unit(job->active_head->pt);
 		reserve = first > reserve ? first : reserve;
 		if (ex->held_tensors + held + reserve > ex->budget)
 			return false;
@@ -317,7 +307,7 @@ xjob_start_tensor(struct graph_job *job)
 	xt->quantum = pt->quantum;
 	xt->pass = 0;
 	xt_pass_chunks(xt);
-	xt->npartials = pt_npartials(pt);
+	xt->npartials = plan_tensor_npartials(pt);
 	nq = xt->npartials * (size_t)pt->ms.nred;
 	if (!xt->raw && nq > 0) {
 		xt->partials = xcalloc(nq, sizeof *xt->partials);
@@ -425,8 +415,8 @@ exec_admit(struct graph_exec *ex)
 			/* With no tensor active, xjob_next found none only
 			 * because the next one's state cannot fit: never. */
 			xt = &job->xt[job->next_tensor];
-			xjob_fail_memory(job, xt, pt_min_unit(xt->pt) +
-			    pt_held(xt->pt), ex->budget, "memory budget");
+			xjob_fail_memory(job, xt, plan_tensor_min_unit(xt->pt) +
+			    plan_tensor_held(xt->pt), ex->budget, "memory budget");
 			return true;
 		}
 		if (xt != NULL) {
@@ -847,7 +837,7 @@ exec_check_budget(const struct graph_exec *ex, const struct graph_plan *p,
 		pt = &p->tensors[i];
 		if (plan_tensor_is_copy(pt))
 			continue;
-		need = pt_min_unit(pt) + pt_held(pt);
+		need = plan_tensor_min_unit(pt) + plan_tensor_held(pt);
 		if (need > ex->budget) {
 			a = graph_format_size(need);
 			b = graph_format_size(ex->budget);

@@ -538,7 +538,6 @@ struct plan_shard {
 };
 
 struct graph_plan {
-	const struct graph_config *cfg_borrowed;	/* only during build */
 	char *config_text;
 	char *card_pipeline;	/* the final stage's: the whole pipeline */
 	char *method_name;
@@ -557,6 +556,10 @@ struct graph_plan {
 	uint64_t total_in;
 	uint64_t peak_memory;
 	uint64_t memory;	/* the budget it is sized for (plan_memory) */
+	/* The least memory it can run in (plan-layout.c), and the tensor
+	 * that needs it, or (size_t)-1. */
+	uint64_t min_memory;
+	size_t min_tensor;
 	size_t kept_base;	/* tensors no base-fallback parameter (slerp's
 				 * t) applies to: the base's, unchanged */
 	bool untied;		/* the output stores a head the architecture
@@ -677,7 +680,18 @@ void plan_vperm_free(struct plan_vperm *);
 void plan_vocab_free(struct plan_vocab *, size_t nmodels);
 
 /* plan-layout.c */
-int plan_layout(struct graph_plan *p, struct graph_diags *d);
+int plan_layout(struct graph_plan *p, const char *file,
+    struct graph_diags *d);
+/* The executor's smallest unit of pt (a block of every input decoded, a
+ * result and the statistics scratch), what pt holds from its start to
+ * its end (state, partials), and its partials' count. */
+uint64_t plan_tensor_min_unit(const struct plan_tensor *pt);
+uint64_t plan_tensor_held(const struct plan_tensor *pt);
+size_t plan_tensor_npartials(const struct plan_tensor *pt);
+/* exec.c: the executor's budget out of a memory size, and the least
+ * memory size whose budget is need. */
+uint64_t exec_budget_of(uint64_t memory);
+uint64_t exec_memory_for(uint64_t need);
 
 /* bufpool.c: recycled chunk buffers (loop thread only). */
 struct bufpool_buf {

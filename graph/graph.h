@@ -410,6 +410,9 @@ struct graph_plan_opts {
 	/* The runner's whole budget, which merge.memory may narrow; 0:
 	 * graph_default_memory().  The plan's peak is sized for it. */
 	uint64_t budget;
+	/* It is a daemon's, shared by all its jobs: a merge's memory
+	 * narrows it and never widens it (said when it is too small). */
+	bool budget_shared;
 	struct graph_env env;
 	const struct graph_source_dir *dirs;	/* NULL: resolve locally */
 	size_t ndirs;

@@ -315,6 +315,7 @@ plan_json_body(cJSON *o, const struct graph_plan *p)
 	cJSON_AddNumberToObject(o, "bytes_written", (double)p->total_out);
 	cJSON_AddNumberToObject(o, "peak_memory", (double)p->peak_memory);
 	cJSON_AddNumberToObject(o, "memory_budget", (double)p->memory);
+	cJSON_AddNumberToObject(o, "min_memory", (double)p->min_memory);
 	/* Only for a method whose parameter may be left out (slerp's t). */
 	if (p->nunused > 0) {
 		arr = cJSON_AddArrayToObject(o, "unused");

@@ -11,6 +11,7 @@
  * a resumed job knows which files are whole.  One shard is named
  * model.safetensors; several are model-0000k-of-0000n.safetensors.
  */
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,82 @@ layout_shard_header(struct graph_plan *p, struct plan_shard *sh)
 	free(st);
 }
 
+uint64_t
+plan_tensor_min_unit(const struct plan_tensor *pt)
+{
+	return pt->quantum * ((uint64_t)pt->nin * sizeof(float) +
+	    sizeof(float) + graph_dtype_size(pt->out_dtype)) + pt->ms.scratch;
+}
+
+size_t
+plan_tensor_npartials(const struct plan_tensor *pt)
+{
+	return pt->ms.rows ? (size_t)pt->rows :
+	    (size_t)((pt->numel + pt->quantum - 1) / pt->quantum);
+}
+
+uint64_t
+plan_tensor_held(const struct plan_tensor *pt)
+{
+	if (plan_tensor_is_copy(pt))
+		return 0;
+	return pt->ms.state_size + (uint64_t)plan_tensor_npartials(pt) *
+	    (uint64_t)pt->ms.nred * sizeof(double);
+}
+
+/*
+ * The least memory the plan runs in: its hungriest tensor's smallest
+ * unit and what the tensor holds throughout, within the executor's
+ * budget of that memory.  The executor admits by the same functions, so
+ * a merge the plan accepts never fails for its memory.
+ */
+static void
+layout_min_memory(struct graph_plan *p)
+{
+	const struct plan_tensor *t;
+	uint64_t need, most = 0;
+	size_t i;
+
+	p->min_tensor = (size_t)-1;
+	for (i = 0; i < p->ntensors; i++) {
+		t = &p->tensors[i];
+		if (plan_tensor_is_copy(t))
+			continue;
+		need = plan_tensor_min_unit(t) + plan_tensor_held(t);
+		if (need > most) {
+			most = need;
+			p->min_tensor = i;
+		}
+	}
+	p->min_memory = exec_memory_for(most);
+}
+
+/* A budget below the minimum fails when it runs: refused now. */
+static bool
+layout_check_memory(const struct graph_plan *p, const char *file,
+    struct graph_diags *d)
+{
+	const struct graph_plan_opts *o = &p->opts;
+	char *m, *need;
+	bool cap;
+
+	if (p->memory >= p->min_memory)
+		return true;
+	cap = o->merge.memory != 0 && o->merge.memory == p->memory;
+	m = graph_format_size(p->memory);
+	need = graph_format_size(p->min_memory);
+	graph_diag_add(d, GRAPH_SEV_ERROR, file, "%s %s is too small for "
+	    "this merge: it needs at least %s, %" PRIu64 " bytes (for %s)%s",
+	    cap ? "--memory" :
+	    o->budget_shared ? "the daemon's memory budget" : "the memory "
+	    "budget", m, need, p->min_memory, p->tensors[p->min_tensor].name,
+	    cap ? "" :
+	    o->budget_shared ? "; merged --memory sets it" : "; give --memory");
+	free(m);
+	free(need);
+	return false;
+}
+
 static void
 layout_estimate(struct graph_plan *p)
 {
@@ -75,7 +152,7 @@ layout_estimate(struct graph_plan *p)
 }
 
 int
-plan_layout(struct graph_plan *p, struct graph_diags *d)
+plan_layout(struct graph_plan *p, const char *file, struct graph_diags *d)
 {
 	struct plan_shard *sh = NULL;
 	uint64_t cur = 0, max = p->opts.merge.shard_size;
@@ -105,6 +182,6 @@ plan_layout(struct graph_plan *p, struct graph_diags *d)
 		p->total_out += p->shards[i].size - p->shards[i].header_len;
 	}
 	layout_estimate(p);
-	(void)d;
-	return 0;
+	layout_min_memory(p);
+	return layout_check_memory(p, file, d) ? 0 : -EINVAL;
 }

@@ -767,7 +767,7 @@ plan_steps(struct plan_build *b)
 	if (d->nerrors == before)
 		plan_coverage(b);
 	if (d->nerrors == before)
-		plan_layout(b->p, d);
+		plan_layout(b->p, b->cfg->path, d);
 }
 
 int

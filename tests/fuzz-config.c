@@ -317,6 +317,7 @@ fuzz_pipeline(const uint8_t *data, size_t size)
 	po.out = out;
 	po.dir_fd = po.out_fd = -1;	/* nothing is written yet */
 	po.lazy = true;
+	po.fuse = size % 2 == 1;	/* either way, by the input */
 	po.scratch_fd = open(scratch, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	check(po.scratch_fd >= 0, "cannot open the scratch directory");
 	rc = graph_pipeline_plan(p, &po, &sp, &d);
@@ -324,8 +325,16 @@ fuzz_pipeline(const uint8_t *data, size_t size)
 	check((rc == 0) == (d.nerrors == 0), "pipeline: planning fails iff "
 	    "it reports");
 	for (i = 0; sp != NULL && i < p->nstages; i++) {
-		check(sp[i].action == GRAPH_STAGE_RUN && sp[i].plan != NULL,
+		check((sp[i].action == GRAPH_STAGE_RUN || (po.fuse &&
+		    sp[i].action == GRAPH_STAGE_FUSED)) && sp[i].plan != NULL,
 		    "pipeline: nothing written yet, every stage runs");
+		for (j = 0; sp[i].action == GRAPH_STAGE_FUSED &&
+		    j < p->stages[sp[i].into].ndeps; j++)
+			if (p->stages[sp[i].into].deps[j] == i)
+				break;
+		check(sp[i].action != GRAPH_STAGE_FUSED ||
+		    j < p->stages[sp[i].into].ndeps, "pipeline: a stage is "
+		    "fused into one that reads it");
 		check_json(sp[i].plan, NULL);
 	}
 	graph_stage_plans_free(sp, p->nstages);

@@ -108,19 +108,57 @@ test_submit(void)
 static void
 test_queue(void)
 {
-	char *o = NULL, *s;
-	int rc, capped, after;
+	char *o = NULL, *s, *min;
+	int rc, hold, failed, after;
 
-	/* A cap no unit fits: fails when it runs. */
-	capped = td_submit("slerp.yml -o d-capped --memory 1K");
-	rc = td_ctl(&o, "watch %d --quiet", capped);
-	ok_int_eq(rc, 1, "a job over its own memory cap fails");
+	/* A cap no unit fits: refused at submit, with the least that fits,
+	 * which plan and run name too. */
+	rc = td_ctl(&o, "submit slerp.yml -o d-capped --memory 1K");
+	ok_int_eq(rc, 3, "a job under its smallest memory is refused at "
+	    "submit, exit 3");
+	ok_str_has(o, "slerp.yml: error: --memory 1.0 KiB is too small for "
+	    "this merge: it needs at least ", "saying the minimum");
+	min = o != NULL && strstr(o, "at least ") != NULL ? strndup(strstr(o,
+	    "at least "), strcspn(strstr(o, "at least "), "(")) : NULL;
 	free(o);
-	s = td_job_field(capped, "error");
-	ok_str_has(s, "the job's memory cap 1.0 KiB is too small", "with "
-	    "the cap named");
-	free(s);
-	after = td_submit("slerp.yml -o d-after-failed --after %d", capped);
+	rc = tl_runf(&o, "cd %s && %s plan slerp.yml --memory 1K 2>&1", dir,
+	    tl_mergectl);
+	ok(rc == 3 && min != NULL && strstr(o, min) != NULL, "plan refuses "
+	    "it with the same minimum (%s)", min ? min : "none");
+	free(o);
+	rc = tl_runf(&o, "cd %s && %s run slerp.yml d-capped --memory 1K "
+	    "2>&1", dir, tl_mergectl);
+	ok(rc == 3 && min != NULL && strstr(o, min) != NULL, "so does run");
+	free(o);
+	free(min);
+	rc = td_ctl(&o, "submit slerp.yml -o d-capped --after 999");
+	ok_int_eq(rc, 6, "--after a job that does not exist: exit 6");
+	ok_str_has(o, "--after 999: no such job", "saying so");
+	free(o);
+
+	/* One output, two live jobs: the second would fail at its end. */
+	hold = td_submit("big.yml -o d-hold");
+	rc = td_ctl(&o, "submit slerp.yml -o d-twice --after %d", hold);
+	free(o);
+	rc = td_ctl(&o, "submit slerp.yml -o d-twice --after %d", hold);
+	ok_int_eq(rc, 4, "a second job writing a live job's output: exit 4");
+	ok_str_has(o, "d-twice is the output of job ", "naming the job");
+	free(o);
+	rc = td_ctl(&o, "submit slerp.yml -o d-twice --after %d --force",
+	    hold);
+	ok_int_eq(rc, 0, "with --force it replaces that result after it");
+	free(o);
+
+	/* A job that fails when it runs: its output's directory is gone. */
+	tl_runf(&o, "mkdir -p %s/gone", dir);
+	free(o);
+	failed = td_submit("slerp.yml -o gone/out --after %d", hold);
+	tl_runf(&o, "rm -rf %s/gone", dir);
+	free(o);
+	rc = td_ctl(&o, "watch %d --quiet", failed);
+	ok_int_eq(rc, 1, "a job whose output directory went away fails");
+	free(o);
+	after = td_submit("slerp.yml -o d-after-failed --after %d", failed);
 	rc = td_ctl(&o, "watch %d --quiet", after);
 	ok_int_eq(rc, 1, "a job after a failed one fails");
 	free(o);
