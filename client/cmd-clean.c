@@ -153,7 +153,7 @@ cli_cmd_clean(int argc, char **argv)
 		    "'%s clean --help' lists them", cli_progname);
 		goto out;
 	}
-	if ((rc = cli_open(&c, socket, false)) != 0)
+	if ((rc = cli_open(&c, socket, true)) != 0)
 		goto out;
 	rc = clean_run(&c, states, older, json, &removed);
 	cli_disconnect(&c);

@@ -142,7 +142,7 @@ cli_cmd_list(int argc, char **argv)
 
 	if ((rc = cli_simple_args(argc, argv, "list", CLI_ARGS_ALL, &a)) != 0)
 		return rc;
-	if ((rc = cli_open(&c, a.socket, false)) != 0)
+	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;
 	if ((jobs = jobs_queue(&c, a.all, a.json, &more, &rc)) == NULL) {
 		cli_disconnect(&c);

@@ -21,7 +21,7 @@ cli_cmd_logs(int argc, char **argv)
 
 	if ((rc = cli_simple_args(argc, argv, "logs", 1, &a)) != 0)
 		return rc;
-	if ((rc = cli_open(&c, a.socket, false)) != 0)
+	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;
 	req = cli_new_request(&c, PROTO_OP_LOGS);
 	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)a.job);

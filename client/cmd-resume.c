@@ -50,7 +50,7 @@ cli_cmd_resume(int argc, char **argv)
 
 	if ((rc = cli_simple_args(argc, argv, "resume", 1, &a)) != 0)
 		return rc;
-	if ((rc = cli_open(&c, a.socket, false)) != 0)
+	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;
 	cli_models_init(&m);
 	if ((rc = job_config(&c, a.job, a.json, &cfg)) != 0)

@@ -78,7 +78,7 @@ cli_cmd_rm(int argc, char **argv)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if ((rc = cli_open(&c, socket, false)) != 0) {
+	if ((rc = cli_open(&c, socket, true)) != 0) {
 		free(ids);
 		return rc;
 	}

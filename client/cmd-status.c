@@ -64,7 +64,7 @@ cli_cmd_status(int argc, char **argv)
 		cli_usage_error("status JOB takes no --all");
 		return CLI_EXIT_USAGE;
 	}
-	if ((rc = cli_open(&c, a.socket, false)) != 0)
+	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;
 	req = cli_new_request(&c, PROTO_OP_STATUS);
 	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)a.job);

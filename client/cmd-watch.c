@@ -134,7 +134,7 @@ cli_cmd_watch(int argc, char **argv)
 
 	if ((rc = cli_simple_args(argc, argv, "watch", 1, &a)) != 0)
 		return rc;
-	if ((rc = cli_open(&c, a.socket, false)) != 0)
+	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;
 	rc = cli_watch(&c, a.job, a.json, a.quiet);
 	cli_disconnect(&c);

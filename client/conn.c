@@ -134,6 +134,10 @@ cli_spawn_daemon(const char *path)
 	if (rc != 0)
 		cli_error(CLI_E_NO_DAEMON, "cannot start %s: %s", bin,
 		    strerror(rc));
+	else
+		fprintf(stderr, "%s: no daemon answered on %s: started a "
+		    "personal one (%s, pid %ld); its log is %s\n",
+		    cli_progname, path, bin, (long)pid, log);
 	free(bin);
 	free(dir);
 	free(log);

@@ -449,6 +449,24 @@ test_autostart_race(void)
 	    tl_mergectl);
 	ok_int_eq(rc, 0, "daemon stop stops it");
 	free(o);
+
+	/* After a crash or a reboot: any command that needs the daemon
+	 * starts it, and says so once; daemon status only looks. */
+	rc = tl_runf(&o, "MERGED_SOCKET=%s %s daemon status 2>&1", s2,
+	    tl_mergectl);
+	ok_int_eq(rc, 5, "daemon status starts none (exit 5)");
+	free(o);
+	rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s XDG_STATE_HOME=%s/race-state "
+	    "MERGED_BIN=%s %s status 2>&1", dir, s2, dir, tl_merged,
+	    tl_mergectl);
+	ok(rc == 0 && o != NULL && strstr(o, "no daemon answered on ") !=
+	    NULL && strstr(o, "started a personal one") != NULL &&
+	    strstr(o, "race-state/merged/merged.log") != NULL, "status starts "
+	    "one when none answers, naming its log (exit %d): %s", rc, o);
+	free(o);
+	rc = tl_runf(&o, "MERGED_SOCKET=%s %s daemon stop -q", s2,
+	    tl_mergectl);
+	free(o);
 }
 
 /* mergectl as the unprivileged user nobody. */

@@ -654,7 +654,9 @@ test_caps(void)
 	ok_int_eq(rc, 0, "bob's job is taken and runs to the end meanwhile");
 	free(o);
 	for (i = 0; i < 3; i++)
-		r[i] = submit_as(NULL, "small.yml -o root-out/c1 --after 1");
+		r[i] = submit_as(NULL, i == 0 ? "small.yml -o root-out/c1 "
+		    "--after 1" : i == 1 ? "small.yml -o root-out/c2 --after 1" :
+		    "small.yml -o root-out/c3 --after 1");
 	ok(r[0] && r[1] && r[2], "root is exempt: three queued");
 	for (i = 0; i < 3; i++) {
 		td_ctl(&o, "cancel %d", r[i]);
