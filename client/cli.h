@@ -97,6 +97,7 @@ struct cli_merge_opts {
 	bool for_daemon;	/* submit: no thread or device options */
 	bool quiet;
 	bool json;
+	bool tensors;		/* plan --tensors: the per-tensor table */
 };
 
 void cli_merge_opts_default(struct cli_merge_opts *);
@@ -140,7 +141,8 @@ int cli_stage_opt(struct cli_stage_opts *s, int opt, const char *arg);
 size_t cli_stage_count(const char *path);
 int cli_run_stages(const struct cli_merge_opts *o,
     const struct cli_stage_opts *so, const char *path, const char *out);
-void cli_print_plan(const struct cJSON *plan);	/* cmd-plan.c */
+/* cmd-plan.c: a plan's summary, and with tensors its per-tensor table. */
+void cli_print_plan(const struct cJSON *plan, bool tensors);
 int cli_plan_stages(const struct cli_merge_opts *o,
     const struct cli_stage_opts *so, const char *path);
 int cli_stage_dir_open(const char *dir, bool create);

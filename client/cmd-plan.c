@@ -167,24 +167,40 @@ print_tokenizer(const cJSON *t)
 		}
 }
 
+/* Tensors stored unchanged from one input. */
+static int
+count_copies(const cJSON *j)
+{
+	const cJSON *t;
+	int n = 0;
+
+	cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "tensors"))
+		n += strcmp(jstr(t, "method"), "copy") == 0;
+	return n;
+}
+
 void
-cli_print_plan(const cJSON *j)
+cli_print_plan(const cJSON *j, bool tensors)
 {
 	const cJSON *a = cJSON_GetObjectItem(j, "architecture"), *t;
-	char *r, *w, *m, *b;
+	char *r, *w, *m, *b, *least;
 	int n;
 
 	r = graph_format_size((uint64_t)jnum(j, "bytes_read"));
 	w = graph_format_size((uint64_t)jnum(j, "bytes_written"));
 	m = graph_format_size((uint64_t)jnum(j, "peak_memory"));
 	b = graph_format_size((uint64_t)jnum(j, "memory_budget"));
+	least = graph_format_size((uint64_t)jnum(j, "min_memory"));
 	printf("architecture  %s (%s) from %s: %s\n", jstr(a, "name"),
 	    jstr(a, "model_type"), jstr(a, "model"), jstr(a, "reason"));
-	printf("method        %s, %d output layers, %d tensors\n",
-	    jstr(j, "method"), (int)jnum(j, "layers"),
-	    cJSON_GetArraySize(cJSON_GetObjectItem(j, "tensors")));
-	printf("reads         %s; writes %s; peak memory %s (budget %s)\n",
-	    r, w, m, b);
+	printf("method        %s, %d output layers, %d tensors (%d copied "
+	    "unchanged)\n", jstr(j, "method"), (int)jnum(j, "layers"),
+	    cJSON_GetArraySize(cJSON_GetObjectItem(j, "tensors")),
+	    count_copies(j));
+	printf("reads         %s; writes %s\n", r, w);
+	printf("memory        peak %s of the budget %s; runs in %s or more\n",
+	    m, b, least);
+	free(least);
 	/* A decoder-only model's one module says nothing new. */
 	if (cJSON_GetArraySize(cJSON_GetObjectItem(j, "modules")) > 1)
 		cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "modules"))
@@ -217,16 +233,17 @@ cli_print_plan(const cJSON *j)
 	if (jnum(j, "kept_base") > 0)
 		printf("kept          %.0f tensors from the base model, "
 		    "unchanged: no t applies to them\n", jnum(j, "kept_base"));
-	printf("\n");
 	free(r);
 	free(w);
 	free(m);
 	free(b);
-	printf("%-48s %-16s %-14s %-5s %s\n", "TENSOR", "METHOD", "SHAPE",
-	    "DTYPE", "SOURCES AND PARAMETERS");
-	cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "tensors"))
-		print_tensor(t);
-	printf("\n");
+	if (tensors) {
+		printf("\n%-48s %-16s %-14s %-5s %s\n", "TENSOR", "METHOD",
+		    "SHAPE", "DTYPE", "SOURCES AND PARAMETERS");
+		cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "tensors"))
+			print_tensor(t);
+		printf("\n");
+	}
 	n = 0;
 	cJSON_ArrayForEach(t, cJSON_GetObjectItem(j, "unused")) {
 		/* Listed, so that nothing is dropped silently (Part A 17). */
@@ -248,7 +265,14 @@ static void
 plan_usage(FILE *fp)
 {
 	fprintf(fp, "usage: %s plan CONFIG [options]\n"
-	    "  --json                 the plan as JSON (on stdout)\n"
+	    "A summary: the architecture and why, the method, the output "
+	    "layers and\ntensors, the bytes to read and write, the memory "
+	    "it needs, the files.\n"
+	    "  --tensors              also every output tensor: method, "
+	    "shape, dtype,\n"
+	    "                         sources and parameters\n"
+	    "  --json                 the plan as JSON (on stdout), "
+	    "tensors included\n"
 	    "  --memory SIZE          the budget to size the plan for "
 	    "(default: a quarter\n"
 	    "                         of RAM)\n"
@@ -272,6 +296,7 @@ cli_cmd_plan(int argc, char **argv)
 {
 	static const struct option own[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "tensors", no_argument, NULL, OPT_OWN },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct option *merge = cli_merge_longopts(own);
@@ -295,6 +320,10 @@ cli_cmd_plan(int argc, char **argv)
 			plan_usage(stdout);
 			free(longopts);
 			return CLI_EXIT_OK;
+		}
+		if (c == OPT_OWN) {
+			o.tensors = true;
+			continue;
 		}
 		if (c == '?' || (cli_stage_opt(&so, c, optarg) != 0 &&
 		    cli_merge_opt(&o, c, optarg) != 0))
@@ -323,7 +352,7 @@ cli_cmd_plan(int argc, char **argv)
 		cli_print_json(j);
 	} else {
 		if (plan != NULL)
-			cli_print_plan(j);
+			cli_print_plan(j, o.tensors);
 		graph_diags_print(&d, stderr);
 		if (plan == NULL)
 			fprintf(stderr, "%s: %zu problem%s found; the merge "

@@ -769,7 +769,8 @@ cli_plan_stages(const struct cli_merge_opts *o,
 			    cJSON_GetObjectItem(s, "name")) ?
 			    cJSON_GetObjectItem(s, "name")->valuestring :
 			    "(final)");
-			cli_print_plan(cJSON_GetObjectItem(s, "plan"));
+			cli_print_plan(cJSON_GetObjectItem(s, "plan"),
+			    o->tensors);
 		}
 		graph_diags_print(&d, stderr);
 	}

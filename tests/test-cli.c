@@ -238,6 +238,30 @@ test_verbose(void)
 	free(o);
 }
 
+/* plan: a summary; the per-tensor table only with --tensors. */
+static void
+test_plan_summary(void)
+{
+	char *o = NULL;
+	int rc;
+
+	rc = tl_runf(&o, "cd %s && %s plan ties.yml 2>&1", dir, tl_mergectl);
+	ok_int_eq(rc, 0, "plan: exit 0");
+	ok(o != NULL && strstr(o, "method        ties, 2 output layers, ") !=
+	    NULL && strstr(o, "copied unchanged)") != NULL && strstr(o,
+	    "memory        peak ") != NULL && strstr(o, " or more\n") !=
+	    NULL && strstr(o, "TENSOR") == NULL && count_lines_with(o,
+	    "model.layers.") == 0, "plan prints a summary, no tensor "
+	    "table:\n%s", o);
+	free(o);
+	rc = tl_runf(&o, "cd %s && %s plan ties.yml --tensors 2>&1", dir,
+	    tl_mergectl);
+	ok(rc == 0 && o != NULL && strstr(o, "TENSOR") != NULL &&
+	    count_lines_with(o, "model.layers.1.mlp.up_proj.weight ") == 1,
+	    "plan --tensors adds the table");
+	free(o);
+}
+
 /*
  * submit takes the same options, except those that choose threads or
  * devices: the daemon decides those.  Refused before any connection.
@@ -388,6 +412,7 @@ main(int argc, char **argv)
 	test_transformers_cache();
 	test_usage_errors();
 	test_verbose();
+	test_plan_summary();
 	test_submit();
 	test_help();
 	test_json_errors();

@@ -839,7 +839,7 @@ queue_jobs(void)
 	int i, ok_all = 1;
 
 	for (i = 0; i < 2; i++) {
-		jobs[njobs] = td_submit("big.yml -o big%d --memory 8M", i + 1);
+		jobs[njobs] = td_submit("big.yml -o big%d --memory 16M", i + 1);
 		ok_all &= jobs[njobs++] != 0;
 	}
 	for (i = 0; i < LOAD_QUEUED && jobs[0] != 0; i++) {

@@ -450,6 +450,61 @@ planned_budget(uint64_t budget, uint64_t cap)
 	return got;
 }
 
+/*
+ * The least memory a plan runs in: a linear merge of two models holds at
+ * least one block (65536 elements) of both inputs in float32, its result
+ * and the result encoded, and no statistics; the executor's budget of a
+ * memory M under 16 MiB is 3M/4.  A cap below that is refused with it,
+ * in bytes; a cap of exactly that is planned.
+ */
+static void
+test_min_memory(void)
+{
+	struct graph_plan_opts o;
+	struct graph_plan *p;
+	const char *text = "merge_method: linear\nmodels:\n  - model: llama\n"
+	    "    parameters: {weight: 0.5}\n  - model: llama2\n"
+	    "    parameters: {weight: 0.5}\n";
+	uint64_t need, want = 0;
+	char *m, num[32];
+
+	graph_plan_opts_default(&o);
+	p = plan_with(text, &o, &m);
+	free(m);
+	if (p != NULL) {
+		need = 65536ull * (2 * 4 + 4 +
+		    graph_dtype_size(p->tensors[0].out_dtype));
+		want = (need * 4 + 2) / 3;
+	}
+	ok(p != NULL && p->min_memory == want, "the least memory: %llu "
+	    "bytes (%llu)", (unsigned long long)want,
+	    (unsigned long long)(p ? p->min_memory : 0));
+	graph_plan_free(p);
+	o.merge.memory = want - 1;
+	p = plan_with(text, &o, &m);
+	snprintf(num, sizeof num, "%llu bytes", (unsigned long long)want);
+	ok(p == NULL && strstr(m, "cfg.yml: error: --memory ") != NULL &&
+	    strstr(m, "is too small for this merge: it needs at least ") !=
+	    NULL && strstr(m, num) != NULL, "a byte less is refused, with "
+	    "the least in bytes: %s", m);
+	free(m);
+	graph_plan_free(p);
+	o.merge.memory = want;
+	p = plan_with(text, &o, &m);
+	ok(p != NULL, "exactly that is planned");
+	free(m);
+	graph_plan_free(p);
+	o.merge.memory = 0;
+	o.budget = want - 1;
+	o.budget_shared = true;
+	p = plan_with(text, &o, &m);
+	ok(p == NULL && strstr(m, "the daemon's memory budget ") != NULL &&
+	    strstr(m, "merged --memory sets it") != NULL, "a daemon's budget "
+	    "below it is named as the daemon's");
+	free(m);
+	graph_plan_free(p);
+}
+
 static void
 test_memory(void)
 {
@@ -463,6 +518,7 @@ test_memory(void)
 	    "no budget: the one default");
 	ok_int_eq(planned_budget(0, 32 << 20), 32 << 20,
 	    "no budget, a cap: the cap");
+	test_min_memory();
 }
 
 /*
