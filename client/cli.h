@@ -78,14 +78,29 @@ int cli_cmd_run(int argc, char **argv);
 struct cli_progress {
 	bool tty;
 	bool quiet;
+	bool drawn;		/* a line is on the terminal, unended */
 	double start;
 	double last;
 	int last_pct;
+	uint64_t peak;		/* the most memory seen: never goes down */
+	char *said;		/* the waiting reason last shown */
 };
 
 void cli_progress_init(struct cli_progress *p, bool quiet);
+void cli_progress_fini(struct cli_progress *p);
+/* A merge in this process: rate and ETA from its start. */
 void cli_progress_update(struct cli_progress *p,
     const struct graph_progress *g, bool final);
+/* A daemon's job: rate and ETA from its own elapsed time and ETA. */
+void cli_progress_job(struct cli_progress *p, const struct graph_progress *g,
+    double elapsed, double eta, bool final);
+/* A queued job: why it waits, once per reason. */
+void cli_progress_wait(struct cli_progress *p, uint64_t job,
+    const char *reason);
+/* Ends a line left on the terminal. */
+void cli_progress_end(struct cli_progress *p);
+int cli_term_width(void);
+void cli_format_duration(char *buf, size_t len, double s);
 double cli_now(void);
 
 /* opts.c: the merge options as run, plan and submit take them. */

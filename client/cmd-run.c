@@ -327,6 +327,8 @@ cli_run_exec(const struct cli_merge_opts *o, struct cli_run *r,
 		    cli_progname);
 	if (r->finished)
 		cli_progress_update(&r->prog, &r->last, true);
+	cli_progress_end(&r->prog);
+	cli_progress_fini(&r->prog);
 	if (r->interrupted)
 		return CLI_EXIT_INTERRUPTED;
 	if (r->rc == -EEXIST)

@@ -2,9 +2,14 @@
 /*
  * cmd-watch.c: "mergectl watch JOB": live progress until the job ends,
  * then exit with its result (0 done, 1 failed, 8 cancelled, 9
- * interrupted).  A bar on a terminal, plain lines otherwise, one JSON
- * object per event with --json.  Also used by "submit --wait".
+ * interrupted).  While the job is queued, why it waits (the daemon's
+ * reason); then one line fitted to the terminal (progress.c), plain
+ * lines otherwise; at the end one line with the result, the output, its
+ * size and the time taken.  With --json, one JSON object per event, each
+ * with the job's id at its top ("job_id"; "id" is the request's).  Also
+ * used by "submit --wait".
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +27,15 @@ num(const cJSON *o, const char *k)
 	    (uint64_t)v->valuedouble : 0;
 }
 
+static double
+fnum(const cJSON *o, const char *k, double def)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsNumber(v) ? v->valuedouble : def;
+}
+
+/* The job's progress; its memory is its own working set. */
 static void
 watch_progress(const cJSON *j, struct graph_progress *g)
 {
@@ -32,9 +46,7 @@ watch_progress(const cJSON *j, struct graph_progress *g)
 	g->tensors_done = (size_t)num(j, PROTO_F_TENSORS_DONE);
 	g->shards_total = (size_t)num(j, PROTO_F_SHARDS_TOTAL);
 	g->shards_done = (size_t)num(j, PROTO_F_SHARDS_DONE);
-	g->memory_used = num(j, PROTO_F_MEMORY);
-	if (g->memory_used > g->memory_peak)
-		g->memory_peak = g->memory_used;
+	g->job_memory = num(j, PROTO_F_MEMORY);
 }
 
 /*
@@ -65,17 +77,34 @@ watch_exit(const char *state)
 	return CLI_EXIT_FAILED;
 }
 
+/* The closing line: the result, the output, its size, the time. */
 static int
-watch_result(const char *state, const cJSON *j, bool json)
+watch_result(uint64_t job, const char *state, const cJSON *j, bool json,
+    bool quiet)
 {
 	const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(j,
 	    PROTO_F_ERROR));
+	const char *out = cJSON_GetStringValue(cJSON_GetObjectItem(j,
+	    PROTO_F_OUT));
+	char took[32], *size;
 	int rc = watch_exit(state);
 
-	/* Success is silent; any other end is said, with its reason. */
-	if (!json && rc != CLI_EXIT_OK)
-		fprintf(stderr, "%s: job %s%s%s\n", cli_progname, state,
-		    err ? ": " : "", err ? err : "");
+	if (json)
+		return rc;
+	cli_format_duration(took, sizeof took, fnum(j, PROTO_F_ELAPSED, 0));
+	if (rc == CLI_EXIT_OK) {
+		if (!quiet) {
+			size = graph_format_size(num(j, PROTO_F_BYTES_TOTAL));
+			fprintf(stderr, "%s: job %" PRIu64 " done: %s, %s in "
+			    "%s\n", cli_progname, job, out ? out : "(output "
+			    "not shown: not your job)", size, took);
+			free(size);
+		}
+		return rc;
+	}
+	/* Any other end is said, with its reason, even with -q. */
+	fprintf(stderr, "%s: job %" PRIu64 " %s%s%s (after %s)\n", cli_progname,
+	    job, state, err ? ": " : "", err ? err : "", took);
 	return rc;
 }
 
@@ -84,7 +113,7 @@ cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
 {
 	struct cli_progress p;
 	struct graph_progress g;
-	const char *ev;
+	const char *ev, *state;
 	uint64_t id, got;
 	cJSON *req, *r, *j;
 	int rc;
@@ -110,17 +139,31 @@ cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
 			continue;
 		}
 		j = cJSON_GetObjectItem(r, PROTO_F_JOB);
-		if (json)
+		if (json) {
+			cJSON_AddNumberToObject(r, "job_id", (double)job);
 			cli_print_json(r);
+		}
 		watch_progress(j, &g);
+		state = cJSON_GetStringValue(cJSON_GetObjectItem(j,
+		    PROTO_F_STATE));
 		if (strcmp(ev, PROTO_EV_DONE) == 0) {
-			cli_progress_update(&p, &g, true);
-			rc = watch_result(cJSON_GetStringValue(
-			    cJSON_GetObjectItem(r, PROTO_F_STATE)), j, json);
+			cli_progress_job(&p, &g, fnum(j, PROTO_F_ELAPSED, 0),
+			    -2, true);
+			cli_progress_end(&p);
+			cli_progress_fini(&p);
+			rc = watch_result(job, cJSON_GetStringValue(
+			    cJSON_GetObjectItem(r, PROTO_F_STATE)), j, json,
+			    quiet);
 			cJSON_Delete(r);
 			return rc;
 		}
-		cli_progress_update(&p, &g, false);
+		if (state != NULL && strcmp(state, proto_state_name(
+		    JOB_QUEUED)) == 0)
+			cli_progress_wait(&p, job, cJSON_GetStringValue(
+			    cJSON_GetObjectItem(j, PROTO_F_REASON)));
+		else
+			cli_progress_job(&p, &g, fnum(j, PROTO_F_ELAPSED, 0),
+			    fnum(j, PROTO_F_ETA, -1), false);
 		cJSON_Delete(r);
 	}
 }

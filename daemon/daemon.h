@@ -379,6 +379,7 @@ void prep_drain(struct daemon *);
 /* sched.c: which queued job runs next. */
 void sched_run(struct daemon *);
 int sched_ready(struct daemon *d, const struct djob *j, char **why);
+char *sched_reason(struct daemon *d, const struct djob *j);
 
 /* quota.c: per-user caps on queued jobs and the descriptors they hold. */
 bool quota_check(struct op_ctx *o, const struct djob *j, size_t nfds);

@@ -151,6 +151,7 @@ op_job_json(const struct djob *j, bool full)
 	const char *p;
 	size_t done = 0, i;
 	const struct djob *k;
+	char *why;
 	cJSON *deps;
 
 	if (j->started > 0)
@@ -193,6 +194,11 @@ op_job_json(const struct djob *j, bool full)
 	    (double)g->job_memory : 0);
 	cJSON_AddNumberToObject(o, PROTO_F_ELAPSED, el);
 	cJSON_AddNumberToObject(o, PROTO_F_ETA, eta);
+	if (j->daemon != NULL && (why = sched_reason(j->daemon,
+	    j)) != NULL) {
+		op_add_str(o, PROTO_F_REASON, why, PROTO_MAX_ERRMSG);
+		free(why);
+	}
 	if (!full)
 		return o;
 	op_add_str(o, PROTO_F_OUT, j->out_dir, PROTO_MAX_PATH);

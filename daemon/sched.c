@@ -62,6 +62,40 @@ sched_ready(struct daemon *d, const struct djob *j, char **why)
 	return ready;
 }
 
+/*
+ * Why a queued job is not running, in Slurm's spirit (its Reason), as a
+ * word and what it waits for: "dependency: job 7", "planning: ...",
+ * "max_running: 2 of 2 running", "draining", or "priority" (another job
+ * starts first, at the next turn).  NULL for a job that is not queued.
+ */
+char *
+sched_reason(struct daemon *d, const struct djob *j)
+{
+	const struct djob *dep;
+	char *why = NULL;
+	size_t i;
+
+	if (j->state != JOB_QUEUED)
+		return NULL;
+	if (d->draining)
+		return xstrdup("draining: the daemon is stopping");
+	for (i = 0; i < j->ndeps; i++)
+		if ((dep = job_find(d, j->deps[i])) != NULL &&
+		    dep->state != JOB_DONE)
+			return xasprintf("dependency: waiting for job %llu (%s)",
+			    (unsigned long long)dep->id,
+			    proto_state_name(dep->state));
+	if (sched_ready(d, j, &why) < 0)
+		return why;
+	free(why);
+	if (!job_planned(j))
+		return xstrdup("planning: its plan is being made");
+	if (d->nrunning >= (size_t)d->opts.max_running)
+		return xasprintf("max_running: %zu of %d running",
+		    d->nrunning, d->opts.max_running);
+	return xstrdup("priority: another job starts first");
+}
+
 /* Within one owner's jobs (or root's global ones): priority, then age. */
 static bool
 sched_before(const struct djob *a, const struct djob *b)

@@ -60,6 +60,7 @@
 #define PROTO_F_KEEP_INTER "keep_intermediates"
 #define PROTO_F_UMASK "umask"
 #define PROTO_F_MEMORY "memory"
+#define PROTO_F_REASON "reason"		/* why a queued job waits */
 #define PROTO_F_SEED "seed"
 #define PROTO_F_SHARD_SIZE "shard_size"
 #define PROTO_F_FORCE "force"
