@@ -410,6 +410,75 @@ test_pipelined_fds(void)
 		close(fds[i]);
 }
 
+/*
+ * The longest redrawn line of a terminal's output (those that end by
+ * erasing the rest of the line, ESC [ K), escapes left out; *n: how many.
+ */
+static int
+longest_line(const char *s, int *n)
+{
+	int len = 0, most = 0;
+
+	*n = 0;
+	for (; *s != '\0'; s++) {
+		if (s[0] == '\033' && s[1] == '[' && s[2] == 'K') {
+			if (len > most)
+				most = len;
+			*n += 1;
+			s += 2;
+			continue;
+		}
+		if (*s == '\r' || *s == '\n')
+			len = 0;
+		else
+			len++;
+	}
+	return most;
+}
+
+/*
+ * watch on terminals (script(1) gives it a pseudo-terminal) of 60, 80 and
+ * 160 columns, three at once on one running job: every redraw fits in
+ * the line, so the bar never wraps into a scroll; a job queued behind it
+ * says why; the last line says where the output went.
+ */
+static void
+test_watch_tty(void)
+{
+	static const int widths[] = { 60, 80, 160 };
+	char *o = NULL, *s, want[700];
+	int hold, q, rc, i, most, n = 0;
+
+	hold = td_submit("big.yml -o d-tty-hold");
+	q = td_submit("slerp.yml -o d-tty-after --after %d", hold);
+	s = td_job_field(q, "reason");
+	snprintf(want, sizeof want, "dependency: waiting for job %d", hold);
+	ok(hold && q && strstr(s, want) != NULL, "a queued job says why it "
+	    "waits: %s", s);
+	free(s);
+	rc = tl_runf(&o, "cd %s && export MERGED_SOCKET=%s; for w in 60 80 160; "
+	    "do script -qec \"stty cols $w; %s watch %d\" /dev/null >tty-$w "
+	    "2>&1 & done; wait", td_dir, td_sock, tl_mergectl, hold);
+	free(o);
+	for (i = 0; i < 3; i++) {
+		snprintf(want, sizeof want, "%s/tty-%d", td_dir, widths[i]);
+		s = tl_read(want, NULL);
+		most = s != NULL ? longest_line(s, &n) : 0;
+		ok(s != NULL && most <= widths[i] - 1 && n >= 2 &&
+		    strstr(s, "d-tty-hold, ") != NULL && strstr(s, "% ") !=
+		    NULL, "watch at %d columns: %d lines, the longest %d "
+		    "columns, then where the output is", widths[i], n, most);
+		if (s == NULL || most > widths[i] - 1)
+			tap_diag("%s", s ? s : "(none)");
+		free(s);
+	}
+	rc = td_ctl(&o, "watch %d", q);
+	snprintf(want, sizeof want, "job %d done: ", q);
+	ok(rc == 0 && strstr(o, want) != NULL && strstr(o, "d-tty-after, ") !=
+	    NULL, "without a terminal: plain lines and the closing one");
+	free(o);
+}
+
 /* A client killed mid-watch does not disturb anyone. */
 static void
 test_vanish(void)
@@ -672,6 +741,7 @@ main(int argc, char **argv)
 	test_resume_changed(&pid);
 	test_drain(&pid);
 	test_vanish();
+	test_watch_tty();
 	test_autostart_race();
 	test_second_user(&pid);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "
