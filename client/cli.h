@@ -236,7 +236,24 @@ void cli_print_json(const struct cJSON *);
 /* jobrow.c: a job's row of the queue table (list, status). */
 double cli_json_num(const struct cJSON *o, const char *k);
 const char *cli_json_str(const struct cJSON *o, const char *k);
-void cli_job_row(const struct cJSON *j);
+
+/* jobrow.c: the queue table, fitted to the terminal. */
+enum cli_color {
+	CLI_COLOR_AUTO,		/* on a terminal, unless NO_COLOR is set */
+	CLI_COLOR_ALWAYS,
+	CLI_COLOR_NEVER,
+};
+
+struct cli_table {
+	int width;		/* columns: the terminal's, else 80 */
+	bool wide;		/* PRI, DEPS and BYTES too */
+	bool color;		/* states in colour */
+};
+
+int cli_color_parse(const char *s, enum cli_color *out);
+void cli_table_init(struct cli_table *t, enum cli_color color);
+void cli_job_header(const struct cli_table *t);
+void cli_job_row(const struct cJSON *j, const struct cli_table *t);
 
 /* queue.c: what every submit shares (cmd-submit.c, cmd-extract.c). */
 struct cli_queue_opts {
@@ -262,6 +279,18 @@ int cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet);
 /* cmd-<name>.c: the command "mergectl <name>", one per file. */
 int cli_cmd_submit(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
+/* cmd-list.c: what list and status take besides the socket and --json. */
+struct cli_list_opts {
+	struct cli_args a;
+	struct cJSON *states;	/* --state: the daemon filters; or NULL */
+	const char *user;	/* --user */
+	bool mine;		/* --mine */
+	const char *name;	/* --name GLOB */
+	enum cli_color color;
+};
+int cli_list_parse(int argc, char **argv, const char *what, bool job_ok,
+    struct cli_list_opts *o);
+int cli_status_queue(struct cli_list_opts *o);
 int cli_cmd_status(int argc, char **argv);
 int cli_cmd_logs(int argc, char **argv);
 int cli_cmd_watch(int argc, char **argv);

@@ -1,83 +1,174 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * cmd-status.c: "mergectl status [JOB]": one job's row of the queue
- * table and its details (output, config, error, seed, shards); without
- * a job, the queue table (cmd-list.c).
+ * cmd-status.c: "mergectl status JOB": the job's row of the queue table
+ * under its header, then every detail the daemon lets the caller see
+ * (its kind, group and stage, priority, dependencies, why it waits, the
+ * times, bytes and shards, memory, output, config, seed, error), and a
+ * pipeline's stages, a row each.  Without a job, the queue table
+ * (cmd-list.c).
  */
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include <cJSON.h>
 
 #include "cli.h"
+#include "xmalloc.h"
 
+/* One "  key  value" line of the details, when value is not empty. */
 static void
-status_print(const cJSON *j)
+detail(const char *key, const char *value)
 {
-	static const char *const keys[] = { PROTO_F_OUT, PROTO_F_CONFIG_NAME,
-	    PROTO_F_ERROR };
-	size_t i;
+	char *v;
 
-	cli_job_row(j);
-	for (i = 0; i < sizeof keys / sizeof *keys; i++)
-		if (*cli_json_str(j, keys[i]) != '\0')
-			printf("       %-12s %s\n", keys[i],
-			    cli_json_str(j, keys[i]));
-	if (cJSON_GetObjectItem(j, PROTO_F_SEED) != NULL)
-		printf("       %-12s %.0f\n       %-12s %.0f/%.0f\n", "seed",
-		    cli_json_num(j, PROTO_F_SEED), "shards",
-		    cli_json_num(j, PROTO_F_SHARDS_DONE),
-		    cli_json_num(j, PROTO_F_SHARDS_TOTAL));
+	if (value == NULL || *value == '\0')
+		return;
+	v = graph_text_printable(xstrdup(value));
+	printf("      %-13s %s\n", key, v);
+	free(v);
 }
 
-/* A pipeline's stages, a row each under the group's. */
+/* A daemon time (seconds since the epoch), local; "" when 0. */
 static void
-status_stages(struct cli_conn *c, const cJSON *g)
+fmt_time(char *buf, size_t len, double t)
+{
+	time_t s = (time_t)t;
+	struct tm tm;
+
+	buf[0] = '\0';
+	if (t > 0 && localtime_r(&s, &tm) != NULL)
+		strftime(buf, len, "%Y-%m-%d %H:%M:%S", &tm);
+}
+
+static void
+status_print(const cJSON *j, const struct cli_table *t)
+{
+	const cJSON *d;
+	char buf[256], *a, *b;
+	size_t n = 0;
+
+	cli_job_header(t);
+	cli_job_row(j, t);
+	detail("kind", cli_json_str(j, PROTO_F_KIND));
+	if (cli_json_num(j, PROTO_F_GROUP) > 0) {
+		snprintf(buf, sizeof buf, "%.0f, stage %s",
+		    cli_json_num(j, PROTO_F_GROUP), cJSON_IsString(
+		    cJSON_GetObjectItem(j, PROTO_F_STAGE)) ? cli_json_str(j,
+		    PROTO_F_STAGE) : "(final)");
+		detail("group", buf);
+	}
+	snprintf(buf, sizeof buf, "%.0f", cli_json_num(j, PROTO_F_PRIORITY));
+	detail("priority", buf);
+	buf[0] = '\0';
+	cJSON_ArrayForEach(d, cJSON_GetObjectItem(j, PROTO_F_DEPS))
+		if (n < sizeof buf)
+			n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%.0f",
+			    n ? ", " : "", d->valuedouble);
+	detail("after", buf);
+	detail("waiting", cli_json_str(j, PROTO_F_REASON));
+	fmt_time(buf, sizeof buf, cli_json_num(j, PROTO_F_CREATED));
+	detail("submitted", buf);
+	fmt_time(buf, sizeof buf, cli_json_num(j, PROTO_F_STARTED));
+	detail("started", buf);
+	fmt_time(buf, sizeof buf, cli_json_num(j, PROTO_F_FINISHED));
+	detail("finished", buf);
+	if (cli_json_num(j, PROTO_F_BYTES_TOTAL) > 0) {
+		a = graph_format_size((uint64_t)cli_json_num(j,
+		    PROTO_F_BYTES_DONE));
+		b = graph_format_size((uint64_t)cli_json_num(j,
+		    PROTO_F_BYTES_TOTAL));
+		snprintf(buf, sizeof buf, "%s of %s; %.0f/%.0f tensors, "
+		    "%.0f/%.0f shards", a, b, cli_json_num(j,
+		    PROTO_F_TENSORS_DONE), cli_json_num(j,
+		    PROTO_F_TENSORS_TOTAL), cli_json_num(j,
+		    PROTO_F_SHARDS_DONE), cli_json_num(j,
+		    PROTO_F_SHARDS_TOTAL));
+		detail("written", buf);
+		free(a);
+		free(b);
+	}
+	if (cli_json_num(j, PROTO_F_MEMORY) > 0) {
+		a = graph_format_size((uint64_t)cli_json_num(j,
+		    PROTO_F_MEMORY));
+		detail("memory", a);
+		free(a);
+	}
+	detail("out", cli_json_str(j, PROTO_F_OUT));
+	detail("intermediate", cli_json_str(j, PROTO_F_INTER));
+	detail("config", cli_json_str(j, PROTO_F_CONFIG_NAME));
+	if (cJSON_GetObjectItem(j, PROTO_F_SEED) != NULL) {
+		snprintf(buf, sizeof buf, "%.0f", cli_json_num(j,
+		    PROTO_F_SEED));
+		detail("seed", buf);
+	}
+	detail("error", cli_json_str(j, PROTO_F_ERROR));
+}
+
+/* A pipeline's stages, a row each under the group's details. */
+static void
+status_stages(struct cli_conn *c, const cJSON *g, const struct cli_table *t)
 {
 	const cJSON *id;
 	cJSON *req, *r;
+	bool first = true;
 
 	cJSON_ArrayForEach(id, cJSON_GetObjectItem(g, PROTO_F_STAGES)) {
 		req = cli_new_request(c, PROTO_OP_STATUS);
 		cJSON_AddNumberToObject(req, PROTO_F_JOB, id->valuedouble);
 		r = cli_call(c, req, NULL, 0);
-		if (r != NULL && cli_check_reply(r, false) == 0)
-			cli_job_row(cJSON_GetObjectItem(r, PROTO_F_JOB));
+		if (r != NULL && cli_check_reply(r, false) == 0) {
+			if (first)
+				printf("stages:\n");
+			first = false;
+			cli_job_row(cJSON_GetObjectItem(r, PROTO_F_JOB), t);
+		}
 		cJSON_Delete(r);
 	}
 }
 
-/* "status" without a job is the queue table. */
 int
 cli_cmd_status(int argc, char **argv)
 {
-	struct cli_args a;
+	struct cli_list_opts o;
+	struct cli_table t;
 	struct cli_conn c;
 	cJSON *req, *r;
 	int rc;
 
-	if ((rc = cli_simple_args(argc, argv, "status", 2 | CLI_ARGS_ALL,
-	    &a)) != 0)
-		return rc;
-	if (a.job == 0)
-		return cli_cmd_list(argc, argv);
-	if (a.all) {
-		cli_usage_error("status JOB takes no --all");
-		return CLI_EXIT_USAGE;
+	if ((rc = cli_list_parse(argc, argv, "status", true, &o)) != 0)
+		goto out;
+	if (o.a.job == 0) {
+		rc = cli_status_queue(&o);
+		goto out;
 	}
-	if ((rc = cli_open(&c, a.socket, true)) != 0)
-		return rc;
+	if (o.a.all || o.states != NULL || o.user != NULL || o.mine ||
+	    o.name != NULL) {
+		cli_usage_error("status JOB takes no --all or filters");
+		rc = CLI_EXIT_USAGE;
+		goto out;
+	}
+	if ((rc = cli_open(&c, o.a.socket, true)) != 0)
+		goto out;
 	req = cli_new_request(&c, PROTO_OP_STATUS);
-	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)a.job);
+	cJSON_AddNumberToObject(req, PROTO_F_JOB, (double)o.a.job);
 	r = cli_call(&c, req, NULL, 0);
-	if (r != NULL && (rc = cli_check_reply(r, a.json)) == 0) {
-		if (a.json)
+	if (r != NULL && (rc = cli_check_reply(r, o.a.json)) == 0) {
+		if (o.a.json) {
 			cli_print_json(cJSON_GetObjectItem(r, PROTO_F_JOB));
-		else {
-			status_print(cJSON_GetObjectItem(r, PROTO_F_JOB));
-			status_stages(&c, cJSON_GetObjectItem(r, PROTO_F_JOB));
+		} else {
+			cli_table_init(&t, o.color);
+			status_print(cJSON_GetObjectItem(r, PROTO_F_JOB), &t);
+			status_stages(&c, cJSON_GetObjectItem(r, PROTO_F_JOB),
+			    &t);
 		}
 	}
+	if (r == NULL)
+		rc = CLI_EXIT_DAEMON;
 	cJSON_Delete(r);
 	cli_disconnect(&c);
-	return r == NULL ? CLI_EXIT_DAEMON : rc;
+out:
+	cJSON_Delete(o.states);
+	return rc;
 }

@@ -479,6 +479,94 @@ test_watch_tty(void)
 	free(o);
 }
 
+/* The widest line of a text, escapes (ESC [ ... final) left out. */
+static int
+widest_plain(const char *s)
+{
+	int len = 0, most = 0;
+
+	for (; *s != '\0'; s++) {
+		if (s[0] == '\033' && s[1] == '[') {
+			for (s += 2; *s != '\0' && !(*s >= '@' && *s <= '~');
+			    s++)
+				continue;
+			if (*s == '\0')
+				break;
+			continue;
+		}
+		if (*s == '\r' || *s == '\n') {
+			len = 0;
+			continue;
+		}
+		if (++len > most)
+			most = len;
+	}
+	return most;
+}
+
+/*
+ * The queue table: fits 80 and 160 columns, wider terminals get more
+ * columns; states coloured on a terminal only, unless NO_COLOR or
+ * --color say otherwise; filters by state, user, owner and name.
+ */
+static void
+test_table(void)
+{
+	char *o = NULL;
+	int rc, w;
+
+	for (w = 80; w <= 160; w += 80) {
+		rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s script -qec \"stty "
+		    "cols %d; %s status --all\" /dev/null", td_dir, td_sock, w,
+		    tl_mergectl);
+		ok(rc == 0 && o != NULL && widest_plain(o) <= w - 1 &&
+		    strstr(o, "\033[32mdone\033[0m") != NULL && (w < 120) ==
+		    (strstr(o, " PRI ") == NULL), "status at %d columns: the "
+		    "widest row %d columns, states in colour%s", w,
+		    o ? widest_plain(o) : -1, w < 120 ? "" : ", PRI and DEPS");
+		free(o);
+	}
+	rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s NO_COLOR=1 script -qec "
+	    "\"%s status --all\" /dev/null", td_dir, td_sock, tl_mergectl);
+	ok(rc == 0 && o != NULL && strstr(o, "\033[") == NULL && strstr(o,
+	    " done ") != NULL, "NO_COLOR: no colour on a terminal");
+	free(o);
+	rc = td_ctl(&o, "status --all");
+	ok(rc == 0 && o != NULL && strstr(o, "\033[") == NULL &&
+	    widest_plain(o) <= 79, "no colour and 80 columns without a "
+	    "terminal");
+	free(o);
+	rc = td_ctl(&o, "status --all --color=always");
+	ok(rc == 0 && o != NULL && strstr(o, "\033[32mdone") != NULL,
+	    "--color=always colours without one");
+	free(o);
+	rc = td_ctl(&o, "status --color=sometimes");
+	ok(rc == 2 && strstr(o, "--color takes auto, always or never") !=
+	    NULL, "--color=sometimes is a usage error");
+	free(o);
+	rc = td_ctl(&o, "status --all --state cancelled,failed");
+	ok(rc == 0 && o != NULL && strstr(o, " cancelled ") != NULL &&
+	    strstr(o, " failed ") != NULL && strstr(o, " done ") == NULL,
+	    "--state cancelled,failed: only those");
+	free(o);
+	rc = td_ctl(&o, "status --state finished");
+	ok(rc == 2 && strstr(o, "'finished' is no job state") != NULL,
+	    "--state with an unknown state: a usage error naming it");
+	free(o);
+	rc = td_ctl(&o, "list --name 'd-tty*'");
+	ok(rc == 0 && o != NULL && strstr(o, "d-tty-hold") != NULL &&
+	    strstr(o, "d-slerp") == NULL, "--name GLOB");
+	free(o);
+	rc = td_ctl(&o, "list --mine --state done");
+	ok(rc == 0 && o != NULL && strstr(o, " root ") != NULL,
+	    "--mine: root's own jobs");
+	free(o);
+	rc = td_ctl(&o, "list --user nobody");
+	ok(rc == 0 && o != NULL && strstr(o, " root ") == NULL, "--user "
+	    "nobody: none of root's");
+	free(o);
+}
+
 /* A client killed mid-watch does not disturb anyone. */
 static void
 test_vanish(void)
@@ -742,6 +830,7 @@ main(int argc, char **argv)
 	test_drain(&pid);
 	test_vanish();
 	test_watch_tty();
+	test_table();
 	test_autostart_race();
 	test_second_user(&pid);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "

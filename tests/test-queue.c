@@ -586,8 +586,8 @@ test_list_pages(void)
 	ok(rc == 0 && strstr(o, "older finished jobs are not shown"),
 	    "root: mergectl status works (exit %d) and says it shows a page",
 	    rc);
-	ok(o != NULL && strstr(o, "\n    1  root ") && strstr(o, "\n    4  "
-	    "merged-ali") && strstr(o, "gate2") && strstr(o, "interrupted"),
+	ok(o != NULL && strstr(o, "\n    1 root ") && strstr(o, "\n    4 "
+	    "merged-a") && strstr(o, "gate2") && strstr(o, "interrupted"),
 	    "it shows the jobs yet to finish, however old");
 	free(o);
 	rc = as_user(NULL, &o, "status --all --json");
@@ -601,10 +601,10 @@ test_list_pages(void)
 	free(o);
 	rc = as_user(NULL, &o, "list --json");
 	ids = ids_of(rc == 0 ? o : "[]", &nids);
-	ok(rc == 0 && nids >= 4 && ids[0] == GATE1 && ids[1] == GATE2 &&
-	    ids[2] == DEP_WAITING && ids[nids - 1] == njobs_seeded + 1,
-	    "list: the jobs yet to finish, then the newest finished ones (%d "
-	    "jobs)", nids);
+	for (sorted = true, i = 1; i < nids; i++)
+		sorted &= ids[i] > ids[i - 1];
+	ok(rc == 0 && nids == njobs_seeded + 1 && sorted, "list: every job "
+	    "the store keeps, page after page, in id order (%d jobs)", nids);
 	free(ids);
 	free(o);
 	rc = as_user(NULL, &o, "daemon status");
@@ -614,7 +614,7 @@ test_list_pages(void)
 	if (!need_users("row 7 as alice and bob"))
 		return;
 	rc = as_user(&alice, &o, "status");
-	ok(rc == 0 && strstr(o, "ID  OWNER"), "alice: mergectl status works "
+	ok(rc == 0 && strstr(o, "ID USER"), "alice: mergectl status works "
 	    "beside a 320,000-byte name (exit %d)", rc);
 	free(o);
 	rc = as_user(&bob, &o, "status %d --json", LEGACY);

@@ -651,7 +651,7 @@ test_daemon(void)
 	free(o);
 	rc = td_ctl(&o, "status %d", g);
 	ok(rc == 0 && o != NULL && strstr(o, "  cd ") != NULL && strstr(o,
-	    "seed         11") != NULL, "so does status GROUP, with the "
+	    "seed          11") != NULL, "so does status GROUP, with the "
 	    "pipeline's seed");
 	free(o);
 
