@@ -20,8 +20,9 @@ bool cli_as_multi;
 static const struct cli_cmd commands[] = {
 	{ "submit", "CONFIG -o OUT [options]", "queue a merge with the daemon "
 	    "(starting one if needed)", cli_cmd_submit },
-	{ "status", "[JOB] [--all]", "the queue, or one job", cli_cmd_status },
-	{ "list", "[--all]", "the queue table", cli_cmd_list },
+	{ "status", "[JOB] [filters]", "the queue, or one job",
+	    cli_cmd_status },
+	{ "list", "[filters]", "every job the daemon keeps", cli_cmd_list },
 	{ "watch", "JOB", "follow a job; exit with its result",
 	    cli_cmd_watch },
 	{ "logs", "JOB", "a job's log", cli_cmd_logs },
