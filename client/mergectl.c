@@ -25,7 +25,7 @@ static const struct cli_cmd commands[] = {
 	{ "list", "[filters]", "every job the daemon keeps", cli_cmd_list },
 	{ "watch", "JOB", "follow a job; exit with its result",
 	    cli_cmd_watch },
-	{ "logs", "JOB", "a job's log", cli_cmd_logs },
+	{ "logs", "JOB [-f]", "a job's log, each line with its time", cli_cmd_logs },
 	{ "cancel", "JOB", "stop a job", cli_cmd_cancel },
 	{ "resume", "JOB", "continue an interrupted job", cli_cmd_resume },
 	{ "rm", "JOB...", "forget finished jobs (not their outputs)",

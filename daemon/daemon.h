@@ -407,7 +407,8 @@ int store_job_update(struct store *, const struct djob *);
 int store_job_load(struct store *s, void (*row)(struct djob *, void *),
     void *arg);
 int store_log(struct store *s, uint64_t job, double ts, const char *line);
-int store_logs(struct store *s, uint64_t job, struct cJSON *lines);
+int store_logs(struct store *s, uint64_t job, struct cJSON *lines,
+    struct cJSON *times);
 int store_job_delete(struct store *s, const uint64_t *ids, size_t n);
 
 #endif /* DAEMON_H */

@@ -15,8 +15,9 @@ op_logs_fn(struct op_ctx *o)
 	if ((j = op_job(o, true)) == NULL)
 		return;
 	r = msg_reply(o->id);
+	cJSON_AddStringToObject(r, PROTO_F_USER, j->user);
 	if (store_logs(o->c->d->store, j->id, cJSON_AddArrayToObject(r,
-	    PROTO_F_LINES)) != 0) {
+	    PROTO_F_LINES), cJSON_AddArrayToObject(r, PROTO_F_TIMES)) != 0) {
 		cJSON_Delete(r);
 		op_error(o, PROTO_E_INTERNAL, "cannot read the log");
 		return;

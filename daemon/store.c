@@ -555,15 +555,18 @@ store_log(struct store *s, uint64_t job, double ts, const char *line)
 
 /* Appends a job's log lines, oldest first, to the JSON array lines. */
 int
-store_logs(struct store *s, uint64_t job, cJSON *lines)
+store_logs(struct store *s, uint64_t job, cJSON *lines, cJSON *times)
 {
 	sqlite3_stmt *st = s->st[ST_LOGS];
 	int rc;
 
 	sqlite3_bind_int64(st, 1, (sqlite3_int64)job);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		cJSON_AddItemToArray(lines, cJSON_CreateString(
 		    (const char *)sqlite3_column_text(st, 1)));
+		cJSON_AddItemToArray(times, cJSON_CreateNumber(
+		    sqlite3_column_double(st, 0)));
+	}
 	sqlite3_reset(st);
 	sqlite3_clear_bindings(st);
 	if (rc != SQLITE_DONE)

@@ -99,6 +99,7 @@
 #define PROTO_F_OLDER_THAN "older_than"
 #define PROTO_F_REMOVED "removed"
 #define PROTO_F_LINES "lines"
+#define PROTO_F_TIMES "times"		/* each log line's, epoch seconds */
 #define PROTO_F_JOBS_QUEUED "jobs_queued"
 #define PROTO_F_QUEUED "queued"
 #define PROTO_F_RUNNING "running"

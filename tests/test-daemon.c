@@ -456,9 +456,11 @@ test_watch_tty(void)
 	ok(hold && q && strstr(s, want) != NULL, "a queued job says why it "
 	    "waits: %s", s);
 	free(s);
-	rc = tl_runf(&o, "cd %s && export MERGED_SOCKET=%s; for w in 60 80 160; "
-	    "do script -qec \"stty cols $w; %s watch %d\" /dev/null >tty-$w "
-	    "2>&1 & done; wait", td_dir, td_sock, tl_mergectl, hold);
+	/* logs -f of the queued job, from before it runs to its end. */
+	rc = tl_runf(&o, "cd %s && export MERGED_SOCKET=%s; %s logs -f %d "
+	    ">logs-f 2>&1 & for w in 60 80 160; do script -qec \"stty cols "
+	    "$w; %s watch %d\" /dev/null >tty-$w 2>&1 & done; wait", td_dir,
+	    td_sock, tl_mergectl, q, tl_mergectl, hold);
 	free(o);
 	for (i = 0; i < 3; i++) {
 		snprintf(want, sizeof want, "%s/tty-%d", td_dir, widths[i]);
@@ -472,6 +474,14 @@ test_watch_tty(void)
 			tap_diag("%s", s ? s : "(none)");
 		free(s);
 	}
+	snprintf(want, sizeof want, "%s/logs-f", td_dir);
+	s = tl_read(want, NULL);
+	snprintf(want, sizeof want, " root     job %d: ", q);
+	ok(s != NULL && strstr(s, want) != NULL && strstr(s, "submitted by")
+	    != NULL && strstr(s, ": done") != NULL && s[4] == '-' &&
+	    s[13] == ':', "logs -f follows a queued job to its end, each line "
+	    "with its time and owner:\n%s", s ? s : "(none)");
+	free(s);
 	rc = td_ctl(&o, "watch %d", q);
 	snprintf(want, sizeof want, "job %d done: ", q);
 	ok(rc == 0 && strstr(o, want) != NULL && strstr(o, "d-tty-after, ") !=
