@@ -17,6 +17,34 @@
 
 #include "cli.h"
 
+/* Who and where the daemon is, a line each (a newer daemon's fields). */
+static void
+daemon_about(const cJSON *d)
+{
+	const cJSON *by = cJSON_GetObjectItem(d, PROTO_F_BY_STATE), *s;
+	char up[32];
+	bool first = true;
+
+	if (cJSON_GetObjectItem(d, PROTO_F_PID) == NULL)
+		return;	/* an older daemon: the line above is all */
+	cli_format_duration(up, sizeof up, cli_json_num(d, PROTO_F_UPTIME));
+	printf("  version     %s (%s), pid %.0f, up %s\n",
+	    cli_json_str(d, PROTO_F_SERVER), cli_json_str(d, PROTO_F_MODE),
+	    cli_json_num(d, PROTO_F_PID), up);
+	printf("  socket      %s\n", cli_json_str(d, PROTO_F_SOCKET));
+	printf("  state       %s\n", cli_json_str(d, PROTO_F_STATE_DIR));
+	printf("  log         %s\n", *cli_json_str(d, PROTO_F_LOG) ?
+	    cli_json_str(d, PROTO_F_LOG) : "(not known)");
+	printf("  jobs        ");
+	cJSON_ArrayForEach(s, by) {
+		printf("%s%.0f %s", first ? "" : ", ", s->valuedouble,
+		    s->string);
+		first = false;
+	}
+	printf("; at most %.0f running at once\n", cli_json_num(d,
+	    PROTO_F_MAX_RUNNING));
+}
+
 static int
 daemon_status(struct cli_args *a)
 {
@@ -56,6 +84,7 @@ daemon_status(struct cli_args *a)
 			    u, b, k, cJSON_GetNumberValue(cJSON_GetObjectItem(d,
 			    PROTO_F_CACHE_HITS)), cJSON_GetNumberValue(
 			    cJSON_GetObjectItem(d, PROTO_F_CACHE_MISSES)));
+			daemon_about(d);
 			free(b);
 			free(u);
 			free(k);

@@ -180,6 +180,7 @@ struct conn {
 struct daemon {
 	uv_loop_t loop;
 	struct daemon_opts opts;
+	double since;		/* when it started (daemon_now) */
 	int listen_fd;
 	uv_poll_t listen_poll;
 	bool listening;

@@ -406,6 +406,7 @@ main(int argc, char **argv)
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
 	graph_init();
 	d.uid = (uint32_t)getuid();
+	d.since = daemon_now();
 	if (uv_loop_init(&d.loop) != 0)
 		fatalx("cannot initialise the event loop");
 	daemon_store(&d);

@@ -15,7 +15,9 @@
  * "more" says that older matching jobs remain; "before" is the cursor
  * for them.  Jobs go out in id order, oldest first, as they always did.
  */
+#include <limits.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cJSON.h>
 
@@ -120,6 +122,40 @@ list_page(struct op_ctx *o, const struct list_query *q, cJSON *arr,
 	return more;
 }
 
+/*
+ * Who and where the daemon is, for "daemon status": its version, pid,
+ * socket, state directory, where its log goes (stderr's file, or what
+ * stderr is), uptime, --max-running and its jobs by state.
+ */
+static void
+list_about(struct daemon *dm, cJSON *d)
+{
+	char link[PATH_MAX];
+	size_t counts[JOB_NSTATES] = { 0 };
+	enum job_state s;
+	const struct djob *j;
+	ssize_t n;
+	cJSON *by;
+
+	cJSON_AddStringToObject(d, PROTO_F_SERVER, "merged " GRAPH_VERSION);
+	cJSON_AddNumberToObject(d, PROTO_F_PID, (double)getpid());
+	cJSON_AddStringToObject(d, PROTO_F_MODE, dm->opts.team ? "team" :
+	    "personal");
+	cJSON_AddStringToObject(d, PROTO_F_SOCKET, dm->opts.socket);
+	cJSON_AddStringToObject(d, PROTO_F_STATE_DIR, dm->opts.state_dir);
+	n = readlink("/proc/self/fd/2", link, sizeof link - 1);
+	link[n > 0 ? n : 0] = '\0';
+	cJSON_AddStringToObject(d, PROTO_F_LOG, n > 0 ? link : "");
+	cJSON_AddNumberToObject(d, PROTO_F_UPTIME, daemon_now() - dm->since);
+	cJSON_AddNumberToObject(d, PROTO_F_MAX_RUNNING, dm->opts.max_running);
+	for (j = dm->jobs; j != NULL; j = j->next)
+		counts[j->state]++;
+	by = cJSON_AddObjectToObject(d, PROTO_F_BY_STATE);
+	for (s = 0; s < JOB_NSTATES; s++)
+		cJSON_AddNumberToObject(by, proto_state_name(s),
+		    (double)counts[s]);
+}
+
 static void
 op_list_fn(struct op_ctx *o)
 {
@@ -153,6 +189,7 @@ op_list_fn(struct op_ctx *o)
 	    (double)st.cache_misses);
 	cJSON_AddNumberToObject(d, PROTO_F_RUNNING, (double)o->c->d->nrunning);
 	cJSON_AddNumberToObject(d, PROTO_F_QUEUED, (double)queued);
+	list_about(o->c->d, d);
 	op_reply(o, r);
 }
 

@@ -100,6 +100,14 @@
 #define PROTO_F_REMOVED "removed"
 #define PROTO_F_LINES "lines"
 #define PROTO_F_TIMES "times"		/* each log line's, epoch seconds */
+/* daemon status: who and where the daemon is. */
+#define PROTO_F_PID "pid"
+#define PROTO_F_SOCKET "socket"
+#define PROTO_F_STATE_DIR "state_dir"
+#define PROTO_F_LOG "log"		/* its stderr: a file, or where */
+#define PROTO_F_UPTIME "uptime"		/* seconds */
+#define PROTO_F_BY_STATE "by_state"	/* state name -> jobs */
+#define PROTO_F_MAX_RUNNING "max_running"
 #define PROTO_F_JOBS_QUEUED "jobs_queued"
 #define PROTO_F_QUEUED "queued"
 #define PROTO_F_RUNNING "running"

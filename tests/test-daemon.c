@@ -633,6 +633,15 @@ test_autostart_race(void)
 	    strstr(o, "race-state/merged/merged.log") != NULL, "status starts "
 	    "one when none answers, naming its log (exit %d): %s", rc, o);
 	free(o);
+	rc = tl_runf(&o, "MERGED_SOCKET=%s %s daemon status 2>&1", s2,
+	    tl_mergectl);
+	ok(rc == 0 && o != NULL && strstr(o, "(personal), pid ") != NULL &&
+	    strstr(o, "socket      ") != NULL && strstr(o, s2) != NULL &&
+	    strstr(o, "race-state/merged/merged.log\n") != NULL &&
+	    strstr(o, " done, ") != NULL && strstr(o, "at most ") != NULL,
+	    "daemon status: version, pid, uptime, socket, state, log, jobs "
+	    "by state:\n%s", o);
+	free(o);
 	rc = tl_runf(&o, "MERGED_SOCKET=%s %s daemon stop -q", s2,
 	    tl_mergectl);
 	free(o);
