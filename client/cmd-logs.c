@@ -68,8 +68,8 @@ logs_parse(int argc, char **argv, struct cli_args *a, bool *follow)
 		}
 	}
 	if (argc - optind != 1) {
-		cli_usage_error("logs needs one JOB; '%s logs --help' lists the "
-		    "options", cli_progname);
+		cli_usage_error("logs needs one JOB; '%s logs --help' lists "
+		    "the options", cli_progname);
 		return CLI_EXIT_USAGE;
 	}
 	a->job = strtoull(argv[optind], &end, 10);

@@ -82,8 +82,8 @@ sched_reason(struct daemon *d, const struct djob *j)
 	for (i = 0; i < j->ndeps; i++)
 		if ((dep = job_find(d, j->deps[i])) != NULL &&
 		    dep->state != JOB_DONE)
-			return xasprintf("dependency: waiting for job %llu (%s)",
-			    (unsigned long long)dep->id,
+			return xasprintf("dependency: waiting for job %llu "
+			    "(%s)", (unsigned long long)dep->id,
 			    proto_state_name(dep->state));
 	if (sched_ready(d, j, &why) < 0)
 		return why;

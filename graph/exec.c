@@ -251,7 +251,8 @@ static bool
 xjob_tensor_fits(struct graph_job *job, const struct plan_tensor *pt)
 {
 	struct graph_exec *ex = job->ex;
-	uint64_t held = plan_tensor_held(pt), reserve = plan_tensor_min_unit(pt), first;
+	uint64_t held = plan_tensor_held(pt);
+	uint64_t reserve = plan_tensor_min_unit(pt), first;
 
 	if (held == 0)
 		return true;
@@ -415,8 +416,10 @@ exec_admit(struct graph_exec *ex)
 			/* With no tensor active, xjob_next found none only
 			 * because the next one's state cannot fit: never. */
 			xt = &job->xt[job->next_tensor];
-			xjob_fail_memory(job, xt, plan_tensor_min_unit(xt->pt) +
-			    plan_tensor_held(xt->pt), ex->budget, "memory budget");
+			xjob_fail_memory(job, xt,
+			    plan_tensor_min_unit(xt->pt) +
+			    plan_tensor_held(xt->pt), ex->budget,
+			    "memory budget");
 			return true;
 		}
 		if (xt != NULL) {

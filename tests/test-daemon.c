@@ -625,9 +625,9 @@ test_autostart_race(void)
 	    tl_mergectl);
 	ok_int_eq(rc, 5, "daemon status starts none (exit 5)");
 	free(o);
-	rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s XDG_STATE_HOME=%s/race-state "
-	    "MERGED_BIN=%s %s status 2>&1", dir, s2, dir, tl_merged,
-	    tl_mergectl);
+	rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s XDG_STATE_HOME=%s/"
+	    "race-state MERGED_BIN=%s %s status 2>&1", dir, s2, dir,
+	    tl_merged, tl_mergectl);
 	ok(rc == 0 && o != NULL && strstr(o, "no daemon answered on ") !=
 	    NULL && strstr(o, "started a personal one") != NULL &&
 	    strstr(o, "race-state/merged/merged.log") != NULL, "status starts "

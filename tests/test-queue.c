@@ -655,8 +655,8 @@ test_caps(void)
 	free(o);
 	for (i = 0; i < 3; i++)
 		r[i] = submit_as(NULL, i == 0 ? "small.yml -o root-out/c1 "
-		    "--after 1" : i == 1 ? "small.yml -o root-out/c2 --after 1" :
-		    "small.yml -o root-out/c3 --after 1");
+		    "--after 1" : i == 1 ? "small.yml -o root-out/c2 "
+		    "--after 1" : "small.yml -o root-out/c3 --after 1");
 	ok(r[0] && r[1] && r[2], "root is exempt: three queued");
 	for (i = 0; i < 3; i++) {
 		td_ctl(&o, "cancel %d", r[i]);
