@@ -28,7 +28,12 @@ if [ ! -d build-fuzz ]; then
 	    -Db_sanitize=address,undefined -Db_lundef=false \
 	    -Dbuildtype=debugoptimized >/dev/null
 fi
-ninja -C build-fuzz >/dev/null
+# A build that fails says why, where a log that keeps only the tail sees.
+if ! ninja -C build-fuzz >build-fuzz/ninja.log 2>&1; then
+	tail -n 40 build-fuzz/ninja.log
+	echo "0 passed, 1 failed"
+	exit 1
+fi
 
 # fuzz_one TARGET: one target's run; prints its summary line, and the
 # tail of its log when it failed (a log that keeps only the tail sees it).
