@@ -146,7 +146,9 @@ job_info(const cJSON *j)
 	if (*why != '\0')
 		return xstrndup(why, strcspn(why, ":"));
 	if (strcmp(state, "running") == 0) {
-		if (cli_json_num(j, PROTO_F_ETA) < 0)
+		/* Extrapolated from the first kilobytes: noise. */
+		if (cli_json_num(j, PROTO_F_ETA) < 0 ||
+		    cli_json_num(j, PROTO_F_PROGRESS) < 0.01)
 			return xstrdup("ETA ?");
 		fmt_secs(eta, sizeof eta, cli_json_num(j, PROTO_F_ETA));
 		return xasprintf("ETA %s", eta);

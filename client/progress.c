@@ -189,6 +189,10 @@ progress_draw(struct cli_progress *p, const struct graph_progress *g,
 	    (double)g->bytes_total : 100.0;
 	double rate = elapsed > 0 ? (double)g->bytes_done / elapsed : 0;
 
+	/* Extrapolated from the first kilobytes, an ETA is noise (it said
+	 * 1h31m of a job that took 0.6s): none before 1%. */
+	if (eta >= 0 && pct < 1)
+		eta = -1;
 	if (g->memory_peak > p->peak)
 		p->peak = g->memory_peak;
 	if (g->job_memory > p->peak)
