@@ -42,6 +42,10 @@ static const struct cli_cmd commands[] = {
 	{ "extract-lora", "--model FT [options]", "a LoRA adapter from "
 	    "a fine-tune and its base (like mergekit-extract-lora)",
 	    cli_cmd_extract_lora },
+	{ "help", "[COMMAND]", "these lines, or a command's options",
+	    NULL },
+	{ "completions", "bash|zsh|fish", "a shell completion script",
+	    cli_cmd_completions },
 };
 
 #define NCOMMANDS (sizeof commands / sizeof *commands)
@@ -58,6 +62,16 @@ cli_command_summary(const char *name)
 	return "";
 }
 
+/* The command names, a line each (completion). */
+void
+cli_print_commands(void)
+{
+	size_t i;
+
+	for (i = 0; i < NCOMMANDS; i++)
+		printf("%s\n", commands[i].name);
+}
+
 static void
 usage(FILE *fp)
 {
@@ -71,13 +85,15 @@ usage(FILE *fp)
 	    "\nexit codes:\n"
 	    "  0    success\n"
 	    "  1    the merge failed while running (I/O error, disk full, an "
-	    "input changed)\n"
+	    "input changed);\n       or not in a state for that (cancel of "
+	    "a finished job, ...)\n"
 	    "  2    usage error\n"
-	    "  3    the config or plan was rejected; nothing was read or "
-	    "written\n"
-	    "  4    the output exists (use --force to replace it)\n"
+	    "  3    the config or plan was rejected (--memory below its least "
+	    "included);\n       nothing was read or written\n"
+	    "  4    the output exists, or a live job writes it (use --force "
+	    "to replace it)\n"
 	    "  5    no daemon answers\n"
-	    "  6    no such job\n"
+	    "  6    no such job (also submit --after one)\n"
 	    "  7    the job belongs to another user\n"
 	    "  8    (watch, submit --wait) the job was cancelled\n"
 	    "  9    (watch, submit --wait) the job was interrupted; resume it\n"
@@ -122,16 +138,34 @@ main(int argc, char **argv)
 		return CLI_EXIT_USAGE;
 	}
 	if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
-	    strcmp(argv[1], "help") == 0) {
+	    (strcmp(argv[1], "help") == 0 && argc == 2)) {
 		usage(stdout);
 		return CLI_EXIT_OK;
 	}
+	/* "help COMMAND" is "COMMAND --help". */
+	if (strcmp(argv[1], "help") == 0) {
+		for (i = 0; i < NCOMMANDS; i++)
+			if (commands[i].run != NULL &&
+			    strcmp(argv[2], commands[i].name) == 0) {
+				char *av[] = { argv[2], (char *)"--help",
+				    NULL };
+
+				return commands[i].run(2, av);
+			}
+		cli_usage_error("help: no command '%s'; '%s help' lists them",
+		    argv[2], cli_progname);
+		return CLI_EXIT_USAGE;
+	}
+	/* What the completion scripts ask; not a command of the list. */
+	if (strcmp(argv[1], "__complete") == 0)
+		return cli_cmd_complete(argc - 1, argv + 1);
 	if (strcmp(argv[1], "--version") == 0) {
 		printf("mergectl %s\n", GRAPH_VERSION);
 		return CLI_EXIT_OK;
 	}
 	for (i = 0; i < NCOMMANDS; i++)
-		if (strcmp(argv[1], commands[i].name) == 0)
+		if (commands[i].run != NULL &&
+		    strcmp(argv[1], commands[i].name) == 0)
 			return commands[i].run(argc - 1, argv + 1);
 	for (i = 0; i < NCOMMANDS; i++)
 		names[i] = commands[i].name;

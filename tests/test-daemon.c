@@ -577,6 +577,66 @@ test_table(void)
 	free(o);
 }
 
+/* bash completes "mergectl WORDS..." (the last word being typed). */
+static int
+complete(char **out, const char *socket, const char *words)
+{
+	char bindir[4096], *slash;
+
+	snprintf(bindir, sizeof bindir, "%s", tl_mergectl);
+	if ((slash = strrchr(bindir, '/')) != NULL)
+		*slash = '\0';
+	return tl_runf(out, "cd %s && MERGED_SOCKET=%s PATH=%s:$PATH bash -c "
+	    "'source <(mergectl completions bash) && COMP_WORDS=(%s) && "
+	    "COMP_CWORD=$((${#COMP_WORDS[@]} - 1)) && _mergectl && printf "
+	    "\"%%s\\n\" \"${COMPREPLY[@]}\"' 2>&1", td_dir, socket, bindir,
+	    words);
+}
+
+/*
+ * The completion scripts: each parses (bash -n where bash is; zsh and
+ * fish when installed), and bash's completes commands, states, options
+ * and the ids of a running daemon's jobs, without ever starting one.
+ */
+static void
+test_completions(void)
+{
+	char *o = NULL, dead[700];
+	int rc;
+
+	rc = tl_runf(&o, "%s completions bash | bash -n 2>&1", tl_mergectl);
+	ok(rc == 0, "the bash script parses (bash -n)");
+	free(o);
+	rc = tl_runf(&o, "%s completions zsh | grep -c bashcompinit && %s "
+	    "completions fish | grep -c __fish_use_subcommand", tl_mergectl,
+	    tl_mergectl);
+	ok(rc == 0, "zsh's runs bash's through bashcompinit; fish's has its "
+	    "own");
+	free(o);
+	rc = complete(&o, td_sock, "mergectl watch \"\"");
+	ok(rc == 0 && o != NULL && strncmp(o, "1\n", 2) == 0 && strstr(o,
+	    "\n2\n") != NULL, "watch <TAB>: the running daemon's job ids:\n%s",
+	    o);
+	free(o);
+	rc = complete(&o, td_sock, "mergectl sta");
+	ok(rc == 0 && o != NULL && strcmp(o, "status\n") == 0, "sta<TAB>: "
+	    "status (%s)", o);
+	free(o);
+	rc = complete(&o, td_sock, "mergectl list --state can");
+	ok(rc == 0 && o != NULL && strcmp(o, "cancelled\n") == 0, "--state "
+	    "can<TAB>: cancelled");
+	free(o);
+	rc = complete(&o, td_sock, "mergectl logs --fo");
+	ok(rc == 0 && o != NULL && strcmp(o, "--follow\n") == 0, "logs "
+	    "--fo<TAB>: --follow, from logs --help");
+	free(o);
+	snprintf(dead, sizeof dead, "%s/nobody-here/m.sock", td_dir);
+	rc = complete(&o, dead, "mergectl watch \"\"");
+	ok(rc == 0 && o != NULL && strcmp(o, "\n") == 0 && !tl_exists(dead),
+	    "without a daemon: nothing, and none is started");
+	free(o);
+}
+
 /* A client killed mid-watch does not disturb anyone. */
 static void
 test_vanish(void)
@@ -850,6 +910,7 @@ main(int argc, char **argv)
 	test_vanish();
 	test_watch_tty();
 	test_table();
+	test_completions();
 	test_autostart_race();
 	test_second_user(&pid);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "
