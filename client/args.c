@@ -89,18 +89,14 @@ cli_getopt(int argc, char **argv, const char *shortopts,
 
 /* A daemon command's --help: what it does, then each option. */
 static void
-simple_usage(const char *what, const char *job, int need_job, bool all)
+simple_usage(const char *what, bool need_job)
 {
-	printf("usage: %s %s%s%s [--socket PATH] [--json] [-q]\n%s\n\n",
-	    cli_progname, what, job, all ? " [--all]" : "",
+	printf("usage: %s %s%s [--socket PATH] [--json] [-q]\n%s\n\n",
+	    cli_progname, what, need_job ? " JOB" : "",
 	    cli_command_summary(what));
-	if (need_job != 0)
+	if (need_job)
 		printf("  JOB            the job's number, as submit printed "
 		    "it\n");
-	if (all)
-		printf("  --all          every job: without it, the jobs not "
-		    "finished and the\n                 latest page of "
-		    "finished ones\n");
 	printf("  --socket PATH  the daemon's socket (default: "
 	    "$MERGED_SOCKET, else your\n                 personal "
 	    "daemon's)\n"
@@ -111,29 +107,24 @@ simple_usage(const char *what, const char *job, int need_job, bool all)
 }
 
 /*
- * [--socket PATH] [--json] [--all] [JOB]; need_job is 0 (no JOB), 1 (a
- * JOB) or 2 (an optional one), with CLI_ARGS_ALL when --all is taken.
+ * [--socket PATH] [--json] [-q] [JOB]: a JOB when need_job, else none
+ * (list and status, which take more, parse their own: cmd-list.c).
  * Returns 0 or an exit code.
  */
 int
-cli_simple_args(int argc, char **argv, const char *what, int need_job,
+cli_simple_args(int argc, char **argv, const char *what, bool need_job,
     struct cli_args *a)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "quiet", no_argument, NULL, 'q' },
-		{ "all", no_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	bool allow_all = (need_job & CLI_ARGS_ALL) != 0;
-	const char *usage;
 	char *end;
 	int c;
 
-	need_job &= ~CLI_ARGS_ALL;
-	usage = need_job == 1 ? " JOB" : need_job == 2 ? " [JOB]" : "";
 	memset(a, 0, sizeof *a);
 	optind = 1;
 	while ((c = cli_getopt(argc, argv, "qh", longopts)) != -1) {
@@ -147,24 +138,16 @@ cli_simple_args(int argc, char **argv, const char *what, int need_job,
 		case 'q':
 			a->quiet = true;
 			break;
-		case 'a':
-			if (!allow_all) {
-				cli_usage_error("%s takes no --all", what);
-				return CLI_EXIT_USAGE;
-			}
-			a->all = true;
-			break;
 		case 'h':
-			simple_usage(what, usage, need_job, allow_all);
+			simple_usage(what, need_job);
 			exit(CLI_EXIT_OK);
 		default:
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (argc - optind > (need_job ? 1 : 0) || (need_job == 1 &&
-	    argc - optind != 1)) {
+	if (argc - optind != (need_job ? 1 : 0)) {
 		cli_usage_error("%s %s; '%s %s --help' lists the options", what,
-		    need_job == 1 && argc - optind < 1 ? "needs a JOB" :
+		    need_job && argc - optind < 1 ? "needs a JOB" :
 		    "takes no more arguments", cli_progname, what);
 		return CLI_EXIT_USAGE;
 	}

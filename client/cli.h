@@ -223,13 +223,10 @@ struct cli_args {
 	uint64_t job;
 };
 
-/* cli_simple_args' need_job: 0 no JOB, 1 JOB, 2 [JOB]; | --all taken. */
-#define CLI_ARGS_ALL 4
-
 struct option;
 int cli_getopt(int argc, char **argv, const char *shortopts,
     const struct option *longopts);
-int cli_simple_args(int argc, char **argv, const char *what, int need_job,
+int cli_simple_args(int argc, char **argv, const char *what, bool need_job,
     struct cli_args *a);
 void cli_print_json(const struct cJSON *);
 
