@@ -89,14 +89,18 @@ cli_getopt(int argc, char **argv, const char *shortopts,
 
 /* A daemon command's --help: what it does, then each option. */
 static void
-simple_usage(const char *what, bool need_job)
+simple_usage(const char *what, unsigned flags)
 {
-	printf("usage: %s %s%s [--socket PATH] [--json] [-q]\n%s\n\n",
-	    cli_progname, what, need_job ? " JOB" : "",
+	printf("usage: %s %s%s%s [--socket PATH] [--json] [-q]\n%s\n\n",
+	    cli_progname, what, flags & CLI_ARGS_JOB ? " JOB" : "",
+	    flags & CLI_ARGS_FOLLOW ? " [-f]" : "",
 	    cli_command_summary(what));
-	if (need_job)
+	if (flags & CLI_ARGS_JOB)
 		printf("  JOB            the job's number, as submit printed "
 		    "it\n");
+	if (flags & CLI_ARGS_FOLLOW)
+		printf("  -f, --follow   then what is still to come, until the "
+		    "job has ended\n");
 	printf("  --socket PATH  the daemon's socket (default: "
 	    "$MERGED_SOCKET, else your\n                 personal "
 	    "daemon's)\n"
@@ -106,28 +110,44 @@ simple_usage(const char *what, bool need_job)
 	    "'%s --help' lists the exit codes.\n", cli_progname);
 }
 
+/* A job's number as the user typed it: 0, or a usage error's exit code. */
+int
+cli_parse_job(const char *s, uint64_t *job)
+{
+	char *end;
+
+	*job = strtoull(s, &end, 10);
+	if (*end != '\0' || *job == 0) {
+		cli_usage_error("'%s' is not a job id", s);
+		return CLI_EXIT_USAGE;
+	}
+	return 0;
+}
+
 /*
- * [--socket PATH] [--json] [-q] [JOB]: a JOB when need_job, else none
- * (list and status, which take more, parse their own: cmd-list.c).
- * Returns 0 or an exit code.
+ * [--socket PATH] [--json] [-q] [-f] [JOB]: a JOB with CLI_ARGS_JOB,
+ * -f with CLI_ARGS_FOLLOW (list and status, which take more, parse their
+ * own: cmd-list.c).  Returns 0 or an exit code.
  */
 int
-cli_simple_args(int argc, char **argv, const char *what, bool need_job,
+cli_simple_args(int argc, char **argv, const char *what, unsigned flags,
     struct cli_args *a)
 {
 	static const struct option longopts[] = {
 		{ "socket", required_argument, NULL, 's' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "follow", no_argument, NULL, 'f' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char *end;
+	bool need_job = (flags & CLI_ARGS_JOB) != 0;
 	int c;
 
 	memset(a, 0, sizeof *a);
 	optind = 1;
-	while ((c = cli_getopt(argc, argv, "qh", longopts)) != -1) {
+	while ((c = cli_getopt(argc, argv, flags & CLI_ARGS_FOLLOW ? "qhf" :
+	    "qh", longopts)) != -1) {
 		switch (c) {
 		case 's':
 			a->socket = optarg;
@@ -138,8 +158,15 @@ cli_simple_args(int argc, char **argv, const char *what, bool need_job,
 		case 'q':
 			a->quiet = true;
 			break;
+		case 'f':
+			if (!(flags & CLI_ARGS_FOLLOW)) {
+				cli_usage_error("%s takes no --follow", what);
+				return CLI_EXIT_USAGE;
+			}
+			a->follow = true;
+			break;
 		case 'h':
-			simple_usage(what, need_job);
+			simple_usage(what, flags);
 			exit(CLI_EXIT_OK);
 		default:
 			return CLI_EXIT_USAGE;
@@ -151,12 +178,5 @@ cli_simple_args(int argc, char **argv, const char *what, bool need_job,
 		    "takes no more arguments", cli_progname, what);
 		return CLI_EXIT_USAGE;
 	}
-	if (argc - optind == 1) {
-		a->job = strtoull(argv[optind], &end, 10);
-		if (*end != '\0' || a->job == 0) {
-			cli_usage_error("'%s' is not a job id", argv[optind]);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	return 0;
+	return argc - optind == 1 ? cli_parse_job(argv[optind], &a->job) : 0;
 }

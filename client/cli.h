@@ -220,14 +220,20 @@ struct cli_args {
 	bool json;
 	bool quiet;
 	bool all;		/* --all: every page of the queue */
+	bool follow;		/* -f: logs, to the job's end */
 	uint64_t job;
 };
+
+/* cli_simple_args' flags: a JOB is needed; -f is taken. */
+#define CLI_ARGS_JOB 1u
+#define CLI_ARGS_FOLLOW 2u
 
 struct option;
 int cli_getopt(int argc, char **argv, const char *shortopts,
     const struct option *longopts);
-int cli_simple_args(int argc, char **argv, const char *what, bool need_job,
+int cli_simple_args(int argc, char **argv, const char *what, unsigned flags,
     struct cli_args *a);
+int cli_parse_job(const char *s, uint64_t *job);
 void cli_print_json(const struct cJSON *);
 
 /* jobrow.c: a job's row of the queue table (list, status). */

@@ -24,7 +24,8 @@ cli_cmd_cancel(int argc, char **argv)
 	char *name = NULL;
 	int rc, fd = -1;
 
-	if ((rc = cli_simple_args(argc, argv, "cancel", true, &a)) != 0)
+	if ((rc = cli_simple_args(argc, argv, "cancel", CLI_ARGS_JOB,
+	    &a)) != 0)
 		return rc;
 	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;

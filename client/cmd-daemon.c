@@ -155,7 +155,7 @@ cli_cmd_daemon(int argc, char **argv)
 		    "  -q, --quiet    fewer messages\n", cli_progname);
 		return CLI_EXIT_OK;
 	}
-	if ((rc = cli_simple_args(argc - 1, argv + 1, "daemon", false,
+	if ((rc = cli_simple_args(argc - 1, argv + 1, "daemon", 0,
 	    &a)) != 0)
 		return rc;
 	if (strcmp(sub, "status") == 0)

@@ -207,7 +207,6 @@ cli_list_parse(int argc, char **argv, const char *what, bool job_ok,
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	char *end;
 	int c;
 
 	memset(o, 0, sizeof *o);
@@ -259,14 +258,8 @@ cli_list_parse(int argc, char **argv, const char *what, bool job_ok,
 		    "lists the options", what, cli_progname, what);
 		return CLI_EXIT_USAGE;
 	}
-	if (argc - optind == 1) {
-		o->a.job = strtoull(argv[optind], &end, 10);
-		if (*end != '\0' || o->a.job == 0) {
-			cli_usage_error("'%s' is not a job id", argv[optind]);
-			return CLI_EXIT_USAGE;
-		}
-	}
-	return 0;
+	return argc - optind == 1 ? cli_parse_job(argv[optind], &o->a.job) :
+	    0;
 }
 
 /* The filters the daemon does not apply: user, mine, name. */

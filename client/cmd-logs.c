@@ -5,7 +5,6 @@
  * then the lines still to come, until the job has ended.  Only the job's
  * owner (and root) may read them, which the daemon enforces.
  */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,67 +17,6 @@
 
 /* How often -f asks again: log lines come at a job's few events. */
 #define LOGS_POLL_MS 500
-
-static void
-logs_usage(void)
-{
-	printf("usage: %s logs JOB [-f] [--socket PATH] [--json]\n%s\n\n"
-	    "  JOB            the job's number, as submit printed it\n"
-	    "  -f, --follow   then the lines still to come, until the job "
-	    "has ended\n"
-	    "  --socket PATH  the daemon's socket (default: $MERGED_SOCKET, "
-	    "else your\n                 personal daemon's)\n"
-	    "  --json         the lines as a JSON array of strings\n"
-	    "Each line: the local time, the job's owner, the job, what "
-	    "happened.\n", cli_progname, cli_command_summary("logs"));
-}
-
-static int
-logs_parse(int argc, char **argv, struct cli_args *a, bool *follow)
-{
-	static const struct option longopts[] = {
-		{ "socket", required_argument, NULL, 's' },
-		{ "json", no_argument, NULL, 'j' },
-		{ "follow", no_argument, NULL, 'f' },
-		{ "help", no_argument, NULL, 'h' },
-		{ NULL, 0, NULL, 0 },
-	};
-	char *end;
-	int c;
-
-	memset(a, 0, sizeof *a);
-	*follow = false;
-	optind = 1;
-	while ((c = cli_getopt(argc, argv, "fh", longopts)) != -1) {
-		switch (c) {
-		case 's':
-			a->socket = optarg;
-			break;
-		case 'j':
-			a->json = true;
-			break;
-		case 'f':
-			*follow = true;
-			break;
-		case 'h':
-			logs_usage();
-			exit(CLI_EXIT_OK);
-		default:
-			return CLI_EXIT_USAGE;
-		}
-	}
-	if (argc - optind != 1) {
-		cli_usage_error("logs needs one JOB; '%s logs --help' lists "
-		    "the options", cli_progname);
-		return CLI_EXIT_USAGE;
-	}
-	a->job = strtoull(argv[optind], &end, 10);
-	if (*end != '\0' || a->job == 0) {
-		cli_usage_error("'%s' is not a job id", argv[optind]);
-		return CLI_EXIT_USAGE;
-	}
-	return 0;
-}
 
 /* Prints the lines from the index *shown on; returns 0 or an exit code. */
 static int
@@ -155,16 +93,17 @@ cli_cmd_logs(int argc, char **argv)
 	struct cli_args a;
 	struct cli_conn c;
 	size_t shown = 0;
-	bool follow, ended;
+	bool ended;
 	int rc;
 
-	if ((rc = logs_parse(argc, argv, &a, &follow)) != 0)
+	if ((rc = cli_simple_args(argc, argv, "logs", CLI_ARGS_JOB |
+	    CLI_ARGS_FOLLOW, &a)) != 0)
 		return rc;
 	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;
 	rc = logs_print(&c, &a, &shown);
 	/* Until the job has ended and its last lines are printed. */
-	while (rc == 0 && follow && !a.json) {
+	while (rc == 0 && a.follow && !a.json) {
 		ended = logs_ended(&c, a.job);
 		if ((rc = logs_print(&c, &a, &shown)) != 0 || ended)
 			break;

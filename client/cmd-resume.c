@@ -48,7 +48,8 @@ cli_cmd_resume(int argc, char **argv)
 	cJSON *cfg = NULL, *req, *r;
 	int rc;
 
-	if ((rc = cli_simple_args(argc, argv, "resume", true, &a)) != 0)
+	if ((rc = cli_simple_args(argc, argv, "resume", CLI_ARGS_JOB,
+	    &a)) != 0)
 		return rc;
 	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;

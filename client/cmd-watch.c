@@ -175,7 +175,8 @@ cli_cmd_watch(int argc, char **argv)
 	struct cli_conn c;
 	int rc;
 
-	if ((rc = cli_simple_args(argc, argv, "watch", true, &a)) != 0)
+	if ((rc = cli_simple_args(argc, argv, "watch", CLI_ARGS_JOB,
+	    &a)) != 0)
 		return rc;
 	if ((rc = cli_open(&c, a.socket, true)) != 0)
 		return rc;

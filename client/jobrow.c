@@ -97,19 +97,6 @@ state_color(const char *state)
 	return NULL;
 }
 
-static void
-fmt_secs(char *buf, size_t len, double s)
-{
-	if (s < 0)
-		snprintf(buf, len, "-");
-	else if (s < 60)
-		snprintf(buf, len, "%.0fs", s);
-	else if (s < 3600)
-		snprintf(buf, len, "%ldm%02lds", (long)s / 60, (long)s % 60);
-	else
-		snprintf(buf, len, "%.1fh", s / 3600);
-}
-
 /* "7, 9" from a job's deps, or "-". */
 static void
 fmt_deps(char *buf, size_t len, const cJSON *j)
@@ -150,7 +137,8 @@ job_info(const cJSON *j)
 		if (cli_json_num(j, PROTO_F_ETA) < 0 ||
 		    cli_json_num(j, PROTO_F_PROGRESS) < 0.01)
 			return xstrdup("ETA ?");
-		fmt_secs(eta, sizeof eta, cli_json_num(j, PROTO_F_ETA));
+		cli_format_duration(eta, sizeof eta, cli_json_num(j,
+		    PROTO_F_ETA));
 		return xasprintf("ETA %s", eta);
 	}
 	if (*cli_json_str(j, PROTO_F_ERROR) != '\0')
@@ -190,7 +178,7 @@ cli_job_row(const cJSON *j, const struct cli_table *t)
 		name = xstrdup(cli_json_str(j, PROTO_F_NAME));
 	name = graph_text_printable(name);
 	info = graph_text_printable(job_info(j));
-	fmt_secs(el, sizeof el, cli_json_num(j, PROTO_F_ELAPSED));
+	cli_format_duration(el, sizeof el, cli_json_num(j, PROTO_F_ELAPSED));
 	mem = graph_format_size((uint64_t)cli_json_num(j, PROTO_F_MEMORY));
 	sgr = t->color ? state_color(state) : NULL;
 	printf("%5.0f %-8.8s %-*.*s ", cli_json_num(j, PROTO_F_ID), user,

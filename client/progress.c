@@ -105,7 +105,7 @@ progress_line(char *out, size_t len, int width,
 {
 	static const enum part order[NPARTS] = { PART_BAR, PART_PCT,
 	    PART_TENSORS, PART_BYTES, PART_RATE, PART_ETA, PART_MEM };
-	char part[NPARTS][96], bar[BAR_MAX + 3], *a, *b, *c;
+	char part[NPARTS][96], bar[BAR_MAX + 3], left[32], *a, *b, *c;
 	bool keep[NPARTS];
 	int used, barw = BAR_MAX, i, k, fill;
 	size_t n = 0;
@@ -117,14 +117,9 @@ progress_line(char *out, size_t len, int width,
 	    g->tensors_done, g->tensors_total);
 	snprintf(part[PART_BYTES], sizeof part[0], "%s/%s", a, b);
 	snprintf(part[PART_RATE], sizeof part[0], "%.0f MB/s", rate / 1e6);
-	if (eta >= 0) {
-		cli_format_duration(part[PART_ETA], sizeof part[0], eta);
-		memmove(part[PART_ETA] + 4, part[PART_ETA],
-		    strlen(part[PART_ETA]) + 1);
-		memcpy(part[PART_ETA], "ETA ", 4);
-	} else {
-		snprintf(part[PART_ETA], sizeof part[0], "ETA ?");
-	}
+	cli_format_duration(left, sizeof left, eta);
+	snprintf(part[PART_ETA], sizeof part[0], "ETA %s", eta >= 0 ? left :
+	    "?");
 	free(a);
 	free(b);
 	a = graph_format_size(g->job_memory ? g->job_memory :

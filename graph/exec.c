@@ -826,7 +826,12 @@ exec_kick(struct graph_exec *ex)
 	exec_pump(ex);
 }
 
-/* The smallest unit of every tensor must fit, or the job never can. */
+/*
+ * The smallest unit of every tensor must fit, or the job never can.
+ * The plan refused a budget below its least (plan-layout.c); this is
+ * asked again of the executor's own budget, and after fuse_link has
+ * turned byte copies of a fused stage's tensors into computed ones.
+ */
 static int
 exec_check_budget(const struct graph_exec *ex, const struct graph_plan *p,
     char **cause)

@@ -136,9 +136,7 @@ layout_estimate(struct graph_plan *p)
 			    (uint64_t)t->in[j].cols *
 			    graph_dtype_size(t->in[j].mt->t->dtype);
 		/* Byte copies go file to file and hold no memory. */
-		if (t->method == &method_copy && !t->in[0].rectified &&
-		    t->vperm == NULL && t->in[0].mt->delta == NULL &&
-		    t->in[0].mt->t->dtype == t->out_dtype)
+		if (plan_tensor_is_copy(t))
 			continue;
 		decoded += t->numel * 4 * t->nin;
 		out = t->numel * 4 * (t->nin + 1);
