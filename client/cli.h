@@ -96,7 +96,7 @@ void cli_progress_job(struct cli_progress *p, const struct graph_progress *g,
     double elapsed, double eta, bool final);
 /* A queued job: why it waits, once per reason. */
 void cli_progress_wait(struct cli_progress *p, uint64_t job,
-    const char *reason);
+    const char *state, uint64_t pos, const char *reason);
 /* Ends a line left on the terminal. */
 void cli_progress_end(struct cli_progress *p);
 int cli_term_width(void);

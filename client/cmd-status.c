@@ -67,6 +67,11 @@ status_print(const cJSON *j, const struct cli_table *t)
 			n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%.0f",
 			    n ? ", " : "", d->valuedouble);
 	detail("after", buf);
+	if (cli_json_num(j, PROTO_F_POSITION) > 0) {
+		snprintf(buf, sizeof buf, "%.0f in the queue", cli_json_num(j,
+		    PROTO_F_POSITION));
+		detail("position", buf);
+	}
 	detail("waiting", cli_json_str(j, PROTO_F_REASON));
 	fmt_time(buf, sizeof buf, cli_json_num(j, PROTO_F_CREATED));
 	detail("submitted", buf);

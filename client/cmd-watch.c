@@ -113,7 +113,7 @@ cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
 {
 	struct cli_progress p;
 	struct graph_progress g;
-	const char *ev, *state;
+	const char *ev, *state, *why;
 	uint64_t id, got;
 	cJSON *req, *r, *j;
 	int rc;
@@ -157,10 +157,11 @@ cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet)
 			cJSON_Delete(r);
 			return rc;
 		}
-		if (state != NULL && strcmp(state, proto_state_name(
-		    JOB_QUEUED)) == 0)
-			cli_progress_wait(&p, job, cJSON_GetStringValue(
-			    cJSON_GetObjectItem(j, PROTO_F_REASON)));
+		why = cli_json_str(j, PROTO_F_REASON);
+		if (state != NULL && (strcmp(state, proto_state_name(
+		    JOB_QUEUED)) == 0 || *why != '\0'))
+			cli_progress_wait(&p, job, state, (uint64_t)fnum(j,
+			    PROTO_F_POSITION, 0), why);
 		else
 			cli_progress_job(&p, &g, fnum(j, PROTO_F_ELAPSED, 0),
 			    fnum(j, PROTO_F_ETA, -1), false);

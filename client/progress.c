@@ -205,6 +205,9 @@ progress_draw(struct cli_progress *p, const struct graph_progress *g,
 		    elapsed);
 		return;
 	}
+	/* A wait said again after progress is news again. */
+	free(p->said);
+	p->said = NULL;
 	progress_line(line, sizeof line, cli_term_width(), g, pct, rate, eta,
 	    p->peak);
 	fprintf(stderr, "\r%s\033[K%s", line, final ? "\n" : "");
@@ -246,21 +249,33 @@ cli_progress_job(struct cli_progress *p, const struct graph_progress *g,
 	progress_draw(p, g, elapsed, eta, final);
 }
 
+/*
+ * A job that waits: "job 12 queued: position 2, waiting for job 7
+ * (running)", "job 12 running: waiting for 96.0 MiB of memory; ...".
+ * The reason's leading word (the table's short form, "dependency:") is
+ * left out; pos 0: no position.
+ */
 void
-cli_progress_wait(struct cli_progress *p, uint64_t job, const char *reason)
+cli_progress_wait(struct cli_progress *p, uint64_t job, const char *state,
+    uint64_t pos, const char *reason)
 {
-	char line[512];
+	char line[512], at[48] = "";
+	const char *text;
 	int width;
 
-	if (p->quiet || reason == NULL)
+	if (p->quiet || reason == NULL || *reason == '\0')
 		return;
-	/* Said once per reason; redrawn on a terminal. */
-	if (p->said != NULL && strcmp(p->said, reason) == 0)
+	text = strstr(reason, ": ") != NULL ? strstr(reason, ": ") + 2 :
+	    reason;
+	if (pos > 0)
+		snprintf(at, sizeof at, "position %" PRIu64 ", ", pos);
+	snprintf(line, sizeof line, "job %" PRIu64 " %s: %s%s", job, state,
+	    at, text);
+	/* Said once; redrawn on a terminal. */
+	if (p->said != NULL && strcmp(p->said, line) == 0)
 		return;
 	free(p->said);
-	p->said = xstrdup(reason);
-	snprintf(line, sizeof line, "job %" PRIu64 " queued: %s", job,
-	    reason);
+	p->said = xstrdup(line);
 	if (!p->tty) {
 		fprintf(stderr, "%s: %s\n", cli_progname, line);
 		return;

@@ -200,7 +200,7 @@ conn_close(struct conn *c)
 	for (wp = &d->watches; (w = *wp) != NULL;) {
 		if (w->conn == c->id) {
 			*wp = w->next;
-			free(w);
+			watch_free(w);
 		} else {
 			wp = &w->next;
 		}

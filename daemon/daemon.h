@@ -125,6 +125,9 @@ struct djob {
 	bool planning;		/* a stage planned on the pool now */
 	double last_store;	/* when progress was last persisted */
 	double last_event;	/* when watchers last heard */
+	/* Queued: 1 + the queued jobs that start before it; 0 otherwise
+	 * (sched_positions, which must run first). */
+	size_t queue_pos;
 };
 
 /* A watcher: a connection's request that streams a job's events. */
@@ -132,6 +135,9 @@ struct watch {
 	uint64_t conn;		/* connection id, not a pointer */
 	uint64_t req;		/* the watch request's id */
 	uint64_t job;
+	/* What a queued job's watcher last heard (watch_queue_changed). */
+	size_t pos;
+	char *reason;
 	struct watch *next;
 };
 
@@ -212,6 +218,10 @@ struct daemon {
 	 */
 	void (*job_changed)(struct daemon *, struct djob *, bool final);
 	void (*job_stopped)(struct daemon *);
+	/* queue_changed: the scheduler ran, so a queued job's place or
+	 * reason may have changed. */
+	void (*queue_changed)(struct daemon *);
+	bool queue_stale;	/* queue_pos needs sched_positions */
 	struct store *store;
 	struct graph_exec *exec;
 	uint32_t uid;
@@ -341,6 +351,8 @@ void group_drop_read(struct daemon *d, struct djob *j);
 
 /* watch.c: a job's change, sent to its watchers (d->job_changed). */
 void watch_job_changed(struct daemon *d, struct djob *j, bool final);
+void watch_queue_changed(struct daemon *d);
+void watch_free(struct watch *);
 
 /*
  * prep.c: planning a submitted or resumed job on the libuv pool.  The op
@@ -381,6 +393,7 @@ void prep_drain(struct daemon *);
 void sched_run(struct daemon *);
 int sched_ready(struct daemon *d, const struct djob *j, char **why);
 char *sched_reason(struct daemon *d, const struct djob *j);
+void sched_positions(struct daemon *d);
 
 /* quota.c: per-user caps on queued jobs and the descriptors they hold. */
 bool quota_check(struct op_ctx *o, const struct djob *j, size_t nfds);

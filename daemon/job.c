@@ -166,6 +166,7 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 	struct djob *g;
 
 	j->state = s;
+	d->queue_stale = true;
 	if (s == JOB_QUEUED)
 		j->finished = 0;	/* resumed */
 	if (s == JOB_RUNNING)
@@ -554,13 +555,15 @@ job_note_progress(struct djob *j, const struct graph_progress *g)
 	double now = daemon_now();
 
 	struct djob *grp;
+	/* Waiting for memory, or no longer: its watchers hear it now. */
+	bool waits = (g->memory_wait != 0) != (j->prog.memory_wait != 0);
 
 	j->prog = *g;
 	if (now - j->last_store >= JOB_STORE_INTERVAL) {
 		j->last_store = now;
 		store_job_update(d->store, j);
 	}
-	if (now - j->last_event >= JOB_EVENT_INTERVAL) {
+	if (waits || now - j->last_event >= JOB_EVENT_INTERVAL) {
 		j->last_event = now;
 		job_changed(d, j, false);
 		if (j->grp != 0 && (grp = job_find(d, j->grp)) != NULL)

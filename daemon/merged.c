@@ -372,7 +372,7 @@ daemon_free(struct daemon *d)
 	}
 	while ((w = d->watches) != NULL) {
 		d->watches = w->next;
-		free(w);
+		watch_free(w);
 	}
 	graph_exec_destroy(d->exec);
 	store_close(d->store);
@@ -394,6 +394,7 @@ main(int argc, char **argv)
 	memset(&d, 0, sizeof d);
 	d.lock_fd = -1;
 	d.job_changed = watch_job_changed;
+	d.queue_changed = watch_queue_changed;
 	d.job_stopped = daemon_maybe_finish;
 	parse_args(argc, argv, &d.opts);
 	log_init(d.opts.verbose);

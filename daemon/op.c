@@ -194,6 +194,12 @@ op_job_json(const struct djob *j, bool full)
 	    (double)g->job_memory : 0);
 	cJSON_AddNumberToObject(o, PROTO_F_ELAPSED, el);
 	cJSON_AddNumberToObject(o, PROTO_F_ETA, eta);
+	if (j->daemon != NULL && j->state == JOB_QUEUED) {
+		sched_positions(j->daemon);
+		if (j->queue_pos > 0)
+			cJSON_AddNumberToObject(o, PROTO_F_POSITION,
+			    (double)j->queue_pos);
+	}
 	if (j->daemon != NULL && (why = sched_reason(j->daemon,
 	    j)) != NULL) {
 		op_add_str(o, PROTO_F_REASON, why, PROTO_MAX_ERRMSG);

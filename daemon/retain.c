@@ -190,7 +190,7 @@ retain_remove(struct daemon *d, struct djob **v, size_t n)
 	for (wp = &d->watches; (w = *wp) != NULL;) {
 		if (retain_has(ids, n, w->job)) {
 			*wp = w->next;
-			free(w);
+			watch_free(w);
 		} else {
 			wp = &w->next;
 		}

@@ -62,11 +62,32 @@ sched_ready(struct daemon *d, const struct djob *j, char **why)
 	return ready;
 }
 
+/* A running job's reason: all its work waits for memory to free. */
+static char *
+sched_memory_reason(struct daemon *d, const struct djob *j)
+{
+	struct graph_exec_stats s;
+	char *need, *used, *budget, *why;
+
+	graph_exec_stats(d->exec, &s);
+	need = graph_format_size(j->prog.memory_wait);
+	used = graph_format_size(s.used);
+	budget = graph_format_size(s.budget);
+	why = xasprintf("memory: waiting for %s of memory; other jobs use "
+	    "%s of the daemon's %s", need, used, budget);
+	free(need);
+	free(used);
+	free(budget);
+	return why;
+}
+
 /*
- * Why a queued job is not running, in Slurm's spirit (its Reason), as a
- * word and what it waits for: "dependency: job 7", "planning: ...",
- * "max_running: 2 of 2 running", "draining", or "priority" (another job
- * starts first, at the next turn).  NULL for a job that is not queued.
+ * Why a job is not making progress, in Slurm's spirit (its Reason), as
+ * a word, a colon and what it waits for: a queued job's "dependency:
+ * waiting for job 7 (running)", "planning: ...", "max_running: ...",
+ * "draining: ..." or "priority: ..." (others start first); a running
+ * job's "memory: ..." while none of its work fits the budget.  NULL when
+ * it does not wait.
  */
 char *
 sched_reason(struct daemon *d, const struct djob *j)
@@ -75,6 +96,8 @@ sched_reason(struct daemon *d, const struct djob *j)
 	char *why = NULL;
 	size_t i;
 
+	if (j->state == JOB_RUNNING && j->prog.memory_wait != 0)
+		return sched_memory_reason(d, j);
 	if (j->state != JOB_QUEUED)
 		return NULL;
 	if (d->draining)
@@ -91,9 +114,10 @@ sched_reason(struct daemon *d, const struct djob *j)
 	if (!job_planned(j))
 		return xstrdup("planning: its plan is being made");
 	if (d->nrunning >= (size_t)d->opts.max_running)
-		return xasprintf("max_running: %zu of %d running",
-		    d->nrunning, d->opts.max_running);
-	return xstrdup("priority: another job starts first");
+		return xasprintf("max_running: waiting for a running job to "
+		    "end (%zu running, merged --max-running %d)", d->nrunning,
+		    d->opts.max_running);
+	return xstrdup("priority: other jobs start first");
 }
 
 /* Within one owner's jobs (or root's global ones): priority, then age. */
@@ -148,6 +172,114 @@ sched_fail_orphans(struct daemon *d)
 		}
 		free(why);
 	}
+}
+
+/* A job in the queue: a pipeline is not, its stages are. */
+static bool
+sched_queued(const struct djob *j)
+{
+	return j->state == JOB_QUEUED && j->kind != JOB_KIND_PIPELINE;
+}
+
+/* One owner's queue, for sched_positions. */
+struct sched_line {
+	uint32_t uid;
+	size_t running;
+	double last;
+	size_t at;		/* its next job in the sorted queue */
+	size_t end;
+};
+
+static int
+sched_queue_cmp(const void *pa, const void *pb)
+{
+	const struct djob *a = *(struct djob *const *)pa;
+	const struct djob *b = *(struct djob *const *)pb;
+
+	if (a->owner != b->owner)
+		return a->owner < b->owner ? -1 : 1;
+	return sched_before(a, b) ? -1 : 1;
+}
+
+static int
+sched_line_cmp(const void *key, const void *pb)
+{
+	uint32_t uid = *(const uint32_t *)key;
+	const struct sched_line *b = pb;
+
+	return uid < b->uid ? -1 : uid > b->uid;
+}
+
+/*
+ * Numbers the queued jobs in the order sched_pick would start them if
+ * nothing else changed (no job ending, none submitted) and each were
+ * ready: root's jobs of priority above 0, then by turns between owners,
+ * a job started counting as running and as its owner's latest.  A job
+ * that waits for another still has its place: it says both.  Recomputed
+ * only after a change (d->queue_stale); O(n log n + n * owners).
+ */
+void
+sched_positions(struct daemon *d)
+{
+	struct sched_line *lines, *l, *best;
+	struct djob *j, **q;
+	size_t n = 0, nl = 0, i, pos = 1;
+	double tick = daemon_now();
+
+	if (!d->queue_stale)
+		return;
+	d->queue_stale = false;
+	for (j = d->jobs; j != NULL; j = j->next) {
+		j->queue_pos = 0;
+		n += sched_queued(j);
+	}
+	if (n == 0)
+		return;
+	q = xcalloc(n, sizeof *q);
+	lines = xcalloc(n, sizeof *lines);
+	for (i = 0, j = d->jobs; j != NULL; j = j->next)
+		if (sched_queued(j))
+			q[i++] = j;
+	qsort(q, n, sizeof *q, sched_queue_cmp);
+	for (i = 0; i < n; i++) {
+		if (nl == 0 || lines[nl - 1].uid != q[i]->owner) {
+			lines[nl].uid = q[i]->owner;
+			lines[nl++].at = i;
+		}
+		lines[nl - 1].end = i + 1;
+	}
+	for (j = d->jobs; j != NULL; j = j->next) {
+		if ((l = bsearch(&j->owner, lines, nl, sizeof *lines,
+		    sched_line_cmp)) == NULL)
+			continue;
+		l->running += j->state == JOB_RUNNING;
+		if (j->started > l->last)
+			l->last = j->started;
+	}
+	/* Root's first (sorted by uid, its line is the first). */
+	if (lines[0].uid == 0)
+		while (lines[0].at < lines[0].end &&
+		    q[lines[0].at]->priority > 0)
+			q[lines[0].at++]->queue_pos = pos++;
+	for (;;) {
+		best = NULL;
+		for (l = lines; l < lines + nl; l++) {
+			if (l->at == l->end)
+				continue;
+			if (best == NULL || l->running < best->running ||
+			    (l->running == best->running && (l->last <
+			    best->last || (l->last == best->last &&
+			    q[l->at]->id < q[best->at]->id))))
+				best = l;
+		}
+		if (best == NULL)
+			break;
+		q[best->at++]->queue_pos = pos++;
+		best->running++;
+		best->last = tick += 1;
+	}
+	free(lines);
+	free(q);
 }
 
 /* The job to start next, or NULL when none is eligible. */
@@ -218,4 +350,7 @@ sched_run(struct daemon *d)
 		if (job_start(d, j) != 0)
 			sched_fail_orphans(d);
 	}
+	d->queue_stale = true;
+	if (d->queue_changed != NULL)
+		d->queue_changed(d);
 }

@@ -177,6 +177,9 @@ struct graph_job {
 	size_t next_tensor;	/* lowest tensor not started */
 	size_t nactive;
 	size_t nunits;		/* units alive */
+	/* Bytes its next unit needs that the budget cannot give now, while
+	 * none of its units is alive; 0: not waiting (prog.memory_wait). */
+	uint64_t mem_wait;
 	struct graph_progress prog;
 	enum xjob_state state;
 	atomic_bool cancel;
@@ -207,6 +210,9 @@ struct graph_exec {
 	struct task *ready_head;
 	struct task *ready_tail;
 	bool pumping;
+	/* Memory was given back during a pump (a callback freed a
+	 * lease): admission is worth another try before it stops. */
+	bool kicked;
 	int checking;		/* exec_check_jobs is walking the jobs */
 	uint64_t leased;	/* of used, granted to leases */
 	struct graph_lease *lease_head;	/* waiting, oldest first */

@@ -382,6 +382,18 @@ xjob_fail_memory(struct graph_job *job, const struct xtensor *xt,
 	free(msg);
 }
 
+static void xjob_progress(struct graph_job *job);
+
+/* Says, once per change, whether the job waits for memory (mem_wait). */
+static void
+xjob_set_wait(struct graph_job *job, uint64_t need)
+{
+	if (job->mem_wait == need)
+		return;
+	job->mem_wait = need;
+	xjob_progress(job);
+}
+
 /*
  * Admits one unit from the next job in round-robin order that has one.
  * A job held back by its own cap lets the others go first; a unit that
@@ -422,9 +434,19 @@ exec_admit(struct graph_exec *ex)
 			    "memory budget");
 			return true;
 		}
+		if (admitting && xt == NULL && job->nunits == 0 &&
+		    job->nactive == 0 && job->next_tensor <
+		    job->plan->ntensors) {
+			/* The next tensor's state waits for memory. */
+			xt = &job->xt[job->next_tensor];
+			xjob_set_wait(job, plan_tensor_min_unit(xt->pt) +
+			    plan_tensor_held(xt->pt));
+			xt = NULL;
+		}
 		if (xt != NULL) {
 			switch (unit_admit(ex, xt, e0, n, &need)) {
 			case ADMIT_OK:
+				xjob_set_wait(job, 0);
 				return true;
 			case ADMIT_CAP:
 				if (job->nunits > 0)
@@ -434,8 +456,11 @@ exec_admit(struct graph_exec *ex)
 				return true;
 			case ADMIT_NO_MEMORY:
 				/* Nothing in flight means never. */
-				if (!idle || job->nunits > 0)
+				if (!idle || job->nunits > 0) {
+					if (job->nunits == 0)
+						xjob_set_wait(job, need);
 					return false;
+				}
 				xjob_fail_memory(job, xt, need, ex->budget,
 				    "memory budget");
 				return true;
@@ -454,6 +479,7 @@ exec_pump(struct graph_exec *ex)
 	if (ex->pumping)
 		return;
 	ex->pumping = true;
+	ex->kicked = false;
 	/* Before admission: a waiting lease takes memory as it frees. */
 	lease_grant(ex);
 	for (;;) {
@@ -475,8 +501,12 @@ exec_pump(struct graph_exec *ex)
 		 * then be dispatched too. */
 		if (!exec_admit(ex)) {
 			exec_check_jobs(ex);
-			if (ex->ready_head == NULL)
-				break;
+			if (ex->ready_head == NULL) {
+				if (!ex->kicked)
+					break;
+				ex->kicked = false;
+				lease_grant(ex);
+			}
 			continue;
 		}
 		exec_check_jobs(ex);
@@ -493,6 +523,7 @@ xjob_progress(struct graph_job *job)
 	job->prog.memory_used = job->ex->used;
 	job->prog.memory_peak = job->ex->peak;
 	job->prog.job_memory = job->held;
+	job->prog.memory_wait = job->mem_wait;
 	if (job->progress != NULL)
 		job->progress(job, &job->prog, job->arg);
 }
@@ -820,6 +851,8 @@ exec_after(uv_work_t *w, int status)
 void
 exec_kick(struct graph_exec *ex)
 {
+	if (ex->pumping)
+		ex->kicked = true;
 	if (ex->pumping || ex->checking > 0)
 		return;
 	exec_check_jobs(ex);
@@ -980,6 +1013,7 @@ graph_job_progress(const struct graph_job *job, struct graph_progress *p)
 	p->memory_used = job->ex->used;
 	p->memory_peak = job->ex->peak;
 	p->job_memory = job->held;
+	p->memory_wait = job->mem_wait;
 }
 
 void

@@ -340,6 +340,10 @@ xrun_granted(struct graph_lease *l, void *arg)
 
 	(void)l;
 	run->waiting = NULL;
+	if (run->prog.memory_wait != 0) {
+		run->prog.memory_wait = 0;
+		xrun_progress(run);
+	}
 	xrun_queue(run, t);
 	xrun_pump(run);
 }
@@ -380,10 +384,16 @@ xrun_admit(struct graph_extract_job *run)
 		x->peak = run->used;
 	run->inflight++;
 	run->next++;
-	if (rc == 1)
+	if (rc == 1) {
 		xrun_queue(run, t);
-	else
+	} else {
 		run->waiting = t;
+		/* Nothing of its own running: the run waits for memory. */
+		if (run->inflight == 1) {
+			run->prog.memory_wait = w->need;
+			xrun_progress(run);
+		}
+	}
 	return rc == 1;
 }
 

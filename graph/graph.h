@@ -578,6 +578,9 @@ struct graph_progress {
 	uint64_t memory_used;	/* executor-wide, bytes */
 	uint64_t memory_peak;
 	uint64_t job_memory;	/* this job's working set */
+	/* Bytes the job waits for, holding no memory of its own, while
+	 * other work holds the budget; 0: it is not waiting. */
+	uint64_t memory_wait;
 };
 
 /* The job's outcome: 0, or a negative errno with a message. */

@@ -60,7 +60,8 @@
 #define PROTO_F_KEEP_INTER "keep_intermediates"
 #define PROTO_F_UMASK "umask"
 #define PROTO_F_MEMORY "memory"
-#define PROTO_F_REASON "reason"		/* why a queued job waits */
+#define PROTO_F_REASON "reason"		/* why a job waits */
+#define PROTO_F_POSITION "position"	/* a queued job's place, from 1 */
 #define PROTO_F_SEED "seed"
 #define PROTO_F_SHARD_SIZE "shard_size"
 #define PROTO_F_FORCE "force"

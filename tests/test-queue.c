@@ -696,6 +696,54 @@ test_caps(void)
 }
 
 /* Row 9: fairness first; priority orders a user's own jobs; root's all. */
+static int
+position(int id)
+{
+	char *s = td_job_field(id, "position");
+	int pos = atoi(s);
+
+	free(s);
+	return pos;
+}
+
+/*
+ * What the watcher of the last job in the queue saw (test_priority): its
+ * place said at once, with what it waits for, then each time it moved
+ * up, and never a place further back.
+ */
+static void
+test_watch_positions(int job)
+{
+	char want[128], *w = NULL, *p, *path = tl_at(td_dir, "watch-b1.txt");
+	int i, pos, last = 6, moves = 0;
+	bool back = false;
+
+	/* The watch ends with the job; its last line may still come. */
+	for (i = 0; i < 600; i++) {
+		free(w);
+		w = tl_read(path, NULL);
+		if (w != NULL && strstr(w, " done: ") != NULL)
+			break;
+		usleep(50000);
+	}
+	snprintf(want, sizeof want, "job %d queued: position 5, waiting for "
+	    "job %d (interrupted)\n", job, GATE2);
+	ok_str_has(w, want, "watch says where a queued job is and why it "
+	    "waits");
+	for (p = w; p != NULL && (p = strstr(p, "queued: position ")) !=
+	    NULL; p++) {
+		pos = atoi(p + strlen("queued: position "));
+		back |= pos > last;
+		moves += pos < last;
+		last = pos;
+	}
+	ok(!back && moves >= 4 && last == 1, "and each move up, to position "
+	    "1 (%d moves), never back", moves);
+	ok_str_has(w, " done: ", "then its end");
+	free(w);
+	free(path);
+}
+
 static void
 test_priority(void)
 {
@@ -715,6 +763,14 @@ test_priority(void)
 	ok(a && b1 && b2 && a2 && rt && state_is(a, "queued") &&
 	    state_is(b2, "queued") && state_is(rt, "queued"), "alice, bob "
 	    "(one at priority 1000) and root (priority 5) queue behind gate 2");
+	ok(position(rt) == 1 && position(a) == 2 && position(b2) == 3 &&
+	    position(a2) == 4 && position(b1) == 5, "their positions in the "
+	    "queue are the order they will start in: %d %d %d %d %d",
+	    position(rt), position(a), position(b2), position(a2),
+	    position(b1));
+	/* Bob's last job, watched from before the gate opens. */
+	rc = td_ctl(&o, "watch %d > watch-b1.txt 2>&1 &", b1);
+	free(o);
 	rc = td_ctl(&o, "resume %d -q", GATE2);
 	free(o);
 	rc |= td_ctl(&o, "watch %d -q", GATE2);
@@ -736,6 +792,7 @@ test_priority(void)
 	ok(tb2 < tb1, "bob's priority orders his own jobs");
 	ok(tb2 < ta2 && ta2 < tb1, "and the users take turns: alice, bob, "
 	    "alice, bob (%.3f %.3f %.3f %.3f)", ta, tb2, ta2, tb1);
+	test_watch_positions(b1);
 }
 
 static bool
