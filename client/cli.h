@@ -33,6 +33,8 @@ struct cJSON;
 #define CLI_EXIT_LIMIT 10	/* refused: a per-user or daemon limit */
 #define CLI_EXIT_UNTRUSTED 11	/* the daemon answering is not who it
 				   should be; nothing was sent */
+#define CLI_EXIT_UNSUPPORTED 12	/* not by this daemon: a hook where it
+				   cannot act as you */
 #define CLI_EXIT_INTERRUPTED 130	/* SIGINT or SIGTERM */
 
 struct cli_cmd {
@@ -265,6 +267,7 @@ struct cli_queue_opts {
 	bool wait;
 	int64_t priority;
 	uint64_t after;
+	const char *on_done;	/* the hook's command, checked */
 };
 
 void cli_queue_usage(FILE *fp);

@@ -15,6 +15,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "cmdline.h"
 #include "xmalloc.h"
 
 /* One "  key  value" line of the details, when value is not empty. */
@@ -45,9 +46,9 @@ fmt_time(char *buf, size_t len, double t)
 static void
 status_print(const cJSON *j, const struct cli_table *t)
 {
-	const cJSON *d;
-	char buf[256], *a, *b;
-	size_t n = 0;
+	const cJSON *d, *words;
+	char buf[256], *a, *b, **v;
+	size_t n = 0, n_words = 0;
 
 	cli_job_header(t);
 	cli_job_row(j, t);
@@ -103,6 +104,17 @@ status_print(const cJSON *j, const struct cli_table *t)
 	detail("out", cli_json_str(j, PROTO_F_OUT));
 	detail("intermediate", cli_json_str(j, PROTO_F_INTER));
 	detail("config", cli_json_str(j, PROTO_F_CONFIG_NAME));
+	words = cJSON_GetObjectItem(j, PROTO_F_ON_DONE);
+	if (cJSON_IsArray(words) && cJSON_GetArraySize(words) > 0) {
+		v = xcalloc((size_t)cJSON_GetArraySize(words) + 1, sizeof *v);
+		cJSON_ArrayForEach(d, words)
+			if (cJSON_IsString(d))
+				v[n_words++] = d->valuestring;
+		a = cmdline_join(v);
+		detail("on done", a);
+		free(a);
+		free(v);
+	}
 	if (cJSON_GetObjectItem(j, PROTO_F_SEED) != NULL) {
 		snprintf(buf, sizeof buf, "%.0f", cli_json_num(j,
 		    PROTO_F_SEED));

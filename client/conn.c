@@ -441,6 +441,8 @@ cli_check_reply(const cJSON *r, bool json)
 		return CLI_EXIT_FORBIDDEN;
 	if (strcmp(code, PROTO_E_LIMIT) == 0)
 		return CLI_EXIT_LIMIT;
+	if (strcmp(code, PROTO_E_UNSUPPORTED) == 0)
+		return CLI_EXIT_UNSUPPORTED;
 	return CLI_EXIT_FAILED;
 }
 

@@ -35,6 +35,7 @@ enum {
 	OPT_Q_PRIORITY,
 	OPT_Q_AFTER,
 	OPT_Q_SOCKET,
+	OPT_Q_ON_DONE,
 	/* A pipeline's options (stages.c). */
 	OPT_S_DIR = 896,
 	OPT_S_OUT_PATH,

@@ -2,7 +2,8 @@
 /*
  * queue.c: what every submit shares, a merge's (cmd-submit.c) or an
  * extraction's (mergectl submit --extract-lora, cmd-extract.c): the
- * queue's options (--wait, --name, --priority, --after, --socket) and
+ * queue's options (--wait, --name, --priority, --after, --on-done,
+ * --socket) and
  * the submit itself: the request sent with the descriptors of the models
  * and the output, the job printed, and with --wait followed to its end.
  */
@@ -17,6 +18,7 @@
 #include <cJSON.h>
 
 #include "cli.h"
+#include "cmdline.h"
 #include "mergeopts-json.h"
 #include "opts.h"
 #include "xmalloc.h"
@@ -27,6 +29,7 @@ const struct option cli_queue_longopts[] = {
 	{ "priority", required_argument, NULL, OPT_Q_PRIORITY },
 	{ "after", required_argument, NULL, OPT_Q_AFTER },
 	{ "socket", required_argument, NULL, OPT_Q_SOCKET },
+	{ "on-done", required_argument, NULL, OPT_Q_ON_DONE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -41,13 +44,20 @@ cli_queue_usage(FILE *fp)
 	    "                         (-1000 to 1000, default 0; root's: "
 	    "before everyone's)\n"
 	    "  --after JOB            start only when JOB is done\n"
+	    "  --on-done CMD          when the job ends (done, failed or "
+	    "cancelled), run CMD\n"
+	    "                         as you, without a shell, with "
+	    "MERGED_JOB_ID, _STATE,\n"
+	    "                         _OUTPUT... in its environment "
+	    "(mergectl(1))\n"
 	    "  --socket PATH          the daemon's socket\n");
 }
 
 int
 cli_queue_opt(struct cli_queue_opts *q, int c, const char *arg)
 {
-	char *end;
+	char *end, **words, *cause = NULL;
+	size_t n;
 
 	switch (c) {
 	case OPT_Q_WAIT:
@@ -78,6 +88,15 @@ cli_queue_opt(struct cli_queue_opts *q, int c, const char *arg)
 			return -1;
 		}
 		return 1;
+	case OPT_Q_ON_DONE:
+		if (cmdline_split(arg, &words, &n, &cause) != 0) {
+			cli_usage_error("--on-done: %s", cause);
+			free(cause);
+			return -1;
+		}
+		cmdline_free(words);
+		q->on_done = arg;
+		return 1;
 	case OPT_Q_AFTER:
 		q->after = strtoull(arg, &end, 10);
 		if (*end != '\0' || q->after == 0) {
@@ -87,6 +106,37 @@ cli_queue_opt(struct cli_queue_opts *q, int c, const char *arg)
 		return 1;
 	}
 	return 0;
+}
+
+/*
+ * The hook's words, as the daemon runs them from "/": a program given by
+ * a relative path ("./notify") is made absolute here, where it means
+ * something; a bare name is looked up in the hook's PATH.  The option
+ * was checked when it was read.
+ */
+static void
+cli_queue_on_done(cJSON *req, const char *cmd)
+{
+	char **words, *cause = NULL, *prog;
+	const char *rel;
+	cJSON *a;
+	size_t n, i;
+
+	if (cmdline_split(cmd, &words, &n, &cause) != 0) {
+		free(cause);
+		return;
+	}
+	a = cJSON_AddArrayToObject(req, PROTO_F_ON_DONE);
+	for (i = 0; i < n; i++) {
+		rel = words[0];
+		while (strncmp(rel, "./", 2) == 0)
+			rel += 2;
+		prog = i == 0 && strchr(words[0], '/') != NULL ?
+		    cli_abspath(rel) : xstrdup(words[i]);
+		cJSON_AddItemToArray(a, cJSON_CreateString(prog));
+		free(prog);
+	}
+	cmdline_free(words);
 }
 
 /* a's entries, then b's, then the end; the caller frees it. */
@@ -176,6 +226,8 @@ cli_queue_submit(const struct cli_queue_opts *q, enum job_kind kind,
 	cJSON_AddNumberToObject(req, PROTO_F_PRIORITY, (double)q->priority);
 	if (q->after != 0)
 		cJSON_AddNumberToObject(req, PROTO_F_AFTER, (double)q->after);
+	if (q->on_done != NULL)
+		cli_queue_on_done(req, q->on_done);
 	mergeopts_to_json(&mo->merge, req);
 	cli_models_request(m, req);
 	r = cli_call(&c, req, m->fds, m->nfds);

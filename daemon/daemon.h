@@ -30,6 +30,7 @@ struct daemon;
 struct conn;
 struct djob;
 struct group_late;
+struct hook;
 
 /* Options from the command line. */
 struct daemon_opts {
@@ -46,6 +47,8 @@ struct daemon_opts {
 	uint64_t keep_finished;	/* seconds to keep finished jobs; 0: ever */
 	int max_jobs_per_user;	/* queued and running, root exempt */
 	int max_fds_per_user;	/* held by them; 0: a share of the limit */
+	char **on_done;		/* every job's hook (hook.c); NULL: none */
+	double hook_timeout;	/* seconds a hook may run */
 };
 
 /*
@@ -94,6 +97,9 @@ struct djob {
 	struct graph_progress prog;
 	char *shards_done;	/* '0'/'1' per shard */
 	char *error;
+	/* submit --on-done: the hook's words as a JSON array (the store's
+	 * column, parsed when it runs, hook.c); NULL: none. */
+	char *on_done;
 	struct djob *next;	/* daemon's list, by id */
 	/* Runtime only.  A merge has cfg, plan and, running, gj; an
 	 * extraction xplan and, running, xj (job-extract.c). */
@@ -222,6 +228,10 @@ struct daemon {
 	 * reason may have changed. */
 	void (*queue_changed)(struct daemon *);
 	bool queue_stale;	/* queue_pos needs sched_positions */
+	struct hook *hooks_wait;	/* hooks to run, in order (hook.c) */
+	struct hook *hooks_run;		/* and running */
+	size_t nhooks;
+	bool hooks_stopped;		/* the daemon stops: no new one */
 	struct store *store;
 	struct graph_exec *exec;
 	uint32_t uid;
@@ -353,6 +363,12 @@ void group_drop_read(struct daemon *d, struct djob *j);
 void watch_job_changed(struct daemon *d, struct djob *j, bool final);
 void watch_queue_changed(struct daemon *d);
 void watch_free(struct watch *);
+
+/* hook.c: submit --on-done and merged --on-done. */
+bool hook_allowed(const struct daemon *d, uint32_t uid);
+void hook_job_ended(struct daemon *d, const struct djob *j);
+void hook_stop_all(struct daemon *d);
+void hook_free_all(struct daemon *d);
 
 /*
  * prep.c: planning a submitted or resumed job on the libuv pool.  The op

@@ -128,6 +128,7 @@ job_free(struct djob *j)
 	free(j->inputs);
 	free(j->shards_done);
 	free(j->error);
+	free(j->on_done);
 	free(j->deps);
 	free(j->stage);
 	free(j->inter_dir);
@@ -179,6 +180,7 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 	job_log(d, j, "%s%s%s", proto_state_name(s), error ? ": " : "",
 	    error ? error : "");
 	job_changed(d, j, proto_state_final(s));
+	hook_job_ended(d, j);
 	/* A stage's group follows its stages. */
 	if (j->grp != 0 && (g = job_find(d, j->grp)) != NULL)
 		group_refresh(d, g);

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cmdline.h"
 #include "daemon.h"
 #include "xmalloc.h"
 
@@ -37,7 +38,8 @@ usage(FILE *fp)
 	    "              [--threads N] [--max-running N] [--team] [--group G] "
 	    "[--drain-timeout SECONDS]\n"
 	    "              [--keep-finished DURATION] [--max-jobs-per-user N] "
-	    "[--max-fds-per-user N]\n\n"
+	    "[--max-fds-per-user N]\n"
+	    "              [--on-done CMD] [--hook-timeout DURATION]\n\n"
 	    "  --socket PATH     listen here (personal default: "
 	    "$XDG_RUNTIME_DIR/merged/merged.sock)\n"
 	    "  --state-dir DIR   the job store (default: "
@@ -63,6 +65,11 @@ usage(FILE *fp)
 	    "  --max-fds-per-user N\n                    descriptors those "
 	    "jobs may hold (default: a quarter of\n                    the "
 	    "descriptor limit)\n"
+	    "  --on-done CMD     run CMD when any job ends, as the job's "
+	    "owner, without a\n                    shell (root or personal "
+	    "daemon only; see mergectl(1))\n"
+	    "  --hook-timeout D  kill a hook still running after D (default "
+	    "60s)\n"
 	    "  --version         print the version\n"
 	    "  -v                more logging (repeat for debug)\n");
 }
@@ -95,10 +102,15 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		{ "keep-finished", required_argument, NULL, 'K' },
 		{ "max-jobs-per-user", required_argument, NULL, 'J' },
 		{ "max-fds-per-user", required_argument, NULL, 'F' },
+		{ "on-done", required_argument, NULL, 'O' },
+		{ "hook-timeout", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
+	char *cause = NULL;
+	uint64_t secs;
+	size_t n;
 	int c;
 
 	memset(o, 0, sizeof *o);
@@ -108,6 +120,7 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 	o->drain_timeout = 10;
 	o->keep_finished = 30 * 86400;
 	o->max_jobs_per_user = 64;
+	o->hook_timeout = 60;
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -163,6 +176,18 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 			    o->max_fds_per_user > 1 << 24)
 				fatalx("--max-fds-per-user: 1 to %d", 1 << 24);
 			break;
+		case 'O':
+			cmdline_free(o->on_done);
+			if (cmdline_split(optarg, &o->on_done, &n, &cause) != 0)
+				fatalx("--on-done: %s", cause);
+			break;
+		case 'H':
+			if (graph_parse_duration(optarg, &secs) != 0 ||
+			    secs == 0 || secs > 86400)
+				fatalx("--hook-timeout: '%s' is not a duration "
+				    "from 1s to 1d", optarg);
+			o->hook_timeout = (double)secs;
+			break;
 		case 'v':
 			o->verbose++;
 			break;
@@ -185,6 +210,11 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		o->socket = sockdir_personal_path();
 	if (o->state_dir == NULL)
 		o->state_dir = default_state_dir(o->team);
+	/* A hook runs as the job's owner (hook.c): only root can. */
+	if (o->on_done != NULL && o->team && geteuid() != 0)
+		fatalx("--on-done: a team daemon runs each job's hook as the "
+		    "job's owner, which only root can; run it as root, or "
+		    "leave the hook to each user's submit --on-done");
 }
 
 static void
@@ -210,6 +240,7 @@ daemon_maybe_finish(struct daemon *d)
 	uv_timer_stop(&d->tick);
 	uv_timer_stop(&d->hup_check);
 	uv_timer_stop(&d->retain);
+	hook_stop_all(d);
 	uv_walk(&d->loop, close_any, NULL);
 }
 
@@ -381,6 +412,8 @@ daemon_free(struct daemon *d)
 	free(d->opts.socket);
 	free(d->opts.state_dir);
 	free(d->opts.group);
+	cmdline_free(d->opts.on_done);
+	hook_free_all(d);
 }
 
 int

@@ -27,6 +27,7 @@
 
 #include <cJSON.h>
 
+#include "cmdline.h"
 #include "daemon.h"
 #include "mergeopts-json.h"
 #include "xmalloc.h"
@@ -123,6 +124,45 @@ submit_paths_ok(struct op_ctx *o)
 }
 
 /* The job's fields from the request; false after replying an error. */
+/*
+ * submit --on-done: an array of words (hook.c runs them), kept as the
+ * store keeps it.  Only where the daemon can run it as the submitter.
+ */
+static bool
+submit_on_done(struct op_ctx *o, struct djob *j)
+{
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o->req,
+	    PROTO_F_ON_DONE), *w;
+	size_t bytes = 0;
+
+	if (a == NULL)
+		return true;
+	if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) < 1 ||
+	    cJSON_GetArraySize(a) > CMDLINE_MAX_WORDS)
+		goto bad;
+	cJSON_ArrayForEach(w, a) {
+		if (!cJSON_IsString(w))
+			goto bad;
+		bytes += strlen(w->valuestring) + 1;
+	}
+	if (bytes > CMDLINE_MAX_BYTES || *a->child->valuestring == '\0')
+		goto bad;
+	if (!hook_allowed(o->c->d, j->owner)) {
+		op_error(o, PROTO_E_UNSUPPORTED, "--on-done: this daemon runs "
+		    "as another user and not as root, so it cannot run a "
+		    "command as you; use a personal daemon (mergectl daemon "
+		    "start), or ask for the team daemon to run as root");
+		return false;
+	}
+	j->on_done = cJSON_PrintUnformatted(a);
+	return true;
+bad:
+	op_error(o, PROTO_E_BAD_REQUEST, "'on_done' must be an array of 1 to "
+	    "%d strings, the first a program, of at most %d bytes in all",
+	    CMDLINE_MAX_WORDS, CMDLINE_MAX_BYTES);
+	return false;
+}
+
 static bool
 submit_fields(struct op_ctx *o, struct djob *j)
 {
@@ -208,6 +248,8 @@ submit_fields(struct op_ctx *o, struct djob *j)
 		free(cause);
 		return false;
 	}
+	if (!submit_on_done(o, j))
+		return false;
 	if (j->ndeps > 0 && job_find(o->c->d, j->deps[0]) == NULL) {
 		op_error(o, PROTO_E_NOT_FOUND, "--after %llu: no such job",
 		    (unsigned long long)j->deps[0]);

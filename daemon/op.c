@@ -152,7 +152,7 @@ op_job_json(const struct djob *j, bool full)
 	size_t done = 0, i;
 	const struct djob *k;
 	char *why;
-	cJSON *deps;
+	cJSON *deps, *hook;
 
 	if (j->started > 0)
 		el = (j->finished > 0 ? j->finished : now) - j->started;
@@ -211,6 +211,8 @@ op_job_json(const struct djob *j, bool full)
 	if (j->inter_dir != NULL)
 		op_add_str(o, PROTO_F_INTER, j->inter_dir, PROTO_MAX_PATH);
 	op_add_str(o, PROTO_F_CONFIG_NAME, j->config_name, PROTO_MAX_PATH);
+	if (j->on_done != NULL && (hook = cJSON_Parse(j->on_done)) != NULL)
+		cJSON_AddItemToObject(o, PROTO_F_ON_DONE, hook);
 	if (j->error != NULL)
 		op_add_str(o, PROTO_F_ERROR, j->error, PROTO_MAX_ERRMSG);
 	cJSON_AddNumberToObject(o, PROTO_F_SEED, (double)j->opts.seed);

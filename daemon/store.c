@@ -52,6 +52,9 @@ static const char *const migrations[] = {
 	" ALTER TABLE jobs ADD COLUMN stage TEXT;"
 	" ALTER TABLE jobs ADD COLUMN inter_dir TEXT;"
 	" ALTER TABLE jobs ADD COLUMN keep_inter INTEGER NOT NULL DEFAULT 1;",
+	/* 5 -> 6: submit --on-done, the hook's words as a JSON array
+	 * (NULL: none). */
+	"ALTER TABLE jobs ADD COLUMN on_done TEXT;",
 };
 
 /* The dependencies a job may have: a pipeline's stages, or --after. */
@@ -95,7 +98,7 @@ static const char schema[] =
     " stage_dev INTEGER, stage_ino INTEGER, lora_dtype TEXT,"
     " kind TEXT NOT NULL DEFAULT 'merge', deps TEXT NOT NULL DEFAULT '',"
     " grp INTEGER NOT NULL DEFAULT 0, stage TEXT, inter_dir TEXT,"
-    " keep_inter INTEGER NOT NULL DEFAULT 1);"
+    " keep_inter INTEGER NOT NULL DEFAULT 1, on_done TEXT);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
@@ -105,8 +108,8 @@ static const char *const sql[ST_COUNT] = {
 	    " priority, after, config, config_name, cwd, out_dir, out_name,"
 	    " staging, memory, force, allow_crimes, shard_size,"
 	    " copy_tokenizer, model_card, seed, lora_dtype, inputs, created,"
-	    " kind, deps, grp, stage, inter_dir, keep_inter) VALUES (?,?,?,?,"
-	    "?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	    " kind, deps, grp, stage, inter_dir, keep_inter, on_done) VALUES"
+	    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
 	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?"
@@ -117,7 +120,7 @@ static const char *const sql[ST_COUNT] = {
 	    " model_card, seed, lora_dtype, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
 	    " shards_done, error, stage_dev, stage_ino, kind, deps, grp, stage,"
-	    " inter_dir, keep_inter FROM jobs ORDER BY id",
+	    " inter_dir, keep_inter, on_done FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
@@ -412,6 +415,7 @@ store_job_insert(struct store *s, struct djob *j)
 	bind_text(st, i++, j->stage);
 	bind_text(st, i++, j->inter_dir);
 	sqlite3_bind_int(st, i++, !j->drop_inter);
+	bind_text(st, i++, j->on_done);
 	if ((rc = step_done(s, st, "insert")) != 0)
 		return rc;
 	j->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -503,6 +507,7 @@ store_row(sqlite3_stmt *st)
 	j->stage = col_text(st, i++);
 	j->inter_dir = col_text(st, i++);
 	j->drop_inter = sqlite3_column_int(st, i++) == 0;
+	j->on_done = col_text(st, i++);
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

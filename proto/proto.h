@@ -93,6 +93,7 @@ struct cJSON;
 #define PROTO_E_LIMIT "limit"			/* a limit was reached */
 #define PROTO_E_SHUTTING_DOWN "shutting_down"	/* daemon is draining */
 #define PROTO_E_INTERNAL "internal"		/* a bug or I/O failure */
+#define PROTO_E_UNSUPPORTED "unsupported"	/* not by this daemon */
 
 /*
  * frame.c: the line framer, used on both sides.

@@ -863,6 +863,123 @@ test_second_user(pid_t *pid)
 	test_fairness(pid);
 }
 
+/* Waits (up to ms) for needle in job id's log; the log, or NULL. */
+static char *
+wait_log(int id, const char *needle, int ms)
+{
+	char *o = NULL;
+
+	for (; ms > 0; ms -= 50) {
+		free(o);
+		o = NULL;
+		if (td_ctl(&o, "logs %d", id) == 0 && strstr(o, needle) != NULL)
+			return o;
+		td_sleep_ms(50);
+	}
+	tap_diag("job %d's log has no '%s': %s", id, needle, o ? o : "");
+	free(o);
+	return NULL;
+}
+
+/*
+ * Completion hooks (submit --on-done, merged --on-done): run without a
+ * shell, from /, with the job's facts in a clean environment, after
+ * done, failed and cancelled; killed at --hook-timeout, with what they
+ * leave behind; what they print and how they ended in the job's log.
+ */
+static void
+test_on_done(pid_t *pid)
+{
+	char *o = NULL, *l, want[700];
+	int rc, id, big, after;
+
+	td_stop(*pid, SIGTERM);
+	*pid = td_start("--max-running 1 --memory 24M --threads 1 "
+	    "--hook-timeout 3 --on-done 'printenv MERGED_JOB_ID "
+	    "MERGED_JOB_STATE'", NULL);
+	id = td_submit("slerp.yml -o h-env --on-done env --wait");
+	l = wait_log(id, "on-done hook (env) exited 0", 30000);
+	snprintf(want, sizeof want, "on-done hook: MERGED_JOB_ID=%d\n", id);
+	ok_str_has(l, want, "a hook has the job's id in its environment");
+	ok_str_has(l, "on-done hook: MERGED_JOB_STATE=done\n", "its state");
+	snprintf(want, sizeof want, "on-done hook: MERGED_JOB_OUTPUT=%s/h-env"
+	    "\n", dir);
+	ok_str_has(l, want, "and its output");
+	ok(l != NULL && strstr(l, "PATH=/usr/local/bin:/usr/bin:/bin\n") &&
+	    !strstr(l, "OPENBLAS") && !strstr(l, "MERGED_SOCKET"), "and "
+	    "nothing of the daemon's environment");
+	free(l);
+	snprintf(want, sizeof want, "the daemon's on-done hook: %d\n", id);
+	l = wait_log(id, want, 30000);
+	ok_str_has(l, "the daemon's on-done hook: done\n", "merged "
+	    "--on-done runs for the job too");
+	free(l);
+
+	id = td_submit("slerp.yml -o h-literal --on-done 'echo $HOME;x "
+	    "\"two  words\"'");
+	l = wait_log(id, "exited 0", 30000);
+	ok_str_has(l, "on-done hook: $HOME;x two  words\n", "no shell reads "
+	    "the command: $, ; and quotes are the words'");
+	free(l);
+	id = td_submit("slerp.yml -o h-pwd --on-done 'sh -c pwd'");
+	l = wait_log(id, "exited 0", 30000);
+	ok_str_has(l, "on-done hook: /\n", "it runs from /");
+	free(l);
+
+	big = td_submit("big.yml -o h-big --on-done 'printenv "
+	    "MERGED_JOB_STATE'");
+	after = td_submit("slerp.yml -o h-after --after %d --on-done "
+	    "'printenv MERGED_JOB_STATE MERGED_JOB_ERROR'", big);
+	rc = td_ctl(&o, "cancel %d", big);
+	free(o);
+	l = wait_log(big, "on-done hook (printenv MERGED_JOB_STATE) exited",
+	    30000);
+	ok(rc == 0 && l != NULL && strstr(l, "on-done hook: cancelled\n"),
+	    "a cancelled job's hook runs, and knows");
+	free(l);
+	l = wait_log(after, "on-done hook (printenv", 30000);
+	snprintf(want, sizeof want, "on-done hook: job %d, which it runs "
+	    "after, was cancelled\n", big);
+	ok(l != NULL && strstr(l, "on-done hook: failed\n") && strstr(l,
+	    want), "a failed job's hook has its state and error");
+	free(l);
+
+	id = td_submit("slerp.yml -o h-sleep --on-done 'sleep 60'");
+	l = wait_log(id, "on-done hook (sleep 60) killed after 3 seconds "
+	    "(merged --hook-timeout)", 60000);
+	ok(l != NULL, "a hook over --hook-timeout is killed, and its log "
+	    "says so");
+	free(l);
+	id = td_submit("slerp.yml -o h-bg --on-done 'sh -c \"sleep 60 & "
+	    "echo started\"'");
+	l = wait_log(id, "exited 0", 60000);
+	ok(l != NULL && strstr(l, "on-done hook: started\n") &&
+	    !strstr(l, "killed after"), "a hook that leaves a child behind "
+	    "ends when it exits, not at the timeout");
+	free(l);
+	id = td_submit("slerp.yml -o h-none --on-done './no-such-program x'");
+	snprintf(want, sizeof want, "on-done hook (%s/no-such-program x) "
+	    "could not start: no such file or directory", dir);
+	l = wait_log(id, want, 30000);
+	ok(l != NULL, "a hook that cannot start says why, with its path "
+	    "made absolute where it was given");
+	free(l);
+
+	rc = td_ctl(&o, "submit slerp.yml -o h-bad --on-done \"'open\"");
+	ok(rc == 2 && strstr(o, "--on-done: the command has a single quote "
+	    "that is not closed"), "a command that does not parse is a "
+	    "usage error (exit %d)", rc);
+	free(o);
+	td_stop(*pid, SIGTERM);
+	*pid = td_start("--memory 256M", NULL);
+	rc = td_ctl(&o, "status %d", id);
+	snprintf(want, sizeof want, "on done       %s/no-such-program x\n",
+	    dir);
+	ok(rc == 0 && strstr(o, want), "the hook is kept in the store "
+	    "across a restart and shown by status");
+	free(o);
+}
+
 static void
 setup(void)
 {
@@ -912,6 +1029,7 @@ main(int argc, char **argv)
 	test_table();
 	test_completions();
 	test_autostart_race();
+	test_on_done(&pid);
 	test_second_user(&pid);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "
 	    "the end");

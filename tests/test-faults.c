@@ -572,8 +572,9 @@ out:
 /*
  * The store kept by the kill tests, turned back into each older version
  * (version 1: no jobs.stage_dev, stage_ino; version 2: no lora_dtype;
- * version 3: no kind; version 4: one "after", no groups): merged
- * upgrades it to the current one (5) and keeps every job, each older one
+ * version 3: no kind; version 4: one "after", no groups; version 5: no
+ * on_done): merged upgrades it to the current one (6) and keeps every
+ * job, without a hook, each older one
  * a merge, an older "after" its one dependency; a job of a kind it does
  * not know is kept, failed, saying so; a store of a version it does not
  * know is refused.
@@ -582,6 +583,8 @@ static void
 test_store_versions(void)
 {
 	static const char *const back[] = {
+		/* 6 -> 5 */
+		"ALTER TABLE jobs DROP COLUMN on_done;",
 		/* 5 -> 4 */
 		"ALTER TABLE jobs DROP COLUMN deps;"
 		" ALTER TABLE jobs DROP COLUMN grp;"
@@ -600,23 +603,25 @@ test_store_versions(void)
 	int rc, from, k;
 	pid_t pid;
 
-	for (from = 4; from >= 1; from--) {
+	for (from = 5; from >= 1; from--) {
 		n = store_sql("SELECT count(*) FROM jobs");
 		last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY "
 		    "id");
 		sql = NULL;
-		for (k = 0; k <= 4 - from; k++) {
+		for (k = 0; k <= 5 - from; k++) {
 			s = sql;
 			if (asprintf(&sql, "%s%s", s ? s : "", back[k]) < 0)
 				sql = NULL;
 			free(s);
 		}
-		/* Its last job ran after its first, as --after wrote it. */
+		/* Its last job ran after its first, as --after wrote it (from
+		 * version 5 on, in deps too). */
 		s = sql;
 		if (asprintf(&sql, "%s UPDATE jobs SET after = (SELECT min(id) "
-		    "FROM jobs) WHERE id = (SELECT max(id) FROM jobs); PRAGMA "
+		    "FROM jobs) WHERE id = (SELECT max(id) FROM jobs);%s PRAGMA "
 		    "user_version = %d; PRAGMA user_version", s ? s : "",
-		    from) < 0)
+		    from >= 5 ? " UPDATE jobs SET deps = CAST(after AS TEXT) "
+		    "WHERE after != 0;" : "", from) < 0)
 			sql = NULL;
 		free(s);
 		v = sql ? store_sql(sql) : NULL;
@@ -639,12 +644,17 @@ test_store_versions(void)
 		v = store_sql("SELECT count(*) FROM jobs");
 		m = store_sql("SELECT count(*) FROM jobs WHERE kind = 'merge'");
 		s = store_sql("SELECT count(stage_dev) + count(stage_ino) + "
-		    "count(lora_dtype) + count(grp) >= 0 FROM jobs; PRAGMA "
-		    "user_version");
+		    "count(lora_dtype) + count(grp) + count(on_done) >= 0 FROM "
+		    "jobs; PRAGMA user_version");
 		ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
-		    strcmp(s, "5") == 0 && m != NULL && strcmp(m, n) == 0,
-		    "upgraded from version %d to 5 with every job, each a "
+		    strcmp(s, "6") == 0 && m != NULL && strcmp(m, n) == 0,
+		    "upgraded from version %d to 6 with every job, each a "
 		    "merge (%s of %s)", from, m ? m : "?", n ? n : "?");
+		free(s);
+		s = store_sql("SELECT count(*) FROM jobs WHERE on_done IS NOT "
+		    "NULL");
+		ok(s != NULL && strcmp(s, "0") == 0, "none of them with a "
+		    "hook");
 		free(s);
 		first = store_sql("SELECT min(id) FROM jobs");
 		deps = store_sql("SELECT deps FROM jobs WHERE id = (SELECT "
@@ -684,7 +694,7 @@ test_store_versions(void)
 	    "(exit %d)", rc);
 	ok_str_has(o, "schema version 99", "saying which version it is");
 	free(o);
-	free(store_sql("PRAGMA user_version = 5"));
+	free(store_sql("PRAGMA user_version = 6"));
 }
 
 static void

@@ -305,6 +305,42 @@ test_opath_dir(void)
 	ok(owner_of("shared/stolen") == (uid_t)-1, "and nothing is written");
 }
 
+/*
+ * A root daemon runs bob's --on-done hook as bob: his uid, his primary
+ * group and no other, and what it creates is his.
+ */
+static void
+test_hook_root(void)
+{
+	char *o = NULL, *p, want[128];
+	int rc, id, i;
+
+	rc = td_as(bob.pw_name, &o, "%s submit slerp.yml -o shared/hooked "
+	    "-q --on-done 'sh -c \"id -u; id -G\"'", tl_mergectl);
+	id = rc == 0 ? atoi(o) : 0;
+	free(o);
+	o = NULL;
+	/* The hook runs after the job is done; its log line comes last. */
+	for (i = 0; i < 1200; i++) {
+		free(o);
+		o = NULL;
+		if (td_ctl(&o, "logs %d", id) == 0 && strstr(o, "exited"))
+			break;
+		td_sleep_ms(50);
+	}
+	/* id -u, then id -G: one line each. */
+	snprintf(want, sizeof want, "on-done hook: %u\n",
+	    (unsigned)bob.pw_uid);
+	ok(id > 0 && o != NULL && strstr(o, want), "bob's hook runs as bob");
+	p = o != NULL ? strstr(o, want) : NULL;
+	snprintf(want, sizeof want, "on-done hook: %u\n",
+	    (unsigned)bob.pw_gid);
+	ok(p != NULL && strstr(p + 1, want) != NULL, "in his primary group, "
+	    "and no other");
+	tap_diag("%s", o != NULL ? o : "");
+	free(o);
+}
+
 /* A job works as its owner, also when root resumes it. */
 static void
 test_root_resume(pid_t *pid, const char *env)
@@ -357,6 +393,32 @@ test_umask(void)
 }
 
 /* Row 1 for a daemon that runs as merged and writes as itself. */
+/*
+ * A team daemon that is not root cannot run a command as alice: her
+ * --on-done is refused (exit 12), and merged --on-done will not start.
+ */
+static void
+test_hook_refused(void)
+{
+	char *o = NULL;
+	int rc;
+
+	rc = td_as(alice.pw_name, &o, "%s submit slerp.yml -o "
+	    "team/out/alice-hook --on-done true", tl_mergectl);
+	ok(rc == 12 && strstr(o, "--on-done: this daemon runs as another "
+	    "user and not as root"), "alice's --on-done is refused by a "
+	    "daemon that cannot act as her (exit %d)", rc);
+	free(o);
+	rc = tl_runf(&o, "cd %s && setpriv --reuid=merged --regid=merged "
+	    "--init-groups %s --team --socket %s/team/run/other.sock "
+	    "--state-dir %s/team/state2 --on-done true 2>&1", dir, tl_merged,
+	    dir, dir);
+	ok(rc == 1 && strstr(o, "--on-done: a team daemon runs each job's "
+	    "hook as the job's owner, which only root can"), "merged --team "
+	    "--on-done as user merged refuses to start (exit %d)", rc);
+	free(o);
+}
+
 static void
 test_force_merged(void)
 {
@@ -507,6 +569,7 @@ main(int argc, char **argv)
 	test_planted_link();
 	test_opath_dir();
 	test_umask();
+	test_hook_root();
 	test_root_resume(&pid, env);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the root daemon stops");
 
@@ -524,6 +587,7 @@ main(int argc, char **argv)
 	pid = td_start("--team --group merged --memory 256M",
 	    "setpriv --reuid=merged --regid=merged --init-groups");
 	test_force_merged();
+	test_hook_refused();
 	test_link_through_private();
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the merged daemon stops");
 	return tap_done();
