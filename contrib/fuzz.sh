@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-"frame msg safetensors model config torchbin spm tokenizer extractopts"}
+targets=${*:-"frame msg safetensors model config torchbin spm tokenizer extractopts cmdline"}
 
 if [ ! -d build-fuzz ]; then
 	CC=clang meson setup build-fuzz --wrap-mode=nodownload -Dfuzzer=true \
