@@ -66,6 +66,12 @@ extern bool cli_json;
 void cli_verror(const char *code, const char *cmd,
     const struct graph_diags *d, const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
+/*
+ * Adds the error object of --json's errors to r: for a command whose
+ * --json output is a document of its own (plan), also when it fails.
+ */
+void cli_error_attach(struct cJSON *r, const char *code, const char *msg,
+    const struct graph_diags *d);
 void cli_error(const char *code, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void cli_error_diags(const char *code, const struct graph_diags *d,

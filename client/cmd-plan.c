@@ -308,6 +308,7 @@ cli_cmd_plan(int argc, char **argv)
 	struct graph_plan *plan = NULL;
 	struct graph_diags d;
 	cJSON *j;
+	char *msg;
 	int c, rc = CLI_EXIT_OK;
 
 	free(merge);
@@ -349,6 +350,12 @@ cli_cmd_plan(int argc, char **argv)
 	rc = plan != NULL ? CLI_EXIT_OK : CLI_EXIT_INVALID;
 	j = graph_plan_json(plan, &d);
 	if (o.json) {
+		if (plan == NULL) {
+			msg = xasprintf("%zu problem%s found; the merge cannot "
+			    "run", d.nerrors, d.nerrors == 1 ? "" : "s");
+			cli_error_attach(j, PROTO_E_BAD_CONFIG, msg, &d);
+			free(msg);
+		}
 		cli_print_json(j);
 	} else {
 		if (plan != NULL)

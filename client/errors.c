@@ -21,14 +21,14 @@
 
 bool cli_json;
 
-static void
-error_json(const char *code, const char *msg, const struct graph_diags *d)
+void
+cli_error_attach(cJSON *r, const char *code, const char *msg,
+    const struct graph_diags *d)
 {
-	cJSON *r = cJSON_CreateObject(), *e, *a;
+	cJSON *e, *a;
 	char *line;
 	size_t i;
 
-	cJSON_AddFalseToObject(r, PROTO_F_OK);
 	e = cJSON_AddObjectToObject(r, PROTO_F_ERROR);
 	cJSON_AddStringToObject(e, PROTO_F_CODE, code);
 	cJSON_AddStringToObject(e, PROTO_F_MSG, msg);
@@ -44,6 +44,15 @@ error_json(const char *code, const char *msg, const struct graph_diags *d)
 			free(line);
 		}
 	}
+}
+
+static void
+error_json(const char *code, const char *msg, const struct graph_diags *d)
+{
+	cJSON *r = cJSON_CreateObject();
+
+	cJSON_AddFalseToObject(r, PROTO_F_OK);
+	cli_error_attach(r, code, msg, d);
 	cli_print_json(r);
 	fflush(stdout);
 	cJSON_Delete(r);

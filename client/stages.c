@@ -690,7 +690,7 @@ cli_plan_stages(const struct cli_merge_opts *o,
 	struct graph_pipeline_opts po;
 	struct graph_diags d;
 	const struct graph_stage *st;
-	char *scratch = NULL, *out_name = NULL;
+	char *scratch = NULL, *out_name = NULL, *msg;
 	size_t k, i, j;
 	int rc = CLI_EXIT_OK;
 	cJSON *out, *arr, *s, *deps;
@@ -715,6 +715,10 @@ cli_plan_stages(const struct cli_merge_opts *o,
 	if (rc != CLI_EXIT_OK) {
 		if (o->json) {
 			out = graph_plan_json(NULL, &d);
+			msg = xasprintf("%zu problem%s found; the pipeline "
+			    "cannot run", d.nerrors, d.nerrors == 1 ? "" : "s");
+			cli_error_attach(out, PROTO_E_BAD_CONFIG, msg, &d);
+			free(msg);
 			cli_print_json(out);
 			cJSON_Delete(out);
 		} else {

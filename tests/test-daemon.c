@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+
 #include "tap.h"
 #include "testd.h"
 #include "testlib.h"
@@ -980,6 +982,76 @@ test_on_done(pid_t *pid)
 	free(o);
 }
 
+/*
+ * Under --json every refusal is one object on stdout, {"ok":false,
+ * "error":{"code":...}}, whether mergectl or the daemon found it, with
+ * the exit code the README lists for it.
+ */
+static void
+test_json_every_error(void)
+{
+	static const char *const cmds[] = { "run", "plan", "submit",
+	    "status", "list", "watch", "logs", "cancel", "resume", "rm",
+	    "clean", "daemon", "extract-lora", "completions", "help" };
+	struct {
+		const char *args;
+		int rc;
+		const char *code;
+	} cases[] = {
+		{ "status 999999", 6, "not_found" },
+		{ "watch 999999", 6, "not_found" },
+		{ "logs 999999", 6, "not_found" },
+		{ "cancel DONE", 1, "conflict" },
+		{ "resume DONE", 1, "conflict" },
+		{ "submit slerp.yml -o j-done", 4, "exists" },
+		{ "submit slerp.yml -o j-x --after 999999", 6, "not_found" },
+		{ "submit bad.yml -o j-y", 3, "bad_config" },
+		{ "submit slerp.yml -o j-z --memory 1K", 3, "bad_config" },
+		{ "plan bad.yml", 3, "bad_config" },
+		{ "status notajob", 2, "usage" },
+		{ "submit slerp.yml -o j-w --on-done \"'x\"", 2, "usage" },
+	};
+	char *o = NULL, args[256], *p;
+	const char *code;
+	cJSON *r;
+	size_t i;
+	int rc, done;
+
+	done = td_submit("slerp.yml -o j-done --wait");
+	for (i = 0; i < sizeof cmds / sizeof *cmds; i++) {
+		rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s %s %s --json "
+		    "--no-such-option 2>/dev/null", td_dir, td_sock,
+		    tl_mergectl, cmds[i]);
+		r = o != NULL ? cJSON_Parse(o) : NULL;
+		code = cJSON_GetStringValue(cJSON_GetObjectItem(
+		    cJSON_GetObjectItem(r, "error"), "code"));
+		ok(rc == 2 && cJSON_IsFalse(cJSON_GetObjectItem(r, "ok")) &&
+		    code != NULL && strcmp(code, "usage") == 0, "%s --json, a "
+		    "usage error: one object on stdout, code usage, exit %d",
+		    cmds[i], rc);
+		cJSON_Delete(r);
+		free(o);
+	}
+	for (i = 0; i < sizeof cases / sizeof *cases; i++) {
+		snprintf(args, sizeof args, "%s", cases[i].args);
+		if ((p = strstr(args, "DONE")) != NULL)
+			snprintf(p, sizeof args - (size_t)(p - args), "%d",
+			    done);
+		rc = tl_runf(&o, "cd %s && MERGED_SOCKET=%s %s %s --json "
+		    "2>/dev/null", td_dir, td_sock, tl_mergectl, args);
+		r = o != NULL ? cJSON_Parse(o) : NULL;
+		code = cJSON_GetStringValue(cJSON_GetObjectItem(
+		    cJSON_GetObjectItem(r, "error"), "code"));
+		if (!ok(rc == cases[i].rc && cJSON_IsFalse(cJSON_GetObjectItem(
+		    r, "ok")) && code != NULL && strcmp(code, cases[i].code) ==
+		    0, "%s --json: one object, code %s, exit %d", args,
+		    cases[i].code, cases[i].rc))
+			tap_diag("exit %d: %s", rc, o ? o : "");
+		cJSON_Delete(r);
+		free(o);
+	}
+}
+
 static void
 setup(void)
 {
@@ -1030,6 +1102,7 @@ main(int argc, char **argv)
 	test_completions();
 	test_autostart_race();
 	test_on_done(&pid);
+	test_json_every_error();
 	test_second_user(&pid);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "
 	    "the end");
