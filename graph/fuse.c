@@ -67,6 +67,20 @@ model_is(const struct graph_plan *c, size_t k, const char *ref)
 	return strcmp(r->path, ref) == 0 && r->rev == NULL;
 }
 
+bool
+fuse_computes(const struct graph_plan *c, const struct plan_tensor *pt,
+    const char *const *refs, size_t nrefs)
+{
+	size_t i;
+
+	if (pt->nin == 0)
+		return false;
+	for (i = 0; i < nrefs; i++)
+		if (model_is(c, pt->in[0].model, refs[i]))
+			return true;
+	return false;
+}
+
 /* The producer's tensors by name. */
 static void
 producer_names(const struct graph_plan *p, struct strmap *names)

@@ -682,6 +682,8 @@ void plan_vocab_free(struct plan_vocab *, size_t nmodels);
 /* plan-layout.c */
 int plan_layout(struct graph_plan *p, const char *file,
     struct graph_diags *d);
+int plan_layout_memory(struct graph_plan *p, const char *const *fused,
+    size_t nfused, const char *file, struct graph_diags *d);
 /* The executor's smallest unit of pt (a block of every input decoded, a
  * result and the statistics scratch), what pt holds from its start to
  * its end (state, partials), and its partials' count. */
@@ -733,6 +735,9 @@ int reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
 bool plan_tensor_is_copy(const struct plan_tensor *pt);
 char *fuse_why_not(const struct graph_plan *consumer, const char *ref,
     const struct graph_plan *producer);
+/* Whether pt, a copy, reads one of the stages refs (fused: computed). */
+bool fuse_computes(const struct graph_plan *consumer,
+    const struct plan_tensor *pt, const char *const *refs, size_t nrefs);
 int fuse_link(struct graph_plan *consumer, const char *ref,
     struct graph_plan *producer, char **cause);
 int fuse_read(const struct graph_plan *p, const struct plan_tensor *pt,

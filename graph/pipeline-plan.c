@@ -489,7 +489,8 @@ pipeline_fuse(const struct pipeline_run *r)
 {
 	const struct graph_pipeline *p = r->p;
 	struct graph_stage_plan *sp = r->sp;
-	size_t i, j, k, c = 0, readers;
+	size_t i, j, k, c = 0, readers, n;
+	const char **refs;
 
 	for (i = 0; i < p->nstages; i++) {
 		if (sp[i].action != GRAPH_STAGE_RUN || !r->read[i])
@@ -515,6 +516,19 @@ pipeline_fuse(const struct pipeline_run *r)
 			sp[i].into = c;
 		}
 	}
+	/* A reader computes what it copied of a fused stage: its least
+	 * memory is asked again, now, rather than when it runs. */
+	refs = xcalloc(p->nstages, sizeof *refs);
+	for (c = 0; c < p->nstages; c++) {
+		for (i = 0, n = 0; i < p->nstages; i++)
+			if (sp[i].action == GRAPH_STAGE_FUSED &&
+			    sp[i].into == c)
+				refs[n++] = sp[i].out;
+		if (n > 0 && sp[c].plan != NULL)
+			plan_layout_memory(sp[c].plan, refs, n, p->path,
+			    r->d);
+	}
+	free(refs);
 }
 
 int
@@ -648,7 +662,9 @@ pipeline_link_fused(const struct graph_pipeline *p, size_t i,
 			return rc;
 		}
 	}
-	return 0;
+	/* What the reader copied, it now computes: it may need more. */
+	return plan->nfused > 0 ? plan_layout_memory(plan, NULL, 0, p->path,
+	    d) : 0;
 }
 
 int

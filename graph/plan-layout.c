@@ -76,7 +76,8 @@ plan_tensor_held(const struct plan_tensor *pt)
  * a merge the plan accepts never fails for its memory.
  */
 static void
-layout_min_memory(struct graph_plan *p)
+layout_min_memory(struct graph_plan *p, const char *const *fused,
+    size_t nfused)
 {
 	const struct plan_tensor *t;
 	uint64_t need, most = 0;
@@ -85,7 +86,8 @@ layout_min_memory(struct graph_plan *p)
 	p->min_tensor = (size_t)-1;
 	for (i = 0; i < p->ntensors; i++) {
 		t = &p->tensors[i];
-		if (plan_tensor_is_copy(t))
+		if (plan_tensor_is_copy(t) && !fuse_computes(p, t, fused,
+		    nfused))
 			continue;
 		need = plan_tensor_min_unit(t) + plan_tensor_held(t);
 		if (need > most) {
@@ -180,6 +182,19 @@ plan_layout(struct graph_plan *p, const char *file, struct graph_diags *d)
 		p->total_out += p->shards[i].size - p->shards[i].header_len;
 	}
 	layout_estimate(p);
-	layout_min_memory(p);
+	return plan_layout_memory(p, NULL, 0, file, d);
+}
+
+/*
+ * The plan's least memory, and its budget checked against it: at layout;
+ * when the pipeline is planned with the stages fused into p (their refs,
+ * whose tensors p copies it will compute); and once fuse_link has linked
+ * them (nfused 0: the links say it).
+ */
+int
+plan_layout_memory(struct graph_plan *p, const char *const *fused,
+    size_t nfused, const char *file, struct graph_diags *d)
+{
+	layout_min_memory(p, fused, nfused);
 	return layout_check_memory(p, file, d) ? 0 : -EINVAL;
 }

@@ -253,6 +253,26 @@ same_model(const char *a, const char *b)
 	return true;
 }
 
+/* The final stage's least memory, from plan --json; -1: none. */
+static double
+final_min_memory(const char *file, const char *opts)
+{
+	char *o = NULL;
+	cJSON *j, *st;
+	double v = -1;
+
+	if (run(&o, "plan %s %s --json", file, opts) == 0 &&
+	    (j = cJSON_Parse(o)) != NULL) {
+		st = cJSON_GetObjectItem(j, "stages");
+		st = cJSON_GetArrayItem(st, cJSON_GetArraySize(st) - 1);
+		v = cJSON_GetNumberValue(cJSON_GetObjectItem(
+		    cJSON_GetObjectItem(st, "plan"), "min_memory"));
+		cJSON_Delete(j);
+	}
+	free(o);
+	return v;
+}
+
 /* --fuse: what the plan proves element-wise is computed where it is read. */
 static void
 test_fuse(void)
@@ -313,6 +333,17 @@ test_fuse(void)
 	    cJSON_GetObjectItem(cJSON_GetArrayItem(st, 1), "not_fused")));
 	cJSON_Delete(j);
 	free(o);
+
+	/* A stage the final one only copies: fused, the final stage
+	 * computes what it copied, and its least memory says so. */
+	tl_write_at(dir, "copyfuse.yml", "name: x\nmerge_method: linear\n"
+	    "models:\n  - model: ./t1\n    parameters: {weight: 0.5}\n"
+	    "  - model: ./t2\n    parameters: {weight: 0.5}\n---\n"
+	    "merge_method: passthrough\nmodels:\n  - model: x\n");
+	ok(final_min_memory("copyfuse.yml", "") == 0 && final_min_memory(
+	    "copyfuse.yml", "--fuse") > 0, "a stage that copies a fused one "
+	    "needs memory to compute it, and its plan says so (%.0f bytes)",
+	    final_min_memory("copyfuse.yml", "--fuse"));
 
 	/* A chain of two fused stages, through bfloat16 and float16. */
 	tl_write_at(dir, "chain.yml", chain);
