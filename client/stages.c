@@ -363,7 +363,7 @@ stage_action_word(enum graph_stage_action t)
 	case GRAPH_STAGE_BLOCKED:
 		return "not planned";
 	case GRAPH_STAGE_FUSED:
-		return "fused into";
+		return "fused";
 	}
 	return "";
 }
@@ -375,6 +375,8 @@ stages_print_graph(FILE *fp, const struct graph_pipeline *p,
 {
 	const struct graph_stage *st;
 	struct xbuf x = { 0 };
+	const char *dest;
+	char *what;
 	size_t k, i, j;
 
 	fprintf(fp, "pipeline      %s: %zu stages\n", p->path, p->nstages);
@@ -384,18 +386,23 @@ stages_print_graph(FILE *fp, const struct graph_pipeline *p,
 		for (j = 0; j < st->ndeps; j++)
 			xbuf_printf(&x, "%s%s", j ? ", " : "",
 			    p->stages[st->deps[j]].name);
+		/* A fused stage writes nothing: where it goes instead. */
+		if (sp[i].action == GRAPH_STAGE_FUSED) {
+			dest = "nothing: not written";
+			what = xasprintf("fused into %s",
+			    stage_label(&p->stages[sp[i].into]));
+		} else {
+			dest = sp[i].out != NULL ? sp[i].out : "OUT";
+			what = xstrdup(stage_action_word(sp[i].action));
+		}
 		fprintf(fp, "stage %zu/%zu   %-16s %-14s reads %-20s -> %s  "
-		    "(%s%s%s, seed %" PRIu64 ")\n", k + 1, p->nstages,
+		    "(%s, seed %" PRIu64 ")\n", k + 1, p->nstages,
 		    stage_label(st), st->cfg->method, x.len ? x.data :
-		    "models only", sp[i].action == GRAPH_STAGE_FUSED ?
-		    "nothing: not written" : sp[i].out != NULL ? sp[i].out :
-		    "OUT", stage_action_word(sp[i].action),
-		    sp[i].action == GRAPH_STAGE_FUSED ? " " : "",
-		    sp[i].action == GRAPH_STAGE_FUSED ?
-		    stage_label(&p->stages[sp[i].into]) : "", sp[i].seed);
+		    "models only", dest, what, sp[i].seed);
 		if (sp[i].unfused != NULL)
 			fprintf(fp, "              not fused: %s\n",
 			    sp[i].unfused);
+		free(what);
 		xbuf_free(&x);
 	}
 }
@@ -751,8 +758,7 @@ cli_plan_stages(const struct cli_merge_opts *o,
 			    p->stages[st->deps[j]].name));
 		if (sp[i].out != NULL)
 			cJSON_AddStringToObject(s, "out", sp[i].out);
-		cJSON_AddStringToObject(s, "action", sp[i].action ==
-		    GRAPH_STAGE_FUSED ? "fused" :
+		cJSON_AddStringToObject(s, "action",
 		    stage_action_word(sp[i].action));
 		if (sp[i].action == GRAPH_STAGE_FUSED)
 			cJSON_AddStringToObject(s, "fused_into",
