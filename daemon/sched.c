@@ -115,8 +115,7 @@ sched_reason(struct daemon *d, const struct djob *j)
 		return xstrdup("planning: its plan is being made");
 	if (d->nrunning >= (size_t)d->opts.max_running)
 		return xasprintf("max_running: waiting for a running job to "
-		    "end (%zu running, merged --max-running %d)", d->nrunning,
-		    d->opts.max_running);
+		    "end (--max-running %d)", d->opts.max_running);
 	return xstrdup("priority: other jobs start first");
 }
 
