@@ -264,7 +264,7 @@ job_dirs(struct djob *j, const struct cJSON *models, char **cause)
 		if (!msg_get_str(m, PROTO_F_REF, &ref) ||
 		    !msg_get_str(m, PROTO_F_REL, &rel) ||
 		    !msg_get_u64(m, PROTO_F_FD, &fd) || fd >= j->nfds ||
-		    (int)fd == j->out_fd) {
+		    j->fds[fd] < 0) {	/* the output's, moved out */
 			*cause = xstrdup("a 'models' entry needs ref, rel and "
 			    "the index of a descriptor sent with the request");
 			return -EINVAL;

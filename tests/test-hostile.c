@@ -86,8 +86,8 @@ json_escape(const char *s)
  * beneath the test directory) with output out, on a new connection.
  */
 static struct raw *
-raw_submit(const char *config, const char *const *models, size_t nmodels,
-    const char *out)
+raw_submit_at(const char *config, const char *const *models, size_t nmodels,
+    const char *out, int model_fd)
 {
 	struct raw *r = calloc(1, sizeof *r);
 	char *esc = json_escape(config), *line, *list = strdup(""), *t;
@@ -95,9 +95,9 @@ raw_submit(const char *config, const char *const *models, size_t nmodels,
 	size_t i;
 
 	for (i = 0; i < nmodels; i++) {
-		if (asprintf(&t, "%s%s{\"ref\":\"./%s\",\"fd\":0,\"rel\":\"%s\","
-		    "\"path\":\"%s\"}", list, i ? "," : "", models[i],
-		    models[i], dir) < 0)
+		if (asprintf(&t, "%s%s{\"ref\":\"./%s\",\"fd\":%d,\"rel\":"
+		    "\"%s\",\"path\":\"%s\"}", list, i ? "," : "", models[i],
+		    model_fd, models[i], dir) < 0)
 			abort();
 		free(list);
 		list = t;
@@ -119,6 +119,14 @@ raw_submit(const char *config, const char *const *models, size_t nmodels,
 	close(fds[1]);
 	free(line);
 	return r;
+}
+
+/* The models' directory is the request's first descriptor (index 0). */
+static struct raw *
+raw_submit(const char *config, const char *const *models, size_t nmodels,
+    const char *out)
+{
+	return raw_submit_at(config, models, nmodels, out, 0);
 }
 
 /*
@@ -171,6 +179,32 @@ raw_close(struct raw *r)
 	if (r->fd >= 0)
 		close(r->fd);
 	free(r);
+}
+
+/*
+ * A model entry that names the output's descriptor (index 1, out_fd) is
+ * refused as one: the daemon compared the index with the descriptor's
+ * number, let it through, and the job read through descriptor -1.
+ */
+static void
+test_model_on_out_fd(void)
+{
+	static const char *const model = "a";
+	static const char cfg[] = "merge_method: passthrough\nmodels:\n"
+	    "  - model: ./a\n";
+	struct raw *r;
+	char *line;
+
+	r = raw_submit_at(cfg, &model, 1, "out-on-out", 1);
+	free(raw_reply(r, 1, 20000));
+	line = raw_reply(r, 2, 60000);
+	ok(line != NULL && strstr(line, "\"ok\":false") && strstr(line,
+	    "a 'models' entry needs ref, rel and the index of a descriptor "
+	    "sent with the request"), "a model entry on the output's "
+	    "descriptor is refused, saying so");
+	tap_diag("%s", line ? line : "(no reply)");
+	free(line);
+	raw_close(r);
 }
 
 /*
@@ -575,6 +609,7 @@ main(int argc, char **argv)
 	/* Two merge slots, as when the tokenizer FIFO held both. */
 	snprintf(opts, sizeof opts, "%s--max-running 2 --memory 256M", mode);
 	pid = td_start(opts, NULL);
+	test_model_on_out_fd();
 	test_fifo_input("config.json");
 	test_fifo_input("model.safetensors");
 	test_fifo_mergectl();
