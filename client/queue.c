@@ -204,7 +204,7 @@ cli_queue_submit(const struct cli_queue_opts *q, enum job_kind kind,
 {
 	struct cli_conn c;
 	uint64_t id = 0;
-	cJSON *req, *r;
+	cJSON *req, *r, *w;
 	char *abs;
 	int rc;
 
@@ -233,6 +233,9 @@ cli_queue_submit(const struct cli_queue_opts *q, enum job_kind kind,
 	r = cli_call(&c, req, m->fds, m->nfds);
 	rc = r == NULL ? CLI_EXIT_DAEMON : cli_check_reply(r, mo->json);
 	if (rc == 0) {
+		cJSON_ArrayForEach(w, cJSON_GetObjectItem(r, PROTO_F_WARNINGS))
+			if (cJSON_IsString(w))
+				fprintf(stderr, "%s\n", w->valuestring);
 		msg_get_u64(cJSON_GetObjectItem(r, PROTO_F_JOB), PROTO_F_ID,
 		    &id);
 		if (mo->json)

@@ -299,6 +299,7 @@ struct djob *op_job(struct op_ctx *o, bool need_owner);
 int op_take_fds(struct op_ctx *o, int **fds, size_t *n);
 void op_problems(struct op_ctx *o, const struct graph_diags *d,
     const char *cause);
+void op_diag_lines(struct cJSON *arr, const struct graph_diags *d);
 struct cJSON *op_job_json(const struct djob *j, bool full);
 
 /* The op_<name> entries are declared where they are gathered, in op.c. */

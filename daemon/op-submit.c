@@ -308,6 +308,14 @@ submit_group_outs_free(struct op_ctx *o, const struct djob *j)
 	return ok;
 }
 
+/* What mergectl run would warn of, the submitter hears too. */
+static void
+submit_warnings(cJSON *r, const struct graph_diags *d)
+{
+	if (d->n > 0)
+		op_diag_lines(cJSON_AddArrayToObject(r, PROTO_F_WARNINGS), d);
+}
+
 /*
  * A pipeline is planned: every stage becomes a job (group.c), after the
  * checks a merge's output gets, for the stage directory and the final
@@ -360,6 +368,7 @@ submit_group(struct prep *p, struct op_ctx *o)
 	job_release_runtime(j);
 	r = msg_reply(o->id);
 	cJSON_AddItemToObject(r, PROTO_F_JOB, op_job_json(j, true));
+	submit_warnings(r, &p->diags);
 	op_reply(o, r);
 	sched_run(d);
 }
@@ -414,6 +423,7 @@ submit_planned(struct prep *p, struct op_ctx *o)
 	    (unsigned)j->owner, j->config_name, j->out_dir);
 	r = msg_reply(o->id);
 	cJSON_AddItemToObject(r, PROTO_F_JOB, op_job_json(j, true));
+	submit_warnings(r, &p->diags);
 	op_reply(o, r);
 	sched_run(d);
 }

@@ -328,17 +328,13 @@ op_take_fds(struct op_ctx *o, int **fds, size_t *n)
 	return 0;
 }
 
-/* Replies bad_config with every problem, one string each. */
+/* Each of d's problems as the line mergectl run prints, into arr. */
 void
-op_problems(struct op_ctx *o, const struct graph_diags *d, const char *cause)
+op_diag_lines(cJSON *arr, const struct graph_diags *d)
 {
-	cJSON *e = msg_error(o->id, PROTO_E_BAD_CONFIG, cause != NULL ? cause :
-	    "the merge cannot run"), *arr;
 	char *s, *t;
 	size_t i;
 
-	arr = cJSON_AddArrayToObject(cJSON_GetObjectItem(e, PROTO_F_ERROR),
-	    PROTO_F_PROBLEMS);
 	for (i = 0; i < d->n; i++) {
 		s = xasprintf("%s%s%s: %s", d->v[i].where ? d->v[i].where : "",
 		    d->v[i].where ? ": " : "", d->v[i].sev == GRAPH_SEV_ERROR ?
@@ -349,6 +345,19 @@ op_problems(struct op_ctx *o, const struct graph_diags *d, const char *cause)
 		free(t);
 		free(s);
 	}
+}
+
+/* Replies bad_config with every problem, one string each. */
+void
+op_problems(struct op_ctx *o, const struct graph_diags *d, const char *cause)
+{
+	cJSON *e = msg_error(o->id, PROTO_E_BAD_CONFIG, cause != NULL ? cause :
+	    "the merge cannot run"), *arr;
+	char *t;
+
+	arr = cJSON_AddArrayToObject(cJSON_GetObjectItem(e, PROTO_F_ERROR),
+	    PROTO_F_PROBLEMS);
+	op_diag_lines(arr, d);
 	if (cause != NULL && d->n == 0) {
 		t = proto_utf8_sanitize(cause, strlen(cause), PROTO_MAX_ERRMSG);
 		cJSON_AddItemToArray(arr, cJSON_CreateString(t));

@@ -63,6 +63,7 @@
 #define PROTO_F_REASON "reason"		/* why a job waits */
 #define PROTO_F_POSITION "position"	/* a queued job's place, from 1 */
 #define PROTO_F_ON_DONE "on_done"	/* a hook's words (submit) */
+#define PROTO_F_WARNINGS "warnings"	/* a plan's warnings (submit) */
 #define PROTO_F_SEED "seed"
 #define PROTO_F_SHARD_SIZE "shard_size"
 #define PROTO_F_FORCE "force"

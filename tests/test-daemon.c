@@ -1056,6 +1056,25 @@ test_json_every_error(void)
 	}
 }
 
+/* What run warns of, submit says too: the daemon's plan sends it. */
+static void
+test_submit_warnings(void)
+{
+	char *o = NULL;
+	int rc;
+
+	write_cfg("warn.yml", "merge_method: slerp\nbase_model: ./a\n"
+	    "models:\n  - model: ./a\n  - model: ./b\n    parameters: "
+	    "{density: 0.5}\nparameters:\n  t: 0.5\n");
+	rc = td_ctl(&o, "submit warn.yml -o w-out");
+	ok(rc == 0 && o != NULL && strstr(o, "warn.yml:6:18: warning: "
+	    "'density' is not a parameter of slerp"), "submit prints the "
+	    "plan's warnings, as run does");
+	if (o != NULL && strstr(o, "warning:") == NULL)
+		tap_diag("%s", o);
+	free(o);
+}
+
 static void
 setup(void)
 {
@@ -1107,6 +1126,7 @@ main(int argc, char **argv)
 	test_autostart_race();
 	test_on_done(&pid);
 	test_json_every_error();
+	test_submit_warnings();
 	test_second_user(&pid);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly at "
 	    "the end");
