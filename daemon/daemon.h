@@ -433,6 +433,7 @@ int store_open(const char *path, struct store **out, char **cause);
 void store_close(struct store *);
 int store_recover(struct store *);
 int store_tx(struct store *, bool begin);
+int store_tx_abort(struct store *);
 int store_job_insert(struct store *, struct djob *);
 int store_job_update(struct store *, const struct djob *);
 int store_job_load(struct store *s, void (*row)(struct djob *, void *),

@@ -347,9 +347,33 @@ group_stage_ready(struct djob *g, size_t i, struct djob *s, char **cause)
 }
 
 /*
+ * A group the store could not record whole: it and its stages leave the
+ * daemon's list as they leave the store, and are freed (nobody has seen
+ * them: the submitter hears that nothing was queued).
+ */
+static void
+group_forget(struct daemon *d, struct djob *g)
+{
+	struct djob **pp = &d->jobs, *j;
+
+	while ((j = *pp) != NULL) {
+		if (j == g || (j->grp != 0 && j->grp == g->id)) {
+			*pp = j->next;
+			if (j != g)
+				job_free(j);
+		} else {
+			pp = &j->next;
+		}
+	}
+	d->queue_stale = true;
+	job_free(g);
+}
+
+/*
  * The group is planned (group_plan): it is stored, then each stage, in
  * an order where each follows those it reads, so that a stage's
- * dependencies have smaller ids.  Returns 0, or -1 with *cause.
+ * dependencies have smaller ids.  Returns 0; or -1 with *cause, having
+ * recorded none of it and freed g (the daemon's from the call on).
  */
 int
 group_accept(struct daemon *d, struct djob *g, char **cause)
@@ -361,11 +385,11 @@ group_accept(struct daemon *d, struct djob *g, char **cause)
 	int rc = 0;
 
 	/* One transaction: a kill leaves all of it recorded, or none. */
-	if (store_tx(d->store, true) != 0 ||
-	    store_job_insert(d->store, g) != 0) {
-		*cause = xstrdup("cannot record the job");
-		store_tx(d->store, false);
-		return -1;
+	if (store_tx(d->store, true) != 0)
+		goto fail;
+	if (store_job_insert(d->store, g) != 0) {
+		store_tx_abort(d->store);
+		goto fail;
 	}
 	job_insert(d, g);
 	job_log(d, g, "pipeline of %zu stages submitted by %s (uid %u): %s "
@@ -385,7 +409,6 @@ group_accept(struct daemon *d, struct djob *g, char **cause)
 		}
 		if (store_job_insert(d->store, s) != 0) {
 			job_free(s);
-			*cause = xstrdup("cannot record a stage");
 			rc = -1;
 			break;
 		}
@@ -409,12 +432,20 @@ group_accept(struct daemon *d, struct djob *g, char **cause)
 		}
 	}
 	free(ids);
-	if (store_tx(d->store, false) != 0 && rc == 0) {
-		*cause = xstrdup("cannot record the stages");
-		rc = -1;
+	if (rc != 0 || store_tx(d->store, false) != 0) {
+		/* Whole or not at all: undone in the store and here. */
+		store_tx_abort(d->store);
+		*cause = xstrdup("cannot record the pipeline's stages; nothing "
+		    "was queued");
+		group_forget(d, g);
+		return -1;
 	}
 	group_refresh(d, g);
-	return rc;
+	return 0;
+fail:
+	*cause = xstrdup("cannot record the job");
+	job_free(g);
+	return -1;
 }
 
 /* Each stage of group g, in id order (NULL at the end). */

@@ -333,8 +333,17 @@ store_col_opts(sqlite3_stmt *st, int i, struct graph_merge_opts *o)
 /*
  * Several writes as one: a pipeline and its stages are recorded whole
  * or not at all (a kill between two inserts would leave a group short of
- * stages).  store_tx(s, true) begins, store_tx(s, false) commits.
+ * stages).  store_tx(s, true) begins, store_tx(s, false) commits,
+ * store_tx_abort(s) rolls back what it wrote since it began.
  */
+int
+store_tx_abort(struct store *s)
+{
+	if (sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL) != SQLITE_OK)
+		return store_err(s, "rollback", NULL);
+	return 0;
+}
+
 int
 store_tx(struct store *s, bool begin)
 {

@@ -697,6 +697,46 @@ test_store_versions(void)
 	free(store_sql("PRAGMA user_version = 6"));
 }
 
+/*
+ * A stage the store refuses to record (a trigger stands in for a full
+ * disk or a broken database between two inserts): the pipeline is
+ * refused whole, nothing of it is kept, in the store or the queue, and
+ * the next submit works.
+ */
+static void
+test_group_rollback(void)
+{
+	char *o = NULL, *before, *after;
+	pid_t pid;
+	int rc;
+
+	free(store_sql("CREATE TRIGGER no_b BEFORE INSERT ON jobs WHEN "
+	    "NEW.stage = 'b' BEGIN SELECT RAISE(ABORT, 'no room'); END"));
+	pid = td_start("--memory 64M", NULL);
+	before = store_sql("SELECT count(*) || ' ' || max(id) FROM jobs");
+	rc = td_ctl(&o, "submit pipe3.yml -o rb-out --intermediate-dir rb");
+	ok(rc == 1 && o != NULL && strstr(o, "cannot record the pipeline's "
+	    "stages; nothing was queued"), "a pipeline whose stage cannot be "
+	    "recorded is refused (exit %d)", rc);
+	free(o);
+	after = store_sql("SELECT count(*) || ' ' || max(id) FROM jobs");
+	ok(before != NULL && after != NULL && strcmp(before, after) == 0,
+	    "the store keeps none of it (jobs, last id: %s)", after ? after :
+	    "?");
+	free(before);
+	free(after);
+	rc = td_ctl(&o, "list --name 'rb-out*' --json");
+	ok(rc == 0 && o != NULL && strncmp(o, "[]", 2) == 0, "nor does the "
+	    "queue");
+	free(o);
+	free(store_sql("DROP TRIGGER no_b"));
+	rc = td_ctl(&o, "submit pipe3.yml -o rb-out --intermediate-dir rb "
+	    "--wait -q");
+	ok_int_eq(rc, 0, "the same pipeline, submitted again, runs");
+	free(o);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "and the daemon stops cleanly");
+}
+
 static void
 truncate_file(const char *rel, const char *how)
 {
@@ -974,6 +1014,7 @@ main(int argc, char **argv)
 	/* Before the pipelines: it turns the kills' store of merges into
 	 * older versions, whose jobs were all merges. */
 	test_store_versions();
+	test_group_rollback();
 	test_stage_kills();
 	test_bad_state_dir();
 	test_nonroot_daemon();
