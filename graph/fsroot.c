@@ -302,6 +302,23 @@ fsroot_read(int dirfd, const char *path, size_t max,
  * a name that exists but may not be opened (outside the directory, no
  * permission) says yes, so that opening it reports why.
  */
+/* The status of what is at path beneath dirfd: 0, or a negative errno. */
+int
+fsroot_stat(int dirfd, const char *path, const struct graph_cred *cred,
+    struct stat *st)
+{
+	char *cause = NULL;
+	int fd = fsroot_open(dirfd, path, O_PATH, cred, &cause), rc = 0;
+
+	free(cause);
+	if (fd < 0)
+		return fd;
+	if (fstat(fd, st) != 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
 bool
 fsroot_exists(int dirfd, const char *path,
     const struct graph_cred *cred)

@@ -340,6 +340,9 @@ int fsroot_open(int dirfd, const char *path, int flags,
 int fsroot_read(int dirfd, const char *path, size_t max,
     const struct graph_cred *cred, char **out, size_t *len, char **cause);
 bool fsroot_exists(int dirfd, const char *path, const struct graph_cred *cred);
+struct stat;
+int fsroot_stat(int dirfd, const char *path, const struct graph_cred *cred,
+    struct stat *st);
 
 /* modelref.c */
 char *modelref_hf_cache_root(const struct graph_env *);
@@ -793,6 +796,9 @@ int writer_publish(int parent, const char *staging, const char *name,
     const struct graph_replace *replace, char **cause);
 void writer_remove_tree(int, const char *);
 char *writer_staging_name(const char *);
+/* The files besides weights and config.json an output may copy. */
+extern const char *const writer_side_files[];
+extern const size_t writer_nside_files;
 
 /* jsonpatch.c */
 char *jsonpatch_apply(const char *s, size_t n, const char *const *keys,

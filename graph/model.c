@@ -413,18 +413,39 @@ model_read(const struct model *m, const char *name, size_t max,
 	return rc;
 }
 
-/* Appends m's files, with their sizes and times, to out. */
+/*
+ * Appends m's files, with their sizes and times, to out: the weights,
+ * then the side files it has that an output may copy (writer.c), whose
+ * change changes the output as surely (a stage is up to date, or a job
+ * resumable, only while none changed).
+ */
 void
 model_list_files(const struct model *m, struct graph_plan_files *out)
 {
+	struct stat st;
+	char *p;
 	size_t k;
+	int rc;
 
-	out->v = xreallocarray(out->v, out->n + m->nfiles + 1,
-	    sizeof *out->v);
+	out->v = xreallocarray(out->v, out->n + m->nfiles +
+	    writer_nside_files + 1, sizeof *out->v);
 	for (k = 0; k < m->nfiles; k++) {
 		out->v[out->n].path = xstrdup(m->files[k]->path);
 		out->v[out->n].size = m->files[k]->size;
 		out->v[out->n].mtime_ns = m->files[k]->mtime_ns;
+		out->n++;
+	}
+	for (k = 0; k < writer_nside_files; k++) {
+		p = model_path(m, writer_side_files[k]);
+		rc = fsroot_stat(m->where.rootfd, p, m->cred, &st);
+		free(p);
+		if (rc != 0)
+			continue;
+		out->v[out->n].path = xasprintf("%s/%s", m->dir,
+		    writer_side_files[k]);
+		out->v[out->n].size = (uint64_t)st.st_size;
+		out->v[out->n].mtime_ns = (int64_t)st.st_mtim.tv_sec *
+		    1000000000 + st.st_mtim.tv_nsec;
 		out->n++;
 	}
 }

@@ -376,6 +376,21 @@ writer_with_template(const struct graph_plan *p, const char *text)
 }
 
 /* MERGEKIT.md Part B 2.9: the donor's tokenizer files, when it has one. */
+/*
+ * Every file an output may take from an input besides its weights and
+ * config.json (which the stage record hashes): the lists below and
+ * writer_tagalong's are drawn from it.  model_list_files records these
+ * as inputs, so that a changed tokenizer reruns a stage.
+ */
+const char *const writer_side_files[] = { "tokenizer_config.json",
+	"special_tokens_map.json", "tokenizer.json", "tokenizer.model",
+	"added_tokens.json", "merges.txt", "vocab.json", "chat_template.jinja",
+	"generation_config.json", "chat_template.json",
+	"preprocessor_config.json", "processor_config.json",
+	"video_preprocessor_config.json" };
+const size_t writer_nside_files = sizeof writer_side_files /
+    sizeof *writer_side_files;
+
 static int
 writer_tokenizer(const struct graph_plan *p, int dfd,
     const struct graph_cred *cred, char **cause)

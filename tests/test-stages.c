@@ -441,6 +441,21 @@ test_lazy(void)
 	    "config.json of an input reruns the stage that reads it, not the "
 	    "other (exit %d)", rc);
 	free(o);
+
+	/* Only the tokenizer_config.json of the model whose tokenizer ab
+	 * copies: the output's changes with it. */
+	tl_runf(&o, "sed -i '1s/^{/{\"x_note\": 2,/' "
+	    "%s/base/tokenizer_config.json", dir);
+	free(o);
+	rc = run(&o, "run %s out --force", "pipe.yml");
+	ok(rc == 0 && o != NULL && strstr(o, "stage 1/3 ab: merging") != NULL,
+	    "a changed tokenizer file of an input reruns the stage that "
+	    "copies it (exit %d)", rc);
+	free(o);
+	o = read_at("out/tokenizer_config.json");
+	ok(o != NULL && strstr(o, "\"x_note\": 2") != NULL, "and the "
+	    "output's tokenizer is the changed one");
+	free(o);
 }
 
 /* Problems: all of them before anything is written. */

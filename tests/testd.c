@@ -105,6 +105,7 @@ td_submit(const char *fmt, ...)
 {
 	va_list ap;
 	char *args, *o = NULL;
+	size_t n;
 	int rc, id;
 
 	va_start(ap, fmt);
@@ -112,7 +113,17 @@ td_submit(const char *fmt, ...)
 		abort();
 	va_end(ap);
 	rc = td_ctl(&o, "submit %s --quiet", args);
-	id = rc == 0 && o != NULL ? atoi(o) : 0;
+	/* The id is the last line: the plan's warnings come first. */
+	if (rc == 0 && o != NULL) {
+		n = strlen(o);
+		while (n > 0 && o[n - 1] == '\n')
+			n--;
+		while (n > 0 && o[n - 1] != '\n')
+			n--;
+		id = atoi(o + n);
+	} else {
+		id = 0;
+	}
 	if (id == 0)
 		tap_diag("submit %s: %d: %s", args, rc, o ? o : "");
 	free(o);
