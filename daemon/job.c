@@ -215,33 +215,64 @@ job_planned(const struct djob *j)
 	return j->plan != NULL || j->xplan != NULL;
 }
 
-/* A resumed job must read exactly the files it was planned with. */
+/* Whether a list of inputs holds a side file (a tokenizer's...). */
+static bool
+job_inputs_have_side(const cJSON *a)
+{
+	const cJSON *x;
+
+	cJSON_ArrayForEach(x, a)
+		if (graph_is_side_file(cJSON_GetStringValue(
+		    cJSON_GetObjectItem(x, "path"))))
+			return true;
+	return false;
+}
+
+/*
+ * A resumed job must read exactly the files it was planned with.  A
+ * job recorded before side files were inputs (a tokenizer's, ...) lists
+ * weights only: such a list is compared on its own files, and the side
+ * files found now are taken as they are.
+ */
 static int
 job_inputs_same(const char *was, const char *now, char **cause)
 {
-	cJSON *a = cJSON_Parse(was), *b = cJSON_Parse(now), *x, *y;
-	const char *path;
-	int rc = 0, i, n;
+	cJSON *a = cJSON_Parse(was), *b = cJSON_Parse(now), *x = NULL, *y;
+	const char *path, *xpath;
+	bool weights_only;
+	int rc = 0, i, k, n, m, found = 0;
 
 	n = cJSON_GetArraySize(a);
-	if (a == NULL || b == NULL || n != cJSON_GetArraySize(b)) {
+	m = cJSON_GetArraySize(b);
+	weights_only = a != NULL && !job_inputs_have_side(a);
+	for (k = 0; a != NULL && b != NULL && k < m && rc == 0; k++) {
+		y = cJSON_GetArrayItem(b, k);
+		path = cJSON_GetStringValue(cJSON_GetObjectItem(y, "path"));
+		for (i = 0; i < n; i++) {
+			x = cJSON_GetArrayItem(a, i);
+			xpath = cJSON_GetStringValue(cJSON_GetObjectItem(x,
+			    "path"));
+			if (path != NULL && xpath != NULL && strcmp(path,
+			    xpath) == 0)
+				break;
+		}
+		if (i < n) {
+			found++;
+			if (!cJSON_Compare(x, y, 1)) {
+				*cause = xasprintf("input %s changed since the "
+				    "job was submitted (size or modification "
+				    "time differs); submit it again", path);
+				rc = -ESTALE;
+			}
+		} else if (!weights_only || !graph_is_side_file(path)) {
+			break;
+		}
+	}
+	if (rc == 0 && (a == NULL || b == NULL || k < m || found != n)) {
 		*cause = xstrdup("the job's inputs are not the files it was "
 		    "submitted with");
 		rc = -ESTALE;
-		goto out;
 	}
-	for (i = 0; i < n && rc == 0; i++) {
-		x = cJSON_GetArrayItem(a, i);
-		y = cJSON_GetArrayItem(b, i);
-		path = cJSON_GetStringValue(cJSON_GetObjectItem(x, "path"));
-		if (!cJSON_Compare(x, y, 1)) {
-			*cause = xasprintf("input %s changed since the job was "
-			    "submitted (size or modification time differs); "
-			    "submit it again", path ? path : "?");
-			rc = -ESTALE;
-		}
-	}
-out:
 	cJSON_Delete(a);
 	cJSON_Delete(b);
 	return rc;

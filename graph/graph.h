@@ -851,6 +851,10 @@ void graph_remove_tree(int dirfd, const char *name,
 int graph_dir_writable(int dirfd, const struct graph_cred *cred,
     char **cause);
 
+/* writer.c: whether path names a file besides weights and config.json
+ * that an output may copy from an input (graph_plan_files lists them). */
+bool graph_is_side_file(const char *path);
+
 /* util.c */
 void graph_init(void);
 int graph_parse_size(const char *s, bool binary, uint64_t *out);

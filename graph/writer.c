@@ -391,6 +391,21 @@ const char *const writer_side_files[] = { "tokenizer_config.json",
 const size_t writer_nside_files = sizeof writer_side_files /
     sizeof *writer_side_files;
 
+bool
+graph_is_side_file(const char *path)
+{
+	const char *base;
+	size_t i;
+
+	if (path == NULL)
+		return false;
+	base = strrchr(path, '/') != NULL ? strrchr(path, '/') + 1 : path;
+	for (i = 0; i < writer_nside_files; i++)
+		if (strcmp(base, writer_side_files[i]) == 0)
+			return true;
+	return false;
+}
+
 static int
 writer_tokenizer(const struct graph_plan *p, int dfd,
     const struct graph_cred *cred, char **cause)

@@ -218,7 +218,7 @@ test_cancel(pid_t *pid)
 static void
 test_kill_resume(pid_t *pid)
 {
-	char *o = NULL, *s;
+	char *o = NULL, *s, sql[512];
 	int rc, id;
 
 	rc = tl_runf(&o, "cd %s && %s run big.yml ref-big --quiet "
@@ -234,6 +234,14 @@ test_kill_resume(pid_t *pid)
 	ok(td_staging_left("d-resumed"), "after kill -9 the staging directory "
 	    "is there");
 	ok(td_store_ok(), "the store passes PRAGMA integrity_check");
+	/* As a merged that recorded weights only wrote it: the resume
+	 * takes the side files (tokenizer...) as they are now. */
+	snprintf(sql, sizeof sql, "UPDATE jobs SET inputs = (SELECT "
+	    "json_group_array(json(value)) FROM json_each(jobs.inputs) WHERE "
+	    "json_extract(value, '$.path') LIKE '%%.safetensors') WHERE id = "
+	    "%d", id);
+	ok(td_store_exec(sql), "its inputs, as an older merged recorded them: "
+	    "the weights only");
 	*pid = td_start("--max-running 1 --memory 24M --threads 1", NULL);
 	s = td_job_field(id, "state");
 	ok_str_eq(s, "interrupted", "after restart the job is interrupted");
@@ -283,6 +291,26 @@ test_resume_changed(pid_t *pid)
 	free(o);
 	/* Later tests merge xb again: give it back its planned time. */
 	rc = tl_runf(&o, "touch %s/xb/model.safetensors", dir);
+	free(o);
+
+	/* Only the tokenizer the output copies: a changed input too. */
+	id = td_submit("big.yml -o d-changed-tok --out-shard-size 40M");
+	ok(id && td_wait_shards(id, 1, 30000), "another job has a shard on "
+	    "disk");
+	kill(*pid, SIGKILL);
+	waitpid(*pid, NULL, 0);
+	rc = tl_runf(&o, "touch -d '2001-01-01' %s/xa/tokenizer_config.json",
+	    dir);
+	free(o);
+	*pid = td_start("--max-running 1 --memory 24M --threads 1", NULL);
+	rc = td_ctl(&o, "resume %d", id);
+	ok(rc == 3 && o != NULL && strstr(o, "xa/tokenizer_config.json "
+	    "changed since the job was submitted"), "resume refuses a job "
+	    "whose input's tokenizer changed (exit %d)", rc);
+	free(o);
+	rc = td_ctl(&o, "cancel %d", id);
+	free(o);
+	rc = tl_runf(&o, "touch %s/xa/tokenizer_config.json", dir);
 	free(o);
 }
 

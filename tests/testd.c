@@ -342,6 +342,25 @@ td_store_ok(void)
 	return good;
 }
 
+/* Runs sql on the store of a stopped daemon; false (said) on error. */
+bool
+td_store_exec(const char *sql)
+{
+	sqlite3 *db = NULL;
+	char path[700], *err = NULL;
+	bool good;
+
+	snprintf(path, sizeof path, "%s/merged.db", td_state);
+	good = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) ==
+	    SQLITE_OK && sqlite3_exec(db, sql, NULL, NULL, &err) == SQLITE_OK;
+	if (!good)
+		tap_diag("%s: %s", sql, err != NULL ? err : db != NULL ?
+		    sqlite3_errmsg(db) : "cannot open");
+	sqlite3_free(err);
+	sqlite3_close(db);
+	return good;
+}
+
 /* Open descriptors of a process (its /proc/PID/fd entries). */
 int
 td_fd_count(pid_t pid)

@@ -33,6 +33,7 @@ int td_raw_connect(void);
 bool td_send_fds(int, const char *, size_t, const int *, size_t);
 char *td_raw_read_all(int, int);
 bool td_store_ok(void);
+bool td_store_exec(const char *sql);
 int td_fd_count(pid_t);
 
 #endif /* TESTD_H */
