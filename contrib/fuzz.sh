@@ -21,7 +21,9 @@ cd "$(dirname "$0")/.."
 
 secs=${1:-30}
 [ $# -gt 0 ] && shift
-targets=${*:-"frame msg safetensors model config torchbin spm tokenizer extractopts cmdline"}
+all="frame msg safetensors model config torchbin spm tokenizer extractopts"
+all="$all cmdline"
+targets=${*:-$all}
 
 if [ ! -d build-fuzz ]; then
 	CC=clang meson setup build-fuzz --wrap-mode=nodownload -Dfuzzer=true \
