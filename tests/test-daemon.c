@@ -763,11 +763,7 @@ as_nobody(char **out, const char *fmt, ...)
 static double
 started(int id)
 {
-	char *s = td_job_field(id, "started");
-	double t = atof(s);
-
-	free(s);
-	return t;
+	return td_job_num(id, "started");
 }
 
 /*

@@ -204,11 +204,7 @@ restart(const char *opts)
 static double
 started(int id)
 {
-	char *s = td_job_field(id, "started");
-	double t = atof(s);
-
-	free(s);
-	return t;
+	return td_job_num(id, "started");
 }
 
 static bool
@@ -695,15 +691,10 @@ test_caps(void)
 	free(o);
 }
 
-/* Row 9: fairness first; priority orders a user's own jobs; root's all. */
 static int
 position(int id)
 {
-	char *s = td_job_field(id, "position");
-	int pos = atoi(s);
-
-	free(s);
-	return pos;
+	return (int)td_job_num(id, "position");
 }
 
 /*
@@ -744,6 +735,7 @@ test_watch_positions(int job)
 	free(path);
 }
 
+/* Row 9: fairness first; priority orders a user's own jobs; root's all. */
 static void
 test_priority(void)
 {

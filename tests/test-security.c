@@ -392,7 +392,6 @@ test_umask(void)
 	    "is readable");
 }
 
-/* Row 1 for a daemon that runs as merged and writes as itself. */
 /*
  * A team daemon that is not root cannot run a command as alice: her
  * --on-done is refused (exit 12), and merged --on-done will not start.
@@ -419,6 +418,7 @@ test_hook_refused(void)
 	free(o);
 }
 
+/* Row 1 for a daemon that runs as merged and writes as itself. */
 static void
 test_force_merged(void)
 {

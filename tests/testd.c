@@ -209,6 +209,17 @@ td_job_field(int id, const char *field)
 	return p;
 }
 
+/* A numeric field of the job's status (0 when absent). */
+double
+td_job_num(int id, const char *field)
+{
+	char *s = td_job_field(id, field);
+	double v = atof(s);
+
+	free(s);
+	return v;
+}
+
 bool
 td_wait_state(int id, const char *want, int ms)
 {

@@ -26,6 +26,7 @@ int td_submit(const char *, ...) __attribute__((format(printf, 1, 2)));
 pid_t td_start(const char *, const char *);
 int td_stop(pid_t, int);
 char *td_job_field(int, const char *);
+double td_job_num(int, const char *);
 bool td_wait_state(int, const char *, int);
 bool td_wait_shards(int, int, int);
 bool td_staging_left(const char *);
