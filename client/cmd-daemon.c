@@ -32,6 +32,8 @@ daemon_about(const cJSON *d)
 	    cli_json_str(d, PROTO_F_SERVER), cli_json_str(d, PROTO_F_MODE),
 	    cli_json_num(d, PROTO_F_PID), up);
 	printf("  socket      %s\n", cli_json_str(d, PROTO_F_SOCKET));
+	if (*cli_json_str(d, PROTO_F_HTTP) != '\0')
+		printf("  web         %s\n", cli_json_str(d, PROTO_F_HTTP));
 	printf("  state       %s\n", cli_json_str(d, PROTO_F_STATE_DIR));
 	printf("  log         %s\n", *cli_json_str(d, PROTO_F_LOG) ?
 	    cli_json_str(d, PROTO_F_LOG) : "(not known)");

@@ -5,7 +5,7 @@
 set -eu
 
 pkgs="gcc libc6-dev pkg-config meson ninja-build libuv1-dev libyaml-dev
-libcjson-dev libopenblas-dev libsqlite3-dev"
+libcjson-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev"
 # --test: also what the whole test suite uses (contrib/test.sh): clang
 # and its libFuzzer runtime for the fuzz runs, valgrind for memcheck, and
 # node with npm for Hugging Face's JavaScript implementations (below).

@@ -31,6 +31,7 @@ struct conn;
 struct djob;
 struct group_late;
 struct hook;
+struct http;
 
 /* Options from the command line. */
 struct daemon_opts {
@@ -49,6 +50,8 @@ struct daemon_opts {
 	int max_fds_per_user;	/* held by them; 0: a share of the limit */
 	char **on_done;		/* every job's hook (hook.c); NULL: none */
 	double hook_timeout;	/* seconds a hook may run */
+	char *http;		/* --http [ADDR:]PORT; NULL: no page */
+	uint64_t sample_interval;	/* seconds between history samples */
 };
 
 /*
@@ -232,6 +235,8 @@ struct daemon {
 	struct hook *hooks_run;		/* and running */
 	size_t nhooks;
 	bool hooks_stopped;		/* the daemon stops: no new one */
+	struct http *http;		/* merged --http; NULL: none */
+	uv_timer_t sampler;		/* its history (http-api.c) */
 	struct store *store;
 	struct graph_exec *exec;
 	uint32_t uid;
@@ -365,6 +370,15 @@ void watch_job_changed(struct daemon *d, struct djob *j, bool final);
 void watch_queue_changed(struct daemon *d);
 void watch_free(struct watch *);
 
+/* http.c, http-api.c: merged --http (http.h has the rest). */
+int http_start(struct daemon *d, const char *listen, char **cause);
+char *http_url(const struct daemon *d);
+void http_stop(struct daemon *d);
+void http_free(struct daemon *d);
+char *http_api_jobs(struct daemon *d);
+char *http_api_history(struct daemon *d);
+void http_sample(struct daemon *d);
+
 /* hook.c: submit --on-done and merged --on-done. */
 bool hook_allowed(const struct daemon *d, uint32_t uid);
 void hook_job_ended(struct daemon *d, const struct djob *j);
@@ -434,6 +448,9 @@ void store_close(struct store *);
 int store_recover(struct store *);
 int store_tx(struct store *, bool begin);
 int store_tx_abort(struct store *);
+int store_sample_add(struct store *, double ts, uint64_t used,
+    uint64_t budget, size_t running, size_t queued, double prune);
+int store_samples(struct store *, double since, struct cJSON *arr);
 int store_job_insert(struct store *, struct djob *);
 int store_job_update(struct store *, const struct djob *);
 int store_job_load(struct store *s, void (*row)(struct djob *, void *),

@@ -39,7 +39,9 @@ usage(FILE *fp)
 	    "[--drain-timeout SECONDS]\n"
 	    "              [--keep-finished DURATION] [--max-jobs-per-user N] "
 	    "[--max-fds-per-user N]\n"
-	    "              [--on-done CMD] [--hook-timeout DURATION]\n\n"
+	    "              [--on-done CMD] [--hook-timeout DURATION] "
+	    "[--http [ADDR:]PORT]\n"
+	    "              [--sample-interval DURATION]\n\n"
 	    "  --socket PATH     listen here (personal default: "
 	    "$XDG_RUNTIME_DIR/merged/merged.sock)\n"
 	    "  --state-dir DIR   the job store (default: "
@@ -70,6 +72,11 @@ usage(FILE *fp)
 	    "daemon only; see mergectl(1))\n"
 	    "  --hook-timeout D  kill a hook still running after D (default "
 	    "60s)\n"
+	    "  --http [ADDR:]PORT\n                    serve the read-only "
+	    "status page (default address\n                    127.0.0.1; "
+	    "off without this option)\n"
+	    "  --sample-interval D\n                    how often the "
+	    "page's history is sampled (60s)\n"
 	    "  --version         print the version\n"
 	    "  -v                more logging (repeat for debug)\n");
 }
@@ -103,6 +110,8 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		{ "max-jobs-per-user", required_argument, NULL, 'J' },
 		{ "max-fds-per-user", required_argument, NULL, 'F' },
 		{ "on-done", required_argument, NULL, 'O' },
+		{ "http", required_argument, NULL, 'W' },
+		{ "sample-interval", required_argument, NULL, 'I' },
 		{ "hook-timeout", required_argument, NULL, 'H' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
@@ -121,6 +130,7 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 	o->keep_finished = 30 * 86400;
 	o->max_jobs_per_user = 64;
 	o->hook_timeout = 60;
+	o->sample_interval = 60;
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -188,6 +198,17 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 				    "from 1s to 1d", optarg);
 			o->hook_timeout = (double)secs;
 			break;
+		case 'W':
+			free(o->http);
+			o->http = xstrdup(optarg);
+			break;
+		case 'I':
+			if (graph_parse_duration(optarg, &secs) != 0 ||
+			    secs == 0 || secs > 86400)
+				fatalx("--sample-interval: '%s' is not a duration "
+				    "from 1s to 1d", optarg);
+			o->sample_interval = secs;
+			break;
 		case 'v':
 			o->verbose++;
 			break;
@@ -240,8 +261,31 @@ daemon_maybe_finish(struct daemon *d)
 	uv_timer_stop(&d->tick);
 	uv_timer_stop(&d->hup_check);
 	uv_timer_stop(&d->retain);
+	uv_timer_stop(&d->sampler);
 	hook_stop_all(d);
 	uv_walk(&d->loop, close_any, NULL);
+}
+
+static void
+daemon_sample(uv_timer_t *t)
+{
+	http_sample(t->data);
+}
+
+/* merged --http: the page, and the history it charts. */
+static void
+daemon_http(struct daemon *d)
+{
+	char *cause = NULL, *url;
+	uint64_t every = d->opts.sample_interval * 1000;
+
+	if (http_start(d, d->opts.http, &cause) != 0)
+		fatalx("--http: %s", cause);
+	url = http_url(d);
+	log_info("status page on %s", url);
+	free(url);
+	http_sample(d);
+	uv_timer_start(&d->sampler, daemon_sample, every, every);
 }
 
 static void
@@ -287,6 +331,7 @@ daemon_drain(struct daemon *d)
 	d->draining = true;
 	d->drain_deadline = daemon_now() + d->opts.drain_timeout;
 	server_close(d);
+	http_stop(d);
 	job_interrupt_all(d);
 	prep_drain(d);
 	group_stop_plans(d, 0);
@@ -413,7 +458,9 @@ daemon_free(struct daemon *d)
 	free(d->opts.state_dir);
 	free(d->opts.group);
 	cmdline_free(d->opts.on_done);
+	free(d->opts.http);
 	hook_free_all(d);
+	http_free(d);
 }
 
 int
@@ -457,6 +504,10 @@ main(int argc, char **argv)
 	d.hup_check.data = &d;
 	uv_timer_start(&d.hup_check, daemon_hup_check, 1000, 1000);
 	retain_start(&d);
+	uv_timer_init(&d.loop, &d.sampler);
+	d.sampler.data = &d;
+	if (d.opts.http != NULL)
+		daemon_http(&d);
 	daemon_signals(&d);
 	log_info("listening on %s (%s mode), state in %s, memory %llu MiB, "
 	    "%d threads", d.opts.socket, d.opts.team ? "team" : "personal",

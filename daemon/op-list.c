@@ -130,7 +130,7 @@ list_page(struct op_ctx *o, const struct list_query *q, cJSON *arr,
 static void
 list_about(struct daemon *dm, cJSON *d)
 {
-	char link[PATH_MAX];
+	char link[PATH_MAX], *url;
 	size_t counts[JOB_NSTATES] = { 0 };
 	enum job_state s;
 	const struct djob *j;
@@ -142,6 +142,9 @@ list_about(struct daemon *dm, cJSON *d)
 	cJSON_AddStringToObject(d, PROTO_F_MODE, dm->opts.team ? "team" :
 	    "personal");
 	cJSON_AddStringToObject(d, PROTO_F_SOCKET, dm->opts.socket);
+	url = http_url(dm);
+	cJSON_AddStringToObject(d, PROTO_F_HTTP, url);
+	free(url);
 	cJSON_AddStringToObject(d, PROTO_F_STATE_DIR, dm->opts.state_dir);
 	n = readlink("/proc/self/fd/2", link, sizeof link - 1);
 	link[n > 0 ? n : 0] = '\0';

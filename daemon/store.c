@@ -55,6 +55,13 @@ static const char *const migrations[] = {
 	/* 5 -> 6: submit --on-done, the hook's words as a JSON array
 	 * (NULL: none). */
 	"ALTER TABLE jobs ADD COLUMN on_done TEXT;",
+	/* 6 -> 7: the status page's history (merged --http): the memory
+	 * in use and the jobs running and queued, sampled.  (The schema
+	 * below has made it already: store_open runs it first.) */
+	"CREATE TABLE IF NOT EXISTS samples (ts REAL NOT NULL,"
+	" used INTEGER NOT NULL, budget INTEGER NOT NULL,"
+	" running INTEGER NOT NULL, queued INTEGER NOT NULL);"
+	" CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);",
 };
 
 /* The dependencies a job may have: a pipeline's stages, or --after. */
@@ -74,6 +81,9 @@ enum {
 	ST_LOGS,
 	ST_DELETE_JOB,
 	ST_DELETE_LOGS,
+	ST_SAMPLE,
+	ST_SAMPLES,
+	ST_SAMPLES_PRUNE,
 	ST_COUNT
 };
 
@@ -101,7 +111,11 @@ static const char schema[] =
     " keep_inter INTEGER NOT NULL DEFAULT 1, on_done TEXT);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);";
+    "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);"
+    "CREATE TABLE IF NOT EXISTS samples (ts REAL NOT NULL,"
+    " used INTEGER NOT NULL, budget INTEGER NOT NULL,"
+    " running INTEGER NOT NULL, queued INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);";
 
 static const char *const sql[ST_COUNT] = {
 	[ST_INSERT] = "INSERT INTO jobs (owner, owner_gid, user, name, state,"
@@ -125,6 +139,11 @@ static const char *const sql[ST_COUNT] = {
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
 	[ST_DELETE_LOGS] = "DELETE FROM logs WHERE job=?",
+	[ST_SAMPLE] = "INSERT INTO samples (ts, used, budget, running, queued)"
+	    " VALUES (?,?,?,?,?)",
+	[ST_SAMPLES] = "SELECT ts, used, budget, running, queued FROM samples"
+	    " WHERE ts >= ? ORDER BY ts",
+	[ST_SAMPLES_PRUNE] = "DELETE FROM samples WHERE ts < ?",
 };
 
 static int
@@ -620,4 +639,47 @@ store_job_delete(struct store *s, const uint64_t *ids, size_t n)
 		rc = store_err(s, "delete: commit", NULL);
 	sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 	return rc;
+}
+
+/* One sample of the status page's history; older than prune: gone. */
+int
+store_sample_add(struct store *s, double ts, uint64_t used, uint64_t budget,
+    size_t running, size_t queued, double prune)
+{
+	sqlite3_stmt *st = s->st[ST_SAMPLE];
+	int rc;
+
+	sqlite3_bind_double(st, 1, ts);
+	sqlite3_bind_int64(st, 2, (sqlite3_int64)used);
+	sqlite3_bind_int64(st, 3, (sqlite3_int64)budget);
+	sqlite3_bind_int64(st, 4, (sqlite3_int64)running);
+	sqlite3_bind_int64(st, 5, (sqlite3_int64)queued);
+	if ((rc = step_done(s, st, "sample")) != 0)
+		return rc;
+	st = s->st[ST_SAMPLES_PRUNE];
+	sqlite3_bind_double(st, 1, prune);
+	return step_done(s, st, "prune samples");
+}
+
+/* The samples since since, each [ts, used, budget, running, queued]. */
+int
+store_samples(struct store *s, double since, struct cJSON *arr)
+{
+	sqlite3_stmt *st = s->st[ST_SAMPLES];
+	cJSON *row;
+	int rc, i;
+
+	sqlite3_bind_double(st, 1, since);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		row = cJSON_CreateArray();
+		cJSON_AddItemToArray(row, cJSON_CreateNumber(
+		    sqlite3_column_double(st, 0)));
+		for (i = 1; i < 5; i++)
+			cJSON_AddItemToArray(row, cJSON_CreateNumber((double)
+			    sqlite3_column_int64(st, i)));
+		cJSON_AddItemToArray(arr, row);
+	}
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
+	return rc == SQLITE_DONE ? 0 : store_err(s, "samples", NULL);
 }

@@ -106,6 +106,7 @@
 /* daemon status: who and where the daemon is. */
 #define PROTO_F_PID "pid"
 #define PROTO_F_SOCKET "socket"
+#define PROTO_F_HTTP "http"		/* the status page's URL, or "" */
 #define PROTO_F_STATE_DIR "state_dir"
 #define PROTO_F_LOG "log"		/* its stderr: a file, or where */
 #define PROTO_F_UPTIME "uptime"		/* seconds */
