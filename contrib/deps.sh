@@ -7,10 +7,11 @@ set -eu
 pkgs="gcc libc6-dev pkg-config meson ninja-build libuv1-dev libyaml-dev
 libcjson-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev"
 # --test: also what the whole test suite uses (contrib/test.sh): clang
-# and its libFuzzer runtime for the fuzz runs, valgrind for memcheck, and
-# node with npm for Hugging Face's JavaScript implementations (below).
+# and its libFuzzer runtime for the fuzz runs, valgrind for memcheck,
+# chromium for the status page in a real browser (test-http), and node
+# with npm for Hugging Face's JavaScript implementations (below).
 if [ "${1:-}" = "--test" ]; then
-	pkgs="$pkgs clang libclang-rt-14-dev valgrind util-linux"
+	pkgs="$pkgs clang libclang-rt-14-dev valgrind util-linux chromium"
 	# Any node will do (Debian's nodejs when there is none).
 	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 	command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"

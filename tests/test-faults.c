@@ -573,8 +573,8 @@ out:
  * The store kept by the kill tests, turned back into each older version
  * (version 1: no jobs.stage_dev, stage_ino; version 2: no lora_dtype;
  * version 3: no kind; version 4: one "after", no groups; version 5: no
- * on_done): merged upgrades it to the current one (6) and keeps every
- * job, without a hook, each older one
+ * on_done; version 6: no samples): merged upgrades it to the current one
+ * (7) and keeps every job, without a hook, each older one
  * a merge, an older "after" its one dependency; a job of a kind it does
  * not know is kept, failed, saying so; a store of a version it does not
  * know is refused.
@@ -583,6 +583,8 @@ static void
 test_store_versions(void)
 {
 	static const char *const back[] = {
+		/* 7 -> 6 */
+		"DROP TABLE samples;",
 		/* 6 -> 5 */
 		"ALTER TABLE jobs DROP COLUMN on_done;",
 		/* 5 -> 4 */
@@ -603,12 +605,12 @@ test_store_versions(void)
 	int rc, from, k;
 	pid_t pid;
 
-	for (from = 5; from >= 1; from--) {
+	for (from = 6; from >= 1; from--) {
 		n = store_sql("SELECT count(*) FROM jobs");
 		last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY "
 		    "id");
 		sql = NULL;
-		for (k = 0; k <= 5 - from; k++) {
+		for (k = 0; k <= 6 - from; k++) {
 			s = sql;
 			if (asprintf(&sql, "%s%s", s ? s : "", back[k]) < 0)
 				sql = NULL;
@@ -644,12 +646,13 @@ test_store_versions(void)
 		v = store_sql("SELECT count(*) FROM jobs");
 		m = store_sql("SELECT count(*) FROM jobs WHERE kind = 'merge'");
 		s = store_sql("SELECT count(stage_dev) + count(stage_ino) + "
-		    "count(lora_dtype) + count(grp) + count(on_done) >= 0 FROM "
-		    "jobs; PRAGMA user_version");
+		    "count(lora_dtype) + count(grp) + count(on_done) + (SELECT "
+		    "count(*) FROM samples) >= 0 FROM jobs; PRAGMA user_version");
 		ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
-		    strcmp(s, "6") == 0 && m != NULL && strcmp(m, n) == 0,
-		    "upgraded from version %d to 6 with every job, each a "
-		    "merge (%s of %s)", from, m ? m : "?", n ? n : "?");
+		    strcmp(s, "7") == 0 && m != NULL && strcmp(m, n) == 0,
+		    "upgraded from version %d to 7 with every job, each a "
+		    "merge, and a history table (%s of %s)", from, m ? m : "?",
+		    n ? n : "?");
 		free(s);
 		s = store_sql("SELECT count(*) FROM jobs WHERE on_done IS NOT "
 		    "NULL");
@@ -694,7 +697,7 @@ test_store_versions(void)
 	    "(exit %d)", rc);
 	ok_str_has(o, "schema version 99", "saying which version it is");
 	free(o);
-	free(store_sql("PRAGMA user_version = 6"));
+	free(store_sql("PRAGMA user_version = 7"));
 }
 
 /*
