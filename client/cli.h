@@ -292,6 +292,7 @@ int cli_watch(struct cli_conn *c, uint64_t job, bool json, bool quiet);
 int cli_cmd_submit(int argc, char **argv);
 int cli_cmd_list(int argc, char **argv);
 int cli_cmd_completions(int argc, char **argv);
+int cli_cmd_inspect(int argc, char **argv);
 int cli_cmd_complete(int argc, char **argv);
 void cli_print_commands(void);	/* mergectl.c */
 /* cmd-list.c: what list and status take besides the socket and --json. */

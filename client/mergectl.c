@@ -42,6 +42,8 @@ static const struct cli_cmd commands[] = {
 	{ "extract-lora", "--model FT [options]", "a LoRA adapter from "
 	    "a fine-tune and its base (like mergekit-extract-lora)",
 	    cli_cmd_extract_lora },
+	{ "inspect", "A B [--base M] [--svg F]", "how alike two models' "
+	    "layers are: a heat map", cli_cmd_inspect },
 	{ "help", "[COMMAND]", "these lines, or a command's options",
 	    NULL },
 	{ "completions", "bash|zsh|fish", "a shell completion script",

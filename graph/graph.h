@@ -851,6 +851,43 @@ void graph_remove_tree(int dirfd, const char *name,
 int graph_dir_writable(int dirfd, const struct graph_cred *cred,
     char **cause);
 
+/*
+ * inspect.c: the cosine similarity of every pair (layer i of A, layer j
+ * of B), for each kind of layer weight both have, of the weights or of
+ * their task vectors against base; read once, a block of rows at a time
+ * within memory, the dot products in float64 (OpenBLAS dgemm).
+ */
+struct graph_inspect_opts {
+	const char *a;		/* model references */
+	const char *b;
+	const char *base;	/* NULL: compare the weights themselves */
+	struct graph_env env;
+	uint64_t memory;
+	const atomic_bool *cancel;
+};
+
+struct graph_inspect_kind {
+	char *name;		/* the layer template, "mlp.up_proj.weight" */
+	bool submatrix;		/* shapes differ: their common sub-matrix */
+	uint64_t rows, cols;	/* what was compared */
+	double *cos;		/* la x lb, row major */
+};
+
+struct graph_inspect {
+	size_t la, lb;		/* layers of A and of B */
+	struct graph_inspect_kind *kinds;
+	size_t nkinds;
+	double *mean;		/* la x lb: the kinds' mean */
+	/* Per layer, over the kinds compared: the norm of the weights, or
+	 * of their difference from the base when there is one. */
+	double *norm_a;
+	double *norm_b;
+};
+
+int graph_inspect_run(const struct graph_inspect_opts *o,
+    struct graph_inspect **out, struct graph_diags *d);
+void graph_inspect_free(struct graph_inspect *);
+
 /* writer.c: whether path names a file besides weights and config.json
  * that an output may copy from an input (graph_plan_files lists them). */
 bool graph_is_side_file(const char *path);

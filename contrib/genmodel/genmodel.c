@@ -114,6 +114,7 @@ struct options {
 	uint64_t		 base_seed;
 	int			 delta_set;
 	double			 delta;
+	uint64_t		 shift;		/* --shift: layers moved up */
 	int			 tokenizer;
 	enum vocab_kind		 tok_kind;
 	const char		*extra_arg;	/* --extra-tokens as given */
@@ -264,7 +265,7 @@ static const char *const output_names[] = {
  * and a fine-tune of a base model is a different thing from an adapter.
  */
 static const char *const model_only_options[] = {
-	"zip64", "shard-size", "finetune-of", "delta", "no-tokenizer",
+	"zip64", "shard-size", "finetune-of", "delta", "shift", "no-tokenizer",
 	"tokenizer", "extra-tokens", "added-tokens", "token-shuffle",
 };
 
@@ -334,6 +335,12 @@ usage(FILE *fp, int status)
 	    "  --finetune-of SEED0   a fine-tune: the SEED0 model plus X * "
 	    "N(0,1)\n"
 	    "  --delta X             noise drawn from --seed; give both\n"
+	    "  --shift K             with --finetune-of: layer i is the base's "
+	    "layer i - K\n"
+	    "                        (plus the noise), the first K layers "
+	    "new: a donor\n"
+	    "                        whose layers match the base's at a known "
+	    "offset\n"
 	    "  --no-tokenizer        no tokenizer or generation config files\n"
 	    "  --tokenizer KIND      bpe (byte-level), unigram, wordpiece, or "
 	    "sentencepiece\n"
@@ -596,7 +603,8 @@ takes_value(const char *name)
 	static const char *const names[] = {
 		"family", "out", "layers", "hidden", "intermediate", "heads",
 		"kv-heads", "head-dim", "vocab", "dtype", "shard-size", "seed",
-		"finetune-of", "delta", "jobs", "layer-kinds", "format",
+		"finetune-of", "delta", "shift", "jobs", "layer-kinds",
+		"format",
 		"tokenizer", "extra-tokens", "added-tokens", "token-shuffle",
 		"pad-vocab", "config-vocab", "lora", "lora-targets",
 		"lora-alpha", "lora-base", "modules-to-save", "rank-pattern",
@@ -665,6 +673,8 @@ set_option(struct options *o, const char *name, const char *value)
 	} else if (strcmp(name, "delta") == 0) {
 		o->delta = parse_double(name, value);
 		o->delta_set = 1;
+	} else if (strcmp(name, "shift") == 0) {
+		o->shift = parse_u64(name, value, 1);
 	} else if (strcmp(name, "jobs") == 0)
 		o->jobs = parse_u64(name, value, 0);
 	else if (strcmp(name, "layer-kinds") == 0)
@@ -971,6 +981,9 @@ validate(struct options *o)
 		o->head_dim = o->hidden / o->heads;
 	if (o->finetune != o->delta_set)
 		usage_error("--finetune-of and --delta must be given together");
+	if (o->shift > 0 && !o->finetune)
+		usage_error("--shift needs --finetune-of: it moves the base's "
+		    "layers");
 	check_range("jobs", o->jobs, 1, MAX_JOBS);
 	if (o->layer_kinds != NULL)
 		check_layer_kinds(o->layer_kinds);
@@ -1508,9 +1521,23 @@ round_bits(double x, int mbits, int ebits)
 static void
 gen_init(struct gen *g, const struct options *o, const struct tensor *t)
 {
-	uint64_t	h = fnv1a(t->name);
+	uint64_t	h = fnv1a(t->name), layer;
+	char		moved[NAME_LEN];
+	int		at;
 
 	g->key = stream_key(o->finetune ? o->base_seed : o->seed, h, 0);
+	/* --shift: layer i draws the base's layer i - K (the first K draw
+	 * values of their own). */
+	if (o->shift > 0 && sscanf(t->name, "model.layers.%" SCNu64 ".%n",
+	    &layer, &at) == 1) {
+		if (layer >= o->shift) {
+			snprintf(moved, sizeof moved, LAYER "%s",
+			    layer - o->shift, t->name + at);
+			g->key = stream_key(o->base_seed, fnv1a(moved), 0);
+		} else {
+			g->key = stream_key(o->seed, h, 2);
+		}
+	}
 	g->noise_key = stream_key(o->seed, h, 1);
 	g->noise = o->finetune;
 	g->delta = o->delta;
