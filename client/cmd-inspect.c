@@ -32,7 +32,7 @@
 static const char shades[] = " .:-=+*#%@";
 
 struct inspect_args {
-	const char *a, *b, *base, *svg;
+	const char *a, *b, *base, *svg, *config;
 	double threshold;
 	uint64_t memory;
 	bool json, quiet;
@@ -44,6 +44,7 @@ inspect_usage(FILE *fp)
 	fprintf(fp, "usage: %s inspect A B [--base MODEL] [--json] "
 	    "[--svg FILE] [--threshold X]\n"
 	    "                [--memory SIZE]\n"
+	    "       %s inspect --config CFG [--json]\n"
 	    "How alike every layer of A is to every layer of B: for each kind "
 	    "of layer\nweight both have, the cosine similarity of the weights "
 	    "(or, with --base, of\ntheir task vectors), as a heat map, and "
@@ -59,7 +60,10 @@ inspect_usage(FILE *fp)
 	    "  --threshold X    the least similarity a suggested mapping may "
 	    "have (0.5)\n"
 	    "  --memory SIZE    the most memory to use (default: a quarter of "
-	    "RAM)\n", cli_progname);
+	    "RAM)\n"
+	    "  --config CFG     instead: the similarity of exactly the tensors "
+	    "CFG merges\n                   from different layers\n",
+	    cli_progname, cli_progname);
 }
 
 /* Index of the best column of row i of m (la x lb). */
@@ -300,6 +304,7 @@ inspect_parse(int argc, char **argv, struct inspect_args *a)
 {
 	static const struct option longopts[] = {
 		{ "base", required_argument, NULL, 'b' },
+		{ "config", required_argument, NULL, 'c' },
 		{ "json", no_argument, NULL, 'j' },
 		{ "svg", required_argument, NULL, 's' },
 		{ "threshold", required_argument, NULL, 't' },
@@ -319,6 +324,9 @@ inspect_parse(int argc, char **argv, struct inspect_args *a)
 		switch (ch) {
 		case 'b':
 			a->base = optarg;
+			break;
+		case 'c':
+			a->config = optarg;
 			break;
 		case 'j':
 			a->json = true;
@@ -353,14 +361,97 @@ inspect_parse(int argc, char **argv, struct inspect_args *a)
 			return CLI_EXIT_USAGE;
 		}
 	}
-	if (argc - optind != 2) {
+	if (a->config != NULL && (argc != optind || a->base != NULL ||
+	    a->svg != NULL)) {
+		cli_usage_error("inspect --config CFG takes no models, --base "
+		    "or --svg: the config names them");
+		return CLI_EXIT_USAGE;
+	}
+	if (a->config == NULL && argc - optind != 2) {
 		cli_usage_error("inspect needs two models, A and B; '%s inspect "
 		    "--help' says more", cli_progname);
 		return CLI_EXIT_USAGE;
 	}
-	a->a = argv[optind];
-	a->b = argv[optind + 1];
+	if (a->config == NULL) {
+		a->a = argv[optind];
+		a->b = argv[optind + 1];
+	}
 	return CLI_EXIT_OK;
+}
+
+/*
+ * --config: plan the config (headers only), then read exactly the pairs
+ * of tensors it maps across layers and say how alike each is.
+ */
+static int
+inspect_config(const struct inspect_args *a)
+{
+	struct graph_plan_opts po;
+	struct graph_config *cfg = NULL;
+	struct graph_plan *plan = NULL;
+	struct graph_inspect_pair *v = NULL;
+	struct graph_diags d;
+	cJSON *o, *arr, *x;
+	char *cause = NULL;
+	size_t n = 0, i;
+	int rc = CLI_EXIT_OK;
+
+	graph_diags_init(&d);
+	graph_plan_opts_default(&po);
+	po.budget = a->memory;
+	if (graph_config_load_file(a->config, &cfg, &d) == 0)
+		graph_plan_build(cfg, &po, &plan, &d);
+	if (plan == NULL) {
+		cli_error_diags(PROTO_E_BAD_CONFIG, &d, "%zu problem%s found; "
+		    "nothing to show", d.nerrors, d.nerrors == 1 ? "" : "s");
+		rc = CLI_EXIT_INVALID;
+		goto out;
+	}
+	if (graph_inspect_config(plan, NULL, &v, &n, &cause) != 0) {
+		cli_error(CLI_E_FAILED, "%s", cause);
+		rc = CLI_EXIT_FAILED;
+		goto out;
+	}
+	if (a->json) {
+		o = cJSON_CreateObject();
+		cJSON_AddTrueToObject(o, "ok");
+		cJSON_AddStringToObject(o, "config", a->config);
+		arr = cJSON_AddArrayToObject(o, "pairs");
+		for (i = 0; i < n; i++) {
+			x = cJSON_CreateObject();
+			cJSON_AddStringToObject(x, "tensor", v[i].tensor);
+			cJSON_AddStringToObject(x, "model_a", v[i].model_a);
+			cJSON_AddStringToObject(x, "name_a", v[i].name_a);
+			cJSON_AddNumberToObject(x, "layer_a",
+			    (double)v[i].layer_a);
+			cJSON_AddStringToObject(x, "model_b", v[i].model_b);
+			cJSON_AddStringToObject(x, "name_b", v[i].name_b);
+			cJSON_AddNumberToObject(x, "layer_b",
+			    (double)v[i].layer_b);
+			cJSON_AddNumberToObject(x, "cos", v[i].cos);
+			cJSON_AddItemToArray(arr, x);
+		}
+		cli_print_json(o);
+		cJSON_Delete(o);
+	} else if (n == 0) {
+		printf("%s maps no tensor across layers: every merged tensor "
+		    "reads one layer of each model\n", a->config);
+	} else {
+		for (i = 0; i < n; i++)
+			printf("%6.3f  %s  <-  %s layer %lld ~ %s layer %lld\n",
+			    v[i].cos, v[i].tensor, v[i].model_a,
+			    (long long)v[i].layer_a, v[i].model_b,
+			    (long long)v[i].layer_b);
+		printf("cosine similarity of each pair of inputs the config "
+		    "merges from different layers\n");
+	}
+out:
+	graph_inspect_pairs_free(v, n);
+	free(cause);
+	graph_plan_free(plan);
+	graph_config_free(cfg);
+	graph_diags_fini(&d);
+	return rc;
 }
 
 int
@@ -376,6 +467,8 @@ cli_cmd_inspect(int argc, char **argv)
 	if ((rc = inspect_parse(argc, argv, &a)) != 0)
 		return rc < 0 ? CLI_EXIT_OK : rc;
 	graph_init();
+	if (a.config != NULL)
+		return inspect_config(&a);
 	memset(&o, 0, sizeof o);
 	o.a = a.a;
 	o.b = a.b;

@@ -888,6 +888,21 @@ int graph_inspect_run(const struct graph_inspect_opts *o,
     struct graph_inspect **out, struct graph_diags *d);
 void graph_inspect_free(struct graph_inspect *);
 
+/* The tensors a planned config maps across layers, each pair's cosine. */
+struct graph_inspect_pair {
+	char *tensor;		/* the output tensor */
+	char *model_a, *name_a;	/* its first input */
+	int64_t layer_a;
+	char *model_b, *name_b;	/* another, from another layer */
+	int64_t layer_b;
+	double cos;
+};
+
+int graph_inspect_config(const struct graph_plan *p,
+    const atomic_bool *cancel, struct graph_inspect_pair **out, size_t *n,
+    char **cause);
+void graph_inspect_pairs_free(struct graph_inspect_pair *, size_t);
+
 /* writer.c: whether path names a file besides weights and config.json
  * that an output may copy from an input (graph_plan_files lists them). */
 bool graph_is_side_file(const char *path);

@@ -434,3 +434,96 @@ graph_inspect_free(struct graph_inspect *r)
 	free(r->norm_b);
 	free(r);
 }
+
+/* Elements read at a time for a config's pairs. */
+#define PAIR_BLOCK 65536u
+
+/* The cosine of inputs x and y of pt, read a block at a time. */
+static int
+pair_cos(const struct graph_plan *p, const struct plan_tensor *pt,
+    const struct plan_input *x, const struct plan_input *y,
+    const atomic_bool *cancel, double *out, char **cause)
+{
+	float *a = xreallocarray(NULL, PAIR_BLOCK, 2 * sizeof *a), *b;
+	double dot = 0, aa = 0, bb = 0;
+	uint64_t e0;
+	size_t n, k;
+	int rc = 0;
+
+	b = a + PAIR_BLOCK;
+	for (e0 = 0; e0 < pt->numel && rc == 0; e0 += n) {
+		if (cancel != NULL && atomic_load(cancel)) {
+			*cause = xstrdup("cancelled");
+			rc = -ECANCELED;
+			break;
+		}
+		n = pt->numel - e0 < PAIR_BLOCK ? (size_t)(pt->numel - e0) :
+		    PAIR_BLOCK;
+		if ((rc = reader_read_chunk(p, pt, x, e0, n, a, cause)) != 0 ||
+		    (rc = reader_read_chunk(p, pt, y, e0, n, b, cause)) != 0)
+			break;
+		for (k = 0; k < n; k++) {
+			dot += (double)a[k] * (double)b[k];
+			aa += (double)a[k] * (double)a[k];
+			bb += (double)b[k] * (double)b[k];
+		}
+	}
+	free(a);
+	*out = aa > 0 && bb > 0 ? dot / sqrt(aa * bb) : 0;
+	return rc;
+}
+
+int
+graph_inspect_config(const struct graph_plan *p, const atomic_bool *cancel,
+    struct graph_inspect_pair **out, size_t *nout, char **cause)
+{
+	struct graph_inspect_pair *v = NULL, *q;
+	const struct plan_tensor *pt;
+	size_t i, k, n = 0;
+	int rc = 0;
+
+	for (i = 0; i < p->ntensors && rc == 0; i++) {
+		pt = &p->tensors[i];
+		/* Only what the config maps across layers. */
+		for (k = 1; k < pt->nin && rc == 0; k++) {
+			if (pt->in[k].layer == pt->in[0].layer)
+				continue;
+			v = xreallocarray(v, n + 1, sizeof *v);
+			q = &v[n];
+			memset(q, 0, sizeof *q);
+			q->tensor = xstrdup(pt->name);
+			q->model_a = xstrdup(p->models[pt->in[0].model].name);
+			q->name_a = xstrdup(pt->in[0].name);
+			q->layer_a = pt->in[0].layer;
+			q->model_b = xstrdup(p->models[pt->in[k].model].name);
+			q->name_b = xstrdup(pt->in[k].name);
+			q->layer_b = pt->in[k].layer;
+			n++;
+			rc = pair_cos(p, pt, &pt->in[0], &pt->in[k], cancel,
+			    &q->cos, cause);
+		}
+	}
+	if (rc != 0) {
+		graph_inspect_pairs_free(v, n);
+		v = NULL;
+		n = 0;
+	}
+	*out = v;
+	*nout = n;
+	return rc;
+}
+
+void
+graph_inspect_pairs_free(struct graph_inspect_pair *v, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		free(v[i].tensor);
+		free(v[i].model_a);
+		free(v[i].name_a);
+		free(v[i].model_b);
+		free(v[i].name_b);
+	}
+	free(v);
+}

@@ -202,6 +202,47 @@ test_base(void)
 	cJSON_Delete(j);
 }
 
+/* --config: exactly the pairs the config merges across layers. */
+static void
+test_config(void)
+{
+	cJSON *j, *m, *p;
+	char *o = NULL;
+	double from_map, worst = 1, ours = NAN;
+	int n = 0, rc;
+
+	tl_write_at(dir, "across.yml", "merge_method: slerp\nbase_model: "
+	    "./base\nslices:\n  - sources:\n      - model: ./base\n"
+	    "        layer_range: [0, 4]\n      - model: ./shifted\n"
+	    "        layer_range: [3, 7]\nparameters:\n  t: 0.5\n");
+	tl_write_at(dir, "same.yml", "merge_method: slerp\nbase_model: "
+	    "./base\nmodels:\n  - model: ./base\n  - model: ./shifted\n"
+	    "parameters:\n  t: 0.5\n");
+	j = inspect_json("--config across.yml");
+	cJSON_ArrayForEach(p, cJSON_GetObjectItem(j, "pairs")) {
+		n++;
+		if (num(cJSON_GetObjectItem(p, "cos")) < worst)
+			worst = num(cJSON_GetObjectItem(p, "cos"));
+		if (strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(p,
+		    "tensor")), "model.layers.0.mlp.up_proj.weight") == 0)
+			ours = num(cJSON_GetObjectItem(p, "cos"));
+	}
+	ok(n == 4 * 9 && worst > 0.9, "--config: the %d pairs a config maps "
+	    "across layers (4 layers, 9 kinds), each alike (at least %.3f)",
+	    n, worst);
+	cJSON_Delete(j);
+	m = inspect_json("base shifted");
+	from_map = kind_cos(m, "mlp.up_proj.weight", 0, 3);
+	ok(fabs(ours - from_map) < 1e-9, "a pair's cosine is the map's, "
+	    "computed the other way (%.12f, %.12f)", ours, from_map);
+	cJSON_Delete(m);
+	rc = tl_runf(&o, "cd %s && %s inspect --config same.yml 2>&1", dir,
+	    tl_mergectl);
+	ok(rc == 0 && o != NULL && strstr(o, "maps no tensor across layers"),
+	    "a config that maps nothing across layers says so");
+	free(o);
+}
+
 static void
 test_refusals(void)
 {
@@ -286,6 +327,7 @@ main(int argc, char **argv)
 	    "--dtype f32");
 	test_shift();
 	test_base();
+	test_config();
 	test_refusals();
 	test_svg();
 	return tap_done();
