@@ -735,6 +735,28 @@ test_watch_positions(int job)
 	free(path);
 }
 
+/*
+ * The background watch has said its first line before the gate opens:
+ * otherwise it may first see gate 2 already running (a busy machine).
+ */
+static void
+wait_watch_started(void)
+{
+	char *w = NULL, *path = tl_at(td_dir, "watch-b1.txt");
+	int i;
+
+	for (i = 0; i < 600; i++) {
+		w = tl_read(path, NULL);
+		if (w != NULL && strstr(w, "queued: position ") != NULL)
+			break;
+		free(w);
+		w = NULL;
+		usleep(50000);
+	}
+	free(w);
+	free(path);
+}
+
 /* Row 9: fairness first; priority orders a user's own jobs; root's all. */
 static void
 test_priority(void)
@@ -763,6 +785,7 @@ test_priority(void)
 	/* Bob's last job, watched from before the gate opens. */
 	rc = td_ctl(&o, "watch %d > watch-b1.txt 2>&1 &", b1);
 	free(o);
+	wait_watch_started();
 	rc = td_ctl(&o, "resume %d -q", GATE2);
 	free(o);
 	rc |= td_ctl(&o, "watch %d -q", GATE2);
