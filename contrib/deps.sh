@@ -8,10 +8,13 @@ pkgs="gcc libc6-dev pkg-config meson ninja-build libuv1-dev libyaml-dev
 libcjson-dev libopenblas-dev libsqlite3-dev libmicrohttpd-dev"
 # --test: also what the whole test suite uses (contrib/test.sh): clang
 # and its libFuzzer runtime for the fuzz runs, valgrind for memcheck,
-# chromium for the status page in a real browser (test-http), and node
-# with npm for Hugging Face's JavaScript implementations (below).
+# chromium for the status page in a real browser (test-http), node
+# with npm for Hugging Face's JavaScript implementations (below), and
+# Slurm with munge for the one-node cluster contrib/slurm-testcluster.sh
+# starts (the slurm backend's tests; no system service is configured).
 if [ "${1:-}" = "--test" ]; then
 	pkgs="$pkgs clang libclang-rt-14-dev valgrind util-linux chromium"
+	pkgs="$pkgs slurmctld slurmd slurm-client munge"
 	# Any node will do (Debian's nodejs when there is none).
 	command -v node >/dev/null 2>&1 || pkgs="$pkgs nodejs"
 	command -v npm >/dev/null 2>&1 || pkgs="$pkgs npm"
