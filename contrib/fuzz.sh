@@ -31,7 +31,14 @@ if [ ! -d build-fuzz ]; then
 	    -Dbuildtype=debugoptimized >/dev/null
 fi
 # A build that fails says why, where a log that keeps only the tail sees.
-if ! ninja -C build-fuzz >build-fuzz/ninja.log 2>&1; then
+# Only the fuzz targets: the rest of this build is never run (43 s of
+# CI's time on 2 cores).
+fuzz_targets=""
+for t in $targets; do
+	fuzz_targets="$fuzz_targets tests/fuzz-$t"
+done
+# shellcheck disable=SC2086
+if ! ninja -C build-fuzz $fuzz_targets >build-fuzz/ninja.log 2>&1; then
 	tail -n 40 build-fuzz/ninja.log
 	echo "0 passed, 1 failed"
 	exit 1

@@ -4,7 +4,8 @@
 # test matrix (docs/reliability.md says what each part covers):
 #   1. normal build, every suite;
 #   2. AddressSanitizer + UndefinedBehaviorSanitizer build, every suite;
-#   3. ThreadSanitizer build, the daemon and executor (integration) tests;
+#   3. ThreadSanitizer build, the daemon and executor tests (suite
+#      'threads' in tests/meson.build);
 #   4. valgrind memcheck over the unit and fuzz-replay suites;
 #   5. every fuzz target under libFuzzer for FUZZ_SECONDS (default 20) s.
 # Ends with one "N passed, N failed" line; exits 1 if anything failed.
@@ -31,7 +32,7 @@ run_suite build ""
 run_suite build-asan "--timeout-multiplier 3" \
     -Db_sanitize=address,undefined -Dbuildtype=debug -Doptimization=1
 TSAN_OPTIONS="halt_on_error=1 ${TSAN_OPTIONS:-}" \
-    run_suite build-tsan "--suite integration" -Db_sanitize=thread \
+    run_suite build-tsan "--suite threads" -Db_sanitize=thread \
     -Dbuildtype=debug -Doptimization=1
 # Memcheck sees what the sanitizers' own allocators can hide (reads of
 # uninitialised heap memory).  Its results go to a log of their own.
