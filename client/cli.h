@@ -145,6 +145,11 @@ struct cli_run {
 	bool interrupted;
 	bool finished;
 	bool said;		/* the error is printed already */
+	/* mergectl run --resume: a staging directory of a fixed name,
+	 * kept when the run stops short, with the engine's record of
+	 * the shards written (GRAPH_RECORD_FILE); a later run of the
+	 * same plan goes on from there. */
+	bool resume;
 };
 
 int cli_run_exec(const struct cli_merge_opts *o, struct cli_run *r,

@@ -7,9 +7,16 @@
  * printed and the exit code is 3 before any weight is read), then run the
  * plan on a private libuv loop with the executor, drawing progress on
  * stderr.  SIGINT or SIGTERM cancels the job, which removes its staging
- * directory, and exits with 130.
+ * directory, and exits with 130.  With --resume the staging directory
+ * has a fixed name (.OUT.partial) and stays when the run stops short,
+ * holding the engine's record of the shards written: the same command
+ * again goes on from there (a Slurm job requeued, docs/cluster.md).
+ * CONFIG "-" reads the config from standard input.
  */
+#include <sys/stat.h>
+
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -22,6 +29,9 @@
 #include "cli.h"
 #include "opts.h"
 #include "xmalloc.h"
+
+/* CONFIG "-": as much config text as a file may hold (stages.c). */
+#define RUN_STDIN_MAX (4u << 20)
 
 static void
 run_usage(FILE *fp)
@@ -43,6 +53,9 @@ run_usage(FILE *fp)
 	    "  --transformers-cache DIR  look models up in this Hugging Face "
 	    "cache\n"
 	    "  --force                replace OUT if it exists\n"
+	    "  --resume               keep what a stopped run wrote "
+	    "(.OUT.partial) and go on\n                         from there "
+	    "when run again with the same plan\n"
 	    "  --strict               what mergekit ignores (and mergectl warns "
 	    "of) is an error\n"
 	    "  -v, --verbose          say which architecture and what the plan "
@@ -166,10 +179,11 @@ run_report(const struct cli_merge_opts *o, const struct cli_run *r,
 
 static int
 run_parse(int argc, char **argv, struct cli_merge_opts *o,
-    struct cli_stage_opts *so, char **cfg, char **out)
+    struct cli_stage_opts *so, char **cfg, char **out, bool *resume)
 {
 	static const struct option own[] = {
 		{ "help", no_argument, NULL, 'h' },
+		{ "resume", no_argument, NULL, OPT_OWN },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct option *merge = cli_merge_longopts(own);
@@ -186,6 +200,10 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o,
 			run_usage(stdout);
 			free(longopts);
 			exit(CLI_EXIT_OK);
+		}
+		if (c == OPT_OWN) {
+			*resume = true;
+			continue;
 		}
 		if (c == '?' || (cli_stage_opt(so, c, optarg) != 0 &&
 		    cli_merge_opt(o, c, optarg) != 0))
@@ -246,19 +264,23 @@ run_say_plan(const struct graph_plan *plan)
 	free(m);
 }
 
-/* Loads and plans; prints every problem.  Returns an exit code. */
+/*
+ * Loads and plans; prints every problem.  Returns an exit code.  text:
+ * the config read from standard input (CONFIG "-"), or NULL.
+ */
 static int
-run_plan(const struct cli_merge_opts *o, const char *path,
+run_plan(const struct cli_merge_opts *o, const char *path, const char *text,
     struct graph_config **cfg, struct graph_plan **plan)
 {
 	struct graph_plan_opts po;
 	struct graph_diags d;
-	int rc = CLI_EXIT_OK;
+	int rc = CLI_EXIT_OK, lrc;
 
 	graph_diags_init(&d);
 	cli_plan_opts(o, &po);
-	if (graph_config_load_file(path, cfg, &d) != 0 ||
-	    graph_plan_build(*cfg, &po, plan, &d) != 0)
+	lrc = text != NULL ? graph_config_load_buffer("<stdin>", text,
+	    strlen(text), cfg, &d) : graph_config_load_file(path, cfg, &d);
+	if (lrc != 0 || graph_plan_build(*cfg, &po, plan, &d) != 0)
 		rc = CLI_EXIT_INVALID;
 	if (rc != CLI_EXIT_OK) {
 		cli_error_diags(PROTO_E_BAD_CONFIG, &d, "%zu problem%s found; "
@@ -274,6 +296,54 @@ run_plan(const struct cli_merge_opts *o, const char *path,
 }
 
 /*
+ * --resume: what an earlier run of the same plan left in the staging
+ * directory (its record, GRAPH_RECORD_FILE), as one flag per shard in
+ * done.  A directory of another plan, or without a record, is removed:
+ * its shards may have other names, sizes or contents.
+ */
+static void
+run_resume_point(const struct graph_plan *plan, int dirfd,
+    const char *staging, const char *out, bool *done)
+{
+	struct graph_plan_summary s;
+	struct graph_record rec;
+	struct stat st;
+	char fp[17], *cause = NULL, *why = NULL;
+	size_t i;
+	int rc;
+
+	graph_plan_summary(plan, &s);
+	rc = graph_record_read(dirfd, staging, (int64_t)geteuid(), &rec,
+	    &cause);
+	if (rc == -ENOENT && fstatat(dirfd, staging, &st,
+	    AT_SYMLINK_NOFOLLOW) == -1) {
+		free(cause);
+		return;		/* a first run */
+	}
+	graph_plan_fingerprint(plan, fp);
+	if (rc == 0 && strcmp(rec.plan, fp) == 0 && strlen(rec.shards) ==
+	    s.shards) {
+		for (i = 0; i < s.shards; i++)
+			done[i] = rec.shards[i] == '1';
+		fprintf(stderr, "%s: resuming %s: %zu of %zu shard%s written "
+		    "by an earlier run\n", cli_progname, out, rec.shards_done,
+		    s.shards, s.shards == 1 ? "" : "s");
+		graph_record_fini(&rec);
+		return;
+	}
+	why = rc == 0 ? xstrdup("its plan was another (the config, the "
+	    "options or an input changed)") : rc == -ENOENT ?
+	    xstrdup("it holds no record of what it finished") :
+	    xasprintf("its record is unreadable: %s", cause);
+	fprintf(stderr, "%s: note: starting %s over: %s was left by an "
+	    "earlier run, but %s\n", cli_progname, out, staging, why);
+	graph_remove_tree(dirfd, staging, NULL);
+	graph_record_fini(&rec);
+	free(cause);
+	free(why);
+}
+
+/*
  * Runs plan into out on a loop of its own; manifest: a pipeline stage's
  * record, or NULL.  Returns an exit code; r says what happened.
  */
@@ -284,16 +354,26 @@ cli_run_exec(const struct cli_merge_opts *o, struct cli_run *r,
 	struct graph_exec_opts eo = { cli_budget(o), o->threads, false };
 	struct graph_job_opts jo;
 	struct graph_exec *ex = NULL;
-	char *cause = NULL, *name;
+	struct graph_plan_summary s;
+	char *cause = NULL, *name, *staging = NULL;
+	bool *done = NULL;
 	int rc, dirfd;
 
 	if ((dirfd = cli_open_parent(out, &name, true)) < 0) {
 		r->said = true;
 		return CLI_EXIT_FAILED;
 	}
+	if (r->resume) {
+		graph_plan_summary(plan, &s);
+		staging = xasprintf(".%s.partial", name);
+		done = xcalloc(s.shards + 1, sizeof *done);
+		run_resume_point(plan, dirfd, staging, out, done);
+	}
 	if (uv_loop_init(&r->loop) != 0) {
 		close(dirfd);
 		free(name);
+		free(staging);
+		free(done);
 		return CLI_EXIT_FAILED;
 	}
 	uv_signal_init(&r->loop, &r->sigint);
@@ -307,6 +387,10 @@ cli_run_exec(const struct cli_merge_opts *o, struct cli_run *r,
 	jo.out_name = name;
 	jo.out_dir = out;
 	jo.manifest = manifest;
+	jo.staging_name = staging;
+	jo.keep_staging = r->resume;
+	jo.shards_done = done;
+	jo.record = r->resume;
 	jo.done = run_done;
 	jo.progress = run_progress;
 	jo.arg = r;
@@ -322,6 +406,8 @@ cli_run_exec(const struct cli_merge_opts *o, struct cli_run *r,
 	graph_exec_destroy(ex);
 	close(dirfd);
 	free(name);
+	free(staging);
+	free(done);
 	if (uv_loop_close(&r->loop) != 0)
 		fprintf(stderr, "%s: warning: event loop not closed cleanly\n",
 		    cli_progname);
@@ -344,34 +430,59 @@ cli_cmd_run(int argc, char **argv)
 	struct graph_config *cfg = NULL;
 	struct graph_plan *plan = NULL;
 	struct cli_run *r;
-	char *cfgpath, *out, pool[16];
+	char *cfgpath, *out, pool[16], *text = NULL;
+	size_t len;
 	double t0;
+	bool resume = false;
 	int rc;
 
-	if (run_parse(argc, argv, &o, &so, &cfgpath, &out) != 0)
+	if (run_parse(argc, argv, &o, &so, &cfgpath, &out, &resume) != 0)
 		return CLI_EXIT_USAGE;
 	/* libuv reads this once, at the pool's first use: one thread more
 	 * than the merge uses, so file system work is never starved. */
 	snprintf(pool, sizeof pool, "%d", o.threads + 1);
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
 	graph_init();
-	/* mergekit-yaml reads one document, as mergekit's does. */
-	if (cli_as_multi || (!cli_as_mergekit && cli_stage_count(cfgpath) > 1))
+	/* CONFIG "-": one merge's config on standard input (a batch
+	 * script's here-document, docs/cluster.md). */
+	if (strcmp(cfgpath, "-") == 0 && !cli_as_multi) {
+		if (graph_read_file("/dev/stdin", RUN_STDIN_MAX, &text, &len) !=
+		    0 || strlen(text) != len || graph_pipeline_ndocs(text, len) >
+		    1) {
+			cli_usage_error("CONFIG - reads one merge's config, of "
+			    "at most 4 MiB of text, from standard input");
+			free(text);
+			return CLI_EXIT_USAGE;
+		}
+	} else if (cli_as_multi || (!cli_as_mergekit &&
+	    cli_stage_count(cfgpath) > 1)) {
+		/* mergekit-yaml reads one document, as mergekit's does. */
+		if (resume) {
+			cli_usage_error("--resume runs one merge; a pipeline "
+			    "of stages skips the stages already written "
+			    "(--lazy)");
+			return CLI_EXIT_USAGE;
+		}
 		return cli_run_stages(&o, &so, cfgpath, out);
+	}
 	if (out == NULL) {
 		cli_usage_error("%s needs CONFIG and OUT", cli_as_mergekit ?
 		    cli_progname : "run");
+		free(text);
 		return CLI_EXIT_USAGE;
 	}
 	if (so.dir != NULL)
 		fprintf(stderr, "%s: note: --intermediate-dir changes nothing: "
 		    "%s holds one merge, no stages\n", cli_progname, cfgpath);
 	t0 = cli_now();
-	if ((rc = run_plan(&o, cfgpath, &cfg, &plan)) != CLI_EXIT_OK) {
+	rc = run_plan(&o, cfgpath, text, &cfg, &plan);
+	free(text);
+	if (rc != CLI_EXIT_OK) {
 		graph_config_free(cfg);
 		return rc;
 	}
 	r = xcalloc(1, sizeof *r);
+	r->resume = resume;
 	rc = cli_run_exec(&o, r, plan, out, NULL);
 	run_report(&o, r, plan, out, cli_now() - t0);
 	free(r->err);

@@ -22,7 +22,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-30}
 [ $# -gt 0 ] && shift
 all="frame msg safetensors model config torchbin spm tokenizer extractopts"
-all="$all cmdline http"
+all="$all cmdline http record"
 targets=${*:-$all}
 
 if [ ! -d build-fuzz ]; then

@@ -187,6 +187,10 @@ struct graph_job {
 	char *err;
 	int inflight;		/* tasks of this job on the pool */
 	struct task jtask;	/* SETUP, FINISH, CLEANUP */
+	/* graph_job_opts.record: kept until it stops (exec-record.c). */
+	bool record;
+	char fingerprint[17];	/* graph_plan_fingerprint */
+	uint64_t record_ms;	/* uv_now of the last write */
 	graph_job_done_cb done;
 	graph_job_progress_cb progress;
 	graph_job_shard_cb on_shard;
@@ -254,6 +258,12 @@ void *mem_alloc(struct graph_exec *ex, size_t size);
 void mem_free(struct graph_exec *ex, void *p, size_t size);
 enum admit unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0,
     size_t n, uint64_t *need);
+
+/* exec-record.c: the job's record in its staging directory (loop
+ * thread). */
+void record_update(struct graph_job *job, bool now);
+void record_stop(struct graph_job *job);
+void record_remove(struct graph_job *job);
 
 /* exec-work.c: run on pool threads. */
 void exec_work(uv_work_t *w);

@@ -524,6 +524,7 @@ xjob_progress(struct graph_job *job)
 	job->prog.memory_peak = job->ex->peak;
 	job->prog.job_memory = job->held;
 	job->prog.memory_wait = job->mem_wait;
+	record_update(job, false);
 	if (job->progress != NULL)
 		job->progress(job, &job->prog, job->arg);
 }
@@ -743,12 +744,14 @@ xjob_maybe_end(struct graph_job *job)
 	case XJOB_SETUP:
 	case XJOB_RUNNING:
 		if (job->rc != 0) {
+			record_stop(job);
 			job->state = XJOB_CLEANUP;
 			job->inflight++;
 			xjob_task(job, TASK_CLEANUP);
 		} else if (job->prog.shards_done == job->plan->nshards &&
 		    job->next_tensor == job->plan->ntensors &&
 		    job->nactive == 0) {
+			record_remove(job);
 			job->state = XJOB_FINISHING;
 			job->inflight++;
 			xjob_task(job, TASK_FINISH);
@@ -790,10 +793,15 @@ after_xjob_task(struct graph_job *job, struct task *t)
 		job->prog.shards_done = 0;
 		for (size_t i = 0; i < job->plan->nshards; i++)
 			job->prog.shards_done += job->shard_done[i];
+		record_update(job, true);
 		break;
 	case TASK_SHARD:
 		if (t->rc == 0) {
 			job->prog.shards_done++;
+			/* Every tensor of it is done: nothing reads this
+			 * flag for it again but the record. */
+			job->shard_done[t->idx] = true;
+			record_update(job, true);
 			if (job->on_shard != NULL)
 				job->on_shard(job, t->idx, job->arg);
 		}
@@ -910,6 +918,12 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	}
 	if ((rc = exec_check_budget(ex, p, cause)) != 0)
 		return rc;
+	/* Written from the loop thread, with the process's own rights. */
+	if (o->record && cred_mode(o->cred) == CRED_SWITCH) {
+		*cause = xstrdup("a job's record is kept only by a process "
+		    "acting as itself");
+		return -EINVAL;
+	}
 	job = xcalloc(1, sizeof *job);
 	if ((job->out_dirfd = fcntl(o->out_dirfd, F_DUPFD_CLOEXEC, 3)) == -1) {
 		rc = -errno;
@@ -935,6 +949,9 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 		job->replace.nown = o->nown;
 	}
 	job->keep_staging = o->keep_staging;
+	job->record = o->record;
+	if (o->record)
+		graph_plan_fingerprint(p, job->fingerprint);
 	/* A cap at or above the whole budget caps nothing: the budget's
 	 * own rules (and messages) apply. */
 	job->cap = p->opts.merge.memory < ex->budget ? p->opts.merge.memory :

@@ -557,6 +557,38 @@ struct graph_plan_files {
 void graph_plan_files(const struct graph_plan *, struct graph_plan_files *);
 void graph_plan_files_fini(struct graph_plan_files *);
 
+/*
+ * record.c: a resumable job's record, GRAPH_RECORD_FILE in its staging
+ * directory, written by the engine for a job submitted with
+ * graph_job_opts.record: the plan's fingerprint, the progress, which
+ * shards are durably written ('0'/'1' each) and, once the job stopped
+ * short, why.  Removed before the staging directory is published.  Read
+ * as untrusted input (graph_record_read): at most GRAPH_RECORD_MAX bytes.
+ */
+#define GRAPH_RECORD_FILE ".merged-progress.json"
+#define GRAPH_RECORD_MAX 262144
+
+struct graph_record {
+	char plan[17];		/* graph_plan_fingerprint, hexadecimal */
+	uint64_t bytes_done;
+	uint64_t bytes_total;
+	uint64_t tensors_done;
+	uint64_t tensors_total;
+	uint64_t memory_peak;
+	char *shards;		/* one '0' or '1' per shard, owned */
+	size_t shards_done;	/* its '1's */
+	char *error;		/* NULL, or why it stopped; owned */
+};
+
+void graph_record_fini(struct graph_record *);
+int graph_record_parse(const char *buf, size_t len, struct graph_record *out,
+    char **cause);
+char *graph_record_format(const struct graph_record *);
+int graph_record_read(int dirfd, const char *staging, int64_t owner,
+    struct graph_record *out, char **cause);
+/* What a plan's shards depend on, as 16 hexadecimal digits and a NUL. */
+void graph_plan_fingerprint(const struct graph_plan *, char out[17]);
+
 /* exec.c: runs plans on a libuv loop under one memory budget. */
 struct uv_loop_s;
 struct graph_exec;
@@ -631,6 +663,10 @@ struct graph_job_opts {
 	const char *staging_name;	/* NULL: derived from out_name */
 	bool keep_staging;	/* on failure or cancel, for resume */
 	const bool *shards_done;	/* NULL or one flag per shard */
+	/* Keep GRAPH_RECORD_FILE in the staging directory, written from
+	 * the loop thread: only for a process acting as itself (cred
+	 * NULL or the process's own), as mergectl run --resume. */
+	bool record;
 	/* NULL, or a pipeline stage's record (pipeline-plan.c), written
 	 * into the output as GRAPH_STAGE_MANIFEST; copied. */
 	const char *manifest;
