@@ -264,6 +264,29 @@ run_say_plan(const struct graph_plan *plan)
 	free(m);
 }
 
+/* Standard input whole, a pipe or a file, up to RUN_STDIN_MAX bytes. */
+static int
+run_read_stdin(char **out, size_t *len)
+{
+	struct xbuf x = { 0 };
+	char buf[65536];
+	ssize_t n;
+
+	while ((n = read(STDIN_FILENO, buf, sizeof buf)) != 0) {
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n == -1 || x.len + (size_t)n > RUN_STDIN_MAX) {
+			xbuf_free(&x);
+			*out = NULL;
+			return -1;
+		}
+		xbuf_add(&x, buf, (size_t)n);
+	}
+	*len = x.len;
+	*out = x.data != NULL ? xbuf_take(&x) : xstrdup("");
+	return 0;
+}
+
 /*
  * Loads and plans; prints every problem.  Returns an exit code.  text:
  * the config read from standard input (CONFIG "-"), or NULL.
@@ -446,9 +469,8 @@ cli_cmd_run(int argc, char **argv)
 	/* CONFIG "-": one merge's config on standard input (a batch
 	 * script's here-document, docs/cluster.md). */
 	if (strcmp(cfgpath, "-") == 0 && !cli_as_multi) {
-		if (graph_read_file("/dev/stdin", RUN_STDIN_MAX, &text, &len) !=
-		    0 || strlen(text) != len || graph_pipeline_ndocs(text, len) >
-		    1) {
+		if (run_read_stdin(&text, &len) != 0 || strlen(text) != len ||
+		    graph_pipeline_ndocs(text, len) > 1) {
 			cli_usage_error("CONFIG - reads one merge's config, of "
 			    "at most 4 MiB of text, from standard input");
 			free(text);

@@ -130,7 +130,11 @@ job_info(const cJSON *j)
 	    (p = strstr(why, "job ")) != NULL &&
 	    sscanf(p, "job %llu", &dep) == 1)
 		return xasprintf("after job %llu", dep);
-	if (*why != '\0')
+	/* merged --backend slurm: Slurm's job, state and reason while it
+	 * waits; a running one's ETA, as any. */
+	if (strncmp(why, "slurm: ", 7) == 0 && strcmp(state, "running") != 0)
+		return xstrdup(why + 7);
+	if (*why != '\0' && strncmp(why, "slurm: ", 7) != 0)
 		return xstrndup(why, strcspn(why, ":"));
 	if (strcmp(state, "running") == 0) {
 		/* Extrapolated from the first kilobytes: noise. */

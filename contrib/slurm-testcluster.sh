@@ -10,6 +10,8 @@
 #   slurm-testcluster.sh run -- CMD   starts one, runs CMD with SLURM_CONF
 #                                     (and SLURM_TESTCLUSTER=DIR) set, then
 #                                     stops it whatever happens; CMD's exit
+#                                     (CMD runs without them when no
+#                                     cluster could start)
 #
 # Everything (config, munge key and socket, state, spool, logs) lives in
 # the directory; the daemons listen on private ports on 127.0.0.1 and run
@@ -185,7 +187,12 @@ run)
 	shift
 	[ "${1:-}" = "--" ] && shift
 	[ $# -gt 0 ] || die "usage: $0 run -- CMD [ARG...]"
-	dir=$(start)
+	# Without a cluster CMD still runs, without SLURM_CONF: a test
+	# says what it lacks (and fails under CI=true).
+	if ! dir=$(start); then
+		echo "slurm-testcluster: running $1 without a cluster" >&2
+		exec "$@"
+	fi
 	trap 'stop "$dir"' EXIT
 	trap 'exit 130' INT TERM
 	rc=0

@@ -50,6 +50,14 @@ struct daemon_opts {
 	int max_fds_per_user;	/* held by them; 0: a share of the limit */
 	char **on_done;		/* every job's hook (hook.c); NULL: none */
 	double hook_timeout;	/* seconds a hook may run */
+	/* --backend slurm (slurm.c): merges run as Slurm batch jobs. */
+	bool slurm;
+	char *slurm_partition;	/* --partition; NULL: Slurm's default */
+	char *slurm_account;	/* --account; NULL: none */
+	char **slurm_args;	/* --sbatch-arg, NULL-terminated, or NULL */
+	char *slurm_engine;	/* the mergectl batch jobs run */
+	double slurm_rate;	/* --time: seconds per GB of output */
+	double slurm_safety;	/* and the factor it is multiplied by */
 	char *http;		/* --http [ADDR:]PORT; NULL: no page */
 	uint64_t sample_interval;	/* seconds between history samples */
 };
@@ -137,6 +145,15 @@ struct djob {
 	/* Queued: 1 + the queued jobs that start before it; 0 otherwise
 	 * (sched_positions, which must run first). */
 	size_t queue_pos;
+	/* --backend slurm (slurm.c): its batch job, once submitted (0:
+	 * none), and what squeue last said of it. */
+	uint64_t slurm_id;
+	bool slurm_submitting;	/* sbatch runs */
+	bool slurm_seen;	/* squeue has listed it */
+	bool slurm_over;	/* Slurm ended it, or was told to */
+	double slurm_since;	/* when it was submitted */
+	char *slurm_state;	/* PENDING, RUNNING, ... */
+	char *slurm_reason;	/* Slurm's reason; NULL: none */
 };
 
 /* A watcher: a connection's request that streams a job's events. */
@@ -239,11 +256,35 @@ struct daemon {
 	uv_timer_t sampler;		/* its history (http-api.c) */
 	struct store *store;
 	struct graph_exec *exec;
+	/* --backend slurm: the squeue poll and Slurm's commands running. */
+	uv_timer_t slurm_timer;
+	bool slurm_polling;
+	struct slurm_cmd *slurm_cmds;
 	uint32_t uid;
 	bool draining;
 	double drain_deadline;
 	int exit_code;
 };
+
+/* slurm.c: merged --backend slurm. */
+bool slurm_handed(const struct djob *j);
+void slurm_start(struct daemon *d);
+void slurm_stop(struct daemon *d);
+int slurm_job_start(struct daemon *d, struct djob *j);
+void slurm_job_cancel(struct daemon *d, struct djob *j);
+void slurm_job_interrupt(struct daemon *d, struct djob *j);
+void slurm_job_final(struct daemon *d, struct djob *j);
+void slurm_cancel_id(struct daemon *d, uint64_t sid);
+char *slurm_reason(const struct djob *j);
+
+/* slurm-cmd.c: Slurm's commands, run from the loop.  cb gets the exit
+ * status (-1: killed, or more output than kept), stdout and stderr. */
+struct slurm_cmd;
+typedef void (*slurm_cmd_cb)(struct daemon *d, int64_t status,
+    const char *out, size_t len, const char *err, void *arg);
+int slurm_cmd_run(struct daemon *d, char **argv, const char *input,
+    slurm_cmd_cb cb, void *arg);
+bool slurm_cmd_busy(const struct daemon *d);
 
 /* clock.c */
 double daemon_now(void);
@@ -334,6 +375,7 @@ struct djob *job_out_clash(struct daemon *d, uint64_t dev, uint64_t ino,
 void job_adopt(struct djob *j, struct djob *s);
 void job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+void job_changed(struct daemon *d, struct djob *j, bool final);
 void job_set_state(struct daemon *d, struct djob *j, enum job_state s,
     const char *error);
 void job_cancel(struct daemon *, struct djob *);

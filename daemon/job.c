@@ -129,6 +129,8 @@ job_free(struct djob *j)
 	free(j->shards_done);
 	free(j->error);
 	free(j->on_done);
+	free(j->slurm_state);
+	free(j->slurm_reason);
 	free(j->deps);
 	free(j->stage);
 	free(j->inter_dir);
@@ -153,7 +155,7 @@ job_log(struct daemon *d, struct djob *j, const char *fmt, ...)
 }
 
 /* Tells the rest of the daemon through its hook, if it set one. */
-static void
+void
 job_changed(struct daemon *d, struct djob *j, bool final)
 {
 	if (d->job_changed != NULL)
@@ -172,8 +174,10 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 		j->finished = 0;	/* resumed */
 	if (s == JOB_RUNNING)
 		j->started = daemon_now();
-	if (proto_state_final(s))
+	if (proto_state_final(s)) {
 		j->finished = daemon_now();
+		slurm_job_final(d, j);
+	}
 	free(j->error);
 	j->error = error != NULL ? xstrdup(error) : NULL;
 	store_job_update(d->store, j);
@@ -746,6 +750,8 @@ job_start(struct daemon *d, struct djob *j)
 
 	if (j->kind == JOB_KIND_EXTRACT_LORA)
 		return job_start_extract(d, j);
+	if (d->opts.slurm)
+		return slurm_job_start(d, j);
 	graph_plan_summary(j->plan, &s);
 	if (j->shards_done == NULL || strlen(j->shards_done) != s.shards) {
 		free(j->shards_done);
@@ -815,6 +821,10 @@ job_cancel(struct daemon *d, struct djob *j)
 		group_cancel(d, j);
 		return;
 	}
+	if (slurm_handed(j)) {
+		slurm_job_cancel(d, j);
+		return;
+	}
 	if (j->state == JOB_RUNNING) {
 		if (j->gj != NULL)
 			graph_exec_cancel(j->gj);
@@ -843,6 +853,10 @@ job_interrupt_all(struct daemon *d)
 		/* A group's state is its stages'. */
 		if (!proto_state_live(j->state) || j->kind == JOB_KIND_PIPELINE)
 			continue;
+		if (slurm_handed(j)) {
+			slurm_job_interrupt(d, j);
+			continue;
+		}
 		if (j->state == JOB_RUNNING) {
 			if (j->gj != NULL)
 				graph_exec_interrupt(j->gj);

@@ -20,6 +20,8 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +31,70 @@
 #include "cmdline.h"
 #include "daemon.h"
 #include "xmalloc.h"
+
+/* An executable named name in PATH (or a path), for the checks below. */
+static bool
+in_path(const char *name)
+{
+	const char *path = getenv("PATH");
+	char *dirs, *dir, *save = NULL, *full;
+	bool found = false;
+
+	if (strchr(name, '/') != NULL)
+		return access(name, X_OK) == 0;
+	dirs = xstrdup(path != NULL ? path : "/usr/bin:/bin");
+	for (dir = strtok_r(dirs, ":", &save); dir != NULL && !found;
+	    dir = strtok_r(NULL, ":", &save)) {
+		full = xasprintf("%s/%s", dir, name);
+		found = access(full, X_OK) == 0;
+		free(full);
+	}
+	free(dirs);
+	return found;
+}
+
+/*
+ * --backend slurm: who submits, with what.  Each job runs as its user:
+ * a personal daemon is that user; a team daemon must be root to submit
+ * with sbatch --uid/--gid, never as a shared account.
+ */
+static void
+slurm_check_args(struct daemon_opts *o)
+{
+	char self[PATH_MAX], *dir, *cand;
+	ssize_t n;
+
+	if (o->team && geteuid() != 0)
+		fatalx("--backend slurm: a team daemon submits each job as "
+		    "the user who asked for it (sbatch --uid/--gid), which "
+		    "only root can; run it as root (contrib/systemd/"
+		    "merged-root.service) or use a personal daemon");
+	if (!in_path("sbatch") || !in_path("squeue") || !in_path("scancel"))
+		fatalx("--backend slurm: sbatch, squeue and scancel must be in "
+		    "PATH (Debian: slurm-client)");
+	if (o->slurm_engine == NULL) {
+		/* Installed: mergectl beside merged; built: ../client. */
+		if ((n = readlink("/proc/self/exe", self, sizeof self - 1)) <=
+		    0)
+			fatal("--backend slurm: /proc/self/exe");
+		self[n] = '\0';
+		dir = dirname(self);
+		cand = xasprintf("%s/mergectl", dir);
+		if (access(cand, X_OK) != 0) {
+			free(cand);
+			cand = xasprintf("%s/../client/mergectl", dir);
+		}
+		o->slurm_engine = realpath(cand, NULL);
+		if (o->slurm_engine == NULL)
+			fatalx("--backend slurm: no mergectl beside merged; "
+			    "name it with --slurm-engine PATH");
+		free(cand);
+	} else if (o->slurm_engine[0] != '/' ||
+	    access(o->slurm_engine, X_OK) != 0) {
+		fatalx("--slurm-engine: %s is not an absolute path to a "
+		    "program", o->slurm_engine);
+	}
+}
 
 static void
 usage(FILE *fp)
@@ -41,7 +107,10 @@ usage(FILE *fp)
 	    "[--max-fds-per-user N]\n"
 	    "              [--on-done CMD] [--hook-timeout DURATION] "
 	    "[--http [ADDR:]PORT]\n"
-	    "              [--sample-interval DURATION]\n\n"
+	    "              [--sample-interval DURATION]\n"
+	    "              [--backend local|slurm] [--partition P] "
+	    "[--account A] [--sbatch-arg ARG]\n"
+	    "              [--slurm-engine PATH] [--slurm-rate SECONDS]\n\n"
 	    "  --socket PATH     listen here (personal default: "
 	    "$XDG_RUNTIME_DIR/merged/merged.sock)\n"
 	    "  --state-dir DIR   the job store (default: "
@@ -77,6 +146,17 @@ usage(FILE *fp)
 	    "off without this option)\n"
 	    "  --sample-interval D\n                    how often the "
 	    "page's history is sampled (60s)\n"
+	    "  --backend B       local (merge here, the default) or slurm (each "
+	    "job a Slurm\n                    batch job, as its user; see "
+	    "docs/cluster.md)\n"
+	    "  --partition P, --account A\n                    slurm: "
+	    "sbatch's --partition and --account\n"
+	    "  --sbatch-arg ARG  slurm: one more sbatch argument "
+	    "(repeatable)\n"
+	    "  --slurm-engine PATH\n                    slurm: the mergectl "
+	    "batch jobs run (default: beside merged)\n"
+	    "  --slurm-rate S    slurm: --time is S seconds per GB of "
+	    "output, times 3 (60)\n"
 	    "  --version         print the version\n"
 	    "  -v                more logging (repeat for debug)\n");
 }
@@ -113,13 +193,19 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		{ "http", required_argument, NULL, 'W' },
 		{ "sample-interval", required_argument, NULL, 'I' },
 		{ "hook-timeout", required_argument, NULL, 'H' },
+		{ "backend", required_argument, NULL, 'B' },
+		{ "partition", required_argument, NULL, 'P' },
+		{ "account", required_argument, NULL, 'A' },
+		{ "sbatch-arg", required_argument, NULL, 'X' },
+		{ "slurm-engine", required_argument, NULL, 'E' },
+		{ "slurm-rate", required_argument, NULL, 'R' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
 	};
 	char *cause = NULL;
 	uint64_t secs;
-	size_t n;
+	size_t n, nargs = 0;
 	int c;
 
 	memset(o, 0, sizeof *o);
@@ -131,6 +217,8 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 	o->max_jobs_per_user = 64;
 	o->hook_timeout = 60;
 	o->sample_interval = 60;
+	o->slurm_rate = 60;
+	o->slurm_safety = 3;
 	while ((c = getopt_long(argc, argv, "vh", longopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
@@ -209,6 +297,39 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 				    "from 1s to 1d", optarg);
 			o->sample_interval = secs;
 			break;
+		case 'B':
+			if (strcmp(optarg, "slurm") != 0 &&
+			    strcmp(optarg, "local") != 0)
+				fatalx("--backend: local or slurm, not '%s'",
+				    optarg);
+			o->slurm = strcmp(optarg, "slurm") == 0;
+			break;
+		case 'P':
+			free(o->slurm_partition);
+			o->slurm_partition = xstrdup(optarg);
+			break;
+		case 'A':
+			free(o->slurm_account);
+			o->slurm_account = xstrdup(optarg);
+			break;
+		case 'X':
+			if (nargs >= 16)
+				fatalx("--sbatch-arg: at most 16");
+			o->slurm_args = xreallocarray(o->slurm_args, nargs + 2,
+			    sizeof *o->slurm_args);
+			o->slurm_args[nargs++] = xstrdup(optarg);
+			o->slurm_args[nargs] = NULL;
+			break;
+		case 'E':
+			free(o->slurm_engine);
+			o->slurm_engine = xstrdup(optarg);
+			break;
+		case 'R':
+			if ((o->slurm_rate = atof(optarg)) <= 0 ||
+			    o->slurm_rate > 86400)
+				fatalx("--slurm-rate: seconds per GB, above 0 "
+				    "and at most 86400");
+			break;
 		case 'v':
 			o->verbose++;
 			break;
@@ -231,6 +352,8 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		o->socket = sockdir_personal_path();
 	if (o->state_dir == NULL)
 		o->state_dir = default_state_dir(o->team);
+	if (o->slurm)
+		slurm_check_args(o);
 	/* A hook runs as the job's owner (hook.c): only root can. */
 	if (o->on_done != NULL && o->team && geteuid() != 0)
 		fatalx("--on-done: a team daemon runs each job's hook as the "
@@ -252,7 +375,9 @@ daemon_maybe_finish(struct daemon *d)
 {
 	struct conn *c, *next;
 
-	if (!d->draining || d->nrunning > 0 || d->nplanning > 0)
+	/* Slurm's commands in flight (a drain's scancel) end first. */
+	if (!d->draining || d->nrunning > 0 || d->nplanning > 0 ||
+	    slurm_cmd_busy(d))
 		return;
 	for (c = d->conns; c != NULL; c = next) {
 		next = c->next;
@@ -262,6 +387,8 @@ daemon_maybe_finish(struct daemon *d)
 	uv_timer_stop(&d->hup_check);
 	uv_timer_stop(&d->retain);
 	uv_timer_stop(&d->sampler);
+	if (d->opts.slurm)
+		slurm_stop(d);
 	hook_stop_all(d);
 	uv_walk(&d->loop, close_any, NULL);
 }
@@ -459,6 +586,10 @@ daemon_free(struct daemon *d)
 	free(d->opts.group);
 	cmdline_free(d->opts.on_done);
 	free(d->opts.http);
+	free(d->opts.slurm_partition);
+	free(d->opts.slurm_account);
+	cmdline_free(d->opts.slurm_args);
+	free(d->opts.slurm_engine);
 	hook_free_all(d);
 	http_free(d);
 }
@@ -508,6 +639,11 @@ main(int argc, char **argv)
 	d.sampler.data = &d;
 	if (d.opts.http != NULL)
 		daemon_http(&d);
+	if (d.opts.slurm) {
+		slurm_start(&d);
+		log_info("backend slurm: jobs run as Slurm batch jobs of %s",
+		    d.opts.slurm_engine);
+	}
 	daemon_signals(&d);
 	log_info("listening on %s (%s mode), state in %s, memory %llu MiB, "
 	    "%d threads", d.opts.socket, d.opts.team ? "team" : "personal",

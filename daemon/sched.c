@@ -49,6 +49,9 @@ sched_ready(struct daemon *d, const struct djob *j, char **why)
 		}
 		if (dep->state == JOB_DONE)
 			continue;
+		/* On Slurm, afterok orders them (slurm.c). */
+		if (dep->slurm_id != 0 && proto_state_live(dep->state))
+			continue;
 		/* Still to finish, or waiting to be resumed. */
 		if (!proto_state_removable(dep->state)) {
 			ready = 0;
@@ -96,6 +99,8 @@ sched_reason(struct daemon *d, const struct djob *j)
 	char *why = NULL;
 	size_t i;
 
+	if (slurm_handed(j) && proto_state_live(j->state))
+		return slurm_reason(j);
 	if (j->state == JOB_RUNNING && j->prog.memory_wait != 0)
 		return sched_memory_reason(d, j);
 	if (j->state != JOB_QUEUED)
@@ -301,7 +306,7 @@ sched_pick(struct daemon *d)
 		v[i].last = j->started;
 		why = NULL;
 		if (j->state == JOB_QUEUED && job_planned(j) &&
-		    sched_ready(d, j, &why) > 0) {
+		    !slurm_handed(j) && sched_ready(d, j, &why) > 0) {
 			v[i].next = j;
 			if (j->owner == 0 && j->priority > 0 &&
 			    sched_before(j, root))
@@ -343,8 +348,9 @@ sched_run(struct daemon *d)
 	sched_fail_orphans(d);
 	/* Stages whose inputs are now written are planned (group.c). */
 	group_plan_waiting(d);
-	while (!d->draining && d->nrunning < (size_t)d->opts.max_running &&
-	    (j = sched_pick(d)) != NULL) {
+	/* On Slurm, Slurm places the jobs: none waits for another here. */
+	while (!d->draining && (d->opts.slurm || d->nrunning <
+	    (size_t)d->opts.max_running) && (j = sched_pick(d)) != NULL) {
 		/* A job that failed to start fails those after it. */
 		if (job_start(d, j) != 0)
 			sched_fail_orphans(d);

@@ -589,6 +589,14 @@ int graph_record_read(int dirfd, const char *staging, int64_t owner,
 /* What a plan's shards depend on, as 16 hexadecimal digits and a NUL. */
 void graph_plan_fingerprint(const struct graph_plan *, char out[17]);
 
+/*
+ * verify.c: 0 when dirfd/name holds what p writes (every shard of its
+ * planned size and header, the index, config.json), else why not; out
+ * names it in messages.  Links are not followed.
+ */
+int graph_plan_verify(const struct graph_plan *p, int dirfd,
+    const char *name, const char *out, char **cause);
+
 /* exec.c: runs plans on a libuv loop under one memory budget. */
 struct uv_loop_s;
 struct graph_exec;

@@ -274,10 +274,10 @@ test_stdin(void)
 	char *o = NULL;
 	int rc;
 
-	rc = tl_runf(&o, "cd %s && %s run - out5 --random-seed 7 "
-	    "--out-shard-size 4M -q < c.yml 2>&1", dir, tl_mergectl);
+	rc = tl_runf(&o, "cd %s && cat c.yml | %s run - out5 --random-seed 7 "
+	    "--out-shard-size 4M -q 2>&1", dir, tl_mergectl);
 	ok(rc == 0 && outputs_equal("ref", "out5"), "run - reads the config "
-	    "from standard input (exit %d): %s", rc, o);
+	    "from standard input, a pipe (exit %d): %s", rc, o);
 	free(o);
 	rc = tl_runf(&o, "cd %s && printf 'merge_method: linear\\n---\\n"
 	    "merge_method: linear\\n' | %s run - out6 2>&1", dir,

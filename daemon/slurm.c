@@ -1,0 +1,639 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * slurm.c: merged --backend slurm: each admitted merge runs as a Slurm
+ * batch job on a compute node, as the user who submitted it, running the
+ * same engine (mergectl run --resume) with the job's config, output and
+ * options (docs/cluster.md).
+ *
+ * The daemon still accepts, plans (every problem at once, before
+ * anything is queued) and records jobs; the scheduler (sched.c) hands a
+ * job to Slurm once the jobs it runs after are done or are themselves on
+ * Slurm, whose --dependency=afterok then orders them.  Resources come
+ * from the plan: --mem is the job's memory budget plus the engine's own
+ * overhead, --cpus-per-task its threads, --time a rate per GB of output
+ * times a safety factor.  The daemon polls squeue --json (no accounting
+ * daemon is needed): PENDING is queued with Slurm's reason, RUNNING is
+ * running with the progress the engine keeps in its record in the
+ * staging directory (graph/record.c, read as untrusted input), COMPLETED
+ * is done only once the output is verified against the plan, FAILED,
+ * OUT_OF_MEMORY and TIMEOUT fail, CANCELLED cancels (with Slurm's reason:
+ * a job it runs after failed), NODE_FAIL and PREEMPTED interrupt (resume
+ * goes on from the shards written).  A job that leaves squeue (after
+ * MinJobAge) is judged by its output.  Loop thread only.
+ */
+#define _GNU_SOURCE
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cJSON.h>
+
+#include "daemon.h"
+#include "xmalloc.h"
+
+/* What the engine holds beside its budget (code, libraries, pool). */
+#define SLURM_OVERHEAD (256ull << 20)
+/* A batch job submitted and not yet listed is given this long. */
+#define SLURM_LIST_GRACE 30.0
+#define SLURM_POLL_MS 1000
+
+static void slurm_poll(uv_timer_t *t);
+
+/* Whether j is Slurm's now: submitted or being submitted. */
+bool
+slurm_handed(const struct djob *j)
+{
+	return j->slurm_id != 0 || j->slurm_submitting;
+}
+
+void
+slurm_start(struct daemon *d)
+{
+	uv_timer_init(&d->loop, &d->slurm_timer);
+	d->slurm_timer.data = d;
+	uv_timer_start(&d->slurm_timer, slurm_poll, SLURM_POLL_MS,
+	    SLURM_POLL_MS);
+}
+
+void
+slurm_stop(struct daemon *d)
+{
+	uv_timer_stop(&d->slurm_timer);
+}
+
+/* s in single quotes for sh, its quotes escaped. */
+static void
+sh_quote(struct xbuf *x, const char *s)
+{
+	xbuf_add(x, "'", 1);
+	for (; *s != '\0'; s++) {
+		if (*s == '\'')
+			xbuf_add(x, "'\\''", 4);
+		else
+			xbuf_add(x, s, 1);
+	}
+	xbuf_add(x, "'", 1);
+}
+
+/* The job's options as mergectl run's, as graph_merge_opts holds them. */
+static void
+slurm_opts_args(struct xbuf *x, const struct djob *j, uint64_t budget,
+    int threads)
+{
+	const struct graph_merge_opts *o = &j->opts;
+
+	xbuf_printf(x, " --memory %" PRIu64 " -j %d --random-seed %" PRIu64,
+	    budget, threads, o->seed);
+	xbuf_printf(x, " --out-shard-size %" PRIu64, o->shard_size);
+	xbuf_printf(x, "%s%s%s%s", o->allow_crimes ? " --allow-crimes" : "",
+	    o->copy_tokenizer ? "" : " --no-copy-tokenizer",
+	    o->model_card ? "" : " --no-write-model-card",
+	    o->force ? " --force" : "");
+	if (o->lora_dtype != GRAPH_DT_NONE)
+		xbuf_printf(x, " --lora-merge-dtype %s",
+		    graph_dtype_hf_name(o->lora_dtype));
+}
+
+/*
+ * The batch script: the engine on the job's config, read from a
+ * here-document whose end marker the config does not contain.
+ */
+static char *
+slurm_script(const struct daemon *d, const struct djob *j, uint64_t budget,
+    int threads)
+{
+	struct xbuf x = { 0 };
+	char marker[64];
+	unsigned n = 0;
+
+	do
+		snprintf(marker, sizeof marker, "MERGED_CONFIG_%llu_%u",
+		    (unsigned long long)j->id, n++);
+	while (strstr(j->config, marker) != NULL);
+	xbuf_printf(&x, "#!/bin/sh\n# merged job %llu, submitted by %s\n"
+	    "exec ", (unsigned long long)j->id, j->user ? j->user : "?");
+	sh_quote(&x, d->opts.slurm_engine);
+	xbuf_add(&x, " run --resume --quiet", 21);
+	slurm_opts_args(&x, j, budget, threads);
+	xbuf_add(&x, " - ", 3);
+	sh_quote(&x, j->out_dir);
+	xbuf_printf(&x, " <<'%s'\n%s%s%s\n", marker, j->config,
+	    j->config[0] != '\0' && j->config[strlen(j->config) - 1] != '\n' ?
+	    "\n" : "", marker);
+	return xbuf_take(&x);
+}
+
+/*
+ * The paths the node will use must name what the daemon planned from:
+ * each model the client resolved, and the output's directory.
+ */
+static int
+slurm_reachable(const struct djob *j, char **cause)
+{
+	struct stat a, b;
+	char *parent, *slash;
+	size_t i;
+	int rc = 0;
+
+	for (i = 0; i < j->ndirs; i++) {
+		if (fstatat(j->dirs[i].fd, j->dirs[i].rel, &a, 0) == -1 ||
+		    stat(j->dirs[i].where, &b) == -1 || a.st_dev != b.st_dev ||
+		    a.st_ino != b.st_ino) {
+			*cause = xasprintf("model %s: %s is not, as the daemon "
+			    "sees it, the directory mergectl found; the "
+			    "cluster's nodes must see the same paths",
+			    j->dirs[i].ref, j->dirs[i].where);
+			return -EXDEV;
+		}
+	}
+	parent = xstrdup(j->out_dir);
+	if ((slash = strrchr(parent, '/')) != NULL)
+		*(slash == parent ? slash + 1 : slash) = '\0';
+	else
+		strcpy(parent, ".");
+	if (parent[0] != '/' || fstat(j->out_fd, &a) == -1 ||
+	    stat(parent, &b) == -1 || a.st_dev != b.st_dev ||
+	    a.st_ino != b.st_ino) {
+		*cause = xasprintf("the output's directory %s is not, as the "
+		    "daemon sees it, the one mergectl named; the cluster's "
+		    "nodes must see the same paths", parent);
+		rc = -EXDEV;
+	}
+	free(parent);
+	return rc;
+}
+
+/*
+ * A job of Slurm's ends by the daemon's decision (job_set_state): a job
+ * it runs after failed, say.  Its batch job goes too, unless Slurm has
+ * ended it already.
+ */
+void
+slurm_job_final(struct daemon *d, struct djob *j)
+{
+	if (j->slurm_id == 0 || j->slurm_over)
+		return;
+	j->slurm_over = true;
+	slurm_cancel_id(d, j->slurm_id);
+}
+
+/* A job of Slurm's ends here: its state, then the scheduler. */
+static void
+slurm_end(struct daemon *d, struct djob *j, enum job_state s,
+    const char *err)
+{
+	if (s == JOB_DONE && j->grp != 0)
+		group_drop_read(d, j);
+	job_release_runtime(j);
+	job_set_state(d, j, s, err);
+	sched_run(d);
+}
+
+/* It could not be handed over: failed, inside the scheduler's pick. */
+static int
+slurm_not_started(struct daemon *d, struct djob *j, int rc,
+    const char *err)
+{
+	job_release_runtime(j);
+	job_set_state(d, j, JOB_FAILED, err);
+	return rc;
+}
+
+static void
+slurm_submitted(struct daemon *d, int64_t status, const char *out,
+    size_t len, const char *err, void *arg)
+{
+	uint64_t id = (uint64_t)(uintptr_t)arg;
+	struct djob *j = job_find(d, id);
+	unsigned long long sid;
+	char *why;
+
+	(void)len;
+	if (j == NULL)
+		return;
+	j->slurm_submitting = false;
+	if (status != 0 || sscanf(out, "%llu", &sid) != 1 || sid == 0) {
+		why = xasprintf("sbatch refused the job: %.*s", (int)strcspn(err,
+		    "\n"), err[0] != '\0' ? err : "no reason given");
+		if (proto_state_live(j->state))
+			slurm_end(d, j, JOB_FAILED, why);
+		free(why);
+		return;
+	}
+	j->slurm_id = sid;
+	j->slurm_since = daemon_now();
+	free(j->slurm_state);
+	j->slurm_state = xstrdup("PENDING");
+	/* Cancelled while sbatch ran: the new job goes too. */
+	if (!proto_state_live(j->state)) {
+		slurm_cancel_id(d, sid);
+		return;
+	}
+	job_log(d, j, "submitted to Slurm as job %llu", sid);
+	store_job_update(d->store, j);
+	job_changed(d, j, false);
+}
+
+/* The dependencies Slurm orders: those of j not done yet. */
+static void
+slurm_deps(struct daemon *d, const struct djob *j, struct xbuf *x)
+{
+	const struct djob *dep;
+	size_t i;
+	bool first = true;
+
+	for (i = 0; i < j->ndeps; i++) {
+		if ((dep = job_find(d, j->deps[i])) == NULL ||
+		    dep->state == JOB_DONE || dep->slurm_id == 0)
+			continue;
+		xbuf_printf(x, "%s%llu", first ? "--dependency=afterok:" : ":",
+		    (unsigned long long)dep->slurm_id);
+		first = false;
+	}
+}
+
+/* Hands a queued, planned merge to Slurm (sched.c, through job_start). */
+int
+slurm_job_start(struct daemon *d, struct djob *j)
+{
+	struct graph_plan_summary s;
+	struct xbuf dep = { 0 };
+	char *argv[32], *script, *cause = NULL;
+	char *mem, *cpus, *time_arg, *name, *uid = NULL, *gid = NULL;
+	uint64_t budget, minutes;
+	double gb;
+	size_t n = 0, i;
+	int rc, threads = d->opts.threads;
+
+	if (slurm_reachable(j, &cause) != 0) {
+		rc = slurm_not_started(d, j, -EXDEV, cause);
+		free(cause);
+		return rc;
+	}
+	graph_plan_summary(j->plan, &s);
+	/* The engine on the node resumes from here (mergectl --resume). */
+	free(j->staging);
+	j->staging = xasprintf(".%s.partial", j->out_name);
+	j->prog.bytes_total = s.bytes_written;
+	j->prog.tensors_total = s.tensors;
+	j->prog.shards_total = s.shards;
+	/* The plan's peak is sized for the job's budget (at most). */
+	budget = s.peak_memory;
+	gb = (double)s.bytes_written / 1e9;
+	minutes = (uint64_t)ceil(fmax(gb, 0.1) * d->opts.slurm_rate *
+	    d->opts.slurm_safety / 60.0);
+	if (minutes < 5)
+		minutes = 5;
+	script = slurm_script(d, j, budget, threads);
+	mem = xasprintf("--mem=%lluM", (unsigned long long)((budget +
+	    SLURM_OVERHEAD + (1u << 20) - 1) >> 20));
+	cpus = xasprintf("--cpus-per-task=%d", threads);
+	time_arg = xasprintf("--time=%llu", (unsigned long long)minutes);
+	name = xasprintf("--job-name=%s", j->name != NULL ? j->name :
+	    "merged");
+	argv[n++] = "sbatch";
+	argv[n++] = "--parsable";
+	argv[n++] = name;
+	argv[n++] = mem;
+	argv[n++] = cpus;
+	argv[n++] = time_arg;
+	argv[n++] = "--output=/dev/null";
+	argv[n++] = "--chdir";
+	argv[n++] = j->cwd != NULL ? j->cwd : "/";
+	if (d->opts.slurm_partition != NULL) {
+		argv[n++] = "--partition";
+		argv[n++] = d->opts.slurm_partition;
+	}
+	if (d->opts.slurm_account != NULL) {
+		argv[n++] = "--account";
+		argv[n++] = d->opts.slurm_account;
+	}
+	/* A root daemon submits as the job's owner, never as itself. */
+	if (d->uid == 0 && j->owner != 0) {
+		uid = xasprintf("--uid=%u", j->owner);
+		gid = xasprintf("--gid=%u", j->owner_gid);
+		argv[n++] = uid;
+		argv[n++] = gid;
+	}
+	slurm_deps(d, j, &dep);
+	if (dep.data != NULL)
+		argv[n++] = dep.data;
+	for (i = 0; d->opts.slurm_args != NULL && d->opts.slurm_args[i] !=
+	    NULL && n < 30; i++)
+		argv[n++] = d->opts.slurm_args[i];
+	argv[n] = NULL;
+	rc = slurm_cmd_run(d, argv, script, slurm_submitted,
+	    (void *)(uintptr_t)j->id);
+	if (rc == 0) {
+		j->slurm_submitting = true;
+		j->slurm_id = 0;
+		store_job_update(d->store, j);
+		job_changed(d, j, false);
+	} else {
+		cause = xasprintf("cannot run sbatch: %s", uv_strerror(rc));
+		slurm_not_started(d, j, -EIO, cause);
+		free(cause);
+	}
+	free(script);
+	free(mem);
+	free(cpus);
+	free(time_arg);
+	free(name);
+	free(uid);
+	free(gid);
+	xbuf_free(&dep);
+	return rc == 0 ? 0 : -EIO;
+}
+
+static void
+slurm_cancelled(struct daemon *d, int64_t status, const char *out,
+    size_t len, const char *err, void *arg)
+{
+	(void)out;
+	(void)len;
+	if (status != 0)
+		log_warnx("scancel %llu: %.*s", (unsigned long long)(uintptr_t)
+		    arg, (int)strcspn(err, "\n"), err);
+	(void)d;
+}
+
+void
+slurm_cancel_id(struct daemon *d, uint64_t sid)
+{
+	char id[32], *argv[] = { "scancel", id, NULL };
+
+	snprintf(id, sizeof id, "%llu", (unsigned long long)sid);
+	if (slurm_cmd_run(d, argv, NULL, slurm_cancelled,
+	    (void *)(uintptr_t)sid) != 0)
+		log_warnx("cannot run scancel %s", id);
+}
+
+/*
+ * cancel: the batch job goes (scancel), and so do its shards.  A task
+ * still dying writes only into files it has open; the rename that would
+ * publish them fails once the staging directory is gone.
+ */
+void
+slurm_job_cancel(struct daemon *d, struct djob *j)
+{
+	slurm_job_final(d, j);
+	if (j->out_fd != -1)
+		graph_remove_tree(j->out_fd, j->staging, &j->cred);
+	slurm_end(d, j, JOB_CANCELLED, NULL);
+}
+
+/*
+ * The daemon stops.  Until a restarted daemon reattaches to its batch
+ * jobs, they stop with it, keeping their shards: resume goes on from
+ * them on the cluster.
+ */
+void
+slurm_job_interrupt(struct daemon *d, struct djob *j)
+{
+	char *why;
+
+	slurm_job_final(d, j);
+	why = xasprintf("the daemon stopped; its Slurm job %llu was "
+	    "cancelled; resume it with mergectl resume (it goes on from the "
+	    "shards written)", (unsigned long long)j->slurm_id);
+	job_release_runtime(j);
+	job_set_state(d, j, JOB_INTERRUPTED, why);
+	free(why);
+}
+
+/* What the engine's record says, into the job's progress. */
+static void
+slurm_read_record(struct djob *j, char **error)
+{
+	struct graph_record r;
+	struct graph_progress g = j->prog;
+	char *cause = NULL;
+
+	if (j->out_fd == -1 || graph_record_read(j->out_fd, j->staging,
+	    (int64_t)j->owner, &r, &cause) != 0) {
+		free(cause);
+		return;
+	}
+	g.bytes_done = r.bytes_done;
+	g.tensors_done = (size_t)r.tensors_done;
+	g.shards_done = r.shards_done;
+	g.job_memory = 0;
+	if (r.memory_peak > g.memory_peak)
+		g.memory_peak = r.memory_peak;
+	if (strlen(r.shards) == j->prog.shards_total) {
+		free(j->shards_done);
+		j->shards_done = xstrdup(r.shards);
+	}
+	if (error != NULL && r.error != NULL)
+		*error = xstrdup(r.error);
+	graph_record_fini(&r);
+	job_note_progress(j, &g);
+}
+
+/* The batch job ended well, or left squeue: done if the output is. */
+static void
+slurm_judge_output(struct daemon *d, struct djob *j, const char *how)
+{
+	char *cause = NULL, *why, *err = NULL;
+
+	if (graph_plan_verify(j->plan, j->out_fd, j->out_name, j->out_dir,
+	    &cause) == 0) {
+		j->prog.bytes_done = j->prog.bytes_total;
+		j->prog.tensors_done = j->prog.tensors_total;
+		j->prog.shards_done = j->prog.shards_total;
+		if (j->shards_done != NULL)
+			memset(j->shards_done, '1', strlen(j->shards_done));
+		slurm_end(d, j, JOB_DONE, NULL);
+	} else {
+		slurm_read_record(j, &err);
+		why = xasprintf("Slurm job %llu %s, but its output is not "
+		    "what was planned: %s%s%s", (unsigned long long)j->slurm_id,
+		    how, cause, err ? "; the engine said: " : "",
+		    err ? err : "");
+		slurm_end(d, j, JOB_FAILED, why);
+		free(why);
+	}
+	free(cause);
+	free(err);
+}
+
+/* One of our jobs as squeue lists it. */
+static void
+slurm_apply(struct daemon *d, struct djob *j, const char *state,
+    const char *reason, int exit_code, double start)
+{
+	char *why = NULL, *err = NULL;
+	bool pending, running;
+
+	j->slurm_seen = true;
+	/* Slurm's own start, seen late or not at all between two polls. */
+	if (start > 0 && strcmp(state, "PENDING") != 0)
+		j->started = start;
+	if (j->slurm_state == NULL || strcmp(j->slurm_state, state) != 0 ||
+	    (j->slurm_reason == NULL) != (reason == NULL) ||
+	    (reason && strcmp(j->slurm_reason, reason) != 0)) {
+		free(j->slurm_state);
+		free(j->slurm_reason);
+		j->slurm_state = xstrdup(state);
+		j->slurm_reason = reason ? xstrdup(reason) : NULL;
+		d->queue_stale = true;
+		job_changed(d, j, false);
+	}
+	pending = strcmp(state, "PENDING") == 0 || strcmp(state,
+	    "REQUEUED") == 0 || strcmp(state, "REQUEUE_HOLD") == 0;
+	running = strcmp(state, "RUNNING") == 0 || strcmp(state,
+	    "CONFIGURING") == 0 || strcmp(state, "COMPLETING") == 0 ||
+	    strcmp(state, "SUSPENDED") == 0;
+	/* Any other state is Slurm's last word: no scancel after it. */
+	j->slurm_over = !pending && !running;
+	if (pending) {
+		if (j->state != JOB_QUEUED)
+			job_set_state(d, j, JOB_QUEUED, NULL);
+	} else if (running) {
+		if (j->state != JOB_RUNNING) {
+			job_set_state(d, j, JOB_RUNNING, NULL);
+			if (start > 0)
+				j->started = start;
+		}
+		slurm_read_record(j, NULL);
+	} else if (strcmp(state, "COMPLETED") == 0) {
+		slurm_judge_output(d, j, "completed");
+	} else if (strcmp(state, "CANCELLED") == 0) {
+		why = xasprintf("Slurm cancelled job %llu%s%s%s",
+		    (unsigned long long)j->slurm_id, reason ? " (" : "",
+		    reason ? reason : "", reason ? ")" : "");
+		if (reason != NULL && strstr(reason, "Dependency") != NULL) {
+			free(why);
+			why = xasprintf("Slurm cancelled job %llu: a job it "
+			    "runs after did not succeed (%s)",
+			    (unsigned long long)j->slurm_id, reason);
+		}
+		slurm_end(d, j, JOB_CANCELLED, why);
+	} else if (strcmp(state, "NODE_FAIL") == 0 || strcmp(state,
+	    "PREEMPTED") == 0) {
+		why = xasprintf("Slurm job %llu: %s; resume it with mergectl "
+		    "resume (it goes on from the shards written)",
+		    (unsigned long long)j->slurm_id, state);
+		slurm_end(d, j, JOB_INTERRUPTED, why);
+	} else {
+		/* FAILED, OUT_OF_MEMORY, TIMEOUT, BOOT_FAIL, DEADLINE... */
+		slurm_read_record(j, &err);
+		/* squeue's exit_code is the wait status. */
+		why = xasprintf("Slurm job %llu: %s (%s %d)%s%s",
+		    (unsigned long long)j->slurm_id, state, exit_code >= 0 &&
+		    WIFSIGNALED(exit_code) ? "signal" : "exit code",
+		    exit_code < 0 ? -1 : WIFSIGNALED(exit_code) ?
+		    WTERMSIG(exit_code) : WEXITSTATUS(exit_code), err ? ": " :
+		    "", err ? err : "");
+		slurm_end(d, j, JOB_FAILED, why);
+	}
+	free(why);
+	free(err);
+}
+
+static const char *
+json_str(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static void
+slurm_listed(struct daemon *d, int64_t status, const char *out, size_t len,
+    const char *err, void *arg)
+{
+	cJSON *root, *jobs, *e;
+	const cJSON *v, *t;
+	struct djob *j, *next;
+	const char *state, *reason;
+	double now = daemon_now();
+	uint64_t sid;
+	bool found;
+
+	(void)arg;
+	d->slurm_polling = false;
+	if (status != 0) {
+		log_warnx("squeue --json: %.*s", (int)strcspn(err, "\n"), err);
+		return;
+	}
+	root = cJSON_ParseWithLength(out, len);
+	jobs = cJSON_GetObjectItemCaseSensitive(root, "jobs");
+	if (!cJSON_IsArray(jobs)) {
+		log_warnx("squeue --json: no list of jobs");
+		cJSON_Delete(root);
+		return;
+	}
+	for (j = d->jobs; j != NULL; j = next) {
+		next = j->next;
+		if (j->slurm_id == 0 || !proto_state_live(j->state))
+			continue;
+		found = false;
+		cJSON_ArrayForEach(e, jobs) {
+			v = cJSON_GetObjectItemCaseSensitive(e, "job_id");
+			sid = cJSON_IsNumber(v) ? (uint64_t)v->valuedouble : 0;
+			if (sid != j->slurm_id)
+				continue;
+			state = json_str(e, "job_state");
+			reason = json_str(e, "state_reason");
+			v = cJSON_GetObjectItemCaseSensitive(e, "exit_code");
+			t = cJSON_GetObjectItemCaseSensitive(e, "start_time");
+			if (state == NULL)
+				break;
+			found = true;
+			slurm_apply(d, j, state, reason != NULL && strcmp(reason,
+			    "None") != 0 ? reason : NULL, cJSON_IsNumber(v) ?
+			    v->valueint : -1, cJSON_IsNumber(t) ?
+			    t->valuedouble : 0);
+			break;
+		}
+		/* Gone after MinJobAge, or never listed: its output tells. */
+		if (!found && (j->slurm_seen || now - j->slurm_since >
+		    SLURM_LIST_GRACE)) {
+			j->slurm_over = true;
+			slurm_judge_output(d, j, "is no longer listed");
+		}
+	}
+	cJSON_Delete(root);
+}
+
+static void
+slurm_poll(uv_timer_t *t)
+{
+	struct daemon *d = t->data;
+	char *argv[] = { "squeue", "--json", NULL };
+	const struct djob *j;
+
+	if (d->slurm_polling || d->draining)
+		return;
+	for (j = d->jobs; j != NULL; j = j->next)
+		if (j->slurm_id != 0 && proto_state_live(j->state))
+			break;
+	if (j == NULL)
+		return;
+	if (slurm_cmd_run(d, argv, NULL, slurm_listed, NULL) == 0)
+		d->slurm_polling = true;
+}
+
+/* sched_reason's words for a job of Slurm's; NULL: not one. */
+char *
+slurm_reason(const struct djob *j)
+{
+	if (j->slurm_submitting)
+		return xstrdup("slurm: being submitted (sbatch)");
+	if (j->slurm_id == 0)
+		return NULL;
+	return xasprintf("slurm: Slurm job %llu %s%s%s%s",
+	    (unsigned long long)j->slurm_id, j->slurm_state ? j->slurm_state :
+	    "submitted", j->slurm_reason ? " (" : "", j->slurm_reason ?
+	    j->slurm_reason : "", j->slurm_reason ? ")" : "");
+}

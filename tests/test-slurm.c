@@ -1,0 +1,365 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test-slurm.c: merged --backend slurm on a real one-node Slurm cluster
+ * (munged, slurmctld, slurmd), which contrib/slurm-testcluster.sh starts
+ * around this program and tears down afterwards (tests/meson.build runs
+ * it as "slurm-testcluster.sh run -- test-slurm ...", which sets
+ * SLURM_CONF).  Needs root (slurmd starts jobs as their users) and the
+ * accounts of contrib/deps.sh --test; under CI=true a missing piece is a
+ * failure, never a skip.
+ *
+ * Every output is compared byte for byte with mergectl run's: the batch
+ * jobs run the same engine.  Checked: jobs chained with --after become
+ * Slurm jobs with afterok and all finish; cancel reaches Slurm and
+ * removes the shards; a job whose inputs vanish before it runs fails
+ * with Slurm's account of it; a job the daemon stops in the middle is
+ * resumed on the cluster from the shards it wrote (the same files, not
+ * rewritten); a team daemon as root submits as the user who asked
+ * (sbatch --uid), whose job runs and writes as that user; a team daemon
+ * not run as root refuses the backend, saying why.
+ */
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tap.h"
+#include "testd.h"
+#include "testlib.h"
+
+static const char *dir;
+static pid_t pid;
+static double t0;
+static char first_shard[256];	/* of refbig, the big merge */
+
+static const char cfg[] =
+    "merge_method: dare_ties\n"
+    "base_model: ./xa\n"
+    "models:\n"
+    "  - model: ./xa\n"
+    "  - model: ./xb\n"
+    "    parameters: {weight: 0.5, density: 0.5}\n";
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Under CI=true a missing piece fails; elsewhere the test skips. */
+static bool
+need(bool have, const char *what)
+{
+	const char *ci = getenv("CI");
+
+	if (have)
+		return true;
+	if (ci != NULL && strcmp(ci, "true") == 0)
+		ok(0, "needs %s (contrib/deps.sh --test)", what);
+	else
+		ok(1, "# SKIP needs %s (contrib/deps.sh --test)", what);
+	return false;
+}
+
+static bool
+outputs_equal(const char *a, const char *b)
+{
+	return tl_runf(NULL, "cd %s && ls %s > l1 && ls %s > l2 && "
+	    "cmp -s l1 l2 && for f in %s/*.safetensors %s/*.json; do "
+	    "cmp -s $f %s/$(basename $f) || exit 1; done", dir, a, b, a, a,
+	    b) == 0;
+}
+
+/* What squeue says of the batch job behind a job's reason or log. */
+static char *
+slurm_field(unsigned long long sid, const char *field)
+{
+	char *o = NULL;
+
+	tl_runf(&o, "squeue --json | python3 -c 'import json,sys; "
+	    "print(next((str(j[\"%s\"]) for j in json.load(sys.stdin)"
+	    "[\"jobs\"] if j[\"job_id\"] == %llu), \"\"), end=\"\")'", field,
+	    sid);
+	return o;
+}
+
+/* The Slurm job id the daemon logged for job id. */
+static unsigned long long
+slurm_id(int id)
+{
+	char *o = NULL, *p;
+	unsigned long long sid = 0;
+
+	td_ctl(&o, "logs %d", id);
+	if (o != NULL && (p = strstr(o, "submitted to Slurm as job ")) != NULL)
+		sid = strtoull(p + strlen("submitted to Slurm as job "), NULL,
+		    10);
+	free(o);
+	return sid;
+}
+
+static void
+restart(const char *opts)
+{
+	char extra[1024];
+
+	if (pid > 0)
+		ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+	snprintf(extra, sizeof extra, "--backend slurm --memory 256M %s",
+	    opts);
+	pid = td_start(extra, NULL);
+}
+
+/* Three jobs, each after the one before: afterok orders them. */
+static void
+test_chain(void)
+{
+	int a, b, c;
+	char *o = NULL, *reason;
+	unsigned long long sc;
+
+	a = td_submit("c.yml -o s1 --random-seed 7 --out-shard-size 4M");
+	b = td_submit("c.yml -o s2 --random-seed 7 --out-shard-size 4M "
+	    "--after %d", a);
+	c = td_submit("c.yml -o s3 --random-seed 7 --out-shard-size 4M "
+	    "--after %d", b);
+	ok(a && b && c, "three jobs submitted, each after the one before");
+	/* Handed to Slurm at once, the later ones held by afterok. */
+	for (int i = 0; i < 200 && (sc = slurm_id(c)) == 0; i++)
+		td_sleep_ms(50);
+	o = slurm_field(sc, "dependency");
+	ok(sc != 0 && strstr(o, "afterok:") != NULL, "the third is Slurm job "
+	    "%llu at once, with a dependency: %s", sc, o);
+	free(o);
+	reason = td_job_field(c, "reason");
+	ok(strncmp(reason, "slurm: Slurm job ", 17) == 0, "status says "
+	    "which Slurm job it is and how it waits: %s", reason);
+	free(reason);
+	ok(td_wait_state(c, "done", 120000) && td_wait_state(a, "done", 1000)
+	    && td_wait_state(b, "done", 1000), "all three are done");
+	ok(outputs_equal("ref", "s1") && outputs_equal("ref", "s2") &&
+	    outputs_equal("ref", "s3"), "each byte for byte mergectl run's "
+	    "output");
+	ok(!td_staging_left("s3") && tl_runf(NULL, "test -e %s/.s3.partial",
+	    dir) != 0, "no staging directory left");
+	td_ctl(&o, "watch %d", c);
+	ok(strstr(o, "100% (75/75 tensors, 19/19 shards") != NULL,
+	    "watch ends with the whole job: %s", o);
+	free(o);
+}
+
+/* cancel: scancel, the shards removed; its dependent fails, said. */
+static void
+test_cancel(void)
+{
+	int a, b, rc;
+	char *o = NULL, *state, *err;
+	unsigned long long sa;
+
+	/* Held by an afterok on a job that waits for a hold. */
+	a = td_submit("c.yml -o k1 --random-seed 7 --out-shard-size 4M");
+	for (int i = 0; i < 200 && (sa = slurm_id(a)) == 0; i++)
+		td_sleep_ms(50);
+	tl_runf(NULL, "scontrol hold %llu", sa);
+	b = td_submit("c.yml -o k2 --after %d", a);
+	rc = td_ctl(&o, "cancel %d", a);
+	free(o);
+	for (int i = 0; i < 200; i++) {
+		state = slurm_field(sa, "job_state");
+		if (strcmp(state, "CANCELLED") == 0) {
+			free(state);
+			break;
+		}
+		free(state);
+		td_sleep_ms(50);
+	}
+	state = slurm_field(sa, "job_state");
+	ok(rc == 0 && td_wait_state(a, "cancelled", 5000) && strcmp(state,
+	    "CANCELLED") == 0, "cancel cancels Slurm job %llu too (%s)", sa,
+	    state);
+	free(state);
+	ok(td_wait_state(b, "failed", 20000), "the job after it fails");
+	err = td_job_field(b, "error");
+	ok(strstr(err, "which it runs after, was cancelled") != NULL,
+	    "saying why: %s", err);
+	free(err);
+	ok(tl_runf(NULL, "test -e %s/.k1.partial || test -e %s/k1", dir,
+	    dir) != 0, "nothing of it is left");
+}
+
+/* Inputs gone before the node plans: Slurm's FAILED, the exit code. */
+static void
+test_failed(void)
+{
+	int a, b;
+	char *err;
+	unsigned long long sa;
+
+	tl_runf(NULL, "cd %s && cp -r xb xc && sed 's/xb/xc/' c.yml > "
+	    "gone.yml", dir);
+	a = td_submit("c.yml -o f1 --random-seed 7 --out-shard-size 4M");
+	for (int i = 0; i < 200 && (sa = slurm_id(a)) == 0; i++)
+		td_sleep_ms(50);
+	tl_runf(NULL, "scontrol hold %llu", sa);
+	b = td_submit("gone.yml -o f2 --after %d", a);
+	tl_runf(NULL, "rm -rf %s/xc && scontrol release %llu", dir, sa);
+	ok(td_wait_state(b, "failed", 120000), "a job whose input vanished "
+	    "before it ran fails");
+	err = td_job_field(b, "error");
+	ok(strstr(err, ": FAILED (exit code 3)") != NULL, "with Slurm's "
+	    "state and the engine's exit code (3: its plan was refused): %s",
+	    err);
+	free(err);
+	ok(td_wait_state(a, "done", 60000), "the job before it is done");
+}
+
+/* Stopped in the middle: resume goes on from its shards, on Slurm. */
+static void
+test_resume(void)
+{
+	struct stat before, after;
+	char *o = NULL, path[4096];
+	int a, i, rc, have = -1;
+
+	a = td_submit("big.yml -o r1 --random-seed 7 --out-shard-size 4M "
+	    "--memory 64M");
+	/* Once its first shard is written (the record says so). */
+	for (i = 0; i < 2400 && have < 0; i++) {
+		if (tl_runf(NULL, "grep -q '\"shards\":\"1' "
+		    "%s/.r1.partial/.merged-progress.json 2>/dev/null", dir) ==
+		    0) {
+			snprintf(path, sizeof path, "%s/.r1.partial/%s", dir,
+			    first_shard);
+			have = stat(path, &before);
+		} else {
+			td_sleep_ms(50);
+		}
+	}
+	ok(have == 0, "a big job's first shard is written on the node");
+	restart("");
+	ok(td_wait_state(a, "interrupted", 5000), "stopping the daemon "
+	    "interrupts it (its batch job is cancelled)");
+	rc = td_ctl(&o, "resume %d", a);
+	ok(rc == 0, "resume (exit %d): %s", rc, o);
+	free(o);
+	ok(td_wait_state(a, "done", 300000), "it is done, on Slurm");
+	snprintf(path, sizeof path, "%s/r1/%s", dir, first_shard);
+	ok(have == 0 && stat(path, &after) == 0 && after.st_ino ==
+	    before.st_ino && after.st_mtime == before.st_mtime, "the shard "
+	    "written before is the same file, not written again");
+	ok(outputs_equal("refbig", "r1"), "byte for byte mergectl run's "
+	    "output");
+}
+
+/* A team daemon as root: each job is its user's Slurm job. */
+static void
+test_second_user(void)
+{
+	struct passwd *pw = getpwnam("merged-alice");
+	struct stat st;
+	char *o = NULL, *user, path[4096];
+	unsigned long long sa;
+	int rc, a = 0;
+
+	if (!need(pw != NULL && getgrnam("merged") != NULL, "the accounts "
+	    "merged-alice and merged-bob"))
+		return;
+	tl_runf(NULL, "cd %s && chmod 755 . && mkdir -p alice-out && chown "
+	    "merged-alice alice-out", dir);
+	/* A team daemon's socket directory is its group's, not root's. */
+	if (pid > 0)
+		ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+	pid = 0;
+	snprintf(td_sock, sizeof td_sock, "%s/team/merged.sock", dir);
+	restart("--group merged");
+	rc = td_as("merged-alice", &o, "%s submit c.yml -o alice-out/m "
+	    "--random-seed 7 --out-shard-size 4M -q", tl_mergectl);
+	if (rc == 0)
+		a = atoi(o);
+	else
+		tap_diag("alice's submit (exit %d): %s", rc, o);
+	free(o);
+	for (int i = 0; i < 200 && a > 0 && (sa = slurm_id(a)) == 0; i++)
+		td_sleep_ms(50);
+	user = slurm_field(sa, "user_name");
+	ok(a > 0 && strcmp(user, "merged-alice") == 0, "alice's job is her "
+	    "own Slurm job (%s)", user);
+	free(user);
+	ok(a > 0 && td_wait_state(a, "done", 120000), "it is done");
+	snprintf(path, sizeof path, "%s/alice-out/m/config.json", dir);
+	ok(stat(path, &st) == 0 && st.st_uid == pw->pw_uid, "its files are "
+	    "alice's, written by her job");
+	ok(outputs_equal("ref", "alice-out/m"), "byte for byte mergectl "
+	    "run's output");
+	/* Not root: it cannot submit as anyone but itself. */
+	rc = tl_runf(&o, "cd %s && setpriv --reuid=merged-bob "
+	    "--regid=merged-bob --init-groups %s --team --socket %s/bob.sock "
+	    "--state-dir %s/bob-state --backend slurm 2>&1", dir, tl_merged,
+	    dir, dir);
+	ok(rc != 0 && strstr(o, "--backend slurm: a team daemon submits each "
+	    "job as the user who asked for it (sbatch --uid/--gid), which only "
+	    "root can"), "a team daemon not run as root refuses the backend "
+	    "(exit %d): %s", rc, o);
+	free(o);
+}
+
+int
+main(int argc, char **argv)
+{
+	char *o = NULL;
+	int rc;
+
+	t0 = now();
+	tl_init(argc, argv);
+	tap_plan_lazy();
+	if (!need(geteuid() == 0 && getenv("SLURM_CONF") != NULL, "root and "
+	    "the cluster of contrib/slurm-testcluster.sh (SLURM_CONF)"))
+		return tap_done();
+	dir = tl_tmpdir("slurm");
+	td_init(dir);
+	tl_gen_at(dir, "xa", "--family llama --hidden 512 --intermediate "
+	    "1408 --layers 8 --vocab 8192 --heads 8 --kv-heads 4 --seed 5");
+	tl_gen_at(dir, "xb", "--family llama --hidden 512 --intermediate "
+	    "1408 --layers 8 --vocab 8192 --heads 8 --kv-heads 4 --seed 6 "
+	    "--finetune-of 5 --delta 0.01");
+	tl_gen_at(dir, "ya", "--family llama --hidden 1024 --intermediate "
+	    "2816 --layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 5");
+	tl_gen_at(dir, "yb", "--family llama --hidden 1024 --intermediate "
+	    "2816 --layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 6 "
+	    "--finetune-of 5 --delta 0.01");
+	tl_write_at(dir, "c.yml", cfg);
+	tl_write_at(dir, "big.yml", "merge_method: slerp\nbase_model: ./ya\n"
+	    "models:\n  - model: ./ya\n  - model: ./yb\nparameters:\n"
+	    "  t: 0.3\n");
+	rc = tl_runf(&o, "cd %s && %s run c.yml ref --random-seed 7 "
+	    "--out-shard-size 4M -q 2>&1 && %s run big.yml refbig "
+	    "--random-seed 7 --out-shard-size 4M -q 2>&1", dir, tl_mergectl,
+	    tl_mergectl);
+	ok(rc == 0, "references: mergectl run (exit %d) %s", rc, o);
+	free(o);
+	tl_runf(&o, "cd %s/refbig && ls model-00001-of-*.safetensors", dir);
+	snprintf(first_shard, sizeof first_shard, "%.*s", o ? (int)strcspn(o,
+	    "\n") : 0, o ? o : "");
+	free(o);
+	restart("");
+	ok(pid > 0, "merged --backend slurm starts");
+	test_chain();
+	test_cancel();
+	test_failed();
+	test_resume();
+	test_second_user();
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+	tap_diag("test-slurm: %.1f s", now() - t0);
+	tl_cleanup();
+	return tap_done();
+}
