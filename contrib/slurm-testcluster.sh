@@ -194,9 +194,19 @@ run)
 		exec "$@"
 	fi
 	trap 'stop "$dir"' EXIT
-	trap 'exit 130' INT TERM
+	# CMD runs in the background so that a signal to this script is
+	# handled at once (a foreground child would defer the trap): CMD
+	# hears it too, then the cluster goes.
+	SLURM_CONF="$dir/slurm.conf" SLURM_TESTCLUSTER="$dir" "$@" &
+	child=$!
+	trap 'kill -TERM "$child" 2>/dev/null' INT TERM
 	rc=0
-	SLURM_CONF="$dir/slurm.conf" SLURM_TESTCLUSTER="$dir" "$@" || rc=$?
+	wait "$child" || rc=$?
+	# wait returns early when a trapped signal comes; CMD's own end.
+	while kill -0 "$child" 2>/dev/null; do
+		rc=0
+		wait "$child" || rc=$?
+	done
 	exit "$rc"
 	;;
 *)

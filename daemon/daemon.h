@@ -274,6 +274,7 @@ int slurm_job_start(struct daemon *d, struct djob *j);
 void slurm_job_cancel(struct daemon *d, struct djob *j);
 void slurm_job_interrupt(struct daemon *d, struct djob *j);
 void slurm_job_final(struct daemon *d, struct djob *j);
+void slurm_forget(struct djob *j);
 void slurm_cancel_id(struct daemon *d, uint64_t sid);
 char *slurm_reason(const struct djob *j);
 

@@ -168,6 +168,9 @@ job_set_state(struct daemon *d, struct djob *j, enum job_state s,
 {
 	struct djob *g;
 
+	/* Resumed: a batch job it had is over; a new one will come. */
+	if (s == JOB_QUEUED && proto_state_final(j->state))
+		slurm_forget(j);
 	j->state = s;
 	d->queue_stale = true;
 	if (s == JOB_QUEUED)

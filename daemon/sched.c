@@ -49,8 +49,10 @@ sched_ready(struct daemon *d, const struct djob *j, char **why)
 		}
 		if (dep->state == JOB_DONE)
 			continue;
-		/* On Slurm, afterok orders them (slurm.c). */
-		if (dep->slurm_id != 0 && proto_state_live(dep->state))
+		/* On Slurm, afterok orders them (slurm.c); a stage planned
+		 * late reads its inputs when they are done, not before. */
+		if (dep->slurm_id != 0 && proto_state_live(dep->state) &&
+		    job_planned(j))
 			continue;
 		/* Still to finish, or waiting to be resumed. */
 		if (!proto_state_removable(dep->state)) {

@@ -140,14 +140,21 @@ static int
 slurm_reachable(const struct djob *j, char **cause)
 {
 	struct stat a, b;
-	char *parent, *slash;
+	char *parent, *slash, *full;
 	size_t i;
+	bool same;
 	int rc = 0;
 
 	for (i = 0; i < j->ndirs; i++) {
-		if (fstatat(j->dirs[i].fd, j->dirs[i].rel, &a, 0) == -1 ||
-		    stat(j->dirs[i].where, &b) == -1 || a.st_dev != b.st_dev ||
-		    a.st_ino != b.st_ino) {
+		/* where names the model's directory, or (a pipeline's
+		 * stages) the directory rel is in. */
+		full = xasprintf("%s/%s", j->dirs[i].where, j->dirs[i].rel);
+		same = fstatat(j->dirs[i].fd, j->dirs[i].rel, &a, 0) == 0 &&
+		    ((stat(j->dirs[i].where, &b) == 0 && a.st_dev == b.st_dev &&
+		    a.st_ino == b.st_ino) || (stat(full, &b) == 0 &&
+		    a.st_dev == b.st_dev && a.st_ino == b.st_ino));
+		free(full);
+		if (!same) {
 			*cause = xasprintf("model %s: %s is not, as the daemon "
 			    "sees it, the directory mergectl found; the "
 			    "cluster's nodes must see the same paths",
@@ -170,6 +177,19 @@ slurm_reachable(const struct djob *j, char **cause)
 	}
 	free(parent);
 	return rc;
+}
+
+/* A job resumed: what it knew of its last batch job goes. */
+void
+slurm_forget(struct djob *j)
+{
+	j->slurm_id = 0;
+	j->slurm_submitting = false;
+	j->slurm_seen = false;
+	j->slurm_over = false;
+	free(j->slurm_state);
+	free(j->slurm_reason);
+	j->slurm_state = j->slurm_reason = NULL;
 }
 
 /*
@@ -220,6 +240,12 @@ slurm_submitted(struct daemon *d, int64_t status, const char *out,
 	(void)len;
 	if (j == NULL)
 		return;
+	/* Cancelled (and maybe resumed) while sbatch ran: not ours. */
+	if (!j->slurm_submitting) {
+		if (status == 0 && sscanf(out, "%llu", &sid) == 1 && sid != 0)
+			slurm_cancel_id(d, sid);
+		return;
+	}
 	j->slurm_submitting = false;
 	if (status != 0 || sscanf(out, "%llu", &sid) != 1 || sid == 0) {
 		why = xasprintf("sbatch refused the job: %.*s", (int)strcspn(err,

@@ -261,6 +261,76 @@ test_resume(void)
 	    "output");
 }
 
+/* A three-stage pipeline: each stage a Slurm job, planned when due. */
+static void
+test_group(void)
+{
+	char *o = NULL;
+	int g, rc;
+
+	rc = td_ctl(&o, "submit pipe.yml -o p1 --random-seed 7 -q");
+	g = rc == 0 ? atoi(o) : 0;
+	ok(g > 0, "a pipeline of three stages is submitted (exit %d): %s", rc,
+	    o);
+	free(o);
+	ok(g > 0 && td_wait_state(g, "done", 180000), "it is done");
+	rc = td_ctl(&o, "logs %d", g + 1);
+	ok(rc == 0 && strstr(o, "submitted to Slurm as job") != NULL, "its "
+	    "stages ran as Slurm jobs: %s", o);
+	free(o);
+	/* Its weights, config and tokenizer; the card names the stages by
+	 * path, and the final stage's record of the pipeline is not
+	 * written on the node (docs/cluster.md). */
+	ok(tl_runf(NULL, "cd %s && for f in refpipe/*.safetensors "
+	    "refpipe/config.json refpipe/tokenizer.json; do cmp -s $f "
+	    "p1/$(basename $f) || exit 1; done", dir) == 0, "its weights, "
+	    "config and tokenizer are byte for byte mergectl run's");
+}
+
+/*
+ * The engine killed on the node (as a node failure kills it): the job
+ * fails with Slurm's account; resume goes on from its shards.
+ */
+static void
+test_killed(void)
+{
+	struct stat before, after;
+	char *o = NULL, *err, path[4096];
+	int a, i, rc, have = -1;
+
+	a = td_submit("big.yml -o n1 --random-seed 7 --out-shard-size 4M "
+	    "--memory 64M");
+	for (i = 0; i < 2400 && have < 0; i++) {
+		if (tl_runf(NULL, "grep -q '\"shards\":\"1' "
+		    "%s/.n1.partial/.merged-progress.json 2>/dev/null", dir) ==
+		    0) {
+			snprintf(path, sizeof path, "%s/.n1.partial/%s", dir,
+			    first_shard);
+			have = stat(path, &before);
+		} else {
+			td_sleep_ms(50);
+		}
+	}
+	rc = tl_runf(NULL, "pkill -KILL -f -- '--resume --quiet .*/n1$'");
+	ok(have == 0 && rc == 0, "the engine is killed on the node after its "
+	    "first shard");
+	ok(td_wait_state(a, "failed", 60000), "the job fails");
+	err = td_job_field(a, "error");
+	ok(strstr(err, ": FAILED (signal 9)") != NULL, "with Slurm's account "
+	    "of it: %s", err);
+	free(err);
+	rc = td_ctl(&o, "resume %d", a);
+	ok(rc == 0, "resume (exit %d): %s", rc, o);
+	free(o);
+	ok(td_wait_state(a, "done", 300000), "it is done");
+	snprintf(path, sizeof path, "%s/n1/%s", dir, first_shard);
+	ok(have == 0 && stat(path, &after) == 0 && after.st_ino ==
+	    before.st_ino && after.st_mtime == before.st_mtime, "from the "
+	    "shards written before, not written again");
+	ok(outputs_equal("refbig", "n1"), "byte for byte mergectl run's "
+	    "output");
+}
+
 /* A team daemon as root: each job is its user's Slurm job. */
 static void
 test_second_user(void)
@@ -338,12 +408,20 @@ main(int argc, char **argv)
 	    "2816 --layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 6 "
 	    "--finetune-of 5 --delta 0.01");
 	tl_write_at(dir, "c.yml", cfg);
+	tl_write_at(dir, "pipe.yml", "merge_method: slerp\nbase_model: ab\n"
+	    "models:\n  - model: ab\n  - model: cd\nparameters:\n  t: 0.3\n"
+	    "---\nname: ab\nmerge_method: linear\nmodels:\n  - model: ./xa\n"
+	    "    parameters: {weight: 0.5}\n  - model: ./xb\n    parameters: "
+	    "{weight: 0.5}\n---\nname: cd\nmerge_method: ties\nbase_model: "
+	    "./xa\nmodels:\n  - model: ./xb\n    parameters: {weight: 1.0, "
+	    "density: 0.5}\n");
 	tl_write_at(dir, "big.yml", "merge_method: slerp\nbase_model: ./ya\n"
 	    "models:\n  - model: ./ya\n  - model: ./yb\nparameters:\n"
 	    "  t: 0.3\n");
 	rc = tl_runf(&o, "cd %s && %s run c.yml ref --random-seed 7 "
 	    "--out-shard-size 4M -q 2>&1 && %s run big.yml refbig "
-	    "--random-seed 7 --out-shard-size 4M -q 2>&1", dir, tl_mergectl,
+	    "--random-seed 7 --out-shard-size 4M -q 2>&1 && %s run pipe.yml "
+	    "refpipe --random-seed 7 -q 2>&1", dir, tl_mergectl, tl_mergectl,
 	    tl_mergectl);
 	ok(rc == 0, "references: mergectl run (exit %d) %s", rc, o);
 	free(o);
@@ -357,6 +435,8 @@ main(int argc, char **argv)
 	test_cancel();
 	test_failed();
 	test_resume();
+	test_killed();
+	test_group();
 	test_second_user();
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
 	tap_diag("test-slurm: %.1f s", now() - t0);
