@@ -154,6 +154,9 @@ struct djob {
 	double slurm_since;	/* when it was submitted */
 	char *slurm_state;	/* PENDING, RUNNING, ... */
 	char *slurm_reason;	/* Slurm's reason; NULL: none */
+	/* What its output must be (graph_plan_verify_spec), kept in the
+	 * store for a daemon that restarts while the job runs. */
+	char *slurm_verify;
 };
 
 /* A watcher: a connection's request that streams a job's events. */
@@ -275,6 +278,7 @@ void slurm_job_cancel(struct daemon *d, struct djob *j);
 void slurm_job_interrupt(struct daemon *d, struct djob *j);
 void slurm_job_final(struct daemon *d, struct djob *j);
 void slurm_forget(struct djob *j);
+void slurm_reattach(struct daemon *d);
 void slurm_cancel_id(struct daemon *d, uint64_t sid);
 char *slurm_reason(const struct djob *j);
 
@@ -488,7 +492,7 @@ void retain_start(struct daemon *);
 struct store;
 int store_open(const char *path, struct store **out, char **cause);
 void store_close(struct store *);
-int store_recover(struct store *);
+int store_recover(struct store *, bool slurm);
 int store_tx(struct store *, bool begin);
 int store_tx_abort(struct store *);
 int store_sample_add(struct store *, double ts, uint64_t used,

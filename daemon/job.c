@@ -131,6 +131,7 @@ job_free(struct djob *j)
 	free(j->on_done);
 	free(j->slurm_state);
 	free(j->slurm_reason);
+	free(j->slurm_verify);
 	free(j->deps);
 	free(j->stage);
 	free(j->inter_dir);

@@ -556,7 +556,7 @@ daemon_store(struct daemon *d)
 	path = xasprintf("%s/merged.db", d->opts.state_dir);
 	if (store_open(path, &d->store, &cause) != 0)
 		fatalx("refusing to start: %s", cause);
-	if (store_recover(d->store) != 0 ||
+	if (store_recover(d->store, d->opts.slurm) != 0 ||
 	    store_job_load(d->store, daemon_load_job, d) != 0)
 		fatalx("refusing to start: cannot read the job store %s",
 		    path);
@@ -640,6 +640,7 @@ main(int argc, char **argv)
 	if (d.opts.http != NULL)
 		daemon_http(&d);
 	if (d.opts.slurm) {
+		slurm_reattach(&d);
 		slurm_start(&d);
 		log_info("backend slurm: jobs run as Slurm batch jobs of %s",
 		    d.opts.slurm_engine);

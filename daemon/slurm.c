@@ -267,6 +267,8 @@ slurm_submitted(struct daemon *d, int64_t status, const char *out,
 	job_log(d, j, "submitted to Slurm as job %llu", sid);
 	store_job_update(d->store, j);
 	job_changed(d, j, false);
+	/* Jobs after it may go to Slurm now, with afterok on it. */
+	sched_run(d);
 }
 
 /* The dependencies Slurm orders: those of j not done yet. */
@@ -312,6 +314,8 @@ slurm_job_start(struct daemon *d, struct djob *j)
 	j->prog.bytes_total = s.bytes_written;
 	j->prog.tensors_total = s.tensors;
 	j->prog.shards_total = s.shards;
+	free(j->slurm_verify);
+	j->slurm_verify = graph_plan_verify_spec(j->plan);
 	/* The plan's peak is sized for the job's budget (at most). */
 	budget = s.peak_memory;
 	gb = (double)s.bytes_written / 1e9;
@@ -418,22 +422,52 @@ slurm_job_cancel(struct daemon *d, struct djob *j)
 }
 
 /*
- * The daemon stops.  Until a restarted daemon reattaches to its batch
- * jobs, they stop with it, keeping their shards: resume goes on from
- * them on the cluster.
+ * The daemon stops: its batch jobs go on without it, and the store keeps
+ * them, so that the daemon, restarted, reattaches to them
+ * (slurm_reattach).  One being submitted gets its id in the store
+ * before the daemon exits (a drain waits for sbatch).
  */
 void
 slurm_job_interrupt(struct daemon *d, struct djob *j)
 {
-	char *why;
+	job_log(d, j, "left to Slurm while the daemon stops; it reattaches "
+	    "when it starts again");
+}
 
-	slurm_job_final(d, j);
-	why = xasprintf("the daemon stopped; its Slurm job %llu was "
-	    "cancelled; resume it with mergectl resume (it goes on from the "
-	    "shards written)", (unsigned long long)j->slurm_id);
-	job_release_runtime(j);
-	job_set_state(d, j, JOB_INTERRUPTED, why);
-	free(why);
+/*
+ * Started again: the jobs the store says are on Slurm are followed as
+ * before.  What the submit brought is gone (the plan, the descriptors):
+ * the output's directory is opened again by its path, to read the
+ * record and check the output against the spec the store kept, and
+ * anything removed there (cancel) is removed with the owner's rights.
+ */
+void
+slurm_reattach(struct daemon *d)
+{
+	struct djob *j;
+	char *parent, *slash;
+	size_t n = 0;
+
+	for (j = d->jobs; j != NULL; j = j->next) {
+		if (j->slurm_id == 0 || !proto_state_live(j->state))
+			continue;
+		parent = xstrdup(j->out_dir);
+		if ((slash = strrchr(parent, '/')) != NULL)
+			*(slash == parent ? slash + 1 : slash) = '\0';
+		j->out_fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		free(parent);
+		memset(&j->cred, 0, sizeof j->cred);
+		j->cred.uid = j->owner;
+		j->cred.gid = j->owner_gid;
+		j->cred.umask = j->umask;
+		j->slurm_since = daemon_now();
+		j->slurm_seen = false;
+		job_log(d, j, "reattached to Slurm job %llu",
+		    (unsigned long long)j->slurm_id);
+		n++;
+	}
+	if (n > 0)
+		log_info("reattached to %zu Slurm jobs", n);
 }
 
 /* What the engine's record says, into the job's progress. */
@@ -470,9 +504,24 @@ static void
 slurm_judge_output(struct daemon *d, struct djob *j, const char *how)
 {
 	char *cause = NULL, *why, *err = NULL;
+	int rc;
 
-	if (graph_plan_verify(j->plan, j->out_fd, j->out_name, j->out_dir,
-	    &cause) == 0) {
+	/* From the plan, or, reattached after a restart, the store. */
+	if (j->out_fd == -1) {
+		rc = -EBADF;
+		cause = xasprintf("%s: its directory cannot be opened",
+		    j->out_dir);
+	} else if (j->plan != NULL) {
+		rc = graph_plan_verify(j->plan, j->out_fd, j->out_name,
+		    j->out_dir, &cause);
+	} else if (j->slurm_verify != NULL) {
+		rc = graph_verify_spec(j->slurm_verify, j->out_fd, j->out_name,
+		    j->out_dir, &cause);
+	} else {
+		rc = -EINVAL;
+		cause = xstrdup("nothing says what it should be");
+	}
+	if (rc == 0) {
 		j->prog.bytes_done = j->prog.bytes_total;
 		j->prog.tensors_done = j->prog.tensors_total;
 		j->prog.shards_done = j->prog.shards_total;

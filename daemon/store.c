@@ -62,6 +62,11 @@ static const char *const migrations[] = {
 	" used INTEGER NOT NULL, budget INTEGER NOT NULL,"
 	" running INTEGER NOT NULL, queued INTEGER NOT NULL);"
 	" CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);",
+	/* 7 -> 8: merged --backend slurm: the job's batch job (0: none)
+	 * and what its output must be (graph_plan_verify_spec), so that a
+	 * restarted daemon reattaches to it. */
+	"ALTER TABLE jobs ADD COLUMN slurm_id INTEGER NOT NULL DEFAULT 0;"
+	" ALTER TABLE jobs ADD COLUMN slurm_verify TEXT;",
 };
 
 /* The dependencies a job may have: a pipeline's stages, or --after. */
@@ -108,7 +113,8 @@ static const char schema[] =
     " stage_dev INTEGER, stage_ino INTEGER, lora_dtype TEXT,"
     " kind TEXT NOT NULL DEFAULT 'merge', deps TEXT NOT NULL DEFAULT '',"
     " grp INTEGER NOT NULL DEFAULT 0, stage TEXT, inter_dir TEXT,"
-    " keep_inter INTEGER NOT NULL DEFAULT 1, on_done TEXT);"
+    " keep_inter INTEGER NOT NULL DEFAULT 1, on_done TEXT,"
+    " slurm_id INTEGER NOT NULL DEFAULT 0, slurm_verify TEXT);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);"
@@ -126,15 +132,16 @@ static const char *const sql[ST_COUNT] = {
 	    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
-	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?"
-	    " WHERE id=?",
+	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?,"
+	    " slurm_id=?, slurm_verify=?, staging=? WHERE id=?",
 	[ST_LOAD] = "SELECT id, owner, owner_gid, user, name, state, priority,"
 	    " after, config, config_name, cwd, out_dir, out_name, staging,"
 	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
 	    " model_card, seed, lora_dtype, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
 	    " shards_done, error, stage_dev, stage_ino, kind, deps, grp, stage,"
-	    " inter_dir, keep_inter, on_done FROM jobs ORDER BY id",
+	    " inter_dir, keep_inter, on_done, slurm_id, slurm_verify FROM jobs"
+	    " ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
@@ -272,15 +279,18 @@ store_close(struct store *s)
  * states are spelt from proto's table: they are names on disk too.
  */
 int
-store_recover(struct store *s)
+store_recover(struct store *s, bool slurm)
 {
 	char *live, *stmt;
 	int rc = 0;
 
+	/* A batch job on Slurm goes on without the daemon: a daemon of
+	 * that backend reattaches to it (slurm.c). */
 	live = proto_state_names(PROTO_STATE_LIVE, "','", "','");
 	stmt = xasprintf("UPDATE jobs SET state='%s', error='the daemon "
-	    "stopped; resume it with mergectl resume' WHERE state IN ('%s')",
-	    proto_state_name(JOB_INTERRUPTED), live);
+	    "stopped; resume it with mergectl resume' WHERE state IN ('%s')"
+	    "%s", proto_state_name(JOB_INTERRUPTED), live, slurm ?
+	    " AND slurm_id = 0" : "");
 	if (sqlite3_exec(s->db, stmt, NULL, NULL, NULL) != SQLITE_OK)
 		rc = store_err(s, "recover", NULL);
 	free(stmt);
@@ -470,6 +480,10 @@ store_job_update(struct store *s, const struct djob *j)
 	/* Unsigned in SQLite's signed 64 bits: cast there and back. */
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->stage_dev);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->stage_ino);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->slurm_id);
+	bind_text(st, i++, j->slurm_verify);
+	/* The slurm backend names it when the job is handed over. */
+	bind_text(st, i++, j->staging);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->id);
 	return step_done(s, st, "update");
 }
@@ -536,6 +550,8 @@ store_row(sqlite3_stmt *st)
 	j->inter_dir = col_text(st, i++);
 	j->drop_inter = sqlite3_column_int(st, i++) == 0;
 	j->on_done = col_text(st, i++);
+	j->slurm_id = (uint64_t)sqlite3_column_int64(st, i++);
+	j->slurm_verify = col_text(st, i++);
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

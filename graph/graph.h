@@ -596,6 +596,10 @@ void graph_plan_fingerprint(const struct graph_plan *, char out[17]);
  */
 int graph_plan_verify(const struct graph_plan *p, int dirfd,
     const char *name, const char *out, char **cause);
+/* The same check kept as text (JSON) for later, without the plan. */
+char *graph_plan_verify_spec(const struct graph_plan *p);
+int graph_verify_spec(const char *spec, int dirfd, const char *name,
+    const char *out, char **cause);
 
 /* exec.c: runs plans on a libuv loop under one memory budget. */
 struct uv_loop_s;

@@ -583,6 +583,9 @@ static void
 test_store_versions(void)
 {
 	static const char *const back[] = {
+		/* 8 -> 7 */
+		"ALTER TABLE jobs DROP COLUMN slurm_id;"
+		" ALTER TABLE jobs DROP COLUMN slurm_verify;",
 		/* 7 -> 6 */
 		"DROP TABLE samples;",
 		/* 6 -> 5 */
@@ -605,12 +608,12 @@ test_store_versions(void)
 	int rc, from, k;
 	pid_t pid;
 
-	for (from = 6; from >= 1; from--) {
+	for (from = 7; from >= 1; from--) {
 		n = store_sql("SELECT count(*) FROM jobs");
 		last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY "
 		    "id");
 		sql = NULL;
-		for (k = 0; k <= 6 - from; k++) {
+		for (k = 0; k <= 7 - from; k++) {
 			s = sql;
 			if (asprintf(&sql, "%s%s", s ? s : "", back[k]) < 0)
 				sql = NULL;
@@ -646,13 +649,17 @@ test_store_versions(void)
 		v = store_sql("SELECT count(*) FROM jobs");
 		m = store_sql("SELECT count(*) FROM jobs WHERE kind = 'merge'");
 		s = store_sql("SELECT count(stage_dev) + count(stage_ino) + "
-		    "count(lora_dtype) + count(grp) + count(on_done) + (SELECT "
-		    "count(*) FROM samples) >= 0 FROM jobs; PRAGMA user_version");
+		    "count(lora_dtype) + count(grp) + count(on_done) + "
+		    "count(slurm_verify) + (SELECT count(*) FROM samples) >= 0 "
+		    "FROM jobs; PRAGMA user_version");
 		ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
-		    strcmp(s, "7") == 0 && m != NULL && strcmp(m, n) == 0,
-		    "upgraded from version %d to 7 with every job, each a "
+		    strcmp(s, "8") == 0 && m != NULL && strcmp(m, n) == 0,
+		    "upgraded from version %d to 8 with every job, each a "
 		    "merge, and a history table (%s of %s)", from, m ? m : "?",
 		    n ? n : "?");
+		free(s);
+		s = store_sql("SELECT count(*) FROM jobs WHERE slurm_id != 0");
+		ok(s != NULL && strcmp(s, "0") == 0, "none of them on Slurm");
 		free(s);
 		s = store_sql("SELECT count(*) FROM jobs WHERE on_done IS NOT "
 		    "NULL");
@@ -697,7 +704,7 @@ test_store_versions(void)
 	    "(exit %d)", rc);
 	ok_str_has(o, "schema version 99", "saying which version it is");
 	free(o);
-	free(store_sql("PRAGMA user_version = 7"));
+	free(store_sql("PRAGMA user_version = 8"));
 }
 
 /*

@@ -223,42 +223,68 @@ test_failed(void)
 	ok(td_wait_state(a, "done", 60000), "the job before it is done");
 }
 
-/* Stopped in the middle: resume goes on from its shards, on Slurm. */
+/*
+ * The daemon restarts while one job runs on Slurm and another waits for
+ * it there: the batch jobs go on, and the daemon, started again,
+ * reattaches to both from its store and sees them to their end.
+ */
 static void
-test_resume(void)
+test_restart(void)
 {
-	struct stat before, after;
-	char *o = NULL, path[4096];
-	int a, i, rc, have = -1;
+	char *o = NULL, *st1, *st2, *reason;
+	unsigned long long s1, s2;
+	int a, b, i, have = -1;
 
 	a = td_submit("big.yml -o r1 --random-seed 7 --out-shard-size 4M "
 	    "--memory 64M");
-	/* Once its first shard is written (the record says so). */
+	b = td_submit("c.yml -o r2 --random-seed 7 --out-shard-size 4M "
+	    "--after %d", a);
 	for (i = 0; i < 2400 && have < 0; i++) {
 		if (tl_runf(NULL, "grep -q '\"shards\":\"1' "
 		    "%s/.r1.partial/.merged-progress.json 2>/dev/null", dir) ==
-		    0) {
-			snprintf(path, sizeof path, "%s/.r1.partial/%s", dir,
-			    first_shard);
-			have = stat(path, &before);
-		} else {
+		    0)
+			have = 0;
+		else
 			td_sleep_ms(50);
-		}
 	}
-	ok(have == 0, "a big job's first shard is written on the node");
-	restart("");
-	ok(td_wait_state(a, "interrupted", 5000), "stopping the daemon "
-	    "interrupts it (its batch job is cancelled)");
-	rc = td_ctl(&o, "resume %d", a);
-	ok(rc == 0, "resume (exit %d): %s", rc, o);
+	s1 = slurm_id(a);
+	s2 = slurm_id(b);
+	td_ctl(&o, "status");
+	tap_diag("status, one job running on Slurm, one waiting there:\n%s",
+	    o);
 	free(o);
-	ok(td_wait_state(a, "done", 300000), "it is done, on Slurm");
-	snprintf(path, sizeof path, "%s/r1/%s", dir, first_shard);
-	ok(have == 0 && stat(path, &after) == 0 && after.st_ino ==
-	    before.st_ino && after.st_mtime == before.st_mtime, "the shard "
-	    "written before is the same file, not written again");
-	ok(outputs_equal("refbig", "r1"), "byte for byte mergectl run's "
-	    "output");
+	ok(have == 0 && s1 != 0 && s2 != 0, "a job runs on Slurm (job %llu), "
+	    "another waits for it there (job %llu)", s1, s2);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+	pid = 0;
+	st1 = slurm_field(s1, "job_state");
+	st2 = slurm_field(s2, "job_state");
+	ok(strcmp(st1, "RUNNING") == 0 && strcmp(st2, "PENDING") == 0,
+	    "its batch jobs go on without it (%s, %s)", st1, st2);
+	free(st1);
+	free(st2);
+	restart("");
+	/* The first poll of squeue comes within a second. */
+	for (i = 0; i < 100; i++) {
+		reason = td_job_field(b, "reason");
+		if (strstr(reason, "PENDING") != NULL || strstr(reason,
+		    "RUNNING") != NULL || td_wait_state(b, "done", 1))
+			break;
+		free(reason);
+		reason = NULL;
+		td_sleep_ms(100);
+	}
+	ok(reason != NULL, "started again, it knows the waiting one: %s",
+	    reason ? reason : "no");
+	free(reason);
+	ok(td_wait_state(a, "done", 300000) && td_wait_state(b, "done",
+	    60000), "and sees both to their end");
+	ok(outputs_equal("refbig", "r1") && outputs_equal("ref", "r2"),
+	    "byte for byte mergectl run's outputs");
+	td_ctl(&o, "logs %d", a);
+	ok(strstr(o, "reattached to Slurm job") != NULL, "its log says it "
+	    "reattached");
+	free(o);
 }
 
 /* A three-stage pipeline: each stage a Slurm job, planned when due. */
@@ -434,7 +460,7 @@ main(int argc, char **argv)
 	test_chain();
 	test_cancel();
 	test_failed();
-	test_resume();
+	test_restart();
 	test_killed();
 	test_group();
 	test_second_user();
