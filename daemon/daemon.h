@@ -279,7 +279,7 @@ void slurm_job_interrupt(struct daemon *d, struct djob *j);
 void slurm_job_final(struct daemon *d, struct djob *j);
 void slurm_forget(struct djob *j);
 void slurm_reattach(struct daemon *d);
-void slurm_cancel_id(struct daemon *d, uint64_t sid);
+void slurm_cancel_id(struct daemon *d, uint64_t sid, int64_t owner);
 char *slurm_reason(const struct djob *j);
 
 /* slurm-cmd.c: Slurm's commands, run from the loop.  cb gets the exit

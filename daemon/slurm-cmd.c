@@ -26,15 +26,20 @@
 /* squeue --json of a busy cluster is large; an error is a line. */
 #define CMD_MAX_OUT (64u << 20)
 #define CMD_MAX_ERR 4096
+/* sbatch retries a controller that does not answer for minutes: a
+ * command past this is killed, and says so. */
+#define CMD_TIMEOUT_MS 60000
 
 struct slurm_cmd {
 	struct daemon *d;
 	uv_process_t proc;
 	uv_pipe_t pipe[2];	/* its stdout, stderr */
+	uv_timer_t timer;	/* CMD_TIMEOUT_MS */
 	struct xbuf buf[2];
 	bool eof[2];
 	bool exited;
 	bool truncated;
+	bool timed_out;
 	int64_t status;
 	int term_signal;
 	int open_handles;
@@ -77,15 +82,37 @@ cmd_maybe_done(struct slurm_cmd *c)
 	if (!c->exited || !c->eof[0] || !c->eof[1])
 		return;
 	if (c->cb != NULL)
-		c->cb(c->d, c->term_signal != 0 || c->truncated ? -1 :
-		    c->status,
+		c->cb(c->d, c->term_signal != 0 || c->truncated ||
+		    c->timed_out ? -1 : c->status,
 		    c->buf[0].data != NULL ? c->buf[0].data : "",
 		    c->buf[0].len, c->buf[1].data != NULL ? c->buf[1].data :
 		    "", c->arg);
 	c->cb = NULL;
+	uv_timer_stop(&c->timer);
+	cmd_close(c, (uv_handle_t *)&c->timer);
 	cmd_close(c, (uv_handle_t *)&c->pipe[0]);
 	cmd_close(c, (uv_handle_t *)&c->pipe[1]);
 	cmd_close(c, (uv_handle_t *)&c->proc);
+}
+
+/* Past its time: killed; its exit (by the signal) ends it as any. */
+static void
+cmd_timeout(uv_timer_t *t)
+{
+	struct slurm_cmd *c = t->data;
+	static const char msg[] = "killed after 60 s without an answer";
+
+	c->timed_out = true;
+	xbuf_free(&c->buf[1]);
+	xbuf_add(&c->buf[1], msg, sizeof msg - 1);
+	c->eof[1] = true;
+	uv_read_stop((uv_stream_t *)&c->pipe[1]);
+	if (!c->exited)
+		uv_process_kill(&c->proc, SIGKILL);
+	/* What it left behind may hold its stdout open. */
+	c->eof[0] = true;
+	uv_read_stop((uv_stream_t *)&c->pipe[0]);
+	cmd_maybe_done(c);
 }
 
 static void
@@ -191,13 +218,15 @@ slurm_cmd_run(struct daemon *d, char **argv, const char *input,
 	} else {
 		stdio[0].flags = UV_IGNORE;
 	}
+	uv_timer_init(&d->loop, &c->timer);
+	c->timer.data = c;
 	c->proc.data = c;
 	po.exit_cb = cmd_exited;
 	po.file = argv[0];
 	po.args = argv;
 	po.stdio = stdio;
 	po.stdio_count = 3;
-	c->open_handles = 3;
+	c->open_handles = 4;
 	c->next = d->slurm_cmds;
 	d->slurm_cmds = c;
 	rc = uv_spawn(&d->loop, &c->proc, &po);
@@ -212,6 +241,7 @@ slurm_cmd_run(struct daemon *d, char **argv, const char *input,
 	}
 	uv_read_start((uv_stream_t *)&c->pipe[0], cmd_alloc, cmd_read);
 	uv_read_start((uv_stream_t *)&c->pipe[1], cmd_alloc, cmd_read);
+	uv_timer_start(&c->timer, cmd_timeout, CMD_TIMEOUT_MS, 0);
 	return 0;
 }
 

@@ -203,7 +203,7 @@ slurm_job_final(struct daemon *d, struct djob *j)
 	if (j->slurm_id == 0 || j->slurm_over)
 		return;
 	j->slurm_over = true;
-	slurm_cancel_id(d, j->slurm_id);
+	slurm_cancel_id(d, j->slurm_id, j->owner);
 }
 
 /* A job of Slurm's ends here: its state, then the scheduler. */
@@ -238,18 +238,24 @@ slurm_submitted(struct daemon *d, int64_t status, const char *out,
 	char *why;
 
 	(void)len;
-	if (j == NULL)
+	/* Removed while sbatch ran: its batch job must not run alone. */
+	if (j == NULL) {
+		if (status == 0 && sscanf(out, "%llu", &sid) == 1 && sid != 0)
+			slurm_cancel_id(d, sid, -1);
 		return;
+	}
 	/* Cancelled (and maybe resumed) while sbatch ran: not ours. */
 	if (!j->slurm_submitting) {
 		if (status == 0 && sscanf(out, "%llu", &sid) == 1 && sid != 0)
-			slurm_cancel_id(d, sid);
+			slurm_cancel_id(d, sid, j->owner);
 		return;
 	}
 	j->slurm_submitting = false;
 	if (status != 0 || sscanf(out, "%llu", &sid) != 1 || sid == 0) {
+		if (err[0] == '\0')
+			err = "no reason given";
 		why = xasprintf("sbatch refused the job: %.*s", (int)strcspn(err,
-		    "\n"), err[0] != '\0' ? err : "no reason given");
+		    "\n"), err);
 		if (proto_state_live(j->state))
 			slurm_end(d, j, JOB_FAILED, why);
 		free(why);
@@ -261,7 +267,7 @@ slurm_submitted(struct daemon *d, int64_t status, const char *out,
 	j->slurm_state = xstrdup("PENDING");
 	/* Cancelled while sbatch ran: the new job goes too. */
 	if (!proto_state_live(j->state)) {
-		slurm_cancel_id(d, sid);
+		slurm_cancel_id(d, sid, j->owner);
 		return;
 	}
 	job_log(d, j, "submitted to Slurm as job %llu", sid);
@@ -295,7 +301,8 @@ slurm_job_start(struct daemon *d, struct djob *j)
 {
 	struct graph_plan_summary s;
 	struct xbuf dep = { 0 };
-	char *argv[32], *script, *cause = NULL;
+	/* 17 of ours at most, and --sbatch-arg's 16 (merged.c). */
+	char *argv[40], *script, *cause = NULL;
 	char *mem, *cpus, *time_arg, *name, *uid = NULL, *gid = NULL;
 	uint64_t budget, minutes;
 	double gb;
@@ -338,7 +345,7 @@ slurm_job_start(struct daemon *d, struct djob *j)
 	argv[n++] = time_arg;
 	argv[n++] = "--output=/dev/null";
 	argv[n++] = "--chdir";
-	argv[n++] = j->cwd != NULL ? j->cwd : "/";
+	argv[n++] = j->cwd != NULL && j->cwd[0] == '/' ? j->cwd : "/";
 	if (d->opts.slurm_partition != NULL) {
 		argv[n++] = "--partition";
 		argv[n++] = d->opts.slurm_partition;
@@ -347,18 +354,24 @@ slurm_job_start(struct daemon *d, struct djob *j)
 		argv[n++] = "--account";
 		argv[n++] = d->opts.slurm_account;
 	}
-	/* A root daemon submits as the job's owner, never as itself. */
+	/*
+	 * A root daemon submits as the job's owner, never as itself, and
+	 * without its own environment: Slurm gives the job the owner's
+	 * (HOME, USER), so that a Hugging Face cache resolves as the
+	 * owner's and nothing of root's reaches the job.
+	 */
 	if (d->uid == 0 && j->owner != 0) {
 		uid = xasprintf("--uid=%u", j->owner);
 		gid = xasprintf("--gid=%u", j->owner_gid);
 		argv[n++] = uid;
 		argv[n++] = gid;
+		argv[n++] = "--export=NONE";
 	}
 	slurm_deps(d, j, &dep);
 	if (dep.data != NULL)
 		argv[n++] = dep.data;
 	for (i = 0; d->opts.slurm_args != NULL && d->opts.slurm_args[i] !=
-	    NULL && n < 30; i++)
+	    NULL && n < 39; i++)
 		argv[n++] = d->opts.slurm_args[i];
 	argv[n] = NULL;
 	rc = slurm_cmd_run(d, argv, script, slurm_submitted,
@@ -396,12 +409,22 @@ slurm_cancelled(struct daemon *d, int64_t status, const char *out,
 	(void)d;
 }
 
+/*
+ * scancel of Slurm job sid, only if it is owner's (a root daemon must
+ * not cancel somebody else's job whose id it kept); owner -1: one our
+ * sbatch has just made, of a job gone since.
+ */
 void
-slurm_cancel_id(struct daemon *d, uint64_t sid)
+slurm_cancel_id(struct daemon *d, uint64_t sid, int64_t owner)
 {
-	char id[32], *argv[] = { "scancel", id, NULL };
+	char id[32], user[32], *argv[] = { "scancel", user, id, NULL };
 
 	snprintf(id, sizeof id, "%llu", (unsigned long long)sid);
+	snprintf(user, sizeof user, "--user=%lld", (long long)owner);
+	if (owner < 0) {
+		argv[1] = id;
+		argv[2] = NULL;
+	}
 	if (slurm_cmd_run(d, argv, NULL, slurm_cancelled,
 	    (void *)(uintptr_t)sid) != 0)
 		log_warnx("cannot run scancel %s", id);
@@ -445,7 +468,8 @@ void
 slurm_reattach(struct daemon *d)
 {
 	struct djob *j;
-	char *parent, *slash;
+	struct stat st;
+	char *parent, *slash, *why;
 	size_t n = 0;
 
 	for (j = d->jobs; j != NULL; j = j->next) {
@@ -455,6 +479,20 @@ slurm_reattach(struct daemon *d)
 		if ((slash = strrchr(parent, '/')) != NULL)
 			*(slash == parent ? slash + 1 : slash) = '\0';
 		j->out_fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		/* The path may name another directory now (a link swapped
+		 * in): only the one the job was submitted for will do. */
+		if (j->out_fd == -1 || fstat(j->out_fd, &st) == -1 ||
+		    (uint64_t)st.st_dev != j->out_dev ||
+		    (uint64_t)st.st_ino != j->out_ino) {
+			why = xasprintf("%s is no longer the directory the job "
+			    "was submitted for; its Slurm job %llu was "
+			    "cancelled", parent,
+			    (unsigned long long)j->slurm_id);
+			free(parent);
+			slurm_end(d, j, JOB_FAILED, why);
+			free(why);
+			continue;
+		}
 		free(parent);
 		memset(&j->cred, 0, sizeof j->cred);
 		j->cred.uid = j->owner;
@@ -483,9 +521,13 @@ slurm_read_record(struct djob *j, char **error)
 		free(cause);
 		return;
 	}
-	g.bytes_done = r.bytes_done;
-	g.tensors_done = (size_t)r.tensors_done;
-	g.shards_done = r.shards_done;
+	/* The user's file: never more than the plan's totals. */
+	g.bytes_done = r.bytes_done < g.bytes_total ? r.bytes_done :
+	    g.bytes_total;
+	g.tensors_done = r.tensors_done < g.tensors_total ?
+	    (size_t)r.tensors_done : g.tensors_total;
+	g.shards_done = r.shards_done < g.shards_total ? r.shards_done :
+	    g.shards_total;
 	g.job_memory = 0;
 	if (r.memory_peak > g.memory_peak)
 		g.memory_peak = r.memory_peak;
@@ -541,13 +583,26 @@ slurm_judge_output(struct daemon *d, struct djob *j, const char *how)
 	free(err);
 }
 
+static bool
+slurm_state_final(const char *state)
+{
+	static const char *const last[] = { "COMPLETED", "CANCELLED",
+	    "FAILED", "OUT_OF_MEMORY", "TIMEOUT", "BOOT_FAIL", "DEADLINE" };
+	size_t i;
+
+	for (i = 0; i < sizeof last / sizeof *last; i++)
+		if (strcmp(state, last[i]) == 0)
+			return true;
+	return false;
+}
+
 /* One of our jobs as squeue lists it. */
 static void
 slurm_apply(struct daemon *d, struct djob *j, const char *state,
     const char *reason, int exit_code, double start)
 {
 	char *why = NULL, *err = NULL;
-	bool pending, running;
+	bool pending, running, final;
 
 	j->slurm_seen = true;
 	/* Slurm's own start, seen late or not at all between two polls. */
@@ -563,13 +618,18 @@ slurm_apply(struct daemon *d, struct djob *j, const char *state,
 		d->queue_stale = true;
 		job_changed(d, j, false);
 	}
-	pending = strcmp(state, "PENDING") == 0 || strcmp(state,
-	    "REQUEUED") == 0 || strcmp(state, "REQUEUE_HOLD") == 0;
-	running = strcmp(state, "RUNNING") == 0 || strcmp(state,
-	    "CONFIGURING") == 0 || strcmp(state, "COMPLETING") == 0 ||
-	    strcmp(state, "SUSPENDED") == 0;
-	/* Any other state is Slurm's last word: no scancel after it. */
-	j->slurm_over = !pending && !running;
+	/*
+	 * Slurm's last words are these; a node failure or a preemption
+	 * requeues a batch job (JobRequeue) and goes on from its shards,
+	 * so it waits as a pending one does; any other state (SIGNALING,
+	 * STAGE_OUT, ...) is taken as running.
+	 */
+	final = slurm_state_final(state);
+	pending = !final && (strcmp(state, "PENDING") == 0 ||
+	    strncmp(state, "REQUEUE", 7) == 0 || strcmp(state, "NODE_FAIL") ==
+	    0 || strcmp(state, "PREEMPTED") == 0);
+	running = !final && !pending;
+	j->slurm_over = final;
 	if (pending) {
 		if (j->state != JOB_QUEUED)
 			job_set_state(d, j, JOB_QUEUED, NULL);
@@ -593,12 +653,6 @@ slurm_apply(struct daemon *d, struct djob *j, const char *state,
 			    (unsigned long long)j->slurm_id, reason);
 		}
 		slurm_end(d, j, JOB_CANCELLED, why);
-	} else if (strcmp(state, "NODE_FAIL") == 0 || strcmp(state,
-	    "PREEMPTED") == 0) {
-		why = xasprintf("Slurm job %llu: %s; resume it with mergectl "
-		    "resume (it goes on from the shards written)",
-		    (unsigned long long)j->slurm_id, state);
-		slurm_end(d, j, JOB_INTERRUPTED, why);
 	} else {
 		/* FAILED, OUT_OF_MEMORY, TIMEOUT, BOOT_FAIL, DEADLINE... */
 		slurm_read_record(j, &err);
@@ -615,12 +669,54 @@ slurm_apply(struct daemon *d, struct djob *j, const char *state,
 	free(err);
 }
 
+/*
+ * squeue --json's fields as Slurm 22.05 writes them, and as later ones
+ * do: a state as a string or a list of strings (the first is the base
+ * state), a number as a number or as {"set": ..., "number": ...}.
+ */
 static const char *
 json_str(const cJSON *o, const char *key)
 {
 	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
 
+	if (cJSON_IsArray(v))
+		v = cJSON_GetArrayItem(v, 0);
 	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static bool
+json_num(const cJSON *o, const char *key, double *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key), *set;
+
+	if (cJSON_IsObject(v)) {
+		set = cJSON_GetObjectItemCaseSensitive(v, "set");
+		if (cJSON_IsFalse(set))
+			return false;
+		v = cJSON_GetObjectItemCaseSensitive(v, "number");
+	}
+	if (!cJSON_IsNumber(v))
+		return false;
+	*out = v->valuedouble;
+	return true;
+}
+
+/* An exit code as the wait status of 22.05, or {"return_code": ...,
+ * "signal": {"signal_id": ...}} later. */
+static int
+json_exit(const cJSON *o)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, "exit_code");
+	double rc = 0, sig = 0;
+
+	if (cJSON_IsNumber(v))
+		return v->valueint;
+	if (!cJSON_IsObject(v))
+		return -1;
+	json_num(v, "return_code", &rc);
+	json_num(cJSON_GetObjectItemCaseSensitive(v, "signal"), "signal_id",
+	    &sig);
+	return sig > 0 ? (int)sig & 0x7f : ((int)rc & 0xff) << 8;
 }
 
 static void
@@ -628,11 +724,9 @@ slurm_listed(struct daemon *d, int64_t status, const char *out, size_t len,
     const char *err, void *arg)
 {
 	cJSON *root, *jobs, *e;
-	const cJSON *v, *t;
 	struct djob *j, *next;
 	const char *state, *reason;
-	double now = daemon_now();
-	uint64_t sid;
+	double now = daemon_now(), num, start;
 	bool found;
 
 	(void)arg;
@@ -654,21 +748,29 @@ slurm_listed(struct daemon *d, int64_t status, const char *out, size_t len,
 			continue;
 		found = false;
 		cJSON_ArrayForEach(e, jobs) {
-			v = cJSON_GetObjectItemCaseSensitive(e, "job_id");
-			sid = cJSON_IsNumber(v) ? (uint64_t)v->valuedouble : 0;
-			if (sid != j->slurm_id)
+			if (!json_num(e, "job_id", &num) || (uint64_t)num !=
+			    j->slurm_id)
 				continue;
+			/* Listed, so not gone, even if unreadable. */
+			found = true;
+			/* An id of another user's is not our job's. */
+			if (json_num(e, "user_id", &num) && (uint32_t)num !=
+			    j->owner) {
+				log_warnx("job %llu: Slurm job %llu belongs to "
+				    "uid %u, not to its owner",
+				    (unsigned long long)j->id,
+				    (unsigned long long)j->slurm_id,
+				    (unsigned)num);
+				break;
+			}
 			state = json_str(e, "job_state");
 			reason = json_str(e, "state_reason");
-			v = cJSON_GetObjectItemCaseSensitive(e, "exit_code");
-			t = cJSON_GetObjectItemCaseSensitive(e, "start_time");
 			if (state == NULL)
 				break;
-			found = true;
+			start = 0;
+			json_num(e, "start_time", &start);
 			slurm_apply(d, j, state, reason != NULL && strcmp(reason,
-			    "None") != 0 ? reason : NULL, cJSON_IsNumber(v) ?
-			    v->valueint : -1, cJSON_IsNumber(t) ?
-			    t->valuedouble : 0);
+			    "None") != 0 ? reason : NULL, json_exit(e), start);
 			break;
 		}
 		/* Gone after MinJobAge, or never listed: its output tells. */

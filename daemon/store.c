@@ -62,11 +62,14 @@ static const char *const migrations[] = {
 	" used INTEGER NOT NULL, budget INTEGER NOT NULL,"
 	" running INTEGER NOT NULL, queued INTEGER NOT NULL);"
 	" CREATE INDEX IF NOT EXISTS samples_ts ON samples(ts);",
-	/* 7 -> 8: merged --backend slurm: the job's batch job (0: none)
-	 * and what its output must be (graph_plan_verify_spec), so that a
-	 * restarted daemon reattaches to it. */
+	/* 7 -> 8: merged --backend slurm: the job's batch job (0: none),
+	 * what its output must be (graph_plan_verify_spec) and its output
+	 * directory's identity, so that a restarted daemon reattaches to
+	 * it and knows the directory it reopens by path. */
 	"ALTER TABLE jobs ADD COLUMN slurm_id INTEGER NOT NULL DEFAULT 0;"
-	" ALTER TABLE jobs ADD COLUMN slurm_verify TEXT;",
+	" ALTER TABLE jobs ADD COLUMN slurm_verify TEXT;"
+	" ALTER TABLE jobs ADD COLUMN out_dev INTEGER NOT NULL DEFAULT 0;"
+	" ALTER TABLE jobs ADD COLUMN out_ino INTEGER NOT NULL DEFAULT 0;",
 };
 
 /* The dependencies a job may have: a pipeline's stages, or --after. */
@@ -114,7 +117,9 @@ static const char schema[] =
     " kind TEXT NOT NULL DEFAULT 'merge', deps TEXT NOT NULL DEFAULT '',"
     " grp INTEGER NOT NULL DEFAULT 0, stage TEXT, inter_dir TEXT,"
     " keep_inter INTEGER NOT NULL DEFAULT 1, on_done TEXT,"
-    " slurm_id INTEGER NOT NULL DEFAULT 0, slurm_verify TEXT);"
+    " slurm_id INTEGER NOT NULL DEFAULT 0, slurm_verify TEXT,"
+    " out_dev INTEGER NOT NULL DEFAULT 0,"
+    " out_ino INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);"
@@ -133,15 +138,16 @@ static const char *const sql[ST_COUNT] = {
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
 	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?,"
-	    " slurm_id=?, slurm_verify=?, staging=? WHERE id=?",
+	    " slurm_id=?, slurm_verify=?, staging=?, out_dev=?, out_ino=?"
+	    " WHERE id=?",
 	[ST_LOAD] = "SELECT id, owner, owner_gid, user, name, state, priority,"
 	    " after, config, config_name, cwd, out_dir, out_name, staging,"
 	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
 	    " model_card, seed, lora_dtype, inputs, created, started, finished,"
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
 	    " shards_done, error, stage_dev, stage_ino, kind, deps, grp, stage,"
-	    " inter_dir, keep_inter, on_done, slurm_id, slurm_verify FROM jobs"
-	    " ORDER BY id",
+	    " inter_dir, keep_inter, on_done, slurm_id, slurm_verify, out_dev,"
+	    " out_ino FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
@@ -484,6 +490,8 @@ store_job_update(struct store *s, const struct djob *j)
 	bind_text(st, i++, j->slurm_verify);
 	/* The slurm backend names it when the job is handed over. */
 	bind_text(st, i++, j->staging);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->out_dev);
+	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->out_ino);
 	sqlite3_bind_int64(st, i++, (sqlite3_int64)j->id);
 	return step_done(s, st, "update");
 }
@@ -552,6 +560,8 @@ store_row(sqlite3_stmt *st)
 	j->on_done = col_text(st, i++);
 	j->slurm_id = (uint64_t)sqlite3_column_int64(st, i++);
 	j->slurm_verify = col_text(st, i++);
+	j->out_dev = (uint64_t)sqlite3_column_int64(st, i++);
+	j->out_ino = (uint64_t)sqlite3_column_int64(st, i++);
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

@@ -807,4 +807,8 @@ char *jsonpatch_apply(const char *s, size_t n, const char *const *keys,
 /* card.c */
 char *card_build(const struct graph_plan *, const char *);
 
+/* record.c: o as compact JSON text (free()), o deleted. */
+struct cJSON;
+char *record_json_text(struct cJSON *o);
+
 #endif /* GRAPH_INT_H */

@@ -63,20 +63,35 @@ record_count(const cJSON *o, const char *key, uint64_t *out, char **cause)
 	return 0;
 }
 
-/* The error as the job said it, with control characters made visible
- * as '?': it is shown on other people's terminals and logs. */
+/*
+ * The error as the job said it, with control characters made visible
+ * as '?' (C0, DEL, and C1 as UTF-8 writes them, U+0080 to U+009F): it
+ * is shown on other people's terminals and logs.  Cut at a character's
+ * start.
+ */
 static char *
 record_text(const char *s)
 {
-	size_t n = strlen(s), i;
+	const unsigned char *u = (const unsigned char *)s;
+	size_t n = strlen(s), i, k = 0;
 	char *t;
 
-	if (n > RECORD_MAX_ERROR)
+	if (n > RECORD_MAX_ERROR) {
 		n = RECORD_MAX_ERROR;
+		while (n > 0 && (u[n] & 0xc0) == 0x80)
+			n--;
+	}
 	t = xmalloc(n + 1);
-	for (i = 0; i < n; i++)
-		t[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-	t[n] = '\0';
+	for (i = 0; i < n; i++) {
+		if (u[i] == 0xc2 && i + 1 < n && u[i + 1] >= 0x80 &&
+		    u[i + 1] <= 0x9f) {
+			t[k++] = '?';
+			i++;
+		} else {
+			t[k++] = u[i] < 0x20 || u[i] == 0x7f ? '?' : s[i];
+		}
+	}
+	t[k] = '\0';
 	return t;
 }
 
@@ -160,11 +175,24 @@ graph_record_parse(const char *buf, size_t len, struct graph_record *out,
 	return rc;
 }
 
+/* o as compact JSON text the caller frees with free(); o is deleted. */
+char *
+record_json_text(cJSON *o)
+{
+	char *s = cJSON_PrintUnformatted(o), *t;
+
+	cJSON_Delete(o);
+	if (s == NULL)
+		abort();	/* out of memory, as xmalloc */
+	t = xstrdup(s);
+	cJSON_free(s);
+	return t;
+}
+
 char *
 graph_record_format(const struct graph_record *r)
 {
 	cJSON *o = cJSON_CreateObject();
-	char *s, *t;
 
 	cJSON_AddNumberToObject(o, "merged_record", RECORD_VERSION);
 	cJSON_AddStringToObject(o, "plan", r->plan);
@@ -176,13 +204,7 @@ graph_record_format(const struct graph_record *r)
 	cJSON_AddStringToObject(o, "shards", r->shards);
 	if (r->error != NULL)
 		cJSON_AddStringToObject(o, "error", r->error);
-	s = cJSON_PrintUnformatted(o);
-	cJSON_Delete(o);
-	if (s == NULL)
-		abort();	/* out of memory, as xmalloc */
-	t = xstrdup(s);
-	cJSON_free(s);
-	return t;
+	return record_json_text(o);
 }
 
 /*
@@ -261,16 +283,12 @@ void
 graph_plan_fingerprint(const struct graph_plan *p, char out[17])
 {
 	struct graph_plan_files f;
-	cJSON *j = graph_plan_json(p, NULL);
-	char *s = cJSON_PrintUnformatted(j), num[64];
+	char *s = record_json_text(graph_plan_json(p, NULL)), num[64];
 	uint64_t h;
 	size_t i;
 
-	cJSON_Delete(j);
-	if (s == NULL)
-		abort();	/* out of memory, as xmalloc */
 	h = fp_mix(0x6d65726765647270ull, s);
-	cJSON_free(s);
+	free(s);
 	snprintf(num, sizeof num, "%" PRIu64, p->seed);
 	h = fp_mix(h, num);
 	graph_plan_files(p, &f);

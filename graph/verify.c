@@ -61,9 +61,9 @@ verify_shard(int dfd, const char *out, const struct vshard *sh,
 	fd = openat(dfd, sh->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
 	    O_CLOEXEC);
 	if (fd == -1) {
-		*cause = xasprintf("%s/%s: %s", out, sh->name,
-		    strerror(errno));
-		return -errno;
+		rc = -errno;
+		*cause = xasprintf("%s/%s: %s", out, sh->name, strerror(-rc));
+		return rc;
 	}
 	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    (uint64_t)st.st_size != sh->size) {
@@ -98,8 +98,9 @@ verify_shards(const struct vshard *v, size_t n, int dirfd, const char *name,
 	dfd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 	    O_CLOEXEC);
 	if (dfd == -1) {
-		*cause = xasprintf("%s: %s", out, strerror(errno));
-		return -errno;
+		rc = -errno;
+		*cause = xasprintf("%s: %s", out, strerror(-rc));
+		return rc;
 	}
 	for (i = 0; rc == 0 && i < n; i++)
 		rc = verify_shard(dfd, out, &v[i], cause);
@@ -151,7 +152,7 @@ graph_plan_verify_spec(const struct graph_plan *p)
 {
 	struct vshard *v = plan_vshards(p);
 	cJSON *a = cJSON_CreateArray(), *o;
-	char hash[17], *s, *t;
+	char hash[17];
 	size_t i;
 
 	for (i = 0; i < p->nshards; i++) {
@@ -165,13 +166,7 @@ graph_plan_verify_spec(const struct graph_plan *p)
 		cJSON_AddItemToArray(a, o);
 	}
 	free(v);
-	s = cJSON_PrintUnformatted(a);
-	cJSON_Delete(a);
-	if (s == NULL)
-		abort();	/* out of memory, as xmalloc */
-	t = xstrdup(s);
-	cJSON_free(s);
-	return t;
+	return record_json_text(a);
 }
 
 /* A shard's name: one path component, as the writer makes them. */

@@ -39,9 +39,14 @@ check_record(const struct graph_record *r)
 		ones += r->shards[i] == '1';
 	}
 	check(i > 0 && ones == r->shards_done, "shards_done counts the 1s");
-	for (i = 0; r->error != NULL && r->error[i] != '\0'; i++)
+	for (i = 0; r->error != NULL && r->error[i] != '\0'; i++) {
 		check((unsigned char)r->error[i] >= 0x20 && r->error[i] !=
 		    0x7f, "no control characters in the error");
+		check(!((unsigned char)r->error[i] == 0xc2 &&
+		    (unsigned char)r->error[i + 1] >= 0x80 &&
+		    (unsigned char)r->error[i + 1] <= 0x9f), "no C1 controls "
+		    "in the error");
+	}
 }
 
 static bool

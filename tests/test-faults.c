@@ -585,7 +585,9 @@ test_store_versions(void)
 	static const char *const back[] = {
 		/* 8 -> 7 */
 		"ALTER TABLE jobs DROP COLUMN slurm_id;"
-		" ALTER TABLE jobs DROP COLUMN slurm_verify;",
+		" ALTER TABLE jobs DROP COLUMN slurm_verify;"
+		" ALTER TABLE jobs DROP COLUMN out_dev;"
+		" ALTER TABLE jobs DROP COLUMN out_ino;",
 		/* 7 -> 6 */
 		"DROP TABLE samples;",
 		/* 6 -> 5 */
@@ -650,7 +652,8 @@ test_store_versions(void)
 		m = store_sql("SELECT count(*) FROM jobs WHERE kind = 'merge'");
 		s = store_sql("SELECT count(stage_dev) + count(stage_ino) + "
 		    "count(lora_dtype) + count(grp) + count(on_done) + "
-		    "count(slurm_verify) + (SELECT count(*) FROM samples) >= 0 "
+		    "count(slurm_verify) + count(out_ino) + (SELECT count(*) "
+		    "FROM samples) >= 0 "
 		    "FROM jobs; PRAGMA user_version");
 		ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
 		    strcmp(s, "8") == 0 && m != NULL && strcmp(m, n) == 0,

@@ -530,3 +530,17 @@ tl_list(const char *dir, const char *ext, char **names, size_t max)
 	qsort(names, n, sizeof *names, tl_by_name);
 	return n;
 }
+
+/*
+ * dir/a and dir/b hold the same files, and their weights and JSON files
+ * are byte for byte the same (a model card names its output, so it may
+ * differ).
+ */
+bool
+tl_outputs_equal(const char *dir, const char *a, const char *b)
+{
+	return tl_runf(NULL, "cd %s && ls %s > l1 && ls %s > l2 && "
+	    "cmp -s l1 l2 && for f in %s/*.safetensors %s/*.json; do "
+	    "cmp -s $f %s/$(basename $f) || exit 1; done", dir, a, b, a, a,
+	    b) == 0;
+}

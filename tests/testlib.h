@@ -71,5 +71,6 @@ void tl_write_at(const char *, const char *, const char *);
 bool tl_same_at(const char *, const char *, const char *);
 void tl_gen_at(const char *, const char *, const char *);
 size_t tl_list(const char *dir, const char *ext, char **names, size_t max);
+bool tl_outputs_equal(const char *dir, const char *a, const char *b);
 
 #endif /* TESTLIB_H */
