@@ -154,8 +154,9 @@ slices_snippet(const struct graph_inspect *r, const char *a, const char *b,
 		xbuf_printf(&x, "  - sources:\n      - model: %s\n        "
 		    "layer_range: [%zu, %zu]\n", a, start, j);
 		if (ok)
-			xbuf_printf(&x, "      - model: %s\n        layer_range: "
-			    "[%zu, %zu]\n", b, (size_t)((long)start + off),
+			xbuf_printf(&x, "      - model: %s\n        "
+			    "layer_range: [%zu, %zu]\n", b,
+			    (size_t)((long)start + off),
 			    (size_t)((long)j + off));
 	}
 	return xbuf_take(&x);
@@ -259,9 +260,9 @@ write_svg(const struct graph_inspect *r, const struct inspect_args *a)
 	for (i = 0; i < r->la; i++) {
 		best = best_of(r, r->mean, i);
 		if (i % 5 == 0)
-			fprintf(fp, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\">"
-			    "%zu</text>\n", left - 4, top + (int)i * cell + 9,
-			    i);
+			fprintf(fp, "<text x=\"%d\" y=\"%d\" "
+			    "text-anchor=\"end\">%zu</text>\n", left - 4,
+			    top + (int)i * cell + 9, i);
 		for (j = 0; j < r->lb; j++) {
 			svg_colour(r->mean[i * r->lb + j], col, sizeof col);
 			fprintf(fp, "<rect x=\"%d\" y=\"%d\" width=\"%d\" "
@@ -270,9 +271,9 @@ write_svg(const struct graph_inspect *r, const struct inspect_args *a)
 			    (int)i * cell, cell, cell, col, i, j,
 			    r->mean[i * r->lb + j]);
 		}
-		fprintf(fp, "<circle cx=\"%d\" cy=\"%d\" r=\"3\" fill=\"#cf222e\""
-		    "/>\n", left + (int)best * cell + cell / 2, top + (int)i *
-		    cell + cell / 2);
+		fprintf(fp, "<circle cx=\"%d\" cy=\"%d\" r=\"3\" "
+		    "fill=\"#cf222e\"/>\n", left + (int)best * cell + cell / 2,
+		    top + (int)i * cell + cell / 2);
 	}
 	for (j = 0; j < r->lb; j += 5)
 		fprintf(fp, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%zu"

@@ -293,8 +293,8 @@ parse_args(int argc, char **argv, struct daemon_opts *o)
 		case 'I':
 			if (graph_parse_duration(optarg, &secs) != 0 ||
 			    secs == 0 || secs > 86400)
-				fatalx("--sample-interval: '%s' is not a duration "
-				    "from 1s to 1d", optarg);
+				fatalx("--sample-interval: '%s' is not a "
+				    "duration from 1s to 1d", optarg);
 			o->sample_interval = secs;
 			break;
 		case 'B':

@@ -137,9 +137,9 @@ static const char *const sql[ST_COUNT] = {
 	    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
-	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?, stage_ino=?,"
-	    " slurm_id=?, slurm_verify=?, staging=?, out_dev=?, out_ino=?"
-	    " WHERE id=?",
+	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?,"
+	    " stage_ino=?, slurm_id=?, slurm_verify=?, staging=?, out_dev=?,"
+	    " out_ino=? WHERE id=?",
 	[ST_LOAD] = "SELECT id, owner, owner_gid, user, name, state, priority,"
 	    " after, config, config_name, cwd, out_dir, out_name, staging,"
 	    " memory, force, allow_crimes, shard_size, copy_tokenizer,"
