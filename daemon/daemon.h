@@ -263,6 +263,7 @@ struct daemon {
 	uv_timer_t slurm_timer;
 	bool slurm_polling;
 	struct slurm_cmd *slurm_cmds;
+	struct slurm_cleanup *slurm_cleanups;	/* after cancels */
 	uint32_t uid;
 	bool draining;
 	double drain_deadline;
@@ -279,6 +280,7 @@ void slurm_job_interrupt(struct daemon *d, struct djob *j);
 void slurm_job_final(struct daemon *d, struct djob *j);
 void slurm_forget(struct djob *j);
 void slurm_reattach(struct daemon *d);
+void slurm_cleanup_all(struct daemon *d);
 void slurm_cancel_id(struct daemon *d, uint64_t sid, int64_t owner);
 char *slurm_reason(const struct djob *j);
 

@@ -387,8 +387,10 @@ daemon_maybe_finish(struct daemon *d)
 	uv_timer_stop(&d->hup_check);
 	uv_timer_stop(&d->retain);
 	uv_timer_stop(&d->sampler);
-	if (d->opts.slurm)
+	if (d->opts.slurm) {
 		slurm_stop(d);
+		slurm_cleanup_all(d);
+	}
 	hook_stop_all(d);
 	uv_walk(&d->loop, close_any, NULL);
 }

@@ -47,6 +47,9 @@
 #define SLURM_POLL_MS 1000
 
 static void slurm_poll(uv_timer_t *t);
+static const char *json_str(const cJSON *o, const char *key);
+static bool json_num(const cJSON *o, const char *key, double *out);
+static bool slurm_state_final(const char *state);
 
 /* Whether j is Slurm's now: submitted or being submitted. */
 bool
@@ -431,16 +434,114 @@ slurm_cancel_id(struct daemon *d, uint64_t sid, int64_t owner)
 }
 
 /*
- * cancel: the batch job goes (scancel), and so do its shards.  A task
- * still dying writes only into files it has open; the rename that would
- * publish them fails once the staging directory is gone.
+ * A cancelled job's staging directory, to remove once its batch job is
+ * over: slurmctld says CANCELLED before the node has killed the engine,
+ * which, just started, may yet create the directory, and, told to stop,
+ * keeps it for a resume.
+ */
+struct slurm_cleanup {
+	uint64_t sid;
+	int dirfd;
+	char *staging;
+	struct graph_cred cred;
+	uint32_t *groups;
+	double over;		/* when squeue first said it ended; 0 */
+	struct slurm_cleanup *next;
+};
+
+/* After the batch job is seen ended, this long for its processes. */
+#define SLURM_CLEANUP_GRACE 3.0
+
+static void
+cleanup_run(struct slurm_cleanup *c)
+{
+	graph_remove_tree(c->dirfd, c->staging, &c->cred);
+	close(c->dirfd);
+	free(c->staging);
+	free(c->groups);
+	free(c);
+}
+
+/* state: what squeue says of c's batch job; NULL: not listed. */
+static bool
+cleanup_due(struct slurm_cleanup *c, const char *state, double now)
+{
+	if (state != NULL && !slurm_state_final(state))
+		return false;
+	if (c->over == 0)
+		c->over = now;
+	return now - c->over >= SLURM_CLEANUP_GRACE;
+}
+
+/* Every poll: the cleanups whose batch jobs are over, done. */
+static void
+cleanup_poll(struct daemon *d, cJSON *jobs, double now)
+{
+	struct slurm_cleanup **pp = &d->slurm_cleanups, *c;
+	const char *state;
+	cJSON *e;
+	double num;
+
+	while ((c = *pp) != NULL) {
+		state = NULL;
+		cJSON_ArrayForEach(e, jobs)
+			if (json_num(e, "job_id", &num) && (uint64_t)num ==
+			    c->sid) {
+				state = json_str(e, "job_state");
+				if (state == NULL)
+					state = "?";
+				break;
+			}
+		if (cleanup_due(c, state, now)) {
+			*pp = c->next;
+			cleanup_run(c);
+		} else {
+			pp = &c->next;
+		}
+	}
+}
+
+/* The daemon stops: what is left to remove goes now. */
+void
+slurm_cleanup_all(struct daemon *d)
+{
+	struct slurm_cleanup *c;
+
+	while ((c = d->slurm_cleanups) != NULL) {
+		d->slurm_cleanups = c->next;
+		cleanup_run(c);
+	}
+}
+
+/*
+ * cancel: the batch job goes (scancel), and so do its shards, now and
+ * again once Slurm has ended it (struct slurm_cleanup).
  */
 void
 slurm_job_cancel(struct daemon *d, struct djob *j)
 {
+	struct slurm_cleanup *c;
+
 	slurm_job_final(d, j);
-	if (j->out_fd != -1)
+	if (j->out_fd != -1) {
 		graph_remove_tree(j->out_fd, j->staging, &j->cred);
+		c = j->slurm_id != 0 ? xcalloc(1, sizeof *c) : NULL;
+		if (c != NULL && (c->dirfd = fcntl(j->out_fd, F_DUPFD_CLOEXEC,
+		    3)) != -1) {
+			c->sid = j->slurm_id;
+			c->staging = xstrdup(j->staging);
+			c->cred = j->cred;
+			c->groups = xcalloc(j->cred.ngroups + 1,
+			    sizeof *c->groups);
+			memcpy(c->groups, j->cred.groups, j->cred.ngroups *
+			    sizeof *c->groups);
+			c->cred.groups = c->groups;
+			c->next = d->slurm_cleanups;
+			d->slurm_cleanups = c;
+		} else {
+			free(c);
+		}
+	}
 	slurm_end(d, j, JOB_CANCELLED, NULL);
 }
 
@@ -780,6 +881,7 @@ slurm_listed(struct daemon *d, int64_t status, const char *out, size_t len,
 			slurm_judge_output(d, j, "is no longer listed");
 		}
 	}
+	cleanup_poll(d, jobs, now);
 	cJSON_Delete(root);
 }
 
@@ -795,7 +897,7 @@ slurm_poll(uv_timer_t *t)
 	for (j = d->jobs; j != NULL; j = j->next)
 		if (j->slurm_id != 0 && proto_state_live(j->state))
 			break;
-	if (j == NULL)
+	if (j == NULL && d->slurm_cleanups == NULL)
 		return;
 	if (slurm_cmd_run(d, argv, NULL, slurm_listed, NULL) == 0)
 		d->slurm_polling = true;
