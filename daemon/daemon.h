@@ -275,6 +275,7 @@ bool slurm_handed(const struct djob *j);
 void slurm_start(struct daemon *d);
 void slurm_stop(struct daemon *d);
 int slurm_job_start(struct daemon *d, struct djob *j);
+int slurm_reachable(const struct djob *j, char **cause);
 void slurm_job_cancel(struct daemon *d, struct djob *j);
 void slurm_job_interrupt(struct daemon *d, struct djob *j);
 void slurm_job_final(struct daemon *d, struct djob *j);

@@ -382,6 +382,7 @@ submit_planned(struct prep *p, struct op_ctx *o)
 {
 	struct daemon *d = o->c->d;
 	struct djob *j = p->j;
+	struct graph_diags none;
 	char *cause = NULL;
 	struct stat st;
 	cJSON *r;
@@ -412,6 +413,16 @@ submit_planned(struct prep *p, struct op_ctx *o)
 	if (!submit_out_free(o, j, j->out_dev, j->out_ino, j->out_name,
 	    j->out_dir, true))
 		return;
+	/* The nodes must see, by the same paths, what the plan was made
+	 * from (checked again when the job goes to Slurm). */
+	if (d->opts.slurm && j->kind == JOB_KIND_MERGE &&
+	    slurm_reachable(j, &cause) != 0) {
+		graph_diags_init(&none);
+		op_problems(o, &none, cause);
+		graph_diags_fini(&none);
+		free(cause);
+		return;
+	}
 	j->staging = submit_staging(j->out_name);
 	if (store_job_insert(d->store, j) != 0) {
 		op_error(o, PROTO_E_INTERNAL, "cannot record the job");

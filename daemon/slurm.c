@@ -139,7 +139,7 @@ slurm_script(const struct daemon *d, const struct djob *j, uint64_t budget,
  * The paths the node will use must name what the daemon planned from:
  * each model the client resolved, and the output's directory.
  */
-static int
+int
 slurm_reachable(const struct djob *j, char **cause)
 {
 	struct stat a, b;

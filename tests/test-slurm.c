@@ -426,6 +426,30 @@ test_killed(void)
 	    "output");
 }
 
+/*
+ * A path that names one directory to mergectl and another to the daemon
+ * (and so to the nodes): mergectl in a mount namespace of its own, with
+ * another model mounted over ./xa.  Refused at submit, exit 3.
+ */
+static void
+test_paths(void)
+{
+	char *o = NULL;
+	int rc;
+
+	if (!need(tl_runf(NULL, "unshare -m true") == 0, "unshare -m (a "
+	    "mount namespace, as root)"))
+		return;
+	rc = tl_runf(&o, "cd %s && unshare -m sh -c 'mount --bind xb xa && "
+	    "MERGED_SOCKET=%s %s submit c.yml -o pp' 2>&1", dir, td_sock,
+	    tl_mergectl);
+	ok(rc == 3 && strstr(o, "/xa is not, as the daemon sees it, the "
+	    "directory mergectl found; the cluster's nodes must see the same "
+	    "paths") != NULL, "a model the daemon sees elsewhere by its path "
+	    "is refused at submit (exit %d): %s", rc, o);
+	free(o);
+}
+
 /* A team daemon as root: each job is its user's Slurm job. */
 static void
 test_second_user(void)
@@ -533,6 +557,7 @@ main(int argc, char **argv)
 	test_killed();
 	test_requeue();
 	test_group();
+	test_paths();
 	test_second_user();
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
 	tap_diag("test-slurm: %.1f s", now() - t0);
