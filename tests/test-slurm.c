@@ -227,6 +227,41 @@ test_failed(void)
 }
 
 /*
+ * Waits until out's record says a shard is written; 0 with the first
+ * shard's identity in *st, or -1.
+ */
+static int
+first_shard_written(const char *out, struct stat *st)
+{
+	char path[4096];
+	int i;
+
+	for (i = 0; i < 2400; i++) {
+		if (tl_runf(NULL, "grep -q '\"shards\":\"1' "
+		    "%s/.%s.partial/.merged-progress.json 2>/dev/null", dir,
+		    out) == 0) {
+			snprintf(path, sizeof path, "%s/.%s.partial/%s", dir,
+			    out, first_shard);
+			return stat(path, st);
+		}
+		td_sleep_ms(50);
+	}
+	return -1;
+}
+
+/* out's first shard is the file *before was: not written again. */
+static bool
+first_shard_kept(const char *out, const struct stat *before)
+{
+	struct stat after;
+	char path[4096];
+
+	snprintf(path, sizeof path, "%s/%s/%s", dir, out, first_shard);
+	return stat(path, &after) == 0 && after.st_ino == before->st_ino &&
+	    after.st_mtime == before->st_mtime;
+}
+
+/*
  * The daemon restarts while one job runs on Slurm and another waits for
  * it there: the batch jobs go on, and the daemon, started again,
  * reattaches to both from its store and sees them to their end.
@@ -234,22 +269,16 @@ test_failed(void)
 static void
 test_restart(void)
 {
+	struct stat before;
 	char *o = NULL, *st1, *st2, *reason;
 	unsigned long long s1, s2;
-	int a, b, i, have = -1;
+	int a, b, i, have;
 
 	a = td_submit("big.yml -o r1 --random-seed 7 --out-shard-size 4M "
 	    "--memory 64M");
 	b = td_submit("c.yml -o r2 --random-seed 7 --out-shard-size 4M "
 	    "--after %d", a);
-	for (i = 0; i < 2400 && have < 0; i++) {
-		if (tl_runf(NULL, "grep -q '\"shards\":\"1' "
-		    "%s/.r1.partial/.merged-progress.json 2>/dev/null", dir) ==
-		    0)
-			have = 0;
-		else
-			td_sleep_ms(50);
-	}
+	have = first_shard_written("r1", &before);
 	s1 = slurm_id(a);
 	s2 = slurm_id(b);
 	td_ctl(&o, "status");
@@ -301,25 +330,15 @@ test_restart(void)
 static void
 test_requeue(void)
 {
-	struct stat before, after;
-	char *reason = NULL, path[4096];
+	struct stat before;
+	char *reason = NULL;
 	unsigned long long sa;
-	int a, i, rc, have = -1;
+	int a, i, rc, have;
 	bool queued = false;
 
 	a = td_submit("big.yml -o q1 --random-seed 7 --out-shard-size 4M "
 	    "--memory 64M");
-	for (i = 0; i < 2400 && have < 0; i++) {
-		if (tl_runf(NULL, "grep -q '\"shards\":\"1' "
-		    "%s/.q1.partial/.merged-progress.json 2>/dev/null", dir) ==
-		    0) {
-			snprintf(path, sizeof path, "%s/.q1.partial/%s", dir,
-			    first_shard);
-			have = stat(path, &before);
-		} else {
-			td_sleep_ms(50);
-		}
-	}
+	have = first_shard_written("q1", &before);
 	sa = slurm_id(a);
 	rc = tl_runf(NULL, "scontrol requeue %llu", sa);
 	for (i = 0; i < 100 && !queued; i++) {
@@ -348,9 +367,7 @@ test_requeue(void)
 	}
 	ok(td_wait_state(a, "done", 300000), "then it runs again and is "
 	    "done");
-	snprintf(path, sizeof path, "%s/q1/%s", dir, first_shard);
-	ok(have == 0 && stat(path, &after) == 0 && after.st_ino ==
-	    before.st_ino && after.st_mtime == before.st_mtime, "from the "
+	ok(have == 0 && first_shard_kept("q1", &before), "from the "
 	    "shards written before");
 	ok(outputs_equal("refbig", "q1"), "byte for byte mergectl run's "
 	    "output");
@@ -389,23 +406,13 @@ test_group(void)
 static void
 test_killed(void)
 {
-	struct stat before, after;
-	char *o = NULL, *err, path[4096];
-	int a, i, rc, have = -1;
+	struct stat before;
+	char *o = NULL, *err;
+	int a, rc, have;
 
 	a = td_submit("big.yml -o n1 --random-seed 7 --out-shard-size 4M "
 	    "--memory 64M");
-	for (i = 0; i < 2400 && have < 0; i++) {
-		if (tl_runf(NULL, "grep -q '\"shards\":\"1' "
-		    "%s/.n1.partial/.merged-progress.json 2>/dev/null", dir) ==
-		    0) {
-			snprintf(path, sizeof path, "%s/.n1.partial/%s", dir,
-			    first_shard);
-			have = stat(path, &before);
-		} else {
-			td_sleep_ms(50);
-		}
-	}
+	have = first_shard_written("n1", &before);
 	rc = tl_runf(NULL, "pkill -KILL -f -- '--resume --quiet .*/n1$'");
 	ok(have == 0 && rc == 0, "the engine is killed on the node after its "
 	    "first shard");
@@ -418,9 +425,7 @@ test_killed(void)
 	ok(rc == 0, "resume (exit %d): %s", rc, o);
 	free(o);
 	ok(td_wait_state(a, "done", 300000), "it is done");
-	snprintf(path, sizeof path, "%s/n1/%s", dir, first_shard);
-	ok(have == 0 && stat(path, &after) == 0 && after.st_ino ==
-	    before.st_ino && after.st_mtime == before.st_mtime, "from the "
+	ok(have == 0 && first_shard_kept("n1", &before), "from the "
 	    "shards written before, not written again");
 	ok(outputs_equal("refbig", "n1"), "byte for byte mergectl run's "
 	    "output");
@@ -521,10 +526,12 @@ main(int argc, char **argv)
 	tl_gen_at(dir, "xb", "--family llama --hidden 512 --intermediate "
 	    "1408 --layers 8 --vocab 8192 --heads 8 --kv-heads 4 --seed 6 "
 	    "--finetune-of 5 --delta 0.01");
-	tl_gen_at(dir, "ya", "--family llama --hidden 1024 --intermediate "
-	    "2816 --layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 5");
-	tl_gen_at(dir, "yb", "--family llama --hidden 1024 --intermediate "
-	    "2816 --layers 12 --vocab 8192 --heads 8 --kv-heads 4 --seed 6 "
+	/* Big enough for a test to act between its first shard and its
+	 * last (34 shards of 4 MB), small enough for TSan. */
+	tl_gen_at(dir, "ya", "--family llama --hidden 768 --intermediate "
+	    "2048 --layers 8 --vocab 8192 --heads 8 --kv-heads 4 --seed 5");
+	tl_gen_at(dir, "yb", "--family llama --hidden 768 --intermediate "
+	    "2048 --layers 8 --vocab 8192 --heads 8 --kv-heads 4 --seed 6 "
 	    "--finetune-of 5 --delta 0.01");
 	tl_write_at(dir, "c.yml", cfg);
 	tl_write_at(dir, "pipe.yml", "merge_method: slerp\nbase_model: ab\n"
