@@ -355,7 +355,7 @@ test_kills(void)
 	unsigned seed;
 	pid_t pid;
 	bool all;
-	int i;
+	int i, nkills;
 
 	t = getenv("FAULT_SEED");
 	seed = t != NULL ? (unsigned)strtoul(t, NULL, 10) :
@@ -396,9 +396,13 @@ test_kills(void)
 	ok(tl_runf(NULL, "cd %s && test ! -e k-%d/old && ! ls -d .k-%d.* "
 	    ">/dev/null 2>&1", dir, k.runs - 1, k.runs - 1) == 0, "and the "
 	    "replaced output is gone, with no staging directory left");
-	/* FAULT_KILL_ALL=1: every point in turn (minutes, not for CI). */
+	/* FAULT_KILL_ALL=1: every point in turn (minutes, not for CI);
+	 * FAULT_KILLS=N: N drawn points (the sanitizer builds draw fewer,
+	 * tests/meson.build). */
 	all = getenv("FAULT_KILL_ALL") != NULL;
-	for (i = 0; all ? (unsigned long)i < total : i < KILLS && total > 0;
+	t = getenv("FAULT_KILLS");
+	nkills = t != NULL && atoi(t) > 0 ? atoi(t) : KILLS;
+	for (i = 0; all ? (unsigned long)i < total : i < nkills && total > 0;
 	    i++) {
 		point = all ? (unsigned long)i + 1 : 1 +
 		    (unsigned long)rand() % total;

@@ -162,7 +162,7 @@ test_cancel(void)
 {
 	int a, b, rc;
 	char *o = NULL, *state, *err;
-	unsigned long long sa;
+	unsigned long long sa = 0;
 
 	/* Held by an afterok on a job that waits for a hold. */
 	a = td_submit("c.yml -o k1 --random-seed 7 --out-shard-size 4M");
@@ -206,7 +206,7 @@ test_failed(void)
 {
 	int a, b;
 	char *err;
-	unsigned long long sa;
+	unsigned long long sa = 0;
 
 	tl_runf(NULL, "cd %s && cp -r xb xc && sed 's/xb/xc/' c.yml > "
 	    "gone.yml", dir);
@@ -332,7 +332,7 @@ test_requeue(void)
 {
 	struct stat before;
 	char *reason = NULL;
-	unsigned long long sa;
+	unsigned long long sa = 0;
 	int a, i, rc, have;
 	bool queued = false;
 
@@ -462,7 +462,7 @@ test_second_user(void)
 	struct passwd *pw = getpwnam("merged-alice");
 	struct stat st;
 	char *o = NULL, *user, path[4096];
-	unsigned long long sa;
+	unsigned long long sa = 0;
 	int rc, a = 0;
 
 	if (!need(pw != NULL && getgrnam("merged") != NULL, "the accounts "
