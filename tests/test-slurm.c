@@ -14,9 +14,10 @@
  * removes the shards; a job whose inputs vanish before it runs fails
  * with Slurm's account of it; a job the daemon stops in the middle is
  * resumed on the cluster from the shards it wrote (the same files, not
- * rewritten); a team daemon as root submits as the user who asked
- * (sbatch --uid), whose job runs and writes as that user; a team daemon
- * not run as root refuses the backend, saying why.
+ * rewritten), and so does one Slurm requeues; a team daemon as root
+ * submits as the user who asked (sbatch --uid), whose job runs and
+ * writes as that user; a team daemon not run as root refuses the
+ * backend, saying why.
  */
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -322,6 +323,47 @@ test_restart(void)
 	free(o);
 }
 
+/*
+ * Requeued by Slurm, as after a node failure: queued again with Slurm's
+ * reason, then run again, going on from the shards written.
+ */
+static void
+test_requeue(void)
+{
+	struct stat before;
+	char *reason = NULL;
+	unsigned long long sa = 0;
+	int a, i, rc, have;
+	bool queued = false;
+
+	a = td_submit("big.yml -o q1 --random-seed 7 --out-shard-size 4M "
+	    "--memory 64M");
+	have = first_shard_written("q1", &before);
+	sa = slurm_id(a);
+	rc = tl_runf(NULL, "scontrol requeue %llu", sa);
+	for (i = 0; i < 100 && !queued; i++) {
+		free(reason);
+		reason = td_job_field(a, "reason");
+		queued = strstr(reason, "PENDING") != NULL;
+		if (!queued)
+			td_sleep_ms(100);
+	}
+	ok(have == 0 && rc == 0 && queued, "requeued by Slurm after its "
+	    "first shard, it is queued again: %s", reason);
+	free(reason);
+	/*
+	 * Slurm holds a requeued job for AuthInfo cred_expire seconds
+	 * (ten on the test cluster, two minutes by default) before it
+	 * may start again.
+	 */
+	ok(td_wait_state(a, "done", 300000), "then it runs again and is "
+	    "done");
+	ok(have == 0 && first_shard_kept("q1", &before), "from the "
+	    "shards written before");
+	ok(outputs_equal("refbig", "q1"), "byte for byte mergectl run's "
+	    "output");
+}
+
 /* A three-stage pipeline: each stage a Slurm job, planned when due. */
 static void
 test_group(void)
@@ -511,6 +553,7 @@ main(int argc, char **argv)
 	test_failed();
 	test_restart();
 	test_killed();
+	test_requeue();
 	test_group();
 	test_paths();
 	test_second_user();
