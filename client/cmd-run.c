@@ -11,7 +11,10 @@
  * has a fixed name (.OUT.partial) and stays when the run stops short,
  * holding the engine's record of the shards written: the same command
  * again goes on from there (a Slurm job requeued, docs/cluster.md).
- * CONFIG "-" reads the config from standard input.
+ * CONFIG "-" reads the config from standard input.  --stage-record and
+ * --stage-card are merged --backend slurm's, for a stage of a pipeline
+ * run as one batch job: the record the stage's output holds and the
+ * model card's account of the pipeline, as the daemon planned them.
  */
 #include <sys/stat.h>
 
@@ -30,8 +33,22 @@
 #include "opts.h"
 #include "xmalloc.h"
 
-/* CONFIG "-": as much config text as a file may hold (stages.c). */
+/* CONFIG "-": as much config text as a file may hold (stages.c); also
+ * the most a --stage-record or --stage-card file may hold. */
 #define RUN_STDIN_MAX (4u << 20)
+
+/* What run's own options ask, besides the merge's and stages' options. */
+struct run_args {
+	bool resume;
+	const char *stage_record;	/* --stage-record FILE */
+	const char *stage_card;		/* --stage-card FILE */
+};
+
+enum {
+	OPT_RESUME = OPT_OWN,
+	OPT_STAGE_RECORD,
+	OPT_STAGE_CARD,
+};
 
 static void
 run_usage(FILE *fp)
@@ -56,6 +73,9 @@ run_usage(FILE *fp)
 	    "  --resume               keep what a stopped run wrote "
 	    "(.OUT.partial) and go on\n                         from there "
 	    "when run again with the same plan\n"
+	    "  --stage-record FILE, --stage-card FILE  a pipeline stage's "
+	    "record and card\n                         (merged --backend "
+	    "slurm's batch jobs pass them)\n"
 	    "  --strict               what mergekit ignores (and mergectl warns "
 	    "of) is an error\n"
 	    "  -v, --verbose          say which architecture and what the plan "
@@ -179,11 +199,13 @@ run_report(const struct cli_merge_opts *o, const struct cli_run *r,
 
 static int
 run_parse(int argc, char **argv, struct cli_merge_opts *o,
-    struct cli_stage_opts *so, char **cfg, char **out, bool *resume)
+    struct cli_stage_opts *so, char **cfg, char **out, struct run_args *a)
 {
 	static const struct option own[] = {
 		{ "help", no_argument, NULL, 'h' },
-		{ "resume", no_argument, NULL, OPT_OWN },
+		{ "resume", no_argument, NULL, OPT_RESUME },
+		{ "stage-record", required_argument, NULL, OPT_STAGE_RECORD },
+		{ "stage-card", required_argument, NULL, OPT_STAGE_CARD },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct option *merge = cli_merge_longopts(own);
@@ -201,8 +223,13 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o,
 			free(longopts);
 			exit(CLI_EXIT_OK);
 		}
-		if (c == OPT_OWN) {
-			*resume = true;
+		if (c == OPT_RESUME || c == OPT_STAGE_RECORD ||
+		    c == OPT_STAGE_CARD) {
+			a->resume |= c == OPT_RESUME;
+			if (c == OPT_STAGE_RECORD)
+				a->stage_record = optarg;
+			if (c == OPT_STAGE_CARD)
+				a->stage_card = optarg;
 			continue;
 		}
 		if (c == '?' || (cli_stage_opt(so, c, optarg) != 0 &&
@@ -264,15 +291,15 @@ run_say_plan(const struct graph_plan *plan)
 	free(m);
 }
 
-/* Standard input whole, a pipe or a file, up to RUN_STDIN_MAX bytes. */
+/* fd whole, a pipe or a file, up to RUN_STDIN_MAX bytes. */
 static int
-run_read_stdin(char **out, size_t *len)
+run_read_fd(int fd, char **out, size_t *len)
 {
 	struct xbuf x = { 0 };
 	char buf[65536];
 	ssize_t n;
 
-	while ((n = read(STDIN_FILENO, buf, sizeof buf)) != 0) {
+	while ((n = read(fd, buf, sizeof buf)) != 0) {
 		if (n == -1 && errno == EINTR)
 			continue;
 		if (n == -1 || x.len + (size_t)n > RUN_STDIN_MAX) {
@@ -288,12 +315,43 @@ run_read_stdin(char **out, size_t *len)
 }
 
 /*
+ * A --stage-record or --stage-card file whole, as text (a batch
+ * script's here-document); NULL when path is.  Returns an exit code.
+ */
+static int
+run_read_stage_file(const char *opt, const char *path, char **out)
+{
+	size_t len = 0;
+	int fd, rc;
+
+	*out = NULL;
+	if (path == NULL)
+		return CLI_EXIT_OK;
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		cli_error(CLI_E_FAILED, "--%s %s: %s", opt, path,
+		    strerror(errno));
+		return CLI_EXIT_FAILED;
+	}
+	rc = run_read_fd(fd, out, &len);
+	close(fd);
+	if (rc != 0 || strlen(*out) != len) {
+		cli_usage_error("--%s %s: not text of at most 4 MiB", opt,
+		    path);
+		free(*out);
+		*out = NULL;
+		return CLI_EXIT_USAGE;
+	}
+	return CLI_EXIT_OK;
+}
+
+/*
  * Loads and plans; prints every problem.  Returns an exit code.  text:
- * the config read from standard input (CONFIG "-"), or NULL.
+ * the config read from standard input (CONFIG "-"), or NULL; card: the
+ * model card's account of the pipeline the merge ends, or NULL.
  */
 static int
 run_plan(const struct cli_merge_opts *o, const char *path, const char *text,
-    struct graph_config **cfg, struct graph_plan **plan)
+    const char *card, struct graph_config **cfg, struct graph_plan **plan)
 {
 	struct graph_plan_opts po;
 	struct graph_diags d;
@@ -301,6 +359,7 @@ run_plan(const struct cli_merge_opts *o, const char *path, const char *text,
 
 	graph_diags_init(&d);
 	cli_plan_opts(o, &po);
+	po.card_pipeline = card;
 	lrc = text != NULL ? graph_config_load_buffer("<stdin>", text,
 	    strlen(text), cfg, &d) : graph_config_load_file(path, cfg, &d);
 	if (lrc != 0 || graph_plan_build(*cfg, &po, plan, &d) != 0)
@@ -453,13 +512,14 @@ cli_cmd_run(int argc, char **argv)
 	struct graph_config *cfg = NULL;
 	struct graph_plan *plan = NULL;
 	struct cli_run *r;
+	struct run_args a = { false, NULL, NULL };
 	char *cfgpath, *out, pool[16], *text = NULL;
+	char *record = NULL, *card = NULL;
 	size_t len;
 	double t0;
-	bool resume = false;
 	int rc;
 
-	if (run_parse(argc, argv, &o, &so, &cfgpath, &out, &resume) != 0)
+	if (run_parse(argc, argv, &o, &so, &cfgpath, &out, &a) != 0)
 		return CLI_EXIT_USAGE;
 	/* libuv reads this once, at the pool's first use: one thread more
 	 * than the merge uses, so file system work is never starved. */
@@ -469,7 +529,8 @@ cli_cmd_run(int argc, char **argv)
 	/* CONFIG "-": one merge's config on standard input (a batch
 	 * script's here-document, docs/cluster.md). */
 	if (strcmp(cfgpath, "-") == 0 && !cli_as_multi) {
-		if (run_read_stdin(&text, &len) != 0 || strlen(text) != len ||
+		if (run_read_fd(STDIN_FILENO, &text, &len) != 0 ||
+		    strlen(text) != len ||
 		    graph_pipeline_ndocs(text, len) > 1) {
 			cli_usage_error("CONFIG - reads one merge's config, of "
 			    "at most 4 MiB of text, from standard input");
@@ -479,10 +540,12 @@ cli_cmd_run(int argc, char **argv)
 	} else if (cli_as_multi || (!cli_as_mergekit &&
 	    cli_stage_count(cfgpath) > 1)) {
 		/* mergekit-yaml reads one document, as mergekit's does. */
-		if (resume) {
-			cli_usage_error("--resume runs one merge; a pipeline "
-			    "of stages skips the stages already written "
-			    "(--lazy)");
+		if (a.resume || a.stage_record != NULL ||
+		    a.stage_card != NULL) {
+			cli_usage_error("%s runs one merge; a pipeline of "
+			    "stages skips the stages already written (--lazy)",
+			    a.resume ? "--resume" : a.stage_record != NULL ?
+			    "--stage-record" : "--stage-card");
 			return CLI_EXIT_USAGE;
 		}
 		return cli_run_stages(&o, &so, cfgpath, out);
@@ -497,15 +560,25 @@ cli_cmd_run(int argc, char **argv)
 		fprintf(stderr, "%s: note: --intermediate-dir changes nothing: "
 		    "%s holds one merge, no stages\n", cli_progname, cfgpath);
 	t0 = cli_now();
-	rc = run_plan(&o, cfgpath, text, &cfg, &plan);
+	if ((rc = run_read_stage_file("stage-record", a.stage_record,
+	    &record)) != CLI_EXIT_OK || (rc = run_read_stage_file("stage-card",
+	    a.stage_card, &card)) != CLI_EXIT_OK) {
+		free(text);
+		free(record);
+		return rc;
+	}
+	rc = run_plan(&o, cfgpath, text, card, &cfg, &plan);
 	free(text);
+	free(card);
 	if (rc != CLI_EXIT_OK) {
 		graph_config_free(cfg);
+		free(record);
 		return rc;
 	}
 	r = xcalloc(1, sizeof *r);
-	r->resume = resume;
-	rc = cli_run_exec(&o, r, plan, out, NULL);
+	r->resume = a.resume;
+	rc = cli_run_exec(&o, r, plan, out, record);
+	free(record);
 	run_report(&o, r, plan, out, cli_now() - t0);
 	free(r->err);
 	free(r);

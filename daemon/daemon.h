@@ -111,6 +111,9 @@ struct djob {
 	/* submit --on-done: the hook's words as a JSON array (the store's
 	 * column, parsed when it runs, hook.c); NULL: none. */
 	char *on_done;
+	/* The final stage of a pipeline: its model card's account of the
+	 * pipeline (graph_pipeline_card); NULL: none. */
+	char *card;
 	struct djob *next;	/* daemon's list, by id */
 	/* Runtime only.  A merge has cfg, plan and, running, gj; an
 	 * extraction xplan and, running, xj (job-extract.c). */

@@ -267,6 +267,7 @@ group_stage_job(const struct djob *g, size_t i, const uint64_t *ids)
 	s->drop_inter = g->drop_inter;
 	s->priority = g->priority;
 	s->config = xstrdup(st->cfg->text);
+	s->card = graph_pipeline_card(g->pipe, i, g->splans);
 	s->config_name = xstrdup(g->config_name);
 	s->cwd = xstrdup(g->cwd);
 	s->umask = g->umask;

@@ -129,6 +129,7 @@ job_free(struct djob *j)
 	free(j->shards_done);
 	free(j->error);
 	free(j->on_done);
+	free(j->card);
 	free(j->slurm_state);
 	free(j->slurm_reason);
 	free(j->slurm_verify);
@@ -478,6 +479,7 @@ job_plan(struct djob *j, uint64_t budget, int threads,
 	o.budget = budget;
 	o.budget_shared = true;
 	o.cancel = cancel;
+	o.card_pipeline = j->card;
 	if ((rc = graph_plan_build(j->cfg, &o, &j->plan, d)) != 0)
 		return rc == -ECANCELED ? rc : -EINVAL;
 	graph_plan_summary(j->plan, &sum);
@@ -537,6 +539,8 @@ job_shadow(const struct djob *j)
 	s->inter_fd = -1;
 	s->inter_dir = j->inter_dir != NULL ? xstrdup(j->inter_dir) : NULL;
 	s->name = j->name != NULL ? xstrdup(j->name) : NULL;
+	s->grp = j->grp;
+	s->card = j->card != NULL ? xstrdup(j->card) : NULL;
 	s->deps = xcalloc(j->ndeps + 1, sizeof *s->deps);
 	memcpy(s->deps, j->deps, j->ndeps * sizeof *s->deps);
 	s->ndeps = j->ndeps;

@@ -106,32 +106,84 @@ slurm_opts_args(struct xbuf *x, const struct djob *j, uint64_t budget,
 		    graph_dtype_hf_name(o->lora_dtype));
 }
 
+/* A here-document's end marker that none of texts (NULL ended) holds. */
+static void
+slurm_marker(char *marker, size_t size, uint64_t id, const char **texts)
+{
+	unsigned n = 0;
+	size_t i;
+	bool clash;
+
+	do {
+		snprintf(marker, size, "MERGED_%llu_%u", (unsigned long long)id,
+		    n++);
+		clash = false;
+		for (i = 0; texts[i] != NULL; i++)
+			clash |= strstr(texts[i], marker) != NULL;
+	} while (clash);
+}
+
+/*
+ * Text as a here-document's body, ended by marker and tag.  The body's
+ * last line ends in a newline, which text, if it lacks one, gains: the
+ * record and card always end in one, and a config parses the same.
+ */
+static void
+slurm_heredoc(struct xbuf *x, const char *text, const char *marker,
+    char tag)
+{
+	size_t n = strlen(text);
+
+	xbuf_printf(x, "%s%s%s_%c\n", text, n > 0 && text[n - 1] != '\n' ?
+	    "\n" : "", marker, tag);
+}
+
 /*
  * The batch script: the engine on the job's config, read from a
- * here-document whose end marker the config does not contain.
+ * here-document whose end marker the config does not contain.  A stage
+ * of a pipeline also gets the record its output holds and the model
+ * card's account of the pipeline, as planned here, on descriptors 3
+ * and 4 (mergectl run --stage-record, --stage-card): its output is then
+ * what a local run writes.
  */
 static char *
-slurm_script(const struct daemon *d, const struct djob *j, uint64_t budget,
+slurm_script(struct daemon *d, const struct djob *j, uint64_t budget,
     int threads)
 {
 	struct xbuf x = { 0 };
+	const char *card = j->card;
+	char *record = j->grp != 0 ? group_stage_manifest(d, j) : NULL;
+	const char *texts[4] = { j->config, "", "", NULL };
 	char marker[64];
-	unsigned n = 0;
 
-	do
-		snprintf(marker, sizeof marker, "MERGED_CONFIG_%llu_%u",
-		    (unsigned long long)j->id, n++);
-	while (strstr(j->config, marker) != NULL);
+	if (record != NULL)
+		texts[1] = record;
+	if (card != NULL)
+		texts[2] = card;
+	slurm_marker(marker, sizeof marker, j->id, texts);
 	xbuf_printf(&x, "#!/bin/sh\n# merged job %llu, submitted by %s\n"
 	    "exec ", (unsigned long long)j->id, j->user ? j->user : "?");
 	sh_quote(&x, d->opts.slurm_engine);
 	xbuf_add(&x, " run --resume --quiet", 21);
 	slurm_opts_args(&x, j, budget, threads);
+	if (record != NULL)
+		xbuf_add(&x, " --stage-record /dev/fd/3", 25);
+	if (card != NULL)
+		xbuf_add(&x, " --stage-card /dev/fd/4", 23);
 	xbuf_add(&x, " - ", 3);
 	sh_quote(&x, j->out_dir);
-	xbuf_printf(&x, " <<'%s'\n%s%s%s\n", marker, j->config,
-	    j->config[0] != '\0' && j->config[strlen(j->config) - 1] != '\n' ?
-	    "\n" : "", marker);
+	xbuf_printf(&x, " <<'%s_C'", marker);
+	if (record != NULL)
+		xbuf_printf(&x, " 3<<'%s_R'", marker);
+	if (card != NULL)
+		xbuf_printf(&x, " 4<<'%s_P'", marker);
+	xbuf_add(&x, "\n", 1);
+	slurm_heredoc(&x, j->config, marker, 'C');
+	if (record != NULL)
+		slurm_heredoc(&x, record, marker, 'R');
+	if (card != NULL)
+		slurm_heredoc(&x, card, marker, 'P');
+	free(record);
 	return xbuf_take(&x);
 }
 

@@ -70,6 +70,10 @@ static const char *const migrations[] = {
 	" ALTER TABLE jobs ADD COLUMN slurm_verify TEXT;"
 	" ALTER TABLE jobs ADD COLUMN out_dev INTEGER NOT NULL DEFAULT 0;"
 	" ALTER TABLE jobs ADD COLUMN out_ino INTEGER NOT NULL DEFAULT 0;",
+	/* 8 -> 9: the final stage of a pipeline: its model card's account
+	 * of the pipeline (NULL: none), which the stage's plan, made when
+	 * it is due, perhaps after a restart, writes as a local run does. */
+	"ALTER TABLE jobs ADD COLUMN card TEXT;",
 };
 
 /* The dependencies a job may have: a pipeline's stages, or --after. */
@@ -119,7 +123,7 @@ static const char schema[] =
     " keep_inter INTEGER NOT NULL DEFAULT 1, on_done TEXT,"
     " slurm_id INTEGER NOT NULL DEFAULT 0, slurm_verify TEXT,"
     " out_dev INTEGER NOT NULL DEFAULT 0,"
-    " out_ino INTEGER NOT NULL DEFAULT 0);"
+    " out_ino INTEGER NOT NULL DEFAULT 0, card TEXT);"
     "CREATE TABLE IF NOT EXISTS logs (job INTEGER NOT NULL,"
     " ts REAL NOT NULL, line TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS logs_job ON logs(job);"
@@ -133,8 +137,9 @@ static const char *const sql[ST_COUNT] = {
 	    " priority, after, config, config_name, cwd, out_dir, out_name,"
 	    " staging, memory, force, allow_crimes, shard_size,"
 	    " copy_tokenizer, model_card, seed, lora_dtype, inputs, created,"
-	    " kind, deps, grp, stage, inter_dir, keep_inter, on_done) VALUES"
-	    " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+	    " kind, deps, grp, stage, inter_dir, keep_inter, on_done, card)"
+	    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,"
+	    "?,?)",
 	[ST_UPDATE] = "UPDATE jobs SET state=?, started=?, finished=?,"
 	    " bytes_total=?, bytes_done=?, tensors_total=?, tensors_done=?,"
 	    " shards_done=?, error=?, inputs=?, seed=?, stage_dev=?,"
@@ -147,7 +152,7 @@ static const char *const sql[ST_COUNT] = {
 	    " bytes_total, bytes_done, tensors_total, tensors_done,"
 	    " shards_done, error, stage_dev, stage_ino, kind, deps, grp, stage,"
 	    " inter_dir, keep_inter, on_done, slurm_id, slurm_verify, out_dev,"
-	    " out_ino FROM jobs ORDER BY id",
+	    " out_ino, card FROM jobs ORDER BY id",
 	[ST_LOG] = "INSERT INTO logs (job, ts, line) VALUES (?,?,?)",
 	[ST_LOGS] = "SELECT ts, line FROM logs WHERE job=? ORDER BY rowid",
 	[ST_DELETE_JOB] = "DELETE FROM jobs WHERE id=?",
@@ -460,6 +465,7 @@ store_job_insert(struct store *s, struct djob *j)
 	bind_text(st, i++, j->inter_dir);
 	sqlite3_bind_int(st, i++, !j->drop_inter);
 	bind_text(st, i++, j->on_done);
+	bind_text(st, i++, j->card);
 	if ((rc = step_done(s, st, "insert")) != 0)
 		return rc;
 	j->id = (uint64_t)sqlite3_last_insert_rowid(s->db);
@@ -562,6 +568,7 @@ store_row(sqlite3_stmt *st)
 	j->slurm_verify = col_text(st, i++);
 	j->out_dev = (uint64_t)sqlite3_column_int64(st, i++);
 	j->out_ino = (uint64_t)sqlite3_column_int64(st, i++);
+	j->card = col_text(st, i++);
 	if (j->config == NULL)
 		j->config = xstrdup("");
 	if (j->out_dir == NULL)

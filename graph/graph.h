@@ -513,6 +513,10 @@ void graph_stage_plans_free(struct graph_stage_plan *, size_t n);
 int graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
     const struct graph_pipeline_opts *o, const struct graph_stage_plan *sp,
     struct graph_plan **out, char **manifest, struct graph_diags *d);
+/* The model card's account of the pipeline for stage i, the final
+ * stage of several (graph_plan_opts.card_pipeline); else NULL. */
+char *graph_pipeline_card(const struct graph_pipeline *p, size_t i,
+    const struct graph_stage_plan *sp);
 uint64_t graph_stage_seed(uint64_t seed, const char *name);
 /* Is the stage directory at fd uid's, and writable by it alone? */
 int graph_stage_dir_check(int fd, uint32_t uid, const char *path,

@@ -573,6 +573,16 @@ graph_pipeline_plan(const struct graph_pipeline *p,
 	}
 	if (o->fuse && d->nerrors == before)
 		pipeline_fuse(&r);
+	/* The final stage's card tells the whole pipeline, fused stages
+	 * too: a caller that runs this plan as it is (the daemon's, when
+	 * every stage it reads was up to date) writes what a plan of
+	 * graph_pipeline_plan_stage does. */
+	for (i = 0; i < n; i++) {
+		if (r.sp[i].plan == NULL || p->stages[i].name != NULL)
+			continue;
+		free(r.sp[i].plan->card_pipeline);
+		r.sp[i].plan->card_pipeline = graph_pipeline_card(p, i, r.sp);
+	}
 out:
 	for (i = 0; i < n; i++)
 		free(r.record[i]);
@@ -688,8 +698,7 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
 	free(record);
 	stage_plan_opts(o, &sp[i], p->stages[i].name != NULL &&
 	    state == STAGE_OUT_OURS, &po);
-	card = p->nstages > 1 && p->stages[i].name == NULL ?
-	    pipeline_card(p, sp, sp[i].pseed) : NULL;
+	card = graph_pipeline_card(p, i, sp);
 	po.card_pipeline = card;
 	/* The stages it reads, beneath the stage directory, as when it was
 	 * found up to date: the same paths in its record; a fused one's
@@ -724,6 +733,14 @@ graph_pipeline_plan_stage(const struct graph_pipeline *p, size_t i,
 	if (manifest != NULL)
 		*manifest = stage_manifest(p, i, *out, sp[i].pseed);
 	return 0;
+}
+
+char *
+graph_pipeline_card(const struct graph_pipeline *p, size_t i,
+    const struct graph_stage_plan *sp)
+{
+	return p->nstages > 1 && p->stages[i].name == NULL ?
+	    pipeline_card(p, sp, sp[i].pseed) : NULL;
 }
 
 void

@@ -577,16 +577,18 @@ out:
  * The store kept by the kill tests, turned back into each older version
  * (version 1: no jobs.stage_dev, stage_ino; version 2: no lora_dtype;
  * version 3: no kind; version 4: one "after", no groups; version 5: no
- * on_done; version 6: no samples): merged upgrades it to the current one
- * (7) and keeps every job, without a hook, each older one
- * a merge, an older "after" its one dependency; a job of a kind it does
- * not know is kept, failed, saying so; a store of a version it does not
- * know is refused.
+ * on_done; version 6: no samples; version 7: no Slurm columns; version
+ * 8: no card): merged upgrades it to the current one (9) and keeps
+ * every job, without a hook, each older one a merge, an older "after"
+ * its one dependency; a job of a kind it does not know is kept, failed,
+ * saying so; a store of a version it does not know is refused.
  */
 static void
 test_store_versions(void)
 {
 	static const char *const back[] = {
+		/* 9 -> 8 */
+		"ALTER TABLE jobs DROP COLUMN card;",
 		/* 8 -> 7 */
 		"ALTER TABLE jobs DROP COLUMN slurm_id;"
 		" ALTER TABLE jobs DROP COLUMN slurm_verify;"
@@ -614,12 +616,12 @@ test_store_versions(void)
 	int rc, from, k;
 	pid_t pid;
 
-	for (from = 7; from >= 1; from--) {
+	for (from = 8; from >= 1; from--) {
 		n = store_sql("SELECT count(*) FROM jobs");
 		last = store_sql("SELECT id || ' ' || state FROM jobs ORDER BY "
 		    "id");
 		sql = NULL;
-		for (k = 0; k <= 7 - from; k++) {
+		for (k = 0; k <= 8 - from; k++) {
 			s = sql;
 			if (asprintf(&sql, "%s%s", s ? s : "", back[k]) < 0)
 				sql = NULL;
@@ -656,12 +658,12 @@ test_store_versions(void)
 		m = store_sql("SELECT count(*) FROM jobs WHERE kind = 'merge'");
 		s = store_sql("SELECT count(stage_dev) + count(stage_ino) + "
 		    "count(lora_dtype) + count(grp) + count(on_done) + "
-		    "count(slurm_verify) + count(out_ino) + (SELECT count(*) "
-		    "FROM samples) >= 0 "
+		    "count(slurm_verify) + count(out_ino) + count(card) + "
+		    "(SELECT count(*) FROM samples) >= 0 "
 		    "FROM jobs; PRAGMA user_version");
 		ok(v != NULL && n != NULL && strcmp(v, n) == 0 && s != NULL &&
-		    strcmp(s, "8") == 0 && m != NULL && strcmp(m, n) == 0,
-		    "upgraded from version %d to 8 with every job, each a "
+		    strcmp(s, "9") == 0 && m != NULL && strcmp(m, n) == 0,
+		    "upgraded from version %d to 9 with every job, each a "
 		    "merge, and a history table (%s of %s)", from, m ? m : "?",
 		    n ? n : "?");
 		free(s);
@@ -711,7 +713,7 @@ test_store_versions(void)
 	    "(exit %d)", rc);
 	ok_str_has(o, "schema version 99", "saying which version it is");
 	free(o);
-	free(store_sql("PRAGMA user_version = 8"));
+	free(store_sql("PRAGMA user_version = 9"));
 }
 
 /*

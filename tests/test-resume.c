@@ -294,6 +294,46 @@ test_stdin(void)
 	free(o);
 }
 
+/*
+ * --stage-record and --stage-card (a pipeline's stage as a Slurm batch
+ * job): the record is the output's mergectl_stage.json as given, the
+ * card's text ends its README.md; the weights are the same.
+ */
+static void
+test_stage_files(void)
+{
+	char *o = NULL, *rec, *card, path[4096];
+	int rc;
+
+	tl_write_at(dir, "rec.json", "{\"mergectl_stage\": 1}\n");
+	tl_write_at(dir, "card.md", "### Pipeline\n\nStage one of two.\n");
+	rc = tl_runf(&o, "cd %s && %s run c.yml out8 --random-seed 7 "
+	    "--out-shard-size 4M -q --stage-record rec.json --stage-card "
+	    "card.md 2>&1", dir, tl_mergectl);
+	snprintf(path, sizeof path, "%s/out8/mergectl_stage.json", dir);
+	rec = tl_read(path, NULL);
+	snprintf(path, sizeof path, "%s/out8/README.md", dir);
+	card = tl_read(path, NULL);
+	ok(rc == 0 && tl_runf(NULL, "cd %s && for f in ref/*.safetensors; "
+	    "do cmp -s $f out8/${f#ref/} || exit 1; done", dir) == 0 &&
+	    rec != NULL &&
+	    strcmp(rec, "{\"mergectl_stage\": 1}\n") == 0, "--stage-record "
+	    "FILE: the output holds it as its record (exit %d): %s", rc, o);
+	ok(card != NULL && strlen(card) > 32 && strcmp(card + strlen(card) -
+	    32, "### Pipeline\n\nStage one of two.\n") == 0, "--stage-card "
+	    "FILE: its text ends the model card");
+	free(rec);
+	free(card);
+	free(o);
+	rc = tl_runf(&o, "cd %s && %s run c.yml out9 --stage-record nothere "
+	    "2>&1", dir, tl_mergectl);
+	snprintf(path, sizeof path, "%s/out9", dir);
+	ok(rc == 1 && strstr(o, "--stage-record nothere: No such file") !=
+	    NULL && !tl_exists(path), "a record file that is not "
+	    "there: exit %d, nothing written: %s", rc, o);
+	free(o);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -319,6 +359,7 @@ main(int argc, char **argv)
 	test_no_record();
 	test_hostile_record();
 	test_stdin();
+	test_stage_files();
 	tl_cleanup();
 	return tap_done();
 }

@@ -676,6 +676,11 @@ test_daemon(void)
 	    tl_same_at(dir, "dout.stages/ab/model.safetensors",
 	    "hand/ab/model.safetensors"), "the stages and the result are "
 	    "byte-identical to the configs run by hand");
+	s = read_at("dout/README.md");
+	ok(s != NULL && strstr(s, "### Pipeline") != NULL && strstr(s,
+	    "dout.stages/cd, seed") != NULL && strstr(s, "name: ab\n") !=
+	    NULL, "its card lists the whole pipeline, as mergectl run's");
+	free(s);
 	j = job_json(g);
 	ok(j != NULL && strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(j,
 	    "kind")), "pipeline") == 0 && strcmp(cJSON_GetStringValue(
