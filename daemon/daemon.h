@@ -288,6 +288,13 @@ void slurm_cleanup_all(struct daemon *d);
 void slurm_cancel_id(struct daemon *d, uint64_t sid, int64_t owner);
 char *slurm_reason(const struct djob *j);
 
+/* slurm-log.c: what the engine said on the node (sbatch --output). */
+char *slurm_log_name(const char *out_name);
+char *slurm_log_arg(const struct djob *j);
+char *slurm_log_said(struct daemon *d, struct djob *j);
+void slurm_log_remove(int dirfd, const char *out_name,
+    const struct graph_cred *cred);
+
 /* slurm-cmd.c: Slurm's commands, run from the loop.  cb gets the exit
  * status (-1: killed, or more output than kept), stdout and stderr. */
 struct slurm_cmd;

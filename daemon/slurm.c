@@ -268,6 +268,8 @@ slurm_end(struct daemon *d, struct djob *j, enum job_state s,
 {
 	if (s == JOB_DONE && j->grp != 0)
 		group_drop_read(d, j);
+	/* Read, if it failed, before: its words are in the job's log. */
+	slurm_log_remove(j->out_fd, j->out_name, &j->cred);
 	job_release_runtime(j);
 	job_set_state(d, j, s, err);
 	sched_run(d);
@@ -358,7 +360,7 @@ slurm_job_start(struct daemon *d, struct djob *j)
 	struct xbuf dep = { 0 };
 	/* 17 of ours at most, and --sbatch-arg's 16 (merged.c). */
 	char *argv[40], *script, *cause = NULL;
-	char *mem, *cpus, *time_arg, *name, *uid = NULL, *gid = NULL;
+	char *mem, *cpus, *time_arg, *name, *uid = NULL, *gid = NULL, *log;
 	uint64_t budget, minutes;
 	double gb;
 	size_t n = 0, i;
@@ -398,7 +400,7 @@ slurm_job_start(struct daemon *d, struct djob *j)
 	argv[n++] = mem;
 	argv[n++] = cpus;
 	argv[n++] = time_arg;
-	argv[n++] = "--output=/dev/null";
+	argv[n++] = log = slurm_log_arg(j);
 	argv[n++] = "--chdir";
 	argv[n++] = j->cwd != NULL && j->cwd[0] == '/' ? j->cwd : "/";
 	if (d->opts.slurm_partition != NULL) {
@@ -446,6 +448,7 @@ slurm_job_start(struct daemon *d, struct djob *j)
 	free(cpus);
 	free(time_arg);
 	free(name);
+	free(log);
 	free(uid);
 	free(gid);
 	xbuf_free(&dep);
@@ -495,6 +498,7 @@ struct slurm_cleanup {
 	uint64_t sid;
 	int dirfd;
 	char *staging;
+	char *out_name;		/* its output's, for its log (slurm-log.c) */
 	struct graph_cred cred;
 	uint32_t *groups;
 	double over;		/* when squeue first said it ended; 0 */
@@ -508,8 +512,10 @@ static void
 cleanup_run(struct slurm_cleanup *c)
 {
 	graph_remove_tree(c->dirfd, c->staging, &c->cred);
+	slurm_log_remove(c->dirfd, c->out_name, &c->cred);
 	close(c->dirfd);
 	free(c->staging);
+	free(c->out_name);
 	free(c->groups);
 	free(c);
 }
@@ -582,6 +588,7 @@ slurm_job_cancel(struct daemon *d, struct djob *j)
 		    3)) != -1) {
 			c->sid = j->slurm_id;
 			c->staging = xstrdup(j->staging);
+			c->out_name = xstrdup(j->out_name);
 			c->cred = j->cred;
 			c->groups = xcalloc(j->cred.ngroups + 1,
 			    sizeof *c->groups);
@@ -695,6 +702,25 @@ slurm_read_record(struct djob *j, char **error)
 }
 
 /* The batch job ended well, or left squeue: done if the output is. */
+/*
+ * Why a job ended badly, as the engine on the node said it: the error
+ * in its record, else the last lines of its output (slurm-log.c), which
+ * go to the job's log either way.
+ */
+static void
+slurm_engine_said(struct daemon *d, struct djob *j, char **said)
+{
+	char *out;
+
+	*said = NULL;
+	slurm_read_record(j, said);
+	out = slurm_log_said(d, j);
+	if (*said == NULL)
+		*said = out;
+	else
+		free(out);
+}
+
 static void
 slurm_judge_output(struct daemon *d, struct djob *j, const char *how)
 {
@@ -724,7 +750,7 @@ slurm_judge_output(struct daemon *d, struct djob *j, const char *how)
 			memset(j->shards_done, '1', strlen(j->shards_done));
 		slurm_end(d, j, JOB_DONE, NULL);
 	} else {
-		slurm_read_record(j, &err);
+		slurm_engine_said(d, j, &err);
 		why = xasprintf("Slurm job %llu %s, but its output is not "
 		    "what was planned: %s%s%s", (unsigned long long)j->slurm_id,
 		    how, cause, err ? "; the engine said: " : "",
@@ -808,7 +834,7 @@ slurm_apply(struct daemon *d, struct djob *j, const char *state,
 		slurm_end(d, j, JOB_CANCELLED, why);
 	} else {
 		/* FAILED, OUT_OF_MEMORY, TIMEOUT, BOOT_FAIL, DEADLINE... */
-		slurm_read_record(j, &err);
+		slurm_engine_said(d, j, &err);
 		/* squeue's exit_code is the wait status. */
 		why = xasprintf("Slurm job %llu: %s (%s %d)%s%s",
 		    (unsigned long long)j->slurm_id, state, exit_code >= 0 &&

@@ -590,6 +590,13 @@ int graph_record_parse(const char *buf, size_t len, struct graph_record *out,
 char *graph_record_format(const struct graph_record *);
 int graph_record_read(int dirfd, const char *staging, int64_t owner,
     struct graph_record *out, char **cause);
+/*
+ * The first n bytes of s (at most max, cut at a character's start) with
+ * control characters made visible as '?' (C0, DEL, and C1 as UTF-8
+ * writes them, U+0080 to U+009F): text a job wrote, shown on other
+ * people's terminals and logs.  A new string.
+ */
+char *graph_text_visible(const char *s, size_t n, size_t max);
 /* What a plan's shards depend on, as 16 hexadecimal digits and a NUL. */
 void graph_plan_fingerprint(const struct graph_plan *, char out[17]);
 

@@ -63,21 +63,22 @@ record_count(const cJSON *o, const char *key, uint64_t *out, char **cause)
 	return 0;
 }
 
-/*
- * The error as the job said it, with control characters made visible
- * as '?' (C0, DEL, and C1 as UTF-8 writes them, U+0080 to U+009F): it
- * is shown on other people's terminals and logs.  Cut at a character's
- * start.
- */
+/* The error as the job said it: shown on other people's terminals. */
 static char *
 record_text(const char *s)
 {
+	return graph_text_visible(s, strlen(s), RECORD_MAX_ERROR);
+}
+
+char *
+graph_text_visible(const char *s, size_t n, size_t max)
+{
 	const unsigned char *u = (const unsigned char *)s;
-	size_t n = strlen(s), i, k = 0;
+	size_t i, k = 0;
 	char *t;
 
-	if (n > RECORD_MAX_ERROR) {
-		n = RECORD_MAX_ERROR;
+	if (n > max) {
+		n = max;
 		while (n > 0 && (u[n] & 0xc0) == 0x80)
 			n--;
 	}

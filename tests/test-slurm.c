@@ -205,7 +205,7 @@ static void
 test_failed(void)
 {
 	int a, b;
-	char *err;
+	char *err, path[4096];
 	unsigned long long sa = 0;
 
 	tl_runf(NULL, "cd %s && cp -r xb xc && sed 's/xb/xc/' c.yml > "
@@ -219,10 +219,17 @@ test_failed(void)
 	ok(td_wait_state(b, "failed", 120000), "a job whose input vanished "
 	    "before it ran fails");
 	err = td_job_field(b, "error");
-	ok(strstr(err, ": FAILED (exit code 3)") != NULL, "with Slurm's "
-	    "state and the engine's exit code (3: its plan was refused): %s",
-	    err);
+	ok(strstr(err, ": FAILED (exit code 3): ") != NULL && strstr(err,
+	    "xc") != NULL, "with Slurm's state, the engine's exit code (3: "
+	    "its plan was refused) and what it said on the node: %s", err);
 	free(err);
+	err = NULL;
+	td_ctl(&err, "logs %d", b);
+	ok(err != NULL && strstr(err, "on the node: ") != NULL, "its log "
+	    "has the engine's last lines: %s", err);
+	free(err);
+	snprintf(path, sizeof path, "%s/.f2.slurm.log", dir);
+	ok(!tl_exists(path), "the file they were in is gone");
 	ok(td_wait_state(a, "done", 60000), "the job before it is done");
 }
 
@@ -571,6 +578,10 @@ main(int argc, char **argv)
 	test_paths();
 	test_second_user();
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+	rc = tl_runf(&o, "find %s -name '.*.slurm.log'", dir);
+	ok(rc == 0 && o != NULL && o[0] == '\0', "every job ended: no "
+	    "batch job's output file is left: %s", o);
+	free(o);
 	tap_diag("test-slurm: %.1f s", now() - t0);
 	tl_cleanup();
 	return tap_done();
