@@ -152,6 +152,10 @@ struct djob {
 	 * none), and what squeue last said of it. */
 	uint64_t slurm_id;
 	bool slurm_submitting;	/* sbatch runs */
+	/* Which sbatch is the job's: each hand-off draws the next, and an
+	 * answer for another (cancelled, then resumed, while it ran) is
+	 * not the job's. */
+	uint64_t slurm_token;
 	bool slurm_seen;	/* squeue has listed it */
 	bool slurm_over;	/* Slurm ended it, or was told to */
 	double slurm_since;	/* when it was submitted */
@@ -387,6 +391,7 @@ void job_note_staged(struct djob *j, uint64_t dev, uint64_t ino);
 void job_ended(struct djob *j, int rc, const char *err);
 bool job_was_published(struct djob *j);
 struct djob *job_shadow(const struct djob *);
+void job_owner_cred_db(struct djob *j);
 void job_out_ident(struct djob *j, int fd);
 struct djob *job_out_clash(struct daemon *d, uint64_t dev, uint64_t ino,
     const char *name);

@@ -319,6 +319,41 @@ job_dirs(struct djob *j, const struct cJSON *models, char **cause)
 	return 0;
 }
 
+/* j's credentials: p's identity and groups (copied). */
+static void
+job_set_cred(struct djob *j, const struct peer *p)
+{
+	free(j->groups);
+	j->groups = xcalloc(p->ngroups + 1, sizeof *j->groups);
+	memcpy(j->groups, p->groups, p->ngroups * sizeof *p->groups);
+	j->cred.uid = p->uid;
+	j->cred.gid = p->gid;
+	j->cred.groups = j->groups;
+	j->cred.ngroups = p->ngroups;
+}
+
+/*
+ * j's credentials as its owner's, with the groups the user database
+ * lists: for work done with nobody asking (a Slurm job reattached after
+ * a restart), or for root acting on the owner's behalf.
+ */
+void
+job_owner_cred_db(struct djob *j)
+{
+	struct passwd pw, *res = NULL;
+	struct peer owner;
+	char buf[4096];
+
+	memset(&owner, 0, sizeof owner);
+	owner.uid = j->owner;
+	owner.gid = j->owner_gid;
+	if (getpwuid_r(j->owner, &pw, buf, sizeof buf, &res) == 0 &&
+	    res != NULL)
+		peer_user_groups(pw.pw_name, pw.pw_gid, &owner);
+	job_set_cred(j, &owner);
+	free(owner.groups);
+}
+
 /*
  * A job works with its owner's rights, also when root resumes it: the
  * peer's own credentials when the owner asks, else the owner's as the
@@ -327,27 +362,10 @@ job_dirs(struct djob *j, const struct cJSON *models, char **cause)
 static void
 job_owner_cred(struct djob *j, const struct peer *p)
 {
-	struct passwd pw, *res = NULL;
-	struct peer owner;
-	char buf[4096];
-
-	memset(&owner, 0, sizeof owner);
-	if (p->uid != j->owner) {
-		owner.uid = j->owner;
-		owner.gid = j->owner_gid;
-		if (getpwuid_r(j->owner, &pw, buf, sizeof buf, &res) == 0 &&
-		    res != NULL)
-			peer_user_groups(pw.pw_name, pw.pw_gid, &owner);
-		p = &owner;
-	}
-	free(j->groups);
-	j->groups = xcalloc(p->ngroups + 1, sizeof *j->groups);
-	memcpy(j->groups, p->groups, p->ngroups * sizeof *p->groups);
-	j->cred.uid = p->uid;
-	j->cred.gid = p->gid;
-	j->cred.groups = j->groups;
-	j->cred.ngroups = p->ngroups;
-	free(owner.groups);
+	if (p->uid != j->owner)
+		job_owner_cred_db(j);
+	else
+		job_set_cred(j, p);
 }
 
 /* Records the identity of j's output's parent, open at fd. */

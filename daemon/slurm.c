@@ -51,6 +51,20 @@ static const char *json_str(const cJSON *o, const char *key);
 static bool json_num(const cJSON *o, const char *key, double *out);
 static bool slurm_state_final(const char *state);
 
+/* An sbatch in flight: for job id's hand-off number token. */
+struct slurm_submit {
+	uint64_t id;
+	uint64_t token;
+};
+
+/* squeue's list, by Slurm job id, for lookups as it is walked. */
+struct slurm_listing {
+	uint64_t id;
+	const cJSON *job;
+};
+static const cJSON *slurm_listed_job(const struct slurm_listing *l,
+    size_t n, uint64_t id);
+
 /* Whether j is Slurm's now: submitted or being submitted. */
 bool
 slurm_handed(const struct djob *j)
@@ -289,12 +303,14 @@ static void
 slurm_submitted(struct daemon *d, int64_t status, const char *out,
     size_t len, const char *err, void *arg)
 {
-	uint64_t id = (uint64_t)(uintptr_t)arg;
-	struct djob *j = job_find(d, id);
+	struct slurm_submit *sub = arg;
+	struct djob *j = job_find(d, sub->id);
 	unsigned long long sid;
 	char *why;
+	bool ours = j != NULL && j->slurm_token == sub->token;
 
 	(void)len;
+	free(sub);
 	/* Removed while sbatch ran: its batch job must not run alone. */
 	if (j == NULL) {
 		if (status == 0 && sscanf(out, "%llu", &sid) == 1 && sid != 0)
@@ -302,7 +318,7 @@ slurm_submitted(struct daemon *d, int64_t status, const char *out,
 		return;
 	}
 	/* Cancelled (and maybe resumed) while sbatch ran: not ours. */
-	if (!j->slurm_submitting) {
+	if (!j->slurm_submitting || !ours) {
 		if (status == 0 && sscanf(out, "%llu", &sid) == 1 && sid != 0)
 			slurm_cancel_id(d, sid, j->owner);
 		return;
@@ -357,6 +373,7 @@ int
 slurm_job_start(struct daemon *d, struct djob *j)
 {
 	struct graph_plan_summary s;
+	struct slurm_submit *sub;
 	struct xbuf dep = { 0 };
 	/* 17 of ours at most, and --sbatch-arg's 16 (merged.c). */
 	char *argv[40], *script, *cause = NULL;
@@ -431,8 +448,12 @@ slurm_job_start(struct daemon *d, struct djob *j)
 	    NULL && n < 39; i++)
 		argv[n++] = d->opts.slurm_args[i];
 	argv[n] = NULL;
-	rc = slurm_cmd_run(d, argv, script, slurm_submitted,
-	    (void *)(uintptr_t)j->id);
+	sub = xmalloc(sizeof *sub);
+	sub->id = j->id;
+	sub->token = ++j->slurm_token;
+	rc = slurm_cmd_run(d, argv, script, slurm_submitted, sub);
+	if (rc != 0)
+		free(sub);
 	if (rc == 0) {
 		j->slurm_submitting = true;
 		j->slurm_id = 0;
@@ -533,23 +554,18 @@ cleanup_due(struct slurm_cleanup *c, const char *state, double now)
 
 /* Every poll: the cleanups whose batch jobs are over, done. */
 static void
-cleanup_poll(struct daemon *d, cJSON *jobs, double now)
+cleanup_poll(struct daemon *d, const struct slurm_listing *l, size_t n,
+    double now)
 {
 	struct slurm_cleanup **pp = &d->slurm_cleanups, *c;
 	const char *state;
-	cJSON *e;
-	double num;
+	const cJSON *e;
 
 	while ((c = *pp) != NULL) {
 		state = NULL;
-		cJSON_ArrayForEach(e, jobs)
-			if (json_num(e, "job_id", &num) && (uint64_t)num ==
-			    c->sid) {
-				state = json_str(e, "job_state");
-				if (state == NULL)
-					state = "?";
-				break;
-			}
+		if ((e = slurm_listed_job(l, n, c->sid)) != NULL &&
+		    (state = json_str(e, "job_state")) == NULL)
+			state = "?";
 		if (cleanup_due(c, state, now)) {
 			*pp = c->next;
 			cleanup_run(c);
@@ -654,9 +670,10 @@ slurm_reattach(struct daemon *d)
 			continue;
 		}
 		free(parent);
+		/* Its owner's rights, supplementary groups too, for the
+		 * files it removes in the output's directory. */
 		memset(&j->cred, 0, sizeof j->cred);
-		j->cred.uid = j->owner;
-		j->cred.gid = j->owner_gid;
+		job_owner_cred_db(j);
 		j->cred.umask = j->umask;
 		j->slurm_since = daemon_now();
 		j->slurm_seen = false;
@@ -898,15 +915,61 @@ json_exit(const cJSON *o)
 	return sig > 0 ? (int)sig & 0x7f : ((int)rc & 0xff) << 8;
 }
 
+static int
+listing_cmp(const void *a, const void *b)
+{
+	const struct slurm_listing *x = a, *y = b;
+
+	return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* squeue's jobs, sorted by id, in a new array (*n of them). */
+static struct slurm_listing *
+slurm_listing(const cJSON *jobs, size_t *n)
+{
+	struct slurm_listing *l;
+	const cJSON *e;
+	double num;
+
+	*n = 0;
+	l = xcalloc((size_t)cJSON_GetArraySize(jobs) + 1, sizeof *l);
+	cJSON_ArrayForEach(e, jobs) {
+		if (!json_num(e, "job_id", &num) || num < 1)
+			continue;
+		l[*n].id = (uint64_t)num;
+		l[(*n)++].job = e;
+	}
+	qsort(l, *n, sizeof *l, listing_cmp);
+	return l;
+}
+
+static const cJSON *
+slurm_listed_job(const struct slurm_listing *l, size_t n, uint64_t id)
+{
+	struct slurm_listing key = { id, NULL };
+	const struct slurm_listing *hit;
+
+	hit = n > 0 ? bsearch(&key, l, n, sizeof *l, listing_cmp) : NULL;
+	return hit != NULL ? hit->job : NULL;
+}
+
+/*
+ * squeue --json's answer: each of our jobs that Slurm has is brought to
+ * its state; one gone from the list is judged by its output.  The list
+ * holds every user's jobs (a job that has left Slurm would make
+ * squeue --jobs=... fail whole): sorted once, looked up by id.
+ */
 static void
 slurm_listed(struct daemon *d, int64_t status, const char *out, size_t len,
     const char *err, void *arg)
 {
-	cJSON *root, *jobs, *e;
+	struct slurm_listing *l;
+	const cJSON *e;
+	cJSON *root, *jobs;
 	struct djob *j, *next;
 	const char *state, *reason;
 	double now = daemon_now(), num, start;
-	bool found;
+	size_t n;
 
 	(void)arg;
 	d->slurm_polling = false;
@@ -921,45 +984,39 @@ slurm_listed(struct daemon *d, int64_t status, const char *out, size_t len,
 		cJSON_Delete(root);
 		return;
 	}
+	l = slurm_listing(jobs, &n);
 	for (j = d->jobs; j != NULL; j = next) {
 		next = j->next;
 		if (j->slurm_id == 0 || !proto_state_live(j->state))
 			continue;
-		found = false;
-		cJSON_ArrayForEach(e, jobs) {
-			if (!json_num(e, "job_id", &num) || (uint64_t)num !=
-			    j->slurm_id)
-				continue;
-			/* Listed, so not gone, even if unreadable. */
-			found = true;
-			/* An id of another user's is not our job's. */
-			if (json_num(e, "user_id", &num) && (uint32_t)num !=
-			    j->owner) {
-				log_warnx("job %llu: Slurm job %llu belongs to "
-				    "uid %u, not to its owner",
-				    (unsigned long long)j->id,
-				    (unsigned long long)j->slurm_id,
-				    (unsigned)num);
-				break;
-			}
-			state = json_str(e, "job_state");
-			reason = json_str(e, "state_reason");
-			if (state == NULL)
-				break;
-			start = 0;
-			json_num(e, "start_time", &start);
-			slurm_apply(d, j, state, reason != NULL && strcmp(reason,
-			    "None") != 0 ? reason : NULL, json_exit(e), start);
-			break;
-		}
 		/* Gone after MinJobAge, or never listed: its output tells. */
-		if (!found && (j->slurm_seen || now - j->slurm_since >
-		    SLURM_LIST_GRACE)) {
-			j->slurm_over = true;
-			slurm_judge_output(d, j, "is no longer listed");
+		if ((e = slurm_listed_job(l, n, j->slurm_id)) == NULL) {
+			if (j->slurm_seen || now - j->slurm_since >
+			    SLURM_LIST_GRACE) {
+				j->slurm_over = true;
+				slurm_judge_output(d, j, "is no longer listed");
+			}
+			continue;
 		}
+		/* Listed, so not gone, even if unreadable.  An id of
+		 * another user's is not our job's. */
+		if (json_num(e, "user_id", &num) && (uint32_t)num !=
+		    j->owner) {
+			log_warnx("job %llu: Slurm job %llu belongs to uid %u, "
+			    "not to its owner", (unsigned long long)j->id,
+			    (unsigned long long)j->slurm_id, (unsigned)num);
+			continue;
+		}
+		if ((state = json_str(e, "job_state")) == NULL)
+			continue;
+		reason = json_str(e, "state_reason");
+		start = 0;
+		json_num(e, "start_time", &start);
+		slurm_apply(d, j, state, reason != NULL && strcmp(reason,
+		    "None") != 0 ? reason : NULL, json_exit(e), start);
 	}
-	cleanup_poll(d, jobs, now);
+	cleanup_poll(d, l, n, now);
+	free(l);
 	cJSON_Delete(root);
 }
 

@@ -33,6 +33,32 @@
 
 #include "graph-int.h"
 
+#ifdef __SANITIZE_THREAD__
+/*
+ * ThreadSanitizer does not intercept a raw syscall(): it would never see
+ * the descriptor made, and, seeing a pool thread close or read a number
+ * the loop thread had used for a pipe it has since closed, report a
+ * race on the number.  In that build the descriptor is handed over as a
+ * dup() of it, which TSan sees made here, the raw one closed unseen.
+ * (dup() clears close-on-exec for a moment, in test builds only.)
+ */
+static int
+tsan_adopt(int fd)
+{
+	int seen;
+
+	if (fd < 0)
+		return fd;
+	seen = dup(fd);
+	if (seen >= 0)
+		fcntl(seen, F_SETFD, FD_CLOEXEC);
+	syscall(SYS_close, fd);
+	return seen;
+}
+#else
+#define tsan_adopt(fd) (fd)
+#endif
+
 static int
 sys_openat2_how(int dirfd, const char *path, int flags, uint64_t resolve)
 {
@@ -42,7 +68,8 @@ sys_openat2_how(int dirfd, const char *path, int flags, uint64_t resolve)
 	how.flags = (uint64_t)(flags | O_CLOEXEC);
 	how.mode = (flags & O_CREAT) ? 0644 : 0;
 	how.resolve = resolve;
-	return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+	return tsan_adopt((int)syscall(SYS_openat2, dirfd, path, &how,
+	    sizeof how));
 }
 
 static int
