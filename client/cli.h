@@ -133,6 +133,16 @@ void cli_mkdirs(const char *path, mode_t mode);
 
 
 /* cmd-run.c: one plan run in this process. */
+/* model-dirs.c: mergectl run --model-dirs FILE (merged --backend
+ * slurm's batch jobs): the directories the daemon planned from. */
+struct cli_model_dirs {
+	struct graph_source_dir *v;	/* each with its own descriptor */
+	size_t n;
+};
+int cli_model_dirs_parse(const char *path, const char *text,
+    struct cli_model_dirs *m);
+void cli_model_dirs_fini(struct cli_model_dirs *m);
+
 struct cli_run {
 	uv_loop_t loop;
 	uv_signal_t sigint;

@@ -42,12 +42,14 @@ struct run_args {
 	bool resume;
 	const char *stage_record;	/* --stage-record FILE */
 	const char *stage_card;		/* --stage-card FILE */
+	const char *model_dirs;		/* --model-dirs FILE */
 };
 
 enum {
 	OPT_RESUME = OPT_OWN,
 	OPT_STAGE_RECORD,
 	OPT_STAGE_CARD,
+	OPT_MODEL_DIRS,
 };
 
 static void
@@ -73,9 +75,10 @@ run_usage(FILE *fp)
 	    "  --resume               keep what a stopped run wrote "
 	    "(.OUT.partial) and go on\n                         from there "
 	    "when run again with the same plan\n"
-	    "  --stage-record FILE, --stage-card FILE  a pipeline stage's "
-	    "record and card\n                         (merged --backend "
-	    "slurm's batch jobs pass them)\n"
+	    "  --stage-record FILE, --stage-card FILE, --model-dirs FILE\n"
+	    "                         a pipeline stage's record and card, "
+	    "the models'\n                         directories (merged "
+	    "--backend slurm's batch jobs)\n"
 	    "  --strict               what mergekit ignores (and mergectl warns "
 	    "of) is an error\n"
 	    "  -v, --verbose          say which architecture and what the plan "
@@ -206,6 +209,7 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o,
 		{ "resume", no_argument, NULL, OPT_RESUME },
 		{ "stage-record", required_argument, NULL, OPT_STAGE_RECORD },
 		{ "stage-card", required_argument, NULL, OPT_STAGE_CARD },
+		{ "model-dirs", required_argument, NULL, OPT_MODEL_DIRS },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct option *merge = cli_merge_longopts(own);
@@ -224,12 +228,14 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o,
 			exit(CLI_EXIT_OK);
 		}
 		if (c == OPT_RESUME || c == OPT_STAGE_RECORD ||
-		    c == OPT_STAGE_CARD) {
+		    c == OPT_STAGE_CARD || c == OPT_MODEL_DIRS) {
 			a->resume |= c == OPT_RESUME;
 			if (c == OPT_STAGE_RECORD)
 				a->stage_record = optarg;
 			if (c == OPT_STAGE_CARD)
 				a->stage_card = optarg;
+			if (c == OPT_MODEL_DIRS)
+				a->model_dirs = optarg;
 			continue;
 		}
 		if (c == '?' || (cli_stage_opt(so, c, optarg) != 0 &&
@@ -347,11 +353,13 @@ run_read_stage_file(const char *opt, const char *path, char **out)
 /*
  * Loads and plans; prints every problem.  Returns an exit code.  text:
  * the config read from standard input (CONFIG "-"), or NULL; card: the
- * model card's account of the pipeline the merge ends, or NULL.
+ * model card's account of the pipeline the merge ends, or NULL; dirs:
+ * where the models are (--model-dirs), or NULL to resolve them here.
  */
 static int
 run_plan(const struct cli_merge_opts *o, const char *path, const char *text,
-    const char *card, struct graph_config **cfg, struct graph_plan **plan)
+    const char *card, const struct cli_model_dirs *dirs,
+    struct graph_config **cfg, struct graph_plan **plan)
 {
 	struct graph_plan_opts po;
 	struct graph_diags d;
@@ -360,6 +368,10 @@ run_plan(const struct cli_merge_opts *o, const char *path, const char *text,
 	graph_diags_init(&d);
 	cli_plan_opts(o, &po);
 	po.card_pipeline = card;
+	if (dirs != NULL) {
+		po.dirs = dirs->v;
+		po.ndirs = dirs->n;
+	}
 	lrc = text != NULL ? graph_config_load_buffer("<stdin>", text,
 	    strlen(text), cfg, &d) : graph_config_load_file(path, cfg, &d);
 	if (lrc != 0 || graph_plan_build(*cfg, &po, plan, &d) != 0)
@@ -512,9 +524,10 @@ cli_cmd_run(int argc, char **argv)
 	struct graph_config *cfg = NULL;
 	struct graph_plan *plan = NULL;
 	struct cli_run *r;
-	struct run_args a = { false, NULL, NULL };
+	struct run_args a = { false, NULL, NULL, NULL };
+	struct cli_model_dirs dirs = { NULL, 0 };
 	char *cfgpath, *out, pool[16], *text = NULL;
-	char *record = NULL, *card = NULL;
+	char *record = NULL, *card = NULL, *dirs_text = NULL;
 	size_t len;
 	double t0;
 	int rc;
@@ -541,11 +554,12 @@ cli_cmd_run(int argc, char **argv)
 	    cli_stage_count(cfgpath) > 1)) {
 		/* mergekit-yaml reads one document, as mergekit's does. */
 		if (a.resume || a.stage_record != NULL ||
-		    a.stage_card != NULL) {
+		    a.stage_card != NULL || a.model_dirs != NULL) {
 			cli_usage_error("%s runs one merge; a pipeline of "
 			    "stages skips the stages already written (--lazy)",
 			    a.resume ? "--resume" : a.stage_record != NULL ?
-			    "--stage-record" : "--stage-card");
+			    "--stage-record" : a.stage_card != NULL ?
+			    "--stage-card" : "--model-dirs");
 			return CLI_EXIT_USAGE;
 		}
 		return cli_run_stages(&o, &so, cfgpath, out);
@@ -562,14 +576,23 @@ cli_cmd_run(int argc, char **argv)
 	t0 = cli_now();
 	if ((rc = run_read_stage_file("stage-record", a.stage_record,
 	    &record)) != CLI_EXIT_OK || (rc = run_read_stage_file("stage-card",
-	    a.stage_card, &card)) != CLI_EXIT_OK) {
+	    a.stage_card, &card)) != CLI_EXIT_OK || (rc = run_read_stage_file(
+	    "model-dirs", a.model_dirs, &dirs_text)) != CLI_EXIT_OK ||
+	    (dirs_text != NULL && (rc = cli_model_dirs_parse(a.model_dirs,
+	    dirs_text, &dirs)) != CLI_EXIT_OK)) {
 		free(text);
 		free(record);
+		free(card);
+		free(dirs_text);
 		return rc;
 	}
-	rc = run_plan(&o, cfgpath, text, card, &cfg, &plan);
+	rc = run_plan(&o, cfgpath, text, card, dirs_text != NULL ? &dirs :
+	    NULL, &cfg, &plan);
 	free(text);
 	free(card);
+	free(dirs_text);
+	/* The plan holds descriptors of its own. */
+	cli_model_dirs_fini(&dirs);
 	if (rc != CLI_EXIT_OK) {
 		graph_config_free(cfg);
 		free(record);

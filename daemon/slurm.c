@@ -153,12 +153,38 @@ slurm_heredoc(struct xbuf *x, const char *text, const char *marker,
 }
 
 /*
+ * The directories the client resolved the job's models to, as mergectl
+ * run --model-dirs reads them: the node plans from these, not from its
+ * own working directory and Hugging Face cache (slurm_reachable checked
+ * that the paths name them here).
+ */
+static char *
+slurm_model_dirs(const struct djob *j)
+{
+	cJSON *a = cJSON_CreateArray(), *e;
+	char *s;
+	size_t i;
+
+	for (i = 0; i < j->ndirs; i++) {
+		e = cJSON_CreateObject();
+		cJSON_AddStringToObject(e, "ref", j->dirs[i].ref);
+		cJSON_AddStringToObject(e, "root", j->dirs[i].where);
+		cJSON_AddStringToObject(e, "rel", j->dirs[i].rel);
+		cJSON_AddItemToArray(a, e);
+	}
+	s = cJSON_PrintUnformatted(a);
+	cJSON_Delete(a);
+	return s;
+}
+
+/*
  * The batch script: the engine on the job's config, read from a
- * here-document whose end marker the config does not contain.  A stage
- * of a pipeline also gets the record its output holds and the model
- * card's account of the pipeline, as planned here, on descriptors 3
- * and 4 (mergectl run --stage-record, --stage-card): its output is then
- * what a local run writes.
+ * here-document whose end marker the config does not contain, with the
+ * models' directories on descriptor 5 (--model-dirs).  A stage of a
+ * pipeline also gets the record its output holds and the model card's
+ * account of the pipeline, as planned here, on descriptors 3 and 4
+ * (mergectl run --stage-record, --stage-card): its output is then what
+ * a local run writes.
  */
 static char *
 slurm_script(struct daemon *d, const struct djob *j, uint64_t budget,
@@ -167,7 +193,8 @@ slurm_script(struct daemon *d, const struct djob *j, uint64_t budget,
 	struct xbuf x = { 0 };
 	const char *card = j->card;
 	char *record = j->grp != 0 ? group_stage_manifest(d, j) : NULL;
-	const char *texts[4] = { j->config, "", "", NULL };
+	char *dirs = slurm_model_dirs(j);
+	const char *texts[5] = { j->config, "", "", dirs, NULL };
 	char marker[64];
 
 	if (record != NULL)
@@ -184,20 +211,22 @@ slurm_script(struct daemon *d, const struct djob *j, uint64_t budget,
 		xbuf_add(&x, " --stage-record /dev/fd/3", 25);
 	if (card != NULL)
 		xbuf_add(&x, " --stage-card /dev/fd/4", 23);
-	xbuf_add(&x, " - ", 3);
+	xbuf_add(&x, " --model-dirs /dev/fd/5 - ", 26);
 	sh_quote(&x, j->out_dir);
 	xbuf_printf(&x, " <<'%s_C'", marker);
 	if (record != NULL)
 		xbuf_printf(&x, " 3<<'%s_R'", marker);
 	if (card != NULL)
 		xbuf_printf(&x, " 4<<'%s_P'", marker);
-	xbuf_add(&x, "\n", 1);
+	xbuf_printf(&x, " 5<<'%s_M'\n", marker);
 	slurm_heredoc(&x, j->config, marker, 'C');
 	if (record != NULL)
 		slurm_heredoc(&x, record, marker, 'R');
 	if (card != NULL)
 		slurm_heredoc(&x, card, marker, 'P');
+	slurm_heredoc(&x, dirs, marker, 'M');
 	free(record);
+	free(dirs);
 	return xbuf_take(&x);
 }
 

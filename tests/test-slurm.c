@@ -273,6 +273,20 @@ first_shard_kept(const char *out, const struct stat *before)
  * it there: the batch jobs go on, and the daemon, started again,
  * reattaches to both from its store and sees them to their end.
  */
+/* A batch job's state while it waits, runs or has succeeded. */
+static bool
+going_on(const char *state)
+{
+	static const char *const ok_states[] = { "PENDING", "RUNNING",
+	    "COMPLETING", "COMPLETED", NULL };
+	size_t i;
+
+	for (i = 0; ok_states[i] != NULL; i++)
+		if (strcmp(state, ok_states[i]) == 0)
+			return true;
+	return false;
+}
+
 static void
 test_restart(void)
 {
@@ -300,10 +314,8 @@ test_restart(void)
 	 * second started (a busy machine). */
 	st1 = slurm_field(s1, "job_state");
 	st2 = slurm_field(s2, "job_state");
-	ok((strcmp(st1, "RUNNING") == 0 || strcmp(st1, "COMPLETED") == 0 ||
-	    strcmp(st1, "COMPLETING") == 0) && (strcmp(st2, "PENDING") == 0 ||
-	    strcmp(st2, "RUNNING") == 0 || strcmp(st2, "COMPLETED") == 0),
-	    "its batch jobs go on without it (%s, %s)", st1, st2);
+	ok(going_on(st1) && going_on(st2), "its batch jobs go on without "
+	    "it (%s, %s)", st1, st2);
 	free(st1);
 	free(st2);
 	restart("");
@@ -369,6 +381,51 @@ test_requeue(void)
 	    "shards written before");
 	ok(outputs_equal("refbig", "q1"), "byte for byte mergectl run's "
 	    "output");
+}
+
+/* Two snapshots of one model in a Hugging Face cache. */
+#define HF_REV1 "1111111111111111111111111111111111111111"
+#define HF_REV2 "2222222222222222222222222222222222222222"
+
+/*
+ * A model from a Hugging Face cache that only the submitter's
+ * environment names (HF_HUB_CACHE): the batch job plans from the
+ * snapshot the client resolved, not from the node's environment, and
+ * not from where the branch points by the time the job runs.
+ */
+static void
+test_hf_cache(void)
+{
+	char *o = NULL, hub[4096];
+	unsigned long long sa = 0;
+	int a, h, rc;
+
+	rc = tl_runf(&o, "cd %s && r=hub/models--org--tiny && mkdir -p "
+	    "$r/refs $r/snapshots && cp -r xb $r/snapshots/%s && cp -r xa "
+	    "$r/snapshots/%s && echo %s > $r/refs/main && sed "
+	    "'s|\\./xb|org/tiny|' c.yml > hf.yml && HF_HUB_CACHE=%s/hub %s "
+	    "run hf.yml refhf --random-seed 7 --out-shard-size 4M -q 2>&1",
+	    dir, HF_REV1, HF_REV2, HF_REV1, dir, tl_mergectl);
+	ok(rc == 0, "a reference from the cache (exit %d): %s", rc, o);
+	free(o);
+	a = td_submit("c.yml -o hf0 --random-seed 7 --out-shard-size 4M");
+	for (int i = 0; i < 200 && (sa = slurm_id(a)) == 0; i++)
+		td_sleep_ms(50);
+	tl_runf(NULL, "scontrol hold %llu", sa);
+	snprintf(hub, sizeof hub, "%s/hub", dir);
+	setenv("HF_HUB_CACHE", hub, 1);
+	h = td_submit("hf.yml -o h1 --random-seed 7 --out-shard-size 4M "
+	    "--after %d", a);
+	unsetenv("HF_HUB_CACHE");
+	/* The branch moves on before the job runs. */
+	tl_runf(NULL, "echo %s > %s/models--org--tiny/refs/main && scontrol "
+	    "release %llu", HF_REV2, hub, sa);
+	ok(h > 0 && td_wait_state(h, "done", 120000), "a job of a model in "
+	    "the submitter's cache, which the daemon's environment does not "
+	    "name, is done on the node");
+	ok(outputs_equal("refhf", "h1"), "from the snapshot resolved at "
+	    "submit, byte for byte mergectl run's output then");
+	ok(td_wait_state(a, "done", 60000), "the job before it is done");
 }
 
 /* The record a stage's output holds (graph.h GRAPH_STAGE_MANIFEST). */
@@ -571,6 +628,7 @@ main(int argc, char **argv)
 	test_chain();
 	test_cancel();
 	test_failed();
+	test_hf_cache();
 	test_restart();
 	test_killed();
 	test_requeue();
