@@ -334,6 +334,46 @@ test_stage_files(void)
 	free(o);
 }
 
+/*
+ * --model-dirs (a Slurm batch job): references are resolved among the
+ * directories given alone; one that is not there is the plan's problem.
+ */
+static void
+test_model_dirs(void)
+{
+	char *o = NULL;
+	int rc;
+
+	/* ./xb is given as xa's directory: the same as a copy of xa. */
+	tl_runf(NULL, "cd %s && rm -rf xa2 && cp -r xa xa2 && printf "
+	    "'merge_method: linear\\nmodels:\\n  - model: ./xa\\n    "
+	    "parameters: {weight: 0.3}\\n  - model: ./xb\\n    parameters: "
+	    "{weight: 0.7}\\n' > lin.yml && sed 's|\\./xb|./xa2|' lin.yml > "
+	    "lin2.yml && printf '[{\"ref\":\"./xa\",\"root\":\"%s/xa\","
+	    "\"rel\":\".\"},{\"ref\":\"./xb\",\"root\":\"%s/xa\","
+	    "\"rel\":\".\"}]' > dirs.json && %s run lin2.yml outaa "
+	    "--out-shard-size 4M -q", dir, dir, dir, tl_mergectl);
+	rc = tl_runf(&o, "cd %s && %s run lin.yml outmd --out-shard-size 4M "
+	    "-q --model-dirs dirs.json 2>&1 && ls outaa/*.safetensors >/dev/null "
+	    "&& for f in outaa/*.safetensors; do cmp -s $f outmd/${f#outaa/} "
+	    "|| exit 9; done", dir, tl_mergectl);
+	ok(rc == 0, "--model-dirs: each reference is the directory given, "
+	    "not the one its path names (exit %d): %s", rc, o);
+	free(o);
+	rc = tl_runf(&o, "cd %s && printf '[{\"ref\":\"./xb\",\"root\":"
+	    "\"%s/gone\",\"rel\":\".\"}]' > gone.json && %s run c.yml "
+	    "outgone --model-dirs gone.json 2>&1", dir, dir, tl_mergectl);
+	ok(rc == 3 && strstr(o, "model ./xb: ") != NULL && strstr(o,
+	    "/gone: No such file or directory") != NULL, "a directory that is "
+	    "not there: exit %d, as a model not found: %s", rc, o);
+	free(o);
+	rc = tl_runf(&o, "cd %s && echo '{}' > bad.json && %s run c.yml "
+	    "outbad --model-dirs bad.json 2>&1", dir, tl_mergectl);
+	ok(rc == 2 && strstr(o, "not a JSON array") != NULL, "a file that is "
+	    "not a list: a usage error (exit %d): %s", rc, o);
+	free(o);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -360,6 +400,7 @@ main(int argc, char **argv)
 	test_hostile_record();
 	test_stdin();
 	test_stage_files();
+	test_model_dirs();
 	tl_cleanup();
 	return tap_done();
 }
