@@ -25,6 +25,8 @@
 
 #include <cJSON.h>
 
+#include <uv.h>
+
 #include "cli.h"
 #include "xmalloc.h"
 
@@ -35,6 +37,7 @@ struct inspect_args {
 	const char *a, *b, *base, *svg, *config;
 	double threshold;
 	uint64_t memory;
+	int threads;
 	bool json, quiet;
 };
 
@@ -43,7 +46,7 @@ inspect_usage(FILE *fp)
 {
 	fprintf(fp, "usage: %s inspect A B [--base MODEL] [--json] "
 	    "[--svg FILE] [--threshold X]\n"
-	    "                [--memory SIZE]\n"
+	    "                [--memory SIZE] [-j N]\n"
 	    "       %s inspect --config CFG [--json]\n"
 	    "How alike every layer of A is to every layer of B: for each kind "
 	    "of layer\nweight both have, the cosine similarity of the weights "
@@ -61,6 +64,7 @@ inspect_usage(FILE *fp)
 	    "have (0.5)\n"
 	    "  --memory SIZE    the most memory to use (default: a quarter of "
 	    "RAM)\n"
+	    "  -j, --threads N  threads computing (default: CPU count)\n"
 	    "  --config CFG     instead: the similarity of exactly the tensors "
 	    "CFG merges\n                   from different layers\n",
 	    cli_progname, cli_progname);
@@ -306,7 +310,9 @@ inspect_parse(int argc, char **argv, struct inspect_args *a)
 	static const struct option longopts[] = {
 		{ "base", required_argument, NULL, 'b' },
 		{ "config", required_argument, NULL, 'c' },
-		{ "json", no_argument, NULL, 'j' },
+		{ "json", no_argument, NULL, 'J' },
+		{ "threads", required_argument, NULL, 'j' },
+		{ "num-threads", required_argument, NULL, 'j' },
 		{ "svg", required_argument, NULL, 's' },
 		{ "threshold", required_argument, NULL, 't' },
 		{ "memory", required_argument, NULL, 'm' },
@@ -320,8 +326,10 @@ inspect_parse(int argc, char **argv, struct inspect_args *a)
 	memset(a, 0, sizeof *a);
 	a->threshold = 0.5;
 	a->memory = graph_default_memory();
+	a->threads = uv_available_parallelism() > 0 ?
+	    (int)uv_available_parallelism() : 1;
 	optind = 1;
-	while ((ch = cli_getopt(argc, argv, "qh", longopts)) != -1) {
+	while ((ch = cli_getopt(argc, argv, "qhj:", longopts)) != -1) {
 		switch (ch) {
 		case 'b':
 			a->base = optarg;
@@ -329,8 +337,17 @@ inspect_parse(int argc, char **argv, struct inspect_args *a)
 		case 'c':
 			a->config = optarg;
 			break;
-		case 'j':
+		case 'J':
 			a->json = true;
+			break;
+		case 'j':
+			a->threads = (int)strtol(optarg, &end, 10);
+			if (*end != '\0' || a->threads < 1 || a->threads >
+			    1024) {
+				cli_usage_error("--threads: '%s' is not a count "
+				    "from 1 to 1024", optarg);
+				return CLI_EXIT_USAGE;
+			}
 			break;
 		case 's':
 			a->svg = optarg;
@@ -475,6 +492,7 @@ cli_cmd_inspect(int argc, char **argv)
 	o.b = a.b;
 	o.base = a.base;
 	o.memory = a.memory;
+	o.threads = a.threads;
 	graph_env_from_process(&o.env);
 	graph_diags_init(&d);
 	if (graph_inspect_run(&o, &r, &d) != 0) {

@@ -922,6 +922,7 @@ struct graph_inspect_opts {
 	const char *base;	/* NULL: compare the weights themselves */
 	struct graph_env env;
 	uint64_t memory;
+	int threads;		/* workers; 0: one */
 	const atomic_bool *cancel;
 };
 

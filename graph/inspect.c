@@ -25,6 +25,7 @@
 #include <string.h>
 
 #include <cblas.h>
+#include <uv.h>
 
 #include "graph-int.h"
 
@@ -211,121 +212,288 @@ kind_work_fini(struct kind_work *w)
 }
 
 /*
- * Rows [r0, r0 + k) of the common sub-matrix of each layer, less the
- * base's, into m (n layers by k * cols, row major, float64), each
- * layer's sum of squares added to norm2 as it is converted (one pass
- * over memory, not two: this loop and the product are memory-bound).
+ * Rows [r0, r0 + k) of the common sub-matrix of each of n layers into m
+ * (n layers by k * cols, row major, float32 as decoded).
  */
 static int
-read_block(const struct side *sd, const struct side *base,
-    const struct model_tensor *const *t, const struct model_tensor *const *bt,
+read_block(const struct model *mod, const struct model_tensor *const *t,
     int64_t n, uint64_t rowlen, uint64_t cols, uint64_t r0, uint64_t k,
-    float *tmp, double *m, double *norm2, char **cause)
+    float *m, char **cause)
 {
 	/* Whole rows are one run of the file: one read for the block
 	 * (a read a row took 13 s of system time on the bench models). */
 	uint64_t per = rowlen == cols ? k : 1, r;
-	size_t len, c;
 	int64_t i;
-	double *row, s;
 	int rc;
 
+	for (i = 0; i < n; i++)
+		for (r = 0; r < k; r += per)
+			if ((rc = reader_read_tensor(mod, t[i], (r0 + r) *
+			    rowlen, (size_t)(per * cols), m + ((uint64_t)i * k +
+			    r) * cols, cause)) != 0)
+				return rc;
+	return 0;
+}
+
+/* The float64 chunks one dgemm multiplies: this many bytes for both
+ * sides, so that converting and multiplying happen in the cache. */
+#define CHUNK_BYTES (2u << 20)
+/* At most this many workers share a kind's blocks: the block size, and
+ * so every sum's order, is the same for any thread count up to it. */
+#define INSPECT_MAX_WORKERS 4
+
+/* One block of rows of a kind: its share of the Gram matrix and of
+ * each layer's sum of squares, added up in block order at the end. */
+struct block_out {
+	double *g;		/* la x lb */
+	double *na, *nb;
+	int rc;
+	char *cause;
+};
+
+/* A kind's run: its blocks, taken by the workers in turn. */
+struct kind_run {
+	const struct side *A, *B, *base;
+	const struct kind_work *w;
+	const atomic_bool *cancel;
+	uint64_t k;		/* rows a block */
+	uint64_t kc;		/* elements of a layer a dgemm */
+	size_t nblocks;
+	struct block_out *out;
+	atomic_size_t next;
+	atomic_bool stop;
+};
+
+/* A worker's buffers: the block as read, the chunks as float64. */
+struct worker {
+	struct kind_run *run;
+	float *fa, *fb, *fbase;
+	double *da, *db;
+	uv_thread_t tid;
+};
+
+/*
+ * Elements [c0, c0 + kc) of each of n layers' block rows (len each, in
+ * f, less the base's in fbase) into d as float64 (n by kc), each layer's
+ * sum of squares added to norm2.  A float32 value and a difference of
+ * two are exact in float64; so is each product dgemm then forms.
+ */
+static void
+chunk_f64(const float *f, const float *fbase, int64_t n, uint64_t len,
+    uint64_t c0, uint64_t kc, double *d, double *norm2)
+{
+	const float *x, *y;
+	double *out, s, v;
+	uint64_t c;
+	int64_t i;
+
 	for (i = 0; i < n; i++) {
+		x = f + (uint64_t)i * len + c0;
+		y = fbase != NULL ? fbase + (uint64_t)i * len + c0 : NULL;
+		out = d + (uint64_t)i * kc;
 		s = 0;
-		for (r = 0; r < k; r += per) {
-			row = m + ((uint64_t)i * k + r) * cols;
-			len = (size_t)(per * cols);
-			if ((rc = reader_read_tensor(sd->m, t[i], (r0 + r) *
-			    rowlen, len, tmp, cause)) != 0)
-				return rc;
-			for (c = 0; c < len; c++)
-				row[c] = (double)tmp[c];
-			if (bt != NULL && (rc = reader_read_tensor(base->m,
-			    bt[i], (r0 + r) * rowlen, len, tmp, cause)) != 0)
-				return rc;
-			for (c = 0; c < len; c++) {
-				if (bt != NULL)
-					row[c] -= (double)tmp[c];
-				s += row[c] * row[c];
+		if (y != NULL) {
+			for (c = 0; c < kc; c++) {
+				v = (double)x[c] - (double)y[c];
+				out[c] = v;
+				s += v * v;
+			}
+		} else {
+			for (c = 0; c < kc; c++) {
+				v = (double)x[c];
+				out[c] = v;
+				s += v * v;
 			}
 		}
 		norm2[i] += s;
 	}
+}
+
+/* Block b of the run, by worker wk, into run->out[b]. */
+static int
+kind_block(struct worker *wk, size_t b)
+{
+	struct kind_run *run = wk->run;
+	const struct kind_work *w = run->w;
+	struct block_out *o = &run->out[b];
+	int64_t la = run->A->layers, lb = run->B->layers, nbase;
+	uint64_t r0 = (uint64_t)b * run->k, k, len, c0, kc;
+
+	k = w->rows - r0 < run->k ? w->rows - r0 : run->k;
+	len = k * w->cols;
+	o->g = xcalloc((size_t)(la * lb), sizeof *o->g);
+	o->na = xcalloc((size_t)la, sizeof *o->na);
+	o->nb = xcalloc((size_t)lb, sizeof *o->nb);
+	nbase = la > lb ? la : lb;
+	if ((o->rc = read_block(run->A->m, w->a, la, w->acols, w->cols, r0, k,
+	    wk->fa, &o->cause)) != 0 || (o->rc = read_block(run->B->m, w->b,
+	    lb, w->bcols, w->cols, r0, k, wk->fb, &o->cause)) != 0)
+		return o->rc;
+	/* The base's layer i is both sides' layer i's (kind_prepare). */
+	if (run->base != NULL && (o->rc = read_block(run->base->m, la > lb ?
+	    w->ba : w->bb, nbase, w->acols, w->cols, r0, k, wk->fbase,
+	    &o->cause)) != 0)
+		return o->rc;
+	for (c0 = 0; c0 < len; c0 += kc) {
+		kc = len - c0 < run->kc ? len - c0 : run->kc;
+		chunk_f64(wk->fa, run->base ? wk->fbase : NULL, la, len, c0, kc,
+		    wk->da, o->na);
+		chunk_f64(wk->fb, run->base ? wk->fbase : NULL, lb, len, c0, kc,
+		    wk->db, o->nb);
+		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)la,
+		    (int)lb, (int)kc, 1.0, wk->da, (int)kc, wk->db, (int)kc,
+		    1.0, o->g, (int)lb);
+	}
 	return 0;
 }
 
-/*
- * The blocks' buffers, kept from one kind to the next: a fresh 100 MB
- * a kind cost a page fault every 4 KiB, a quarter of the run's time.
- */
-struct scratch {
-	double *ma, *mb;
-	float *tmp;
-	size_t na, nb, nt;	/* elements each holds */
-};
-
-static void *
-scratch_fit(void *p, size_t *have, size_t want, size_t size)
+/* A worker: blocks in turn until none is left or one failed. */
+static void
+kind_worker(void *arg)
 {
-	if (want <= *have)
-		return p;
-	free(p);
-	*have = want;
-	return xreallocarray(NULL, want, size);
+	struct worker *wk = arg;
+	struct kind_run *run = wk->run;
+	size_t b;
+
+	while (!atomic_load(&run->stop) && (b = atomic_fetch_add(&run->next,
+	    1)) < run->nblocks) {
+		if (run->cancel != NULL && atomic_load(run->cancel)) {
+			run->out[b].rc = -ECANCELED;
+			run->out[b].cause = xstrdup("cancelled");
+		} else if (kind_block(wk, b) == 0) {
+			continue;
+		}
+		atomic_store(&run->stop, true);
+	}
 }
 
+static void
+worker_fini(struct worker *wk)
+{
+	free(wk->fa);
+	free(wk->fb);
+	free(wk->fbase);
+	free(wk->da);
+	free(wk->db);
+}
+
+/*
+ * One kind's Gram matrix and layer norms: its rows in blocks of k, each
+ * block read as float32 and multiplied a cache-sized float64 chunk at a
+ * time (dgemm), on up to `threads` workers (uv threads, each OpenBLAS
+ * call single-threaded); the blocks' sums are added in block order, so
+ * the result is the same for any thread count.
+ */
 static int
 inspect_kind(const struct graph_inspect_opts *o, const struct side *A,
     const struct side *B, const struct side *base, struct kind_work *w,
-    struct scratch *sc, struct graph_inspect_kind *out, double *norm_a2,
-    double *norm_b2, char **cause)
+    struct graph_inspect_kind *out, double *norm_a2, double *norm_b2,
+    char **cause)
 {
-	uint64_t row_bytes, k, r0, len;
-	int64_t la = A->layers, lb = B->layers, i, j;
-	double *ma, *mb, *g, *na, *nb;
-	float *tmp;
+	struct kind_run run;
+	struct worker wk[INSPECT_MAX_WORKERS];
+	uint64_t row_bytes, chunk, avail, k;
+	int64_t la = A->layers, lb = B->layers, nbase, i, j;
+	size_t b, nw, x;
+	double *g, *na, *nb;
 	int rc = 0;
 
-	/* One row of every layer of both sides, as float64, and of one
-	 * layer as read (float32). */
-	row_bytes = (uint64_t)(la + lb) * w->cols * sizeof(double) +
-	    w->cols * sizeof(float);
-	k = o->memory / 2 / row_bytes;
-	if (k == 0) {
+	nbase = base != NULL ? (la > lb ? la : lb) : 0;
+	/* A worker's chunks, then one row of every layer of both sides
+	 * (and the base's), as read. */
+	avail = o->memory / 2;
+	chunk = avail / 4 < CHUNK_BYTES ? avail / 4 : CHUNK_BYTES;
+	run.kc = chunk / (uint64_t)(la + lb) / sizeof(double);
+	if (run.kc < 64)
+		run.kc = 64;
+	chunk = run.kc * (uint64_t)(la + lb) * sizeof(double);
+	row_bytes = (uint64_t)(la + lb + nbase) * w->cols * sizeof(float);
+	if (avail <= chunk || (avail - chunk) / row_bytes == 0) {
 		*cause = xasprintf("%s needs at least %llu bytes of memory "
-		    "(one row of every layer of both models, as float64)",
-		    out->name, (unsigned long long)(2 * row_bytes));
+		    "(one row of every layer of both models)", out->name,
+		    (unsigned long long)(2 * (row_bytes + chunk)));
 		return -ENOMEM;
 	}
+	/* Blocks sized so that INSPECT_MAX_WORKERS of them fit at once,
+	 * whatever the threads: every sum's order is then the same for
+	 * any thread count.  A smaller budget: the most one block holds. */
+	k = avail / INSPECT_MAX_WORKERS > chunk ? (avail /
+	    INSPECT_MAX_WORKERS - chunk) / row_bytes : 0;
+	if (k == 0)
+		k = (avail - chunk) / row_bytes;
 	if (k > w->rows)
 		k = w->rows;
+	if (run.kc > k * w->cols)
+		run.kc = k * w->cols;
+	run.A = A;
+	run.B = B;
+	run.base = base;
+	run.w = w;
+	run.cancel = o->cancel;
+	run.k = k;
+	run.nblocks = (size_t)((w->rows + k - 1) / k);
+	run.out = xcalloc(run.nblocks, sizeof *run.out);
+	atomic_init(&run.next, 0);
+	atomic_init(&run.stop, false);
+	nw = o->threads > 0 ? (size_t)o->threads : 1;
+	if (nw > INSPECT_MAX_WORKERS)
+		nw = INSPECT_MAX_WORKERS;
+	if (nw > run.nblocks)
+		nw = run.nblocks;
+	/* As many as the budget holds at once. */
+	while (nw > 1 && nw * (k * row_bytes + chunk) > avail)
+		nw--;
+	memset(wk, 0, sizeof wk);
+	for (x = 0; x < nw; x++) {
+		wk[x].run = &run;
+		wk[x].fa = xreallocarray(NULL, (size_t)(la * k * w->cols),
+		    sizeof(float));
+		wk[x].fb = xreallocarray(NULL, (size_t)(lb * k * w->cols),
+		    sizeof(float));
+		if (nbase > 0)
+			wk[x].fbase = xreallocarray(NULL, (size_t)(nbase * k *
+			    w->cols), sizeof(float));
+		wk[x].da = xreallocarray(NULL, (size_t)((uint64_t)la * run.kc),
+		    sizeof(double));
+		wk[x].db = xreallocarray(NULL, (size_t)((uint64_t)lb * run.kc),
+		    sizeof(double));
+	}
+	/* The calling thread is worker 0. */
+	for (x = 1; x < nw; x++)
+		if (uv_thread_create(&wk[x].tid, kind_worker, &wk[x]) != 0)
+			wk[x].run = NULL;
+	kind_worker(&wk[0]);
+	for (x = 1; x < nw; x++)
+		if (wk[x].run != NULL)
+			uv_thread_join(&wk[x].tid);
+	for (x = 0; x < nw; x++)
+		worker_fini(&wk[x]);
 	g = xcalloc((size_t)(la * lb), sizeof *g);
 	na = xcalloc((size_t)la, sizeof *na);
 	nb = xcalloc((size_t)lb, sizeof *nb);
-	sc->tmp = tmp = scratch_fit(sc->tmp, &sc->nt, (size_t)(k * w->cols),
-	    sizeof *tmp);
-	sc->ma = ma = scratch_fit(sc->ma, &sc->na, (size_t)(la * k * w->cols),
-	    sizeof *ma);
-	sc->mb = mb = scratch_fit(sc->mb, &sc->nb, (size_t)(lb * k * w->cols),
-	    sizeof *mb);
-	for (r0 = 0; r0 < w->rows && rc == 0; r0 += k) {
-		if (o->cancel != NULL && atomic_load(o->cancel)) {
-			rc = -ECANCELED;
-			*cause = xstrdup("cancelled");
-			break;
+	for (b = 0; b < run.nblocks; b++) {
+		if (rc == 0 && run.out[b].rc != 0) {
+			rc = run.out[b].rc;
+			*cause = run.out[b].cause;
+			run.out[b].cause = NULL;
 		}
-		if (k > w->rows - r0)
-			k = w->rows - r0;
-		len = k * w->cols;
-		if ((rc = read_block(A, base, w->a, w->ba, la, w->acols,
-		    w->cols, r0, k, tmp, ma, na, cause)) != 0 ||
-		    (rc = read_block(B, base, w->b, w->bb, lb, w->bcols,
-		    w->cols, r0, k, tmp, mb, nb, cause)) != 0)
-			break;
-		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)la,
-		    (int)lb, (int)len, 1.0, ma, (int)len, mb, (int)len, 1.0, g,
-		    (int)lb);
+		/* A block never taken (a worker stopped): not computed. */
+		if (rc == 0 && run.out[b].g == NULL) {
+			rc = -EIO;
+			*cause = xstrdup("a block of rows was not computed");
+		}
+		for (i = 0; rc == 0 && i < la * lb; i++)
+			g[i] += run.out[b].g[i];
+		for (i = 0; rc == 0 && i < la; i++)
+			na[i] += run.out[b].na[i];
+		for (j = 0; rc == 0 && j < lb; j++)
+			nb[j] += run.out[b].nb[j];
+		free(run.out[b].g);
+		free(run.out[b].na);
+		free(run.out[b].nb);
+		free(run.out[b].cause);
 	}
+	free(run.out);
 	if (rc == 0) {
 		out->cos = xcalloc((size_t)(la * lb), sizeof *out->cos);
 		for (i = 0; i < la; i++) {
@@ -351,7 +519,6 @@ graph_inspect_run(const struct graph_inspect_opts *o,
 	struct graph_inspect *r = NULL;
 	const struct arch_weight *wa, *wb;
 	struct kind_work w;
-	struct scratch sc = { NULL, NULL, NULL, 0, 0, 0 };
 	char *cause = NULL;
 	size_t i, n;
 	int64_t x;
@@ -392,8 +559,8 @@ graph_inspect_run(const struct graph_inspect_opts *o,
 		r->kinds[r->nkinds].submatrix = w.acols != w.cols ||
 		    w.bcols != w.cols || w.a[0]->t->numel != w.rows * w.cols ||
 		    w.b[0]->t->numel != w.rows * w.cols;
-		rc = inspect_kind(o, &A, &B, bp, &w, &sc,
-		    &r->kinds[r->nkinds], r->norm_a, r->norm_b, &cause);
+		rc = inspect_kind(o, &A, &B, bp, &w, &r->kinds[r->nkinds],
+		    r->norm_a, r->norm_b, &cause);
 		if (rc == 0)
 			r->nkinds++;
 		else
@@ -405,9 +572,6 @@ graph_inspect_run(const struct graph_inspect_opts *o,
 		    "kind of layer weight in common to compare", o->a, o->b);
 		rc = -EINVAL;
 	}
-	free(sc.ma);
-	free(sc.mb);
-	free(sc.tmp);
 	if (rc != 0) {
 		if (cause != NULL)
 			graph_diag_add(d, GRAPH_SEV_ERROR, NULL, "%s", cause);

@@ -202,6 +202,41 @@ test_base(void)
 	cJSON_Delete(j);
 }
 
+/*
+ * The map is computed in blocks of rows, on several threads: the same
+ * bytes whatever the threads, and the same numbers, to the last digits
+ * a float64 sum in another order changes, whatever the budget.
+ */
+static void
+test_threads(void)
+{
+	char *o = NULL;
+	cJSON *a, *b;
+	double v, w, worst = 0;
+	int rc, i, k;
+
+	rc = tl_runf(&o, "cd %s && %s inspect ft1 ft2 --base base32 --json "
+	    "-j 1 > j1.json && %s inspect ft1 ft2 --base base32 --json -j 3 "
+	    "> j3.json && cmp j1.json j3.json 2>&1", dir, tl_mergectl,
+	    tl_mergectl);
+	ok(rc == 0, "one thread or three: the same JSON, byte for byte "
+	    "(exit %d) %s", rc, o);
+	free(o);
+	a = inspect_json("ft1 ft2 --base base32");
+	b = inspect_json("ft1 ft2 --base base32 --memory 6M -j 2");
+	for (i = 0; i < LAYERS; i++)
+		for (k = 0; k < LAYERS; k++) {
+			v = kind_cos(a, "mlp.up_proj.weight", i, k);
+			w = kind_cos(b, "mlp.up_proj.weight", i, k);
+			if (!(fabs(v - w) <= worst))
+				worst = isnan(v - w) ? INFINITY : fabs(v - w);
+		}
+	ok(a != NULL && b != NULL && worst < 1e-12, "under --memory 6M, in "
+	    "many blocks, the same cosines (largest difference %.2g)", worst);
+	cJSON_Delete(a);
+	cJSON_Delete(b);
+}
+
 /* --config: exactly the pairs the config merges across layers. */
 static void
 test_config(void)
@@ -327,6 +362,7 @@ main(int argc, char **argv)
 	    "--dtype f32");
 	test_shift();
 	test_base();
+	test_threads();
 	test_config();
 	test_refusals();
 	test_svg();
