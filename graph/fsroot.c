@@ -34,27 +34,8 @@
 #include "graph-int.h"
 
 #ifdef __SANITIZE_THREAD__
-/*
- * ThreadSanitizer does not intercept a raw syscall(): it would never see
- * the descriptor made, and, seeing a pool thread close or read a number
- * the loop thread had used for a pipe it has since closed, report a
- * race on the number.  In that build the descriptor is handed over as a
- * dup() of it, which TSan sees made here, the raw one closed unseen.
- * (dup() clears close-on-exec for a moment, in test builds only.)
- */
-static int
-tsan_adopt(int fd)
-{
-	int seen;
-
-	if (fd < 0)
-		return fd;
-	seen = dup(fd);
-	if (seen >= 0)
-		fcntl(seen, F_SETFD, FD_CLOEXEC);
-	syscall(SYS_close, fd);
-	return seen;
-}
+/* TSan would not see the raw syscall's descriptor made (tsan-fd.c). */
+#define tsan_adopt(fd) tsan_fd_adopt((fd), O_CLOEXEC)
 #else
 #define tsan_adopt(fd) (fd)
 #endif

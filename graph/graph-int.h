@@ -811,4 +811,9 @@ char *card_build(const struct graph_plan *, const char *);
 struct cJSON;
 char *record_json_text(struct cJSON *o);
 
+#ifdef __SANITIZE_THREAD__
+/* tsan-fd.c: fd, made where TSan cannot see, as a dup() it sees made. */
+int tsan_fd_adopt(int fd, int flags);
+#endif
+
 #endif /* GRAPH_INT_H */
