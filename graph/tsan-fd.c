@@ -43,18 +43,24 @@ tsan_fd_adopt(int fd, int flags)
 	return seen;
 }
 
+/* The mode openat takes after flags, with O_CREAT or O_TMPFILE only
+ * (va_start must be in the wrapper's own frame). */
+#define OPENAT_MODE(flags, mode) do {					\
+	va_list ap_;							\
+	if ((flags) & (O_CREAT | O_TMPFILE)) {				\
+		va_start(ap_, flags);					\
+		(mode) = (mode_t)va_arg(ap_, int);			\
+		va_end(ap_);						\
+	}								\
+} while (0)
+
 /* openat64: what openat is with _FILE_OFFSET_BITS=64 (meson's). */
 int
 __wrap_openat64(int dirfd, const char *path, int flags, ...)
 {
 	mode_t mode = 0;
-	va_list ap;
 
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_start(ap, flags);
-		mode = (mode_t)va_arg(ap, int);
-		va_end(ap);
-	}
+	OPENAT_MODE(flags, mode);
 	return tsan_fd_adopt(__real_openat64(dirfd, path, flags, mode),
 	    flags);
 }
@@ -63,12 +69,7 @@ int
 __wrap_openat(int dirfd, const char *path, int flags, ...)
 {
 	mode_t mode = 0;
-	va_list ap;
 
-	if (flags & (O_CREAT | O_TMPFILE)) {
-		va_start(ap, flags);
-		mode = (mode_t)va_arg(ap, int);
-		va_end(ap);
-	}
+	OPENAT_MODE(flags, mode);
 	return tsan_fd_adopt(__real_openat(dirfd, path, flags, mode), flags);
 }
