@@ -158,6 +158,9 @@ struct djob {
 	uint64_t slurm_token;
 	bool slurm_seen;	/* squeue has listed it */
 	bool slurm_over;	/* Slurm ended it, or was told to */
+	/* Slurm's restart count of its batch job as last seen (-1: not
+	 * known, reattached): a rise is a requeue, which its log tells. */
+	int64_t slurm_restarts;
 	double slurm_since;	/* when it was submitted */
 	char *slurm_state;	/* PENDING, RUNNING, ... */
 	char *slurm_reason;	/* Slurm's reason; NULL: none */

@@ -365,6 +365,7 @@ slurm_submitted(struct daemon *d, int64_t status, const char *out,
 	}
 	j->slurm_id = sid;
 	j->slurm_since = daemon_now();
+	j->slurm_restarts = 0;	/* a new batch job's */
 	free(j->slurm_state);
 	j->slurm_state = xstrdup("PENDING");
 	/* Cancelled while sbatch ran: the new job goes too. */
@@ -706,6 +707,7 @@ slurm_reattach(struct daemon *d)
 		j->cred.umask = j->umask;
 		j->slurm_since = daemon_now();
 		j->slurm_seen = false;
+		j->slurm_restarts = -1;
 		job_log(d, j, "reattached to Slurm job %llu",
 		    (unsigned long long)j->slurm_id);
 		n++;
@@ -944,6 +946,22 @@ json_exit(const cJSON *o)
 	return sig > 0 ? (int)sig & 0x7f : ((int)rc & 0xff) << 8;
 }
 
+/*
+ * Slurm's restart count of j's batch job, as listed: a rise since the
+ * last poll is a requeue (a node failure, a preemption, scontrol
+ * requeue), which the job's log tells; the engine goes on from the
+ * shards written when it runs again.
+ */
+static void
+slurm_restarted(struct daemon *d, struct djob *j, int64_t n)
+{
+	if (j->slurm_restarts >= 0 && n > j->slurm_restarts)
+		job_log(d, j, "Slurm requeued job %llu (restart %lld): it "
+		    "runs again from the shards written",
+		    (unsigned long long)j->slurm_id, (long long)n);
+	j->slurm_restarts = n;
+}
+
 static int
 listing_cmp(const void *a, const void *b)
 {
@@ -1041,6 +1059,8 @@ slurm_listed(struct daemon *d, int64_t status, const char *out, size_t len,
 		reason = json_str(e, "state_reason");
 		start = 0;
 		json_num(e, "start_time", &start);
+		if (json_num(e, "restart_cnt", &num))
+			slurm_restarted(d, j, (int64_t)num);
 		slurm_apply(d, j, state, reason != NULL && strcmp(reason,
 		    "None") != 0 ? reason : NULL, json_exit(e), start);
 	}

@@ -370,6 +370,9 @@ test_requeue(void)
 	ok(have == 0 && rc == 0 && queued, "requeued by Slurm after its "
 	    "first shard, it is queued again: %s", reason);
 	free(reason);
+	td_ctl(&reason, "status %d", a);
+	tap_diag("status of the requeued job, waiting:\n%s", reason);
+	free(reason);
 	/*
 	 * Slurm holds a requeued job for AuthInfo cred_expire seconds
 	 * (ten on the test cluster, two minutes by default) before it
@@ -377,6 +380,10 @@ test_requeue(void)
 	 */
 	ok(td_wait_state(a, "done", 300000), "then it runs again and is "
 	    "done");
+	td_ctl(&reason, "logs %d", a);
+	ok(strstr(reason, "Slurm requeued job ") != NULL, "its log tells "
+	    "the requeue:\n%s", reason);
+	free(reason);
 	ok(have == 0 && first_shard_kept("q1", &before), "from the "
 	    "shards written before");
 	ok(outputs_equal("refbig", "q1"), "byte for byte mergectl run's "
