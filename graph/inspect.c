@@ -28,6 +28,7 @@
 #include <uv.h>
 
 #include "graph-int.h"
+#include "method.h"
 
 /* One side: a model, its layer stack, and its optional base. */
 struct side {
@@ -237,7 +238,10 @@ read_block(const struct model *mod, const struct model_tensor *const *t,
 
 /* The float64 chunks one dgemm multiplies: this many bytes for both
  * sides, so that converting and multiplying happen in the cache. */
-#define CHUNK_BYTES (2u << 20)
+#define CHUNK_BYTES (512u << 10)
+/* A block as read, at most: the decoder writes it and the conversion
+ * reads it back while it is still in the cache. */
+#define BLOCK_BYTES (2u << 20)
 /* At most this many workers share a kind's blocks: the block size, and
  * so every sum's order, is the same for any thread count up to it. */
 #define INSPECT_MAX_WORKERS 4
@@ -264,48 +268,65 @@ struct kind_run {
 	atomic_bool stop;
 };
 
-/* A worker's buffers: the block as read, the chunks as float64. */
+/*
+ * A worker's buffers: the block as read, the chunks as float64; kept
+ * from one kind to the next (fresh ones a kind cost a page fault every
+ * 4 KiB, a quarter of the run's time once).
+ */
 struct worker {
 	struct kind_run *run;
 	float *fa, *fb, *fbase;
 	double *da, *db;
+	size_t nfa, nfb, nfbase, nda, ndb;	/* elements each holds */
 	uv_thread_t tid;
 };
+
+static void *
+grow(void *p, size_t *have, size_t want, size_t size)
+{
+	if (want <= *have)
+		return p;
+	free(p);
+	*have = want;
+	return xreallocarray(NULL, want, size);
+}
+
+/* n float32 values, less the base's when given, as float64. */
+static GRAPH_SIMD void
+to_f64(const float *restrict x, const float *restrict y, uint64_t n,
+    double *restrict out)
+{
+	uint64_t c;
+
+	if (y != NULL)
+		for (c = 0; c < n; c++)
+			out[c] = (double)x[c] - (double)y[c];
+	else
+		for (c = 0; c < n; c++)
+			out[c] = (double)x[c];
+}
 
 /*
  * Elements [c0, c0 + kc) of each of n layers' block rows (len each, in
  * f, less the base's in fbase) into d as float64 (n by kc), each layer's
  * sum of squares added to norm2.  A float32 value and a difference of
- * two are exact in float64; so is each product dgemm then forms.
+ * two are exact in float64; so is each product dgemm then forms.  The
+ * conversion vectorizes; the sums are OpenBLAS's ddot, in float64 (one
+ * running sum here held every element's add back by its latency: 40%
+ * of the run's time).
  */
 static void
 chunk_f64(const float *f, const float *fbase, int64_t n, uint64_t len,
     uint64_t c0, uint64_t kc, double *d, double *norm2)
 {
-	const float *x, *y;
-	double *out, s, v;
-	uint64_t c;
+	double *out;
 	int64_t i;
 
 	for (i = 0; i < n; i++) {
-		x = f + (uint64_t)i * len + c0;
-		y = fbase != NULL ? fbase + (uint64_t)i * len + c0 : NULL;
 		out = d + (uint64_t)i * kc;
-		s = 0;
-		if (y != NULL) {
-			for (c = 0; c < kc; c++) {
-				v = (double)x[c] - (double)y[c];
-				out[c] = v;
-				s += v * v;
-			}
-		} else {
-			for (c = 0; c < kc; c++) {
-				v = (double)x[c];
-				out[c] = v;
-				s += v * v;
-			}
-		}
-		norm2[i] += s;
+		to_f64(f + (uint64_t)i * len + c0, fbase != NULL ? fbase +
+		    (uint64_t)i * len + c0 : NULL, kc, out);
+		norm2[i] += cblas_ddot((int)kc, out, 1, out, 1);
 	}
 }
 
@@ -387,11 +408,10 @@ worker_fini(struct worker *wk)
 static int
 inspect_kind(const struct graph_inspect_opts *o, const struct side *A,
     const struct side *B, const struct side *base, struct kind_work *w,
-    struct graph_inspect_kind *out, double *norm_a2, double *norm_b2,
-    char **cause)
+    struct worker *wk, struct graph_inspect_kind *out, double *norm_a2,
+    double *norm_b2, char **cause)
 {
 	struct kind_run run;
-	struct worker wk[INSPECT_MAX_WORKERS];
 	uint64_t row_bytes, chunk, avail, k;
 	int64_t la = A->layers, lb = B->layers, nbase, i, j;
 	size_t b, nw, x;
@@ -421,6 +441,8 @@ inspect_kind(const struct graph_inspect_opts *o, const struct side *A,
 	    INSPECT_MAX_WORKERS - chunk) / row_bytes : 0;
 	if (k == 0)
 		k = (avail - chunk) / row_bytes;
+	if (k > BLOCK_BYTES / row_bytes && BLOCK_BYTES / row_bytes > 0)
+		k = BLOCK_BYTES / row_bytes;
 	if (k > w->rows)
 		k = w->rows;
 	if (run.kc > k * w->cols)
@@ -443,20 +465,19 @@ inspect_kind(const struct graph_inspect_opts *o, const struct side *A,
 	/* As many as the budget holds at once. */
 	while (nw > 1 && nw * (k * row_bytes + chunk) > avail)
 		nw--;
-	memset(wk, 0, sizeof wk);
 	for (x = 0; x < nw; x++) {
 		wk[x].run = &run;
-		wk[x].fa = xreallocarray(NULL, (size_t)(la * k * w->cols),
-		    sizeof(float));
-		wk[x].fb = xreallocarray(NULL, (size_t)(lb * k * w->cols),
-		    sizeof(float));
+		wk[x].fa = grow(wk[x].fa, &wk[x].nfa, (size_t)(la * k *
+		    w->cols), sizeof(float));
+		wk[x].fb = grow(wk[x].fb, &wk[x].nfb, (size_t)(lb * k *
+		    w->cols), sizeof(float));
 		if (nbase > 0)
-			wk[x].fbase = xreallocarray(NULL, (size_t)(nbase * k *
-			    w->cols), sizeof(float));
-		wk[x].da = xreallocarray(NULL, (size_t)((uint64_t)la * run.kc),
-		    sizeof(double));
-		wk[x].db = xreallocarray(NULL, (size_t)((uint64_t)lb * run.kc),
-		    sizeof(double));
+			wk[x].fbase = grow(wk[x].fbase, &wk[x].nfbase,
+			    (size_t)(nbase * k * w->cols), sizeof(float));
+		wk[x].da = grow(wk[x].da, &wk[x].nda, (size_t)((uint64_t)la *
+		    run.kc), sizeof(double));
+		wk[x].db = grow(wk[x].db, &wk[x].ndb, (size_t)((uint64_t)lb *
+		    run.kc), sizeof(double));
 	}
 	/* The calling thread is worker 0. */
 	for (x = 1; x < nw; x++)
@@ -466,8 +487,6 @@ inspect_kind(const struct graph_inspect_opts *o, const struct side *A,
 	for (x = 1; x < nw; x++)
 		if (wk[x].run != NULL)
 			uv_thread_join(&wk[x].tid);
-	for (x = 0; x < nw; x++)
-		worker_fini(&wk[x]);
 	g = xcalloc((size_t)(la * lb), sizeof *g);
 	na = xcalloc((size_t)la, sizeof *na);
 	nb = xcalloc((size_t)lb, sizeof *nb);
@@ -519,6 +538,7 @@ graph_inspect_run(const struct graph_inspect_opts *o,
 	struct graph_inspect *r = NULL;
 	const struct arch_weight *wa, *wb;
 	struct kind_work w;
+	struct worker wk[INSPECT_MAX_WORKERS];
 	char *cause = NULL;
 	size_t i, n;
 	int64_t x;
@@ -536,6 +556,7 @@ graph_inspect_run(const struct graph_inspect_opts *o,
 		bp = &base;
 	}
 	r = xcalloc(1, sizeof *r);
+	memset(wk, 0, sizeof wk);
 	r->la = (size_t)A.layers;
 	r->lb = (size_t)B.layers;
 	r->kinds = xcalloc(A.am->nlayer + 1, sizeof *r->kinds);
@@ -559,7 +580,7 @@ graph_inspect_run(const struct graph_inspect_opts *o,
 		r->kinds[r->nkinds].submatrix = w.acols != w.cols ||
 		    w.bcols != w.cols || w.a[0]->t->numel != w.rows * w.cols ||
 		    w.b[0]->t->numel != w.rows * w.cols;
-		rc = inspect_kind(o, &A, &B, bp, &w, &r->kinds[r->nkinds],
+		rc = inspect_kind(o, &A, &B, bp, &w, wk, &r->kinds[r->nkinds],
 		    r->norm_a, r->norm_b, &cause);
 		if (rc == 0)
 			r->nkinds++;
@@ -567,6 +588,8 @@ graph_inspect_run(const struct graph_inspect_opts *o,
 			free(r->kinds[r->nkinds].name);
 		kind_work_fini(&w);
 	}
+	for (i = 0; i < INSPECT_MAX_WORKERS; i++)
+		worker_fini(&wk[i]);
 	if (rc == 0 && r->nkinds == 0) {
 		graph_diag_add(d, GRAPH_SEV_ERROR, NULL, "%s and %s have no "
 		    "kind of layer weight in common to compare", o->a, o->b);
