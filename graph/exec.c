@@ -314,9 +314,9 @@ xjob_start_tensor(struct graph_job *job)
 		xt->partials = xcalloc(nq, sizeof *xt->partials);
 		xt->bytes += nq * sizeof(double);
 	}
-	if (!xt->raw && pt->ms.state_size > 0) {
-		xt->state = xcalloc(1, pt->ms.state_size);
-		xt->bytes += pt->ms.state_size;
+	if (!xt->raw && plan_tensor_state_bytes(pt) > 0) {
+		xt->state = xcalloc(1, plan_tensor_state_bytes(pt));
+		xt->bytes += plan_tensor_state_bytes(pt);
 	}
 	mem_take(job->ex, xt->bytes);
 	job->ex->held_tensors += xt->bytes;

@@ -207,8 +207,8 @@ fuse_read(const struct graph_plan *p, const struct plan_tensor *pt,
 		return reader_read_chunk(p, pt, &pt->in[0], e0, n, out, cause);
 	buf = xreallocarray(NULL, pt->nin ? pt->nin : 1, FUSE_BLOCK *
 	    sizeof *buf);
-	if (pt->ms.state_size > 0)
-		state = xcalloc(1, pt->ms.state_size);
+	if (plan_tensor_state_bytes(pt) > 0)
+		state = xcalloc(1, plan_tensor_state_bytes(pt));
 	memset(&c, 0, sizeof c);
 	c.in = in;
 	c.nin = pt->nin;

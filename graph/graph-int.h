@@ -692,6 +692,7 @@ int plan_layout_memory(struct graph_plan *p, const char *const *fused,
  * its end (state, partials), and its partials' count. */
 uint64_t plan_tensor_min_unit(const struct plan_tensor *pt);
 uint64_t plan_tensor_held(const struct plan_tensor *pt);
+size_t plan_tensor_state_bytes(const struct plan_tensor *pt);
 size_t plan_tensor_npartials(const struct plan_tensor *pt);
 /* exec.c: the executor's budget out of a memory size, and the least
  * memory size whose budget is need. */

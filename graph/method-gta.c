@@ -88,6 +88,10 @@ struct gta_state {
 	struct sel_range range[GRAPH_MAX_INPUTS];	/* by delta */
 	double scale[GRAPH_MAX_INPUTS];		/* L1 rescale, by delta */
 	bool listed;		/* level 1 listed every tie: no count pass */
+	/* della with rescale: its statistics pass left every delta's keep
+	 * mask in the cache (one bit an element, ms.cache_on), which the
+	 * apply pass reads instead of ranking every row again. */
+	bool masks;
 };
 
 static const struct gta_kind *
@@ -193,6 +197,57 @@ gta_plan(struct method_plan *mp)
 	}
 }
 
+/* One delta's keep mask: a bit an element. */
+static size_t
+gta_mask_bytes(const struct plan_tensor *t)
+{
+	return (size_t)((t->numel + 7) / 8);
+}
+
+/* Delta i's keep mask in the tensor's cache (ms.cache_on). */
+static uint8_t *
+gta_mask(const struct plan_tensor *t, const void *state, size_t i)
+{
+	return (uint8_t *)state + t->ms.state_size + i * gta_mask_bytes(t);
+}
+
+/*
+ * keep[] of n elements from e0 into mask's bits.  Units cover disjoint
+ * elements, but two may share the byte at their border: those bytes are
+ * or-ed in atomically, the others stored.
+ */
+static void
+gta_mask_put(uint8_t *mask, uint64_t e0, const uint8_t *keep, size_t n)
+{
+	uint64_t e = e0, end = e0 + n;
+	uint8_t b;
+	int k;
+
+	for (; e < end && (e & 7) != 0; e++)
+		if (keep[e - e0])
+			__atomic_fetch_or(&mask[e >> 3], (uint8_t)(1u <<
+			    (e & 7)), __ATOMIC_RELAXED);
+	for (; e + 8 <= end; e += 8) {
+		for (b = 0, k = 0; k < 8; k++)
+			b |= (uint8_t)((keep[e - e0 + k] != 0) << k);
+		mask[e >> 3] = b;
+	}
+	for (; e < end; e++)
+		if (keep[e - e0])
+			__atomic_fetch_or(&mask[e >> 3], (uint8_t)(1u <<
+			    (e & 7)), __ATOMIC_RELAXED);
+}
+
+/* keep[] of n elements from e0, from mask's bits. */
+static void
+gta_mask_get(const uint8_t *mask, uint64_t e0, size_t n, uint8_t *keep)
+{
+	uint64_t e;
+
+	for (e = e0; e < e0 + n; e++)
+		keep[e - e0] = (uint8_t)(mask[e >> 3] >> (e & 7) & 1);
+}
+
 static void
 gta_shape(const struct plan_tensor *t, struct method_shape *ms)
 {
@@ -227,6 +282,11 @@ gta_shape(const struct plan_tensor *t, struct method_shape *ms)
 		ms->rows = true;
 		ms->row_len = t->ndim >= 2 ? t->numel / (uint64_t)t->shape[0] :
 		    t->numel;
+		/* Ranking every row is most of della's time: done once,
+		 * in the statistics pass, its masks kept for the apply
+		 * pass when the budget has room (layout_caches). */
+		if (rescale)
+			ms->cache_size = k * gta_mask_bytes(t);
 		break;
 	}
 }
@@ -417,7 +477,12 @@ gta_setup(const struct plan_tensor *t, const void *state,
 			    "density"));
 		} else if (sp == GS_DELLA) {
 			dl[i].keep = xmalloc(c->n);
-			gta_della_keep(t, idx[i], c, dl[i].keep);
+			if (state != NULL &&
+			    ((const struct gta_state *)state)->masks)
+				gta_mask_get(gta_mask(t, state, i), c->e0, c->n,
+				    dl[i].keep);
+			else
+				gta_della_keep(t, idx[i], c, dl[i].keep);
 		} else if (sp != GS_NONE && state != NULL) {
 			memcpy(dl[i].tie, gta_ties(t, state, c->e0 /
 			    c->quantum, i), sizeof dl[i].tie);
@@ -619,6 +684,9 @@ gta_stats(const struct plan_tensor *t, void *state, int pass,
 	for (i = 0; i < k; i++) {
 		if (!dl[i].active)
 			continue;
+		if (dl[i].keep != NULL && t->ms.cache_on)
+			gta_mask_put(gta_mask(t, state, i), c->e0, dl[i].keep,
+			    c->n);
 		for (r = 0; r < rows; r++) {
 			p = c->partials + (r * k + i) * 2;
 			memset(p, 0, 2 * sizeof *p);
@@ -802,6 +870,8 @@ gta_reduce(const struct plan_tensor *t, void *state, int pass,
 		}
 		st->scale[i] = gta_rescale(t, all, kept);
 	}
+	/* Every unit of the pass has put its masks: the apply pass's. */
+	st->masks = gta_kind(t)->sparse == GS_DELLA && t->ms.cache_on;
 	return NULL;
 }
 

@@ -121,6 +121,12 @@ struct method_shape {
 	uint64_t row_len;	/* rows: elements per row; 0 = the last axis */
 	size_t state_size;	/* per-tensor state, zeroed */
 	size_t scratch;		/* per-unit bytes for statistics, zeroed */
+	/* More state that saves work when the budget has room for it
+	 * (della's keep masks between its passes), right after
+	 * state_size's; the plan decides (cache_on) from the budget, and
+	 * results never depend on it. */
+	size_t cache_size;
+	bool cache_on;
 };
 
 #define METHOD_NEEDS_BASE	0x1	/* base model must be an input */

@@ -60,13 +60,46 @@ plan_tensor_npartials(const struct plan_tensor *pt)
 	    (size_t)((pt->numel + pt->quantum - 1) / pt->quantum);
 }
 
+/* A tensor's state, with its cache when the plan gave it one. */
+size_t
+plan_tensor_state_bytes(const struct plan_tensor *pt)
+{
+	return pt->ms.state_size + (pt->ms.cache_on ? pt->ms.cache_size : 0);
+}
+
 uint64_t
 plan_tensor_held(const struct plan_tensor *pt)
 {
 	if (plan_tensor_is_copy(pt))
 		return 0;
-	return pt->ms.state_size + (uint64_t)plan_tensor_npartials(pt) *
-	    (uint64_t)pt->ms.nred * sizeof(double);
+	return plan_tensor_state_bytes(pt) +
+	    (uint64_t)plan_tensor_npartials(pt) * (uint64_t)pt->ms.nred *
+	    sizeof(double);
+}
+
+/*
+ * Each method cache the budget has room for: at most a quarter of the
+ * executor's budget, and the tensor's least need with it within the
+ * budget.  Decided after the least memory, which never counts a cache:
+ * a small budget recomputes instead of being refused.
+ */
+static void
+layout_caches(struct graph_plan *p)
+{
+	uint64_t budget = exec_budget_of(p->memory), need;
+	struct plan_tensor *t;
+	size_t i;
+
+	for (i = 0; i < p->ntensors; i++) {
+		t = &p->tensors[i];
+		t->ms.cache_on = false;
+		if (t->ms.cache_size == 0 || plan_tensor_is_copy(t))
+			continue;
+		need = plan_tensor_min_unit(t) + plan_tensor_held(t) +
+		    t->ms.cache_size;
+		t->ms.cache_on = t->ms.cache_size <= budget / 4 &&
+		    need <= budget;
+	}
 }
 
 /*
@@ -195,6 +228,14 @@ int
 plan_layout_memory(struct graph_plan *p, const char *const *fused,
     size_t nfused, const char *file, struct graph_diags *d)
 {
+	size_t i;
+
+	/* The least memory without caches. */
+	for (i = 0; i < p->ntensors; i++)
+		p->tensors[i].ms.cache_on = false;
 	layout_min_memory(p, fused, nfused);
-	return layout_check_memory(p, file, d) ? 0 : -EINVAL;
+	if (!layout_check_memory(p, file, d))
+		return -EINVAL;
+	layout_caches(p);
+	return 0;
 }

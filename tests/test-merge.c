@@ -1331,6 +1331,21 @@ test_determinism(void)
 	snprintf(out, sizeof out, "out-della-%s/model.safetensors", f16);
 	ok(same_file("det-5/model.safetensors", out), "determinism: della "
 	    "with a seed equal across budgets and threads");
+	/*
+	 * della keeps each row's ranking for its apply pass where the
+	 * budget has room (a quarter of it, and the tensor's least need
+	 * with it): at the plan's least memory the hungriest tensor has
+	 * none and ranks again.  Both ways, the same bytes.
+	 */
+	r1 = tl_runf(&o, "cd %s && m=$(%s plan %s --json | grep -o "
+	    "'\"min_memory\": *[0-9]*' | grep -o '[0-9]*$') && %s run %s "
+	    "det-7 --quiet --threads 2 --random-seed 42 --memory $m 2>&1",
+	    dir, tl_mergectl, cfg, tl_mergectl, cfg);
+	ok(r1 == 0 && same_file("det-7/model.safetensors", out),
+	    "determinism: della at the plan's least memory, its largest "
+	    "tensor ranked twice, equals the runs that kept the masks (exit "
+	    "%d) %s", r1, o);
+	free(o);
 	ok(!same_file("det-6/model.safetensors",
 	    "out-dare_ties-bf16/model.safetensors"), "determinism: another "
 	    "seed draws other masks");
