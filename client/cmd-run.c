@@ -43,6 +43,7 @@ struct run_args {
 	const char *stage_record;	/* --stage-record FILE */
 	const char *stage_card;		/* --stage-card FILE */
 	const char *model_dirs;		/* --model-dirs FILE */
+	const char *config_name;	/* --config-name NAME (CONFIG -) */
 };
 
 enum {
@@ -50,6 +51,7 @@ enum {
 	OPT_STAGE_RECORD,
 	OPT_STAGE_CARD,
 	OPT_MODEL_DIRS,
+	OPT_CONFIG_NAME,
 };
 
 static void
@@ -75,6 +77,7 @@ run_usage(FILE *fp)
 	    "  --resume               keep what a stopped run wrote "
 	    "(.OUT.partial) and go on\n                         from there "
 	    "when run again with the same plan\n"
+	    "  --config-name NAME     CONFIG -'s name in messages\n"
 	    "  --stage-record FILE, --stage-card FILE, --model-dirs FILE\n"
 	    "                         a pipeline stage's record and card, "
 	    "the models'\n                         directories (merged "
@@ -210,6 +213,7 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o,
 		{ "stage-record", required_argument, NULL, OPT_STAGE_RECORD },
 		{ "stage-card", required_argument, NULL, OPT_STAGE_CARD },
 		{ "model-dirs", required_argument, NULL, OPT_MODEL_DIRS },
+		{ "config-name", required_argument, NULL, OPT_CONFIG_NAME },
 		{ NULL, 0, NULL, 0 },
 	};
 	struct option *merge = cli_merge_longopts(own);
@@ -226,6 +230,10 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o,
 			run_usage(stdout);
 			free(longopts);
 			exit(CLI_EXIT_OK);
+		}
+		if (c == OPT_CONFIG_NAME) {
+			a->config_name = optarg;
+			continue;
 		}
 		if (c == OPT_RESUME || c == OPT_STAGE_RECORD ||
 		    c == OPT_STAGE_CARD || c == OPT_MODEL_DIRS) {
@@ -372,7 +380,7 @@ run_plan(const struct cli_merge_opts *o, const char *path, const char *text,
 		po.dirs = dirs->v;
 		po.ndirs = dirs->n;
 	}
-	lrc = text != NULL ? graph_config_load_buffer("<stdin>", text,
+	lrc = text != NULL ? graph_config_load_buffer(path, text,
 	    strlen(text), cfg, &d) : graph_config_load_file(path, cfg, &d);
 	if (lrc != 0 || graph_plan_build(*cfg, &po, plan, &d) != 0)
 		rc = CLI_EXIT_INVALID;
@@ -524,7 +532,7 @@ cli_cmd_run(int argc, char **argv)
 	struct graph_config *cfg = NULL;
 	struct graph_plan *plan = NULL;
 	struct cli_run *r;
-	struct run_args a = { false, NULL, NULL, NULL };
+	struct run_args a = { false, NULL, NULL, NULL, NULL };
 	struct cli_model_dirs dirs = { NULL, 0 };
 	char *cfgpath, *out, pool[16], *text = NULL;
 	char *record = NULL, *card = NULL, *dirs_text = NULL;
@@ -586,7 +594,9 @@ cli_cmd_run(int argc, char **argv)
 		free(dirs_text);
 		return rc;
 	}
-	rc = run_plan(&o, cfgpath, text, card, dirs_text != NULL ? &dirs :
+	/* CONFIG -: named in messages as --config-name says. */
+	rc = run_plan(&o, text == NULL ? cfgpath : a.config_name != NULL ?
+	    a.config_name : "<stdin>", text, card, dirs_text != NULL ? &dirs :
 	    NULL, &cfg, &plan);
 	free(text);
 	free(card);

@@ -180,11 +180,16 @@ sched_fail_orphans(struct daemon *d)
 	}
 }
 
-/* A job in the queue: a pipeline is not, its stages are. */
+/*
+ * A job in the queue: a pipeline is not, its stages are; nor is a job
+ * handed to Slurm, whose place Slurm's queue decides (its reason says
+ * how it waits there).
+ */
 static bool
 sched_queued(const struct djob *j)
 {
-	return j->state == JOB_QUEUED && j->kind != JOB_KIND_PIPELINE;
+	return j->state == JOB_QUEUED && j->kind != JOB_KIND_PIPELINE &&
+	    !slurm_handed(j);
 }
 
 /* One owner's queue, for sched_positions. */

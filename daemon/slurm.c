@@ -211,6 +211,8 @@ slurm_script(struct daemon *d, const struct djob *j, uint64_t budget,
 		xbuf_add(&x, " --stage-record /dev/fd/3", 25);
 	if (card != NULL)
 		xbuf_add(&x, " --stage-card /dev/fd/4", 23);
+	xbuf_add(&x, " --config-name ", 15);
+	sh_quote(&x, j->config_name != NULL ? j->config_name : "config.yml");
 	xbuf_add(&x, " --model-dirs /dev/fd/5 - ", 26);
 	sh_quote(&x, j->out_dir);
 	xbuf_printf(&x, " <<'%s_C'", marker);

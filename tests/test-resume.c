@@ -276,6 +276,12 @@ test_stdin(void)
 	ok(rc == 0 && outputs_equal("ref", "out5"), "run - reads the config "
 	    "from standard input, a pipe (exit %d): %s", rc, o);
 	free(o);
+	rc = tl_runf(&o, "cd %s && printf 'merge_method: linear\\nmodels:\\n"
+	    "  - model: ./nothere\\n' | %s run - outn --config-name "
+	    "my.yml 2>&1", dir, tl_mergectl);
+	ok(rc == 3 && strstr(o, "my.yml:3:") != NULL, "--config-name names "
+	    "standard input's config in messages (exit %d): %s", rc, o);
+	free(o);
 	rc = tl_runf(&o, "cd %s && printf 'merge_method: linear\\n---\\n"
 	    "merge_method: linear\\n' | %s run - out6 2>&1", dir,
 	    tl_mergectl);

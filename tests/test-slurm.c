@@ -222,6 +222,8 @@ test_failed(void)
 	ok(strstr(err, ": FAILED (exit code 3): ") != NULL && strstr(err,
 	    "xc") != NULL, "with Slurm's state, the engine's exit code (3: "
 	    "its plan was refused) and what it said on the node: %s", err);
+	ok(strstr(err, "gone.yml") != NULL, "which names the config as "
+	    "submitted, not the batch script's standard input");
 	free(err);
 	err = NULL;
 	td_ctl(&err, "logs %d", b);
@@ -371,7 +373,9 @@ test_requeue(void)
 	    "first shard, it is queued again: %s", reason);
 	free(reason);
 	td_ctl(&reason, "status %d", a);
-	tap_diag("status of the requeued job, waiting:\n%s", reason);
+	ok(strstr(reason, "Slurm job ") != NULL && strstr(reason,
+	    "position") == NULL, "status tells how it waits in Slurm, and no "
+	    "place in merged's queue, which it is not in:\n%s", reason);
 	free(reason);
 	/*
 	 * Slurm holds a requeued job for AuthInfo cred_expire seconds
