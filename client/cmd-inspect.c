@@ -344,8 +344,8 @@ inspect_parse(int argc, char **argv, struct inspect_args *a)
 			a->threads = (int)strtol(optarg, &end, 10);
 			if (*end != '\0' || a->threads < 1 || a->threads >
 			    1024) {
-				cli_usage_error("--threads: '%s' is not a count "
-				    "from 1 to 1024", optarg);
+				cli_usage_error("--threads: '%s' is not a "
+				    "count from 1 to 1024", optarg);
 				return CLI_EXIT_USAGE;
 			}
 			break;

@@ -551,7 +551,7 @@ struct slurm_cleanup {
 	uint64_t sid;
 	int dirfd;
 	char *staging;
-	char *out_name;		/* its output's, for its log (slurm-log.c) */
+	char *out_name;		/* its output's: its log (slurm-log.c) */
 	struct graph_cred cred;
 	uint32_t *groups;
 	double over;		/* when squeue first said it ended; 0 */
