@@ -31,8 +31,7 @@ run_suite build ""
 # allow for on a busy machine.
 run_suite build-asan "--timeout-multiplier 3" \
     -Db_sanitize=address,undefined -Dbuildtype=debug -Doptimization=1
-# tests/tsan.supp says why each suppression is there (none at present:
-# docs/reliability.md).
+# tests/tsan.supp says why each suppression is there.
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp \
 ${TSAN_OPTIONS:-}" \
     run_suite build-tsan "--suite threads" -Db_sanitize=thread \
