@@ -32,8 +32,10 @@ run_suite build ""
 run_suite build-asan "--timeout-multiplier 3" \
     -Db_sanitize=address,undefined -Dbuildtype=debug -Doptimization=1
 # tests/tsan.supp says why each suppression is there.
+# test-slurm's batch jobs run the normal build's engine there: TSan
+# watches the daemon; test-merge, test-exec and test-resume the engine.
 TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp \
-${TSAN_OPTIONS:-}" \
+${TSAN_OPTIONS:-}" TEST_SLURM_ENGINE=$PWD/build/client/mergectl \
     run_suite build-tsan "--suite threads" -Db_sanitize=thread \
     -Dbuildtype=debug -Doptimization=1
 # Memcheck sees what the sanitizers' own allocators can hide (reads of

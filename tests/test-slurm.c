@@ -109,12 +109,17 @@ slurm_id(int id)
 static void
 restart(const char *opts)
 {
-	char extra[1024];
+	const char *engine = getenv("TEST_SLURM_ENGINE");
+	char extra[4096];
 
 	if (pid > 0)
 		ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
-	snprintf(extra, sizeof extra, "--backend slurm --memory 256M %s",
-	    opts);
+	/* TSan checks the daemon: contrib/test.sh gives its batch jobs the
+	 * normal build's engine, whose threads test-merge, test-exec and
+	 * test-resume check under TSan. */
+	snprintf(extra, sizeof extra, "--backend slurm --memory 256M %s%s %s",
+	    engine != NULL ? "--slurm-engine " : "", engine != NULL ? engine :
+	    "", opts);
 	pid = td_start(extra, NULL);
 }
 
