@@ -7,7 +7,7 @@
 #   3. ThreadSanitizer build, the daemon and executor tests (suite
 #      'threads' in tests/meson.build);
 #   4. valgrind memcheck over the unit and fuzz-replay suites;
-#   5. every fuzz target under libFuzzer for FUZZ_SECONDS (default 12) s.
+#   5. every fuzz target under libFuzzer for FUZZ_SECONDS (default 8) s.
 # Ends with one "N passed, N failed" line; exits 1 if anything failed.
 set -eu
 cd "$(dirname "$0")/.."
@@ -44,7 +44,7 @@ meson test -C build --print-errorlogs --num-processes 2 --suite unit \
     --suite fuzz --logbase memcheck --timeout-multiplier 4 \
     --wrapper "valgrind -q --error-exitcode=1 --leak-check=full \
 --errors-for-leak-kinds=definite,indirect --track-origins=yes" || true
-contrib/fuzz.sh "${FUZZ_SECONDS:-12}" | tee build/fuzz-summary.txt || true
+contrib/fuzz.sh "${FUZZ_SECONDS:-8}" | tee build/fuzz-summary.txt || true
 
 # CI keeps only the tail of this output, so the failures are repeated
 # here, each with the end of its own log, right above the count line.
