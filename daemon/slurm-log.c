@@ -43,19 +43,15 @@ char *
 slurm_log_arg(const struct djob *j)
 {
 	const char *slash = strrchr(j->out_dir, '/'), *s;
-	size_t dirlen = slash != NULL ? (size_t)(slash - j->out_dir) + 1 : 0;
 	char *name = slurm_log_name(j->out_name);
+	char *path = xasprintf("%.*s%s", slash != NULL ? (int)(slash -
+	    j->out_dir + 1) : 0, j->out_dir, name);
 	struct xbuf x = { 0 };
 
 	xbuf_add(&x, "--output=", 9);
-	xbuf_add(&x, j->out_dir, dirlen);
-	xbuf_add(&x, name, strlen(name));
-	free(name);
-	/* Every '%' doubled, past "--output=". */
-	name = xbuf_take(&x);
-	xbuf_add(&x, name, 9);
-	for (s = name + 9; *s != '\0'; s++)
-		xbuf_add(&x, s, 1 + (*s == '%'));
+	for (s = path; *s != '\0'; s++)
+		xbuf_add(&x, *s == '%' ? "%%" : s, *s == '%' ? 2 : 1);
+	free(path);
 	free(name);
 	return xbuf_take(&x);
 }
@@ -73,14 +69,10 @@ log_tail(const struct djob *j, size_t *len)
 	ssize_t n;
 	int fd;
 
-	fd = openat(j->out_fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
-	    O_NOCTTY | O_CLOEXEC);
+	fd = graph_user_file_open(j->out_fd, name, (int64_t)j->owner, &st);
 	free(name);
-	if (fd == -1)
+	if (fd < 0)
 		return NULL;
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) || st.st_uid !=
-	    j->owner)
-		goto out;
 	from = st.st_size > SLURM_LOG_TAIL ? st.st_size - SLURM_LOG_TAIL : 0;
 	buf = xmalloc(SLURM_LOG_TAIL + 1);
 	do

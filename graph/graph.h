@@ -591,6 +591,15 @@ char *graph_record_format(const struct graph_record *);
 int graph_record_read(int dirfd, const char *staging, int64_t owner,
     struct graph_record *out, char **cause);
 /*
+ * name beneath dirfd, a file a user's job wrote, opened for reading by a
+ * daemon that may be root: no link followed, no blocking on a FIFO, and
+ * it must be a regular file of owner (< 0: anyone's).  A descriptor,
+ * st filled; or -errno, -EPERM when it is not such a file.
+ */
+struct stat;
+int graph_user_file_open(int dirfd, const char *name, int64_t owner,
+    struct stat *st);
+/*
  * The first n bytes of s (at most max, cut at a character's start) with
  * control characters made visible as '?' (C0, DEL, and C1 as UTF-8
  * writes them, U+0080 to U+009F): text a job wrote, shown on other

@@ -215,6 +215,23 @@ graph_record_format(const struct graph_record *r)
  * there does not hang the reader).  -ENOENT when there is none.
  */
 int
+graph_user_file_open(int dirfd, const char *name, int64_t owner,
+    struct stat *st)
+{
+	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK |
+	    O_NOCTTY | O_CLOEXEC);
+
+	if (fd == -1)
+		return -errno;
+	if (fstat(fd, st) == -1 || !S_ISREG(st->st_mode) ||
+	    (owner >= 0 && (int64_t)st->st_uid != owner)) {
+		close(fd);
+		return -EPERM;
+	}
+	return fd;
+}
+
+int
 graph_record_read(int dirfd, const char *staging, int64_t owner,
     struct graph_record *out, char **cause)
 {
@@ -227,23 +244,18 @@ graph_record_read(int dirfd, const char *staging, int64_t owner,
 	memset(out, 0, sizeof *out);
 	dfd = openat(dirfd, staging, O_RDONLY | O_DIRECTORY | O_NOFOLLOW |
 	    O_CLOEXEC);
-	if (dfd != -1)
-		fd = openat(dfd, GRAPH_RECORD_FILE, O_RDONLY | O_NOFOLLOW |
-		    O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (dfd == -1 || fd == -1) {
-		rc = -errno;
-		if (rc != -ENOENT)
+	rc = dfd == -1 ? -errno : graph_user_file_open(dfd,
+	    GRAPH_RECORD_FILE, owner, &st);
+	if (rc < 0) {
+		if (rc == -EPERM)
+			*cause = xasprintf("%s/%s is not a regular file of its "
+			    "job's user", staging, GRAPH_RECORD_FILE);
+		else if (rc != -ENOENT)
 			*cause = xasprintf("%s/%s: %s", staging,
-			    GRAPH_RECORD_FILE, strerror(errno));
+			    GRAPH_RECORD_FILE, strerror(-rc));
 		goto out;
 	}
-	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
-	    (owner >= 0 && (int64_t)st.st_uid != owner)) {
-		*cause = xasprintf("%s/%s is not a regular file of its job's "
-		    "user", staging, GRAPH_RECORD_FILE);
-		rc = -EPERM;
-		goto out;
-	}
+	fd = rc;
 	buf = xmalloc(GRAPH_RECORD_MAX + 1);
 	/* One more byte than allowed tells a file too large. */
 	while (len <= GRAPH_RECORD_MAX && (n = read(fd, buf + len,
