@@ -231,19 +231,21 @@ run_parse(int argc, char **argv, struct cli_merge_opts *o,
 			free(longopts);
 			exit(CLI_EXIT_OK);
 		}
-		if (c == OPT_CONFIG_NAME) {
-			a->config_name = optarg;
+		switch (c) {
+		case OPT_RESUME:
+			a->resume = true;
 			continue;
-		}
-		if (c == OPT_RESUME || c == OPT_STAGE_RECORD ||
-		    c == OPT_STAGE_CARD || c == OPT_MODEL_DIRS) {
-			a->resume |= c == OPT_RESUME;
-			if (c == OPT_STAGE_RECORD)
-				a->stage_record = optarg;
-			if (c == OPT_STAGE_CARD)
-				a->stage_card = optarg;
-			if (c == OPT_MODEL_DIRS)
-				a->model_dirs = optarg;
+		case OPT_STAGE_RECORD:
+			a->stage_record = optarg;
+			continue;
+		case OPT_STAGE_CARD:
+			a->stage_card = optarg;
+			continue;
+		case OPT_MODEL_DIRS:
+			a->model_dirs = optarg;
+			continue;
+		case OPT_CONFIG_NAME:
+			a->config_name = optarg;
 			continue;
 		}
 		if (c == '?' || (cli_stage_opt(so, c, optarg) != 0 &&
