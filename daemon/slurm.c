@@ -751,7 +751,6 @@ slurm_read_record(struct djob *j, char **error)
 	job_note_progress(j, &g);
 }
 
-/* The batch job ended well, or left squeue: done if the output is. */
 /*
  * Why a job ended badly, as the engine on the node said it: the error
  * in its record, else the last lines of its output (slurm-log.c), which
@@ -771,6 +770,7 @@ slurm_engine_said(struct daemon *d, struct djob *j, char **said)
 		free(out);
 }
 
+/* The batch job ended well, or left squeue: done if the output is. */
 static void
 slurm_judge_output(struct daemon *d, struct djob *j, const char *how)
 {
