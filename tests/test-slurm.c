@@ -242,6 +242,9 @@ test_failed(void)
 		td_sleep_ms(50);
 	tl_runf(NULL, "scontrol hold %llu", sa);
 	b = td_submit("gone.yml -o f2 --after %d", a);
+	/* Handed to Slurm first: the daemon checks its inputs then. */
+	for (int i = 0; i < 200 && slurm_id(b) == 0; i++)
+		td_sleep_ms(50);
 	tl_runf(NULL, "rm -rf %s/xc && scontrol release %llu", dir, sa);
 	ok(td_wait_state(b, "failed", 120000), "a job whose input vanished "
 	    "before it ran fails");
