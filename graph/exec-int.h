@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * exec-int.h: the executor's private structures (exec.c, exec-admit.c,
- * exec-work.c, cache.c).
+ * exec-work.c, exec-readahead.c, cache.c).
  *
  * Ownership and threads: everything here belongs to the loop thread,
  * except while a task runs on the pool.  A task (struct task) is handed to
@@ -175,6 +175,8 @@ struct graph_job {
 	struct xtensor *active_head;
 	struct xtensor *active_tail;
 	size_t next_tensor;	/* lowest tensor not started */
+	size_t ra_next;		/* lowest tensor not read ahead */
+	uint64_t ra_bytes;	/* read ahead of next_tensor */
 	size_t nactive;
 	size_t nunits;		/* units alive */
 	/* Bytes its next unit needs that the budget cannot give now, while
@@ -244,6 +246,9 @@ void unit_queue_merge(struct unit *u);
 
 /* exec-lease.c */
 void lease_grant(struct graph_exec *ex);
+
+/* exec-readahead.c: the kernel reads a job's next inputs (loop thread). */
+void xjob_readahead(struct graph_job *job, size_t started);
 
 /* exec-admit.c: memory accounting and unit admission (loop thread). */
 enum admit {

@@ -287,6 +287,7 @@ xjob_start_tensor(struct graph_job *job)
 	pt = job->xt[job->next_tensor].pt;
 	if (!job->shard_done[pt->shard] && !xjob_tensor_fits(job, pt))
 		return false;
+	xjob_readahead(job, job->next_tensor);
 	xt = &job->xt[job->next_tensor++];
 	xt->active = true;
 	/* Started in index order: the list stays sorted by appending. */

@@ -785,6 +785,7 @@ int writer_stage_open(int parent, const char *staging,
     const struct graph_cred *cred, int *fdp, char **cause);
 int writer_open_shard(int dfd, const struct plan_shard *sh,
     const struct graph_cred *cred, int *fdp, char **cause);
+void writer_write_behind(int fd, uint64_t off, size_t len);
 int writer_pwrite(int fd, const void *buf, size_t len, uint64_t off,
     char **cause);
 int writer_create(int dfd, const char *name, const struct graph_cred *cred,

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * exec-readahead.c: ask the kernel to read the inputs of a job's next
+ * tensors before its units need them.
+ *
+ * The units of a tensor read their inputs with pread, a chunk at a time,
+ * from several files at once and from two or more threads; from a cold
+ * page cache the kernel's own readahead sees interleaved offsets on one
+ * open file and reads in small windows, so the disk idles between them.
+ * The plan knows the order the tensors are read in, so the executor says
+ * it: as each tensor starts, the inputs of the tensors after it, up to
+ * EXEC_READAHEAD bytes ahead, are given to posix_fadvise(WILLNEED), which
+ * queues their reads and returns.  On a warm cache the call finds the
+ * pages there and does nothing.  Loop thread only.
+ */
+#include <fcntl.h>
+
+#include "exec-int.h"
+
+/*
+ * Input bytes asked for ahead of the tensors started: enough to keep a
+ * disk busy for a tensor's time, few enough that what is read ahead is
+ * not evicted before it is used.
+ */
+#define EXEC_READAHEAD (96u << 20)
+/* One posix_fadvise call's range: below any device's request size. */
+#define EXEC_READAHEAD_STEP (128u << 10)
+
+/* The stored bytes of one input, fused or adapter inputs aside. */
+static uint64_t
+input_range(const struct graph_plan *p, const struct plan_input *in,
+    int *fd, uint64_t *off)
+{
+	const struct model *m = p->models[in->model].m;
+
+	if (in->mt == NULL || in->mt->fused != NULL || in->mt->t == NULL)
+		return 0;
+	*fd = m->files[in->mt->file]->fd;
+	*off = in->mt->t->begin;
+	return in->mt->t->end - in->mt->t->begin;
+}
+
+/*
+ * posix_fadvise(WILLNEED) reads at most the larger of the device's
+ * largest request and its readahead window per call (Linux's
+ * force_page_cache_ra), 128 KiB on some disks, however long the range:
+ * a range is asked for in steps that size or less.  Advice only: a
+ * failure costs speed, never the merge.
+ */
+static void
+range_advise(int fd, uint64_t off, uint64_t len)
+{
+	uint64_t k;
+
+	while (len > 0) {
+		k = len < EXEC_READAHEAD_STEP ? len : EXEC_READAHEAD_STEP;
+		(void)posix_fadvise(fd, (off_t)off, (off_t)k,
+		    POSIX_FADV_WILLNEED);
+		off += k;
+		len -= k;
+	}
+}
+
+/* Tensor i's input bytes, and, with advise, asks for them. */
+static uint64_t
+tensor_inputs(const struct graph_job *job, size_t i, bool advise)
+{
+	const struct plan_tensor *pt = job->xt[i].pt;
+	uint64_t len, off = 0, sum = 0;
+	size_t j;
+	int fd = -1;
+
+	if (job->shard_done[pt->shard])
+		return 0;	/* resumed: not read */
+	for (j = 0; j < pt->nin; j++) {
+		if ((len = input_range(job->plan, &pt->in[j], &fd, &off)) == 0)
+			continue;
+		if (advise)
+			range_advise(fd, off, len);
+		sum += len;
+	}
+	return sum;
+}
+
+/*
+ * Tensor i has just started: its bytes, if asked for, are no longer
+ * ahead; ask for the tensors after the last one asked for until
+ * EXEC_READAHEAD bytes are.
+ */
+void
+xjob_readahead(struct graph_job *job, size_t i)
+{
+	uint64_t len;
+
+	if (i < job->ra_next)
+		job->ra_bytes -= tensor_inputs(job, i, false);
+	else {
+		/* Being read now; asked for all the same, uncounted. */
+		(void)tensor_inputs(job, i, true);
+		job->ra_next = i + 1;
+	}
+	while (job->ra_next < job->plan->ntensors &&
+	    job->ra_bytes < EXEC_READAHEAD) {
+		len = tensor_inputs(job, job->ra_next++, true);
+		job->ra_bytes += len;
+	}
+}
