@@ -14,10 +14,14 @@
  * equal strata of the flattened tensor with the job's random stream
  * (upstream: a uniform random subset from torch's generator; both are
  * estimates of the same quantiles, ours reproducible for a seed).
- * Importance is rounded to float32 for ranking and comparing.  Passes:
- * the KL of every row, then three histogram passes (select.h) that find
- * the three quantiles at once.  Unlike upstream, the output keeps the
- * usual output dtype instead of switching to float32 (Part A item 10).
+ * Importance is rounded to float32 for ranking and comparing.  One
+ * statistics pass: each block computes its rows' KL and, with it, the
+ * importance of the sampled elements it holds, which it stores in the
+ * tensor's state at their place in the sample (at most 4 MB); between
+ * the passes the three quantiles are found in that array (select.h's
+ * levels, run in memory), so the inputs are read twice in all, not five
+ * times.  Unlike upstream, the output keeps the usual output dtype
+ * instead of switching to float32 (Part A item 10).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -29,12 +33,13 @@
 #define AF_SAMPLE 1000000u
 #define AF_NQ 3
 
-/* Followed by the KL of every row, doubles. */
+/* Followed by the KL of every row, doubles, then the sample's keys. */
 struct af_state {
 	struct sel_cut q[AF_NQ];
-	uint64_t hist[AF_NQ][SEL_BINS];
 	double threshold;
 };
+
+static uint64_t af_sample_size(const struct plan_tensor *t);
 
 static void
 af_plan(struct method_plan *mp)
@@ -56,18 +61,25 @@ af_plan(struct method_plan *mp)
 static void
 af_shape(const struct plan_tensor *t, struct method_shape *ms)
 {
-	ms->npasses = 1 + SEL_LEVELS;
+	ms->npasses = 1;
 	ms->nred = 1;
 	ms->rows = true;
-	ms->scratch = sizeof(uint64_t) * AF_NQ * SEL_BINS;
 	ms->state_size = sizeof(struct af_state) + (size_t)t->rows *
-	    sizeof(double);
+	    sizeof(double) + (size_t)af_sample_size(t) * sizeof(uint32_t);
 }
 
 static const double *
 af_kl(const void *state)
 {
 	return (const double *)((const struct af_state *)state + 1);
+}
+
+/* The sample's importance keys, by place in the sample. */
+static uint32_t *
+af_sample_keys(const struct plan_tensor *t, void *state)
+{
+	return (uint32_t *)((double *)((struct af_state *)state + 1) +
+	    t->rows);
 }
 
 static uint64_t
@@ -96,13 +108,14 @@ af_pick(uint64_t stream, uint64_t i, uint64_t m, uint64_t n)
 	    (double)(hi - lo));
 }
 
+/* The importance of element e of the block, whose row's KL is kl. */
 static float
 af_importance(const struct plan_tensor *t, const struct mchunk *c,
-    const double *kl, size_t e)
+    double kl, size_t e)
 {
 	const float *a = c->in[t->base], *b = c->in[1 - t->base];
 
-	return (float)(fabs((double)b[e] - a[e]) * kl[c->r0 + e / c->cols]);
+	return (float)(fabs((double)b[e] - a[e]) * kl);
 }
 
 /*
@@ -154,46 +167,32 @@ af_keys(const float *restrict a, const float *restrict b, size_t n,
 	}
 }
 
-static void
-af_add(const struct af_state *st, uint64_t *h, const uint32_t *key,
-    size_t n, int level)
-{
-	static const struct sel_cut all = { .on = true };
-	int j;
-
-	for (j = 0; j < AF_NQ; j++)
-		sel_count(level == 0 ? &all : &st->q[j], h + j * SEL_BINS, key,
-		    n, level);
-}
-
+/*
+ * The KL of the block's rows, into its partials, and the importance keys
+ * of the sampled elements it holds, into the state at their places in
+ * the sample: the blocks hold different elements, so they write
+ * different keys.
+ */
 static void
 af_stats(const struct plan_tensor *t, void *state, int pass,
     const struct mchunk *c)
 {
-	const struct af_state *st = state;
-	const double *kl = af_kl(state);
-	uint64_t *h = c->scratch, m = af_sample_size(t), n = t->numel;
+	uint32_t *keys = af_sample_keys(t, state);
+	uint64_t m = af_sample_size(t), n = t->numel;
 	uint64_t i, e, stream;
-	uint32_t *key, one;
 	double *ex;
 	size_t r, len = c->cols;
 
-	if (pass == 0) {
-		ex = xreallocarray(NULL, 2 * len, sizeof *ex);
-		for (r = 0; r < c->nrows; r++)
-			c->partials[r] = af_row_kl(c->in[t->base] + r * len,
-			    c->in[1 - t->base] + r * len, len, ex);
-		free(ex);
-		return;
-	}
+	(void)pass;
+	ex = xreallocarray(NULL, 2 * len, sizeof *ex);
+	for (r = 0; r < c->nrows; r++)
+		c->partials[r] = af_row_kl(c->in[t->base] + r * len,
+		    c->in[1 - t->base] + r * len, len, ex);
+	free(ex);
 	if (m == n) {
-		key = xreallocarray(NULL, len, sizeof *key);
-		for (r = 0; r < c->nrows; r++) {
+		for (r = 0; r < c->nrows; r++)
 			af_keys(c->in[t->base] + r * len, c->in[1 - t->base] +
-			    r * len, len, kl[c->r0 + r], key);
-			af_add(st, h, key, len, pass - 1);
-		}
-		free(key);
+			    r * len, len, c->partials[r], keys + c->e0 + r * len);
 		return;
 	}
 	/* The strata that meet this block, and their picks inside it. */
@@ -202,58 +201,36 @@ af_stats(const struct plan_tensor *t, void *state, int pass,
 	while (i > 0 && af_stratum(i, m, n) > c->e0)
 		i--;
 	for (; i < m && af_stratum(i, m, n) < c->e0 + c->n; i++) {
-		e = af_pick(stream, i, m, n);
-		if (e >= c->e0 && e < c->e0 + c->n) {
-			one = sel_fkey(af_importance(t, c, kl,
-			    (size_t)(e - c->e0)));
-			af_add(st, h, &one, 1, pass - 1);
-		}
+		e = af_pick(stream, i, m, n) - c->e0;
+		if (e < c->n)
+			keys[i] = sel_fkey(af_importance(t, c,
+			    c->partials[e / len], (size_t)e));
 	}
 }
 
-static void
-af_merge(const struct plan_tensor *t, void *state, int pass,
-    const void *scratch)
-{
-	struct af_state *st = state;
-	const uint64_t *s = scratch;
-	uint64_t *h = &st->hist[0][0];
-	size_t i;
-
-	(void)t;
-	if (pass == 0)
-		return;
-	for (i = 0; i < AF_NQ * SEL_BINS; i++)
-		h[i] += s[i];
-}
-
+/* The three quantiles of the sample, and the threshold from them. */
 static const char *
 af_reduce(const struct plan_tensor *t, void *state, int pass,
     const double *partials, size_t nq)
 {
 	static const float qs[AF_NQ] = { 0.25f, 0.5f, 0.75f };
 	struct af_state *st = state;
-	uint64_t m = af_sample_size(t);
+	uint64_t m = af_sample_size(t), hist[SEL_BINS];
 	const char *why;
 	int j;
 
-	if (pass == 0) {
-		memcpy((double *)af_kl(state), partials, nq * sizeof *partials);
-		for (j = 0; j < AF_NQ; j++) {
-			memset(&st->q[j], 0, sizeof st->q[j]);
-			st->q[j].on = true;
-			st->q[j].rank = (uint64_t)(qs[j] * (float)(m - 1));
-		}
-		return NULL;
+	(void)pass;
+	memcpy((double *)af_kl(state), partials, nq * sizeof *partials);
+	for (j = 0; j < AF_NQ; j++) {
+		memset(&st->q[j], 0, sizeof st->q[j]);
+		st->q[j].on = true;
+		st->q[j].rank = (uint64_t)(qs[j] * (float)(m - 1));
 	}
-	for (j = 0; j < AF_NQ; j++)
-		if ((why = sel_step(&st->q[j], st->hist[j], pass - 1)) != NULL)
-			return why;
-	memset(st->hist, 0, sizeof st->hist);
-	if (pass == SEL_LEVELS)
-		st->threshold = (double)sel_fval(st->q[1].key) + 1.5 *
-		    ((double)sel_fval(st->q[2].key) -
-		    (double)sel_fval(st->q[0].key));
+	if ((why = sel_find(st->q, AF_NQ, af_sample_keys(t, state), (size_t)m,
+	    hist)) != NULL)
+		return why;
+	st->threshold = (double)sel_fval(st->q[1].key) + 1.5 *
+	    ((double)sel_fval(st->q[2].key) - (double)sel_fval(st->q[0].key));
 	return NULL;
 }
 
@@ -267,8 +244,8 @@ af_apply(const struct plan_tensor *t, const void *state,
 	size_t e;
 
 	for (e = 0; e < c->n; e++)
-		c->out[e] = af_importance(t, c, kl, e) >= st->threshold ?
-		    b[e] : a[e];
+		c->out[e] = af_importance(t, c, kl[c->r0 + e / c->cols], e) >=
+		    st->threshold ? b[e] : a[e];
 }
 
 const struct graph_method method_arcee_fusion = {
@@ -279,7 +256,6 @@ const struct graph_method method_arcee_fusion = {
 	.plan = af_plan,
 	.shape = af_shape,
 	.stats = af_stats,
-	.merge = af_merge,
 	.reduce = af_reduce,
 	.apply = af_apply,
 };

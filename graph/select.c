@@ -73,6 +73,35 @@ sel_step(struct sel_cut *c, const uint64_t *hist, int level)
 	    level == SEL_LEVELS - 1);
 }
 
+/*
+ * The ncut searches of c over n keys held in memory: the SEL_LEVELS
+ * levels a tensor's statistics passes would run, over the array (hist:
+ * SEL_BINS counts of scratch).  Returns NULL, or why a search failed.
+ */
+const char *
+sel_find(struct sel_cut *c, size_t ncut, const uint32_t *key, size_t n,
+    uint64_t *hist)
+{
+	static const struct sel_cut all = { .on = true };
+	const char *why;
+	size_t j;
+	int level;
+
+	for (level = 0; level < SEL_LEVELS; level++) {
+		for (j = 0; j < ncut; j++) {
+			/* Level 0 counts every key, the same for each cut. */
+			if (level > 0 || j == 0) {
+				memset(hist, 0, SEL_BINS * sizeof *hist);
+				sel_count(level == 0 ? &all : &c[j], hist, key,
+				    n, level);
+			}
+			if ((why = sel_step(&c[j], hist, level)) != NULL)
+				return why;
+		}
+	}
+	return NULL;
+}
+
 /* The same for the two wide levels (16 bits, then 15). */
 const char *
 sel_step_wide(struct sel_cut *c, const uint64_t *hist, int level)

@@ -74,6 +74,8 @@ struct sel_range {
 void sel_range_init(struct sel_range *r, uint64_t n, uint64_t lo, uint64_t hi);
 const char *sel_step(struct sel_cut *c, const uint64_t *hist, int level);
 const char *sel_step_wide(struct sel_cut *c, const uint64_t *hist, int level);
+const char *sel_find(struct sel_cut *c, size_t ncut, const uint32_t *key,
+    size_t n, uint64_t *hist);
 void sel_list_strip(const struct sel_cut *c, struct sel_list *l,
     uint32_t *restrict h, const uint32_t *restrict key, size_t n);
 void sel_list_save(const struct sel_list *, double *);

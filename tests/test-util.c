@@ -54,6 +54,7 @@ static void test_json_patch_donor(void);
 static void test_json_patch_edges(void);
 static void test_suggest(void);
 static void test_rank(void);
+static void test_find(void);
 
 static const struct size_case size_cases[] = {
 	{ "64M", true, 0, 64ull << 20 },
@@ -495,6 +496,7 @@ main(void)
 	test_suggest();
 	test_printable();
 	test_rank();
+	test_find();
 	return tap_done();
 }
 
@@ -542,5 +544,57 @@ test_rank(void)
 		}
 		ok(bad == 0, "sel_rank: keys of kind %d ranked as a stable "
 		    "sort would (%d wrong)", kind, bad);
+	}
+}
+
+static int
+key_cmp(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * sel_find, which arcee_fusion runs over its sample in memory: the keys
+ * at the wanted ascending positions are those of a sorted copy, with how
+ * many keys equal each.
+ */
+static void
+test_find(void)
+{
+	static const uint32_t lens[] = { 1, 2, 3, 9, 1027, 70000 };
+	static uint32_t key[70000], sorted[70000];
+	uint64_t hist[SEL_BINS], r = 7, eq;
+	struct sel_cut c[3];
+	uint32_t n, i;
+	size_t l, j;
+	int kind, bad;
+
+	for (kind = 0; kind < 4; kind++) {
+		bad = 0;
+		for (l = 0; l < sizeof lens / sizeof *lens; l++) {
+			n = lens[l];
+			for (i = 0; i < n; i++)
+				key[i] = sorted[i] = rank_key(kind, &r);
+			qsort(sorted, n, sizeof *sorted, key_cmp);
+			memset(c, 0, sizeof c);
+			for (j = 0; j < 3; j++) {
+				c[j].on = true;
+				c[j].rank = (uint64_t)(n - 1) * j / 2;
+			}
+			if (sel_find(c, 3, key, n, hist) != NULL) {
+				bad++;
+				continue;
+			}
+			for (j = 0; j < 3; j++) {
+				for (eq = 0, i = 0; i < n; i++)
+					eq += sorted[i] == sorted[c[j].rank];
+				bad += c[j].key != sorted[c[j].rank] ||
+				    c[j].eq != eq;
+			}
+		}
+		ok(bad == 0, "sel_find: keys of kind %d, the smallest, median "
+		    "and largest as a sort finds them (%d wrong)", kind, bad);
 	}
 }
