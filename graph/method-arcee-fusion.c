@@ -192,7 +192,8 @@ af_stats(const struct plan_tensor *t, void *state, int pass,
 	if (m == n) {
 		for (r = 0; r < c->nrows; r++)
 			af_keys(c->in[t->base] + r * len, c->in[1 - t->base] +
-			    r * len, len, c->partials[r], keys + c->e0 + r * len);
+			    r * len, len, c->partials[r], keys + c->e0 +
+			    r * len);
 		return;
 	}
 	/* The strata that meet this block, and their picks inside it. */
