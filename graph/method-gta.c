@@ -875,6 +875,21 @@ gta_reduce(const struct plan_tensor *t, void *state, int pass,
 	return NULL;
 }
 
+/* sum[] += f (x - b), the delta rounded to float32 first, for a delta
+ * kept whole. */
+GRAPH_SIMD static void
+gta_sum_whole(const float *restrict x, const float *restrict b, size_t n,
+    double f, double *restrict sum)
+{
+	size_t e;
+	float d;
+
+	for (e = 0; e < n; e++) {
+		d = x[e] - b[e];
+		sum[e] += f * d;
+	}
+}
+
 /*
  * Sign consensus over a strip: an element of a weighted delta counts
  * where its sign is the sign of their sum (a zero never counts); the
@@ -925,6 +940,13 @@ gta_apply(const struct plan_tensor *t, const void *state,
 		memset(sum, 0, n * sizeof *sum);
 		for (i = 0; i < k; i++) {
 			double *restrict v = wd + i * GTA_STRIP, fi = f[i];
+			/* Without consensus nothing reads v[]; a delta kept
+			 * whole adds to the sum with the same operations. */
+			if (!cons && (!dl[i].active ||
+			    gta_kind(t)->sparse == GS_NONE)) {
+				gta_sum_whole(dl[i].x + s, b + s, n, fi, sum);
+				continue;
+			}
 			gta_strip(dl[i].x + s, b + s, n, d, key);
 			gta_keep(t, st, &dl[i], i, c, s, n, key, keep);
 			for (e = 0; e < n; e++) {
@@ -940,14 +962,15 @@ gta_apply(const struct plan_tensor *t, const void *state,
 				    mixed, div);
 			for (e = 0; e < n; e++)
 				div[e] = div[e] == 0 ? 1 : div[e];
-		} else {
-			memcpy(mixed, sum, n * sizeof *mixed);
 			for (e = 0; e < n; e++)
-				div[e] = wsum;
+				c->out[s + e] = (float)((double)b[s + e] +
+				    (norm ? mixed[e] / div[e] : mixed[e]) *
+				    lambda);
+		} else {
+			for (e = 0; e < n; e++)
+				c->out[s + e] = (float)((double)b[s + e] +
+				    (norm ? sum[e] / wsum : sum[e]) * lambda);
 		}
-		for (e = 0; e < n; e++)
-			c->out[s + e] = (float)((double)b[s + e] + (norm ?
-			    mixed[e] / div[e] : mixed[e]) * lambda);
 	}
 	free(wd);
 	gta_teardown(dl, k);
