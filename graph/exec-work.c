@@ -111,6 +111,8 @@ work_write(struct unit *u)
 	else
 		u->task.rc = writer_pwrite(fd, u->enc, u->n * es, pt->offset +
 		    u->e0 * es, &u->task.err);
+	if (u->task.rc == 0)
+		writer_write_behind(fd, pt->offset + u->e0 * es, u->n * es);
 }
 
 /* Every input file is as planned (size, inode, modification time),

@@ -367,6 +367,5 @@ reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
 		    "");
 		return rc;
 	}
-	writer_write_behind(fd, off, n * es);
 	return 0;
 }

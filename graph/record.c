@@ -208,12 +208,8 @@ graph_record_format(const struct graph_record *r)
 	return record_json_text(o);
 }
 
-/*
- * Reads staging/GRAPH_RECORD_FILE under dirfd.  Neither the directory
- * nor the file may be a link; the file must be a regular one owned by
- * owner (unless owner is -1) and is read without blocking (a FIFO put
- * there does not hang the reader).  -ENOENT when there is none.
- */
+/* graph.h says what it lets through; the checks are on the descriptor
+ * opened, not on the name, so nothing can change between them. */
 int
 graph_user_file_open(int dirfd, const char *name, int64_t owner,
     struct stat *st)
@@ -231,6 +227,12 @@ graph_user_file_open(int dirfd, const char *name, int64_t owner,
 	return fd;
 }
 
+/*
+ * Reads staging/GRAPH_RECORD_FILE under dirfd.  Neither the directory
+ * nor the file may be a link; the file must be a regular one owned by
+ * owner (unless owner is -1) and is read without blocking (a FIFO put
+ * there does not hang the reader).  -ENOENT when there is none.
+ */
 int
 graph_record_read(int dirfd, const char *staging, int64_t owner,
     struct graph_record *out, char **cause)

@@ -68,11 +68,13 @@ write_all(int fd, const void *buf, size_t len, uint64_t off)
 }
 
 /*
- * Starts writing back what was just written, without waiting for it:
- * otherwise dirty pages pile up to the kernel's threshold and the
- * shard's fsync at the end writes gigabytes while nothing else runs, so
- * that a large merge costs reading plus writing rather than the larger
- * of the two.  Advice: a failure here is found by the fsync.
+ * Starts writing back a shard's chunk just written, without waiting for
+ * it (the executor, after each write): otherwise dirty pages pile up to
+ * the kernel's threshold and the shard's fsync at the end writes
+ * gigabytes while nothing else runs, so that a large merge costs
+ * reading plus writing rather than the larger of the two.  Not for
+ * files read back soon (extract-lora's spool).  Advice: a failure here
+ * is found by the fsync.
  */
 void
 writer_write_behind(int fd, uint64_t off, size_t len)
@@ -89,8 +91,6 @@ writer_pwrite(int fd, const void *buf, size_t len, uint64_t off, char **cause)
 	if ((rc = write_all(fd, buf, len, off)) != 0)
 		*cause = xasprintf("writing output: %s%s", strerror(-rc),
 		    rc == -ENOSPC ? " (the disk is full)" : "");
-	else
-		writer_write_behind(fd, off, len);
 	return rc;
 }
 
