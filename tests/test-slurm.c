@@ -232,8 +232,8 @@ static void
 test_failed(void)
 {
 	int a, b;
-	char *err, path[4096];
-	unsigned long long sa = 0;
+	char *err = NULL, path[4096];
+	unsigned long long sa = 0, sb = 0;
 
 	tl_runf(NULL, "cd %s && cp -r xb xc && sed 's/xb/xc/' c.yml > "
 	    "gone.yml", dir);
@@ -243,8 +243,15 @@ test_failed(void)
 	tl_runf(NULL, "scontrol hold %llu", sa);
 	b = td_submit("gone.yml -o f2 --after %d", a);
 	/* Handed to Slurm first: the daemon checks its inputs then. */
-	for (int i = 0; i < 200 && slurm_id(b) == 0; i++)
+	for (int i = 0; i < 200 && (sb = slurm_id(b)) == 0; i++)
 		td_sleep_ms(50);
+	/* The config goes to the node on standard input; its messages name
+	 * it as submitted. */
+	tl_runf(&err, "scontrol write batch_script %llu - | grep -o -- "
+	    "\"--config-name '[^']*gone.yml'\"", sb);
+	ok(err != NULL && strstr(err, "gone.yml") != NULL, "its batch script "
+	    "names the config as submitted: %s", err ? err : "");
+	free(err);
 	tl_runf(NULL, "rm -rf %s/xc && scontrol release %llu", dir, sa);
 	ok(td_wait_state(b, "failed", 120000), "a job whose input vanished "
 	    "before it ran fails");
@@ -291,6 +298,15 @@ first_shard_written(const char *out, struct stat *st)
 	return -1;
 }
 
+/* Sends sig to the engine the batch job for output out runs; pkill's
+ * exit: 0 when there was one. */
+static int
+engine_signal(const char *out, const char *sig)
+{
+	return tl_runf(NULL, "pkill -%s -f -- '--resume --quiet .*/%s$'", sig,
+	    out);
+}
+
 /*
  * Submits the big merge to out and stops its engine on the node
  * (SIGSTOP) after the first shard, before it ends: the job id, the
@@ -312,12 +328,10 @@ submit_stopped(const char *out, struct stat *st)
 		    "4M --memory 64M", out);
 		if (first_shard_written(out, st) != 0)
 			return 0;
-		rc = tl_runf(NULL, "pkill -STOP -f -- '--resume --quiet "
-		    ".*/%s$'", out);
+		rc = engine_signal(out, "STOP");
 		if (rc == 0 && stat(path, &pub) != 0)
 			return a;
-		tl_runf(NULL, "pkill -CONT -f -- '--resume --quiet .*/%s$'",
-		    out);
+		engine_signal(out, "CONT");
 		tap_diag("job %d's engine ended before it could be stopped "
 		    "(pkill %d); once more", a, rc);
 		td_wait_state(a, "done", 120000);
@@ -559,7 +573,7 @@ test_killed(void)
 	int a, rc;
 
 	a = submit_stopped("n1", &before);
-	rc = tl_runf(NULL, "pkill -KILL -f -- '--resume --quiet .*/n1$'");
+	rc = engine_signal("n1", "KILL");
 	ok(a > 0 && rc == 0, "the engine is killed on the node after its "
 	    "first shard");
 	ok(td_wait_state(a, "failed", 60000), "the job fails");
