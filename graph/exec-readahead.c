@@ -28,14 +28,15 @@
  * disks (max_sectors_kb: 512 KiB and more), whatever their readahead. */
 #define EXEC_READAHEAD_STEP (1u << 20)
 
-/* The stored bytes of one input, fused or adapter inputs aside. */
+/* The stored bytes of one input; none for a fused stage's tensor, which
+ * is computed as it is read. */
 static uint64_t
 input_range(const struct graph_plan *p, const struct plan_input *in,
     int *fd, uint64_t *off)
 {
 	const struct model *m = p->models[in->model].m;
 
-	if (in->mt == NULL || in->mt->fused != NULL || in->mt->t == NULL)
+	if (in->mt->fused != NULL)
 		return 0;
 	*fd = m->files[in->mt->file]->fd;
 	*off = in->mt->t->begin;
