@@ -724,6 +724,8 @@ int reader_read_run(const struct safetensors_file *f, enum graph_dtype dt,
     uint64_t off, size_t n, float *out, char **cause);
 int reader_read_tensor(const struct model *m, const struct model_tensor *mt,
     uint64_t idx, size_t n, float *out, char **cause);
+int reader_read_packed(const struct model *m, const struct model_tensor *mt,
+    uint64_t idx, size_t n, void *out, enum graph_dtype *dt, char **cause);
 int reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     const struct plan_input *in, uint64_t e0, size_t n, float *out,
     char **cause);

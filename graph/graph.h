@@ -106,6 +106,8 @@ float graph_f16_to_f32(uint16_t);
 uint16_t graph_f32_to_f16(float);
 void graph_decode_f32(enum graph_dtype dt, const void *restrict src,
     float *restrict dst, size_t n);
+void graph_decode_f64(enum graph_dtype dt, const void *restrict src,
+    double *restrict dst, size_t n);
 void graph_encode_f32(enum graph_dtype dt, const float *restrict src,
     void *restrict dst, size_t n);
 void graph_dtype_round(enum graph_dtype dt, float *v, size_t n);

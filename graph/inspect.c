@@ -213,26 +213,32 @@ kind_work_fini(struct kind_work *w)
 }
 
 /*
- * Rows [r0, r0 + k) of the common sub-matrix of each of n layers into m
- * (n layers by k * cols, row major, float32 as decoded).
+ * Rows [r0, r0 + k) of the common sub-matrix of each of n layers into m:
+ * layer i's at m + i * k * cols (room for float32), as
+ * reader_read_packed reads them, dt[i] how (undecoded, or float32).
  */
 static int
 read_block(const struct model *mod, const struct model_tensor *const *t,
     int64_t n, uint64_t rowlen, uint64_t cols, uint64_t r0, uint64_t k,
-    float *m, char **cause)
+    float *m, enum graph_dtype *dt, char **cause)
 {
 	/* Whole rows are one run of the file: one read for the block
 	 * (a read a row took 13 s of system time on the bench models). */
 	uint64_t per = rowlen == cols ? k : 1, r;
+	uint8_t *layer;
 	int64_t i;
 	int rc;
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
+		layer = (uint8_t *)(m + (uint64_t)i * k * cols);
+		/* Row 0 first, at offset 0: it tells the element size. */
 		for (r = 0; r < k; r += per)
-			if ((rc = reader_read_tensor(mod, t[i], (r0 + r) *
-			    rowlen, (size_t)(per * cols), m + ((uint64_t)i * k +
-			    r) * cols, cause)) != 0)
+			if ((rc = reader_read_packed(mod, t[i], (r0 + r) *
+			    rowlen, (size_t)(per * cols), layer + r * cols *
+			    (r == 0 ? 0 : graph_dtype_size(dt[i])), &dt[i],
+			    cause)) != 0)
 				return rc;
+	}
 	return 0;
 }
 
@@ -269,15 +275,17 @@ struct kind_run {
 };
 
 /*
- * A worker's buffers: the block as read, the chunks as float64; kept
- * from one kind to the next (fresh ones a kind cost a page fault every
- * 4 KiB, a quarter of the run's time once).
+ * A worker's buffers: the block as read (and how, by layer), the chunks
+ * as float64 and one layer's chunk of the base; kept from one kind to
+ * the next (fresh ones a kind cost a page fault every 4 KiB, a quarter
+ * of the run's time once).
  */
 struct worker {
 	struct kind_run *run;
 	float *fa, *fb, *fbase;
-	double *da, *db;
-	size_t nfa, nfb, nfbase, nda, ndb;	/* elements each holds */
+	enum graph_dtype *ta, *tb, *tbase;
+	double *da, *db, *dtmp;
+	size_t nfa, nfb, nfbase, nta, ntb, ntbase, nda, ndb, ndtmp;
 	uv_thread_t tid;
 };
 
@@ -291,41 +299,47 @@ grow(void *p, size_t *have, size_t want, size_t size)
 	return xreallocarray(NULL, want, size);
 }
 
-/* n float32 values, less the base's when given, as float64. */
+/* x[c] -= y[c]: a difference of two float32 values is exact in
+ * float64. */
 static GRAPH_SIMD void
-to_f64(const float *restrict x, const float *restrict y, uint64_t n,
-    double *restrict out)
+sub_f64(double *restrict x, const double *restrict y, uint64_t n)
 {
 	uint64_t c;
 
-	if (y != NULL)
-		for (c = 0; c < n; c++)
-			out[c] = (double)x[c] - (double)y[c];
-	else
-		for (c = 0; c < n; c++)
-			out[c] = (double)x[c];
+	for (c = 0; c < n; c++)
+		x[c] -= y[c];
 }
 
 /*
- * Elements [c0, c0 + kc) of each of n layers' block rows (len each, in
- * f, less the base's in fbase) into d as float64 (n by kc), each layer's
- * sum of squares added to norm2.  A float32 value and a difference of
- * two are exact in float64; so is each product dgemm then forms.  The
- * conversion vectorizes; the sums are OpenBLAS's ddot, in float64 (one
- * running sum here held every element's add back by its latency: 40%
- * of the run's time).
+ * Elements [c0, c0 + kc) of each of n layers' blocks (read_block's, len
+ * elements a layer, in f with dtypes dt; less the base's in fbase, with
+ * bdt, when given) into d as float64 (n by kc), each layer's sum of
+ * squares added to norm2; tmp holds kc.  Decoded straight from the
+ * stored bytes, exactly (every float32 is a float64), and so is each
+ * product dgemm then forms.  The sums are OpenBLAS's ddot, in float64
+ * (one running sum here held every element's add back by its latency:
+ * 40% of the run's time).
  */
 static void
-chunk_f64(const float *f, const float *fbase, int64_t n, uint64_t len,
-    uint64_t c0, uint64_t kc, double *d, double *norm2)
+chunk_f64(const float *f, const enum graph_dtype *dt, const float *fbase,
+    const enum graph_dtype *bdt, int64_t n, uint64_t len, uint64_t c0,
+    uint64_t kc, double *d, double *tmp, double *norm2)
 {
+	const uint8_t *layer;
 	double *out;
 	int64_t i;
 
 	for (i = 0; i < n; i++) {
 		out = d + (uint64_t)i * kc;
-		to_f64(f + (uint64_t)i * len + c0, fbase != NULL ? fbase +
-		    (uint64_t)i * len + c0 : NULL, kc, out);
+		layer = (const uint8_t *)(f + (uint64_t)i * len);
+		graph_decode_f64(dt[i], layer + c0 * graph_dtype_size(dt[i]),
+		    out, (size_t)kc);
+		if (fbase != NULL) {
+			layer = (const uint8_t *)(fbase + (uint64_t)i * len);
+			graph_decode_f64(bdt[i], layer + c0 *
+			    graph_dtype_size(bdt[i]), tmp, (size_t)kc);
+			sub_f64(out, tmp, kc);
+		}
 		norm2[i] += cblas_ddot((int)kc, out, 1, out, 1);
 	}
 }
@@ -347,20 +361,21 @@ kind_block(struct worker *wk, size_t b)
 	o->nb = xcalloc((size_t)lb, sizeof *o->nb);
 	nbase = la > lb ? la : lb;
 	if ((o->rc = read_block(run->A->m, w->a, la, w->acols, w->cols, r0, k,
-	    wk->fa, &o->cause)) != 0 || (o->rc = read_block(run->B->m, w->b,
-	    lb, w->bcols, w->cols, r0, k, wk->fb, &o->cause)) != 0)
+	    wk->fa, wk->ta, &o->cause)) != 0 || (o->rc = read_block(run->B->m,
+	    w->b, lb, w->bcols, w->cols, r0, k, wk->fb, wk->tb, &o->cause)) !=
+	    0)
 		return o->rc;
 	/* The base's layer i is both sides' layer i's (kind_prepare). */
 	if (run->base != NULL && (o->rc = read_block(run->base->m, la > lb ?
 	    w->ba : w->bb, nbase, w->acols, w->cols, r0, k, wk->fbase,
-	    &o->cause)) != 0)
+	    wk->tbase, &o->cause)) != 0)
 		return o->rc;
 	for (c0 = 0; c0 < len; c0 += kc) {
 		kc = len - c0 < run->kc ? len - c0 : run->kc;
-		chunk_f64(wk->fa, run->base ? wk->fbase : NULL, la, len, c0, kc,
-		    wk->da, o->na);
-		chunk_f64(wk->fb, run->base ? wk->fbase : NULL, lb, len, c0, kc,
-		    wk->db, o->nb);
+		chunk_f64(wk->fa, wk->ta, run->base ? wk->fbase : NULL,
+		    wk->tbase, la, len, c0, kc, wk->da, wk->dtmp, o->na);
+		chunk_f64(wk->fb, wk->tb, run->base ? wk->fbase : NULL,
+		    wk->tbase, lb, len, c0, kc, wk->db, wk->dtmp, o->nb);
 		cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)la,
 		    (int)lb, (int)kc, 1.0, wk->da, (int)kc, wk->db, (int)kc,
 		    1.0, o->g, (int)lb);
@@ -394,8 +409,12 @@ worker_fini(struct worker *wk)
 	free(wk->fa);
 	free(wk->fb);
 	free(wk->fbase);
+	free(wk->ta);
+	free(wk->tb);
+	free(wk->tbase);
 	free(wk->da);
 	free(wk->db);
+	free(wk->dtmp);
 }
 
 /*
@@ -423,10 +442,11 @@ inspect_kind(const struct graph_inspect_opts *o, const struct side *A,
 	 * (and the base's), as read. */
 	avail = o->memory / 2;
 	chunk = avail / 4 < CHUNK_BYTES ? avail / 4 : CHUNK_BYTES;
-	run.kc = chunk / (uint64_t)(la + lb) / sizeof(double);
+	/* Every layer's chunk, and one more for the base's (chunk_f64). */
+	run.kc = chunk / (uint64_t)(la + lb + 1) / sizeof(double);
 	if (run.kc < 64)
 		run.kc = 64;
-	chunk = run.kc * (uint64_t)(la + lb) * sizeof(double);
+	chunk = run.kc * (uint64_t)(la + lb + 1) * sizeof(double);
 	row_bytes = (uint64_t)(la + lb + nbase) * w->cols * sizeof(float);
 	if (avail <= chunk || (avail - chunk) / row_bytes == 0) {
 		*cause = xasprintf("%s needs at least %llu bytes of memory "
@@ -471,9 +491,18 @@ inspect_kind(const struct graph_inspect_opts *o, const struct side *A,
 		    w->cols), sizeof(float));
 		wk[x].fb = grow(wk[x].fb, &wk[x].nfb, (size_t)(lb * k *
 		    w->cols), sizeof(float));
-		if (nbase > 0)
+		wk[x].ta = grow(wk[x].ta, &wk[x].nta, (size_t)la,
+		    sizeof(enum graph_dtype));
+		wk[x].tb = grow(wk[x].tb, &wk[x].ntb, (size_t)lb,
+		    sizeof(enum graph_dtype));
+		if (nbase > 0) {
 			wk[x].fbase = grow(wk[x].fbase, &wk[x].nfbase,
 			    (size_t)(nbase * k * w->cols), sizeof(float));
+			wk[x].tbase = grow(wk[x].tbase, &wk[x].ntbase,
+			    (size_t)nbase, sizeof(enum graph_dtype));
+			wk[x].dtmp = grow(wk[x].dtmp, &wk[x].ndtmp,
+			    (size_t)run.kc, sizeof(double));
+		}
 		wk[x].da = grow(wk[x].da, &wk[x].nda, (size_t)((uint64_t)la *
 		    run.kc), sizeof(double));
 		wk[x].db = grow(wk[x].db, &wk[x].ndb, (size_t)((uint64_t)lb *

@@ -102,6 +102,31 @@ reader_read_tensor(const struct model *m, const struct model_tensor *mt,
 }
 
 /*
+ * Elements [idx, idx + n) of mt as reader_read_tensor reads them, but
+ * undecoded where they are stored plainly in at most four bytes each:
+ * their bytes, *dt their dtype (read straight into out, no bounce).  A
+ * tensor computed as it is read, or stored wider, is decoded to float32
+ * (*dt GRAPH_DT_F32).  out has room for n float32 either way.  For a
+ * reader that widens further itself (inspect's float64): one pass over
+ * the bytes instead of two.
+ */
+int
+reader_read_packed(const struct model *m, const struct model_tensor *mt,
+    uint64_t idx, size_t n, void *out, enum graph_dtype *dt, char **cause)
+{
+	const struct safetensors_tensor *st = mt->t;
+	size_t es = graph_dtype_size(st->dtype);
+
+	if (mt->fused != NULL || mt->delta != NULL || es > sizeof(float)) {
+		*dt = GRAPH_DT_F32;
+		return reader_read_tensor(m, mt, idx, n, out, cause);
+	}
+	*dt = st->dtype;
+	return read_exact(m->files[mt->file], out, n * es, st->begin + idx *
+	    es, cause);
+}
+
+/*
  * A tokenizer merge's matrices (plan-tokenizer.c) are read by rows of the
  * output vocabulary: a model's own row (runs of consecutive rows in one
  * read), or the token's default: the rows its refs name, averaged in

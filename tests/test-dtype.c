@@ -16,6 +16,7 @@
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "graph-int.h"
@@ -413,6 +414,45 @@ test_float8(void)
 	    "0x01 = 2^-16");
 }
 
+/*
+ * graph_decode_f64 (inspect's reader) equals decoding to float32 and
+ * widening, for every dtype: every 16-bit pattern of bfloat16 and half,
+ * every byte of the 8-bit kinds, at a length that is no multiple of
+ * the fallback's strip.
+ */
+static void
+test_decode_f64(void)
+{
+	enum { N = 65536 + 3 };
+	uint8_t *raw = malloc(N * 8);
+	float *f = malloc(N * sizeof *f);
+	double *d = malloc(N * sizeof *d);
+	unsigned bad, i, dt;
+	uint64_t x = 0x9e3779b97f4a7c15u;
+
+	for (i = 0; i < N * 8; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		raw[i] = (uint8_t)x;
+	}
+	/* Every 16-bit pattern once, for the 2-byte kinds. */
+	for (i = 0; i < 65536; i++) {
+		raw[2 * i] = (uint8_t)i;
+		raw[2 * i + 1] = (uint8_t)(i >> 8);
+	}
+	for (dt = GRAPH_DT_F64; dt < GRAPH_DT_COUNT; dt++) {
+		graph_decode_f32((enum graph_dtype)dt, raw, f, N);
+		graph_decode_f64((enum graph_dtype)dt, raw, d, N);
+		for (bad = 0, i = 0; i < N; i++)
+			bad += !(isnan(d[i]) ? isnan(f[i]) : d[i] ==
+			    (double)f[i] && !signbit(d[i]) == !signbit(f[i]));
+		ok(bad == 0, "decode_f64 %s: float32's values, widened",
+		    graph_dtype_st_name((enum graph_dtype)dt));
+	}
+	free(raw);
+	free(f);
+	free(d);
+}
+
 static void
 test_integers(void)
 {
@@ -534,6 +574,7 @@ main(void)
 	test_overflow();
 	test_arrays();
 	test_float8();
+	test_decode_f64();
 	test_integers();
 	test_round();
 	test_names();

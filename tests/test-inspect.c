@@ -203,6 +203,46 @@ test_base(void)
 }
 
 /*
+ * Each side is widened to float64 from the bytes as stored: half against
+ * bfloat16, less a float32 base, gives the float64 cosines of the values
+ * the files hold.
+ */
+static void
+test_dtypes(void)
+{
+	struct tl_st *b = NULL, *x = NULL, *y = NULL;
+	size_t nb = 0, nx = 0, ny = 0;
+	char path[600];
+	double v, ref, worst = 0;
+	cJSON *j;
+	int i, k;
+
+	j = inspect_json("ft1h ft2b --base base32");
+	snprintf(path, sizeof path, "%s/base32", dir);
+	tl_model_load(path, &b, &nb);
+	snprintf(path, sizeof path, "%s/ft1h", dir);
+	tl_model_load(path, &x, &nx);
+	snprintf(path, sizeof path, "%s/ft2b", dir);
+	tl_model_load(path, &y, &ny);
+	for (i = 0; i < LAYERS; i += 3)
+		for (k = 0; k < LAYERS; k += 4) {
+			ref = cos_ref(x, nx, y, ny, b, nb,
+			    "self_attn.o_proj.weight", i, k);
+			v = kind_cos(j, "self_attn.o_proj.weight", i, k);
+			if (!(fabs(v - ref) <= worst))
+				worst = isnan(v - ref) ? INFINITY :
+				    fabs(v - ref);
+		}
+	ok(j != NULL && worst < 1e-9, "f16 against bf16, less an f32 base: "
+	    "the float64 cosines of the stored values (largest difference "
+	    "%.2g)", worst);
+	tl_model_free(b, nb);
+	tl_model_free(x, nx);
+	tl_model_free(y, ny);
+	cJSON_Delete(j);
+}
+
+/*
  * The map is computed in blocks of rows, on several threads: the same
  * bytes whatever the threads, and the same numbers, to the last digits
  * a float64 sum in another order changes, whatever the budget.
@@ -360,8 +400,15 @@ main(int argc, char **argv)
 	tl_gen_at(dir, "ft2", "--family llama --layers 12 --hidden 64 "
 	    "--intermediate 128 --seed 32 --finetune-of 31 --delta 0.02 "
 	    "--dtype f32");
+	tl_gen_at(dir, "ft1h", "--family llama --layers 12 --hidden 64 "
+	    "--intermediate 128 --seed 32 --finetune-of 31 --delta 0.01 "
+	    "--dtype f16");
+	tl_gen_at(dir, "ft2b", "--family llama --layers 12 --hidden 64 "
+	    "--intermediate 128 --seed 32 --finetune-of 31 --delta 0.02 "
+	    "--dtype bf16");
 	test_shift();
 	test_base();
+	test_dtypes();
 	test_threads();
 	test_config();
 	test_refusals();
