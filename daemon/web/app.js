@@ -144,10 +144,12 @@ function drawDays(h) {
   const most = days.reduce((m, d) => Math.max(m, d.done + d.failed), 1);
   axes(svg, W, H, P, String(most));
   const bw = (W - P - 8) / Math.max(days.length, 1);
+  // Room above the tallest bar for its count.
+  const room = H - P - 22;
   days.forEach((d, i) => {
     const x = P + 4 + i * bw;
-    const hd = (H - P - 8) * d.done / most;
-    const hf = (H - P - 8) * d.failed / most;
+    const hd = room * d.done / most;
+    const hf = room * d.failed / most;
     svg.appendChild(svgEl("rect", { x: x, y: H - P - hd, width: bw * 0.7,
       height: hd, class: "day-done" }));
     svg.appendChild(svgEl("rect", { x: x, y: H - P - hd - hf,
@@ -155,7 +157,7 @@ function drawDays(h) {
     const t = svgEl("text", { x: x, y: H - P + 16, class: "label" });
     t.textContent = d.day.slice(5);
     svg.appendChild(t);
-    const c = svgEl("text", { x: x, y: Math.max(12, H - P - hd - hf - 4),
+    const c = svgEl("text", { x: x, y: H - P - hd - hf - 4,
       class: "label" });
     c.textContent = String(d.done + d.failed);
     svg.appendChild(c);
