@@ -71,8 +71,8 @@ unit_bytes(const struct plan_tensor *pt, size_t n, int pass, size_t nstream)
 	bool apply = pass >= pt->ms.npasses;
 
 	return (nstream + (apply ? 1 : 0)) * blk * sizeof(float) +
-	    (apply ? (uint64_t)n * graph_dtype_size(pt->out_dtype) :
-	    pt->ms.scratch);
+	    (apply ? (uint64_t)n * graph_dtype_size(pt->out_dtype) +
+	    GRAPH_WRITE_ALIGN : pt->ms.scratch);
 }
 
 /*
@@ -154,13 +154,19 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 		return ADMIT_OK;
 	}
 	u->enc_bytes = xt->pass >= pt->ms.npasses ? n *
-	    graph_dtype_size(pt->out_dtype) : 0;
+	    graph_dtype_size(pt->out_dtype) + GRAPH_WRITE_ALIGN : 0;
 	u->stats_bytes = xt->pass < pt->ms.npasses ? pt->ms.scratch : 0;
 	u->scratch_bytes = own - u->enc_bytes - u->stats_bytes;
 	if (u->scratch_bytes > 0)
 		u->scratch = mem_alloc(ex, u->scratch_bytes);
-	if (u->enc_bytes > 0)
-		u->enc = mem_alloc(ex, u->enc_bytes);
+	if (u->enc_bytes > 0) {
+		/* The chunk sits in memory at the alignment it has in the
+		 * file (buffers are page-aligned), so that its whole pages
+		 * go to the disk straight from here (writer_pwrite). */
+		u->enc_mem = mem_alloc(ex, u->enc_bytes);
+		u->enc = (uint8_t *)u->enc_mem + (pt->offset + e0 *
+		    graph_dtype_size(pt->out_dtype)) % GRAPH_WRITE_ALIGN;
+	}
 	if (u->stats_bytes > 0) {
 		/* Counted from zero; pool buffers come back dirty. */
 		u->stats = mem_alloc(ex, u->stats_bytes);

@@ -109,7 +109,8 @@ struct unit {
 	uint64_t scratch_bytes;
 	void *stats;		/* statistics pass: the method's scratch */
 	uint64_t stats_bytes;
-	void *enc;		/* apply pass: the chunk, encoded */
+	void *enc;		/* apply pass: the chunk, encoded, in */
+	void *enc_mem;		/* this buffer, at the file's alignment */
 	uint64_t enc_bytes;
 	uint64_t held;		/* counted in its job's working set */
 	bool raw;		/* byte copy straight from the input file */
@@ -166,6 +167,7 @@ struct graph_job {
 	bool *shard_done;
 	size_t *shard_left;	/* tensors not yet written, per shard */
 	int *shard_fd;
+	int *shard_direct;	/* the same, O_DIRECT, or -1 */
 	struct task *shard_tasks;
 	bool *shard_writing;	/* a write to it is queued or running */
 	struct task **shard_wait;	/* writes waiting for it, a list */

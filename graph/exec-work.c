@@ -100,6 +100,7 @@ work_write(struct unit *u)
 	struct graph_job *job = u->xt->job;
 	size_t es = graph_dtype_size(pt->out_dtype);
 	int fd = job->shard_fd[pt->shard];
+	int direct = job->shard_direct[pt->shard];
 
 	if (atomic_load(&job->cancel)) {
 		u->task.rc = -ECANCELED;
@@ -107,11 +108,12 @@ work_write(struct unit *u)
 	}
 	if (u->raw)
 		u->task.rc = reader_copy_chunk(job->plan, &pt->in[0], u->e0,
-		    u->n, fd, pt->offset + u->e0 * es, &u->task.err);
+		    u->n, fd, direct, pt->offset + u->e0 * es, &u->task.err);
 	else
-		u->task.rc = writer_pwrite(fd, u->enc, u->n * es, pt->offset +
-		    u->e0 * es, &u->task.err);
-	if (u->task.rc == 0)
+		u->task.rc = writer_pwrite_direct(fd, direct, u->enc, u->n * es,
+		    pt->offset + u->e0 * es, &u->task.err);
+	/* Written direct, only its partial pages are in the cache. */
+	if (u->task.rc == 0 && direct == -1)
 		writer_write_behind(fd, pt->offset + u->e0 * es, u->n * es);
 }
 
@@ -162,7 +164,8 @@ work_setup(struct graph_job *job)
 		if (job->shard_done[i])
 			continue;
 		if ((t->rc = writer_open_shard(job->stage_fd, &p->shards[i],
-		    job->cred, &job->shard_fd[i], &t->err)) != 0)
+		    job->cred, &job->shard_fd[i], &job->shard_direct[i],
+		    &t->err)) != 0)
 			return;
 	}
 }
@@ -179,6 +182,9 @@ work_shard(struct graph_job *job, struct task *t)
 	}
 	close(fd);
 	job->shard_fd[t->idx] = -1;
+	if (job->shard_direct[t->idx] != -1)
+		close(job->shard_direct[t->idx]);
+	job->shard_direct[t->idx] = -1;
 }
 
 static void
@@ -212,6 +218,10 @@ work_cleanup(struct graph_job *job)
 		if (job->shard_fd[i] != -1) {
 			close(job->shard_fd[i]);
 			job->shard_fd[i] = -1;
+		}
+		if (job->shard_direct[i] != -1) {
+			close(job->shard_direct[i]);
+			job->shard_direct[i] = -1;
 		}
 	}
 	if (job->stage_fd != -1) {

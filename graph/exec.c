@@ -536,7 +536,7 @@ unit_free(struct unit *u)
 	struct graph_job *job = u->xt->job;
 
 	mem_free(job->ex, u->scratch, u->scratch_bytes);
-	mem_free(job->ex, u->enc, u->enc_bytes);
+	mem_free(job->ex, u->enc_mem, u->enc_bytes);
 	mem_free(job->ex, u->stats, u->stats_bytes);
 	job->held -= u->held;
 	free(u->task.err);
@@ -701,6 +701,7 @@ xjob_free(struct graph_job *job)
 	free(job->shard_done);
 	free(job->shard_left);
 	free(job->shard_fd);
+	free(job->shard_direct);
 	free(job->shard_tasks);
 	free(job->shard_writing);
 	free(job->shard_wait);
@@ -966,12 +967,15 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	job->shard_done = xcalloc(p->nshards + 1, sizeof *job->shard_done);
 	job->shard_left = xcalloc(p->nshards + 1, sizeof *job->shard_left);
 	job->shard_fd = xcalloc(p->nshards + 1, sizeof *job->shard_fd);
+	job->shard_direct = xcalloc(p->nshards + 1,
+	    sizeof *job->shard_direct);
 	job->shard_tasks = xcalloc(p->nshards + 1, sizeof *job->shard_tasks);
 	job->shard_writing = xcalloc(p->nshards + 1,
 	    sizeof *job->shard_writing);
 	job->shard_wait = xcalloc(p->nshards + 1, sizeof *job->shard_wait);
 	for (i = 0; i < p->nshards; i++) {
 		job->shard_fd[i] = -1;
+		job->shard_direct[i] = -1;
 		job->shard_left[i] = p->shards[i].n;
 		if (o->shards_done != NULL && o->shards_done[i]) {
 			job->shard_done[i] = true;

@@ -730,7 +730,7 @@ int reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     const struct plan_input *in, uint64_t e0, size_t n, float *out,
     char **cause);
 int reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
-    uint64_t e0, size_t n, int fd, uint64_t off, char **cause);
+    uint64_t e0, size_t n, int fd, int direct, uint64_t off, char **cause);
 
 /*
  * fuse.c: a pipeline stage fused into the one stage that reads it (--fuse):
@@ -786,10 +786,15 @@ void svd_fini(struct svd *);
 int writer_stage_open(int parent, const char *staging,
     const struct graph_cred *cred, int *fdp, char **cause);
 int writer_open_shard(int dfd, const struct plan_shard *sh,
-    const struct graph_cred *cred, int *fdp, char **cause);
+    const struct graph_cred *cred, int *fdp, int *directp, char **cause);
+/* Output is written with O_DIRECT, where the file system takes it, in
+ * whole pages of this size (writer_pwrite_direct). */
+#define GRAPH_WRITE_ALIGN 4096u
 void writer_write_behind(int fd, uint64_t off, size_t len);
 int writer_pwrite(int fd, const void *buf, size_t len, uint64_t off,
     char **cause);
+int writer_pwrite_direct(int fd, int direct, const void *buf, size_t len,
+    uint64_t off, char **cause);
 int writer_create(int dfd, const char *name, const struct graph_cred *cred,
     char **cause);
 int writer_file(int dfd, const char *name, const void *data, size_t len,

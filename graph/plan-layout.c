@@ -50,7 +50,8 @@ uint64_t
 plan_tensor_min_unit(const struct plan_tensor *pt)
 {
 	return pt->quantum * ((uint64_t)pt->nin * sizeof(float) +
-	    sizeof(float) + graph_dtype_size(pt->out_dtype)) + pt->ms.scratch;
+	    sizeof(float) + graph_dtype_size(pt->out_dtype)) +
+	    GRAPH_WRITE_ALIGN + pt->ms.scratch;
 }
 
 size_t

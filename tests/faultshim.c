@@ -5,7 +5,8 @@
  * (test-faults.c).  It wraps write, pwrite, pwrite64, writev, pwritev,
  * fsync, fdatasync and fallocate.  Only descriptors of regular files whose
  * path starts with one of the prefixes in FAULT_PATH (colon separated) are
- * touched; sockets, pipes and other files pass straight through.
+ * touched; sockets, pipes and other files pass straight through.  With
+ * FAULT_DIRECT it also wraps openat, for O_DIRECT (test-write.c).
  *
  *   FAULT_PATH=P1:P2          which files count
  *   FAULT_ENOSPC_AFTER=N      data writes fail with ENOSPC once N bytes
@@ -29,6 +30,12 @@
  *   FAULT_KILL_RENAME=1       raise SIGKILL right after the first
  *                             renameat2 that succeeds (noted as above):
  *                             an output published, not yet recorded
+ *   FAULT_DIRECT=open         opening those files with O_DIRECT fails
+ *                             with EINVAL, as on a file system without
+ *                             it (tmpfs before Linux 6.6)
+ *   FAULT_DIRECT=write        data writes through an O_DIRECT descriptor
+ *                             of those files fail with EINVAL, as where
+ *                             the device wants a larger alignment
  *
  * The counter is process wide and atomic: the daemon writes from several
  * pool threads.
@@ -45,6 +52,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -66,6 +74,8 @@ static atomic_ulong name_calls;
 
 /* The real functions, found once before main (the loader runs
  * constructors before any thread exists). */
+static int (*real_openat)(int, const char *, int, ...);
+static int (*real_openat64)(int, const char *, int, ...);
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
 static ssize_t (*real_pwrite64)(int, const void *, size_t, off64_t);
@@ -76,6 +86,7 @@ static int (*real_fdatasync)(int);
 static int (*real_fallocate)(int, int, off_t, off_t);
 static int (*real_renameat2)(int, const char *, int, const char *, unsigned);
 static bool kill_rename;
+static const char *direct;	/* FAULT_DIRECT: "open", "write" or NULL */
 
 static void shim_init(void) __attribute__((constructor));
 static void shim_fini(void) __attribute__((destructor));
@@ -99,6 +110,8 @@ env_ulong(const char *name)
 static void
 shim_init(void)
 {
+	resolve(&real_openat, "openat");
+	resolve(&real_openat64, "openat64");
 	resolve(&real_write, "write");
 	resolve(&real_pwrite, "pwrite");
 	resolve(&real_pwrite64, "pwrite64");
@@ -117,6 +130,7 @@ shim_init(void)
 	note_file = getenv("FAULT_NOTE_FILE");
 	kill_name = getenv("FAULT_KILL_NAME");
 	slow_us = env_ulong("FAULT_SLOW_US");
+	direct = getenv("FAULT_DIRECT");
 	if (kill_name != NULL && kill_at == 0)
 		kill_at = 1;
 }
@@ -215,6 +229,11 @@ write_fails(int fd, size_t len, const char *fn)
 	if (!watched(fd))
 		return false;
 	count_call(fd, fn);
+	if (direct != NULL && strcmp(direct, "write") == 0 &&
+	    (fcntl(fd, F_GETFL) & O_DIRECT) != 0) {
+		errno = EINVAL;
+		return true;
+	}
 	if (enospc_after == 0)
 		return false;
 	before = atomic_fetch_add(&written, (unsigned long)len);
@@ -246,6 +265,47 @@ iov_len(const struct iovec *iov, int n)
 	for (i = 0; i < n; i++)
 		len += iov[i].iov_len;
 	return len;
+}
+
+/* An O_DIRECT open of a watched file, refused after the fact with
+ * FAULT_DIRECT=open (the path is known to be watched only once open). */
+static int
+open_refused(int fd, int flags)
+{
+	if (fd < 0 || direct == NULL || strcmp(direct, "open") != 0 ||
+	    (flags & O_DIRECT) == 0 || !watched(fd))
+		return fd;
+	close(fd);
+	errno = EINVAL;
+	return -1;
+}
+
+int
+openat(int dirfd, const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+	va_list ap;
+
+	if ((flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE) {
+		va_start(ap, flags);
+		mode = (mode_t)va_arg(ap, int);
+		va_end(ap);
+	}
+	return open_refused(real_openat(dirfd, path, flags, mode), flags);
+}
+
+int
+openat64(int dirfd, const char *path, int flags, ...)
+{
+	mode_t mode = 0;
+	va_list ap;
+
+	if ((flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE) {
+		va_start(ap, flags);
+		mode = (mode_t)va_arg(ap, int);
+		va_end(ap);
+	}
+	return open_refused(real_openat64(dirfd, path, flags, mode), flags);
 }
 
 ssize_t
