@@ -614,9 +614,11 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGXFSZ, SIG_IGN);
 	daemon_raise_nofile();
-	/* Read once, at the pool's first use: one more thread than merges
-	 * use, so that libuv's own file system work is never starved. */
-	snprintf(pool, sizeof pool, "%d", d.opts.threads + 1);
+	/* Read once, at the pool's first use: a thread for each task the
+	 * executor runs at once (computing, and writing beside it:
+	 * exec_dispatch), and one more, so that libuv's own file system
+	 * work is never starved. */
+	snprintf(pool, sizeof pool, "%d", 2 * d.opts.threads + 1);
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
 	graph_init();
 	d.uid = (uint32_t)getuid();

@@ -210,6 +210,7 @@ struct graph_exec {
 	uint64_t peak;
 	int threads;
 	int inflight;
+	int writing;		/* of those in flight, writes (exec_dispatch) */
 	bool cache_inputs;	/* statistics passes fill the cache */
 	struct cache cache;
 	struct bufpool pool;	/* free buffers; used + pool.bytes <= budget */

@@ -112,7 +112,8 @@ work_write(struct unit *u)
 	else
 		u->task.rc = writer_pwrite_direct(fd, direct, u->enc, u->n * es,
 		    pt->offset + u->e0 * es, &u->task.err);
-	/* Written direct, only its partial pages are in the cache. */
+	/* Through the page cache: its writeback starts now.  (Written
+	 * direct, only the partial pages at its ends are in the cache.) */
 	if (u->task.rc == 0 && direct == -1)
 		writer_write_behind(fd, pt->offset + u->e0 * es, u->n * es);
 }

@@ -15,8 +15,9 @@
  * per quantum and summed in order, the bytes written never depend on the
  * thread count, the chunk size or the schedule.
  *
- * At most `threads` tasks are on the pool at once (the pool itself has one
- * more thread, so libuv's own file work is never starved).  Jobs are
+ * At most `threads` tasks compute on the pool at once, and beside them at
+ * most `threads` writes (exec_dispatch; the pool has a thread for each,
+ * and one more, so libuv's own file work is never starved).  Jobs are
  * admitted round-robin, so one job cannot starve another.  Everything here
  * runs on the loop thread; exec-admit.c counts memory and admits units,
  * exec-work.c is what runs on the pool.  The executor's job (struct
@@ -472,11 +473,39 @@ exec_admit(struct graph_exec *ex)
 	return false;
 }
 
+/*
+ * Puts ready tasks on the pool, in order: at most `threads` that
+ * compute, and beside them at most `threads` writes.  A write waits on
+ * the disk rather than use a core (an O_DIRECT write returns when the
+ * device has the data): counted with the others, each one in flight
+ * held a core idle.
+ */
+static void
+exec_dispatch(struct graph_exec *ex)
+{
+	struct task **pp = &ex->ready_head, *t, *prev = NULL;
+	bool w;
+
+	while ((t = *pp) != NULL) {
+		w = t->kind == TASK_WRITE;
+		if (w ? ex->writing >= ex->threads : ex->inflight -
+		    ex->writing >= ex->threads) {
+			prev = t;
+			pp = &t->next;
+			continue;
+		}
+		*pp = t->next;
+		if (ex->ready_tail == t)
+			ex->ready_tail = prev;
+		ex->inflight++;
+		ex->writing += w;
+		uv_queue_work(ex->loop, &t->work, exec_work, exec_after);
+	}
+}
+
 static void
 exec_pump(struct graph_exec *ex)
 {
-	struct task *t;
-
 	if (ex->pumping)
 		return;
 	ex->pumping = true;
@@ -484,14 +513,7 @@ exec_pump(struct graph_exec *ex)
 	/* Before admission: a waiting lease takes memory as it frees. */
 	lease_grant(ex);
 	for (;;) {
-		while (ex->inflight < ex->threads && ex->ready_head != NULL) {
-			t = ex->ready_head;
-			ex->ready_head = t->next;
-			if (ex->ready_head == NULL)
-				ex->ready_tail = NULL;
-			ex->inflight++;
-			uv_queue_work(ex->loop, &t->work, exec_work, exec_after);
-		}
+		exec_dispatch(ex);
 		/* Keep one unit queued beyond the threads, to overlap. */
 		if (ex->ready_head != NULL)
 			break;
@@ -836,6 +858,7 @@ exec_after(uv_work_t *w, int status)
 
 	(void)status;	/* nothing is ever uv_cancel'ed */
 	ex->inflight--;
+	ex->writing -= t->kind == TASK_WRITE;
 	switch (t->kind) {
 	case TASK_LOAD:
 		after_load(ex, container_of(t, struct centry, task));

@@ -69,8 +69,9 @@ write_all(int fd, const void *buf, size_t len, uint64_t off)
 
 /*
  * Starts writing back a shard's chunk just written, without waiting for
- * it (the executor, after each write): otherwise dirty pages pile up to
- * the kernel's threshold and the shard's fsync at the end writes
+ * it (the executor, after each write through the page cache, where
+ * O_DIRECT is refused: writer_open_direct): otherwise dirty pages pile
+ * up to the kernel's threshold and the shard's fsync at the end writes
  * gigabytes while nothing else runs, so that a large merge costs
  * reading plus writing rather than the larger of the two.  Not for
  * files read back soon (extract-lora's spool).  Advice: a failure here
@@ -83,15 +84,23 @@ writer_write_behind(int fd, uint64_t off, size_t len)
 	    SYNC_FILE_RANGE_WRITE);
 }
 
+/* rc (a negative errno) of a failed write of the output, said. */
+static int
+write_failed(int rc, char **cause)
+{
+	*cause = xasprintf("writing output: %s%s", strerror(-rc),
+	    rc == -ENOSPC ? " (the disk is full)" : "");
+	return rc;
+}
+
 int
 writer_pwrite(int fd, const void *buf, size_t len, uint64_t off, char **cause)
 {
 	int rc;
 
 	if ((rc = write_all(fd, buf, len, off)) != 0)
-		*cause = xasprintf("writing output: %s%s", strerror(-rc),
-		    rc == -ENOSPC ? " (the disk is full)" : "");
-	return rc;
+		return write_failed(rc, cause);
+	return 0;
 }
 
 /*
@@ -137,12 +146,8 @@ writer_pwrite_direct(int fd, int direct, const void *buf, size_t len,
 		}
 		a += (uint64_t)n;
 	}
-	if (a < b) {
-		rc = -errno;
-		*cause = xasprintf("writing output: %s%s", strerror(-rc),
-		    rc == -ENOSPC ? " (the disk is full)" : "");
-		return rc;
-	}
+	if (a < b)
+		return write_failed(-errno, cause);
 	if (off + len > b)
 		return writer_pwrite(fd, p + (b - off), (size_t)(off + len - b),
 		    b, cause);
