@@ -280,32 +280,40 @@ open_refused(int fd, int flags)
 	return -1;
 }
 
+/* The wrapped openat's work: the mode when flags want one. */
+static int
+open_with(int (*real)(int, const char *, int, ...), int dirfd,
+    const char *path, int flags, va_list ap)
+{
+	mode_t mode = 0;
+
+	if ((flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE)
+		mode = (mode_t)va_arg(ap, int);
+	return open_refused(real(dirfd, path, flags, mode), flags);
+}
+
 int
 openat(int dirfd, const char *path, int flags, ...)
 {
-	mode_t mode = 0;
 	va_list ap;
+	int fd;
 
-	if ((flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE) {
-		va_start(ap, flags);
-		mode = (mode_t)va_arg(ap, int);
-		va_end(ap);
-	}
-	return open_refused(real_openat(dirfd, path, flags, mode), flags);
+	va_start(ap, flags);
+	fd = open_with(real_openat, dirfd, path, flags, ap);
+	va_end(ap);
+	return fd;
 }
 
 int
 openat64(int dirfd, const char *path, int flags, ...)
 {
-	mode_t mode = 0;
 	va_list ap;
+	int fd;
 
-	if ((flags & O_CREAT) != 0 || (flags & O_TMPFILE) == O_TMPFILE) {
-		va_start(ap, flags);
-		mode = (mode_t)va_arg(ap, int);
-		va_end(ap);
-	}
-	return open_refused(real_openat64(dirfd, path, flags, mode), flags);
+	va_start(ap, flags);
+	fd = open_with(real_openat64, dirfd, path, flags, ap);
+	va_end(ap);
+	return fd;
 }
 
 ssize_t

@@ -85,6 +85,16 @@ test_shift(void)
 	free(o);
 }
 
+/* dir/name's tensors. */
+static void
+load(const char *name, struct tl_st **m, size_t *n)
+{
+	char path[600];
+
+	snprintf(path, sizeof path, "%s/%s", dir, name);
+	tl_model_load(path, m, n);
+}
+
 /* Sum of squares of (x - base) over every tensor of layer i. */
 static double
 layer_diff2(struct tl_st *x, size_t nx, struct tl_st *base, size_t nb,
@@ -157,7 +167,6 @@ test_base(void)
 {
 	struct tl_st *b = NULL, *x = NULL, *y = NULL;
 	size_t nb = 0, nx = 0, ny = 0;
-	char path[600];
 	double diag = 1, off = 0, v, ref, norm, worst = 0;
 	cJSON *j, *na;
 	int i, k;
@@ -176,12 +185,9 @@ test_base(void)
 	    "proportional noise, against --base: task vectors of one layer "
 	    "are parallel (cosine at least %.6f), of two layers not (at most "
 	    "%.3f)", diag, off);
-	snprintf(path, sizeof path, "%s/base32", dir);
-	tl_model_load(path, &b, &nb);
-	snprintf(path, sizeof path, "%s/ft1", dir);
-	tl_model_load(path, &x, &nx);
-	snprintf(path, sizeof path, "%s/ft2", dir);
-	tl_model_load(path, &y, &ny);
+	load("base32", &b, &nb);
+	load("ft1", &x, &nx);
+	load("ft2", &y, &ny);
 	ref = cos_ref(x, nx, y, ny, b, nb, "mlp.up_proj.weight", 2, 5);
 	v = kind_cos(j, "mlp.up_proj.weight", 2, 5);
 	ok(fabs(v - ref) < 1e-9, "the cosine of layer 2's and layer 5's "
@@ -212,18 +218,14 @@ test_dtypes(void)
 {
 	struct tl_st *b = NULL, *x = NULL, *y = NULL;
 	size_t nb = 0, nx = 0, ny = 0;
-	char path[600];
 	double v, ref, worst = 0;
 	cJSON *j;
 	int i, k;
 
 	j = inspect_json("ft1h ft2b --base base32");
-	snprintf(path, sizeof path, "%s/base32", dir);
-	tl_model_load(path, &b, &nb);
-	snprintf(path, sizeof path, "%s/ft1h", dir);
-	tl_model_load(path, &x, &nx);
-	snprintf(path, sizeof path, "%s/ft2b", dir);
-	tl_model_load(path, &y, &ny);
+	load("base32", &b, &nb);
+	load("ft1h", &x, &nx);
+	load("ft2b", &y, &ny);
 	for (i = 0; i < LAYERS; i += 3)
 		for (k = 0; k < LAYERS; k += 4) {
 			ref = cos_ref(x, nx, y, ny, b, nb,

@@ -128,6 +128,16 @@ run(const char *cfg, const char *out, const char *how, const char *extra)
 	return rc;
 }
 
+/* dir/name's tensors. */
+static void
+load(const char *name, struct tl_st **m, size_t *n)
+{
+	char *path = tl_at(dir, "%s", name);
+
+	tl_model_load(path, m, n);
+	free(path);
+}
+
 /* Largest distance, in output ulps, of out's tensors from 0.25 a +
  * 0.75 b in float64 (every tensor, every element). */
 static double
@@ -138,17 +148,10 @@ linear_worst(const char *out)
 	const struct tl_tensor *t, *ta, *tb;
 	double worst = 0, u;
 	uint64_t e, seen = 0;
-	char *path;
 
-	path = tl_at(dir, "a");
-	tl_model_load(path, &a, &na);
-	free(path);
-	path = tl_at(dir, "b");
-	tl_model_load(path, &b, &nb);
-	free(path);
-	path = tl_at(dir, "%s", out);
-	tl_model_load(path, &y, &ny);
-	free(path);
+	load("a", &a, &na);
+	load("b", &b, &nb);
+	load(out, &y, &ny);
 	for (f = 0; f < ny; f++)
 		for (k = 0; k < y[f].n; k++) {
 			t = &y[f].t[k];
@@ -177,14 +180,9 @@ copy_exact(const char *out)
 	size_t na = 0, ny = 0, f, k, seen = 0;
 	const struct tl_tensor *t, *ta;
 	bool same = true;
-	char *path;
 
-	path = tl_at(dir, "a");
-	tl_model_load(path, &a, &na);
-	free(path);
-	path = tl_at(dir, "%s", out);
-	tl_model_load(path, &y, &ny);
-	free(path);
+	load("a", &a, &na);
+	load(out, &y, &ny);
 	for (f = 0; f < ny; f++)
 		for (k = 0; k < y[f].n; k++, seen++) {
 			t = &y[f].t[k];
