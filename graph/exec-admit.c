@@ -76,6 +76,26 @@ unit_bytes(const struct plan_tensor *pt, size_t n, int pass, size_t nstream)
 }
 
 /*
+ * Bytes of a byte copy's buffer: none where the shard is written
+ * through the page cache (copy_file_range needs none); written direct
+ * (reader_copy_chunk), up to EXEC_COPY_BUFFER, page-aligned (bufpool
+ * buffers are), and no more than the tensor's least unit, so that it
+ * fits wherever the plan does.  (A static buffer a thread cost every
+ * pool thread its pages: glibc clears each thread's TLS.)
+ */
+static uint64_t
+copy_bytes(const struct graph_job *job, const struct plan_tensor *pt)
+{
+	uint64_t b = plan_tensor_min_unit(pt);
+
+	if (job->shard_direct[pt->shard] == -1)
+		return 0;
+	if (b > EXEC_COPY_BUFFER)
+		b = EXEC_COPY_BUFFER;
+	return b / GRAPH_WRITE_ALIGN * GRAPH_WRITE_ALIGN;
+}
+
+/*
  * Tries to admit the unit (xt, e0, n): pins the inputs already cached (so
  * that eviction cannot take them), evicts unpinned entries if the rest
  * does not fit, and creates the missing entries with their loads.
@@ -103,40 +123,38 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 	uint64_t room, held = 0, own = 0;
 	size_t j, nstream = 0;
 
-	*need = 0;
-	if (!xt->raw) {
-		for (j = 0; j < pt->nin; j++) {
-			hit[j] = cache_find(&ex->cache, job->plan, pt,
-			    &pt->in[j], e0, n);
-			if (hit[j] == NULL && !cache)
-				nstream++;
-		}
-		own = unit_bytes(pt, n, xt->pass, nstream);
-		*need = own;
-		for (j = 0; j < pt->nin; j++)
-			if (hit[j] == NULL && cache)
-				*need += (uint64_t)n * sizeof(float);
-		/* A per-job cap bounds the job's working set. */
-		held = own + (uint64_t)(pt->nin - nstream) * n * sizeof(float);
-		if (job->cap > 0 && job->held + held > job->cap) {
-			*need = held;
-			return ADMIT_CAP;
-		}
+	for (j = 0; j < pt->nin; j++) {
+		hit[j] = xt->raw ? NULL : cache_find(&ex->cache, job->plan,
+		    pt, &pt->in[j], e0, n);
+		if (hit[j] == NULL && !cache)
+			nstream++;
+	}
+	own = xt->raw ? copy_bytes(job, pt) : unit_bytes(pt, n, xt->pass,
+	    nstream);
+	*need = own;
+	for (j = 0; j < pt->nin; j++)
+		if (hit[j] == NULL && cache)
+			*need += (uint64_t)n * sizeof(float);
+	/* A per-job cap bounds the job's working set. */
+	held = own + (uint64_t)(pt->nin - nstream) * n * sizeof(float);
+	if (job->cap > 0 && job->held + held > job->cap) {
+		*need = held;
+		return ADMIT_CAP;
+	}
+	for (j = 0; j < pt->nin; j++)
+		if (hit[j] != NULL)
+			cache_pin(&ex->cache, hit[j]);
+	room = ex->budget - ex->used;
+	if (*need > room)
+		mem_give(ex, cache_evict(&ex->cache, *need - room));
+	if (*need > ex->budget - ex->used) {
 		for (j = 0; j < pt->nin; j++)
 			if (hit[j] != NULL)
-				cache_pin(&ex->cache, hit[j]);
-		room = ex->budget - ex->used;
-		if (*need > room)
-			mem_give(ex, cache_evict(&ex->cache, *need - room));
-		if (*need > ex->budget - ex->used) {
-			for (j = 0; j < pt->nin; j++)
-				if (hit[j] != NULL)
-					cache_unpin(&ex->cache, hit[j]);
-			return ADMIT_NO_MEMORY;
-		}
-		for (j = 0; j < pt->nin; j++)
-			ex->cache.hits += hit[j] != NULL;
+				cache_unpin(&ex->cache, hit[j]);
+		return ADMIT_NO_MEMORY;
 	}
+	for (j = 0; j < pt->nin; j++)
+		ex->cache.hits += hit[j] != NULL;
 	u = xcalloc(1, sizeof *u);
 	u->xt = xt;
 	u->pass = xt->pass;
@@ -149,6 +167,10 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 	xt->next++;
 	job->nunits++;
 	if (u->raw) {
+		if (own > 0) {
+			u->enc_bytes = own;
+			u->enc = u->enc_mem = mem_alloc(ex, own);
+		}
 		u->task.kind = TASK_WRITE;
 		exec_queue(ex, &u->task);
 		return ADMIT_OK;

@@ -108,7 +108,8 @@ work_write(struct unit *u)
 	}
 	if (u->raw)
 		u->task.rc = reader_copy_chunk(job->plan, &pt->in[0], u->e0,
-		    u->n, fd, direct, pt->offset + u->e0 * es, &u->task.err);
+		    u->n, fd, direct, u->enc, (size_t)u->enc_bytes, pt->offset +
+		    u->e0 * es, &u->task.err);
 	else
 		u->task.rc = writer_pwrite_direct(fd, direct, u->enc, u->n * es,
 		    pt->offset + u->e0 * es, &u->task.err);

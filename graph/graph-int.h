@@ -730,7 +730,8 @@ int reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
     const struct plan_input *in, uint64_t e0, size_t n, float *out,
     char **cause);
 int reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
-    uint64_t e0, size_t n, int fd, int direct, uint64_t off, char **cause);
+    uint64_t e0, size_t n, int fd, int direct, void *buf, size_t cap,
+    uint64_t off, char **cause);
 
 /*
  * fuse.c: a pipeline stage fused into the one stage that reads it (--fuse):

@@ -345,30 +345,25 @@ reader_read_chunk(const struct graph_plan *p, const struct plan_tensor *t,
 }
 
 /*
- * A copy to a shard with an O_DIRECT descriptor goes through this
- * buffer (writer_pwrite_direct), the bytes placed at their file
- * alignment, in steps that end on page boundaries: only the copy's
- * first and last pages go through the page cache.  O_DIRECT writes wait
- * for the disk, so the steps are larger than the read bounce's (256 KiB
- * steps took the bench's passthrough from 0.65 to 0.9 s).
+ * A copy to a shard with an O_DIRECT descriptor goes through buf (cap
+ * bytes, page-aligned; writer_pwrite_direct), the bytes placed at their
+ * file alignment, in steps that end on page boundaries: only the copy's
+ * first and last pages go through the page cache.
  */
-#define COPY_BOUNCE (1u << 20)
-static _Thread_local uint8_t copy_bounce[COPY_BOUNCE]
-    __attribute__((aligned(GRAPH_WRITE_ALIGN)));
-
 static int
 copy_direct(const struct safetensors_file *f, uint64_t src, size_t len,
-    int fd, int direct, uint64_t dst, char **cause)
+    int fd, int direct, uint8_t *buf, size_t cap, uint64_t dst,
+    char **cause)
 {
 	size_t at, k;
 	int rc;
 
 	while (len > 0) {
 		at = (size_t)(dst % GRAPH_WRITE_ALIGN);
-		k = COPY_BOUNCE - at < len ? COPY_BOUNCE - at : len;
-		if ((rc = read_exact(f, copy_bounce + at, k, src, cause)) !=
-		    0 || (rc = writer_pwrite_direct(fd, direct, copy_bounce +
-		    at, k, dst, cause)) != 0)
+		k = cap - at < len ? cap - at : len;
+		if ((rc = read_exact(f, buf + at, k, src, cause)) != 0 ||
+		    (rc = writer_pwrite_direct(fd, direct, buf + at, k, dst,
+		    cause)) != 0)
 			return rc;
 		src += k;
 		dst += k;
@@ -378,10 +373,12 @@ copy_direct(const struct safetensors_file *f, uint64_t src, size_t len,
 }
 
 /* Copies n elements' bytes to fd at off, unchanged; direct: fd's
- * O_DIRECT descriptor, or -1. */
+ * O_DIRECT descriptor, or -1; buf: cap bytes, page-aligned, for a copy
+ * written direct (more than a page), or NULL. */
 int
 reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
-    uint64_t e0, size_t n, int fd, int direct, uint64_t off, char **cause)
+    uint64_t e0, size_t n, int fd, int direct, void *buf, size_t cap,
+    uint64_t off, char **cause)
 {
 	const struct safetensors_file *f = p->models[in->model].m->files[
 	    in->mt->file];
@@ -393,9 +390,9 @@ reader_copy_chunk(const struct graph_plan *p, const struct plan_input *in,
 
 	/* copy_file_range would copy into fresh page-cache pages, the
 	 * cost O_DIRECT avoids (writer.c, writer_open_direct). */
-	if (direct != -1)
-		return copy_direct(f, (uint64_t)src, len, fd, direct, off,
-		    cause);
+	if (direct != -1 && buf != NULL && cap > GRAPH_WRITE_ALIGN)
+		return copy_direct(f, (uint64_t)src, len, fd, direct, buf, cap,
+		    off, cause);
 	while (len > 0) {
 		w = copy_file_range(f->fd, &src, fd, &dst, len, 0);
 		if (w == -1 && errno == EINTR)

@@ -242,6 +242,9 @@ test_copy(bool direct)
 	ok(!direct || (all > 1000 && in * 20 <= all), "copied direct: %zu "
 	    "of %zu pages in the page cache", in, all);
 	ok(copy_exact("copy"), "every tensor has the input's bytes");
+	ok(run("copy.yml", "copy-s", NULL, "--memory 3M -j 2") == 0 &&
+	    tl_outputs_equal(dir, "copy", "copy-s"), "under --memory 3M, "
+	    "its buffers within the budget: the same bytes");
 	ok(run("copy.yml", "copy-o", "open", "") == 0 &&
 	    tl_outputs_equal(dir, "copy", "copy-o"), "O_DIRECT refused at "
 	    "open: copied through the page cache, the same bytes");
