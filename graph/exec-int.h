@@ -174,7 +174,7 @@ struct graph_job {
 	int *shard_fd;
 	int *shard_direct;	/* the same, O_DIRECT, or -1 */
 	struct task *shard_tasks;
-	bool *shard_writing;	/* a write to it is queued or running */
+	int *shard_writing;	/* its writes queued or running */
 	struct task **shard_wait;	/* writes waiting for it, a list */
 	struct xtensor *xt;
 	/* Started and not done, in index order: at most EXEC_LOOKAHEAD,

@@ -124,10 +124,14 @@ xjob_task(struct graph_job *job, enum task_kind kind)
 }
 
 /*
- * One write at a time per shard: concurrent pwrite()s to one file only
- * contend for its inode lock (measured: spinning in rwsem_spin_on_owner),
- * while the other thread can merge instead.  Returns true when t must
- * wait; its turn comes when the shard's current write is done.
+ * One write at a time per shard through the page cache: concurrent
+ * pwrite()s to one file only contend for its inode lock (measured:
+ * spinning in rwsem_spin_on_owner), while the other thread can merge
+ * instead.  Two where the shard is written direct: an O_DIRECT write
+ * waits on the device, and a second one in flight keeps it busy between
+ * them (bench models, linear: 0.95-1.09 s with one, 0.83-0.96 s with
+ * two).  Returns true when t must wait; its turn comes when one of the
+ * shard's writes is done.
  */
 static bool
 exec_write_wait(struct task *t)
@@ -137,8 +141,8 @@ exec_write_wait(struct task *t)
 	size_t s = u->xt->pt->shard;
 	struct task **pp;
 
-	if (!job->shard_writing[s]) {
-		job->shard_writing[s] = true;
+	if (job->shard_writing[s] < (job->shard_direct[s] != -1 ? 2 : 1)) {
+		job->shard_writing[s]++;
 		return false;
 	}
 	for (pp = &job->shard_wait[s]; *pp != NULL; pp = &(*pp)->next)
@@ -155,7 +159,7 @@ exec_write_done(struct graph_exec *ex, struct unit *u)
 	size_t s = u->xt->pt->shard;
 	struct task *t = job->shard_wait[s];
 
-	job->shard_writing[s] = false;
+	job->shard_writing[s]--;
 	if (t != NULL) {
 		job->shard_wait[s] = t->next;
 		exec_queue(ex, t);
