@@ -216,6 +216,7 @@ struct graph_exec {
 	int threads;
 	int inflight;
 	int writing;		/* of those in flight, writes (exec_dispatch) */
+	uint64_t queued;	/* tasks ever queued (exec_pump) */
 	bool cache_inputs;	/* statistics passes fill the cache */
 	struct cache cache;
 	struct bufpool pool;	/* free buffers; used + pool.bytes <= budget */
