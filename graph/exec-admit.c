@@ -162,6 +162,8 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 	u->n = n;
 	u->raw = xt->raw;
 	u->task.job = job;
+	u->ra = job->ra_pending;
+	job->ra_pending = NULL;
 	u->held = held;
 	job->held += held;
 	xt->next++;
@@ -189,11 +191,9 @@ unit_admit(struct graph_exec *ex, struct xtensor *xt, uint64_t e0, size_t n,
 		u->enc = (uint8_t *)u->enc_mem + (pt->offset + e0 *
 		    graph_dtype_size(pt->out_dtype)) % GRAPH_WRITE_ALIGN;
 	}
-	if (u->stats_bytes > 0) {
-		/* Counted from zero; pool buffers come back dirty. */
+	/* Zeroed by the merge task (work_merge), off the loop thread. */
+	if (u->stats_bytes > 0)
 		u->stats = mem_alloc(ex, u->stats_bytes);
-		memset(u->stats, 0, u->stats_bytes);
-	}
 	for (j = 0; j < pt->nin; j++) {
 		if ((e = hit[j]) == NULL && !cache)
 			continue;	/* streamed by the merge task */

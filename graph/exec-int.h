@@ -101,9 +101,22 @@ struct cache {
 	uint64_t misses;
 };
 
+/* Input ranges to read ahead: chosen on the loop thread, asked for by
+ * the pool task that carries them (exec-readahead.c). */
+struct ra_list {
+	size_t n;
+	size_t cap;
+	struct ra_range {
+		int fd;
+		uint64_t off;
+		uint64_t len;
+	} *v;
+};
+
 /* One chunk of one pass of one tensor, from admission to completion. */
 struct unit {
 	struct task task;	/* TASK_MERGE, then TASK_WRITE */
+	struct ra_list *ra;	/* asked for as its task starts, or NULL */
 	struct xtensor *xt;
 	int pass;
 	uint64_t e0;
@@ -175,6 +188,10 @@ struct graph_job {
 	int *shard_direct;	/* the same, O_DIRECT, or -1 */
 	struct task *shard_tasks;
 	int *shard_writing;	/* its writes queued or running */
+	/* Held by a merge task adding its unit's statistics into a
+	 * tensor's state (method merge): the one thing pool threads
+	 * write that another may be writing. */
+	uv_mutex_t stats_lock;
 	struct task **shard_wait;	/* writes waiting for it, a list */
 	struct xtensor *xt;
 	/* Started and not done, in index order: at most EXEC_LOOKAHEAD,
@@ -183,6 +200,7 @@ struct graph_job {
 	struct xtensor *active_tail;
 	size_t next_tensor;	/* lowest tensor not started */
 	size_t ra_next;		/* lowest tensor not read ahead */
+	struct ra_list *ra_pending;	/* for the next unit admitted */
 	uint64_t ra_bytes;	/* read ahead of next_tensor */
 	size_t nactive;
 	size_t nunits;		/* units alive */
@@ -256,8 +274,11 @@ void unit_queue_merge(struct unit *u);
 /* exec-lease.c */
 void lease_grant(struct graph_exec *ex);
 
-/* exec-readahead.c: the kernel reads a job's next inputs (loop thread). */
+/* exec-readahead.c: the kernel reads a job's next inputs.  The loop
+ * thread chooses them (xjob_readahead), a pool thread asks (ra_issue). */
 void xjob_readahead(struct graph_job *job, size_t started);
+void ra_issue(struct ra_list *ra);
+void ra_free(struct ra_list *ra);
 
 /* exec-admit.c: memory accounting and unit admission (loop thread). */
 enum admit {

@@ -20,7 +20,10 @@
  * and one more, so libuv's own file work is never starved).  Jobs are
  * admitted round-robin, so one job cannot starve another.  Everything here
  * runs on the loop thread; exec-admit.c counts memory and admits units,
- * exec-work.c is what runs on the pool.  The executor's job (struct
+ * exec-work.c is what runs on the pool.  Every task's end waits for the
+ * loop thread, so what a pool thread can do instead is done there: the
+ * statistics' sums (under the job's stats_lock), clearing their scratch,
+ * the readahead calls.  The executor's job (struct
  * graph_job) is an "xjob" in static names, as its tensors are xtensors,
  * so that they do not read as daemon/job.c's.
  */
@@ -322,7 +325,16 @@ xjob_start_tensor(struct graph_job *job)
 		xt->bytes += nq * sizeof(double);
 	}
 	if (!xt->raw && plan_tensor_state_bytes(pt) > 0) {
-		xt->state = xcalloc(1, plan_tensor_state_bytes(pt));
+		/* Zeroed by writing, not calloc: a large calloc's fresh
+		 * pages map the shared zero page when first read, and the
+		 * histograms' first "+=" (method merge) then took a
+		 * copy-on-write fault per page, each flushing the TLB of
+		 * every core running a pool thread (an IPI).  Measured at
+		 * four ties merges at once, that was the largest cost of
+		 * the loop thread, which added them then.  Written first,
+		 * each page takes one plain fault. */
+		xt->state = xmalloc(plan_tensor_state_bytes(pt));
+		memset(xt->state, 0, plan_tensor_state_bytes(pt));
 		xt->bytes += plan_tensor_state_bytes(pt);
 	}
 	mem_take(job->ex, xt->bytes);
@@ -572,6 +584,7 @@ unit_free(struct unit *u)
 	mem_free(job->ex, u->scratch, u->scratch_bytes);
 	mem_free(job->ex, u->enc_mem, u->enc_bytes);
 	mem_free(job->ex, u->stats, u->stats_bytes);
+	ra_free(u->ra);
 	job->held -= u->held;
 	free(u->task.err);
 	free(u);
@@ -673,11 +686,6 @@ after_unit(struct unit *u)
 		unit_done(u);
 		return;
 	}
-	if (u->task.kind == TASK_MERGE && u->pass < u->xt->pt->ms.npasses &&
-	    u->stats != NULL && u->xt->pt->method->merge != NULL && job->rc == 0)
-		/* Integer counts: the order units finish in cannot matter. */
-		u->xt->pt->method->merge(u->xt->pt, u->xt->state, u->pass,
-		    u->stats);
 	if (u->task.kind == TASK_MERGE && u->pass >= u->xt->pt->ms.npasses) {
 		/* Only the encoded result is needed from here on. */
 		unit_unpin(job->ex, u);
@@ -739,6 +747,8 @@ xjob_free(struct graph_job *job)
 	free(job->shard_tasks);
 	free(job->shard_writing);
 	free(job->shard_wait);
+	uv_mutex_destroy(&job->stats_lock);
+	ra_free(job->ra_pending);
 	free(job->jtask.err);
 	if (job->stage_fd != -1)
 		close(job->stage_fd);
@@ -999,6 +1009,8 @@ graph_exec_submit(struct graph_exec *ex, const struct graph_plan *p,
 	job->on_staged = o->staged;
 	job->arg = o->arg;
 	atomic_init(&job->cancel, false);
+	if (uv_mutex_init(&job->stats_lock) != 0)
+		abort();
 	job->shard_done = xcalloc(p->nshards + 1, sizeof *job->shard_done);
 	job->shard_left = xcalloc(p->nshards + 1, sizeof *job->shard_left);
 	job->shard_fd = xcalloc(p->nshards + 1, sizeof *job->shard_fd);

@@ -202,7 +202,9 @@ struct graph_method {
 	size_t state_size;	/* per-tensor state, zeroed */
 	void (*stats)(const struct plan_tensor *t, void *state, int pass,
 	    const struct mchunk *c);
-	/* Adds a unit's statistics scratch into the state (loop thread). */
+	/* Adds a unit's statistics scratch into the state: on the pool
+	 * thread that computed it, under the job's stats_lock, so in any
+	 * order; only integer counts may be kept this way. */
 	void (*merge)(const struct plan_tensor *t, void *state, int pass,
 	    const void *scratch);
 	/* Between passes; returns NULL, or why the tensor cannot merge. */
