@@ -544,11 +544,8 @@ cli_cmd_run(int argc, char **argv)
 
 	if (run_parse(argc, argv, &o, &so, &cfgpath, &out, &a) != 0)
 		return CLI_EXIT_USAGE;
-	/* libuv reads this once, at the pool's first use: a thread for
-	 * each task the executor runs at once (computing, and writing
-	 * beside it: exec_dispatch), and one more, so that file system work
-	 * is never starved. */
-	snprintf(pool, sizeof pool, "%d", 2 * o.threads + 1);
+	/* libuv reads this once, at the pool's first use. */
+	snprintf(pool, sizeof pool, "%d", graph_exec_pool_size(o.threads));
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
 	graph_init();
 	/* CONFIG "-": one merge's config on standard input (a batch

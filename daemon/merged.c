@@ -614,11 +614,8 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGXFSZ, SIG_IGN);
 	daemon_raise_nofile();
-	/* Read once, at the pool's first use: a thread for each task the
-	 * executor runs at once (computing, and writing beside it:
-	 * exec_dispatch), and one more, so that libuv's own file system
-	 * work is never starved. */
-	snprintf(pool, sizeof pool, "%d", 2 * d.opts.threads + 1);
+	/* libuv reads this once, at the pool's first use. */
+	snprintf(pool, sizeof pool, "%d", graph_exec_pool_size(d.opts.threads));
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
 	graph_init();
 	d.uid = (uint32_t)getuid();

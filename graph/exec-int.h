@@ -232,6 +232,7 @@ struct graph_exec {
 	uint64_t held_tensors;	/* state and partials of active tensors */
 	uint64_t peak;
 	int threads;
+	int slots;		/* tasks computing at once: graph_exec_slots */
 	int inflight;
 	int writing;		/* of those in flight, writes (exec_dispatch) */
 	uint64_t queued;	/* tasks ever queued (exec_pump) */

@@ -15,9 +15,10 @@
  * per quantum and summed in order, the bytes written never depend on the
  * thread count, the chunk size or the schedule.
  *
- * At most `threads` tasks compute on the pool at once, and beside them at
- * most `threads` writes (exec_dispatch; the pool has a thread for each,
- * and one more, so libuv's own file work is never starved).  Jobs are
+ * At most `threads` tasks compute on the pool at once (one more where
+ * that is every core: graph_exec_slots), and beside them at most
+ * `threads` writes (exec_dispatch; the pool has a thread for each, and
+ * one more, so libuv's own file work is never starved).  Jobs are
  * admitted round-robin, so one job cannot starve another.  Everything here
  * runs on the loop thread; exec-admit.c counts memory and admits units,
  * exec-work.c is what runs on the pool.  Every task's end waits for the
@@ -67,6 +68,32 @@ exec_memory_for(uint64_t need)
 	return m > 4 * EXEC_OVERHEAD ? need + EXEC_OVERHEAD : m;
 }
 
+/*
+ * With as many computing tasks as cores, a core idled from the end of
+ * each task to the start of the next, which waits for the loop thread:
+ * it has to wake, follow the task up and dispatch, and the pool thread
+ * it wakes may be queued behind the other core's task while this one
+ * idles.  Four small ties merges at once in the daemon kept 83-86% of
+ * both cores busy so (perf sched: pool threads waiting for work, the
+ * loop thread in epoll_wait, and woken threads waiting on the busy core
+ * for 30% of the idle time), one task more than the cores ~8% more and
+ * 10% less time (docs/methods.md).  The kernel shares the cores among
+ * them.  Fewer threads than cores is a limit asked for: kept.
+ */
+int
+graph_exec_slots(int threads)
+{
+	return threads + (threads >= (int)uv_available_parallelism());
+}
+
+/* The computing tasks, the writes beside them (exec_dispatch), and one
+ * thread more, so that libuv's own file system work is never starved. */
+int
+graph_exec_pool_size(int threads)
+{
+	return graph_exec_slots(threads) + threads + 1;
+}
+
 int
 graph_exec_create(uv_loop_t *loop, const struct graph_exec_opts *o,
     struct graph_exec **out)
@@ -81,6 +108,7 @@ graph_exec_create(uv_loop_t *loop, const struct graph_exec_opts *o,
 	 * and libraries take a few MiB besides the chunk buffers. */
 	ex->budget = exec_budget_of(o->memory);
 	ex->threads = o->threads;
+	ex->slots = graph_exec_slots(o->threads);
 	ex->cache_inputs = o->cache_inputs;
 	cache_init(&ex->cache, &ex->pool);
 	*out = ex;
@@ -491,7 +519,7 @@ exec_admit(struct graph_exec *ex)
 }
 
 /*
- * Puts ready tasks on the pool, in order: at most `threads` that
+ * Puts ready tasks on the pool, in order: at most `slots` that
  * compute, and beside them at most `threads` writes.  A write waits on
  * the disk rather than use a core (an O_DIRECT write returns when the
  * device has the data): counted with the others, each one in flight
@@ -506,7 +534,7 @@ exec_dispatch(struct graph_exec *ex)
 	while ((t = *pp) != NULL) {
 		w = t->kind == TASK_WRITE;
 		if (w ? ex->writing >= ex->threads : ex->inflight -
-		    ex->writing >= ex->threads) {
+		    ex->writing >= ex->slots) {
 			computing = computing || !w;
 			prev = t;
 			pp = &t->next;

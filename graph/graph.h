@@ -630,9 +630,16 @@ struct graph_job;
 
 struct graph_exec_opts {
 	uint64_t memory;	/* bytes for decoded tensors and buffers */
-	int threads;		/* compute tasks in flight */
+	int threads;		/* compute tasks in flight (graph_exec_slots) */
 	bool cache_inputs;	/* keep decoded inputs for later passes/jobs */
 };
+
+/* Tasks that compute at once for `threads`: those, and one more where
+ * they are at least the CPUs this process may run on (exec.c says why). */
+int graph_exec_slots(int threads);
+/* Threads libuv's pool needs for an executor of `threads`: its value
+ * for UV_THREADPOOL_SIZE, which libuv reads once, at the first use. */
+int graph_exec_pool_size(int threads);
 
 struct graph_progress {
 	uint64_t bytes_total;	/* output bytes */
