@@ -76,9 +76,10 @@ exec_memory_for(uint64_t need)
  * idles.  Four small ties merges at once in the daemon kept 83-86% of
  * both cores busy so (perf sched: pool threads waiting for work, the
  * loop thread in epoll_wait, and woken threads waiting on the busy core
- * for 30% of the idle time), one task more than the cores ~8% more and
- * 10% less time (docs/methods.md).  The kernel shares the cores among
- * them.  Fewer threads than cores is a limit asked for: kept.
+ * for 30% of the idle time); with one task more than the cores, 80-88%
+ * by the daemon's CPU time, in about 10% less time (docs/methods.md).
+ * The kernel shares the cores among the tasks.  Fewer threads than
+ * cores is a limit asked for: kept.
  */
 int
 graph_exec_slots(int threads)
