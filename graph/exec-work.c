@@ -100,7 +100,7 @@ work_merge(struct unit *u)
 	/* Here, not on the loop thread that every task's end waits for
 	 * (a fifth of its time went to these sums, four ties merges at
 	 * once).  Integer counts: the order units add in cannot matter. */
-	if (!apply && u->stats != NULL && m->merge != NULL) {
+	if (u->stats != NULL && m->merge != NULL) {
 		uv_mutex_lock(&u->xt->job->stats_lock);
 		m->merge(pt, u->xt->state, u->pass, u->stats);
 		uv_mutex_unlock(&u->xt->job->stats_lock);
