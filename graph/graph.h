@@ -108,6 +108,10 @@ void graph_decode_f32(enum graph_dtype dt, const void *restrict src,
     float *restrict dst, size_t n);
 void graph_decode_f64(enum graph_dtype dt, const void *restrict src,
     double *restrict dst, size_t n);
+double graph_decode_f64_sumsq(enum graph_dtype dt, const void *restrict src,
+    double *restrict dst, size_t n);
+double graph_sub_f64_sumsq(double *restrict x, const double *restrict y,
+    size_t n);
 void graph_encode_f32(enum graph_dtype dt, const float *restrict src,
     void *restrict dst, size_t n);
 void graph_dtype_round(enum graph_dtype dt, float *v, size_t n);

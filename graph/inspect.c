@@ -299,26 +299,15 @@ grow(void *p, size_t *have, size_t want, size_t size)
 	return xreallocarray(NULL, want, size);
 }
 
-/* x[c] -= y[c]: a difference of two float32 values is exact in
- * float64. */
-static GRAPH_SIMD void
-sub_f64(double *restrict x, const double *restrict y, uint64_t n)
-{
-	uint64_t c;
-
-	for (c = 0; c < n; c++)
-		x[c] -= y[c];
-}
-
 /*
  * Elements [c0, c0 + kc) of each of n layers' blocks (read_block's, len
  * elements a layer, in f with dtypes dt; less the base's in fbase, with
  * bdt, when given) into d as float64 (n by kc), each layer's sum of
  * squares added to norm2; tmp holds kc.  Decoded straight from the
- * stored bytes, exactly (every float32 is a float64), and so is each
- * product dgemm then forms.  The sums are OpenBLAS's ddot, in float64
- * (one running sum here held every element's add back by its latency:
- * 40% of the run's time).
+ * stored bytes, exactly (every float32 is a float64, and so is the
+ * difference of two), and so is each product dgemm then forms.  The sums
+ * of squares are formed as the values are decoded, in float64
+ * (graph_decode_f64_sumsq).
  */
 static void
 chunk_f64(const float *f, const enum graph_dtype *dt, const float *fbase,
@@ -332,15 +321,17 @@ chunk_f64(const float *f, const enum graph_dtype *dt, const float *fbase,
 	for (i = 0; i < n; i++) {
 		out = d + (uint64_t)i * kc;
 		layer = (const uint8_t *)(f + (uint64_t)i * len);
+		if (fbase == NULL) {
+			norm2[i] += graph_decode_f64_sumsq(dt[i], layer + c0 *
+			    graph_dtype_size(dt[i]), out, (size_t)kc);
+			continue;
+		}
 		graph_decode_f64(dt[i], layer + c0 * graph_dtype_size(dt[i]),
 		    out, (size_t)kc);
-		if (fbase != NULL) {
-			layer = (const uint8_t *)(fbase + (uint64_t)i * len);
-			graph_decode_f64(bdt[i], layer + c0 *
-			    graph_dtype_size(bdt[i]), tmp, (size_t)kc);
-			sub_f64(out, tmp, kc);
-		}
-		norm2[i] += cblas_ddot((int)kc, out, 1, out, 1);
+		layer = (const uint8_t *)(fbase + (uint64_t)i * len);
+		graph_decode_f64(bdt[i], layer + c0 * graph_dtype_size(bdt[i]),
+		    tmp, (size_t)kc);
+		norm2[i] += graph_sub_f64_sumsq(out, tmp, (size_t)kc);
 	}
 }
 

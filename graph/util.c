@@ -18,16 +18,26 @@
 #include "graph-int.h"
 
 void openblas_set_num_threads(int);
+/* Only the pthread build of OpenBLAS has it (Debian's default). */
+int blas_thread_shutdown_(void) __attribute__((weak));
 
 /*
- * Call once at startup, before any thread exists.  Merges run several
- * chunks on the libuv pool at once; OpenBLAS threads on top of that would
- * oversubscribe the cores (OpenBLAS FAQ), so BLAS is single-threaded.
+ * Call once at startup, before any thread of ours exists.  Merges run
+ * several chunks on the libuv pool at once; OpenBLAS threads on top of
+ * that would oversubscribe the cores (OpenBLAS FAQ), so BLAS is
+ * single-threaded.  The pthread build has already started its server
+ * threads when it was loaded (one fewer than the cores), and each spins
+ * in sched_yield() for 2^28 cycles before it sleeps: a tenth of a second
+ * of a core taken from every command (8% of inspect's CPU time), though
+ * no job will ever reach them.  So they are stopped; with one thread
+ * OpenBLAS never starts them again.
  */
 void
 graph_init(void)
 {
 	openblas_set_num_threads(1);
+	if (blas_thread_shutdown_ != NULL)
+		blas_thread_shutdown_();
 }
 
 /*

@@ -453,6 +453,69 @@ test_decode_f64(void)
 	free(d);
 }
 
+/*
+ * graph_decode_f64_sumsq and graph_sub_f64_sumsq (inspect's norms): the
+ * values are graph_decode_f64's and the differences exact, and each sum
+ * of squares is within a few float64 roundings of the sum taken in long
+ * double, at lengths around the lanes (16) and strips (512).
+ */
+static void
+test_sumsq(void)
+{
+	static const size_t lens[] = { 0, 1, 15, 16, 17, 511, 512, 513, 5003 };
+	static const enum graph_dtype dts[] = { GRAPH_DT_F32, GRAPH_DT_BF16,
+	    GRAPH_DT_F16 };
+	enum { N = 5003 };
+	float *v = malloc(N * sizeof *v);
+	uint8_t *raw = malloc(N * 4), *rawb = malloc(N * 4);
+	double *d = malloc(N * sizeof *d), *e = malloc(N * sizeof *e);
+	double *b = malloc(N * sizeof *b), got;
+	long double ref, refd;
+	uint64_t x = 0x2545f4914f6cdd1du;
+	unsigned bad_vals, bad_sums;
+	size_t i, l, t;
+
+	for (t = 0; t < sizeof dts / sizeof dts[0]; t++) {
+		bad_vals = bad_sums = 0;
+		for (i = 0; i < N; i++) {
+			x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+			v[i] = (float)((double)(x >> 11) * 0x1p-53 * 4 - 2);
+		}
+		graph_encode_f32(dts[t], v, raw, N);
+		for (i = 0; i < N; i++)
+			v[i] = v[N - 1 - i] * 0.5f;
+		graph_encode_f32(dts[t], v, rawb, N);
+		for (l = 0; l < sizeof lens / sizeof lens[0]; l++) {
+			graph_decode_f64(dts[t], raw, e, lens[l]);
+			got = graph_decode_f64_sumsq(dts[t], raw, d, lens[l]);
+			for (ref = 0, i = 0; i < lens[l]; i++) {
+				bad_vals += d[i] != e[i];
+				ref += (long double)e[i] * e[i];
+			}
+			bad_sums += fabsl(got - ref) > 1e-13L * ref;
+			graph_decode_f64(dts[t], rawb, b, lens[l]);
+			for (refd = 0, i = 0; i < lens[l]; i++)
+				refd += ((long double)e[i] - b[i]) *
+				    ((long double)e[i] - b[i]);
+			got = graph_sub_f64_sumsq(d, b, lens[l]);
+			for (i = 0; i < lens[l]; i++)
+				bad_vals += d[i] != e[i] - b[i];
+			bad_sums += fabsl(got - refd) > 1e-13L * refd;
+		}
+		ok_int_eq(bad_vals, 0, "decode_f64_sumsq %s: decode_f64's "
+		    "values, and exact differences",
+		    graph_dtype_st_name(dts[t]));
+		ok_int_eq(bad_sums, 0, "decode_f64_sumsq %s: sums of squares "
+		    "within 1e-13 of long double's", graph_dtype_st_name(dts[t]));
+	}
+	free(v);
+	free(raw);
+	free(rawb);
+	free(d);
+	free(e);
+	free(b);
+}
+
 static void
 test_integers(void)
 {
@@ -575,6 +638,7 @@ main(void)
 	test_arrays();
 	test_float8();
 	test_decode_f64();
+	test_sumsq();
 	test_integers();
 	test_round();
 	test_names();
