@@ -561,7 +561,6 @@ cli_cmd_extract_lora(int argc, char **argv)
 	/* libuv reads this once, at the pool's first use. */
 	snprintf(pool, sizeof pool, "%d", a.x.threads);
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
-	graph_init();
 	memset(&sa, 0, sizeof sa);
 	sa.sa_handler = extract_signal;
 	sigemptyset(&sa.sa_mask);

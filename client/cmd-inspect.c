@@ -484,7 +484,6 @@ cli_cmd_inspect(int argc, char **argv)
 
 	if ((rc = inspect_parse(argc, argv, &a)) != 0)
 		return rc < 0 ? CLI_EXIT_OK : rc;
-	graph_init();
 	if (a.config != NULL)
 		return inspect_config(&a);
 	memset(&o, 0, sizeof o);

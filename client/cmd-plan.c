@@ -340,7 +340,6 @@ cli_cmd_plan(int argc, char **argv)
 		    cli_progname, cli_progname);
 		return rc;
 	}
-	graph_init();
 	if (cli_stage_count(argv[optind]) > 1)
 		return cli_plan_stages(&o, &so, argv[optind]);
 	graph_diags_init(&d);

@@ -547,7 +547,6 @@ cli_cmd_run(int argc, char **argv)
 	/* libuv reads this once, at the pool's first use. */
 	snprintf(pool, sizeof pool, "%d", graph_exec_pool_size(o.threads));
 	setenv("UV_THREADPOOL_SIZE", pool, 1);
-	graph_init();
 	/* CONFIG "-": one merge's config on standard input (a batch
 	 * script's here-document, docs/cluster.md). */
 	if (strcmp(cfgpath, "-") == 0 && !cli_as_multi) {

@@ -123,6 +123,9 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	/* Over a file size limit, fail the write with EFBIG; do not die. */
 	signal(SIGXFSZ, SIG_IGN);
+	/* For every command, before any thread of ours: BLAS on one
+	 * thread, and OpenBLAS's own, which would spin, stopped. */
+	graph_init();
 	/* Installed as mergekit-yaml too (meson -Dmergekit_compat=true):
 	 * then it is "mergectl run", so that scripts run unchanged. */
 	base = argc > 0 ? strrchr(argv[0], '/') : NULL;
