@@ -479,7 +479,7 @@ lanes_sum(const double *acc)
  * graph_decode_f64, returning the sum of the values' squares, each strip
  * summed right after it is decoded, from the L1 cache (OpenBLAS's ddot
  * over a whole chunk of dst afterwards was 14% of inspect's CPU time;
- * this is 10%).
+ * this, 12%).
  */
 GRAPH_SIMD static double
 graph_decode_f64_sumsq_simd(enum graph_dtype dt, const void *restrict src,
