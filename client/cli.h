@@ -19,23 +19,7 @@
 
 struct cJSON;
 
-/* Exit codes; documented in mergectl --help and the man page. */
-#define CLI_EXIT_OK 0		/* success */
-#define CLI_EXIT_FAILED 1	/* the merge failed while running */
-#define CLI_EXIT_USAGE 2	/* bad command line */
-#define CLI_EXIT_INVALID 3	/* config or plan rejected; nothing read */
-#define CLI_EXIT_EXISTS 4	/* output exists and --force not given */
-#define CLI_EXIT_DAEMON 5	/* no daemon answers */
-#define CLI_EXIT_NOT_FOUND 6	/* no such job */
-#define CLI_EXIT_FORBIDDEN 7	/* not the job's owner */
-#define CLI_EXIT_CANCELLED 8	/* the job was cancelled */
-#define CLI_EXIT_JOB_INTERRUPTED 9	/* the job was interrupted */
-#define CLI_EXIT_LIMIT 10	/* refused: a per-user or daemon limit */
-#define CLI_EXIT_UNTRUSTED 11	/* the daemon answering is not who it
-				   should be; nothing was sent */
-#define CLI_EXIT_UNSUPPORTED 12	/* not by this daemon: a hook where it
-				   cannot act as you */
-#define CLI_EXIT_INTERRUPTED 130	/* SIGINT or SIGTERM */
+/* Exit codes: CLI_EXIT_* in proto/vocab.h. */
 
 struct cli_cmd {
 	const char *name;

@@ -871,6 +871,22 @@ slurm_apply(struct daemon *d, struct djob *j, const char *state,
 		slurm_read_record(j, NULL);
 	} else if (strcmp(state, "COMPLETED") == 0) {
 		slurm_judge_output(d, j, "completed");
+	} else if (strcmp(state, "FAILED") == 0 && exit_code >= 0 &&
+	    WIFEXITED(exit_code) && WEXITSTATUS(exit_code) ==
+	    CLI_EXIT_EXISTS) {
+		/*
+		 * The engine found the output there and refused it.  Slurm
+		 * requeues a batch job that has completed, too (scontrol
+		 * requeue, before this daemon saw it end): the run again
+		 * meets what its first run published.  The job is what
+		 * its output is, judged as a completed one's.
+		 */
+		job_log(d, j, "Slurm job %llu found its output already "
+		    "there (exit code %d), as a run again after it completed "
+		    "does: judged by that output",
+		    (unsigned long long)j->slurm_id, CLI_EXIT_EXISTS);
+		slurm_judge_output(d, j, "ran again and found its output "
+		    "there");
 	} else if (strcmp(state, "CANCELLED") == 0) {
 		why = xasprintf("Slurm cancelled job %llu%s%s%s",
 		    (unsigned long long)j->slurm_id, reason ? " (" : "",

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * vocab.h: the words of the protocol that name things, in one place for
- * the daemon, its store and mergectl: job states, ops and events.  The
- * field names are in fields.h.
+ * the daemon, its store and mergectl: job states, ops and events, and
+ * mergectl's exit codes.  The field names are in fields.h.
  *
  * A job state is one row of PROTO_JOB_STATES: its enumerator, the name
  * that travels on the wire and is kept in the store (names, never
@@ -149,6 +149,28 @@ int proto_kind_parse(const char *, enum job_kind *);
 /* Events: the "event" of a streamed message (watch). */
 #define PROTO_EV_PROGRESS "progress"
 #define PROTO_EV_DONE "done"		/* the last; carries "state" */
+
+/*
+ * mergectl's exit codes, documented in mergectl --help, the README and
+ * the man page.  Here rather than in the client because the daemon reads
+ * one: a Slurm batch job runs the engine as mergectl run (daemon/slurm.c).
+ */
+#define CLI_EXIT_OK 0		/* success */
+#define CLI_EXIT_FAILED 1	/* the merge failed while running */
+#define CLI_EXIT_USAGE 2	/* bad command line */
+#define CLI_EXIT_INVALID 3	/* config or plan rejected; nothing read */
+#define CLI_EXIT_EXISTS 4	/* output exists and --force not given */
+#define CLI_EXIT_DAEMON 5	/* no daemon answers */
+#define CLI_EXIT_NOT_FOUND 6	/* no such job */
+#define CLI_EXIT_FORBIDDEN 7	/* not the job's owner */
+#define CLI_EXIT_CANCELLED 8	/* the job was cancelled */
+#define CLI_EXIT_JOB_INTERRUPTED 9	/* the job was interrupted */
+#define CLI_EXIT_LIMIT 10	/* refused: a per-user or daemon limit */
+#define CLI_EXIT_UNTRUSTED 11	/* the daemon answering is not who it
+				   should be; nothing was sent */
+#define CLI_EXIT_UNSUPPORTED 12	/* not by this daemon: a hook where it
+				   cannot act as you */
+#define CLI_EXIT_INTERRUPTED 130	/* SIGINT or SIGTERM */
 
 #include "fields.h"
 

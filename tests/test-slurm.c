@@ -14,7 +14,8 @@
  * removes the shards; a job whose inputs vanish before it runs fails
  * with Slurm's account of it; a job the daemon stops in the middle is
  * resumed on the cluster from the shards it wrote (the same files, not
- * rewritten), and so does one Slurm requeues; a team daemon as root
+ * rewritten), and so does one Slurm requeues; one Slurm requeues after
+ * it completed is done, by its output; a team daemon as root
  * submits as the user who asked (sbatch --uid), whose job runs and
  * writes as that user; a team daemon not run as root refuses the
  * backend, saying why.
@@ -477,6 +478,68 @@ test_requeue(void)
 	    "output");
 }
 
+/* squeue's job_state of Slurm job sid once it contains want, waiting up
+ * to 120 s; what it last was otherwise. */
+static char *
+slurm_wait_state(unsigned long long sid, const char *want)
+{
+	char *st = NULL;
+	int i;
+
+	for (i = 0; i < 1200; i++) {
+		free(st);
+		st = slurm_field(sid, "job_state");
+		if (st != NULL && strstr(st, want) != NULL)
+			break;
+		td_sleep_ms(100);
+	}
+	return st;
+}
+
+/*
+ * Requeued after it had completed, while the daemon was stopped (Slurm
+ * requeues a COMPLETED batch job too): the run again finds the output
+ * its first run published and refuses it (exit 4), and Slurm lists the
+ * job FAILED.  The daemon, started again, judges the job by its output,
+ * as it judges a completed one: done, not failed.
+ */
+static void
+test_requeue_done(void)
+{
+	unsigned long long sid = 0;
+	char *st, *ec, *o = NULL;
+	int a, i, rc;
+
+	a = td_submit("c.yml -o rq --random-seed 7 --out-shard-size 4M");
+	for (i = 0; i < 200 && (sid = slurm_id(a)) == 0; i++)
+		td_sleep_ms(50);
+	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
+	pid = 0;
+	st = slurm_wait_state(sid, "COMPLETED");
+	rc = tl_runf(NULL, "scontrol requeue %llu", sid);
+	ok(a > 0 && sid != 0 && strstr(st, "COMPLETED") != NULL && rc == 0,
+	    "a job completes on Slurm (job %llu, %s) while the daemon is "
+	    "stopped, and is requeued (exit %d)", sid, st, rc);
+	free(st);
+	/* Held for cred_expire (ten seconds here), then run again. */
+	st = slurm_wait_state(sid, "FAILED");
+	ec = slurm_field(sid, "exit_code");
+	ok(strstr(st, "FAILED") != NULL, "it runs again and fails, finding "
+	    "its output there: %s, exit code %s", st, ec);
+	free(st);
+	free(ec);
+	restart("");
+	if (!ok(td_wait_state(a, "done", 60000), "the daemon, started "
+	    "again, judges it by its output: done"))
+		slurm_diag(a, sid);
+	ok(outputs_equal("ref", "rq"), "byte for byte mergectl run's "
+	    "output");
+	td_ctl(&o, "logs %d", a);
+	ok(strstr(o, "found its output already there (exit code 4)") != NULL,
+	    "its log says why:\n%s", o);
+	free(o);
+}
+
 /* Two snapshots of one model in a Hugging Face cache. */
 #define HF_REV1 "1111111111111111111111111111111111111111"
 #define HF_REV2 "2222222222222222222222222222222222222222"
@@ -724,6 +787,7 @@ main(int argc, char **argv)
 	test_restart();
 	test_killed();
 	test_requeue();
+	test_requeue_done();
 	test_group();
 	test_paths();
 	test_second_user();
