@@ -234,15 +234,27 @@ svg_colour(double v, char *buf, size_t len)
 	    (int)(251 - t * 203), (int)(255 - t * 148));
 }
 
+/* The map's side, at most, when its cells grow for a few layers. */
+#define SVG_MAP_PX 336
+
 static int
 write_svg(const struct graph_inspect *r, const struct inspect_args *a)
 {
-	const int cell = 12, left = 60, top = 56, legend = 24;
-	int w = left + (int)r->lb * cell + 80, h = top + (int)r->la * cell +
-	    60;
+	const int left = 60, top = 56, legend = 24;
+	size_t i, j, best, most = r->la > r->lb ? r->la : r->lb;
+	/* Cells of 12 px, larger for a few layers (up to 28 px), so
+	 * that a small model's map is not a postage stamp. */
+	int cell = most > 0 && SVG_MAP_PX / (int)most > 12 ?
+	    SVG_MAP_PX / (int)most : 12;
+	int w, h, dot;
 	char col[32];
-	size_t i, j, best;
 	FILE *fp;
+
+	if (cell > 28)
+		cell = 28;
+	dot = cell / 5 > 3 ? cell / 5 : 3;
+	w = left + (int)r->lb * cell + 80;
+	h = top + (int)r->la * cell + 60;
 
 	/* Room for the title and the legend, however few the layers. */
 	if (w < left + 11 * legend + 180)
@@ -266,7 +278,7 @@ write_svg(const struct graph_inspect *r, const struct inspect_args *a)
 		if (i % 5 == 0)
 			fprintf(fp, "<text x=\"%d\" y=\"%d\" "
 			    "text-anchor=\"end\">%zu</text>\n", left - 4,
-			    top + (int)i * cell + 9, i);
+			    top + (int)i * cell + cell / 2 + 4, i);
 		for (j = 0; j < r->lb; j++) {
 			svg_colour(r->mean[i * r->lb + j], col, sizeof col);
 			fprintf(fp, "<rect x=\"%d\" y=\"%d\" width=\"%d\" "
@@ -275,9 +287,9 @@ write_svg(const struct graph_inspect *r, const struct inspect_args *a)
 			    (int)i * cell, cell, cell, col, i, j,
 			    r->mean[i * r->lb + j]);
 		}
-		fprintf(fp, "<circle cx=\"%d\" cy=\"%d\" r=\"3\" "
+		fprintf(fp, "<circle cx=\"%d\" cy=\"%d\" r=\"%d\" "
 		    "fill=\"#cf222e\"/>\n", left + (int)best * cell + cell / 2,
-		    top + (int)i * cell + cell / 2);
+		    top + (int)i * cell + cell / 2, dot);
 	}
 	for (j = 0; j < r->lb; j += 5)
 		fprintf(fp, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\">%zu"

@@ -376,7 +376,7 @@ test_svg(void)
 	shot = tl_at(art, "inspect-map.png");
 	rc = tl_runf(&o, "HOME=%s timeout 120 chromium --headless --no-sandbox "
 	    "--disable-gpu --no-first-run --hide-scrollbars "
-	    "--window-size=520,340 --screenshot=%s file://%s/map.svg 2>&1", dir,
+	    "--window-size=520,460 --screenshot=%s file://%s/map.svg 2>&1", dir,
 	    shot, dir);
 	ok(rc == 0 && tl_exists(shot), "and renders it: %s", shot);
 	free(shot);
