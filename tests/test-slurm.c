@@ -129,6 +129,36 @@ slurm_id(int id)
 	return sid;
 }
 
+/* The same, once the daemon has handed the job to Slurm: up to 10 s. */
+static unsigned long long
+slurm_id_wait(int id)
+{
+	unsigned long long sid = 0;
+	int i;
+
+	for (i = 0; i < 200 && id > 0 && (sid = slurm_id(id)) == 0; i++)
+		td_sleep_ms(50);
+	return sid;
+}
+
+/* squeue's job_state of Slurm job sid once it contains want, waiting up
+ * to ms; what it last was otherwise. */
+static char *
+slurm_wait_state(unsigned long long sid, const char *want, int ms)
+{
+	char *st = NULL;
+	int i;
+
+	for (i = 0; i <= ms / 50; i++) {
+		free(st);
+		st = slurm_field(sid, "job_state");
+		if (st != NULL && strstr(st, want) != NULL)
+			break;
+		td_sleep_ms(50);
+	}
+	return st;
+}
+
 static void
 restart(const char *opts)
 {
@@ -161,8 +191,7 @@ test_chain(void)
 	    "--after %d", b);
 	ok(a && b && c, "three jobs submitted, each after the one before");
 	/* Handed to Slurm at once, the later ones held by afterok. */
-	for (int i = 0; i < 200 && (sc = slurm_id(c)) == 0; i++)
-		td_sleep_ms(50);
+	sc = slurm_id_wait(c);
 	o = slurm_field(sc, "dependency");
 	ok(sc != 0 && strstr(o, "afterok:") != NULL, "the third is Slurm job "
 	    "%llu at once, with a dependency: %s", sc, o);
@@ -194,22 +223,12 @@ test_cancel(void)
 
 	/* Held by an afterok on a job that waits for a hold. */
 	a = td_submit("c.yml -o k1 --random-seed 7 --out-shard-size 4M");
-	for (int i = 0; i < 200 && (sa = slurm_id(a)) == 0; i++)
-		td_sleep_ms(50);
+	sa = slurm_id_wait(a);
 	tl_runf(NULL, "scontrol hold %llu", sa);
 	b = td_submit("c.yml -o k2 --after %d", a);
 	rc = td_ctl(&o, "cancel %d", a);
 	free(o);
-	for (int i = 0; i < 200; i++) {
-		state = slurm_field(sa, "job_state");
-		if (strcmp(state, "CANCELLED") == 0) {
-			free(state);
-			break;
-		}
-		free(state);
-		td_sleep_ms(50);
-	}
-	state = slurm_field(sa, "job_state");
+	state = slurm_wait_state(sa, "CANCELLED", 10000);
 	ok(rc == 0 && td_wait_state(a, "cancelled", 5000) && strcmp(state,
 	    "CANCELLED") == 0, "cancel cancels Slurm job %llu too (%s)", sa,
 	    state);
@@ -239,13 +258,11 @@ test_failed(void)
 	tl_runf(NULL, "cd %s && cp -r xb xc && sed 's/xb/xc/' c.yml > "
 	    "gone.yml", dir);
 	a = td_submit("c.yml -o f1 --random-seed 7 --out-shard-size 4M");
-	for (int i = 0; i < 200 && (sa = slurm_id(a)) == 0; i++)
-		td_sleep_ms(50);
+	sa = slurm_id_wait(a);
 	tl_runf(NULL, "scontrol hold %llu", sa);
 	b = td_submit("gone.yml -o f2 --after %d", a);
 	/* Handed to Slurm first: the daemon checks its inputs then. */
-	for (int i = 0; i < 200 && (sb = slurm_id(b)) == 0; i++)
-		td_sleep_ms(50);
+	sb = slurm_id_wait(b);
 	/* The config goes to the node on standard input; its messages name
 	 * it as submitted. */
 	tl_runf(&err, "scontrol write batch_script %llu - | grep -o -- "
@@ -478,24 +495,6 @@ test_requeue(void)
 	    "output");
 }
 
-/* squeue's job_state of Slurm job sid once it contains want, waiting up
- * to 120 s; what it last was otherwise. */
-static char *
-slurm_wait_state(unsigned long long sid, const char *want)
-{
-	char *st = NULL;
-	int i;
-
-	for (i = 0; i < 1200; i++) {
-		free(st);
-		st = slurm_field(sid, "job_state");
-		if (st != NULL && strstr(st, want) != NULL)
-			break;
-		td_sleep_ms(100);
-	}
-	return st;
-}
-
 /*
  * Requeued after it had completed, while the daemon was stopped (Slurm
  * requeues a COMPLETED batch job too): the run again finds the output
@@ -506,23 +505,22 @@ slurm_wait_state(unsigned long long sid, const char *want)
 static void
 test_requeue_done(void)
 {
-	unsigned long long sid = 0;
+	unsigned long long sid;
 	char *st, *ec, *o = NULL;
-	int a, i, rc;
+	int a, rc;
 
 	a = td_submit("c.yml -o rq --random-seed 7 --out-shard-size 4M");
-	for (i = 0; i < 200 && (sid = slurm_id(a)) == 0; i++)
-		td_sleep_ms(50);
+	sid = slurm_id_wait(a);
 	ok_int_eq(td_stop(pid, SIGTERM), 0, "the daemon stops cleanly");
 	pid = 0;
-	st = slurm_wait_state(sid, "COMPLETED");
+	st = slurm_wait_state(sid, "COMPLETED", 120000);
 	rc = tl_runf(NULL, "scontrol requeue %llu", sid);
 	ok(a > 0 && sid != 0 && strstr(st, "COMPLETED") != NULL && rc == 0,
 	    "a job completes on Slurm (job %llu, %s) while the daemon is "
 	    "stopped, and is requeued (exit %d)", sid, st, rc);
 	free(st);
 	/* Held for cred_expire (ten seconds here), then run again. */
-	st = slurm_wait_state(sid, "FAILED");
+	st = slurm_wait_state(sid, "FAILED", 120000);
 	ec = slurm_field(sid, "exit_code");
 	ok(strstr(st, "FAILED") != NULL, "it runs again and fails, finding "
 	    "its output there: %s, exit code %s", st, ec);
@@ -566,8 +564,7 @@ test_hf_cache(void)
 	ok(rc == 0, "a reference from the cache (exit %d): %s", rc, o);
 	free(o);
 	a = td_submit("c.yml -o hf0 --random-seed 7 --out-shard-size 4M");
-	for (int i = 0; i < 200 && (sa = slurm_id(a)) == 0; i++)
-		td_sleep_ms(50);
+	sa = slurm_id_wait(a);
 	tl_runf(NULL, "scontrol hold %llu", sa);
 	snprintf(hub, sizeof hub, "%s/hub", dir);
 	setenv("HF_HUB_CACHE", hub, 1);
@@ -706,8 +703,7 @@ test_second_user(void)
 	else
 		tap_diag("alice's submit (exit %d): %s", rc, o);
 	free(o);
-	for (int i = 0; i < 200 && a > 0 && (sa = slurm_id(a)) == 0; i++)
-		td_sleep_ms(50);
+	sa = slurm_id_wait(a);
 	user = slurm_field(sa, "user_name");
 	ok(a > 0 && strcmp(user, "merged-alice") == 0, "alice's job is her "
 	    "own Slurm job (%s)", user);
