@@ -430,89 +430,54 @@ graph_decode_f64_simd(enum graph_dtype dt, const void *restrict src,
 	}
 }
 
-/*
- * Sums of squares are kept in SUMSQ_LANES independent running sums, lane
- * j taking the elements whose index is j modulo SUMSQ_LANES, and added in
- * lane order at the end.  A single running sum cannot be vectorised
- * without reordering it, and waits on each add's latency; these lanes are
- * four vectors of four (gcc's vector extension: ymm registers in the AVX2
- * clone, pairs of xmm in the baseline), with one order, and so one
- * result, on every machine.
- */
-#define SUMSQ_LANES 16
 /* Elements decoded, then summed while they are still in the L1 cache. */
 #define SUMSQ_STRIP 512
 
-typedef double f64x4 __attribute__((vector_size(4 * sizeof(double))));
-
-/* acc[j] += x[i]^2 for the lanes of x's elements; x starts at an index
- * that is a multiple of SUMSQ_LANES. */
-GRAPH_SIMD static void
-sumsq_lanes(const double *restrict x, size_t n, double *restrict acc)
-{
-	f64x4 a[SUMSQ_LANES / 4], v;
-	size_t i = 0, j;
-
-	memcpy(a, acc, sizeof a);
-	for (; i + SUMSQ_LANES <= n; i += SUMSQ_LANES)
-		for (j = 0; j < SUMSQ_LANES / 4; j++) {
-			memcpy(&v, x + i + 4 * j, sizeof v);
-			a[j] += v * v;
-		}
-	memcpy(acc, a, sizeof a);
-	for (; i < n; i++)
-		acc[i % SUMSQ_LANES] += x[i] * x[i];
-}
-
-static double
-lanes_sum(const double *acc)
-{
-	double s = 0;
-	size_t j;
-
-	for (j = 0; j < SUMSQ_LANES; j++)
-		s += acc[j];
-	return s;
-}
-
 /*
  * graph_decode_f64, returning the sum of the values' squares, each strip
- * summed right after it is decoded, from the L1 cache (OpenBLAS's ddot
- * over a whole chunk of dst afterwards was 14% of inspect's CPU time;
- * this, 12%).
+ * summed (kern_sumsq) right after it is decoded, from the L1 cache
+ * (OpenBLAS's ddot over a whole chunk of dst afterwards was 14% of
+ * inspect's CPU time).  The strips' sums are added in order.
  */
-GRAPH_SIMD static double
-graph_decode_f64_sumsq_simd(enum graph_dtype dt, const void *restrict src,
+double
+graph_decode_f64_sumsq(enum graph_dtype dt, const void *restrict src,
     double *restrict dst, size_t n)
 {
-	const uint8_t *restrict s = src;
-	double acc[SUMSQ_LANES] = { 0 };
+	const uint8_t *s = src;
 	size_t es = graph_dtype_size(dt), i, k;
+	double sum = 0;
 
 	for (i = 0; i < n; i += k) {
 		k = n - i < SUMSQ_STRIP ? n - i : SUMSQ_STRIP;
 		graph_decode_f64_simd(dt, s + i * es, dst + i, k);
-		sumsq_lanes(dst + i, k, acc);
+		sum += kern_sumsq(dst + i, k);
 	}
-	return lanes_sum(acc);
+	return sum;
 }
 
-/* x[i] -= y[i], returning the sum of the differences' squares (in the
- * same lanes). */
-GRAPH_SIMD static double
-graph_sub_f64_sumsq_simd(double *restrict x, const double *restrict y,
-    size_t n)
+GRAPH_SIMD static void
+sub_f64_simd(double *restrict x, const double *restrict y, size_t n)
 {
-	double acc[SUMSQ_LANES] = { 0 };
-	size_t i, k, j;
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		x[i] -= y[i];
+}
+
+/* x[i] -= y[i] (exact: both are float32 values), returning the sum of
+ * the differences' squares, a strip at a time as above. */
+double
+graph_sub_f64_sumsq(double *restrict x, const double *restrict y, size_t n)
+{
+	size_t i, k;
+	double sum = 0;
 
 	for (i = 0; i < n; i += k) {
 		k = n - i < SUMSQ_STRIP ? n - i : SUMSQ_STRIP;
-		for (j = 0; j < k; j++)
-			x[i + j] -= y[i + j];
-		sumsq_lanes(x + i, k, acc);
+		sub_f64_simd(x + i, y + i, k);
+		sum += kern_sumsq(x + i, k);
 	}
-	return lanes_sum(acc);
+	return sum;
 }
 
 /* The exported names call the cloned implementations (see kernels.c). */
@@ -528,19 +493,6 @@ graph_decode_f64(enum graph_dtype dt, const void *restrict src,
     double *restrict dst, size_t n)
 {
 	graph_decode_f64_simd(dt, src, dst, n);
-}
-
-double
-graph_decode_f64_sumsq(enum graph_dtype dt, const void *restrict src,
-    double *restrict dst, size_t n)
-{
-	return graph_decode_f64_sumsq_simd(dt, src, dst, n);
-}
-
-double
-graph_sub_f64_sumsq(double *restrict x, const double *restrict y, size_t n)
-{
-	return graph_sub_f64_sumsq_simd(x, y, n);
 }
 
 void

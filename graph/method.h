@@ -243,6 +243,7 @@ void kern_combine(float *restrict out, const float *const *in,
     const double *w, size_t nin, size_t n);
 void kern_dots(const float *restrict a, const float *restrict b, size_t n,
     double *aa, double *bb, double *ab);
+double kern_sumsq(const double *restrict x, size_t n);
 
 /* gram.c: Gram matrices and coefficient-space vectors. */
 size_t gram_size(size_t m);
